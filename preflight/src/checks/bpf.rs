@@ -1,0 +1,253 @@
+//! Checks over the live bpf() probes: program types, helpers and misc features Cilium needs.
+use super::{Area, Check, Outcome};
+use crate::{
+    facts::Facts,
+    probe::{ProbeReport, Support},
+    target::Capability::{self, *},
+};
+
+fn with_probes(facts: &Facts, f: impl FnOnce(&ProbeReport) -> Outcome) -> Outcome {
+    match facts.probes.get() {
+        Ok(p) => f(p),
+        Err(why) => Outcome::skip(why),
+    }
+}
+
+fn from_support(support: Option<&Support>, what: &str, evidence: &str) -> Outcome {
+    let o = match support {
+        Some(Support::Available) => Outcome::pass(format!("{what} available")),
+        Some(Support::Unavailable { reason }) => Outcome::fail(match reason {
+            Some(r) => format!("{what} unavailable: {r}"),
+            None => format!("{what} unavailable"),
+        }),
+        Some(Support::Unknown { reason }) => Outcome::unknown(format!("could not tell: {reason}")),
+        None => Outcome::unknown(format!("{what} was not probed")),
+    };
+    o.evidence(evidence)
+}
+
+/// (program type, title, needed by).
+const PROGRAM_TYPES: &[(&str, &str, &[Capability])] = &[
+    (
+        "sched_cls",
+        "tc programs (bpf_lxc, bpf_host, bpf_overlay)",
+        &[BaseDatapath],
+    ),
+    (
+        "cgroup_sock_addr",
+        "socket LB hooks (bpf_sock connect/sendmsg)",
+        &[SocketLb, KubeProxyReplacement],
+    ),
+    (
+        "cgroup_sock",
+        "socket LB post-bind / release hooks",
+        &[SocketLb, KubeProxyReplacement],
+    ),
+    ("xdp", "XDP programs (bpf_xdp)", &[XdpAcceleration]),
+];
+
+/// (program type, helper, needed by, remedy). The 1.18+ agent refuses to start without the
+/// BaseDatapath ones (FACTS §3, pkg/datapath/linux/probes).
+const HELPERS: &[(&str, &str, &[Capability], &str)] = &[
+    (
+        "sched_cls",
+        "skb_change_tail",
+        &[BaseDatapath],
+        "kernel >= 5.10 (Cilium 1.18 minimum)",
+    ),
+    (
+        "sched_cls",
+        "skb_change_head",
+        &[BaseDatapath],
+        "kernel >= 5.10 (Cilium 1.18 minimum)",
+    ),
+    (
+        "sched_cls",
+        "skb_adjust_room",
+        &[BaseDatapath],
+        "kernel >= 5.10 (Cilium 1.18 minimum)",
+    ),
+    (
+        "sched_cls",
+        "csum_level",
+        &[BaseDatapath],
+        "kernel >= 5.10 (Cilium 1.18 minimum)",
+    ),
+    (
+        "sched_cls",
+        "jiffies64",
+        &[BaseDatapath],
+        "kernel >= 5.10 (Cilium 1.18 minimum)",
+    ),
+    (
+        "sched_cls",
+        "tail_call",
+        &[BaseDatapath],
+        "a kernel with eBPF tail calls (any supported kernel)",
+    ),
+    (
+        "sched_cls",
+        "fib_lookup",
+        &[BaseDatapath, NativeRouting],
+        "kernel >= 5.10",
+    ),
+    (
+        "sched_cls",
+        "redirect_neigh",
+        &[BaseDatapath, BpfHostRouting],
+        "kernel >= 5.10, or bpf.hostLegacyRouting=true on older Cilium",
+    ),
+    (
+        "sched_cls",
+        "redirect_peer",
+        &[BaseDatapath, BpfHostRouting],
+        "kernel >= 5.10, or bpf.hostLegacyRouting=true on older Cilium",
+    ),
+    (
+        "sched_cls",
+        "get_netns_cookie",
+        &[BaseDatapath],
+        "kernel >= 5.10",
+    ),
+    (
+        "cgroup_sock_addr",
+        "get_socket_cookie",
+        &[SocketLb, KubeProxyReplacement],
+        "kernel >= 5.10, or socketLB.enabled=false",
+    ),
+    (
+        "cgroup_sock_addr",
+        "get_netns_cookie",
+        &[SocketLb, KubeProxyReplacement],
+        "kernel >= 5.10, or socketLB.enabled=false",
+    ),
+    (
+        "cgroup_sock_addr",
+        "get_current_cgroup_id",
+        &[SocketLb, KubeProxyReplacement],
+        "kernel >= 5.10, or socketLB.enabled=false",
+    ),
+    (
+        "xdp",
+        "xdp_get_buff_len",
+        &[XdpAcceleration],
+        "kernel >= 5.18, or loadBalancer.acceleration=disabled",
+    ),
+    (
+        "xdp",
+        "fib_lookup",
+        &[XdpAcceleration],
+        "kernel >= 5.10, or loadBalancer.acceleration=disabled",
+    ),
+];
+
+/// (misc probe, id suffix, title, needed by, remedy).
+const MISC: &[(&str, &str, &[Capability], &str)] = &[
+    (
+        "large_insn_limit",
+        "1M-instruction programs (kernel 5.2)",
+        &[BaseDatapath],
+        "kernel >= 5.10",
+    ),
+    (
+        "bounded_loops",
+        "bounded loops (kernel 5.3)",
+        &[BaseDatapath],
+        "kernel >= 5.10",
+    ),
+    (
+        "isa_v2",
+        "eBPF ISA v2 (clang -mcpu=v2)",
+        &[BaseDatapath],
+        "kernel >= 5.10",
+    ),
+    (
+        "isa_v3",
+        "eBPF ISA v3 / JMP32 (clang -mcpu=v3)",
+        &[],
+        "Cilium falls back to -mcpu=v2; a kernel >= 5.10 has v3",
+    ),
+    (
+        "jit_enabled",
+        "BPF JIT compiles programs",
+        &[],
+        "sysctl -w net.core.bpf_jit_enable=1",
+    ),
+    (
+        "vmlinux_btf",
+        "kernel BTF at /sys/kernel/btf/vmlinux",
+        &[],
+        "a kernel built with CONFIG_DEBUG_INFO_BTF=y (newest Cilium docs require it)",
+    ),
+];
+
+pub fn checks() -> Vec<Check> {
+    let mut out = vec![
+        Check::new("bpf.syscall", Area::Bpf, "bpf() usable by preflight")
+            .needed_by(&[BaseDatapath])
+            .remedy(
+                "run as root (or with CAP_BPF + CAP_NET_ADMIN); in a Job, grant those capabilities",
+            )
+            .evaluate(|facts, _| {
+                with_probes(facts, |p| match p.program_types.get("socket_filter") {
+                    Some(Support::Available) => Outcome::pass("loaded a socket_filter program"),
+                    Some(Support::Unknown { reason }) => {
+                        Outcome::unknown(format!("bpf() refused us: {reason}"))
+                    }
+                    other => from_support(other, "socket_filter", "bpf(BPF_PROG_LOAD)"),
+                })
+            }),
+    ];
+    for (prog, title, needed_by) in PROGRAM_TYPES {
+        out.push(
+            Check::new(format!("bpf.prog_type.{prog}"), Area::Bpf, *title)
+                .needed_by(needed_by)
+                .remedy(format!("a kernel with BPF_PROG_TYPE_{} (CONFIG_BPF_SYSCALL, CONFIG_NET_CLS_BPF, CONFIG_CGROUP_BPF)", prog.to_uppercase()))
+                .evaluate(move |facts, _| {
+                    with_probes(facts, |p| from_support(p.program_types.get(*prog), &format!("program type {prog}"), "bpf(BPF_PROG_LOAD)"))
+                }),
+        );
+    }
+    for (prog, helper, needed_by, remedy) in HELPERS {
+        out.push(
+            Check::new(
+                format!("bpf.helper.{prog}.{helper}"),
+                Area::Bpf,
+                format!("bpf_{helper} from {prog}"),
+            )
+            .needed_by(needed_by)
+            .remedy(*remedy)
+            .evaluate(move |facts, _| {
+                with_probes(facts, |p| {
+                    from_support(
+                        p.helper(prog, helper),
+                        &format!("bpf_{helper} in {prog}"),
+                        "verifier probe",
+                    )
+                })
+            }),
+        );
+    }
+    for (name, title, needed_by, remedy) in MISC {
+        out.push(
+            Check::new(format!("bpf.misc.{name}"), Area::Bpf, *title)
+                .needed_by(needed_by)
+                .remedy(*remedy)
+                .evaluate(move |facts, _| {
+                    with_probes(facts, |p| {
+                        let o = from_support(p.misc.get(*name), title, "bpf(BPF_PROG_LOAD)");
+                        // Informational probes warn instead of failing.
+                        if needed_by.is_empty() && o.status == crate::report::Status::Fail {
+                            Outcome {
+                                status: crate::report::Status::Warn,
+                                ..o
+                            }
+                        } else {
+                            o
+                        }
+                    })
+                }),
+        );
+    }
+    out
+}

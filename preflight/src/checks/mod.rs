@@ -1,0 +1,226 @@
+//! The check registry. A check is a value: a stable id, the capabilities that need it, a remedy,
+//! and a pure function from gathered facts and the target to an outcome. Gathering facts is the
+//! only part that touches the node; everything here is testable on fixture facts.
+//!
+//! One file per area; `registry()` lists them. To find a check by id, grep for its id string.
+mod attach;
+mod bpf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    facts::Facts,
+    report::{CheckResult, Status},
+    target::{Capability, Target},
+};
+
+/// Where a check belongs; the text report groups by it and check ids start with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Area {
+    /// bpf() itself: program, map and helper support, ISA, limits.
+    Bpf,
+    /// Real programs attached to real hooks in a scratch network namespace.
+    Attach,
+    Kernel,
+    Modules,
+    Mounts,
+    Sysctl,
+    Network,
+    Cni,
+    K3s,
+    State,
+    Distro,
+    Compile,
+    Values,
+}
+
+impl Area {
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::Bpf => "eBPF support",
+            Self::Attach => "Attach canaries",
+            Self::Kernel => "Kernel config",
+            Self::Modules => "Kernel modules",
+            Self::Mounts => "Mounts",
+            Self::Sysctl => "Sysctls",
+            Self::Network => "Network devices",
+            Self::Cni => "CNI",
+            Self::K3s => "k3s / Rancher Desktop",
+            Self::State => "Cilium state",
+            Self::Distro => "Distribution and packet filtering",
+            Self::Compile => "Datapath compile",
+            Self::Values => "Helm values",
+        }
+    }
+}
+
+/// What a check found. `Unknown` means "could not tell" (EPERM, file not visible) and is never
+/// turned into `Fail`; `Skip` means the check does not apply (e.g. a live-only fact with --root).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub status: Status,
+    pub detail: String,
+    /// Where the fact came from: a file, a syscall, a command line.
+    pub evidence: Vec<String>,
+    /// Replaces the check's generic remedy when the finding calls for a specific one.
+    pub remedy: Option<String>,
+}
+
+impl Outcome {
+    fn new(status: Status, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            detail: detail.into(),
+            evidence: Vec::new(),
+            remedy: None,
+        }
+    }
+    pub fn pass(detail: impl Into<String>) -> Self {
+        Self::new(Status::Pass, detail)
+    }
+    pub fn fail(detail: impl Into<String>) -> Self {
+        Self::new(Status::Fail, detail)
+    }
+    pub fn warn(detail: impl Into<String>) -> Self {
+        Self::new(Status::Warn, detail)
+    }
+    pub fn unknown(detail: impl Into<String>) -> Self {
+        Self::new(Status::Unknown, detail)
+    }
+    pub fn skip(detail: impl Into<String>) -> Self {
+        Self::new(Status::Skip, detail)
+    }
+    pub fn evidence(mut self, evidence: impl Into<String>) -> Self {
+        self.evidence.push(evidence.into());
+        self
+    }
+    pub fn remedy(mut self, remedy: impl Into<String>) -> Self {
+        self.remedy = Some(remedy.into());
+        self
+    }
+}
+
+type Evaluate = Box<dyn Fn(&Facts, &Target) -> Outcome + Send + Sync>;
+
+pub struct Check {
+    pub id: String,
+    pub area: Area,
+    pub title: String,
+    /// Capabilities that fail when this check fails. A check with none is informational.
+    pub needed_by: Vec<Capability>,
+    pub remedy: String,
+    evaluate: Evaluate,
+}
+
+impl Check {
+    pub fn new(id: impl Into<String>, area: Area, title: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            area,
+            title: title.into(),
+            needed_by: Vec::new(),
+            remedy: String::new(),
+            evaluate: Box::new(|_, _| Outcome::skip("not implemented")),
+        }
+    }
+    pub fn needed_by(mut self, capabilities: &[Capability]) -> Self {
+        self.needed_by = capabilities.to_vec();
+        self
+    }
+    pub fn remedy(mut self, remedy: impl Into<String>) -> Self {
+        self.remedy = remedy.into();
+        self
+    }
+    pub fn evaluate(
+        mut self,
+        evaluate: impl Fn(&Facts, &Target) -> Outcome + Send + Sync + 'static,
+    ) -> Self {
+        self.evaluate = Box::new(evaluate);
+        self
+    }
+
+    /// Whether the target needs anything this check guards.
+    pub fn relevant_to(&self, target: &Target) -> bool {
+        self.needed_by.iter().any(|c| target.needs(*c))
+    }
+
+    pub fn run(&self, facts: &Facts, target: &Target, ignored: bool) -> CheckResult {
+        let outcome = (self.evaluate)(facts, target);
+        // Only a problem carries a remedy; a pass with "do X" would be noise.
+        let remedy = match outcome.status {
+            Status::Pass | Status::Skip => None,
+            _ => outcome
+                .remedy
+                .or_else(|| (!self.remedy.is_empty()).then(|| self.remedy.clone())),
+        };
+        CheckResult {
+            id: self.id.clone(),
+            area: self.area,
+            title: self.title.clone(),
+            status: outcome.status,
+            detail: outcome.detail,
+            remedy,
+            evidence: outcome.evidence,
+            needed_by: self.needed_by.clone(),
+            relevant: self.relevant_to(target),
+            ignored,
+        }
+    }
+}
+
+/// Every check preflight knows, in report order.
+pub fn registry() -> Vec<Check> {
+    let mut checks = Vec::new();
+    checks.extend(bpf::checks());
+    checks.extend(attach::checks());
+    checks
+}
+
+/// Runs every check. `ignore` holds check ids (kubeadm's --ignore-preflight-errors): an ignored
+/// failure stays in the report but does not count against the verdict.
+pub fn run_all(facts: &Facts, target: &Target, ignore: &[String]) -> Vec<CheckResult> {
+    registry()
+        .iter()
+        .map(|check| check.run(facts, target, ignore.iter().any(|i| *i == check.id)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn check_ids_are_unique_dotted_and_start_with_their_area() {
+        let mut seen = HashSet::new();
+        for check in registry() {
+            assert!(seen.insert(check.id.clone()), "duplicate id {}", check.id);
+            let area = serde_json::to_value(check.area).unwrap();
+            let prefix = format!("{}.", area.as_str().unwrap());
+            assert!(
+                check.id.starts_with(&prefix),
+                "{} not under {prefix}",
+                check.id
+            );
+            assert!(
+                check
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c)),
+                "{} has characters outside [a-z0-9._-]",
+                check.id
+            );
+        }
+    }
+
+    #[test]
+    fn every_check_that_can_fail_has_a_remedy() {
+        for check in registry() {
+            if !check.needed_by.is_empty() {
+                assert!(!check.remedy.is_empty(), "{} has no remedy", check.id);
+            }
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! One function per subcommand: parse nothing, print the result, return the exit code.
+use std::{io::IsTerminal, time::Instant};
+
+use crate::{
+    checks,
+    cli::{ProbeArgs, RunArgs},
+    exit,
+    facts::{Facts, GatherOptions},
+    host::HostRoot,
+    probe::{self, LiveKernel},
+    report::{self, Format, Report, Timings},
+    target::Target,
+    verdict,
+};
+
+/// Whether to colour output on stdout: `--color`, then NO_COLOR, then whether it is a terminal.
+pub fn colour(choice: &str) -> bool {
+    match choice {
+        "always" => true,
+        "never" => false,
+        _ => std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal(),
+    }
+}
+
+pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
+    let start = Instant::now();
+    if !args.root.is_dir() {
+        anyhow::bail!("--root {}: not a directory", args.root.display());
+    }
+    let opts = GatherOptions {
+        root: args.root.clone(),
+        canaries: !args.no_canaries,
+    };
+    let facts = Facts::gather(&opts);
+    let mut target = Target::default();
+    target.capabilities.extend(args.need.iter().copied());
+    let t = Instant::now();
+    let checks = checks::run_all(&facts, &target, &args.ignore);
+    let verdict = verdict::decide(&target, &checks);
+    let mut timings = Timings::default();
+    for (stage, ms) in &facts.timings {
+        timings.stages_ms.insert(stage.clone(), *ms);
+    }
+    timings
+        .stages_ms
+        .insert("checks".into(), t.elapsed().as_secs_f64() * 1e3);
+    timings.total_ms = start.elapsed().as_secs_f64() * 1e3;
+    let report = Report {
+        schema_version: report::SCHEMA_VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        node: HostRoot::new(&args.root).node(facts.live),
+        target,
+        checks,
+        verdict,
+        timings,
+    };
+    print!("{}", report::render(&report, args.format, colour));
+    Ok(if report.verdict.go {
+        exit::GO
+    } else {
+        exit::NO_GO
+    })
+}
+
+pub fn probe(args: &ProbeArgs) -> anyhow::Result<u8> {
+    let report = probe::probe(&LiveKernel, args.scope());
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Text => print!("{}", probe_text(&report)),
+    }
+    Ok(exit::GO)
+}
+
+fn probe_text(report: &probe::ProbeReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let line = |out: &mut String, name: &str, s: &probe::Support| {
+        let why = match s {
+            probe::Support::Unknown { reason } => format!("  ({reason})"),
+            probe::Support::Unavailable { reason: Some(r) } => format!("  ({r})"),
+            _ => String::new(),
+        };
+        let _ = writeln!(out, "  {:<28} {}{}", name, s.label(), why);
+    };
+    let _ = writeln!(out, "Program types");
+    for (n, s) in &report.program_types {
+        line(&mut out, n, s);
+    }
+    let _ = writeln!(out, "Map types");
+    for (n, s) in &report.map_types {
+        line(&mut out, n, s);
+    }
+    for (prog, helpers) in &report.helpers {
+        let available = helpers.values().filter(|s| s.is_available()).count();
+        let _ = writeln!(
+            out,
+            "Helpers for {prog} ({available}/{} available)",
+            helpers.len()
+        );
+        for (n, s) in helpers {
+            line(&mut out, n, s);
+        }
+    }
+    for (prog, why) in &report.helpers_not_probed {
+        let _ = writeln!(out, "Helpers for {prog}: not probed ({why})");
+    }
+    let _ = writeln!(out, "Misc");
+    for (n, s) in &report.misc {
+        line(&mut out, n, s);
+    }
+    let _ = writeln!(out, "probed in {:.1} ms", report.elapsed_ms);
+    out
+}

@@ -1,0 +1,20 @@
+//! preflight: will Cilium come up on this node, and if not, why and what to change.
+//!
+//! Data flow: `facts` (the only part that touches the node: `host`, `probe`) → `checks`
+//! (a registry of pure functions) → `verdict` → `report` (one model, several renderers).
+pub mod checks;
+pub mod cli;
+pub mod commands;
+pub mod facts;
+pub mod host;
+pub mod probe;
+pub mod report;
+pub mod target;
+pub mod verdict;
+
+/// Exit codes, as ripgrep: 0 positive answer, 1 negative answer, 2 error.
+pub mod exit {
+    pub const GO: u8 = 0;
+    pub const NO_GO: u8 = 1;
+    pub const ERROR: u8 = 2;
+}

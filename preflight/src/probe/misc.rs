@@ -1,0 +1,175 @@
+//! Misc probes, as bpftool's "misc" section: instruction-set level, the 1M-instruction limit,
+//! bounded loops, plus JIT and BTF. Each is a tiny program the verifier accepts only when the
+//! kernel has the feature.
+use std::collections::BTreeMap;
+
+use super::{
+    Kernel, Load, Support,
+    sys::{
+        self, BPF_ALU64, BPF_JLT, BPF_JMP, BPF_JMP32, BPF_JNE, BPF_K, BPF_MOV, BPF_SUB, BPF_X, Insn,
+    },
+};
+
+/// How a rejected load reads: the verifier (or the size check) saying no is "unavailable";
+/// no permission or an errno we do not expect is "could not tell".
+pub fn classify(load: &Load) -> Support {
+    match load {
+        Load::Loaded { .. } => Support::Available,
+        // bpf_prog_load() returns E2BIG for insn_cnt above the limit before running the verifier.
+        Load::Rejected { errno, .. } if *errno == libc::E2BIG => Support::Unavailable {
+            reason: Some("E2BIG: above the kernel's instruction limit".into()),
+        },
+        Load::Rejected { errno, log }
+            if (*errno == libc::EINVAL || *errno == libc::EACCES) && !log.trim().is_empty() =>
+        {
+            let last = log
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            Support::Unavailable {
+                reason: Some(format!("verifier: {}", last.trim())),
+            }
+        }
+        Load::Rejected { errno, .. } => Support::Unknown {
+            reason: format!(
+                "bpf_prog_load: {}",
+                std::io::Error::from_raw_os_error(*errno)
+            ),
+        },
+    }
+}
+
+fn isa_v2() -> Vec<Insn> {
+    vec![
+        Insn::mov64_imm(0, 0),
+        Insn::new(BPF_JMP | BPF_JLT | BPF_K, 0, 0, 1, 1),
+        Insn::mov64_imm(0, 1),
+        Insn::exit(),
+    ]
+}
+
+fn isa_v3() -> Vec<Insn> {
+    vec![
+        Insn::mov64_imm(0, 0),
+        Insn::new(BPF_JMP32 | BPF_JLT | BPF_K, 0, 0, 1, 1),
+        Insn::mov64_imm(0, 1),
+        Insn::exit(),
+    ]
+}
+
+/// v4 (6.6): sign-extending move, `r0 = (s8) r0`, encoded as MOV|X with off = 8.
+fn isa_v4() -> Vec<Insn> {
+    vec![
+        Insn::mov64_imm(0, 0),
+        Insn::new(BPF_ALU64 | BPF_MOV | BPF_X, 0, 0, 8, 0),
+        Insn::exit(),
+    ]
+}
+
+/// BPF_MAXINSNS + 1 instructions: loads only with the 1M-instruction limit (5.2).
+fn large_insn_limit() -> Vec<Insn> {
+    let mut insns = vec![Insn::mov64_imm(0, 1); sys::BPF_MAXINSNS];
+    insns.push(Insn::exit());
+    insns
+}
+
+/// A loop with a known bound (5.3); older verifiers reject any back-edge.
+fn bounded_loops() -> Vec<Insn> {
+    vec![
+        Insn::mov64_imm(0, 10),
+        Insn::new(BPF_ALU64 | BPF_SUB | BPF_K, 0, 0, 0, 1),
+        Insn::new(BPF_JMP | BPF_JNE | BPF_K, 0, 0, -2, 0),
+        Insn::exit(),
+    ]
+}
+
+pub fn probe_misc(kernel: &dyn Kernel) -> BTreeMap<String, Support> {
+    let filter = sys::BPF_PROG_TYPE_SOCKET_FILTER;
+    let mut out = BTreeMap::new();
+    let trivial = kernel.load(filter, &[Insn::mov64_imm(0, 0), Insn::exit()]);
+    out.insert(
+        "jit_enabled".into(),
+        match &trivial {
+            Load::Loaded { jited: true } => Support::Available,
+            Load::Loaded { jited: false } => Support::Unavailable {
+                reason: Some("programs run in the interpreter (net.core.bpf_jit_enable=0)".into()),
+            },
+            rejected => match classify(rejected) {
+                Support::Unavailable { reason } => Support::Unknown {
+                    reason: reason.unwrap_or_default(),
+                },
+                other => other,
+            },
+        },
+    );
+    out.insert("isa_v2".into(), classify(&kernel.load(filter, &isa_v2())));
+    out.insert("isa_v3".into(), classify(&kernel.load(filter, &isa_v3())));
+    out.insert("isa_v4".into(), classify(&kernel.load(filter, &isa_v4())));
+    out.insert(
+        "large_insn_limit".into(),
+        classify(&kernel.load(sys::BPF_PROG_TYPE_SCHED_CLS, &large_insn_limit())),
+    );
+    out.insert(
+        "bounded_loops".into(),
+        classify(&kernel.load(filter, &bounded_loops())),
+    );
+    out.insert(
+        "vmlinux_btf".into(),
+        Support::from_result(kernel.vmlinux_btf()),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::fake::FakeKernel;
+
+    #[test]
+    fn a_verifier_rejection_is_unavailable_with_the_last_log_line() {
+        let s = classify(&Load::Rejected {
+            errno: libc::EINVAL,
+            log: "0: (b7) r0 = 0\nunknown opcode a6\n".into(),
+        });
+        assert_eq!(
+            s,
+            Support::Unavailable {
+                reason: Some("verifier: unknown opcode a6".into())
+            }
+        );
+    }
+
+    #[test]
+    fn eperm_and_silent_einval_are_unknown() {
+        for errno in [libc::EPERM, libc::EINVAL, libc::ENOMEM] {
+            let s = classify(&Load::Rejected {
+                errno,
+                log: String::new(),
+            });
+            assert_eq!(s.label(), "unknown", "errno {errno}");
+        }
+        assert_eq!(
+            classify(&Load::Rejected {
+                errno: libc::E2BIG,
+                log: String::new()
+            })
+            .label(),
+            "unavailable"
+        );
+    }
+
+    #[test]
+    fn the_isa_probes_use_the_opcodes_they_claim() {
+        assert!(isa_v3().iter().any(|i| i.code & 0x07 == BPF_JMP32));
+        assert!(!isa_v2().iter().any(|i| i.code & 0x07 == BPF_JMP32));
+        assert_eq!(large_insn_limit().len(), sys::BPF_MAXINSNS + 1);
+        let kernel = FakeKernel {
+            no_v3: true,
+            ..Default::default()
+        };
+        let misc = probe_misc(&kernel);
+        assert_eq!(misc["isa_v2"].label(), "available");
+        assert_eq!(misc["isa_v3"].label(), "unavailable");
+    }
+}

@@ -1,0 +1,378 @@
+//! Live kernel feature probes: which program types, map types and helpers this kernel accepts,
+//! plus ISA level, instruction limit, bounded loops, BTF and JIT. Answers are three-way and never
+//! collapsed: `unknown` (EPERM, unexpected errno) is not `unavailable`.
+//!
+//! Every kernel access goes through [`Kernel`], so the classification logic is tested with a
+//! scripted kernel (see tests below); [`LiveKernel`] is the real one.
+pub mod canary;
+pub mod catalog;
+mod helpers;
+mod live;
+pub mod misc;
+pub mod sys;
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Instant,
+};
+
+use aya::{maps::MapType, programs::ProgramType, sys::BpfHelper};
+pub use live::LiveKernel;
+use serde::{Deserialize, Serialize};
+
+/// A three-way answer. `Unknown` carries why we could not tell.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum Support {
+    Available,
+    Unavailable {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    Unknown {
+        reason: String,
+    },
+}
+
+impl Support {
+    pub fn from_result(r: Result<bool, String>) -> Self {
+        match r {
+            Ok(true) => Self::Available,
+            Ok(false) => Self::Unavailable { reason: None },
+            Err(reason) => Self::Unknown { reason },
+        }
+    }
+    pub fn is_available(&self) -> bool {
+        matches!(self, Self::Available)
+    }
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Available => "available",
+            Self::Unavailable { .. } => "unavailable",
+            Self::Unknown { .. } => "unknown",
+        }
+    }
+}
+
+/// A raw program load for the misc probes: either it loaded, or the kernel said no.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Load {
+    Loaded { jited: bool },
+    Rejected { errno: i32, log: String },
+}
+
+/// The seam between probe logic and the kernel.
+pub trait Kernel: Sync {
+    fn program(&self, program_type: ProgramType) -> Result<bool, String>;
+    fn map(&self, map_type: MapType) -> Result<bool, String>;
+    fn helper(&self, program_type: ProgramType, helper: BpfHelper) -> Result<bool, String>;
+    /// Loads raw instructions as `program_type` (UAPI number) with a verifier log.
+    fn load(&self, program_type: u32, insns: &[sys::Insn]) -> Load;
+    /// Whether /sys/kernel/btf/vmlinux exists and parses.
+    fn vmlinux_btf(&self) -> Result<bool, String>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scope {
+    /// The program types, maps and helpers Cilium's datapath uses.
+    Cilium,
+    /// Every program type, map type and helper (bpftool feature probe's scope).
+    All,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeReport {
+    pub program_types: BTreeMap<String, Support>,
+    pub map_types: BTreeMap<String, Support>,
+    /// program type → helper → support.
+    pub helpers: BTreeMap<String, BTreeMap<String, Support>>,
+    /// Program types whose helpers were not probed, and why.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub helpers_not_probed: BTreeMap<String, String>,
+    pub misc: BTreeMap<String, Support>,
+    pub elapsed_ms: f64,
+}
+
+impl ProbeReport {
+    pub fn helper(&self, program_type: &str, helper: &str) -> Option<&Support> {
+        self.helpers.get(program_type)?.get(helper)
+    }
+}
+
+pub fn probe(kernel: &dyn Kernel, scope: Scope) -> ProbeReport {
+    let start = Instant::now();
+    let wanted_programs: Vec<_> = catalog::PROGRAM_TYPES
+        .iter()
+        .filter(|(name, _)| scope == Scope::All || catalog::CILIUM_PROGRAM_TYPES.contains(name))
+        .collect();
+    let program_types: BTreeMap<String, Support> = wanted_programs
+        .iter()
+        .map(|(name, t)| (name.to_string(), Support::from_result(kernel.program(*t))))
+        .collect();
+    let map_types = catalog::MAP_TYPES
+        .iter()
+        .filter(|(name, _)| scope == Scope::All || catalog::CILIUM_MAP_TYPES.contains(name))
+        .map(|(name, t)| (name.to_string(), Support::from_result(kernel.map(*t))))
+        .collect();
+
+    // Helper jobs, only for program types the kernel has; a helper of an absent or unknown
+    // program type inherits that answer instead of costing a syscall.
+    let mut helpers: BTreeMap<String, BTreeMap<String, Support>> = BTreeMap::new();
+    let mut helpers_not_probed = BTreeMap::new();
+    let mut jobs = Vec::new();
+    for (prog_name, prog_type) in &wanted_programs {
+        let names: Vec<&str> = match scope {
+            Scope::All => catalog::HELPERS.iter().map(|(n, _)| *n).collect(),
+            Scope::Cilium => catalog::CILIUM_HELPERS
+                .iter()
+                .find(|(p, _)| p == prog_name)
+                .map(|(_, h)| h.to_vec())
+                .unwrap_or_default(),
+        };
+        if names.is_empty() {
+            continue;
+        }
+        if !catalog::helpers_probeable(*prog_type) {
+            helpers_not_probed.insert(
+                prog_name.to_string(),
+                "needs a BTF attach target; a minimal program cannot probe its helpers".into(),
+            );
+            continue;
+        }
+        let inherited = match &program_types[*prog_name] {
+            Support::Available => None,
+            Support::Unavailable { .. } => Some(Support::Unavailable {
+                reason: Some(format!("program type {prog_name} unavailable")),
+            }),
+            Support::Unknown { reason } => Some(Support::Unknown {
+                reason: format!("program type {prog_name} unknown: {reason}"),
+            }),
+        };
+        let entry = helpers.entry(prog_name.to_string()).or_default();
+        for name in names {
+            match &inherited {
+                Some(support) => {
+                    entry.insert(name.to_string(), support.clone());
+                }
+                None => jobs.push((*prog_name, *prog_type, name)),
+            }
+        }
+    }
+    for (prog, name, support) in run_parallel(kernel, &jobs) {
+        helpers
+            .entry(prog.to_string())
+            .or_default()
+            .insert(name.to_string(), support);
+    }
+
+    ProbeReport {
+        program_types,
+        map_types,
+        helpers,
+        helpers_not_probed,
+        misc: misc::probe_misc(kernel),
+        elapsed_ms: start.elapsed().as_secs_f64() * 1e3,
+    }
+}
+
+/// Helper probes dominate `--all` (thousands of verifier runs); spread them over the cores.
+fn run_parallel<'a>(
+    kernel: &dyn Kernel,
+    jobs: &[(&'a str, ProgramType, &'a str)],
+) -> Vec<(&'a str, &'a str, Support)> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(jobs.len().div_ceil(64).max(1));
+    let next = AtomicUsize::new(0);
+    let out = Mutex::new(Vec::with_capacity(jobs.len()));
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                let mut local = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((prog, prog_type, name)) = jobs.get(i) else {
+                        break;
+                    };
+                    let helper = catalog::helper(name).expect("catalogue names are valid");
+                    let support = Support::from_result(kernel.helper(*prog_type, helper));
+                    local.push((*prog, *name, support));
+                }
+                out.lock().expect("no panics while held").extend(local);
+            });
+        }
+    });
+    out.into_inner().expect("threads joined")
+}
+
+#[cfg(test)]
+pub(crate) mod fake {
+    //! A scripted kernel for tests: answers from tables, counts syscalls.
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[derive(Default)]
+    pub struct FakeKernel {
+        pub missing_programs: Vec<ProgramType>,
+        pub eperm: bool,
+        /// (program type, helper) pairs the verifier rejects.
+        pub forbidden_helpers: Vec<(ProgramType, BpfHelper)>,
+        pub no_v3: bool,
+        pub helper_calls: AtomicUsize,
+    }
+
+    impl Kernel for FakeKernel {
+        fn program(&self, t: ProgramType) -> Result<bool, String> {
+            if self.eperm {
+                return Err("bpf_prog_load: Operation not permitted (os error 1)".into());
+            }
+            Ok(!self.missing_programs.contains(&t))
+        }
+        fn map(&self, _: MapType) -> Result<bool, String> {
+            if self.eperm {
+                return Err("bpf_map_create: Operation not permitted (os error 1)".into());
+            }
+            Ok(true)
+        }
+        fn helper(&self, t: ProgramType, h: BpfHelper) -> Result<bool, String> {
+            self.helper_calls.fetch_add(1, Ordering::Relaxed);
+            Ok(!self.forbidden_helpers.contains(&(t, h)))
+        }
+        fn load(&self, _: u32, insns: &[sys::Insn]) -> Load {
+            if self.eperm {
+                return Load::Rejected {
+                    errno: libc::EPERM,
+                    log: String::new(),
+                };
+            }
+            let jmp32 = insns.iter().any(|i| i.code & 0x07 == sys::BPF_JMP32);
+            if self.no_v3 && jmp32 {
+                return Load::Rejected {
+                    errno: libc::EINVAL,
+                    log: "unknown opcode a6\n".into(),
+                };
+            }
+            Load::Loaded { jited: true }
+        }
+        fn vmlinux_btf(&self) -> Result<bool, String> {
+            Ok(true)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::{fake::FakeKernel, *};
+
+    #[test]
+    fn helpers_of_a_missing_program_type_are_unavailable_without_a_syscall() {
+        let kernel = FakeKernel {
+            missing_programs: vec![ProgramType::Xdp],
+            ..Default::default()
+        };
+        let report = probe(&kernel, Scope::Cilium);
+        assert_eq!(report.program_types["xdp"].label(), "unavailable");
+        let xdp = &report.helpers["xdp"];
+        assert!(xdp.values().all(|s| s.label() == "unavailable"));
+        let probed: usize = catalog::CILIUM_HELPERS
+            .iter()
+            .filter(|(p, _)| *p != "xdp")
+            .map(|(_, h)| h.len())
+            .sum();
+        assert_eq!(kernel.helper_calls.load(Ordering::Relaxed), probed);
+    }
+
+    #[test]
+    fn eperm_is_unknown_everywhere_never_unavailable() {
+        let kernel = FakeKernel {
+            eperm: true,
+            ..Default::default()
+        };
+        let report = probe(&kernel, Scope::Cilium);
+        for (name, s) in report.program_types.iter().chain(&report.map_types) {
+            assert_eq!(s.label(), "unknown", "{name}");
+        }
+        for helpers in report.helpers.values() {
+            for s in helpers.values() {
+                assert!(
+                    matches!(s, Support::Unknown { reason } if reason.contains("not permitted"))
+                );
+            }
+        }
+        assert_eq!(report.misc["isa_v2"].label(), "unknown");
+        assert_eq!(kernel.helper_calls.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_forbidden_helper_is_unavailable_for_that_program_type_only() {
+        let store = catalog::helper("skb_store_bytes").unwrap();
+        let kernel = FakeKernel {
+            forbidden_helpers: vec![(ProgramType::SocketFilter, store)],
+            ..Default::default()
+        };
+        let report = probe(&kernel, Scope::Cilium);
+        assert_eq!(
+            report
+                .helper("socket_filter", "skb_store_bytes")
+                .unwrap()
+                .label(),
+            "unavailable"
+        );
+        assert_eq!(
+            report
+                .helper("sched_cls", "skb_store_bytes")
+                .unwrap()
+                .label(),
+            "available"
+        );
+    }
+
+    #[test]
+    fn all_scope_covers_every_helper_of_every_probeable_type() {
+        let kernel = FakeKernel::default();
+        let report = probe(&kernel, Scope::All);
+        assert_eq!(report.program_types.len(), catalog::PROGRAM_TYPES.len());
+        assert_eq!(report.map_types.len(), catalog::MAP_TYPES.len());
+        let probeable = catalog::PROGRAM_TYPES
+            .iter()
+            .filter(|(_, t)| catalog::helpers_probeable(*t))
+            .count();
+        assert_eq!(report.helpers.len(), probeable);
+        assert!(
+            report
+                .helpers
+                .values()
+                .all(|h| h.len() == catalog::HELPERS.len())
+        );
+        assert_eq!(
+            report.helpers_not_probed.len(),
+            catalog::PROGRAM_TYPES.len() - probeable
+        );
+        assert_eq!(
+            kernel.helper_calls.load(Ordering::Relaxed),
+            probeable * catalog::HELPERS.len()
+        );
+    }
+
+    #[test]
+    fn support_serialises_with_a_status_tag_and_reason_only_when_unknown() {
+        let v = serde_json::to_value(Support::Unknown {
+            reason: "EPERM".into(),
+        })
+        .unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"status": "unknown", "reason": "EPERM"})
+        );
+        let v = serde_json::to_value(Support::Available).unwrap();
+        assert_eq!(v, serde_json::json!({"status": "available"}));
+    }
+}

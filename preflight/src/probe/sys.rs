@@ -1,0 +1,135 @@
+//! The one raw bpf() call preflight makes itself: loading hand-assembled instructions for the
+//! misc probes (ISA level, instruction limit, bounded loops), which aya does not expose.
+//! Everything else goes through aya.
+use std::{
+    mem,
+    os::fd::{FromRawFd, OwnedFd},
+};
+
+use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_insn, bpf_prog_info};
+
+use super::Load;
+
+// Instruction classes and opcodes (include/uapi/linux/bpf_common.h, bpf.h).
+pub const BPF_JMP: u8 = 0x05;
+pub const BPF_JMP32: u8 = 0x06;
+pub const BPF_ALU64: u8 = 0x07;
+pub const BPF_K: u8 = 0x00;
+pub const BPF_X: u8 = 0x08;
+pub const BPF_MOV: u8 = 0xb0;
+pub const BPF_SUB: u8 = 0x10;
+pub const BPF_JNE: u8 = 0x50;
+pub const BPF_JLT: u8 = 0xa0;
+pub const BPF_EXIT: u8 = 0x90;
+pub const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
+pub const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+/// BPF_MAXINSNS: the pre-5.2 limit on instructions per program.
+pub const BPF_MAXINSNS: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Insn {
+    pub code: u8,
+    pub dst: u8,
+    pub src: u8,
+    pub off: i16,
+    pub imm: i32,
+}
+
+impl Insn {
+    pub const fn new(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Self {
+        Self {
+            code,
+            dst,
+            src,
+            off,
+            imm,
+        }
+    }
+    pub const fn mov64_imm(dst: u8, imm: i32) -> Self {
+        Self::new(BPF_ALU64 | BPF_MOV | BPF_K, dst, 0, 0, imm)
+    }
+    pub const fn exit() -> Self {
+        Self::new(BPF_JMP | BPF_EXIT, 0, 0, 0, 0)
+    }
+    fn raw(self) -> bpf_insn {
+        let mut insn = unsafe { mem::zeroed::<bpf_insn>() };
+        insn.code = self.code;
+        insn.set_dst_reg(self.dst);
+        insn.set_src_reg(self.src);
+        insn.off = self.off;
+        insn.imm = self.imm;
+        insn
+    }
+}
+
+fn sys_bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> Result<i64, i32> {
+    // SAFETY: attr is a fully initialised bpf_attr that outlives the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd as libc::c_int,
+            attr as *mut bpf_attr,
+            mem::size_of::<bpf_attr>(),
+        )
+    };
+    if ret < 0 {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    } else {
+        Ok(ret)
+    }
+}
+
+/// BPF_PROG_LOAD; on success, asks whether the JIT compiled it. The first attempt runs without a
+/// verifier log: a log too small for the program fails the load with ENOSPC (a 4097-instruction
+/// program overflows 4 KiB), and logging slows the verifier. Only a rejection is loaded again,
+/// with a log, to say why.
+pub fn load(program_type: u32, insns: &[Insn]) -> Load {
+    let raw: Vec<bpf_insn> = insns.iter().map(|i| i.raw()).collect();
+    match load_raw(program_type, &raw, None) {
+        Ok(fd) => Load::Loaded { jited: jited(&fd) },
+        Err(errno) => {
+            let mut log = vec![0u8; 64 * 1024];
+            let errno = match load_raw(program_type, &raw, Some(&mut log)) {
+                Ok(_) => errno,
+                // ENOSPC here is the log, not the program: keep the first answer.
+                Err(libc::ENOSPC) => errno,
+                Err(e) => e,
+            };
+            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+            Load::Rejected {
+                errno,
+                log: String::from_utf8_lossy(&log[..end]).into_owned(),
+            }
+        }
+    }
+}
+
+fn load_raw(program_type: u32, insns: &[bpf_insn], log: Option<&mut [u8]>) -> Result<OwnedFd, i32> {
+    let license = c"GPL";
+    // SAFETY: all-zero is a valid bpf_attr; the union member set is the one PROG_LOAD reads.
+    let mut attr = unsafe { mem::zeroed::<bpf_attr>() };
+    let u = unsafe { &mut attr.__bindgen_anon_3 };
+    u.prog_type = program_type;
+    u.insn_cnt = insns.len() as u32;
+    u.insns = insns.as_ptr() as u64;
+    u.license = license.as_ptr() as u64;
+    if let Some(log) = log {
+        u.log_level = 1;
+        u.log_buf = log.as_mut_ptr() as u64;
+        u.log_size = log.len() as u32;
+    }
+    let fd = sys_bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr)?;
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn jited(fd: &OwnedFd) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut info = unsafe { mem::zeroed::<bpf_prog_info>() };
+    let mut attr = unsafe { mem::zeroed::<bpf_attr>() };
+    let u = unsafe { &mut attr.info };
+    u.bpf_fd = fd.as_raw_fd() as u32;
+    u.info_len = mem::size_of::<bpf_prog_info>() as u32;
+    u.info = &mut info as *mut bpf_prog_info as u64;
+    sys_bpf(bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr).is_ok() && info.jited_prog_len > 0
+}

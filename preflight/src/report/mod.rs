@@ -1,0 +1,116 @@
+//! The report: one serde model, several renderers. The JSON form is a public contract
+//! (`schema_version`); add fields freely, but renaming or removing one needs a new version.
+mod text;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use text::render_text;
+
+use crate::{checks::Area, target::Capability, target::Target, verdict::Verdict};
+
+/// Bump on any change that could break a consumer of the JSON (renamed/removed field, new status).
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pass,
+    Fail,
+    Warn,
+    /// Could not tell (no permission, file not visible, unexpected errno). Never a failure.
+    Unknown,
+    /// Does not apply here (e.g. a live-only fact when reading another root).
+    Skip,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Fail => "fail",
+            Self::Warn => "warn",
+            Self::Unknown => "unknown",
+            Self::Skip => "skip",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckResult {
+    /// Stable dotted id, e.g. `bpf.helper.sched_cls.redirect_neigh`; safe to `--ignore` and diff.
+    pub id: String,
+    pub area: Area,
+    pub title: String,
+    pub status: Status,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remedy: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<String>,
+    /// Capabilities that fail when this check fails.
+    pub needed_by: Vec<Capability>,
+    /// Whether the target needs any of `needed_by` (a failure elsewhere is only informative).
+    pub relevant: bool,
+    /// Listed in `--ignore`: shown, but not counted against the verdict.
+    pub ignored: bool,
+}
+
+impl CheckResult {
+    /// A failure that blocks the target.
+    pub fn blocks(&self) -> bool {
+        self.status == Status::Fail && self.relevant && !self.ignored
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub hostname: String,
+    pub kernel_release: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distro: Option<String>,
+    pub arch: String,
+    /// The root facts were read from (`/` on the node itself, `/host` in a Job).
+    pub root: String,
+    /// Whether live probes (bpf(), netlink, mounts) ran against this root's kernel.
+    pub live: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    /// Milliseconds per stage (gather.probes, gather.canaries, checks, ...).
+    pub stages_ms: BTreeMap<String, f64>,
+    pub total_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub schema_version: u32,
+    pub tool_version: String,
+    pub node: Node,
+    pub target: Target,
+    pub checks: Vec<CheckResult>,
+    pub verdict: Verdict,
+    pub timings: Timings,
+}
+
+/// How to print a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// A table grouped by area; colour on a terminal unless NO_COLOR is set.
+    Text,
+    /// The versioned JSON report (schema_version).
+    Json,
+}
+
+pub fn render(report: &Report, format: Format, colour: bool) -> String {
+    match format {
+        Format::Text => render_text(report, colour),
+        Format::Json => {
+            let mut s = serde_json::to_string_pretty(report).expect("report serialises");
+            s.push('\n');
+            s
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Plain-text rendering: checks grouped by area, problems first within a group, the verdict last
+//! in one line (the line a tired operator reads first).
+use std::fmt::Write as _;
+
+use super::{Report, Status};
+
+struct Paint(bool);
+
+impl Paint {
+    fn status(&self, status: Status) -> String {
+        let (label, code) = match status {
+            Status::Pass => ("PASS", "32"),
+            Status::Fail => ("FAIL", "1;31"),
+            Status::Warn => ("WARN", "33"),
+            Status::Unknown => ("UNKN", "35"),
+            Status::Skip => ("SKIP", "2"),
+        };
+        self.code(label, code)
+    }
+    fn code(&self, s: &str, code: &str) -> String {
+        if self.0 {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+}
+
+pub fn render_text(report: &Report, colour: bool) -> String {
+    let paint = Paint(colour);
+    let mut out = String::new();
+    let node = &report.node;
+    let _ = writeln!(
+        out,
+        "preflight {} — node {} (kernel {}{}), target Cilium {}",
+        report.tool_version,
+        node.hostname,
+        node.kernel_release,
+        node.distro
+            .as_deref()
+            .map(|d| format!(", {d}"))
+            .unwrap_or_default(),
+        report.target.cilium_version,
+    );
+    let caps: Vec<_> = report
+        .target
+        .capabilities
+        .iter()
+        .map(|c| c.as_str())
+        .collect();
+    let _ = writeln!(out, "needs: {}", caps.join(", "));
+
+    let mut areas: Vec<_> = report.checks.iter().map(|c| c.area).collect();
+    areas.dedup();
+    let mut seen = std::collections::BTreeSet::new();
+    for area in areas.into_iter().filter(|a| seen.insert(*a)) {
+        let _ = writeln!(out, "\n{}", paint.code(area.title(), "1"));
+        let mut checks: Vec<_> = report.checks.iter().filter(|c| c.area == area).collect();
+        // Problems first: fail, warn, unknown, then pass and skip, keeping registry order within.
+        checks.sort_by_key(|c| match c.status {
+            Status::Fail => 0,
+            Status::Warn => 1,
+            Status::Unknown => 2,
+            Status::Pass => 3,
+            Status::Skip => 4,
+        });
+        for check in checks {
+            let mut tags = String::new();
+            if check.ignored {
+                tags.push_str(" [ignored]");
+            }
+            if check.status == Status::Fail && !check.relevant {
+                tags.push_str(" [not needed by target]");
+            }
+            let _ = writeln!(
+                out,
+                "  {} {:<44} {}{}",
+                paint.status(check.status),
+                check.id,
+                check.detail,
+                tags
+            );
+            if let Some(remedy) = &check.remedy
+                && matches!(check.status, Status::Fail | Status::Warn)
+            {
+                let _ = writeln!(out, "       {} {remedy}", paint.code("fix:", "36"));
+            }
+        }
+    }
+
+    let _ = writeln!(out);
+    for cap in &report.verdict.capabilities {
+        if !cap.go {
+            let _ = writeln!(
+                out,
+                "{} {}: blocked by {}",
+                paint.code("no-go", "1;31"),
+                cap.capability,
+                cap.blocking.join(", ")
+            );
+        }
+    }
+    let line = &report.verdict.summary;
+    let _ = writeln!(
+        out,
+        "{}",
+        if report.verdict.go {
+            paint.code(line, "1;32")
+        } else {
+            paint.code(line, "1;31")
+        }
+    );
+    out
+}

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Takes a fresh Debian 12 machine of this project's kind to a working build and test run.
+# Idempotent: every step checks first and returns quickly when its work is already done.
+# Facts behind each step: ../shared/ENVIRONMENT.md (tested toolchain recipe).
+set -euo pipefail
+
+# The eBPF crate must be compiled by a rustc whose LLVM matches bpf-linker's (22).
+# The undated `nightly` moved to LLVM 23, so pin the dated one the image ships.
+EBPF_TOOLCHAIN=${EBPF_TOOLCHAIN:-nightly-2026-05-20}
+LLVM_MAJOR=22
+# clang-19 matches the LLVM bundled in Cilium >= 1.18 images (19.1.7); clang-16 is the nearest
+# Debian offers to 1.16's LLVM 17 and compiles 1.14-1.16 sources without -Wshorten-64-to-32 errors.
+CLANGS=(clang-19 clang-16)
+
+say() { printf '\033[1msetup:\033[0m %s\n' "$*" >&2; }
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+
+apt_packages=(
+  "llvm-${LLVM_MAJOR}-dev"     # libLLVM for bpf-linker
+  "${CLANGS[@]}"               # the datapath compile stage
+  libclang1-19                 # clang-sys loads libclang at run time for structured diagnostics
+  bpftool                      # the peer tool in the probe benchmark
+  iproute2                     # ip netns / veth for the attach canaries' scratch namespace
+  qemu-system-x86 busybox-static cpio  # cargo xtask vm-test: real Debian kernels under TCG
+)
+missing=()
+for p in "${apt_packages[@]}"; do have_pkg "$p" || missing+=("$p"); done
+if ((${#missing[@]})); then
+  say "apt: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
+else
+  say "apt: all packages present"
+fi
+
+if ! command -v bpf-linker >/dev/null 2>&1; then
+  # Without LLVM_PREFIX its build finds the LLVM-14 llvm-config on PATH and fails to link -lLLVM;
+  # the default feature wants LLVM 23, which Debian does not have.
+  say "cargo: installing bpf-linker against LLVM ${LLVM_MAJOR} (about 80 s)"
+  LLVM_PREFIX="/usr/lib/llvm-${LLVM_MAJOR}" cargo install bpf-linker --locked \
+    --no-default-features --features "llvm-${LLVM_MAJOR}"
+else
+  say "bpf-linker present: $(bpf-linker --version 2>/dev/null || echo unknown version)"
+fi
+
+if ! rustup run "$EBPF_TOOLCHAIN" rustc --print sysroot >/dev/null 2>&1 \
+   || [ ! -d "$(rustup run "$EBPF_TOOLCHAIN" rustc --print sysroot)/lib/rustlib/src/rust/library" ]; then
+  say "rustup: installing $EBPF_TOOLCHAIN with rust-src"
+  rustup toolchain install "$EBPF_TOOLCHAIN" --profile minimal -c rust-src
+fi
+llvm_of_ebpf_rustc=$(rustup run "$EBPF_TOOLCHAIN" rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
+if [ "$llvm_of_ebpf_rustc" != "$LLVM_MAJOR" ]; then
+  say "error: $EBPF_TOOLCHAIN has LLVM $llvm_of_ebpf_rustc, bpf-linker needs LLVM $LLVM_MAJOR"
+  exit 1
+fi
+say "eBPF toolchain $EBPF_TOOLCHAIN (LLVM $llvm_of_ebpf_rustc) ready"

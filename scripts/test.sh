@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The test command (README): formatting, lints for both crates, then every test. Root runs the
+# privileged tests for real (real bpf(), namespaces, cgroups); non-root skips them and says why.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo fmt --all -- --check
+cargo clippy --workspace --exclude preflight-ebpf --all-targets -- -D warnings
+# The eBPF crate: same lints, built for its own target with the pinned toolchain.
+(cd preflight-ebpf && cargo +nightly-2026-05-20 clippy --target bpfel-unknown-none \
+  -Z build-std=core --release -- -D warnings)
+cargo test --workspace
