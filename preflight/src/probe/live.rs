@@ -20,15 +20,23 @@ impl Kernel for LiveKernel {
         sys::load(program_type, insns)
     }
     fn vmlinux_btf(&self) -> Result<bool, String> {
-        match aya::Btf::from_sys_fs() {
-            Ok(_) => Ok(true),
-            Err(e) if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() => {
-                let _ = e;
-                Ok(false)
-            }
-            Err(e) => Err(error_chain(&e)),
-        }
+        vmlinux_btf_header(std::path::Path::new("/sys/kernel/btf/vmlinux"))
     }
+}
+
+/// Reads only the BTF header (magic 0xeb9f): parsing all of vmlinux BTF costs tens of ms and
+/// tells nothing more about whether it is there.
+fn vmlinux_btf_header(path: &std::path::Path) -> Result<bool, String> {
+    use std::io::Read;
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let mut magic = [0u8; 2];
+    file.read_exact(&mut magic)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(u16::from_le_bytes(magic) == 0xeb9f)
 }
 
 /// "bpf_prog_load failed: Operation not permitted (os error 1)", with every source in the chain.

@@ -158,8 +158,8 @@ fn run() -> CanaryReport {
     let veth = runtime.block_on(make_veth());
 
     attach_and_send(&mut ebpf, &veth, &mut results);
-    sock_addr(&mut ebpf, scratch.as_deref(), janitor, &mut results);
     pin_round_trip(&mut ebpf, &mut results);
+    sock_addr(&mut ebpf, scratch.as_deref(), janitor, &mut results);
 
     for name in super::CANARIES {
         if !results.0.contains_key(*name) {
@@ -471,6 +471,7 @@ fn sock_addr(
         cgroup::move_into(dir).map_err(|e| Support::Unknown {
             reason: format!("joining {}: {e}", dir.display()),
         })?;
+        hold_for_tests();
         let target = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9);
         let connected = UdpSocket::bind("127.0.0.1:0").and_then(|s| s.connect(target));
         let sent = UdpSocket::bind("127.0.0.1:0").and_then(|s| s.send_to(b"canary", target));
@@ -498,6 +499,19 @@ fn sock_addr(
     match outcome {
         Ok(detail) => results.set(name, Support::Available, detail),
         Err(s) => results.set(name, s, ""),
+    }
+}
+
+/// Testing hook: `PREFLIGHT_TEST_HOLD_MS=N` makes the worker wait N ms at its fullest point
+/// (veth, tc/tcx/XDP links, private bpffs, scratch cgroup joined with programs attached), so the
+/// residue test can SIGKILL it there. It prints `preflight-canary-holding` on stderr first.
+fn hold_for_tests() {
+    if let Some(ms) = std::env::var("PREFLIGHT_TEST_HOLD_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        eprintln!("preflight-canary-holding");
+        std::thread::sleep(Duration::from_millis(ms));
     }
 }
 
