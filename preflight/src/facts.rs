@@ -5,8 +5,7 @@ use std::{path::PathBuf, time::Instant};
 use crate::{
     host::{
         HostRoot, cni::CniFacts, distro::DistroFacts, k3s::K3sFacts, kconfig::KernelConfigFact,
-        links::Link, modules::ModuleIndex, mounts::MountsFact, state::CiliumState,
-        sysctl::Sysctls,
+        links::Link, modules::ModuleIndex, mounts::MountsFact, state::CiliumState, sysctl::Sysctls,
     },
     probe::{self, ProbeReport, Scope, canary::CanaryReport},
 };

@@ -18,7 +18,11 @@ pub fn checks() -> Vec<Check> {
             .evaluate(|facts, _| {
                 let c = &facts.cni;
                 let bin = c.bin_dirs.first().cloned().unwrap_or_else(|| DEFAULT_BIN.into());
-                let detail = format!("runtime bin dir(s) {}, conf dir {} ({})", c.bin_dirs.join(", "), c.conf_dir, c.dirs_source);
+                let mut detail = format!("runtime bin dir(s) {}, conf dir {} ({})", c.bin_dirs.join(", "), c.conf_dir, c.dirs_source);
+                for note in &c.notes {
+                    detail.push_str("; ");
+                    detail.push_str(note);
+                }
                 let mut values = Vec::new();
                 if !c.bin_dirs.iter().any(|d| d == DEFAULT_BIN) {
                     values.push(format!("--set cni.binPath={bin}"));
@@ -53,17 +57,17 @@ pub fn checks() -> Vec<Check> {
             .remedy("keep one CNI's config in the conf dir: move the others away (Cilium's cni.exclusive=true renames them to *.cilium_bak)")
             .evaluate(|facts, _| {
                 let c = &facts.cni;
-                let mut out = if !c.problems.is_empty() {
-                    Outcome::warn(format!("unreadable CNI/containerd config: {}", c.problems.join("; ")))
-                } else {
-                    let mut primaries: Vec<&str> = c.configs.iter().map(NetworkConfig::primary).collect();
-                    primaries.dedup();
-                    match primaries.as_slice() {
-                        [] => Outcome::pass(format!("no network config in {} yet", c.conf_dir)),
-                        [one] => Outcome::pass(format!("one CNI configured: {one}")),
-                        many => Outcome::warn(format!("{} CNIs configured at once in {} ({}); the runtime uses the first file, {}", many.len(), c.conf_dir, many.join(", "), c.configs[0].file)),
-                    }
+                let mut primaries: Vec<&str> = c.configs.iter().map(NetworkConfig::primary).collect();
+                primaries.dedup();
+                let mut out = match primaries.as_slice() {
+                    [] => Outcome::pass(format!("no network config in {} yet", c.conf_dir)),
+                    [one] => Outcome::pass(format!("one CNI configured: {one}")),
+                    many => Outcome::warn(format!("{} CNIs configured at once in {} ({}); the runtime uses the first file, {}", many.len(), c.conf_dir, many.join(", "), c.configs[0].file)),
                 };
+                if !c.problems.is_empty() {
+                    let detail = format!("unreadable CNI/containerd config: {}; {}", c.problems.join("; "), out.detail);
+                    out = Outcome::warn(detail).remedy("fix or remove the file named (file:line); the runtime skips or rejects it too");
+                }
                 for p in &c.problems {
                     out = out.evidence(p.clone());
                 }

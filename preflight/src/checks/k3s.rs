@@ -14,7 +14,10 @@ fn with_k3s(facts: &Facts, f: impl FnOnce(&K3sFacts) -> Outcome) -> Outcome {
     let mut out = f(k);
     if out.evidence.is_empty() {
         out = if k.files.is_empty() {
-            out.evidence(format!("{} (absent: k3s defaults)", facts.host.display(CONFIG)))
+            out.evidence(format!(
+                "{} (absent: k3s defaults)",
+                facts.host.display(CONFIG)
+            ))
         } else {
             k.files.iter().fold(out, |o, f| o.evidence(f.clone()))
         };

@@ -50,45 +50,240 @@ const fn opt(
 /// BPF_JIT, HAVE_EBPF_JIT (pkg/datapath/linux/requirements.go); the rest of the documented
 /// base list only warns.
 const OPTIONS: &[Opt] = &[
-    opt("BPF", None, &[BaseDatapath], Missing::Fail, "eBPF itself; the agent refuses to start without it"),
-    opt("BPF_SYSCALL", None, &[BaseDatapath], Missing::Fail, "the bpf() system call; hard-required by the agent"),
-    opt("BPF_JIT", None, &[BaseDatapath], Missing::Fail, "the eBPF JIT; hard-required by the agent"),
-    opt("HAVE_EBPF_JIT", None, &[BaseDatapath], Missing::Fail, "architecture eBPF JIT support; hard-required by the agent"),
-    opt("NET_CLS_BPF", Some("cls_bpf"), &[BaseDatapath], Missing::Fail, "tc BPF classifier (bpf_lxc, bpf_host); hard-required"),
-    opt("NET_CLS_ACT", None, &[BaseDatapath], Missing::Fail, "tc actions; hard-required"),
-    opt("NET_SCH_INGRESS", Some("sch_ingress"), &[BaseDatapath], Missing::Fail, "clsact/ingress qdisc; hard-required"),
-    opt("CRYPTO_SHA1", Some("sha1_generic"), &[BaseDatapath], Missing::Warn, "documented base requirement (program tags); the agent does not check it"),
-    opt("CRYPTO_USER_API_HASH", Some("algif_hash"), &[BaseDatapath], Missing::Warn, "documented base requirement (AF_ALG hashes, used by tools computing program tags); the agent does not check it"),
-    opt("CGROUPS", None, &[BaseDatapath], Missing::Warn, "documented base requirement"),
-    opt("PERF_EVENTS", None, &[BaseDatapath], Missing::Warn, "perf ring buffer for monitor/Hubble events; documented base requirement"),
-    opt("SCHEDSTATS", None, &[BaseDatapath], Missing::Warn, "documented base requirement"),
-    opt("BPF_EVENTS", None, &[BaseDatapath], Missing::Warn, "documented base requirement in newer docs"),
-    opt("DEBUG_INFO_BTF", None, &[BaseDatapath], Missing::Warn, "BTF for the kernel; documented base requirement in newer docs"),
-    opt("CGROUP_BPF", None, &[SocketLb, KubeProxyReplacement], Missing::Fail, "cgroup BPF hooks for socket-level load balancing"),
-    opt("NETFILTER_XT_SET", Some("xt_set"), &[BaseDatapath], Missing::Warn, "iptables masquerading (the default without bpf.masquerade)"),
-    opt("IP_SET", Some("ip_set"), &[BaseDatapath], Missing::Warn, "iptables masquerading (the default without bpf.masquerade)"),
-    opt("IP_SET_HASH_IP", Some("ip_set_hash_ip"), &[BaseDatapath], Missing::Warn, "iptables masquerading (the default without bpf.masquerade)"),
+    opt(
+        "BPF",
+        None,
+        &[BaseDatapath],
+        Missing::Fail,
+        "eBPF itself; the agent refuses to start without it",
+    ),
+    opt(
+        "BPF_SYSCALL",
+        None,
+        &[BaseDatapath],
+        Missing::Fail,
+        "the bpf() system call; hard-required by the agent",
+    ),
+    opt(
+        "BPF_JIT",
+        None,
+        &[BaseDatapath],
+        Missing::Fail,
+        "the eBPF JIT; hard-required by the agent",
+    ),
+    opt(
+        "HAVE_EBPF_JIT",
+        None,
+        &[BaseDatapath],
+        Missing::Fail,
+        "architecture eBPF JIT support; hard-required by the agent",
+    ),
+    opt(
+        "NET_CLS_BPF",
+        Some("cls_bpf"),
+        &[BaseDatapath],
+        Missing::Fail,
+        "tc BPF classifier (bpf_lxc, bpf_host); hard-required",
+    ),
+    opt(
+        "NET_CLS_ACT",
+        None,
+        &[BaseDatapath],
+        Missing::Fail,
+        "tc actions; hard-required",
+    ),
+    opt(
+        "NET_SCH_INGRESS",
+        Some("sch_ingress"),
+        &[BaseDatapath],
+        Missing::Fail,
+        "clsact/ingress qdisc; hard-required",
+    ),
+    opt(
+        "CRYPTO_SHA1",
+        Some("sha1_generic"),
+        &[BaseDatapath],
+        Missing::Warn,
+        "documented base requirement (program tags); the agent does not check it",
+    ),
+    opt(
+        "CRYPTO_USER_API_HASH",
+        Some("algif_hash"),
+        &[BaseDatapath],
+        Missing::Warn,
+        "documented base requirement (AF_ALG hashes, used by tools computing program tags); the agent does not check it",
+    ),
+    opt(
+        "CGROUPS",
+        None,
+        &[BaseDatapath],
+        Missing::Warn,
+        "documented base requirement",
+    ),
+    opt(
+        "PERF_EVENTS",
+        None,
+        &[BaseDatapath],
+        Missing::Warn,
+        "perf ring buffer for monitor/Hubble events; documented base requirement",
+    ),
+    opt(
+        "SCHEDSTATS",
+        None,
+        &[BaseDatapath],
+        Missing::Warn,
+        "documented base requirement",
+    ),
+    opt(
+        "BPF_EVENTS",
+        None,
+        &[BaseDatapath],
+        Missing::Warn,
+        "documented base requirement in newer docs",
+    ),
+    opt(
+        "DEBUG_INFO_BTF",
+        None,
+        &[BaseDatapath],
+        Missing::Warn,
+        "BTF for the kernel; documented base requirement in newer docs",
+    ),
+    opt(
+        "CGROUP_BPF",
+        None,
+        &[SocketLb, KubeProxyReplacement],
+        Missing::Fail,
+        "cgroup BPF hooks for socket-level load balancing",
+    ),
+    opt(
+        "NETFILTER_XT_SET",
+        Some("xt_set"),
+        &[BaseDatapath],
+        Missing::Warn,
+        "iptables masquerading (the default without bpf.masquerade)",
+    ),
+    opt(
+        "IP_SET",
+        Some("ip_set"),
+        &[BaseDatapath],
+        Missing::Warn,
+        "iptables masquerading (the default without bpf.masquerade)",
+    ),
+    opt(
+        "IP_SET_HASH_IP",
+        Some("ip_set_hash_ip"),
+        &[BaseDatapath],
+        Missing::Warn,
+        "iptables masquerading (the default without bpf.masquerade)",
+    ),
     Opt {
         since: Some((1, 18)),
-        ..opt("NETFILTER_XT_MATCH_COMMENT", Some("xt_comment"), &[BaseDatapath], Missing::Warn, "iptables rule comments (1.18+ docs)")
+        ..opt(
+            "NETFILTER_XT_MATCH_COMMENT",
+            Some("xt_comment"),
+            &[BaseDatapath],
+            Missing::Warn,
+            "iptables rule comments (1.18+ docs)",
+        )
     },
-    opt("VXLAN", Some("vxlan"), &[TunnelVxlan], Missing::Fail, "the vxlan tunnel device (cilium_vxlan)"),
-    opt("GENEVE", Some("geneve"), &[TunnelGeneve], Missing::Fail, "the geneve tunnel device (cilium_geneve)"),
-    opt("FIB_RULES", None, &[TunnelVxlan, TunnelGeneve, NativeRouting], Missing::Warn, "policy routing rules (1.18+ docs, tunnelling and routing)"),
-    opt("NETFILTER_XT_TARGET_TPROXY", Some("xt_TPROXY"), &[L7Proxy], Missing::Fail, "transparent proxy redirection to Envoy"),
-    opt("NETFILTER_XT_TARGET_CT", Some("xt_CT"), &[L7Proxy], Missing::Fail, "conntrack zone/notrack rules for proxy traffic"),
-    opt("NETFILTER_XT_MATCH_MARK", Some("xt_mark"), &[L7Proxy], Missing::Fail, "mark matching for proxy traffic"),
-    opt("NETFILTER_XT_MATCH_SOCKET", Some("xt_socket"), &[L7Proxy], Missing::Fail, "socket matching for proxy traffic (without it Cilium disables ip_early_demux)"),
-    opt("NET_SCH_FQ", Some("sch_fq"), &[BandwidthManager], Missing::Fail, "the fq qdisc the bandwidth manager installs"),
-    opt("WIREGUARD", Some("wireguard"), &[WireGuard], Missing::Fail, "WireGuard transparent encryption"),
-    opt("XFRM", None, &[Ipsec], Missing::Fail, "IPsec transformation framework"),
-    opt("XFRM_USER", Some("xfrm_user"), &[Ipsec], Missing::Fail, "netlink configuration of IPsec states"),
-    opt("INET_ESP", Some("esp4"), &[Ipsec], Missing::Fail, "ESP for IPv4 IPsec"),
-    opt("NETKIT", None, &[Netkit], Missing::Fail, "netkit devices (bpf.datapathMode=netkit, kernel 6.8+)"),
+    opt(
+        "VXLAN",
+        Some("vxlan"),
+        &[TunnelVxlan],
+        Missing::Fail,
+        "the vxlan tunnel device (cilium_vxlan)",
+    ),
+    opt(
+        "GENEVE",
+        Some("geneve"),
+        &[TunnelGeneve],
+        Missing::Fail,
+        "the geneve tunnel device (cilium_geneve)",
+    ),
+    opt(
+        "FIB_RULES",
+        None,
+        &[TunnelVxlan, TunnelGeneve, NativeRouting],
+        Missing::Warn,
+        "policy routing rules (1.18+ docs, tunnelling and routing)",
+    ),
+    opt(
+        "NETFILTER_XT_TARGET_TPROXY",
+        Some("xt_TPROXY"),
+        &[L7Proxy],
+        Missing::Fail,
+        "transparent proxy redirection to Envoy",
+    ),
+    opt(
+        "NETFILTER_XT_TARGET_CT",
+        Some("xt_CT"),
+        &[L7Proxy],
+        Missing::Fail,
+        "conntrack zone/notrack rules for proxy traffic",
+    ),
+    opt(
+        "NETFILTER_XT_MATCH_MARK",
+        Some("xt_mark"),
+        &[L7Proxy],
+        Missing::Fail,
+        "mark matching for proxy traffic",
+    ),
+    opt(
+        "NETFILTER_XT_MATCH_SOCKET",
+        Some("xt_socket"),
+        &[L7Proxy],
+        Missing::Fail,
+        "socket matching for proxy traffic (without it Cilium disables ip_early_demux)",
+    ),
+    opt(
+        "NET_SCH_FQ",
+        Some("sch_fq"),
+        &[BandwidthManager],
+        Missing::Fail,
+        "the fq qdisc the bandwidth manager installs",
+    ),
+    opt(
+        "WIREGUARD",
+        Some("wireguard"),
+        &[WireGuard],
+        Missing::Fail,
+        "WireGuard transparent encryption",
+    ),
+    opt(
+        "XFRM",
+        None,
+        &[Ipsec],
+        Missing::Fail,
+        "IPsec transformation framework",
+    ),
+    opt(
+        "XFRM_USER",
+        Some("xfrm_user"),
+        &[Ipsec],
+        Missing::Fail,
+        "netlink configuration of IPsec states",
+    ),
+    opt(
+        "INET_ESP",
+        Some("esp4"),
+        &[Ipsec],
+        Missing::Fail,
+        "ESP for IPv4 IPsec",
+    ),
+    opt(
+        "NETKIT",
+        None,
+        &[Netkit],
+        Missing::Fail,
+        "netkit devices (bpf.datapathMode=netkit, kernel 6.8+)",
+    ),
 ];
 
 fn option_check(o: &'static Opt) -> Check {
-    let id = format!("kernel.config.{}", o.name.to_ascii_lowercase().replace('_', "-"));
+    let id = format!(
+        "kernel.config.{}",
+        o.name.to_ascii_lowercase().replace('_', "-")
+    );
     let remedy = match o.module {
         Some(m) => format!(
             "a kernel built with CONFIG_{}=y or =m (module {m}); on distribution kernels install the extra modules package (e.g. linux-modules-extra-$(uname -r)) and run `modprobe {m}`",
@@ -133,9 +328,7 @@ fn judge(facts: &Facts, o: &Opt) -> Outcome {
     let source = config.source.clone();
     match config.get(o.name) {
         Some(Setting::Builtin) => Outcome::pass(format!("CONFIG_{}=y", o.name)).evidence(source),
-        Some(Setting::Value(v)) => {
-            Outcome::pass(format!("CONFIG_{}={v}", o.name)).evidence(source)
-        }
+        Some(Setting::Value(v)) => Outcome::pass(format!("CONFIG_{}={v}", o.name)).evidence(source),
         Some(Setting::Module) => {
             let Some(module) = o.module else {
                 return Outcome::pass(format!("CONFIG_{}=m", o.name)).evidence(source);

@@ -11,9 +11,21 @@ use crate::{
 
 /// (module, its config option, why).
 const FLANNEL_SIDE: &[(&str, &str, &str)] = &[
-    ("br_netfilter", "BRIDGE_NETFILTER", "bridged pod traffic through iptables (flannel, kube-proxy)"),
-    ("overlay", "OVERLAY_FS", "containerd's overlayfs snapshotter"),
-    ("nf_conntrack", "NF_CONNTRACK", "connection tracking for kube-proxy and masquerading"),
+    (
+        "br_netfilter",
+        "BRIDGE_NETFILTER",
+        "bridged pod traffic through iptables (flannel, kube-proxy)",
+    ),
+    (
+        "overlay",
+        "OVERLAY_FS",
+        "containerd's overlayfs snapshotter",
+    ),
+    (
+        "nf_conntrack",
+        "NF_CONNTRACK",
+        "connection tracking for kube-proxy and masquerading",
+    ),
     ("vxlan", "VXLAN", "flannel's and Cilium's vxlan tunnel"),
 ];
 

@@ -13,7 +13,9 @@ const MOUNT_BPFFS: &str = "mount -t bpf bpf /sys/fs/bpf && mount --make-shared /
 fn with_table(facts: &Facts, f: impl FnOnce(&MountTable) -> Outcome) -> Outcome {
     match &facts.mounts {
         MountsFact::Got(t) => f(t),
-        MountsFact::Bad(why) => Outcome::unknown(format!("mount table unusable: {why}")).evidence(why.clone()),
+        MountsFact::Bad(why) => {
+            Outcome::unknown(format!("mount table unusable: {why}")).evidence(why.clone())
+        }
         MountsFact::Skipped(why) => Outcome::skip(why.clone()),
     }
 }

@@ -47,17 +47,32 @@ fn port_check(proto: &'static str, port: u16, own: &'static str, cap: Capability
     })
 }
 
-fn present_check(id: &str, title: &str, names: &'static [&'static str], why: &'static str, remedy: &str) -> Check {
+fn present_check(
+    id: &str,
+    title: &str,
+    names: &'static [&'static str],
+    why: &'static str,
+    remedy: &str,
+) -> Check {
     Check::new(id, Area::Network, title)
         .remedy(remedy)
         .evaluate(move |facts, _| {
             with_links(facts, |links| {
-                let found: Vec<_> = links.iter().filter(|l| names.contains(&l.name.as_str())).map(|l| l.name.clone()).collect();
+                let found: Vec<_> = links
+                    .iter()
+                    .filter(|l| names.contains(&l.name.as_str()))
+                    .map(|l| l.name.clone())
+                    .collect();
                 if found.is_empty() {
                     Outcome::pass(format!("none of {} present", names.join(", ")))
                 } else {
-                    Outcome::warn(format!("{} present: {why}", found.join(", ")))
-                        .remedy(found.iter().map(|n| format!("ip link delete {n}")).collect::<Vec<_>>().join(" && "))
+                    Outcome::warn(format!("{} present: {why}", found.join(", "))).remedy(
+                        found
+                            .iter()
+                            .map(|n| format!("ip link delete {n}"))
+                            .collect::<Vec<_>>()
+                            .join(" && "),
+                    )
                 }
             })
         })

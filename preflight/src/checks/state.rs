@@ -59,7 +59,7 @@ pub fn checks() -> Vec<Check> {
                 if pins.is_empty() {
                     return Outcome::pass("none");
                 }
-                let shown: Vec<_> = pins.iter().take(5).map(|p| facts.host.display(p)).collect();
+                let shown: Vec<_> = pins.iter().take(5).map(|p| p.rsplit('/').next().unwrap_or(p)).collect();
                 Outcome::warn(format!("{} cilium_* pin(s) (e.g. {}): an agent of another version reuses or fails on maps with changed layouts", pins.len(), shown.join(", ")))
                     .evidence(facts.host.display("/sys/fs/bpf/tc/globals"))
             }),

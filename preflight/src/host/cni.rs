@@ -38,6 +38,8 @@ pub struct CniFacts {
     pub cilium_cni: Option<String>,
     /// Unparseable files: `file[:line]: why`.
     pub problems: Vec<String>,
+    /// Things worth saying that are not problems (a Go template we do not render).
+    pub notes: Vec<String>,
 }
 
 /// The `cni` table of a containerd config: `(bin dirs, conf dir)`. containerd 1.x/2.x put it
@@ -108,8 +110,8 @@ pub fn gather(host: &HostRoot, rancher_desktop: bool) -> CniFacts {
                 }
                 Ok(_) => {}
                 // k3s templates are Go templates ({{ template "base" . }}); not TOML we can read.
-                Err(_) if path.ends_with(".tmpl") && text.contains("{{") => facts.problems.push(format!(
-                    "{}: a Go template; its CNI dirs are not known until k3s renders it (config.toml read instead)",
+                Err(_) if path.ends_with(".tmpl") && text.contains("{{") => facts.notes.push(format!(
+                    "{} is a Go template: k3s renders it into config.toml, which was read instead",
                     host.display(path)
                 )),
                 Err(why) => facts.problems.push(format!("{}:{why}", host.display(path))),
@@ -166,9 +168,11 @@ fn read_configs(host: &HostRoot, dir: &str, problems: &mut Vec<String>) -> Vec<N
         }
         let path = format!("{dir}/{name}");
         let shown = host.display(&path);
-        match host.read_text(&path).map_err(|e| e.to_string()).and_then(|t| {
-            parse_network_config(&t).map_err(|why| format!("{shown}:{why}"))
-        }) {
+        match host
+            .read_text(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| parse_network_config(&t).map_err(|why| format!("{shown}:{why}")))
+        {
             Ok((cfg_name, plugins)) => out.push(NetworkConfig {
                 file: shown,
                 name: cfg_name,
@@ -189,19 +193,39 @@ mod tests {
         let v2 = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".cni]\n  bin_dir = \"/var/lib/rancher/k3s/data/cni\"\n  conf_dir = \"/var/lib/rancher/k3s/agent/etc/cni/net.d\"\n";
         let (b, c) = containerd_cni(v2).unwrap();
         assert_eq!(b, ["/var/lib/rancher/k3s/data/cni"]);
-        assert_eq!(c.as_deref(), Some("/var/lib/rancher/k3s/agent/etc/cni/net.d"));
+        assert_eq!(
+            c.as_deref(),
+            Some("/var/lib/rancher/k3s/agent/etc/cni/net.d")
+        );
         let v3 = "version = 3\n[plugins.'io.containerd.cri.v1.runtime'.cni]\nbin_dirs = ['/opt/cni/bin', '/x']\n";
         assert_eq!(containerd_cni(v3).unwrap().0, ["/opt/cni/bin", "/x"]);
-        assert!(containerd_cni("a = 1\nb = [\n").unwrap_err().starts_with('2') || containerd_cni("a = 1\nb = [\n").unwrap_err().starts_with('3'));
+        assert!(
+            containerd_cni("a = 1\nb = [\n")
+                .unwrap_err()
+                .starts_with('2')
+                || containerd_cni("a = 1\nb = [\n")
+                    .unwrap_err()
+                    .starts_with('3')
+        );
     }
 
     #[test]
     fn conflists_and_single_confs() {
-        let (n, p) = parse_network_config(r#"{"name":"cbr0","plugins":[{"type":"flannel"},{"type":"portmap"}]}"#).unwrap();
+        let (n, p) = parse_network_config(
+            r#"{"name":"cbr0","plugins":[{"type":"flannel"},{"type":"portmap"}]}"#,
+        )
+        .unwrap();
         assert_eq!(n.as_deref(), Some("cbr0"));
         assert_eq!(p, ["flannel", "portmap"]);
-        assert_eq!(parse_network_config(r#"{"type":"bridge"}"#).unwrap().1, ["bridge"]);
-        assert!(parse_network_config("{\n\"a\": ").unwrap_err().starts_with("2:"));
+        assert_eq!(
+            parse_network_config(r#"{"type":"bridge"}"#).unwrap().1,
+            ["bridge"]
+        );
+        assert!(
+            parse_network_config("{\n\"a\": ")
+                .unwrap_err()
+                .starts_with("2:")
+        );
         assert!(parse_network_config("[]").is_err());
     }
 }

@@ -139,7 +139,10 @@ fn network_manager(host: &HostRoot) -> NetworkManager {
         ..Default::default()
     };
     let mut files = vec!["/etc/NetworkManager/NetworkManager.conf".to_string()];
-    for dir in ["/usr/lib/NetworkManager/conf.d", "/etc/NetworkManager/conf.d"] {
+    for dir in [
+        "/usr/lib/NetworkManager/conf.d",
+        "/etc/NetworkManager/conf.d",
+    ] {
         if let Ok(names) = host.read_dir(dir) {
             files.extend(
                 names
@@ -184,7 +187,10 @@ mod tests {
         assert_eq!(f["VERSION_ID"], "10.0");
         let nm = NetworkManager {
             installed: true,
-            unmanaged: vec![("interface-name:cilium_*".into(), "f".into()), ("interface-name:lxc*".into(), "f".into())],
+            unmanaged: vec![
+                ("interface-name:cilium_*".into(), "f".into()),
+                ("interface-name:lxc*".into(), "f".into()),
+            ],
             problems: vec![],
         };
         assert!(nm.leaves_alone("cilium_host"));

@@ -29,9 +29,13 @@ pub struct K3sFacts {
 
 pub fn gather(host: &HostRoot) -> K3sFacts {
     let mut facts = K3sFacts {
-        present: ["/etc/rancher/k3s", "/var/lib/rancher/k3s", "/usr/local/bin/k3s"]
-            .iter()
-            .any(|p| host.exists(p)),
+        present: [
+            "/etc/rancher/k3s",
+            "/var/lib/rancher/k3s",
+            "/usr/local/bin/k3s",
+        ]
+        .iter()
+        .any(|p| host.exists(p)),
         ..Default::default()
     };
     let mut paths = vec![CONFIG.to_string()];
@@ -68,7 +72,10 @@ pub fn gather(host: &HostRoot) -> K3sFacts {
             .push(format!("hostname {hostname}"));
     }
     // Inferred: Rancher Desktop's VM provisioning keeps its state under these paths.
-    for marker in ["/etc/rancher/desktop", "/usr/local/bin/rancher-desktop-guestagent"] {
+    for marker in [
+        "/etc/rancher/desktop",
+        "/usr/local/bin/rancher-desktop-guestagent",
+    ] {
         if host.exists(marker) {
             facts.rancher_desktop_evidence.push(host.display(marker));
         }
@@ -147,8 +154,15 @@ mod tests {
     #[test]
     fn later_files_win_and_plus_appends() {
         let mut f = K3sFacts::default();
-        apply(&mut f, &parse("flannel-backend: vxlan\ndisable: [traefik]\n").unwrap());
-        apply(&mut f, &parse("flannel-backend: none\ndisable+: servicelb\ndisable-kube-proxy: true\n").unwrap());
+        apply(
+            &mut f,
+            &parse("flannel-backend: vxlan\ndisable: [traefik]\n").unwrap(),
+        );
+        apply(
+            &mut f,
+            &parse("flannel-backend: none\ndisable+: servicelb\ndisable-kube-proxy: true\n")
+                .unwrap(),
+        );
         assert_eq!(f.flannel_backend.as_deref(), Some("none"));
         assert_eq!(f.disable, ["traefik", "servicelb"]);
         assert_eq!(f.disable_kube_proxy, Some(true));

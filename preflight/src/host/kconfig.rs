@@ -85,7 +85,8 @@ fn read_one(host: &HostRoot, path: &str) -> Result<KernelConfig, ReadError> {
         return Err(ReadError::TooLarge(shown));
     }
     let text = super::text(bytes, || shown.clone())?;
-    let options = parse(&text).map_err(|(line, why)| ReadError::Io(format!("{shown}:{line}"), why))?;
+    let options =
+        parse(&text).map_err(|(line, why)| ReadError::Io(format!("{shown}:{line}"), why))?;
     Ok(KernelConfig {
         source: shown,
         options,
@@ -134,7 +135,10 @@ pub fn parse(text: &str) -> Result<BTreeMap<String, Setting>, (usize, String)> {
         options.insert(name.to_string(), setting);
     }
     if options.is_empty() {
-        return Err((last_line.max(1), "no CONFIG_ options: not a kernel config".into()));
+        return Err((
+            last_line.max(1),
+            "no CONFIG_ options: not a kernel config".into(),
+        ));
     }
     Ok(options)
 }
@@ -178,6 +182,9 @@ mod tests {
         let KernelConfigFact::NotVisible { problems, .. } = gather(&host, Some("6.1.0")) else {
             panic!("garbage accepted")
         };
-        assert!(problems[0].contains("proc/config.gz: not gzip"), "{problems:?}");
+        assert!(
+            problems[0].contains("proc/config.gz: not gzip"),
+            "{problems:?}"
+        );
     }
 }

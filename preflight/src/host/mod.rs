@@ -253,10 +253,19 @@ mod tests {
         std::fs::write(dir.path().join("bin"), b"ok\nok\n\xff\xfe").unwrap();
         let host = HostRoot::new(dir.path());
         let err = host.read_text("/bin").unwrap_err();
-        assert_eq!(err.to_string(), format!("{}/bin:3: not UTF-8 text (binary or corrupt file)", dir.path().display()));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}/bin:3: not UTF-8 text (binary or corrupt file)",
+                dir.path().display()
+            )
+        );
         let big = std::fs::File::create(dir.path().join("big")).unwrap();
         big.set_len(MAX_FILE_BYTES + 10).unwrap();
-        assert!(matches!(host.read_bytes("/big"), Err(ReadError::TooLarge(_))));
+        assert!(matches!(
+            host.read_bytes("/big"),
+            Err(ReadError::TooLarge(_))
+        ));
         assert!(host.read_bytes("/missing").unwrap_err().is_not_found());
     }
 }

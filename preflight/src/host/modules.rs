@@ -9,9 +9,13 @@ pub enum ModuleState {
     Builtin,
     Loaded,
     /// Not loaded; its file is present and modprobe can load it.
-    Loadable { file: String },
+    Loadable {
+        file: String,
+    },
     /// Listed in modules.dep, but the file is gone (partial package, wrong kernel).
-    FileMissing { file: String },
+    FileMissing {
+        file: String,
+    },
     Missing,
     /// No module directory visible for this kernel: could not tell.
     Unknown,
@@ -82,9 +86,10 @@ pub fn gather(host: &HostRoot, release: Option<&str>) -> ModuleIndex {
     match host.read_text(&dep) {
         Ok(text) => match parse_dep(&text) {
             Ok(available) => index.available = available,
-            Err(line) => index
-                .problems
-                .push(format!("{}:{line}: not a modules.dep line", host.display(&dep))),
+            Err(line) => index.problems.push(format!(
+                "{}:{line}: not a modules.dep line",
+                host.display(&dep)
+            )),
         },
         Err(ReadError::NotFound(_)) => index.problems.push(format!(
             "{}: missing (run depmod); loadable modules not known",
@@ -152,15 +157,23 @@ mod tests {
 
     #[test]
     fn names_come_from_every_compression() {
-        assert_eq!(module_name("kernel/net/vxlan.ko.zst").as_deref(), Some("vxlan"));
-        assert_eq!(module_name("a/br-netfilter.ko.xz").as_deref(), Some("br_netfilter"));
+        assert_eq!(
+            module_name("kernel/net/vxlan.ko.zst").as_deref(),
+            Some("vxlan")
+        );
+        assert_eq!(
+            module_name("a/br-netfilter.ko.xz").as_deref(),
+            Some("br_netfilter")
+        );
         assert_eq!(module_name("a/sch_fq.ko").as_deref(), Some("sch_fq"));
         assert_eq!(module_name("a/readme.txt"), None);
     }
 
     #[test]
     fn dep_lines_parse_and_garbage_names_its_line() {
-        let m = parse_dep("kernel/a/vxlan.ko.xz: kernel/b/udp_tunnel.ko.xz\n\nkernel/c/geneve.ko:\n").unwrap();
+        let m =
+            parse_dep("kernel/a/vxlan.ko.xz: kernel/b/udp_tunnel.ko.xz\n\nkernel/c/geneve.ko:\n")
+                .unwrap();
         assert_eq!(m["vxlan"], "kernel/a/vxlan.ko.xz");
         assert_eq!(m["geneve"], "kernel/c/geneve.ko");
         assert_eq!(parse_dep("kernel/a/x.ko:\nbinary junk\n"), Err(2));

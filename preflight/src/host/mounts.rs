@@ -81,7 +81,9 @@ pub fn gather(host: &HostRoot) -> MountsFact {
                         source: host.display(path),
                         entries,
                     }),
-                    Err((line, why)) => MountsFact::Bad(format!("{}:{line}: {why}", host.display(path))),
+                    Err((line, why)) => {
+                        MountsFact::Bad(format!("{}:{line}: {why}", host.display(path)))
+                    }
                 };
             }
             Err(ReadError::NotFound(_)) => continue,
@@ -132,8 +134,15 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() + 0 && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
-            let v = (bytes[i + 1] - b'0') as u32 * 64 + (bytes[i + 2] - b'0') as u32 * 8 + (bytes[i + 3] - b'0') as u32;
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len() + 0
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let v = (bytes[i + 1] - b'0') as u32 * 64
+                + (bytes[i + 2] - b'0') as u32 * 8
+                + (bytes[i + 3] - b'0') as u32;
             out.push(v as u8);
             i += 4;
         } else {
@@ -169,7 +178,12 @@ mod tests {
 
     #[test]
     fn garbage_names_its_line() {
-        assert_eq!(parse("36 35 0:30 / / rw - ext4 x rw\nnonsense\n").unwrap_err().0, 2);
+        assert_eq!(
+            parse("36 35 0:30 / / rw - ext4 x rw\nnonsense\n")
+                .unwrap_err()
+                .0,
+            2
+        );
         assert_eq!(parse("1 2 3 - bpf\n").unwrap_err().0, 1);
         assert_eq!(unescape("a\\04"), "a\\04");
     }
@@ -177,8 +191,14 @@ mod tests {
     #[test]
     fn covering_picks_the_longest_prefix() {
         let e = parse("1 0 0:1 / / rw - ext4 a rw\n2 1 0:2 / /proc rw - proc p rw\n3 2 0:3 / /proc/sys ro - proc p ro\n").unwrap();
-        let t = MountTable { source: String::new(), entries: e };
-        assert_eq!(t.covering("/proc/sys/net/x").unwrap().mount_point, "/proc/sys");
+        let t = MountTable {
+            source: String::new(),
+            entries: e,
+        };
+        assert_eq!(
+            t.covering("/proc/sys/net/x").unwrap().mount_point,
+            "/proc/sys"
+        );
         assert_eq!(t.covering("/etc").unwrap().mount_point, "/");
     }
 }

@@ -144,11 +144,18 @@ mod tests {
 
     #[test]
     fn macro_sets_tell_generations_apart() {
-        let old = macros("#define HOST_IFINDEX 2\n# define  CILIUM_IFINDEX 3\n#ifndef X\n#define\n");
+        let old =
+            macros("#define HOST_IFINDEX 2\n# define  CILIUM_IFINDEX 3\n#ifndef X\n#define\n");
         assert_eq!(old.len(), 2);
         assert_eq!(classify(&old), Generation::From114To117);
-        assert_eq!(classify(&macros("#define CILIUM_HOST_IFINDEX 5\n")), Generation::From118);
-        assert_eq!(classify(&macros("#define ENCAP_IFINDEX 5\n")), Generation::UpTo113);
+        assert_eq!(
+            classify(&macros("#define CILIUM_HOST_IFINDEX 5\n")),
+            Generation::From118
+        );
+        assert_eq!(
+            classify(&macros("#define ENCAP_IFINDEX 5\n")),
+            Generation::UpTo113
+        );
         assert_eq!(classify(&macros("garbage\n")), Generation::Unknown);
         assert_eq!(Generation::From118.contains((1, 16)), Some(false));
         assert_eq!(minor_of("1.18.4"), Some((1, 18)));
