@@ -135,7 +135,7 @@ fn unescape(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'\\'
-            && i + 3 < bytes.len() + 0
+            && i + 3 < bytes.len()
             && bytes[i + 1..i + 4]
                 .iter()
                 .all(|b| (b'0'..=b'7').contains(b))
@@ -156,7 +156,7 @@ fn unescape(s: &str) -> String {
 /// statfs(2) magic of a live path: `Ok(None)` when nothing is there.
 pub fn fs_magic(path: &str) -> Result<i64, String> {
     nix::sys::statfs::statfs(path)
-        .map(|s| s.filesystem_type().0 as i64)
+        .map(|s| s.filesystem_type().0)
         .map_err(|e| format!("statfs {path}: {e}"))
 }
 
