@@ -2,7 +2,12 @@
 //! they never gather them.
 use std::{path::PathBuf, time::Instant};
 
-use crate::probe::{self, ProbeReport, Scope, canary::CanaryReport};
+use crate::{
+    compile::{self, CompileReport},
+    host::HostRoot,
+    probe::{self, ProbeReport, Scope, canary::CanaryReport},
+    target::Target,
+};
 
 /// A fact that was gathered, or why not. `Skipped` means it does not apply (a live-only fact when
 /// reading another root); checks turn it into `skip`, not `fail`.
@@ -26,6 +31,8 @@ pub struct GatherOptions {
     /// The node's root: `/` on the node, `/host` in a Job, a fixture tree in tests.
     pub root: PathBuf,
     pub canaries: bool,
+    /// Compile the datapath templates for this target (live only); None skips the stage.
+    pub compile: Option<Target>,
 }
 
 impl GatherOptions {
@@ -40,6 +47,8 @@ pub struct Facts {
     pub live: bool,
     pub probes: Gathered<ProbeReport>,
     pub canaries: Gathered<CanaryReport>,
+    /// The datapath compile stage; `Err` when it could not run (no clang, bad version).
+    pub compile: Gathered<Result<CompileReport, String>>,
     /// Milliseconds per gathering stage.
     pub timings: Vec<(String, f64)>,
 }
@@ -68,10 +77,24 @@ impl Facts {
             (false, _) => Gathered::Skipped(not_live()),
         };
         timings.push(("gather.canaries".into(), t.elapsed().as_secs_f64() * 1e3));
+        let t = Instant::now();
+        let compile = match (live, &opts.compile) {
+            (true, Some(target)) => {
+                let mut o = compile::Options::new(target.clone());
+                o.state = compile::StateSource::Predict(HostRoot::new(&opts.root));
+                o.probes = probes.get().ok().cloned();
+                o.progress = true;
+                Gathered::Got(compile::run(&o))
+            }
+            (true, None) => Gathered::Skipped("compile stage disabled (--no-compile)".into()),
+            (false, _) => Gathered::Skipped(not_live()),
+        };
+        timings.push(("gather.compile".into(), t.elapsed().as_secs_f64() * 1e3));
         Self {
             live,
             probes,
             canaries,
+            compile,
             timings,
         }
     }

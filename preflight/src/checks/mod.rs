@@ -5,6 +5,7 @@
 //! One file per area; `registry()` lists them. To find a check by id, grep for its id string.
 mod attach;
 mod bpf;
+mod compile;
 
 use serde::{Deserialize, Serialize};
 
@@ -174,6 +175,7 @@ pub fn registry() -> Vec<Check> {
     let mut checks = Vec::new();
     checks.extend(bpf::checks());
     checks.extend(attach::checks());
+    checks.extend(compile::checks());
     checks
 }
 
