@@ -231,3 +231,59 @@ fn unknown_cpu_is_explained() {
     );
     assert!(d.iter().any(|d| d.message == "unknown target CPU 'v9'"), "{d:?}");
 }
+
+fn checks_for(report: CompileReport) -> Vec<preflight::report::CheckResult> {
+    use preflight::facts::{Facts, Gathered};
+    let facts = Facts {
+        live: true,
+        probes: Gathered::Skipped("not needed".into()),
+        canaries: Gathered::Skipped("not needed".into()),
+        compile: Gathered::Got(Ok(report)),
+        timings: Vec::new(),
+    };
+    preflight::checks::run_all(&facts, &Target::default(), &[])
+}
+
+fn check<'a>(
+    results: &'a [preflight::report::CheckResult],
+    id: &str,
+) -> &'a preflight::report::CheckResult {
+    results.iter().find(|c| c.id == id).unwrap_or_else(|| panic!("no check {id}"))
+}
+
+#[test]
+fn run_checks_turn_the_missing_header_scenario_into_a_no_go_with_remedies() {
+    use preflight::report::Status;
+    if !have("/usr/bin/clang-19") {
+        return;
+    }
+    let results = checks_for(run("missing-node-config", "1.18.4", None, false));
+    let init = check(&results, "compile.init");
+    assert_eq!(init.status, Status::Fail);
+    assert!(init.remedy.as_deref().unwrap().contains("flannel.1"));
+    let lxc = check(&results, "compile.bpf_lxc");
+    assert_eq!(lxc.status, Status::Fail);
+    assert!(lxc.blocks());
+    assert!(lxc.detail.contains("node_config.h is missing"), "{}", lxc.detail);
+    assert!(lxc.evidence.iter().any(|e| e.contains("ep_config.h")));
+    assert_eq!(check(&results, "compile.bpf_sock").status, Status::Pass);
+    // Not compiled, so not verified: skip, never fail.
+    assert_eq!(check(&results, "compile.verifier.bpf_lxc").status, Status::Skip);
+    // Verification was off in this run: the verifier could not tell.
+    assert_eq!(check(&results, "compile.verifier.bpf_sock").status, Status::Unknown);
+    assert_eq!(check(&results, "compile.toolchain").status, Status::Pass);
+    assert!(!preflight::verdict::decide(&Target::default(), &results).go);
+}
+
+#[test]
+fn run_checks_call_a_too_new_clang_a_warning_not_a_node_failure() {
+    use preflight::report::Status;
+    if !have("/usr/bin/clang-19") {
+        return;
+    }
+    let results = checks_for(run("clean", "1.16.5", Some("/usr/bin/clang-19"), false));
+    assert_eq!(check(&results, "compile.toolchain").status, Status::Warn);
+    let lxc = check(&results, "compile.bpf_lxc");
+    assert_eq!(lxc.status, Status::Warn, "{}", lxc.detail);
+    assert!(lxc.detail.contains("toolchain mismatch"));
+}
