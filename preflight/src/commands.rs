@@ -27,13 +27,14 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
     if !args.root.is_dir() {
         anyhow::bail!("--root {}: not a directory", args.root.display());
     }
+    let mut target = Target::default();
+    target.capabilities.extend(args.need.iter().copied());
     let opts = GatherOptions {
         root: args.root.clone(),
         canaries: !args.no_canaries,
+        compile: (!args.no_compile).then(|| target.clone()),
     };
     let facts = Facts::gather(&opts);
-    let mut target = Target::default();
-    target.capabilities.extend(args.need.iter().copied());
     let t = Instant::now();
     let checks = checks::run_all(&facts, &target, &args.ignore);
     let verdict = verdict::decide(&target, &checks);

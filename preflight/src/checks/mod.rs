@@ -14,6 +14,7 @@ mod mounts;
 mod network;
 mod state;
 mod sysctl;
+mod compile;
 
 use serde::{Deserialize, Serialize};
 
@@ -192,6 +193,7 @@ pub fn registry() -> Vec<Check> {
     checks.extend(k3s::checks());
     checks.extend(state::checks());
     checks.extend(distro::checks());
+    checks.extend(compile::checks());
     checks
 }
 
