@@ -31,12 +31,13 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
         root: args.root.clone(),
         canaries: !args.no_canaries,
     };
+    // Values errors (YAML line/column, bad --set) are input errors: exit 2 before any probing.
+    let target = Target::build(&args.target_spec())?;
     let facts = Facts::gather(&opts);
-    let mut target = Target::default();
-    target.capabilities.extend(args.need.iter().copied());
     let t = Instant::now();
     let checks = checks::run_all(&facts, &target, &args.ignore);
-    let verdict = verdict::decide(&target, &checks);
+    let mut verdict = verdict::decide(&target, &checks);
+    verdict::check_patch(&mut verdict, &facts, &target, &args.ignore);
     let mut timings = Timings::default();
     for (stage, ms) in &facts.timings {
         timings.stages_ms.insert(stage.clone(), *ms);
@@ -54,7 +55,7 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
         verdict,
         timings,
     };
-    print!("{}", report::render(&report, args.format, colour));
+    report::emit(&report, args.format, args.output.as_deref(), colour)?;
     Ok(if report.verdict.go {
         exit::GO
     } else if report.verdict.decided {
@@ -68,7 +69,7 @@ pub fn probe(args: &ProbeArgs) -> anyhow::Result<u8> {
     let report = probe::probe(&LiveKernel, args.scope());
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Format::Text => print!("{}", probe_text(&report)),
+        _ => print!("{}", probe_text(&report)),
     }
     Ok(exit::GO)
 }

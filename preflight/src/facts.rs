@@ -2,7 +2,10 @@
 //! they never gather them.
 use std::{path::PathBuf, time::Instant};
 
-use crate::probe::{self, ProbeReport, Scope, canary::CanaryReport};
+use crate::{
+    probe::{self, ProbeReport, Scope, canary::CanaryReport},
+    target::node::NodeHints,
+};
 
 /// A fact that was gathered, or why not. `Skipped` means it does not apply (a live-only fact when
 /// reading another root); checks turn it into `skip`, not `fail`.
@@ -40,6 +43,8 @@ pub struct Facts {
     pub live: bool,
     pub probes: Gathered<ProbeReport>,
     pub canaries: Gathered<CanaryReport>,
+    /// What the Helm-values cross-checks need from the node (target::node).
+    pub node_hints: NodeHints,
     /// Milliseconds per gathering stage.
     pub timings: Vec<(String, f64)>,
 }
@@ -68,10 +73,12 @@ impl Facts {
             (false, _) => Gathered::Skipped(not_live()),
         };
         timings.push(("gather.canaries".into(), t.elapsed().as_secs_f64() * 1e3));
+        let node_hints = NodeHints::gather(&crate::host::HostRoot::new(&opts.root));
         Self {
             live,
             probes,
             canaries,
+            node_hints,
             timings,
         }
     }

@@ -5,6 +5,7 @@ use preflight::{
     cli::{Cli, Command},
     commands, exit,
     probe::canary,
+    report,
 };
 
 fn main() -> ExitCode {
@@ -26,6 +27,8 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Run(args) => commands::run(args, colour),
         Command::Probe(args) => commands::probe(args),
+        Command::Schema => report::cmd::schema(),
+        Command::Diff(args) => report::cmd::diff(args),
         Command::CanaryWorker => return canary::worker::worker_main(),
         Command::CanaryJanitor { pid, dir } => return canary::janitor_main(*pid, dir),
     };

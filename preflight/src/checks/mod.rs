@@ -5,6 +5,8 @@
 //! One file per area; `registry()` lists them. To find a check by id, grep for its id string.
 mod attach;
 mod bpf;
+mod profile;
+mod values;
 
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +17,19 @@ use crate::{
 };
 
 /// Where a check belongs; the text report groups by it and check ids start with it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Area {
     /// bpf() itself: program, map and helper support, ISA, limits.
@@ -174,6 +188,8 @@ pub fn registry() -> Vec<Check> {
     let mut checks = Vec::new();
     checks.extend(bpf::checks());
     checks.extend(attach::checks());
+    checks.extend(profile::checks());
+    checks.extend(values::checks());
     checks
 }
 
