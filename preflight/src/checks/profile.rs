@@ -94,6 +94,9 @@ pub fn checks() -> Vec<Check> {
                 "upgrade the kernel or turn {cap} off (see the verdict's values patch)"
             ))
             .evaluate(move |facts, target: &Target| {
+                if !target.needs(cap) {
+                    return Outcome::skip(format!("the target does not use {cap}"));
+                }
                 match target.profile().needs(cap).and_then(|n| n.min_kernel) {
                     Some(min) => kernel_at_least(facts, min, cap.as_str()),
                     None => Outcome::skip("no documented minimum"),

@@ -38,6 +38,10 @@ pub struct Target {
     /// The chart given with --chart and what its values.schema.json said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chart: Option<ChartInfo>,
+    /// The chart's own values.yaml (with --chart): used instead of the profile's defaults.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub chart_values: Option<Value>,
 }
 
 fn empty_object() -> Value {
@@ -67,6 +71,7 @@ impl Target {
             value_sources: Vec::new(),
             values: empty_object(),
             chart: None,
+            chart_values: None,
         };
         t.capabilities = derive::capabilities(&t.effective_values());
         t
@@ -106,10 +111,12 @@ impl Target {
             value_sources: sources,
             values,
             chart: None,
+            chart_values: None,
         };
-        if let Some(chart) = &chart {
+        if let Some(chart) = chart {
             let rendered = values::coalesce(&chart.default_values, &target.values);
             target.chart = Some(chart.check(&rendered)?);
+            target.chart_values = Some(chart.default_values);
         }
         target.capabilities = derive::capabilities(&target.effective_values());
         target.capabilities.extend(spec.need.iter().copied());

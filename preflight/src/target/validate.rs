@@ -176,16 +176,16 @@ fn removed_value(removed: &RemovedValue, t: &Target) -> Finding {
     let _ = what;
     finding = finding.remedy(removed.replacement);
     if removed.id == "tunnel" {
-        finding = finding.patch(tunnel_patch(&shown));
+        finding = finding.patch(tunnel_patch(&shown, t));
     } else {
         finding = finding.patch(super::values::patch_of(removed.path, Value::Null));
     }
     finding
 }
 
-/// The 1.15+ spelling of a 1.14 `tunnel:` value.
-fn tunnel_patch(old: &str) -> Value {
-    match old {
+/// The 1.15+ spelling of a 1.14 `tunnel:` value; keys the user already set are left alone.
+fn tunnel_patch(old: &str, t: &Target) -> Value {
+    let mut patch = match old {
         "disabled" => json!({
             "tunnel": null,
             "routingMode": "native",
@@ -195,7 +195,11 @@ fn tunnel_patch(old: &str) -> Value {
         }),
         "geneve" => json!({"tunnel": null, "routingMode": "tunnel", "tunnelProtocol": "geneve"}),
         _ => json!({"tunnel": null, "routingMode": "tunnel", "tunnelProtocol": "vxlan"}),
+    };
+    if let Some(m) = patch.as_object_mut() {
+        m.retain(|k, _| k == "tunnel" || t.user_value(k).is_none());
     }
+    patch
 }
 
 fn kube_proxy_replacement(t: &Target) -> Finding {
