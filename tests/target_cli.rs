@@ -7,7 +7,9 @@ use std::{path::PathBuf, process::Output};
 use common::{bin, json};
 
 fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
 }
 
 fn run(args: &[&str]) -> Output {
@@ -44,21 +46,38 @@ fn homelab_plan_is_rejected_for_1_16_4_with_both_errors_and_fixes() {
         "--format",
         "json",
     ]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r = json(&out);
     let tunnel = check(&r, "values.removed.tunnel");
     assert_eq!(tunnel["status"], "fail");
-    assert!(tunnel["detail"]
-        .as_str()
-        .unwrap()
-        .contains("tunnel was deprecated in v1.14 and has been removed in v1.15"));
-    assert!(tunnel["remedy"].as_str().unwrap().contains("routingMode: native"));
+    assert!(
+        tunnel["detail"]
+            .as_str()
+            .unwrap()
+            .contains("tunnel was deprecated in v1.14 and has been removed in v1.15")
+    );
+    assert!(
+        tunnel["remedy"]
+            .as_str()
+            .unwrap()
+            .contains("routingMode: native")
+    );
     let kpr = check(&r, "values.kube-proxy-replacement");
     assert_eq!(kpr["status"], "fail");
     assert!(kpr["detail"].as_str().unwrap().contains(
         "kubeProxyReplacement must be explicitly set to a valid value (true or false) to continue"
     ));
-    assert!(kpr["remedy"].as_str().unwrap().contains("kubeProxyReplacement: false"));
+    assert!(
+        kpr["remedy"]
+            .as_str()
+            .unwrap()
+            .contains("kubeProxyReplacement: false")
+    );
     assert_eq!(check(&r, "values.service-monitor-crds")["status"], "warn");
     let patch = &r["verdict"]["values_patch"];
     assert_eq!(patch["kubeProxyReplacement"], false);
@@ -86,10 +105,12 @@ fn homelab_plan_is_rejected_for_1_16_4_with_both_errors_and_fixes() {
     let r = json(&out);
     assert_eq!(check(&r, "values.removed.tunnel")["status"], "skip");
     assert_eq!(check(&r, "values.kube-proxy-replacement")["status"], "pass");
-    assert!(r["target"]["capabilities"]
-        .as_array()
-        .unwrap()
-        .contains(&"native-routing".into()));
+    assert!(
+        r["target"]["capabilities"]
+            .as_array()
+            .unwrap()
+            .contains(&"native-routing".into())
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -142,7 +163,14 @@ fn chart_schema_from_dir_and_tgz() {
         tar.into_inner().unwrap().finish().unwrap();
     }
     for source in [chart.to_str().unwrap(), tgz.to_str().unwrap()] {
-        let out = run(&["--chart", source, "--set", "l7Proxy=yes", "--format", "json"]);
+        let out = run(&[
+            "--chart",
+            source,
+            "--set",
+            "l7Proxy=yes",
+            "--format",
+            "json",
+        ]);
         let r = json(&out);
         // The chart's version becomes the target when --cilium-version is not given.
         assert_eq!(r["target"]["cilium_version"], "1.16.4");
@@ -211,9 +239,20 @@ fn junit_markdown_and_output_file() {
         .iter()
         .find(|(id, _)| id == "values.kube-proxy-replacement")
         .expect("kube-proxy-replacement is a failure");
-    assert!(msg.contains("must be explicitly set") && msg.contains("fix: set `kubeProxyReplacement: false`"), "{msg}");
+    assert!(
+        msg.contains("must be explicitly set")
+            && msg.contains("fix: set `kubeProxyReplacement: false`"),
+        "{msg}"
+    );
 
-    let out = run(&["--cilium-version", "1.16.4", "--set", "tunnel=vxlan", "--format", "markdown"]);
+    let out = run(&[
+        "--cilium-version",
+        "1.16.4",
+        "--set",
+        "tunnel=vxlan",
+        "--format",
+        "markdown",
+    ]);
     let md = String::from_utf8(out.stdout).unwrap();
     assert!(md.starts_with("## preflight: Cilium 1.16.4"), "{md}");
     assert!(md.contains("**❌ NO-GO"), "{md}");
@@ -232,13 +271,33 @@ fn reports_validate_against_the_published_schema() {
     let chart = repo("fixtures/charts/mini-cilium");
     for args in [
         &[][..],
-        &["--cilium-version", "1.16.4", "-f", homelab.to_str().unwrap()],
-        &["--chart", chart.to_str().unwrap(), "--set", "tunnelProtocol=geneve,bpf.hostLegacyRouting=false"],
-        &["--ignore", "values.removed.tunnel", "--cilium-version", "1.15", "--set", "tunnel=vxlan"],
+        &[
+            "--cilium-version",
+            "1.16.4",
+            "-f",
+            homelab.to_str().unwrap(),
+        ],
+        &[
+            "--chart",
+            chart.to_str().unwrap(),
+            "--set",
+            "tunnelProtocol=geneve,bpf.hostLegacyRouting=false",
+        ],
+        &[
+            "--ignore",
+            "values.removed.tunnel",
+            "--cilium-version",
+            "1.15",
+            "--set",
+            "tunnel=vxlan",
+        ],
     ] {
         let out = run(&[args, &["--format", "json"]].concat());
         let report = json(&out);
-        let errors: Vec<_> = validator.iter_errors(&report).map(|e| e.to_string()).collect();
+        let errors: Vec<_> = validator
+            .iter_errors(&report)
+            .map(|e| e.to_string())
+            .collect();
         assert!(errors.is_empty(), "{args:?}: {errors:?}");
     }
     // And the schema is not vacuous: a report missing its verdict is rejected.
@@ -258,7 +317,11 @@ fn diff_gates_on_needed_checks_that_stop_passing() {
         let new_path = dir.join("new.json");
         std::fs::write(&new_path, serde_json::to_vec(new).unwrap()).unwrap();
         bin()
-            .args(["diff", old_path.to_str().unwrap(), new_path.to_str().unwrap()])
+            .args([
+                "diff",
+                old_path.to_str().unwrap(),
+                new_path.to_str().unwrap(),
+            ])
             .output()
             .unwrap()
     };
@@ -284,14 +347,21 @@ fn diff_gates_on_needed_checks_that_stop_passing() {
     // The same change on a check the target does not need is reported but passes the gate.
     let mut new = old.clone();
     let checks = new["checks"].as_array_mut().unwrap();
-    if let Some(c) = checks.iter_mut().find(|c| c["status"] == "pass" && c["relevant"] == false) {
+    if let Some(c) = checks
+        .iter_mut()
+        .find(|c| c["status"] == "pass" && c["relevant"] == false)
+    {
         c["status"] = "fail".into();
         assert_eq!(diff(&new).status.code(), Some(0));
     }
     // Unreadable input is an error naming the file.
     std::fs::write(dir.join("new.json"), "{ not json").unwrap();
     let out = bin()
-        .args(["diff", old_path.to_str().unwrap(), dir.join("new.json").to_str().unwrap()])
+        .args([
+            "diff",
+            old_path.to_str().unwrap(),
+            dir.join("new.json").to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

@@ -37,7 +37,7 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
     let t = Instant::now();
     let checks = checks::run_all(&facts, &target, &args.ignore);
     let mut verdict = verdict::decide(&target, &checks);
-    verdict::check_patch(&mut verdict, &facts, &target, &args.ignore);
+    verdict::refine(&mut verdict, &facts, &target, &checks, &args.ignore);
     let mut timings = Timings::default();
     for (stage, ms) in &facts.timings {
         timings.stages_ms.insert(stage.clone(), *ms);

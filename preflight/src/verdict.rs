@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 use crate::{
     report::{CheckResult, Status},
-    target::{Capability, Target, validate, values},
+    target::{Capability, Target, node, validate, values},
 };
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -242,13 +242,7 @@ pub fn decide(target: &Target, checks: &[CheckResult]) -> Verdict {
     } else {
         recommend(target, checks)
     };
-    let values_patch = (!recommendations.is_empty()).then(|| {
-        let mut patch = json!({});
-        for r in &recommendations {
-            values::merge(&mut patch, r.patch.clone());
-        }
-        patch
-    });
+    let values_patch = merged_patch(&recommendations);
     let summary = match &values_patch {
         Some(_) if !go => format!("{summary}; fix: {}", patch_as_sets(values_patch.as_ref())),
         _ => summary,
@@ -264,20 +258,60 @@ pub fn decide(target: &Target, checks: &[CheckResult]) -> Verdict {
     }
 }
 
-/// Re-judges the target with the recommended values on the same facts, so the report can say
-/// whether applying the patch would make it go (checks are pure: no new probing).
-pub fn check_patch(
+/// What only the node can tell: fixes from the node cross-checks (e.g. `cni.binPath` on Rancher
+/// Desktop), then whether the target with the whole patch is go on the same facts (checks are
+/// pure, so this re-judges without probing again).
+pub fn refine(
     verdict: &mut Verdict,
     facts: &crate::facts::Facts,
     target: &Target,
+    checks: &[CheckResult],
     ignore: &[String],
 ) {
+    if verdict.go {
+        return;
+    }
+    let failing = |id: &str| {
+        checks
+            .iter()
+            .any(|c| c.id == id && c.status == Status::Fail && !c.ignored)
+    };
+    let node = &facts.node_hints;
+    // The node cross-check whose fix is a value (the others are fixed on the node itself).
+    let id = "values.node.cni-bin-path";
+    let finding = node::cni_bin_path(target, node);
+    if let Some(patch) = finding.patch
+        && failing(id)
+    {
+        verdict.recommendations.push(Recommendation {
+            fixes: id.to_string(),
+            why: finding.remedy.unwrap_or(finding.detail),
+            patch,
+        });
+    }
+    verdict.values_patch = merged_patch(&verdict.recommendations);
     let Some(patch) = &verdict.values_patch else {
         return;
     };
+    // The summary names the fix; node fixes join the value fixes decide() put there.
+    let head = verdict
+        .summary
+        .split_once("; fix: ")
+        .map_or(verdict.summary.as_str(), |(h, _)| h);
+    verdict.summary = format!("{head}; fix: {}", patch_as_sets(Some(patch)));
     let patched = target.with_patch(patch);
     let checks = crate::checks::run_all(facts, &patched, ignore);
     verdict.patch_is_go = Some(decide(&patched, &checks).go);
+}
+
+fn merged_patch(recommendations: &[Recommendation]) -> Option<Value> {
+    (!recommendations.is_empty()).then(|| {
+        let mut patch = json!({});
+        for r in recommendations {
+            values::merge(&mut patch, r.patch.clone());
+        }
+        patch
+    })
 }
 
 /// A values patch as `--set` flags (`--set tunnel=null --set routingMode=native`).
@@ -330,8 +364,10 @@ mod tests {
 
     #[test]
     fn a_failure_blocks_only_the_capabilities_that_need_it() {
-        let mut target = Target::default();
-        target.capabilities = [Capability::BaseDatapath, Capability::TunnelVxlan].into();
+        let mut target = Target {
+            capabilities: [Capability::BaseDatapath, Capability::TunnelVxlan].into(),
+            ..Default::default()
+        };
         let checks = [
             result(
                 "kernel.geneve",
@@ -412,8 +448,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, (status, caps, ignored))| result(&format!("bpf.c{i}"), *status, caps, *ignored))
                 .collect();
-            let mut target = Target::default();
-            target.capabilities = needs;
+            let mut target = Target { capabilities: needs, ..Default::default() };
             let before = decide(&target, &results);
             target.capabilities.insert(extra);
             let after = decide(&target, &results);
@@ -428,13 +463,15 @@ mod tests {
 
     #[test]
     fn blocked_geneve_recommends_vxlan_and_host_routing_falls_back_to_legacy() {
-        let mut target = Target::default();
-        target.capabilities = [
-            Capability::BaseDatapath,
-            Capability::TunnelGeneve,
-            Capability::BpfHostRouting,
-        ]
-        .into();
+        let target = Target {
+            capabilities: [
+                Capability::BaseDatapath,
+                Capability::TunnelGeneve,
+                Capability::BpfHostRouting,
+            ]
+            .into(),
+            ..Default::default()
+        };
         let checks = [
             result(
                 "kernel.config.geneve",

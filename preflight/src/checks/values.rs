@@ -24,6 +24,9 @@ fn outcome(f: Finding) -> Outcome {
     o
 }
 
+/// A values-against-node rule (target::node).
+type CrossCheck = fn(&crate::target::Target, &node::NodeHints) -> Finding;
+
 pub fn checks() -> Vec<Check> {
     let mut checks: Vec<Check> = validate::rules()
         .into_iter()
@@ -71,7 +74,7 @@ pub fn checks() -> Vec<Check> {
             }
         }),
     );
-    let cross: [(&str, &str, &str, fn(&_, &_) -> Finding); 3] = [
+    let cross: [(&str, &str, &str, CrossCheck); 3] = [
         (
             "values.node.k3s-flannel",
             "k3s no longer runs flannel",

@@ -122,7 +122,11 @@ pub fn render_text(report: &Report, colour: bool) -> String {
         }
     }
     if let Some(patch) = &report.verdict.values_patch {
-        let _ = writeln!(out, "\n{}", paint.code("Recommended values (save and pass with -f):", "1"));
+        let _ = writeln!(
+            out,
+            "\n{}",
+            paint.code("Recommended values (save and pass with -f):", "1")
+        );
         for r in &report.verdict.recommendations {
             let _ = writeln!(out, "  # {}: {}", r.fixes, r.why);
         }
@@ -133,7 +137,11 @@ pub fn render_text(report: &Report, colour: bool) -> String {
             let _ = writeln!(
                 out,
                 "  (with these values on this node: {})",
-                if go { "GO" } else { "still NO-GO, see the other failures" }
+                if go {
+                    "GO"
+                } else {
+                    "still NO-GO, see the other failures"
+                }
             );
         }
         let _ = writeln!(out);

@@ -92,6 +92,17 @@ pub fn cni_bin_path(t: &Target, node: &NodeHints) -> Finding {
         }
         return Finding::pass(format!("cni.binPath {bin_path} is searched ({source})"));
     }
+    // k3s with flannel points containerd at its own data dir; with `flannel-backend: none` it
+    // uses /opt/cni/bin (FACTS §5). Pinning cni.binPath to the data dir breaks on upgrade.
+    let k3s_data = "/var/lib/rancher/k3s/data/";
+    if !dirs.is_empty() && dirs.iter().all(|d| d.starts_with(k3s_data)) {
+        return Finding::warn(format!(
+            "this node's runtime looks in {} because k3s runs flannel; cni.binPath {bin_path} \
+             is right only once k3s runs with flannel-backend: none",
+            dirs.join(", ")
+        ))
+        .remedy("set `flannel-backend: none` in the k3s config (do not point cni.binPath at a k3s data dir)");
+    }
     let wanted = if node.rancher_desktop {
         RANCHER_DESKTOP_CNI_BIN.to_string()
     } else {
@@ -109,6 +120,19 @@ pub fn cni_bin_path(t: &Target, node: &NodeHints) -> Finding {
         "cni.binPath",
         serde_json::Value::String(wanted),
     ))
+}
+
+impl NodeHints {
+    /// Reads what the cross-checks need through the host root. Only the kernel release for now;
+    /// k3s and CNI facts come from issue 3's host facts when merged (until then: unknown).
+    pub fn gather(host: &crate::host::HostRoot) -> Self {
+        let mut hints = Self::default();
+        if let Ok(release) = host.read_to_string("/proc/sys/kernel/osrelease") {
+            hints.kernel_release = Some(release.trim().to_string());
+            hints.evidence.push("/proc/sys/kernel/osrelease".into());
+        }
+        hints
+    }
 }
 
 #[cfg(test)]
@@ -182,18 +206,5 @@ mod tests {
             cni_bin_path(&default, &NodeHints::default()).status,
             Status::Unknown
         );
-    }
-}
-
-impl NodeHints {
-    /// Reads what the cross-checks need through the host root. Only the kernel release for now;
-    /// k3s and CNI facts come from issue 3's host facts when merged (until then: unknown).
-    pub fn gather(host: &crate::host::HostRoot) -> Self {
-        let mut hints = Self::default();
-        if let Ok(release) = host.read_to_string("/proc/sys/kernel/osrelease") {
-            hints.kernel_release = Some(release.trim().to_string());
-            hints.evidence.push("/proc/sys/kernel/osrelease".into());
-        }
-        hints
     }
 }
