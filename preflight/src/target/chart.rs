@@ -54,8 +54,7 @@ impl Chart {
         let schema = match get("values.schema.json") {
             Some(t) => Some(serde_json::from_str(t).map_err(|e| ValuesError::Yaml {
                 file: format!("{source}/values.schema.json"),
-                line: e.line(),
-                column: e.column(),
+                at: Some((e.line(), e.column())),
                 message: e.to_string(),
             })?),
             None => None,

@@ -3,6 +3,8 @@
 mod capability;
 pub mod chart;
 pub mod derive;
+#[cfg(test)]
+mod fuzz;
 pub mod node;
 pub mod profiles;
 pub mod set;

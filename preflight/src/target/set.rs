@@ -296,17 +296,7 @@ mod tests {
     }
 
     proptest! {
-        // Bounded fuzzing of the parser: any input is an Ok or an Err, never a panic, and
-        // a simple key=value always reads back.
-        #![proptest_config(ProptestConfig::with_cases(
-            std::env::var("PREFLIGHT_FUZZ_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(2000)
-        ))]
-        #[test]
-        fn set_never_panics(expr in "[a-z.\\[\\]{},=\\\\0-9]{0,24}") {
-            let mut v = json!({});
-            let _ = apply(&mut v, &expr);
-        }
-
+        // A plain key=value always reads back (fuzzing for crashes is in target::fuzz).
         #[test]
         fn set_reads_back(key in "[a-z][a-zA-Z0-9]{0,8}(\\.[a-z][a-zA-Z0-9]{0,8}){0,3}",
                           val in "[a-z][a-z0-9-]{0,10}") {

@@ -7,11 +7,13 @@ use serde_json::{Map, Value};
 /// A values problem the user must fix; always names where (file:line:column or the --set text).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ValuesError {
-    #[error("{file}:{line}:{column}: invalid YAML: {message}")]
+    /// A syntax error. The YAML crate gives a position for every syntax error; only document-
+    /// level refusals (several documents in one file) come without one.
+    #[error("{file}{}: invalid YAML: {message}", at.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
     Yaml {
         file: String,
-        line: usize,
-        column: usize,
+        /// (line, column), 1-based.
+        at: Option<(usize, usize)>,
         message: String,
     },
     #[error("{file}: {message}")]
@@ -23,10 +25,7 @@ pub enum ValuesError {
 /// Parses one values document. `name` is what errors call it (the path as given).
 pub fn parse_yaml(name: &str, text: &str) -> Result<Value, ValuesError> {
     let value: Value = serde_yaml_ng::from_str(text).map_err(|e| {
-        let (line, column) = e
-            .location()
-            .map(|l| (l.line(), l.column()))
-            .unwrap_or((0, 0));
+        let at = e.location().map(|l| (l.line(), l.column()));
         // The crate's message repeats the position ("at line 3 column 5"); keep only the cause.
         let message = e.to_string();
         let message = message
@@ -36,8 +35,7 @@ pub fn parse_yaml(name: &str, text: &str) -> Result<Value, ValuesError> {
             .to_string();
         ValuesError::Yaml {
             file: name.to_string(),
-            line,
-            column,
+            at,
             message,
         }
     })?;
@@ -176,15 +174,11 @@ mod tests {
     #[test]
     fn yaml_errors_name_file_line_and_column() {
         let err = parse_yaml("plan.yaml", "hubble:\n  enabled: true\n   relay: x\n").unwrap_err();
-        let ValuesError::Yaml {
-            file, line, column, ..
-        } = &err
-        else {
+        let ValuesError::Yaml { file, at, .. } = &err else {
             panic!("{err:?}")
         };
         assert_eq!(file, "plan.yaml");
-        assert_eq!(*line, 3, "{err}");
-        assert!(*column > 0, "{err}");
+        assert_eq!(*at, Some((3, 9)), "{err}");
         assert!(err.to_string().starts_with("plan.yaml:3:"), "{err}");
         let err = parse_yaml("l.yaml", "- a\n- b\n").unwrap_err();
         assert!(err.to_string().contains("mapping"), "{err}");
