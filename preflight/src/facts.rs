@@ -3,13 +3,13 @@
 use std::{path::PathBuf, time::Instant};
 
 use crate::{
+    compile::{self, CompileReport},
     host::{
         HostRoot, cni::CniFacts, distro::DistroFacts, k3s::K3sFacts, kconfig::KernelConfigFact,
         links::Link, modules::ModuleIndex, mounts::MountsFact, state::CiliumState, sysctl::Sysctls,
     },
     probe::{self, ProbeReport, Scope, canary::CanaryReport},
-    compile::{self, CompileReport},
-    target::Target,
+    target::{Target, node::NodeHints},
 };
 
 /// A fact that was gathered, or why not. `Skipped` means it does not apply (a live-only fact when
@@ -68,6 +68,8 @@ pub struct Facts {
     pub distro: DistroFacts,
     /// The datapath compile stage; `Err` when it could not run (no clang, bad version).
     pub compile: Gathered<Result<CompileReport, String>>,
+    /// What the Helm-values cross-checks need from the node (target::node).
+    pub node_hints: NodeHints,
     /// Milliseconds per gathering stage.
     pub timings: Vec<(String, f64)>,
 }
@@ -137,6 +139,7 @@ impl Facts {
             (false, _) => Gathered::Skipped(not_live()),
         };
         timings.push(("gather.compile".into(), t.elapsed().as_secs_f64() * 1e3));
+        let node_hints = NodeHints::gather(&host);
         Self {
             live,
             probes,
@@ -154,6 +157,7 @@ impl Facts {
             cilium_state,
             distro,
             compile,
+            node_hints,
             timings,
         }
     }

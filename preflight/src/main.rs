@@ -5,6 +5,7 @@ use preflight::{
     cli::{Cli, Command},
     commands, exit,
     probe::canary,
+    report,
 };
 
 fn main() -> ExitCode {
@@ -27,6 +28,8 @@ fn main() -> ExitCode {
         Command::Run(args) => commands::run(args, colour),
         Command::Probe(args) => commands::probe(args),
         Command::Compile(args) => preflight::compile::cmd::compile(args),
+        Command::Schema => report::cmd::schema(),
+        Command::Diff(args) => report::cmd::diff(args),
         Command::CanaryWorker => return canary::worker::worker_main(),
         Command::CanaryJanitor { pid, dir } => return canary::janitor_main(*pid, dir),
     };
