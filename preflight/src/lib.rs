@@ -7,6 +7,7 @@ pub mod cli;
 pub mod commands;
 pub mod facts;
 pub mod host;
+pub mod plan;
 pub mod probe;
 pub mod report;
 pub mod target;
