@@ -207,7 +207,7 @@ fn confirm(yes: bool, what: &str) -> anyhow::Result<bool> {
 }
 
 pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
-    let root = check_root(&root)?;
+    let root = check_root(&args.root)?;
     let runner = args.tools.runner();
     let node = NodeState::read(&root, &runner)?;
     let plan = super::build_install(&node, &args.target.options())?;
@@ -334,7 +334,7 @@ fn print_rollback(r: exec::RollbackReport) -> u8 {
 }
 
 pub fn rollback(args: &RollbackArgs) -> anyhow::Result<u8> {
-    let root = check_root(&root)?;
+    let root = check_root(&args.root)?;
     let runner = args.tools.runner();
     let code = print_rollback(exec::rollback(&root, &runner)?);
     report_fault_points();
@@ -343,7 +343,7 @@ pub fn rollback(args: &RollbackArgs) -> anyhow::Result<u8> {
 
 pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
     let FallbackTo::Flannel(args) = to;
-    let root = check_root(&root)?;
+    let root = check_root(&args.root)?;
     let runner = args.tools.runner();
     if let Some(j) = Journal::load(&root)? {
         if j.file.runs.iter().any(|r| r == "fallback-flannel") {
