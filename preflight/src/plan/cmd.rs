@@ -160,8 +160,13 @@ fn check_root(root: &Path) -> anyhow::Result<PathBuf> {
 
 /// Print the fault-point count when the test hooks are on, so tests know the matrix size.
 fn report_fault_points() {
-    if std::env::var_os("PREFLIGHT_FAULT_AT").is_some() || std::env::var_os("PREFLIGHT_KILL_AT").is_some() {
-        eprintln!("preflight: test hook: {} fault points passed", super::fault::passed());
+    if std::env::var_os("PREFLIGHT_FAULT_AT").is_some()
+        || std::env::var_os("PREFLIGHT_KILL_AT").is_some()
+    {
+        eprintln!(
+            "preflight: test hook: {} fault points passed",
+            super::fault::passed()
+        );
     }
 }
 
@@ -173,7 +178,12 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
     if let Some(dir) = &args.emit_gitops {
         let values = plan.values.clone().context("plan has no values")?;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let app = gitops::application(&args.target.cilium_version, "cilium", "kube-system", &values);
+        let app = gitops::application(
+            &args.target.cilium_version,
+            "cilium",
+            "kube-system",
+            &values,
+        );
         let values_path = dir.join("cilium-values.yaml");
         let app_path = dir.join("cilium-application.yaml");
         std::fs::write(&values_path, values.to_yaml())
@@ -215,10 +225,15 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
 
     // The preflight: refuse on no-go, except for what the plan itself fixes.
     let live = root == Path::new("/");
-    let facts = Facts::gather(&GatherOptions { root: root.clone(), canaries: live });
+    let facts = Facts::gather(&GatherOptions {
+        root: root.clone(),
+        canaries: live,
+    });
     let mut target = Target::chart_defaults(&args.target.cilium_version);
     if args.target.kube_proxy_replacement {
-        target.capabilities.insert(crate::target::Capability::KubeProxyReplacement);
+        target
+            .capabilities
+            .insert(crate::target::Capability::KubeProxyReplacement);
     }
     let results = checks::run_all(&facts, &target, &[]);
     let v = verdict::decide(&target, &results);
@@ -234,10 +249,15 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
             println!("  blocking: {b}");
         }
         if !args.force {
-            println!("Refusing to install on a no-go node (the plan does not fix these). --force overrides.");
+            println!(
+                "Refusing to install on a no-go node (the plan does not fix these). --force overrides."
+            );
             return Ok(exit::NO_GO);
         }
-        eprintln!("preflight: WARNING: --force: installing despite {} blocking findings", blocking.len());
+        eprintln!(
+            "preflight: WARNING: --force: installing despite {} blocking findings",
+            blocking.len()
+        );
     }
     if !confirm(args.yes, "Install Cilium with the plan above")? {
         println!("Not confirmed; nothing changed.");
@@ -251,17 +271,36 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
         journal,
         log: Box::new(|l| println!("{l}")),
     };
-    println!("\nExecuting (journal: {})", super::journal_dir(&root).display());
-    match exec.run(&plan) {
+    println!(
+        "\nExecuting (journal: {})",
+        super::journal_dir(&root).display()
+    );
+    let result = exec.run(&plan).and_then(|()| {
+        exec.journal
+            .set_status(Status::Complete)
+            .map_err(|error| exec::StepFailure {
+                index: plan.steps.len() - 1,
+                step: "journal".into(),
+                error,
+            })
+    });
+    match result {
         Ok(()) => {
-            exec.journal.set_status(Status::Complete)?;
             report_fault_points();
-            println!("\nCilium {} installed. `preflight rollback` undoes everything.", args.target.cilium_version);
+            println!(
+                "\nCilium {} installed. `preflight rollback` undoes everything.",
+                args.target.cilium_version
+            );
             Ok(exit::GO)
         }
         Err(failure) => {
             drop(exec);
-            println!("\nINSTALL FAILED at step {} ({}): {:#}", failure.index + 1, failure.step, failure.error);
+            println!(
+                "\nINSTALL FAILED at step {} ({}): {:#}",
+                failure.index + 1,
+                failure.step,
+                failure.error
+            );
             let evidence = collect_evidence(&runner, &node, &plan, failure.index);
             if !evidence.is_empty() {
                 println!("Evidence:");
@@ -278,15 +317,28 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
 }
 
 /// After a failure past the Helm step: the agent's log lines that explain it.
-fn collect_evidence(runner: &Runner, node: &NodeState, plan: &super::Plan, failed: usize) -> Vec<String> {
+fn collect_evidence(
+    runner: &Runner,
+    node: &NodeState,
+    plan: &super::Plan,
+    failed: usize,
+) -> Vec<String> {
     let helm_ran = plan.steps[..failed].iter().any(|s| s.id == "helm.install");
     if !helm_ran {
         return Vec::new();
     }
     let mut args: Vec<String> = super::kube_args(node);
     args.extend(
-        ["-n", "kube-system", "logs", "ds/cilium", "-c", "cilium-agent", "--tail=500"]
-            .map(String::from),
+        [
+            "-n",
+            "kube-system",
+            "logs",
+            "ds/cilium",
+            "-c",
+            "cilium-agent",
+            "--tail=500",
+        ]
+        .map(String::from),
     );
     let Ok(out) = runner.run(Tool::Kubectl, &args) else {
         return vec!["could not fetch the agent log (kubectl failed to run)".into()];
@@ -295,9 +347,15 @@ fn collect_evidence(runner: &Runner, node: &NodeState, plan: &super::Plan, faile
         .stdout
         .lines()
         .filter(|l| {
-            ["macro redefined", "Failed to compile", "level=error", "level=fatal", "address already in use"]
-                .iter()
-                .any(|p| l.contains(p))
+            [
+                "macro redefined",
+                "Failed to compile",
+                "level=error",
+                "level=fatal",
+                "address already in use",
+            ]
+            .iter()
+            .any(|p| l.contains(p))
         })
         .take(20)
         .map(|l| format!("agent log: {}", l.trim()))
@@ -328,7 +386,9 @@ fn print_rollback(r: exec::RollbackReport) -> u8 {
         for f in &r.failed {
             println!("  FAILED: {f}");
         }
-        println!("Rollback incomplete: fix the above and run `preflight rollback` again (the journal is kept).");
+        println!(
+            "Rollback incomplete: fix the above and run `preflight rollback` again (the journal is kept)."
+        );
         exit::ERROR
     }
 }
@@ -347,9 +407,13 @@ pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
     let runner = args.tools.runner();
     if let Some(j) = Journal::load(&root)? {
         if j.file.runs.iter().any(|r| r == "fallback-flannel") {
-            println!("A flannel fallback is already journaled; running it again changes only what drifted.");
+            println!(
+                "A flannel fallback is already journaled; running it again changes only what drifted."
+            );
         } else {
-            println!("Rolling back the Cilium install first (restores conflists, removes the drop-in, restarts k3s):");
+            println!(
+                "Rolling back the Cilium install first (restores conflists, removes the drop-in, restarts k3s):"
+            );
             let code = print_rollback(exec::rollback(&root, &runner)?);
             if code != exit::GO {
                 return Ok(code);
@@ -375,16 +439,29 @@ pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
         journal,
         log: Box::new(|l| println!("{l}")),
     };
-    match exec.run(&plan) {
+    let result = exec.run(&plan).and_then(|()| {
+        exec.journal
+            .set_status(Status::Complete)
+            .map_err(|error| exec::StepFailure {
+                index: plan.steps.len().saturating_sub(1),
+                step: "journal".into(),
+                error,
+            })
+    });
+    match result {
         Ok(()) => {
-            exec.journal.set_status(Status::Complete)?;
             report_fault_points();
             println!("\nflannel fallback applied. `preflight rollback` undoes the hardening.");
             Ok(exit::GO)
         }
         Err(failure) => {
             drop(exec);
-            println!("\nFALLBACK FAILED at step {} ({}): {:#}\nRolling back…", failure.index + 1, failure.step, failure.error);
+            println!(
+                "\nFALLBACK FAILED at step {} ({}): {:#}\nRolling back…",
+                failure.index + 1,
+                failure.step,
+                failure.error
+            );
             let code = print_rollback(exec::rollback(&root, &runner)?);
             report_fault_points();
             Ok(if code == exit::GO { exit::NO_GO } else { code })

@@ -4,8 +4,7 @@ use std::{os::unix::fs::MetadataExt, path::Path};
 use anyhow::{Context, bail};
 
 use super::{
-    Action, Plan, PostCheck, Step,
-    fault, fsops,
+    Action, Plan, PostCheck, Step, fault, fsops,
     journal::{EntryState, Journal, LinkSpec, Status, Undo},
     node::{self, LinkState},
     runner::{Runner, Tool},
@@ -34,12 +33,21 @@ fn args(v: &[&str]) -> Vec<String> {
 impl Executor<'_> {
     pub fn run(&mut self, plan: &Plan) -> Result<(), StepFailure> {
         for (index, step) in plan.steps.iter().enumerate() {
-            let r = fault::point(&format!("before step {}", step.id)).and_then(|()| self.step(step));
+            let r =
+                fault::point(&format!("before step {}", step.id)).and_then(|()| self.step(step));
             match r {
-                Ok(Some(skip)) => (self.log)(&format!("{:>2}. {}: already done ({skip})", index + 1, step.title)),
+                Ok(Some(skip)) => (self.log)(&format!(
+                    "{:>2}. {}: already done ({skip})",
+                    index + 1,
+                    step.title
+                )),
                 Ok(None) => (self.log)(&format!("{:>2}. {}: ok", index + 1, step.title)),
                 Err(error) => {
-                    (self.log)(&format!("{:>2}. {}: FAILED: {error:#}", index + 1, step.title));
+                    (self.log)(&format!(
+                        "{:>2}. {}: FAILED: {error:#}",
+                        index + 1,
+                        step.title
+                    ));
                     return Err(StepFailure {
                         index,
                         step: step.id.clone(),
@@ -68,12 +76,16 @@ impl Executor<'_> {
         }
         for dir in missing.into_iter().rev() {
             let host = self.host(&dir);
-            self.journal.intent(step, Undo::Path {
-                path: dir.clone(),
-                prior: fsops::Prior::Absent,
-            })?;
+            self.journal.intent(
+                step,
+                Undo::Path {
+                    path: dir.clone(),
+                    prior: fsops::Prior::Absent,
+                },
+            )?;
             if create {
-                std::fs::create_dir(&host).with_context(|| format!("creating {}", host.display()))?;
+                std::fs::create_dir(&host)
+                    .with_context(|| format!("creating {}", host.display()))?;
             }
         }
         Ok(())
@@ -83,7 +95,11 @@ impl Executor<'_> {
     fn step(&mut self, step: &Step) -> anyhow::Result<Option<String>> {
         let id = step.id.as_str();
         match &step.action {
-            Action::WriteFile { path, content, mode } => {
+            Action::WriteFile {
+                path,
+                content,
+                mode,
+            } => {
                 let path = node::resolve(self.root, path);
                 let host = self.host(&path);
                 if let Ok(m) = std::fs::metadata(&host)
@@ -100,7 +116,13 @@ impl Executor<'_> {
                     fsops::Prior::File { uid, gid, .. } => Some((*uid, *gid)),
                     _ => None,
                 };
-                let seq = self.journal.intent(id, Undo::Path { path: path.clone(), prior })?;
+                let seq = self.journal.intent(
+                    id,
+                    Undo::Path {
+                        path: path.clone(),
+                        prior,
+                    },
+                )?;
                 fsops::write_atomic(&host, content.as_bytes(), *mode, owner)?;
                 fault::point(&format!("after write of {path}"))?;
                 self.journal.set_state(seq, EntryState::Done)?;
@@ -118,7 +140,13 @@ impl Executor<'_> {
                 } else {
                     self.journal.backup_path(seq, &file_name(&path))
                 };
-                let seq = self.journal.intent(id, Undo::Moved { path: path.clone(), backup: backup.clone() })?;
+                let seq = self.journal.intent(
+                    id,
+                    Undo::Moved {
+                        path: path.clone(),
+                        backup: backup.clone(),
+                    },
+                )?;
                 fsops::move_path(&host, &backup)?;
                 fault::point(&format!("after moving {path}"))?;
                 self.journal.set_state(seq, EntryState::Done)?;
@@ -127,39 +155,68 @@ impl Executor<'_> {
                 LinkState::Absent => return Ok(Some(format!("{name} does not exist"))),
                 LinkState::Unknown(why) => bail!("could not query link {name}: {why}"),
                 LinkState::Present(spec) => {
-                    let seq = self.journal.intent(id, Undo::Link { name: name.clone(), prior: Some(spec) })?;
+                    let seq = self.journal.intent(
+                        id,
+                        Undo::Link {
+                            name: name.clone(),
+                            prior: Some(spec),
+                        },
+                    )?;
                     self.runner.check(Tool::Ip, &args(&["link", "del", name]))?;
                     self.journal.set_state(seq, EntryState::Done)?;
                 }
             },
             Action::MakeShared => {
-                if let node::MountState::Mounted { shared: true, .. } = node::bpffs_state(self.root) {
+                if let node::MountState::Mounted { shared: true, .. } = node::bpffs_state(self.root)
+                {
                     return Ok(Some("/sys/fs/bpf is already shared".into()));
                 }
-                let seq = self.journal.intent(id, Undo::MadeShared { path: node::BPFFS.into() })?;
-                self.runner.check(Tool::Mount, &args(&["--make-shared", node::BPFFS]))?;
+                let seq = self.journal.intent(
+                    id,
+                    Undo::MadeShared {
+                        path: node::BPFFS.into(),
+                    },
+                )?;
+                self.runner
+                    .check(Tool::Mount, &args(&["--make-shared", node::BPFFS]))?;
                 self.journal.set_state(seq, EntryState::Done)?;
             }
             Action::EnableUnit { unit } => {
-                let active = self.runner.run(Tool::Systemctl, &args(&["is-active", "--quiet", unit]))?.success();
-                let enabled = self.runner.run(Tool::Systemctl, &args(&["is-enabled", "--quiet", unit]))?.success();
+                let active = self
+                    .runner
+                    .run(Tool::Systemctl, &args(&["is-active", "--quiet", unit]))?
+                    .success();
+                let enabled = self
+                    .runner
+                    .run(Tool::Systemctl, &args(&["is-enabled", "--quiet", unit]))?
+                    .success();
                 if active && enabled {
                     return Ok(Some(format!("{unit} is enabled and active")));
                 }
-                let seq = self.journal.intent(id, Undo::Enabled { unit: unit.clone(), was_active: active })?;
-                self.runner.check(Tool::Systemctl, &args(&["enable", "--now", unit]))?;
+                let seq = self.journal.intent(
+                    id,
+                    Undo::Enabled {
+                        unit: unit.clone(),
+                        was_active: active,
+                    },
+                )?;
+                self.runner
+                    .check(Tool::Systemctl, &args(&["enable", "--now", unit]))?;
                 self.journal.set_state(seq, EntryState::Done)?;
             }
             Action::DaemonReload => {
                 let seq = self.journal.intent(id, Undo::DaemonReload)?;
-                self.runner.check(Tool::Systemctl, &args(&["daemon-reload"]))?;
+                self.runner
+                    .check(Tool::Systemctl, &args(&["daemon-reload"]))?;
                 self.journal.set_state(seq, EntryState::Done)?;
             }
             Action::Service { unit, verb } => {
                 if let super::StepState::Done(why) = &step.state {
                     return Ok(Some(why.clone()));
                 }
-                let seq = self.journal.intent(id, Undo::Restart { unit: unit.clone() })?;
+                let seq = self
+                    .journal
+                    .intent(id, Undo::Restart { unit: unit.clone() })?;
                 self.runner.check(Tool::Systemctl, &args(&[verb, unit]))?;
                 self.journal.set_state(seq, EntryState::Done)?;
             }
@@ -179,14 +236,23 @@ impl Executor<'_> {
                         LinkState::Present(spec) => Some(spec),
                         LinkState::Unknown(why) => bail!("could not query link {name}: {why}"),
                     };
-                    let seq = self.journal.intent(id, Undo::Link { name: name.clone(), prior })?;
+                    let seq = self.journal.intent(
+                        id,
+                        Undo::Link {
+                            name: name.clone(),
+                            prior,
+                        },
+                    )?;
                     self.journal.set_state(seq, EntryState::Done)?;
                 }
             }
             Action::CheckCniPaths { expect } => {
                 let path = self.host(node::CONTAINERD_CONFIG);
                 let Some(now) = node::read_containerd_cni(&path)? else {
-                    return Ok(Some(format!("{} has no CNI section; containerd uses its defaults", path.display())));
+                    return Ok(Some(format!(
+                        "{} has no CNI section; containerd uses its defaults",
+                        path.display()
+                    )));
                 };
                 let now_bin = node::versionless(&now.bin_dir);
                 if now_bin != expect.bin_dir || now.conf_dir != expect.conf_dir {
@@ -201,7 +267,13 @@ impl Executor<'_> {
                     );
                 }
             }
-            Action::Helm { release, namespace, version, args: helm_args, values } => {
+            Action::Helm {
+                release,
+                namespace,
+                version,
+                args: helm_args,
+                values,
+            } => {
                 let kube = kube_args_of(helm_args);
                 let mut status_args = args(&["status", release, "-n", namespace, "-o", "json"]);
                 status_args.extend(kube.clone());
@@ -212,12 +284,18 @@ impl Executor<'_> {
                     let deployed = v["info"]["status"] == "deployed"
                         && v["chart"]["metadata"]["version"] == version.as_str();
                     if deployed {
-                        let mut get = args(&["get", "values", release, "-n", namespace, "-o", "json"]);
+                        let mut get =
+                            args(&["get", "values", release, "-n", namespace, "-o", "json"]);
                         get.extend(kube.clone());
                         let got = self.runner.run(Tool::Helm, &get)?;
                         let want = serde_json::to_value(values)?;
-                        if got.success() && serde_json::from_str::<serde_json::Value>(&got.stdout).ok() == Some(want) {
-                            return Ok(Some(format!("release {release} {version} is deployed with these values")));
+                        if got.success()
+                            && serde_json::from_str::<serde_json::Value>(&got.stdout).ok()
+                                == Some(want)
+                        {
+                            return Ok(Some(format!(
+                                "release {release} {version} is deployed with these values"
+                            )));
                         }
                     }
                     v["version"].as_u64()
@@ -226,12 +304,15 @@ impl Executor<'_> {
                 } else {
                     bail!("helm status {release} failed: {}", status.stderr.trim());
                 };
-                let seq = self.journal.intent(id, Undo::Helm {
-                    release: release.clone(),
-                    namespace: namespace.clone(),
-                    prior_revision,
-                    extra_args: kube,
-                })?;
+                let seq = self.journal.intent(
+                    id,
+                    Undo::Helm {
+                        release: release.clone(),
+                        namespace: namespace.clone(),
+                        prior_revision,
+                        extra_args: kube,
+                    },
+                )?;
                 self.runner.check(Tool::Helm, helm_args)?;
                 self.journal.set_state(seq, EntryState::Done)?;
             }
@@ -243,7 +324,11 @@ impl Executor<'_> {
                         self.runner.display(Tool::Kubectl, kargs),
                         out.code,
                         out.stderr.trim(),
-                        if out.stdout.trim().is_empty() { String::new() } else { format!("\n{}", out.stdout.trim()) }
+                        if out.stdout.trim().is_empty() {
+                            String::new()
+                        } else {
+                            format!("\n{}", out.stdout.trim())
+                        }
                     );
                 }
                 if *check == PostCheck::PodsHaveIps {
@@ -264,24 +349,46 @@ impl Executor<'_> {
                 if super::fallback::module_loaded(self.root, module) {
                     return Ok(Some(format!("{module} is loaded")));
                 }
-                let seq = self.journal.intent(id, Undo::Module { name: module.clone() })?;
+                let seq = self.journal.intent(
+                    id,
+                    Undo::Module {
+                        name: module.clone(),
+                    },
+                )?;
                 self.runner.check(Tool::Modprobe, &args(&[module]))?;
                 self.journal.set_state(seq, EntryState::Done)?;
             }
             Action::Sysctl { key, value } => {
                 let proc = self.root.join("proc/sys").join(key.replace('.', "/"));
-                let prior = std::fs::read_to_string(&proc).map(|s| s.trim().to_string());
-                let prior = match prior {
-                    Ok(p) if p == *value => return Ok(Some(format!("{key} is {value}"))),
-                    Ok(p) => p,
-                    Err(e) => bail!("reading {}: {e}", proc.display()),
-                };
-                let seq = self.journal.intent(id, Undo::Sysctl { key: key.clone(), prior })?;
-                self.runner.check(Tool::Sysctl, &args(&["-w", &format!("{key}={value}")]))?;
+                // A key can be missing until its module loads (net.bridge.* with br_netfilter):
+                // then there is no old value to restore, and unloading the module removes it.
+                let prior = std::fs::read_to_string(&proc)
+                    .ok()
+                    .map(|s| s.trim().to_string());
+                if prior.as_deref() == Some(value.as_str()) {
+                    return Ok(Some(format!("{key} is {value}")));
+                }
+                let seq = self.journal.intent(
+                    id,
+                    Undo::Sysctl {
+                        key: key.clone(),
+                        prior,
+                    },
+                )?;
+                self.runner
+                    .check(Tool::Sysctl, &args(&["-w", &format!("{key}={value}")]))?;
                 self.journal.set_state(seq, EntryState::Done)?;
             }
-            Action::Firewall { add_args, remove_args } => {
-                let seq = self.journal.intent(id, Undo::Firewall { remove_args: remove_args.clone() })?;
+            Action::Firewall {
+                add_args,
+                remove_args,
+            } => {
+                let seq = self.journal.intent(
+                    id,
+                    Undo::Firewall {
+                        remove_args: remove_args.clone(),
+                    },
+                )?;
                 self.runner.check(Tool::FirewallCmd, add_args)?;
                 self.journal.set_state(seq, EntryState::Done)?;
             }
@@ -336,18 +443,24 @@ pub fn rollback(root: &Path, runner: &Runner) -> anyhow::Result<RollbackReport> 
         }
         match undo(root, runner, &e.undo) {
             Ok(Some(what)) => {
-                report.undone.push(format!("{} ({}): {what}", e.step, e.seq));
+                report
+                    .undone
+                    .push(format!("{} ({}): {what}", e.step, e.seq));
                 journal.set_state(e.seq, EntryState::Undone)?;
             }
             Ok(None) => journal.set_state(e.seq, EntryState::Undone)?,
-            Err(err) => report.failed.push(format!("{} ({}): {err:#}", e.step, e.seq)),
+            Err(err) => report
+                .failed
+                .push(format!("{} ({}): {err:#}", e.step, e.seq)),
         }
         fault::point(&format!("after undoing entry {}", e.seq))?;
     }
     // Deferred until every file is back; run on every pass so a crash cannot lose them.
     if entries.iter().any(|e| matches!(e.undo, Undo::DaemonReload)) {
         if let Err(err) = runner.check(Tool::Systemctl, &args(&["daemon-reload"])) {
-            report.failed.push(format!("systemctl daemon-reload: {err:#}"));
+            report
+                .failed
+                .push(format!("systemctl daemon-reload: {err:#}"));
         }
     }
     let mut units: Vec<&str> = Vec::new();
@@ -360,8 +473,12 @@ pub fn rollback(root: &Path, runner: &Runner) -> anyhow::Result<RollbackReport> 
     }
     for unit in units {
         match runner.check(Tool::Systemctl, &args(&["restart", unit])) {
-            Ok(_) => report.undone.push(format!("restarted {unit} with its restored config")),
-            Err(err) => report.failed.push(format!("systemctl restart {unit}: {err:#}")),
+            Ok(_) => report
+                .undone
+                .push(format!("restarted {unit} with its restored config")),
+            Err(err) => report
+                .failed
+                .push(format!("systemctl restart {unit}: {err:#}")),
         }
     }
     if report.failed.is_empty() {
@@ -422,27 +539,50 @@ fn undo(root: &Path, runner: &Runner, u: &Undo) -> anyhow::Result<Option<String>
             Some(format!("{unit} disabled"))
         }
         Undo::DaemonReload | Undo::Restart { .. } | Undo::Nothing => None,
-        Undo::Helm { release, namespace, prior_revision, extra_args } => {
+        Undo::Helm {
+            release,
+            namespace,
+            prior_revision,
+            extra_args,
+        } => {
             let mut status = args(&["status", release, "-n", namespace]);
             status.extend(extra_args.iter().cloned());
             let present = runner.run(Tool::Helm, &status)?.success();
             let mut a = match (prior_revision, present) {
                 (None, false) => return Ok(None),
                 (None, true) => args(&["uninstall", release, "-n", namespace, "--wait"]),
-                (Some(rev), _) => args(&["rollback", release, &rev.to_string(), "-n", namespace, "--wait"]),
+                (Some(rev), _) => args(&[
+                    "rollback",
+                    release,
+                    &rev.to_string(),
+                    "-n",
+                    namespace,
+                    "--wait",
+                ]),
             };
             a.extend(extra_args.iter().cloned());
             runner.check(Tool::Helm, &a)?;
-            Some(format!("helm release {namespace}/{release} {}", if prior_revision.is_some() { "rolled back" } else { "uninstalled" }))
+            Some(format!(
+                "helm release {namespace}/{release} {}",
+                if prior_revision.is_some() {
+                    "rolled back"
+                } else {
+                    "uninstalled"
+                }
+            ))
         }
         Undo::Module { name } => {
             runner.check(Tool::Modprobe, &args(&["-r", name]))?;
             Some(format!("module {name} unloaded"))
         }
-        Undo::Sysctl { key, prior } => {
+        Undo::Sysctl {
+            key,
+            prior: Some(prior),
+        } => {
             runner.check(Tool::Sysctl, &args(&["-w", &format!("{key}={prior}")]))?;
             Some(format!("{key} = {prior} again"))
         }
+        Undo::Sysctl { prior: None, .. } => None,
         Undo::Firewall { remove_args } => {
             runner.check(Tool::FirewallCmd, remove_args)?;
             runner.check(Tool::FirewallCmd, &args(&["--reload"]))?;
@@ -471,14 +611,23 @@ pub fn recreate_link(l: &LinkSpec) -> Vec<Vec<String>> {
     }
     match l.kind.as_deref() {
         Some("vxlan") => {
-            add.extend(args(&["type", "vxlan", "id", &l.vxlan_id.unwrap_or(1).to_string()]));
+            add.extend(args(&[
+                "type",
+                "vxlan",
+                "id",
+                &l.vxlan_id.unwrap_or(1).to_string(),
+            ]));
             if let Some(local) = &l.vxlan_local {
                 add.extend(args(&["local", local]));
             }
             if let Some(dev) = &l.vxlan_dev {
                 add.extend(args(&["dev", dev]));
             }
-            add.extend(args(&["dstport", &l.vxlan_port.unwrap_or(8472).to_string(), "nolearning"]));
+            add.extend(args(&[
+                "dstport",
+                &l.vxlan_port.unwrap_or(8472).to_string(),
+                "nolearning",
+            ]));
         }
         Some(kind) => add.extend(args(&["type", kind])),
         None => {}

@@ -29,8 +29,12 @@ pub fn module_loaded(root: &Path, name: &str) -> bool {
         return true;
     }
     let release = fs::read_to_string(root.join("proc/sys/kernel/osrelease")).unwrap_or_default();
-    fs::read_to_string(root.join("lib/modules").join(release.trim()).join("modules.builtin"))
-        .is_ok_and(|t| t.lines().any(|l| l.ends_with(&format!("/{name}.ko"))))
+    fs::read_to_string(
+        root.join("lib/modules")
+            .join(release.trim())
+            .join("modules.builtin"),
+    )
+    .is_ok_and(|t| t.lines().any(|l| l.ends_with(&format!("/{name}.ko"))))
 }
 
 /// The hardening steps for a node that runs flannel (after the install journal, if any, has
@@ -43,9 +47,13 @@ pub fn build(node: &NodeState, restart_unit: Option<&str>) -> Plan {
     // Without a journal, a drop-in of ours may still be there (written by hand from `plan`).
     if node.k3s.as_ref().is_some_and(|k| k.drop_in.is_some()) {
         steps.push(
-            Step::new("k3s.drop-in.remove", format!("Move aside {}", node::DROP_IN), Action::MoveAside {
-                path: node::DROP_IN.into(),
-            })
+            Step::new(
+                "k3s.drop-in.remove",
+                format!("Move aside {}", node::DROP_IN),
+                Action::MoveAside {
+                    path: node::DROP_IN.into(),
+                },
+            )
             .changes("the Cilium drop-in leaves config.yaml.d (kept in the journal backup)")
             .why("k3s must run flannel again")
             .undo("moved back"),
@@ -66,14 +74,25 @@ pub fn build(node: &NodeState, restart_unit: Option<&str>) -> Plan {
     for m in MODULES {
         let loaded = module_loaded(root, m);
         steps.push(
-            Step::new(format!("modules.load:{m}"), format!("Load module {m}"), Action::Modprobe { module: m.into() })
-                .changes(format!("kernel module {m} loaded"))
-                .why("needed now, not only after the next boot")
-                .undo(format!("modprobe -r {m}"))
-                .state(if loaded { StepState::Done(format!("{m} is loaded or built in")) } else { StepState::Todo }),
+            Step::new(
+                format!("modules.load:{m}"),
+                format!("Load module {m}"),
+                Action::Modprobe { module: m.into() },
+            )
+            .changes(format!("kernel module {m} loaded"))
+            .why("needed now, not only after the next boot")
+            .undo(format!("modprobe -r {m}"))
+            .state(if loaded {
+                StepState::Done(format!("{m} is loaded or built in"))
+            } else {
+                StepState::Todo
+            }),
         );
     }
-    let sysctls: String = SYSCTLS.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+    let sysctls: String = SYSCTLS
+        .iter()
+        .map(|(k, v)| format!("{k} = {v}\n"))
+        .collect();
     steps.push(
         Step::new("sysctl.persist", format!("Write {SYSCTL_FILE}"), Action::WriteFile {
             path: SYSCTL_FILE.into(),
@@ -86,10 +105,17 @@ pub fn build(node: &NodeState, restart_unit: Option<&str>) -> Plan {
     );
     for (k, v) in SYSCTLS {
         steps.push(
-            Step::new(format!("sysctl.set:{k}"), format!("sysctl {k}={v}"), Action::Sysctl { key: k.into(), value: v.into() })
-                .changes(format!("{k} set to {v} now"))
-                .why("the file applies at boot; this applies it now")
-                .undo("set back to the journaled value"),
+            Step::new(
+                format!("sysctl.set:{k}"),
+                format!("sysctl {k}={v}"),
+                Action::Sysctl {
+                    key: k.into(),
+                    value: v.into(),
+                },
+            )
+            .changes(format!("{k} set to {v} now"))
+            .why("the file applies at boot; this applies it now")
+            .undo("set back to the journaled value"),
         );
     }
     if node.host("/etc/NetworkManager").is_dir() {
@@ -106,10 +132,14 @@ pub fn build(node: &NodeState, restart_unit: Option<&str>) -> Plan {
             .undo("removed"),
         );
         steps.push(
-            Step::new("nm.reload", "systemctl reload NetworkManager", Action::Service {
-                unit: "NetworkManager".into(),
-                verb: "reload".into(),
-            })
+            Step::new(
+                "nm.reload",
+                "systemctl reload NetworkManager",
+                Action::Service {
+                    unit: "NetworkManager".into(),
+                    verb: "reload".into(),
+                },
+            )
             .changes("NetworkManager rereads its configuration")
             .why("the unmanaged-devices setting takes effect without a restart")
             .undo("reloaded (restarted) again after the file is removed"),
@@ -117,14 +147,30 @@ pub fn build(node: &NodeState, restart_unit: Option<&str>) -> Plan {
     } else {
         notes.push("NetworkManager is not installed: no unmanaged-devices setting needed".into());
     }
-    let cidr = node.k3s.as_ref().map(|k| k.cluster_cidr.clone()).unwrap_or_else(|| "10.42.0.0/16".into());
+    let cidr = node
+        .k3s
+        .as_ref()
+        .map(|k| k.cluster_cidr.clone())
+        .unwrap_or_else(|| "10.42.0.0/16".into());
     if node.host("/etc/firewalld").is_dir() {
         for (what, add, remove) in [
-            ("VXLAN 8472/udp", vec!["--permanent".to_string(), "--add-port=8472/udp".into()], vec!["--permanent".to_string(), "--remove-port=8472/udp".into()]),
+            (
+                "VXLAN 8472/udp",
+                vec!["--permanent".to_string(), "--add-port=8472/udp".into()],
+                vec!["--permanent".to_string(), "--remove-port=8472/udp".into()],
+            ),
             (
                 "pod CIDR as trusted source",
-                vec!["--permanent".into(), "--zone=trusted".into(), format!("--add-source={cidr}")],
-                vec!["--permanent".into(), "--zone=trusted".into(), format!("--remove-source={cidr}")],
+                vec![
+                    "--permanent".into(),
+                    "--zone=trusted".into(),
+                    format!("--add-source={cidr}"),
+                ],
+                vec![
+                    "--permanent".into(),
+                    "--zone=trusted".into(),
+                    format!("--remove-source={cidr}"),
+                ],
             ),
         ] {
             steps.push(
@@ -135,10 +181,14 @@ pub fn build(node: &NodeState, restart_unit: Option<&str>) -> Plan {
             );
         }
         steps.push(
-            Step::new("firewalld.reload", "firewall-cmd --reload", Action::Firewall {
-                add_args: vec!["--reload".into()],
-                remove_args: vec!["--reload".into()],
-            })
+            Step::new(
+                "firewalld.reload",
+                "firewall-cmd --reload",
+                Action::Firewall {
+                    add_args: vec!["--reload".into()],
+                    remove_args: vec!["--reload".into()],
+                },
+            )
             .changes("firewalld applies its permanent rules")
             .why("permanent rules apply only after a reload")
             .undo("reloaded again"),
@@ -159,10 +209,14 @@ pub fn build(node: &NodeState, restart_unit: Option<&str>) -> Plan {
     );
     if let Some(unit) = restart_unit {
         steps.push(
-            Step::new("k3s.restart", format!("systemctl restart {unit}"), Action::Service {
-                unit: unit.into(),
-                verb: "restart".into(),
-            })
+            Step::new(
+                "k3s.restart",
+                format!("systemctl restart {unit}"),
+                Action::Service {
+                    unit: unit.into(),
+                    verb: "restart".into(),
+                },
+            )
             .changes(format!("{unit} restarts with flannel"))
             .why("k3s reads its config only at start")
             .undo("restarted again"),
@@ -179,7 +233,11 @@ pub fn build(node: &NodeState, restart_unit: Option<&str>) -> Plan {
 /// Which iptables the node uses (Debian alternatives) and what flannel must match.
 fn iptables_advice(root: &Path) -> String {
     let alt = fs::read_link(root.join("etc/alternatives/iptables")).ok();
-    match alt.as_ref().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()) {
+    match alt
+        .as_ref()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+    {
         Some(n) if n.contains("nft") => format!(
             "iptables backend: nft ({n}); kube-proxy, flannel and k3s's bundled iptables must all \
              use nft (k3s: --prefer-bundled-bin only if the bundled one is nft too)"
@@ -188,8 +246,10 @@ fn iptables_advice(root: &Path) -> String {
             "iptables backend: legacy ({n}); keep every component on legacy, and do not mix with \
              nftables rules (two backends make Service traffic vanish)"
         ),
-        _ => "iptables backend: could not tell (no /etc/alternatives/iptables); check `iptables -V` \
+        _ => {
+            "iptables backend: could not tell (no /etc/alternatives/iptables); check `iptables -V` \
               says the same (nf_tables or legacy) as the iptables k3s uses"
-            .into(),
+                .into()
+        }
     }
 }

@@ -56,7 +56,10 @@ pub fn capture(path: &Path, backup: &Path) -> anyhow::Result<Prior> {
         });
     }
     if !ft.is_file() {
-        bail!("{}: not a regular file, symlink or directory", path.display());
+        bail!(
+            "{}: not a regular file, symlink or directory",
+            path.display()
+        );
     }
     let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     write_durable(backup, &bytes, 0o600)?;
@@ -91,8 +94,9 @@ pub fn restore(path: &Path, prior: &Prior) -> anyhow::Result<()> {
             uid,
             gid,
         } => {
-            let want = fs::read(backup)
-                .with_context(|| format!("reading backup {} of {}", backup.display(), path.display()))?;
+            let want = fs::read(backup).with_context(|| {
+                format!("reading backup {} of {}", backup.display(), path.display())
+            })?;
             if let Some(m) = &now
                 && m.is_file()
                 && m.mode() & 0o7777 == *mode
@@ -122,8 +126,9 @@ pub fn restore(path: &Path, prior: &Prior) -> anyhow::Result<()> {
             match now {
                 Some(m) if m.is_dir() => {}
                 Some(_) => fs::remove_file(path)?,
-                None => fs::create_dir(path)
-                    .with_context(|| format!("creating {}", path.display()))?,
+                None => {
+                    fs::create_dir(path).with_context(|| format!("creating {}", path.display()))?
+                }
             }
             fs::set_permissions(path, fs::Permissions::from_mode(*mode))?;
             std::os::unix::fs::lchown(path, Some(*uid), Some(*gid))?;
@@ -216,9 +221,7 @@ pub fn move_path(from: &Path, to: &Path) -> anyhow::Result<()> {
             remove_if_present(from)?;
             sync_parent(from)
         }
-        Err(e) => {
-            Err(e).with_context(|| format!("moving {} to {}", from.display(), to.display()))
-        }
+        Err(e) => Err(e).with_context(|| format!("moving {} to {}", from.display(), to.display())),
     }
 }
 

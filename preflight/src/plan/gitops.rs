@@ -101,7 +101,12 @@ pub struct SyncPolicy {
     pub sync_options: Vec<String>,
 }
 
-pub fn application(version: &str, release: &str, namespace: &str, values: &CiliumValues) -> Application {
+pub fn application(
+    version: &str,
+    release: &str,
+    namespace: &str,
+    values: &CiliumValues,
+) -> Application {
     Application {
         api_version: "argoproj.io/v1alpha1".into(),
         kind: "Application".into(),

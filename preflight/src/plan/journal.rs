@@ -63,8 +63,8 @@ pub enum Undo {
     },
     /// A kernel module loaded that was not loaded.
     Module { name: String },
-    /// A sysctl changed at runtime from `prior`.
-    Sysctl { key: String, prior: String },
+    /// A sysctl changed at runtime from `prior` (None: the key did not exist yet).
+    Sysctl { key: String, prior: Option<String> },
     /// A firewalld rule added: the arguments that remove it again.
     Firewall { remove_args: Vec<String> },
     /// Nothing changed on the node (a wait, a check).
@@ -175,9 +175,8 @@ impl Journal {
             node_path.push(part);
             let host = root.join(node_path.strip_prefix("/").unwrap_or(&node_path));
             if !fsops::exists(&host) {
-                fs::create_dir(&host).with_context(|| {
-                    format!("creating the state directory {}", host.display())
-                })?;
+                fs::create_dir(&host)
+                    .with_context(|| format!("creating the state directory {}", host.display()))?;
                 created.push(node_path.display().to_string());
             }
         }
@@ -193,7 +192,11 @@ impl Journal {
                 entries: Vec::new(),
             },
         };
-        j.persist()?;
+        if let Err(e) = j.persist() {
+            // Nothing was changed yet: leave no state dir behind.
+            let _ = clean_empty_state_dirs(root, &j.file.created_dirs);
+            return Err(e);
+        }
         Ok(j)
     }
 

@@ -49,20 +49,34 @@ pub enum Action {
         mode: u32,
     },
     /// Move into the journal's backup dir (never delete).
-    MoveAside { path: String },
-    DeleteLink { name: String },
+    MoveAside {
+        path: String,
+    },
+    DeleteLink {
+        name: String,
+    },
     /// `mount --make-shared /sys/fs/bpf`.
     MakeShared,
     /// `systemctl enable --now UNIT`.
-    EnableUnit { unit: String },
+    EnableUnit {
+        unit: String,
+    },
     DaemonReload,
     /// `systemctl restart|reload UNIT`.
-    Service { unit: String, verb: String },
+    Service {
+        unit: String,
+        verb: String,
+    },
     /// Record the state of paths and links that a later program (k3s, the Cilium agent) will
     /// write, so that rollback returns them too.
-    Guard { paths: Vec<String>, links: Vec<String> },
+    Guard {
+        paths: Vec<String>,
+        links: Vec<String>,
+    },
     /// After k3s restarted: containerd's CNI dirs must be the ones the values name.
-    CheckCniPaths { expect: CniPaths },
+    CheckCniPaths {
+        expect: CniPaths,
+    },
     Helm {
         release: String,
         namespace: String,
@@ -71,9 +85,17 @@ pub enum Action {
         values: gitops::CiliumValues,
     },
     /// A kubectl command that must exit 0 (waits and post-checks).
-    Kubectl { args: Vec<String>, check: PostCheck },
-    Modprobe { module: String },
-    Sysctl { key: String, value: String },
+    Kubectl {
+        args: Vec<String>,
+        check: PostCheck,
+    },
+    Modprobe {
+        module: String,
+    },
+    Sysctl {
+        key: String,
+        value: String,
+    },
     Firewall {
         add_args: Vec<String>,
         remove_args: Vec<String>,
@@ -214,10 +236,14 @@ pub fn values_for(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<gitops
             Some(h) => h.clone(),
             None => {
                 // An agent's config names its server; otherwise the API server is local.
-                let from_server = node.k3s.as_ref().and_then(|k| k.server.as_deref()).and_then(|u| {
-                    let rest = u.split("://").nth(1)?;
-                    Some(rest.split([':', '/']).next()?.to_string())
-                });
+                let from_server = node
+                    .k3s
+                    .as_ref()
+                    .and_then(|k| k.server.as_deref())
+                    .and_then(|u| {
+                        let rest = u.split("://").nth(1)?;
+                        Some(rest.split([':', '/']).next()?.to_string())
+                    });
                 from_server.ok_or_else(|| {
                     anyhow::anyhow!(
                         "--kube-proxy-replacement needs the API server address without kube-proxy: \
@@ -279,14 +305,20 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
         if node.systemd {
             wrote_unit = true;
             steps.push(
-                Step::new("bpffs.persist", format!("Write {}", node::BPFFS_UNIT), Action::WriteFile {
-                    path: node::BPFFS_UNIT.into(),
-                    content: BPFFS_UNIT_TEXT.into(),
-                    mode: 0o644,
-                })
+                Step::new(
+                    "bpffs.persist",
+                    format!("Write {}", node::BPFFS_UNIT),
+                    Action::WriteFile {
+                        path: node::BPFFS_UNIT.into(),
+                        content: BPFFS_UNIT_TEXT.into(),
+                        mode: 0o644,
+                    },
+                )
                 .changes(format!("new file {}", node::BPFFS_UNIT))
-                .why("Cilium pins its maps in /sys/fs/bpf; without a persistent mount they are lost \
-                      on reboot and the agent rebuilds every endpoint")
+                .why(
+                    "Cilium pins its maps in /sys/fs/bpf; without a persistent mount they are lost \
+                      on reboot and the agent rebuilds every endpoint",
+                )
                 .undo("the file is removed (it did not exist)"),
             );
         } else {
@@ -295,13 +327,18 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
             if !content.is_empty() && !content.ends_with('\n') {
                 content.push('\n');
             }
-            content.push_str("bpffs /sys/fs/bpf bpf rw,nosuid,nodev,noexec,relatime,mode=700 0 0\n");
+            content
+                .push_str("bpffs /sys/fs/bpf bpf rw,nosuid,nodev,noexec,relatime,mode=700 0 0\n");
             steps.push(
-                Step::new("bpffs.persist", "Add a bpffs line to /etc/fstab", Action::WriteFile {
-                    path: "/etc/fstab".into(),
-                    content,
-                    mode: 0o644,
-                })
+                Step::new(
+                    "bpffs.persist",
+                    "Add a bpffs line to /etc/fstab",
+                    Action::WriteFile {
+                        path: "/etc/fstab".into(),
+                        content,
+                        mode: 0o644,
+                    },
+                )
                 .changes("one line appended to /etc/fstab")
                 .why("no systemd here: fstab keeps bpffs mounted across reboots")
                 .undo("/etc/fstab restored byte for byte"),
@@ -310,10 +347,14 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
     }
     if wrote_unit {
         steps.push(
-            Step::new("bpffs.daemon-reload", "systemctl daemon-reload", Action::DaemonReload)
-                .changes("systemd rereads unit files")
-                .why("systemd must see the new mount unit before it can start it")
-                .undo("daemon-reload again after the unit is removed"),
+            Step::new(
+                "bpffs.daemon-reload",
+                "systemctl daemon-reload",
+                Action::DaemonReload,
+            )
+            .changes("systemd rereads unit files")
+            .why("systemd must see the new mount unit before it can start it")
+            .undo("daemon-reload again after the unit is removed"),
         );
     }
     match &node.bpffs {
@@ -357,20 +398,32 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
     };
     let k3s_changes = drop_in_state == StepState::Todo || !node.flannel_conflists.is_empty();
     steps.push(
-        Step::new("k3s.drop-in", format!("Write k3s drop-in {DROP_IN}"), Action::WriteFile {
-            path: DROP_IN.into(),
-            content: drop_in.clone(),
-            mode: 0o600,
-        })
+        Step::new(
+            "k3s.drop-in",
+            format!("Write k3s drop-in {DROP_IN}"),
+            Action::WriteFile {
+                path: DROP_IN.into(),
+                content: drop_in.clone(),
+                mode: 0o600,
+            },
+        )
         .changes(format!(
             "new file {DROP_IN}: {}",
-            drop_in.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join(", ")
+            drop_in
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .collect::<Vec<_>>()
+                .join(", ")
         ))
         .why(format!(
             "k3s must stop running flannel (now: flannel-backend {}) and its network policy \
              controller{}; a drop-in leaves your config.yaml untouched",
             k3s.flannel_backend.as_deref().unwrap_or("vxlan (default)"),
-            if opts.kube_proxy_replacement { ", and kube-proxy (Cilium replaces it)" } else { "" }
+            if opts.kube_proxy_replacement {
+                ", and kube-proxy (Cilium replaces it)"
+            } else {
+                ""
+            }
         ))
         .undo("the drop-in is removed; config.yaml was never changed")
         .state(drop_in_state)
@@ -380,12 +433,18 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
     // 3. leftovers: moved aside, never deleted.
     for path in &node.flannel_conflists {
         steps.push(
-            Step::new(format!("cni.conflist:{path}"), format!("Move aside {path}"), Action::MoveAside { path: path.clone() })
-                .changes(format!("{path} moved into the journal's backup dir"))
-                .why("containerd picks the first conflist by name: a flannel one left there shadows \
-                      Cilium's and pods keep getting flannel networking")
-                .undo("moved back, content and mode unchanged")
-                .fixes(&["cni.leftover.conflist", "cni.flannel.conflist"]),
+            Step::new(
+                format!("cni.conflist:{path}"),
+                format!("Move aside {path}"),
+                Action::MoveAside { path: path.clone() },
+            )
+            .changes(format!("{path} moved into the journal's backup dir"))
+            .why(
+                "containerd picks the first conflist by name: a flannel one left there shadows \
+                      Cilium's and pods keep getting flannel networking",
+            )
+            .undo("moved back, content and mode unchanged")
+            .fixes(&["cni.leftover.conflist", "cni.flannel.conflist"]),
         );
     }
     for path in &node.stale_state {
@@ -397,11 +456,15 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
             "templates compiled by a previous agent; the new agent rebuilds them"
         };
         steps.push(
-            Step::new(format!("state.stale:{path}"), format!("Move aside stale Cilium state {path}"), Action::MoveAside { path: path.clone() })
-                .changes(format!("{path} moved into the journal's backup dir"))
-                .why(why)
-                .undo("moved back byte for byte")
-                .fixes(&["state.stale.node_config", "state.node_config.stale"]),
+            Step::new(
+                format!("state.stale:{path}"),
+                format!("Move aside stale Cilium state {path}"),
+                Action::MoveAside { path: path.clone() },
+            )
+            .changes(format!("{path} moved into the journal's backup dir"))
+            .why(why)
+            .undo("moved back byte for byte")
+            .fixes(&["state.stale.node_config", "state.node_config.stale"]),
         );
     }
     for path in &node.pins {
@@ -418,33 +481,60 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
     let cni_conf = node.cni_after.conf_dir.clone();
     let cni_bin = node.cni_after.bin_dir.clone();
     steps.push(
-        Step::new("k3s.guard", "Record files k3s and Cilium will write", Action::Guard {
-            paths: vec![
-                node::CONTAINERD_CONFIG.into(),
-                format!("{cni_conf}/05-cilium.conflist"),
-                format!("{cni_bin}/cilium-cni"),
-            ],
-            links: vec!["cilium_host".into(), "cilium_net".into(), "cilium_vxlan".into()],
-        })
+        Step::new(
+            "k3s.guard",
+            "Record files k3s and Cilium will write",
+            Action::Guard {
+                paths: vec![
+                    node::CONTAINERD_CONFIG.into(),
+                    format!("{cni_conf}/05-cilium.conflist"),
+                    format!("{cni_bin}/cilium-cni"),
+                ],
+                links: vec![
+                    "cilium_host".into(),
+                    "cilium_net".into(),
+                    "cilium_vxlan".into(),
+                ],
+            },
+        )
         .changes("nothing (journal only)")
-        .why("k3s rewrites containerd's config.toml on restart and Cilium installs its conflist, \
-              CNI binary and links: recording them now lets rollback return them too")
+        .why(
+            "k3s rewrites containerd's config.toml on restart and Cilium installs its conflist, \
+              CNI binary and links: recording them now lets rollback return them too",
+        )
         .undo("each path and link back to what it is now"),
     );
     steps.push(
-        Step::new("k3s.restart", format!("systemctl restart {}", k3s.unit), Action::Service {
-            unit: k3s.unit.clone(),
-            verb: "restart".into(),
-        })
-        .changes(format!("{} restarts without flannel; running pods keep running", k3s.unit))
+        Step::new(
+            "k3s.restart",
+            format!("systemctl restart {}", k3s.unit),
+            Action::Service {
+                unit: k3s.unit.clone(),
+                verb: "restart".into(),
+            },
+        )
+        .changes(format!(
+            "{} restarts without flannel; running pods keep running",
+            k3s.unit
+        ))
         .why("k3s reads its config only at start")
-        .undo(format!("restarted again once its config is restored (flannel comes back)"))
-        .state(if k3s_changes { StepState::Todo } else { StepState::Done("k3s config unchanged".into()) }),
+        .undo(format!(
+            "restarted again once its config is restored (flannel comes back)"
+        ))
+        .state(if k3s_changes {
+            StepState::Todo
+        } else {
+            StepState::Done("k3s config unchanged".into())
+        }),
     );
     steps.push(
-        Step::new("k3s.cni-paths", "Check containerd's CNI dirs after the restart", Action::CheckCniPaths {
-            expect: node.cni_after.clone(),
-        })
+        Step::new(
+            "k3s.cni-paths",
+            "Check containerd's CNI dirs after the restart",
+            Action::CheckCniPaths {
+                expect: node.cni_after.clone(),
+            },
+        )
         .changes("nothing (reads config.toml)")
         .why(format!(
             "the values point Cilium at bin {cni_bin}, conf {cni_conf} ({}); a mismatch means pods \
@@ -458,8 +548,14 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
     for (name, state) in &node.links {
         let (s, fixes): (StepState, &[&str]) = match state {
             LinkState::Absent => (StepState::Done(format!("{name} does not exist")), &[]),
-            LinkState::Present(_) => (StepState::Todo, &["network.leftover.flannel", "network.leftover.links"]),
-            LinkState::Unknown(why) => (StepState::AtRunTime(format!("could not query {name}: {why}")), &[]),
+            LinkState::Present(_) => (
+                StepState::Todo,
+                &["network.leftover.flannel", "network.leftover.links"],
+            ),
+            LinkState::Unknown(why) => (
+                StepState::AtRunTime(format!("could not query {name}: {why}")),
+                &[],
+            ),
         };
         let why = if name == "flannel.1" {
             "flannel's VXLAN device holds UDP 8472: Cilium's cilium_vxlan then fails with \
@@ -469,24 +565,34 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
             "flannel's bridge keeps routes for the pod CIDR that now belong to Cilium"
         };
         steps.push(
-            Step::new(format!("links.delete:{name}"), format!("ip link del {name}"), Action::DeleteLink { name: name.clone() })
-                .changes(format!("link {name} deleted (its settings are journaled)"))
-                .why(why)
-                .undo(format!("{name} recreated with the journaled kind, MTU, MAC, VXLAN id/port and addresses; \
-                               flannel refreshes it when k3s restarts"))
-                .state(s)
-                .fixes(fixes),
+            Step::new(
+                format!("links.delete:{name}"),
+                format!("ip link del {name}"),
+                Action::DeleteLink { name: name.clone() },
+            )
+            .changes(format!("link {name} deleted (its settings are journaled)"))
+            .why(why)
+            .undo(format!(
+                "{name} recreated with the journaled kind, MTU, MAC, VXLAN id/port and addresses; \
+                               flannel refreshes it when k3s restarts"
+            ))
+            .state(s)
+            .fixes(fixes),
         );
     }
 
     // 6. Helm.
     let values_yaml = values.to_yaml();
     steps.push(
-        Step::new("helm.values", format!("Write Helm values {VALUES_FILE}"), Action::WriteFile {
-            path: VALUES_FILE.into(),
-            content: values_yaml.clone(),
-            mode: 0o644,
-        })
+        Step::new(
+            "helm.values",
+            format!("Write Helm values {VALUES_FILE}"),
+            Action::WriteFile {
+                path: VALUES_FILE.into(),
+                content: values_yaml.clone(),
+                mode: 0o644,
+            },
+        )
         .changes(format!("new file {VALUES_FILE}"))
         .why("the CNI dirs and pod CIDR this node needs, in a file you can review and keep")
         .undo("removed")
@@ -508,14 +614,24 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
     ];
     helm_args.extend(kube_args(node));
     steps.push(
-        Step::new("helm.install", format!("helm upgrade --install {} (Cilium {})", opts.release, opts.cilium_version), Action::Helm {
-            release: opts.release.clone(),
-            namespace: opts.namespace.clone(),
-            version: opts.cilium_version.clone(),
-            args: helm_args,
-            values: values.clone(),
-        })
-        .changes(format!("Helm release {}/{} installed", opts.namespace, opts.release))
+        Step::new(
+            "helm.install",
+            format!(
+                "helm upgrade --install {} (Cilium {})",
+                opts.release, opts.cilium_version
+            ),
+            Action::Helm {
+                release: opts.release.clone(),
+                namespace: opts.namespace.clone(),
+                version: opts.cilium_version.clone(),
+                args: helm_args,
+                values: values.clone(),
+            },
+        )
+        .changes(format!(
+            "Helm release {}/{} installed",
+            opts.namespace, opts.release
+        ))
         .why("installs the Cilium agent DaemonSet and operator with the generated values")
         .undo("helm uninstall (or helm rollback to the revision that was there)"),
     );
@@ -529,23 +645,53 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
         v
     };
     let ns = opts.namespace.as_str();
-    for (id, what) in [("wait.cilium", "daemonset/cilium"), ("wait.coredns", "deployment/coredns")] {
+    for (id, what) in [
+        ("wait.cilium", "daemonset/cilium"),
+        ("wait.coredns", "deployment/coredns"),
+    ] {
         steps.push(
-            Step::new(id, format!("Wait for {what}"), Action::Kubectl {
-                args: kubectl(&["-n", ns, "rollout", "status", what, &timeout]),
-                check: PostCheck::ExitZero,
-            })
+            Step::new(
+                id,
+                format!("Wait for {what}"),
+                Action::Kubectl {
+                    args: kubectl(&["-n", ns, "rollout", "status", what, &timeout]),
+                    check: PostCheck::ExitZero,
+                },
+            )
             .changes("nothing")
-            .why(if id == "wait.cilium" { "every node's agent must come up" } else { "CoreDNS pods get new, Cilium-managed IPs" })
+            .why(if id == "wait.cilium" {
+                "every node's agent must come up"
+            } else {
+                "CoreDNS pods get new, Cilium-managed IPs"
+            })
             .undo("nothing to undo"),
         );
     }
-    let status_bin = if version_at_least(&opts.cilium_version, 1, 15) { "cilium-dbg" } else { "cilium" };
+    let status_bin = if version_at_least(&opts.cilium_version, 1, 15) {
+        "cilium-dbg"
+    } else {
+        "cilium"
+    };
     steps.push(
-        Step::new("post.cilium-status", "Agent reports healthy", Action::Kubectl {
-            args: kubectl(&["-n", ns, "exec", "ds/cilium", "-c", "cilium-agent", "--", status_bin, "status", "--brief"]),
-            check: PostCheck::ExitZero,
-        })
+        Step::new(
+            "post.cilium-status",
+            "Agent reports healthy",
+            Action::Kubectl {
+                args: kubectl(&[
+                    "-n",
+                    ns,
+                    "exec",
+                    "ds/cilium",
+                    "-c",
+                    "cilium-agent",
+                    "--",
+                    status_bin,
+                    "status",
+                    "--brief",
+                ]),
+                check: PostCheck::ExitZero,
+            },
+        )
         .changes("nothing")
         .why("rollout status only says the pod is Ready; this asks the agent itself")
         .undo("nothing to undo"),
@@ -564,16 +710,33 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
     );
     if let Some(image) = &opts.dns_check_image {
         steps.push(
-            Step::new("post.dns", "A pod resolves a Service name through CoreDNS", Action::Kubectl {
-                args: kubectl(&[
-                    "-n", ns, "run", "preflight-dns-check", &format!("--image={image}"),
-                    "--restart=Never", "--rm", "-i", "--quiet", &timeout, "--command", "--",
-                    "nslookup", "kubernetes.default.svc.cluster.local",
-                ]),
-                check: PostCheck::ExitZero,
-            })
+            Step::new(
+                "post.dns",
+                "A pod resolves a Service name through CoreDNS",
+                Action::Kubectl {
+                    args: kubectl(&[
+                        "-n",
+                        ns,
+                        "run",
+                        "preflight-dns-check",
+                        &format!("--image={image}"),
+                        "--restart=Never",
+                        "--rm",
+                        "-i",
+                        "--quiet",
+                        &timeout,
+                        "--command",
+                        "--",
+                        "nslookup",
+                        "kubernetes.default.svc.cluster.local",
+                    ]),
+                    check: PostCheck::ExitZero,
+                },
+            )
             .changes("a short-lived pod, deleted when it exits")
-            .why("pod → ClusterIP (kube-dns) → CoreDNS pod exercises pod-to-pod and Service routing")
+            .why(
+                "pod → ClusterIP (kube-dns) → CoreDNS pod exercises pod-to-pod and Service routing",
+            )
             .undo("nothing to undo (--rm)"),
         );
     }
@@ -590,7 +753,11 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
             .into(),
     );
     Ok(Plan {
-        title: format!("Migrate {} from flannel to Cilium {}", node.root.display(), opts.cilium_version),
+        title: format!(
+            "Migrate {} from flannel to Cilium {}",
+            node.root.display(),
+            opts.cilium_version
+        ),
         steps,
         notes,
         values: Some(values),
@@ -598,7 +765,10 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
 }
 
 pub fn version_at_least(v: &str, major: u64, minor: u64) -> bool {
-    let mut it = v.trim_start_matches('v').split('.').map(|p| p.parse::<u64>().unwrap_or(0));
+    let mut it = v
+        .trim_start_matches('v')
+        .split('.')
+        .map(|p| p.parse::<u64>().unwrap_or(0));
     let (a, b) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
     (a, b) >= (major, minor)
 }
@@ -607,7 +777,11 @@ pub fn version_at_least(v: &str, major: u64, minor: u64) -> bool {
 pub fn render(plan: &Plan, runner: &runner::Runner) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}", plan.title);
-    let todo = plan.steps.iter().filter(|s| s.state != StepState::Todo).count();
+    let todo = plan
+        .steps
+        .iter()
+        .filter(|s| s.state != StepState::Todo)
+        .count();
     let _ = writeln!(out, "{} steps ({} already done)\n", plan.steps.len(), todo);
     for (i, s) in plan.steps.iter().enumerate() {
         let tag = match &s.state {
@@ -624,7 +798,7 @@ pub fn render(plan: &Plan, runner: &runner::Runner) -> String {
             let _ = writeln!(out, "      runs:    {cmd}");
         }
         if let Action::WriteFile { content, .. } = &s.action
-            && content.lines().count() <= 12
+            && content.lines().count() <= 20
         {
             for l in content.lines() {
                 let _ = writeln!(out, "      | {l}");
@@ -645,14 +819,22 @@ pub fn command_line(action: &Action, runner: &runner::Runner) -> Option<String> 
     use runner::Tool;
     let (tool, args): (Tool, Vec<String>) = match action {
         Action::DeleteLink { name } => (Tool::Ip, vec!["link".into(), "del".into(), name.clone()]),
-        Action::MakeShared => (Tool::Mount, vec!["--make-shared".into(), node::BPFFS.into()]),
-        Action::EnableUnit { unit } => (Tool::Systemctl, vec!["enable".into(), "--now".into(), unit.clone()]),
+        Action::MakeShared => (
+            Tool::Mount,
+            vec!["--make-shared".into(), node::BPFFS.into()],
+        ),
+        Action::EnableUnit { unit } => (
+            Tool::Systemctl,
+            vec!["enable".into(), "--now".into(), unit.clone()],
+        ),
         Action::DaemonReload => (Tool::Systemctl, vec!["daemon-reload".into()]),
         Action::Service { unit, verb } => (Tool::Systemctl, vec![verb.clone(), unit.clone()]),
         Action::Helm { args, .. } => (Tool::Helm, args.clone()),
         Action::Kubectl { args, .. } => (Tool::Kubectl, args.clone()),
         Action::Modprobe { module } => (Tool::Modprobe, vec![module.clone()]),
-        Action::Sysctl { key, value } => (Tool::Sysctl, vec!["-w".into(), format!("{key}={value}")]),
+        Action::Sysctl { key, value } => {
+            (Tool::Sysctl, vec!["-w".into(), format!("{key}={value}")])
+        }
         Action::Firewall { add_args, .. } => (Tool::FirewallCmd, add_args.clone()),
         _ => return None,
     };
@@ -661,7 +843,10 @@ pub fn command_line(action: &Action, runner: &runner::Runner) -> Option<String> 
 
 /// Check ids that the plan's steps fix: failures of these do not block `install`.
 pub fn fixed_check_ids(plan: &Plan) -> Vec<String> {
-    plan.steps.iter().flat_map(|s| s.fixes.iter().cloned()).collect()
+    plan.steps
+        .iter()
+        .flat_map(|s| s.fixes.iter().cloned())
+        .collect()
 }
 
 /// Helper for commands: the state dir of a root, for messages.

@@ -123,14 +123,11 @@ impl NodeState {
         let host = |p: &str| root.join(p.trim_start_matches('/'));
         let k3s = read_k3s(root)?;
         let cni_now = read_containerd_cni(&host(CONTAINERD_CONFIG))?;
-        let rancher_desktop = host(RANCHER_DESKTOP_CNI_BIN).is_dir()
-            && !host("/opt/cni/bin").is_dir();
+        let rancher_desktop =
+            host(RANCHER_DESKTOP_CNI_BIN).is_dir() && !host("/opt/cni/bin").is_dir();
         let cni_after = predict_cni(root, cni_now.as_ref(), rancher_desktop)?;
 
-        let mut conf_dirs = vec![
-            K3S_CNI_CONF_DIR.to_string(),
-            "/etc/cni/net.d".to_string(),
-        ];
+        let mut conf_dirs = vec![K3S_CNI_CONF_DIR.to_string(), "/etc/cni/net.d".to_string()];
         if let Some(c) = &cni_now {
             conf_dirs.push(c.conf_dir.clone());
         }
@@ -263,7 +260,9 @@ fn read_k3s(root: &Path) -> anyhow::Result<Option<K3s>> {
     }
     let text = |k: &str| match merged.get(k) {
         Some(serde_norway::Value::String(s)) => Some(s.clone()),
-        Some(serde_norway::Value::Sequence(v)) => v.iter().find_map(|x| x.as_str().map(String::from)),
+        Some(serde_norway::Value::Sequence(v)) => {
+            v.iter().find_map(|x| x.as_str().map(String::from))
+        }
         _ => None,
     };
     let flag = |k: &str| match merged.get(k) {
@@ -313,7 +312,10 @@ pub fn read_containerd_cni(path: &Path) -> anyhow::Result<Option<CniPaths>> {
                 .and_then(|v| v.as_str())
                 .map(String::from)
         });
-    let conf_dir = cni.get("conf_dir").and_then(|v| v.as_str()).map(String::from);
+    let conf_dir = cni
+        .get("conf_dir")
+        .and_then(|v| v.as_str())
+        .map(String::from);
     Ok(Some(CniPaths {
         bin_dir: bin_dir.unwrap_or_else(|| "/opt/cni/bin".into()),
         conf_dir: conf_dir.unwrap_or_else(|| "/etc/cni/net.d".into()),
@@ -324,7 +326,11 @@ pub fn read_containerd_cni(path: &Path) -> anyhow::Result<Option<CniPaths>> {
 fn find_cni_table(t: &toml::Table) -> Option<&toml::Table> {
     for (k, v) in t {
         if let Some(inner) = v.as_table() {
-            if k == "cni" && (inner.contains_key("bin_dir") || inner.contains_key("bin_dirs") || inner.contains_key("conf_dir")) {
+            if k == "cni"
+                && (inner.contains_key("bin_dir")
+                    || inner.contains_key("bin_dirs")
+                    || inner.contains_key("conf_dir"))
+            {
                 return Some(inner);
             }
             if let Some(found) = find_cni_table(inner) {
@@ -344,19 +350,26 @@ fn predict_cni(
     now: Option<&CniPaths>,
     rancher_desktop: bool,
 ) -> anyhow::Result<CniPaths> {
-    let dir = Path::new(CONTAINERD_CONFIG).parent().map(|p| p.display().to_string()).unwrap_or_default();
+    let dir = Path::new(CONTAINERD_CONFIG)
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     for tmpl in ["config.toml.tmpl", "config-v3.toml.tmpl"] {
         let p = root.join(dir.trim_start_matches('/')).join(tmpl);
         if p.exists() {
             // A template may hold Go template syntax: read only the plain key lines.
-            let text = fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+            let text =
+                fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
             let key = |k: &str| {
                 text.lines().find_map(|l| {
                     let (name, value) = l.split_once('=')?;
-                    (name.trim() == k).then(|| value.trim().trim_matches(['"', '[', ']']).to_string())
+                    (name.trim() == k)
+                        .then(|| value.trim().trim_matches(['"', '[', ']']).to_string())
                 })
             };
-            if let (Some(b), Some(c)) = (key("bin_dir").or_else(|| key("bin_dirs")), key("conf_dir")) {
+            if let (Some(b), Some(c)) =
+                (key("bin_dir").or_else(|| key("bin_dirs")), key("conf_dir"))
+            {
                 return Ok(CniPaths {
                     bin_dir: b,
                     conf_dir: c,
@@ -370,7 +383,8 @@ fn predict_cni(
     if rancher_desktop {
         bin_dir = RANCHER_DESKTOP_CNI_BIN.into();
         notes.push(
-            "Rancher Desktop keeps its CNI plugins in /usr/libexec/cni (cilium/cilium#27702)".into(),
+            "Rancher Desktop keeps its CNI plugins in /usr/libexec/cni (cilium/cilium#27702)"
+                .into(),
         );
     } else {
         notes.push(
@@ -407,7 +421,9 @@ fn predict_cni(
 pub fn versionless(bin_dir: &str) -> String {
     let parts: Vec<&str> = bin_dir.split('/').collect();
     if let Some(i) = parts.iter().position(|p| *p == "data")
-        && parts.get(i + 1).is_some_and(|h| h.len() >= 32 && h.chars().all(|c| c.is_ascii_hexdigit()))
+        && parts
+            .get(i + 1)
+            .is_some_and(|h| h.len() >= 32 && h.chars().all(|c| c.is_ascii_hexdigit()))
     {
         let mut v: Vec<&str> = parts.clone();
         v[i + 1] = "current";
@@ -481,7 +497,13 @@ pub fn parse_link(json: &str, name: &str) -> Option<LinkSpec> {
             .as_array()
             .map(|a| {
                 a.iter()
-                    .filter_map(|x| Some(format!("{}/{}", x["local"].as_str()?, x["prefixlen"].as_u64()?)))
+                    .filter_map(|x| {
+                        Some(format!(
+                            "{}/{}",
+                            x["local"].as_str()?,
+                            x["prefixlen"].as_u64()?
+                        ))
+                    })
                     .collect()
             })
             .unwrap_or_default(),
@@ -501,7 +523,10 @@ mod tests {
         fs::create_dir_all(d.path().join("run/cilium")).unwrap();
         fs::create_dir_all(d.path().join("var")).unwrap();
         std::os::unix::fs::symlink("/run", d.path().join("var/run")).unwrap();
-        assert_eq!(resolve(d.path(), "/var/run/cilium/state"), "/run/cilium/state");
+        assert_eq!(
+            resolve(d.path(), "/var/run/cilium/state"),
+            "/run/cilium/state"
+        );
         assert_eq!(resolve(d.path(), "/etc/x"), "/etc/x");
     }
 
@@ -540,6 +565,9 @@ mod tests {
         )
         .unwrap();
         let c = read_containerd_cni(&p).unwrap().unwrap();
-        assert_eq!((c.bin_dir.as_str(), c.conf_dir.as_str()), ("/x/bin", "/x/net.d"));
+        assert_eq!(
+            (c.bin_dir.as_str(), c.conf_dir.as_str()),
+            ("/x/bin", "/x/net.d")
+        );
     }
 }

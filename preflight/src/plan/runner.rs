@@ -130,14 +130,17 @@ impl Runner {
     }
 
     pub fn path(&self, tool: Tool) -> anyhow::Result<&Path> {
-        self.paths.get(&tool).map(PathBuf::as_path).with_context(|| {
-            format!(
-                "{} not found on PATH (give its path with --{} or {})",
-                tool.program(),
-                tool.program(),
-                tool.env_var()
-            )
-        })
+        self.paths
+            .get(&tool)
+            .map(PathBuf::as_path)
+            .with_context(|| {
+                format!(
+                    "{} not found on PATH (give its path with --{} or {})",
+                    tool.program(),
+                    tool.program(),
+                    tool.env_var()
+                )
+            })
     }
 
     /// The command line as it would run, for the printed plan.
@@ -182,7 +185,10 @@ impl Runner {
     }
 
     pub fn transcript(&self) -> Vec<String> {
-        self.transcript.lock().map(|t| t.clone()).unwrap_or_default()
+        self.transcript
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -202,11 +208,7 @@ fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-fn run_with_timeout(
-    program: &Path,
-    args: &[String],
-    timeout: Duration,
-) -> anyhow::Result<Output> {
+fn run_with_timeout(program: &Path, args: &[String], timeout: Duration) -> anyhow::Result<Output> {
     let mut child = Command::new(program)
         .args(args.iter().map(OsStr::new))
         .stdin(Stdio::null())
