@@ -132,8 +132,10 @@ mod tests {
 
     #[test]
     fn a_failure_blocks_only_the_capabilities_that_need_it() {
-        let mut target = Target::default();
-        target.capabilities = [Capability::BaseDatapath, Capability::TunnelVxlan].into();
+        let mut target = Target {
+            capabilities: [Capability::BaseDatapath, Capability::TunnelVxlan].into(),
+            ..Target::default()
+        };
         let checks = [
             result(
                 "kernel.geneve",

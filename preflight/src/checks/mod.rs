@@ -182,7 +182,7 @@ pub fn registry() -> Vec<Check> {
 pub fn run_all(facts: &Facts, target: &Target, ignore: &[String]) -> Vec<CheckResult> {
     registry()
         .iter()
-        .map(|check| check.run(facts, target, ignore.iter().any(|i| *i == check.id)))
+        .map(|check| check.run(facts, target, ignore.contains(&check.id)))
         .collect()
 }
 

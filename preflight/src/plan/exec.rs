@@ -415,7 +415,7 @@ fn file_name(node_path: &str) -> String {
 
 fn on_bpffs(path: &Path) -> bool {
     const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
 }
 
 /// What a rollback did.
@@ -456,12 +456,12 @@ pub fn rollback(root: &Path, runner: &Runner) -> anyhow::Result<RollbackReport> 
         fault::point(&format!("after undoing entry {}", e.seq))?;
     }
     // Deferred until every file is back; run on every pass so a crash cannot lose them.
-    if entries.iter().any(|e| matches!(e.undo, Undo::DaemonReload)) {
-        if let Err(err) = runner.check(Tool::Systemctl, &args(&["daemon-reload"])) {
-            report
-                .failed
-                .push(format!("systemctl daemon-reload: {err:#}"));
-        }
+    if entries.iter().any(|e| matches!(e.undo, Undo::DaemonReload))
+        && let Err(err) = runner.check(Tool::Systemctl, &args(&["daemon-reload"]))
+    {
+        report
+            .failed
+            .push(format!("systemctl daemon-reload: {err:#}"));
     }
     let mut units: Vec<&str> = Vec::new();
     for e in &entries {

@@ -518,9 +518,7 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
             k3s.unit
         ))
         .why("k3s reads its config only at start")
-        .undo(format!(
-            "restarted again once its config is restored (flannel comes back)"
-        ))
+        .undo("restarted again once its config is restored (flannel comes back)")
         .state(if k3s_changes {
             StepState::Todo
         } else {

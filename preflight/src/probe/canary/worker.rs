@@ -535,7 +535,7 @@ fn pin_round_trip(ebpf: &mut Ebpf, results: &mut Results) {
         return;
     }
     match nix::sys::statfs::statfs(root) {
-        Ok(st) if st.filesystem_type().0 as i64 == BPF_FS_MAGIC => {}
+        Ok(st) if st.filesystem_type().0 == BPF_FS_MAGIC => {}
         Ok(st) => {
             let reason = format!(
                 "{} has magic {:#x}, not bpffs",
