@@ -95,7 +95,7 @@ fn baseline() -> Residue {
 
 /// Starts `preflight run` with the worker told to hold, and waits until it says it holds.
 fn start_held_run() -> Child {
-    let mut child = bin()
+    let child = bin()
         .args(["run", "--format", "json"])
         .env("PREFLIGHT_TEST_HOLD_MS", "20000")
         .stdout(Stdio::null())
