@@ -571,3 +571,81 @@ mod tests {
         );
     }
 }
+
+/// Bounded fuzz loop over the parsers written here (mountinfo, `ip -j` JSON, containerd TOML,
+/// k3s YAML): mutated seeds must give a value or a clear error, never a panic.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+
+    fn mutate(seed: &[u8], rng: &mut u64) -> Vec<u8> {
+        let mut next = || {
+            *rng ^= *rng << 13;
+            *rng ^= *rng >> 7;
+            *rng ^= *rng << 17;
+            *rng
+        };
+        let mut v = seed.to_vec();
+        for _ in 0..(next() % 8 + 1) {
+            if v.is_empty() {
+                v.push(next() as u8);
+                continue;
+            }
+            let i = (next() as usize) % v.len();
+            match next() % 4 {
+                0 => v[i] = next() as u8,
+                1 => {
+                    v.remove(i);
+                }
+                2 => v.insert(i, b"-\n \"[]{}:=/"[(next() % 11) as usize]),
+                _ => v.truncate(i),
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn parsers_never_panic_on_mutated_input() {
+        let d = tempfile::tempdir().unwrap();
+        let seeds: [&[u8]; 4] = [
+            b"22 1 253:1 / / rw shared:1 - ext4 /dev/vda1 rw\n30 23 0:30 / /sys/fs/bpf rw shared:9 - bpf bpffs rw\n",
+            br#"[{"ifname":"flannel.1","mtu":1450,"linkinfo":{"info_kind":"vxlan","info_data":{"id":1,"port":8472}},"addr_info":[{"local":"10.42.0.0","prefixlen":32}]}]"#,
+            b"version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".cni]\n  bin_dir = \"/opt/cni/bin\"\n  conf_dir = \"/etc/cni/net.d\"\n",
+            b"flannel-backend: none\ncluster-cidr: 10.42.0.0/16\ndisable-network-policy: true\n",
+        ];
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut runs = 0;
+        fs::create_dir_all(d.path().join("proc/self")).unwrap();
+        fs::create_dir_all(d.path().join("etc/rancher/k3s")).unwrap();
+        for _ in 0..1500 {
+            for (i, seed) in seeds.iter().enumerate() {
+                let input = mutate(seed, &mut rng);
+                match i {
+                    0 => {
+                        fs::write(d.path().join("proc/self/mountinfo"), &input).unwrap();
+                        let _ = bpffs_state(d.path());
+                    }
+                    1 => {
+                        let _ = parse_link(&String::from_utf8_lossy(&input), "flannel.1");
+                    }
+                    2 => {
+                        let p = d.path().join("config.toml");
+                        fs::write(&p, &input).unwrap();
+                        if let Err(e) = read_containerd_cni(&p) {
+                            assert!(e.to_string().contains("config.toml"), "{e}");
+                        }
+                    }
+                    _ => {
+                        fs::write(d.path().join("etc/rancher/k3s/config.yaml"), &input).unwrap();
+                        if let Err(e) = read_k3s(d.path()) {
+                            assert!(format!("{e:#}").contains("config.yaml"), "{e:#}");
+                        }
+                    }
+                }
+                runs += 1;
+            }
+        }
+        eprintln!("fuzz: {runs} executions, 0 crashes");
+        assert_eq!(runs, 6000);
+    }
+}
