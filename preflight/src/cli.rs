@@ -3,7 +3,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{probe::Scope, report::Format, target::Capability};
+use crate::{
+    plan::cmd::{FallbackTo, InstallArgs, PlanArgs, RollbackArgs},
+    probe::Scope,
+    report::Format,
+    target::Capability,
+};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -69,6 +74,20 @@ pub enum Command {
     /// went from pass to fail or unknown, 0 otherwise, 2 on unreadable input.
     #[command(after_help = EXIT_CODES)]
     Diff(DiffArgs),
+    /// Print the migration plan for this k3s node: every step, what it changes, why, and how
+    /// it is undone. Changes nothing (with --emit-gitops it writes the values file and an Argo CD
+    /// Application into that directory). Exits 0, or 2 on bad input.
+    Plan(PlanArgs),
+    /// Run the preflight, then carry out the plan under a journal: k3s drop-in, leftovers moved
+    /// aside, k3s restart, helm upgrade --install, waits, post-checks. Any failure rolls back
+    /// automatically. Exits 0 installed, 1 refused or failed-and-rolled-back, 2 error.
+    Install(InstallArgs),
+    /// Undo everything the journal records, newest first, byte for byte. Idempotent; finishes an
+    /// install or rollback that was killed. Exits 0 restored, 2 when some undo failed.
+    Rollback(RollbackArgs),
+    /// Give the node back to a CNI other than Cilium.
+    #[command(subcommand)]
+    Fallback(FallbackTo),
     #[command(name = "__canary-worker", hide = true)]
     CanaryWorker,
     #[command(name = "__canary-janitor", hide = true)]

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use preflight::{
     cli::{Cli, Command},
-    commands, exit,
+    commands, exit, plan,
     probe::canary,
     report,
 };
@@ -30,6 +30,10 @@ fn main() -> ExitCode {
         Command::Compile(args) => preflight::compile::cmd::compile(args),
         Command::Schema => report::cmd::schema(),
         Command::Diff(args) => report::cmd::diff(args),
+        Command::Plan(args) => plan::cmd::plan(args),
+        Command::Install(args) => plan::cmd::install(args),
+        Command::Rollback(args) => plan::cmd::rollback(args),
+        Command::Fallback(to) => plan::cmd::fallback(to),
         Command::CanaryWorker => return canary::worker::worker_main(),
         Command::CanaryJanitor { pid, dir } => return canary::janitor_main(*pid, dir),
     };
