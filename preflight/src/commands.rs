@@ -30,6 +30,7 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
     let opts = GatherOptions {
         root: args.root.clone(),
         canaries: !args.no_canaries,
+        host_kernel: args.host_kernel,
     };
     let facts = Facts::gather(&opts);
     let mut target = Target::default();
@@ -55,7 +56,7 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
         timings,
     };
     print!("{}", report::render(&report, args.format, colour));
-    Ok(if report.verdict.go {
+    Ok(if report.verdict.go || args.exit_zero {
         exit::GO
     } else {
         exit::NO_GO
@@ -66,6 +67,7 @@ pub fn probe(args: &ProbeArgs) -> anyhow::Result<u8> {
     let report = probe::probe(&LiveKernel, args.scope());
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::JsonLine => println!("{}", serde_json::to_string(&report)?),
         Format::Text => print!("{}", probe_text(&report)),
     }
     Ok(exit::GO)

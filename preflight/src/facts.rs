@@ -26,12 +26,15 @@ pub struct GatherOptions {
     /// The node's root: `/` on the node, `/host` in a Job, a fixture tree in tests.
     pub root: PathBuf,
     pub canaries: bool,
+    /// The root is another view of the node this kernel runs (a pod with the host's `/` at
+    /// `/host` shares the node's kernel), so live probes apply even though root is not `/`.
+    pub host_kernel: bool,
 }
 
 impl GatherOptions {
     /// Live probes only make sense against the kernel we run on.
     pub fn live(&self) -> bool {
-        self.root == std::path::Path::new("/")
+        self.host_kernel || self.root == std::path::Path::new("/")
     }
 }
 

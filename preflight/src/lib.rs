@@ -6,6 +6,7 @@ pub mod checks;
 pub mod cli;
 pub mod commands;
 pub mod facts;
+pub mod fleet;
 pub mod host;
 pub mod probe;
 pub mod report;

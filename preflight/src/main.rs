@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use preflight::{
     cli::{Cli, Command},
-    commands, exit,
+    commands, exit, fleet,
     probe::canary,
 };
 
@@ -26,6 +26,8 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Run(args) => commands::run(args, colour),
         Command::Probe(args) => commands::probe(args),
+        Command::Aggregate(args) => fleet::cmd::aggregate(args),
+        Command::Job(args) => fleet::cmd::job(args),
         Command::CanaryWorker => return canary::worker::worker_main(),
         Command::CanaryJanitor { pid, dir } => return canary::janitor_main(*pid, dir),
     };

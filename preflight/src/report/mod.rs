@@ -102,6 +102,8 @@ pub enum Format {
     Text,
     /// The versioned JSON report (schema_version).
     Json,
+    /// The same JSON on one line: what pods print, so `kubectl logs` gives a report per line.
+    JsonLine,
 }
 
 pub fn render(report: &Report, format: Format, colour: bool) -> String {
@@ -109,6 +111,11 @@ pub fn render(report: &Report, format: Format, colour: bool) -> String {
         Format::Text => render_text(report, colour),
         Format::Json => {
             let mut s = serde_json::to_string_pretty(report).expect("report serialises");
+            s.push('\n');
+            s
+        }
+        Format::JsonLine => {
+            let mut s = serde_json::to_string(report).expect("report serialises");
             s.push('\n');
             s
         }
