@@ -70,7 +70,8 @@ fn the_fixture_cluster_is_no_go_with_nodes_grouped_by_what_blocks_them() {
     // and its copy did not, so the cluster cannot be go for netkit.
     assert_eq!(cap("netkit")["nodes_not_evaluated"], 2);
     assert_eq!(cap("netkit")["go"], false);
-    assert_eq!(v["noise_lines"], 6);
+    // Three WARN lines and one kubectl error line in the log capture; blank lines are not noise.
+    assert_eq!(v["noise_lines"], 4);
 }
 
 #[test]
