@@ -91,7 +91,7 @@ fn homelab_plan_is_rejected_for_1_16_4_with_both_errors_and_fixes() {
     // Applying the recommended patch (as a second -f, later wins) clears both value errors.
     let dir = scratch("homelab");
     let fix = dir.join("fix.yaml");
-    std::fs::write(&fix, serde_yaml_ng::to_string(patch).unwrap()).unwrap();
+    std::fs::write(&fix, serde_norway::to_string(patch).unwrap()).unwrap();
     let out = run(&[
         "--cilium-version",
         "1.16.4",

@@ -75,13 +75,13 @@ const FALLBACKS: &[(Capability, Option<Capability>, &str, &str)] = &[
         Capability::KubeProxyReplacement,
         None,
         r#"{"kubeProxyReplacement": false}"#,
-        "kube-proxy replacement is not possible here (socket LB needs cgroup v2 and its hooks); keep kube-proxy",
+        "kube-proxy replacement cannot run here; keeping kube-proxy avoids it",
     ),
     (
         Capability::SocketLb,
         None,
         r#"{"kubeProxyReplacement": false, "socketLB": {"enabled": false}}"#,
-        "socket LB needs cgroup v2 and cgroup sock_addr hooks; keep kube-proxy",
+        "socket LB (cgroup v2 sock_addr hooks) cannot run here; keeping kube-proxy avoids it",
     ),
     (
         Capability::BpfMasquerade,
@@ -156,9 +156,15 @@ pub fn recommend(target: &Target, checks: &[CheckResult]) -> Vec<Recommendation>
         {
             continue;
         }
+        let mut blockers: Vec<_> = checks
+            .iter()
+            .filter(|c| c.needed_by.contains(cap) && c.status == Status::Fail && !c.ignored)
+            .map(|c| c.id.as_str())
+            .collect();
+        blockers.dedup();
         out.push(Recommendation {
             fixes: cap.to_string(),
-            why: why.to_string(),
+            why: format!("{why} (blocked by {})", blockers.join(", ")),
             patch: serde_json::from_str(patch).unwrap_or_else(|_| json!({})),
         });
     }
@@ -276,7 +282,7 @@ pub fn refine(
             .iter()
             .any(|c| c.id == id && c.status == Status::Fail && !c.ignored)
     };
-    let node = &facts.node_hints;
+    let node = &node::NodeHints::from_facts(facts);
     // The node cross-check whose fix is a value (the others are fixed on the node itself).
     let id = "values.node.cni-bin-path";
     let finding = node::cni_bin_path(target, node);

@@ -5,7 +5,16 @@
 //! One file per area; `registry()` lists them. To find a check by id, grep for its id string.
 mod attach;
 mod bpf;
+mod cni;
+mod distro;
+mod k3s;
+mod kernel;
+mod modules;
+mod mounts;
+mod network;
 mod profile;
+mod state;
+mod sysctl;
 mod values;
 
 use serde::{Deserialize, Serialize};
@@ -188,6 +197,15 @@ pub fn registry() -> Vec<Check> {
     let mut checks = Vec::new();
     checks.extend(bpf::checks());
     checks.extend(attach::checks());
+    checks.extend(kernel::checks());
+    checks.extend(modules::checks());
+    checks.extend(mounts::checks());
+    checks.extend(sysctl::checks());
+    checks.extend(network::checks());
+    checks.extend(cni::checks());
+    checks.extend(k3s::checks());
+    checks.extend(state::checks());
+    checks.extend(distro::checks());
     checks.extend(profile::checks());
     checks.extend(values::checks());
     checks

@@ -1,6 +1,6 @@
 //! What the target's Cilium version needs from the kernel, from its profile (target::profiles):
-//! the documented minimum kernel per version and per feature, and the helpers the 1.18+ agent
-//! refuses to start without.
+//! the documented minimum kernel per feature, and the helpers the 1.18+ agent refuses to start
+//! without. (The version's own minimum is `kernel.release` in checks::kernel.)
 use super::{Area, Check, Outcome};
 use crate::{
     facts::Facts,
@@ -16,7 +16,7 @@ use crate::{
 const FEATURE_MINIMUMS: &[Capability] = &[BandwidthManager, WireGuard, BpfHostRouting, Netkit];
 
 fn kernel_at_least(facts: &Facts, min: profiles::KernelVersion, what: &str) -> Outcome {
-    let Some(release) = &facts.node_hints.kernel_release else {
+    let Some(release) = &facts.kernel_release else {
         return Outcome::unknown("could not read the kernel release");
     };
     let Some(have) = parse_kernel_release(release) else {
@@ -31,22 +31,11 @@ fn kernel_at_least(facts: &Facts, min: profiles::KernelVersion, what: &str) -> O
         ))
     };
     // Distributions backport: a version floor is a documented minimum, the probes decide.
-    o.evidence("/proc/sys/kernel/osrelease")
+    o.evidence(facts.host.display("/proc/sys/kernel/osrelease"))
 }
 
 pub fn checks() -> Vec<Check> {
     let mut checks = vec![
-        Check::new(
-            "kernel.cilium-minimum",
-            Area::Kernel,
-            "kernel meets the target version's documented minimum",
-        )
-        .needed_by(&[BaseDatapath])
-        .remedy("upgrade the kernel, or target an older Cilium (1.14/1.15: 4.19.57; 1.16/1.17: 5.4)")
-        .evaluate(|facts, target: &Target| {
-            let p = target.profile();
-            kernel_at_least(facts, p.min_kernel, &format!("Cilium {}", p.version()))
-        }),
         Check::new(
             "bpf.cilium-agent-helpers",
             Area::Bpf,

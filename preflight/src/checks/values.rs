@@ -24,9 +24,6 @@ fn outcome(f: Finding) -> Outcome {
     o
 }
 
-/// A values-against-node rule (target::node).
-type CrossCheck = fn(&crate::target::Target, &node::NodeHints) -> Finding;
-
 pub fn checks() -> Vec<Check> {
     let mut checks: Vec<Check> = validate::rules()
         .into_iter()
@@ -74,39 +71,24 @@ pub fn checks() -> Vec<Check> {
             }
         }),
     );
-    let cross: [(&str, &str, &str, CrossCheck); 3] = [
-        (
-            "values.node.k3s-flannel",
-            "k3s no longer runs flannel",
-            "set `flannel-backend: none` in the k3s config and restart k3s",
-            node::k3s_flannel,
-        ),
-        (
-            "values.node.k3s-kube-proxy",
-            "k3s no longer runs kube-proxy when Cilium replaces it",
-            "set `disable-kube-proxy: true` in the k3s config and restart k3s",
-            node::k3s_kube_proxy,
-        ),
-        (
+    checks.push(
+        Check::new(
             "values.node.cni-bin-path",
+            Area::Values,
             "cni.binPath is where this node looks for CNI plugins",
+        )
+        .needed_by(&[ChartValues])
+        .remedy(
             "set `cni.binPath` to the runtime's CNI bin dir (Rancher Desktop: /usr/libexec/cni)",
-            node::cni_bin_path,
-        ),
-    ];
-    for (id, title, remedy, judge) in cross {
-        checks.push(
-            Check::new(id, Area::Values, title)
-                .needed_by(&[ChartValues])
-                .remedy(remedy)
-                .evaluate(move |facts, target| {
-                    let mut o = outcome(judge(target, &facts.node_hints));
-                    for e in &facts.node_hints.evidence {
-                        o = o.evidence(e.clone());
-                    }
-                    o
-                }),
-        );
-    }
+        )
+        .evaluate(|facts, target| {
+            let hints = node::NodeHints::from_facts(facts);
+            let mut o = outcome(node::cni_bin_path(target, &hints));
+            if let Some(source) = hints.cni_dirs_source.filter(|s| s.starts_with('/')) {
+                o = o.evidence(source);
+            }
+            o
+        }),
+    );
     checks
 }

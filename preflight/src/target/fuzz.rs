@@ -64,7 +64,8 @@ fn leaves(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
 }
 
 fn raw_lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
-    path.split('.').try_fold(v, |cur, k| cur.as_object()?.get(k))
+    path.split('.')
+        .try_fold(v, |cur, k| cur.as_object()?.get(k))
 }
 
 fn has_null(v: &Value) -> bool {
@@ -148,14 +149,22 @@ fn fuzz_yaml_errors_always_have_a_location() {
         .run(&"[a-z:\\- \\n\\t\\[\\]{}'\"&*!|>#0-9]{0,60}", |text| {
             runs.fetch_add(1, Ordering::Relaxed);
             if let Err(e @ values::ValuesError::Yaml { .. }) = values::parse_yaml("f.yaml", &text) {
-                let values::ValuesError::Yaml { ref file, at, ref message } = e else {
+                let values::ValuesError::Yaml {
+                    ref file,
+                    at,
+                    ref message,
+                } = e
+                else {
                     unreachable!()
                 };
                 prop_assert_eq!(file, "f.yaml");
                 // Syntax errors carry a position; only the several-documents refusal may not.
                 prop_assert!(
-                    at.is_some_and(|(l, c)| l >= 1 && c >= 1) || message.contains("more than one document"),
-                    "no position for {:?}: {}", text, e
+                    at.is_some_and(|(l, c)| l >= 1 && c >= 1)
+                        || message.contains("more than one document"),
+                    "no position for {:?}: {}",
+                    text,
+                    e
                 );
             }
             Ok(())

@@ -145,7 +145,7 @@ impl Target {
 
     /// The values the chart renders with: the profile's defaults coalesced with the user's.
     pub fn effective_values(&self) -> Value {
-        let defaults: Value = serde_yaml_ng::from_str(self.profile().chart_defaults)
+        let defaults: Value = serde_norway::from_str(self.profile().chart_defaults)
             .unwrap_or_else(|_| empty_object());
         values::coalesce(&defaults, &self.values)
     }

@@ -1,73 +1,31 @@
-//! Values against this node: the facts the values cross-checks need, in one small struct, so the
-//! checks are pure and tested without a node. `Option` fields are "could not tell" (→ unknown).
-//! Filled from the host facts (issue 3's `host::k3s`/`host::cni`) by [`NodeHints::from_facts`].
-use super::{Target, derive, values::as_text};
-use crate::{report::Status, target::validate::Finding};
+//! Values against this node: what the user's values say next to what the node's runtime does.
+//! The facts come from the host facts (`host::cni`, `host::k3s`); the k3s settings themselves
+//! (flannel, kube-proxy) are judged by `checks::k3s`. The judgement is a pure function over a
+//! small struct, so it is tested without a node.
+use super::{Target, values::as_text};
+use crate::{facts::Facts, report::Status, target::validate::Finding};
 
 /// FACTS §5: Rancher Desktop's CNI plugin dir.
-pub const RANCHER_DESKTOP_CNI_BIN: &str = "/usr/libexec/cni";
+pub const RANCHER_DESKTOP_CNI_BIN: &str = crate::host::cni::RANCHER_DESKTOP_BIN;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NodeHints {
-    /// Whether k3s is installed here; `None` when its config could not be read.
-    pub k3s: Option<bool>,
     pub rancher_desktop: bool,
-    /// k3s `flannel-backend` (None: k3s default, vxlan).
-    pub k3s_flannel_backend: Option<String>,
-    /// k3s `disable-kube-proxy`.
-    pub k3s_disable_kube_proxy: Option<bool>,
-    /// Where this node's kubelet/containerd looks for CNI plugins, and where that was read.
+    /// Where this node's kubelet/containerd looks for CNI plugins; `None`: could not tell.
     pub cni_bin_dirs: Option<Vec<String>>,
+    /// Where that was read (a config file, or why defaults apply).
     pub cni_dirs_source: Option<String>,
-    /// `uname -r` of the node's kernel.
-    pub kernel_release: Option<String>,
-    /// Where the facts came from, for evidence lines.
-    pub evidence: Vec<String>,
 }
 
-fn unknown(why: &str) -> Finding {
-    Finding {
-        status: Status::Unknown,
-        detail: why.to_string(),
-        remedy: None,
-        patch: None,
-    }
-}
-
-/// k3s must not run flannel under Cilium (FACTS §5: `flannel-backend: none`).
-pub fn k3s_flannel(t: &Target, node: &NodeHints) -> Finding {
-    let _ = t;
-    match node.k3s {
-        None => unknown("could not read the k3s configuration"),
-        Some(false) => Finding::skip("k3s is not installed on this node"),
-        Some(true) => match node.k3s_flannel_backend.as_deref() {
-            Some("none") => Finding::pass("k3s runs with flannel-backend: none"),
-            other => Finding::fail(format!(
-                "k3s still runs flannel (flannel-backend: {}); two CNIs fight over pod networking \
-                 and flannel.1 holds the VXLAN port 8472",
-                other.unwrap_or("vxlan (default)")
-            ))
-            .remedy(
-                "add `flannel-backend: none` and `disable-network-policy: true` to \
-                 /etc/rancher/k3s/config.yaml and restart k3s before installing Cilium",
-            ),
-        },
-    }
-}
-
-/// kube-proxy replacement next to a running kube-proxy double-handles Services.
-pub fn k3s_kube_proxy(t: &Target, node: &NodeHints) -> Finding {
-    if !derive::kube_proxy_replacement(&t.effective_values()) {
-        return Finding::skip("kube-proxy is kept");
-    }
-    match (node.k3s, node.k3s_disable_kube_proxy) {
-        (None, _) => unknown("could not read the k3s configuration"),
-        (Some(false), _) => Finding::skip("k3s is not installed on this node"),
-        (Some(true), Some(true)) => Finding::pass("k3s runs with disable-kube-proxy: true"),
-        (Some(true), _) => Finding::fail(
-            "kubeProxyReplacement is on but k3s still runs its kube-proxy",
-        )
-        .remedy("add `disable-kube-proxy: true` to /etc/rancher/k3s/config.yaml and restart k3s"),
+impl NodeHints {
+    pub fn from_facts(facts: &Facts) -> Self {
+        let cni = &facts.cni;
+        Self {
+            rancher_desktop: facts.k3s.rancher_desktop,
+            // An empty list means the runtime's config could not be read at all.
+            cni_bin_dirs: (!cni.bin_dirs.is_empty()).then(|| cni.bin_dirs.clone()),
+            cni_dirs_source: (!cni.dirs_source.is_empty()).then(|| cni.dirs_source.clone()),
+        }
     }
 }
 
@@ -77,7 +35,13 @@ pub fn cni_bin_path(t: &Target, node: &NodeHints) -> Finding {
     let bin_path =
         as_text(t.value("cni.binPath").as_ref()).unwrap_or_else(|| "/opt/cni/bin".into());
     let Some(dirs) = &node.cni_bin_dirs else {
-        return unknown("could not tell where this node's container runtime looks for CNI plugins");
+        return Finding {
+            status: Status::Unknown,
+            detail: "could not tell where this node's container runtime looks for CNI plugins"
+                .into(),
+            remedy: None,
+            patch: None,
+        };
     };
     let source = node
         .cni_dirs_source
@@ -101,7 +65,9 @@ pub fn cni_bin_path(t: &Target, node: &NodeHints) -> Finding {
              is right only once k3s runs with flannel-backend: none",
             dirs.join(", ")
         ))
-        .remedy("set `flannel-backend: none` in the k3s config (do not point cni.binPath at a k3s data dir)");
+        .remedy(
+            "set `flannel-backend: none` in the k3s config (do not point cni.binPath at a k3s data dir)",
+        );
     }
     let wanted = if node.rancher_desktop {
         RANCHER_DESKTOP_CNI_BIN.to_string()
@@ -122,19 +88,6 @@ pub fn cni_bin_path(t: &Target, node: &NodeHints) -> Finding {
     ))
 }
 
-impl NodeHints {
-    /// Reads what the cross-checks need through the host root. Only the kernel release for now;
-    /// k3s and CNI facts come from issue 3's host facts when merged (until then: unknown).
-    pub fn gather(host: &crate::host::HostRoot) -> Self {
-        let mut hints = Self::default();
-        if let Ok(release) = host.read_to_string("/proc/sys/kernel/osrelease") {
-            hints.kernel_release = Some(release.trim().to_string());
-            hints.evidence.push("/proc/sys/kernel/osrelease".into());
-        }
-        hints
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -148,45 +101,21 @@ mod tests {
     }
 
     #[test]
-    fn cross_checks_against_the_node() {
+    fn cni_bin_path_against_the_node() {
         let k3s_with_flannel = NodeHints {
-            k3s: Some(true),
-            k3s_flannel_backend: None,
             cni_bin_dirs: Some(vec!["/var/lib/rancher/k3s/data/current/bin".into()]),
             ..Default::default()
         };
         let rd = NodeHints {
-            k3s: Some(true),
             rancher_desktop: true,
-            k3s_flannel_backend: Some("none".into()),
-            k3s_disable_kube_proxy: Some(true),
             cni_bin_dirs: Some(vec![RANCHER_DESKTOP_CNI_BIN.into()]),
             ..Default::default()
         };
         let plain = NodeHints {
-            k3s: Some(false),
             cni_bin_dirs: Some(vec!["/opt/cni/bin".into()]),
             ..Default::default()
         };
-        let kpr = target(json!({"kubeProxyReplacement": true}));
         let default = target(json!({}));
-        assert_eq!(
-            k3s_flannel(&default, &k3s_with_flannel).status,
-            Status::Fail
-        );
-        assert_eq!(k3s_flannel(&default, &rd).status, Status::Pass);
-        assert_eq!(k3s_flannel(&default, &plain).status, Status::Skip);
-        assert_eq!(
-            k3s_flannel(&default, &NodeHints::default()).status,
-            Status::Unknown
-        );
-        assert_eq!(k3s_kube_proxy(&kpr, &k3s_with_flannel).status, Status::Fail);
-        assert_eq!(k3s_kube_proxy(&kpr, &rd).status, Status::Pass);
-        assert_eq!(
-            k3s_kube_proxy(&default, &k3s_with_flannel).status,
-            Status::Skip
-        );
-
         let f = cni_bin_path(&default, &rd);
         assert_eq!(f.status, Status::Fail, "{f:?}");
         assert!(f.remedy.as_deref().unwrap().contains("/usr/libexec/cni"));
@@ -202,6 +131,10 @@ mod tests {
             cni_bin_path(&data_dir, &k3s_with_flannel).status,
             Status::Warn
         );
+        // Flannel still on: the runtime's dir is the k3s data dir; the fix is k3s, not a patch.
+        let f = cni_bin_path(&default, &k3s_with_flannel);
+        assert_eq!(f.status, Status::Warn, "{f:?}");
+        assert!(f.patch.is_none());
         assert_eq!(
             cni_bin_path(&default, &NodeHints::default()).status,
             Status::Unknown

@@ -77,15 +77,14 @@ pub fn parse_kernel_release(release: &str) -> Option<KernelVersion> {
     Some((major, minor, patch))
 }
 
-/// What one capability needs from the kernel in one version.
+/// What one capability needs from the kernel in one version beyond its config options and
+/// helpers (those are per-option/per-helper checks with their own version gates:
+/// checks::kernel's option table, checks::bpf's helper table).
 #[derive(Debug, Clone, Copy)]
 pub struct FeatureNeeds {
     pub capability: Capability,
+    /// Documented minimum kernel for the feature.
     pub min_kernel: Option<KernelVersion>,
-    /// Kernel config options that must be `y` or `m`.
-    pub kernel_config: &'static [&'static str],
-    /// sched_cls helpers the agent insists on.
-    pub helpers: &'static [&'static str],
 }
 
 /// Facts about one Cilium minor.
@@ -117,16 +116,6 @@ impl Profile {
     }
 }
 
-/// Base config the agent itself hard-requires (1.16 requirements.go; =m accepted).
-pub const BASE_KERNEL_CONFIG: &[&str] = &[
-    "BPF",
-    "BPF_SYSCALL",
-    "NET_SCH_INGRESS",
-    "NET_CLS_BPF",
-    "NET_CLS_ACT",
-    "BPF_JIT",
-];
-
 const HELPERS_118: &[&str] = &[
     "skb_change_tail",
     "get_socket_cookie",
@@ -156,66 +145,23 @@ const HELPERS_119: &[&str] = &[
     "perf_event_output",
 ];
 
-/// FACTS §3: per-feature kernel needs; the same in every version we ship unless a row says so.
+/// FACTS §3: documented minimum kernels per feature; the same in every version we ship.
 const FEATURES: &[FeatureNeeds] = &[
-    FeatureNeeds {
-        capability: Capability::TunnelVxlan,
-        min_kernel: None,
-        kernel_config: &["VXLAN"],
-        helpers: &[],
-    },
-    FeatureNeeds {
-        capability: Capability::TunnelGeneve,
-        min_kernel: None,
-        kernel_config: &["GENEVE"],
-        helpers: &[],
-    },
-    FeatureNeeds {
-        capability: Capability::NativeRouting,
-        min_kernel: None,
-        kernel_config: &["FIB_RULES"],
-        helpers: &[],
-    },
-    FeatureNeeds {
-        capability: Capability::L7Proxy,
-        min_kernel: None,
-        kernel_config: &[
-            "NETFILTER_XT_TARGET_TPROXY",
-            "NETFILTER_XT_TARGET_CT",
-            "NETFILTER_XT_MATCH_MARK",
-            "NETFILTER_XT_MATCH_SOCKET",
-        ],
-        helpers: &[],
-    },
     FeatureNeeds {
         capability: Capability::BandwidthManager,
         min_kernel: Some((5, 1, 0)),
-        kernel_config: &["NET_SCH_FQ"],
-        helpers: &[],
     },
     FeatureNeeds {
         capability: Capability::WireGuard,
         min_kernel: Some((5, 6, 0)),
-        kernel_config: &["WIREGUARD"],
-        helpers: &[],
     },
     FeatureNeeds {
         capability: Capability::BpfHostRouting,
         min_kernel: Some((5, 10, 0)),
-        kernel_config: &[],
-        helpers: &["redirect_neigh", "redirect_peer"],
     },
     FeatureNeeds {
         capability: Capability::Netkit,
         min_kernel: Some((6, 8, 0)),
-        kernel_config: &["NETKIT"],
-        helpers: &[],
-    },
-    FeatureNeeds {
-        capability: Capability::SocketLb,
-        min_kernel: None,
-        kernel_config: &["CGROUP_BPF"],
-        helpers: &[],
     },
 ];
 
@@ -540,7 +486,7 @@ mod tests {
         assert_eq!(newest().min_kernel, (5, 10, 0));
         assert!(newest().agent_helpers.contains(&"fib_lookup"));
         for p in PROFILES {
-            serde_yaml_ng::from_str::<serde_json::Value>(p.chart_defaults).unwrap();
+            serde_norway::from_str::<serde_json::Value>(p.chart_defaults).unwrap();
         }
     }
 
