@@ -54,7 +54,12 @@ pub fn checks() -> Vec<Check> {
             };
             let (mut missing, mut unknown) = (Vec::new(), Vec::new());
             for h in p.agent_helpers {
-                match probes.helper("sched_cls", h) {
+                // sched_cls is where the datapath calls them; a helper we only probe for another
+                // program type (e.g. get_current_cgroup_id for cgroup_sock_addr) is judged there.
+                let support = probes.helper("sched_cls", h).or_else(|| {
+                    probes.helpers.values().find_map(|by_helper| by_helper.get(*h))
+                });
+                match support {
                     Some(Support::Available) => {}
                     Some(Support::Unavailable { .. }) => missing.push(*h),
                     _ => unknown.push(*h),
@@ -65,9 +70,9 @@ pub fn checks() -> Vec<Check> {
             } else if !unknown.is_empty() {
                 Outcome::unknown(format!("could not tell: {}", unknown.join(", ")))
             } else {
-                Outcome::pass(format!("all {} helpers available for sched_cls", p.agent_helpers.len()))
+                Outcome::pass(format!("all {} helpers available", p.agent_helpers.len()))
             }
-            .evidence("bpf(BPF_PROG_LOAD) helper probes, sched_cls")
+            .evidence("bpf(BPF_PROG_LOAD) helper probes")
         }),
     ];
     for cap in FEATURE_MINIMUMS {
