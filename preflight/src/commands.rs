@@ -32,7 +32,9 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
         canaries: !args.no_canaries,
     };
     // Values errors (YAML line/column, bad --set) are input errors: exit 2 before any probing.
+    let t = Instant::now();
     let target = Target::build(&args.target_spec())?;
+    let target_ms = t.elapsed().as_secs_f64() * 1e3;
     let facts = Facts::gather(&opts);
     let t = Instant::now();
     let checks = checks::run_all(&facts, &target, &args.ignore);
@@ -45,6 +47,7 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
     timings
         .stages_ms
         .insert("checks".into(), t.elapsed().as_secs_f64() * 1e3);
+    timings.stages_ms.insert("target".into(), target_ms);
     timings.total_ms = start.elapsed().as_secs_f64() * 1e3;
     let report = Report {
         schema_version: report::SCHEMA_VERSION,
