@@ -19,6 +19,7 @@ apt_packages=(
   "llvm-${LLVM_MAJOR}-dev"     # libLLVM for bpf-linker
   "${CLANGS[@]}"               # the datapath compile stage
   libclang1-19                 # clang-sys loads libclang at run time for structured diagnostics
+  llvm-19 llvm-16              # llc-NN for the Cilium 1.14 clang | llc pipeline, llvm-objdump
   bpftool                      # the peer tool in the probe benchmark
   iproute2                     # ip netns / veth for the attach canaries' scratch namespace
   qemu-system-x86 busybox-static cpio  # cargo xtask vm-test: real Debian kernels under TCG

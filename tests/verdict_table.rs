@@ -52,6 +52,7 @@ fn gather(root: &Path, probes: ProbeReport) -> Facts {
     let mut facts = Facts::gather(&GatherOptions {
         root: root.to_path_buf(),
         canaries: false,
+        compile: None,
     });
     facts.probes = Gathered::Got(probes);
     facts

@@ -3,7 +3,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{probe::Scope, report::Format, target::Capability};
+use crate::{
+    probe::Scope,
+    report::{Format, ReportFormat},
+    target::Capability,
+};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -60,6 +64,15 @@ pub enum Command {
     /// went from pass to fail or unknown, 0 otherwise, 2 on unreadable input.
     #[command(after_help = EXIT_CODES)]
     Diff(DiffArgs),
+    /// Compile a Cilium-like datapath the way cilium-agent would, explain failures, load the
+    /// objects into the kernel (verifier) without attaching them.
+    ///
+    /// By default compiles the built-in templates with headers generated for the target in a
+    /// scratch state dir; --bpf-dir/--state-dir replay a real tree and a real node's state.
+    /// Exits 0 when every program compiled and loaded, 1 when one did not (findings say why),
+    /// 2 on bad input or when no clang is found.
+    #[command(after_help = EXIT_CODES)]
+    Compile(CompileArgs),
     #[command(name = "__canary-worker", hide = true)]
     CanaryWorker,
     #[command(name = "__canary-janitor", hide = true)]
@@ -70,7 +83,7 @@ pub enum Command {
 pub struct RunArgs {
     /// Output format: text, json, junit (CI test results), markdown (CI job summary).
     #[arg(long, value_enum, default_value = "text")]
-    pub format: Format,
+    pub format: ReportFormat,
     /// Write the report to FILE instead of stdout (the verdict line still goes to stderr).
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -95,6 +108,9 @@ pub struct RunArgs {
     /// Treat this check id as passed (repeatable); it stays visible, marked [ignored].
     #[arg(long = "ignore", value_name = "CHECK_ID")]
     pub ignore: Vec<String>,
+    /// Skip the datapath compile stage (clang + verifier; about a second on 2 cores).
+    #[arg(long)]
+    pub no_compile: bool,
     /// Add a capability to the target's needs (repeatable), e.g. --need socket-lb.
     #[arg(long = "need", value_enum, value_name = "CAPABILITY")]
     pub need: Vec<Capability>,
@@ -137,4 +153,44 @@ impl ProbeArgs {
     pub fn scope(&self) -> Scope {
         if self.all { Scope::All } else { Scope::Cilium }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct CompileArgs {
+    /// A Cilium bpf dir (e.g. copied out of the image's /var/lib/cilium/bpf) instead of the
+    /// built-in templates.
+    #[arg(long, value_name = "DIR")]
+    pub bpf_dir: Option<PathBuf>,
+    /// A state dir shaped like /var/run/cilium/state, used as is (replay a node). Default: a
+    /// scratch dir with headers generated for the target.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Predict this node's state dir instead: leave node_config.h out (or use the node's
+    /// leftover) when datapath init would fail here (flannel.1 on the tunnel port, bpffs, rp_filter).
+    #[arg(long, conflicts_with = "state_dir")]
+    pub as_node: bool,
+    /// Target Cilium version (selects flags, include layout and the clang to match).
+    #[arg(long, default_value = crate::target::DEFAULT_CILIUM_VERSION)]
+    pub cilium_version: String,
+    /// Helm values file. Not read yet: the values stage is not merged, the chart defaults apply.
+    #[arg(long, value_name = "FILE")]
+    pub values: Option<PathBuf>,
+    /// Use this clang instead of the one matching the target's bundled LLVM.
+    #[arg(long, value_name = "PATH")]
+    pub clang: Option<PathBuf>,
+    /// Copy the state dir used (generated headers) here for inspection and later --state-dir.
+    #[arg(long, value_name = "DIR")]
+    pub emit_state: Option<PathBuf>,
+    /// Do not load the objects into the kernel.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Parallel clang invocations (default: the number of cores).
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
+    /// Print benchmark figures on stderr (parallel vs sequential, overhead, peak RSS).
+    #[arg(long)]
+    pub bench: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
 }

@@ -27,9 +27,12 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
     if !args.root.is_dir() {
         anyhow::bail!("--root {}: not a directory", args.root.display());
     }
+    let mut target = Target::default();
+    target.capabilities.extend(args.need.iter().copied());
     let opts = GatherOptions {
         root: args.root.clone(),
         canaries: !args.no_canaries,
+        compile: (!args.no_compile).then(|| target.clone()),
     };
     // Values errors (YAML line/column, bad --set) are input errors: exit 2 before any probing.
     let t = Instant::now();
@@ -72,7 +75,7 @@ pub fn probe(args: &ProbeArgs) -> anyhow::Result<u8> {
     let report = probe::probe(&LiveKernel, args.scope());
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        _ => print!("{}", probe_text(&report)),
+        Format::Text => print!("{}", probe_text(&report)),
     }
     Ok(exit::GO)
 }

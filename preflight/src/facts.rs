@@ -3,11 +3,13 @@
 use std::{path::PathBuf, time::Instant};
 
 use crate::{
+    compile::{self, CompileReport},
     host::{
         HostRoot, cni::CniFacts, distro::DistroFacts, k3s::K3sFacts, kconfig::KernelConfigFact,
         links::Link, modules::ModuleIndex, mounts::MountsFact, state::CiliumState, sysctl::Sysctls,
     },
     probe::{self, ProbeReport, Scope, canary::CanaryReport},
+    target::Target,
 };
 
 /// A fact that was gathered, or why not. `Skipped` means it does not apply (a live-only fact when
@@ -32,6 +34,8 @@ pub struct GatherOptions {
     /// The node's root: `/` on the node, `/host` in a Job, a fixture tree in tests.
     pub root: PathBuf,
     pub canaries: bool,
+    /// Compile the datapath templates for this target (live only); None skips the stage.
+    pub compile: Option<Target>,
 }
 
 impl GatherOptions {
@@ -62,6 +66,8 @@ pub struct Facts {
     pub cni: CniFacts,
     pub cilium_state: CiliumState,
     pub distro: DistroFacts,
+    /// The datapath compile stage; `Err` when it could not run (no clang, bad version).
+    pub compile: Gathered<Result<CompileReport, String>>,
     /// Milliseconds per gathering stage.
     pub timings: Vec<(String, f64)>,
 }
@@ -118,6 +124,19 @@ impl Facts {
         let cilium_state = crate::host::state::gather(&host);
         let distro = crate::host::distro::gather(&host);
         timings.push(("gather.node".into(), t.elapsed().as_secs_f64() * 1e3));
+        let t = Instant::now();
+        let compile = match (live, &opts.compile) {
+            (true, Some(target)) => {
+                let mut o = compile::Options::new(target.clone());
+                o.state = compile::StateSource::Predict(host.clone());
+                o.probes = probes.get().ok().cloned();
+                o.progress = true;
+                Gathered::Got(compile::run(&o))
+            }
+            (true, None) => Gathered::Skipped("compile stage disabled (--no-compile)".into()),
+            (false, _) => Gathered::Skipped(not_live()),
+        };
+        timings.push(("gather.compile".into(), t.elapsed().as_secs_f64() * 1e3));
         Self {
             live,
             probes,
@@ -134,6 +153,7 @@ impl Facts {
             cni,
             cilium_state,
             distro,
+            compile,
             timings,
         }
     }

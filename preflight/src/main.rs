@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         Command::Probe(args) => commands::probe(args),
         Command::Schema => report::cmd::schema(),
         Command::Diff(args) => report::cmd::diff(args),
+        Command::Compile(args) => preflight::compile::cmd::compile(args),
         Command::CanaryWorker => return canary::worker::worker_main(),
         Command::CanaryJanitor { pid, dir } => return canary::janitor_main(*pid, dir),
     };

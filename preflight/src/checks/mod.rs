@@ -6,6 +6,7 @@
 mod attach;
 mod bpf;
 mod cni;
+mod compile;
 mod distro;
 mod k3s;
 mod kernel;
@@ -206,6 +207,7 @@ pub fn registry() -> Vec<Check> {
     checks.extend(k3s::checks());
     checks.extend(state::checks());
     checks.extend(distro::checks());
+    checks.extend(compile::checks());
     checks.extend(profile::checks());
     checks.extend(values::checks());
     checks

@@ -1,7 +1,8 @@
 //! What each Cilium minor needs and what its chart rejects, as data. Sources are cited per row
 //! (../shared/FACTS.md §1, §3, §4): Documentation/operations/system_requirements.rst,
 //! pkg/datapath/linux/requirements.go, install/kubernetes/cilium/templates/validate.yaml.
-//! Adding a version is adding a row here, not an `if` elsewhere.
+//! Adding a version is adding a row here, not an `if` elsewhere. How each version compiles its
+//! datapath (flags, bundled LLVM, -mcpu) is the compile stage's profile, compile/profile.rs.
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -93,12 +94,6 @@ pub struct Profile {
     pub major: u32,
     pub minor: u32,
     pub min_kernel: KernelVersion,
-    /// LLVM in the cilium image (cilium/image-tools).
-    pub bundled_llvm: &'static str,
-    /// C dialect of the datapath compile (`-std=`).
-    pub c_std: &'static str,
-    /// Whether the datapath is compiled as clang -emit-llvm | llc (1.14) or by clang alone.
-    pub uses_llc: bool,
     /// Helpers the agent checks at start-up (1.18+), on sched_cls.
     pub agent_helpers: &'static [&'static str],
     /// Per-capability kernel needs beyond the base.
@@ -232,9 +227,6 @@ pub const PROFILES: &[Profile] = &[
         major: 1,
         minor: 14,
         min_kernel: (4, 19, 57),
-        bundled_llvm: "10.0.0",
-        c_std: "gnu89",
-        uses_llc: true,
         agent_helpers: &[],
         features: FEATURES,
         chart_defaults: DEFAULTS_114,
@@ -243,9 +235,6 @@ pub const PROFILES: &[Profile] = &[
         major: 1,
         minor: 15,
         min_kernel: (4, 19, 57),
-        bundled_llvm: "10.0.0",
-        c_std: "gnu89",
-        uses_llc: false,
         agent_helpers: &[],
         features: FEATURES,
         chart_defaults: DEFAULTS_115,
@@ -254,9 +243,6 @@ pub const PROFILES: &[Profile] = &[
         major: 1,
         minor: 16,
         min_kernel: (5, 4, 0),
-        bundled_llvm: "17.0.6",
-        c_std: "gnu89",
-        uses_llc: false,
         agent_helpers: &[],
         features: FEATURES,
         chart_defaults: DEFAULTS_115,
@@ -265,9 +251,6 @@ pub const PROFILES: &[Profile] = &[
         major: 1,
         minor: 17,
         min_kernel: (5, 4, 0),
-        bundled_llvm: "18.1.8",
-        c_std: "gnu89",
-        uses_llc: false,
         agent_helpers: &[],
         features: FEATURES,
         chart_defaults: DEFAULTS_115,
@@ -276,9 +259,6 @@ pub const PROFILES: &[Profile] = &[
         major: 1,
         minor: 18,
         min_kernel: (5, 10, 0),
-        bundled_llvm: "19.1.7",
-        c_std: "gnu99",
-        uses_llc: false,
         agent_helpers: HELPERS_118,
         features: FEATURES,
         chart_defaults: DEFAULTS_115,
@@ -287,9 +267,6 @@ pub const PROFILES: &[Profile] = &[
         major: 1,
         minor: 19,
         min_kernel: (5, 10, 0),
-        bundled_llvm: "19.1.7",
-        c_std: "gnu99",
-        uses_llc: false,
         agent_helpers: HELPERS_119,
         features: FEATURES,
         chart_defaults: DEFAULTS_115,
@@ -482,7 +459,6 @@ mod tests {
         }
         let p116 = for_version(CiliumVersion::parse("1.16.4").unwrap()).unwrap();
         assert_eq!(p116.min_kernel, (5, 4, 0));
-        assert_eq!(p116.bundled_llvm, "17.0.6");
         assert_eq!(newest().min_kernel, (5, 10, 0));
         assert!(newest().agent_helpers.contains(&"fib_lookup"));
         for p in PROFILES {
