@@ -1,5 +1,6 @@
 //! The target end to end through the binary: Helm values in, verdict, fixes and CI formats out.
-//! Runs without canaries (faster, and the values verdict does not depend on them).
+//! Runs without canaries and the compile stage (faster, and the values verdict does not depend on
+//! them), except one full run that the schema must also accept.
 mod common;
 
 use std::{path::PathBuf, process::Output};
@@ -14,7 +15,7 @@ fn repo(path: &str) -> PathBuf {
 
 fn run(args: &[&str]) -> Output {
     bin()
-        .args(["run", "--no-canaries"])
+        .args(["run", "--no-canaries", "--no-compile"])
         .args(args)
         .output()
         .expect("binary runs")
@@ -300,6 +301,13 @@ fn reports_validate_against_the_published_schema() {
             .collect();
         assert!(errors.is_empty(), "{args:?}: {errors:?}");
     }
+    // A full run (canaries, compile stage) validates too.
+    let out = bin().args(["run", "--format", "json"]).output().unwrap();
+    let errors: Vec<_> = validator
+        .iter_errors(&json(&out))
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "full run: {errors:?}");
     // And the schema is not vacuous: a report missing its verdict is rejected.
     let mut broken = json(&run(&["--format", "json"]));
     broken.as_object_mut().unwrap().remove("verdict");
