@@ -283,17 +283,18 @@ pub fn refine(
             .any(|c| c.id == id && c.status == Status::Fail && !c.ignored)
     };
     let node = &node::NodeHints::from_facts(facts);
-    // The node cross-check whose fix is a value (the others are fixed on the node itself).
-    let id = "values.node.cni-bin-path";
-    let finding = node::cni_bin_path(target, node);
-    if let Some(patch) = finding.patch
-        && failing(id)
-    {
-        verdict.recommendations.push(Recommendation {
-            fixes: id.to_string(),
-            why: finding.remedy.unwrap_or(finding.detail),
-            patch,
-        });
+    // Node cross-checks whose fix is a value (the others are fixed on the node itself).
+    for (id, judge) in node::PATCHING {
+        let finding = judge(target, node);
+        if let Some(patch) = finding.patch
+            && failing(id)
+        {
+            verdict.recommendations.push(Recommendation {
+                fixes: id.to_string(),
+                why: finding.remedy.unwrap_or(finding.detail),
+                patch,
+            });
+        }
     }
     verdict.values_patch = merged_patch(&verdict.recommendations);
     let Some(patch) = &verdict.values_patch else {

@@ -71,24 +71,42 @@ pub fn checks() -> Vec<Check> {
             }
         }),
     );
-    checks.push(
-        Check::new(
+    let cross: [(&str, &str, &str, node::CrossCheck); 3] = [
+        (
             "values.node.cni-bin-path",
-            Area::Values,
             "cni.binPath is where this node looks for CNI plugins",
-        )
-        .needed_by(&[ChartValues])
-        .remedy(
             "set `cni.binPath` to the runtime's CNI bin dir (Rancher Desktop: /usr/libexec/cni)",
-        )
-        .evaluate(|facts, target| {
-            let hints = node::NodeHints::from_facts(facts);
-            let mut o = outcome(node::cni_bin_path(target, &hints));
-            if let Some(source) = hints.cni_dirs_source.filter(|s| s.starts_with('/')) {
-                o = o.evidence(source);
-            }
-            o
-        }),
-    );
+            node::cni_bin_path,
+        ),
+        (
+            "values.node.cni-conf-path",
+            "cni.confPath is the conf dir this node's runtime reads",
+            "set `cni.confPath` to the runtime's CNI conf dir",
+            node::cni_conf_path,
+        ),
+        (
+            "values.node.cgroup-host-root",
+            "cgroup2 is at cgroup.hostRoot when the agent does not mount it",
+            "set `cgroup.autoMount.enabled: true`, or `cgroup.hostRoot` to the host's cgroup2 mount",
+            node::cgroup_host_root,
+        ),
+    ];
+    for (id, title, remedy, judge) in cross {
+        checks.push(
+            Check::new(id, Area::Values, title)
+                .needed_by(&[ChartValues])
+                .remedy(remedy)
+                .evaluate(move |facts, target| {
+                    let hints = node::NodeHints::from_facts(facts);
+                    let mut o = outcome(judge(target, &hints));
+                    if let Some(source) = hints.cni_dirs_source.filter(|s| s.starts_with('/'))
+                        && id.starts_with("values.node.cni")
+                    {
+                        o = o.evidence(source);
+                    }
+                    o
+                }),
+        );
+    }
     checks
 }

@@ -2,7 +2,10 @@
 //! The facts come from the host facts (`host::cni`, `host::k3s`); the k3s settings themselves
 //! (flannel, kube-proxy) are judged by `checks::k3s`. The judgement is a pure function over a
 //! small struct, so it is tested without a node.
-use super::{Target, values::as_text};
+use super::{
+    Capability, Target,
+    values::{as_text, truthy},
+};
 use crate::{facts::Facts, report::Status, target::validate::Finding};
 
 /// FACTS §5: Rancher Desktop's CNI plugin dir.
@@ -15,6 +18,10 @@ pub struct NodeHints {
     pub cni_bin_dirs: Option<Vec<String>>,
     /// Where that was read (a config file, or why defaults apply).
     pub cni_dirs_source: Option<String>,
+    /// The runtime's CNI conf dir.
+    pub cni_conf_dir: Option<String>,
+    /// Mount points of cgroup2 filesystems; `None`: the mount table was not readable.
+    pub cgroup2_mounts: Option<Vec<String>>,
 }
 
 impl NodeHints {
@@ -25,9 +32,30 @@ impl NodeHints {
             // An empty list means the runtime's config could not be read at all.
             cni_bin_dirs: (!cni.bin_dirs.is_empty()).then(|| cni.bin_dirs.clone()),
             cni_dirs_source: (!cni.dirs_source.is_empty()).then(|| cni.dirs_source.clone()),
+            cni_conf_dir: (!cni.conf_dir.is_empty()).then(|| cni.conf_dir.clone()),
+            cgroup2_mounts: match &facts.mounts {
+                crate::host::mounts::MountsFact::Got(t) => Some(
+                    t.of_type("cgroup2")
+                        .iter()
+                        .map(|m| m.mount_point.clone())
+                        .collect(),
+                ),
+                _ => None,
+            },
         }
     }
 }
+
+/// A values-against-node rule.
+pub type CrossCheck = fn(&Target, &NodeHints) -> Finding;
+
+/// Every cross-check whose fix is a value, by check id (the verdict turns their patches into
+/// recommendations).
+pub const PATCHING: &[(&str, CrossCheck)] = &[
+    ("values.node.cni-bin-path", cni_bin_path),
+    ("values.node.cni-conf-path", cni_conf_path),
+    ("values.node.cgroup-host-root", cgroup_host_root),
+];
 
 /// `cni.binPath` must be where this node's runtime looks for plugins, or pods never get a
 /// network (`failed to find plugin "cilium-cni" in path [...]`, cilium/cilium#27702).
@@ -35,13 +63,7 @@ pub fn cni_bin_path(t: &Target, node: &NodeHints) -> Finding {
     let bin_path =
         as_text(t.value("cni.binPath").as_ref()).unwrap_or_else(|| "/opt/cni/bin".into());
     let Some(dirs) = &node.cni_bin_dirs else {
-        return Finding {
-            status: Status::Unknown,
-            detail: "could not tell where this node's container runtime looks for CNI plugins"
-                .into(),
-            remedy: None,
-            patch: None,
-        };
+        return unknown("could not tell where this node's container runtime looks for CNI plugins");
     };
     let source = node
         .cni_dirs_source
@@ -86,6 +108,89 @@ pub fn cni_bin_path(t: &Target, node: &NodeHints) -> Finding {
         "cni.binPath",
         serde_json::Value::String(wanted),
     ))
+}
+
+fn unknown(detail: &str) -> Finding {
+    Finding {
+        status: Status::Unknown,
+        detail: detail.into(),
+        remedy: None,
+        patch: None,
+    }
+}
+
+/// `cni.confPath` must be the runtime's conf dir, or the runtime never sees Cilium's config.
+pub fn cni_conf_path(t: &Target, node: &NodeHints) -> Finding {
+    let conf_path =
+        as_text(t.value("cni.confPath").as_ref()).unwrap_or_else(|| "/etc/cni/net.d".into());
+    let Some(dir) = &node.cni_conf_dir else {
+        return unknown("could not tell which CNI conf dir this node's container runtime reads");
+    };
+    if *dir == conf_path {
+        return Finding::pass(format!(
+            "cni.confPath {conf_path} is the runtime's conf dir"
+        ));
+    }
+    // k3s with flannel reads its own agent dir; `flannel-backend: none` switches to the default.
+    if dir.starts_with("/var/lib/rancher/k3s/agent/") {
+        return Finding::warn(format!(
+            "the runtime reads {dir} because k3s runs flannel; cni.confPath {conf_path} is right \
+             only once k3s runs with flannel-backend: none"
+        ))
+        .remedy("set `flannel-backend: none` in the k3s config");
+    }
+    Finding::fail(format!(
+        "cni.confPath {conf_path} is not the conf dir this node's runtime reads ({dir}): pods \
+         would keep the old CNI or none"
+    ))
+    .remedy(format!("set `cni.confPath: {dir}`"))
+    .patch(super::values::patch_of(
+        "cni.confPath",
+        serde_json::Value::String(dir.clone()),
+    ))
+}
+
+/// With `cgroup.autoMount.enabled: false` the agent does not mount cgroup2 itself: the host must
+/// have it at `cgroup.hostRoot`, or socket LB cannot attach (FACTS §3).
+pub fn cgroup_host_root(t: &Target, node: &NodeHints) -> Finding {
+    if !t.needs(Capability::SocketLb) {
+        return Finding::skip("socket LB is not used");
+    }
+    let host_root = as_text(t.value("cgroup.hostRoot").as_ref())
+        .unwrap_or_else(|| "/run/cilium/cgroupv2".into());
+    if truthy(t.value("cgroup.autoMount.enabled").as_ref()) {
+        return Finding::skip(format!("the agent mounts cgroup2 at {host_root} itself"));
+    }
+    let Some(mounts) = &node.cgroup2_mounts else {
+        return unknown("could not read the mount table");
+    };
+    if mounts.contains(&host_root) {
+        return Finding::pass(format!("cgroup2 is mounted at cgroup.hostRoot {host_root}"));
+    }
+    let existing = mounts.first().cloned();
+    let mut f = Finding::fail(format!(
+        "cgroup.autoMount.enabled is false but no cgroup2 is mounted at cgroup.hostRoot \
+         {host_root} (cgroup2 mounts: {}): socket LB cannot attach",
+        if mounts.is_empty() {
+            "none".to_string()
+        } else {
+            mounts.join(", ")
+        }
+    ));
+    f = match existing {
+        Some(m) => f
+            .remedy(format!(
+                "set `cgroup.hostRoot: {m}`, or `cgroup.autoMount.enabled: true`"
+            ))
+            .patch(super::values::patch_of(
+                "cgroup.hostRoot",
+                serde_json::Value::String(m),
+            )),
+        None => f
+            .remedy("set `cgroup.autoMount.enabled: true` so the agent mounts cgroup2 itself")
+            .patch(serde_json::json!({"cgroup": {"autoMount": {"enabled": true}}})),
+    };
+    f
 }
 
 #[cfg(test)]
@@ -139,5 +244,62 @@ mod tests {
             cni_bin_path(&default, &NodeHints::default()).status,
             Status::Unknown
         );
+    }
+
+    #[test]
+    fn conf_path_and_cgroup_root_against_the_node() {
+        let plain = NodeHints {
+            cni_conf_dir: Some("/etc/cni/net.d".into()),
+            cgroup2_mounts: Some(vec!["/sys/fs/cgroup/unified".into()]),
+            ..Default::default()
+        };
+        let default = target(json!({}));
+        assert_eq!(cni_conf_path(&default, &plain).status, Status::Pass);
+        let odd = NodeHints {
+            cni_conf_dir: Some("/etc/kubernetes/cni/net.d".into()),
+            ..Default::default()
+        };
+        let f = cni_conf_path(&default, &odd);
+        assert_eq!(f.status, Status::Fail);
+        assert_eq!(
+            f.patch,
+            Some(json!({"cni": {"confPath": "/etc/kubernetes/cni/net.d"}}))
+        );
+        let k3s = NodeHints {
+            cni_conf_dir: Some("/var/lib/rancher/k3s/agent/etc/cni/net.d".into()),
+            ..Default::default()
+        };
+        assert_eq!(cni_conf_path(&default, &k3s).status, Status::Warn);
+
+        let mut kpr = target(json!({"kubeProxyReplacement": true}));
+        kpr.capabilities = crate::target::derive::capabilities(&kpr.effective_values());
+        assert_eq!(
+            cgroup_host_root(&kpr, &plain).status,
+            Status::Skip,
+            "autoMount on"
+        );
+        let mut manual = target(json!({"kubeProxyReplacement": true,
+                                       "cgroup": {"autoMount": {"enabled": false}}}));
+        manual.capabilities = crate::target::derive::capabilities(&manual.effective_values());
+        let f = cgroup_host_root(&manual, &plain);
+        assert_eq!(f.status, Status::Fail, "{f:?}");
+        assert_eq!(
+            f.patch,
+            Some(json!({"cgroup": {"hostRoot": "/sys/fs/cgroup/unified"}}))
+        );
+        let no_v2 = NodeHints {
+            cgroup2_mounts: Some(vec![]),
+            ..Default::default()
+        };
+        let f = cgroup_host_root(&manual, &no_v2);
+        assert_eq!(
+            f.patch,
+            Some(json!({"cgroup": {"autoMount": {"enabled": true}}}))
+        );
+        let mut set = manual.clone();
+        set.values = json!({"kubeProxyReplacement": true, "cgroup": {"autoMount": {"enabled": false},
+                            "hostRoot": "/sys/fs/cgroup/unified"}});
+        assert_eq!(cgroup_host_root(&set, &plain).status, Status::Pass);
+        assert_eq!(cgroup_host_root(&default, &plain).status, Status::Skip);
     }
 }
