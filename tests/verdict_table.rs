@@ -321,6 +321,21 @@ fn verdicts_by_facts_version_and_values() {
             patch: json!(null),
             patch_is_go: None,
         },
+        // The agent told not to mount cgroup2, and nothing at its hostRoot: point it at the host's.
+        Case {
+            fixture: "debian-bookworm",
+            version: "1.19",
+            files: &[],
+            sets: &[
+                "kubeProxyReplacement=true,k8sServiceHost=10.0.0.1",
+                "cgroup.autoMount.enabled=false",
+            ],
+            ignore: &[],
+            go: false,
+            blocking: &["values.node.cgroup-host-root"],
+            patch: json!({"cgroup": {"hostRoot": "/sys/fs/cgroup"}}),
+            patch_is_go: Some(true),
+        },
         Case {
             fixture: "debian-bookworm",
             version: "1.15",
