@@ -171,6 +171,10 @@ pub fn recommend(target: &Target, checks: &[CheckResult]) -> Vec<Recommendation>
     out
 }
 
+/// Checks every other answer about a capability rests on: when bpf() itself could not be used
+/// (not root), file-based passes cannot make the datapath go.
+const FOUNDATION: &[&str] = &["bpf.syscall"];
+
 pub fn decide(target: &Target, checks: &[CheckResult]) -> Verdict {
     let capabilities: Vec<_> = target
         .capabilities
@@ -188,7 +192,14 @@ pub fn decide(target: &Target, checks: &[CheckResult]) -> Verdict {
                     Status::Skip => {}
                 }
             }
-            let undecided = blocking.is_empty() && passed == 0 && !unverified.is_empty();
+            // Undecided: nothing failed, and either nothing passed or a foundation check (bpf()
+            // itself) could not tell, so the passes that exist say nothing about the datapath.
+            let foundation_unknown = unverified
+                .iter()
+                .any(|id| FOUNDATION.contains(&id.as_str()));
+            let undecided = blocking.is_empty()
+                && !unverified.is_empty()
+                && (passed == 0 || foundation_unknown);
             CapabilityVerdict {
                 capability,
                 go: blocking.is_empty() && !undecided,
@@ -220,8 +231,8 @@ pub fn decide(target: &Target, checks: &[CheckResult]) -> Verdict {
             .map(|c| c.capability.as_str())
             .collect();
         format!(
-            "UNDECIDED: could not verify {} for Cilium {version}: every check on it could not \
-             tell (run as root with CAP_BPF and CAP_SYS_ADMIN)",
+            "UNDECIDED: could not verify {} for Cilium {version}: bpf() or every check on it \
+             could not tell (run as root with CAP_BPF and CAP_SYS_ADMIN)",
             open.join(", ")
         )
     } else if go {
@@ -520,5 +531,36 @@ mod tests {
             "{:?}",
             v.recommendations
         );
+    }
+
+    #[test]
+    fn bpf_itself_unknown_leaves_the_capability_undecided_despite_file_passes() {
+        let target = Target::default();
+        let checks = [
+            result(
+                "bpf.syscall",
+                Status::Unknown,
+                &[Capability::BaseDatapath],
+                false,
+            ),
+            result(
+                "kernel.config.bpf",
+                Status::Pass,
+                &[Capability::BaseDatapath],
+                false,
+            ),
+        ];
+        let v = decide(&target, &checks);
+        assert!(!v.go && !v.decided, "{}", v.summary);
+        // A real failure still decides: no-go.
+        let mut checks = checks.to_vec();
+        checks.push(result(
+            "kernel.release",
+            Status::Fail,
+            &[Capability::BaseDatapath],
+            false,
+        ));
+        let v = decide(&target, &checks);
+        assert!(!v.go && v.decided);
     }
 }
