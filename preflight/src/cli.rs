@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
+    plan::cmd::{FallbackTo, InstallArgs, PlanArgs, RollbackArgs},
     probe::Scope,
     report::{Format, ReportFormat},
     target::Capability,
@@ -56,14 +57,6 @@ pub enum Command {
     /// what Cilium uses; --all probes everything (bpftool feature probe's scope). Exits 0 when
     /// the probe ran, 2 on error.
     Probe(ProbeArgs),
-    /// Print the JSON Schema of the report that `run --format json` writes.
-    Schema,
-    /// Compare two JSON reports (e.g. before and after a kernel upgrade): the kernel-upgrade gate.
-    ///
-    /// Lists every check whose status changed. Exits 1 when a check the new run's target needs
-    /// went from pass to fail or unknown, 0 otherwise, 2 on unreadable input.
-    #[command(after_help = EXIT_CODES)]
-    Diff(DiffArgs),
     /// Compile a Cilium-like datapath the way cilium-agent would, explain failures, load the
     /// objects into the kernel (verifier) without attaching them.
     ///
@@ -73,6 +66,28 @@ pub enum Command {
     /// 2 on bad input or when no clang is found.
     #[command(after_help = EXIT_CODES)]
     Compile(CompileArgs),
+    /// Print the JSON Schema of the report that `run --format json` writes.
+    Schema,
+    /// Compare two JSON reports (e.g. before and after a kernel upgrade): the kernel-upgrade gate.
+    ///
+    /// Lists every check whose status changed. Exits 1 when a check the new run's target needs
+    /// went from pass to fail or unknown, 0 otherwise, 2 on unreadable input.
+    #[command(after_help = EXIT_CODES)]
+    Diff(DiffArgs),
+    /// Print the migration plan for this k3s node: every step, what it changes, why, and how
+    /// it is undone. Changes nothing (with --emit-gitops it writes the values file and an Argo CD
+    /// Application into that directory). Exits 0, or 2 on bad input.
+    Plan(PlanArgs),
+    /// Run the preflight, then carry out the plan under a journal: k3s drop-in, leftovers moved
+    /// aside, k3s restart, helm upgrade --install, waits, post-checks. Any failure rolls back
+    /// automatically. Exits 0 installed, 1 refused or failed-and-rolled-back, 2 error.
+    Install(InstallArgs),
+    /// Undo everything the journal records, newest first, byte for byte. Idempotent; finishes an
+    /// install or rollback that was killed. Exits 0 restored, 2 when some undo failed.
+    Rollback(RollbackArgs),
+    /// Give the node back to a CNI other than Cilium.
+    #[command(subcommand)]
+    Fallback(FallbackTo),
     #[command(name = "__canary-worker", hide = true)]
     CanaryWorker,
     #[command(name = "__canary-janitor", hide = true)]
