@@ -1,14 +1,14 @@
 //! `preflight schema`, `preflight diff`, and writing a rendered report to stdout or a file.
 use std::path::Path;
 
-use super::{Report, ReportFormat, diff, json_schema, read_json, render};
+use super::{Format, Report, diff, json_schema, read_json, render};
 use crate::{cli::DiffArgs, exit};
 
 /// Prints the report (or writes it to `output`); with a file, the verdict line also goes to
 /// stderr so a CI log still shows it.
 pub fn emit(
     report: &Report,
-    format: ReportFormat,
+    format: Format,
     output: Option<&Path>,
     colour: bool,
 ) -> anyhow::Result<()> {

@@ -119,42 +119,31 @@ pub struct Report {
 pub enum Format {
     /// A table grouped by area; colour on a terminal unless NO_COLOR is set.
     Text,
-    /// The versioned JSON report (schema_version).
-    Json,
-}
-
-/// How `run` prints its report: the plain formats plus the CI ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ReportFormat {
-    /// A table grouped by area; colour on a terminal unless NO_COLOR is set.
-    Text,
     /// The versioned JSON report (schema_version); `preflight schema` prints its JSON Schema.
     Json,
     /// JUnit XML for CI: fail → failure, warn/unknown → skipped, detail and remedy in the message.
     Junit,
     /// Markdown for a CI job summary.
     Markdown,
+    /// The same JSON on one line: what pods print, so `kubectl logs` gives a report per line.
+    JsonLine,
 }
 
-impl From<Format> for ReportFormat {
-    fn from(f: Format) -> Self {
-        match f {
-            Format::Text => Self::Text,
-            Format::Json => Self::Json,
-        }
-    }
-}
-
-pub fn render(report: &Report, format: impl Into<ReportFormat>, colour: bool) -> String {
-    match format.into() {
-        ReportFormat::Text => render_text(report, colour),
-        ReportFormat::Json => {
+pub fn render(report: &Report, format: Format, colour: bool) -> String {
+    match format {
+        Format::Text => render_text(report, colour),
+        Format::Json => {
             let mut s = serde_json::to_string_pretty(report).expect("report serialises");
             s.push('\n');
             s
         }
-        ReportFormat::Junit => render_junit(report),
-        ReportFormat::Markdown => render_markdown(report),
+        Format::Junit => render_junit(report),
+        Format::Markdown => render_markdown(report),
+        Format::JsonLine => {
+            let mut s = serde_json::to_string(report).expect("report serialises");
+            s.push('\n');
+            s
+        }
     }
 }
 
