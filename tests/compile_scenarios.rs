@@ -270,6 +270,7 @@ fn checks_for(report: CompileReport) -> Vec<preflight::report::CheckResult> {
         root: root.path().to_path_buf(),
         canaries: false,
         compile: None,
+        host_kernel: false,
     });
     facts.live = true;
     facts.compile = Gathered::Got(Ok(report));

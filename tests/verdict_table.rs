@@ -53,6 +53,7 @@ fn gather(root: &Path, probes: ProbeReport) -> Facts {
         root: root.to_path_buf(),
         canaries: false,
         compile: None,
+        host_kernel: false,
     });
     facts.probes = Gathered::Got(probes);
     facts
