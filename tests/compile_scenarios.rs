@@ -263,15 +263,9 @@ fn unknown_cpu_is_explained() {
 }
 
 fn checks_for(report: CompileReport) -> Vec<preflight::report::CheckResult> {
-    use preflight::facts::{Facts, GatherOptions, Gathered};
-    // Node facts from an empty root (nothing to read); the compile report is the fact under test.
-    let root = tempfile::tempdir().unwrap();
-    let mut facts = Facts::gather(&GatherOptions {
-        root: root.path().to_path_buf(),
-        canaries: false,
-        compile: None,
-        host_kernel: false,
-    });
+    use preflight::facts::{Facts, Gathered};
+    let empty = tempfile::tempdir().unwrap();
+    let mut facts = Facts::from_root(empty.path());
     facts.live = true;
     facts.compile = Gathered::Got(Ok(report));
     preflight::checks::run_all(&facts, &Target::default(), &[])

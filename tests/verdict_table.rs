@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use preflight::{
     checks,
-    facts::{Facts, GatherOptions, Gathered},
+    facts::{Facts, Gathered},
     probe::{ProbeReport, Support},
     target::{Target, TargetSpec},
     verdict::{self, Verdict},
@@ -49,12 +49,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// A node fixture's facts, with the probe report standing in for the live kernel's answers.
 fn gather(root: &Path, probes: ProbeReport) -> Facts {
-    let mut facts = Facts::gather(&GatherOptions {
-        root: root.to_path_buf(),
-        canaries: false,
-        compile: None,
-        host_kernel: false,
-    });
+    let mut facts = Facts::from_root(root);
     facts.probes = Gathered::Got(probes);
     facts
 }
