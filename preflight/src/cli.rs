@@ -9,7 +9,8 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  go: every capability the target needs is available
   1  no-go: at least one needed check failed (the report says which and how to fix it)
-  2  error: bad input (file and line named) or an internal error";
+  2  error: bad input (file and line named), an internal error, or undecided: a needed
+     capability could not be checked at all (e.g. not root, so bpf() was refused)";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,6 +51,15 @@ pub enum Command {
     /// what Cilium uses; --all probes everything (bpftool feature probe's scope). Exits 0 when
     /// the probe ran, 2 on error.
     Probe(ProbeArgs),
+    /// Compile a Cilium-like datapath the way cilium-agent would, explain failures, load the
+    /// objects into the kernel (verifier) without attaching them.
+    ///
+    /// By default compiles the built-in templates with headers generated for the target in a
+    /// scratch state dir; --bpf-dir/--state-dir replay a real tree and a real node's state.
+    /// Exits 0 when every program compiled and loaded, 1 when one did not (findings say why),
+    /// 2 on bad input or when no clang is found.
+    #[command(after_help = EXIT_CODES)]
+    Compile(CompileArgs),
     /// The cluster verdict from many node reports (files, directories, `-` for stdin).
     ///
     /// Reads `preflight run --format json` / `json-line` reports and `kubectl logs` output
@@ -87,6 +97,9 @@ pub struct RunArgs {
     /// Treat this check id as passed (repeatable); it stays visible, marked [ignored].
     #[arg(long = "ignore", value_name = "CHECK_ID")]
     pub ignore: Vec<String>,
+    /// Skip the datapath compile stage (clang + verifier; about a second on 2 cores).
+    #[arg(long)]
+    pub no_compile: bool,
     /// Add a capability to the target's needs (repeatable), e.g. --need socket-lb.
     #[arg(long = "need", value_enum, value_name = "CAPABILITY")]
     pub need: Vec<Capability>,
@@ -107,7 +120,16 @@ pub struct AggregateArgs {
     pub paths: Vec<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
-    pub format: Format,
+    pub format: AggregateFormat,
+}
+
+/// How to print the cluster verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AggregateFormat {
+    /// Capabilities, then nodes grouped by what blocks them, then refused reports.
+    Text,
+    /// The cluster verdict as JSON (aggregate_schema_version).
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -155,4 +177,44 @@ impl ProbeArgs {
     pub fn scope(&self) -> Scope {
         if self.all { Scope::All } else { Scope::Cilium }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct CompileArgs {
+    /// A Cilium bpf dir (e.g. copied out of the image's /var/lib/cilium/bpf) instead of the
+    /// built-in templates.
+    #[arg(long, value_name = "DIR")]
+    pub bpf_dir: Option<PathBuf>,
+    /// A state dir shaped like /var/run/cilium/state, used as is (replay a node). Default: a
+    /// scratch dir with headers generated for the target.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Predict this node's state dir instead: leave node_config.h out (or use the node's
+    /// leftover) when datapath init would fail here (flannel.1 on the tunnel port, bpffs, rp_filter).
+    #[arg(long, conflicts_with = "state_dir")]
+    pub as_node: bool,
+    /// Target Cilium version (selects flags, include layout and the clang to match).
+    #[arg(long, default_value = crate::target::DEFAULT_CILIUM_VERSION)]
+    pub cilium_version: String,
+    /// Helm values file. Not read yet: the values stage is not merged, the chart defaults apply.
+    #[arg(long, value_name = "FILE")]
+    pub values: Option<PathBuf>,
+    /// Use this clang instead of the one matching the target's bundled LLVM.
+    #[arg(long, value_name = "PATH")]
+    pub clang: Option<PathBuf>,
+    /// Copy the state dir used (generated headers) here for inspection and later --state-dir.
+    #[arg(long, value_name = "DIR")]
+    pub emit_state: Option<PathBuf>,
+    /// Do not load the objects into the kernel.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Parallel clang invocations (default: the number of cores).
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
+    /// Print benchmark figures on stderr (parallel vs sequential, overhead, peak RSS).
+    #[arg(long)]
+    pub bench: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
 }

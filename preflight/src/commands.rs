@@ -27,14 +27,15 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
     if !args.root.is_dir() {
         anyhow::bail!("--root {}: not a directory", args.root.display());
     }
+    let mut target = Target::default();
+    target.capabilities.extend(args.need.iter().copied());
     let opts = GatherOptions {
         root: args.root.clone(),
         canaries: !args.no_canaries,
         host_kernel: args.host_kernel,
+        compile: (!args.no_compile).then(|| target.clone()),
     };
     let facts = Facts::gather(&opts);
-    let mut target = Target::default();
-    target.capabilities.extend(args.need.iter().copied());
     let t = Instant::now();
     let checks = checks::run_all(&facts, &target, &args.ignore);
     let verdict = verdict::decide(&target, &checks);
@@ -58,8 +59,10 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
     print!("{}", report::render(&report, args.format, colour));
     Ok(if report.verdict.go || args.exit_zero {
         exit::GO
-    } else {
+    } else if report.verdict.decided {
         exit::NO_GO
+    } else {
+        exit::ERROR
     })
 }
 

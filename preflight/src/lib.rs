@@ -5,6 +5,7 @@
 pub mod checks;
 pub mod cli;
 pub mod commands;
+pub mod compile;
 pub mod facts;
 pub mod fleet;
 pub mod host;

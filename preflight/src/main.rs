@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         Command::Probe(args) => commands::probe(args),
         Command::Aggregate(args) => fleet::cmd::aggregate(args),
         Command::Job(args) => fleet::cmd::job(args),
+        Command::Compile(args) => preflight::compile::cmd::compile(args),
         Command::CanaryWorker => return canary::worker::worker_main(),
         Command::CanaryJanitor { pid, dir } => return canary::janitor_main(*pid, dir),
     };

@@ -1,14 +1,16 @@
 //! Project automation: `cargo xtask <command>`. Each command prints what it did and the figures
-//! it measured; none of them needs anything beyond what scripts/setup.sh installs.
+//! it measured (benchmarks never assert timings); none needs more than scripts/setup.sh installs.
 mod bench;
+mod bench_probe;
 mod dist;
+mod measure;
 mod vm;
 
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
-#[derive(Debug, Parser)]
+#[derive(Parser)]
 #[command(
     name = "cargo xtask",
     about = "preflight's build, release and test automation"
@@ -18,7 +20,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 enum Command {
     /// Build the static, stripped release binary (target/dist/preflight) and print its size.
     Dist,
@@ -28,6 +30,10 @@ enum Command {
     /// Time `preflight aggregate` over generated node reports (default 10,000) and print the
     /// wall time, throughput and peak memory.
     BenchAggregate(bench::BenchArgs),
+    /// `preflight probe --all` against `bpftool feature probe`, alternating, same run: median wall
+    /// and CPU time, ratio, peak RSS, and a per-item agreement table with every disagreement
+    /// explained. Also times the default (Cilium-scope) probe. Needs root and bpftool.
+    BenchProbe(bench_probe::Args),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +42,7 @@ fn main() -> ExitCode {
         Command::Dist => dist::dist().map(|_| true),
         Command::VmTest(args) => vm::vm_test(&args),
         Command::BenchAggregate(args) => bench::bench_aggregate(&args).map(|_| true),
+        Command::BenchProbe(args) => bench_probe::run(&args).map(|_| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -9,9 +9,8 @@ use super::{
     read,
 };
 use crate::{
-    cli::{AggregateArgs, JobArgs},
+    cli::{AggregateArgs, AggregateFormat, JobArgs},
     exit,
-    report::Format,
 };
 
 pub fn aggregate(args: &AggregateArgs) -> anyhow::Result<u8> {
@@ -26,9 +25,8 @@ pub fn aggregate(args: &AggregateArgs) -> anyhow::Result<u8> {
     let verdict = agg.finish(stats);
     let mut stdout = std::io::stdout().lock();
     match args.format {
-        Format::Text => write!(stdout, "{}", aggregate::render_text(&verdict))?,
-        Format::Json => writeln!(stdout, "{}", serde_json::to_string_pretty(&verdict)?)?,
-        Format::JsonLine => writeln!(stdout, "{}", serde_json::to_string(&verdict)?)?,
+        AggregateFormat::Text => write!(stdout, "{}", aggregate::render_text(&verdict))?,
+        AggregateFormat::Json => writeln!(stdout, "{}", serde_json::to_string_pretty(&verdict)?)?,
     }
     Ok(if verdict.nodes == 0 || !verdict.refused.is_empty() {
         if verdict.nodes == 0 {
