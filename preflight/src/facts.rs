@@ -9,7 +9,7 @@ use crate::{
         links::Link, modules::ModuleIndex, mounts::MountsFact, state::CiliumState, sysctl::Sysctls,
     },
     probe::{self, ProbeReport, Scope, canary::CanaryReport},
-    target::Target,
+    target::{Target, node::NodeHints},
 };
 
 /// A fact that was gathered, or why not. `Skipped` means it does not apply (a live-only fact when
@@ -34,11 +34,11 @@ pub struct GatherOptions {
     /// The node's root: `/` on the node, `/host` in a Job, a fixture tree in tests.
     pub root: PathBuf,
     pub canaries: bool,
+    /// Compile the datapath templates for this target (live only); None skips the stage.
+    pub compile: Option<Target>,
     /// The root is another view of the node this kernel runs (a pod with the host's `/` at
     /// `/host` shares the node's kernel), so live probes apply even though root is not `/`.
     pub host_kernel: bool,
-    /// Compile the datapath templates for this target (live only); None skips the stage.
-    pub compile: Option<Target>,
 }
 
 impl GatherOptions {
@@ -71,6 +71,8 @@ pub struct Facts {
     pub distro: DistroFacts,
     /// The datapath compile stage; `Err` when it could not run (no clang, bad version).
     pub compile: Gathered<Result<CompileReport, String>>,
+    /// What the Helm-values cross-checks need from the node (target::node).
+    pub node_hints: NodeHints,
     /// Milliseconds per gathering stage.
     pub timings: Vec<(String, f64)>,
 }
@@ -140,6 +142,7 @@ impl Facts {
             (false, _) => Gathered::Skipped(not_live()),
         };
         timings.push(("gather.compile".into(), t.elapsed().as_secs_f64() * 1e3));
+        let node_hints = NodeHints::gather(&host);
         Self {
             live,
             probes,
@@ -157,6 +160,7 @@ impl Facts {
             cilium_state,
             distro,
             compile,
+            node_hints,
             timings,
         }
     }

@@ -25,8 +25,12 @@ pub fn aggregate(args: &AggregateArgs) -> anyhow::Result<u8> {
     let verdict = agg.finish(stats);
     let mut stdout = std::io::stdout().lock();
     match args.format {
-        AggregateFormat::Text => write!(stdout, "{}", aggregate::render_text(&verdict))?,
-        AggregateFormat::Json => writeln!(stdout, "{}", serde_json::to_string_pretty(&verdict)?)?,
+        Format::Text => write!(stdout, "{}", aggregate::render_text(&verdict))?,
+        Format::Json => writeln!(stdout, "{}", serde_json::to_string_pretty(&verdict)?)?,
+        Format::JsonLine => writeln!(stdout, "{}", serde_json::to_string(&verdict)?)?,
+        Format::Junit | Format::Markdown => {
+            anyhow::bail!("`preflight aggregate` prints text, json or json-line")
+        }
     }
     Ok(if verdict.nodes == 0 || !verdict.refused.is_empty() {
         if verdict.nodes == 0 {
