@@ -163,16 +163,7 @@ pub struct AggregateArgs {
     pub paths: Vec<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
-    pub format: AggregateFormat,
-}
-
-/// How to print the cluster verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum AggregateFormat {
-    /// Capabilities, then nodes grouped by what blocks them, then refused reports.
-    Text,
-    /// The cluster verdict as JSON (aggregate_schema_version).
-    Json,
+    pub format: Format,
 }
 
 #[derive(Debug, Args)]

@@ -48,7 +48,6 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<u8> {
     let report = super::run(&opts).map_err(|e| anyhow::anyhow!(e))?;
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Format::JsonLine => println!("{}", serde_json::to_string(&report)?),
         Format::Text => print!("{}", render(&report)),
         Format::JsonLine => println!("{}", serde_json::to_string(&report)?),
         Format::Junit | Format::Markdown => {

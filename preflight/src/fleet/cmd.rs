@@ -9,8 +9,9 @@ use super::{
     read,
 };
 use crate::{
-    cli::{AggregateArgs, AggregateFormat, JobArgs},
+    cli::{AggregateArgs, JobArgs},
     exit,
+    report::Format,
 };
 
 pub fn aggregate(args: &AggregateArgs) -> anyhow::Result<u8> {
