@@ -15,6 +15,8 @@ mod network;
 mod state;
 mod sysctl;
 
+pub use kernel::kernel_version;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{
