@@ -55,3 +55,11 @@ if [ "$llvm_of_ebpf_rustc" != "$LLVM_MAJOR" ]; then
   exit 1
 fi
 say "eBPF toolchain $EBPF_TOOLCHAIN (LLVM $llvm_of_ebpf_rustc) ready"
+
+# cargo-fuzz for scripts/fuzz.sh (not needed by the tests; runs the fuzz targets on the nightly above).
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  say "cargo: installing cargo-fuzz"
+  cargo install cargo-fuzz --locked
+else
+  say "cargo-fuzz present: $(cargo fuzz --version)"
+fi
