@@ -29,10 +29,9 @@ for t in "${TARGETS[@]}"; do
   mkdir -p "corpus/$t"
   for f in $(seed "$t"); do cp -f "$f" "corpus/$t/seed-$(basename "$(dirname "$f")")-$(basename "$f")"; done
   log="fuzz-$t.log"
-  if cargo +"$TOOLCHAIN" fuzz run "$t" "corpus/$t" -- -max_total_time="$SECS" -rss_limit_mb=1024 -max_len=65536 >"$log" 2>&1; then :; else status=1; fi
-  execs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$' | tail -1)
-  [ -n "$execs" ] || execs=$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#')
-  crashes=$(ls artifacts/"$t"/crash-* 2>/dev/null | wc -l)
+  if cargo +"$TOOLCHAIN" fuzz run "$t" "corpus/$t" -- -max_total_time="$SECS" -print_final_stats=1 -rss_limit_mb=1024 -max_len=65536 >"$log" 2>&1; then :; else status=1; fi
+  execs=$( (grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" || true) | grep -oE '[0-9]+$' | tail -1 || true)
+  crashes=$(find "artifacts/$t" -name 'crash-*' 2>/dev/null | wc -l)
   printf '%-16s %12s %8s\n' "$t" "${execs:-?}" "$crashes" | tee -a fuzz-summary.txt
   [ "$crashes" -eq 0 ] || status=1
 done
