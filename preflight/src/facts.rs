@@ -3,11 +3,13 @@
 use std::{path::PathBuf, time::Instant};
 
 use crate::{
+    compile::{self, CompileReport},
     host::{
         HostRoot, cni::CniFacts, distro::DistroFacts, k3s::K3sFacts, kconfig::KernelConfigFact,
         links::Link, modules::ModuleIndex, mounts::MountsFact, state::CiliumState, sysctl::Sysctls,
     },
     probe::{self, ProbeReport, Scope, canary::CanaryReport},
+    target::{Target, node::NodeHints},
 };
 
 /// A fact that was gathered, or why not. `Skipped` means it does not apply (a live-only fact when
@@ -32,12 +34,17 @@ pub struct GatherOptions {
     /// The node's root: `/` on the node, `/host` in a Job, a fixture tree in tests.
     pub root: PathBuf,
     pub canaries: bool,
+    /// Compile the datapath templates for this target (live only); None skips the stage.
+    pub compile: Option<Target>,
+    /// The root is another view of the node this kernel runs (a pod with the host's `/` at
+    /// `/host` shares the node's kernel), so live probes apply even though root is not `/`.
+    pub host_kernel: bool,
 }
 
 impl GatherOptions {
     /// Live probes only make sense against the kernel we run on.
     pub fn live(&self) -> bool {
-        self.root == std::path::Path::new("/")
+        self.host_kernel || self.root == std::path::Path::new("/")
     }
 }
 
@@ -62,11 +69,26 @@ pub struct Facts {
     pub cni: CniFacts,
     pub cilium_state: CiliumState,
     pub distro: DistroFacts,
+    /// The datapath compile stage; `Err` when it could not run (no clang, bad version).
+    pub compile: Gathered<Result<CompileReport, String>>,
+    /// What the Helm-values cross-checks need from the node (target::node).
+    pub node_hints: NodeHints,
     /// Milliseconds per gathering stage.
     pub timings: Vec<(String, f64)>,
 }
 
 impl Facts {
+    /// Node facts read from `root` only: no live probes, canaries or compile stage. Tests start
+    /// from this and put fixture probe or compile results in.
+    pub fn from_root(root: &std::path::Path) -> Self {
+        Self::gather(&GatherOptions {
+            root: root.to_path_buf(),
+            canaries: false,
+            compile: None,
+            host_kernel: false,
+        })
+    }
+
     pub fn gather(opts: &GatherOptions) -> Self {
         let live = opts.live();
         let mut timings = Vec::new();
@@ -118,6 +140,20 @@ impl Facts {
         let cilium_state = crate::host::state::gather(&host);
         let distro = crate::host::distro::gather(&host);
         timings.push(("gather.node".into(), t.elapsed().as_secs_f64() * 1e3));
+        let t = Instant::now();
+        let compile = match (live, &opts.compile) {
+            (true, Some(target)) => {
+                let mut o = compile::Options::new(target.clone());
+                o.state = compile::StateSource::Predict(host.clone());
+                o.probes = probes.get().ok().cloned();
+                o.progress = true;
+                Gathered::Got(compile::run(&o))
+            }
+            (true, None) => Gathered::Skipped("compile stage disabled (--no-compile)".into()),
+            (false, _) => Gathered::Skipped(not_live()),
+        };
+        timings.push(("gather.compile".into(), t.elapsed().as_secs_f64() * 1e3));
+        let node_hints = NodeHints::gather(&host);
         Self {
             live,
             probes,
@@ -134,6 +170,8 @@ impl Facts {
             cni,
             cilium_state,
             distro,
+            compile,
+            node_hints,
             timings,
         }
     }

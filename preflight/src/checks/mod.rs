@@ -6,14 +6,17 @@
 mod attach;
 mod bpf;
 mod cni;
+mod compile;
 mod distro;
 mod k3s;
 mod kernel;
 mod modules;
 mod mounts;
 mod network;
+mod profile;
 mod state;
 mod sysctl;
+mod values;
 
 pub use kernel::kernel_version;
 
@@ -26,7 +29,19 @@ use crate::{
 };
 
 /// Where a check belongs; the text report groups by it and check ids start with it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Area {
     /// bpf() itself: program, map and helper support, ISA, limits.
@@ -194,6 +209,9 @@ pub fn registry() -> Vec<Check> {
     checks.extend(k3s::checks());
     checks.extend(state::checks());
     checks.extend(distro::checks());
+    checks.extend(compile::checks());
+    checks.extend(profile::checks());
+    checks.extend(values::checks());
     checks
 }
 
