@@ -62,7 +62,11 @@ pub fn gather(host: &HostRoot, mounts: &MountsFact) -> Sysctls {
         // access(2) reports EROFS for a read-only mount even to root.
         match nix::unistd::access(probe, nix::unistd::AccessFlags::W_OK) {
             Ok(()) => Ok(true),
-            Err(nix::errno::Errno::EROFS) | Err(nix::errno::Errno::EACCES) => Ok(false),
+            Err(nix::errno::Errno::EROFS) => Ok(false),
+            // Not root: says nothing about whether the agent (privileged) can write it.
+            Err(nix::errno::Errno::EACCES) => Err(format!(
+                "access({probe}, W_OK): no permission (run as root to tell)"
+            )),
             Err(e) => Err(format!("access({probe}, W_OK): {e}")),
         }
     } else {
