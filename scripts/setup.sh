@@ -59,6 +59,14 @@ if [ "$llvm_of_ebpf_rustc" != "$LLVM_MAJOR" ]; then
 fi
 say "eBPF toolchain $EBPF_TOOLCHAIN (LLVM $llvm_of_ebpf_rustc) ready"
 
+# cargo-fuzz for scripts/fuzz.sh (not needed by the tests; runs the fuzz targets on the nightly above).
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  say "cargo: installing cargo-fuzz"
+  cargo install cargo-fuzz --locked
+else
+  say "cargo-fuzz present: $(cargo fuzz --version)"
+fi
+
 # scripts/validate-manifests.sh checks `preflight job` output against the Kubernetes API schema
 # offline with kubernetes-validate (bundled schemas up to 1.37).
 KUBERNETES_VALIDATE_VERSION=1.37.0

@@ -18,6 +18,8 @@ mod state;
 mod sysctl;
 mod values;
 
+pub use kernel::kernel_version;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{

@@ -1,0 +1,11 @@
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use preflight::host::cni;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Ok((_, plugins)) = cni::parse_network_config(text)
+    {
+        assert!(!plugins.is_empty());
+    }
+});
