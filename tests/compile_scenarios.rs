@@ -58,7 +58,11 @@ fn clean_node_compiles_every_program_and_the_kernel_loads_them() {
     let globals = lxc.command.find("/state/globals").unwrap();
     let template = lxc.command.find("/state/templates/").unwrap();
     let bpf_include = lxc.command.find("/bpf/include").unwrap();
-    assert!(globals < template && template < bpf_include, "{}", lxc.command);
+    assert!(
+        globals < template && template < bpf_include,
+        "{}",
+        lxc.command
+    );
     if !is_root() {
         eprintln!("skipped verifier part: not root");
         return;
@@ -67,7 +71,13 @@ fn clean_node_compiles_every_program_and_the_kernel_loads_them() {
         let v = p.verify.as_ref().expect("verified as root");
         assert!(v.all_loaded(), "{}: {v:#?}", p.name);
     }
-    let tails = &r.program("bpf_lxc").unwrap().verify.as_ref().unwrap().tail_calls;
+    let tails = &r
+        .program("bpf_lxc")
+        .unwrap()
+        .verify
+        .as_ref()
+        .unwrap()
+        .tail_calls;
     assert!(
         tails
             .iter()
@@ -85,7 +95,11 @@ fn missing_node_config_reproduces_the_redefinitions_and_names_flannel() {
     }
     let r = run("missing-node-config", "1.18.4", None, false);
     assert_eq!(r.state.node_config, "missing");
-    assert!(r.init_blockers.iter().any(|b| b.detail.contains("flannel.1")));
+    assert!(
+        r.init_blockers
+            .iter()
+            .any(|b| b.detail.contains("flannel.1"))
+    );
     let subjects = |prog: &str| -> Vec<String> {
         r.program(prog)
             .unwrap()
@@ -98,8 +112,14 @@ fn missing_node_config_reproduces_the_redefinitions_and_names_flannel() {
     let lxc = subjects("bpf_lxc");
     let host = subjects("bpf_host");
     assert!(lxc.contains(&"CALLS_MAP".into()) && lxc.contains(&"ENABLE_ARP_RESPONDER".into()));
-    assert!(!lxc.contains(&"MONITOR_AGGREGATION".into()), "guarded in lxc: {lxc:?}");
-    assert!(host.contains(&"MONITOR_AGGREGATION".into()), "host: {host:?}");
+    assert!(
+        !lxc.contains(&"MONITOR_AGGREGATION".into()),
+        "guarded in lxc: {lxc:?}"
+    );
+    assert!(
+        host.contains(&"MONITOR_AGGREGATION".into()),
+        "host: {host:?}"
+    );
     assert!(host.contains(&"CALLS_MAP".into()));
     assert!(!r.program("bpf_lxc").unwrap().compiled);
     for f in r.all_findings().filter(|f| f.kind == "macro-redefined") {
@@ -220,7 +240,14 @@ fn unknown_cpu_is_explained() {
     // clang 16 knows v1-v3 only; -mcpu=v9 stands in for an ISA newer than the compiler.
     let d = preflight::compile::diag::parse(
         &std::process::Command::new("/usr/bin/clang-16")
-            .args(["--target=bpf", "-mcpu=v9", "-fno-color-diagnostics", "-c", "-x", "c"])
+            .args([
+                "--target=bpf",
+                "-mcpu=v9",
+                "-fno-color-diagnostics",
+                "-c",
+                "-x",
+                "c",
+            ])
             .args(["/dev/null", "-o", "/dev/null"])
             .output()
             .unwrap()
@@ -229,7 +256,10 @@ fn unknown_cpu_is_explained() {
             .map(|b| *b as char)
             .collect::<String>(),
     );
-    assert!(d.iter().any(|d| d.message == "unknown target CPU 'v9'"), "{d:?}");
+    assert!(
+        d.iter().any(|d| d.message == "unknown target CPU 'v9'"),
+        "{d:?}"
+    );
 }
 
 fn checks_for(report: CompileReport) -> Vec<preflight::report::CheckResult> {
@@ -248,7 +278,10 @@ fn check<'a>(
     results: &'a [preflight::report::CheckResult],
     id: &str,
 ) -> &'a preflight::report::CheckResult {
-    results.iter().find(|c| c.id == id).unwrap_or_else(|| panic!("no check {id}"))
+    results
+        .iter()
+        .find(|c| c.id == id)
+        .unwrap_or_else(|| panic!("no check {id}"))
 }
 
 #[test]
@@ -264,13 +297,23 @@ fn run_checks_turn_the_missing_header_scenario_into_a_no_go_with_remedies() {
     let lxc = check(&results, "compile.bpf_lxc");
     assert_eq!(lxc.status, Status::Fail);
     assert!(lxc.blocks());
-    assert!(lxc.detail.contains("node_config.h is missing"), "{}", lxc.detail);
+    assert!(
+        lxc.detail.contains("node_config.h is missing"),
+        "{}",
+        lxc.detail
+    );
     assert!(lxc.evidence.iter().any(|e| e.contains("ep_config.h")));
     assert_eq!(check(&results, "compile.bpf_sock").status, Status::Pass);
     // Not compiled, so not verified: skip, never fail.
-    assert_eq!(check(&results, "compile.verifier.bpf_lxc").status, Status::Skip);
+    assert_eq!(
+        check(&results, "compile.verifier.bpf_lxc").status,
+        Status::Skip
+    );
     // Verification was off in this run: the verifier could not tell.
-    assert_eq!(check(&results, "compile.verifier.bpf_sock").status, Status::Unknown);
+    assert_eq!(
+        check(&results, "compile.verifier.bpf_sock").status,
+        Status::Unknown
+    );
     assert_eq!(check(&results, "compile.toolchain").status, Status::Pass);
     assert!(!preflight::verdict::decide(&Target::default(), &results).go);
 }

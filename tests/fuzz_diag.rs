@@ -26,8 +26,22 @@ impl Rng {
 }
 
 const TOKENS: &[&[u8]] = &[
-    b":", b": error: ", b": note: ", b": warning: ", b"'", b" [", b"]", b"\n", b"In file included from ",
-    b"from ", b"-W", b",", b"\xff", b"\xc3\xa9", b"9999999999999", b"fatal error: ",
+    b":",
+    b": error: ",
+    b": note: ",
+    b": warning: ",
+    b"'",
+    b" [",
+    b"]",
+    b"\n",
+    b"In file included from ",
+    b"from ",
+    b"-W",
+    b",",
+    b"\xff",
+    b"\xc3\xa9",
+    b"9999999999999",
+    b"fatal error: ",
 ];
 
 fn mutate(rng: &mut Rng, input: &mut Vec<u8>) {
