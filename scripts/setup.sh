@@ -45,10 +45,12 @@ else
   say "bpf-linker present: $(bpf-linker --version 2>/dev/null || echo unknown version)"
 fi
 
+# rust-src to build `core` for the BPF target; clippy to lint the eBPF crate (scripts/test.sh).
 if ! rustup run "$EBPF_TOOLCHAIN" rustc --print sysroot >/dev/null 2>&1 \
-   || [ ! -d "$(rustup run "$EBPF_TOOLCHAIN" rustc --print sysroot)/lib/rustlib/src/rust/library" ]; then
-  say "rustup: installing $EBPF_TOOLCHAIN with rust-src"
-  rustup toolchain install "$EBPF_TOOLCHAIN" --profile minimal -c rust-src
+   || [ ! -d "$(rustup run "$EBPF_TOOLCHAIN" rustc --print sysroot)/lib/rustlib/src/rust/library" ] \
+   || ! rustup run "$EBPF_TOOLCHAIN" cargo-clippy --version >/dev/null 2>&1; then
+  say "rustup: installing $EBPF_TOOLCHAIN with rust-src and clippy"
+  rustup toolchain install "$EBPF_TOOLCHAIN" --profile minimal -c rust-src -c clippy
 fi
 llvm_of_ebpf_rustc=$(rustup run "$EBPF_TOOLCHAIN" rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
 if [ "$llvm_of_ebpf_rustc" != "$LLVM_MAJOR" ]; then

@@ -263,14 +263,14 @@ fn unknown_cpu_is_explained() {
 }
 
 fn checks_for(report: CompileReport) -> Vec<preflight::report::CheckResult> {
-    use preflight::facts::{Facts, Gathered};
-    let facts = Facts {
-        live: true,
-        probes: Gathered::Skipped("not needed".into()),
-        canaries: Gathered::Skipped("not needed".into()),
-        compile: Gathered::Got(Ok(report)),
-        timings: Vec::new(),
-    };
+    use preflight::facts::{Facts, GatherOptions, Gathered};
+    // Node facts from the clean fixture root (not live: nothing probed), then this compile.
+    let mut facts = Facts::gather(&GatherOptions {
+        root: fixture("clean"),
+        canaries: false,
+        compile: None,
+    });
+    facts.compile = Gathered::Got(Ok(report));
     preflight::checks::run_all(&facts, &Target::default(), &[])
 }
 

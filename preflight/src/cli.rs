@@ -9,7 +9,8 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  go: every capability the target needs is available
   1  no-go: at least one needed check failed (the report says which and how to fix it)
-  2  error: bad input (file and line named) or an internal error";
+  2  error: bad input (file and line named), an internal error, or undecided: a needed
+     capability could not be checked at all (e.g. not root, so bpf() was refused)";
 
 #[derive(Debug, Parser)]
 #[command(

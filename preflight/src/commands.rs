@@ -58,8 +58,10 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
     print!("{}", report::render(&report, args.format, colour));
     Ok(if report.verdict.go {
         exit::GO
-    } else {
+    } else if report.verdict.decided {
         exit::NO_GO
+    } else {
+        exit::ERROR
     })
 }
 

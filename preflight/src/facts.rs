@@ -4,7 +4,10 @@ use std::{path::PathBuf, time::Instant};
 
 use crate::{
     compile::{self, CompileReport},
-    host::HostRoot,
+    host::{
+        HostRoot, cni::CniFacts, distro::DistroFacts, k3s::K3sFacts, kconfig::KernelConfigFact,
+        links::Link, modules::ModuleIndex, mounts::MountsFact, state::CiliumState, sysctl::Sysctls,
+    },
     probe::{self, ProbeReport, Scope, canary::CanaryReport},
     target::Target,
 };
@@ -49,6 +52,22 @@ pub struct Facts {
     pub canaries: Gathered<CanaryReport>,
     /// The datapath compile stage; `Err` when it could not run (no clang, bad version).
     pub compile: Gathered<Result<CompileReport, String>>,
+    /// The root every node file was read through (module files are checked lazily through it).
+    pub host: HostRoot,
+    /// `proc/sys/kernel/osrelease` under the root.
+    pub kernel_release: Option<String>,
+    pub kernel_config: KernelConfigFact,
+    pub modules: ModuleIndex,
+    pub mounts: MountsFact,
+    /// statfs(2) magic of /sys/fs/bpf (live-only).
+    pub bpffs_magic: Gathered<Result<i64, String>>,
+    pub sysctls: Sysctls,
+    /// Network devices over rtnetlink (live-only).
+    pub links: Gathered<Result<Vec<Link>, String>>,
+    pub k3s: K3sFacts,
+    pub cni: CniFacts,
+    pub cilium_state: CiliumState,
+    pub distro: DistroFacts,
     /// Milliseconds per gathering stage.
     pub timings: Vec<(String, f64)>,
 }
@@ -78,6 +97,34 @@ impl Facts {
         };
         timings.push(("gather.canaries".into(), t.elapsed().as_secs_f64() * 1e3));
         let t = Instant::now();
+        let host = HostRoot::new(&opts.root);
+        let kernel_release = host.kernel_release();
+        let kernel_config = crate::host::kconfig::gather(&host, kernel_release.as_deref());
+        let modules = crate::host::modules::gather(&host, kernel_release.as_deref());
+        let mounts = crate::host::mounts::gather(&host);
+        let bpffs_magic = if live {
+            Gathered::Got(crate::host::mounts::fs_magic("/sys/fs/bpf"))
+        } else {
+            Gathered::Skipped(format!(
+                "statfs is live-only; --root {} is not this system's root",
+                opts.root.display()
+            ))
+        };
+        let sysctls = crate::host::sysctl::gather(&host, &mounts);
+        let links = if live {
+            Gathered::Got(crate::host::links::gather())
+        } else {
+            Gathered::Skipped(format!(
+                "network devices are live-only (netlink); --root {} is not this system's root",
+                opts.root.display()
+            ))
+        };
+        let k3s = crate::host::k3s::gather(&host);
+        let cni = crate::host::cni::gather(&host, k3s.rancher_desktop);
+        let cilium_state = crate::host::state::gather(&host);
+        let distro = crate::host::distro::gather(&host);
+        timings.push(("gather.node".into(), t.elapsed().as_secs_f64() * 1e3));
+        let t = Instant::now();
         let compile = match (live, &opts.compile) {
             (true, Some(target)) => {
                 let mut o = compile::Options::new(target.clone());
@@ -95,6 +142,18 @@ impl Facts {
             probes,
             canaries,
             compile,
+            host,
+            kernel_release,
+            kernel_config,
+            modules,
+            mounts,
+            bpffs_magic,
+            sysctls,
+            links,
+            k3s,
+            cni,
+            cilium_state,
+            distro,
             timings,
         }
     }

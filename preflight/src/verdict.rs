@@ -14,12 +14,17 @@ pub struct CapabilityVerdict {
     pub blocking: Vec<String>,
     /// Checks that could not tell; the capability is go, but unverified on these points.
     pub unverified: Vec<String>,
+    /// Nothing failed, but nothing passed either: every check that bears on it could not tell
+    /// (typically: not root). Such a capability is neither go nor no-go.
+    pub undecided: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
-    /// Every capability the target needs is go.
+    /// Every capability the target needs is go, and none is undecided.
     pub go: bool,
+    /// False when some needed capability could not be judged at all (exit code 2).
+    pub decided: bool,
     pub capabilities: Vec<CapabilityVerdict>,
     /// One line, for humans.
     pub summary: String,
@@ -33,23 +38,28 @@ pub fn decide(target: &Target, checks: &[CheckResult]) -> Verdict {
             let concerned = checks
                 .iter()
                 .filter(|c| c.needed_by.contains(&capability) && !c.ignored);
-            let (mut blocking, mut unverified) = (Vec::new(), Vec::new());
+            let (mut blocking, mut unverified, mut passed) = (Vec::new(), Vec::new(), 0);
             for check in concerned {
                 match check.status {
                     Status::Fail => blocking.push(check.id.clone()),
                     Status::Unknown => unverified.push(check.id.clone()),
-                    _ => {}
+                    Status::Pass | Status::Warn => passed += 1,
+                    Status::Skip => {}
                 }
             }
+            let undecided = blocking.is_empty() && passed == 0 && !unverified.is_empty();
             CapabilityVerdict {
                 capability,
-                go: blocking.is_empty(),
+                go: blocking.is_empty() && !undecided,
                 blocking,
                 unverified,
+                undecided,
             }
         })
         .collect();
     let go = capabilities.iter().all(|c| c.go);
+    let no_go = capabilities.iter().any(|c| !c.blocking.is_empty());
+    let decided = no_go || capabilities.iter().all(|c| !c.undecided);
     let blocked: Vec<_> = capabilities
         .iter()
         .filter(|c| !c.go)
@@ -62,7 +72,18 @@ pub fn decide(target: &Target, checks: &[CheckResult]) -> Verdict {
         ids.len()
     };
     let version = &target.cilium_version;
-    let summary = if go {
+    let summary = if !decided {
+        let open: Vec<_> = capabilities
+            .iter()
+            .filter(|c| c.undecided)
+            .map(|c| c.capability.as_str())
+            .collect();
+        format!(
+            "UNDECIDED: could not verify {} for Cilium {version}: every check on it could not \
+             tell (run as root with CAP_BPF and CAP_SYS_ADMIN)",
+            open.join(", ")
+        )
+    } else if go {
         let caveat = if unverified > 0 {
             format!(" ({unverified} checks could not tell; see UNKN lines)")
         } else {
@@ -83,6 +104,7 @@ pub fn decide(target: &Target, checks: &[CheckResult]) -> Verdict {
     };
     Verdict {
         go,
+        decided,
         capabilities,
         summary,
     }
@@ -110,8 +132,10 @@ mod tests {
 
     #[test]
     fn a_failure_blocks_only_the_capabilities_that_need_it() {
-        let mut target = Target::default();
-        target.capabilities = [Capability::BaseDatapath, Capability::TunnelVxlan].into();
+        let mut target = Target {
+            capabilities: [Capability::BaseDatapath, Capability::TunnelVxlan].into(),
+            ..Target::default()
+        };
         let checks = [
             result(
                 "kernel.geneve",
@@ -141,6 +165,7 @@ mod tests {
         let checks = [
             result("bpf.a", Status::Unknown, &[Capability::BaseDatapath], false),
             result("bpf.b", Status::Fail, &[Capability::BaseDatapath], true),
+            result("bpf.c", Status::Pass, &[Capability::BaseDatapath], false),
         ];
         let v = decide(&target, &checks);
         assert!(v.go);

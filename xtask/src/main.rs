@@ -1,47 +1,32 @@
-//! Developer tasks: `cargo xtask <task>`.
-//!
-//! - `bench-compile [ARGS...]`: builds preflight in release mode and runs its compile stage
-//!   with `--bench` (parallel vs sequential clang, tool overhead, peak RSS). Extra ARGS go to
-//!   `preflight compile`, e.g. `--cilium-version 1.16`.
-use std::process::{Command, ExitCode};
+//! Project automation: `cargo xtask <task>`. Benchmarks print figures; they never assert timings.
+mod bench_compile;
+mod bench_probe;
+mod measure;
 
-use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
 
-fn main() -> ExitCode {
-    match run() {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("xtask: error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+#[derive(Parser)]
+#[command(name = "xtask", about = "preflight project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
 }
 
-fn run() -> anyhow::Result<ExitCode> {
-    let mut args = std::env::args().skip(1);
-    match args.next().as_deref() {
-        Some("bench-compile") => bench_compile(args.collect()),
-        other => bail!(
-            "unknown task {:?}; tasks: bench-compile",
-            other.unwrap_or("")
-        ),
-    }
+#[derive(Subcommand)]
+enum Task {
+    /// `preflight probe --all` against `bpftool feature probe`, alternating, same run: median wall
+    /// and CPU time, ratio, peak RSS, and a per-item agreement table with every disagreement
+    /// explained. Also times the default (Cilium-scope) probe. Needs root and bpftool.
+    BenchProbe(bench_probe::Args),
+    /// The datapath compile stage on the built-in templates (release build): stage wall time vs
+    /// the same clang invocations run sequentially, tool overhead beyond clang, peak RSS.
+    /// Extra arguments go to `preflight compile`, e.g. `-- --cilium-version 1.16`.
+    BenchCompile(bench_compile::Args),
 }
 
-fn bench_compile(extra: Vec<String>) -> anyhow::Result<ExitCode> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("workspace root")?;
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "-p", "preflight"])
-        .current_dir(root)
-        .status()?;
-    if !status.success() {
-        bail!("cargo build --release failed");
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().task {
+        Task::BenchProbe(args) => bench_probe::run(&args),
+        Task::BenchCompile(args) => bench_compile::run(&args),
     }
-    let status = Command::new(root.join("target/release/preflight"))
-        .args(["compile", "--bench"])
-        .args(&extra)
-        .status()?;
-    Ok(ExitCode::from(status.code().unwrap_or(2) as u8))
 }

@@ -5,7 +5,16 @@
 //! One file per area; `registry()` lists them. To find a check by id, grep for its id string.
 mod attach;
 mod bpf;
+mod cni;
 mod compile;
+mod distro;
+mod k3s;
+mod kernel;
+mod modules;
+mod mounts;
+mod network;
+mod state;
+mod sysctl;
 
 use serde::{Deserialize, Serialize};
 
@@ -176,6 +185,15 @@ pub fn registry() -> Vec<Check> {
     checks.extend(bpf::checks());
     checks.extend(attach::checks());
     checks.extend(compile::checks());
+    checks.extend(kernel::checks());
+    checks.extend(modules::checks());
+    checks.extend(mounts::checks());
+    checks.extend(sysctl::checks());
+    checks.extend(network::checks());
+    checks.extend(cni::checks());
+    checks.extend(k3s::checks());
+    checks.extend(state::checks());
+    checks.extend(distro::checks());
     checks
 }
 
@@ -184,7 +202,7 @@ pub fn registry() -> Vec<Check> {
 pub fn run_all(facts: &Facts, target: &Target, ignore: &[String]) -> Vec<CheckResult> {
     registry()
         .iter()
-        .map(|check| check.run(facts, target, ignore.iter().any(|i| *i == check.id)))
+        .map(|check| check.run(facts, target, ignore.contains(&check.id)))
         .collect()
 }
 

@@ -21,7 +21,7 @@ pub struct InitBlocker {
 
 /// UDP ports bound on the node, from /proc/net/udp (local_address is `HEXIP:HEXPORT`).
 fn bound_udp_ports(root: &HostRoot) -> Vec<u16> {
-    let Ok(text) = root.read_to_string("/proc/net/udp") else {
+    let Ok(text) = root.read_text("/proc/net/udp") else {
         return Vec::new();
     };
     text.lines()
@@ -71,7 +71,7 @@ pub fn blockers(root: &HostRoot, target: &Target) -> Vec<InitBlocker> {
             });
         }
     }
-    if let Ok(mounts) = root.read_to_string("/proc/mounts") {
+    if let Ok(mounts) = root.read_text("/proc/mounts") {
         let at_bpf: Vec<&str> = mounts
             .lines()
             .filter(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf"))

@@ -90,7 +90,15 @@ pub fn render_text(report: &Report, colour: bool) -> String {
 
     let _ = writeln!(out);
     for cap in &report.verdict.capabilities {
-        if !cap.go {
+        if cap.undecided {
+            let _ = writeln!(
+                out,
+                "{} {}: could not tell ({} checks unknown)",
+                paint.code("undecided", "35"),
+                cap.capability,
+                cap.unverified.len()
+            );
+        } else if !cap.go {
             let _ = writeln!(
                 out,
                 "{} {}: blocked by {}",

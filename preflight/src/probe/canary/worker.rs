@@ -158,8 +158,8 @@ fn run() -> CanaryReport {
     let veth = runtime.block_on(make_veth());
 
     attach_and_send(&mut ebpf, &veth, &mut results);
-    sock_addr(&mut ebpf, scratch.as_deref(), janitor, &mut results);
     pin_round_trip(&mut ebpf, &mut results);
+    sock_addr(&mut ebpf, scratch.as_deref(), janitor, &mut results);
 
     for name in super::CANARIES {
         if !results.0.contains_key(*name) {
@@ -471,6 +471,7 @@ fn sock_addr(
         cgroup::move_into(dir).map_err(|e| Support::Unknown {
             reason: format!("joining {}: {e}", dir.display()),
         })?;
+        hold_for_tests();
         let target = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9);
         let connected = UdpSocket::bind("127.0.0.1:0").and_then(|s| s.connect(target));
         let sent = UdpSocket::bind("127.0.0.1:0").and_then(|s| s.send_to(b"canary", target));
@@ -501,6 +502,19 @@ fn sock_addr(
     }
 }
 
+/// Testing hook: `PREFLIGHT_TEST_HOLD_MS=N` makes the worker wait N ms at its fullest point
+/// (veth, tc/tcx/XDP links, private bpffs, scratch cgroup joined with programs attached), so the
+/// residue test can SIGKILL it there. It prints `preflight-canary-holding` on stderr first.
+fn hold_for_tests() {
+    if let Some(ms) = std::env::var("PREFLIGHT_TEST_HOLD_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        eprintln!("preflight-canary-holding");
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+}
+
 fn pin_round_trip(ebpf: &mut Ebpf, results: &mut Results) {
     let name = "bpffs_pin";
     let root = Path::new("/sys/fs/bpf");
@@ -521,7 +535,7 @@ fn pin_round_trip(ebpf: &mut Ebpf, results: &mut Results) {
         return;
     }
     match nix::sys::statfs::statfs(root) {
-        Ok(st) if st.filesystem_type().0 as i64 == BPF_FS_MAGIC => {}
+        Ok(st) if st.filesystem_type().0 == BPF_FS_MAGIC => {}
         Ok(st) => {
             let reason = format!(
                 "{} has magic {:#x}, not bpffs",

@@ -1,0 +1,198 @@
+//! `preflight probe` and `preflight run` against the real kernel (root), and as an unprivileged
+//! user (everything "unknown" with a reason, never "unavailable").
+mod common;
+
+use common::{bin, json};
+
+fn status<'a>(v: &'a serde_json::Value, path: &[&str]) -> &'a str {
+    let mut cur = v;
+    for key in path {
+        cur = &cur[*key];
+    }
+    cur["status"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no status at {path:?}: {cur}"))
+}
+
+#[test]
+fn probe_json_on_this_kernel() {
+    require_root!();
+    let out = bin()
+        .args(["probe", "--all", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(&out);
+    for prog in ["sched_cls", "xdp", "cgroup_sock_addr", "socket_filter"] {
+        assert_eq!(status(&v, &["program_types", prog]), "available", "{prog}");
+    }
+    // The verifier's post-6.10 wording: socket filters may not write packets.
+    assert_eq!(
+        status(&v, &["helpers", "socket_filter", "skb_store_bytes"]),
+        "unavailable"
+    );
+    assert_eq!(
+        status(&v, &["helpers", "sched_cls", "skb_store_bytes"]),
+        "available"
+    );
+    assert_eq!(
+        status(&v, &["helpers", "sched_cls", "redirect_neigh"]),
+        "available"
+    );
+    // Helpers exist for some types and not others: the answer must not be "all available".
+    let filter = v["helpers"]["socket_filter"].as_object().unwrap();
+    let available = filter
+        .values()
+        .filter(|s| s["status"] == "available")
+        .count();
+    assert!(
+        available > 30 && available < filter.len() - 50,
+        "socket_filter: {available}/{}",
+        filter.len()
+    );
+    for misc in [
+        "isa_v2",
+        "isa_v3",
+        "large_insn_limit",
+        "bounded_loops",
+        "vmlinux_btf",
+    ] {
+        assert_eq!(status(&v, &["misc", misc]), "available", "{misc}");
+    }
+    assert_eq!(status(&v, &["map_types", "lru_hash"]), "available");
+    assert_eq!(status(&v, &["map_types", "lpm_trie"]), "available");
+}
+
+/// On this machine loading a tracing program fails with EPERM and an empty log even as root:
+/// that is "could not tell", not "unavailable". Elsewhere it may be available; never unavailable.
+#[test]
+fn tracing_is_never_reported_unavailable_on_eperm() {
+    require_root!();
+    let out = bin()
+        .args(["probe", "--all", "--format", "json"])
+        .output()
+        .unwrap();
+    let v = json(&out);
+    let tracing = &v["program_types"]["tracing"];
+    match tracing["status"].as_str().unwrap() {
+        "unknown" => assert!(
+            tracing["reason"]
+                .as_str()
+                .unwrap()
+                .contains("not permitted"),
+            "{tracing}"
+        ),
+        "available" => {}
+        other => panic!("tracing reported {other}: {tracing}"),
+    }
+}
+
+#[test]
+fn run_reports_every_canary_passing_and_exits_go() {
+    require_root!();
+    let out = bin().args(["run", "--format", "json"]).output().unwrap();
+    let v = json(&out);
+    let checks = v["checks"].as_array().unwrap();
+    for canary in [
+        "tc",
+        "tcx",
+        "xdp",
+        "tail_call",
+        "lru_hash",
+        "lpm_trie",
+        "cgroup_sock_addr",
+        "bpffs_pin",
+    ] {
+        let id = format!("attach.{canary}");
+        let check = checks
+            .iter()
+            .find(|c| c["id"] == id.as_str())
+            .unwrap_or_else(|| panic!("{id} missing"));
+        assert_eq!(check["status"], "pass", "{check}");
+        assert!(check["detail"].as_str().unwrap().len() > 10, "{check}");
+    }
+    assert_eq!(v["schema_version"], 1);
+    assert!(v["timings"]["total_ms"].as_f64().unwrap() > 0.0);
+    let go = v["verdict"]["go"].as_bool().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(if go { 0 } else { 1 }),
+        "{}",
+        v["verdict"]
+    );
+}
+
+/// Runs a command as `nobody` with no capabilities.
+fn as_nobody(args: &[&str]) -> Option<std::process::Output> {
+    let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())?;
+    let out = std::process::Command::new(setpriv)
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_preflight"))
+        .args(args)
+        .output()
+        .ok()?;
+    // The build tree may not be readable by nobody (e.g. a private home directory).
+    if String::from_utf8_lossy(&out.stderr).contains("Permission denied") && out.stdout.is_empty() {
+        return None;
+    }
+    Some(out)
+}
+
+#[test]
+fn unprivileged_probes_are_unknown_with_a_reason_never_unavailable() {
+    require_root!(); // needs root to become nobody
+    let Some(out) = as_nobody(&["probe", "--format", "json"]) else {
+        eprintln!("SKIP: setpriv missing or binary not executable by nobody");
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(&out);
+    // Unprivileged users may at most load socket filters (kernel.unprivileged_bpf_disabled=0);
+    // sched_cls and xdp need CAP_BPF + CAP_NET_ADMIN whatever the sysctl says.
+    for prog in ["sched_cls", "xdp", "cgroup_sock_addr"] {
+        let p = &v["program_types"][prog];
+        assert_eq!(p["status"], "unknown", "{prog}: {p}");
+        assert!(
+            p["reason"].as_str().unwrap().contains("not permitted"),
+            "{p}"
+        );
+    }
+    for (_, s) in v["helpers"]["sched_cls"].as_object().unwrap() {
+        assert_eq!(s["status"], "unknown", "{s}");
+    }
+}
+
+#[test]
+fn unprivileged_run_is_undecided_exit_2_with_unknown_checks() {
+    require_root!();
+    let Some(out) = as_nobody(&["run", "--format", "json"]) else {
+        eprintln!("SKIP: setpriv missing or binary not executable by nobody");
+        return;
+    };
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(2), "verdict: {}", v["verdict"]);
+    assert_eq!(v["verdict"]["decided"], false);
+    let checks = v["checks"].as_array().unwrap();
+    let status_of = |id: &str| checks.iter().find(|c| c["id"] == id).unwrap()["status"].clone();
+    assert_eq!(status_of("bpf.prog_type.sched_cls"), "unknown");
+    assert_eq!(status_of("attach.tc"), "unknown");
+    assert!(
+        checks.iter().all(|c| c["status"] != "fail"),
+        "no check may fail for lack of privilege"
+    );
+}

@@ -1,0 +1,170 @@
+//! Nothing survives a run: no scratch cgroup, no canary program or link, no veth, no mount, no
+//! netns — after a normal run, and after a SIGKILL halfway through (of `preflight run`, or of the
+//! canary worker itself), held at its fullest point by PREFLIGHT_TEST_HOLD_MS.
+mod common;
+
+use std::{
+    collections::BTreeSet,
+    io::{BufRead, BufReader},
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::bin;
+
+/// Everything a canary run creates that could outlive it, as seen from the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Residue {
+    cgroup_dirs: BTreeSet<String>,
+    canary_programs: usize,
+    host_links: BTreeSet<String>,
+    mounts: BTreeSet<String>,
+    named_netns: BTreeSet<String>,
+}
+
+fn cgroup2_mount() -> Option<String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo.lines().find_map(|l| {
+        let (pre, post) = l.split_once(" - ")?;
+        (post.split_whitespace().next()? == "cgroup2")
+            .then(|| pre.split_whitespace().nth(4).unwrap().to_string())
+    })
+}
+
+fn list(dir: &str, filter: impl Fn(&str) -> bool) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| filter(n))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn snapshot() -> Residue {
+    let cg = cgroup2_mount().expect("cgroup2 mounted");
+    let canary_programs = aya::programs::loaded_programs()
+        .flatten()
+        .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("canary_")))
+        .count();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let point = pre.split_whitespace().nth(4)?;
+            Some(format!("{point} {}", post.split_whitespace().next()?))
+        })
+        .collect();
+    Residue {
+        cgroup_dirs: list(&cg, |n| n.starts_with("preflight-canary-")),
+        canary_programs,
+        host_links: list("/sys/class/net", |_| true),
+        mounts,
+        named_netns: list("/run/netns", |_| true),
+    }
+}
+
+/// Other processes on a shared machine may churn too: wait for the state to settle back.
+fn assert_returns_to(baseline: &Residue, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = snapshot();
+        if &now == baseline {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("{what}: residue left behind\nbefore: {baseline:#?}\nafter: {now:#?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn baseline() -> Residue {
+    // Settle first: no canary of anyone else's in flight.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = snapshot();
+        if (s.canary_programs == 0 && s.cgroup_dirs.is_empty()) || Instant::now() > deadline {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Starts `preflight run` with the worker told to hold, and waits until it says it holds.
+fn start_held_run() -> Child {
+    let child = bin()
+        .args(["run", "--format", "json"])
+        .env("PREFLIGHT_TEST_HOLD_MS", "20000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The worker's stderr is captured by `run` itself; watch for the cgroup directory instead,
+    // which exists only once the worker is in it with programs attached.
+    let cg = cgroup2_mount().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while list(&cg, |n| n.starts_with("preflight-canary-")).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "worker never reached its hold point"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let held = snapshot();
+    assert!(
+        held.canary_programs >= 5,
+        "expected attached canaries while held: {held:?}"
+    );
+    child
+}
+
+fn worker_pid(parent: u32) -> Option<i32> {
+    let children =
+        std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children")).ok()?;
+    children.split_whitespace().next()?.parse().ok()
+}
+
+#[test]
+fn a_normal_run_leaves_nothing_behind() {
+    require_root!();
+    let before = baseline();
+    let out = bin().args(["run", "--format", "json"]).output().unwrap();
+    assert!(
+        out.status.code().is_some_and(|c| c < 2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_returns_to(&before, "normal run");
+}
+
+#[test]
+fn sigkill_of_preflight_run_halfway_leaves_nothing_behind() {
+    require_root!();
+    let before = baseline();
+    let mut child = start_held_run();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert_returns_to(&before, "SIGKILL of preflight run");
+}
+
+#[test]
+fn sigkill_of_the_canary_worker_halfway_leaves_nothing_behind() {
+    require_root!();
+    let before = baseline();
+    let mut child = start_held_run();
+    let worker = worker_pid(child.id()).expect("worker process");
+    // SAFETY: plain kill(2) of our own grandchild.
+    assert_eq!(unsafe { libc::kill(worker, libc::SIGKILL) }, 0);
+    // preflight run carries on and reports the canaries as unknown.
+    let stderr = child.stderr.take().unwrap();
+    let status = child.wait().unwrap();
+    let _ = BufReader::new(stderr).lines().count();
+    assert!(
+        status.code().is_some(),
+        "preflight run itself must survive its worker's death"
+    );
+    assert_returns_to(&before, "SIGKILL of the canary worker");
+}
