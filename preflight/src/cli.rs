@@ -118,6 +118,9 @@ pub struct CompileArgs {
     /// leftover) when datapath init would fail here (flannel.1 on the tunnel port, bpffs, rp_filter).
     #[arg(long, conflicts_with = "state_dir")]
     pub as_node: bool,
+    /// The node's root filesystem for --as-node (a Job's /host, a fixture tree).
+    #[arg(long, default_value = "/", requires = "as_node")]
+    pub root: PathBuf,
     /// Target Cilium version (selects flags, include layout and the clang to match).
     #[arg(long, default_value = crate::target::DEFAULT_CILIUM_VERSION)]
     pub cilium_version: String,

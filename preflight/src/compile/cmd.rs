@@ -1,7 +1,7 @@
 //! `preflight compile`: the compile stage on its own, on the built-in templates or a real bpf
 //! dir and state dir, with the findings and the verifier's answer. `--bench` adds the figures
 //! the benchmark reports.
-use std::{fmt::Write as _, path::PathBuf, time::Instant};
+use std::{fmt::Write as _, time::Instant};
 
 use super::{CompileReport, Options, StateSource, runner, verify::Verdict};
 use crate::{
@@ -33,7 +33,12 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<u8> {
     opts.clang = args.clang.clone();
     opts.state = match &args.state_dir {
         Some(dir) => StateSource::Existing(dir.clone()),
-        None if args.as_node => StateSource::Predict(HostRoot::new(PathBuf::from("/"))),
+        None if args.as_node => {
+            if !args.root.is_dir() {
+                anyhow::bail!("--root {}: not a directory", args.root.display());
+            }
+            StateSource::Predict(HostRoot::new(args.root.clone()))
+        }
         None => StateSource::Generate,
     };
     opts.emit_state = args.emit_state.clone();

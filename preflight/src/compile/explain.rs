@@ -232,8 +232,9 @@ fn explain(cause: &Cause, d: &Diagnostic) -> (String, String) {
             (
                 format!(
                     "{missing} is missing, so the include path fell through to the dummy {dummy}; \
-                     its unguarded test definitions collide with the generated headers ({}). \
-                     Cause: {why}",
+                     its test definitions collide with the generated headers ({}): unguarded ones \
+                     always, guarded defaults when the dummy is included first (node_config.h in \
+                     bpf_host.c). Cause: {why}",
                     d.message
                 ),
                 if init_blockers.is_empty() {
