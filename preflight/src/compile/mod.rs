@@ -120,6 +120,8 @@ pub struct Timings {
     /// Sum of every clang invocation's wall time (what a sequential run would roughly take).
     pub clang_sum_ms: f64,
     pub verify_ms: f64,
+    /// Toolchain discovery (`clang --version` per binary), unpacking, headers, command lines.
+    pub prepare_ms: f64,
     pub workers: usize,
 }
 
@@ -307,6 +309,7 @@ pub fn run(opts: &Options) -> Result<CompileReport, String> {
     let start = Instant::now();
     let prepared = prepare(opts)?;
     let mut report = prepared.report;
+    report.timings.prepare_ms = start.elapsed().as_secs_f64() * 1e3;
     let t = Instant::now();
     let outcomes = runner::run_all(&prepared.jobs, opts.workers, opts.progress);
     report.timings.compile_ms = t.elapsed().as_secs_f64() * 1e3;
