@@ -3,14 +3,20 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{probe::Scope, report::Format, target::Capability};
+use crate::{
+    plan::cmd::{FallbackTo, InstallArgs, PlanArgs, RollbackArgs},
+    probe::Scope,
+    report::Format,
+    target::Capability,
+};
 
 const EXIT_CODES: &str = "\
 Exit codes:
   0  go: every capability the target needs is available
-  1  no-go: at least one needed check failed (the report says which and how to fix it)
-  2  error: bad input (file and line named), an internal error, or undecided: a needed
-     capability could not be checked at all (e.g. not root, so bpf() was refused)";
+  1  no-go: at least one needed check failed (the report says which and how to fix it);
+     for `diff`: something the target needs went from pass to fail/unknown
+  2  error: bad input (file and line named, e.g. a YAML error in a values file), an internal
+     error, or undecided: a needed capability could not be checked at all (e.g. not root)";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -60,6 +66,28 @@ pub enum Command {
     /// 2 on bad input or when no clang is found.
     #[command(after_help = EXIT_CODES)]
     Compile(CompileArgs),
+    /// Print the JSON Schema of the report that `run --format json` writes.
+    Schema,
+    /// Compare two JSON reports (e.g. before and after a kernel upgrade): the kernel-upgrade gate.
+    ///
+    /// Lists every check whose status changed. Exits 1 when a check the new run's target needs
+    /// went from pass to fail or unknown, 0 otherwise, 2 on unreadable input.
+    #[command(after_help = EXIT_CODES)]
+    Diff(DiffArgs),
+    /// Print the migration plan for this k3s node: every step, what it changes, why, and how
+    /// it is undone. Changes nothing (with --emit-gitops it writes the values file and an Argo CD
+    /// Application into that directory). Exits 0, or 2 on bad input.
+    Plan(PlanArgs),
+    /// Run the preflight, then carry out the plan under a journal: k3s drop-in, leftovers moved
+    /// aside, k3s restart, helm upgrade --install, waits, post-checks. Any failure rolls back
+    /// automatically. Exits 0 installed, 1 refused or failed-and-rolled-back, 2 error.
+    Install(InstallArgs),
+    /// Undo everything the journal records, newest first, byte for byte. Idempotent; finishes an
+    /// install or rollback that was killed. Exits 0 restored, 2 when some undo failed.
+    Rollback(RollbackArgs),
+    /// Give the node back to a CNI other than Cilium.
+    #[command(subcommand)]
+    Fallback(FallbackTo),
     #[command(name = "__canary-worker", hide = true)]
     CanaryWorker,
     #[command(name = "__canary-janitor", hide = true)]
@@ -68,9 +96,24 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Output format.
+    /// Output format: text, json, junit (CI test results), markdown (CI job summary).
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
+    /// Write the report to FILE instead of stdout (the verdict line still goes to stderr).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Cilium version to judge for, e.g. 1.16.4 (default: the newest profile, or --chart's version).
+    #[arg(long, value_name = "VERSION")]
+    pub cilium_version: Option<String>,
+    /// Helm values file (repeatable; later files win, maps merge deeply as in Helm).
+    #[arg(short = 'f', long = "values", value_name = "FILE")]
+    pub values: Vec<PathBuf>,
+    /// Helm --set: key=value[,key=value], dotted keys, lists as {a,b} (repeatable, applied after -f).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// The Cilium chart (directory or .tgz): validate the values against its values.schema.json.
+    #[arg(long, value_name = "DIR|TGZ")]
+    pub chart: Option<PathBuf>,
     /// The node's root filesystem. Live probes (bpf(), canaries) only run when this is /.
     #[arg(long, default_value = "/")]
     pub root: PathBuf,
@@ -86,6 +129,29 @@ pub struct RunArgs {
     /// Add a capability to the target's needs (repeatable), e.g. --need socket-lb.
     #[arg(long = "need", value_enum, value_name = "CAPABILITY")]
     pub need: Vec<Capability>,
+}
+
+impl RunArgs {
+    pub fn target_spec(&self) -> crate::target::TargetSpec {
+        crate::target::TargetSpec {
+            cilium_version: self.cilium_version.clone(),
+            value_files: self.values.clone(),
+            sets: self.set.clone(),
+            chart: self.chart.clone(),
+            need: self.need.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The earlier report (`run --format json`).
+    pub old: PathBuf,
+    /// The later report.
+    pub new: PathBuf,
+    /// Print the changes as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -124,9 +190,13 @@ pub struct CompileArgs {
     /// Target Cilium version (selects flags, include layout and the clang to match).
     #[arg(long, default_value = crate::target::DEFAULT_CILIUM_VERSION)]
     pub cilium_version: String,
-    /// Helm values file. Not read yet: the values stage is not merged, the chart defaults apply.
-    #[arg(long, value_name = "FILE")]
-    pub values: Option<PathBuf>,
+    /// Helm values file(s), applied in order (tunnel protocol and port, monitor aggregation,
+    /// which programs the target needs).
+    #[arg(long = "values", short = 'f', value_name = "FILE")]
+    pub values: Vec<PathBuf>,
+    /// Helm --set expressions, applied after the files.
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub set: Vec<String>,
     /// Use this clang instead of the one matching the target's bundled LLVM.
     #[arg(long, value_name = "PATH")]
     pub clang: Option<PathBuf>,

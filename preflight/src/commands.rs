@@ -34,10 +34,13 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
         canaries: !args.no_canaries,
         compile: (!args.no_compile).then(|| target.clone()),
     };
+    // Values errors (YAML line/column, bad --set) are input errors: exit 2 before any probing.
+    let target = Target::build(&args.target_spec())?;
     let facts = Facts::gather(&opts);
     let t = Instant::now();
     let checks = checks::run_all(&facts, &target, &args.ignore);
-    let verdict = verdict::decide(&target, &checks);
+    let mut verdict = verdict::decide(&target, &checks);
+    verdict::refine(&mut verdict, &facts, &target, &checks, &args.ignore);
     let mut timings = Timings::default();
     for (stage, ms) in &facts.timings {
         timings.stages_ms.insert(stage.clone(), *ms);
@@ -55,7 +58,7 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
         verdict,
         timings,
     };
-    print!("{}", report::render(&report, args.format, colour));
+    report::emit(&report, args.format, args.output.as_deref(), colour)?;
     Ok(if report.verdict.go {
         exit::GO
     } else if report.verdict.decided {
@@ -69,7 +72,7 @@ pub fn probe(args: &ProbeArgs) -> anyhow::Result<u8> {
     let report = probe::probe(&LiveKernel, args.scope());
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Format::Text => print!("{}", probe_text(&report)),
+        _ => print!("{}", probe_text(&report)),
     }
     Ok(exit::GO)
 }

@@ -9,7 +9,7 @@ use crate::{
         links::Link, modules::ModuleIndex, mounts::MountsFact, state::CiliumState, sysctl::Sysctls,
     },
     probe::{self, ProbeReport, Scope, canary::CanaryReport},
-    target::Target,
+    target::{Target, node::NodeHints},
 };
 
 /// A fact that was gathered, or why not. `Skipped` means it does not apply (a live-only fact when
@@ -50,8 +50,6 @@ pub struct Facts {
     pub live: bool,
     pub probes: Gathered<ProbeReport>,
     pub canaries: Gathered<CanaryReport>,
-    /// The datapath compile stage; `Err` when it could not run (no clang, bad version).
-    pub compile: Gathered<Result<CompileReport, String>>,
     /// The root every node file was read through (module files are checked lazily through it).
     pub host: HostRoot,
     /// `proc/sys/kernel/osrelease` under the root.
@@ -68,6 +66,10 @@ pub struct Facts {
     pub cni: CniFacts,
     pub cilium_state: CiliumState,
     pub distro: DistroFacts,
+    /// The datapath compile stage; `Err` when it could not run (no clang, bad version).
+    pub compile: Gathered<Result<CompileReport, String>>,
+    /// What the Helm-values cross-checks need from the node (target::node).
+    pub node_hints: NodeHints,
     /// Milliseconds per gathering stage.
     pub timings: Vec<(String, f64)>,
 }
@@ -128,7 +130,7 @@ impl Facts {
         let compile = match (live, &opts.compile) {
             (true, Some(target)) => {
                 let mut o = compile::Options::new(target.clone());
-                o.state = compile::StateSource::Predict(HostRoot::new(&opts.root));
+                o.state = compile::StateSource::Predict(host.clone());
                 o.probes = probes.get().ok().cloned();
                 o.progress = true;
                 Gathered::Got(compile::run(&o))
@@ -137,11 +139,11 @@ impl Facts {
             (false, _) => Gathered::Skipped(not_live()),
         };
         timings.push(("gather.compile".into(), t.elapsed().as_secs_f64() * 1e3));
+        let node_hints = NodeHints::gather(&host);
         Self {
             live,
             probes,
             canaries,
-            compile,
             host,
             kernel_release,
             kernel_config,
@@ -154,6 +156,8 @@ impl Facts {
             cni,
             cilium_state,
             distro,
+            compile,
+            node_hints,
             timings,
         }
     }

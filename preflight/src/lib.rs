@@ -8,6 +8,7 @@ pub mod commands;
 pub mod compile;
 pub mod facts;
 pub mod host;
+pub mod plan;
 pub mod probe;
 pub mod report;
 pub mod target;

@@ -48,35 +48,38 @@ const PROGRAM_TYPES: &[(&str, &str, &[Capability])] = &[
 
 /// (program type, helper, needed by, remedy). The 1.18+ agent refuses to start without the
 /// BaseDatapath ones (FACTS §3, pkg/datapath/linux/probes).
+// Which of these the base datapath needs depends on the target version: the 1.18+ agent refuses
+// to start without them, older agents fall back. `profile::checks` (bpf.cilium-agent-helpers)
+// judges that per version; here each helper only blocks the feature that uses it.
 const HELPERS: &[(&str, &str, &[Capability], &str)] = &[
     (
         "sched_cls",
         "skb_change_tail",
-        &[BaseDatapath],
+        &[],
         "kernel >= 5.10 (Cilium 1.18 minimum)",
     ),
     (
         "sched_cls",
         "skb_change_head",
-        &[BaseDatapath],
+        &[],
         "kernel >= 5.10 (Cilium 1.18 minimum)",
     ),
     (
         "sched_cls",
         "skb_adjust_room",
-        &[BaseDatapath],
+        &[],
         "kernel >= 5.10 (Cilium 1.18 minimum)",
     ),
     (
         "sched_cls",
         "csum_level",
-        &[BaseDatapath],
+        &[],
         "kernel >= 5.10 (Cilium 1.18 minimum)",
     ),
     (
         "sched_cls",
         "jiffies64",
-        &[BaseDatapath],
+        &[],
         "kernel >= 5.10 (Cilium 1.18 minimum)",
     ),
     (
@@ -88,27 +91,22 @@ const HELPERS: &[(&str, &str, &[Capability], &str)] = &[
     (
         "sched_cls",
         "fib_lookup",
-        &[BaseDatapath, NativeRouting],
+        &[NativeRouting],
         "kernel >= 5.10",
     ),
     (
         "sched_cls",
         "redirect_neigh",
-        &[BaseDatapath, BpfHostRouting],
+        &[BpfHostRouting],
         "kernel >= 5.10, or bpf.hostLegacyRouting=true on older Cilium",
     ),
     (
         "sched_cls",
         "redirect_peer",
-        &[BaseDatapath, BpfHostRouting],
+        &[BpfHostRouting],
         "kernel >= 5.10, or bpf.hostLegacyRouting=true on older Cilium",
     ),
-    (
-        "sched_cls",
-        "get_netns_cookie",
-        &[BaseDatapath],
-        "kernel >= 5.10",
-    ),
+    ("sched_cls", "get_netns_cookie", &[], "kernel >= 5.10"),
     (
         "cgroup_sock_addr",
         "get_socket_cookie",

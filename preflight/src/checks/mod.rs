@@ -13,8 +13,10 @@ mod kernel;
 mod modules;
 mod mounts;
 mod network;
+mod profile;
 mod state;
 mod sysctl;
+mod values;
 
 use serde::{Deserialize, Serialize};
 
@@ -25,7 +27,19 @@ use crate::{
 };
 
 /// Where a check belongs; the text report groups by it and check ids start with it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Area {
     /// bpf() itself: program, map and helper support, ISA, limits.
@@ -184,7 +198,6 @@ pub fn registry() -> Vec<Check> {
     let mut checks = Vec::new();
     checks.extend(bpf::checks());
     checks.extend(attach::checks());
-    checks.extend(compile::checks());
     checks.extend(kernel::checks());
     checks.extend(modules::checks());
     checks.extend(mounts::checks());
@@ -194,6 +207,9 @@ pub fn registry() -> Vec<Check> {
     checks.extend(k3s::checks());
     checks.extend(state::checks());
     checks.extend(distro::checks());
+    checks.extend(compile::checks());
+    checks.extend(profile::checks());
+    checks.extend(values::checks());
     checks
 }
 

@@ -10,23 +10,18 @@ use crate::{
     host::HostRoot,
     probe::{self, LiveKernel, Scope},
     report::Format,
-    target::Target,
+    target::{Target, TargetSpec},
 };
 
 pub fn compile(args: &CompileArgs) -> anyhow::Result<u8> {
-    if let Some(values) = &args.values {
-        // Helm values are parsed by the values stage (issue 5); until it lands the compile uses
-        // the chart's defaults. Still refuse a path that does not exist: that is bad input.
-        if !values.is_file() {
-            anyhow::bail!("--values {}: no such file", values.display());
-        }
-        eprintln!(
-            "preflight: note: --values {} is not read yet (the values stage is not merged); \
-             compiling for the chart's defaults",
-            values.display()
-        );
-    }
-    let target = Target::chart_defaults(&args.cilium_version);
+    // Values decide the tunnel protocol and port, monitor aggregation and the capabilities
+    // (which programs matter); bad values are bad input, named with file and line (exit 2).
+    let target = Target::build(&TargetSpec {
+        cilium_version: Some(args.cilium_version.clone()),
+        value_files: args.values.clone(),
+        sets: args.set.clone(),
+        ..TargetSpec::default()
+    })?;
     let live = nix::unistd::geteuid().is_root();
     let mut opts = Options::new(target);
     opts.bpf_dir = args.bpf_dir.clone();
@@ -54,6 +49,11 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<u8> {
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Format::Text => print!("{}", render(&report)),
+        Format::Junit | Format::Markdown => {
+            anyhow::bail!(
+                "`preflight compile` prints text or json; junit and markdown are for `run`"
+            )
+        }
     }
     if args.bench {
         let mut text = bench(&report);

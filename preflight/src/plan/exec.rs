@@ -1,0 +1,671 @@
+//! Carry a plan out under the write-ahead journal, and undo it.
+use std::{os::unix::fs::MetadataExt, path::Path};
+
+use anyhow::{Context, bail};
+
+use super::{
+    Action, Plan, PostCheck, Step, fault, fsops,
+    journal::{EntryState, Journal, LinkSpec, Status, Undo},
+    node::{self, LinkState},
+    runner::{Runner, Tool},
+};
+
+/// Why a step failed, for the report.
+#[derive(Debug)]
+pub struct StepFailure {
+    pub index: usize,
+    pub step: String,
+    pub error: anyhow::Error,
+}
+
+pub struct Executor<'a> {
+    pub root: &'a Path,
+    pub runner: &'a Runner,
+    pub journal: Journal,
+    /// Progress lines for the operator.
+    pub log: Box<dyn FnMut(&str) + 'a>,
+}
+
+fn args(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+impl Executor<'_> {
+    pub fn run(&mut self, plan: &Plan) -> Result<(), StepFailure> {
+        for (index, step) in plan.steps.iter().enumerate() {
+            let r =
+                fault::point(&format!("before step {}", step.id)).and_then(|()| self.step(step));
+            match r {
+                Ok(Some(skip)) => (self.log)(&format!(
+                    "{:>2}. {}: already done ({skip})",
+                    index + 1,
+                    step.title
+                )),
+                Ok(None) => (self.log)(&format!("{:>2}. {}: ok", index + 1, step.title)),
+                Err(error) => {
+                    (self.log)(&format!(
+                        "{:>2}. {}: FAILED: {error:#}",
+                        index + 1,
+                        step.title
+                    ));
+                    return Err(StepFailure {
+                        index,
+                        step: step.id.clone(),
+                        error,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn host(&self, node_path: &str) -> std::path::PathBuf {
+        self.journal.host_path(node_path)
+    }
+
+    /// Journal every missing ancestor of `node_path` as created-by-us, then create it.
+    fn ensure_parents(&mut self, step: &str, node_path: &str, create: bool) -> anyhow::Result<()> {
+        let mut missing = Vec::new();
+        let mut p = Path::new(node_path).parent();
+        while let Some(dir) = p {
+            if dir == Path::new("/") || fsops::exists(&self.host(&dir.display().to_string())) {
+                break;
+            }
+            missing.push(dir.display().to_string());
+            p = dir.parent();
+        }
+        for dir in missing.into_iter().rev() {
+            let host = self.host(&dir);
+            self.journal.intent(
+                step,
+                Undo::Path {
+                    path: dir.clone(),
+                    prior: fsops::Prior::Absent,
+                },
+            )?;
+            if create {
+                std::fs::create_dir(&host)
+                    .with_context(|| format!("creating {}", host.display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Run one step. Ok(Some(reason)) when it found nothing to do.
+    fn step(&mut self, step: &Step) -> anyhow::Result<Option<String>> {
+        let id = step.id.as_str();
+        match &step.action {
+            Action::WriteFile {
+                path,
+                content,
+                mode,
+            } => {
+                let path = node::resolve(self.root, path);
+                let host = self.host(&path);
+                if let Ok(m) = std::fs::metadata(&host)
+                    && m.mode() & 0o7777 == *mode
+                    && std::fs::read(&host).is_ok_and(|b| b == content.as_bytes())
+                {
+                    return Ok(Some(format!("{path} already has this content")));
+                }
+                self.ensure_parents(id, &path, true)?;
+                let seq = self.journal.next_seq();
+                let backup = self.journal.backup_path(seq, &file_name(&path));
+                let prior = fsops::capture(&host, &backup)?;
+                let owner = match &prior {
+                    fsops::Prior::File { uid, gid, .. } => Some((*uid, *gid)),
+                    _ => None,
+                };
+                let seq = self.journal.intent(
+                    id,
+                    Undo::Path {
+                        path: path.clone(),
+                        prior,
+                    },
+                )?;
+                fsops::write_atomic(&host, content.as_bytes(), *mode, owner)?;
+                fault::point(&format!("after write of {path}"))?;
+                self.journal.set_state(seq, EntryState::Done)?;
+            }
+            Action::MoveAside { path } => {
+                let path = node::resolve(self.root, path);
+                let host = self.host(&path);
+                if !fsops::exists(&host) {
+                    return Ok(Some(format!("{path} is not there")));
+                }
+                let seq = self.journal.next_seq();
+                let backup = if on_bpffs(&host) {
+                    // A pin cannot leave its bpffs: rename it next to itself.
+                    host.with_file_name(format!(".preflight-moved-{}", file_name(&path)))
+                } else {
+                    self.journal.backup_path(seq, &file_name(&path))
+                };
+                let seq = self.journal.intent(
+                    id,
+                    Undo::Moved {
+                        path: path.clone(),
+                        backup: backup.clone(),
+                    },
+                )?;
+                fsops::move_path(&host, &backup)?;
+                fault::point(&format!("after moving {path}"))?;
+                self.journal.set_state(seq, EntryState::Done)?;
+            }
+            Action::DeleteLink { name } => match node::link_state(self.runner, name) {
+                LinkState::Absent => return Ok(Some(format!("{name} does not exist"))),
+                LinkState::Unknown(why) => bail!("could not query link {name}: {why}"),
+                LinkState::Present(spec) => {
+                    let seq = self.journal.intent(
+                        id,
+                        Undo::Link {
+                            name: name.clone(),
+                            prior: Some(spec),
+                        },
+                    )?;
+                    self.runner.check(Tool::Ip, &args(&["link", "del", name]))?;
+                    self.journal.set_state(seq, EntryState::Done)?;
+                }
+            },
+            Action::MakeShared => {
+                if let node::MountState::Mounted { shared: true, .. } = node::bpffs_state(self.root)
+                {
+                    return Ok(Some("/sys/fs/bpf is already shared".into()));
+                }
+                let seq = self.journal.intent(
+                    id,
+                    Undo::MadeShared {
+                        path: node::BPFFS.into(),
+                    },
+                )?;
+                self.runner
+                    .check(Tool::Mount, &args(&["--make-shared", node::BPFFS]))?;
+                self.journal.set_state(seq, EntryState::Done)?;
+            }
+            Action::EnableUnit { unit } => {
+                let active = self
+                    .runner
+                    .run(Tool::Systemctl, &args(&["is-active", "--quiet", unit]))?
+                    .success();
+                let enabled = self
+                    .runner
+                    .run(Tool::Systemctl, &args(&["is-enabled", "--quiet", unit]))?
+                    .success();
+                if active && enabled {
+                    return Ok(Some(format!("{unit} is enabled and active")));
+                }
+                let seq = self.journal.intent(
+                    id,
+                    Undo::Enabled {
+                        unit: unit.clone(),
+                        was_active: active,
+                    },
+                )?;
+                self.runner
+                    .check(Tool::Systemctl, &args(&["enable", "--now", unit]))?;
+                self.journal.set_state(seq, EntryState::Done)?;
+            }
+            Action::DaemonReload => {
+                let seq = self.journal.intent(id, Undo::DaemonReload)?;
+                self.runner
+                    .check(Tool::Systemctl, &args(&["daemon-reload"]))?;
+                self.journal.set_state(seq, EntryState::Done)?;
+            }
+            Action::Service { unit, verb } => {
+                if let super::StepState::Done(why) = &step.state {
+                    return Ok(Some(why.clone()));
+                }
+                let seq = self
+                    .journal
+                    .intent(id, Undo::Restart { unit: unit.clone() })?;
+                self.runner.check(Tool::Systemctl, &args(&[verb, unit]))?;
+                self.journal.set_state(seq, EntryState::Done)?;
+            }
+            Action::Guard { paths, links } => {
+                for path in paths {
+                    let path = node::resolve(self.root, path);
+                    self.ensure_parents(id, &path, false)?;
+                    let seq = self.journal.next_seq();
+                    let backup = self.journal.backup_path(seq, &file_name(&path));
+                    let prior = fsops::capture(&self.host(&path), &backup)?;
+                    let seq = self.journal.intent(id, Undo::Path { path, prior })?;
+                    self.journal.set_state(seq, EntryState::Done)?;
+                }
+                for name in links {
+                    let prior = match node::link_state(self.runner, name) {
+                        LinkState::Absent => None,
+                        LinkState::Present(spec) => Some(spec),
+                        LinkState::Unknown(why) => bail!("could not query link {name}: {why}"),
+                    };
+                    let seq = self.journal.intent(
+                        id,
+                        Undo::Link {
+                            name: name.clone(),
+                            prior,
+                        },
+                    )?;
+                    self.journal.set_state(seq, EntryState::Done)?;
+                }
+            }
+            Action::CheckCniPaths { expect } => {
+                let path = self.host(node::CONTAINERD_CONFIG);
+                let Some(now) = node::read_containerd_cni(&path)? else {
+                    return Ok(Some(format!(
+                        "{} has no CNI section; containerd uses its defaults",
+                        path.display()
+                    )));
+                };
+                let now_bin = node::versionless(&now.bin_dir);
+                if now_bin != expect.bin_dir || now.conf_dir != expect.conf_dir {
+                    bail!(
+                        "after the restart containerd uses bin_dir {} and conf_dir {} ({}), but the values \
+                         were made for {} and {}: re-run `preflight plan` and check config.toml(.tmpl)",
+                        now.bin_dir,
+                        now.conf_dir,
+                        path.display(),
+                        expect.bin_dir,
+                        expect.conf_dir
+                    );
+                }
+            }
+            Action::Helm {
+                release,
+                namespace,
+                version,
+                args: helm_args,
+                values,
+            } => {
+                let kube = kube_args_of(helm_args);
+                let mut status_args = args(&["status", release, "-n", namespace, "-o", "json"]);
+                status_args.extend(kube.clone());
+                let status = self.runner.run(Tool::Helm, &status_args)?;
+                let prior_revision = if status.success() {
+                    let v: serde_json::Value = serde_json::from_str(&status.stdout)
+                        .context("reading `helm status -o json`")?;
+                    let deployed = v["info"]["status"] == "deployed"
+                        && v["chart"]["metadata"]["version"] == version.as_str();
+                    if deployed {
+                        let mut get =
+                            args(&["get", "values", release, "-n", namespace, "-o", "json"]);
+                        get.extend(kube.clone());
+                        let got = self.runner.run(Tool::Helm, &get)?;
+                        let want = serde_json::to_value(values)?;
+                        if got.success()
+                            && serde_json::from_str::<serde_json::Value>(&got.stdout).ok()
+                                == Some(want)
+                        {
+                            return Ok(Some(format!(
+                                "release {release} {version} is deployed with these values"
+                            )));
+                        }
+                    }
+                    v["version"].as_u64()
+                } else if status.stderr.contains("not found") {
+                    None
+                } else {
+                    bail!("helm status {release} failed: {}", status.stderr.trim());
+                };
+                let seq = self.journal.intent(
+                    id,
+                    Undo::Helm {
+                        release: release.clone(),
+                        namespace: namespace.clone(),
+                        prior_revision,
+                        extra_args: kube,
+                    },
+                )?;
+                self.runner.check(Tool::Helm, helm_args)?;
+                self.journal.set_state(seq, EntryState::Done)?;
+            }
+            Action::Kubectl { args: kargs, check } => {
+                let out = self.runner.run(Tool::Kubectl, kargs)?;
+                if !out.success() {
+                    bail!(
+                        "{} exited {:?}: {}{}",
+                        self.runner.display(Tool::Kubectl, kargs),
+                        out.code,
+                        out.stderr.trim(),
+                        if out.stdout.trim().is_empty() {
+                            String::new()
+                        } else {
+                            format!("\n{}", out.stdout.trim())
+                        }
+                    );
+                }
+                if *check == PostCheck::PodsHaveIps {
+                    let missing: Vec<&str> = out
+                        .stdout
+                        .lines()
+                        .filter(|l| {
+                            let f: Vec<&str> = l.split_whitespace().collect();
+                            f.get(1) == Some(&"Running") && f.len() < 3
+                        })
+                        .collect();
+                    if !missing.is_empty() {
+                        bail!("running pods without an IP: {}", missing.join(", "));
+                    }
+                }
+            }
+            Action::Modprobe { module } => {
+                if super::fallback::module_loaded(self.root, module) {
+                    return Ok(Some(format!("{module} is loaded")));
+                }
+                let seq = self.journal.intent(
+                    id,
+                    Undo::Module {
+                        name: module.clone(),
+                    },
+                )?;
+                self.runner.check(Tool::Modprobe, &args(&[module]))?;
+                self.journal.set_state(seq, EntryState::Done)?;
+            }
+            Action::Sysctl { key, value } => {
+                let proc = self.root.join("proc/sys").join(key.replace('.', "/"));
+                // A key can be missing until its module loads (net.bridge.* with br_netfilter):
+                // then there is no old value to restore, and unloading the module removes it.
+                let prior = std::fs::read_to_string(&proc)
+                    .ok()
+                    .map(|s| s.trim().to_string());
+                if prior.as_deref() == Some(value.as_str()) {
+                    return Ok(Some(format!("{key} is {value}")));
+                }
+                let seq = self.journal.intent(
+                    id,
+                    Undo::Sysctl {
+                        key: key.clone(),
+                        prior,
+                    },
+                )?;
+                self.runner
+                    .check(Tool::Sysctl, &args(&["-w", &format!("{key}={value}")]))?;
+                self.journal.set_state(seq, EntryState::Done)?;
+            }
+            Action::Firewall {
+                add_args,
+                remove_args,
+            } => {
+                let seq = self.journal.intent(
+                    id,
+                    Undo::Firewall {
+                        remove_args: remove_args.clone(),
+                    },
+                )?;
+                self.runner.check(Tool::FirewallCmd, add_args)?;
+                self.journal.set_state(seq, EntryState::Done)?;
+            }
+            Action::Advice => return Ok(Some("advice only".into())),
+        }
+        Ok(None)
+    }
+}
+
+fn kube_args_of(helm_args: &[String]) -> Vec<String> {
+    helm_args
+        .windows(2)
+        .find(|w| w[0] == "--kubeconfig")
+        .map(|w| w.to_vec())
+        .unwrap_or_default()
+}
+
+fn file_name(node_path: &str) -> String {
+    Path::new(node_path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "root".into())
+}
+
+fn on_bpffs(path: &Path) -> bool {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
+}
+
+/// What a rollback did.
+#[derive(Debug, Default)]
+pub struct RollbackReport {
+    pub undone: Vec<String>,
+    pub failed: Vec<String>,
+    pub nothing_to_do: bool,
+}
+
+/// Undo every journaled change, newest first; then reload systemd, restart services, remove
+/// the journal. Idempotent, and finishes the job after a crash of install or of itself.
+pub fn rollback(root: &Path, runner: &Runner) -> anyhow::Result<RollbackReport> {
+    let mut report = RollbackReport::default();
+    let Some(mut journal) = Journal::load(root)? else {
+        super::journal::clean_empty_state_dirs(root, &[])?;
+        report.nothing_to_do = true;
+        return Ok(report);
+    };
+    journal.set_status(Status::RollingBack)?;
+    let entries = journal.file.entries.clone();
+    for e in entries.iter().rev() {
+        if e.state == EntryState::Undone {
+            continue;
+        }
+        match undo(root, runner, &e.undo) {
+            Ok(Some(what)) => {
+                report
+                    .undone
+                    .push(format!("{} ({}): {what}", e.step, e.seq));
+                journal.set_state(e.seq, EntryState::Undone)?;
+            }
+            Ok(None) => journal.set_state(e.seq, EntryState::Undone)?,
+            Err(err) => report
+                .failed
+                .push(format!("{} ({}): {err:#}", e.step, e.seq)),
+        }
+        fault::point(&format!("after undoing entry {}", e.seq))?;
+    }
+    // Deferred until every file is back; run on every pass so a crash cannot lose them.
+    if entries.iter().any(|e| matches!(e.undo, Undo::DaemonReload))
+        && let Err(err) = runner.check(Tool::Systemctl, &args(&["daemon-reload"]))
+    {
+        report
+            .failed
+            .push(format!("systemctl daemon-reload: {err:#}"));
+    }
+    let mut units: Vec<&str> = Vec::new();
+    for e in &entries {
+        if let Undo::Restart { unit } = &e.undo
+            && !units.contains(&unit.as_str())
+        {
+            units.push(unit);
+        }
+    }
+    for unit in units {
+        match runner.check(Tool::Systemctl, &args(&["restart", unit])) {
+            Ok(_) => report
+                .undone
+                .push(format!("restarted {unit} with its restored config")),
+            Err(err) => report
+                .failed
+                .push(format!("systemctl restart {unit}: {err:#}")),
+        }
+    }
+    if report.failed.is_empty() {
+        journal.remove()?;
+    }
+    Ok(report)
+}
+
+fn host(root: &Path, node_path: &str) -> std::path::PathBuf {
+    root.join(node_path.trim_start_matches('/'))
+}
+
+/// One undo. Ok(Some(description)) when something was changed back.
+fn undo(root: &Path, runner: &Runner, u: &Undo) -> anyhow::Result<Option<String>> {
+    Ok(match u {
+        Undo::Path { path, prior } => {
+            fsops::restore(&host(root, path), prior)?;
+            Some(format!("{path} restored ({})", prior_label(prior)))
+        }
+        Undo::Moved { path, backup } => {
+            let h = host(root, path);
+            let _ = fsops::remove_if_present(&fsops::tmp_sibling(backup));
+            let _ = fsops::remove_if_present(&fsops::tmp_sibling(&h));
+            if fsops::exists(backup) {
+                // Whatever was written in its place since (a new agent's header) goes.
+                fsops::remove_if_present(&h)?;
+                fsops::move_path(backup, &h)?;
+                Some(format!("{path} moved back"))
+            } else {
+                None
+            }
+        }
+        Undo::Link { name, prior } => match (node::link_state(runner, name), prior) {
+            (LinkState::Unknown(why), _) => bail!("could not query link {name}: {why}"),
+            (LinkState::Present(_), None) => {
+                runner.check(Tool::Ip, &args(&["link", "del", name]))?;
+                Some(format!("link {name} deleted (it did not exist before)"))
+            }
+            (LinkState::Absent, Some(spec)) => {
+                for cmd in recreate_link(spec) {
+                    runner.check(Tool::Ip, &cmd)?;
+                }
+                Some(format!("link {name} recreated"))
+            }
+            _ => None,
+        },
+        Undo::MadeShared { path } => {
+            runner.check(Tool::Mount, &args(&["--make-private", path]))?;
+            Some(format!("{path} private again"))
+        }
+        Undo::Enabled { unit, was_active } => {
+            let mut a = args(&["disable"]);
+            if !was_active {
+                a.push("--now".into());
+            }
+            a.push(unit.clone());
+            runner.check(Tool::Systemctl, &a)?;
+            Some(format!("{unit} disabled"))
+        }
+        Undo::DaemonReload | Undo::Restart { .. } | Undo::Nothing => None,
+        Undo::Helm {
+            release,
+            namespace,
+            prior_revision,
+            extra_args,
+        } => {
+            let mut status = args(&["status", release, "-n", namespace]);
+            status.extend(extra_args.iter().cloned());
+            let present = runner.run(Tool::Helm, &status)?.success();
+            let mut a = match (prior_revision, present) {
+                (None, false) => return Ok(None),
+                (None, true) => args(&["uninstall", release, "-n", namespace, "--wait"]),
+                (Some(rev), _) => args(&[
+                    "rollback",
+                    release,
+                    &rev.to_string(),
+                    "-n",
+                    namespace,
+                    "--wait",
+                ]),
+            };
+            a.extend(extra_args.iter().cloned());
+            runner.check(Tool::Helm, &a)?;
+            Some(format!(
+                "helm release {namespace}/{release} {}",
+                if prior_revision.is_some() {
+                    "rolled back"
+                } else {
+                    "uninstalled"
+                }
+            ))
+        }
+        Undo::Module { name } => {
+            runner.check(Tool::Modprobe, &args(&["-r", name]))?;
+            Some(format!("module {name} unloaded"))
+        }
+        Undo::Sysctl {
+            key,
+            prior: Some(prior),
+        } => {
+            runner.check(Tool::Sysctl, &args(&["-w", &format!("{key}={prior}")]))?;
+            Some(format!("{key} = {prior} again"))
+        }
+        Undo::Sysctl { prior: None, .. } => None,
+        Undo::Firewall { remove_args } => {
+            runner.check(Tool::FirewallCmd, remove_args)?;
+            runner.check(Tool::FirewallCmd, &args(&["--reload"]))?;
+            Some(format!("firewall-cmd {}", remove_args.join(" ")))
+        }
+    })
+}
+
+fn prior_label(p: &fsops::Prior) -> &'static str {
+    match p {
+        fsops::Prior::Absent => "absent",
+        fsops::Prior::File { .. } => "content, mode, owner",
+        fsops::Prior::Symlink { .. } => "symlink",
+        fsops::Prior::Dir { .. } => "directory",
+    }
+}
+
+/// `ip` argument vectors that recreate a deleted link as it was.
+pub fn recreate_link(l: &LinkSpec) -> Vec<Vec<String>> {
+    let mut add = args(&["link", "add", &l.name]);
+    if let Some(a) = &l.address {
+        add.extend(args(&["address", a]));
+    }
+    if let Some(m) = l.mtu {
+        add.extend(args(&["mtu", &m.to_string()]));
+    }
+    match l.kind.as_deref() {
+        Some("vxlan") => {
+            add.extend(args(&[
+                "type",
+                "vxlan",
+                "id",
+                &l.vxlan_id.unwrap_or(1).to_string(),
+            ]));
+            if let Some(local) = &l.vxlan_local {
+                add.extend(args(&["local", local]));
+            }
+            if let Some(dev) = &l.vxlan_dev {
+                add.extend(args(&["dev", dev]));
+            }
+            add.extend(args(&[
+                "dstport",
+                &l.vxlan_port.unwrap_or(8472).to_string(),
+                "nolearning",
+            ]));
+        }
+        Some(kind) => add.extend(args(&["type", kind])),
+        None => {}
+    }
+    let mut cmds = vec![add];
+    for a in &l.addresses {
+        cmds.push(args(&["addr", "add", a, "dev", &l.name]));
+    }
+    if l.up {
+        cmds.push(args(&["link", "set", &l.name, "up"]));
+    }
+    cmds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recreates_flannel_vxlan_with_its_settings() {
+        let l = LinkSpec {
+            name: "flannel.1".into(),
+            kind: Some("vxlan".into()),
+            mtu: Some(1450),
+            address: Some("aa:bb:cc:dd:ee:ff".into()),
+            vxlan_id: Some(1),
+            vxlan_local: Some("10.0.0.5".into()),
+            vxlan_dev: Some("eth0".into()),
+            vxlan_port: Some(8472),
+            addresses: vec!["10.42.0.0/32".into()],
+            up: true,
+        };
+        let cmds = recreate_link(&l);
+        assert_eq!(
+            cmds[0].join(" "),
+            "link add flannel.1 address aa:bb:cc:dd:ee:ff mtu 1450 type vxlan id 1 local 10.0.0.5 dev eth0 dstport 8472 nolearning"
+        );
+        assert_eq!(cmds[1].join(" "), "addr add 10.42.0.0/32 dev flannel.1");
+        assert_eq!(cmds[2].join(" "), "link set flannel.1 up");
+    }
+}

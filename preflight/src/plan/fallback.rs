@@ -1,0 +1,255 @@
+//! `preflight fallback flannel`: give the node back to flannel and harden it the way flannel
+//! needs: kernel modules, sysctls, NetworkManager kept off the CNI links, firewalld open for
+//! VXLAN, plus advice on the iptables backend and the flannel version.
+use std::{fs, path::Path};
+
+use super::{
+    Action, Plan, Step, StepState,
+    node::{self, NodeState},
+};
+
+pub const MODULES: [&str; 4] = ["br_netfilter", "overlay", "nf_conntrack", "vxlan"];
+pub const MODULES_FILE: &str = "/etc/modules-load.d/90-preflight-flannel.conf";
+pub const SYSCTL_FILE: &str = "/etc/sysctl.d/90-preflight-flannel.conf";
+pub const NM_FILE: &str = "/etc/NetworkManager/conf.d/90-preflight-flannel.conf";
+pub const SYSCTLS: [(&str, &str); 3] = [
+    ("net.bridge.bridge-nf-call-iptables", "1"),
+    ("net.bridge.bridge-nf-call-ip6tables", "1"),
+    ("net.ipv4.ip_forward", "1"),
+];
+
+/// Loaded, or built into the kernel (`/sys/module/NAME`, /proc/modules, modules.builtin).
+pub fn module_loaded(root: &Path, name: &str) -> bool {
+    if root.join("sys/module").join(name).exists() {
+        return true;
+    }
+    let in_proc = fs::read_to_string(root.join("proc/modules"))
+        .is_ok_and(|t| t.lines().any(|l| l.split_whitespace().next() == Some(name)));
+    if in_proc {
+        return true;
+    }
+    let release = fs::read_to_string(root.join("proc/sys/kernel/osrelease")).unwrap_or_default();
+    fs::read_to_string(
+        root.join("lib/modules")
+            .join(release.trim())
+            .join("modules.builtin"),
+    )
+    .is_ok_and(|t| t.lines().any(|l| l.ends_with(&format!("/{name}.ko"))))
+}
+
+/// The hardening steps for a node that runs flannel (after the install journal, if any, has
+/// been rolled back: that already restored the conflists and removed the drop-in).
+pub fn build(node: &NodeState, restart_unit: Option<&str>) -> Plan {
+    let mut steps = Vec::new();
+    let mut notes = Vec::new();
+    let root = &node.root;
+
+    // Without a journal, a drop-in of ours may still be there (written by hand from `plan`).
+    if node.k3s.as_ref().is_some_and(|k| k.drop_in.is_some()) {
+        steps.push(
+            Step::new(
+                "k3s.drop-in.remove",
+                format!("Move aside {}", node::DROP_IN),
+                Action::MoveAside {
+                    path: node::DROP_IN.into(),
+                },
+            )
+            .changes("the Cilium drop-in leaves config.yaml.d (kept in the journal backup)")
+            .why("k3s must run flannel again")
+            .undo("moved back"),
+        );
+    }
+    let modules: String = MODULES.iter().map(|m| format!("{m}\n")).collect();
+    steps.push(
+        Step::new("modules.persist", format!("Write {MODULES_FILE}"), Action::WriteFile {
+            path: MODULES_FILE.into(),
+            content: format!("# Written by preflight: modules flannel (VXLAN) needs at boot.\n{modules}"),
+            mode: 0o644,
+        })
+        .changes(format!("new file {MODULES_FILE}"))
+        .why("br_netfilter (bridged pod traffic through iptables), overlay (containerd), nf_conntrack \
+              (Service NAT) and vxlan (flannel.1) must be there after a reboot")
+        .undo("removed"),
+    );
+    for m in MODULES {
+        let loaded = module_loaded(root, m);
+        steps.push(
+            Step::new(
+                format!("modules.load:{m}"),
+                format!("Load module {m}"),
+                Action::Modprobe { module: m.into() },
+            )
+            .changes(format!("kernel module {m} loaded"))
+            .why("needed now, not only after the next boot")
+            .undo(format!("modprobe -r {m}"))
+            .state(if loaded {
+                StepState::Done(format!("{m} is loaded or built in"))
+            } else {
+                StepState::Todo
+            }),
+        );
+    }
+    let sysctls: String = SYSCTLS
+        .iter()
+        .map(|(k, v)| format!("{k} = {v}\n"))
+        .collect();
+    steps.push(
+        Step::new("sysctl.persist", format!("Write {SYSCTL_FILE}"), Action::WriteFile {
+            path: SYSCTL_FILE.into(),
+            content: format!("# Written by preflight for flannel.\n{sysctls}"),
+            mode: 0o644,
+        })
+        .changes(format!("new file {SYSCTL_FILE}"))
+        .why("bridged pod traffic must pass iptables (kube-proxy Services) and the node must forward")
+        .undo("removed"),
+    );
+    for (k, v) in SYSCTLS {
+        steps.push(
+            Step::new(
+                format!("sysctl.set:{k}"),
+                format!("sysctl {k}={v}"),
+                Action::Sysctl {
+                    key: k.into(),
+                    value: v.into(),
+                },
+            )
+            .changes(format!("{k} set to {v} now"))
+            .why("the file applies at boot; this applies it now")
+            .undo("set back to the journaled value"),
+        );
+    }
+    if node.host("/etc/NetworkManager").is_dir() {
+        steps.push(
+            Step::new("nm.unmanaged", format!("Write {NM_FILE}"), Action::WriteFile {
+                path: NM_FILE.into(),
+                content: "# Written by preflight: NetworkManager must not touch CNI links.\n[keyfile]\n\
+                          unmanaged-devices=interface-name:cni*;interface-name:flannel*;interface-name:veth*\n"
+                    .into(),
+                mode: 0o644,
+            })
+            .changes(format!("new file {NM_FILE}"))
+            .why("NetworkManager otherwise takes over cni0/flannel.1/veth* and strips their routes")
+            .undo("removed"),
+        );
+        steps.push(
+            Step::new(
+                "nm.reload",
+                "systemctl reload NetworkManager",
+                Action::Service {
+                    unit: "NetworkManager".into(),
+                    verb: "reload".into(),
+                },
+            )
+            .changes("NetworkManager rereads its configuration")
+            .why("the unmanaged-devices setting takes effect without a restart")
+            .undo("reloaded (restarted) again after the file is removed"),
+        );
+    } else {
+        notes.push("NetworkManager is not installed: no unmanaged-devices setting needed".into());
+    }
+    let cidr = node
+        .k3s
+        .as_ref()
+        .map(|k| k.cluster_cidr.clone())
+        .unwrap_or_else(|| "10.42.0.0/16".into());
+    if node.host("/etc/firewalld").is_dir() {
+        for (what, add, remove) in [
+            (
+                "VXLAN 8472/udp",
+                vec!["--permanent".to_string(), "--add-port=8472/udp".into()],
+                vec!["--permanent".to_string(), "--remove-port=8472/udp".into()],
+            ),
+            (
+                "pod CIDR as trusted source",
+                vec![
+                    "--permanent".into(),
+                    "--zone=trusted".into(),
+                    format!("--add-source={cidr}"),
+                ],
+                vec![
+                    "--permanent".into(),
+                    "--zone=trusted".into(),
+                    format!("--remove-source={cidr}"),
+                ],
+            ),
+        ] {
+            steps.push(
+                Step::new(format!("firewalld:{what}"), format!("firewalld: allow {what}"), Action::Firewall { add_args: add, remove_args: remove })
+                    .changes(format!("permanent firewalld rule: {what}"))
+                    .why("flannel's VXLAN between nodes and traffic from pods must pass the host firewall")
+                    .undo("the rule is removed and firewalld reloaded"),
+            );
+        }
+        steps.push(
+            Step::new(
+                "firewalld.reload",
+                "firewall-cmd --reload",
+                Action::Firewall {
+                    add_args: vec!["--reload".into()],
+                    remove_args: vec!["--reload".into()],
+                },
+            )
+            .changes("firewalld applies its permanent rules")
+            .why("permanent rules apply only after a reload")
+            .undo("reloaded again"),
+        );
+    } else {
+        notes.push(format!(
+            "firewalld is not installed: nothing to open. If another firewall filters this node, \
+             allow UDP 8472 between nodes and traffic from the pod CIDR {cidr}"
+        ));
+    }
+    notes.push(iptables_advice(root));
+    notes.push(
+        "flannel version: on an nftables node use flannel ≥ 0.27 (nftables-aware) with \
+         \"EnableNFTables\": true in net-conf.json, matching the backend above; k3s bundles \
+         flannel, so this means a k3s release that ships flannel ≥ 0.27 (k3s ≥ 1.31 era); \
+         with the iptables-legacy backend keep EnableNFTables false"
+            .into(),
+    );
+    if let Some(unit) = restart_unit {
+        steps.push(
+            Step::new(
+                "k3s.restart",
+                format!("systemctl restart {unit}"),
+                Action::Service {
+                    unit: unit.into(),
+                    verb: "restart".into(),
+                },
+            )
+            .changes(format!("{unit} restarts with flannel"))
+            .why("k3s reads its config only at start")
+            .undo("restarted again"),
+        );
+    }
+    Plan {
+        title: format!("Fall back to flannel on {} and harden it", root.display()),
+        steps,
+        notes,
+        values: None,
+    }
+}
+
+/// Which iptables the node uses (Debian alternatives) and what flannel must match.
+fn iptables_advice(root: &Path) -> String {
+    let alt = fs::read_link(root.join("etc/alternatives/iptables")).ok();
+    match alt
+        .as_ref()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+    {
+        Some(n) if n.contains("nft") => format!(
+            "iptables backend: nft ({n}); kube-proxy, flannel and k3s's bundled iptables must all \
+             use nft (k3s: --prefer-bundled-bin only if the bundled one is nft too)"
+        ),
+        Some(n) if n.contains("legacy") => format!(
+            "iptables backend: legacy ({n}); keep every component on legacy, and do not mix with \
+             nftables rules (two backends make Service traffic vanish)"
+        ),
+        _ => {
+            "iptables backend: could not tell (no /etc/alternatives/iptables); check `iptables -V` \
+              says the same (nf_tables or legacy) as the iptables k3s uses"
+                .into()
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! The write-ahead journal: before each change, what is needed to undo it is written to
+//! `<root>/var/lib/preflight/journal/journal.json` atomically (temp file, fsync, rename, fsync
+//! of the directory). A crash at any point leaves either the old or the new journal, and the
+//! journal always covers every change that may have happened, so `rollback` can finish the job.
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+use super::{fault, fsops, fsops::Prior};
+
+pub const JOURNAL_DIR: &str = "/var/lib/preflight/journal";
+const FORMAT_VERSION: u32 = 1;
+
+/// A network link as `ip -d -j addr show` described it: enough to recreate it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinkSpec {
+    pub name: String,
+    pub kind: Option<String>,
+    pub mtu: Option<u64>,
+    pub address: Option<String>,
+    /// vxlan: id, local address, parent device, UDP port.
+    pub vxlan_id: Option<u64>,
+    pub vxlan_local: Option<String>,
+    pub vxlan_dev: Option<String>,
+    pub vxlan_port: Option<u64>,
+    /// Addresses in CIDR form.
+    pub addresses: Vec<String>,
+    pub up: bool,
+}
+
+/// How to undo one change. Every undo is idempotent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "undo", rename_all = "snake_case")]
+pub enum Undo {
+    /// Put a path (node path, e.g. `/etc/...`) back to what it was.
+    Path { path: String, prior: Prior },
+    /// A path moved aside to `backup` (a host path): move it back.
+    Moved { path: String, backup: PathBuf },
+    /// A link deleted (prior = its description) or one that did not exist (prior = None:
+    /// delete it if something created it).
+    Link {
+        name: String,
+        prior: Option<LinkSpec>,
+    },
+    /// `mount --make-shared` on a mount that was private.
+    MadeShared { path: String },
+    /// `systemctl enable --now` of a unit that was not enabled.
+    Enabled { unit: String, was_active: bool },
+    /// Files under systemd's control changed: `systemctl daemon-reload` after the files are back.
+    DaemonReload,
+    /// A service was restarted: restart it again once everything else is restored.
+    Restart { unit: String },
+    /// `helm upgrade --install`: uninstall, or roll back to the revision that was there.
+    Helm {
+        release: String,
+        namespace: String,
+        prior_revision: Option<u64>,
+        extra_args: Vec<String>,
+    },
+    /// A kernel module loaded that was not loaded.
+    Module { name: String },
+    /// A sysctl changed at runtime from `prior` (None: the key did not exist yet).
+    Sysctl { key: String, prior: Option<String> },
+    /// A firewalld rule added: the arguments that remove it again.
+    Firewall { remove_args: Vec<String> },
+    /// Nothing changed on the node (a wait, a check).
+    Nothing,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryState {
+    /// Written before the change: it may or may not have happened.
+    Intent,
+    Done,
+    Undone,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub seq: u32,
+    /// The plan step this change belongs to.
+    pub step: String,
+    pub undo: Undo,
+    pub state: EntryState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Changes are being made (or the run crashed): rollback is the way out.
+    InProgress,
+    /// The run finished; rollback still undoes it.
+    Complete,
+    RollingBack,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalFile {
+    pub version: u32,
+    pub status: Status,
+    /// What made the changes: "install", "fallback-flannel".
+    pub runs: Vec<String>,
+    /// State directories preflight created (node paths), removed once everything is undone.
+    pub created_dirs: Vec<String>,
+    pub entries: Vec<Entry>,
+}
+
+pub struct Journal {
+    root: PathBuf,
+    dir: PathBuf,
+    pub file: JournalFile,
+}
+
+impl Journal {
+    pub fn dir_for(root: &Path) -> PathBuf {
+        root.join(JOURNAL_DIR.trim_start_matches('/'))
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join("journal.json")
+    }
+
+    /// Load the journal of `root`, if any. A corrupt journal is an error naming the file.
+    pub fn load(root: &Path) -> anyhow::Result<Option<Self>> {
+        let dir = Self::dir_for(root);
+        let path = dir.join("journal.json");
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let file: JournalFile = serde_json::from_str(&text).map_err(|e| {
+            anyhow::anyhow!("{}:{}: corrupt journal: {e}", path.display(), e.line())
+        })?;
+        if file.version != FORMAT_VERSION {
+            bail!(
+                "{}: journal format {} (this preflight reads {FORMAT_VERSION})",
+                path.display(),
+                file.version
+            );
+        }
+        Ok(Some(Self {
+            root: root.to_path_buf(),
+            dir,
+            file,
+        }))
+    }
+
+    /// Open the journal for a new run: continue a complete one (its changes stay undoable),
+    /// refuse an interrupted one (roll it back first).
+    pub fn begin(root: &Path, run: &str) -> anyhow::Result<Self> {
+        if let Some(mut j) = Self::load(root)? {
+            if j.file.status != Status::Complete {
+                bail!(
+                    "{}: an earlier run was interrupted ({:?}); run `preflight rollback --root {}` first",
+                    j.path().display(),
+                    j.file.status,
+                    root.display()
+                );
+            }
+            j.file.status = Status::InProgress;
+            j.file.runs.push(run.to_string());
+            j.persist()?;
+            return Ok(j);
+        }
+        let dir = Self::dir_for(root);
+        let mut created = Vec::new();
+        let mut node_path = PathBuf::from("/");
+        for part in Path::new(JOURNAL_DIR).components().skip(1) {
+            node_path.push(part);
+            let host = root.join(node_path.strip_prefix("/").unwrap_or(&node_path));
+            if !fsops::exists(&host) {
+                fs::create_dir(&host)
+                    .with_context(|| format!("creating the state directory {}", host.display()))?;
+                created.push(node_path.display().to_string());
+            }
+        }
+        fs::create_dir_all(dir.join("backup"))?;
+        let j = Self {
+            root: root.to_path_buf(),
+            dir,
+            file: JournalFile {
+                version: FORMAT_VERSION,
+                status: Status::InProgress,
+                runs: vec![run.to_string()],
+                created_dirs: created,
+                entries: Vec::new(),
+            },
+        };
+        if let Err(e) = j.persist() {
+            // Nothing was changed yet: leave no state dir behind.
+            let _ = clean_empty_state_dirs(root, &j.file.created_dirs);
+            return Err(e);
+        }
+        Ok(j)
+    }
+
+    /// Where a backup for entry `seq` goes.
+    pub fn backup_path(&self, seq: u32, name: &str) -> PathBuf {
+        self.dir.join("backup").join(format!("{seq:04}-{name}"))
+    }
+
+    pub fn next_seq(&self) -> u32 {
+        self.file.entries.iter().map(|e| e.seq).max().unwrap_or(0) + 1
+    }
+
+    pub fn host_path(&self, node_path: &str) -> PathBuf {
+        self.root.join(node_path.trim_start_matches('/'))
+    }
+
+    /// Write-ahead: record `undo` before the change is made.
+    pub fn intent(&mut self, step: &str, undo: Undo) -> anyhow::Result<u32> {
+        let seq = self.next_seq();
+        self.file.entries.push(Entry {
+            seq,
+            step: step.to_string(),
+            undo,
+            state: EntryState::Intent,
+        });
+        self.persist()?;
+        fault::point(&format!("after journaling entry {seq} of {step}"))?;
+        Ok(seq)
+    }
+
+    pub fn set_state(&mut self, seq: u32, state: EntryState) -> anyhow::Result<()> {
+        if let Some(e) = self.file.entries.iter_mut().find(|e| e.seq == seq) {
+            e.state = state;
+        }
+        self.persist()
+    }
+
+    pub fn set_status(&mut self, status: Status) -> anyhow::Result<()> {
+        self.file.status = status;
+        self.persist()
+    }
+
+    pub fn persist(&self) -> anyhow::Result<()> {
+        let text = serde_json::to_vec_pretty(&self.file)?;
+        fsops::write_atomic(&self.path(), &text, 0o600, None)
+            .with_context(|| format!("writing the journal {}", self.path().display()))
+    }
+
+    /// Everything is undone: remove the journal, its backups and the state dirs it created.
+    /// journal.json goes last, so a crash here leaves a journal that a re-run finishes.
+    pub fn remove(self) -> anyhow::Result<()> {
+        fsops::remove_if_present(&self.dir.join("backup"))?;
+        fault::point("removing the journal")?;
+        fs::remove_file(self.path())?;
+        fsops::sync_parent(&self.path())?;
+        clean_empty_state_dirs(&self.root, &self.file.created_dirs)
+    }
+}
+
+/// Remove the state dirs a finished rollback left (also called when a crash came between the
+/// journal's removal and theirs). `created` names the dirs preflight made; its own journal dir
+/// is always removed when empty.
+pub fn clean_empty_state_dirs(root: &Path, created: &[String]) -> anyhow::Result<()> {
+    let dir = Journal::dir_for(root);
+    let _ = fs::remove_file(fsops::tmp_sibling(&dir.join("journal.json")));
+    let _ = fs::remove_dir(dir.join("backup"));
+    let _ = fs::remove_dir(&dir);
+    // Only preflight uses /var/lib/preflight: once empty it goes, even when a crash lost the
+    // record of whether we created it.
+    let _ = fs::remove_dir(root.join("var/lib/preflight"));
+    for node_path in created.iter().rev() {
+        let host = root.join(node_path.trim_start_matches('/'));
+        let _ = fs::remove_dir(&host);
+    }
+    Ok(())
+}

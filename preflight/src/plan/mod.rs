@@ -1,0 +1,853 @@
+//! Migration plan: the ordered, idempotent steps that take a k3s node from flannel to Cilium,
+//! each saying what it changes, why, and how it is undone; the executor that carries them out
+//! under a write-ahead journal; rollback; and the flannel fallback.
+//!
+//! Files are changed directly under the root prefix; everything on the running system (links,
+//! mounts, services, Helm, Kubernetes) goes through [`runner::Runner`].
+pub mod cmd;
+pub mod exec;
+pub mod fallback;
+pub mod fault;
+pub mod fsops;
+pub mod gitops;
+pub mod journal;
+pub mod node;
+pub mod runner;
+
+use std::{fmt::Write as _, path::Path};
+
+use node::{CniPaths, DROP_IN, LinkState, MountState, NodeState};
+
+use crate::target::DEFAULT_CILIUM_VERSION;
+
+pub const VALUES_FILE: &str = "/var/lib/preflight/cilium-values.yaml";
+pub const BPFFS_UNIT_TEXT: &str = "\
+# Written by preflight: bpffs at /sys/fs/bpf, shared, so Cilium's pins survive agent restarts.
+[Unit]
+Description=BPF file system
+Documentation=man:bpf(2)
+DefaultDependencies=no
+Before=local-fs.target umount.target
+After=swap.target
+
+[Mount]
+What=bpffs
+Where=/sys/fs/bpf
+Type=bpf
+Options=rw,nosuid,nodev,noexec,relatime,mode=700
+
+[Install]
+WantedBy=local-fs.target
+";
+
+/// What a step does to the node.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    WriteFile {
+        path: String,
+        content: String,
+        mode: u32,
+    },
+    /// Move into the journal's backup dir (never delete).
+    MoveAside {
+        path: String,
+    },
+    DeleteLink {
+        name: String,
+    },
+    /// `mount --make-shared /sys/fs/bpf`.
+    MakeShared,
+    /// `systemctl enable --now UNIT`.
+    EnableUnit {
+        unit: String,
+    },
+    DaemonReload,
+    /// `systemctl restart|reload UNIT`.
+    Service {
+        unit: String,
+        verb: String,
+    },
+    /// Record the state of paths and links that a later program (k3s, the Cilium agent) will
+    /// write, so that rollback returns them too.
+    Guard {
+        paths: Vec<String>,
+        links: Vec<String>,
+    },
+    /// After k3s restarted: containerd's CNI dirs must be the ones the values name.
+    CheckCniPaths {
+        expect: CniPaths,
+    },
+    Helm {
+        release: String,
+        namespace: String,
+        version: String,
+        args: Vec<String>,
+        values: gitops::CiliumValues,
+    },
+    /// A kubectl command that must exit 0 (waits and post-checks).
+    Kubectl {
+        args: Vec<String>,
+        check: PostCheck,
+    },
+    Modprobe {
+        module: String,
+    },
+    Sysctl {
+        key: String,
+        value: String,
+    },
+    Firewall {
+        add_args: Vec<String>,
+        remove_args: Vec<String>,
+    },
+    /// Nothing to change; advice for the operator.
+    Advice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PostCheck {
+    ExitZero,
+    /// `namespace/name phase podIP` lines: every Running pod has an IP.
+    PodsHaveIps,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepState {
+    Todo,
+    /// Already in the wanted state: running it changes nothing.
+    Done(String),
+    /// Decided when it runs (e.g. a link we could not query).
+    AtRunTime(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub id: String,
+    pub title: String,
+    pub changes: String,
+    pub why: String,
+    pub undo: String,
+    pub action: Action,
+    pub state: StepState,
+    /// Check ids whose failure this step fixes (they do not block `install`).
+    pub fixes: Vec<String>,
+}
+
+impl Step {
+    fn new(id: impl Into<String>, title: impl Into<String>, action: Action) -> Self {
+        Self {
+            id: id.into(),
+            title: title.into(),
+            changes: String::new(),
+            why: String::new(),
+            undo: String::new(),
+            action,
+            state: StepState::Todo,
+            fixes: Vec::new(),
+        }
+    }
+    fn changes(mut self, s: impl Into<String>) -> Self {
+        self.changes = s.into();
+        self
+    }
+    fn why(mut self, s: impl Into<String>) -> Self {
+        self.why = s.into();
+        self
+    }
+    fn undo(mut self, s: impl Into<String>) -> Self {
+        self.undo = s.into();
+        self
+    }
+    fn state(mut self, s: StepState) -> Self {
+        self.state = s;
+        self
+    }
+    fn fixes(mut self, ids: &[&str]) -> Self {
+        self.fixes = ids.iter().map(|s| s.to_string()).collect();
+        self
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub title: String,
+    pub steps: Vec<Step>,
+    /// Things the operator should know that are not steps.
+    pub notes: Vec<String>,
+    pub values: Option<gitops::CiliumValues>,
+}
+
+/// What to migrate to.
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    pub cilium_version: String,
+    pub kube_proxy_replacement: bool,
+    pub k8s_service_host: Option<String>,
+    pub k8s_service_port: u16,
+    pub release: String,
+    pub namespace: String,
+    pub wait_timeout_s: u64,
+    pub dns_check_image: Option<String>,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        Self {
+            cilium_version: DEFAULT_CILIUM_VERSION.into(),
+            kube_proxy_replacement: false,
+            k8s_service_host: None,
+            k8s_service_port: 6443,
+            release: "cilium".into(),
+            namespace: "kube-system".into(),
+            wait_timeout_s: 300,
+            dns_check_image: Some("busybox:1.36".into()),
+        }
+    }
+}
+
+fn file_state(node: &NodeState, path: &str, content: &str) -> StepState {
+    match std::fs::read_to_string(node.host(path)) {
+        Ok(now) if now == content => StepState::Done(format!("{path} already has this content")),
+        _ => StepState::Todo,
+    }
+}
+
+/// The k3s drop-in: only the keys Cilium needs; the user's config.yaml is never rewritten.
+pub fn drop_in_text(opts: &PlanOptions) -> String {
+    let mut s = String::from(
+        "# Written by preflight for the Cilium migration; `preflight rollback` removes it.\n\
+         flannel-backend: none\n\
+         disable-network-policy: true\n",
+    );
+    if opts.kube_proxy_replacement {
+        s.push_str("disable-kube-proxy: true\n");
+    }
+    s
+}
+
+pub fn values_for(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<gitops::CiliumValues> {
+    let cidr = node
+        .k3s
+        .as_ref()
+        .map(|k| k.cluster_cidr.clone())
+        .unwrap_or_else(|| "10.42.0.0/16".into());
+    let (host, port) = if opts.kube_proxy_replacement {
+        let host = match &opts.k8s_service_host {
+            Some(h) => h.clone(),
+            None => {
+                // An agent's config names its server; otherwise the API server is local.
+                let from_server = node
+                    .k3s
+                    .as_ref()
+                    .and_then(|k| k.server.as_deref())
+                    .and_then(|u| {
+                        let rest = u.split("://").nth(1)?;
+                        Some(rest.split([':', '/']).next()?.to_string())
+                    });
+                from_server.ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--kube-proxy-replacement needs the API server address without kube-proxy: \
+                         give --k8s-service-host (the server's node IP)"
+                    )
+                })?
+            }
+        };
+        (Some(host), Some(opts.k8s_service_port))
+    } else {
+        (None, None)
+    };
+    Ok(gitops::CiliumValues {
+        // Always explicit, even when they are the chart's defaults: the file documents which
+        // dirs this node's containerd uses.
+        cni: Some(gitops::CniValues {
+            bin_path: node.cni_after.bin_dir.clone(),
+            conf_path: node.cni_after.conf_dir.clone(),
+        }),
+        ipam: gitops::Ipam {
+            mode: "cluster-pool".into(),
+            operator: gitops::IpamOperator {
+                cluster_pool_ipv4_pod_cidr_list: vec![cidr],
+            },
+        },
+        routing_mode: "tunnel".into(),
+        tunnel_protocol: "vxlan".into(),
+        kube_proxy_replacement: opts.kube_proxy_replacement,
+        k8s_service_host: host,
+        k8s_service_port: port,
+    })
+}
+
+/// kubeconfig arguments for helm and kubectl (k3s writes its admin kubeconfig on servers).
+pub fn kube_args(node: &NodeState) -> Vec<String> {
+    node.kubeconfig
+        .as_ref()
+        .map(|k| vec!["--kubeconfig".into(), k.display().to_string()])
+        .unwrap_or_default()
+}
+
+/// The install plan for this node.
+pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Plan> {
+    let mut steps = Vec::new();
+    let mut notes = Vec::new();
+    let Some(k3s) = &node.k3s else {
+        anyhow::bail!(
+            "{}: no k3s found (no {} and no k3s systemd unit); preflight plans migrations for k3s nodes",
+            node.root.display(),
+            node::K3S_CONFIG
+        );
+    };
+    let values = values_for(node, opts)?;
+
+    // 1. bpffs: mounted, shared, and so after a reboot too.
+    let unit_name = "sys-fs-bpf.mount".to_string();
+    let mut wrote_unit = false;
+    if node.bpffs_persisted.is_none() {
+        if node.systemd {
+            wrote_unit = true;
+            steps.push(
+                Step::new(
+                    "bpffs.persist",
+                    format!("Write {}", node::BPFFS_UNIT),
+                    Action::WriteFile {
+                        path: node::BPFFS_UNIT.into(),
+                        content: BPFFS_UNIT_TEXT.into(),
+                        mode: 0o644,
+                    },
+                )
+                .changes(format!("new file {}", node::BPFFS_UNIT))
+                .why(
+                    "Cilium pins its maps in /sys/fs/bpf; without a persistent mount they are lost \
+                      on reboot and the agent rebuilds every endpoint",
+                )
+                .undo("the file is removed (it did not exist)"),
+            );
+        } else {
+            let fstab = std::fs::read_to_string(node.host("/etc/fstab")).unwrap_or_default();
+            let mut content = fstab.clone();
+            if !content.is_empty() && !content.ends_with('\n') {
+                content.push('\n');
+            }
+            content
+                .push_str("bpffs /sys/fs/bpf bpf rw,nosuid,nodev,noexec,relatime,mode=700 0 0\n");
+            steps.push(
+                Step::new(
+                    "bpffs.persist",
+                    "Add a bpffs line to /etc/fstab",
+                    Action::WriteFile {
+                        path: "/etc/fstab".into(),
+                        content,
+                        mode: 0o644,
+                    },
+                )
+                .changes("one line appended to /etc/fstab")
+                .why("no systemd here: fstab keeps bpffs mounted across reboots")
+                .undo("/etc/fstab restored byte for byte"),
+            );
+        }
+    }
+    if wrote_unit {
+        steps.push(
+            Step::new(
+                "bpffs.daemon-reload",
+                "systemctl daemon-reload",
+                Action::DaemonReload,
+            )
+            .changes("systemd rereads unit files")
+            .why("systemd must see the new mount unit before it can start it")
+            .undo("daemon-reload again after the unit is removed"),
+        );
+    }
+    match &node.bpffs {
+        MountState::NotMounted => steps.push(
+            Step::new("bpffs.mount", format!("Mount bpffs at /sys/fs/bpf ({unit_name})"), if node.systemd {
+                Action::EnableUnit { unit: unit_name.clone() }
+            } else {
+                Action::MakeShared
+            })
+            .changes("bpffs mounted at /sys/fs/bpf (systemd mounts are shared)")
+            .why("the agent mounts /sys/fs/bpf Bidirectional: the host mount must exist and be shared")
+            .undo(format!("systemctl disable --now {unit_name}"))
+            .fixes(&["mounts.bpffs.mounted", "mounts.bpffs.shared"]),
+        ),
+        MountState::Mounted { shared: false, .. } => steps.push(
+            Step::new("bpffs.shared", "Make /sys/fs/bpf a shared mount", Action::MakeShared)
+                .changes("mount propagation of /sys/fs/bpf: private → shared")
+                .why("the agent mounts /sys/fs/bpf Bidirectional: a private host mount hides its pins")
+                .undo("mount --make-private /sys/fs/bpf")
+                .fixes(&["mounts.bpffs.shared"]),
+        ),
+        MountState::Mounted { shared: true, count } => {
+            if *count > 1 {
+                notes.push(format!(
+                    "/sys/fs/bpf is mounted {count} times (\"multiple mount points detected\", \
+                     cilium/cilium#6966): unmount the extra ones before installing"
+                ));
+            }
+        }
+        MountState::Unknown(why) => notes.push(format!(
+            "could not tell whether bpffs is mounted ({why}); the mount step is skipped: check \
+             `findmnt /sys/fs/bpf` shows a shared bpf mount"
+        )),
+    }
+
+    // 2. k3s: flannel off through a drop-in.
+    let drop_in = drop_in_text(opts);
+    let drop_in_state = match &k3s.drop_in {
+        Some(now) if *now == drop_in => StepState::Done("drop-in already in place".into()),
+        _ => StepState::Todo,
+    };
+    let k3s_changes = drop_in_state == StepState::Todo || !node.flannel_conflists.is_empty();
+    steps.push(
+        Step::new(
+            "k3s.drop-in",
+            format!("Write k3s drop-in {DROP_IN}"),
+            Action::WriteFile {
+                path: DROP_IN.into(),
+                content: drop_in.clone(),
+                mode: 0o600,
+            },
+        )
+        .changes(format!(
+            "new file {DROP_IN}: {}",
+            drop_in
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .why(format!(
+            "k3s must stop running flannel (now: flannel-backend {}) and its network policy \
+             controller{}; a drop-in leaves your config.yaml untouched",
+            k3s.flannel_backend.as_deref().unwrap_or("vxlan (default)"),
+            if opts.kube_proxy_replacement {
+                ", and kube-proxy (Cilium replaces it)"
+            } else {
+                ""
+            }
+        ))
+        .undo("the drop-in is removed; config.yaml was never changed")
+        .state(drop_in_state)
+        .fixes(&["cni.flannel.enabled", "k3s.flannel-backend"]),
+    );
+
+    // 3. leftovers: moved aside, never deleted.
+    for path in &node.flannel_conflists {
+        steps.push(
+            Step::new(
+                format!("cni.conflist:{path}"),
+                format!("Move aside {path}"),
+                Action::MoveAside { path: path.clone() },
+            )
+            .changes(format!("{path} moved into the journal's backup dir"))
+            .why(
+                "containerd picks the first conflist by name: a flannel one left there shadows \
+                      Cilium's and pods keep getting flannel networking",
+            )
+            .undo("moved back, content and mode unchanged")
+            .fixes(&["cni.leftover.conflist", "cni.flannel.conflist"]),
+        );
+    }
+    for path in &node.stale_state {
+        let why = if path.ends_with("node_config.h") {
+            "a node_config.h written by another Cilium version (or a half-initialised agent) makes \
+             endpoint compiles fail with 'CALLS_MAP' / 'SNAT_COLLISION_RETRIES' macro redefined \
+             (FACTS §2; cilium/cilium#38222); the agent writes a fresh one"
+        } else {
+            "templates compiled by a previous agent; the new agent rebuilds them"
+        };
+        steps.push(
+            Step::new(
+                format!("state.stale:{path}"),
+                format!("Move aside stale Cilium state {path}"),
+                Action::MoveAside { path: path.clone() },
+            )
+            .changes(format!("{path} moved into the journal's backup dir"))
+            .why(why)
+            .undo("moved back byte for byte")
+            .fixes(&["state.stale.node_config", "state.node_config.stale"]),
+        );
+    }
+    for path in &node.pins {
+        steps.push(
+            Step::new(format!("bpffs.pin:{path}"), format!("Move aside old pin {path}"), Action::MoveAside { path: path.clone() })
+                .changes(format!("{path} moved aside (on bpffs: renamed next to itself)"))
+                .why("maps pinned by a previous Cilium may have another layout; the agent re-creates them")
+                .undo("renamed back")
+                .fixes(&["state.stale.pins"]),
+        );
+    }
+
+    // 4. restart k3s (flannel off), then check where containerd now looks for CNI.
+    let cni_conf = node.cni_after.conf_dir.clone();
+    let cni_bin = node.cni_after.bin_dir.clone();
+    steps.push(
+        Step::new(
+            "k3s.guard",
+            "Record files k3s and Cilium will write",
+            Action::Guard {
+                paths: vec![
+                    node::CONTAINERD_CONFIG.into(),
+                    format!("{cni_conf}/05-cilium.conflist"),
+                    format!("{cni_bin}/cilium-cni"),
+                ],
+                links: vec![
+                    "cilium_host".into(),
+                    "cilium_net".into(),
+                    "cilium_vxlan".into(),
+                ],
+            },
+        )
+        .changes("nothing (journal only)")
+        .why(
+            "k3s rewrites containerd's config.toml on restart and Cilium installs its conflist, \
+              CNI binary and links: recording them now lets rollback return them too",
+        )
+        .undo("each path and link back to what it is now"),
+    );
+    steps.push(
+        Step::new(
+            "k3s.restart",
+            format!("systemctl restart {}", k3s.unit),
+            Action::Service {
+                unit: k3s.unit.clone(),
+                verb: "restart".into(),
+            },
+        )
+        .changes(format!(
+            "{} restarts without flannel; running pods keep running",
+            k3s.unit
+        ))
+        .why("k3s reads its config only at start")
+        .undo("restarted again once its config is restored (flannel comes back)")
+        .state(if k3s_changes {
+            StepState::Todo
+        } else {
+            StepState::Done("k3s config unchanged".into())
+        }),
+    );
+    steps.push(
+        Step::new(
+            "k3s.cni-paths",
+            "Check containerd's CNI dirs after the restart",
+            Action::CheckCniPaths {
+                expect: node.cni_after.clone(),
+            },
+        )
+        .changes("nothing (reads config.toml)")
+        .why(format!(
+            "the values point Cilium at bin {cni_bin}, conf {cni_conf} ({}); a mismatch means pods \
+             fail with 'failed to find plugin \"cilium-cni\"'",
+            node.cni_after.notes.join("; ")
+        ))
+        .undo("nothing to undo"),
+    );
+
+    // 5. links flannel left behind.
+    for (name, state) in &node.links {
+        let (s, fixes): (StepState, &[&str]) = match state {
+            LinkState::Absent => (StepState::Done(format!("{name} does not exist")), &[]),
+            LinkState::Present(_) => (
+                StepState::Todo,
+                &["network.leftover.flannel", "network.leftover.links"],
+            ),
+            LinkState::Unknown(why) => (
+                StepState::AtRunTime(format!("could not query {name}: {why}")),
+                &[],
+            ),
+        };
+        let why = if name == "flannel.1" {
+            "flannel's VXLAN device holds UDP 8472: Cilium's cilium_vxlan then fails with \
+             \"address already in use\", the agent never writes node_config.h and endpoint compiles \
+             fail with macro redefinitions (FACTS §2)"
+        } else {
+            "flannel's bridge keeps routes for the pod CIDR that now belong to Cilium"
+        };
+        steps.push(
+            Step::new(
+                format!("links.delete:{name}"),
+                format!("ip link del {name}"),
+                Action::DeleteLink { name: name.clone() },
+            )
+            .changes(format!("link {name} deleted (its settings are journaled)"))
+            .why(why)
+            .undo(format!(
+                "{name} recreated with the journaled kind, MTU, MAC, VXLAN id/port and addresses; \
+                               flannel refreshes it when k3s restarts"
+            ))
+            .state(s)
+            .fixes(fixes),
+        );
+    }
+
+    // 6. Helm.
+    let values_yaml = values.to_yaml();
+    steps.push(
+        Step::new(
+            "helm.values",
+            format!("Write Helm values {VALUES_FILE}"),
+            Action::WriteFile {
+                path: VALUES_FILE.into(),
+                content: values_yaml.clone(),
+                mode: 0o644,
+            },
+        )
+        .changes(format!("new file {VALUES_FILE}"))
+        .why("the CNI dirs and pod CIDR this node needs, in a file you can review and keep")
+        .undo("removed")
+        .state(file_state(node, VALUES_FILE, &values_yaml)),
+    );
+    let mut helm_args: Vec<String> = vec![
+        "upgrade".into(),
+        "--install".into(),
+        opts.release.clone(),
+        "cilium".into(),
+        "--repo".into(),
+        gitops::CILIUM_HELM_REPO.into(),
+        "--version".into(),
+        opts.cilium_version.clone(),
+        "--namespace".into(),
+        opts.namespace.clone(),
+        "--values".into(),
+        node.host(VALUES_FILE).display().to_string(),
+    ];
+    helm_args.extend(kube_args(node));
+    steps.push(
+        Step::new(
+            "helm.install",
+            format!(
+                "helm upgrade --install {} (Cilium {})",
+                opts.release, opts.cilium_version
+            ),
+            Action::Helm {
+                release: opts.release.clone(),
+                namespace: opts.namespace.clone(),
+                version: opts.cilium_version.clone(),
+                args: helm_args,
+                values: values.clone(),
+            },
+        )
+        .changes(format!(
+            "Helm release {}/{} installed",
+            opts.namespace, opts.release
+        ))
+        .why("installs the Cilium agent DaemonSet and operator with the generated values")
+        .undo("helm uninstall (or helm rollback to the revision that was there)"),
+    );
+
+    // 7. waits and post-checks.
+    let kc = kube_args(node);
+    let timeout = format!("--timeout={}s", opts.wait_timeout_s);
+    let kubectl = |args: &[&str]| -> Vec<String> {
+        let mut v = kc.clone();
+        v.extend(args.iter().map(|s| s.to_string()));
+        v
+    };
+    let ns = opts.namespace.as_str();
+    for (id, what) in [
+        ("wait.cilium", "daemonset/cilium"),
+        ("wait.coredns", "deployment/coredns"),
+    ] {
+        steps.push(
+            Step::new(
+                id,
+                format!("Wait for {what}"),
+                Action::Kubectl {
+                    args: kubectl(&["-n", ns, "rollout", "status", what, &timeout]),
+                    check: PostCheck::ExitZero,
+                },
+            )
+            .changes("nothing")
+            .why(if id == "wait.cilium" {
+                "every node's agent must come up"
+            } else {
+                "CoreDNS pods get new, Cilium-managed IPs"
+            })
+            .undo("nothing to undo"),
+        );
+    }
+    let status_bin = if version_at_least(&opts.cilium_version, 1, 15) {
+        "cilium-dbg"
+    } else {
+        "cilium"
+    };
+    steps.push(
+        Step::new(
+            "post.cilium-status",
+            "Agent reports healthy",
+            Action::Kubectl {
+                args: kubectl(&[
+                    "-n",
+                    ns,
+                    "exec",
+                    "ds/cilium",
+                    "-c",
+                    "cilium-agent",
+                    "--",
+                    status_bin,
+                    "status",
+                    "--brief",
+                ]),
+                check: PostCheck::ExitZero,
+            },
+        )
+        .changes("nothing")
+        .why("rollout status only says the pod is Ready; this asks the agent itself")
+        .undo("nothing to undo"),
+    );
+    steps.push(
+        Step::new("post.pod-ips", "Every running pod has an IP", Action::Kubectl {
+            args: kubectl(&[
+                "get", "pods", "--all-namespaces", "-o",
+                "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name} {.status.phase} {.status.podIP}{\"\\n\"}{end}",
+            ]),
+            check: PostCheck::PodsHaveIps,
+        })
+        .changes("nothing")
+        .why("pods without an IP mean the CNI did not set them up")
+        .undo("nothing to undo"),
+    );
+    if let Some(image) = &opts.dns_check_image {
+        steps.push(
+            Step::new(
+                "post.dns",
+                "A pod resolves a Service name through CoreDNS",
+                Action::Kubectl {
+                    args: kubectl(&[
+                        "-n",
+                        ns,
+                        "run",
+                        "preflight-dns-check",
+                        &format!("--image={image}"),
+                        "--restart=Never",
+                        "--rm",
+                        "-i",
+                        "--quiet",
+                        &timeout,
+                        "--command",
+                        "--",
+                        "nslookup",
+                        "kubernetes.default.svc.cluster.local",
+                    ]),
+                    check: PostCheck::ExitZero,
+                },
+            )
+            .changes("a short-lived pod, deleted when it exits")
+            .why(
+                "pod → ClusterIP (kube-dns) → CoreDNS pod exercises pod-to-pod and Service routing",
+            )
+            .undo("nothing to undo (--rm)"),
+        );
+    }
+    if node.rancher_desktop {
+        notes.push(
+            "Rancher Desktop: also mount bpffs and cgroup2 shared through its provisioning override \
+             file, or the settings are lost when the VM restarts"
+                .into(),
+        );
+    }
+    notes.push(
+        "the Kubernetes steps run helm and kubectl as found on PATH (or --helm/--kubectl); \
+         preflight does not talk to the API itself"
+            .into(),
+    );
+    Ok(Plan {
+        title: format!(
+            "Migrate {} from flannel to Cilium {}",
+            node.root.display(),
+            opts.cilium_version
+        ),
+        steps,
+        notes,
+        values: Some(values),
+    })
+}
+
+pub fn version_at_least(v: &str, major: u64, minor: u64) -> bool {
+    let mut it = v
+        .trim_start_matches('v')
+        .split('.')
+        .map(|p| p.parse::<u64>().unwrap_or(0));
+    let (a, b) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    (a, b) >= (major, minor)
+}
+
+/// The plan as text: numbered steps with what/why/undo, and the commands they run.
+pub fn render(plan: &Plan, runner: &runner::Runner) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", plan.title);
+    let todo = plan
+        .steps
+        .iter()
+        .filter(|s| s.state != StepState::Todo)
+        .count();
+    let _ = writeln!(out, "{} steps ({} already done)\n", plan.steps.len(), todo);
+    for (i, s) in plan.steps.iter().enumerate() {
+        let tag = match &s.state {
+            StepState::Todo => "todo".to_string(),
+            StepState::Done(why) => format!("done: {why}"),
+            StepState::AtRunTime(why) => format!("decided when run: {why}"),
+        };
+        let _ = writeln!(out, "{:>2}. {}  [{}]", i + 1, s.title, tag);
+        let _ = writeln!(out, "      id:      {}", s.id);
+        let _ = writeln!(out, "      changes: {}", s.changes);
+        let _ = writeln!(out, "      why:     {}", s.why);
+        let _ = writeln!(out, "      undo:    {}", s.undo);
+        if let Some(cmd) = command_line(&s.action, runner) {
+            let _ = writeln!(out, "      runs:    {cmd}");
+        }
+        if let Action::WriteFile { content, .. } = &s.action
+            && content.lines().count() <= 20
+        {
+            for l in content.lines() {
+                let _ = writeln!(out, "      | {l}");
+            }
+        }
+    }
+    if !plan.notes.is_empty() {
+        let _ = writeln!(out, "\nNotes:");
+        for n in &plan.notes {
+            let _ = writeln!(out, "  - {n}");
+        }
+    }
+    out
+}
+
+/// The command a step runs, as it will be run.
+pub fn command_line(action: &Action, runner: &runner::Runner) -> Option<String> {
+    use runner::Tool;
+    let (tool, args): (Tool, Vec<String>) = match action {
+        Action::DeleteLink { name } => (Tool::Ip, vec!["link".into(), "del".into(), name.clone()]),
+        Action::MakeShared => (
+            Tool::Mount,
+            vec!["--make-shared".into(), node::BPFFS.into()],
+        ),
+        Action::EnableUnit { unit } => (
+            Tool::Systemctl,
+            vec!["enable".into(), "--now".into(), unit.clone()],
+        ),
+        Action::DaemonReload => (Tool::Systemctl, vec!["daemon-reload".into()]),
+        Action::Service { unit, verb } => (Tool::Systemctl, vec![verb.clone(), unit.clone()]),
+        Action::Helm { args, .. } => (Tool::Helm, args.clone()),
+        Action::Kubectl { args, .. } => (Tool::Kubectl, args.clone()),
+        Action::Modprobe { module } => (Tool::Modprobe, vec![module.clone()]),
+        Action::Sysctl { key, value } => {
+            (Tool::Sysctl, vec!["-w".into(), format!("{key}={value}")])
+        }
+        Action::Firewall { add_args, .. } => (Tool::FirewallCmd, add_args.clone()),
+        _ => return None,
+    };
+    Some(runner.display(tool, &args))
+}
+
+/// Check ids that the plan's steps fix: failures of these do not block `install`.
+pub fn fixed_check_ids(plan: &Plan) -> Vec<String> {
+    plan.steps
+        .iter()
+        .flat_map(|s| s.fixes.iter().cloned())
+        .collect()
+}
+
+/// Helper for commands: the state dir of a root, for messages.
+pub fn journal_dir(root: &Path) -> std::path::PathBuf {
+    journal::Journal::dir_for(root)
+}

@@ -1,0 +1,651 @@
+//! What the plan needs to know about the node, read through the root prefix (files) and the
+//! runner (`ip` for links). Read-only.
+use std::{
+    collections::BTreeMap,
+    fs,
+    path::{Component, Path, PathBuf},
+};
+
+use anyhow::Context;
+
+use super::{
+    journal::LinkSpec,
+    runner::{Runner, Tool},
+};
+
+pub const K3S_CONFIG: &str = "/etc/rancher/k3s/config.yaml";
+pub const K3S_CONFIG_D: &str = "/etc/rancher/k3s/config.yaml.d";
+pub const DROP_IN: &str = "/etc/rancher/k3s/config.yaml.d/90-preflight-cilium.yaml";
+pub const CONTAINERD_CONFIG: &str = "/var/lib/rancher/k3s/agent/etc/containerd/config.toml";
+pub const K3S_CNI_CONF_DIR: &str = "/var/lib/rancher/k3s/agent/etc/cni/net.d";
+pub const BPFFS: &str = "/sys/fs/bpf";
+pub const BPFFS_UNIT: &str = "/etc/systemd/system/sys-fs-bpf.mount";
+pub const RANCHER_DESKTOP_CNI_BIN: &str = "/usr/libexec/cni";
+
+/// Resolve `node_path` inside `root`: symlinks (e.g. /var/run → /run) are followed, absolute
+/// targets taken relative to the root, so nothing outside the root is ever read or changed.
+/// Returns the node path after resolution.
+pub fn resolve(root: &Path, node_path: &str) -> String {
+    let mut resolved = PathBuf::from("/");
+    let mut pending: Vec<PathBuf> = vec![PathBuf::from(node_path)];
+    let mut hops = 0;
+    while let Some(p) = pending.pop() {
+        let mut comps: Vec<_> = p.components().collect();
+        comps.reverse();
+        while let Some(c) = comps.pop() {
+            match c {
+                Component::RootDir => resolved = PathBuf::from("/"),
+                Component::ParentDir => {
+                    resolved.pop();
+                }
+                Component::Normal(name) => {
+                    resolved.push(name);
+                    let host = root.join(resolved.strip_prefix("/").unwrap_or(&resolved));
+                    if let Ok(target) = fs::read_link(&host) {
+                        hops += 1;
+                        if hops > 40 {
+                            return node_path.to_string();
+                        }
+                        resolved.pop();
+                        let rest: PathBuf = comps.iter().rev().collect();
+                        comps.clear();
+                        pending.push(rest);
+                        pending.push(target);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    resolved.display().to_string()
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct K3s {
+    /// The systemd unit: `k3s` (server) or `k3s-agent`.
+    pub unit: String,
+    /// Merged view of config.yaml and config.yaml.d/*.yaml (our drop-in excluded).
+    pub flannel_backend: Option<String>,
+    pub disable_network_policy: bool,
+    pub disable_kube_proxy: bool,
+    pub cluster_cidr: String,
+    pub server: Option<String>,
+    /// Our drop-in's current content, if present.
+    pub drop_in: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum MountState {
+    NotMounted,
+    Mounted { shared: bool, count: usize },
+    Unknown(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LinkState {
+    Present(LinkSpec),
+    Absent,
+    Unknown(String),
+}
+
+/// CNI directories: what containerd uses now and what it will use once flannel is off.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CniPaths {
+    pub bin_dir: String,
+    pub conf_dir: String,
+    /// Why these (which file said so, what was predicted).
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeState {
+    pub root: PathBuf,
+    pub k3s: Option<K3s>,
+    pub cni_now: Option<CniPaths>,
+    pub cni_after: CniPaths,
+    pub rancher_desktop: bool,
+    pub flannel_conflists: Vec<String>,
+    pub stale_state: Vec<String>,
+    pub pins: Vec<String>,
+    pub links: BTreeMap<String, LinkState>,
+    pub bpffs: MountState,
+    pub systemd: bool,
+    pub bpffs_persisted: Option<String>,
+    pub kubeconfig: Option<PathBuf>,
+}
+
+impl NodeState {
+    pub fn host(&self, node_path: &str) -> PathBuf {
+        self.root.join(node_path.trim_start_matches('/'))
+    }
+
+    pub fn read(root: &Path, runner: &Runner) -> anyhow::Result<Self> {
+        let host = |p: &str| root.join(p.trim_start_matches('/'));
+        let k3s = read_k3s(root)?;
+        let cni_now = read_containerd_cni(&host(CONTAINERD_CONFIG))?;
+        let rancher_desktop =
+            host(RANCHER_DESKTOP_CNI_BIN).is_dir() && !host("/opt/cni/bin").is_dir();
+        let cni_after = predict_cni(root, cni_now.as_ref(), rancher_desktop)?;
+
+        let mut conf_dirs = vec![K3S_CNI_CONF_DIR.to_string(), "/etc/cni/net.d".to_string()];
+        if let Some(c) = &cni_now {
+            conf_dirs.push(c.conf_dir.clone());
+        }
+        conf_dirs.sort();
+        conf_dirs.dedup();
+        let mut flannel_conflists = Vec::new();
+        for dir in &conf_dirs {
+            let dir = resolve(root, dir);
+            for name in sorted_names(&host(&dir)) {
+                if name.contains("flannel")
+                    && (name.ends_with(".conflist") || name.ends_with(".conf"))
+                {
+                    flannel_conflists.push(format!("{dir}/{name}"));
+                }
+            }
+        }
+
+        let state = resolve(root, "/var/run/cilium/state");
+        let stale_state: Vec<String> = [
+            format!("{state}/globals/node_config.h"),
+            format!("{state}/templates"),
+        ]
+        .into_iter()
+        .filter(|p| fs::symlink_metadata(host(p)).is_ok())
+        .collect();
+
+        let mut pins = Vec::new();
+        for dir in ["/sys/fs/bpf/tc/globals", "/sys/fs/bpf"] {
+            for name in sorted_names(&host(dir)) {
+                if name.starts_with("cilium_") || (dir == "/sys/fs/bpf" && name == "cilium") {
+                    pins.push(format!("{dir}/{name}"));
+                }
+            }
+        }
+
+        let mut links = BTreeMap::new();
+        for name in ["flannel.1", "cni0"] {
+            links.insert(name.to_string(), link_state(runner, name));
+        }
+
+        let systemd = host("/run/systemd/system").is_dir() || host("/etc/systemd/system").is_dir();
+        let bpffs_persisted = if host(BPFFS_UNIT).exists()
+            || host("/usr/lib/systemd/system/sys-fs-bpf.mount").exists()
+            || host("/lib/systemd/system/sys-fs-bpf.mount").exists()
+        {
+            Some("systemd unit sys-fs-bpf.mount".to_string())
+        } else {
+            fs::read_to_string(host("/etc/fstab")).ok().and_then(|t| {
+                t.lines()
+                    .find(|l| {
+                        let f: Vec<_> = l.split_whitespace().collect();
+                        !l.trim_start().starts_with('#') && f.get(1) == Some(&BPFFS)
+                    })
+                    .map(|l| format!("/etc/fstab: {l}"))
+            })
+        };
+        let kubeconfig = Some(host("/etc/rancher/k3s/k3s.yaml")).filter(|p| p.is_file());
+        Ok(Self {
+            root: root.to_path_buf(),
+            bpffs: bpffs_state(root),
+            k3s,
+            cni_now,
+            cni_after,
+            rancher_desktop,
+            flannel_conflists,
+            stale_state,
+            pins,
+            links,
+            systemd,
+            bpffs_persisted,
+            kubeconfig,
+        })
+    }
+}
+
+fn sorted_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn yaml_error(path: &Path, e: &serde_norway::Error) -> anyhow::Error {
+    match e.location() {
+        Some(l) => anyhow::anyhow!("{}:{}: {e}", path.display(), l.line()),
+        None => anyhow::anyhow!("{}: {e}", path.display()),
+    }
+}
+
+/// k3s reads config.yaml, then config.yaml.d/*.yaml in name order; later files win.
+fn read_k3s(root: &Path) -> anyhow::Result<Option<K3s>> {
+    let host = |p: &str| root.join(p.trim_start_matches('/'));
+    let unit = if host("/etc/systemd/system/k3s-agent.service").exists() {
+        "k3s-agent"
+    } else {
+        "k3s"
+    };
+    let is_k3s = host(K3S_CONFIG).exists()
+        || host(K3S_CONFIG_D).is_dir()
+        || host("/etc/systemd/system/k3s.service").exists()
+        || host("/etc/systemd/system/k3s-agent.service").exists();
+    if !is_k3s {
+        return Ok(None);
+    }
+    let mut files = vec![host(K3S_CONFIG)];
+    files.extend(
+        sorted_names(&host(K3S_CONFIG_D))
+            .into_iter()
+            .filter(|n| n.ends_with(".yaml") && !DROP_IN.ends_with(n.as_str()))
+            .map(|n| host(K3S_CONFIG_D).join(n)),
+    );
+    let mut merged: BTreeMap<String, serde_norway::Value> = BTreeMap::new();
+    for f in files {
+        let text = match fs::read_to_string(&f) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", f.display())),
+        };
+        if text.trim().is_empty() {
+            continue;
+        }
+        let map: BTreeMap<String, serde_norway::Value> =
+            serde_norway::from_str(&text).map_err(|e| yaml_error(&f, &e))?;
+        merged.extend(map);
+    }
+    let text = |k: &str| match merged.get(k) {
+        Some(serde_norway::Value::String(s)) => Some(s.clone()),
+        Some(serde_norway::Value::Sequence(v)) => {
+            v.iter().find_map(|x| x.as_str().map(String::from))
+        }
+        _ => None,
+    };
+    let flag = |k: &str| match merged.get(k) {
+        Some(serde_norway::Value::Bool(b)) => *b,
+        Some(serde_norway::Value::String(s)) => s == "true",
+        _ => false,
+    };
+    Ok(Some(K3s {
+        unit: unit.into(),
+        flannel_backend: text("flannel-backend"),
+        disable_network_policy: flag("disable-network-policy"),
+        disable_kube_proxy: flag("disable-kube-proxy"),
+        cluster_cidr: text("cluster-cidr")
+            .map(|c| c.split(',').next().unwrap_or(&c).to_string())
+            .unwrap_or_else(|| "10.42.0.0/16".into()),
+        server: text("server"),
+        drop_in: fs::read_to_string(host(DROP_IN)).ok(),
+    }))
+}
+
+/// `bin_dir`/`bin_dirs` and `conf_dir` of the CRI plugin's `cni` table, whatever the
+/// containerd config version (v2 `io.containerd.grpc.v1.cri`, v3 `io.containerd.cri.v1.runtime`).
+pub fn read_containerd_cni(path: &Path) -> anyhow::Result<Option<CniPaths>> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let value: toml::Table = toml::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
+            .unwrap_or(0);
+        anyhow::anyhow!("{}:{line}: {}", path.display(), e.message())
+    })?;
+    let Some(cni) = find_cni_table(&value) else {
+        return Ok(None);
+    };
+    let bin_dir = cni
+        .get("bin_dir")
+        .and_then(|v| v.as_str())
+        .map(String::from)
+        .or_else(|| {
+            cni.get("bin_dirs")
+                .and_then(|v| v.as_array())
+                .and_then(|a| a.first())
+                .and_then(|v| v.as_str())
+                .map(String::from)
+        });
+    let conf_dir = cni
+        .get("conf_dir")
+        .and_then(|v| v.as_str())
+        .map(String::from);
+    Ok(Some(CniPaths {
+        bin_dir: bin_dir.unwrap_or_else(|| "/opt/cni/bin".into()),
+        conf_dir: conf_dir.unwrap_or_else(|| "/etc/cni/net.d".into()),
+        notes: vec![format!("from {}", path.display())],
+    }))
+}
+
+fn find_cni_table(t: &toml::Table) -> Option<&toml::Table> {
+    for (k, v) in t {
+        if let Some(inner) = v.as_table() {
+            if k == "cni"
+                && (inner.contains_key("bin_dir")
+                    || inner.contains_key("bin_dirs")
+                    || inner.contains_key("conf_dir"))
+            {
+                return Some(inner);
+            }
+            if let Some(found) = find_cni_table(inner) {
+                return Some(found);
+            }
+        }
+    }
+    None
+}
+
+/// The CNI dirs containerd will use after k3s restarts with `flannel-backend: none`: a
+/// config.toml.tmpl the user keeps wins; otherwise k3s drops its own dirs and containerd falls
+/// back to /opt/cni/bin and /etc/cni/net.d (FACTS §5); Rancher Desktop ships its plugins in
+/// /usr/libexec/cni. A `data/<hash>/bin` dir is replaced by `data/current/bin` (k3s-io/k3s#10869).
+fn predict_cni(
+    root: &Path,
+    now: Option<&CniPaths>,
+    rancher_desktop: bool,
+) -> anyhow::Result<CniPaths> {
+    let dir = Path::new(CONTAINERD_CONFIG)
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    for tmpl in ["config.toml.tmpl", "config-v3.toml.tmpl"] {
+        let p = root.join(dir.trim_start_matches('/')).join(tmpl);
+        if p.exists() {
+            // A template may hold Go template syntax: read only the plain key lines.
+            let text =
+                fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+            let key = |k: &str| {
+                text.lines().find_map(|l| {
+                    let (name, value) = l.split_once('=')?;
+                    (name.trim() == k)
+                        .then(|| value.trim().trim_matches(['"', '[', ']']).to_string())
+                })
+            };
+            if let (Some(b), Some(c)) =
+                (key("bin_dir").or_else(|| key("bin_dirs")), key("conf_dir"))
+            {
+                return Ok(CniPaths {
+                    bin_dir: b,
+                    conf_dir: c,
+                    notes: vec![format!("from your {dir}/{tmpl}, which k3s keeps using")],
+                });
+            }
+        }
+    }
+    let mut notes = Vec::new();
+    let mut bin_dir = "/opt/cni/bin".to_string();
+    if rancher_desktop {
+        bin_dir = RANCHER_DESKTOP_CNI_BIN.into();
+        notes.push(
+            "Rancher Desktop keeps its CNI plugins in /usr/libexec/cni (cilium/cilium#27702)"
+                .into(),
+        );
+    } else {
+        notes.push(
+            "with flannel-backend: none k3s stops pointing containerd at its own CNI dirs; \
+             containerd falls back to /opt/cni/bin and /etc/cni/net.d"
+                .into(),
+        );
+    }
+    if let Some(now) = now {
+        notes.push(format!(
+            "now (flannel): bin_dir {}, conf_dir {} ({})",
+            now.bin_dir,
+            now.conf_dir,
+            now.notes.join("; ")
+        ));
+        if now.conf_dir != K3S_CNI_CONF_DIR && !now.bin_dir.contains("/k3s/data/") {
+            // Not k3s's flannel-era layout: the user configured containerd; keep it.
+            let bin = versionless(&now.bin_dir);
+            return Ok(CniPaths {
+                bin_dir: bin,
+                conf_dir: now.conf_dir.clone(),
+                notes,
+            });
+        }
+    }
+    Ok(CniPaths {
+        bin_dir,
+        conf_dir: "/etc/cni/net.d".into(),
+        notes,
+    })
+}
+
+/// `/var/lib/rancher/k3s/data/<hash>/bin` → `/var/lib/rancher/k3s/data/current/bin`.
+pub fn versionless(bin_dir: &str) -> String {
+    let parts: Vec<&str> = bin_dir.split('/').collect();
+    if let Some(i) = parts.iter().position(|p| *p == "data")
+        && parts
+            .get(i + 1)
+            .is_some_and(|h| h.len() >= 32 && h.chars().all(|c| c.is_ascii_hexdigit()))
+    {
+        let mut v: Vec<&str> = parts.clone();
+        v[i + 1] = "current";
+        return v.join("/");
+    }
+    bin_dir.to_string()
+}
+
+/// /sys/fs/bpf in the root's mountinfo (`<root>/proc/self/mountinfo`).
+pub fn bpffs_state(root: &Path) -> MountState {
+    let path = root.join("proc/self/mountinfo");
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => return MountState::Unknown(format!("{}: {e}", path.display())),
+    };
+    let mut count = 0;
+    let mut shared = false;
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        if fields.get(4) == Some(&BPFFS) && fields.get(sep + 1) == Some(&"bpf") {
+            count += 1;
+            shared = fields[6..sep].iter().any(|f| f.starts_with("shared:"));
+        }
+    }
+    if count == 0 {
+        MountState::NotMounted
+    } else {
+        MountState::Mounted { shared, count }
+    }
+}
+
+/// A link through `ip -d -j addr show dev NAME` (the runner: the running system's links).
+pub fn link_state(runner: &Runner, name: &str) -> LinkState {
+    let args: Vec<String> = ["-d", "-j", "addr", "show", "dev", name]
+        .map(String::from)
+        .to_vec();
+    match runner.run(Tool::Ip, &args) {
+        Err(e) => LinkState::Unknown(format!("{e:#}")),
+        Ok(o) if !o.success() => {
+            if o.stderr.contains("does not exist") || o.stderr.contains("Cannot find device") {
+                LinkState::Absent
+            } else {
+                LinkState::Unknown(format!("ip exited {:?}: {}", o.code, o.stderr.trim()))
+            }
+        }
+        Ok(o) => match parse_link(&o.stdout, name) {
+            Some(spec) => LinkState::Present(spec),
+            None => LinkState::Unknown(format!("could not read `ip -j` output for {name}")),
+        },
+    }
+}
+
+pub fn parse_link(json: &str, name: &str) -> Option<LinkSpec> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    let l = v.as_array()?.iter().find(|l| l["ifname"] == name)?;
+    let info = &l["linkinfo"]["info_data"];
+    let s = |v: &serde_json::Value| v.as_str().map(String::from);
+    Some(LinkSpec {
+        name: name.to_string(),
+        kind: s(&l["linkinfo"]["info_kind"]),
+        mtu: l["mtu"].as_u64(),
+        address: s(&l["address"]),
+        vxlan_id: info["id"].as_u64(),
+        vxlan_local: s(&info["local"]),
+        vxlan_dev: s(&info["link"]),
+        vxlan_port: info["port"].as_u64(),
+        addresses: l["addr_info"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| {
+                        Some(format!(
+                            "{}/{}",
+                            x["local"].as_str()?,
+                            x["prefixlen"].as_u64()?
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        up: l["flags"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x == "UP")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_symlinks_inside_the_root() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("run/cilium")).unwrap();
+        fs::create_dir_all(d.path().join("var")).unwrap();
+        std::os::unix::fs::symlink("/run", d.path().join("var/run")).unwrap();
+        assert_eq!(
+            resolve(d.path(), "/var/run/cilium/state"),
+            "/run/cilium/state"
+        );
+        assert_eq!(resolve(d.path(), "/etc/x"), "/etc/x");
+    }
+
+    #[test]
+    fn data_hash_dirs_become_current() {
+        let h = "a".repeat(64);
+        assert_eq!(
+            versionless(&format!("/var/lib/rancher/k3s/data/{h}/bin")),
+            "/var/lib/rancher/k3s/data/current/bin"
+        );
+        assert_eq!(versionless("/opt/cni/bin"), "/opt/cni/bin");
+    }
+
+    #[test]
+    fn reads_link_json_from_ip() {
+        let json = r#"[{"ifname":"flannel.1","mtu":1450,"address":"aa:bb:cc:dd:ee:ff","flags":["BROADCAST","UP"],
+          "linkinfo":{"info_kind":"vxlan","info_data":{"id":1,"local":"10.0.0.5","link":"eth0","port":8472}},
+          "addr_info":[{"family":"inet","local":"10.42.0.0","prefixlen":32}]}]"#;
+        let l = parse_link(json, "flannel.1").unwrap();
+        assert_eq!(l.vxlan_id, Some(1));
+        assert_eq!(l.vxlan_port, Some(8472));
+        assert_eq!(l.addresses, vec!["10.42.0.0/32"]);
+        assert!(l.up);
+    }
+
+    #[test]
+    fn containerd_errors_name_file_and_line() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("config.toml");
+        fs::write(&p, "version = 2\n[plugins\n").unwrap();
+        let e = read_containerd_cni(&p).unwrap_err().to_string();
+        assert!(e.contains("config.toml:2"), "{e}");
+        fs::write(
+            &p,
+            "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".cni]\n  bin_dir = \"/x/bin\"\n  conf_dir = \"/x/net.d\"\n",
+        )
+        .unwrap();
+        let c = read_containerd_cni(&p).unwrap().unwrap();
+        assert_eq!(
+            (c.bin_dir.as_str(), c.conf_dir.as_str()),
+            ("/x/bin", "/x/net.d")
+        );
+    }
+}
+
+/// Bounded fuzz loop over the parsers written here (mountinfo, `ip -j` JSON, containerd TOML,
+/// k3s YAML): mutated seeds must give a value or a clear error, never a panic.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+
+    fn mutate(seed: &[u8], rng: &mut u64) -> Vec<u8> {
+        let mut next = || {
+            *rng ^= *rng << 13;
+            *rng ^= *rng >> 7;
+            *rng ^= *rng << 17;
+            *rng
+        };
+        let mut v = seed.to_vec();
+        for _ in 0..(next() % 8 + 1) {
+            if v.is_empty() {
+                v.push(next() as u8);
+                continue;
+            }
+            let i = (next() as usize) % v.len();
+            match next() % 4 {
+                0 => v[i] = next() as u8,
+                1 => {
+                    v.remove(i);
+                }
+                2 => v.insert(i, b"-\n \"[]{}:=/"[(next() % 11) as usize]),
+                _ => v.truncate(i),
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn parsers_never_panic_on_mutated_input() {
+        let d = tempfile::tempdir().unwrap();
+        let seeds: [&[u8]; 4] = [
+            b"22 1 253:1 / / rw shared:1 - ext4 /dev/vda1 rw\n30 23 0:30 / /sys/fs/bpf rw shared:9 - bpf bpffs rw\n",
+            br#"[{"ifname":"flannel.1","mtu":1450,"linkinfo":{"info_kind":"vxlan","info_data":{"id":1,"port":8472}},"addr_info":[{"local":"10.42.0.0","prefixlen":32}]}]"#,
+            b"version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".cni]\n  bin_dir = \"/opt/cni/bin\"\n  conf_dir = \"/etc/cni/net.d\"\n",
+            b"flannel-backend: none\ncluster-cidr: 10.42.0.0/16\ndisable-network-policy: true\n",
+        ];
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut runs = 0;
+        fs::create_dir_all(d.path().join("proc/self")).unwrap();
+        fs::create_dir_all(d.path().join("etc/rancher/k3s")).unwrap();
+        for _ in 0..1500 {
+            for (i, seed) in seeds.iter().enumerate() {
+                let input = mutate(seed, &mut rng);
+                match i {
+                    0 => {
+                        fs::write(d.path().join("proc/self/mountinfo"), &input).unwrap();
+                        let _ = bpffs_state(d.path());
+                    }
+                    1 => {
+                        let _ = parse_link(&String::from_utf8_lossy(&input), "flannel.1");
+                    }
+                    2 => {
+                        let p = d.path().join("config.toml");
+                        fs::write(&p, &input).unwrap();
+                        if let Err(e) = read_containerd_cni(&p) {
+                            assert!(e.to_string().contains("config.toml"), "{e}");
+                        }
+                    }
+                    _ => {
+                        fs::write(d.path().join("etc/rancher/k3s/config.yaml"), &input).unwrap();
+                        if let Err(e) = read_k3s(d.path()) {
+                            assert!(format!("{e:#}").contains("config.yaml"), "{e:#}");
+                        }
+                    }
+                }
+                runs += 1;
+            }
+        }
+        eprintln!("fuzz: {runs} executions, 0 crashes");
+        assert_eq!(runs, 6000);
+    }
+}

@@ -1,0 +1,734 @@
+//! Migration end to end on a fixture k3s node: plan, install, failures, rollback, fallback.
+//!
+//! No Kubernetes API, k3s service or helm exists on the development machines, so helm,
+//! kubectl, systemctl, ip, mount, sysctl, modprobe and firewall-cmd are scripted stand-ins put
+//! first on PATH: each records its argv in a log and succeeds, or fails when told to. They also
+//! play the parts of k3s (rewriting containerd's config.toml on restart) and of the Cilium agent
+//! (writing its conflist, CNI binary and links on install), so rollback has real work to undo.
+use std::{
+    collections::BTreeMap,
+    fs,
+    os::unix::{
+        fs::{MetadataExt, PermissionsExt},
+        process::ExitStatusExt,
+    },
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_preflight");
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../fixtures/nodes/k3s-flannel-plan"
+);
+
+const STAND_IN: &str = r#"#!/bin/bash
+tool=$(basename "$0")
+{ printf '%s' "$tool"; for a in "$@"; do printf ' %s' "$a"; done; echo; } >> "$STANDIN_DIR/argv.log"
+line="$tool $*"
+if [ -n "$STANDIN_FAIL" ] && [[ "$line" == *"$STANDIN_FAIL"* ]]; then
+  echo "stand-in $tool: told to fail on: $STANDIN_FAIL" >&2; exit 1
+fi
+links="$STANDIN_DIR/links"; mkdir -p "$links"
+case "$tool" in
+ip)
+  if [ "$1 $2 $3 $4 $5" = "-d -j addr show dev" ]; then
+    if [ -f "$links/$6" ]; then cat "$links/$6"; exit 0; fi
+    echo "Device \"$6\" does not exist." >&2; exit 1
+  fi
+  if [ "$1 $2" = "link del" ]; then rm -f "$links/$3"; exit 0; fi
+  if [ "$1 $2" = "link add" ]; then echo "[{\"ifname\":\"$3\",\"recreated\":true}]" > "$links/$3"; exit 0; fi
+  exit 0 ;;
+helm)
+  case "$1" in
+  status) [ -f "$STANDIN_DIR/release-$2" ] && { echo '{"version":1,"info":{"status":"deployed"},"chart":{"metadata":{"version":"0"}}}'; exit 0; }
+          echo "Error: release: not found" >&2; exit 1 ;;
+  upgrade)
+    touch "$STANDIN_DIR/release-$3"
+    # What the Cilium agent does on the node once the chart is applied.
+    mkdir -p "$STANDIN_ROOT/etc/cni/net.d" "$STANDIN_ROOT/opt/cni/bin"
+    echo '{"cniVersion":"0.3.1","name":"cilium","plugins":[{"type":"cilium-cni"}]}' > "$STANDIN_ROOT/etc/cni/net.d/05-cilium.conflist"
+    printf 'ELF stand-in\n' > "$STANDIN_ROOT/opt/cni/bin/cilium-cni"; chmod 755 "$STANDIN_ROOT/opt/cni/bin/cilium-cni"
+    mkdir -p "$STANDIN_ROOT/var/run/cilium/state/globals"
+    echo '/* fresh header */' > "$STANDIN_ROOT/var/run/cilium/state/globals/node_config.h"
+    echo '[{"ifname":"cilium_host"}]' > "$links/cilium_host"
+    exit 0 ;;
+  uninstall) rm -f "$STANDIN_DIR/release-$2"; exit 0 ;;
+  esac
+  exit 0 ;;
+kubectl)
+  case "$*" in
+  *" logs "*) printf '%s\n' "$STANDIN_AGENT_LOG" ;;
+  *jsonpath*) echo "kube-system/coredns-7b98449c4-x2x9v Running 10.42.0.17"; echo "default/web-0 Pending" ;;
+  esac
+  exit 0 ;;
+systemctl)
+  case "$1" in
+  is-active|is-enabled) exit 1 ;;
+  restart)
+    # k3s regenerates containerd's config on start: with flannel off it drops its CNI dirs.
+    cfg="$STANDIN_ROOT/var/lib/rancher/k3s/agent/etc/containerd/config.toml"
+    if [ -f "$STANDIN_ROOT/etc/rancher/k3s/config.yaml.d/90-preflight-cilium.yaml" ] && [ -f "$cfg" ]; then
+      sed -i -e 's|bin_dir = .*|bin_dir = "/opt/cni/bin"|' -e 's|conf_dir = .*|conf_dir = "/etc/cni/net.d"|' "$cfg"
+    fi ;;
+  esac
+  exit 0 ;;
+*) exit 0 ;;
+esac
+"#;
+
+struct Node {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    standin: PathBuf,
+}
+
+/// A fresh copy of the fixture node, with modes git cannot carry, and stand-in tools.
+fn node() -> Node {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(FIXTURE)
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    for (p, mode) in [
+        ("etc/rancher/k3s/config.yaml", 0o600),
+        ("etc/rancher/k3s/k3s.yaml", 0o600),
+        (
+            "var/lib/rancher/k3s/agent/etc/cni/net.d/10-flannel.conflist",
+            0o640,
+        ),
+        ("var/run/cilium/state/globals/node_config.h", 0o644),
+        ("var/run/cilium/state/templates", 0o700),
+    ] {
+        fs::set_permissions(root.join(p), fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let standin = tmp.path().join("standin");
+    let bin = standin.join("bin");
+    fs::create_dir_all(standin.join("links")).unwrap();
+    fs::create_dir_all(&bin).unwrap();
+    for tool in [
+        "helm",
+        "kubectl",
+        "systemctl",
+        "ip",
+        "mount",
+        "sysctl",
+        "modprobe",
+        "firewall-cmd",
+    ] {
+        fs::write(bin.join(tool), STAND_IN).unwrap();
+        fs::set_permissions(bin.join(tool), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    // flannel's links exist on this "node".
+    fs::write(
+        standin.join("links/flannel.1"),
+        r#"[{"ifname":"flannel.1","mtu":1450,"address":"aa:bb:cc:00:11:22","flags":["BROADCAST","UP"],
+            "linkinfo":{"info_kind":"vxlan","info_data":{"id":1,"local":"192.168.1.10","link":"eth0","port":8472}},
+            "addr_info":[{"family":"inet","local":"10.42.0.0","prefixlen":32}]}]"#,
+    )
+    .unwrap();
+    fs::write(
+        standin.join("links/cni0"),
+        r#"[{"ifname":"cni0","mtu":1450,"address":"aa:bb:cc:00:11:33","flags":["UP"],"linkinfo":{"info_kind":"bridge"},
+            "addr_info":[{"family":"inet","local":"10.42.0.1","prefixlen":24}]}]"#,
+    )
+    .unwrap();
+    Node {
+        _tmp: tmp,
+        root,
+        standin,
+    }
+}
+
+impl Node {
+    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let path = format!(
+            "{}:{}",
+            self.standin.join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .arg("--root")
+            .arg(&self.root)
+            .env("PATH", path)
+            .env("STANDIN_DIR", &self.standin)
+            .env("STANDIN_ROOT", &self.root)
+            .env_remove("PREFLIGHT_FAULT_AT")
+            .env_remove("PREFLIGHT_KILL_AT")
+            .stdin(std::process::Stdio::null());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    }
+    fn argv_log(&self) -> String {
+        fs::read_to_string(self.standin.join("argv.log")).unwrap_or_default()
+    }
+    fn link_exists(&self, name: &str) -> bool {
+        self.standin.join("links").join(name).exists()
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?} signal {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        o.status.signal(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Every path under `root`: type, mode, owner, and content or link target.
+fn snapshot(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        let mut entries: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        for p in entries {
+            let m = fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let ids = format!("{:o} {}:{}", m.mode() & 0o7777, m.uid(), m.gid());
+            if m.file_type().is_symlink() {
+                out.insert(
+                    rel,
+                    format!("link -> {}", fs::read_link(&p).unwrap().display()),
+                );
+            } else if m.is_dir() {
+                out.insert(rel, format!("dir {ids}"));
+                walk(root, &p, out);
+            } else {
+                let bytes = fs::read(&p).unwrap();
+                out.insert(
+                    rel,
+                    format!("file {ids} {}", String::from_utf8_lossy(&bytes)),
+                );
+            }
+        }
+    }
+    walk(root, root, &mut out);
+    out
+}
+
+fn assert_same(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>, ctx: &str) {
+    if before != after {
+        let mut diff = String::new();
+        for (k, v) in before {
+            match after.get(k) {
+                None => diff.push_str(&format!("  missing: {k}\n")),
+                Some(w) if w != v => {
+                    diff.push_str(&format!("  changed: {k}\n    was {v:?}\n    now {w:?}\n"))
+                }
+                _ => {}
+            }
+        }
+        for k in after.keys().filter(|k| !before.contains_key(*k)) {
+            diff.push_str(&format!("  extra: {k} = {:?}\n", after[k]));
+        }
+        panic!("{ctx}: tree differs from before:\n{diff}");
+    }
+}
+
+fn install_args() -> Vec<&'static str> {
+    vec!["install", "--yes"]
+}
+
+/// How many fault points a hooked run passes (the size of the matrix).
+fn fault_points(o: &Output) -> u32 {
+    let err = String::from_utf8_lossy(&o.stderr);
+    err.lines()
+        .find_map(|l| {
+            l.strip_prefix("preflight: test hook: ")?
+                .strip_suffix(" fault points passed")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no fault point count:\n{}", text(o)))
+}
+
+#[test]
+fn plan_for_the_fixture_node_is_what_an_expert_would_do() {
+    let n = node();
+    let before = snapshot(&n.root);
+    let o = n.run(&["plan"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    // The steps, in the order a careful operator would take them.
+    let order = [
+        "Write /etc/systemd/system/sys-fs-bpf.mount",
+        "systemctl daemon-reload",
+        "Mount bpffs at /sys/fs/bpf",
+        "Write k3s drop-in /etc/rancher/k3s/config.yaml.d/90-preflight-cilium.yaml",
+        "Move aside /var/lib/rancher/k3s/agent/etc/cni/net.d/10-flannel.conflist",
+        "Move aside stale Cilium state /var/run/cilium/state/globals/node_config.h",
+        "Move aside stale Cilium state /var/run/cilium/state/templates",
+        "Move aside old pin /sys/fs/bpf/tc/globals/cilium_calls_overlay_2",
+        "systemctl restart k3s",
+        "Check containerd's CNI dirs after the restart",
+        "ip link del cni0  [todo]",
+        "ip link del flannel.1  [todo]",
+        "Write Helm values /var/lib/preflight/cilium-values.yaml",
+        "helm upgrade --install cilium (Cilium 1.18.4)",
+        "Wait for daemonset/cilium",
+        "Wait for deployment/coredns",
+        "Agent reports healthy",
+    ];
+    let mut at = 0;
+    for step in order {
+        let found = out[at..]
+            .find(step)
+            .unwrap_or_else(|| panic!("{step:?} missing or out of order:\n{out}"));
+        at += found + step.len();
+    }
+    for must in [
+        "| flannel-backend: none",
+        "| disable-network-policy: true",
+        "|   binPath: /opt/cni/bin",
+        "|   confPath: /etc/cni/net.d",
+        "|     - 10.42.0.0/16",
+        "--repo https://helm.cilium.io/ --version 1.18.4 --namespace kube-system --values ",
+        "rollout status daemonset/cilium --timeout=300s",
+        "cilium-dbg status --brief",
+    ] {
+        assert!(out.contains(must), "{must:?} missing:\n{out}");
+    }
+    // Without kube-proxy replacement kube-proxy stays; the user's config.yaml is never a target.
+    assert!(!out.contains("disable-kube-proxy"), "{out}");
+    assert!(
+        !out.contains("Write /etc/rancher/k3s/config.yaml "),
+        "{out}"
+    );
+    // Printing a plan changes nothing and runs only read-only queries.
+    assert_same(&before, &snapshot(&n.root), "after plan");
+    for line in n.argv_log().lines() {
+        assert!(
+            line.starts_with("ip -d -j addr show dev "),
+            "plan ran {line:?}"
+        );
+    }
+}
+
+#[test]
+fn kube_proxy_replacement_adds_the_k3s_flag_and_api_server_values() {
+    let n = node();
+    let o = n.run(&["plan", "--kube-proxy-replacement"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--k8s-service-host"),
+        "{}",
+        text(&o)
+    );
+    let o = n.run(
+        &[
+            "plan",
+            "--kube-proxy-replacement",
+            "--k8s-service-host",
+            "192.168.1.10",
+        ],
+        &[],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("| disable-kube-proxy: true"), "{out}");
+    assert!(out.contains("| kubeProxyReplacement: true"), "{out}");
+    assert!(out.contains("| k8sServiceHost: 192.168.1.10"), "{out}");
+}
+
+#[test]
+fn emit_gitops_writes_values_and_an_argo_cd_application() {
+    let n = node();
+    let dir = n.standin.join("gitops");
+    let o = n.run(
+        &[
+            "plan",
+            "--emit-gitops",
+            dir.to_str().unwrap(),
+            "--cilium-version",
+            "1.17.6",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let app: preflight::plan::gitops::Application =
+        serde_norway::from_str(&fs::read_to_string(dir.join("cilium-application.yaml")).unwrap())
+            .unwrap();
+    assert_eq!(app.api_version, "argoproj.io/v1alpha1");
+    assert_eq!(app.kind, "Application");
+    assert_eq!(app.spec.source.target_revision, "1.17.6");
+    assert_eq!(app.spec.destination.namespace, "kube-system");
+    let values: preflight::plan::gitops::CiliumValues =
+        serde_norway::from_str(&fs::read_to_string(dir.join("cilium-values.yaml")).unwrap())
+            .unwrap();
+    assert_eq!(values, app.spec.source.helm.values_object);
+    assert_eq!(
+        values.ipam.operator.cluster_pool_ipv4_pod_cidr_list,
+        vec!["10.42.0.0/16"]
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !out.contains("helm upgrade"),
+        "the GitOps plan has no Helm step:\n{out}"
+    );
+    assert!(out.contains("Argo CD Application"), "{out}");
+}
+
+#[test]
+fn install_then_rollback_restores_the_node_byte_for_byte() {
+    let n = node();
+    let before = snapshot(&n.root);
+    let o = n.run(&install_args(), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let root = &n.root;
+    let drop_in =
+        fs::read_to_string(root.join("etc/rancher/k3s/config.yaml.d/90-preflight-cilium.yaml"))
+            .unwrap();
+    assert!(drop_in.contains("flannel-backend: none"));
+    assert!(
+        !root
+            .join("var/lib/rancher/k3s/agent/etc/cni/net.d/10-flannel.conflist")
+            .exists()
+    );
+    assert!(root.join("var/lib/preflight/journal/journal.json").exists());
+    assert!(!n.link_exists("flannel.1") && !n.link_exists("cni0"));
+    let log = n.argv_log();
+    for cmd in [
+        "systemctl enable --now sys-fs-bpf.mount",
+        "systemctl restart k3s",
+        "ip link del flannel.1",
+        "ip link del cni0",
+        "helm upgrade --install cilium cilium --repo https://helm.cilium.io/ --version 1.18.4",
+        "kubectl --kubeconfig",
+        "rollout status daemonset/cilium",
+        "rollout status deployment/coredns",
+    ] {
+        assert!(log.contains(cmd), "{cmd:?} not run:\n{log}");
+    }
+    assert!(
+        log.find("systemctl restart k3s").unwrap() < log.find("ip link del flannel.1").unwrap()
+    );
+
+    // Idempotent: a second run changes nothing on the node (only the journal notes the run).
+    let after_install = snapshot(&n.root);
+    let o = n.run(&install_args(), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let strip = |s: BTreeMap<String, String>| -> BTreeMap<String, String> {
+        s.into_iter()
+            .filter(|(k, _)| !k.starts_with("var/lib/preflight/journal"))
+            .collect()
+    };
+    assert_same(
+        &strip(after_install),
+        &strip(snapshot(&n.root)),
+        "after a second install",
+    );
+
+    let o = n.run(&["rollback"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_same(&before, &snapshot(&n.root), "after rollback");
+    assert!(
+        n.link_exists("flannel.1") && n.link_exists("cni0"),
+        "flannel links recreated"
+    );
+    assert!(!n.link_exists("cilium_host"), "Cilium's link removed");
+    let log = n.argv_log();
+    assert!(
+        log.contains("helm uninstall cilium -n kube-system --wait"),
+        "{log}"
+    );
+    assert!(
+        log.contains("ip link add flannel.1 address aa:bb:cc:00:11:22 mtu 1450 type vxlan id 1 local 192.168.1.10 dev eth0 dstport 8472 nolearning"),
+        "{log}"
+    );
+    assert!(
+        log.contains("systemctl disable --now sys-fs-bpf.mount"),
+        "{log}"
+    );
+    // Idempotent rollback.
+    let o = n.run(&["rollback"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Nothing to roll back"));
+    assert_same(&before, &snapshot(&n.root), "after a second rollback");
+}
+
+#[test]
+fn late_failure_rolls_back_automatically_with_the_agent_log_as_evidence() {
+    let n = node();
+    let before = snapshot(&n.root);
+    let log = "level=error msg=\"Failed to compile bpf_lxc.o\"\n\
+               /var/lib/cilium/bpf/node_config.h:42:9: error: 'CALLS_MAP' macro redefined [-Werror,-Wmacro-redefined]\n\
+               level=info msg=unrelated";
+    let o = n.run(
+        &install_args(),
+        &[
+            ("STANDIN_FAIL", "rollout status daemonset/cilium"),
+            ("STANDIN_AGENT_LOG", log),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("INSTALL FAILED at step"), "{out}");
+    assert!(
+        out.contains(
+            "agent log: /var/lib/cilium/bpf/node_config.h:42:9: error: 'CALLS_MAP' macro redefined"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("msg=unrelated"), "{out}");
+    assert!(out.contains("Rollback complete"), "{out}");
+    assert_same(&before, &snapshot(&n.root), "after automatic rollback");
+    assert!(n.argv_log().contains("helm uninstall cilium"));
+}
+
+#[test]
+fn a_post_check_failure_also_rolls_back() {
+    let n = node();
+    let before = snapshot(&n.root);
+    let o = n.run(&install_args(), &[("STANDIN_FAIL", "nslookup")]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("post.dns"),
+        "{}",
+        text(&o)
+    );
+    assert_same(&before, &snapshot(&n.root), "after automatic rollback");
+}
+
+#[test]
+fn fail_at_every_fault_point_leaves_the_node_as_it_was() {
+    let probe = node();
+    let o = probe.run(&install_args(), &[("PREFLIGHT_FAULT_AT", "1000000")]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let total = fault_points(&o);
+    assert!(total > 40, "only {total} fault points");
+    for k in 1..=total {
+        let n = node();
+        let before = snapshot(&n.root);
+        let o = n.run(&install_args(), &[("PREFLIGHT_FAULT_AT", &k.to_string())]);
+        // 1: failed and rolled back; 2: failed while opening the journal, before any change.
+        assert!(
+            matches!(o.status.code(), Some(1 | 2)),
+            "fault at {k}: {}",
+            text(&o)
+        );
+        assert!(
+            text(&o).contains("injected fault"),
+            "fault at {k}: {}",
+            text(&o)
+        );
+        assert_same(&before, &snapshot(&n.root), &format!("fault at {k}"));
+    }
+    eprintln!("fail-at matrix: {total} fault points, all rolled back exactly");
+}
+
+#[test]
+fn sigkill_at_every_fault_point_then_rollback_restores_the_node() {
+    let mut k = 1;
+    loop {
+        let n = node();
+        let before = snapshot(&n.root);
+        let o = n.run(&install_args(), &[("PREFLIGHT_KILL_AT", &k.to_string())]);
+        if o.status.signal().is_none() {
+            assert_eq!(
+                o.status.code(),
+                Some(0),
+                "kill at {k} past the end: {}",
+                text(&o)
+            );
+            assert!(k > 40, "only {k} kill points");
+            break;
+        }
+        assert_eq!(o.status.signal(), Some(9), "kill at {k}: {}", text(&o));
+        let r = n.run(&["rollback"], &[]);
+        assert_eq!(
+            r.status.code(),
+            Some(0),
+            "rollback after kill at {k}: {}",
+            text(&r)
+        );
+        assert_same(
+            &before,
+            &snapshot(&n.root),
+            &format!("rollback after SIGKILL at {k}"),
+        );
+        k += 1;
+    }
+    eprintln!(
+        "kill matrix: {} kill points, all rolled back exactly",
+        k - 1
+    );
+}
+
+#[test]
+fn sigkill_inside_rollback_then_rollback_again_finishes() {
+    let mut k = 1;
+    loop {
+        let n = node();
+        let before = snapshot(&n.root);
+        let o = n.run(&install_args(), &[]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let r = n.run(&["rollback"], &[("PREFLIGHT_KILL_AT", &k.to_string())]);
+        if r.status.signal().is_none() {
+            assert_eq!(r.status.code(), Some(0), "{}", text(&r));
+            assert_same(&before, &snapshot(&n.root), "unkilled rollback");
+            break;
+        }
+        let r = n.run(&["rollback"], &[]);
+        assert_eq!(
+            r.status.code(),
+            Some(0),
+            "second rollback after kill at {k}: {}",
+            text(&r)
+        );
+        assert_same(
+            &before,
+            &snapshot(&n.root),
+            &format!("rollback killed at {k}, re-run"),
+        );
+        k += 1;
+    }
+    assert!(k > 10, "only {k} kill points in rollback");
+}
+
+#[test]
+fn bad_plans_leave_the_node_as_it_was() {
+    // A file where the drop-in directory must go: the step fails, everything before is undone.
+    let n = node();
+    fs::write(
+        n.root.join("etc/rancher/k3s/config.yaml.d"),
+        "not a directory\n",
+    )
+    .unwrap();
+    let before = snapshot(&n.root);
+    let o = n.run(&install_args(), &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("k3s.drop-in"),
+        "{}",
+        text(&o)
+    );
+    assert_same(&before, &snapshot(&n.root), "file in place of a directory");
+
+    // A missing CNI dir: nothing to move, the rest still runs and rolls back exactly.
+    let n = node();
+    fs::remove_dir_all(n.root.join("var/lib/rancher/k3s/agent/etc/cni")).unwrap();
+    let before = snapshot(&n.root);
+    let o = n.run(
+        &install_args(),
+        &[("STANDIN_FAIL", "rollout status deployment/coredns")],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_same(&before, &snapshot(&n.root), "missing CNI dir");
+
+    // A broken k3s config: exit 2 naming the file and line; nothing written.
+    let n = node();
+    fs::write(
+        n.root.join("etc/rancher/k3s/config.yaml"),
+        "node-name: a\ncluster-cidr: [unclosed\n",
+    )
+    .unwrap();
+    let before = snapshot(&n.root);
+    let o = n.run(&install_args(), &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("config.yaml:"),
+        "{}",
+        text(&o)
+    );
+    assert_same(&before, &snapshot(&n.root), "broken config");
+
+    // A failing helm: rolled back before anything Kubernetes-side happened.
+    let n = node();
+    let before = snapshot(&n.root);
+    let o = n.run(&install_args(), &[("STANDIN_FAIL", "helm upgrade")]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_same(&before, &snapshot(&n.root), "failing helm");
+}
+
+#[test]
+fn install_without_a_terminal_needs_yes() {
+    let n = node();
+    let before = snapshot(&n.root);
+    let o = n.run(&["install"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--yes"),
+        "{}",
+        text(&o)
+    );
+    assert_same(&before, &snapshot(&n.root), "unconfirmed install");
+}
+
+#[test]
+fn fallback_flannel_undoes_cilium_and_hardens_then_rolls_back() {
+    let n = node();
+    fs::create_dir_all(n.root.join("etc/NetworkManager/conf.d")).unwrap();
+    fs::create_dir_all(n.root.join("etc/firewalld")).unwrap();
+    fs::create_dir_all(n.root.join("proc/sys/net/ipv4")).unwrap();
+    fs::write(n.root.join("proc/sys/net/ipv4/ip_forward"), "0\n").unwrap();
+    let before = snapshot(&n.root);
+    assert_eq!(n.run(&install_args(), &[]).status.code(), Some(0));
+    let o = n.run(&["fallback", "flannel", "--yes"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("Rolling back the Cilium install first"),
+        "{out}"
+    );
+    assert!(out.contains("EnableNFTables"), "{out}");
+    assert!(out.contains("iptables backend"), "{out}");
+    let r = &n.root;
+    assert!(
+        r.join("var/lib/rancher/k3s/agent/etc/cni/net.d/10-flannel.conflist")
+            .exists()
+    );
+    assert!(
+        !r.join("etc/rancher/k3s/config.yaml.d/90-preflight-cilium.yaml")
+            .exists()
+    );
+    let modules =
+        fs::read_to_string(r.join("etc/modules-load.d/90-preflight-flannel.conf")).unwrap();
+    for m in ["br_netfilter", "overlay", "nf_conntrack", "vxlan"] {
+        assert!(modules.contains(m), "{modules}");
+    }
+    let nm =
+        fs::read_to_string(r.join("etc/NetworkManager/conf.d/90-preflight-flannel.conf")).unwrap();
+    assert!(nm.contains(
+        "unmanaged-devices=interface-name:cni*;interface-name:flannel*;interface-name:veth*"
+    ));
+    assert!(
+        fs::read_to_string(r.join("etc/sysctl.d/90-preflight-flannel.conf"))
+            .unwrap()
+            .contains("net.ipv4.ip_forward = 1")
+    );
+    let log = n.argv_log();
+    for cmd in [
+        "modprobe br_netfilter",
+        "sysctl -w net.ipv4.ip_forward=1",
+        "firewall-cmd --permanent --add-port=8472/udp",
+        "firewall-cmd --permanent --zone=trusted --add-source=10.42.0.0/16",
+        "systemctl reload NetworkManager",
+    ] {
+        assert!(log.contains(cmd), "{cmd:?} not run:\n{log}");
+    }
+    // The hardening is journaled too.
+    let o = n.run(&["rollback"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_same(
+        &before,
+        &snapshot(&n.root),
+        "after rolling back the fallback",
+    );
+    let log = n.argv_log();
+    assert!(log.contains("sysctl -w net.ipv4.ip_forward=0"), "{log}");
+    assert!(
+        log.contains("firewall-cmd --permanent --remove-port=8472/udp"),
+        "{log}"
+    );
+}
