@@ -58,3 +58,15 @@ if [ "$llvm_of_ebpf_rustc" != "$LLVM_MAJOR" ]; then
   exit 1
 fi
 say "eBPF toolchain $EBPF_TOOLCHAIN (LLVM $llvm_of_ebpf_rustc) ready"
+
+# scripts/validate-manifests.sh checks `preflight job` output against the Kubernetes API schema
+# offline with kubernetes-validate (bundled schemas up to 1.37).
+KUBERNETES_VALIDATE_VERSION=1.37.0
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+  say "pip: installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION"
+  python3 -m pip install --quiet "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
+    || python3 -m pip install --quiet --break-system-packages \
+      "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+else
+  say "kubernetes-validate present: $(kubernetes-validate --version 2>/dev/null || echo unknown version)"
+fi

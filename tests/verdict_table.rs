@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use preflight::{
     checks,
-    facts::{Facts, GatherOptions, Gathered},
+    facts::{Facts, Gathered},
     probe::{ProbeReport, Support},
     target::{Target, TargetSpec, node::NodeHints},
     verdict::{self, Verdict},
@@ -23,19 +23,16 @@ fn probes() -> ProbeReport {
     serde_json::from_str(&text).unwrap()
 }
 
+/// Node facts gathered from an empty root (every file-based fact "could not tell"), with the
+/// probe fixture standing in for the live kernel.
 fn facts(probes: ProbeReport, hints: NodeHints) -> Facts {
-    // Node files from an empty root (every node fact "could not tell"), then the fixture's probes.
     let empty = tempfile::tempdir().unwrap();
-    let mut f = Facts::gather(&GatherOptions {
-        root: empty.path().to_path_buf(),
-        canaries: false,
-        compile: None,
-    });
-    f.live = true;
-    f.probes = Gathered::Got(probes);
-    f.canaries = Gathered::Skipped("fixture: no canaries".into());
-    f.node_hints = hints;
-    f
+    let mut facts = Facts::from_root(empty.path());
+    facts.live = true;
+    facts.probes = Gathered::Got(probes);
+    facts.canaries = Gathered::Skipped("fixture: no canaries".into());
+    facts.node_hints = hints;
+    facts
 }
 
 /// The fixtures: named node facts.

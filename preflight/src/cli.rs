@@ -88,6 +88,23 @@ pub enum Command {
     /// Give the node back to a CNI other than Cilium.
     #[command(subcommand)]
     Fallback(FallbackTo),
+    /// The cluster verdict from many node reports (files, directories, `-` for stdin).
+    ///
+    /// Reads `preflight run --format json` / `json-line` reports and `kubectl logs` output
+    /// (a report per line, log noise and `--prefix`/`--timestamps` prefixes skipped), one report
+    /// at a time. A capability is go only if every node is go for it; nodes are grouped by the
+    /// checks that block them. Reports of another schema_version are refused by file and line.
+    /// Exits 0 (every node go), 1 (some node no-go) or 2 (no reports, refused reports, I/O).
+    #[command(after_help = EXIT_CODES)]
+    Aggregate(AggregateArgs),
+    /// Print Kubernetes manifests that run preflight once on every node (a DaemonSet).
+    ///
+    /// Each pod runs `preflight run --root /host` in an init container with the host's / mounted
+    /// read-only, /sys/fs/bpf and /sys/fs/cgroup writable, hostPID/hostNetwork, and the
+    /// capabilities BPF, PERFMON, NET_ADMIN, SYS_ADMIN, SYS_RESOURCE instead of privileged. The
+    /// report is one JSON line in the pod's log: feed `kubectl logs` to `preflight aggregate`.
+    /// Prints YAML on stdout; touches nothing. See docs/fleet.md.
+    Job(JobArgs),
     #[command(name = "__canary-worker", hide = true)]
     CanaryWorker,
     #[command(name = "__canary-janitor", hide = true)]
@@ -129,6 +146,55 @@ pub struct RunArgs {
     /// Add a capability to the target's needs (repeatable), e.g. --need socket-lb.
     #[arg(long = "need", value_enum, value_name = "CAPABILITY")]
     pub need: Vec<Capability>,
+    /// --root is the node this kernel runs (a pod with the host's / at /host): run the live
+    /// probes and canaries anyway. `preflight job` sets it.
+    #[arg(long)]
+    pub host_kernel: bool,
+    /// Exit 0 whatever the verdict (errors still exit 2); the verdict stays in the report. For
+    /// the DaemonSet's init container, which Kubernetes would restart on exit 1.
+    #[arg(long)]
+    pub exit_zero: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AggregateArgs {
+    /// Report files, directories (read recursively) or `-` (stdin).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    /// Namespace for the DaemonSet (created unless --no-namespace).
+    #[arg(long, short = 'n', default_value = "preflight")]
+    pub namespace: String,
+    /// Do not emit the Namespace object (it exists already).
+    #[arg(long)]
+    pub no_namespace: bool,
+    /// The preflight image (see the Dockerfile); default preflight:<this version>.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// The image that holds each pod after the check (DaemonSet pods must keep running).
+    #[arg(long, default_value = "registry.k8s.io/pause:3.10")]
+    pub pause_image: String,
+    /// Name of the DaemonSet and its label.
+    #[arg(long, default_value = "preflight")]
+    pub name: String,
+    /// Target flag for the run on each node: add a capability (repeatable).
+    #[arg(long = "need", value_enum, value_name = "CAPABILITY")]
+    pub need: Vec<Capability>,
+    /// Target flag for the run on each node: treat this check id as passed (repeatable).
+    #[arg(long = "ignore", value_name = "CHECK_ID")]
+    pub ignore: Vec<String>,
+    /// Skip the attach canaries on the nodes.
+    #[arg(long)]
+    pub no_canaries: bool,
+    /// Further `preflight run` flags for the nodes, after `--`.
+    #[arg(last = true, value_name = "RUN_ARGS")]
+    pub run_args: Vec<String>,
 }
 
 impl RunArgs {

@@ -27,15 +27,14 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
     if !args.root.is_dir() {
         anyhow::bail!("--root {}: not a directory", args.root.display());
     }
-    let mut target = Target::default();
-    target.capabilities.extend(args.need.iter().copied());
+    // Values errors (YAML line/column, bad --set) are input errors: exit 2 before any probing.
+    let target = Target::build(&args.target_spec())?;
     let opts = GatherOptions {
         root: args.root.clone(),
         canaries: !args.no_canaries,
         compile: (!args.no_compile).then(|| target.clone()),
+        host_kernel: args.host_kernel,
     };
-    // Values errors (YAML line/column, bad --set) are input errors: exit 2 before any probing.
-    let target = Target::build(&args.target_spec())?;
     let facts = Facts::gather(&opts);
     let t = Instant::now();
     let checks = checks::run_all(&facts, &target, &args.ignore);
@@ -59,7 +58,7 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
         timings,
     };
     report::emit(&report, args.format, args.output.as_deref(), colour)?;
-    Ok(if report.verdict.go {
+    Ok(if report.verdict.go || args.exit_zero {
         exit::GO
     } else if report.verdict.decided {
         exit::NO_GO
@@ -72,6 +71,7 @@ pub fn probe(args: &ProbeArgs) -> anyhow::Result<u8> {
     let report = probe::probe(&LiveKernel, args.scope());
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::JsonLine => println!("{}", serde_json::to_string(&report)?),
         _ => print!("{}", probe_text(&report)),
     }
     Ok(exit::GO)

@@ -36,12 +36,15 @@ pub struct GatherOptions {
     pub canaries: bool,
     /// Compile the datapath templates for this target (live only); None skips the stage.
     pub compile: Option<Target>,
+    /// The root is another view of the node this kernel runs (a pod with the host's `/` at
+    /// `/host` shares the node's kernel), so live probes apply even though root is not `/`.
+    pub host_kernel: bool,
 }
 
 impl GatherOptions {
     /// Live probes only make sense against the kernel we run on.
     pub fn live(&self) -> bool {
-        self.root == std::path::Path::new("/")
+        self.host_kernel || self.root == std::path::Path::new("/")
     }
 }
 
@@ -75,6 +78,17 @@ pub struct Facts {
 }
 
 impl Facts {
+    /// Node facts read from `root` only: no live probes, canaries or compile stage. Tests start
+    /// from this and put fixture probe or compile results in.
+    pub fn from_root(root: &std::path::Path) -> Self {
+        Self::gather(&GatherOptions {
+            root: root.to_path_buf(),
+            canaries: false,
+            compile: None,
+            host_kernel: false,
+        })
+    }
+
     pub fn gather(opts: &GatherOptions) -> Self {
         let live = opts.live();
         let mut timings = Vec::new();

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod commands;
 pub mod compile;
 pub mod facts;
+pub mod fleet;
 pub mod host;
 pub mod plan;
 pub mod probe;

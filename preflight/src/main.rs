@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use preflight::{
     cli::{Cli, Command},
-    commands, exit, plan,
+    commands, exit, fleet, plan,
     probe::canary,
     report,
 };
@@ -34,6 +34,8 @@ fn main() -> ExitCode {
         Command::Install(args) => plan::cmd::install(args),
         Command::Rollback(args) => plan::cmd::rollback(args),
         Command::Fallback(to) => plan::cmd::fallback(to),
+        Command::Aggregate(args) => fleet::cmd::aggregate(args),
+        Command::Job(args) => fleet::cmd::job(args),
         Command::CanaryWorker => return canary::worker::worker_main(),
         Command::CanaryJanitor { pid, dir } => return canary::janitor_main(*pid, dir),
     };

@@ -1,19 +1,36 @@
-//! Project automation: `cargo xtask <task>`. Benchmarks print figures; they never assert timings.
+//! Project automation: `cargo xtask <command>`. Each command prints what it did and the figures
+//! it measured (benchmarks never assert timings); none needs more than scripts/setup.sh installs.
+mod bench;
 mod bench_compile;
 mod bench_probe;
+mod dist;
 mod measure;
+mod vm;
+
+use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "xtask", about = "preflight project tasks")]
+#[command(
+    name = "cargo xtask",
+    about = "preflight's build, release and test automation"
+)]
 struct Cli {
     #[command(subcommand)]
-    task: Task,
+    command: Command,
 }
 
 #[derive(Subcommand)]
-enum Task {
+enum Command {
+    /// Build the static, stripped release binary (target/dist/preflight) and print its size.
+    Dist,
+    /// Boot real Debian kernels in qemu (TCG) with the static preflight in an initramfs, bring
+    /// the reports out and check them against what each kernel should have.
+    VmTest(vm::VmTestArgs),
+    /// Time `preflight aggregate` over generated node reports (default 10,000) and print the
+    /// wall time, throughput and peak memory.
+    BenchAggregate(bench::BenchArgs),
     /// `preflight probe --all` against `bpftool feature probe`, alternating, same run: median wall
     /// and CPU time, ratio, peak RSS, and a per-item agreement table with every disagreement
     /// explained. Also times the default (Cilium-scope) probe. Needs root and bpftool.
@@ -24,9 +41,27 @@ enum Task {
     BenchCompile(bench_compile::Args),
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().task {
-        Task::BenchProbe(args) => bench_probe::run(&args),
-        Task::BenchCompile(args) => bench_compile::run(&args),
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Dist => dist::dist().map(|_| true),
+        Command::VmTest(args) => vm::vm_test(&args),
+        Command::BenchAggregate(args) => bench::bench_aggregate(&args).map(|_| true),
+        Command::BenchProbe(args) => bench_probe::run(&args).map(|_| true),
+        Command::BenchCompile(args) => bench_compile::run(&args).map(|_| true),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::from(2)
+        }
     }
+}
+
+/// The workspace root (xtask lives one level below it).
+fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }

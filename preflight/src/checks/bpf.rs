@@ -247,5 +247,26 @@ pub fn checks() -> Vec<Check> {
                 }),
         );
     }
+    out.push(
+        Check::new("bpf.misc.jit_always_on", Area::Bpf, "BPF JIT always on (no interpreter)")
+            .remedy("informational: with CONFIG_BPF_JIT_ALWAYS_ON=y net.core.bpf_jit_enable cannot be turned off")
+            .evaluate(|facts, _| jit_always_on(facts)),
+    );
     out
+}
+
+/// Not probeable without changing the node (only a failed write of 0 to net.core.bpf_jit_enable
+/// would show it), so read from the kernel config.
+fn jit_always_on(facts: &Facts) -> Outcome {
+    use crate::host::kconfig::{KernelConfigFact, Setting};
+    match &facts.kernel_config {
+        KernelConfigFact::Found(config) => match config.get("BPF_JIT_ALWAYS_ON") {
+            Some(Setting::Builtin) => Outcome::pass("CONFIG_BPF_JIT_ALWAYS_ON=y"),
+            _ => Outcome::warn(
+                "CONFIG_BPF_JIT_ALWAYS_ON is not set: the interpreter stays available",
+            ),
+        }
+        .evidence(config.source.clone()),
+        KernelConfigFact::NotVisible { .. } => Outcome::unknown("kernel config not visible"),
+    }
 }

@@ -49,6 +49,7 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<u8> {
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Format::Text => print!("{}", render(&report)),
+        Format::JsonLine => println!("{}", serde_json::to_string(&report)?),
         Format::Junit | Format::Markdown => {
             anyhow::bail!(
                 "`preflight compile` prints text or json; junit and markdown are for `run`"

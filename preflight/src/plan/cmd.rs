@@ -236,6 +236,7 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
         canaries: live,
         // The incident this tool exists for is a datapath that does not compile: check it.
         compile: live.then(|| target.clone()),
+        host_kernel: false,
     });
     let results = checks::run_all(&facts, &target, &[]);
     let v = verdict::decide(&target, &results);

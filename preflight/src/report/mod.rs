@@ -125,6 +125,8 @@ pub enum Format {
     Junit,
     /// Markdown for a CI job summary.
     Markdown,
+    /// The same JSON on one line: what pods print, so `kubectl logs` gives a report per line.
+    JsonLine,
 }
 
 pub fn render(report: &Report, format: Format, colour: bool) -> String {
@@ -137,6 +139,11 @@ pub fn render(report: &Report, format: Format, colour: bool) -> String {
         }
         Format::Junit => render_junit(report),
         Format::Markdown => render_markdown(report),
+        Format::JsonLine => {
+            let mut s = serde_json::to_string(report).expect("report serialises");
+            s.push('\n');
+            s
+        }
     }
 }
 
