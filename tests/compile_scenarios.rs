@@ -327,3 +327,48 @@ fn run_checks_call_a_too_new_clang_a_warning_not_a_node_failure() {
     assert_eq!(lxc.status, Status::Warn, "{}", lxc.detail);
     assert!(lxc.detail.contains("toolchain mismatch"));
 }
+
+#[test]
+fn tunnel_port_from_values_clears_the_flannel_port_conflict_and_reaches_the_header() {
+    if !have("/usr/bin/clang-19") {
+        return;
+    }
+    // Only the port is held in this root (no flannel.1 device): moving tunnelPort avoids it.
+    let dir = tempfile::tempdir().unwrap();
+    let values = dir.path().join("values.yaml");
+    std::fs::write(
+        &values,
+        "tunnelPort: 8473\nbpf:\n  monitorAggregation: none\n",
+    )
+    .unwrap();
+    let target = Target::build(&preflight::target::TargetSpec {
+        cilium_version: Some("1.18.4".into()),
+        value_files: vec![values],
+        ..Default::default()
+    })
+    .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("proc/net")).unwrap();
+    std::fs::copy(
+        fixture("missing-node-config").join("proc/net/udp"),
+        root.path().join("proc/net/udp"),
+    )
+    .unwrap();
+    let mut o = Options::new(target);
+    o.state = StateSource::Predict(HostRoot::new(root.path()));
+    o.verify = false;
+    let emit = dir.path().join("state");
+    o.emit_state = Some(emit.clone());
+    let r = compile::run(&o).unwrap();
+    assert!(r.init_blockers.is_empty(), "{:?}", r.init_blockers);
+    assert!(r.programs.iter().all(|p| p.compiled));
+    let node = std::fs::read_to_string(emit.join("globals/node_config.h")).unwrap();
+    assert!(node.contains("#define TUNNEL_PORT 8473"), "{node}");
+    let templates = std::fs::read_dir(emit.join("templates"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let ep = std::fs::read_to_string(templates.path().join("ep_config.h")).unwrap();
+    assert!(ep.contains("#define MONITOR_AGGREGATION 0"), "{ep}");
+}

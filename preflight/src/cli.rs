@@ -250,12 +250,19 @@ pub struct CompileArgs {
     /// leftover) when datapath init would fail here (flannel.1 on the tunnel port, bpffs, rp_filter).
     #[arg(long, conflicts_with = "state_dir")]
     pub as_node: bool,
+    /// The node's root filesystem for --as-node (a Job's /host, a fixture tree).
+    #[arg(long, default_value = "/", requires = "as_node")]
+    pub root: PathBuf,
     /// Target Cilium version (selects flags, include layout and the clang to match).
     #[arg(long, default_value = crate::target::DEFAULT_CILIUM_VERSION)]
     pub cilium_version: String,
-    /// Helm values file. Not read yet: the values stage is not merged, the chart defaults apply.
-    #[arg(long, value_name = "FILE")]
-    pub values: Option<PathBuf>,
+    /// Helm values file(s), applied in order (tunnel protocol and port, monitor aggregation,
+    /// which programs the target needs).
+    #[arg(long = "values", short = 'f', value_name = "FILE")]
+    pub values: Vec<PathBuf>,
+    /// Helm --set expressions, applied after the files.
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub set: Vec<String>,
     /// Use this clang instead of the one matching the target's bundled LLVM.
     #[arg(long, value_name = "PATH")]
     pub clang: Option<PathBuf>,

@@ -1,6 +1,7 @@
 //! Project automation: `cargo xtask <command>`. Each command prints what it did and the figures
 //! it measured (benchmarks never assert timings); none needs more than scripts/setup.sh installs.
 mod bench;
+mod bench_compile;
 mod bench_probe;
 mod dist;
 mod measure;
@@ -34,6 +35,10 @@ enum Command {
     /// and CPU time, ratio, peak RSS, and a per-item agreement table with every disagreement
     /// explained. Also times the default (Cilium-scope) probe. Needs root and bpftool.
     BenchProbe(bench_probe::Args),
+    /// The datapath compile stage on the built-in templates (release build): stage wall time vs
+    /// the same clang invocations run sequentially, tool overhead beyond clang, peak RSS.
+    /// Extra arguments go to `preflight compile`, e.g. `-- --cilium-version 1.16`.
+    BenchCompile(bench_compile::Args),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +48,7 @@ fn main() -> ExitCode {
         Command::VmTest(args) => vm::vm_test(&args),
         Command::BenchAggregate(args) => bench::bench_aggregate(&args).map(|_| true),
         Command::BenchProbe(args) => bench_probe::run(&args).map(|_| true),
+        Command::BenchCompile(args) => bench_compile::run(&args).map(|_| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

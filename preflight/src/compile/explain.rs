@@ -232,8 +232,9 @@ fn explain(cause: &Cause, d: &Diagnostic) -> (String, String) {
             (
                 format!(
                     "{missing} is missing, so the include path fell through to the dummy {dummy}; \
-                     its unguarded test definitions collide with the generated headers ({}). \
-                     Cause: {why}",
+                     its test definitions collide with the generated headers ({}): unguarded ones \
+                     always, guarded defaults when the dummy is included first (node_config.h in \
+                     bpf_host.c). Cause: {why}",
                     d.message
                 ),
                 if init_blockers.is_empty() {
@@ -337,4 +338,93 @@ pub fn findings(ctx: &Context, program: &str, diagnostics: &[Diagnostic]) -> Vec
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::{diag::parse, profile::for_minor};
+
+    fn layout() -> StateLayout {
+        StateLayout {
+            root: PathBuf::from("/s"),
+            template_hash: "abc".into(),
+        }
+    }
+
+    fn ctx<'a>(state: &'a StateLayout, profile: &'a Profile, clang: u32) -> Context<'a> {
+        Context {
+            bpf_dir: Path::new("/b"),
+            state,
+            profile,
+            clang_major: clang,
+            blockers: &[],
+        }
+    }
+
+    #[test]
+    fn dummy_site_means_the_generated_header_is_missing() {
+        let (s, p) = (layout(), for_minor(18));
+        let d = parse(
+            "./node_config.h:22:9: error: 'CALLS_MAP' macro redefined [-Werror,-Wmacro-redefined]\n\
+             /s/templates/abc/ep_config.h:5:9: note: previous definition is here\n",
+        );
+        let f = findings(&ctx(&s, &p, 19), "bpf_lxc", &d);
+        assert_eq!(f.len(), 1);
+        assert_eq!(
+            f[0].cause,
+            Cause::GeneratedHeaderMissing {
+                missing: "/s/globals/node_config.h".into(),
+                dummy: "/b/node_config.h".into(),
+                init_blockers: vec![],
+            }
+        );
+        assert!(
+            f[0].explanation.contains("flannel.1"),
+            "names the usual init failures"
+        );
+    }
+
+    #[test]
+    fn two_generated_sites_disagree_and_command_line_against_dummy_is_missing() {
+        let (s, p) = (layout(), for_minor(18));
+        let d = parse(
+            "/s/templates/abc/ep_config.h:3:9: error: 'X' macro redefined [-Werror,-Wmacro-redefined]\n\
+             /s/globals/node_config.h:4:9: note: previous definition is here\n\
+             ./node_config.h:22:9: error: 'CALLS_MAP' macro redefined [-Werror,-Wmacro-redefined]\n\
+             <command line>:1:9: note: previous definition is here\n",
+        );
+        let f = findings(&ctx(&s, &p, 19), "bpf_overlay", &d);
+        assert!(matches!(f[0].cause, Cause::HeadersDisagree { .. }));
+        assert!(matches!(f[1].cause, Cause::GeneratedHeaderMissing { .. }));
+        assert!(f[1].sites[1].starts_with("<command line>:1:9"));
+    }
+
+    #[test]
+    fn cpu_and_shorten_and_unexplained() {
+        let (s, p16, p18) = (layout(), for_minor(16), for_minor(18));
+        let cpu = parse("error: unknown target CPU 'v9'\n");
+        let f = findings(&ctx(&s, &p18, 16), "bpf_lxc", &cpu);
+        assert_eq!(
+            f[0].cause,
+            Cause::UnsupportedCpu {
+                cpu: "v9".into(),
+                clang_major: 16
+            }
+        );
+        let shorten = parse(
+            "./lib/ct.h:46:29: error: implicit conversion loses integer precision: 'unsigned long long' to '__u32' [-Werror,-Wshorten-64-to-32]\n",
+        );
+        let f = findings(&ctx(&s, &p16, 19), "bpf_lxc", &shorten);
+        assert!(matches!(f[0].cause, Cause::ClangTooNew { .. }));
+        // The same error on 1.18 sources is not the known mismatch: say so, do not guess.
+        let f = findings(&ctx(&s, &p18, 19), "bpf_lxc", &shorten);
+        assert_eq!(f[0].cause, Cause::Unexplained);
+        assert_eq!(f[0].kind, "shorten-64-to-32");
+        // Warnings are not findings; duplicates collapse.
+        let d = parse(
+            "a.c:1:1: warning: x [-Wfoo]\nb.c:1:1: error: 'Y' macro redefined\nb.c:2:1: error: 'Y' macro redefined\n",
+        );
+        assert_eq!(findings(&ctx(&s, &p18, 19), "p", &d).len(), 1);
+    }
 }

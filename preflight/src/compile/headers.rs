@@ -91,14 +91,12 @@ pub fn generate(profile: &Profile, target: &Target) -> Generated {
     def("HOST_IFINDEX", "1");
     def("CT_MAP_SIZE_TCP", "524288");
     def("IPCACHE_MAP_SIZE", "512000");
-    if target.needs(Capability::TunnelGeneve) {
-        def("ENCAP_IFINDEX", "2");
-        def("TUNNEL_PORT", "6081");
-    } else if target.needs(Capability::TunnelVxlan) {
-        def("ENCAP_IFINDEX", "2");
-        def("TUNNEL_PORT", "8472");
-    } else {
-        def("ENCAP_IFINDEX", "0");
+    match super::nodeinit::tunnel(target) {
+        Some((_, port)) => {
+            def("ENCAP_IFINDEX", "2");
+            def("TUNNEL_PORT", &port.to_string());
+        }
+        None => def("ENCAP_IFINDEX", "0"),
     }
     if target.needs(Capability::KubeProxyReplacement) {
         def("ENABLE_NODEPORT", "1");
@@ -119,7 +117,13 @@ pub fn generate(profile: &Profile, target: &Target) -> Generated {
          #define CALLS_MAP {EP_TEMPLATE_CALLS_MAP}\n\
          #define ENABLE_ARP_RESPONDER 1\n\
          #define MONITOR_AGGREGATION {}\n",
-        monitor_aggregation("medium")
+        monitor_aggregation(
+            target
+                .value("bpf.monitorAggregation")
+                .as_ref()
+                .and_then(|v| v.as_str())
+                .unwrap_or("medium")
+        )
     );
     let netdev_config = "/* device configuration (generated) */\n\
                          #define NATIVE_DEV_IFINDEX 3\n\

@@ -120,6 +120,8 @@ pub struct Timings {
     /// Sum of every clang invocation's wall time (what a sequential run would roughly take).
     pub clang_sum_ms: f64,
     pub verify_ms: f64,
+    /// Toolchain discovery (`clang --version` per binary), unpacking, headers, command lines.
+    pub prepare_ms: f64,
     pub workers: usize,
 }
 
@@ -166,6 +168,30 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+const SCRATCH_PREFIX: &str = "preflight-compile.";
+
+/// Removes scratch dirs left by runs that were killed before they could clean up (their pid is
+/// in the name and no longer running). A killed run leaves nothing else: objects were loaded
+/// by fd only, never pinned, so the kernel freed them when the process died.
+pub fn sweep_scratch(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(SCRATCH_PREFIX)
+            .and_then(|rest| rest.split('.').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// The node's own state dir (the agent's host path).
 pub const NODE_STATE_DIR: &str = "/var/run/cilium/state";
 
@@ -186,8 +212,9 @@ pub fn prepare(opts: &Options) -> Result<Prepared, String> {
     let profile = profile::for_version(&opts.target.cilium_version)?;
     let choice = toolchain::choose(toolchain::discover(), &profile, opts.clang.as_deref())?;
     let (mcpu, mcpu_reason) = profile::choose_mcpu(&profile, opts.probes.as_ref());
+    sweep_scratch(&std::env::temp_dir());
     let scratch = tempfile::Builder::new()
-        .prefix("preflight-compile.")
+        .prefix(&format!("{SCRATCH_PREFIX}{}.", std::process::id()))
         .tempdir()
         .map_err(|e| format!("scratch dir: {e}"))?;
     let bpf_dir = match &opts.bpf_dir {
@@ -307,6 +334,7 @@ pub fn run(opts: &Options) -> Result<CompileReport, String> {
     let start = Instant::now();
     let prepared = prepare(opts)?;
     let mut report = prepared.report;
+    report.timings.prepare_ms = start.elapsed().as_secs_f64() * 1e3;
     let t = Instant::now();
     let outcomes = runner::run_all(&prepared.jobs, opts.workers, opts.progress);
     report.timings.compile_ms = t.elapsed().as_secs_f64() * 1e3;
@@ -372,4 +400,27 @@ pub fn run(opts: &Options) -> Result<CompileReport, String> {
     report.timings.verify_ms = verify_ms;
     report.timings.stage_ms = start.elapsed().as_secs_f64() * 1e3;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_removes_only_dirs_of_dead_runs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dead = tmp
+            .path()
+            .join(format!("{SCRATCH_PREFIX}{}.abc", u32::MAX - 1));
+        let alive = tmp
+            .path()
+            .join(format!("{SCRATCH_PREFIX}{}.abc", std::process::id()));
+        let other = tmp.path().join("preflight-compile-notes");
+        for d in [&dead, &alive, &other] {
+            std::fs::create_dir_all(d.join("bpf")).unwrap();
+        }
+        sweep_scratch(tmp.path());
+        assert!(!dead.exists());
+        assert!(alive.exists() && other.exists());
+    }
 }

@@ -33,15 +33,28 @@ fn bound_udp_ports(root: &HostRoot) -> Vec<u16> {
         .collect()
 }
 
+/// The tunnel protocol and UDP port the agent will bind: `tunnelPort` when set, else the
+/// protocol's default (VXLAN 8472, Geneve 6081).
+pub fn tunnel(target: &Target) -> Option<(&'static str, u16)> {
+    let (proto, default) = if target.needs(Capability::TunnelGeneve) {
+        ("geneve", 6081u16)
+    } else if target.needs(Capability::TunnelVxlan) {
+        ("vxlan", 8472u16)
+    } else {
+        return None;
+    };
+    let port = target
+        .value("tunnelPort")
+        .and_then(|v| v.as_u64())
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p != 0)
+        .unwrap_or(default);
+    Some((proto, port))
+}
+
 pub fn blockers(root: &HostRoot, target: &Target) -> Vec<InitBlocker> {
     let mut out = Vec::new();
-    let tunnel = if target.needs(Capability::TunnelGeneve) {
-        Some(("geneve", 6081u16))
-    } else if target.needs(Capability::TunnelVxlan) {
-        Some(("vxlan", 8472u16))
-    } else {
-        None
-    };
+    let tunnel = tunnel(target);
     if let Some((proto, port)) = tunnel {
         let flannel = root.path("/sys/class/net/flannel.1").exists();
         let bound = bound_udp_ports(root).contains(&port);
@@ -99,8 +112,9 @@ pub fn blockers(root: &HostRoot, target: &Target) -> Vec<InitBlocker> {
             });
         }
     }
+    // Only root can tell: for anyone else /proc/sys is read-only whatever the agent would see.
     let rp = root.path("/proc/sys/net/ipv4/conf/all/rp_filter");
-    if rp.exists() && !writable(&rp) {
+    if rp.exists() && nix::unistd::geteuid().is_root() && !writable(&rp) {
         out.push(InitBlocker {
             step: "rp-filter".into(),
             detail: "net.ipv4.conf.all.rp_filter is not writable: the agent's sysctl step fails \
@@ -136,12 +150,13 @@ mod tests {
         assert_eq!(b.len(), 1);
         assert_eq!(b[0].step, "tunnel-port");
         assert!(b[0].detail.contains("flannel.1") && b[0].detail.contains("8472"));
-        let native = Target {
-            cilium_version: "1.18.4".into(),
-            capabilities: [Capability::BaseDatapath, Capability::NativeRouting].into(),
-            ..Target::default()
-        };
+        let mut native = Target::chart_defaults("1.18.4");
+        native.capabilities = [Capability::BaseDatapath, Capability::NativeRouting].into();
         assert!(blockers(&root, &native).is_empty());
+        // tunnelPort moves the agent off flannel's port: no longer blocked by a bound 8472 alone.
+        let mut moved = Target::chart_defaults("1.18.4");
+        moved.values = serde_json::json!({"tunnelPort": 8473});
+        assert_eq!(tunnel(&moved), Some(("vxlan", 8473)));
     }
 
     #[test]

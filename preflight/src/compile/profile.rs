@@ -186,3 +186,52 @@ mod tests {
         assert_eq!(choose_mcpu(&for_minor(18), None).0, "v2");
     }
 }
+
+#[cfg(test)]
+mod mcpu_tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::probe::Support;
+
+    fn probes(v3: bool, neigh: bool) -> ProbeReport {
+        let s = |b: bool| {
+            if b {
+                Support::Available
+            } else {
+                Support::Unavailable { reason: None }
+            }
+        };
+        ProbeReport {
+            program_types: BTreeMap::new(),
+            map_types: BTreeMap::new(),
+            helpers: [(
+                "sched_cls".to_string(),
+                [("redirect_neigh".to_string(), s(neigh))].into(),
+            )]
+            .into(),
+            helpers_not_probed: BTreeMap::new(),
+            misc: [
+                ("isa_v2".to_string(), s(true)),
+                ("isa_v3".to_string(), s(v3)),
+            ]
+            .into(),
+            elapsed_ms: 0.0,
+        }
+    }
+
+    #[test]
+    fn up_to_1_17_v3_also_needs_redirect_neigh_from_1_18_only_the_isa() {
+        let no_neigh = probes(true, false);
+        assert_eq!(choose_mcpu(&for_minor(17), Some(&no_neigh)).0, "v2");
+        assert_eq!(choose_mcpu(&for_minor(18), Some(&no_neigh)).0, "v3");
+        assert_eq!(
+            choose_mcpu(&for_minor(16), Some(&probes(true, true))).0,
+            "v3"
+        );
+        assert_eq!(
+            choose_mcpu(&for_minor(18), Some(&probes(false, true))).0,
+            "v2"
+        );
+    }
+}

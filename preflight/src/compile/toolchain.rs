@@ -68,7 +68,8 @@ fn version_of(tool: &Path) -> Option<(u32, String)> {
     parse_version(&String::from_utf8_lossy(&out.stdout))
 }
 
-/// Describes one clang binary (for `--clang PATH` and discovery).
+/// Describes one clang binary (for `--clang PATH` and discovery). The llc is looked up later,
+/// only for the toolchain that is chosen: each `--version` costs a process start.
 pub fn inspect(clang: &Path) -> Result<Toolchain, String> {
     let (major, version) =
         version_of(clang).ok_or_else(|| format!("{}: not a runnable clang", clang.display()))?;
@@ -76,8 +77,13 @@ pub fn inspect(clang: &Path) -> Result<Toolchain, String> {
         clang: clang.to_path_buf(),
         major,
         version,
-        llc: find_llc(clang, major),
+        llc: None,
     })
+}
+
+fn with_llc(mut t: Toolchain) -> Toolchain {
+    t.llc = find_llc(&t.clang, t.major);
+    t
 }
 
 fn find_llc(clang: &Path, major: u32) -> Option<PathBuf> {
@@ -124,11 +130,26 @@ fn candidates() -> Vec<PathBuf> {
 
 /// Every clang found, one per major (the first found wins: PATH order).
 pub fn discover() -> Vec<Toolchain> {
+    // clang-19 and /usr/lib/llvm-19/bin/clang are usually one binary: ask each file once, and
+    // ask them all at the same time.
+    let mut seen = std::collections::BTreeSet::new();
+    let unique: Vec<PathBuf> = candidates()
+        .into_iter()
+        .filter(|c| seen.insert(c.canonicalize().unwrap_or_else(|_| c.clone())))
+        .collect();
+    let inspected: Vec<Option<Toolchain>> = std::thread::scope(|s| {
+        let handles: Vec<_> = unique
+            .iter()
+            .map(|c| s.spawn(move || inspect(c).ok()))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().ok().flatten())
+            .collect()
+    });
     let mut by_major: BTreeMap<u32, Toolchain> = BTreeMap::new();
-    for c in candidates() {
-        if let Ok(t) = inspect(&c) {
-            by_major.entry(t.major).or_insert(t);
-        }
+    for t in inspected.into_iter().flatten() {
+        by_major.entry(t.major).or_insert(t);
     }
     by_major.into_values().collect()
 }
@@ -166,7 +187,7 @@ pub fn choose(
 ) -> Result<Choice, String> {
     let wanted = profile.bundled_llvm;
     if let Some(path) = override_clang {
-        let t = inspect(path)?;
+        let t = with_llc(inspect(path)?);
         return Ok(Choice {
             risk: risk(profile, t.major),
             fit: Fit::Override,
@@ -175,22 +196,23 @@ pub fn choose(
             found,
         });
     }
-    let usable: Vec<&Toolchain> = found
-        .iter()
-        .filter(|t| !profile.llc_pipeline || t.llc.is_some())
-        .collect();
-    let best = usable
-        .iter()
-        .min_by_key(|t| {
-            let too_new = profile.minor <= 16 && t.major >= 19;
-            (
-                too_new,
-                t.major.abs_diff(wanted),
-                std::cmp::Reverse(t.major),
-            )
+    let mut ranked: Vec<&Toolchain> = found.iter().collect();
+    ranked.sort_by_key(|t| {
+        let too_new = profile.minor <= 16 && t.major >= 19;
+        (
+            too_new,
+            t.major.abs_diff(wanted),
+            std::cmp::Reverse(t.major),
+        )
+    });
+    // The 1.14 pipeline needs an llc of the same major: the best clang that has one.
+    let best = ranked
+        .into_iter()
+        .map(|t| match &t.llc {
+            Some(_) => t.clone(),
+            None => with_llc(t.clone()),
         })
-        .copied()
-        .cloned();
+        .find(|t| !profile.llc_pipeline || t.llc.is_some());
     let Some(t) = best else {
         let what = if profile.llc_pipeline {
             "a clang with an llc of the same major (Cilium 1.14 pipes clang into llc)"
@@ -272,8 +294,9 @@ mod tests {
 
     #[test]
     fn the_llc_pipeline_needs_an_llc_of_the_same_major() {
-        assert!(choose(vec![tc(16, false)], &for_minor(14), None).is_err());
-        assert!(choose(vec![tc(16, false)], &for_minor(15), None).is_ok());
+        // A major nobody installs: no llc-31 anywhere, so 1.14's pipeline cannot use it.
+        assert!(choose(vec![tc(31, false)], &for_minor(14), None).is_err());
+        assert!(choose(vec![tc(31, false)], &for_minor(15), None).is_ok());
         let err = choose(vec![], &for_minor(18), None).unwrap_err();
         assert!(err.contains("clang-19"), "{err}");
     }

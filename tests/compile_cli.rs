@@ -1,0 +1,140 @@
+//! `preflight compile` end to end: exit codes, --emit-state / --state-dir replay, bad input, and
+//! a program the kernel's verifier rejects (as root).
+use std::{path::Path, process::Command};
+
+use preflight::compile::{self, Options, tree, verify::Verdict};
+
+fn preflight(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_preflight"))
+        .args(args)
+        .output()
+        .expect("run preflight");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn have_clangs() -> bool {
+    let ok = Path::new("/usr/bin/clang-19").is_file() && Path::new("/usr/bin/clang-16").is_file();
+    if !ok {
+        eprintln!("skipped: clang-16/clang-19 not installed (run scripts/setup.sh)");
+    }
+    ok
+}
+
+#[test]
+fn emitted_state_replays_and_a_stale_replay_is_explained() {
+    if !have_clangs() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let s = state.to_str().unwrap();
+    let (code, out, err) = preflight(&["compile", "--no-verify", "--emit-state", s]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("bpf_lxc") && out.contains("compiled"));
+    assert!(state.join("globals/node_config.h").is_file());
+    assert!(state.join("netdev_config.h").is_file());
+    let templates: Vec<_> = std::fs::read_dir(state.join("templates"))
+        .unwrap()
+        .collect();
+    assert_eq!(templates.len(), 1);
+    // Same state, same version: compiles again.
+    let (code, _, err) = preflight(&["compile", "--no-verify", "--state-dir", s]);
+    assert_eq!(code, Some(0), "{err}");
+    // The 1.18 state under a 1.16 target: no-go, explained as a stale header, in JSON too.
+    let (code, out, _) = preflight(&[
+        "compile",
+        "--no-verify",
+        "--state-dir",
+        s,
+        "--cilium-version",
+        "1.16.5",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, Some(1));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let lxc = v["programs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "bpf_lxc")
+        .unwrap();
+    assert_eq!(lxc["compiled"], false);
+    assert!(
+        lxc["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["cause"] == "stale-header" && f["written_by"] == "1.18+"),
+        "{lxc}"
+    );
+}
+
+#[test]
+fn bad_input_exits_2_and_names_it() {
+    let (code, _, err) = preflight(&["compile", "--cilium-version", "latest"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("latest"), "{err}");
+    let (code, _, err) = preflight(&["compile", "--bpf-dir", "/nonexistent/bpf"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("/nonexistent/bpf"), "{err}");
+    let (code, _, err) = preflight(&["compile", "--clang", "/bin/true"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("/bin/true: not a runnable clang"), "{err}");
+    let (code, _, err) = preflight(&["compile", "--values", "/nonexistent/values.yaml"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("values.yaml"), "{err}");
+    // A values file with a syntax error: named with its line, exit 2.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("values.yaml");
+    std::fs::write(&bad, "tunnelPort: 8473\nrouting: [unclosed\n").unwrap();
+    let (code, _, err) = preflight(&["compile", "--values", bad.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("values.yaml"), "{err}");
+}
+
+#[test]
+fn a_program_the_verifier_rejects_becomes_a_finding_with_the_log_tail() {
+    if !have_clangs() {
+        return;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: loading into the kernel needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    tree::unpack(dir.path(), 18).unwrap();
+    // Reads the packet without a bounds check: compiles, but the verifier must refuse it.
+    std::fs::write(
+        dir.path().join("bpf_xdp.c"),
+        "#include <node_config.h>\n#include <bpf/api.h>\n\
+         __section_xdp\nint cil_xdp_entry(struct xdp_md *ctx)\n{\n\
+         \treturn *(__u8 *)(long)ctx->data;\n}\nBPF_LICENSE(\"GPL\");\n",
+    )
+    .unwrap();
+    let mut o = Options::new(preflight::target::Target::default());
+    o.bpf_dir = Some(dir.path().to_path_buf());
+    let r = compile::run(&o).unwrap();
+    let xdp = r.program("bpf_xdp").unwrap();
+    assert!(xdp.compiled, "{:#?}", xdp.findings);
+    let v = xdp.verify.as_ref().unwrap();
+    let rejected: Vec<_> = v.rejected().collect();
+    assert_eq!(rejected.len(), 1);
+    let Verdict::Rejected { log_tail, .. } = &rejected[0].verdict else {
+        unreachable!()
+    };
+    assert!(log_tail.contains("invalid access to packet"), "{log_tail}");
+    // The rest of the tree still loads.
+    assert!(
+        r.program("bpf_lxc")
+            .unwrap()
+            .verify
+            .as_ref()
+            .unwrap()
+            .all_loaded()
+    );
+}
