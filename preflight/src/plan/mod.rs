@@ -851,3 +851,102 @@ pub fn fixed_check_ids(plan: &Plan) -> Vec<String> {
 pub fn journal_dir(root: &Path) -> std::path::PathBuf {
     journal::Journal::dir_for(root)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn node(rd: bool, bpffs: MountState) -> NodeState {
+        NodeState {
+            root: "/nonexistent-root".into(),
+            k3s: Some(node::K3s {
+                unit: "k3s-agent".into(),
+                flannel_backend: None,
+                disable_network_policy: false,
+                disable_kube_proxy: false,
+                cluster_cidr: "10.52.0.0/16".into(),
+                server: Some("https://192.168.5.1:6443".into()),
+                drop_in: None,
+            }),
+            cni_now: None,
+            cni_after: CniPaths {
+                bin_dir: if rd {
+                    node::RANCHER_DESKTOP_CNI_BIN.into()
+                } else {
+                    "/opt/cni/bin".into()
+                },
+                conf_dir: "/etc/cni/net.d".into(),
+                notes: vec![],
+            },
+            rancher_desktop: rd,
+            flannel_conflists: vec![],
+            stale_state: vec![],
+            pins: vec![],
+            links: BTreeMap::new(),
+            bpffs,
+            systemd: true,
+            bpffs_persisted: Some("systemd unit".into()),
+            kubeconfig: None,
+        }
+    }
+
+    #[test]
+    fn rancher_desktop_kpr_agent_node() {
+        let opts = PlanOptions {
+            kube_proxy_replacement: true,
+            ..PlanOptions::default()
+        };
+        let plan = build_install(
+            &node(
+                true,
+                MountState::Mounted {
+                    shared: false,
+                    count: 1,
+                },
+            ),
+            &opts,
+        )
+        .unwrap();
+        let values = plan.values.clone().unwrap();
+        assert_eq!(values.cni.unwrap().bin_path, "/usr/libexec/cni");
+        assert_eq!(values.k8s_service_host.as_deref(), Some("192.168.5.1"));
+        assert_eq!(
+            values.ipam.operator.cluster_pool_ipv4_pod_cidr_list,
+            vec!["10.52.0.0/16"]
+        );
+        let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
+        assert!(ids.contains(&"bpffs.shared"), "{ids:?}");
+        assert!(
+            !ids.contains(&"bpffs.persist"),
+            "already persisted: {ids:?}"
+        );
+        assert!(
+            plan.steps
+                .iter()
+                .any(|s| s.title == "systemctl restart k3s-agent")
+        );
+        let drop_in = drop_in_text(&opts);
+        assert!(drop_in.contains("disable-kube-proxy: true"));
+        assert!(plan.notes.iter().any(|n| n.contains("Rancher Desktop")));
+    }
+
+    #[test]
+    fn shared_bpffs_needs_no_mount_step_and_duplicates_are_flagged() {
+        let plan = build_install(
+            &node(
+                false,
+                MountState::Mounted {
+                    shared: true,
+                    count: 2,
+                },
+            ),
+            &PlanOptions::default(),
+        )
+        .unwrap();
+        assert!(!plan.steps.iter().any(|s| s.id.starts_with("bpffs.")));
+        assert!(plan.notes.iter().any(|n| n.contains("#6966")));
+        assert!(version_at_least("1.15.0", 1, 15) && !version_at_least("v1.14.9", 1, 15));
+    }
+}
