@@ -19,6 +19,7 @@ apt_packages=(
   "llvm-${LLVM_MAJOR}-dev"     # libLLVM for bpf-linker
   "${CLANGS[@]}"               # the datapath compile stage
   libclang1-19                 # clang-sys loads libclang at run time for structured diagnostics
+  llvm-19 llvm-16              # llc-NN for the Cilium 1.14 clang | llc pipeline, llvm-objdump
   bpftool                      # the peer tool in the probe benchmark
   iproute2                     # ip netns / veth for the attach canaries' scratch namespace
   qemu-system-x86 busybox-static cpio  # cargo xtask vm-test: real Debian kernels under TCG
@@ -44,10 +45,12 @@ else
   say "bpf-linker present: $(bpf-linker --version 2>/dev/null || echo unknown version)"
 fi
 
+# rust-src to build `core` for the BPF target; clippy to lint the eBPF crate (scripts/test.sh).
 if ! rustup run "$EBPF_TOOLCHAIN" rustc --print sysroot >/dev/null 2>&1 \
-   || [ ! -d "$(rustup run "$EBPF_TOOLCHAIN" rustc --print sysroot)/lib/rustlib/src/rust/library" ]; then
-  say "rustup: installing $EBPF_TOOLCHAIN with rust-src"
-  rustup toolchain install "$EBPF_TOOLCHAIN" --profile minimal -c rust-src
+   || [ ! -d "$(rustup run "$EBPF_TOOLCHAIN" rustc --print sysroot)/lib/rustlib/src/rust/library" ] \
+   || ! rustup run "$EBPF_TOOLCHAIN" cargo-clippy --version >/dev/null 2>&1; then
+  say "rustup: installing $EBPF_TOOLCHAIN with rust-src and clippy"
+  rustup toolchain install "$EBPF_TOOLCHAIN" --profile minimal -c rust-src -c clippy
 fi
 llvm_of_ebpf_rustc=$(rustup run "$EBPF_TOOLCHAIN" rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
 if [ "$llvm_of_ebpf_rustc" != "$LLVM_MAJOR" ]; then
@@ -55,3 +58,15 @@ if [ "$llvm_of_ebpf_rustc" != "$LLVM_MAJOR" ]; then
   exit 1
 fi
 say "eBPF toolchain $EBPF_TOOLCHAIN (LLVM $llvm_of_ebpf_rustc) ready"
+
+# scripts/validate-manifests.sh checks `preflight job` output against the Kubernetes API schema
+# offline with kubernetes-validate (bundled schemas up to 1.37).
+KUBERNETES_VALIDATE_VERSION=1.37.0
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+  say "pip: installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION"
+  python3 -m pip install --quiet "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
+    || python3 -m pip install --quiet --break-system-packages \
+      "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+else
+  say "kubernetes-validate present: $(kubernetes-validate --version 2>/dev/null || echo unknown version)"
+fi

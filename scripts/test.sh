@@ -8,4 +8,6 @@ cargo clippy --workspace --exclude preflight-ebpf --all-targets -- -D warnings
 # The eBPF crate: same lints, built for its own target with the pinned toolchain.
 (cd preflight-ebpf && cargo +nightly-2026-05-20 clippy --target bpfel-unknown-none \
   -Z build-std=core --release -- -D warnings)
-cargo test --workspace
+cargo test --workspace --exclude preflight-ebpf
+# `preflight job` manifests against the Kubernetes API schema (1.33-1.37).
+bash scripts/validate-manifests.sh

@@ -13,9 +13,10 @@ use crate::{
 const EXIT_CODES: &str = "\
 Exit codes:
   0  go: every capability the target needs is available
-  1  no-go: at least one needed check failed (the report says which and how to fix it)
-  2  error: bad input (file and line named), an internal error, or undecided: a needed
-     capability could not be checked at all (e.g. not root, so bpf() was refused)";
+  1  no-go: at least one needed check failed (the report says which and how to fix it);
+     for `diff`: something the target needs went from pass to fail/unknown
+  2  error: bad input (file and line named, e.g. a YAML error in a values file), an internal
+     error, or undecided: a needed capability could not be checked at all (e.g. not root)";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -56,6 +57,23 @@ pub enum Command {
     /// what Cilium uses; --all probes everything (bpftool feature probe's scope). Exits 0 when
     /// the probe ran, 2 on error.
     Probe(ProbeArgs),
+    /// Compile a Cilium-like datapath the way cilium-agent would, explain failures, load the
+    /// objects into the kernel (verifier) without attaching them.
+    ///
+    /// By default compiles the built-in templates with headers generated for the target in a
+    /// scratch state dir; --bpf-dir/--state-dir replay a real tree and a real node's state.
+    /// Exits 0 when every program compiled and loaded, 1 when one did not (findings say why),
+    /// 2 on bad input or when no clang is found.
+    #[command(after_help = EXIT_CODES)]
+    Compile(CompileArgs),
+    /// Print the JSON Schema of the report that `run --format json` writes.
+    Schema,
+    /// Compare two JSON reports (e.g. before and after a kernel upgrade): the kernel-upgrade gate.
+    ///
+    /// Lists every check whose status changed. Exits 1 when a check the new run's target needs
+    /// went from pass to fail or unknown, 0 otherwise, 2 on unreadable input.
+    #[command(after_help = EXIT_CODES)]
+    Diff(DiffArgs),
     /// Print the migration plan for this k3s node: every step, what it changes, why, and how
     /// it is undone. Changes nothing (with --emit-gitops it writes the values file and an Argo CD
     /// Application into that directory). Exits 0, or 2 on bad input.
@@ -70,6 +88,23 @@ pub enum Command {
     /// Give the node back to a CNI other than Cilium.
     #[command(subcommand)]
     Fallback(FallbackTo),
+    /// The cluster verdict from many node reports (files, directories, `-` for stdin).
+    ///
+    /// Reads `preflight run --format json` / `json-line` reports and `kubectl logs` output
+    /// (a report per line, log noise and `--prefix`/`--timestamps` prefixes skipped), one report
+    /// at a time. A capability is go only if every node is go for it; nodes are grouped by the
+    /// checks that block them. Reports of another schema_version are refused by file and line.
+    /// Exits 0 (every node go), 1 (some node no-go) or 2 (no reports, refused reports, I/O).
+    #[command(after_help = EXIT_CODES)]
+    Aggregate(AggregateArgs),
+    /// Print Kubernetes manifests that run preflight once on every node (a DaemonSet).
+    ///
+    /// Each pod runs `preflight run --root /host` in an init container with the host's / mounted
+    /// read-only, /sys/fs/bpf and /sys/fs/cgroup writable, hostPID/hostNetwork, and the
+    /// capabilities BPF, PERFMON, NET_ADMIN, SYS_ADMIN, SYS_RESOURCE instead of privileged. The
+    /// report is one JSON line in the pod's log: feed `kubectl logs` to `preflight aggregate`.
+    /// Prints YAML on stdout; touches nothing. See docs/fleet.md.
+    Job(JobArgs),
     #[command(name = "__canary-worker", hide = true)]
     CanaryWorker,
     #[command(name = "__canary-janitor", hide = true)]
@@ -78,9 +113,24 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Output format.
+    /// Output format: text, json, junit (CI test results), markdown (CI job summary).
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
+    /// Write the report to FILE instead of stdout (the verdict line still goes to stderr).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Cilium version to judge for, e.g. 1.16.4 (default: the newest profile, or --chart's version).
+    #[arg(long, value_name = "VERSION")]
+    pub cilium_version: Option<String>,
+    /// Helm values file (repeatable; later files win, maps merge deeply as in Helm).
+    #[arg(short = 'f', long = "values", value_name = "FILE")]
+    pub values: Vec<PathBuf>,
+    /// Helm --set: key=value[,key=value], dotted keys, lists as {a,b} (repeatable, applied after -f).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// The Cilium chart (directory or .tgz): validate the values against its values.schema.json.
+    #[arg(long, value_name = "DIR|TGZ")]
+    pub chart: Option<PathBuf>,
     /// The node's root filesystem. Live probes (bpf(), canaries) only run when this is /.
     #[arg(long, default_value = "/")]
     pub root: PathBuf,
@@ -90,9 +140,84 @@ pub struct RunArgs {
     /// Treat this check id as passed (repeatable); it stays visible, marked [ignored].
     #[arg(long = "ignore", value_name = "CHECK_ID")]
     pub ignore: Vec<String>,
+    /// Skip the datapath compile stage (clang + verifier; about a second on 2 cores).
+    #[arg(long)]
+    pub no_compile: bool,
     /// Add a capability to the target's needs (repeatable), e.g. --need socket-lb.
     #[arg(long = "need", value_enum, value_name = "CAPABILITY")]
     pub need: Vec<Capability>,
+    /// --root is the node this kernel runs (a pod with the host's / at /host): run the live
+    /// probes and canaries anyway. `preflight job` sets it.
+    #[arg(long)]
+    pub host_kernel: bool,
+    /// Exit 0 whatever the verdict (errors still exit 2); the verdict stays in the report. For
+    /// the DaemonSet's init container, which Kubernetes would restart on exit 1.
+    #[arg(long)]
+    pub exit_zero: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AggregateArgs {
+    /// Report files, directories (read recursively) or `-` (stdin).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    /// Namespace for the DaemonSet (created unless --no-namespace).
+    #[arg(long, short = 'n', default_value = "preflight")]
+    pub namespace: String,
+    /// Do not emit the Namespace object (it exists already).
+    #[arg(long)]
+    pub no_namespace: bool,
+    /// The preflight image (see the Dockerfile); default preflight:<this version>.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// The image that holds each pod after the check (DaemonSet pods must keep running).
+    #[arg(long, default_value = "registry.k8s.io/pause:3.10")]
+    pub pause_image: String,
+    /// Name of the DaemonSet and its label.
+    #[arg(long, default_value = "preflight")]
+    pub name: String,
+    /// Target flag for the run on each node: add a capability (repeatable).
+    #[arg(long = "need", value_enum, value_name = "CAPABILITY")]
+    pub need: Vec<Capability>,
+    /// Target flag for the run on each node: treat this check id as passed (repeatable).
+    #[arg(long = "ignore", value_name = "CHECK_ID")]
+    pub ignore: Vec<String>,
+    /// Skip the attach canaries on the nodes.
+    #[arg(long)]
+    pub no_canaries: bool,
+    /// Further `preflight run` flags for the nodes, after `--`.
+    #[arg(last = true, value_name = "RUN_ARGS")]
+    pub run_args: Vec<String>,
+}
+
+impl RunArgs {
+    pub fn target_spec(&self) -> crate::target::TargetSpec {
+        crate::target::TargetSpec {
+            cilium_version: self.cilium_version.clone(),
+            value_files: self.values.clone(),
+            sets: self.set.clone(),
+            chart: self.chart.clone(),
+            need: self.need.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The earlier report (`run --format json`).
+    pub old: PathBuf,
+    /// The later report.
+    pub new: PathBuf,
+    /// Print the changes as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -109,4 +234,44 @@ impl ProbeArgs {
     pub fn scope(&self) -> Scope {
         if self.all { Scope::All } else { Scope::Cilium }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct CompileArgs {
+    /// A Cilium bpf dir (e.g. copied out of the image's /var/lib/cilium/bpf) instead of the
+    /// built-in templates.
+    #[arg(long, value_name = "DIR")]
+    pub bpf_dir: Option<PathBuf>,
+    /// A state dir shaped like /var/run/cilium/state, used as is (replay a node). Default: a
+    /// scratch dir with headers generated for the target.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Predict this node's state dir instead: leave node_config.h out (or use the node's
+    /// leftover) when datapath init would fail here (flannel.1 on the tunnel port, bpffs, rp_filter).
+    #[arg(long, conflicts_with = "state_dir")]
+    pub as_node: bool,
+    /// Target Cilium version (selects flags, include layout and the clang to match).
+    #[arg(long, default_value = crate::target::DEFAULT_CILIUM_VERSION)]
+    pub cilium_version: String,
+    /// Helm values file. Not read yet: the values stage is not merged, the chart defaults apply.
+    #[arg(long, value_name = "FILE")]
+    pub values: Option<PathBuf>,
+    /// Use this clang instead of the one matching the target's bundled LLVM.
+    #[arg(long, value_name = "PATH")]
+    pub clang: Option<PathBuf>,
+    /// Copy the state dir used (generated headers) here for inspection and later --state-dir.
+    #[arg(long, value_name = "DIR")]
+    pub emit_state: Option<PathBuf>,
+    /// Do not load the objects into the kernel.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Parallel clang invocations (default: the number of cores).
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
+    /// Print benchmark figures on stderr (parallel vs sequential, overhead, peak RSS).
+    #[arg(long)]
+    pub bench: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
 }

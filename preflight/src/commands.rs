@@ -27,16 +27,19 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
     if !args.root.is_dir() {
         anyhow::bail!("--root {}: not a directory", args.root.display());
     }
+    // Values errors (YAML line/column, bad --set) are input errors: exit 2 before any probing.
+    let target = Target::build(&args.target_spec())?;
     let opts = GatherOptions {
         root: args.root.clone(),
         canaries: !args.no_canaries,
+        compile: (!args.no_compile).then(|| target.clone()),
+        host_kernel: args.host_kernel,
     };
     let facts = Facts::gather(&opts);
-    let mut target = Target::default();
-    target.capabilities.extend(args.need.iter().copied());
     let t = Instant::now();
     let checks = checks::run_all(&facts, &target, &args.ignore);
-    let verdict = verdict::decide(&target, &checks);
+    let mut verdict = verdict::decide(&target, &checks);
+    verdict::refine(&mut verdict, &facts, &target, &checks, &args.ignore);
     let mut timings = Timings::default();
     for (stage, ms) in &facts.timings {
         timings.stages_ms.insert(stage.clone(), *ms);
@@ -54,8 +57,8 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
         verdict,
         timings,
     };
-    print!("{}", report::render(&report, args.format, colour));
-    Ok(if report.verdict.go {
+    report::emit(&report, args.format, args.output.as_deref(), colour)?;
+    Ok(if report.verdict.go || args.exit_zero {
         exit::GO
     } else if report.verdict.decided {
         exit::NO_GO
@@ -68,7 +71,8 @@ pub fn probe(args: &ProbeArgs) -> anyhow::Result<u8> {
     let report = probe::probe(&LiveKernel, args.scope());
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Format::Text => print!("{}", probe_text(&report)),
+        Format::JsonLine => println!("{}", serde_json::to_string(&report)?),
+        _ => print!("{}", probe_text(&report)),
     }
     Ok(exit::GO)
 }

@@ -2,7 +2,15 @@
 //! they never gather them.
 use std::{path::PathBuf, time::Instant};
 
-use crate::probe::{self, ProbeReport, Scope, canary::CanaryReport};
+use crate::{
+    compile::{self, CompileReport},
+    host::{
+        HostRoot, cni::CniFacts, distro::DistroFacts, k3s::K3sFacts, kconfig::KernelConfigFact,
+        links::Link, modules::ModuleIndex, mounts::MountsFact, state::CiliumState, sysctl::Sysctls,
+    },
+    probe::{self, ProbeReport, Scope, canary::CanaryReport},
+    target::{Target, node::NodeHints},
+};
 
 /// A fact that was gathered, or why not. `Skipped` means it does not apply (a live-only fact when
 /// reading another root); checks turn it into `skip`, not `fail`.
@@ -26,12 +34,17 @@ pub struct GatherOptions {
     /// The node's root: `/` on the node, `/host` in a Job, a fixture tree in tests.
     pub root: PathBuf,
     pub canaries: bool,
+    /// Compile the datapath templates for this target (live only); None skips the stage.
+    pub compile: Option<Target>,
+    /// The root is another view of the node this kernel runs (a pod with the host's `/` at
+    /// `/host` shares the node's kernel), so live probes apply even though root is not `/`.
+    pub host_kernel: bool,
 }
 
 impl GatherOptions {
     /// Live probes only make sense against the kernel we run on.
     pub fn live(&self) -> bool {
-        self.root == std::path::Path::new("/")
+        self.host_kernel || self.root == std::path::Path::new("/")
     }
 }
 
@@ -40,6 +53,26 @@ pub struct Facts {
     pub live: bool,
     pub probes: Gathered<ProbeReport>,
     pub canaries: Gathered<CanaryReport>,
+    /// The root every node file was read through (module files are checked lazily through it).
+    pub host: HostRoot,
+    /// `proc/sys/kernel/osrelease` under the root.
+    pub kernel_release: Option<String>,
+    pub kernel_config: KernelConfigFact,
+    pub modules: ModuleIndex,
+    pub mounts: MountsFact,
+    /// statfs(2) magic of /sys/fs/bpf (live-only).
+    pub bpffs_magic: Gathered<Result<i64, String>>,
+    pub sysctls: Sysctls,
+    /// Network devices over rtnetlink (live-only).
+    pub links: Gathered<Result<Vec<Link>, String>>,
+    pub k3s: K3sFacts,
+    pub cni: CniFacts,
+    pub cilium_state: CiliumState,
+    pub distro: DistroFacts,
+    /// The datapath compile stage; `Err` when it could not run (no clang, bad version).
+    pub compile: Gathered<Result<CompileReport, String>>,
+    /// What the Helm-values cross-checks need from the node (target::node).
+    pub node_hints: NodeHints,
     /// Milliseconds per gathering stage.
     pub timings: Vec<(String, f64)>,
 }
@@ -68,10 +101,66 @@ impl Facts {
             (false, _) => Gathered::Skipped(not_live()),
         };
         timings.push(("gather.canaries".into(), t.elapsed().as_secs_f64() * 1e3));
+        let t = Instant::now();
+        let host = HostRoot::new(&opts.root);
+        let kernel_release = host.kernel_release();
+        let kernel_config = crate::host::kconfig::gather(&host, kernel_release.as_deref());
+        let modules = crate::host::modules::gather(&host, kernel_release.as_deref());
+        let mounts = crate::host::mounts::gather(&host);
+        let bpffs_magic = if live {
+            Gathered::Got(crate::host::mounts::fs_magic("/sys/fs/bpf"))
+        } else {
+            Gathered::Skipped(format!(
+                "statfs is live-only; --root {} is not this system's root",
+                opts.root.display()
+            ))
+        };
+        let sysctls = crate::host::sysctl::gather(&host, &mounts);
+        let links = if live {
+            Gathered::Got(crate::host::links::gather())
+        } else {
+            Gathered::Skipped(format!(
+                "network devices are live-only (netlink); --root {} is not this system's root",
+                opts.root.display()
+            ))
+        };
+        let k3s = crate::host::k3s::gather(&host);
+        let cni = crate::host::cni::gather(&host, k3s.rancher_desktop);
+        let cilium_state = crate::host::state::gather(&host);
+        let distro = crate::host::distro::gather(&host);
+        timings.push(("gather.node".into(), t.elapsed().as_secs_f64() * 1e3));
+        let t = Instant::now();
+        let compile = match (live, &opts.compile) {
+            (true, Some(target)) => {
+                let mut o = compile::Options::new(target.clone());
+                o.state = compile::StateSource::Predict(host.clone());
+                o.probes = probes.get().ok().cloned();
+                o.progress = true;
+                Gathered::Got(compile::run(&o))
+            }
+            (true, None) => Gathered::Skipped("compile stage disabled (--no-compile)".into()),
+            (false, _) => Gathered::Skipped(not_live()),
+        };
+        timings.push(("gather.compile".into(), t.elapsed().as_secs_f64() * 1e3));
+        let node_hints = NodeHints::gather(&host);
         Self {
             live,
             probes,
             canaries,
+            host,
+            kernel_release,
+            kernel_config,
+            modules,
+            mounts,
+            bpffs_magic,
+            sysctls,
+            links,
+            k3s,
+            cni,
+            cilium_state,
+            distro,
+            compile,
+            node_hints,
             timings,
         }
     }

@@ -5,7 +5,9 @@
 pub mod checks;
 pub mod cli;
 pub mod commands;
+pub mod compile;
 pub mod facts;
+pub mod fleet;
 pub mod host;
 pub mod plan;
 pub mod probe;

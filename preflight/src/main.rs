@@ -3,8 +3,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use preflight::{
     cli::{Cli, Command},
-    commands, exit, plan,
+    commands, exit, fleet, plan,
     probe::canary,
+    report,
 };
 
 fn main() -> ExitCode {
@@ -26,10 +27,15 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Run(args) => commands::run(args, colour),
         Command::Probe(args) => commands::probe(args),
+        Command::Compile(args) => preflight::compile::cmd::compile(args),
+        Command::Schema => report::cmd::schema(),
+        Command::Diff(args) => report::cmd::diff(args),
         Command::Plan(args) => plan::cmd::plan(args),
         Command::Install(args) => plan::cmd::install(args),
         Command::Rollback(args) => plan::cmd::rollback(args),
         Command::Fallback(to) => plan::cmd::fallback(to),
+        Command::Aggregate(args) => fleet::cmd::aggregate(args),
+        Command::Job(args) => fleet::cmd::job(args),
         Command::CanaryWorker => return canary::worker::worker_main(),
         Command::CanaryJanitor { pid, dir } => return canary::janitor_main(*pid, dir),
     };

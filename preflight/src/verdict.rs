@@ -1,12 +1,13 @@
 //! From check results to go / no-go, per capability and overall. Pure: tested on plain data.
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
 use crate::{
     report::{CheckResult, Status},
-    target::{Capability, Target},
+    target::{Capability, Target, node, validate, values},
 };
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CapabilityVerdict {
     pub capability: Capability,
     pub go: bool,
@@ -19,7 +20,17 @@ pub struct CapabilityVerdict {
     pub undecided: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A change to the values that avoids a blocked capability or fixes a rejected value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Recommendation {
+    /// What it fixes: a capability (`tunnel-geneve`) or a check id (`values.removed.tunnel`).
+    pub fixes: String,
+    pub why: String,
+    /// Values to merge over the user's (`null` deletes a key).
+    pub patch: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Verdict {
     /// Every capability the target needs is go, and none is undecided.
     pub go: bool,
@@ -28,6 +39,130 @@ pub struct Verdict {
     pub capabilities: Vec<CapabilityVerdict>,
     /// One line, for humans.
     pub summary: String,
+    /// Cheaper settings and value fixes, each with its patch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recommendations: Vec<Recommendation>,
+    /// All recommendations merged into one values file the user can pass with -f.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values_patch: Option<Value>,
+    /// Whether the target with `values_patch` applied is go on the same node (set by `run`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch_is_go: Option<bool>,
+}
+
+/// Cheaper settings, FACTS §3: when `blocked` is no-go and `instead` is not (or not needed at
+/// all), recommend `patch`.
+const FALLBACKS: &[(Capability, Option<Capability>, &str, &str)] = &[
+    (
+        Capability::TunnelGeneve,
+        Some(Capability::TunnelVxlan),
+        r#"{"tunnelProtocol": "vxlan"}"#,
+        "GENEVE is unavailable; VXLAN tunnels work on this node",
+    ),
+    (
+        Capability::TunnelVxlan,
+        Some(Capability::TunnelGeneve),
+        r#"{"tunnelProtocol": "geneve"}"#,
+        "VXLAN is unavailable; GENEVE tunnels work on this node",
+    ),
+    (
+        Capability::BpfHostRouting,
+        None,
+        r#"{"bpf": {"hostLegacyRouting": true}}"#,
+        "BPF host routing needs redirect_neigh/redirect_peer; legacy host routing goes through the stack",
+    ),
+    (
+        Capability::KubeProxyReplacement,
+        None,
+        r#"{"kubeProxyReplacement": false}"#,
+        "kube-proxy replacement is not possible here (socket LB needs cgroup v2 and its hooks); keep kube-proxy",
+    ),
+    (
+        Capability::SocketLb,
+        None,
+        r#"{"kubeProxyReplacement": false, "socketLB": {"enabled": false}}"#,
+        "socket LB needs cgroup v2 and cgroup sock_addr hooks; keep kube-proxy",
+    ),
+    (
+        Capability::BpfMasquerade,
+        None,
+        r#"{"bpf": {"masquerade": false}}"#,
+        "BPF masquerading is unavailable; iptables masquerading works",
+    ),
+    (
+        Capability::BandwidthManager,
+        None,
+        r#"{"bandwidthManager": {"enabled": false}}"#,
+        "the bandwidth manager needs the fq qdisc (NET_SCH_FQ) and kernel 5.1",
+    ),
+    (
+        Capability::WireGuard,
+        Some(Capability::Ipsec),
+        r#"{"encryption": {"type": "ipsec"}}"#,
+        "WireGuard is unavailable; IPsec works on this node",
+    ),
+    (
+        Capability::Netkit,
+        None,
+        r#"{"bpf": {"datapathMode": "veth"}}"#,
+        "netkit needs CONFIG_NETKIT and kernel 6.8; veth pairs work everywhere",
+    ),
+    (
+        Capability::XdpAcceleration,
+        None,
+        r#"{"loadBalancer": {"acceleration": "disabled"}}"#,
+        "XDP acceleration is unavailable on this node's driver/kernel",
+    ),
+    (
+        Capability::L7Proxy,
+        None,
+        r#"{"l7Proxy": false}"#,
+        "the L7 proxy needs TPROXY and xt_socket; without it L7 policies and FQDN rules do not work",
+    ),
+];
+
+/// Whether anything blocks `capability`, looking at every check (needed by the target or not).
+fn blocked(checks: &[CheckResult], capability: Capability) -> bool {
+    checks
+        .iter()
+        .any(|c| c.needed_by.contains(&capability) && c.status == Status::Fail && !c.ignored)
+}
+
+/// Fixes for failing value checks (their patches), then cheaper settings for blocked capabilities.
+pub fn recommend(target: &Target, checks: &[CheckResult]) -> Vec<Recommendation> {
+    let mut out = Vec::new();
+    let failing: Vec<&str> = checks
+        .iter()
+        .filter(|c| c.status == Status::Fail && !c.ignored)
+        .map(|c| c.id.as_str())
+        .collect();
+    for (id, finding) in validate::judge_all(target) {
+        if let Some(patch) = finding.patch
+            && failing.contains(&id.as_str())
+        {
+            out.push(Recommendation {
+                fixes: id,
+                why: finding.remedy.unwrap_or(finding.detail),
+                patch,
+            });
+        }
+    }
+    for (cap, instead, patch, why) in FALLBACKS {
+        if !target.needs(*cap) || !blocked(checks, *cap) {
+            continue;
+        }
+        if let Some(alt) = instead
+            && blocked(checks, *alt)
+        {
+            continue;
+        }
+        out.push(Recommendation {
+            fixes: cap.to_string(),
+            why: why.to_string(),
+            patch: serde_json::from_str(patch).unwrap_or_else(|_| json!({})),
+        });
+    }
+    out
 }
 
 pub fn decide(target: &Target, checks: &[CheckResult]) -> Verdict {
@@ -102,16 +237,113 @@ pub fn decide(target: &Target, checks: &[CheckResult]) -> Verdict {
             blocked.join(", ")
         )
     };
+    let recommendations = if go {
+        Vec::new()
+    } else {
+        recommend(target, checks)
+    };
+    let values_patch = merged_patch(&recommendations);
+    let summary = match &values_patch {
+        Some(_) if !go => format!("{summary}; fix: {}", patch_as_sets(values_patch.as_ref())),
+        _ => summary,
+    };
     Verdict {
         go,
         decided,
         capabilities,
         summary,
+        recommendations,
+        values_patch,
+        patch_is_go: None,
     }
+}
+
+/// What only the node can tell: fixes from the node cross-checks (e.g. `cni.binPath` on Rancher
+/// Desktop), then whether the target with the whole patch is go on the same facts (checks are
+/// pure, so this re-judges without probing again).
+pub fn refine(
+    verdict: &mut Verdict,
+    facts: &crate::facts::Facts,
+    target: &Target,
+    checks: &[CheckResult],
+    ignore: &[String],
+) {
+    if verdict.go {
+        return;
+    }
+    let failing = |id: &str| {
+        checks
+            .iter()
+            .any(|c| c.id == id && c.status == Status::Fail && !c.ignored)
+    };
+    let node = &facts.node_hints;
+    // The node cross-check whose fix is a value (the others are fixed on the node itself).
+    let id = "values.node.cni-bin-path";
+    let finding = node::cni_bin_path(target, node);
+    if let Some(patch) = finding.patch
+        && failing(id)
+    {
+        verdict.recommendations.push(Recommendation {
+            fixes: id.to_string(),
+            why: finding.remedy.unwrap_or(finding.detail),
+            patch,
+        });
+    }
+    verdict.values_patch = merged_patch(&verdict.recommendations);
+    let Some(patch) = &verdict.values_patch else {
+        return;
+    };
+    // The summary names the fix; node fixes join the value fixes decide() put there.
+    let head = verdict
+        .summary
+        .split_once("; fix: ")
+        .map_or(verdict.summary.as_str(), |(h, _)| h);
+    verdict.summary = format!("{head}; fix: {}", patch_as_sets(Some(patch)));
+    let patched = target.with_patch(patch);
+    let checks = crate::checks::run_all(facts, &patched, ignore);
+    verdict.patch_is_go = Some(decide(&patched, &checks).go);
+}
+
+fn merged_patch(recommendations: &[Recommendation]) -> Option<Value> {
+    (!recommendations.is_empty()).then(|| {
+        let mut patch = json!({});
+        for r in recommendations {
+            values::merge(&mut patch, r.patch.clone());
+        }
+        patch
+    })
+}
+
+/// A values patch as `--set` flags (`--set tunnel=null --set routingMode=native`).
+pub fn patch_as_sets(patch: Option<&Value>) -> String {
+    fn walk(prefix: &str, v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) if !m.is_empty() => {
+                for (k, v) in m {
+                    let key = k.replace('.', "\\.");
+                    let p = if prefix.is_empty() {
+                        key
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
+                    walk(&p, v, out);
+                }
+            }
+            Value::String(s) => out.push(format!("--set {prefix}={s}")),
+            other => out.push(format!("--set {prefix}={other}")),
+        }
+    }
+    let mut out = Vec::new();
+    if let Some(p) = patch {
+        walk("", p, &mut out);
+    }
+    out.join(" ")
 }
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
     use crate::checks::Area;
 
@@ -134,7 +366,7 @@ mod tests {
     fn a_failure_blocks_only_the_capabilities_that_need_it() {
         let mut target = Target {
             capabilities: [Capability::BaseDatapath, Capability::TunnelVxlan].into(),
-            ..Target::default()
+            ..Default::default()
         };
         let checks = [
             result(
@@ -169,13 +401,117 @@ mod tests {
         ];
         let v = decide(&target, &checks);
         assert!(v.go);
-        let base = &v.capabilities[0];
+        let base = v
+            .capabilities
+            .iter()
+            .find(|c| c.capability == Capability::BaseDatapath)
+            .unwrap();
         assert_eq!(base.unverified, ["bpf.a"]);
         assert!(base.blocking.is_empty());
         assert!(
             v.summary.contains("1 checks could not tell"),
             "{}",
             v.summary
+        );
+    }
+
+    fn arb_status() -> impl Strategy<Value = Status> {
+        prop_oneof![
+            Just(Status::Pass),
+            Just(Status::Fail),
+            Just(Status::Warn),
+            Just(Status::Unknown),
+            Just(Status::Skip),
+        ]
+    }
+
+    fn arb_capability() -> impl Strategy<Value = Capability> {
+        use clap::ValueEnum;
+        let all = Capability::value_variants().to_vec();
+        proptest::sample::select(all)
+    }
+
+    proptest! {
+        // Needing more can only make things worse: a no-go target stays no-go when a
+        // capability is added, whatever the checks say.
+        #[test]
+        fn adding_a_capability_never_turns_no_go_into_go(
+            checks in proptest::collection::vec(
+                (arb_status(), proptest::collection::vec(arb_capability(), 0..3), any::<bool>()),
+                0..12,
+            ),
+            needs in proptest::collection::btree_set(arb_capability(), 1..5),
+            extra in arb_capability(),
+        ) {
+            let results: Vec<_> = checks
+                .iter()
+                .enumerate()
+                .map(|(i, (status, caps, ignored))| result(&format!("bpf.c{i}"), *status, caps, *ignored))
+                .collect();
+            let mut target = Target { capabilities: needs, ..Default::default() };
+            let before = decide(&target, &results);
+            target.capabilities.insert(extra);
+            let after = decide(&target, &results);
+            if !before.go {
+                prop_assert!(!after.go, "adding {extra} turned no-go into go");
+            }
+            if before.decided && !before.go {
+                prop_assert!(after.decided);
+            }
+        }
+    }
+
+    #[test]
+    fn blocked_geneve_recommends_vxlan_and_host_routing_falls_back_to_legacy() {
+        let target = Target {
+            capabilities: [
+                Capability::BaseDatapath,
+                Capability::TunnelGeneve,
+                Capability::BpfHostRouting,
+            ]
+            .into(),
+            ..Default::default()
+        };
+        let checks = [
+            result(
+                "kernel.config.geneve",
+                Status::Fail,
+                &[Capability::TunnelGeneve],
+                false,
+            ),
+            result(
+                "kernel.config.vxlan",
+                Status::Pass,
+                &[Capability::TunnelVxlan],
+                false,
+            ),
+            result(
+                "bpf.helper.sched_cls.redirect_neigh",
+                Status::Fail,
+                &[Capability::BpfHostRouting],
+                false,
+            ),
+            result("bpf.x", Status::Pass, &[Capability::BaseDatapath], false),
+        ];
+        let v = decide(&target, &checks);
+        assert!(!v.go);
+        assert_eq!(
+            v.values_patch,
+            Some(json!({"tunnelProtocol": "vxlan", "bpf": {"hostLegacyRouting": true}}))
+        );
+        assert!(
+            v.summary.contains("--set tunnelProtocol=vxlan"),
+            "{}",
+            v.summary
+        );
+        // VXLAN broken as well: no tunnel recommendation, since it would not help.
+        let mut checks = checks.to_vec();
+        checks[1].status = Status::Fail;
+        let v = decide(&target, &checks);
+        assert!(
+            v.recommendations.iter().all(|r| r.fixes != "tunnel-geneve"),
+            "{:?}",
+            v.recommendations
         );
     }
 }

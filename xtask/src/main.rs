@@ -1,1 +1,61 @@
-fn main() {}
+//! Project automation: `cargo xtask <command>`. Each command prints what it did and the figures
+//! it measured (benchmarks never assert timings); none needs more than scripts/setup.sh installs.
+mod bench;
+mod bench_probe;
+mod dist;
+mod measure;
+mod vm;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "preflight's build, release and test automation"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the static, stripped release binary (target/dist/preflight) and print its size.
+    Dist,
+    /// Boot real Debian kernels in qemu (TCG) with the static preflight in an initramfs, bring
+    /// the reports out and check them against what each kernel should have.
+    VmTest(vm::VmTestArgs),
+    /// Time `preflight aggregate` over generated node reports (default 10,000) and print the
+    /// wall time, throughput and peak memory.
+    BenchAggregate(bench::BenchArgs),
+    /// `preflight probe --all` against `bpftool feature probe`, alternating, same run: median wall
+    /// and CPU time, ratio, peak RSS, and a per-item agreement table with every disagreement
+    /// explained. Also times the default (Cilium-scope) probe. Needs root and bpftool.
+    BenchProbe(bench_probe::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Dist => dist::dist().map(|_| true),
+        Command::VmTest(args) => vm::vm_test(&args),
+        Command::BenchAggregate(args) => bench::bench_aggregate(&args).map(|_| true),
+        Command::BenchProbe(args) => bench_probe::run(&args).map(|_| true),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}

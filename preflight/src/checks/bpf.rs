@@ -48,35 +48,38 @@ const PROGRAM_TYPES: &[(&str, &str, &[Capability])] = &[
 
 /// (program type, helper, needed by, remedy). The 1.18+ agent refuses to start without the
 /// BaseDatapath ones (FACTS §3, pkg/datapath/linux/probes).
+// Which of these the base datapath needs depends on the target version: the 1.18+ agent refuses
+// to start without them, older agents fall back. `profile::checks` (bpf.cilium-agent-helpers)
+// judges that per version; here each helper only blocks the feature that uses it.
 const HELPERS: &[(&str, &str, &[Capability], &str)] = &[
     (
         "sched_cls",
         "skb_change_tail",
-        &[BaseDatapath],
+        &[],
         "kernel >= 5.10 (Cilium 1.18 minimum)",
     ),
     (
         "sched_cls",
         "skb_change_head",
-        &[BaseDatapath],
+        &[],
         "kernel >= 5.10 (Cilium 1.18 minimum)",
     ),
     (
         "sched_cls",
         "skb_adjust_room",
-        &[BaseDatapath],
+        &[],
         "kernel >= 5.10 (Cilium 1.18 minimum)",
     ),
     (
         "sched_cls",
         "csum_level",
-        &[BaseDatapath],
+        &[],
         "kernel >= 5.10 (Cilium 1.18 minimum)",
     ),
     (
         "sched_cls",
         "jiffies64",
-        &[BaseDatapath],
+        &[],
         "kernel >= 5.10 (Cilium 1.18 minimum)",
     ),
     (
@@ -88,27 +91,22 @@ const HELPERS: &[(&str, &str, &[Capability], &str)] = &[
     (
         "sched_cls",
         "fib_lookup",
-        &[BaseDatapath, NativeRouting],
+        &[NativeRouting],
         "kernel >= 5.10",
     ),
     (
         "sched_cls",
         "redirect_neigh",
-        &[BaseDatapath, BpfHostRouting],
+        &[BpfHostRouting],
         "kernel >= 5.10, or bpf.hostLegacyRouting=true on older Cilium",
     ),
     (
         "sched_cls",
         "redirect_peer",
-        &[BaseDatapath, BpfHostRouting],
+        &[BpfHostRouting],
         "kernel >= 5.10, or bpf.hostLegacyRouting=true on older Cilium",
     ),
-    (
-        "sched_cls",
-        "get_netns_cookie",
-        &[BaseDatapath],
-        "kernel >= 5.10",
-    ),
+    ("sched_cls", "get_netns_cookie", &[], "kernel >= 5.10"),
     (
         "cgroup_sock_addr",
         "get_socket_cookie",
@@ -249,5 +247,26 @@ pub fn checks() -> Vec<Check> {
                 }),
         );
     }
+    out.push(
+        Check::new("bpf.misc.jit_always_on", Area::Bpf, "BPF JIT always on (no interpreter)")
+            .remedy("informational: with CONFIG_BPF_JIT_ALWAYS_ON=y net.core.bpf_jit_enable cannot be turned off")
+            .evaluate(|facts, _| jit_always_on(facts)),
+    );
     out
+}
+
+/// Not probeable without changing the node (only a failed write of 0 to net.core.bpf_jit_enable
+/// would show it), so read from the kernel config.
+fn jit_always_on(facts: &Facts) -> Outcome {
+    use crate::host::kconfig::{KernelConfigFact, Setting};
+    match &facts.kernel_config {
+        KernelConfigFact::Found(config) => match config.get("BPF_JIT_ALWAYS_ON") {
+            Some(Setting::Builtin) => Outcome::pass("CONFIG_BPF_JIT_ALWAYS_ON=y"),
+            _ => Outcome::warn(
+                "CONFIG_BPF_JIT_ALWAYS_ON is not set: the interpreter stays available",
+            ),
+        }
+        .evidence(config.source.clone()),
+        KernelConfigFact::NotVisible { .. } => Outcome::unknown("kernel config not visible"),
+    }
 }

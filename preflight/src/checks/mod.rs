@@ -5,6 +5,18 @@
 //! One file per area; `registry()` lists them. To find a check by id, grep for its id string.
 mod attach;
 mod bpf;
+mod cni;
+mod compile;
+mod distro;
+mod k3s;
+mod kernel;
+mod modules;
+mod mounts;
+mod network;
+mod profile;
+mod state;
+mod sysctl;
+mod values;
 
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +27,19 @@ use crate::{
 };
 
 /// Where a check belongs; the text report groups by it and check ids start with it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Area {
     /// bpf() itself: program, map and helper support, ISA, limits.
@@ -174,6 +198,18 @@ pub fn registry() -> Vec<Check> {
     let mut checks = Vec::new();
     checks.extend(bpf::checks());
     checks.extend(attach::checks());
+    checks.extend(kernel::checks());
+    checks.extend(modules::checks());
+    checks.extend(mounts::checks());
+    checks.extend(sysctl::checks());
+    checks.extend(network::checks());
+    checks.extend(cni::checks());
+    checks.extend(k3s::checks());
+    checks.extend(state::checks());
+    checks.extend(distro::checks());
+    checks.extend(compile::checks());
+    checks.extend(profile::checks());
+    checks.extend(values::checks());
     checks
 }
 

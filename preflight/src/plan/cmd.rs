@@ -225,16 +225,19 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
 
     // The preflight: refuse on no-go, except for what the plan itself fixes.
     let live = root == Path::new("/");
-    let facts = Facts::gather(&GatherOptions {
-        root: root.clone(),
-        canaries: live,
-    });
     let mut target = Target::chart_defaults(&args.target.cilium_version);
     if args.target.kube_proxy_replacement {
         target
             .capabilities
             .insert(crate::target::Capability::KubeProxyReplacement);
     }
+    let facts = Facts::gather(&GatherOptions {
+        root: root.clone(),
+        canaries: live,
+        // The incident this tool exists for is a datapath that does not compile: check it.
+        compile: live.then(|| target.clone()),
+        host_kernel: false,
+    });
     let results = checks::run_all(&facts, &target, &[]);
     let v = verdict::decide(&target, &results);
     let fixed = super::fixed_check_ids(&plan);

@@ -239,6 +239,39 @@ pub const CILIUM_HELPERS: &[(&str, &[&str])] = &[
     ("sk_msg", &["msg_redirect_hash", "map_lookup_elem"]),
 ];
 
+/// Helpers whose verification leaves a trace on the node: bpf_trace_printk/trace_vprintk allocate
+/// the trace buffers and print a banner in the kernel log, bpf_probe_write_user logs a warning.
+/// bpftool skips them unless asked for `full`; so do we (they are reported unknown).
+pub const NOISY_HELPERS: &[&str] = &["trace_printk", "trace_vprintk", "probe_write_user"];
+
+/// The expected attach type (UAPI `enum bpf_attach_type`) a program type must be loaded with to
+/// reach the verifier; 0 where the type takes none. Same choices as aya's probes.
+pub fn expected_attach_type(program: &str) -> u32 {
+    use aya_obj::generated::bpf_attach_type as t;
+    (match program {
+        "sk_msg" => t::BPF_SK_MSG_VERDICT,
+        "cgroup_sock_addr" => t::BPF_CGROUP_INET4_CONNECT,
+        "lirc_mode2" => t::BPF_LIRC_MODE2,
+        "sk_reuseport" => t::BPF_SK_REUSEPORT_SELECT,
+        "flow_dissector" => t::BPF_FLOW_DISSECTOR,
+        "cgroup_sysctl" => t::BPF_CGROUP_SYSCTL,
+        "cgroup_sockopt" => t::BPF_CGROUP_GETSOCKOPT,
+        "tracing" => t::BPF_TRACE_FENTRY,
+        "lsm" => t::BPF_LSM_MAC,
+        "sk_lookup" => t::BPF_SK_LOOKUP,
+        "netfilter" => t::BPF_NETFILTER,
+        _ => return 0,
+    }) as u32
+}
+
+/// UAPI number of a program type: PROGRAM_TYPES is in UAPI order from 1.
+pub fn program_type_number(name: &str) -> Option<u32> {
+    PROGRAM_TYPES
+        .iter()
+        .position(|(n, _)| *n == name)
+        .map(|i| i as u32 + 1)
+}
+
 pub fn program_type(name: &str) -> Option<ProgramType> {
     PROGRAM_TYPES
         .iter()
@@ -265,6 +298,21 @@ mod tests {
         }
         for m in CILIUM_MAP_TYPES {
             assert!(MAP_TYPES.iter().any(|(n, _)| n == m), "{m}");
+        }
+    }
+
+    #[test]
+    fn program_type_numbers_follow_the_uapi_enum() {
+        use aya_obj::generated::bpf_prog_type as t;
+        for (name, number) in [
+            ("socket_filter", t::BPF_PROG_TYPE_SOCKET_FILTER),
+            ("sched_cls", t::BPF_PROG_TYPE_SCHED_CLS),
+            ("cgroup_sock_addr", t::BPF_PROG_TYPE_CGROUP_SOCK_ADDR),
+            ("tracing", t::BPF_PROG_TYPE_TRACING),
+            ("lsm", t::BPF_PROG_TYPE_LSM),
+            ("netfilter", t::BPF_PROG_TYPE_NETFILTER),
+        ] {
+            assert_eq!(program_type_number(name), Some(number as u32), "{name}");
         }
     }
 

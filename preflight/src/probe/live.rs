@@ -8,19 +8,65 @@ pub struct LiveKernel;
 
 impl Kernel for LiveKernel {
     fn program(&self, program_type: ProgramType) -> Result<bool, String> {
-        aya::sys::is_program_supported(program_type).map_err(|e| error_chain(&e))
+        match program_type {
+            ProgramType::Tracing => btf_target_type(sys::BPF_PROG_TYPE_TRACING, "tracing"),
+            ProgramType::Lsm(_) => btf_target_type(sys::BPF_PROG_TYPE_LSM, "lsm"),
+            ProgramType::Extension => btf_target_type(sys::BPF_PROG_TYPE_EXT, "ext"),
+            _ => aya::sys::is_program_supported(program_type).map_err(|e| error_chain(&e)),
+        }
     }
     fn map(&self, map_type: MapType) -> Result<bool, String> {
-        aya::sys::is_map_supported(map_type).map_err(|e| error_chain(&e))
+        match map_type {
+            MapType::SkStorage
+            | MapType::InodeStorage
+            | MapType::TaskStorage
+            | MapType::CgrpStorage => {
+                sys::local_storage_map_known(map_type as u32).map_err(|errno| {
+                    format!(
+                        "bpf_map_create: {}",
+                        std::io::Error::from_raw_os_error(errno)
+                    )
+                })
+            }
+            _ => aya::sys::is_map_supported(map_type).map_err(|e| error_chain(&e)),
+        }
     }
     fn helper(&self, program_type: ProgramType, helper: BpfHelper) -> Result<bool, String> {
         aya::sys::is_helper_supported(program_type, helper).map_err(|e| error_chain(&e))
     }
-    fn load(&self, program_type: u32, insns: &[sys::Insn]) -> Load {
-        sys::load(program_type, insns)
+    fn load(&self, program_type: u32, expected_attach_type: u32, insns: &[sys::Insn]) -> Load {
+        sys::load(program_type, expected_attach_type, insns)
     }
     fn vmlinux_btf(&self) -> Result<bool, String> {
         vmlinux_btf_header(std::path::Path::new("/sys/kernel/btf/vmlinux"))
+    }
+}
+
+/// Program types that attach to a BTF function (tracing, lsm, ext). aya looks the target up in
+/// vmlinux BTF, which parses all of it (~20 MB and tens of ms, for each type); we load without
+/// a target instead: a kernel that knows the type answers "must provide btf_id" from the
+/// verifier, one that does not rejects it with an empty log (as cilium/ebpf's features package
+/// does). Unlike aya we do not try a trampoline attach (only arm64 before 6.4 lacks one).
+fn btf_target_type(number: u32, name: &str) -> Result<bool, String> {
+    let insns = [sys::Insn::mov64_imm(0, 0), sys::Insn::exit()];
+    match sys::load(number, super::catalog::expected_attach_type(name), &insns) {
+        Load::Loaded { .. } => Ok(true),
+        Load::Rejected {
+            errno: libc::EINVAL,
+            log,
+        } if log.contains("btf_id") => Ok(true),
+        Load::Rejected {
+            errno: libc::EINVAL | libc::E2BIG,
+            log,
+        } if log.trim().is_empty() => Ok(false),
+        Load::Rejected { errno, log } => Err(format!(
+            "`bpf_prog_load` failed: {}{}",
+            std::io::Error::from_raw_os_error(errno),
+            log.lines()
+                .last()
+                .map(|l| format!(" ({l})"))
+                .unwrap_or_default()
+        )),
     }
 }
 

@@ -87,7 +87,7 @@ fn bounded_loops() -> Vec<Insn> {
 pub fn probe_misc(kernel: &dyn Kernel) -> BTreeMap<String, Support> {
     let filter = sys::BPF_PROG_TYPE_SOCKET_FILTER;
     let mut out = BTreeMap::new();
-    let trivial = kernel.load(filter, &[Insn::mov64_imm(0, 0), Insn::exit()]);
+    let trivial = kernel.load(filter, 0, &[Insn::mov64_imm(0, 0), Insn::exit()]);
     out.insert(
         "jit_enabled".into(),
         match &trivial {
@@ -103,16 +103,25 @@ pub fn probe_misc(kernel: &dyn Kernel) -> BTreeMap<String, Support> {
             },
         },
     );
-    out.insert("isa_v2".into(), classify(&kernel.load(filter, &isa_v2())));
-    out.insert("isa_v3".into(), classify(&kernel.load(filter, &isa_v3())));
-    out.insert("isa_v4".into(), classify(&kernel.load(filter, &isa_v4())));
+    out.insert(
+        "isa_v2".into(),
+        classify(&kernel.load(filter, 0, &isa_v2())),
+    );
+    out.insert(
+        "isa_v3".into(),
+        classify(&kernel.load(filter, 0, &isa_v3())),
+    );
+    out.insert(
+        "isa_v4".into(),
+        classify(&kernel.load(filter, 0, &isa_v4())),
+    );
     out.insert(
         "large_insn_limit".into(),
-        classify(&kernel.load(sys::BPF_PROG_TYPE_SCHED_CLS, &large_insn_limit())),
+        classify(&kernel.load(sys::BPF_PROG_TYPE_SCHED_CLS, 0, &large_insn_limit())),
     );
     out.insert(
         "bounded_loops".into(),
-        classify(&kernel.load(filter, &bounded_loops())),
+        classify(&kernel.load(filter, 0, &bounded_loops())),
     );
     out.insert(
         "vmlinux_btf".into(),

@@ -1,11 +1,18 @@
 //! The report: one serde model, several renderers. The JSON form is a public contract
 //! (`schema_version`); add fields freely, but renaming or removing one needs a new version.
+pub mod cmd;
+pub mod diff;
+mod junit;
+mod markdown;
 mod text;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use cmd::emit;
+pub use junit::render_junit;
+pub use markdown::render_markdown;
 pub use text::render_text;
 
 use crate::{checks::Area, target::Capability, target::Target, verdict::Verdict};
@@ -13,7 +20,19 @@ use crate::{checks::Area, target::Capability, target::Target, verdict::Verdict};
 /// Bump on any change that could break a consumer of the JSON (renamed/removed field, new status).
 pub const SCHEMA_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Pass,
@@ -37,7 +56,7 @@ impl Status {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CheckResult {
     /// Stable dotted id, e.g. `bpf.helper.sched_cls.redirect_neigh`; safe to `--ignore` and diff.
     pub id: String,
@@ -64,7 +83,7 @@ impl CheckResult {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Node {
     pub hostname: String,
     pub kernel_release: String,
@@ -77,14 +96,14 @@ pub struct Node {
     pub live: bool,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Timings {
     /// Milliseconds per stage (gather.probes, gather.canaries, checks, ...).
     pub stages_ms: BTreeMap<String, f64>,
     pub total_ms: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Report {
     pub schema_version: u32,
     pub tool_version: String,
@@ -100,8 +119,14 @@ pub struct Report {
 pub enum Format {
     /// A table grouped by area; colour on a terminal unless NO_COLOR is set.
     Text,
-    /// The versioned JSON report (schema_version).
+    /// The versioned JSON report (schema_version); `preflight schema` prints its JSON Schema.
     Json,
+    /// JUnit XML for CI: fail → failure, warn/unknown → skipped, detail and remedy in the message.
+    Junit,
+    /// Markdown for a CI job summary.
+    Markdown,
+    /// The same JSON on one line: what pods print, so `kubectl logs` gives a report per line.
+    JsonLine,
 }
 
 pub fn render(report: &Report, format: Format, colour: bool) -> String {
@@ -112,5 +137,32 @@ pub fn render(report: &Report, format: Format, colour: bool) -> String {
             s.push('\n');
             s
         }
+        Format::Junit => render_junit(report),
+        Format::Markdown => render_markdown(report),
+        Format::JsonLine => {
+            let mut s = serde_json::to_string(report).expect("report serialises");
+            s.push('\n');
+            s
+        }
     }
+}
+
+/// The JSON Schema of [`Report`] (what `preflight schema` prints).
+pub fn json_schema() -> serde_json::Value {
+    let schema = schemars::schema_for!(Report);
+    serde_json::to_value(&schema).expect("schema serialises")
+}
+
+/// Reads a JSON report written by `preflight run --format json`; errors name the file and line.
+pub fn read_json(path: &std::path::Path) -> anyhow::Result<Report> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}:{}:{}: not a preflight JSON report: {e}",
+            path.display(),
+            e.line(),
+            e.column()
+        )
+    })
 }

@@ -64,6 +64,12 @@ pub fn render_text(report: &Report, colour: bool) -> String {
             Status::Pass => 3,
             Status::Skip => 4,
         });
+        // Many checks that do not apply (values not set, canaries off) drown the problems:
+        // past a few, count them instead of listing them (json lists every one).
+        let skips = checks.iter().filter(|c| c.status == Status::Skip).count();
+        if skips > 3 {
+            checks.retain(|c| c.status != Status::Skip);
+        }
         for check in checks {
             let mut tags = String::new();
             if check.ignored {
@@ -86,6 +92,13 @@ pub fn render_text(report: &Report, colour: bool) -> String {
                 let _ = writeln!(out, "       {} {remedy}", paint.code("fix:", "36"));
             }
         }
+        if skips > 3 {
+            let _ = writeln!(
+                out,
+                "  {} {skips} checks do not apply here (--format json lists them)",
+                paint.status(Status::Skip)
+            );
+        }
     }
 
     let _ = writeln!(out);
@@ -107,6 +120,31 @@ pub fn render_text(report: &Report, colour: bool) -> String {
                 cap.blocking.join(", ")
             );
         }
+    }
+    if let Some(patch) = &report.verdict.values_patch {
+        let _ = writeln!(
+            out,
+            "\n{}",
+            paint.code("Recommended values (save and pass with -f):", "1")
+        );
+        for r in &report.verdict.recommendations {
+            let _ = writeln!(out, "  # {}: {}", r.fixes, r.why);
+        }
+        for l in serde_yaml_ng::to_string(patch).unwrap_or_default().lines() {
+            let _ = writeln!(out, "  {l}");
+        }
+        if let Some(go) = report.verdict.patch_is_go {
+            let _ = writeln!(
+                out,
+                "  (with these values on this node: {})",
+                if go {
+                    "GO"
+                } else {
+                    "still NO-GO, see the other failures"
+                }
+            );
+        }
+        let _ = writeln!(out);
     }
     let line = &report.verdict.summary;
     let _ = writeln!(

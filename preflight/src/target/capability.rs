@@ -14,10 +14,14 @@ use serde::{Deserialize, Serialize};
     Serialize,
     Deserialize,
     clap::ValueEnum,
+    schemars::JsonSchema,
 )]
 #[serde(rename_all = "kebab-case")]
 #[value(rename_all = "kebab-case")]
 pub enum Capability {
+    /// Helm accepts the values and they fit this node (CNI paths, k3s settings): every install
+    /// needs it.
+    ChartValues,
     /// bpf(), tc/tcx, the endpoint and host programs: every Cilium install needs it.
     BaseDatapath,
     /// routingMode=tunnel, tunnelProtocol=vxlan (the chart's default).
@@ -53,6 +57,7 @@ pub enum Capability {
 impl Capability {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::ChartValues => "chart-values",
             Self::BaseDatapath => "base-datapath",
             Self::TunnelVxlan => "tunnel-vxlan",
             Self::TunnelGeneve => "tunnel-geneve",

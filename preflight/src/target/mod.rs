@@ -1,38 +1,181 @@
-//! The target of a preflight: which Cilium version, with which settings, and therefore which
+//! The target of a preflight: which Cilium version, with which Helm values, and therefore which
 //! capabilities the node must have.
 mod capability;
+pub mod chart;
+pub mod derive;
+#[cfg(test)]
+mod fuzz;
+pub mod node;
+pub mod profiles;
+pub mod set;
+pub mod validate;
+pub mod values;
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, path::PathBuf};
 
 pub use capability::Capability;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-/// The newest Cilium minor we ship facts for; the default target.
-pub const DEFAULT_CILIUM_VERSION: &str = "1.18.4";
+use self::{
+    chart::{Chart, ChartInfo},
+    profiles::{CiliumVersion, Profile},
+    values::ValuesError,
+};
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// The newest Cilium minor we ship a profile for; the default target.
+pub const DEFAULT_CILIUM_VERSION: &str = "1.19";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Target {
     pub cilium_version: String,
     /// Capabilities the target needs, derived from its values.
     pub capabilities: BTreeSet<Capability>,
+    /// Where the values came from, in the order applied: files, then `--set` expressions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub value_sources: Vec<String>,
+    /// The user's values, merged (not yet coalesced with the chart's defaults).
+    #[serde(default = "empty_object", skip_serializing_if = "is_empty_object")]
+    pub values: Value,
+    /// The chart given with --chart and what its values.schema.json said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<ChartInfo>,
+    /// The chart's own values.yaml (with --chart): used instead of the profile's defaults.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub chart_values: Option<Value>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+fn is_empty_object(v: &Value) -> bool {
+    v.as_object().is_some_and(|m| m.is_empty())
+}
+
+/// What the command line says about the target.
+#[derive(Debug, Clone, Default)]
+pub struct TargetSpec {
+    pub cilium_version: Option<String>,
+    pub value_files: Vec<PathBuf>,
+    pub sets: Vec<String>,
+    pub chart: Option<PathBuf>,
+    /// Extra capabilities asked for with --need.
+    pub need: Vec<Capability>,
 }
 
 impl Target {
-    /// The chart's defaults: VXLAN tunnel, kube-proxy kept, L7 proxy on.
+    /// The chart's defaults for a version: VXLAN tunnel, kube-proxy kept, L7 proxy and Hubble on.
     pub fn chart_defaults(cilium_version: &str) -> Self {
-        Self {
+        let mut t = Self {
             cilium_version: cilium_version.to_string(),
-            capabilities: [
-                Capability::BaseDatapath,
-                Capability::TunnelVxlan,
-                Capability::L7Proxy,
-            ]
-            .into(),
+            capabilities: BTreeSet::new(),
+            value_sources: Vec::new(),
+            values: empty_object(),
+            chart: None,
+            chart_values: None,
+        };
+        t.capabilities = derive::capabilities(&t.effective_values());
+        t
+    }
+
+    /// Reads the values files, applies --set, loads the chart, and derives the capabilities.
+    /// Errors name the file and line (exit 2).
+    pub fn build(spec: &TargetSpec) -> Result<Self, ValuesError> {
+        let chart = spec.chart.as_deref().map(Chart::load).transpose()?;
+        // Version: the flag, else the chart's own, else the newest profile.
+        let version = spec
+            .cilium_version
+            .clone()
+            .or_else(|| chart.as_ref().and_then(|c| c.version.clone()))
+            .unwrap_or_else(|| DEFAULT_CILIUM_VERSION.to_string());
+        let parsed = CiliumVersion::parse(&version).map_err(|message| ValuesError::File {
+            file: "--cilium-version".into(),
+            message,
+        })?;
+        profiles::for_version(parsed).map_err(|message| ValuesError::File {
+            file: "--cilium-version".into(),
+            message,
+        })?;
+        let mut values = empty_object();
+        let mut sources = Vec::new();
+        for file in &spec.value_files {
+            values::merge(&mut values, values::load_file(file)?);
+            sources.push(file.display().to_string());
         }
+        for expr in &spec.sets {
+            set::apply(&mut values, expr)?;
+            sources.push(format!("--set {expr}"));
+        }
+        let mut target = Self {
+            cilium_version: version,
+            capabilities: BTreeSet::new(),
+            value_sources: sources,
+            values,
+            chart: None,
+            chart_values: None,
+        };
+        if let Some(chart) = chart {
+            let rendered = values::coalesce(&chart.default_values, &target.values);
+            target.chart = Some(chart.check(&rendered)?);
+            target.chart_values = Some(chart.default_values);
+        }
+        target.capabilities = derive::capabilities(&target.effective_values());
+        target.capabilities.extend(spec.need.iter().copied());
+        Ok(target)
+    }
+
+    pub fn version(&self) -> Option<CiliumVersion> {
+        CiliumVersion::parse(&self.cilium_version).ok()
+    }
+
+    /// The version's profile; the newest when the version is unparsable or unknown (a report
+    /// read back from JSON may name a version this build does not know).
+    pub fn profile(&self) -> &'static Profile {
+        self.version()
+            .and_then(|v| profiles::for_version(v).ok())
+            .unwrap_or_else(profiles::newest)
+    }
+
+    /// Whether the target's version is at least `major.minor`.
+    pub fn at_least(&self, (major, minor): (u32, u32)) -> bool {
+        let p = self.profile();
+        (p.major, p.minor) >= (major, minor)
+    }
+
+    /// The values the chart renders with: the profile's defaults coalesced with the user's.
+    pub fn effective_values(&self) -> Value {
+        let defaults: Value = serde_yaml_ng::from_str(self.profile().chart_defaults)
+            .unwrap_or_else(|_| empty_object());
+        values::coalesce(&defaults, &self.values)
+    }
+
+    /// A user value at a dotted path (not the chart default).
+    pub fn user_value(&self, path: &str) -> Option<&Value> {
+        values::lookup(&self.values, path)
+    }
+
+    /// The rendered value at a dotted path (user's, else the chart default).
+    pub fn value(&self, path: &str) -> Option<Value> {
+        values::lookup(&self.effective_values(), path).cloned()
     }
 
     pub fn needs(&self, capability: Capability) -> bool {
         self.capabilities.contains(&capability)
+    }
+
+    /// A copy with `patch` merged over the user's values and capabilities derived again.
+    pub fn with_patch(&self, patch: &Value) -> Self {
+        let mut t = self.clone();
+        values::merge(&mut t.values, patch.clone());
+        let extra: Vec<_> = self
+            .capabilities
+            .difference(&derive::capabilities(&self.effective_values()))
+            .copied()
+            .collect();
+        t.capabilities = derive::capabilities(&t.effective_values());
+        t.capabilities.extend(extra);
+        t
     }
 }
 

@@ -1,0 +1,110 @@
+//! CNI dirs and configs (FACTS §5): the Helm values this node needs (`cni.binPath`,
+//! `cni.confPath`), conflicting network configs, a stray cilium-cni.
+use super::{Area, Check, Outcome};
+use crate::{
+    host::cni::{DEFAULT_BIN, DEFAULT_CONF, NetworkConfig},
+    target::Capability::*,
+};
+
+fn is_cilium(c: &NetworkConfig) -> bool {
+    c.primary() == "cilium-cni"
+}
+
+pub fn checks() -> Vec<Check> {
+    vec![
+        Check::new("cni.dirs", Area::Cni, "Cilium's CNI paths match the runtime's (cni.binPath, cni.confPath)")
+            .needed_by(&[BaseDatapath])
+            .remedy("--set cni.binPath=<bin dir> --set cni.confPath=<conf dir> as the detail says")
+            .evaluate(|facts, _| {
+                let c = &facts.cni;
+                let bin = c.bin_dirs.first().cloned().unwrap_or_else(|| DEFAULT_BIN.into());
+                let mut detail = format!("runtime bin dir(s) {}, conf dir {} ({})", c.bin_dirs.join(", "), c.conf_dir, c.dirs_source);
+                for note in &c.notes {
+                    detail.push_str("; ");
+                    detail.push_str(note);
+                }
+                let mut values = Vec::new();
+                if !c.bin_dirs.iter().any(|d| d == DEFAULT_BIN) {
+                    values.push(format!("--set cni.binPath={bin}"));
+                }
+                if c.conf_dir != DEFAULT_CONF {
+                    values.push(format!("--set cni.confPath={}", c.conf_dir));
+                }
+                let mut out = if values.is_empty() {
+                    Outcome::pass(format!("{detail}; the chart's defaults match"))
+                } else {
+                    Outcome::warn(format!("{detail}; the chart's defaults (/opt/cni/bin, /etc/cni/net.d) do not match: without {} kubelet reports failed to find plugin \"cilium-cni\"", values.join(" ")))
+                        .remedy(values.join(" "))
+                };
+                if c.dirs_source.starts_with('/') {
+                    out = out.evidence(c.dirs_source.clone());
+                }
+                out
+            }),
+        Check::new("cni.bin-dir-versioned", Area::Cni, "CNI bin dir survives k3s upgrades")
+            .remedy("switch k3s to flannel-backend: none (containerd then uses /opt/cni/bin) or point cni.binPath at /var/lib/rancher/k3s/data/cni, never at data/<hash>/bin (k3s-io/k3s#10869)")
+            .evaluate(|facts, _| {
+                let versioned: Vec<_> = facts.cni.bin_dirs.iter().filter(|d| {
+                    d.strip_prefix("/var/lib/rancher/k3s/data/").is_some_and(|rest| rest.ends_with("/bin") && !rest.starts_with("current/"))
+                }).cloned().collect();
+                if versioned.is_empty() {
+                    Outcome::pass("no versioned k3s data dir in the CNI path")
+                } else {
+                    Outcome::warn(format!("{} is a k3s data/<hash> dir: cilium-cni installed there is gone after the next k3s upgrade", versioned.join(", ")))
+                }
+            }),
+        Check::new("cni.configs", Area::Cni, "Network configs in the conf dir are readable, one CNI")
+            .remedy("keep one CNI's config in the conf dir: move the others away (Cilium's cni.exclusive=true renames them to *.cilium_bak)")
+            .evaluate(|facts, _| {
+                let c = &facts.cni;
+                let mut primaries: Vec<&str> = c.configs.iter().map(NetworkConfig::primary).collect();
+                primaries.dedup();
+                let mut out = match primaries.as_slice() {
+                    [] => Outcome::pass(format!("no network config in {} yet", c.conf_dir)),
+                    [one] => Outcome::pass(format!("one CNI configured: {one}")),
+                    many => Outcome::warn(format!("{} CNIs configured at once in {} ({}); the runtime uses the first file, {}", many.len(), c.conf_dir, many.join(", "), c.configs[0].file)),
+                };
+                if !c.problems.is_empty() {
+                    let detail = format!("unreadable CNI/containerd config: {}; {}", c.problems.join("; "), out.detail);
+                    out = Outcome::warn(detail).remedy("fix or remove the file named (file:line); the runtime skips or rejects it too");
+                }
+                for p in &c.problems {
+                    out = out.evidence(p.clone());
+                }
+                for cfg in &c.configs {
+                    out = out.evidence(cfg.file.clone());
+                }
+                out
+            }),
+        Check::new("cni.leftover-configs", Area::Cni, "No network configs left in other CNI conf dirs")
+            .remedy("remove the leftover flannel config, e.g. rm /var/lib/rancher/k3s/agent/etc/cni/net.d/10-flannel.conflist")
+            .evaluate(|facts, _| {
+                let others = &facts.cni.other_configs;
+                if others.is_empty() {
+                    return Outcome::pass("none");
+                }
+                let mut out = Outcome::warn(format!(
+                    "{} config(s) outside the effective conf dir ({}): a later switch of dirs would pick them up",
+                    others.len(),
+                    others.iter().map(|c| c.primary()).collect::<Vec<_>>().join(", ")
+                ))
+                .remedy(others.iter().map(|c| format!("rm {}", c.file)).collect::<Vec<_>>().join(" && "));
+                for c in others {
+                    out = out.evidence(c.file.clone());
+                }
+                out
+            }),
+        Check::new("cni.cilium-cni", Area::Cni, "cilium-cni in the bin dir kubelet searches")
+            .remedy("remove the stray plugin (rm <bin dir>/cilium-cni) or finish the Cilium install that put it there")
+            .evaluate(|facts, _| {
+                let c = &facts.cni;
+                let configured = c.configs.iter().any(is_cilium);
+                match (&c.cilium_cni, configured) {
+                    (Some(dir), true) => Outcome::pass(format!("installed in {dir} and configured")),
+                    (Some(dir), false) => Outcome::warn(format!("{dir}/cilium-cni exists but no Cilium network config does: left by an earlier install")).evidence(format!("{dir}/cilium-cni")),
+                    (None, true) => Outcome::warn(format!("a Cilium network config exists but cilium-cni is not in {}: pods fail with failed to find plugin \"cilium-cni\"", c.bin_dirs.join(", "))).remedy("set cni.binPath to the runtime's bin dir and restart the agent"),
+                    (None, false) => Outcome::pass(format!("not installed yet; the agent installs it into {}", c.bin_dirs.join(", "))),
+                }
+            }),
+    ]
+}

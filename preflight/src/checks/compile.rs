@@ -1,0 +1,255 @@
+//! Checks over the datapath compile stage: the toolchain used, whether the agent's datapath
+//! init will get to write its headers, each program's compile (with root cause and remedy), and
+//! each object's load through the verifier.
+use super::{Area, Check, Outcome};
+use crate::{
+    compile::{
+        CompileReport, ProgramResult,
+        explain::Cause,
+        toolchain::Fit,
+        verify::{Verdict, VerifyReport},
+    },
+    facts::Facts,
+    target::Capability::{self, *},
+};
+
+/// (program, title, needed by).
+const PROGRAMS: &[(&str, &str, &[Capability])] = &[
+    ("bpf_lxc", "endpoint program (bpf_lxc.c)", &[BaseDatapath]),
+    ("bpf_host", "host program (bpf_host.c)", &[BaseDatapath]),
+    (
+        "bpf_overlay",
+        "overlay program (bpf_overlay.c)",
+        &[TunnelVxlan, TunnelGeneve],
+    ),
+    (
+        "bpf_sock",
+        "socket LB programs (bpf_sock.c)",
+        &[SocketLb, KubeProxyReplacement],
+    ),
+    ("bpf_xdp", "XDP program (bpf_xdp.c)", &[XdpAcceleration]),
+];
+
+fn report(facts: &Facts) -> Result<&CompileReport, Outcome> {
+    match facts.compile.get() {
+        Err(why) => Err(Outcome::skip(why)),
+        Ok(Err(e)) => Err(Outcome::unknown(format!(
+            "compile stage could not run: {e}"
+        ))),
+        Ok(Ok(r)) => Ok(r),
+    }
+}
+
+fn toolchain() -> Check {
+    Check::new(
+        "compile.toolchain",
+        Area::Compile,
+        "clang matching the LLVM bundled in the Cilium image",
+    )
+    .remedy("install the clang major the target's image bundles (1.14-1.15: 10, 1.16: 17, 1.17: 18, 1.18+: 19) or the nearest, or pass --clang")
+    .evaluate(|facts, _| {
+        let r = match report(facts) {
+            Ok(r) => r,
+            Err(o) => return o,
+        };
+        let c = &r.toolchain;
+        let detail = format!(
+            "clang {} ({}) for Cilium {} (image bundles LLVM {})",
+            c.toolchain.version,
+            c.toolchain.clang.display(),
+            r.profile.label(),
+            c.wanted_major
+        );
+        let o = match (c.fit, &c.risk) {
+            (Fit::Exact, _) | (_, None) => Outcome::pass(detail),
+            (_, Some(risk)) => Outcome::warn(format!("{detail}: {risk}")),
+        };
+        o.evidence(format!(
+            "found: {}",
+            c.found
+                .iter()
+                .map(|t| format!("clang {}", t.version))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })
+}
+
+fn init() -> Check {
+    Check::new(
+        "compile.init",
+        Area::Compile,
+        "datapath init gets to write state/globals/node_config.h",
+    )
+    .needed_by(&[BaseDatapath])
+    .remedy("fix what stops datapath init (see detail), then restart cilium-agent")
+    .evaluate(|facts, _| {
+        let r = match report(facts) {
+            Ok(r) => r,
+            Err(o) => return o,
+        };
+        if r.init_blockers.is_empty() {
+            return Outcome::pass("nothing found that stops datapath init before node_config.h");
+        }
+        let mut o = Outcome::fail(
+            r.init_blockers
+                .iter()
+                .map(|b| b.detail.clone())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+        .remedy(
+            r.init_blockers
+                .iter()
+                .map(|b| b.remedy.clone())
+                .collect::<Vec<_>>()
+                .join("; "),
+        );
+        for b in &r.init_blockers {
+            o = o.evidence(b.evidence.clone());
+        }
+        o
+    })
+}
+
+fn compile_outcome(p: &ProgramResult) -> Outcome {
+    if p.compiled {
+        return Outcome::pass(format!("compiled in {:.0} ms", p.wall_ms)).evidence(&p.command);
+    }
+    let summary = p
+        .findings
+        .iter()
+        .map(|f| f.explanation.clone())
+        .collect::<Vec<_>>()
+        .join(" | ");
+    let remedies: Vec<String> =
+        p.findings
+            .iter()
+            .map(|f| f.remedy.clone())
+            .fold(Vec::new(), |mut acc, r| {
+                if !acc.contains(&r) {
+                    acc.push(r);
+                }
+                acc
+            });
+    // A clang newer than the image's LLVM failing on old sources is our mismatch, not the node's.
+    let only_toolchain = !p.findings.is_empty()
+        && p.findings
+            .iter()
+            .all(|f| matches!(f.cause, Cause::ClangTooNew { .. }));
+    let mut o = if only_toolchain {
+        Outcome::warn(format!("toolchain mismatch, not a node problem: {summary}"))
+    } else {
+        Outcome::fail(summary)
+    };
+    if !remedies.is_empty() {
+        o = o.remedy(remedies.join("; "));
+    }
+    for f in &p.findings {
+        for s in &f.sites {
+            o = o.evidence(s.clone());
+        }
+    }
+    o.evidence(&p.command)
+}
+
+fn verifier_outcome(p: &ProgramResult, v: &VerifyReport) -> Outcome {
+    if let Some(e) = &v.object_error {
+        return Outcome::fail(format!("the object does not load: {e}"));
+    }
+    let rejected: Vec<_> = v.rejected().collect();
+    if let Some(first) = rejected.first() {
+        let Verdict::Rejected { log_tail, error } = &first.verdict else {
+            unreachable!("filtered on Rejected")
+        };
+        let mut o = Outcome::fail(format!(
+            "{} of {} programs rejected; {}: {error}",
+            rejected.len(),
+            v.programs.len(),
+            first.name
+        ));
+        for l in log_tail.lines() {
+            o = o.evidence(format!("verifier: {l}"));
+        }
+        return o;
+    }
+    let unknown: Vec<_> = v
+        .programs
+        .iter()
+        .filter_map(|pv| match &pv.verdict {
+            Verdict::Unknown { reason } => Some(format!("{}: {reason}", pv.name)),
+            _ => None,
+        })
+        .collect();
+    if !unknown.is_empty() {
+        return Outcome::unknown(format!("could not tell: {}", unknown.join("; ")));
+    }
+    let insns: u32 = v.programs.iter().filter_map(|p| p.verified_insns).sum();
+    Outcome::pass(format!(
+        "{} programs loaded ({insns} insns processed by the verifier), {} tail calls wired",
+        v.programs.len(),
+        v.tail_calls.len()
+    ))
+    .evidence(format!(
+        "{} bytes, maps: {}",
+        p.object.as_ref().map(|o| o.size).unwrap_or(0),
+        p.object
+            .as_ref()
+            .map(|o| o.maps.join(", "))
+            .unwrap_or_default()
+    ))
+}
+
+pub fn checks() -> Vec<Check> {
+    let mut checks = vec![toolchain(), init()];
+    for (name, title, needed_by) in PROGRAMS {
+        checks.push(
+            Check::new(
+                format!("compile.{name}"),
+                Area::Compile,
+                format!("compile {title}"),
+            )
+            .needed_by(needed_by)
+            .remedy("see the finding: the root cause names the header or toolchain to fix")
+            .evaluate(move |facts, _| {
+                let r = match report(facts) {
+                    Ok(r) => r,
+                    Err(o) => return o,
+                };
+                match r.program(name) {
+                    Some(p) => compile_outcome(p),
+                    None => Outcome::skip(format!("{name}.c is not in the bpf dir")),
+                }
+            }),
+        );
+        checks.push(
+            Check::new(
+                format!("compile.verifier.{name}"),
+                Area::Compile,
+                format!("kernel verifier accepts the {title}"),
+            )
+            .needed_by(needed_by)
+            .remedy("a newer kernel, or a Cilium version whose datapath this kernel accepts")
+            .evaluate(move |facts, _| {
+                let r = match report(facts) {
+                    Ok(r) => r,
+                    Err(o) => return o,
+                };
+                let Some(p) = r.program(name) else {
+                    return Outcome::skip(format!("{name}.c is not in the bpf dir"));
+                };
+                match (&p.verify, &p.verify_skipped) {
+                    (Some(v), _) => verifier_outcome(p, v),
+                    (None, Some(why)) if why == "not compiled" => {
+                        Outcome::skip("did not compile; see the compile check")
+                    }
+                    (None, why) => Outcome::unknown(format!(
+                        "not loaded: {}",
+                        why.as_deref().unwrap_or("no reason given")
+                    )),
+                }
+            }),
+        );
+    }
+    checks
+}

@@ -1,0 +1,83 @@
+//! k3s settings Cilium needs (FACTS §5) and Rancher Desktop specifics.
+use super::{Area, Check, Outcome};
+use crate::{
+    facts::Facts,
+    host::k3s::{CONFIG, K3sFacts},
+    target::Capability::*,
+};
+
+fn with_k3s(facts: &Facts, f: impl FnOnce(&K3sFacts) -> Outcome) -> Outcome {
+    let k = &facts.k3s;
+    if !k.present {
+        return Outcome::skip("not a k3s node");
+    }
+    let mut out = f(k);
+    if out.evidence.is_empty() {
+        out = if k.files.is_empty() {
+            out.evidence(format!(
+                "{} (absent: k3s defaults)",
+                facts.host.display(CONFIG)
+            ))
+        } else {
+            k.files.iter().fold(out, |o, f| o.evidence(f.clone()))
+        };
+    }
+    out
+}
+
+pub fn checks() -> Vec<Check> {
+    vec![
+        Check::new("k3s.config", Area::K3s, "k3s config files parse")
+            .remedy("fix the YAML at the file and line named (k3s itself refuses it too)")
+            .evaluate(|facts, _| with_k3s(facts, |k| {
+                if k.problems.is_empty() {
+                    Outcome::pass(format!("{} file(s) read", k.files.len()))
+                } else {
+                    k.problems.iter().fold(Outcome::warn(k.problems.join("; ")), |o, p| o.evidence(p.clone()))
+                }
+            })),
+        Check::new("k3s.flannel-backend", Area::K3s, "k3s runs without flannel (flannel-backend: none)")
+            .needed_by(&[BaseDatapath])
+            .remedy("add `flannel-backend: none` and `disable-network-policy: true` to /etc/rancher/k3s/config.yaml on every server, restart k3s, then delete flannel.1 and cni0")
+            .evaluate(|facts, _| with_k3s(facts, |k| match k.flannel_backend.as_deref() {
+                Some("none") => Outcome::pass("flannel-backend: none"),
+                Some(b) => Outcome::fail(format!("flannel-backend: {b}: k3s keeps running flannel, whose flannel.1 holds UDP 8472 and whose config wins over Cilium's")),
+                None => Outcome::fail("flannel-backend not set: k3s runs flannel (vxlan) by default"),
+            })),
+        Check::new("k3s.network-policy", Area::K3s, "k3s's network policy controller disabled")
+            .needed_by(&[BaseDatapath])
+            .remedy("add `disable-network-policy: true` to /etc/rancher/k3s/config.yaml and restart k3s")
+            .evaluate(|facts, _| with_k3s(facts, |k| match k.disable_network_policy {
+                Some(true) => Outcome::pass("disable-network-policy: true"),
+                _ => Outcome::warn("k3s's embedded network policy controller stays on and programs iptables rules next to Cilium's policy"),
+            })),
+        Check::new("k3s.kube-proxy", Area::K3s, "k3s's kube-proxy disabled for kube-proxy replacement")
+            .needed_by(&[KubeProxyReplacement])
+            .remedy("add `disable-kube-proxy: true` to /etc/rancher/k3s/config.yaml, restart k3s, and set k8sServiceHost/k8sServicePort in the Helm values")
+            .evaluate(|facts, target| with_k3s(facts, |k| match (k.disable_kube_proxy, target.needs(KubeProxyReplacement)) {
+                (Some(true), _) => Outcome::pass("disable-kube-proxy: true"),
+                (_, false) => Outcome::pass("kube-proxy stays (the target does not replace it)"),
+                _ => Outcome::fail("kube-proxy still runs; with kubeProxyReplacement=true both program service rules"),
+            })),
+        Check::new("k3s.cidrs", Area::K3s, "Pod and service CIDRs (for Cilium's IPAM values)")
+            .evaluate(|facts, _| with_k3s(facts, |k| {
+                let pods = k.cluster_cidr.clone().unwrap_or_else(|| "10.42.0.0/16 (default)".into());
+                let svcs = k.service_cidr.clone().unwrap_or_else(|| "10.43.0.0/16 (default)".into());
+                Outcome::pass(format!("cluster-cidr {pods}, service-cidr {svcs}; with ipam.mode=cluster-pool set ipam.operator.clusterPoolIPv4PodCIDRList to the cluster CIDR"))
+            })),
+        Check::new("k3s.rancher-desktop", Area::K3s, "Rancher Desktop VM specifics")
+            .needed_by(&[BaseDatapath])
+            .remedy("--set cni.binPath=/usr/libexec/cni (cilium-cli only does this for a context named rancher-desktop); mount bpffs and cgroup2 shared from the provisioning override script")
+            .evaluate(|facts, _| {
+                let k = &facts.k3s;
+                if !k.rancher_desktop {
+                    return Outcome::skip("not Rancher Desktop");
+                }
+                let evidence = k.rancher_desktop_evidence.join(", ");
+                k.rancher_desktop_evidence.iter().fold(
+                    Outcome::warn(format!("Rancher Desktop ({evidence}): CNI plugins live in /usr/libexec/cni, which plain Helm installs do not know")),
+                    |o, e| o.evidence(e.clone()),
+                )
+            }),
+    ]
+}

@@ -1,0 +1,112 @@
+//! Helm values: what the target version's chart rejects or ignores (target::validate), what the
+//! chart's own values.schema.json says (--chart), and the values against this node (target::node).
+use super::{Area, Check, Outcome};
+use crate::{
+    report::Status,
+    target::{
+        Capability::ChartValues,
+        node,
+        validate::{self, Finding},
+    },
+};
+
+fn outcome(f: Finding) -> Outcome {
+    let mut o = match f.status {
+        Status::Pass => Outcome::pass(f.detail),
+        Status::Fail => Outcome::fail(f.detail),
+        Status::Warn => Outcome::warn(f.detail),
+        Status::Unknown => Outcome::unknown(f.detail),
+        Status::Skip => Outcome::skip(f.detail),
+    };
+    if let Some(r) = f.remedy {
+        o = o.remedy(r);
+    }
+    o
+}
+
+/// A values-against-node rule (target::node).
+type CrossCheck = fn(&crate::target::Target, &node::NodeHints) -> Finding;
+
+pub fn checks() -> Vec<Check> {
+    let mut checks: Vec<Check> = validate::rules()
+        .into_iter()
+        .map(|rule| {
+            let judge = rule.judge;
+            Check::new(rule.id, Area::Values, rule.title)
+                .needed_by(&[ChartValues])
+                .remedy(rule.remedy)
+                .evaluate(move |_, target| {
+                    let mut o = outcome(judge(target));
+                    if !target.value_sources.is_empty() && o.status != Status::Skip {
+                        o = o.evidence(format!("values: {}", target.value_sources.join(", ")));
+                    }
+                    o
+                })
+        })
+        .collect();
+    checks.push(
+        Check::new(
+            "values.chart-schema",
+            Area::Values,
+            "values validate against the chart's values.schema.json",
+        )
+        .needed_by(&[ChartValues])
+        .remedy("fix the listed values; the chart's schema is what `helm install` enforces")
+        .evaluate(|_, target| match &target.chart {
+            None => Outcome::skip("no --chart given"),
+            Some(c) if !c.has_schema => {
+                Outcome::skip(format!("{} has no values.schema.json", c.source))
+            }
+            Some(c) if c.schema_errors.is_empty() => {
+                Outcome::pass(format!("valid against {}", c.source))
+            }
+            Some(c) => {
+                let mut o = Outcome::fail(format!(
+                    "{} schema violation(s) against {}: {}",
+                    c.schema_errors.len(),
+                    c.source,
+                    c.schema_errors.join("; ")
+                ));
+                for e in &c.schema_errors {
+                    o = o.evidence(e.clone());
+                }
+                o
+            }
+        }),
+    );
+    let cross: [(&str, &str, &str, CrossCheck); 3] = [
+        (
+            "values.node.k3s-flannel",
+            "k3s no longer runs flannel",
+            "set `flannel-backend: none` in the k3s config and restart k3s",
+            node::k3s_flannel,
+        ),
+        (
+            "values.node.k3s-kube-proxy",
+            "k3s no longer runs kube-proxy when Cilium replaces it",
+            "set `disable-kube-proxy: true` in the k3s config and restart k3s",
+            node::k3s_kube_proxy,
+        ),
+        (
+            "values.node.cni-bin-path",
+            "cni.binPath is where this node looks for CNI plugins",
+            "set `cni.binPath` to the runtime's CNI bin dir (Rancher Desktop: /usr/libexec/cni)",
+            node::cni_bin_path,
+        ),
+    ];
+    for (id, title, remedy, judge) in cross {
+        checks.push(
+            Check::new(id, Area::Values, title)
+                .needed_by(&[ChartValues])
+                .remedy(remedy)
+                .evaluate(move |facts, target| {
+                    let mut o = outcome(judge(target, &facts.node_hints));
+                    for e in &facts.node_hints.evidence {
+                        o = o.evidence(e.clone());
+                    }
+                    o
+                }),
+        );
+    }
+    checks
+}

@@ -1,0 +1,257 @@
+//! `preflight compile`: the compile stage on its own, on the built-in templates or a real bpf
+//! dir and state dir, with the findings and the verifier's answer. `--bench` adds the figures
+//! the benchmark reports.
+use std::{fmt::Write as _, path::PathBuf, time::Instant};
+
+use super::{CompileReport, Options, StateSource, runner, verify::Verdict};
+use crate::{
+    cli::CompileArgs,
+    exit,
+    host::HostRoot,
+    probe::{self, LiveKernel, Scope},
+    report::Format,
+    target::Target,
+};
+
+pub fn compile(args: &CompileArgs) -> anyhow::Result<u8> {
+    if let Some(values) = &args.values {
+        // Helm values are parsed by the values stage (issue 5); until it lands the compile uses
+        // the chart's defaults. Still refuse a path that does not exist: that is bad input.
+        if !values.is_file() {
+            anyhow::bail!("--values {}: no such file", values.display());
+        }
+        eprintln!(
+            "preflight: note: --values {} is not read yet (the values stage is not merged); \
+             compiling for the chart's defaults",
+            values.display()
+        );
+    }
+    let target = Target::chart_defaults(&args.cilium_version);
+    let live = nix::unistd::geteuid().is_root();
+    let mut opts = Options::new(target);
+    opts.bpf_dir = args.bpf_dir.clone();
+    opts.clang = args.clang.clone();
+    opts.state = match &args.state_dir {
+        Some(dir) => StateSource::Existing(dir.clone()),
+        None if args.as_node => StateSource::Predict(HostRoot::new(PathBuf::from("/"))),
+        None => StateSource::Generate,
+    };
+    opts.emit_state = args.emit_state.clone();
+    opts.verify = !args.no_verify;
+    opts.progress = true;
+    if let Some(j) = args.jobs {
+        opts.workers = j.max(1);
+    }
+    if live {
+        opts.probes = Some(probe::probe(&LiveKernel, Scope::Cilium));
+    }
+    let report = super::run(&opts).map_err(|e| anyhow::anyhow!(e))?;
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Text => print!("{}", render(&report)),
+        Format::JsonLine => println!("{}", serde_json::to_string(&report)?),
+        Format::Junit | Format::Markdown => {
+            anyhow::bail!(
+                "`preflight compile` prints text or json; junit and markdown are for `run`"
+            )
+        }
+    }
+    if args.bench {
+        let mut text = bench(&report);
+        let mut again = opts.clone();
+        again.verify = false;
+        again.progress = false;
+        again.emit_state = None;
+        for round in 1..=3 {
+            let (seq, par, n) = sequential_vs_parallel(&again).map_err(|e| anyhow::anyhow!(e))?;
+            let _ = writeln!(
+                text,
+                "round {round}: {n} clang invocations, parallel wall {par:.1} ms vs the same run \
+                 sequentially {seq:.1} ms: ratio {:.2} (target <= 0.6 on 2 cores)",
+                par / seq
+            );
+        }
+        let _ = writeln!(
+            text,
+            "first run: compile phase {:.1} ms vs sum of its clang invocations {:.1} ms: {:.2}",
+            report.timings.compile_ms,
+            report.timings.clang_sum_ms,
+            report.timings.compile_ms / report.timings.clang_sum_ms
+        );
+        eprint!("{text}");
+    }
+    let ok = report.programs.iter().all(|p| {
+        p.compiled
+            && p.verify
+                .as_ref()
+                .is_none_or(|v| v.rejected().next().is_none() && v.object_error.is_none())
+    });
+    Ok(if ok { exit::GO } else { exit::NO_GO })
+}
+
+pub fn render(r: &CompileReport) -> String {
+    let mut out = String::new();
+    let tc = &r.toolchain;
+    let _ = writeln!(
+        out,
+        "Cilium {} (profile {}): clang {} at {} ({:?}, image bundles LLVM {}), -mcpu={} ({})",
+        r.cilium_version,
+        r.profile.label(),
+        tc.toolchain.version,
+        tc.toolchain.clang.display(),
+        tc.fit,
+        tc.wanted_major,
+        r.mcpu,
+        r.mcpu_reason
+    );
+    if let Some(risk) = &tc.risk {
+        let _ = writeln!(out, "  toolchain risk: {risk}");
+    }
+    let _ = writeln!(
+        out,
+        "bpf dir: {}\nstate dir: {} ({}; node_config.h {}; template {})",
+        r.bpf_dir,
+        r.state.dir,
+        r.state.source,
+        r.state.node_config,
+        &r.state.template_hash[..r.state.template_hash.len().min(12)]
+    );
+    for b in &r.init_blockers {
+        let _ = writeln!(
+            out,
+            "  datapath init will fail: {} [{}]",
+            b.detail, b.evidence
+        );
+        let _ = writeln!(out, "    fix: {}", b.remedy);
+    }
+    for p in &r.programs {
+        let status = if p.compiled { "compiled" } else { "FAILED" };
+        let _ = writeln!(out, "\n{:<12} {status} in {:.0} ms", p.name, p.wall_ms);
+        if let Some(o) = &p.object {
+            let insns: u64 = o.programs.iter().map(|x| x.insns).sum();
+            let _ = writeln!(
+                out,
+                "  object: {} bytes, {} programs ({insns} insns), {} maps",
+                o.size,
+                o.programs.len(),
+                o.maps.len()
+            );
+        }
+        for f in &p.findings {
+            let _ = writeln!(
+                out,
+                "  [{}] {}",
+                f.kind,
+                f.subject.as_deref().unwrap_or(&f.message)
+            );
+            for s in &f.sites {
+                let _ = writeln!(out, "    at {s}");
+            }
+            let _ = writeln!(out, "    why: {}", f.explanation);
+            let _ = writeln!(out, "    fix: {}", f.remedy);
+        }
+        match (&p.verify, &p.verify_skipped) {
+            (Some(v), _) => {
+                if let Some(e) = &v.object_error {
+                    let _ = writeln!(out, "  verifier: object not loadable: {e}");
+                }
+                for pv in &v.programs {
+                    let insns = pv
+                        .verified_insns
+                        .map(|n| format!(", {n} insns processed"))
+                        .unwrap_or_default();
+                    match &pv.verdict {
+                        Verdict::Loaded => {
+                            let _ = writeln!(out, "  verifier: {} loaded{insns}", pv.name);
+                        }
+                        Verdict::Rejected { log_tail, error } => {
+                            let _ = writeln!(out, "  verifier: {} REJECTED ({error})", pv.name);
+                            for l in log_tail.lines() {
+                                let _ = writeln!(out, "    | {l}");
+                            }
+                        }
+                        Verdict::Unknown { reason } => {
+                            let _ = writeln!(out, "  verifier: {} unknown: {reason}", pv.name);
+                        }
+                    }
+                }
+                if !v.tail_calls.is_empty() {
+                    let _ = writeln!(out, "  tail calls filled: {}", v.tail_calls.len());
+                }
+            }
+            (None, Some(why)) if p.compiled => {
+                let _ = writeln!(out, "  verifier: skipped ({why})");
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Peak resident set of this process and of its largest child, in KiB.
+fn peak_rss_kib() -> (i64, i64) {
+    let get = |who| {
+        nix::sys::resource::getrusage(who)
+            .map(|u| u.max_rss())
+            .unwrap_or(0)
+    };
+    (
+        get(nix::sys::resource::UsageWho::RUSAGE_SELF),
+        get(nix::sys::resource::UsageWho::RUSAGE_CHILDREN),
+    )
+}
+
+/// Benchmark figures: the stage's compile phase against the same clang invocations run one
+/// after another in this process (re-run here, so both see the same machine state).
+pub fn bench(r: &CompileReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "\n== compile stage benchmark ==");
+    let _ = writeln!(
+        out,
+        "programs: {}  workers: {}",
+        r.programs.len(),
+        r.timings.workers
+    );
+    let _ = writeln!(
+        out,
+        "stage wall (unpack + headers + compile + explain + verify): {:.1} ms",
+        r.timings.stage_ms
+    );
+    let _ = writeln!(
+        out,
+        "parallel compile phase wall:  {:.1} ms",
+        r.timings.compile_ms
+    );
+    let _ = writeln!(
+        out,
+        "verify (kernel loads):        {:.1} ms",
+        r.timings.verify_ms
+    );
+    let overhead = r.timings.stage_ms - r.timings.compile_ms - r.timings.verify_ms;
+    let _ = writeln!(
+        out,
+        "tool overhead beyond clang and the kernel: {overhead:.1} ms"
+    );
+    let (rss_self, rss_child) = peak_rss_kib();
+    let _ = writeln!(
+        out,
+        "peak RSS: preflight {:.1} MiB, largest clang {:.1} MiB",
+        rss_self as f64 / 1024.0,
+        rss_child as f64 / 1024.0
+    );
+    out
+}
+
+/// Re-runs the jobs sequentially and returns (sequential sum ms, parallel wall ms).
+pub fn sequential_vs_parallel(opts: &Options) -> Result<(f64, f64, usize), String> {
+    let prepared = super::prepare(opts)?;
+    let t = Instant::now();
+    let _ = runner::run_all(&prepared.jobs, opts.workers, false);
+    let parallel = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    for job in &prepared.jobs {
+        let _ = runner::run_one(job);
+    }
+    let sequential = t.elapsed().as_secs_f64() * 1e3;
+    Ok((sequential, parallel, prepared.jobs.len()))
+}

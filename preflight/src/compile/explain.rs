@@ -1,0 +1,340 @@
+//! From clang diagnostics to findings with a root cause and a remedy. The causes are the ones
+//! seen in the field (FACTS §1-§2): a generated header missing so the dummy in the bpf dir was
+//! used, a stale generated header written by another Cilium version, two generated headers
+//! disagreeing, a clang too new for the target's sources, an -mcpu this clang does not know.
+use std::path::{Component, Path, PathBuf};
+
+use serde::Serialize;
+
+use super::{
+    diag::{Diagnostic, Location},
+    headers::{self, StateLayout},
+    nodeinit::InitBlocker,
+    profile::Profile,
+};
+
+pub struct Context<'a> {
+    pub bpf_dir: &'a Path,
+    pub state: &'a StateLayout,
+    pub profile: &'a Profile,
+    pub clang_major: u32,
+    pub blockers: &'a [InitBlocker],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "cause", rename_all = "kebab-case")]
+pub enum Cause {
+    /// A generated header was not where the agent writes it, so the dummy was used.
+    GeneratedHeaderMissing {
+        missing: String,
+        dummy: String,
+        /// Datapath-init failures that stop the agent before it writes the header.
+        init_blockers: Vec<String>,
+    },
+    /// A generated header from another Cilium version.
+    StaleHeader {
+        header: String,
+        written_by: Option<String>,
+        target: String,
+    },
+    HeadersDisagree {
+        first: String,
+        second: String,
+    },
+    ClangTooNew {
+        clang_major: u32,
+        target: String,
+    },
+    UnsupportedCpu {
+        cpu: String,
+        clang_major: u32,
+    },
+    Unexplained,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub program: String,
+    /// What clang said, e.g. `macro-redefined`, `undeclared-identifier`.
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    pub message: String,
+    /// Where: the diagnostic's location and its notes' (e.g. the previous definition).
+    pub sites: Vec<String>,
+    #[serde(flatten)]
+    pub cause: Cause,
+    pub explanation: String,
+    pub remedy: String,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Site {
+    Dummy(String),
+    Generated(PathBuf),
+    CommandLine,
+    Source,
+}
+
+/// `a/./b/../c` → `a/c` without touching the filesystem (the files may be gone).
+fn normalise(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn resolve(ctx: &Context, loc: &Location) -> PathBuf {
+    normalise(&ctx.bpf_dir.join(&loc.file))
+}
+
+fn classify(ctx: &Context, loc: &Location) -> Site {
+    if loc.file == "<command line>" || loc.file == "<built-in>" {
+        return Site::CommandLine;
+    }
+    let path = resolve(ctx, loc);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if path.parent() == Some(&normalise(ctx.bpf_dir)) && ctx.state.generated_for(&name).is_some() {
+        Site::Dummy(name)
+    } else if path.starts_with(normalise(&ctx.state.root)) {
+        Site::Generated(path)
+    } else {
+        Site::Source
+    }
+}
+
+fn missing_header(ctx: &Context, dummy: &str) -> Cause {
+    let missing = ctx
+        .state
+        .generated_for(dummy)
+        .unwrap_or_default()
+        .display()
+        .to_string();
+    Cause::GeneratedHeaderMissing {
+        missing,
+        dummy: ctx.bpf_dir.join(dummy).display().to_string(),
+        init_blockers: ctx.blockers.iter().map(|b| b.detail.clone()).collect(),
+    }
+}
+
+fn stale(ctx: &Context, header: &Path) -> Cause {
+    let written_by = std::fs::read_to_string(header)
+        .ok()
+        .and_then(|t| headers::judge_version(&t));
+    Cause::StaleHeader {
+        header: header.display().to_string(),
+        written_by,
+        target: ctx.profile.label(),
+    }
+}
+
+/// What explains a header mix-up around `name` when clang gives no second site: look at the
+/// generated node_config.h itself.
+fn node_config_cause(ctx: &Context) -> Option<Cause> {
+    let path = ctx.state.node_config();
+    match std::fs::read_to_string(&path) {
+        Err(_) => Some(missing_header(ctx, "node_config.h")),
+        Ok(text) => {
+            let by = headers::judge_version(&text);
+            (by.as_deref() != Some(&*ctx.profile.label())).then(|| stale(ctx, &path))
+        }
+    }
+}
+
+fn cause_of(ctx: &Context, d: &Diagnostic) -> (String, Cause) {
+    let flag = d.flag.as_deref().unwrap_or("");
+    if flag == "-Wmacro-redefined" || d.message.ends_with("macro redefined") {
+        let here = d.location.as_ref().map(|l| classify(ctx, l));
+        let before = d
+            .notes
+            .iter()
+            .find_map(|n| n.location.as_ref())
+            .map(|l| classify(ctx, l));
+        let cause = match (here, before) {
+            (Some(Site::Dummy(n)), _) | (_, Some(Site::Dummy(n))) => missing_header(ctx, &n),
+            (Some(Site::Generated(a)), Some(Site::Generated(b))) => Cause::HeadersDisagree {
+                first: b.display().to_string(),
+                second: a.display().to_string(),
+            },
+            (Some(Site::Generated(g)), _) | (_, Some(Site::Generated(g))) => stale(ctx, &g),
+            _ => Cause::Unexplained,
+        };
+        return ("macro-redefined".into(), cause);
+    }
+    if d.message.starts_with("use of undeclared identifier")
+        || d.message.starts_with("unknown type name")
+    {
+        let kind = if d.message.starts_with("unknown type") {
+            "unknown-type"
+        } else {
+            "undeclared-identifier"
+        };
+        let expected_from_header = d.subject().is_some_and(headers::is_versioned_node_macro);
+        let cause = if expected_from_header {
+            node_config_cause(ctx).unwrap_or(Cause::Unexplained)
+        } else {
+            Cause::Unexplained
+        };
+        return (kind.into(), cause);
+    }
+    if flag == "-Wshorten-64-to-32" && ctx.clang_major >= 19 && ctx.profile.minor <= 16 {
+        return (
+            "shorten-64-to-32".into(),
+            Cause::ClangTooNew {
+                clang_major: ctx.clang_major,
+                target: ctx.profile.label(),
+            },
+        );
+    }
+    if d.message.starts_with("unknown target CPU") {
+        return (
+            "unsupported-cpu".into(),
+            Cause::UnsupportedCpu {
+                cpu: d.subject().unwrap_or("?").to_string(),
+                clang_major: ctx.clang_major,
+            },
+        );
+    }
+    let kind = flag
+        .strip_prefix("-W")
+        .map(str::to_string)
+        .unwrap_or_else(|| "error".into());
+    (kind, Cause::Unexplained)
+}
+
+fn explain(cause: &Cause, d: &Diagnostic) -> (String, String) {
+    match cause {
+        Cause::GeneratedHeaderMissing {
+            missing,
+            dummy,
+            init_blockers,
+        } => {
+            let why = if init_blockers.is_empty() {
+                "the agent's datapath init did not write it (fresh node, or init failed: tunnel \
+                 port held by flannel.1, bpffs, rp_filter sysctl)"
+                    .to_string()
+            } else {
+                format!(
+                    "the agent's datapath init will fail before writing it: {}",
+                    init_blockers.join("; ")
+                )
+            };
+            (
+                format!(
+                    "{missing} is missing, so the include path fell through to the dummy {dummy}; \
+                     its unguarded test definitions collide with the generated headers ({}). \
+                     Cause: {why}",
+                    d.message
+                ),
+                if init_blockers.is_empty() {
+                    "let the agent's datapath init complete (check its log for the first error), \
+                     or restart it so it regenerates the header; Helm cleanState=true wipes a \
+                     half-written state"
+                        .into()
+                } else {
+                    "fix the init failure first (see the compile.init check), then restart \
+                     cilium-agent so it writes the header"
+                        .into()
+                },
+            )
+        }
+        Cause::StaleHeader {
+            header,
+            written_by,
+            target,
+        } => (
+            format!(
+                "{header} was written by {} but the target is Cilium {target}; its macro set \
+                 does not match these sources ({})",
+                written_by
+                    .as_deref()
+                    .map(|v| format!("Cilium {v} (judged from its macros)"))
+                    .unwrap_or_else(|| "another Cilium version".into()),
+                d.message
+            ),
+            format!(
+                "delete the stale header (rm {header}) or set Helm cleanState=true for one \
+                 rollout, and make sure only one Cilium version runs on the node (e.g. RKE2's \
+                 bundled chart and a Helm install share /var/run/cilium)"
+            ),
+        ),
+        Cause::HeadersDisagree { first, second } => (
+            format!(
+                "two generated headers disagree: {first} and {second} both define it ({})",
+                d.message
+            ),
+            "wipe the state dir (Helm cleanState=true) so the agent regenerates all headers \
+             from one configuration"
+                .into(),
+        ),
+        Cause::ClangTooNew {
+            clang_major,
+            target,
+        } => (
+            format!(
+                "clang {clang_major} reports -Wshorten-64-to-32 as part of \
+                 -Wimplicit-int-conversion; Cilium {target} sources predate that and the agent's \
+                 bundled LLVM does not flag it. This is a toolchain mismatch here, not a node \
+                 problem"
+            ),
+            "compile with clang 14-18 (Debian: apt install clang-16) or pass --clang; the real \
+             agent uses the LLVM in its image"
+                .into(),
+        ),
+        Cause::UnsupportedCpu { cpu, clang_major } => (
+            format!("clang {clang_major} does not know -mcpu={cpu}"),
+            "use a clang that supports it (v4 needs clang 18+), or let preflight pick -mcpu from \
+             the kernel probes"
+                .into(),
+        ),
+        Cause::Unexplained => (
+            format!("clang: {}", d.message),
+            "read the diagnostic and its location; if the sources are unmodified Cilium sources \
+             this points at a header or toolchain mix-up not modelled here"
+                .into(),
+        ),
+    }
+}
+
+/// Findings for one program's diagnostics: one per (kind, subject), errors only.
+pub fn findings(ctx: &Context, program: &str, diagnostics: &[Diagnostic]) -> Vec<Finding> {
+    let mut out: Vec<Finding> = Vec::new();
+    for d in diagnostics.iter().filter(|d| d.is_error()) {
+        let (kind, cause) = cause_of(ctx, d);
+        let subject = d.subject().map(str::to_string);
+        if out
+            .iter()
+            .any(|f| f.kind == kind && f.subject == subject && f.cause == cause)
+        {
+            continue;
+        }
+        let mut sites: Vec<String> = d.location.iter().map(|l| l.to_string()).collect();
+        sites.extend(
+            d.notes
+                .iter()
+                .filter_map(|n| n.location.as_ref().map(|l| format!("{l} ({})", n.message))),
+        );
+        let (explanation, remedy) = explain(&cause, d);
+        out.push(Finding {
+            program: program.to_string(),
+            kind,
+            subject,
+            message: d.message.clone(),
+            sites,
+            cause,
+            explanation,
+            remedy,
+        });
+    }
+    out
+}

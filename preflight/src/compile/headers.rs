@@ -1,0 +1,253 @@
+//! The headers cilium-agent generates at run time, written from the target into a state dir
+//! shaped like /var/run/cilium/state: `globals/node_config.h`, `templates/<sha256>/ep_config.h`,
+//! `netdev_config.h`. Which macros node_config.h carries changes between versions; the table
+//! below is our model of that (our own names where Cilium's do not matter), and the same table
+//! lets [`judge_version`] tell which version wrote a header found on a node.
+use std::{
+    collections::BTreeSet,
+    fmt::Write as _,
+    path::{Path, PathBuf},
+};
+
+use sha2::{Digest, Sha256};
+
+use super::profile::{NEWEST, OLDEST, Profile};
+use crate::target::{Capability, Target};
+
+/// A node_config.h macro that only some versions write: (name, value, first minor, last minor).
+const VERSIONED_NODE_MACROS: &[(&str, &str, u32, u32)] = &[
+    ("CT_REPORT_FLAGS", "0x0002", 14, 14),
+    ("LB_SERVICES_V2", "1", 14, 15),
+    ("CT_REPORT_INTERVAL", "5", 14, 16),
+    ("ENABLE_HEALTH_CHECK_SOCKET", "1", 16, NEWEST),
+    ("SNAT_COLLISION_RETRIES", "128", 17, NEWEST),
+    ("ENABLE_DROP_NOTIFY_V2", "1", 18, NEWEST),
+];
+
+/// The generated template ep_config.h defines these without guards: with a dummy node_config.h
+/// in the include path they collide (FACTS §2).
+pub const EP_TEMPLATE_CALLS_MAP: &str = "cilium_calls_65535";
+
+pub struct Generated {
+    pub node_config: String,
+    pub ep_config: String,
+    pub netdev_config: String,
+    /// sha256 of the endpoint configuration: the template directory's name.
+    pub template_hash: String,
+}
+
+/// Where each generated header goes inside a state dir.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateLayout {
+    pub root: PathBuf,
+    pub template_hash: String,
+}
+
+impl StateLayout {
+    pub fn globals(&self) -> PathBuf {
+        self.root.join("globals")
+    }
+    pub fn template_dir(&self) -> PathBuf {
+        self.root.join("templates").join(&self.template_hash)
+    }
+    pub fn node_config(&self) -> PathBuf {
+        self.globals().join("node_config.h")
+    }
+    pub fn ep_config(&self) -> PathBuf {
+        self.template_dir().join("ep_config.h")
+    }
+    pub fn netdev_config(&self) -> PathBuf {
+        self.root.join("netdev_config.h")
+    }
+    /// The generated path that shadows a dummy header of this name in the bpf dir.
+    pub fn generated_for(&self, dummy_name: &str) -> Option<PathBuf> {
+        match dummy_name {
+            "node_config.h" => Some(self.node_config()),
+            "ep_config.h" => Some(self.ep_config()),
+            "netdev_config.h" => Some(self.netdev_config()),
+            _ => None,
+        }
+    }
+}
+
+/// Monitor aggregation levels as the values file names them.
+fn monitor_aggregation(level: &str) -> u32 {
+    match level {
+        "none" => 0,
+        "low" => 1,
+        "medium" => 3,
+        _ => 4,
+    }
+}
+
+pub fn generate(profile: &Profile, target: &Target) -> Generated {
+    let mut node = String::new();
+    let _ = writeln!(node, "/* node configuration (generated) */");
+    let mut def = |name: &str, value: &str| {
+        let _ = writeln!(node, "#define {name} {value}");
+    };
+    def("ENABLE_IPV4", "1");
+    def("IPV4_NODE_ADDR", "0x012a0a0a");
+    def("HOST_IFINDEX", "1");
+    def("CT_MAP_SIZE_TCP", "524288");
+    def("IPCACHE_MAP_SIZE", "512000");
+    if target.needs(Capability::TunnelGeneve) {
+        def("ENCAP_IFINDEX", "2");
+        def("TUNNEL_PORT", "6081");
+    } else if target.needs(Capability::TunnelVxlan) {
+        def("ENCAP_IFINDEX", "2");
+        def("TUNNEL_PORT", "8472");
+    } else {
+        def("ENCAP_IFINDEX", "0");
+    }
+    if target.needs(Capability::KubeProxyReplacement) {
+        def("ENABLE_NODEPORT", "1");
+    }
+    if target.needs(Capability::BpfHostRouting) {
+        def("ENABLE_HOST_ROUTING", "1");
+    }
+    for (name, value, from, to) in VERSIONED_NODE_MACROS {
+        if (*from..=*to).contains(&profile.minor) {
+            def(name, value);
+        }
+    }
+    let ep_config = format!(
+        "/* endpoint template configuration (generated) */\n\
+         #define LXC_ID 3663\n\
+         #define SECLABEL 2\n\
+         #define LXC_IPV4 0x0a2a000a\n\
+         #define CALLS_MAP {EP_TEMPLATE_CALLS_MAP}\n\
+         #define ENABLE_ARP_RESPONDER 1\n\
+         #define MONITOR_AGGREGATION {}\n",
+        monitor_aggregation("medium")
+    );
+    let netdev_config = "/* device configuration (generated) */\n\
+                         #define NATIVE_DEV_IFINDEX 3\n\
+                         #define DIRECT_ROUTING_DEV_IFINDEX 3\n"
+        .to_string();
+    let template_hash = format!("{:x}", Sha256::digest(ep_config.as_bytes()));
+    Generated {
+        node_config: node,
+        ep_config,
+        netdev_config,
+        template_hash,
+    }
+}
+
+impl Generated {
+    pub fn layout(&self, root: &Path) -> StateLayout {
+        StateLayout {
+            root: root.to_path_buf(),
+            template_hash: self.template_hash.clone(),
+        }
+    }
+
+    /// Writes the headers into `root`; `skip_node_config` leaves globals/node_config.h out (the
+    /// agent's datapath init failed before writing it).
+    pub fn write(&self, root: &Path, skip_node_config: bool) -> std::io::Result<StateLayout> {
+        let layout = self.layout(root);
+        std::fs::create_dir_all(layout.globals())?;
+        std::fs::create_dir_all(layout.template_dir())?;
+        if !skip_node_config {
+            std::fs::write(layout.node_config(), &self.node_config)?;
+        }
+        std::fs::write(layout.ep_config(), &self.ep_config)?;
+        std::fs::write(layout.netdev_config(), &self.netdev_config)?;
+        Ok(layout)
+    }
+}
+
+/// Macro names `#define`d in a header's text.
+pub fn defined_macros(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.trim_start().strip_prefix('#')?.trim_start();
+            let rest = rest.strip_prefix("define")?;
+            let name: String = rest
+                .trim_start()
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            (!name.is_empty()).then_some(name)
+        })
+        .collect()
+}
+
+/// Whether some version's node_config.h defines this macro (a name the sources expect from the
+/// generated header rather than define themselves).
+pub fn is_versioned_node_macro(name: &str) -> bool {
+    VERSIONED_NODE_MACROS.iter().any(|(n, ..)| *n == name)
+}
+
+/// Which Cilium minors would have written a node_config.h with this macro set: the minors whose
+/// versioned macros match best. Returns e.g. "1.18" or "1.16-1.17"; None when nothing matches.
+pub fn judge_version(text: &str) -> Option<String> {
+    let present = defined_macros(text);
+    if !VERSIONED_NODE_MACROS
+        .iter()
+        .any(|(n, ..)| present.contains(*n))
+    {
+        return None;
+    }
+    let score = |minor: u32| -> i32 {
+        VERSIONED_NODE_MACROS
+            .iter()
+            .map(|(name, _, from, to)| {
+                let expected = (*from..=*to).contains(&minor);
+                if expected == present.contains(*name) {
+                    1
+                } else {
+                    -1
+                }
+            })
+            .sum()
+    };
+    let best = (OLDEST..=NEWEST).map(score).max()?;
+    let minors: Vec<u32> = (OLDEST..=NEWEST).filter(|m| score(*m) == best).collect();
+    let label = |m: u32| {
+        if m == NEWEST {
+            format!("1.{m}+")
+        } else {
+            format!("1.{m}")
+        }
+    };
+    Some(match (minors.first(), minors.last()) {
+        (Some(a), Some(b)) if a == b => label(*a),
+        (Some(a), Some(b)) => format!("{}-{}", label(*a), label(*b)),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::profile::for_minor;
+
+    #[test]
+    fn each_versions_header_is_judged_as_that_version() {
+        for minor in OLDEST..=NEWEST {
+            let g = generate(&for_minor(minor), &Target::default());
+            let want = if minor == NEWEST {
+                format!("1.{minor}+")
+            } else {
+                format!("1.{minor}")
+            };
+            assert_eq!(judge_version(&g.node_config).as_deref(), Some(&*want));
+        }
+        assert_eq!(judge_version("#define FOO 1\n"), None);
+    }
+
+    #[test]
+    fn generated_node_config_leaves_endpoint_macros_to_ep_config() {
+        let g = generate(&for_minor(18), &Target::default());
+        let node = defined_macros(&g.node_config);
+        for m in ["CALLS_MAP", "ENABLE_ARP_RESPONDER", "MONITOR_AGGREGATION"] {
+            assert!(!node.contains(m), "{m} in node_config.h");
+            assert!(
+                defined_macros(&g.ep_config).contains(m),
+                "{m} not in ep_config.h"
+            );
+        }
+        assert_eq!(g.template_hash.len(), 64);
+    }
+}

@@ -1,0 +1,375 @@
+//! The datapath compile preflight: compile a Cilium-like datapath the way cilium-agent does
+//! (its flags, include order, generated-vs-dummy header layout, a clang matching its bundled
+//! LLVM), turn clang's diagnostics into root causes, and load the objects so the verifier has
+//! its say. See docs/compile.md.
+//!
+//! Flow: [`tree`] unpacks the bpf dir → [`headers`] writes the state dir (or [`nodeinit`]
+//! predicts what a node's state will look like) → [`toolchain`] picks clang → [`runner`]
+//! compiles in parallel → [`diag`] + [`explain`] → [`verify`].
+pub mod cmd;
+pub mod diag;
+pub mod explain;
+pub mod headers;
+pub mod nodeinit;
+pub mod profile;
+pub mod runner;
+pub mod toolchain;
+pub mod tree;
+pub mod verify;
+
+use std::{
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use serde::Serialize;
+
+use crate::{host::HostRoot, probe::ProbeReport, target::Target};
+
+/// Where the state dir's headers come from.
+#[derive(Debug, Clone)]
+pub enum StateSource {
+    /// Generated from the target: a node whose datapath init succeeds.
+    Generate,
+    /// As the agent would find it on this node: generated, except that globals/node_config.h
+    /// is left missing (or the node's leftover copy is used) when datapath init will fail.
+    Predict(HostRoot),
+    /// A real state dir, used as is (replay).
+    Existing(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub target: Target,
+    /// A real bpf dir; None compiles the built-in templates.
+    pub bpf_dir: Option<PathBuf>,
+    pub state: StateSource,
+    pub clang: Option<PathBuf>,
+    /// Live probe results, for -mcpu.
+    pub probes: Option<ProbeReport>,
+    pub verify: bool,
+    pub progress: bool,
+    pub workers: usize,
+    /// Copy the state dir used here into this directory for inspection and replay.
+    pub emit_state: Option<PathBuf>,
+}
+
+impl Options {
+    pub fn new(target: Target) -> Self {
+        Self {
+            target,
+            bpf_dir: None,
+            state: StateSource::Generate,
+            clang: None,
+            probes: None,
+            verify: true,
+            progress: false,
+            workers: runner::default_workers(),
+            emit_state: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StateInfo {
+    pub dir: String,
+    /// generated | predicted | existing.
+    pub source: String,
+    pub template_hash: String,
+    /// present | missing | stale (from 1.x).
+    pub node_config: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProgramResult {
+    pub name: String,
+    pub compiled: bool,
+    pub command: String,
+    pub wall_ms: f64,
+    pub findings: Vec<explain::Finding>,
+    pub diagnostics: Vec<diag::Diagnostic>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object: Option<verify::ObjectInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<verify::VerifyReport>,
+    /// Why the object was not loaded (not compiled, not root, --no-verify).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify_skipped: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CompileReport {
+    pub cilium_version: String,
+    pub profile: profile::Profile,
+    pub mcpu: String,
+    pub mcpu_reason: String,
+    pub toolchain: toolchain::Choice,
+    pub bpf_dir: String,
+    pub state: StateInfo,
+    pub init_blockers: Vec<nodeinit::InitBlocker>,
+    pub programs: Vec<ProgramResult>,
+    pub timings: Timings,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Timings {
+    /// The whole stage: unpack, headers, compiles, diagnostics, verification.
+    pub stage_ms: f64,
+    /// The parallel compile phase.
+    pub compile_ms: f64,
+    /// Sum of every clang invocation's wall time (what a sequential run would roughly take).
+    pub clang_sum_ms: f64,
+    pub verify_ms: f64,
+    pub workers: usize,
+}
+
+impl CompileReport {
+    pub fn program(&self, name: &str) -> Option<&ProgramResult> {
+        self.programs.iter().find(|p| p.name == name)
+    }
+    pub fn all_findings(&self) -> impl Iterator<Item = &explain::Finding> {
+        self.programs.iter().flat_map(|p| &p.findings)
+    }
+}
+
+/// Number of possible CPUs (what the agent passes as __NR_CPUS__).
+fn possible_cpus() -> usize {
+    std::fs::read_to_string("/sys/devices/system/cpu/possible")
+        .ok()
+        .and_then(|s| {
+            let last = s.trim().rsplit(['-', ',']).next()?.parse::<usize>().ok()?;
+            Some(last + 1)
+        })
+        .unwrap_or_else(runner::default_workers)
+}
+
+/// The template hash dir already in an existing state dir, if any.
+fn existing_template_hash(state: &Path) -> Option<String> {
+    std::fs::read_dir(state.join("templates"))
+        .ok()?
+        .flatten()
+        .find(|e| e.path().join("ep_config.h").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let dest = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &dest)?;
+        } else {
+            std::fs::copy(e.path(), &dest)?;
+        }
+    }
+    Ok(())
+}
+
+/// The node's own state dir (the agent's host path).
+pub const NODE_STATE_DIR: &str = "/var/run/cilium/state";
+
+/// The prepared inputs: profile, unpacked tree, state dir, toolchain, jobs.
+pub struct Prepared {
+    pub report: CompileReport,
+    pub jobs: Vec<runner::Job>,
+    /// Keeps the scratch dirs alive while the jobs run.
+    _scratch: tempfile::TempDir,
+    pub bpf_dir: PathBuf,
+    pub layout: headers::StateLayout,
+}
+
+/// Everything up to the compile: resolves the profile and toolchain, unpacks the tree, writes
+/// or locates the state dir, builds the command lines. Errors are bad input or a missing clang.
+pub fn prepare(opts: &Options) -> Result<Prepared, String> {
+    let start = Instant::now();
+    let profile = profile::for_version(&opts.target.cilium_version)?;
+    let choice = toolchain::choose(toolchain::discover(), &profile, opts.clang.as_deref())?;
+    let (mcpu, mcpu_reason) = profile::choose_mcpu(&profile, opts.probes.as_ref());
+    let scratch = tempfile::Builder::new()
+        .prefix("preflight-compile.")
+        .tempdir()
+        .map_err(|e| format!("scratch dir: {e}"))?;
+    let bpf_dir = match &opts.bpf_dir {
+        Some(dir) => {
+            if !dir.is_dir() {
+                return Err(format!("--bpf-dir {}: not a directory", dir.display()));
+            }
+            dir.canonicalize()
+                .map_err(|e| format!("{}: {e}", dir.display()))?
+        }
+        None => {
+            let dir = scratch.path().join("bpf");
+            tree::unpack(&dir, profile.minor).map_err(|e| format!("unpack templates: {e}"))?;
+            dir
+        }
+    };
+    let generated = headers::generate(&profile, &opts.target);
+    let mut blockers = Vec::new();
+    let (layout, source) = match &opts.state {
+        StateSource::Existing(dir) => {
+            if !dir.is_dir() {
+                return Err(format!("--state-dir {}: not a directory", dir.display()));
+            }
+            let hash = existing_template_hash(dir).unwrap_or(generated.template_hash.clone());
+            let layout = headers::StateLayout {
+                root: dir.clone(),
+                template_hash: hash,
+            };
+            (layout, "existing")
+        }
+        StateSource::Generate => {
+            let layout = generated
+                .write(&scratch.path().join("state"), false)
+                .map_err(|e| format!("write state: {e}"))?;
+            (layout, "generated")
+        }
+        StateSource::Predict(root) => {
+            blockers = nodeinit::blockers(root, &opts.target);
+            let init_fails = !blockers.is_empty();
+            let layout = generated
+                .write(&scratch.path().join("state"), init_fails)
+                .map_err(|e| format!("write state: {e}"))?;
+            let leftover = root.path(&format!("{NODE_STATE_DIR}/globals/node_config.h"));
+            if init_fails && leftover.is_file() {
+                std::fs::copy(&leftover, layout.node_config())
+                    .map_err(|e| format!("{}: {e}", leftover.display()))?;
+            }
+            (layout, "predicted")
+        }
+    };
+    if let Some(dest) = &opts.emit_state {
+        copy_dir(&layout.root, dest)
+            .map_err(|e| format!("--emit-state {}: {e}", dest.display()))?;
+    }
+    let node_config = match std::fs::read_to_string(layout.node_config()) {
+        Err(_) => "missing".to_string(),
+        Ok(text) => match headers::judge_version(&text) {
+            Some(v) if v != profile.label() => format!("stale (written by {v})"),
+            _ => "present".to_string(),
+        },
+    };
+    let out_dir = scratch.path().join("out");
+    std::fs::create_dir_all(&out_dir).map_err(|e| format!("scratch dir: {e}"))?;
+    let nr_cpus = possible_cpus();
+    let inputs = runner::Inputs {
+        profile: &profile,
+        toolchain: &choice.toolchain,
+        mcpu: &mcpu,
+        bpf_dir: &bpf_dir,
+        state: &layout,
+        out_dir: &out_dir,
+        nr_cpus,
+    };
+    let programs = tree::programs_in(&bpf_dir);
+    if programs.is_empty() {
+        return Err(format!(
+            "{}: no bpf_*.c programs (expected e.g. bpf_lxc.c)",
+            bpf_dir.display()
+        ));
+    }
+    let jobs: Vec<runner::Job> = programs.iter().map(|p| runner::job(p, &inputs)).collect();
+    let report = CompileReport {
+        cilium_version: opts.target.cilium_version.clone(),
+        mcpu,
+        mcpu_reason,
+        toolchain: choice,
+        bpf_dir: match &opts.bpf_dir {
+            Some(d) => d.display().to_string(),
+            None => "built-in templates".into(),
+        },
+        state: StateInfo {
+            dir: layout.root.display().to_string(),
+            source: source.into(),
+            template_hash: layout.template_hash.clone(),
+            node_config,
+        },
+        init_blockers: blockers,
+        programs: Vec::new(),
+        profile,
+        timings: Timings {
+            stage_ms: start.elapsed().as_secs_f64() * 1e3,
+            workers: opts.workers,
+            ..Timings::default()
+        },
+    };
+    Ok(Prepared {
+        report,
+        jobs,
+        _scratch: scratch,
+        bpf_dir,
+        layout,
+    })
+}
+
+/// Runs the whole stage.
+pub fn run(opts: &Options) -> Result<CompileReport, String> {
+    let start = Instant::now();
+    let prepared = prepare(opts)?;
+    let mut report = prepared.report;
+    let t = Instant::now();
+    let outcomes = runner::run_all(&prepared.jobs, opts.workers, opts.progress);
+    report.timings.compile_ms = t.elapsed().as_secs_f64() * 1e3;
+    report.timings.clang_sum_ms = outcomes.iter().map(|o| o.wall_ms).sum();
+    let ctx = explain::Context {
+        bpf_dir: &prepared.bpf_dir,
+        state: &prepared.layout,
+        profile: &report.profile,
+        clang_major: report.toolchain.toolchain.major,
+        blockers: &report.init_blockers,
+    };
+    let root_ok = nix::unistd::geteuid().is_root();
+    let mut verify_ms = 0.0;
+    for (job, outcome) in prepared.jobs.iter().zip(outcomes) {
+        let diagnostics = diag::parse(&outcome.stderr);
+        let mut findings = explain::findings(&ctx, &job.program, &diagnostics);
+        if !outcome.success && findings.is_empty() {
+            // clang failed without a parseable error (crash, killed, llc failure).
+            let d = diag::Diagnostic {
+                severity: diag::Severity::Error,
+                location: None,
+                message: outcome
+                    .stderr
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("compiler failed without output")
+                    .to_string(),
+                flag: None,
+                included_from: Vec::new(),
+                notes: Vec::new(),
+            };
+            findings = explain::findings(&ctx, &job.program, &[d]);
+        }
+        let bytes = outcome
+            .success
+            .then(|| std::fs::read(&job.output).ok())
+            .flatten();
+        let object = bytes.as_deref().and_then(|b| verify::inspect(b).ok());
+        let (verify, verify_skipped) = match (&bytes, &object) {
+            (Some(b), Some(info)) if opts.verify && root_ok => {
+                let t = Instant::now();
+                let v = verify::verify(b, info);
+                verify_ms += t.elapsed().as_secs_f64() * 1e3;
+                (Some(v), None)
+            }
+            (Some(_), Some(_)) if !opts.verify => (None, Some("verification disabled".into())),
+            (Some(_), Some(_)) => (None, Some("not root: the kernel was not asked".into())),
+            _ => (None, Some("not compiled".into())),
+        };
+        report.programs.push(ProgramResult {
+            name: job.program.clone(),
+            compiled: outcome.success,
+            command: job.command_line(),
+            wall_ms: outcome.wall_ms,
+            findings,
+            diagnostics,
+            object,
+            verify,
+            verify_skipped,
+        });
+    }
+    report.timings.verify_ms = verify_ms;
+    report.timings.stage_ms = start.elapsed().as_secs_f64() * 1e3;
+    Ok(report)
+}

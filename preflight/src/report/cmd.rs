@@ -1,0 +1,45 @@
+//! `preflight schema`, `preflight diff`, and writing a rendered report to stdout or a file.
+use std::path::Path;
+
+use super::{Format, Report, diff, json_schema, read_json, render};
+use crate::{cli::DiffArgs, exit};
+
+/// Prints the report (or writes it to `output`); with a file, the verdict line also goes to
+/// stderr so a CI log still shows it.
+pub fn emit(
+    report: &Report,
+    format: Format,
+    output: Option<&Path>,
+    colour: bool,
+) -> anyhow::Result<()> {
+    match output {
+        None => print!("{}", render(report, format, colour)),
+        Some(path) => {
+            std::fs::write(path, render(report, format, false))
+                .map_err(|e| anyhow::anyhow!("--output {}: {e}", path.display()))?;
+            eprintln!("{}", report.verdict.summary);
+        }
+    }
+    Ok(())
+}
+
+pub fn schema() -> anyhow::Result<u8> {
+    println!("{}", serde_json::to_string_pretty(&json_schema())?);
+    Ok(exit::GO)
+}
+
+pub fn diff(args: &DiffArgs) -> anyhow::Result<u8> {
+    let old = read_json(&args.old)?;
+    let new = read_json(&args.new)?;
+    let d = diff::diff(&old, &new);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&d)?);
+    } else {
+        print!("{}", diff::render_diff_text(&d));
+    }
+    Ok(if d.regressions().next().is_some() {
+        exit::NO_GO
+    } else {
+        exit::GO
+    })
+}

@@ -1,0 +1,97 @@
+//! JUnit XML, the format CI systems show natively (kube-bench's mapping): a failed check is a
+//! failure, warn/unknown/skip and ignored or unneeded failures are skipped; every message carries
+//! the check's detail and remedy.
+use std::fmt::Write as _;
+
+use quick_xml::escape::escape;
+
+use super::{CheckResult, Report, Status};
+
+/// XML 1.0 cannot carry most control characters even escaped; drop them.
+fn xml(text: &str) -> String {
+    let clean: String = text
+        .chars()
+        .filter(|c| !c.is_control() || matches!(c, '\n' | '\t'))
+        .collect();
+    escape(clean.as_str()).into_owned()
+}
+
+fn message(check: &CheckResult) -> String {
+    let mut m = format!("{}: {}", check.status.as_str().to_uppercase(), check.detail);
+    if let Some(r) = &check.remedy {
+        let _ = write!(m, " — fix: {r}");
+    }
+    if check.ignored {
+        m.push_str(" [ignored]");
+    } else if check.status == Status::Fail && !check.relevant {
+        m.push_str(" [not needed by target]");
+    }
+    m
+}
+
+pub fn render_junit(report: &Report) -> String {
+    let mut areas: Vec<_> = report.checks.iter().map(|c| c.area).collect();
+    areas.sort();
+    areas.dedup();
+    let failures = report.checks.iter().filter(|c| c.blocks()).count();
+    let skipped = report
+        .checks
+        .iter()
+        .filter(|c| c.status != Status::Pass && !c.blocks())
+        .count();
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        out,
+        "<testsuites name=\"preflight\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{:.3}\">",
+        report.checks.len(),
+        report.timings.total_ms / 1e3
+    );
+    for area in areas {
+        let checks: Vec<_> = report.checks.iter().filter(|c| c.area == area).collect();
+        let area_name = serde_json::to_value(area)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" skipped=\"{}\">",
+            xml(&area_name),
+            checks.len(),
+            checks.iter().filter(|c| c.blocks()).count(),
+            checks
+                .iter()
+                .filter(|c| c.status != Status::Pass && !c.blocks())
+                .count()
+        );
+        for c in checks {
+            let _ = write!(
+                out,
+                "    <testcase classname=\"preflight.{}\" name=\"{}\"",
+                xml(&area_name),
+                xml(&c.id)
+            );
+            let msg = xml(&message(c));
+            if c.blocks() {
+                let _ = writeln!(
+                    out,
+                    ">\n      <failure message=\"{msg}\" type=\"fail\">{}</failure>\n    </testcase>",
+                    xml(&format!("{}\n{}", c.title, message(c)))
+                );
+            } else if c.status != Status::Pass {
+                let _ = writeln!(
+                    out,
+                    ">\n      <skipped message=\"{msg}\"/>\n    </testcase>"
+                );
+            } else {
+                let _ = writeln!(out, "/>");
+            }
+        }
+        out.push_str("  </testsuite>\n");
+    }
+    let _ = writeln!(
+        out,
+        "  <!-- {} -->\n</testsuites>",
+        xml(&report.verdict.summary).replace("--", "- -")
+    );
+    out
+}

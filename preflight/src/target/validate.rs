@@ -1,0 +1,520 @@
+//! Values validation before Helm: what the target version's chart rejects or ignores, and
+//! combinations that render but cannot work. Pure functions of the target; each rule has a
+//! stable id (a check in `checks::values`) and, where a fix is mechanical, a values patch.
+use serde_json::{Value, json};
+
+use super::{
+    Target, derive,
+    profiles::{KPR_BOOLEAN_SINCE, KPR_CHART_ERROR, REMOVED_VALUES, RemovedValue, RuleEffect},
+    values::{as_text, lookup, truthy},
+};
+use crate::report::Status;
+
+/// One rule's judgement of a target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub status: Status,
+    pub detail: String,
+    pub remedy: Option<String>,
+    /// Values to merge over the user's to fix it (`null` deletes a key).
+    pub patch: Option<Value>,
+}
+
+impl Finding {
+    fn new(status: Status, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            detail: detail.into(),
+            remedy: None,
+            patch: None,
+        }
+    }
+    pub fn pass(detail: impl Into<String>) -> Self {
+        Self::new(Status::Pass, detail)
+    }
+    pub fn skip(detail: impl Into<String>) -> Self {
+        Self::new(Status::Skip, detail)
+    }
+    pub fn fail(detail: impl Into<String>) -> Self {
+        Self::new(Status::Fail, detail)
+    }
+    pub fn warn(detail: impl Into<String>) -> Self {
+        Self::new(Status::Warn, detail)
+    }
+    pub fn remedy(mut self, remedy: impl Into<String>) -> Self {
+        self.remedy = Some(remedy.into());
+        self
+    }
+    pub fn patch(mut self, patch: Value) -> Self {
+        self.patch = Some(patch);
+        self
+    }
+}
+
+type Judge = Box<dyn Fn(&Target) -> Finding + Send + Sync>;
+
+pub struct Rule {
+    pub id: String,
+    pub title: String,
+    /// Generic remedy (a finding may give a more specific one).
+    pub remedy: String,
+    pub judge: Judge,
+}
+
+fn rule(
+    id: impl Into<String>,
+    title: impl Into<String>,
+    remedy: impl Into<String>,
+    judge: impl Fn(&Target) -> Finding + Send + Sync + 'static,
+) -> Rule {
+    Rule {
+        id: id.into(),
+        title: title.into(),
+        remedy: remedy.into(),
+        judge: Box::new(judge),
+    }
+}
+
+/// Every values rule, in report order.
+pub fn rules() -> Vec<Rule> {
+    let mut rules = vec![
+        rule(
+            "values.kube-proxy-replacement",
+            "kubeProxyReplacement is a value this chart accepts",
+            "set `kubeProxyReplacement: false` (keep kube-proxy) or `true`",
+            kube_proxy_replacement,
+        ),
+        rule(
+            "values.routing-mode",
+            "routingMode and tunnelProtocol are valid",
+            "use `routingMode: tunnel|native` and `tunnelProtocol: vxlan|geneve`",
+            routing_mode,
+        ),
+        rule(
+            "values.native-routing-cidr",
+            "native routing has its CIDR and routes",
+            "set `ipv4NativeRoutingCIDR` to the pod CIDR and `autoDirectNodeRoutes: true` (nodes on one L2)",
+            native_routing_cidr,
+        ),
+        rule(
+            "values.k8s-service-host",
+            "kube-proxy replacement can reach the API server without kube-proxy",
+            "set `k8sServiceHost` and `k8sServicePort` to the API server (k3s: the server's IP, 6443)",
+            k8s_service_host,
+        ),
+        rule(
+            "values.hubble-ui-relay",
+            "Hubble UI has Hubble Relay, Relay has Hubble",
+            "set `hubble.relay.enabled: true` for the UI and `hubble.enabled: true` for Relay",
+            hubble_ui_relay,
+        ),
+        rule(
+            "values.service-monitor-crds",
+            "ServiceMonitors have the monitoring.coreos.com/v1 CRDs",
+            "install the Prometheus Operator CRDs first, or set `trustCRDsExist: true` next to each \
+             serviceMonitor.enabled when they will exist at install time",
+            service_monitor_crds,
+        ),
+    ];
+    for removed in REMOVED_VALUES {
+        rules.push(rule(
+            format!("values.removed.{}", removed.id),
+            format!("`{}` is not a removed value", removed.path),
+            removed.replacement,
+            move |t| removed_value(removed, t),
+        ));
+    }
+    rules
+}
+
+/// The findings of every rule, by id: what recommendations are built from.
+pub fn judge_all(target: &Target) -> Vec<(String, Finding)> {
+    rules()
+        .into_iter()
+        .map(|r| (r.id.clone(), (r.judge)(target)))
+        .collect()
+}
+
+fn version_label(t: &Target) -> String {
+    format!("Cilium {}", t.cilium_version)
+}
+
+fn removed_value(removed: &RemovedValue, t: &Target) -> Finding {
+    let Some(value) = t.user_value(removed.path) else {
+        return Finding::skip("not set");
+    };
+    if !t.at_least(removed.removed_in) {
+        return Finding::pass(format!(
+            "set, and still read by {} (removed in {}.{})",
+            version_label(t),
+            removed.removed_in.0,
+            removed.removed_in.1
+        ));
+    }
+    let shown = as_text(Some(value)).unwrap_or_else(|| "{…}".into());
+    let (mut finding, what) = match removed.effect {
+        RuleEffect::Reject => (
+            Finding::fail(format!(
+                "`{}: {shown}` is rejected by the {} chart: \"{}\"",
+                removed.path,
+                version_label(t),
+                removed.chart_error.unwrap_or("removed value")
+            )),
+            "rejected",
+        ),
+        RuleEffect::Ignored => (
+            Finding::warn(format!(
+                "`{}` was removed in {}.{}: the {} chart ignores it",
+                removed.path,
+                removed.removed_in.0,
+                removed.removed_in.1,
+                version_label(t)
+            )),
+            "ignored",
+        ),
+    };
+    let _ = what;
+    finding = finding.remedy(removed.replacement);
+    if removed.id == "tunnel" {
+        finding = finding.patch(tunnel_patch(&shown, t));
+    } else {
+        finding = finding.patch(super::values::patch_of(removed.path, Value::Null));
+    }
+    finding
+}
+
+/// The 1.15+ spelling of a 1.14 `tunnel:` value; keys the user already set are left alone.
+fn tunnel_patch(old: &str, t: &Target) -> Value {
+    let mut patch = match old {
+        "disabled" => json!({
+            "tunnel": null,
+            "routingMode": "native",
+            "autoDirectNodeRoutes": true,
+            // k3s's default pod CIDR (FACTS §5); the remedy says to use the cluster's own.
+            "ipv4NativeRoutingCIDR": "10.42.0.0/16",
+        }),
+        "geneve" => json!({"tunnel": null, "routingMode": "tunnel", "tunnelProtocol": "geneve"}),
+        _ => json!({"tunnel": null, "routingMode": "tunnel", "tunnelProtocol": "vxlan"}),
+    };
+    if let Some(m) = patch.as_object_mut() {
+        m.retain(|k, _| k == "tunnel" || t.user_value(k).is_none());
+    }
+    patch
+}
+
+fn kube_proxy_replacement(t: &Target) -> Finding {
+    let Some(value) = t.user_value("kubeProxyReplacement") else {
+        return Finding::pass("not set (chart default: kube-proxy kept)");
+    };
+    let text = as_text(Some(value)).unwrap_or_default();
+    if !t.at_least(KPR_BOOLEAN_SINCE) {
+        return if matches!(
+            text.as_str(),
+            "strict" | "partial" | "probe" | "disabled" | "true" | "false"
+        ) {
+            Finding::pass(format!("`{text}` is a {} mode", version_label(t)))
+        } else {
+            Finding::fail(format!("`kubeProxyReplacement: {text}` is not a 1.14 mode"))
+                .remedy("use strict, partial, probe or disabled")
+        };
+    }
+    if matches!(value, Value::Bool(_)) || text == "true" || text == "false" {
+        return Finding::pass(format!("`kubeProxyReplacement: {text}`"));
+    }
+    let (fix, why) = match text.as_str() {
+        "strict" => (true, "strict meant full replacement"),
+        "partial" => (
+            false,
+            "partial only replaced some services; socket LB alone is `socketLB.enabled: true`",
+        ),
+        "probe" => (
+            false,
+            "probe enabled what the kernel offered; choose `true` once preflight says go with it",
+        ),
+        _ => (false, "disabled keeps kube-proxy"),
+    };
+    Finding::fail(format!(
+        "`kubeProxyReplacement: {text}` is rejected by the {} chart: \"{KPR_CHART_ERROR}\"",
+        version_label(t)
+    ))
+    .remedy(format!("set `kubeProxyReplacement: {fix}` ({why})"))
+    .patch(json!({"kubeProxyReplacement": fix}))
+}
+
+fn routing_mode(t: &Target) -> Finding {
+    let mode = as_text(t.user_value("routingMode"));
+    let proto = as_text(t.user_value("tunnelProtocol"));
+    if let Some(m) = &mode
+        && !matches!(m.as_str(), "tunnel" | "native" | "")
+    {
+        return Finding::fail(format!("`routingMode: {m}` is neither tunnel nor native"))
+            .patch(json!({"routingMode": "tunnel"}));
+    }
+    if let Some(p) = &proto
+        && !matches!(p.as_str(), "vxlan" | "geneve" | "")
+    {
+        return Finding::fail(format!("`tunnelProtocol: {p}` is neither vxlan nor geneve"))
+            .patch(json!({"tunnelProtocol": "vxlan"}));
+    }
+    let routing = derive::routing(&t.effective_values());
+    Finding::pass(format!("{routing:?} routing").to_lowercase())
+}
+
+fn native_routing_cidr(t: &Target) -> Finding {
+    if derive::routing(&t.effective_values()) != derive::Routing::Native {
+        return Finding::skip("tunnel routing");
+    }
+    let cidr = t.value("ipv4NativeRoutingCIDR");
+    let masq = t
+        .value("enableIPv4Masquerade")
+        .as_ref()
+        .map(|v| truthy(Some(v)));
+    if cidr.is_none() && masq != Some(false) {
+        return Finding::warn(
+            "native routing with masquerading but no `ipv4NativeRoutingCIDR`: the agent refuses to \
+             start without it",
+        )
+        .patch(json!({"ipv4NativeRoutingCIDR": "10.42.0.0/16"}))
+        .remedy(
+            "set `ipv4NativeRoutingCIDR` to the cluster's pod CIDR (k3s default 10.42.0.0/16)",
+        );
+    }
+    if !truthy(t.value("autoDirectNodeRoutes").as_ref()) {
+        return Finding::warn(
+            "native routing without `autoDirectNodeRoutes`: pod routes between nodes must come \
+             from your router or BGP",
+        );
+    }
+    Finding::pass("native routing with CIDR and direct node routes")
+}
+
+fn k8s_service_host(t: &Target) -> Finding {
+    if !derive::kube_proxy_replacement(&t.effective_values()) {
+        return Finding::skip("kube-proxy is kept");
+    }
+    let host = as_text(t.value("k8sServiceHost").as_ref()).unwrap_or_default();
+    if host.is_empty() {
+        return Finding::fail(
+            "kube-proxy replacement without `k8sServiceHost`: with kube-proxy gone the agent \
+             cannot reach the API server through the kubernetes Service",
+        );
+    }
+    let port = as_text(t.value("k8sServicePort").as_ref()).unwrap_or_else(|| "443".into());
+    Finding::pass(format!("API server at {host}:{port}"))
+}
+
+fn hubble_ui_relay(t: &Target) -> Finding {
+    let v = t.effective_values();
+    let on = |p: &str| truthy(lookup(&v, p));
+    if on("hubble.ui.enabled") && !on("hubble.relay.enabled") {
+        return Finding::fail("Hubble UI is enabled but Hubble Relay is not; the chart refuses it")
+            .remedy("set `hubble.relay.enabled: true`")
+            .patch(json!({"hubble": {"relay": {"enabled": true}}}));
+    }
+    if on("hubble.relay.enabled") && !on("hubble.enabled") {
+        return Finding::fail("Hubble Relay is enabled but Hubble is not; the chart refuses it")
+            .remedy("set `hubble.enabled: true`")
+            .patch(json!({"hubble": {"enabled": true}}));
+    }
+    Finding::pass("consistent")
+}
+
+/// Where the chart has ServiceMonitors (each with a `trustCRDsExist` sibling).
+pub const SERVICE_MONITORS: &[&str] = &[
+    "prometheus.serviceMonitor",
+    "operator.prometheus.serviceMonitor",
+    "hubble.metrics.serviceMonitor",
+    "hubble.relay.prometheus.serviceMonitor",
+    "envoy.prometheus.serviceMonitor",
+    "clustermesh.apiserver.metrics.serviceMonitor",
+];
+
+fn service_monitor_crds(t: &Target) -> Finding {
+    let v = t.effective_values();
+    let untrusted: Vec<_> = SERVICE_MONITORS
+        .iter()
+        .filter(|m| {
+            truthy(lookup(&v, &format!("{m}.enabled")))
+                && !truthy(lookup(&v, &format!("{m}.trustCRDsExist")))
+        })
+        .collect();
+    if untrusted.is_empty() {
+        return Finding::pass("no ServiceMonitor depends on CRDs preflight cannot see");
+    }
+    let list: Vec<_> = untrusted.iter().map(|m| format!("{m}.enabled")).collect();
+    let trust: Vec<_> = untrusted
+        .iter()
+        .map(|m| format!("--set {m}.trustCRDsExist=true"))
+        .collect();
+    // A node preflight cannot list the cluster's CRDs: the chart's lookup decides at install.
+    Finding::warn(format!(
+        "{} need the monitoring.coreos.com/v1 CRDs; the chart fails unless the cluster has them",
+        list.join(", ")
+    ))
+    .remedy(format!(
+        "install the Prometheus Operator CRDs before Cilium, or if they will exist: {}",
+        trust.join(" ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::values::merge;
+
+    fn target(version: &str, values: Value) -> Target {
+        let mut t = Target::chart_defaults(version);
+        t.values = values;
+        t
+    }
+
+    fn finding(t: &Target, id: &str) -> Finding {
+        judge_all(t)
+            .into_iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, f)| f)
+            .unwrap()
+    }
+
+    #[test]
+    fn per_version_rules_quote_the_chart() {
+        let table: &[(&str, Value, &str, Status, &str)] = &[
+            (
+                "1.16.4",
+                json!({"tunnel": "disabled"}),
+                "values.removed.tunnel",
+                Status::Fail,
+                "tunnel was deprecated in v1.14 and has been removed in v1.15",
+            ),
+            (
+                "1.14.0",
+                json!({"tunnel": "disabled"}),
+                "values.removed.tunnel",
+                Status::Pass,
+                "still read",
+            ),
+            (
+                "1.15",
+                json!({"kubeProxyReplacement": "strict"}),
+                "values.kube-proxy-replacement",
+                Status::Fail,
+                KPR_CHART_ERROR,
+            ),
+            (
+                "1.14",
+                json!({"kubeProxyReplacement": "strict"}),
+                "values.kube-proxy-replacement",
+                Status::Pass,
+                "1.14",
+            ),
+            (
+                "1.18",
+                json!({"kubeProxyReplacement": true}),
+                "values.kube-proxy-replacement",
+                Status::Pass,
+                "true",
+            ),
+            (
+                "1.16",
+                json!({"encryption": {"keyFile": "k"}}),
+                "values.removed.encryption-key-file",
+                Status::Warn,
+                "removed in 1.16",
+            ),
+            (
+                "1.15",
+                json!({"encryption": {"keyFile": "k"}}),
+                "values.removed.encryption-key-file",
+                Status::Pass,
+                "still read",
+            ),
+            (
+                "1.19",
+                json!({"kubeProxyReplacement": true}),
+                "values.k8s-service-host",
+                Status::Fail,
+                "k8sServiceHost",
+            ),
+            (
+                "1.19",
+                json!({"kubeProxyReplacement": true, "k8sServiceHost": "10.0.0.1",
+                            "k8sServicePort": 6443}),
+                "values.k8s-service-host",
+                Status::Pass,
+                "10.0.0.1:6443",
+            ),
+            (
+                "1.19",
+                json!({"hubble": {"ui": {"enabled": true}}}),
+                "values.hubble-ui-relay",
+                Status::Fail,
+                "Relay",
+            ),
+            (
+                "1.19",
+                json!({"hubble": {"enabled": false, "relay": {"enabled": true}}}),
+                "values.hubble-ui-relay",
+                Status::Fail,
+                "Hubble is not",
+            ),
+            (
+                "1.19",
+                json!({"prometheus": {"serviceMonitor": {"enabled": true}}}),
+                "values.service-monitor-crds",
+                Status::Warn,
+                "monitoring.coreos.com/v1",
+            ),
+            (
+                "1.19",
+                json!({"prometheus": {"serviceMonitor": {"enabled": true, "trustCRDsExist": true}}}),
+                "values.service-monitor-crds",
+                Status::Pass,
+                "",
+            ),
+            (
+                "1.19",
+                json!({"tunnelProtocol": "gre"}),
+                "values.routing-mode",
+                Status::Fail,
+                "gre",
+            ),
+            (
+                "1.19",
+                json!({"routingMode": "native"}),
+                "values.native-routing-cidr",
+                Status::Warn,
+                "ipv4NativeRoutingCIDR",
+            ),
+        ];
+        for (version, values, id, status, text) in table {
+            let f = finding(&target(version, values.clone()), id);
+            assert_eq!(f.status, *status, "{version} {values} {id}: {f:?}");
+            assert!(f.detail.contains(text), "{version} {values} {id}: {f:?}");
+            if f.status == Status::Fail {
+                assert!(f.remedy.is_some() || !f.detail.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn fixes_make_the_rule_pass() {
+        for (version, values) in [
+            ("1.16.4", json!({"tunnel": "disabled"})),
+            ("1.16.4", json!({"tunnel": "geneve"})),
+            ("1.15", json!({"kubeProxyReplacement": "partial"})),
+            ("1.19", json!({"hubble": {"ui": {"enabled": true}}})),
+        ] {
+            let t = target(version, values.clone());
+            for (id, f) in judge_all(&t) {
+                if f.status != Status::Fail {
+                    continue;
+                }
+                let patch = f.patch.clone().expect("a failing rule offers a patch");
+                let mut fixed = t.values.clone();
+                merge(&mut fixed, patch);
+                let after = finding(&target(version, fixed), &id);
+                assert_ne!(after.status, Status::Fail, "{values} {id}: {after:?}");
+            }
+        }
+    }
+}

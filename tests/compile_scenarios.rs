@@ -1,0 +1,332 @@
+//! Scenario fixtures for the compile stage, compiled for real with Debian's clang (installed by
+//! scripts/setup.sh) and, as root, loaded into the running kernel.
+use std::path::{Path, PathBuf};
+
+use preflight::{
+    compile::{self, CompileReport, Options, StateSource, explain::Cause},
+    host::HostRoot,
+    target::Target,
+};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/compile")
+        .join(name)
+        .join("root")
+}
+
+fn have(clang: &str) -> bool {
+    let ok = Path::new(clang).is_file();
+    if !ok {
+        eprintln!("skipped: {clang} not installed (run scripts/setup.sh)");
+    }
+    ok
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn run(scenario: &str, version: &str, clang: Option<&str>, verify: bool) -> CompileReport {
+    let mut o = Options::new(Target::chart_defaults(version));
+    o.state = StateSource::Predict(HostRoot::new(fixture(scenario)));
+    o.clang = clang.map(PathBuf::from);
+    o.verify = verify;
+    compile::run(&o).expect("compile stage runs")
+}
+
+#[test]
+fn clean_node_compiles_every_program_and_the_kernel_loads_them() {
+    if !have("/usr/bin/clang-19") {
+        return;
+    }
+    let r = run("clean", "1.18.4", None, true);
+    assert_eq!(r.toolchain.toolchain.major, 19, "exact match for 1.18");
+    assert!(r.init_blockers.is_empty());
+    assert_eq!(r.state.node_config, "present");
+    assert_eq!(r.programs.len(), 5);
+    for p in &r.programs {
+        assert!(p.compiled, "{}: {:#?}", p.name, p.findings);
+        assert!(p.findings.is_empty());
+        let obj = p.object.as_ref().expect("object inspected");
+        assert!(!obj.programs.is_empty() && obj.programs.iter().all(|x| x.insns > 0));
+        assert!(obj.sections.contains_key(".maps") && obj.sections.contains_key(".BTF"));
+        assert!(p.command.contains("-std=gnu99") && p.command.contains("-Werror"));
+    }
+    let lxc = r.program("bpf_lxc").unwrap();
+    // Include order: globals, template dir, bpf dir, bpf dir/include.
+    let globals = lxc.command.find("/state/globals").unwrap();
+    let template = lxc.command.find("/state/templates/").unwrap();
+    let bpf_include = lxc.command.find("/bpf/include").unwrap();
+    assert!(
+        globals < template && template < bpf_include,
+        "{}",
+        lxc.command
+    );
+    if !is_root() {
+        eprintln!("skipped verifier part: not root");
+        return;
+    }
+    for p in &r.programs {
+        let v = p.verify.as_ref().expect("verified as root");
+        assert!(v.all_loaded(), "{}: {v:#?}", p.name);
+    }
+    let tails = &r
+        .program("bpf_lxc")
+        .unwrap()
+        .verify
+        .as_ref()
+        .unwrap()
+        .tail_calls;
+    assert!(
+        tails
+            .iter()
+            .any(|(map, idx, prog)| map == "cilium_calls_65535"
+                && *idx == 7
+                && prog == "tail_handle_ipv4_from_lxc"),
+        "{tails:?}"
+    );
+}
+
+#[test]
+fn missing_node_config_reproduces_the_redefinitions_and_names_flannel() {
+    if !have("/usr/bin/clang-19") {
+        return;
+    }
+    let r = run("missing-node-config", "1.18.4", None, false);
+    assert_eq!(r.state.node_config, "missing");
+    assert!(
+        r.init_blockers
+            .iter()
+            .any(|b| b.detail.contains("flannel.1"))
+    );
+    let subjects = |prog: &str| -> Vec<String> {
+        r.program(prog)
+            .unwrap()
+            .findings
+            .iter()
+            .filter(|f| f.kind == "macro-redefined")
+            .filter_map(|f| f.subject.clone())
+            .collect()
+    };
+    let lxc = subjects("bpf_lxc");
+    let host = subjects("bpf_host");
+    assert!(lxc.contains(&"CALLS_MAP".into()) && lxc.contains(&"ENABLE_ARP_RESPONDER".into()));
+    assert!(
+        !lxc.contains(&"MONITOR_AGGREGATION".into()),
+        "guarded in lxc: {lxc:?}"
+    );
+    assert!(
+        host.contains(&"MONITOR_AGGREGATION".into()),
+        "host: {host:?}"
+    );
+    assert!(host.contains(&"CALLS_MAP".into()));
+    assert!(!r.program("bpf_lxc").unwrap().compiled);
+    for f in r.all_findings().filter(|f| f.kind == "macro-redefined") {
+        match &f.cause {
+            Cause::GeneratedHeaderMissing {
+                missing,
+                dummy,
+                init_blockers,
+            } => {
+                assert!(missing.ends_with("globals/node_config.h"), "{missing}");
+                assert!(dummy.ends_with("bpf/node_config.h"), "{dummy}");
+                assert!(init_blockers.iter().any(|b| b.contains("8472")));
+            }
+            other => panic!("{}: {} has cause {other:?}", f.program, f.message),
+        }
+        // Both definition sites: the dummy and the generated ep_config.h (or its note).
+        assert_eq!(f.sites.len(), 2, "{:?}", f.sites);
+        assert!(f.sites.iter().any(|s| s.contains("node_config.h")));
+        assert!(f.sites.iter().any(|s| s.contains("ep_config.h")));
+        assert!(f.remedy.contains("init"));
+    }
+    // Programs without ep_config.h are unaffected on 1.18 sources.
+    for p in ["bpf_sock", "bpf_xdp", "bpf_overlay"] {
+        assert!(r.program(p).unwrap().compiled, "{p}");
+    }
+}
+
+#[test]
+fn stale_node_config_from_another_version_is_judged_and_explained() {
+    if !have("/usr/bin/clang-16") {
+        return;
+    }
+    let r = run("stale-node-config", "1.16.5", None, false);
+    assert_eq!(r.toolchain.toolchain.major, 16, "nearest to 1.16's LLVM 17");
+    assert_eq!(r.state.node_config, "stale (written by 1.18+)");
+    let lxc = r.program("bpf_lxc").unwrap();
+    assert!(!lxc.compiled);
+    let redefined = lxc
+        .findings
+        .iter()
+        .find(|f| f.subject.as_deref() == Some("SNAT_COLLISION_RETRIES"))
+        .expect("SNAT_COLLISION_RETRIES redefined");
+    assert_eq!(redefined.kind, "macro-redefined");
+    let undeclared = lxc
+        .findings
+        .iter()
+        .find(|f| f.kind == "undeclared-identifier")
+        .expect("undeclared identifier");
+    assert_eq!(undeclared.subject.as_deref(), Some("CT_REPORT_INTERVAL"));
+    for f in [redefined, undeclared] {
+        match &f.cause {
+            Cause::StaleHeader {
+                header,
+                written_by,
+                target,
+            } => {
+                assert!(header.ends_with("globals/node_config.h"));
+                assert_eq!(written_by.as_deref(), Some("1.18+"));
+                assert_eq!(target, "1.16");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(f.remedy.contains("rm ") && f.remedy.contains("cleanState"));
+    }
+}
+
+#[test]
+fn clang_newer_than_the_targets_llvm_is_called_a_toolchain_mismatch() {
+    if !have("/usr/bin/clang-19") {
+        return;
+    }
+    let r = run("clean", "1.16.5", Some("/usr/bin/clang-19"), false);
+    assert!(
+        r.toolchain
+            .risk
+            .as_deref()
+            .unwrap()
+            .contains("-Wshorten-64-to-32")
+    );
+    let lxc = r.program("bpf_lxc").unwrap();
+    assert!(!lxc.compiled);
+    assert!(!lxc.findings.is_empty());
+    for f in &lxc.findings {
+        assert_eq!(f.kind, "shorten-64-to-32");
+        assert_eq!(
+            f.cause,
+            Cause::ClangTooNew {
+                clang_major: 19,
+                target: "1.16".into()
+            }
+        );
+        assert!(f.remedy.contains("clang-16"));
+    }
+    // The same sources and node with the nearest clang compile: the node is fine.
+    if have("/usr/bin/clang-16") {
+        let r = run("clean", "1.16.5", Some("/usr/bin/clang-16"), false);
+        assert!(r.programs.iter().all(|p| p.compiled));
+    }
+}
+
+#[test]
+fn the_1_14_profile_pipes_clang_into_llc() {
+    if !have("/usr/bin/clang-16") || !have("/usr/bin/llc-16") {
+        return;
+    }
+    let r = run("clean", "1.14.19", None, false);
+    let lxc = r.program("bpf_lxc").unwrap();
+    assert!(lxc.command.contains("-emit-llvm") && lxc.command.contains("| "));
+    assert!(lxc.command.contains("-D__NR_CPUS__="));
+    assert!(r.programs.iter().all(|p| p.compiled), "{:#?}", r.programs);
+}
+
+#[test]
+fn unknown_cpu_is_explained() {
+    if !have("/usr/bin/clang-16") {
+        return;
+    }
+    // clang 16 knows v1-v3 only; -mcpu=v9 stands in for an ISA newer than the compiler.
+    let d = preflight::compile::diag::parse(
+        &std::process::Command::new("/usr/bin/clang-16")
+            .args([
+                "--target=bpf",
+                "-mcpu=v9",
+                "-fno-color-diagnostics",
+                "-c",
+                "-x",
+                "c",
+            ])
+            .args(["/dev/null", "-o", "/dev/null"])
+            .output()
+            .unwrap()
+            .stderr
+            .iter()
+            .map(|b| *b as char)
+            .collect::<String>(),
+    );
+    assert!(
+        d.iter().any(|d| d.message == "unknown target CPU 'v9'"),
+        "{d:?}"
+    );
+}
+
+fn checks_for(report: CompileReport) -> Vec<preflight::report::CheckResult> {
+    use preflight::facts::{Facts, Gathered};
+    let facts = Facts {
+        live: true,
+        probes: Gathered::Skipped("not needed".into()),
+        canaries: Gathered::Skipped("not needed".into()),
+        compile: Gathered::Got(Ok(report)),
+        timings: Vec::new(),
+    };
+    preflight::checks::run_all(&facts, &Target::default(), &[])
+}
+
+fn check<'a>(
+    results: &'a [preflight::report::CheckResult],
+    id: &str,
+) -> &'a preflight::report::CheckResult {
+    results
+        .iter()
+        .find(|c| c.id == id)
+        .unwrap_or_else(|| panic!("no check {id}"))
+}
+
+#[test]
+fn run_checks_turn_the_missing_header_scenario_into_a_no_go_with_remedies() {
+    use preflight::report::Status;
+    if !have("/usr/bin/clang-19") {
+        return;
+    }
+    let results = checks_for(run("missing-node-config", "1.18.4", None, false));
+    let init = check(&results, "compile.init");
+    assert_eq!(init.status, Status::Fail);
+    assert!(init.remedy.as_deref().unwrap().contains("flannel.1"));
+    let lxc = check(&results, "compile.bpf_lxc");
+    assert_eq!(lxc.status, Status::Fail);
+    assert!(lxc.blocks());
+    assert!(
+        lxc.detail.contains("node_config.h is missing"),
+        "{}",
+        lxc.detail
+    );
+    assert!(lxc.evidence.iter().any(|e| e.contains("ep_config.h")));
+    assert_eq!(check(&results, "compile.bpf_sock").status, Status::Pass);
+    // Not compiled, so not verified: skip, never fail.
+    assert_eq!(
+        check(&results, "compile.verifier.bpf_lxc").status,
+        Status::Skip
+    );
+    // Verification was off in this run: the verifier could not tell.
+    assert_eq!(
+        check(&results, "compile.verifier.bpf_sock").status,
+        Status::Unknown
+    );
+    assert_eq!(check(&results, "compile.toolchain").status, Status::Pass);
+    assert!(!preflight::verdict::decide(&Target::default(), &results).go);
+}
+
+#[test]
+fn run_checks_call_a_too_new_clang_a_warning_not_a_node_failure() {
+    use preflight::report::Status;
+    if !have("/usr/bin/clang-19") {
+        return;
+    }
+    let results = checks_for(run("clean", "1.16.5", Some("/usr/bin/clang-19"), false));
+    assert_eq!(check(&results, "compile.toolchain").status, Status::Warn);
+    let lxc = check(&results, "compile.bpf_lxc");
+    assert_eq!(lxc.status, Status::Warn, "{}", lxc.detail);
+    assert!(lxc.detail.contains("toolchain mismatch"));
+}

@@ -1,0 +1,353 @@
+//! `preflight run --root fixtures/nodes/<node>` gives the findings an expert would list for
+//! each node tree, and bad node files become findings naming the file (and line), never a panic.
+mod common;
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use common::{bin, json};
+
+struct Run {
+    code: i32,
+    report: serde_json::Value,
+    /// check id → (status, detail)
+    checks: BTreeMap<String, (String, String)>,
+}
+
+impl Run {
+    fn status(&self, id: &str) -> &str {
+        &self
+            .checks
+            .get(id)
+            .unwrap_or_else(|| panic!("no check {id}"))
+            .0
+    }
+    fn detail(&self, id: &str) -> &str {
+        &self.checks[id].1
+    }
+    fn check(&self, id: &str) -> &serde_json::Value {
+        self.report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap()
+    }
+    fn assert(&self, id: &str, status: &str) {
+        assert_eq!(
+            self.status(id),
+            status,
+            "{id}: {}",
+            serde_json::to_string_pretty(self.check(id)).unwrap()
+        );
+    }
+    fn blocking(&self, capability: &str) -> Vec<String> {
+        self.report["verdict"]["capabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["capability"] == capability)
+            .map(|c| {
+                c["blocking"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s.as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn fixture(node: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/nodes")
+        .join(node)
+}
+
+fn run_root(root: &std::path::Path, extra: &[&str]) -> Run {
+    let out = bin()
+        .args(["run", "--format", "json", "--root"])
+        .arg(root)
+        .args(extra)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    let report = json(&out);
+    let checks = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap().to_string(),
+                (
+                    c["status"].as_str().unwrap().to_string(),
+                    c["detail"].as_str().unwrap().to_string(),
+                ),
+            )
+        })
+        .collect();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        report,
+        checks,
+    }
+}
+
+fn run(node: &str, extra: &[&str]) -> Run {
+    run_root(&fixture(node), extra)
+}
+
+/// Facts that only exist on the running system are skipped, with a reason, for every fixture.
+fn live_only_facts_are_skipped(r: &Run) {
+    for id in [
+        "network.tunnel-port.vxlan",
+        "network.tunnel-port.geneve",
+        "network.flannel-leftovers",
+        "network.cilium-leftovers",
+        "bpf.prog.sched_cls",
+    ] {
+        if r.checks.contains_key(id) {
+            r.assert(id, "skip");
+            assert!(r.detail(id).contains("live"), "{id}: {}", r.detail(id));
+        }
+    }
+}
+
+#[test]
+fn k3s_node_that_ran_flannel() {
+    let r = run("k3s-flannel", &[]);
+    live_only_facts_are_skipped(&r);
+    // k3s still runs flannel: the blocker, and the only one for the default target.
+    r.assert("k3s.flannel-backend", "fail");
+    assert_eq!(r.blocking("base-datapath"), ["k3s.flannel-backend"]);
+    assert_eq!(r.code, 1);
+    r.assert("k3s.network-policy", "warn");
+    // Containerd points at a versioned k3s data dir: Helm values needed, and fragile.
+    r.assert("cni.dirs", "warn");
+    let remedy = r.check("cni.dirs")["remedy"].as_str().unwrap();
+    assert!(
+        remedy.contains("cni.binPath=/var/lib/rancher/k3s/data/7c2e3a1f9b/bin")
+            && remedy.contains("cni.confPath=/var/lib/rancher/k3s/agent/etc/cni/net.d"),
+        "{remedy}"
+    );
+    r.assert("cni.bin-dir-versioned", "warn");
+    r.assert("cni.configs", "pass");
+    assert!(r.detail("cni.configs").contains("flannel"));
+    // =m options judged with module state: vxlan loaded, cls_bpf loadable (.ko.xz), geneve's
+    // file missing — which only matters for a geneve tunnel.
+    r.assert("kernel.config.vxlan", "pass");
+    assert!(r.detail("kernel.config.vxlan").contains("loaded"));
+    r.assert("kernel.config.net-cls-bpf", "pass");
+    assert!(r.detail("kernel.config.net-cls-bpf").contains("not loaded"));
+    r.assert("kernel.config.geneve", "fail");
+    assert!(
+        r.detail("kernel.config.geneve")
+            .contains("geneve.ko.xz is missing")
+    );
+    assert_eq!(r.check("kernel.config.geneve")["relevant"], false);
+    let geneve = run("k3s-flannel", &["--need", "tunnel-geneve"]);
+    assert!(
+        geneve
+            .blocking("tunnel-geneve")
+            .contains(&"kernel.config.geneve".to_string())
+    );
+    r.assert("mounts.bpffs", "pass");
+    r.assert("distro.iptables", "pass");
+    assert!(r.detail("distro.iptables").contains("legacy"));
+    r.assert("modules.br-netfilter", "pass");
+    r.assert("k3s.rancher-desktop", "skip");
+}
+
+#[test]
+fn rancher_desktop_vm() {
+    let r = run("rancher-desktop", &[]);
+    live_only_facts_are_skipped(&r);
+    r.assert("k3s.rancher-desktop", "warn");
+    r.assert("cni.dirs", "warn");
+    assert_eq!(
+        r.check("cni.dirs")["remedy"].as_str().unwrap(),
+        "--set cni.binPath=/usr/libexec/cni"
+    );
+    // bpffs mounted, but private: the agent's Bidirectional mount cannot reach the host.
+    r.assert("mounts.bpffs", "fail");
+    assert!(r.detail("mounts.bpffs").contains("not a shared mount"));
+    assert_eq!(r.blocking("base-datapath"), ["mounts.bpffs"]);
+    // The config came from /proc/config.gz.
+    let ev = r.check("kernel.config")["evidence"][0].as_str().unwrap();
+    assert!(ev.ends_with("proc/config.gz"), "{ev}");
+    r.assert("k3s.flannel-backend", "pass");
+    r.assert("kernel.config.netkit", "fail"); // 6.6 has no netkit …
+    assert_eq!(r.check("kernel.config.netkit")["relevant"], false); // … nobody asked for it
+}
+
+#[test]
+fn rhel10_with_nftables_and_firewalld() {
+    let r = run("rhel10", &["--need", "kube-proxy-replacement"]);
+    live_only_facts_are_skipped(&r);
+    r.assert("distro.firewalld", "warn");
+    r.assert("distro.network-manager", "warn");
+    r.assert("distro.iptables", "pass");
+    assert!(r.detail("distro.iptables").contains("nft"));
+    r.assert("sysctl.net-ipv4-conf-all-rp-filter", "warn");
+    r.assert("k3s.kube-proxy", "pass");
+    r.assert("k3s.flannel-backend", "pass");
+    // containerd v3 config without a cni table: defaults, which match the chart.
+    r.assert("cni.dirs", "pass");
+    r.assert("modules.br-netfilter", "pass");
+    assert!(r.detail("modules.br-netfilter").contains("built in"));
+    r.assert("distro.os-release", "pass");
+    assert!(r.detail("distro.os-release").contains("rhel"));
+    assert_eq!(r.report["verdict"]["go"], true, "{}", r.report["verdict"]);
+    assert_eq!(r.code, 0);
+}
+
+#[test]
+fn debian_bookworm_modules_as_m() {
+    let r = run("debian-bookworm", &[]);
+    live_only_facts_are_skipped(&r);
+    for id in [
+        "kernel.config.net-cls-bpf",
+        "kernel.config.net-sch-ingress",
+        "kernel.config.vxlan",
+        "kernel.config.netfilter-xt-match-socket",
+    ] {
+        r.assert(id, "pass");
+        assert!(
+            r.detail(id).contains("=m, module"),
+            "{id}: {}",
+            r.detail(id)
+        );
+    }
+    let ev = r.check("kernel.config")["evidence"][0].as_str().unwrap();
+    assert!(ev.ends_with("boot/config-6.1.0-18-amd64"), "{ev}");
+    r.assert("mounts.bpffs", "warn");
+    assert!(r.detail("mounts.bpffs").contains("no bpffs"));
+    r.assert("sysctl.net-bridge-bridge-nf-call-iptables", "warn");
+    r.assert("k3s.flannel-backend", "skip");
+    r.assert("kernel.config.netkit", "fail");
+    assert_eq!(r.report["verdict"]["go"], true);
+    assert_eq!(r.code, 0);
+}
+
+#[test]
+fn leftovers_of_a_failed_cilium_install() {
+    let r = run("failed-cilium", &[]);
+    live_only_facts_are_skipped(&r);
+    r.assert("state.node-config", "warn");
+    assert!(r.detail("state.node-config").contains("1.14 to 1.17"));
+    r.assert("state.bpf-pins", "warn");
+    assert!(r.detail("state.bpf-pins").contains("cilium_calls_65535"));
+    r.assert("state.templates", "pass"); // 1.18 wipes stale templates itself
+    r.assert("state.var-lib-cilium", "warn");
+    r.assert("cni.configs", "warn");
+    assert!(r.detail("cni.configs").contains("2 CNIs"));
+    r.assert("cni.cilium-cni", "pass");
+    r.assert("mounts.bpffs", "fail");
+    assert!(r.detail("mounts.bpffs").contains("mounted 2 times"));
+    assert!(r.detail("cni.dirs").contains("Go template"));
+    let ev = r.check("kernel.config")["evidence"][0].as_str().unwrap();
+    assert!(
+        ev.ends_with("usr/lib/modules/6.8.0-45-generic/config"),
+        "{ev}"
+    );
+    assert_eq!(r.code, 1);
+}
+
+/// Garbage, truncated, binary, huge and looping files: findings that name the file (and line);
+/// the run still completes with a verdict (exit 0/1, not 2: the node's files are not our input).
+#[test]
+fn bad_node_files_are_findings_not_crashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let put = |path: &str, bytes: &[u8]| {
+        let p = root.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, bytes).unwrap();
+    };
+    put("proc/sys/kernel/osrelease", b"6.1.0-1-amd64\n");
+    put(
+        "boot/config-6.1.0-1-amd64",
+        b"CONFIG_BPF=y\nCONFIG_\x00\xff\xfe binary",
+    );
+    put("usr/src/linux/.config", b"CONFIG_BPF=y\nCONFIG_VXL");
+    put("proc/config.gz", b"\x1f\x8b\x08\x00truncated");
+    put(
+        "proc/1/mountinfo",
+        b"22 1 259:1 / / rw shared:1 - ext4 /dev/sda1 rw\nthis is not mountinfo\n",
+    );
+    put(
+        "etc/rancher/k3s/config.yaml",
+        b"flannel-backend: none\ndisable: [traefik\n",
+    );
+    put(
+        "var/lib/rancher/k3s/agent/etc/containerd/config.toml",
+        b"version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".cni\n",
+    );
+    put(
+        "etc/cni/net.d/10-flannel.conflist",
+        b"{\n  \"name\": \"cbr0\",\n  \"plugins\": [\n",
+    );
+    put(
+        "lib/modules/6.1.0-1-amd64/modules.dep",
+        b"\x7fELF\x02\x01\x01\x00\x00\n",
+    );
+    put("var/run/cilium/state/globals/node_config.h", b"");
+    // An enormous /proc/modules (sparse, so the test stays cheap).
+    let big = std::fs::File::create(root.join("proc/modules")).unwrap();
+    big.set_len(64 << 20).unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::os::unix::fs::symlink("/etc/os-release.b", root.join("etc/os-release")).unwrap();
+    std::os::unix::fs::symlink("/etc/os-release", root.join("etc/os-release.b")).unwrap();
+    let r = run_root(root, &[]);
+    assert!(r.code == 0 || r.code == 1, "exit {}", r.code);
+    let shown = root.display().to_string();
+    r.assert("kernel.config", "unknown");
+    let kc = r.detail("kernel.config");
+    assert!(
+        kc.contains(&format!("{shown}/boot/config-6.1.0-1-amd64:2: not UTF-8")),
+        "{kc}"
+    );
+    assert!(
+        kc.contains(&format!("{shown}/usr/src/linux/.config:2")),
+        "{kc}"
+    );
+    assert!(kc.contains("proc/config.gz: not gzip"), "{kc}");
+    // Unknown, never fail, when the config is unusable.
+    r.assert("kernel.config.bpf", "unknown");
+    r.assert("mounts.bpffs", "unknown");
+    assert!(
+        r.detail("mounts.bpffs").contains("proc/1/mountinfo:2"),
+        "{}",
+        r.detail("mounts.bpffs")
+    );
+    r.assert("k3s.config", "warn");
+    assert!(
+        r.detail("k3s.config")
+            .contains("etc/rancher/k3s/config.yaml:"),
+        "{}",
+        r.detail("k3s.config")
+    );
+    r.assert("cni.configs", "warn");
+    let cni = r.detail("cni.configs");
+    assert!(cni.contains("10-flannel.conflist:4"), "{cni}");
+    assert!(cni.contains("containerd/config.toml:2"), "{cni}");
+    r.assert("modules.index", "warn");
+    let m = r.detail("modules.index");
+    assert!(m.contains("proc/modules: larger than"), "{m}");
+    assert!(m.contains("modules.dep:1"), "{m}");
+    r.assert("distro.os-release", "unknown");
+    assert!(r.detail("distro.os-release").contains("symlink loop"));
+    r.assert("state.node-config", "unknown");
+}
+
+#[test]
+fn a_missing_root_is_an_error() {
+    let out = bin()
+        .args(["run", "--root", "/nonexistent/preflight-root"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/preflight-root"));
+}

@@ -1,0 +1,370 @@
+//! The target end to end through the binary: Helm values in, verdict, fixes and CI formats out.
+//! Runs without canaries (faster, and the values verdict does not depend on them).
+mod common;
+
+use std::{path::PathBuf, process::Output};
+
+use common::{bin, json};
+
+fn repo(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
+}
+
+fn run(args: &[&str]) -> Output {
+    bin()
+        .args(["run", "--no-canaries"])
+        .args(args)
+        .output()
+        .expect("binary runs")
+}
+
+fn check<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no check {id}"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("preflight-test-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn homelab_plan_is_rejected_for_1_16_4_with_both_errors_and_fixes() {
+    let homelab = repo("fixtures/values/homelab.yaml");
+    let out = run(&[
+        "--cilium-version",
+        "1.16.4",
+        "-f",
+        homelab.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = json(&out);
+    let tunnel = check(&r, "values.removed.tunnel");
+    assert_eq!(tunnel["status"], "fail");
+    assert!(
+        tunnel["detail"]
+            .as_str()
+            .unwrap()
+            .contains("tunnel was deprecated in v1.14 and has been removed in v1.15")
+    );
+    assert!(
+        tunnel["remedy"]
+            .as_str()
+            .unwrap()
+            .contains("routingMode: native")
+    );
+    let kpr = check(&r, "values.kube-proxy-replacement");
+    assert_eq!(kpr["status"], "fail");
+    assert!(kpr["detail"].as_str().unwrap().contains(
+        "kubeProxyReplacement must be explicitly set to a valid value (true or false) to continue"
+    ));
+    assert!(
+        kpr["remedy"]
+            .as_str()
+            .unwrap()
+            .contains("kubeProxyReplacement: false")
+    );
+    assert_eq!(check(&r, "values.service-monitor-crds")["status"], "warn");
+    let patch = &r["verdict"]["values_patch"];
+    assert_eq!(patch["kubeProxyReplacement"], false);
+    assert!(patch["tunnel"].is_null() && patch.as_object().unwrap().contains_key("tunnel"));
+    assert_eq!(patch["routingMode"], "native");
+    // The user's own CIDR is kept, not overwritten by the patch.
+    assert!(patch.get("ipv4NativeRoutingCIDR").is_none());
+    let summary = r["verdict"]["summary"].as_str().unwrap();
+    assert!(summary.starts_with("NO-GO"), "{summary}");
+
+    // Applying the recommended patch (as a second -f, later wins) clears both value errors.
+    let dir = scratch("homelab");
+    let fix = dir.join("fix.yaml");
+    std::fs::write(&fix, serde_yaml_ng::to_string(patch).unwrap()).unwrap();
+    let out = run(&[
+        "--cilium-version",
+        "1.16.4",
+        "-f",
+        homelab.to_str().unwrap(),
+        "-f",
+        fix.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let r = json(&out);
+    assert_eq!(check(&r, "values.removed.tunnel")["status"], "skip");
+    assert_eq!(check(&r, "values.kube-proxy-replacement")["status"], "pass");
+    assert!(
+        r["target"]["capabilities"]
+            .as_array()
+            .unwrap()
+            .contains(&"native-routing".into())
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn text_output_ends_with_the_verdict_line() {
+    let out = run(&["--cilium-version", "1.16.4", "--set", "tunnel=vxlan"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let last = text.lines().last().unwrap();
+    assert!(last.starts_with("NO-GO: Cilium 1.16.4"), "{last}");
+    assert!(last.contains("--set tunnelProtocol=vxlan"), "{last}");
+}
+
+#[test]
+fn bad_values_exit_2_naming_file_line_and_column() {
+    let dir = scratch("yaml");
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, "hubble:\n  enabled: true\n   relay: x\n").unwrap();
+    let out = run(&["-f", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:3:9", bad.display())), "{err}");
+    assert!(out.stdout.is_empty(), "no report on bad input");
+    for args in [
+        &["--set", "a..b=1"][..],
+        &["--cilium-version", "1.9"],
+        &["-f", "/nonexistent/values.yaml"],
+        &["--chart", "/nonexistent/chart"],
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(!out.stderr.is_empty());
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn chart_schema_from_dir_and_tgz() {
+    let chart = repo("fixtures/charts/mini-cilium");
+    let dir = scratch("chart");
+    // Package the fixture the way `helm package` does: one top folder in a gzipped tar.
+    let tgz = dir.join("cilium-1.16.4.tgz");
+    {
+        let gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&tgz).unwrap(),
+            flate2::Compression::default(),
+        );
+        let mut tar = tar::Builder::new(gz);
+        tar.append_dir_all("cilium", &chart).unwrap();
+        tar.into_inner().unwrap().finish().unwrap();
+    }
+    for source in [chart.to_str().unwrap(), tgz.to_str().unwrap()] {
+        let out = run(&[
+            "--chart",
+            source,
+            "--set",
+            "l7Proxy=yes",
+            "--format",
+            "json",
+        ]);
+        let r = json(&out);
+        // The chart's version becomes the target when --cilium-version is not given.
+        assert_eq!(r["target"]["cilium_version"], "1.16.4");
+        let c = check(&r, "values.chart-schema");
+        assert_eq!(c["status"], "fail", "{source}: {c}");
+        assert!(c["detail"].as_str().unwrap().contains("l7Proxy"), "{c}");
+        assert_eq!(out.status.code(), Some(1));
+        let out = run(&["--chart", source, "--format", "json"]);
+        assert_eq!(check(&json(&out), "values.chart-schema")["status"], "pass");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn junit_markdown_and_output_file() {
+    let dir = scratch("formats");
+    let xml = dir.join("report.xml");
+    let out = run(&[
+        "--cilium-version",
+        "1.16.4",
+        "--set",
+        "kubeProxyReplacement=partial",
+        "--ignore",
+        "values.service-monitor-crds",
+        "--format",
+        "junit",
+        "--output",
+        xml.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "--output writes nothing to stdout");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NO-GO"));
+    let text = std::fs::read_to_string(&xml).unwrap();
+    // Well-formed, and the failing check is a <failure> with its detail and remedy.
+    let mut reader = quick_xml::Reader::from_str(&text);
+    let (mut failures, mut cases) = (Vec::new(), 0);
+    let mut current = String::new();
+    loop {
+        match reader.read_event().expect("well-formed XML") {
+            quick_xml::events::Event::Eof => break,
+            quick_xml::events::Event::Start(e) | quick_xml::events::Event::Empty(e) => {
+                let attr = |name: &str| {
+                    e.attributes()
+                        .flatten()
+                        .find(|a| a.key.as_ref() == name)
+                        .map(|a| {
+                            a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                                .unwrap()
+                                .into_owned()
+                        })
+                };
+                match e.name().as_ref() {
+                    "testcase" => {
+                        cases += 1;
+                        current = attr("name").unwrap();
+                    }
+                    "failure" => failures.push((current.clone(), attr("message").unwrap())),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(cases > 10);
+    let (_, msg) = failures
+        .iter()
+        .find(|(id, _)| id == "values.kube-proxy-replacement")
+        .expect("kube-proxy-replacement is a failure");
+    assert!(
+        msg.contains("must be explicitly set")
+            && msg.contains("fix: set `kubeProxyReplacement: false`"),
+        "{msg}"
+    );
+
+    let out = run(&[
+        "--cilium-version",
+        "1.16.4",
+        "--set",
+        "tunnel=vxlan",
+        "--format",
+        "markdown",
+    ]);
+    let md = String::from_utf8(out.stdout).unwrap();
+    assert!(md.starts_with("## preflight: Cilium 1.16.4"), "{md}");
+    assert!(md.contains("**❌ NO-GO"), "{md}");
+    assert!(md.contains("| `values.removed.tunnel` | FAIL |"), "{md}");
+    assert!(md.contains("```yaml\n"), "{md}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn reports_validate_against_the_published_schema() {
+    let out = bin().arg("schema").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let schema = json(&out);
+    let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
+    let homelab = repo("fixtures/values/homelab.yaml");
+    let chart = repo("fixtures/charts/mini-cilium");
+    for args in [
+        &[][..],
+        &[
+            "--cilium-version",
+            "1.16.4",
+            "-f",
+            homelab.to_str().unwrap(),
+        ],
+        &[
+            "--chart",
+            chart.to_str().unwrap(),
+            "--set",
+            "tunnelProtocol=geneve,bpf.hostLegacyRouting=false",
+        ],
+        &[
+            "--ignore",
+            "values.removed.tunnel",
+            "--cilium-version",
+            "1.15",
+            "--set",
+            "tunnel=vxlan",
+        ],
+    ] {
+        let out = run(&[args, &["--format", "json"]].concat());
+        let report = json(&out);
+        let errors: Vec<_> = validator
+            .iter_errors(&report)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{args:?}: {errors:?}");
+    }
+    // And the schema is not vacuous: a report missing its verdict is rejected.
+    let mut broken = json(&run(&["--format", "json"]));
+    broken.as_object_mut().unwrap().remove("verdict");
+    assert!(!validator.is_valid(&broken));
+}
+
+#[test]
+fn diff_gates_on_needed_checks_that_stop_passing() {
+    let dir = scratch("diff");
+    let out = run(&["--format", "json"]);
+    let old = json(&out);
+    let old_path = dir.join("old.json");
+    std::fs::write(&old_path, serde_json::to_vec(&old).unwrap()).unwrap();
+    let diff = |new: &serde_json::Value| {
+        let new_path = dir.join("new.json");
+        std::fs::write(&new_path, serde_json::to_vec(new).unwrap()).unwrap();
+        bin()
+            .args([
+                "diff",
+                old_path.to_str().unwrap(),
+                new_path.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap()
+    };
+    let same = diff(&old);
+    assert_eq!(same.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&same.stdout).contains("no check changed"));
+
+    // A needed check that passed now fails: the gate closes.
+    let mut new = old.clone();
+    let checks = new["checks"].as_array_mut().unwrap();
+    let victim = checks
+        .iter_mut()
+        .find(|c| c["status"] == "pass" && c["relevant"] == true)
+        .expect("some needed check passes");
+    let id = victim["id"].as_str().unwrap().to_string();
+    victim["status"] = "fail".into();
+    let out = diff(&new);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("REGRESSION") && text.contains(&id), "{text}");
+    assert!(text.contains("GATE FAIL"), "{text}");
+
+    // The same change on a check the target does not need is reported but passes the gate.
+    let mut new = old.clone();
+    let checks = new["checks"].as_array_mut().unwrap();
+    if let Some(c) = checks
+        .iter_mut()
+        .find(|c| c["status"] == "pass" && c["relevant"] == false)
+    {
+        c["status"] = "fail".into();
+        assert_eq!(diff(&new).status.code(), Some(0));
+    }
+    // Unreadable input is an error naming the file.
+    std::fs::write(dir.join("new.json"), "{ not json").unwrap();
+    let out = bin()
+        .args([
+            "diff",
+            old_path.to_str().unwrap(),
+            dir.join("new.json").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("new.json:1:"));
+    std::fs::remove_dir_all(dir).unwrap();
+}

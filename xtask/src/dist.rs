@@ -1,0 +1,121 @@
+//! `cargo xtask dist`: the binary that goes into the container image and the qemu initramfs.
+//! Static (glibc with crt-static, since no musl target is installed here) so it runs on any
+//! node and in a bare busybox initramfs; stripped, because the size is what ships.
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, bail, ensure};
+
+use crate::workspace_root;
+
+const TARGET: &str = "x86_64-unknown-linux-gnu";
+/// The flag that makes rustc link glibc statically. Applied only to the target (an explicit
+/// --target keeps build scripts and proc macros dynamic), so it does not disturb host builds.
+const STATIC_RUSTFLAGS: &str = "-C target-feature=+crt-static";
+
+/// Builds, strips and checks the static binary; returns its path.
+pub fn dist() -> anyhow::Result<PathBuf> {
+    let root = workspace_root();
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(&root)
+        .env("RUSTFLAGS", STATIC_RUSTFLAGS)
+        .args(["build", "--release", "--target", TARGET, "-p", "preflight"])
+        .status()
+        .context("running cargo build")?;
+    ensure!(
+        status.success(),
+        "cargo build --release --target {TARGET} failed"
+    );
+    let built = root.join("target").join(TARGET).join("release/preflight");
+    let dist_dir = root.join("target/dist");
+    fs::create_dir_all(&dist_dir).with_context(|| format!("creating {}", dist_dir.display()))?;
+    let out = dist_dir.join("preflight");
+    fs::copy(&built, &out)
+        .with_context(|| format!("copying {} to {}", built.display(), out.display()))?;
+    let status = Command::new("strip")
+        .arg(&out)
+        .status()
+        .context("running strip (binutils)")?;
+    ensure!(status.success(), "strip {} failed", out.display());
+    if let Some(interp) = elf_interpreter(&out)? {
+        bail!(
+            "{} is dynamically linked (interpreter {interp}); expected a static binary",
+            out.display()
+        );
+    }
+    let size = fs::metadata(&out)?.len();
+    let unstripped = fs::metadata(&built)?.len();
+    println!(
+        "dist: {} static, stripped: {} bytes ({:.1} MiB; {:.1} MiB before strip)",
+        out.display(),
+        size,
+        size as f64 / 1048576.0,
+        unstripped as f64 / 1048576.0
+    );
+    Ok(out)
+}
+
+/// The PT_INTERP of a 64-bit little-endian ELF file, or None for a static binary.
+fn elf_interpreter(path: &Path) -> anyhow::Result<Option<String>> {
+    let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let u16_at = |o: usize| data.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |o: usize| {
+        data.get(o..o + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+    };
+    let u64_at = |o: usize| {
+        data.get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    };
+    ensure!(
+        data.starts_with(b"\x7fELF\x02\x01"),
+        "{}: not a 64-bit little-endian ELF file",
+        path.display()
+    );
+    let truncated = || anyhow::anyhow!("{}: truncated ELF header", path.display());
+    let phoff = u64_at(0x20).ok_or_else(truncated)? as usize;
+    let phentsize = u16_at(0x36).ok_or_else(truncated)? as usize;
+    let phnum = u16_at(0x38).ok_or_else(truncated)? as usize;
+    const PT_INTERP: u32 = 3;
+    for i in 0..phnum {
+        let ph = phoff + i * phentsize;
+        if u32_at(ph).ok_or_else(truncated)? == PT_INTERP {
+            let off = u64_at(ph + 8).ok_or_else(truncated)? as usize;
+            let len = u64_at(ph + 32).ok_or_else(truncated)? as usize;
+            let raw = data.get(off..off + len).ok_or_else(truncated)?;
+            let interp = String::from_utf8_lossy(raw)
+                .trim_end_matches('\0')
+                .to_string();
+            return Ok(Some(interp));
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dynamic_executable_names_its_interpreter() {
+        // The test binary itself is linked dynamically against glibc.
+        let me = std::env::current_exe().unwrap();
+        let interp = elf_interpreter(&me).unwrap();
+        assert!(
+            interp.as_deref().is_some_and(|i| i.contains("ld-linux")),
+            "{interp:?}"
+        );
+    }
+
+    #[test]
+    fn a_non_elf_file_is_refused() {
+        let dir = std::env::temp_dir().join(format!("xtask-elf-{}", std::process::id()));
+        fs::write(&dir, b"#!/bin/sh\n").unwrap();
+        let err = elf_interpreter(&dir).unwrap_err().to_string();
+        fs::remove_file(&dir).unwrap();
+        assert!(err.contains("not a 64-bit"), "{err}");
+    }
+}

@@ -1,0 +1,265 @@
+//! `cargo xtask vm-test`: the kernel-upgrade gate on real kernels. For each kernel: fetch the
+//! Debian package (cached), build an initramfs around the static preflight, boot it in qemu,
+//! bring the reports out over the serial console, save them and check them.
+mod expect;
+mod initramfs;
+mod kernels;
+mod qemu;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use serde_json::Value;
+
+use crate::{dist, workspace_root};
+use expect::{GuestReports, Mark};
+
+#[derive(Debug, clap::Args)]
+pub struct VmTestArgs {
+    /// Kernels to boot: a Debian line (6.1, 6.12: newest cached, else newest in the archive) or
+    /// an exact release (6.1.0-56-cloud-amd64). Repeatable.
+    #[arg(long = "kernel", value_name = "VERSION", default_values = ["6.1", "6.12"])]
+    kernels: Vec<String>,
+    /// Skip the attach canaries in the guest.
+    #[arg(long)]
+    no_canaries: bool,
+    /// Give up on a guest after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    /// Where the reports go (default target/vm-test/results).
+    #[arg(long)]
+    results: Option<PathBuf>,
+}
+
+/// Returns whether every expectation held.
+pub fn vm_test(args: &VmTestArgs) -> anyhow::Result<bool> {
+    let start = Instant::now();
+    let root = workspace_root();
+    let results = args
+        .results
+        .clone()
+        .unwrap_or_else(|| root.join("target/vm-test/results"));
+    fs::create_dir_all(&results).with_context(|| format!("creating {}", results.display()))?;
+    let t = Instant::now();
+    let preflight = dist::dist()?;
+    let dist_time = t.elapsed();
+    let (accel, why) = qemu::accelerator();
+    println!("vm-test: accelerator {accel} ({why})");
+
+    let host_probe = host_probe(&preflight, &results);
+    let cache = kernels::cache_dir();
+    let mut all_ok = true;
+    let mut timings = Vec::new();
+    let mut run_reports = Vec::new();
+    for spec in &args.kernels {
+        let t = Instant::now();
+        let kernel = kernels::resolve(spec, &cache)?;
+        let fetch_time = t.elapsed();
+        let work = root.join("target/vm-test/work").join(&kernel.release);
+        fs::create_dir_all(&work)?;
+        let t = Instant::now();
+        let (initrd, shipped) = initramfs::build(&kernel, &preflight, &work, !args.no_canaries)?;
+        let initrd_time = t.elapsed();
+        let boot = qemu::boot(
+            &kernel.vmlinuz(),
+            &initrd,
+            accel,
+            Duration::from_secs(args.timeout),
+        )?;
+        let out_dir = results.join(&kernel.release);
+        save(&out_dir, &boot)?;
+        let parsed = |name: &str| -> Option<Value> {
+            boot.sections
+                .get(name)
+                .and_then(|(text, _)| serde_json::from_str(text).ok())
+        };
+        let probe = parsed("probe");
+        let run = parsed("run");
+        let run_rc = boot.sections.get("run").map(|(_, rc)| *rc).unwrap_or(-1);
+        let text = |name: &str| boot.sections.get(name).map(|(t, _)| t.as_str());
+        let guest = GuestReports {
+            probe: probe.as_ref(),
+            run: run.as_ref().map(|r| (r, run_rc)),
+            modules_before: text("modules-before"),
+            modprobe: text("modprobe"),
+            modules_after: text("modules-after"),
+            shipped_modules: &shipped,
+        };
+        let mut findings = expect::check(&kernel, &guest, host_probe.as_ref());
+        if !boot.completed {
+            findings.insert(
+                0,
+                expect::Finding {
+                    mark: Mark::Fail,
+                    what: "guest ran /init to the end".into(),
+                    detail: if boot.timed_out {
+                        format!("timed out after {} s", args.timeout)
+                    } else {
+                        "console ended early (panic?); see console.log".into()
+                    },
+                },
+            );
+        }
+        println!(
+            "\n== {} ({}), booted in {:.1} s ==",
+            kernel.release,
+            kernel.package,
+            boot.elapsed.as_secs_f64()
+        );
+        if let Some(run) = &run {
+            print_verdict(run);
+        }
+        for f in &findings {
+            println!("  [{:<7}] {}: {}", f.mark.label(), f.what, f.detail);
+            all_ok &= f.mark != Mark::Fail;
+        }
+        println!("  reports: {}", out_dir.display());
+        timings.push((
+            kernel.release.clone(),
+            fetch_time,
+            initrd_time,
+            boot.elapsed,
+        ));
+        if run.is_some() {
+            run_reports.push((kernel.release.clone(), out_dir.join("run.json")));
+        }
+    }
+    diff_between(&preflight, &run_reports, &results);
+    println!(
+        "\nvm-test timings: static build {:.1} s",
+        dist_time.as_secs_f64()
+    );
+    for (release, fetch, initrd, boot) in &timings {
+        println!(
+            "  {release:<32} fetch/unpack {:.1} s, initramfs {:.1} s, boot+run {:.1} s",
+            fetch.as_secs_f64(),
+            initrd.as_secs_f64(),
+            boot.as_secs_f64()
+        );
+    }
+    println!(
+        "  total {:.1} s; {}",
+        start.elapsed().as_secs_f64(),
+        if all_ok {
+            "every expectation held"
+        } else {
+            "SOME EXPECTATIONS FAILED"
+        }
+    );
+    Ok(all_ok)
+}
+
+/// The host kernel's probe (6.18 here), for comparing helper sets. None when it cannot run.
+fn host_probe(preflight: &Path, results: &Path) -> Option<Value> {
+    let out = Command::new(preflight)
+        .args(["probe", "--all", "--format", "json"])
+        .output()
+        .ok()?;
+    let mut probe: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let dir = results.join("host");
+    let _ = fs::create_dir_all(&dir);
+    let _ = fs::write(dir.join("probe.json"), &out.stdout);
+    probe["kernel_release"] = Value::String(release);
+    Some(probe)
+}
+
+/// Writes each console section to a file: JSON reports as .json, the rest as .txt.
+fn save(dir: &Path, boot: &qemu::Boot) -> anyhow::Result<()> {
+    let _ = fs::remove_dir_all(dir);
+    fs::create_dir_all(dir)?;
+    fs::write(dir.join("console.log"), &boot.console)?;
+    for (name, (text, rc)) in &boot.sections {
+        let is_json = matches!(name.as_str(), "probe" | "run" | "run-after-modprobe");
+        let file = dir.join(format!("{name}.{}", if is_json { "json" } else { "txt" }));
+        fs::write(&file, text)?;
+        if *rc != 0 {
+            fs::write(dir.join(format!("{name}.rc")), format!("{rc}\n"))?;
+        }
+    }
+    Ok(())
+}
+
+/// What the target needs and whether the node is go, per capability.
+fn print_verdict(run: &Value) {
+    let summary = run
+        .pointer("/verdict/summary")
+        .and_then(Value::as_str)
+        .unwrap_or("(no summary)");
+    println!("  verdict: {summary}");
+    let caps = run
+        .pointer("/verdict/capabilities")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for cap in caps {
+        let name = cap.get("capability").and_then(Value::as_str).unwrap_or("?");
+        let go = cap.get("go").and_then(Value::as_bool).unwrap_or(false);
+        let list = |key: &str| {
+            cap.get(key)
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default()
+        };
+        let (blocking, unverified) = (list("blocking"), list("unverified"));
+        println!(
+            "    needs {name:<24} {}{}{}",
+            if go { "go" } else { "NO-GO" },
+            if blocking.is_empty() {
+                String::new()
+            } else {
+                format!("  blocked by {blocking}")
+            },
+            if unverified.is_empty() {
+                String::new()
+            } else {
+                format!("  (could not tell: {unverified})")
+            }
+        );
+    }
+}
+
+/// `preflight diff OLD NEW` between consecutive kernels (issue 5's subcommand), when this build
+/// has it; its output is saved next to the reports.
+fn diff_between(preflight: &Path, reports: &[(String, PathBuf)], results: &Path) {
+    let has_diff = Command::new(preflight)
+        .args(["diff", "--help"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_diff {
+        println!(
+            "\nvm-test: this build has no `preflight diff` (issue 5); skipped the upgrade diff"
+        );
+        return;
+    }
+    for pair in reports.windows(2) {
+        let ((old, old_path), (new, new_path)) = (&pair[0], &pair[1]);
+        let Ok(out) = Command::new(preflight)
+            .arg("diff")
+            .arg(old_path)
+            .arg(new_path)
+            .output()
+        else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        let file = results.join(format!("diff-{old}-to-{new}.txt"));
+        let _ = fs::write(&file, text.as_bytes());
+        println!(
+            "\n== preflight diff {old} -> {new} (exit {}) ==\n{text}",
+            out.status.code().unwrap_or(-1)
+        );
+    }
+}

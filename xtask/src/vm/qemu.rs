@@ -1,0 +1,154 @@
+//! Boots a kernel + initramfs in qemu and splits the serial console into the sections /init
+//! marked. TCG only on this kind of machine: /dev/kvm here is kvm_pvm, whose guests die with
+//! "KVM internal error. Suberror: 1" (../shared/ENVIRONMENT.md), and `-accel kvm -accel tcg`
+//! would pick the broken KVM, so the accelerator is chosen before launch, never by fallback.
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+
+use super::initramfs::{BEGIN, END};
+
+/// Which accelerator to use and why.
+pub fn accelerator() -> (&'static str, String) {
+    if Path::new("/sys/module/kvm_pvm").exists() {
+        return (
+            "tcg",
+            "kvm_pvm loaded: its guests crash, using TCG".to_string(),
+        );
+    }
+    if std::env::var_os("PREFLIGHT_VM_KVM").is_some() && Path::new("/dev/kvm").exists() {
+        return (
+            "kvm",
+            "PREFLIGHT_VM_KVM set and /dev/kvm present".to_string(),
+        );
+    }
+    (
+        "tcg",
+        "TCG by default (set PREFLIGHT_VM_KVM=1 to use a working /dev/kvm)".to_string(),
+    )
+}
+
+#[derive(Debug, Default)]
+pub struct Boot {
+    /// Section name → (its output, the command's exit code).
+    pub sections: BTreeMap<String, (String, i32)>,
+    /// The whole console, for the results directory.
+    pub console: String,
+    /// /init reached its end (rather than a panic or the timeout).
+    pub completed: bool,
+    pub timed_out: bool,
+    pub elapsed: Duration,
+}
+
+pub fn boot(vmlinuz: &Path, initrd: &Path, accel: &str, timeout: Duration) -> anyhow::Result<Boot> {
+    let start = Instant::now();
+    let cpu = if accel == "kvm" { "host" } else { "max" };
+    let mut child = Command::new("qemu-system-x86_64")
+        .args(["-accel", accel, "-cpu", cpu, "-m", "512", "-smp", "1"])
+        .args(["-nodefaults", "-no-user-config", "-display", "none"])
+        .args(["-serial", "stdio", "-no-reboot"])
+        .arg("-kernel")
+        .arg(vmlinuz)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", "console=ttyS0 panic=-1 quiet"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("running qemu-system-x86_64 (apt-get install qemu-system-x86)")?;
+    let stdout = child.stdout.take().context("qemu stdout")?;
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).split(b'\n') {
+            let Ok(line) = line else { break };
+            if tx
+                .send(String::from_utf8_lossy(&line).into_owned())
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let mut console = String::new();
+    let mut timed_out = false;
+    loop {
+        let left = timeout.saturating_sub(start.elapsed());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                console.push_str(line.trim_end_matches('\r'));
+                console.push('\n');
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                timed_out = true;
+                let _ = child.kill();
+                break;
+            }
+        }
+    }
+    let _ = child.wait();
+    let _ = reader.join();
+    let mut boot = split_sections(&console);
+    boot.console = console;
+    boot.timed_out = timed_out;
+    boot.elapsed = start.elapsed();
+    Ok(boot)
+}
+
+/// Splits the console at the marker lines. A marker may follow console noise on the same line
+/// (a report without a trailing newline), so it is searched for anywhere in the line.
+pub fn split_sections(console: &str) -> Boot {
+    let mut boot = Boot::default();
+    let mut current: Option<(String, String)> = None;
+    for line in console.lines() {
+        if line.contains("@@preflight-done") {
+            boot.completed = true;
+        }
+        if let Some(at) = line.find(END) {
+            if let Some((name, mut body)) = current.take() {
+                body.push_str(&line[..at]);
+                let rc = line[at + END.len()..]
+                    .split_once("rc=")
+                    .and_then(|(_, rc)| rc.trim().parse().ok())
+                    .unwrap_or(-1);
+                boot.sections.insert(name, (body, rc));
+            }
+        } else if let Some(at) = line.find(BEGIN) {
+            current = Some((line[at + BEGIN.len()..].trim().to_string(), String::new()));
+        } else if let Some((_, body)) = current.as_mut() {
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
+    boot
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_are_cut_at_the_markers_with_their_exit_codes() {
+        let console = "[    0.1] booting\n@@preflight-begin probe\n{\"a\": 1}\n\n@@preflight-end probe rc=0\n\
+                       @@preflight-begin run\n{\"go\": false}@@preflight-end run rc=1\n@@preflight-done\n";
+        let boot = split_sections(console);
+        assert!(boot.completed);
+        assert_eq!(boot.sections["probe"], ("{\"a\": 1}\n\n".to_string(), 0));
+        assert_eq!(boot.sections["run"], ("{\"go\": false}".to_string(), 1));
+    }
+
+    #[test]
+    fn an_unterminated_section_is_dropped_and_the_boot_is_incomplete() {
+        let boot = split_sections("@@preflight-begin probe\n{\"a\":\nKernel panic\n");
+        assert!(!boot.completed);
+        assert!(boot.sections.is_empty());
+    }
+}
