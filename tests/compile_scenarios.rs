@@ -264,13 +264,10 @@ fn unknown_cpu_is_explained() {
 
 fn checks_for(report: CompileReport) -> Vec<preflight::report::CheckResult> {
     use preflight::facts::{Facts, Gathered};
-    let facts = Facts {
-        live: true,
-        probes: Gathered::Skipped("not needed".into()),
-        canaries: Gathered::Skipped("not needed".into()),
-        compile: Gathered::Got(Ok(report)),
-        timings: Vec::new(),
-    };
+    let empty = tempfile::tempdir().unwrap();
+    let mut facts = Facts::from_root(empty.path());
+    facts.live = true;
+    facts.compile = Gathered::Got(Ok(report));
     preflight::checks::run_all(&facts, &Target::default(), &[])
 }
 

@@ -23,14 +23,16 @@ fn probes() -> ProbeReport {
     serde_json::from_str(&text).unwrap()
 }
 
+/// Node facts gathered from an empty root (every file-based fact "could not tell"), with the
+/// probe fixture standing in for the live kernel.
 fn facts(probes: ProbeReport, hints: NodeHints) -> Facts {
-    Facts {
-        live: true,
-        probes: Gathered::Got(probes),
-        canaries: Gathered::Skipped("fixture: no canaries".into()),
-        node_hints: hints,
-        timings: Vec::new(),
-    }
+    let empty = tempfile::tempdir().unwrap();
+    let mut facts = Facts::from_root(empty.path());
+    facts.live = true;
+    facts.probes = Gathered::Got(probes);
+    facts.canaries = Gathered::Skipped("fixture: no canaries".into());
+    facts.node_hints = hints;
+    facts
 }
 
 /// The fixtures: named node facts.

@@ -78,6 +78,17 @@ pub struct Facts {
 }
 
 impl Facts {
+    /// Node facts read from `root` only: no live probes, canaries or compile stage. Tests start
+    /// from this and put fixture probe or compile results in.
+    pub fn from_root(root: &std::path::Path) -> Self {
+        Self::gather(&GatherOptions {
+            root: root.to_path_buf(),
+            canaries: false,
+            compile: None,
+            host_kernel: false,
+        })
+    }
+
     pub fn gather(opts: &GatherOptions) -> Self {
         let live = opts.live();
         let mut timings = Vec::new();

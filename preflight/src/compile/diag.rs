@@ -99,8 +99,7 @@ fn split_flag(message: &str) -> (String, Option<String>) {
         if inside.starts_with('-') {
             let flag = inside
                 .split(',')
-                .filter(|f| f.starts_with("-W") && *f != "-Werror")
-                .next_back()
+                .rfind(|f| f.starts_with("-W") && *f != "-Werror")
                 .map(str::to_string);
             return (message[..open].to_string(), flag);
         }

@@ -134,6 +134,7 @@ mod tests {
         let native = Target {
             cilium_version: "1.18.4".into(),
             capabilities: [Capability::BaseDatapath, Capability::NativeRouting].into(),
+            ..Target::default()
         };
         assert!(blockers(&root, &native).is_empty());
     }
