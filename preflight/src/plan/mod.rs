@@ -367,14 +367,14 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
             .changes("bpffs mounted at /sys/fs/bpf (systemd mounts are shared)")
             .why("the agent mounts /sys/fs/bpf Bidirectional: the host mount must exist and be shared")
             .undo(format!("systemctl disable --now {unit_name}"))
-            .fixes(&["mounts.bpffs.mounted", "mounts.bpffs.shared"]),
+            .fixes(&["mounts.bpffs"]),
         ),
         MountState::Mounted { shared: false, .. } => steps.push(
             Step::new("bpffs.shared", "Make /sys/fs/bpf a shared mount", Action::MakeShared)
                 .changes("mount propagation of /sys/fs/bpf: private → shared")
                 .why("the agent mounts /sys/fs/bpf Bidirectional: a private host mount hides its pins")
                 .undo("mount --make-private /sys/fs/bpf")
-                .fixes(&["mounts.bpffs.shared"]),
+                .fixes(&["mounts.bpffs"]),
         ),
         MountState::Mounted { shared: true, count } => {
             if *count > 1 {
@@ -427,7 +427,20 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
         ))
         .undo("the drop-in is removed; config.yaml was never changed")
         .state(drop_in_state)
-        .fixes(&["cni.flannel.enabled", "k3s.flannel-backend"]),
+        .fixes(if opts.kube_proxy_replacement {
+            &[
+                "k3s.flannel-backend",
+                "k3s.network-policy",
+                "k3s.kube-proxy",
+                "cni.bin-dir-versioned",
+            ]
+        } else {
+            &[
+                "k3s.flannel-backend",
+                "k3s.network-policy",
+                "cni.bin-dir-versioned",
+            ]
+        }),
     );
 
     // 3. leftovers: moved aside, never deleted.
@@ -444,7 +457,7 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
                       Cilium's and pods keep getting flannel networking",
             )
             .undo("moved back, content and mode unchanged")
-            .fixes(&["cni.leftover.conflist", "cni.flannel.conflist"]),
+            .fixes(&["cni.leftover-configs", "cni.configs"]),
         );
     }
     for path in &node.stale_state {
@@ -464,7 +477,7 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
             .changes(format!("{path} moved into the journal's backup dir"))
             .why(why)
             .undo("moved back byte for byte")
-            .fixes(&["state.stale.node_config", "state.node_config.stale"]),
+            .fixes(&["state.node-config", "state.templates"]),
         );
     }
     for path in &node.pins {
@@ -473,7 +486,7 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
                 .changes(format!("{path} moved aside (on bpffs: renamed next to itself)"))
                 .why("maps pinned by a previous Cilium may have another layout; the agent re-creates them")
                 .undo("renamed back")
-                .fixes(&["state.stale.pins"]),
+                .fixes(&["state.bpf-pins"]),
         );
     }
 
@@ -548,7 +561,7 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
             LinkState::Absent => (StepState::Done(format!("{name} does not exist")), &[]),
             LinkState::Present(_) => (
                 StepState::Todo,
-                &["network.leftover.flannel", "network.leftover.links"],
+                &["network.flannel-leftovers", "network.tunnel-port.vxlan"],
             ),
             LinkState::Unknown(why) => (
                 StepState::AtRunTime(format!("could not query {name}: {why}")),
