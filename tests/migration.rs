@@ -656,7 +656,7 @@ fn bad_plans_leave_the_node_as_it_was() {
 fn install_without_a_terminal_needs_yes() {
     let n = node();
     let before = snapshot(&n.root);
-    let o = n.run(&["install"], &[]);
+    let o = n.run(&["install", "--cilium-version", "1.18.4"], &[]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("--yes"),

@@ -1,5 +1,6 @@
 //! The target end to end through the binary: Helm values in, verdict, fixes and CI formats out.
-//! Runs without canaries (faster, and the values verdict does not depend on them).
+//! Runs without canaries and the compile stage (faster, and the values verdict does not depend on
+//! them), except one full run that the schema must also accept.
 mod common;
 
 use std::{path::PathBuf, process::Output};
@@ -14,7 +15,7 @@ fn repo(path: &str) -> PathBuf {
 
 fn run(args: &[&str]) -> Output {
     bin()
-        .args(["run", "--no-canaries"])
+        .args(["run", "--no-canaries", "--no-compile"])
         .args(args)
         .output()
         .expect("binary runs")
@@ -91,7 +92,7 @@ fn homelab_plan_is_rejected_for_1_16_4_with_both_errors_and_fixes() {
     // Applying the recommended patch (as a second -f, later wins) clears both value errors.
     let dir = scratch("homelab");
     let fix = dir.join("fix.yaml");
-    std::fs::write(&fix, serde_yaml_ng::to_string(patch).unwrap()).unwrap();
+    std::fs::write(&fix, serde_norway::to_string(patch).unwrap()).unwrap();
     let out = run(&[
         "--cilium-version",
         "1.16.4",
@@ -300,6 +301,13 @@ fn reports_validate_against_the_published_schema() {
             .collect();
         assert!(errors.is_empty(), "{args:?}: {errors:?}");
     }
+    // A full run (canaries, compile stage) validates too.
+    let out = bin().args(["run", "--format", "json"]).output().unwrap();
+    let errors: Vec<_> = validator
+        .iter_errors(&json(&out))
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "full run: {errors:?}");
     // And the schema is not vacuous: a report missing its verdict is rejected.
     let mut broken = json(&run(&["--format", "json"]));
     broken.as_object_mut().unwrap().remove("verdict");

@@ -1,13 +1,14 @@
 //! Table-driven verdicts: (facts fixture × Cilium version × values) → go / no-go, the failing
-//! checks and the recommended values. Facts are fixtures (a real probe report of a 6.18 kernel,
-//! edited for older kernels, plus node hints), so this runs anywhere without privileges.
-use std::path::PathBuf;
+//! checks and the recommended values. Facts are gathered from the node fixture trees
+//! (fixtures/nodes/*, some edited into variants) plus a real probe report of a 6.18 kernel, so
+//! this runs anywhere without privileges.
+use std::path::{Path, PathBuf};
 
 use preflight::{
     checks,
     facts::{Facts, Gathered},
     probe::{ProbeReport, Support},
-    target::{Target, TargetSpec, node::NodeHints},
+    target::{Target, TargetSpec},
     verdict::{self, Verdict},
 };
 use serde_json::{Value, json};
@@ -23,80 +24,103 @@ fn probes() -> ProbeReport {
     serde_json::from_str(&text).unwrap()
 }
 
-/// Node facts gathered from an empty root (every file-based fact "could not tell"), with the
-/// probe fixture standing in for the live kernel.
-fn facts(probes: ProbeReport, hints: NodeHints) -> Facts {
-    let empty = tempfile::tempdir().unwrap();
-    let mut facts = Facts::from_root(empty.path());
-    facts.live = true;
+/// A fresh copy of a fixture tree (variants are rebuilt for every case that uses them).
+fn copy_dir(from: &Path, to: &Path) {
+    if to.exists()
+        && std::fs::symlink_metadata(to).unwrap().is_dir()
+        && to.starts_with(std::env::temp_dir())
+    {
+        std::fs::remove_dir_all(to).unwrap();
+    }
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            copy_dir(&entry.path(), &dest);
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path()).unwrap(), &dest).unwrap();
+        } else {
+            std::fs::copy(entry.path(), &dest).unwrap();
+        }
+    }
+}
+
+/// A node fixture's facts, with the probe report standing in for the live kernel's answers.
+fn gather(root: &Path, probes: ProbeReport) -> Facts {
+    let mut facts = Facts::from_root(root);
     facts.probes = Gathered::Got(probes);
-    facts.canaries = Gathered::Skipped("fixture: no canaries".into());
-    facts.node_hints = hints;
     facts
 }
 
-/// The fixtures: named node facts.
-fn fixture(name: &str) -> Facts {
-    let plain = NodeHints {
-        k3s: Some(false),
-        kernel_release: Some("6.18.44".into()),
-        cni_bin_dirs: Some(vec!["/opt/cni/bin".into()]),
-        ..Default::default()
-    };
+/// The fixtures: node trees from fixtures/nodes, and variants made from them in a scratch dir.
+fn fixture(name: &str, scratch: &Path) -> Facts {
     match name {
-        "debian-6.18" => facts(probes(), plain),
+        "debian-bookworm" | "k3s-flannel" | "rancher-desktop" | "rhel10" => {
+            gather(&repo(&format!("fixtures/nodes/{name}")), probes())
+        }
+        // Debian without the geneve module: CONFIG_GENEVE not set.
+        "debian-no-geneve" => {
+            let root = scratch.join(name);
+            copy_dir(&repo("fixtures/nodes/debian-bookworm"), &root);
+            let config = root.join("boot/config-6.1.0-18-amd64");
+            let text = std::fs::read_to_string(&config).unwrap();
+            std::fs::write(
+                &config,
+                text.replace("CONFIG_GENEVE=m", "# CONFIG_GENEVE is not set"),
+            )
+            .unwrap();
+            let _ = std::fs::remove_file(
+                root.join("lib/modules/6.1.0-18-amd64/kernel/drivers/net/geneve.ko"),
+            );
+            gather(&root, probes())
+        }
         // A 5.4 kernel without redirect_neigh/redirect_peer (both came in 5.10).
         "old-5.4" => {
+            let root = scratch.join(name);
+            copy_dir(&repo("fixtures/nodes/debian-bookworm"), &root);
+            let release = "5.4.0-150-generic";
+            std::fs::write(
+                root.join("proc/sys/kernel/osrelease"),
+                format!("{release}\n"),
+            )
+            .unwrap();
+            // The kernel's config and modules go by its release.
+            std::fs::rename(
+                root.join("boot/config-6.1.0-18-amd64"),
+                root.join(format!("boot/config-{release}")),
+            )
+            .unwrap();
+            std::fs::rename(
+                root.join("lib/modules/6.1.0-18-amd64"),
+                root.join(format!("lib/modules/{release}")),
+            )
+            .unwrap();
             let mut p = probes();
             let sched_cls = p.helpers.get_mut("sched_cls").unwrap();
             for h in ["redirect_neigh", "redirect_peer"] {
                 sched_cls.insert(h.into(), Support::Unavailable { reason: None });
             }
-            facts(
-                p,
-                NodeHints {
-                    kernel_release: Some("5.4.0-150-generic".into()),
-                    ..plain
-                },
-            )
+            gather(&root, p)
         }
-        "k3s-flannel" => facts(
-            probes(),
-            NodeHints {
-                k3s: Some(true),
-                k3s_flannel_backend: None,
-                k3s_disable_kube_proxy: None,
-                cni_bin_dirs: Some(vec!["/var/lib/rancher/k3s/data/current/bin".into()]),
-                ..plain
-            },
-        ),
-        "rancher-desktop" => facts(
-            probes(),
-            NodeHints {
-                k3s: Some(true),
-                rancher_desktop: true,
-                k3s_flannel_backend: Some("none".into()),
-                k3s_disable_kube_proxy: Some(true),
-                cni_bin_dirs: Some(vec!["/usr/libexec/cni".into()]),
-                ..plain
-            },
-        ),
         other => panic!("no fixture {other}"),
     }
 }
 
-fn judge(fixture_name: &str, version: &str, files: &[&str], sets: &[&str]) -> Verdict {
+fn judge(c: &Case, scratch: &Path) -> Verdict {
     let spec = TargetSpec {
-        cilium_version: Some(version.into()),
-        value_files: files.iter().map(|f| repo(f)).collect(),
-        sets: sets.iter().map(|s| s.to_string()).collect(),
+        cilium_version: Some(c.version.into()),
+        value_files: c.files.iter().map(|f| repo(f)).collect(),
+        sets: c.sets.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
     };
     let target = Target::build(&spec).unwrap();
-    let facts = fixture(fixture_name);
-    let results = checks::run_all(&facts, &target, &[]);
+    let facts = fixture(c.fixture, scratch);
+    let ignore: Vec<String> = c.ignore.iter().map(|s| s.to_string()).collect();
+    let results = checks::run_all(&facts, &target, &ignore);
     let mut v = verdict::decide(&target, &results);
-    verdict::refine(&mut v, &facts, &target, &results, &[]);
+    verdict::refine(&mut v, &facts, &target, &results, &ignore);
     v
 }
 
@@ -105,6 +129,7 @@ struct Case {
     version: &'static str,
     files: &'static [&'static str],
     sets: &'static [&'static str],
+    ignore: &'static [&'static str],
     go: bool,
     blocking: &'static [&'static str],
     /// Keys expected in the recommended values patch, with their values.
@@ -118,30 +143,56 @@ const HOMELAB: &str = "fixtures/values/homelab.yaml";
 fn verdicts_by_facts_version_and_values() {
     let cases = [
         Case {
-            fixture: "debian-6.18",
+            fixture: "debian-bookworm",
             version: "1.19",
             files: &[],
             sets: &[],
+            ignore: &[],
             go: true,
             blocking: &[],
             patch: json!(null),
             patch_is_go: None,
         },
         Case {
-            fixture: "debian-6.18",
+            fixture: "debian-bookworm",
             version: "1.16.4",
             files: &[HOMELAB],
             sets: &[],
+            ignore: &[],
             go: false,
             blocking: &["values.removed.tunnel", "values.kube-proxy-replacement"],
             patch: json!({"tunnel": null, "kubeProxyReplacement": false, "routingMode": "native"}),
             patch_is_go: Some(true),
         },
+        // 1.14 still reads `tunnel: disabled` and `kubeProxyReplacement: disabled`.
         Case {
-            fixture: "debian-6.18",
+            fixture: "debian-bookworm",
             version: "1.14.6",
             files: &[HOMELAB],
             sets: &[],
+            ignore: &[],
+            go: true,
+            blocking: &[],
+            patch: json!(null),
+            patch_is_go: None,
+        },
+        Case {
+            fixture: "debian-no-geneve",
+            version: "1.19",
+            files: &[],
+            sets: &["tunnelProtocol=geneve"],
+            ignore: &[],
+            go: false,
+            blocking: &["kernel.config.geneve"],
+            patch: json!({"tunnelProtocol": "vxlan"}),
+            patch_is_go: Some(true),
+        },
+        Case {
+            fixture: "debian-no-geneve",
+            version: "1.19",
+            files: &[],
+            sets: &[],
+            ignore: &[],
             go: true,
             blocking: &[],
             patch: json!(null),
@@ -152,8 +203,9 @@ fn verdicts_by_facts_version_and_values() {
             version: "1.19",
             files: &[],
             sets: &[],
+            ignore: &[],
             go: false,
-            blocking: &["kernel.cilium-minimum", "bpf.cilium-agent-helpers"],
+            blocking: &["kernel.release", "bpf.cilium-agent-helpers"],
             patch: json!(null),
             patch_is_go: None,
         },
@@ -162,6 +214,7 @@ fn verdicts_by_facts_version_and_values() {
             version: "1.16.4",
             files: &[],
             sets: &[],
+            ignore: &[],
             go: true,
             blocking: &[],
             patch: json!(null),
@@ -172,18 +225,45 @@ fn verdicts_by_facts_version_and_values() {
             version: "1.16.4",
             files: &[],
             sets: &["bpf.hostLegacyRouting=false"],
+            ignore: &[],
             go: false,
-            blocking: &["kernel.feature-minimum.bpf-host-routing"],
+            blocking: &[
+                "kernel.feature-minimum.bpf-host-routing",
+                "bpf.helper.sched_cls.redirect_neigh",
+            ],
             patch: json!({"bpf": {"hostLegacyRouting": true}}),
             patch_is_go: Some(true),
+        },
+        Case {
+            fixture: "debian-bookworm",
+            version: "1.19",
+            files: &[],
+            sets: &["bpf.datapathMode=netkit"],
+            ignore: &[],
+            go: false,
+            blocking: &["kernel.feature-minimum.netkit"],
+            patch: json!({"bpf": {"datapathMode": "veth"}}),
+            patch_is_go: Some(true),
+        },
+        Case {
+            fixture: "rhel10",
+            version: "1.19",
+            files: &[],
+            sets: &["bpf.datapathMode=netkit"],
+            ignore: &[],
+            go: true,
+            blocking: &[],
+            patch: json!(null),
+            patch_is_go: None,
         },
         Case {
             fixture: "k3s-flannel",
             version: "1.16.4",
             files: &[],
             sets: &[],
+            ignore: &[],
             go: false,
-            blocking: &["values.node.k3s-flannel"],
+            blocking: &["k3s.flannel-backend"],
             patch: json!(null),
             patch_is_go: None,
         },
@@ -192,20 +272,35 @@ fn verdicts_by_facts_version_and_values() {
             version: "1.19",
             files: &[],
             sets: &["kubeProxyReplacement=true"],
+            ignore: &[],
             go: false,
             blocking: &[
                 "values.k8s-service-host",
-                "values.node.k3s-kube-proxy",
-                "values.node.k3s-flannel",
+                "k3s.kube-proxy",
+                "k3s.flannel-backend",
             ],
-            patch: json!(null),
-            patch_is_go: None,
+            // Keeping kube-proxy is the cheaper setting; flannel must go either way.
+            patch: json!({"kubeProxyReplacement": false}),
+            patch_is_go: Some(false),
+        },
+        // Rancher Desktop: cni.binPath is fixable by values; the bpffs mount is not.
+        Case {
+            fixture: "rancher-desktop",
+            version: "1.16.4",
+            files: &[],
+            sets: &[],
+            ignore: &[],
+            go: false,
+            blocking: &["values.node.cni-bin-path", "mounts.bpffs"],
+            patch: json!({"cni": {"binPath": "/usr/libexec/cni"}}),
+            patch_is_go: Some(false),
         },
         Case {
             fixture: "rancher-desktop",
             version: "1.16.4",
             files: &[],
             sets: &[],
+            ignore: &["mounts.bpffs"],
             go: false,
             blocking: &["values.node.cni-bin-path"],
             patch: json!({"cni": {"binPath": "/usr/libexec/cni"}}),
@@ -215,39 +310,44 @@ fn verdicts_by_facts_version_and_values() {
             fixture: "rancher-desktop",
             version: "1.16.4",
             files: &[],
-            sets: &[
-                "cni.binPath=/usr/libexec/cni,kubeProxyReplacement=true",
-                "k8sServiceHost=192.168.5.15,k8sServicePort=6443",
-            ],
+            sets: &["cni.binPath=/usr/libexec/cni"],
+            ignore: &["mounts.bpffs"],
             go: true,
             blocking: &[],
             patch: json!(null),
             patch_is_go: None,
         },
+        // The agent told not to mount cgroup2, and nothing at its hostRoot: point it at the host's.
         Case {
-            fixture: "debian-6.18",
+            fixture: "debian-bookworm",
+            version: "1.19",
+            files: &[],
+            sets: &[
+                "kubeProxyReplacement=true,k8sServiceHost=10.0.0.1",
+                "cgroup.autoMount.enabled=false",
+            ],
+            ignore: &[],
+            go: false,
+            blocking: &["values.node.cgroup-host-root"],
+            patch: json!({"cgroup": {"hostRoot": "/sys/fs/cgroup"}}),
+            patch_is_go: Some(true),
+        },
+        Case {
+            fixture: "debian-bookworm",
             version: "1.15",
             files: &[],
             sets: &["kubeProxyReplacement=strict", "k8sServiceHost=10.0.0.1"],
+            ignore: &[],
             go: false,
             blocking: &["values.kube-proxy-replacement"],
             patch: json!({"kubeProxyReplacement": true}),
             patch_is_go: Some(true),
         },
-        Case {
-            fixture: "debian-6.18",
-            version: "1.19",
-            files: &[],
-            sets: &["bpf.datapathMode=netkit"],
-            go: true,
-            blocking: &[],
-            patch: json!(null),
-            patch_is_go: None,
-        },
     ];
+    let scratch = tempfile::tempdir().unwrap();
     for c in &cases {
         let label = format!("{} × {} × {:?}{:?}", c.fixture, c.version, c.files, c.sets);
-        let v = judge(c.fixture, c.version, c.files, c.sets);
+        let v = judge(c, scratch.path());
         assert_eq!(v.go, c.go, "{label}: {}", v.summary);
         assert!(v.decided, "{label}");
         let blocking: Vec<_> = v

@@ -28,7 +28,9 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
         anyhow::bail!("--root {}: not a directory", args.root.display());
     }
     // Values errors (YAML line/column, bad --set) are input errors: exit 2 before any probing.
+    let t = Instant::now();
     let target = Target::build(&args.target_spec())?;
+    let target_ms = t.elapsed().as_secs_f64() * 1e3;
     let opts = GatherOptions {
         root: args.root.clone(),
         canaries: !args.no_canaries,
@@ -47,6 +49,7 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
     timings
         .stages_ms
         .insert("checks".into(), t.elapsed().as_secs_f64() * 1e3);
+    timings.stages_ms.insert("target".into(), target_ms);
     timings.total_ms = start.elapsed().as_secs_f64() * 1e3;
     let report = Report {
         schema_version: report::SCHEMA_VERSION,

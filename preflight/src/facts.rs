@@ -9,7 +9,7 @@ use crate::{
         links::Link, modules::ModuleIndex, mounts::MountsFact, state::CiliumState, sysctl::Sysctls,
     },
     probe::{self, ProbeReport, Scope, canary::CanaryReport},
-    target::{Target, node::NodeHints},
+    target::Target,
 };
 
 /// A fact that was gathered, or why not. `Skipped` means it does not apply (a live-only fact when
@@ -71,8 +71,6 @@ pub struct Facts {
     pub distro: DistroFacts,
     /// The datapath compile stage; `Err` when it could not run (no clang, bad version).
     pub compile: Gathered<Result<CompileReport, String>>,
-    /// What the Helm-values cross-checks need from the node (target::node).
-    pub node_hints: NodeHints,
     /// Milliseconds per gathering stage.
     pub timings: Vec<(String, f64)>,
 }
@@ -153,7 +151,6 @@ impl Facts {
             (false, _) => Gathered::Skipped(not_live()),
         };
         timings.push(("gather.compile".into(), t.elapsed().as_secs_f64() * 1e3));
-        let node_hints = NodeHints::gather(&host);
         Self {
             live,
             probes,
@@ -171,7 +168,6 @@ impl Facts {
             cilium_state,
             distro,
             compile,
-            node_hints,
             timings,
         }
     }

@@ -75,13 +75,13 @@ const FALLBACKS: &[(Capability, Option<Capability>, &str, &str)] = &[
         Capability::KubeProxyReplacement,
         None,
         r#"{"kubeProxyReplacement": false}"#,
-        "kube-proxy replacement is not possible here (socket LB needs cgroup v2 and its hooks); keep kube-proxy",
+        "kube-proxy replacement cannot run here; keeping kube-proxy avoids it",
     ),
     (
         Capability::SocketLb,
         None,
         r#"{"kubeProxyReplacement": false, "socketLB": {"enabled": false}}"#,
-        "socket LB needs cgroup v2 and cgroup sock_addr hooks; keep kube-proxy",
+        "socket LB (cgroup v2 sock_addr hooks) cannot run here; keeping kube-proxy avoids it",
     ),
     (
         Capability::BpfMasquerade,
@@ -156,14 +156,24 @@ pub fn recommend(target: &Target, checks: &[CheckResult]) -> Vec<Recommendation>
         {
             continue;
         }
+        let mut blockers: Vec<_> = checks
+            .iter()
+            .filter(|c| c.needed_by.contains(cap) && c.status == Status::Fail && !c.ignored)
+            .map(|c| c.id.as_str())
+            .collect();
+        blockers.dedup();
         out.push(Recommendation {
             fixes: cap.to_string(),
-            why: why.to_string(),
+            why: format!("{why} (blocked by {})", blockers.join(", ")),
             patch: serde_json::from_str(patch).unwrap_or_else(|_| json!({})),
         });
     }
     out
 }
+
+/// Checks every other answer about a capability rests on: when bpf() itself could not be used
+/// (not root), file-based passes cannot make the datapath go.
+const FOUNDATION: &[&str] = &["bpf.syscall"];
 
 pub fn decide(target: &Target, checks: &[CheckResult]) -> Verdict {
     let capabilities: Vec<_> = target
@@ -182,7 +192,14 @@ pub fn decide(target: &Target, checks: &[CheckResult]) -> Verdict {
                     Status::Skip => {}
                 }
             }
-            let undecided = blocking.is_empty() && passed == 0 && !unverified.is_empty();
+            // Undecided: nothing failed, and either nothing passed or a foundation check (bpf()
+            // itself) could not tell, so the passes that exist say nothing about the datapath.
+            let foundation_unknown = unverified
+                .iter()
+                .any(|id| FOUNDATION.contains(&id.as_str()));
+            let undecided = blocking.is_empty()
+                && !unverified.is_empty()
+                && (passed == 0 || foundation_unknown);
             CapabilityVerdict {
                 capability,
                 go: blocking.is_empty() && !undecided,
@@ -214,8 +231,8 @@ pub fn decide(target: &Target, checks: &[CheckResult]) -> Verdict {
             .map(|c| c.capability.as_str())
             .collect();
         format!(
-            "UNDECIDED: could not verify {} for Cilium {version}: every check on it could not \
-             tell (run as root with CAP_BPF and CAP_SYS_ADMIN)",
+            "UNDECIDED: could not verify {} for Cilium {version}: bpf() or every check on it \
+             could not tell (run as root with CAP_BPF and CAP_SYS_ADMIN)",
             open.join(", ")
         )
     } else if go {
@@ -276,18 +293,19 @@ pub fn refine(
             .iter()
             .any(|c| c.id == id && c.status == Status::Fail && !c.ignored)
     };
-    let node = &facts.node_hints;
-    // The node cross-check whose fix is a value (the others are fixed on the node itself).
-    let id = "values.node.cni-bin-path";
-    let finding = node::cni_bin_path(target, node);
-    if let Some(patch) = finding.patch
-        && failing(id)
-    {
-        verdict.recommendations.push(Recommendation {
-            fixes: id.to_string(),
-            why: finding.remedy.unwrap_or(finding.detail),
-            patch,
-        });
+    let node = &node::NodeHints::from_facts(facts);
+    // Node cross-checks whose fix is a value (the others are fixed on the node itself).
+    for (id, judge) in node::PATCHING {
+        let finding = judge(target, node);
+        if let Some(patch) = finding.patch
+            && failing(id)
+        {
+            verdict.recommendations.push(Recommendation {
+                fixes: id.to_string(),
+                why: finding.remedy.unwrap_or(finding.detail),
+                patch,
+            });
+        }
     }
     verdict.values_patch = merged_patch(&verdict.recommendations);
     let Some(patch) = &verdict.values_patch else {
@@ -513,5 +531,36 @@ mod tests {
             "{:?}",
             v.recommendations
         );
+    }
+
+    #[test]
+    fn bpf_itself_unknown_leaves_the_capability_undecided_despite_file_passes() {
+        let target = Target::default();
+        let checks = [
+            result(
+                "bpf.syscall",
+                Status::Unknown,
+                &[Capability::BaseDatapath],
+                false,
+            ),
+            result(
+                "kernel.config.bpf",
+                Status::Pass,
+                &[Capability::BaseDatapath],
+                false,
+            ),
+        ];
+        let v = decide(&target, &checks);
+        assert!(!v.go && !v.decided, "{}", v.summary);
+        // A real failure still decides: no-go.
+        let mut checks = checks.to_vec();
+        checks.push(result(
+            "kernel.release",
+            Status::Fail,
+            &[Capability::BaseDatapath],
+            false,
+        ));
+        let v = decide(&target, &checks);
+        assert!(!v.go && v.decided);
     }
 }

@@ -35,11 +35,22 @@ pub fn dist() -> anyhow::Result<PathBuf> {
     let out = dist_dir.join("preflight");
     fs::copy(&built, &out)
         .with_context(|| format!("copying {} to {}", built.display(), out.display()))?;
-    let status = Command::new("strip")
+    // binutils 2.40's strip misreads the .strtab of this LLVM-linked binary ("invalid string
+    // offset") even though its output runs; llvm-strip (from llvm-22-dev) reads it cleanly.
+    let strip = ["llvm-strip-22", "llvm-strip", "strip"]
+        .into_iter()
+        .find(|tool| {
+            Command::new(tool)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .context("no llvm-strip or strip on PATH")?;
+    let status = Command::new(strip)
         .arg(&out)
         .status()
-        .context("running strip (binutils)")?;
-    ensure!(status.success(), "strip {} failed", out.display());
+        .with_context(|| format!("running {strip}"))?;
+    ensure!(status.success(), "{strip} {} failed", out.display());
     if let Some(interp) = elf_interpreter(&out)? {
         bail!(
             "{} is dynamically linked (interpreter {interp}); expected a static binary",

@@ -382,15 +382,6 @@ pub fn kernel_version(release: &str) -> Option<(u32, u32, u32)> {
     Some((major, minor, patch))
 }
 
-/// Documented minimum kernel for a Cilium minor (FACTS §3).
-fn min_kernel(cilium: (u32, u32)) -> (u32, u32, u32) {
-    match cilium.1 {
-        ..=15 if cilium.0 == 1 => (4, 19, 57),
-        16 | 17 if cilium.0 == 1 => (5, 4, 0),
-        _ => (5, 10, 0),
-    }
-}
-
 pub fn checks() -> Vec<Check> {
     let mut checks = vec![
         Check::new("kernel.release", Area::Kernel, "Kernel version meets the target's minimum")
@@ -404,7 +395,8 @@ pub fn checks() -> Vec<Check> {
                 let (Some(k), Some(c)) = (kernel_version(release), minor_of(&target.cilium_version)) else {
                     return Outcome::unknown(format!("cannot parse kernel release {release:?}")).evidence(evidence);
                 };
-                let min = min_kernel(c);
+                // The version's profile holds its documented minimum (target::profiles, FACTS §3).
+                let min = target.profile().min_kernel;
                 let shown = format!("{}.{}.{}", min.0, min.1, min.2);
                 if k >= min {
                     Outcome::pass(format!("{release} ≥ {shown}")).evidence(evidence)
@@ -444,6 +436,6 @@ mod tests {
         assert_eq!(kernel_version("4.19.57"), Some((4, 19, 57)));
         assert_eq!(kernel_version("6.18"), Some((6, 18, 0)));
         assert_eq!(kernel_version("garbage"), None);
-        assert!(min_kernel((1, 18)) > min_kernel((1, 16)));
+        // Minimum kernels per version are tested with the profiles (target::profiles).
     }
 }

@@ -1,6 +1,6 @@
 //! What the target's Cilium version needs from the kernel, from its profile (target::profiles):
-//! the documented minimum kernel per version and per feature, and the helpers the 1.18+ agent
-//! refuses to start without.
+//! the documented minimum kernel per feature, and the helpers the 1.18+ agent refuses to start
+//! without. (The version's own minimum is `kernel.release` in checks::kernel.)
 use super::{Area, Check, Outcome};
 use crate::{
     facts::Facts,
@@ -16,7 +16,7 @@ use crate::{
 const FEATURE_MINIMUMS: &[Capability] = &[BandwidthManager, WireGuard, BpfHostRouting, Netkit];
 
 fn kernel_at_least(facts: &Facts, min: profiles::KernelVersion, what: &str) -> Outcome {
-    let Some(release) = &facts.node_hints.kernel_release else {
+    let Some(release) = &facts.kernel_release else {
         return Outcome::unknown("could not read the kernel release");
     };
     let Some(have) = parse_kernel_release(release) else {
@@ -31,22 +31,11 @@ fn kernel_at_least(facts: &Facts, min: profiles::KernelVersion, what: &str) -> O
         ))
     };
     // Distributions backport: a version floor is a documented minimum, the probes decide.
-    o.evidence("/proc/sys/kernel/osrelease")
+    o.evidence(facts.host.display("/proc/sys/kernel/osrelease"))
 }
 
 pub fn checks() -> Vec<Check> {
     let mut checks = vec![
-        Check::new(
-            "kernel.cilium-minimum",
-            Area::Kernel,
-            "kernel meets the target version's documented minimum",
-        )
-        .needed_by(&[BaseDatapath])
-        .remedy("upgrade the kernel, or target an older Cilium (1.14/1.15: 4.19.57; 1.16/1.17: 5.4)")
-        .evaluate(|facts, target: &Target| {
-            let p = target.profile();
-            kernel_at_least(facts, p.min_kernel, &format!("Cilium {}", p.version()))
-        }),
         Check::new(
             "bpf.cilium-agent-helpers",
             Area::Bpf,
@@ -65,7 +54,12 @@ pub fn checks() -> Vec<Check> {
             };
             let (mut missing, mut unknown) = (Vec::new(), Vec::new());
             for h in p.agent_helpers {
-                match probes.helper("sched_cls", h) {
+                // sched_cls is where the datapath calls them; a helper we only probe for another
+                // program type (e.g. get_current_cgroup_id for cgroup_sock_addr) is judged there.
+                let support = probes.helper("sched_cls", h).or_else(|| {
+                    probes.helpers.values().find_map(|by_helper| by_helper.get(*h))
+                });
+                match support {
                     Some(Support::Available) => {}
                     Some(Support::Unavailable { .. }) => missing.push(*h),
                     _ => unknown.push(*h),
@@ -76,9 +70,9 @@ pub fn checks() -> Vec<Check> {
             } else if !unknown.is_empty() {
                 Outcome::unknown(format!("could not tell: {}", unknown.join(", ")))
             } else {
-                Outcome::pass(format!("all {} helpers available for sched_cls", p.agent_helpers.len()))
+                Outcome::pass(format!("all {} helpers available", p.agent_helpers.len()))
             }
-            .evidence("bpf(BPF_PROG_LOAD) helper probes, sched_cls")
+            .evidence("bpf(BPF_PROG_LOAD) helper probes")
         }),
     ];
     for cap in FEATURE_MINIMUMS {

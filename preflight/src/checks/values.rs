@@ -24,9 +24,6 @@ fn outcome(f: Finding) -> Outcome {
     o
 }
 
-/// A values-against-node rule (target::node).
-type CrossCheck = fn(&crate::target::Target, &node::NodeHints) -> Finding;
-
 pub fn checks() -> Vec<Check> {
     let mut checks: Vec<Check> = validate::rules()
         .into_iter()
@@ -74,24 +71,24 @@ pub fn checks() -> Vec<Check> {
             }
         }),
     );
-    let cross: [(&str, &str, &str, CrossCheck); 3] = [
-        (
-            "values.node.k3s-flannel",
-            "k3s no longer runs flannel",
-            "set `flannel-backend: none` in the k3s config and restart k3s",
-            node::k3s_flannel,
-        ),
-        (
-            "values.node.k3s-kube-proxy",
-            "k3s no longer runs kube-proxy when Cilium replaces it",
-            "set `disable-kube-proxy: true` in the k3s config and restart k3s",
-            node::k3s_kube_proxy,
-        ),
+    let cross: [(&str, &str, &str, node::CrossCheck); 3] = [
         (
             "values.node.cni-bin-path",
             "cni.binPath is where this node looks for CNI plugins",
             "set `cni.binPath` to the runtime's CNI bin dir (Rancher Desktop: /usr/libexec/cni)",
             node::cni_bin_path,
+        ),
+        (
+            "values.node.cni-conf-path",
+            "cni.confPath is the conf dir this node's runtime reads",
+            "set `cni.confPath` to the runtime's CNI conf dir",
+            node::cni_conf_path,
+        ),
+        (
+            "values.node.cgroup-host-root",
+            "cgroup2 is at cgroup.hostRoot when the agent does not mount it",
+            "set `cgroup.autoMount.enabled: true`, or `cgroup.hostRoot` to the host's cgroup2 mount",
+            node::cgroup_host_root,
         ),
     ];
     for (id, title, remedy, judge) in cross {
@@ -100,9 +97,12 @@ pub fn checks() -> Vec<Check> {
                 .needed_by(&[ChartValues])
                 .remedy(remedy)
                 .evaluate(move |facts, target| {
-                    let mut o = outcome(judge(target, &facts.node_hints));
-                    for e in &facts.node_hints.evidence {
-                        o = o.evidence(e.clone());
+                    let hints = node::NodeHints::from_facts(facts);
+                    let mut o = outcome(judge(target, &hints));
+                    if let Some(source) = hints.cni_dirs_source.filter(|s| s.starts_with('/'))
+                        && id.starts_with("values.node.cni")
+                    {
+                        o = o.evidence(source);
                     }
                     o
                 }),

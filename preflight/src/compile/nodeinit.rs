@@ -114,8 +114,13 @@ pub fn blockers(root: &HostRoot, target: &Target) -> Vec<InitBlocker> {
     out
 }
 
+/// Only a read-only mount blocks the agent; EACCES/EPERM just mean we are not root, which says
+/// nothing about the privileged agent (unknown is never a failure).
 fn writable(path: &std::path::Path) -> bool {
-    std::fs::OpenOptions::new().write(true).open(path).is_ok()
+    match std::fs::OpenOptions::new().write(true).open(path) {
+        Ok(_) => true,
+        Err(e) => e.raw_os_error() != Some(libc::EROFS),
+    }
 }
 
 #[cfg(test)]

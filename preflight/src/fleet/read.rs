@@ -199,9 +199,11 @@ pub fn read_stream(
             });
             continue;
         }
-        let looks_like_report = memchr_str(json, b"\"schema_version\"");
         match parse_report(json, source()) {
-            Item::Refused { .. } if !looks_like_report => stats.noise_lines += 1,
+            // Only text that claims to be a report is refused; other JSON is someone's log.
+            Item::Refused { .. } if !contains(json, b"\"schema_version\"") => {
+                stats.noise_lines += 1
+            }
             item => sink(item),
         }
     }
@@ -251,7 +253,7 @@ fn unsupported(version: u32, tool: &str) -> String {
     )
 }
 
-fn memchr_str(haystack: &[u8], needle: &[u8]) -> bool {
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 

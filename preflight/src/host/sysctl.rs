@@ -62,7 +62,11 @@ pub fn gather(host: &HostRoot, mounts: &MountsFact) -> Sysctls {
         // access(2) reports EROFS for a read-only mount even to root.
         match nix::unistd::access(probe, nix::unistd::AccessFlags::W_OK) {
             Ok(()) => Ok(true),
-            Err(nix::errno::Errno::EROFS) | Err(nix::errno::Errno::EACCES) => Ok(false),
+            Err(nix::errno::Errno::EROFS) => Ok(false),
+            // Not root: says nothing about what the privileged agent could write.
+            Err(nix::errno::Errno::EACCES) => Err(format!(
+                "access({probe}, W_OK): EACCES: not root, cannot tell what the privileged agent may write"
+            )),
             Err(e) => Err(format!("access({probe}, W_OK): {e}")),
         }
     } else {

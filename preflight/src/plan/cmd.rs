@@ -18,7 +18,7 @@ use super::{
 use crate::{
     checks, exit,
     facts::{Facts, GatherOptions},
-    target::{DEFAULT_CILIUM_VERSION, Target},
+    target::Target,
     verdict,
 };
 
@@ -62,7 +62,7 @@ impl ToolArgs {
 #[derive(Debug, Args)]
 pub struct TargetArgs {
     /// Cilium version (chart version) to install.
-    #[arg(long, default_value = DEFAULT_CILIUM_VERSION)]
+    #[arg(long, default_value = super::DEFAULT_CHART_VERSION)]
     pub cilium_version: String,
     /// Replace kube-proxy: k3s gets disable-kube-proxy, the values kubeProxyReplacement=true.
     #[arg(long)]

@@ -18,7 +18,10 @@ use std::{fmt::Write as _, path::Path};
 
 use node::{CniPaths, DROP_IN, LinkState, MountState, NodeState};
 
-use crate::target::DEFAULT_CILIUM_VERSION;
+/// The chart version `install` uses unless told: Helm needs an exact, released chart version,
+/// while `run`'s default target is the newest profile (a minor, e.g. 1.19). The preflight that
+/// `install` runs judges this same version.
+pub const DEFAULT_CHART_VERSION: &str = "1.18.4";
 
 pub const VALUES_FILE: &str = "/var/lib/preflight/cilium-values.yaml";
 pub const BPFFS_UNIT_TEXT: &str = "\
@@ -193,7 +196,7 @@ pub struct PlanOptions {
 impl Default for PlanOptions {
     fn default() -> Self {
         Self {
-            cilium_version: DEFAULT_CILIUM_VERSION.into(),
+            cilium_version: DEFAULT_CHART_VERSION.into(),
             kube_proxy_replacement: false,
             k8s_service_host: None,
             k8s_service_port: 6443,

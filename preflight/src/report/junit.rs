@@ -95,3 +95,14 @@ pub fn render_junit(report: &Report) -> String {
     );
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_escaped_and_control_characters_dropped() {
+        let out = xml("a <b> & \"c\" 'd'\u{1}\u{7}\n");
+        assert_eq!(out, "a &lt;b&gt; &amp; &quot;c&quot; &apos;d&apos;\n");
+    }
+}

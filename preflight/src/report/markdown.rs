@@ -73,7 +73,7 @@ pub fn render_markdown(report: &Report) -> String {
         out.push('\n');
     }
     if let Some(patch) = &v.values_patch {
-        let yaml = serde_yaml_ng::to_string(patch).unwrap_or_default();
+        let yaml = serde_norway::to_string(patch).unwrap_or_default();
         let _ = writeln!(
             out,
             "Recommended values (pass with `-f`):\n\n```yaml\n{}```\n",

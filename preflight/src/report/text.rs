@@ -130,7 +130,7 @@ pub fn render_text(report: &Report, colour: bool) -> String {
         for r in &report.verdict.recommendations {
             let _ = writeln!(out, "  # {}: {}", r.fixes, r.why);
         }
-        for l in serde_yaml_ng::to_string(patch).unwrap_or_default().lines() {
+        for l in serde_norway::to_string(patch).unwrap_or_default().lines() {
             let _ = writeln!(out, "  {l}");
         }
         if let Some(go) = report.verdict.patch_is_go {

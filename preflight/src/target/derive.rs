@@ -112,7 +112,7 @@ mod tests {
     use crate::target::values::coalesce;
 
     fn caps(version_defaults: &str, user: Value) -> BTreeSet<Capability> {
-        let d: Value = serde_yaml_ng::from_str(version_defaults).unwrap();
+        let d: Value = serde_norway::from_str(version_defaults).unwrap();
         capabilities(&coalesce(&d, &user))
     }
 

@@ -34,8 +34,10 @@ pub struct Target {
     /// Where the values came from, in the order applied: files, then `--set` expressions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub value_sources: Vec<String>,
-    /// The user's values, merged (not yet coalesced with the chart's defaults).
-    #[serde(default = "empty_object", skip_serializing_if = "is_empty_object")]
+    /// The user's values, merged (not yet coalesced with the chart's defaults). Not written to
+    /// the report: values files carry keys and certificates, and reports end up in CI artifacts.
+    #[serde(skip, default = "empty_object")]
+    #[schemars(skip)]
     pub values: Value,
     /// The chart given with --chart and what its values.schema.json said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -48,9 +50,6 @@ pub struct Target {
 
 fn empty_object() -> Value {
     Value::Object(Default::default())
-}
-fn is_empty_object(v: &Value) -> bool {
-    v.as_object().is_some_and(|m| m.is_empty())
 }
 
 /// What the command line says about the target.
@@ -145,7 +144,7 @@ impl Target {
 
     /// The values the chart renders with: the profile's defaults coalesced with the user's.
     pub fn effective_values(&self) -> Value {
-        let defaults: Value = serde_yaml_ng::from_str(self.profile().chart_defaults)
+        let defaults: Value = serde_norway::from_str(self.profile().chart_defaults)
             .unwrap_or_else(|_| empty_object());
         values::coalesce(&defaults, &self.values)
     }

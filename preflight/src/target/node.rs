@@ -1,75 +1,61 @@
-//! Values against this node: the facts the values cross-checks need, in one small struct, so the
-//! checks are pure and tested without a node. `Option` fields are "could not tell" (→ unknown).
-//! Filled from the host facts (issue 3's `host::k3s`/`host::cni`) by [`NodeHints::from_facts`].
-use super::{Target, derive, values::as_text};
-use crate::{report::Status, target::validate::Finding};
+//! Values against this node: what the user's values say next to what the node's runtime does.
+//! The facts come from the host facts (`host::cni`, `host::k3s`); the k3s settings themselves
+//! (flannel, kube-proxy) are judged by `checks::k3s`. The judgement is a pure function over a
+//! small struct, so it is tested without a node.
+use super::{
+    Capability, Target,
+    values::{as_text, truthy},
+};
+use crate::{facts::Facts, report::Status, target::validate::Finding};
 
 /// FACTS §5: Rancher Desktop's CNI plugin dir.
-pub const RANCHER_DESKTOP_CNI_BIN: &str = "/usr/libexec/cni";
+pub const RANCHER_DESKTOP_CNI_BIN: &str = crate::host::cni::RANCHER_DESKTOP_BIN;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NodeHints {
-    /// Whether k3s is installed here; `None` when its config could not be read.
-    pub k3s: Option<bool>,
     pub rancher_desktop: bool,
-    /// k3s `flannel-backend` (None: k3s default, vxlan).
-    pub k3s_flannel_backend: Option<String>,
-    /// k3s `disable-kube-proxy`.
-    pub k3s_disable_kube_proxy: Option<bool>,
-    /// Where this node's kubelet/containerd looks for CNI plugins, and where that was read.
+    /// Where this node's kubelet/containerd looks for CNI plugins; `None`: could not tell.
     pub cni_bin_dirs: Option<Vec<String>>,
+    /// Where that was read (a config file, or why defaults apply).
     pub cni_dirs_source: Option<String>,
-    /// `uname -r` of the node's kernel.
-    pub kernel_release: Option<String>,
-    /// Where the facts came from, for evidence lines.
-    pub evidence: Vec<String>,
+    /// The runtime's CNI conf dir.
+    pub cni_conf_dir: Option<String>,
+    /// Mount points of cgroup2 filesystems; `None`: the mount table was not readable.
+    pub cgroup2_mounts: Option<Vec<String>>,
 }
 
-fn unknown(why: &str) -> Finding {
-    Finding {
-        status: Status::Unknown,
-        detail: why.to_string(),
-        remedy: None,
-        patch: None,
-    }
-}
-
-/// k3s must not run flannel under Cilium (FACTS §5: `flannel-backend: none`).
-pub fn k3s_flannel(t: &Target, node: &NodeHints) -> Finding {
-    let _ = t;
-    match node.k3s {
-        None => unknown("could not read the k3s configuration"),
-        Some(false) => Finding::skip("k3s is not installed on this node"),
-        Some(true) => match node.k3s_flannel_backend.as_deref() {
-            Some("none") => Finding::pass("k3s runs with flannel-backend: none"),
-            other => Finding::fail(format!(
-                "k3s still runs flannel (flannel-backend: {}); two CNIs fight over pod networking \
-                 and flannel.1 holds the VXLAN port 8472",
-                other.unwrap_or("vxlan (default)")
-            ))
-            .remedy(
-                "add `flannel-backend: none` and `disable-network-policy: true` to \
-                 /etc/rancher/k3s/config.yaml and restart k3s before installing Cilium",
-            ),
-        },
+impl NodeHints {
+    pub fn from_facts(facts: &Facts) -> Self {
+        let cni = &facts.cni;
+        Self {
+            rancher_desktop: facts.k3s.rancher_desktop,
+            // An empty list means the runtime's config could not be read at all.
+            cni_bin_dirs: (!cni.bin_dirs.is_empty()).then(|| cni.bin_dirs.clone()),
+            cni_dirs_source: (!cni.dirs_source.is_empty()).then(|| cni.dirs_source.clone()),
+            cni_conf_dir: (!cni.conf_dir.is_empty()).then(|| cni.conf_dir.clone()),
+            cgroup2_mounts: match &facts.mounts {
+                crate::host::mounts::MountsFact::Got(t) => Some(
+                    t.of_type("cgroup2")
+                        .iter()
+                        .map(|m| m.mount_point.clone())
+                        .collect(),
+                ),
+                _ => None,
+            },
+        }
     }
 }
 
-/// kube-proxy replacement next to a running kube-proxy double-handles Services.
-pub fn k3s_kube_proxy(t: &Target, node: &NodeHints) -> Finding {
-    if !derive::kube_proxy_replacement(&t.effective_values()) {
-        return Finding::skip("kube-proxy is kept");
-    }
-    match (node.k3s, node.k3s_disable_kube_proxy) {
-        (None, _) => unknown("could not read the k3s configuration"),
-        (Some(false), _) => Finding::skip("k3s is not installed on this node"),
-        (Some(true), Some(true)) => Finding::pass("k3s runs with disable-kube-proxy: true"),
-        (Some(true), _) => Finding::fail(
-            "kubeProxyReplacement is on but k3s still runs its kube-proxy",
-        )
-        .remedy("add `disable-kube-proxy: true` to /etc/rancher/k3s/config.yaml and restart k3s"),
-    }
-}
+/// A values-against-node rule.
+pub type CrossCheck = fn(&Target, &NodeHints) -> Finding;
+
+/// Every cross-check whose fix is a value, by check id (the verdict turns their patches into
+/// recommendations).
+pub const PATCHING: &[(&str, CrossCheck)] = &[
+    ("values.node.cni-bin-path", cni_bin_path),
+    ("values.node.cni-conf-path", cni_conf_path),
+    ("values.node.cgroup-host-root", cgroup_host_root),
+];
 
 /// `cni.binPath` must be where this node's runtime looks for plugins, or pods never get a
 /// network (`failed to find plugin "cilium-cni" in path [...]`, cilium/cilium#27702).
@@ -101,7 +87,9 @@ pub fn cni_bin_path(t: &Target, node: &NodeHints) -> Finding {
              is right only once k3s runs with flannel-backend: none",
             dirs.join(", ")
         ))
-        .remedy("set `flannel-backend: none` in the k3s config (do not point cni.binPath at a k3s data dir)");
+        .remedy(
+            "set `flannel-backend: none` in the k3s config (do not point cni.binPath at a k3s data dir)",
+        );
     }
     let wanted = if node.rancher_desktop {
         RANCHER_DESKTOP_CNI_BIN.to_string()
@@ -122,17 +110,87 @@ pub fn cni_bin_path(t: &Target, node: &NodeHints) -> Finding {
     ))
 }
 
-impl NodeHints {
-    /// Reads what the cross-checks need through the host root. Only the kernel release for now;
-    /// k3s and CNI facts come from issue 3's host facts when merged (until then: unknown).
-    pub fn gather(host: &crate::host::HostRoot) -> Self {
-        let mut hints = Self::default();
-        if let Ok(release) = host.read_text("/proc/sys/kernel/osrelease") {
-            hints.kernel_release = Some(release.trim().to_string());
-            hints.evidence.push("/proc/sys/kernel/osrelease".into());
-        }
-        hints
+fn unknown(detail: &str) -> Finding {
+    Finding {
+        status: Status::Unknown,
+        detail: detail.into(),
+        remedy: None,
+        patch: None,
     }
+}
+
+/// `cni.confPath` must be the runtime's conf dir, or the runtime never sees Cilium's config.
+pub fn cni_conf_path(t: &Target, node: &NodeHints) -> Finding {
+    let conf_path =
+        as_text(t.value("cni.confPath").as_ref()).unwrap_or_else(|| "/etc/cni/net.d".into());
+    let Some(dir) = &node.cni_conf_dir else {
+        return unknown("could not tell which CNI conf dir this node's container runtime reads");
+    };
+    if *dir == conf_path {
+        return Finding::pass(format!(
+            "cni.confPath {conf_path} is the runtime's conf dir"
+        ));
+    }
+    // k3s with flannel reads its own agent dir; `flannel-backend: none` switches to the default.
+    if dir.starts_with("/var/lib/rancher/k3s/agent/") {
+        return Finding::warn(format!(
+            "the runtime reads {dir} because k3s runs flannel; cni.confPath {conf_path} is right \
+             only once k3s runs with flannel-backend: none"
+        ))
+        .remedy("set `flannel-backend: none` in the k3s config");
+    }
+    Finding::fail(format!(
+        "cni.confPath {conf_path} is not the conf dir this node's runtime reads ({dir}): pods \
+         would keep the old CNI or none"
+    ))
+    .remedy(format!("set `cni.confPath: {dir}`"))
+    .patch(super::values::patch_of(
+        "cni.confPath",
+        serde_json::Value::String(dir.clone()),
+    ))
+}
+
+/// With `cgroup.autoMount.enabled: false` the agent does not mount cgroup2 itself: the host must
+/// have it at `cgroup.hostRoot`, or socket LB cannot attach (FACTS §3).
+pub fn cgroup_host_root(t: &Target, node: &NodeHints) -> Finding {
+    if !t.needs(Capability::SocketLb) {
+        return Finding::skip("socket LB is not used");
+    }
+    let host_root = as_text(t.value("cgroup.hostRoot").as_ref())
+        .unwrap_or_else(|| "/run/cilium/cgroupv2".into());
+    if truthy(t.value("cgroup.autoMount.enabled").as_ref()) {
+        return Finding::skip(format!("the agent mounts cgroup2 at {host_root} itself"));
+    }
+    let Some(mounts) = &node.cgroup2_mounts else {
+        return unknown("could not read the mount table");
+    };
+    if mounts.contains(&host_root) {
+        return Finding::pass(format!("cgroup2 is mounted at cgroup.hostRoot {host_root}"));
+    }
+    let existing = mounts.first().cloned();
+    let mut f = Finding::fail(format!(
+        "cgroup.autoMount.enabled is false but no cgroup2 is mounted at cgroup.hostRoot \
+         {host_root} (cgroup2 mounts: {}): socket LB cannot attach",
+        if mounts.is_empty() {
+            "none".to_string()
+        } else {
+            mounts.join(", ")
+        }
+    ));
+    f = match existing {
+        Some(m) => f
+            .remedy(format!(
+                "set `cgroup.hostRoot: {m}`, or `cgroup.autoMount.enabled: true`"
+            ))
+            .patch(super::values::patch_of(
+                "cgroup.hostRoot",
+                serde_json::Value::String(m),
+            )),
+        None => f
+            .remedy("set `cgroup.autoMount.enabled: true` so the agent mounts cgroup2 itself")
+            .patch(serde_json::json!({"cgroup": {"autoMount": {"enabled": true}}})),
+    };
+    f
 }
 
 #[cfg(test)]
@@ -148,45 +206,21 @@ mod tests {
     }
 
     #[test]
-    fn cross_checks_against_the_node() {
+    fn cni_bin_path_against_the_node() {
         let k3s_with_flannel = NodeHints {
-            k3s: Some(true),
-            k3s_flannel_backend: None,
             cni_bin_dirs: Some(vec!["/var/lib/rancher/k3s/data/current/bin".into()]),
             ..Default::default()
         };
         let rd = NodeHints {
-            k3s: Some(true),
             rancher_desktop: true,
-            k3s_flannel_backend: Some("none".into()),
-            k3s_disable_kube_proxy: Some(true),
             cni_bin_dirs: Some(vec![RANCHER_DESKTOP_CNI_BIN.into()]),
             ..Default::default()
         };
         let plain = NodeHints {
-            k3s: Some(false),
             cni_bin_dirs: Some(vec!["/opt/cni/bin".into()]),
             ..Default::default()
         };
-        let kpr = target(json!({"kubeProxyReplacement": true}));
         let default = target(json!({}));
-        assert_eq!(
-            k3s_flannel(&default, &k3s_with_flannel).status,
-            Status::Fail
-        );
-        assert_eq!(k3s_flannel(&default, &rd).status, Status::Pass);
-        assert_eq!(k3s_flannel(&default, &plain).status, Status::Skip);
-        assert_eq!(
-            k3s_flannel(&default, &NodeHints::default()).status,
-            Status::Unknown
-        );
-        assert_eq!(k3s_kube_proxy(&kpr, &k3s_with_flannel).status, Status::Fail);
-        assert_eq!(k3s_kube_proxy(&kpr, &rd).status, Status::Pass);
-        assert_eq!(
-            k3s_kube_proxy(&default, &k3s_with_flannel).status,
-            Status::Skip
-        );
-
         let f = cni_bin_path(&default, &rd);
         assert_eq!(f.status, Status::Fail, "{f:?}");
         assert!(f.remedy.as_deref().unwrap().contains("/usr/libexec/cni"));
@@ -202,9 +236,70 @@ mod tests {
             cni_bin_path(&data_dir, &k3s_with_flannel).status,
             Status::Warn
         );
+        // Flannel still on: the runtime's dir is the k3s data dir; the fix is k3s, not a patch.
+        let f = cni_bin_path(&default, &k3s_with_flannel);
+        assert_eq!(f.status, Status::Warn, "{f:?}");
+        assert!(f.patch.is_none());
         assert_eq!(
             cni_bin_path(&default, &NodeHints::default()).status,
             Status::Unknown
         );
+    }
+
+    #[test]
+    fn conf_path_and_cgroup_root_against_the_node() {
+        let plain = NodeHints {
+            cni_conf_dir: Some("/etc/cni/net.d".into()),
+            cgroup2_mounts: Some(vec!["/sys/fs/cgroup/unified".into()]),
+            ..Default::default()
+        };
+        let default = target(json!({}));
+        assert_eq!(cni_conf_path(&default, &plain).status, Status::Pass);
+        let odd = NodeHints {
+            cni_conf_dir: Some("/etc/kubernetes/cni/net.d".into()),
+            ..Default::default()
+        };
+        let f = cni_conf_path(&default, &odd);
+        assert_eq!(f.status, Status::Fail);
+        assert_eq!(
+            f.patch,
+            Some(json!({"cni": {"confPath": "/etc/kubernetes/cni/net.d"}}))
+        );
+        let k3s = NodeHints {
+            cni_conf_dir: Some("/var/lib/rancher/k3s/agent/etc/cni/net.d".into()),
+            ..Default::default()
+        };
+        assert_eq!(cni_conf_path(&default, &k3s).status, Status::Warn);
+
+        let mut kpr = target(json!({"kubeProxyReplacement": true}));
+        kpr.capabilities = crate::target::derive::capabilities(&kpr.effective_values());
+        assert_eq!(
+            cgroup_host_root(&kpr, &plain).status,
+            Status::Skip,
+            "autoMount on"
+        );
+        let mut manual = target(json!({"kubeProxyReplacement": true,
+                                       "cgroup": {"autoMount": {"enabled": false}}}));
+        manual.capabilities = crate::target::derive::capabilities(&manual.effective_values());
+        let f = cgroup_host_root(&manual, &plain);
+        assert_eq!(f.status, Status::Fail, "{f:?}");
+        assert_eq!(
+            f.patch,
+            Some(json!({"cgroup": {"hostRoot": "/sys/fs/cgroup/unified"}}))
+        );
+        let no_v2 = NodeHints {
+            cgroup2_mounts: Some(vec![]),
+            ..Default::default()
+        };
+        let f = cgroup_host_root(&manual, &no_v2);
+        assert_eq!(
+            f.patch,
+            Some(json!({"cgroup": {"autoMount": {"enabled": true}}}))
+        );
+        let mut set = manual.clone();
+        set.values = json!({"kubeProxyReplacement": true, "cgroup": {"autoMount": {"enabled": false},
+                            "hostRoot": "/sys/fs/cgroup/unified"}});
+        assert_eq!(cgroup_host_root(&set, &plain).status, Status::Pass);
+        assert_eq!(cgroup_host_root(&default, &plain).status, Status::Skip);
     }
 }

@@ -1,7 +1,8 @@
 //! What each Cilium minor needs and what its chart rejects, as data. Sources are cited per row
 //! (../shared/FACTS.md §1, §3, §4): Documentation/operations/system_requirements.rst,
 //! pkg/datapath/linux/requirements.go, install/kubernetes/cilium/templates/validate.yaml.
-//! Adding a version is adding a row here, not an `if` elsewhere.
+//! Adding a version is adding a row here, not an `if` elsewhere. How each version compiles its
+//! datapath (flags, bundled LLVM, -mcpu) is the compile stage's profile, compile/profile.rs.
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -77,15 +78,14 @@ pub fn parse_kernel_release(release: &str) -> Option<KernelVersion> {
     Some((major, minor, patch))
 }
 
-/// What one capability needs from the kernel in one version.
+/// What one capability needs from the kernel in one version beyond its config options and
+/// helpers (those are per-option/per-helper checks with their own version gates:
+/// checks::kernel's option table, checks::bpf's helper table).
 #[derive(Debug, Clone, Copy)]
 pub struct FeatureNeeds {
     pub capability: Capability,
+    /// Documented minimum kernel for the feature.
     pub min_kernel: Option<KernelVersion>,
-    /// Kernel config options that must be `y` or `m`.
-    pub kernel_config: &'static [&'static str],
-    /// sched_cls helpers the agent insists on.
-    pub helpers: &'static [&'static str],
 }
 
 /// Facts about one Cilium minor.
@@ -94,12 +94,6 @@ pub struct Profile {
     pub major: u32,
     pub minor: u32,
     pub min_kernel: KernelVersion,
-    /// LLVM in the cilium image (cilium/image-tools).
-    pub bundled_llvm: &'static str,
-    /// C dialect of the datapath compile (`-std=`).
-    pub c_std: &'static str,
-    /// Whether the datapath is compiled as clang -emit-llvm | llc (1.14) or by clang alone.
-    pub uses_llc: bool,
     /// Helpers the agent checks at start-up (1.18+), on sched_cls.
     pub agent_helpers: &'static [&'static str],
     /// Per-capability kernel needs beyond the base.
@@ -116,16 +110,6 @@ impl Profile {
         self.features.iter().find(|f| f.capability == capability)
     }
 }
-
-/// Base config the agent itself hard-requires (1.16 requirements.go; =m accepted).
-pub const BASE_KERNEL_CONFIG: &[&str] = &[
-    "BPF",
-    "BPF_SYSCALL",
-    "NET_SCH_INGRESS",
-    "NET_CLS_BPF",
-    "NET_CLS_ACT",
-    "BPF_JIT",
-];
 
 const HELPERS_118: &[&str] = &[
     "skb_change_tail",
@@ -156,66 +140,23 @@ const HELPERS_119: &[&str] = &[
     "perf_event_output",
 ];
 
-/// FACTS §3: per-feature kernel needs; the same in every version we ship unless a row says so.
+/// FACTS §3: documented minimum kernels per feature; the same in every version we ship.
 const FEATURES: &[FeatureNeeds] = &[
-    FeatureNeeds {
-        capability: Capability::TunnelVxlan,
-        min_kernel: None,
-        kernel_config: &["VXLAN"],
-        helpers: &[],
-    },
-    FeatureNeeds {
-        capability: Capability::TunnelGeneve,
-        min_kernel: None,
-        kernel_config: &["GENEVE"],
-        helpers: &[],
-    },
-    FeatureNeeds {
-        capability: Capability::NativeRouting,
-        min_kernel: None,
-        kernel_config: &["FIB_RULES"],
-        helpers: &[],
-    },
-    FeatureNeeds {
-        capability: Capability::L7Proxy,
-        min_kernel: None,
-        kernel_config: &[
-            "NETFILTER_XT_TARGET_TPROXY",
-            "NETFILTER_XT_TARGET_CT",
-            "NETFILTER_XT_MATCH_MARK",
-            "NETFILTER_XT_MATCH_SOCKET",
-        ],
-        helpers: &[],
-    },
     FeatureNeeds {
         capability: Capability::BandwidthManager,
         min_kernel: Some((5, 1, 0)),
-        kernel_config: &["NET_SCH_FQ"],
-        helpers: &[],
     },
     FeatureNeeds {
         capability: Capability::WireGuard,
         min_kernel: Some((5, 6, 0)),
-        kernel_config: &["WIREGUARD"],
-        helpers: &[],
     },
     FeatureNeeds {
         capability: Capability::BpfHostRouting,
         min_kernel: Some((5, 10, 0)),
-        kernel_config: &[],
-        helpers: &["redirect_neigh", "redirect_peer"],
     },
     FeatureNeeds {
         capability: Capability::Netkit,
         min_kernel: Some((6, 8, 0)),
-        kernel_config: &["NETKIT"],
-        helpers: &[],
-    },
-    FeatureNeeds {
-        capability: Capability::SocketLb,
-        min_kernel: None,
-        kernel_config: &["CGROUP_BPF"],
-        helpers: &[],
     },
 ];
 
@@ -286,9 +227,6 @@ pub const PROFILES: &[Profile] = &[
         major: 1,
         minor: 14,
         min_kernel: (4, 19, 57),
-        bundled_llvm: "10.0.0",
-        c_std: "gnu89",
-        uses_llc: true,
         agent_helpers: &[],
         features: FEATURES,
         chart_defaults: DEFAULTS_114,
@@ -297,9 +235,6 @@ pub const PROFILES: &[Profile] = &[
         major: 1,
         minor: 15,
         min_kernel: (4, 19, 57),
-        bundled_llvm: "10.0.0",
-        c_std: "gnu89",
-        uses_llc: false,
         agent_helpers: &[],
         features: FEATURES,
         chart_defaults: DEFAULTS_115,
@@ -308,9 +243,6 @@ pub const PROFILES: &[Profile] = &[
         major: 1,
         minor: 16,
         min_kernel: (5, 4, 0),
-        bundled_llvm: "17.0.6",
-        c_std: "gnu89",
-        uses_llc: false,
         agent_helpers: &[],
         features: FEATURES,
         chart_defaults: DEFAULTS_115,
@@ -319,9 +251,6 @@ pub const PROFILES: &[Profile] = &[
         major: 1,
         minor: 17,
         min_kernel: (5, 4, 0),
-        bundled_llvm: "18.1.8",
-        c_std: "gnu89",
-        uses_llc: false,
         agent_helpers: &[],
         features: FEATURES,
         chart_defaults: DEFAULTS_115,
@@ -330,9 +259,6 @@ pub const PROFILES: &[Profile] = &[
         major: 1,
         minor: 18,
         min_kernel: (5, 10, 0),
-        bundled_llvm: "19.1.7",
-        c_std: "gnu99",
-        uses_llc: false,
         agent_helpers: HELPERS_118,
         features: FEATURES,
         chart_defaults: DEFAULTS_115,
@@ -341,9 +267,6 @@ pub const PROFILES: &[Profile] = &[
         major: 1,
         minor: 19,
         min_kernel: (5, 10, 0),
-        bundled_llvm: "19.1.7",
-        c_std: "gnu99",
-        uses_llc: false,
         agent_helpers: HELPERS_119,
         features: FEATURES,
         chart_defaults: DEFAULTS_115,
@@ -536,11 +459,10 @@ mod tests {
         }
         let p116 = for_version(CiliumVersion::parse("1.16.4").unwrap()).unwrap();
         assert_eq!(p116.min_kernel, (5, 4, 0));
-        assert_eq!(p116.bundled_llvm, "17.0.6");
         assert_eq!(newest().min_kernel, (5, 10, 0));
         assert!(newest().agent_helpers.contains(&"fib_lookup"));
         for p in PROFILES {
-            serde_yaml_ng::from_str::<serde_json::Value>(p.chart_defaults).unwrap();
+            serde_norway::from_str::<serde_json::Value>(p.chart_defaults).unwrap();
         }
     }
 

@@ -24,7 +24,7 @@ pub enum ValuesError {
 
 /// Parses one values document. `name` is what errors call it (the path as given).
 pub fn parse_yaml(name: &str, text: &str) -> Result<Value, ValuesError> {
-    let value: Value = serde_yaml_ng::from_str(text).map_err(|e| {
+    let value: Value = serde_norway::from_str(text).map_err(|e| {
         let at = e.location().map(|l| (l.line(), l.column()));
         // The crate's message repeats the position ("at line 3 column 5"); keep only the cause.
         let message = e.to_string();
