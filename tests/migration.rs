@@ -237,6 +237,7 @@ fn assert_same(before: &BTreeMap<String, String>, after: &BTreeMap<String, Strin
     }
 }
 
+/// The version is pinned so the expected command lines do not follow the default target.
 fn install_args() -> Vec<&'static str> {
     vec!["install", "--yes", "--cilium-version", "1.18.4"]
 }
@@ -730,5 +731,77 @@ fn fallback_flannel_undoes_cilium_and_hardens_then_rolls_back() {
     assert!(
         log.contains("firewall-cmd --permanent --remove-port=8472/udp"),
         "{log}"
+    );
+}
+
+/// Disk full: the node root sits on a tiny tmpfs that is filled up. The install fails at
+/// whichever write hits ENOSPC; once space is freed, rollback leaves the tree as it was. Runs in
+/// a private mount namespace (`unshare -m`), so the tmpfs vanishes even if the test is killed.
+#[test]
+fn disk_full_fails_cleanly_and_rollback_restores_after_space_is_freed() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to mount a tmpfs in a private mount namespace");
+        return;
+    }
+    let n = node();
+    let script = r#"
+set -u
+mnt="$1"; src="$2"; bin="$3"
+mkdir -p "$mnt"
+mount -t tmpfs -o size=256k tmpfs "$mnt" || exit 90
+cp -a "$src" "$mnt/root"
+snap() { (cd "$mnt/root" && find . -printf '%y %m %U:%G %p -> %l\n' | sort && find . -type f -exec md5sum {} + | sort); }
+snap > "$mnt/../before.txt"
+# Fill the file system, leaving two pages: the journal can start, later writes cannot.
+dd if=/dev/zero of="$mnt/filler" bs=1k count=$(( $(df -k --output=avail "$mnt" | tail -1) - 8 )) 2>/dev/null
+PATH="$STANDIN_PATH" "$bin" install --yes --root "$mnt/root" > "$mnt/../install.txt" 2>&1; echo "install exit $?" >> "$mnt/../install.txt"
+rm -f "$mnt/filler"
+PATH="$STANDIN_PATH" "$bin" rollback --root "$mnt/root" > "$mnt/../rollback.txt" 2>&1; echo "rollback exit $?" >> "$mnt/../rollback.txt"
+snap > "$mnt/../after.txt"
+"#;
+    let work = n.standin.join("diskfull");
+    fs::create_dir_all(&work).unwrap();
+    let path = format!(
+        "{}:{}",
+        n.standin.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let o = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "bash",
+            "-c",
+            script,
+            "bash",
+        ])
+        .arg(work.join("mnt"))
+        .arg(&n.root)
+        .arg(BIN)
+        // The stand-ins only for preflight: the script itself needs the real mount.
+        .env("STANDIN_PATH", path)
+        .env("STANDIN_DIR", &n.standin)
+        .env("STANDIN_ROOT", work.join("mnt/root"))
+        .output()
+        .unwrap();
+    if o.status.code() == Some(90) {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    }
+    let read = |f: &str| fs::read_to_string(work.join(f)).unwrap_or_default();
+    let install = read("install.txt");
+    assert!(
+        install.contains("No space left on device"),
+        "install did not hit ENOSPC:\n{install}\n{}",
+        text(&o)
+    );
+    assert!(!install.contains("install exit 0"), "{install}");
+    let rollback = read("rollback.txt");
+    assert!(rollback.contains("rollback exit 0"), "{rollback}");
+    assert_eq!(
+        read("before.txt"),
+        read("after.txt"),
+        "tree differs after disk full + rollback\n{install}\n{rollback}"
     );
 }

@@ -370,14 +370,14 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
             .changes("bpffs mounted at /sys/fs/bpf (systemd mounts are shared)")
             .why("the agent mounts /sys/fs/bpf Bidirectional: the host mount must exist and be shared")
             .undo(format!("systemctl disable --now {unit_name}"))
-            .fixes(&["mounts.bpffs.mounted", "mounts.bpffs.shared"]),
+            .fixes(&["mounts.bpffs"]),
         ),
         MountState::Mounted { shared: false, .. } => steps.push(
             Step::new("bpffs.shared", "Make /sys/fs/bpf a shared mount", Action::MakeShared)
                 .changes("mount propagation of /sys/fs/bpf: private → shared")
                 .why("the agent mounts /sys/fs/bpf Bidirectional: a private host mount hides its pins")
                 .undo("mount --make-private /sys/fs/bpf")
-                .fixes(&["mounts.bpffs.shared"]),
+                .fixes(&["mounts.bpffs"]),
         ),
         MountState::Mounted { shared: true, count } => {
             if *count > 1 {
@@ -430,7 +430,20 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
         ))
         .undo("the drop-in is removed; config.yaml was never changed")
         .state(drop_in_state)
-        .fixes(&["cni.flannel.enabled", "k3s.flannel-backend"]),
+        .fixes(if opts.kube_proxy_replacement {
+            &[
+                "k3s.flannel-backend",
+                "k3s.network-policy",
+                "k3s.kube-proxy",
+                "cni.bin-dir-versioned",
+            ]
+        } else {
+            &[
+                "k3s.flannel-backend",
+                "k3s.network-policy",
+                "cni.bin-dir-versioned",
+            ]
+        }),
     );
 
     // 3. leftovers: moved aside, never deleted.
@@ -447,7 +460,7 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
                       Cilium's and pods keep getting flannel networking",
             )
             .undo("moved back, content and mode unchanged")
-            .fixes(&["cni.leftover.conflist", "cni.flannel.conflist"]),
+            .fixes(&["cni.leftover-configs", "cni.configs"]),
         );
     }
     for path in &node.stale_state {
@@ -467,7 +480,7 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
             .changes(format!("{path} moved into the journal's backup dir"))
             .why(why)
             .undo("moved back byte for byte")
-            .fixes(&["state.stale.node_config", "state.node_config.stale"]),
+            .fixes(&["state.node-config", "state.templates"]),
         );
     }
     for path in &node.pins {
@@ -476,7 +489,7 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
                 .changes(format!("{path} moved aside (on bpffs: renamed next to itself)"))
                 .why("maps pinned by a previous Cilium may have another layout; the agent re-creates them")
                 .undo("renamed back")
-                .fixes(&["state.stale.pins"]),
+                .fixes(&["state.bpf-pins"]),
         );
     }
 
@@ -551,7 +564,7 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
             LinkState::Absent => (StepState::Done(format!("{name} does not exist")), &[]),
             LinkState::Present(_) => (
                 StepState::Todo,
-                &["network.leftover.flannel", "network.leftover.links"],
+                &["network.flannel-leftovers", "network.tunnel-port.vxlan"],
             ),
             LinkState::Unknown(why) => (
                 StepState::AtRunTime(format!("could not query {name}: {why}")),
@@ -853,4 +866,103 @@ pub fn fixed_check_ids(plan: &Plan) -> Vec<String> {
 /// Helper for commands: the state dir of a root, for messages.
 pub fn journal_dir(root: &Path) -> std::path::PathBuf {
     journal::Journal::dir_for(root)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn node(rd: bool, bpffs: MountState) -> NodeState {
+        NodeState {
+            root: "/nonexistent-root".into(),
+            k3s: Some(node::K3s {
+                unit: "k3s-agent".into(),
+                flannel_backend: None,
+                disable_network_policy: false,
+                disable_kube_proxy: false,
+                cluster_cidr: "10.52.0.0/16".into(),
+                server: Some("https://192.168.5.1:6443".into()),
+                drop_in: None,
+            }),
+            cni_now: None,
+            cni_after: CniPaths {
+                bin_dir: if rd {
+                    node::RANCHER_DESKTOP_CNI_BIN.into()
+                } else {
+                    "/opt/cni/bin".into()
+                },
+                conf_dir: "/etc/cni/net.d".into(),
+                notes: vec![],
+            },
+            rancher_desktop: rd,
+            flannel_conflists: vec![],
+            stale_state: vec![],
+            pins: vec![],
+            links: BTreeMap::new(),
+            bpffs,
+            systemd: true,
+            bpffs_persisted: Some("systemd unit".into()),
+            kubeconfig: None,
+        }
+    }
+
+    #[test]
+    fn rancher_desktop_kpr_agent_node() {
+        let opts = PlanOptions {
+            kube_proxy_replacement: true,
+            ..PlanOptions::default()
+        };
+        let plan = build_install(
+            &node(
+                true,
+                MountState::Mounted {
+                    shared: false,
+                    count: 1,
+                },
+            ),
+            &opts,
+        )
+        .unwrap();
+        let values = plan.values.clone().unwrap();
+        assert_eq!(values.cni.unwrap().bin_path, "/usr/libexec/cni");
+        assert_eq!(values.k8s_service_host.as_deref(), Some("192.168.5.1"));
+        assert_eq!(
+            values.ipam.operator.cluster_pool_ipv4_pod_cidr_list,
+            vec!["10.52.0.0/16"]
+        );
+        let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
+        assert!(ids.contains(&"bpffs.shared"), "{ids:?}");
+        assert!(
+            !ids.contains(&"bpffs.persist"),
+            "already persisted: {ids:?}"
+        );
+        assert!(
+            plan.steps
+                .iter()
+                .any(|s| s.title == "systemctl restart k3s-agent")
+        );
+        let drop_in = drop_in_text(&opts);
+        assert!(drop_in.contains("disable-kube-proxy: true"));
+        assert!(plan.notes.iter().any(|n| n.contains("Rancher Desktop")));
+    }
+
+    #[test]
+    fn shared_bpffs_needs_no_mount_step_and_duplicates_are_flagged() {
+        let plan = build_install(
+            &node(
+                false,
+                MountState::Mounted {
+                    shared: true,
+                    count: 2,
+                },
+            ),
+            &PlanOptions::default(),
+        )
+        .unwrap();
+        assert!(!plan.steps.iter().any(|s| s.id.starts_with("bpffs.")));
+        assert!(plan.notes.iter().any(|n| n.contains("#6966")));
+        assert!(version_at_least("1.15.0", 1, 15) && !version_at_least("v1.14.9", 1, 15));
+    }
 }
