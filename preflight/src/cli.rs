@@ -22,9 +22,11 @@ Exit codes:
 #[command(
     name = "preflight",
     version,
-    about = "Will Cilium come up on this node? Checks the kernel's eBPF support, attaches real \
-             canary programs, and (in later stages) compiles a Cilium-like datapath, before you \
-             migrate from flannel.",
+    about = "Will Cilium come up on this node? Before you migrate from flannel: probes the \
+             kernel's eBPF support, attaches real canary programs, reads the node's config, \
+             compiles a Cilium-like datapath with this node's clang and loads it into the \
+             verifier. Then installs Cilium under a journal, or hardens flannel, and can undo \
+             either.",
     long_about = None,
     after_help = EXIT_CODES,
 )]

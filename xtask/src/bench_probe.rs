@@ -10,6 +10,9 @@ use serde_json::Value;
 
 use crate::measure::{self, median};
 
+/// `BPF_F_SLEEPABLE` (include/uapi/linux/bpf.h).
+const BPF_F_SLEEPABLE: u32 = 1 << 4;
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Rounds per tool (alternating).
@@ -269,19 +272,39 @@ fn verifier_says(prog: u32, attach: u32, helper: &str) -> String {
     let Some(id) = catalog::helper(helper) else {
         return String::new();
     };
-    match sys::load(prog, attach, &[Insn::call(id as i32), Insn::exit()]) {
-        Load::Rejected { log, .. } => {
-            if log.contains("program of this type cannot use helper") {
+    let insns = [Insn::call(id as i32), Insn::exit()];
+    match sys::load(prog, attach, &insns) {
+        Load::Rejected { errno, log } => {
+            if log.contains("Syscall programs can only be sleepable") {
+                // bpftool loads syscall programs without BPF_F_SLEEPABLE, so the kernel refuses
+                // them whatever the helper and bpftool reads that as "no verdict, so available".
+                // Loaded sleepable, as our probe does, the verifier judges the helper itself.
+                match sys::load_with_flags(prog, attach, BPF_F_SLEEPABLE, &insns) {
+                    Load::Rejected { log, .. } if log.contains("cannot use helper") => {
+                        "bpftool loads syscall programs non-sleepable (the kernel refuses any); loaded sleepable, the verifier refuses this helper".into()
+                    }
+                    other => format!("syscall re-check loaded sleepable: {other:?}"),
+                }
+            } else if log.contains("program of this type cannot use helper") {
                 "'program of this type cannot use helper' (6.10+ wording bpftool 7.1 does not match)".into()
             } else if log.contains("unknown func") || log.contains("invalid func") {
                 "'unknown func'".into()
             } else {
+                // The statistics footer ("processed N insns …") says nothing about why; quote
+                // the last line before it, and the errno, which tells EINVAL from EPERM.
                 let last = log
                     .lines()
                     .rev()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("no log");
-                format!("re-check said: {last}")
+                    .map(str::trim)
+                    .find(|l| {
+                        !l.is_empty()
+                            && !l.starts_with("processed ")
+                            && !l.starts_with("verification time")
+                            && !l.starts_with("stack depth")
+                    })
+                    .unwrap_or("empty verifier log");
+                let err = std::io::Error::from_raw_os_error(errno);
+                format!("re-check said: {last} ({err})")
             }
         }
         Load::Loaded { .. } => "loaded on re-check (?)".into(),

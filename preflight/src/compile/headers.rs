@@ -4,7 +4,6 @@
 //! below is our model of that (our own names where Cilium's do not matter), and the same table
 //! lets [`judge_version`] tell which version wrote a header found on a node.
 use std::{
-    collections::BTreeSet,
     fmt::Write as _,
     path::{Path, PathBuf},
 };
@@ -12,7 +11,10 @@ use std::{
 use sha2::{Digest, Sha256};
 
 use super::profile::{NEWEST, OLDEST, Profile};
-use crate::target::{Capability, Target};
+use crate::{
+    host::state::macros,
+    target::{Capability, Target},
+};
 
 /// A node_config.h macro that only some versions write: (name, value, first minor, last minor).
 const VERSIONED_NODE_MACROS: &[(&str, &str, u32, u32)] = &[
@@ -161,22 +163,6 @@ impl Generated {
     }
 }
 
-/// Macro names `#define`d in a header's text.
-pub fn defined_macros(text: &str) -> BTreeSet<String> {
-    text.lines()
-        .filter_map(|l| {
-            let rest = l.trim_start().strip_prefix('#')?.trim_start();
-            let rest = rest.strip_prefix("define")?;
-            let name: String = rest
-                .trim_start()
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            (!name.is_empty()).then_some(name)
-        })
-        .collect()
-}
-
 /// Whether some version's node_config.h defines this macro (a name the sources expect from the
 /// generated header rather than define themselves).
 pub fn is_versioned_node_macro(name: &str) -> bool {
@@ -186,7 +172,7 @@ pub fn is_versioned_node_macro(name: &str) -> bool {
 /// Which Cilium minors would have written a node_config.h with this macro set: the minors whose
 /// versioned macros match best. Returns e.g. "1.18" or "1.16-1.17"; None when nothing matches.
 pub fn judge_version(text: &str) -> Option<String> {
-    let present = defined_macros(text);
+    let present = macros(text);
     if !VERSIONED_NODE_MACROS
         .iter()
         .any(|(n, ..)| present.contains(*n))
@@ -244,13 +230,10 @@ mod tests {
     #[test]
     fn generated_node_config_leaves_endpoint_macros_to_ep_config() {
         let g = generate(&for_minor(18), &Target::default());
-        let node = defined_macros(&g.node_config);
+        let node = macros(&g.node_config);
         for m in ["CALLS_MAP", "ENABLE_ARP_RESPONDER", "MONITOR_AGGREGATION"] {
             assert!(!node.contains(m), "{m} in node_config.h");
-            assert!(
-                defined_macros(&g.ep_config).contains(m),
-                "{m} not in ep_config.h"
-            );
+            assert!(macros(&g.ep_config).contains(m), "{m} not in ep_config.h");
         }
         assert_eq!(g.template_hash.len(), 64);
     }

@@ -6,7 +6,10 @@
 use serde::Serialize;
 
 use crate::{
-    host::HostRoot,
+    host::{
+        HostRoot,
+        mounts::{self, MountsFact},
+    },
     target::{Capability, Target},
 };
 
@@ -84,14 +87,9 @@ pub fn blockers(root: &HostRoot, target: &Target) -> Vec<InitBlocker> {
             });
         }
     }
-    if let Ok(mounts) = root.read_text("/proc/mounts") {
-        let at_bpf: Vec<&str> = mounts
-            .lines()
-            .filter(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf"))
-            .collect();
-        let wrong_type = at_bpf
-            .iter()
-            .any(|l| l.split_whitespace().nth(2) != Some("bpf"));
+    if let MountsFact::Got(table) = mounts::gather(root) {
+        let at_bpf = table.at("/sys/fs/bpf");
+        let wrong_type = at_bpf.iter().any(|m| m.fstype != "bpf");
         if at_bpf.len() > 1 || wrong_type {
             out.push(InitBlocker {
                 step: "bpffs".into(),
@@ -105,7 +103,7 @@ pub fn blockers(root: &HostRoot, target: &Target) -> Vec<InitBlocker> {
                         ""
                     }
                 ),
-                evidence: "/proc/mounts".into(),
+                evidence: table.source.clone(),
                 remedy: "unmount the extra mounts and mount a single shared bpffs: \
                          mount -t bpf bpf /sys/fs/bpf && mount --make-shared /sys/fs/bpf"
                     .into(),
@@ -176,10 +174,11 @@ mod tests {
     #[test]
     fn double_bpffs_mount_blocks() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("proc")).unwrap();
+        std::fs::create_dir_all(dir.path().join("proc/1")).unwrap();
         std::fs::write(
-            dir.path().join("proc/mounts"),
-            "bpf /sys/fs/bpf bpf rw 0 0\nbpf /sys/fs/bpf bpf rw 0 0\n",
+            dir.path().join("proc/1/mountinfo"),
+            "30 23 0:30 / /sys/fs/bpf rw shared:9 - bpf bpf rw\n\
+             31 30 0:31 / /sys/fs/bpf rw shared:10 - bpf bpf rw\n",
         )
         .unwrap();
         let b = blockers(&HostRoot::new(dir.path()), &Target::default());

@@ -23,6 +23,8 @@ pub struct K3sFacts {
     pub disable_kube_proxy: Option<bool>,
     pub cluster_cidr: Option<String>,
     pub service_cidr: Option<String>,
+    /// `server:` (an agent joining a server).
+    pub server: Option<String>,
     /// `disable:` components (traefik, servicelb, …).
     pub disable: Vec<String>,
 }
@@ -122,7 +124,12 @@ fn list(v: &Value) -> Vec<String> {
     }
 }
 
-fn apply(facts: &mut K3sFacts, doc: &serde_norway::Mapping) {
+fn joined(v: &Value) -> Option<String> {
+    Some(list(v).join(",")).filter(|s| !s.is_empty())
+}
+
+/// Folds one config document into `facts`: later documents win, `key+:` appends.
+pub fn apply(facts: &mut K3sFacts, doc: &serde_norway::Mapping) {
     for (key, value) in doc {
         let Some(key) = key.as_str() else { continue };
         let (key, append) = match key.strip_suffix('+') {
@@ -134,8 +141,10 @@ fn apply(facts: &mut K3sFacts, doc: &serde_norway::Mapping) {
             "flannel-backend" => facts.flannel_backend = scalar(value),
             "disable-network-policy" => facts.disable_network_policy = flag(),
             "disable-kube-proxy" => facts.disable_kube_proxy = flag(),
-            "cluster-cidr" => facts.cluster_cidr = scalar(value),
-            "service-cidr" => facts.service_cidr = scalar(value),
+            // Dual-stack CIDRs come as `a,b` or as a YAML list.
+            "cluster-cidr" => facts.cluster_cidr = joined(value),
+            "service-cidr" => facts.service_cidr = joined(value),
+            "server" => facts.server = scalar(value),
             "disable" => {
                 if !append {
                     facts.disable.clear();

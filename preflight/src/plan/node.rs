@@ -8,13 +8,14 @@ use std::{
 
 use anyhow::Context;
 
+use crate::host::{cni, k3s, mounts};
+
 use super::{
     journal::LinkSpec,
     runner::{Runner, Tool},
 };
 
-pub const K3S_CONFIG: &str = "/etc/rancher/k3s/config.yaml";
-pub const K3S_CONFIG_D: &str = "/etc/rancher/k3s/config.yaml.d";
+pub use crate::host::k3s::{CONFIG as K3S_CONFIG, CONFIG_D as K3S_CONFIG_D};
 pub const DROP_IN: &str = "/etc/rancher/k3s/config.yaml.d/90-preflight-cilium.yaml";
 pub const CONTAINERD_CONFIG: &str = "/var/lib/rancher/k3s/agent/etc/containerd/config.toml";
 pub const K3S_CNI_CONF_DIR: &str = "/var/lib/rancher/k3s/agent/etc/cni/net.d";
@@ -215,13 +216,6 @@ fn sorted_names(dir: &Path) -> Vec<String> {
     names
 }
 
-fn yaml_error(path: &Path, e: &serde_norway::Error) -> anyhow::Error {
-    match e.location() {
-        Some(l) => anyhow::anyhow!("{}:{}: {e}", path.display(), l.line()),
-        None => anyhow::anyhow!("{}: {e}", path.display()),
-    }
-}
-
 /// k3s reads config.yaml, then config.yaml.d/*.yaml in name order; later files win.
 fn read_k3s(root: &Path) -> anyhow::Result<Option<K3s>> {
     let host = |p: &str| root.join(p.trim_start_matches('/'));
@@ -244,41 +238,28 @@ fn read_k3s(root: &Path) -> anyhow::Result<Option<K3s>> {
             .filter(|n| n.ends_with(".yaml") && !DROP_IN.ends_with(n.as_str()))
             .map(|n| host(K3S_CONFIG_D).join(n)),
     );
-    let mut merged: BTreeMap<String, serde_norway::Value> = BTreeMap::new();
+    // The same merge the node facts use (later files win, `key+:` appends); unlike them, a
+    // file that does not parse stops the plan: we would otherwise plan from half a config.
+    let mut merged = k3s::K3sFacts::default();
     for f in files {
         let text = match fs::read_to_string(&f) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e).with_context(|| format!("reading {}", f.display())),
         };
-        if text.trim().is_empty() {
-            continue;
-        }
-        let map: BTreeMap<String, serde_norway::Value> =
-            serde_norway::from_str(&text).map_err(|e| yaml_error(&f, &e))?;
-        merged.extend(map);
+        let doc = k3s::parse(&text).map_err(|why| anyhow::anyhow!("{}:{why}", f.display()))?;
+        k3s::apply(&mut merged, &doc);
     }
-    let text = |k: &str| match merged.get(k) {
-        Some(serde_norway::Value::String(s)) => Some(s.clone()),
-        Some(serde_norway::Value::Sequence(v)) => {
-            v.iter().find_map(|x| x.as_str().map(String::from))
-        }
-        _ => None,
-    };
-    let flag = |k: &str| match merged.get(k) {
-        Some(serde_norway::Value::Bool(b)) => *b,
-        Some(serde_norway::Value::String(s)) => s == "true",
-        _ => false,
-    };
     Ok(Some(K3s {
         unit: unit.into(),
-        flannel_backend: text("flannel-backend"),
-        disable_network_policy: flag("disable-network-policy"),
-        disable_kube_proxy: flag("disable-kube-proxy"),
-        cluster_cidr: text("cluster-cidr")
+        flannel_backend: merged.flannel_backend,
+        disable_network_policy: merged.disable_network_policy.unwrap_or(false),
+        disable_kube_proxy: merged.disable_kube_proxy.unwrap_or(false),
+        cluster_cidr: merged
+            .cluster_cidr
             .map(|c| c.split(',').next().unwrap_or(&c).to_string())
             .unwrap_or_else(|| "10.42.0.0/16".into()),
-        server: text("server"),
+        server: merged.server,
         drop_in: fs::read_to_string(host(DROP_IN)).ok(),
     }))
 }
@@ -291,54 +272,19 @@ pub fn read_containerd_cni(path: &Path) -> anyhow::Result<Option<CniPaths>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    let value: toml::Table = toml::from_str(&text).map_err(|e| {
-        let line = e
-            .span()
-            .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
-            .unwrap_or(0);
-        anyhow::anyhow!("{}:{line}: {}", path.display(), e.message())
-    })?;
-    let Some(cni) = find_cni_table(&value) else {
+    let (bin_dirs, conf_dir) =
+        cni::containerd_cni(&text).map_err(|why| anyhow::anyhow!("{}:{why}", path.display()))?;
+    if bin_dirs.is_empty() && conf_dir.is_none() {
         return Ok(None);
-    };
-    let bin_dir = cni
-        .get("bin_dir")
-        .and_then(|v| v.as_str())
-        .map(String::from)
-        .or_else(|| {
-            cni.get("bin_dirs")
-                .and_then(|v| v.as_array())
-                .and_then(|a| a.first())
-                .and_then(|v| v.as_str())
-                .map(String::from)
-        });
-    let conf_dir = cni
-        .get("conf_dir")
-        .and_then(|v| v.as_str())
-        .map(String::from);
+    }
     Ok(Some(CniPaths {
-        bin_dir: bin_dir.unwrap_or_else(|| "/opt/cni/bin".into()),
-        conf_dir: conf_dir.unwrap_or_else(|| "/etc/cni/net.d".into()),
+        bin_dir: bin_dirs
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| cni::DEFAULT_BIN.into()),
+        conf_dir: conf_dir.unwrap_or_else(|| cni::DEFAULT_CONF.into()),
         notes: vec![format!("from {}", path.display())],
     }))
-}
-
-fn find_cni_table(t: &toml::Table) -> Option<&toml::Table> {
-    for (k, v) in t {
-        if let Some(inner) = v.as_table() {
-            if k == "cni"
-                && (inner.contains_key("bin_dir")
-                    || inner.contains_key("bin_dirs")
-                    || inner.contains_key("conf_dir"))
-            {
-                return Some(inner);
-            }
-            if let Some(found) = find_cni_table(inner) {
-                return Some(found);
-            }
-        }
-    }
-    None
 }
 
 /// The CNI dirs containerd will use after k3s restarts with `flannel-backend: none`: a
@@ -439,22 +385,23 @@ pub fn bpffs_state(root: &Path) -> MountState {
         Ok(t) => t,
         Err(e) => return MountState::Unknown(format!("{}: {e}", path.display())),
     };
-    let mut count = 0;
-    let mut shared = false;
-    for line in text.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        if fields.get(4) == Some(&BPFFS) && fields.get(sep + 1) == Some(&"bpf") {
-            count += 1;
-            shared = fields[6..sep].iter().any(|f| f.starts_with("shared:"));
+    let entries = match mounts::parse(&text) {
+        Ok(e) => e,
+        Err((line, why)) => {
+            return MountState::Unknown(format!("{}:{line}: {why}", path.display()));
         }
-    }
-    if count == 0 {
-        MountState::NotMounted
-    } else {
-        MountState::Mounted { shared, count }
+    };
+    let bpffs: Vec<_> = entries
+        .iter()
+        .filter(|e| e.mount_point == BPFFS && e.fstype == "bpf")
+        .collect();
+    match bpffs.last() {
+        None => MountState::NotMounted,
+        // The last mount on top is the one a process sees.
+        Some(top) => MountState::Mounted {
+            shared: top.shared(),
+            count: bpffs.len(),
+        },
     }
 }
 

@@ -87,8 +87,18 @@ fn sys_bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> Result<i64, i32> {
 /// program overflows 4 KiB), and logging slows the verifier. Only a rejection is loaded again,
 /// with a log, to say why.
 pub fn load(program_type: u32, expected_attach_type: u32, insns: &[Insn]) -> Load {
+    load_with_flags(program_type, expected_attach_type, 0, insns)
+}
+
+/// [`load`] with `prog_flags` (BPF_F_SLEEPABLE: syscall programs must be sleepable).
+pub fn load_with_flags(
+    program_type: u32,
+    expected_attach_type: u32,
+    prog_flags: u32,
+    insns: &[Insn],
+) -> Load {
     let raw: Vec<bpf_insn> = insns.iter().map(|i| i.raw()).collect();
-    let load_raw = |log| load_raw(program_type, expected_attach_type, &raw, log);
+    let load_raw = |log| load_raw(program_type, expected_attach_type, prog_flags, &raw, log);
     match load_raw(None) {
         Ok(fd) => Load::Loaded { jited: jited(&fd) },
         Err(errno) => {
@@ -111,6 +121,7 @@ pub fn load(program_type: u32, expected_attach_type: u32, insns: &[Insn]) -> Loa
 fn load_raw(
     program_type: u32,
     expected_attach_type: u32,
+    prog_flags: u32,
     insns: &[bpf_insn],
     log: Option<&mut [u8]>,
 ) -> Result<OwnedFd, i32> {
@@ -120,6 +131,7 @@ fn load_raw(
     let u = unsafe { &mut attr.__bindgen_anon_3 };
     u.prog_type = program_type;
     u.expected_attach_type = expected_attach_type;
+    u.prog_flags = prog_flags;
     u.insn_cnt = insns.len() as u32;
     u.insns = insns.as_ptr() as u64;
     u.license = license.as_ptr() as u64;
