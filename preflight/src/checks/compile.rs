@@ -185,10 +185,13 @@ fn verifier_outcome(p: &ProgramResult, v: &VerifyReport) -> Outcome {
         return Outcome::unknown(format!("could not tell: {}", unknown.join("; ")));
     }
     let insns: u32 = v.programs.iter().filter_map(|p| p.verified_insns).sum();
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    let (programs, tail_calls) = (v.programs.len(), v.tail_calls.len());
     Outcome::pass(format!(
-        "{} programs loaded ({insns} insns processed by the verifier), {} tail calls wired",
-        v.programs.len(),
-        v.tail_calls.len()
+        "{programs} program{} loaded ({insns} insns processed by the verifier), {tail_calls} tail \
+         call{} wired",
+        plural(programs),
+        plural(tail_calls)
     ))
     .evidence(format!(
         "{} bytes, maps: {}",
