@@ -41,7 +41,7 @@ pub enum Capability {
     /// bandwidthManager.enabled=true.
     BandwidthManager,
     /// encryption.type=wireguard.
-    #[serde(rename = "wireguard")]
+    #[serde(rename = "wireguard", alias = "wire-guard")]
     #[value(name = "wireguard")]
     WireGuard,
     /// encryption.type=ipsec.
