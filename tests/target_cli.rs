@@ -376,3 +376,146 @@ fn diff_gates_on_needed_checks_that_stop_passing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("new.json:1:"));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A real report from the binary, written with -o into `dir`; returns its path.
+fn report_file(dir: &std::path::Path, name: &str, args: &[&str]) -> PathBuf {
+    let path = dir.join(name);
+    let out = run(&[args, &["--format", "json", "-o", path.to_str().unwrap()]].concat());
+    assert!(
+        matches!(out.status.code(), Some(0..=2)) && path.is_file(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
+fn diff_of(old: &std::path::Path, new: &std::path::Path) -> Output {
+    bin()
+        .args(["diff", old.to_str().unwrap(), new.to_str().unwrap()])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn diff_reads_every_report_in_fixtures_including_earlier_builds() {
+    let dir = repo("fixtures/reports");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.push(repo("fixtures/reports-other-schema/node-schema-v1.json"));
+    assert!(files.len() >= 4, "{files:?}");
+    for old in &files {
+        for new in &files {
+            let out = diff_of(old, new);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                matches!(out.status.code(), Some(0 | 1)),
+                "{} → {}: {stderr}",
+                old.display(),
+                new.display()
+            );
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(stdout.contains("GATE "), "{stdout}");
+            if old == new {
+                assert_eq!(out.status.code(), Some(0), "{stdout}");
+            }
+        }
+    }
+}
+
+#[test]
+fn diff_refuses_another_schema_version_by_name_before_reading_fields() {
+    let v1 = repo("fixtures/reports/vm-debian12-6.1.json");
+    let v2 = repo("fixtures/reports-other-schema/node-schema-v2.json");
+    for (old, new) in [(&v1, &v2), (&v2, &v1)] {
+        let out = diff_of(old, new);
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("node-schema-v2.json: schema_version 2 not supported (this preflight reads 1)"),
+            "{stderr}"
+        );
+    }
+    // A report cut off mid-way: file and line.
+    let cut = repo("fixtures/reports-other-schema/node-cut-off.json");
+    let out = diff_of(&v1, &cut);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("node-cut-off.json:") && stderr.contains("not a preflight JSON report"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn diff_gate_fails_when_the_verdict_goes_from_go_to_no_go() {
+    let dir = scratch("diff-verdict");
+    // Same target on two real fixture nodes: Debian (go) and a k3s node with flannel (no-go).
+    let go = report_file(
+        &dir,
+        "go.json",
+        &["--root", repo("fixtures/nodes/debian-bookworm").to_str().unwrap()],
+    );
+    let no_go = report_file(
+        &dir,
+        "no-go.json",
+        &["--root", repo("fixtures/nodes/k3s-flannel").to_str().unwrap()],
+    );
+    let out = diff_of(&go, &no_go);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("GATE FAIL: the verdict went from GO to NO-GO/UNDECIDED"),
+        "{text}"
+    );
+    assert!(!text.contains("warning: targets differ"), "{text}");
+    // The other way round the node got better: the gate passes.
+    let out = diff_of(&no_go, &go);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The JSON form carries the same judgement.
+    let out = bin()
+        .args(["diff", "--json", go.to_str().unwrap(), no_go.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let d = json(&out);
+    assert_eq!(d["verdict_regression"], true);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn diff_warns_when_the_targets_differ_and_judges_by_the_new_needs() {
+    let dir = scratch("diff-targets");
+    let root = repo("fixtures/nodes/debian-bookworm");
+    let root = root.to_str().unwrap();
+    let base = report_file(&dir, "base.json", &["--root", root]);
+    let older = report_file(&dir, "older.json", &["--root", root, "--cilium-version", "1.16"]);
+    let out = diff_of(&base, &older);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("warning: targets differ: Cilium 1.19 before, 1.16 after"),
+        "{text}"
+    );
+    // Netkit on Debian's 6.1 kernel: a new capability the node cannot give. The capability
+    // difference is named, and the verdict regression closes the gate.
+    let netkit = report_file(
+        &dir,
+        "netkit.json",
+        &["--root", root, "--set", "bpf.datapathMode=netkit"],
+    );
+    let out = diff_of(&base, &netkit);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("warning: targets differ: capabilities added netkit, dropped nothing"),
+        "{text}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("GATE FAIL"), "{text}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -16,7 +16,9 @@ pub struct CapabilityVerdict {
     /// Checks that could not tell; the capability is go, but unverified on these points.
     pub unverified: Vec<String>,
     /// Nothing failed, but nothing passed either: every check that bears on it could not tell
-    /// (typically: not root). Such a capability is neither go nor no-go.
+    /// (typically: not root). Such a capability is neither go nor no-go. Added after
+    /// schema_version 1 was published: older reports lack it (read as false).
+    #[serde(default)]
     pub undecided: bool,
 }
 
@@ -34,7 +36,9 @@ pub struct Recommendation {
 pub struct Verdict {
     /// Every capability the target needs is go, and none is undecided.
     pub go: bool,
-    /// False when some needed capability could not be judged at all (exit code 2).
+    /// False when some needed capability could not be judged at all (exit code 2). Added after
+    /// schema_version 1 was published: older reports, which had no undecided state, read as true.
+    #[serde(default = "decided_by_default")]
     pub decided: bool,
     pub capabilities: Vec<CapabilityVerdict>,
     /// One line, for humans.
@@ -48,6 +52,10 @@ pub struct Verdict {
     /// Whether the target with `values_patch` applied is go on the same node (set by `run`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patch_is_go: Option<bool>,
+}
+
+fn decided_by_default() -> bool {
+    true
 }
 
 /// Cheaper settings, FACTS §3: when `blocked` is no-go and `instead` is not (or not needed at
