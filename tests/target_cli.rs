@@ -519,3 +519,42 @@ fn diff_warns_when_the_targets_differ_and_judges_by_the_new_needs() {
     assert!(text.contains("GATE FAIL"), "{text}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn ignore_refuses_unknown_ids_and_the_go_line_counts_ignored_failures() {
+    let out = run(&["--ignore", "mounts.bpfs"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unknown check id mounts.bpfs; did you mean mounts.bpffs?"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "nothing is probed or printed");
+    // `job` refuses it too, before printing any manifest.
+    let out = bin()
+        .args(["job", "--ignore", "kernel.relase"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean kernel.release?"));
+
+    // Rancher Desktop's fixture fails two needed checks; ignoring both makes it go, and says so.
+    let root = repo("fixtures/nodes/rancher-desktop");
+    let root = root.to_str().unwrap();
+    let out = run(&["--root", root]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = run(&[
+        "--root",
+        root,
+        "--ignore",
+        "mounts.bpffs",
+        "--ignore",
+        "values.node.cni-bin-path",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let summary = json(&out)["verdict"]["summary"].as_str().unwrap().to_string();
+    assert!(summary.starts_with("GO: "), "{summary}");
+    assert!(summary.contains("(2 failures ignored)"), "{summary}");
+}

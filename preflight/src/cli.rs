@@ -142,7 +142,8 @@ pub struct RunArgs {
     /// Skip the attach canaries (they need root and take ~100 ms).
     #[arg(long)]
     pub no_canaries: bool,
-    /// Treat this check id as passed (repeatable); it stays visible, marked [ignored].
+    /// Treat this check id as passed (repeatable); it stays visible, marked [ignored]. An id this
+    /// build does not have is refused (exit 2) with the closest one.
     #[arg(long = "ignore", value_name = "CHECK_ID")]
     pub ignore: Vec<String>,
     /// Skip the datapath compile stage (clang + verifier; about a second on 2 cores).
