@@ -558,3 +558,32 @@ fn ignore_refuses_unknown_ids_and_the_go_line_counts_ignored_failures() {
     assert!(summary.starts_with("GO: "), "{summary}");
     assert!(summary.contains("(2 failures ignored)"), "{summary}");
 }
+
+#[test]
+fn chart_and_cilium_version_must_agree() {
+    let chart = repo("fixtures/charts/mini-cilium");
+    let chart = chart.to_str().unwrap();
+    for wrong in ["1.19", "1.16.3", "1.15.4"] {
+        let out = run(&["--chart", chart, "--cilium-version", wrong]);
+        assert_eq!(out.status.code(), Some(2), "{wrong}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("{wrong} disagrees with the chart"))
+                && stderr.contains("(version 1.16.4)")
+                && stderr.contains("mini-cilium"),
+            "{stderr}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+    // The same minor without a patch, the exact version, or a v prefix: accepted.
+    for right in ["1.16", "1.16.4", "v1.16.4"] {
+        let out = run(&["--chart", chart, "--cilium-version", right, "--format", "json"]);
+        assert_ne!(
+            out.status.code(),
+            Some(2),
+            "{right}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(json(&out)["target"]["cilium_version"], right);
+    }
+}

@@ -82,6 +82,9 @@ impl Target {
     /// Errors name the file and line (exit 2).
     pub fn build(spec: &TargetSpec) -> Result<Self, ValuesError> {
         let chart = spec.chart.as_deref().map(Chart::load).transpose()?;
+        if let (Some(flag), Some(chart)) = (&spec.cilium_version, &chart) {
+            check_chart_version(flag, chart)?;
+        }
         // Version: the flag, else the chart's own, else the newest profile.
         let version = spec
             .cilium_version
@@ -176,6 +179,35 @@ impl Target {
         t.capabilities.extend(extra);
         t
     }
+}
+
+/// `--cilium-version` and `--chart` must name the same release, or the target's rules (one
+/// version) would be judged against another version's chart. A version without a patch matches
+/// any patch of its minor (1.16 matches a 1.16.4 chart).
+fn check_chart_version(flag: &str, chart: &Chart) -> Result<(), ValuesError> {
+    let chart_version = chart.version.as_deref().or(chart.app_version.as_deref());
+    let Some(chart_text) = chart_version else {
+        return Ok(());
+    };
+    let to_err = |message: String| ValuesError::File {
+        file: "--cilium-version".into(),
+        message,
+    };
+    let wanted = CiliumVersion::parse(flag).map_err(to_err)?;
+    let Ok(found) = CiliumVersion::parse(chart_text) else {
+        // Not a Cilium-shaped version (a fork's own numbering): nothing to compare.
+        return Ok(());
+    };
+    let same = wanted.minor_key() == found.minor_key()
+        && (wanted.patch.is_none() || found.patch.is_none() || wanted.patch == found.patch);
+    if same {
+        return Ok(());
+    }
+    Err(to_err(format!(
+        "{flag} disagrees with the chart {} (version {chart_text}): give the chart of Cilium \
+         {flag}, or drop --cilium-version to judge the chart's own version",
+        chart.source
+    )))
 }
 
 impl Default for Target {
