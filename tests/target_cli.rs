@@ -587,3 +587,61 @@ fn chart_and_cilium_version_must_agree() {
         assert_eq!(json(&out)["target"]["cilium_version"], right);
     }
 }
+
+#[test]
+fn values_that_decide_capabilities_are_validated_naming_file_and_line() {
+    // Without --chart: the typo no longer maps silently to IPsec, the bool is not GO.
+    let out = run(&[
+        "--set",
+        "encryption.enabled=true,encryption.type=wg",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let r = json(&out);
+    let c = check(&r, "values.accepted-values");
+    assert_eq!(c["status"], "fail");
+    let detail = c["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("`encryption.type: wg` (at --set encryption.enabled=true,encryption.type=wg) is not one of wireguard, ipsec; did you mean wireguard?"),
+        "{detail}"
+    );
+    let caps = r["target"]["capabilities"].as_array().unwrap();
+    assert!(!caps.iter().any(|c| c == "ipsec"), "{caps:?}");
+    assert_eq!(r["verdict"]["values_patch"]["encryption"]["type"], "wireguard");
+
+    let out = run(&["--set", "hubble.relay.enabled=notabool", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let r = json(&out);
+    let detail = check(&r, "values.accepted-values")["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        detail.contains("`hubble.relay.enabled: \"notabool\"`") && detail.contains("true or false"),
+        "{detail}"
+    );
+
+    // From a file: file:line of the bad value.
+    let dir = scratch("accepted");
+    let file = dir.join("plan.yaml");
+    std::fs::write(
+        &file,
+        "# plan\nroutingMode: tunnel\nbpf:\n  masquerade: true\n  datapathMode: netkitt\nl7Proxy: \"false\"\n",
+    )
+    .unwrap();
+    let out = run(&["-f", file.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let r = json(&out);
+    let detail = check(&r, "values.accepted-values")["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let name = file.display().to_string();
+    assert!(
+        detail.contains(&format!("`bpf.datapathMode: netkitt` (at {name}:5) is not one of veth, netkit, netkit-l2; did you mean netkit?")),
+        "{detail}"
+    );
+    assert!(detail.contains(&format!("(at {name}:6)")), "{detail}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -8,6 +8,7 @@ mod fuzz;
 pub mod node;
 pub mod profiles;
 pub mod set;
+pub mod yamlpos;
 pub mod validate;
 pub mod values;
 
@@ -39,6 +40,10 @@ pub struct Target {
     #[serde(skip, default = "empty_object")]
     #[schemars(skip)]
     pub values: Value,
+    /// The text of each values file, by name (for `file:line` in messages). Not written.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub value_texts: Vec<(String, String)>,
     /// The chart given with --chart and what its values.schema.json said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chart: Option<ChartInfo>,
@@ -70,6 +75,7 @@ impl Target {
             cilium_version: cilium_version.to_string(),
             capabilities: BTreeSet::new(),
             value_sources: Vec::new(),
+            value_texts: Vec::new(),
             values: empty_object(),
             chart: None,
             chart_values: None,
@@ -101,9 +107,12 @@ impl Target {
         })?;
         let mut values = empty_object();
         let mut sources = Vec::new();
+        let mut texts = Vec::new();
         for file in &spec.value_files {
-            values::merge(&mut values, values::load_file(file)?);
+            let (text, value) = values::load_file(file)?;
+            values::merge(&mut values, value);
             sources.push(file.display().to_string());
+            texts.push((file.display().to_string(), text));
         }
         for expr in &spec.sets {
             set::apply(&mut values, expr)?;
@@ -113,6 +122,7 @@ impl Target {
             cilium_version: version,
             capabilities: BTreeSet::new(),
             value_sources: sources,
+            value_texts: texts,
             values,
             chart: None,
             chart_values: None,
@@ -155,6 +165,34 @@ impl Target {
     /// A user value at a dotted path (not the chart default).
     pub fn user_value(&self, path: &str) -> Option<&Value> {
         values::lookup(&self.values, path)
+    }
+
+    /// Where the user's value at a dotted path was last set: `file:line` (or the file when the
+    /// line cannot be told), or `--set expr`. None when it is a chart default.
+    pub fn origin(&self, path: &str) -> Option<String> {
+        self.user_value(path)?;
+        for source in self.value_sources.iter().rev() {
+            if let Some(expr) = source.strip_prefix("--set ") {
+                let mut v = empty_object();
+                if set::apply(&mut v, expr).is_ok() && values::lookup(&v, path).is_some() {
+                    return Some(source.clone());
+                }
+                continue;
+            }
+            let Some((_, text)) = self.value_texts.iter().find(|(f, _)| f == source) else {
+                continue;
+            };
+            let sets_it = values::parse_yaml(source, text)
+                .ok()
+                .is_some_and(|v| values::lookup(&v, path).is_some());
+            if sets_it {
+                return Some(match yamlpos::locate(text, path) {
+                    Some(line) => format!("{source}:{line}"),
+                    None => source.clone(),
+                });
+            }
+        }
+        None
     }
 
     /// The rendered value at a dotted path (user's, else the chart default).

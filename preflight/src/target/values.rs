@@ -53,13 +53,15 @@ pub fn parse_yaml(name: &str, text: &str) -> Result<Value, ValuesError> {
     }
 }
 
-pub fn load_file(path: &Path) -> Result<Value, ValuesError> {
+/// Reads and parses a values file; returns its text too (messages point at its lines).
+pub fn load_file(path: &Path) -> Result<(String, Value), ValuesError> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ValuesError::File {
         file: name.clone(),
         message: e.to_string(),
     })?;
-    parse_yaml(&name, &text)
+    let value = parse_yaml(&name, &text)?;
+    Ok((text, value))
 }
 
 fn kind(v: &Value) -> &'static str {
