@@ -645,3 +645,55 @@ fn values_that_decide_capabilities_are_validated_naming_file_and_line() {
     assert!(detail.contains(&format!("(at {name}:6)")), "{detail}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn native_routing_without_its_cidr_is_no_go_and_the_patch_uses_the_k3s_cluster_cidr() {
+    // rhel10's k3s config sets cluster-cidr 10.52.0.0/16.
+    let root = repo("fixtures/nodes/rhel10");
+    let out = run(&[
+        "--root",
+        root.to_str().unwrap(),
+        "--set",
+        "routingMode=native,autoDirectNodeRoutes=true",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let r = json(&out);
+    let c = check(&r, "values.native-routing-cidr");
+    assert_eq!(c["status"], "fail");
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains("native routing cidr must be configured with option --ipv4-native-routing-cidr")
+    );
+    assert_eq!(
+        c["needed_by"],
+        serde_json::json!(["chart-values", "native-routing"])
+    );
+    assert_eq!(
+        r["verdict"]["values_patch"]["ipv4NativeRoutingCIDR"],
+        "10.52.0.0/16"
+    );
+    let native = r["verdict"]["capabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["capability"] == "native-routing")
+        .unwrap();
+    assert_eq!(native["go"], false);
+    // With the recommended value the same node is go.
+    let out = run(&[
+        "--root",
+        root.to_str().unwrap(),
+        "--set",
+        "routingMode=native,autoDirectNodeRoutes=true,ipv4NativeRoutingCIDR=10.52.0.0/16",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

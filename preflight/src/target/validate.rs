@@ -10,6 +10,9 @@ use super::{
 };
 use crate::report::Status;
 
+/// k3s's default pod CIDR (FACTS §5): the native-routing CIDR when the node does not say.
+pub const K3S_DEFAULT_CLUSTER_CIDR: &str = "10.42.0.0/16";
+
 /// One rule's judgement of a target.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finding {
@@ -95,12 +98,6 @@ pub fn rules() -> Vec<Rule> {
             "settings that decide capabilities have values the chart accepts",
             "use one of the accepted values named in the finding",
             accepted_values,
-        ),
-        rule(
-            "values.native-routing-cidr",
-            "native routing has its CIDR and routes",
-            "set `ipv4NativeRoutingCIDR` to the pod CIDR and `autoDirectNodeRoutes: true` (nodes on one L2)",
-            native_routing_cidr,
         ),
         rule(
             "values.k8s-service-host",
@@ -196,8 +193,9 @@ fn tunnel_patch(old: &str, t: &Target) -> Value {
             "tunnel": null,
             "routingMode": "native",
             "autoDirectNodeRoutes": true,
-            // k3s's default pod CIDR (FACTS §5); the remedy says to use the cluster's own.
-            "ipv4NativeRoutingCIDR": "10.42.0.0/16",
+            // k3s's default pod CIDR (FACTS §5); `values.native-routing-cidr` replaces it with
+            // the node's own k3s cluster-cidr when the node says.
+            "ipv4NativeRoutingCIDR": K3S_DEFAULT_CLUSTER_CIDR,
         }),
         "geneve" => json!({"tunnel": null, "routingMode": "tunnel", "tunnelProtocol": "geneve"}),
         _ => json!({"tunnel": null, "routingMode": "tunnel", "tunnelProtocol": "vxlan"}),
@@ -395,34 +393,6 @@ fn accepted_values(t: &Target) -> Finding {
         f = f.patch(patch);
     }
     f
-}
-
-fn native_routing_cidr(t: &Target) -> Finding {
-    if derive::routing(&t.effective_values()) != derive::Routing::Native {
-        return Finding::skip("tunnel routing");
-    }
-    let cidr = t.value("ipv4NativeRoutingCIDR");
-    let masq = t
-        .value("enableIPv4Masquerade")
-        .as_ref()
-        .map(|v| truthy(Some(v)));
-    if cidr.is_none() && masq != Some(false) {
-        return Finding::warn(
-            "native routing with masquerading but no `ipv4NativeRoutingCIDR`: the agent refuses to \
-             start without it",
-        )
-        .patch(json!({"ipv4NativeRoutingCIDR": "10.42.0.0/16"}))
-        .remedy(
-            "set `ipv4NativeRoutingCIDR` to the cluster's pod CIDR (k3s default 10.42.0.0/16)",
-        );
-    }
-    if !truthy(t.value("autoDirectNodeRoutes").as_ref()) {
-        return Finding::warn(
-            "native routing without `autoDirectNodeRoutes`: pod routes between nodes must come \
-             from your router or BGP",
-        );
-    }
-    Finding::pass("native routing with CIDR and direct node routes")
 }
 
 fn k8s_service_host(t: &Target) -> Finding {
@@ -650,13 +620,6 @@ mod tests {
                 "values.routing-mode",
                 Status::Fail,
                 "did you mean native?",
-            ),
-            (
-                "1.19",
-                json!({"routingMode": "native"}),
-                "values.native-routing-cidr",
-                Status::Warn,
-                "ipv4NativeRoutingCIDR",
             ),
         ];
         for (version, values, id, status, text) in table {
