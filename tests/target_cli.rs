@@ -697,3 +697,70 @@ fn native_routing_without_its_cidr_is_no_go_and_the_patch_uses_the_k3s_cluster_c
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn run_help_lists_every_format() {
+    let out = bin().args(["run", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let intro = help
+        .split("--format")
+        .nth(1)
+        .and_then(|s| s.split("[possible values").next())
+        .unwrap_or_default()
+        .to_string();
+    for format in ["text", "json", "junit", "markdown", "json-line"] {
+        assert!(intro.contains(format), "{format} missing from: {intro}");
+    }
+}
+
+#[test]
+fn a_broken_chart_schema_is_invalid_json_at_file_line_column() {
+    let dir = scratch("broken-schema");
+    let chart = repo("fixtures/charts/mini-cilium");
+    for name in ["Chart.yaml", "values.yaml"] {
+        std::fs::copy(chart.join(name), dir.join(name)).unwrap();
+    }
+    std::fs::write(
+        dir.join("values.schema.json"),
+        "{\n  \"type\": \"object\",\n  \"properties\": {,\n}\n",
+    )
+    .unwrap();
+    let out = run(&["--chart", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("values.schema.json:3:18: invalid JSON: key must be a string"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("YAML"), "{stderr}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn duplicate_keys_in_a_values_file_warn_at_file_and_line() {
+    let dir = scratch("duplicates");
+    let file = dir.join("plan.yaml");
+    // Helm keeps the last `hubble.enabled` silently: the Relay then has no Hubble.
+    std::fs::write(
+        &file,
+        "hubble:\n  enabled: true\n  relay:\n    enabled: true\n  enabled: false\n",
+    )
+    .unwrap();
+    let out = run(&["-f", file.to_str().unwrap(), "--format", "json"]);
+    let r = json(&out);
+    let c = check(&r, "values.duplicate-keys");
+    assert_eq!(c["status"], "warn");
+    let name = file.display().to_string();
+    assert_eq!(
+        c["detail"],
+        format!(
+            "{name}:5: `hubble.enabled` set again (first at line 2); the earlier value is ignored"
+        )
+    );
+    // The last value is the one judged, as Helm would.
+    assert_eq!(check(&r, "values.hubble-ui-relay")["status"], "fail");
+    std::fs::write(&file, "hubble:\n  enabled: true\n").unwrap();
+    let r = json(&run(&["-f", file.to_str().unwrap(), "--format", "json"]));
+    assert_eq!(check(&r, "values.duplicate-keys")["status"], "pass");
+    std::fs::remove_dir_all(dir).unwrap();
+}

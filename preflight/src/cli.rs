@@ -118,7 +118,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Output format: text, json, junit (CI test results), markdown (CI job summary).
+    /// Output format: text, json, junit (CI test results), markdown (CI job summary), json-line
+    /// (the JSON on one line, as the fleet Job's pods print it).
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
     /// Write the report to FILE instead of stdout (the verdict line still goes to stderr).

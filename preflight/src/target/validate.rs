@@ -119,6 +119,12 @@ pub fn rules() -> Vec<Rule> {
             service_monitor_crds,
         ),
     ];
+    rules.push(rule(
+        "values.duplicate-keys",
+        "no key is set twice in one mapping of a values file",
+        "delete the earlier setting; Helm keeps the last one silently",
+        duplicate_keys,
+    ));
     for removed in REMOVED_VALUES {
         rules.push(rule(
             format!("values.removed.{}", removed.id),
@@ -273,6 +279,30 @@ fn routing_mode(t: &Target) -> Finding {
     }
     let routing = derive::routing(&t.effective_values());
     Finding::pass(format!("{routing:?} routing").to_lowercase())
+}
+
+/// A key set twice in one mapping: Helm keeps the last without a word (helm/helm#4107; newer
+/// `helm lint` reports it), so the first setting silently does nothing.
+fn duplicate_keys(t: &Target) -> Finding {
+    if t.value_texts.is_empty() {
+        return Finding::skip("no values files");
+    }
+    let found: Vec<String> = t
+        .value_texts
+        .iter()
+        .flat_map(|(file, text)| {
+            super::yamlpos::duplicate_keys(text).into_iter().map(move |d| {
+                format!(
+                    "{file}:{}: `{}` set again (first at line {}); the earlier value is ignored",
+                    d.again, d.path, d.first
+                )
+            })
+        })
+        .collect();
+    if found.is_empty() {
+        return Finding::pass("no key set twice");
+    }
+    Finding::warn(found.join("; "))
 }
 
 /// What a setting that decides a capability accepts.

@@ -16,6 +16,14 @@ pub enum ValuesError {
         at: Option<(usize, usize)>,
         message: String,
     },
+    /// A JSON syntax error (the chart's values.schema.json).
+    #[error("{file}:{}:{}: invalid JSON: {message}", at.0, at.1)]
+    Json {
+        file: String,
+        /// (line, column), 1-based.
+        at: (usize, usize),
+        message: String,
+    },
     #[error("{file}: {message}")]
     File { file: String, message: String },
     #[error("--set {expr:?}: {message}")]
