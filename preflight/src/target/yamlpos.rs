@@ -246,5 +246,10 @@ extraConfig: |
             let _ = locate(&text, &path);
             let _ = duplicate_keys(&text);
         });
+        // Any text at all, multi-byte characters included (slicing must stay on boundaries).
+        proptest!(|(text in "\\PC{0,120}(\n\\PC{0,40}){0,6}", path in "\\PC{1,8}")| {
+            let _ = locate(&text, &path);
+            let _ = duplicate_keys(&text);
+        });
     }
 }
