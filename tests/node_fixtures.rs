@@ -390,7 +390,10 @@ fn an_empty_root_is_undecided_and_says_why() {
     assert_eq!(capability(&r, "base-datapath")["go"], false);
     assert_eq!(r.code, 2, "{}", summary(&r));
     let s = summary(&r);
-    assert!(s.starts_with("UNDECIDED: could not verify base-datapath"), "{s}");
+    assert!(
+        s.starts_with("UNDECIDED: could not verify base-datapath"),
+        "{s}"
+    );
     assert!(
         s.contains("no kernel config under --root and live probes do not run with --root"),
         "{s}"

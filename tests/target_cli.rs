@@ -434,7 +434,9 @@ fn diff_refuses_another_schema_version_by_name_before_reading_fields() {
         assert_eq!(out.status.code(), Some(2));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
-            stderr.contains("node-schema-v2.json: schema_version 2 not supported (this preflight reads 1)"),
+            stderr.contains(
+                "node-schema-v2.json: schema_version 2 not supported (this preflight reads 1)"
+            ),
             "{stderr}"
         );
     }
@@ -456,12 +458,18 @@ fn diff_gate_fails_when_the_verdict_goes_from_go_to_no_go() {
     let go = report_file(
         &dir,
         "go.json",
-        &["--root", repo("fixtures/nodes/debian-bookworm").to_str().unwrap()],
+        &[
+            "--root",
+            repo("fixtures/nodes/debian-bookworm").to_str().unwrap(),
+        ],
     );
     let no_go = report_file(
         &dir,
         "no-go.json",
-        &["--root", repo("fixtures/nodes/k3s-flannel").to_str().unwrap()],
+        &[
+            "--root",
+            repo("fixtures/nodes/k3s-flannel").to_str().unwrap(),
+        ],
     );
     let out = diff_of(&go, &no_go);
     assert_eq!(out.status.code(), Some(1));
@@ -481,7 +489,12 @@ fn diff_gate_fails_when_the_verdict_goes_from_go_to_no_go() {
     );
     // The JSON form carries the same judgement.
     let out = bin()
-        .args(["diff", "--json", go.to_str().unwrap(), no_go.to_str().unwrap()])
+        .args([
+            "diff",
+            "--json",
+            go.to_str().unwrap(),
+            no_go.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     let d = json(&out);
@@ -495,7 +508,11 @@ fn diff_warns_when_the_targets_differ_and_judges_by_the_new_needs() {
     let root = repo("fixtures/nodes/debian-bookworm");
     let root = root.to_str().unwrap();
     let base = report_file(&dir, "base.json", &["--root", root]);
-    let older = report_file(&dir, "older.json", &["--root", root, "--cilium-version", "1.16"]);
+    let older = report_file(
+        &dir,
+        "older.json",
+        &["--root", root, "--cilium-version", "1.16"],
+    );
     let out = diff_of(&base, &older);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -554,7 +571,10 @@ fn ignore_refuses_unknown_ids_and_the_go_line_counts_ignored_failures() {
         "json",
     ]);
     assert_eq!(out.status.code(), Some(0));
-    let summary = json(&out)["verdict"]["summary"].as_str().unwrap().to_string();
+    let summary = json(&out)["verdict"]["summary"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(summary.starts_with("GO: "), "{summary}");
     assert!(summary.contains("(2 failures ignored)"), "{summary}");
 }
@@ -577,7 +597,14 @@ fn chart_and_cilium_version_must_agree() {
     }
     // The same minor without a patch, the exact version, or a v prefix: accepted.
     for right in ["1.16", "1.16.4", "v1.16.4"] {
-        let out = run(&["--chart", chart, "--cilium-version", right, "--format", "json"]);
+        let out = run(&[
+            "--chart",
+            chart,
+            "--cilium-version",
+            right,
+            "--format",
+            "json",
+        ]);
         assert_ne!(
             out.status.code(),
             Some(2),
@@ -608,7 +635,10 @@ fn values_that_decide_capabilities_are_validated_naming_file_and_line() {
     );
     let caps = r["target"]["capabilities"].as_array().unwrap();
     assert!(!caps.iter().any(|c| c == "ipsec"), "{caps:?}");
-    assert_eq!(r["verdict"]["values_patch"]["encryption"]["type"], "wireguard");
+    assert_eq!(
+        r["verdict"]["values_patch"]["encryption"]["type"],
+        "wireguard"
+    );
 
     let out = run(&["--set", "hubble.relay.enabled=notabool", "--format", "json"]);
     assert_eq!(out.status.code(), Some(1));
@@ -663,10 +693,9 @@ fn native_routing_without_its_cidr_is_no_go_and_the_patch_uses_the_k3s_cluster_c
     let c = check(&r, "values.native-routing-cidr");
     assert_eq!(c["status"], "fail");
     assert!(
-        c["detail"]
-            .as_str()
-            .unwrap()
-            .contains("native routing cidr must be configured with option --ipv4-native-routing-cidr")
+        c["detail"].as_str().unwrap().contains(
+            "native routing cidr must be configured with option --ipv4-native-routing-cidr"
+        )
     );
     assert_eq!(
         c["needed_by"],

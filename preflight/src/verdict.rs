@@ -214,10 +214,9 @@ fn undecided_cause(checks: &[CheckResult]) -> String {
             do not run with --root (add the node's /boot/config-* or /proc/config.gz, or \
             --host-kernel when --root is this kernel's node)"
             .into(),
-        Some(Status::Skip) => {
-            "live probes \
-            do not run with --root and no file-based check could tell".into()
-        }
+        Some(Status::Skip) => "live probes \
+            do not run with --root and no file-based check could tell"
+            .into(),
         _ => "every check on it could not tell (see the UNKN lines)".into(),
     }
 }
@@ -511,7 +510,8 @@ mod tests {
         assert_eq!(base.unverified, ["bpf.a"]);
         assert!(base.blocking.is_empty());
         assert!(
-            v.summary.contains("(1 check could not tell; see UNKN lines; 1 failure ignored)"),
+            v.summary
+                .contains("(1 check could not tell; see UNKN lines; 1 failure ignored)"),
             "{}",
             v.summary
         );

@@ -297,6 +297,9 @@ mod tests {
             "--ignore: unknown check id mounts.bpfs; did you mean mounts.bpffs?"
         );
         let e = validate_ignores(&["nothing.like.it.at.all.zzzz".into()]).unwrap_err();
-        assert!(e.contains("unknown check id") && !e.contains("did you mean"), "{e}");
+        assert!(
+            e.contains("unknown check id") && !e.contains("did you mean"),
+            "{e}"
+        );
     }
 }

@@ -8,9 +8,9 @@ mod fuzz;
 pub mod node;
 pub mod profiles;
 pub mod set;
-pub mod yamlpos;
 pub mod validate;
 pub mod values;
+pub mod yamlpos;
 
 use std::{collections::BTreeSet, path::PathBuf};
 

@@ -79,11 +79,8 @@ pub fn native_routing_cidr(t: &Target, node: &NodeHints) -> Finding {
     if super::derive::routing(&t.effective_values()) != super::derive::Routing::Native {
         return Finding::skip("tunnel routing");
     }
-    let on = |path: &str, default: bool| {
-        t.value(path)
-            .as_ref()
-            .map_or(default, |v| truthy(Some(v)))
-    };
+    let on =
+        |path: &str, default: bool| t.value(path).as_ref().map_or(default, |v| truthy(Some(v)));
     let ipam = as_text(t.value("ipam.mode").as_ref()).unwrap_or_else(|| "cluster-pool".into());
     let cidr = as_text(t.value("ipv4NativeRoutingCIDR").as_ref()).filter(|c| !c.is_empty());
     let needed = on("ipv4.enabled", true)
@@ -379,10 +376,19 @@ mod tests {
         let native = target(json!({"routingMode": "native", "autoDirectNodeRoutes": true}));
         let f = native_routing_cidr(&native, &k3s);
         assert_eq!(f.status, Status::Fail, "{f:?}");
-        assert!(f.detail.contains("native routing cidr must be configured"), "{f:?}");
-        assert_eq!(f.patch, Some(json!({"ipv4NativeRoutingCIDR": "10.52.0.0/16"})));
+        assert!(
+            f.detail.contains("native routing cidr must be configured"),
+            "{f:?}"
+        );
+        assert_eq!(
+            f.patch,
+            Some(json!({"ipv4NativeRoutingCIDR": "10.52.0.0/16"}))
+        );
         let f = native_routing_cidr(&native, &unknown);
-        assert_eq!(f.patch, Some(json!({"ipv4NativeRoutingCIDR": "10.42.0.0/16"})));
+        assert_eq!(
+            f.patch,
+            Some(json!({"ipv4NativeRoutingCIDR": "10.42.0.0/16"}))
+        );
         // Cilium's exemptions: masquerading off, the BPF ip-masq-agent, cloud IPAM.
         for exempt in [
             json!({"enableIPv4Masquerade": false}),

@@ -269,7 +269,9 @@ fn routing_mode(t: &Target) -> Finding {
             at(t, path),
             accepted[0],
             accepted[1],
-            guess.map(|g| format!("; did you mean {g}?")).unwrap_or_default()
+            guess
+                .map(|g| format!("; did you mean {g}?"))
+                .unwrap_or_default()
         ));
         f = f.patch(super::values::patch_of(
             path,
@@ -397,7 +399,9 @@ fn accepted_values(t: &Target) -> Finding {
             continue;
         }
         let guess = match (&fix, accepts) {
-            (Some(v), Accepts::OneOf(_)) => format!("; did you mean {}?", as_text(Some(v)).unwrap_or_default()),
+            (Some(v), Accepts::OneOf(_)) => {
+                format!("; did you mean {}?", as_text(Some(v)).unwrap_or_default())
+            }
             (Some(v), Accepts::Bool) => format!("; did you mean {v}?"),
             _ => String::new(),
         };

@@ -55,7 +55,10 @@ fn entries(text: &str) -> Vec<Entry<'_>> {
         }
         let mut rest = trimmed;
         let mut list_item = false;
-        while let Some(r) = rest.strip_prefix("- ").or_else(|| (rest == "-").then_some("")) {
+        while let Some(r) = rest
+            .strip_prefix("- ")
+            .or_else(|| (rest == "-").then_some(""))
+        {
             let inner = r.trim_start();
             indent += rest.len() - inner.len();
             rest = inner;
@@ -93,8 +96,7 @@ pub fn locate(text: &str, path: &str) -> Option<usize> {
         let (offset, _) = block
             .iter()
             .enumerate()
-            .filter(|(_, e)| e.indent == level && e.key == Some(seg) && !e.list_item)
-            .last()?;
+            .rfind(|(_, e)| e.indent == level && e.key == Some(seg) && !e.list_item)?;
         let idx = range.start + offset;
         found = Some(es[idx].line + 1);
         let end = (idx + 1..range.end)
@@ -206,16 +208,28 @@ extraConfig: |
         assert_eq!(locate(VALUES, "encryption.type"), Some(6));
         assert_eq!(locate(VALUES, "hubble.relay.enabled"), Some(9));
         assert_eq!(locate(VALUES, "hubble.ui.enabled"), Some(11));
-        assert_eq!(locate(VALUES, "quoted.key"), None, "a dot inside a key is not a path");
+        assert_eq!(
+            locate(VALUES, "quoted.key"),
+            None,
+            "a dot inside a key is not a path"
+        );
         assert_eq!(locate(VALUES, "hubble.enabled"), None);
-        assert_eq!(locate(VALUES, "type"), None, "nested keys are not top-level ones");
+        assert_eq!(
+            locate(VALUES, "type"),
+            None,
+            "nested keys are not top-level ones"
+        );
         // The last of a repeated key is the one that counts.
         assert_eq!(locate("a: 1\nb: 2\na: 3\n", "a"), Some(3));
     }
 
     #[test]
     fn duplicates_are_found_per_mapping_and_block_scalars_are_text() {
-        assert!(duplicate_keys(VALUES).is_empty(), "{:?}", duplicate_keys(VALUES));
+        assert!(
+            duplicate_keys(VALUES).is_empty(),
+            "{:?}",
+            duplicate_keys(VALUES)
+        );
         assert_eq!(
             duplicate_keys("a: 1\na: 2\n"),
             [Duplicate {
