@@ -37,6 +37,7 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<u8> {
         None => StateSource::Generate,
     };
     opts.emit_state = args.emit_state.clone();
+    opts.libclang = args.libclang.clone();
     opts.verify = !args.no_verify;
     opts.progress = true;
     if let Some(j) = args.jobs {
@@ -133,6 +134,14 @@ pub fn render(r: &CompileReport) -> String {
     for p in &r.programs {
         let status = if p.compiled { "compiled" } else { "FAILED" };
         let _ = writeln!(out, "\n{:<12} {status} in {:.0} ms", p.name, p.wall_ms);
+        if !p.diagnostics.is_empty() || p.libclang_fallback.is_some() {
+            let why = p
+                .libclang_fallback
+                .as_deref()
+                .map(|w| format!(" (not libclang: {w})"))
+                .unwrap_or_default();
+            let _ = writeln!(out, "  diagnostics from {}{why}", p.diagnostics_from);
+        }
         if let Some(o) = &p.object {
             let insns: u64 = o.programs.iter().map(|x| x.insns).sum();
             let _ = writeln!(
