@@ -23,8 +23,9 @@ use std::{
 
 use clang_sys::{
     CXClientData, CXDiagnostic, CXDiagnostic_Error, CXDiagnostic_Fatal, CXDiagnostic_Ignored,
-    CXDiagnostic_Note, CXDiagnostic_Warning, CXError_Success, CXFile, CXIndex, CXSourceLocation,
-    CXString, CXTranslationUnit, CXTranslationUnit_None, SharedLibrary,
+    CXDiagnostic_Note, CXDiagnostic_Warning, CXError_Crashed, CXError_InvalidArguments,
+    CXError_Success, CXFile, CXIndex, CXSourceLocation, CXString, CXTranslationUnit,
+    CXTranslationUnit_None, SharedLibrary,
 };
 use serde::{Serialize, Serializer};
 
@@ -243,7 +244,9 @@ fn loaded_major() -> Option<u32> {
 pub fn open(mode: &Mode, toolchain: &Toolchain) -> Result<Library, String> {
     let major = toolchain.major;
     let paths = match mode {
-        Mode::Off => return Err("libclang disabled (--libclang off)".into()),
+        Mode::Off => {
+            return Err("turned off (--libclang off or PREFLIGHT_LIBCLANG=off)".into());
+        }
         Mode::Library(path) => vec![
             path.canonicalize()
                 .map_err(|e| format!("libclang {}: {e}", path.display()))?,
@@ -475,6 +478,7 @@ unsafe fn convert(d: CXDiagnostic, inclusions: &Inclusions) -> Option<Diagnostic
 
 /// Parses the job's translation unit with `lib` and returns its diagnostics in clang's order.
 /// `Err` when libclang could not parse at all (bad arguments, crash): use the text.
+#[allow(non_upper_case_globals)] // libclang's constant names, matched as patterns
 pub fn diagnostics(lib: &Library, job: &Job) -> Result<Vec<Diagnostic>, String> {
     let (source, args) = frontend_args(job);
     let c = |s: &str| CString::new(s).map_err(|_| format!("argument with a NUL byte: {s:?}"));
@@ -509,8 +513,15 @@ pub fn diagnostics(lib: &Library, job: &Job) -> Result<Vec<Diagnostic>, String> 
             if !tu.is_null() {
                 drop(Unit(tu));
             }
+            let what = match code {
+                CXError_Crashed => "libclang crashed (and recovered)",
+                CXError_InvalidArguments => "invalid arguments",
+                // What clang reports as a fatal setup error (an unknown -mcpu, a bad flag)
+                // leaves libclang without a translation unit.
+                _ => "no translation unit (a flag or target this libclang rejects)",
+            };
             return Err(format!(
-                "libclang {} could not parse {source} (CXErrorCode {code})",
+                "libclang {} could not parse {source}: {what} (CXErrorCode {code})",
                 lib.major
             ));
         }
@@ -579,7 +590,8 @@ pub fn choose(
             text,
             Source::Text,
             Some(format!(
-                "libclang {}'s front end saw no error: the failure is in code generation or                  llc, which only clang's text output reports",
+                "libclang {}'s front end saw no error: the failure is in code generation or \
+                 llc, which only clang's text output reports",
                 lib.major
             )),
         ),
