@@ -318,3 +318,141 @@ fn errors_libclang_cannot_see_keep_clangs_text() {
         );
     }
 }
+
+/// xorshift64*: deterministic, no dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        from[(self.next() % from.len() as u64) as usize]
+    }
+}
+
+/// Lines that make the diagnostics this stage meets: redefinitions across headers, undeclared
+/// identifiers, -Werror'd conversions, macro expansion notes, #warning, fatal errors.
+const FRAGMENTS: &[&str] = &[
+    "#define CALLS_MAP cilium_calls_65535",
+    "#define CALLS_MAP test_cilium_calls_65535",
+    "#ifndef MONITOR_AGGREGATION\n#define MONITOR_AGGREGATION 5\n#endif",
+    "#define MONITOR_AGGREGATION 3",
+    "#include \"a.h\"",
+    "#include \"b.h\"",
+    "#define USE(x) ((x) + CT_REPORT_INTERVAL)",
+    "static inline int f(void) { return USE(1); }",
+    "static inline unsigned int g(unsigned long long v) { return v; }",
+    "static inline int h(int a) { int a2 = a; return a2 + UNDECLARED; }",
+    "#warning this is a warning",
+    "#if 0\n#include \"missing.h\"\n#endif",
+    "#include \"missing.h\"",
+    "int shadowed; static inline int s(int shadowed) { return shadowed; }",
+    "typedef unknown_t t;",
+    "static int unused_fn(void) { return 0; }",
+    "",
+];
+
+#[test]
+fn differential_fuzz_text_parser_against_libclang() {
+    if !have(19) || !have(16) {
+        return;
+    }
+    let iterations: usize = std::env::var("LIBCLANG_FUZZ_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
+    let mut rng = Rng(0x5eed_1ab5);
+    let libs = [16, 19].map(|major| {
+        let t = compile::toolchain::inspect(Path::new(&format!("/usr/bin/clang-{major}"))).unwrap();
+        libclang::open(&Mode::Auto, &t).unwrap()
+    });
+    let (mut compared, mut with_errors) = (0, 0);
+    for i in 0..iterations {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a.h", "b.h"] {
+            let lines: Vec<&str> = (0..1 + rng.next() % 4)
+                .map(|_| rng.pick(FRAGMENTS))
+                // A header never includes itself (endless recursion is not a case we meet).
+                .filter(|l| !l.contains(&format!("\"{name}\"")))
+                .collect();
+            std::fs::write(dir.path().join(name), lines.join("\n") + "\n").unwrap();
+        }
+        let source: Vec<&str> = (0..1 + rng.next() % 6)
+            .map(|_| rng.pick(FRAGMENTS))
+            .collect();
+        let lib = &libs[i % 2];
+        let clang = format!("/usr/bin/clang-{}", lib.major);
+        // -Werror on half the programs, so plain warnings are compared too.
+        let werror = if i % 4 < 2 { "-Werror" } else { "-Wno-error" };
+        let flags = [
+            "-Wall",
+            "-Wextra",
+            werror,
+            "-Wshadow",
+            "-Wimplicit-int-conversion",
+            "-Wno-unused-function",
+            "-nostdinc",
+            "-fno-caret-diagnostics",
+        ];
+        let j = job(dir.path(), &clang, &source.join("\n"), &flags);
+        let outcome = runner::run_one(&j);
+        let text = diag::parse(&outcome.stderr);
+        if text.is_empty() {
+            continue;
+        }
+        let structured = libclang::diagnostics(lib, &j).expect("libclang parses");
+        assert_eq!(
+            keys(&text),
+            keys(&structured),
+            "iteration {i}, clang {}:\n{}\n-- a.h --\n{}\n-- b.h --\n{}",
+            lib.major,
+            source.join("\n"),
+            std::fs::read_to_string(dir.path().join("a.h")).unwrap(),
+            std::fs::read_to_string(dir.path().join("b.h")).unwrap()
+        );
+        compared += 1;
+        with_errors += usize::from(text.iter().any(Diagnostic::is_error));
+    }
+    eprintln!(
+        "differential fuzz: {iterations} programs, {compared} with diagnostics compared \
+         ({with_errors} with errors), no disagreement"
+    );
+    assert!(
+        compared > iterations / 2,
+        "too few programs with diagnostics"
+    );
+}
+
+#[test]
+fn where_the_text_is_ambiguous_libclang_is_exact() {
+    if !have(19) {
+        return;
+    }
+    // A message that itself ends in "[-W...]": the text parser cannot tell it from clang's
+    // flag suffix; libclang reports message and option separately.
+    let dir = tempfile::tempdir().unwrap();
+    let j = job(
+        dir.path(),
+        "/usr/bin/clang-19",
+        "#error boom [-Wfake]\n",
+        &[],
+    );
+    let text = diag::parse(&runner::run_one(&j).stderr);
+    assert_eq!(
+        (text[0].message.as_str(), text[0].flag.as_deref()),
+        ("boom", Some("-Wfake"))
+    );
+    let toolchain = compile::toolchain::inspect(&j.clang).unwrap();
+    let lib = libclang::open(&Mode::Auto, &toolchain).unwrap();
+    let structured = libclang::diagnostics(&lib, &j).unwrap();
+    assert_eq!(
+        (
+            structured[0].message.as_str(),
+            structured[0].flag.as_deref()
+        ),
+        ("boom [-Wfake]", None)
+    );
+}
