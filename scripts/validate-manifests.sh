@@ -11,7 +11,7 @@ trap 'rm -rf "$tmp"' EXIT
 
 "$bin" job >"$tmp/default.yaml"
 "$bin" job --namespace kube-system --no-namespace --image registry.example/preflight:1 \
-  --need tunnel-geneve --need wire-guard --ignore bpf.x --no-canaries -- --verbose \
+  --need tunnel-geneve --need wireguard --ignore bpf.x --no-canaries -- --verbose \
   >"$tmp/custom.yaml"
 
 # k8s-openapi is built with feature v1_33 (the oldest it supports); the same YAML must also be

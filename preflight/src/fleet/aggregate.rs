@@ -380,14 +380,14 @@ mod tests {
             report(
                 "a",
                 "6.12",
-                &[("base-datapath", true, &[]), ("wire-guard", true, &[])],
+                &[("base-datapath", true, &[]), ("wireguard", true, &[])],
             ),
             report(
                 "b",
                 "6.1",
                 &[
                     ("base-datapath", true, &[]),
-                    ("wire-guard", false, &["modules.wireguard"]),
+                    ("wireguard", false, &["modules.wireguard"]),
                 ],
             ),
             report(
@@ -395,7 +395,7 @@ mod tests {
                 "6.1",
                 &[
                     ("base-datapath", true, &[]),
-                    ("wire-guard", false, &["modules.wireguard"]),
+                    ("wireguard", false, &["modules.wireguard"]),
                 ],
             ),
             report(
@@ -403,7 +403,7 @@ mod tests {
                 "5.4",
                 &[
                     ("base-datapath", false, &["bpf.x", "bpf.y"]),
-                    ("wire-guard", false, &["modules.wireguard"]),
+                    ("wireguard", false, &["modules.wireguard"]),
                 ],
             ),
         ]
@@ -423,7 +423,7 @@ mod tests {
             (false, 1)
         );
         assert_eq!(
-            (cap("wire-guard").nodes_go, cap("wire-guard").nodes_no_go),
+            (cap("wireguard").nodes_go, cap("wireguard").nodes_no_go),
             (1, 3)
         );
         let groups: Vec<_> = v

@@ -41,6 +41,8 @@ pub enum Capability {
     /// bandwidthManager.enabled=true.
     BandwidthManager,
     /// encryption.type=wireguard.
+    #[serde(rename = "wireguard", alias = "wire-guard")]
+    #[value(name = "wireguard")]
     WireGuard,
     /// encryption.type=ipsec.
     Ipsec,
@@ -67,7 +69,7 @@ impl Capability {
             Self::BpfMasquerade => "bpf-masquerade",
             Self::BpfHostRouting => "bpf-host-routing",
             Self::BandwidthManager => "bandwidth-manager",
-            Self::WireGuard => "wire-guard",
+            Self::WireGuard => "wireguard",
             Self::Ipsec => "ipsec",
             Self::L7Proxy => "l7-proxy",
             Self::Netkit => "netkit",

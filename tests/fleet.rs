@@ -126,7 +126,7 @@ fn job_prints_a_daemonset_with_the_target_flags_passed_through() {
             "--namespace",
             "ops",
             "--need",
-            "wire-guard",
+            "wireguard",
             "--",
             "--ignore",
             "bpf.x",
@@ -137,7 +137,7 @@ fn job_prints_a_daemonset_with_the_target_flags_passed_through() {
     let yaml = String::from_utf8_lossy(&out.stdout);
     assert!(yaml.contains("kind: DaemonSet"), "{yaml}");
     assert!(yaml.contains("namespace: ops"), "{yaml}");
-    for arg in ["- --host-kernel", "- wire-guard", "- bpf.x", "- json-line"] {
+    for arg in ["- --host-kernel", "- wireguard", "- bpf.x", "- json-line"] {
         assert!(yaml.contains(arg), "{arg} missing: {yaml}");
     }
     assert!(!yaml.contains("privileged: true"), "{yaml}");
