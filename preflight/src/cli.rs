@@ -285,6 +285,20 @@ pub struct CompileArgs {
     /// Print benchmark figures on stderr (parallel vs sequential, overhead, peak RSS).
     #[arg(long)]
     pub bench: bool,
+    /// Print only the diagnostics figures on stderr: text parse vs libclang parse per program
+    /// that failed or warned (use with a failing scenario, e.g. --as-node --root
+    /// fixtures/compile/missing-node-config/root).
+    #[arg(long)]
+    pub bench_diagnostics: bool,
+    /// Which libclang reads the diagnostics of failed or warning compiles: auto (the one with
+    /// the compiling clang's major), off (parse clang's text output), or a library file.
+    #[arg(
+        long,
+        env = "PREFLIGHT_LIBCLANG",
+        default_value = "auto",
+        value_name = "auto|off|PATH"
+    )]
+    pub libclang: crate::compile::libclang::Mode,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
