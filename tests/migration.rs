@@ -83,17 +83,14 @@ struct Node {
     standin: PathBuf,
 }
 
+const RANCHER_DESKTOP: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../fixtures/nodes/rancher-desktop"
+);
+
 /// A fresh copy of the fixture node, with modes git cannot carry, and stand-in tools.
 fn node() -> Node {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("root");
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(FIXTURE)
-        .arg(&root)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let n = node_from(FIXTURE);
     for (p, mode) in [
         ("etc/rancher/k3s/config.yaml", 0o600),
         ("etc/rancher/k3s/k3s.yaml", 0o600),
@@ -104,8 +101,22 @@ fn node() -> Node {
         ("var/run/cilium/state/globals/node_config.h", 0o644),
         ("var/run/cilium/state/templates", 0o700),
     ] {
-        fs::set_permissions(root.join(p), fs::Permissions::from_mode(mode)).unwrap();
+        fs::set_permissions(n.root.join(p), fs::Permissions::from_mode(mode)).unwrap();
     }
+    n
+}
+
+/// A fresh copy of `fixture` with stand-in tools and flannel's links.
+fn node_from(fixture: &str) -> Node {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(fixture)
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(st.success());
     let standin = tmp.path().join("standin");
     let bin = standin.join("bin");
     fs::create_dir_all(standin.join("links")).unwrap();
@@ -119,6 +130,7 @@ fn node() -> Node {
         "sysctl",
         "modprobe",
         "firewall-cmd",
+        "rc-service",
     ] {
         fs::write(bin.join(tool), STAND_IN).unwrap();
         fs::set_permissions(bin.join(tool), fs::Permissions::from_mode(0o755)).unwrap();
@@ -804,4 +816,168 @@ snap > "$mnt/../after.txt"
         read("after.txt"),
         "tree differs after disk full + rollback\n{install}\n{rollback}"
     );
+}
+
+/// Files preflight wrote (the drop-in, the values file) or that k3s and the agent wrote under
+/// its guard (Cilium's conflist) and that somebody edited after the install: rollback restores
+/// the node but keeps each edited version under /var/lib/preflight/edited/<time>/ and says so.
+#[test]
+fn rollback_keeps_files_edited_after_the_install() {
+    let n = node();
+    let before = snapshot(&n.root);
+    let o = n.run(&install_args(), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let edits = [
+        (
+            "etc/rancher/k3s/config.yaml.d/90-preflight-cilium.yaml",
+            "node-label: [edited=by-hand]\n",
+        ),
+        (
+            "var/lib/preflight/cilium-values.yaml",
+            "hubble:\n  enabled: true\n",
+        ),
+        ("etc/cni/net.d/05-cilium.conflist", "{\"edited\": true}\n"),
+    ];
+    let mut edited = BTreeMap::new();
+    for (rel, extra) in edits {
+        let p = n.root.join(rel);
+        let mut s = fs::read_to_string(&p).unwrap();
+        s.push_str(extra);
+        fs::write(&p, &s).unwrap();
+        edited.insert(rel, s);
+    }
+    // One file left as preflight wrote it: no copy for it.
+    let untouched = "etc/systemd/system/sys-fs-bpf.mount";
+    let o = n.run(&["rollback"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    for rel in edited.keys() {
+        assert!(
+            out.contains(&format!(
+                "WARNING: /{rel} was edited after preflight wrote it: your version is kept as /var/lib/preflight/edited/"
+            )),
+            "{rel}:\n{out}"
+        );
+    }
+    assert!(!out.contains(&format!("WARNING: /{untouched}")), "{out}");
+    // Each edited version is kept byte for byte; everything else is as before the install.
+    let after = snapshot(&n.root);
+    let mut kept = BTreeMap::new();
+    let mut rest = BTreeMap::new();
+    for (k, v) in after {
+        match k.strip_prefix("var/lib/preflight/edited/") {
+            Some(tail) => {
+                if let Some((_, rel)) = tail.split_once('/')
+                    && v.starts_with("file ")
+                {
+                    kept.insert(rel.to_string(), v);
+                }
+            }
+            None if k == "var/lib/preflight" || k == "var/lib/preflight/edited" => {}
+            None => {
+                rest.insert(k, v);
+            }
+        }
+    }
+    assert_same(&before, &rest, "after rollback, edited copies aside");
+    assert_eq!(kept.len(), edited.len(), "{kept:?}");
+    for (rel, content) in &edited {
+        let v = &kept[*rel];
+        assert!(v.ends_with(content.as_str()), "{rel}: {v}");
+    }
+}
+
+/// Rancher Desktop: OpenRC, no systemd, and `flannel-backend: none` in config.yaml itself (not
+/// in a drop-in of ours), with Cilium installed by hand. The fallback must remove the Cilium
+/// release and its conflist, turn flannel on with a drop-in, and restart k3s with rc-service;
+/// rollback undoes each of these.
+#[test]
+fn fallback_on_rancher_desktop_turns_flannel_on_and_removes_cilium() {
+    let n = node_from(RANCHER_DESKTOP);
+    fs::create_dir_all(n.root.join("etc/init.d")).unwrap();
+    fs::write(
+        n.root.join("etc/init.d/k3s"),
+        "#!/sbin/openrc-run\ncommand=/usr/local/bin/k3s\n",
+    )
+    .unwrap();
+    let conflist =
+        "{\"cniVersion\":\"0.3.1\",\"name\":\"cilium\",\"plugins\":[{\"type\":\"cilium-cni\"}]}\n";
+    fs::write(n.root.join("etc/cni/net.d/05-cilium.conflist"), conflist).unwrap();
+    fs::write(n.standin.join("release-cilium"), "").unwrap();
+    let before = snapshot(&n.root);
+    let config = fs::read(n.root.join("etc/rancher/k3s/config.yaml")).unwrap();
+
+    let o = n.run(&["fallback", "flannel", "--yes"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let drop_in = fs::read_to_string(
+        n.root
+            .join("etc/rancher/k3s/config.yaml.d/89-preflight-flannel.yaml"),
+    )
+    .unwrap();
+    assert!(drop_in.contains("\nflannel-backend: vxlan\n"), "{drop_in}");
+    assert_eq!(
+        fs::read(n.root.join("etc/rancher/k3s/config.yaml")).unwrap(),
+        config,
+        "config.yaml is never rewritten"
+    );
+    assert!(!n.root.join("etc/cni/net.d/05-cilium.conflist").exists());
+    assert!(
+        !n.standin.join("release-cilium").exists(),
+        "release removed"
+    );
+    let log = n.argv_log();
+    for cmd in [
+        "helm status cilium -n kube-system -o json",
+        "helm get values cilium -n kube-system -o yaml",
+        "helm uninstall cilium -n kube-system --wait",
+        "rc-service k3s restart",
+    ] {
+        assert!(log.contains(cmd), "{cmd:?} not run:\n{log}");
+    }
+    assert!(
+        !log.contains("systemctl restart"),
+        "no systemd here:\n{log}"
+    );
+    assert!(
+        log.find("helm uninstall").unwrap() < log.find("rc-service k3s restart").unwrap(),
+        "{log}"
+    );
+
+    let o = n.run(&["rollback"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let log = n.argv_log();
+    assert!(
+        log.contains("helm upgrade --install cilium cilium --repo https://helm.cilium.io/ --namespace kube-system --values "),
+        "{log}"
+    );
+    assert_eq!(log.matches("rc-service k3s restart").count(), 2, "{log}");
+    // The stand-in helm plays the agent on reinstall (CNI binary, state dir): leave those out.
+    let after: BTreeMap<_, _> = snapshot(&n.root)
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("opt") && !k.starts_with("var/run"))
+        .collect();
+    assert_same(&before, &after, "after rolling back the fallback");
+}
+
+/// Rancher Desktop's config.yaml already turns flannel and its network policy off: the plan
+/// writes no drop-in and does not restart k3s for that; the restart it shows is OpenRC's.
+#[test]
+fn plan_on_openrc_with_flannel_already_off_needs_no_drop_in() {
+    let n = node_from(RANCHER_DESKTOP);
+    fs::create_dir_all(n.root.join("etc/init.d")).unwrap();
+    fs::write(n.root.join("etc/init.d/k3s"), "#!/sbin/openrc-run\n").unwrap();
+    let o = n.run(&["plan", "--cilium-version", "1.18.4"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(!out.contains("Write k3s drop-in"), "{out}");
+    assert!(
+        out.contains("your config already sets flannel-backend: none"),
+        "{out}"
+    );
+    assert!(
+        out.contains("rc-service k3s restart  [done: k3s config unchanged]"),
+        "{out}"
+    );
+    assert!(!out.contains("systemctl restart"), "{out}");
+    assert!(out.contains("|   binPath: /usr/libexec/cni"), "{out}");
 }

@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 
 use super::{
     PlanOptions, exec, fallback, gitops,
-    journal::{Journal, Status},
+    journal::Journal,
     node::NodeState,
     runner::{Runner, Tool},
 };
@@ -279,13 +279,11 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
         super::journal_dir(&root).display()
     );
     let result = exec.run(&plan).and_then(|()| {
-        exec.journal
-            .set_status(Status::Complete)
-            .map_err(|error| exec::StepFailure {
-                index: plan.steps.len() - 1,
-                step: "journal".into(),
-                error,
-            })
+        exec.journal.complete().map_err(|error| exec::StepFailure {
+            index: plan.steps.len() - 1,
+            step: "journal".into(),
+            error,
+        })
     });
     match result {
         Ok(()) => {
@@ -382,8 +380,20 @@ fn print_rollback(r: exec::RollbackReport) -> u8 {
     for u in &r.undone {
         println!("  undone: {u}");
     }
+    for k in &r.kept {
+        println!("  WARNING: {k}");
+        eprintln!("preflight: WARNING: {k}");
+    }
     if r.failed.is_empty() {
-        println!("Rollback complete: the node is as it was before.");
+        if r.kept.is_empty() {
+            println!("Rollback complete: the node is as it was before.");
+        } else {
+            println!(
+                "Rollback complete: the node is as it was before, plus the {} edited file(s) kept \
+                 aside above (compare them with the restored originals, then delete them).",
+                r.kept.len()
+            );
+        }
         exit::GO
     } else {
         for f in &r.failed {
@@ -424,12 +434,7 @@ pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
         }
     }
     let node = NodeState::read(&root, &runner)?;
-    let restart = node
-        .k3s
-        .as_ref()
-        .filter(|k| k.drop_in.is_some())
-        .map(|k| k.unit.clone());
-    let plan = fallback::build(&node, restart.as_deref());
+    let plan = fallback::build(&node, runner.path(Tool::Helm).is_ok());
     print!("{}", super::render(&plan, &runner));
     if !confirm(args.yes, "Apply the flannel hardening above")? {
         println!("Not confirmed; nothing changed.");
@@ -443,13 +448,11 @@ pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
         log: Box::new(|l| println!("{l}")),
     };
     let result = exec.run(&plan).and_then(|()| {
-        exec.journal
-            .set_status(Status::Complete)
-            .map_err(|error| exec::StepFailure {
-                index: plan.steps.len().saturating_sub(1),
-                step: "journal".into(),
-                error,
-            })
+        exec.journal.complete().map_err(|error| exec::StepFailure {
+            index: plan.steps.len().saturating_sub(1),
+            step: "journal".into(),
+            error,
+        })
     });
     match result {
         Ok(()) => {

@@ -81,6 +81,7 @@ impl Executor<'_> {
                 Undo::Path {
                     path: dir.clone(),
                     prior: fsops::Prior::Absent,
+                    after: None,
                 },
             )?;
             if create {
@@ -121,6 +122,7 @@ impl Executor<'_> {
                     Undo::Path {
                         path: path.clone(),
                         prior,
+                        after: Some(fsops::sha256_hex(content.as_bytes())),
                     },
                 )?;
                 fsops::write_atomic(&host, content.as_bytes(), *mode, owner)?;
@@ -210,14 +212,19 @@ impl Executor<'_> {
                     .check(Tool::Systemctl, &args(&["daemon-reload"]))?;
                 self.journal.set_state(seq, EntryState::Done)?;
             }
-            Action::Service { unit, verb } => {
+            Action::Service { unit, verb, openrc } => {
                 if let super::StepState::Done(why) = &step.state {
                     return Ok(Some(why.clone()));
                 }
-                let seq = self
-                    .journal
-                    .intent(id, Undo::Restart { unit: unit.clone() })?;
-                self.runner.check(Tool::Systemctl, &args(&[verb, unit]))?;
+                let seq = self.journal.intent(
+                    id,
+                    Undo::Restart {
+                        unit: unit.clone(),
+                        openrc: *openrc,
+                    },
+                )?;
+                let (tool, argv) = super::service_command(unit, verb, *openrc);
+                self.runner.check(tool, &argv)?;
                 self.journal.set_state(seq, EntryState::Done)?;
             }
             Action::Guard { paths, links } => {
@@ -227,7 +234,14 @@ impl Executor<'_> {
                     let seq = self.journal.next_seq();
                     let backup = self.journal.backup_path(seq, &file_name(&path));
                     let prior = fsops::capture(&self.host(&path), &backup)?;
-                    let seq = self.journal.intent(id, Undo::Path { path, prior })?;
+                    let seq = self.journal.intent(
+                        id,
+                        Undo::Path {
+                            path,
+                            prior,
+                            after: None,
+                        },
+                    )?;
                     self.journal.set_state(seq, EntryState::Done)?;
                 }
                 for name in links {
@@ -314,6 +328,49 @@ impl Executor<'_> {
                     },
                 )?;
                 self.runner.check(Tool::Helm, helm_args)?;
+                self.journal.set_state(seq, EntryState::Done)?;
+            }
+            Action::HelmUninstall {
+                release,
+                namespace,
+                kube_args,
+            } => {
+                let mut status_args = args(&["status", release, "-n", namespace, "-o", "json"]);
+                status_args.extend(kube_args.iter().cloned());
+                let status = self.runner.run(Tool::Helm, &status_args)?;
+                if !status.success() {
+                    if status.stderr.contains("not found") {
+                        return Ok(Some(format!("no Helm release {namespace}/{release}")));
+                    }
+                    bail!("helm status {release} failed: {}", status.stderr.trim());
+                }
+                let v: serde_json::Value = serde_json::from_str(&status.stdout)
+                    .context("reading `helm status -o json`")?;
+                let chart_version = v["chart"]["metadata"]["version"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                let mut get = args(&["get", "values", release, "-n", namespace, "-o", "yaml"]);
+                get.extend(kube_args.iter().cloned());
+                let values = self.runner.check(Tool::Helm, &get)?.stdout;
+                let seq = self.journal.next_seq();
+                let backup = self
+                    .journal
+                    .backup_path(seq, &format!("{release}-values.yaml"));
+                fsops::write_atomic(&backup, values.as_bytes(), 0o600, None)?;
+                let seq = self.journal.intent(
+                    id,
+                    Undo::HelmUninstalled {
+                        release: release.clone(),
+                        namespace: namespace.clone(),
+                        chart_version,
+                        values: backup,
+                        extra_args: kube_args.clone(),
+                    },
+                )?;
+                let (tool, argv) = super::command_parts(&step.action)
+                    .context("helm uninstall has a command line")?;
+                self.runner.check(tool, &argv)?;
                 self.journal.set_state(seq, EntryState::Done)?;
             }
             Action::Kubectl { args: kargs, check } => {
@@ -422,6 +479,8 @@ fn on_bpffs(path: &Path) -> bool {
 #[derive(Debug, Default)]
 pub struct RollbackReport {
     pub undone: Vec<String>,
+    /// Files edited since preflight wrote them, kept aside before being restored.
+    pub kept: Vec<String>,
     pub failed: Vec<String>,
     pub nothing_to_do: bool,
 }
@@ -441,7 +500,7 @@ pub fn rollback(root: &Path, runner: &Runner) -> anyhow::Result<RollbackReport> 
         if e.state == EntryState::Undone {
             continue;
         }
-        match undo(root, runner, &e.undo) {
+        match undo(root, runner, &e.undo, &mut report.kept) {
             Ok(Some(what)) => {
                 report
                     .undone
@@ -463,22 +522,23 @@ pub fn rollback(root: &Path, runner: &Runner) -> anyhow::Result<RollbackReport> 
             .failed
             .push(format!("systemctl daemon-reload: {err:#}"));
     }
-    let mut units: Vec<&str> = Vec::new();
+    let mut units: Vec<(&str, bool)> = Vec::new();
     for e in &entries {
-        if let Undo::Restart { unit } = &e.undo
-            && !units.contains(&unit.as_str())
+        if let Undo::Restart { unit, openrc } = &e.undo
+            && !units.iter().any(|(u, _)| u == unit)
         {
-            units.push(unit);
+            units.push((unit, *openrc));
         }
     }
-    for unit in units {
-        match runner.check(Tool::Systemctl, &args(&["restart", unit])) {
+    for (unit, openrc) in units {
+        let (tool, argv) = super::service_command(unit, "restart", openrc);
+        match runner.check(tool, &argv) {
             Ok(_) => report
                 .undone
                 .push(format!("restarted {unit} with its restored config")),
             Err(err) => report
                 .failed
-                .push(format!("systemctl restart {unit}: {err:#}")),
+                .push(format!("{}: {err:#}", runner.display(tool, &argv))),
         }
     }
     if report.failed.is_empty() {
@@ -492,10 +552,25 @@ fn host(root: &Path, node_path: &str) -> std::path::PathBuf {
 }
 
 /// One undo. Ok(Some(description)) when something was changed back.
-fn undo(root: &Path, runner: &Runner, u: &Undo) -> anyhow::Result<Option<String>> {
+fn undo(
+    root: &Path,
+    runner: &Runner,
+    u: &Undo,
+    kept: &mut Vec<String>,
+) -> anyhow::Result<Option<String>> {
     Ok(match u {
-        Undo::Path { path, prior } => {
-            fsops::restore(&host(root, path), prior)?;
+        Undo::Path { path, prior, after } => {
+            let h = host(root, path);
+            if let Some(copy) = fsops::keep_if_edited(root, path, prior, after.as_deref())? {
+                let node_copy = copy.strip_prefix(root).map_or_else(
+                    |_| copy.display().to_string(),
+                    |p| format!("/{}", p.display()),
+                );
+                kept.push(format!(
+                    "{path} was edited after preflight wrote it: your version is kept as {node_copy}"
+                ));
+            }
+            fsops::restore(&h, prior)?;
             Some(format!("{path} restored ({})", prior_label(prior)))
         }
         Undo::Moved { path, backup } => {
@@ -569,6 +644,39 @@ fn undo(root: &Path, runner: &Runner, u: &Undo) -> anyhow::Result<Option<String>
                 } else {
                     "uninstalled"
                 }
+            ))
+        }
+        Undo::HelmUninstalled {
+            release,
+            namespace,
+            chart_version,
+            values,
+            extra_args,
+        } => {
+            let mut status = args(&["status", release, "-n", namespace]);
+            status.extend(extra_args.iter().cloned());
+            if runner.run(Tool::Helm, &status)?.success() {
+                return Ok(None);
+            }
+            let mut a = args(&[
+                "upgrade",
+                "--install",
+                release,
+                "cilium",
+                "--repo",
+                super::gitops::CILIUM_HELM_REPO,
+                "--namespace",
+                namespace,
+                "--values",
+            ]);
+            a.push(values.display().to_string());
+            if !chart_version.is_empty() {
+                a.extend(args(&["--version", chart_version]));
+            }
+            a.extend(extra_args.iter().cloned());
+            runner.check(Tool::Helm, &a)?;
+            Some(format!(
+                "helm release {namespace}/{release} {chart_version} installed again with its values"
             ))
         }
         Undo::Module { name } => {

@@ -65,10 +65,11 @@ pub enum Action {
         unit: String,
     },
     DaemonReload,
-    /// `systemctl restart|reload UNIT`.
+    /// `systemctl restart|reload UNIT`, or `rc-service UNIT restart|reload` under OpenRC.
     Service {
         unit: String,
         verb: String,
+        openrc: bool,
     },
     /// Record the state of paths and links that a later program (k3s, the Cilium agent) will
     /// write, so that rollback returns them too.
@@ -86,6 +87,13 @@ pub enum Action {
         version: String,
         args: Vec<String>,
         values: gitops::CiliumValues,
+    },
+    /// `helm uninstall RELEASE` when the release exists; its chart version and values are
+    /// journaled so that rollback can install it again.
+    HelmUninstall {
+        release: String,
+        namespace: String,
+        kube_args: Vec<String>,
     },
     /// A kubectl command that must exit 0 (waits and post-checks).
     Kubectl {
@@ -215,17 +223,31 @@ fn file_state(node: &NodeState, path: &str, content: &str) -> StepState {
     }
 }
 
-/// The k3s drop-in: only the keys Cilium needs; the user's config.yaml is never rewritten.
-pub fn drop_in_text(opts: &PlanOptions) -> String {
-    let mut s = String::from(
-        "# Written by preflight for the Cilium migration; `preflight rollback` removes it.\n\
-         flannel-backend: none\n\
-         disable-network-policy: true\n",
-    );
-    if opts.kube_proxy_replacement {
-        s.push_str("disable-kube-proxy: true\n");
+/// The k3s drop-in: only the keys Cilium needs that the user's config does not already set;
+/// None when it sets them all (Rancher Desktop ships `flannel-backend: none`). The user's
+/// config.yaml is never rewritten.
+pub fn drop_in_text(k3s: &node::K3s, opts: &PlanOptions) -> Option<String> {
+    let mut keys = String::new();
+    if k3s.flannel_backend.as_deref() != Some("none") {
+        keys.push_str("flannel-backend: none\n");
     }
-    s
+    if !k3s.disable_network_policy {
+        keys.push_str("disable-network-policy: true\n");
+    }
+    if opts.kube_proxy_replacement && !k3s.disable_kube_proxy {
+        keys.push_str("disable-kube-proxy: true\n");
+    }
+    (!keys.is_empty()).then(|| {
+        format!(
+            "# Written by preflight for the Cilium migration; `preflight rollback` removes it.\n{keys}"
+        )
+    })
+}
+
+/// A service restart or reload step's title: the command it runs.
+fn service_title(node: &NodeState, unit: &str, verb: &str) -> String {
+    let (tool, args) = service_command(unit, verb, node.openrc);
+    format!("{} {}", tool.program(), args.join(" "))
 }
 
 pub fn values_for(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<gitops::CiliumValues> {
@@ -393,58 +415,74 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
         )),
     }
 
-    // 2. k3s: flannel off through a drop-in.
-    let drop_in = drop_in_text(opts);
-    let drop_in_state = match &k3s.drop_in {
-        Some(now) if *now == drop_in => StepState::Done("drop-in already in place".into()),
+    // 2. k3s: flannel off through a drop-in, unless the user's config already says so.
+    let drop_in = drop_in_text(k3s, opts);
+    let drop_in_state = match (&drop_in, &k3s.drop_in) {
+        (Some(want), Some(now)) if now == want => {
+            StepState::Done("drop-in already in place".into())
+        }
         _ => StepState::Todo,
     };
-    let k3s_changes = drop_in_state == StepState::Todo || !node.flannel_conflists.is_empty();
-    steps.push(
-        Step::new(
-            "k3s.drop-in",
-            format!("Write k3s drop-in {DROP_IN}"),
-            Action::WriteFile {
-                path: DROP_IN.into(),
-                content: drop_in.clone(),
-                mode: 0o600,
-            },
-        )
-        .changes(format!(
-            "new file {DROP_IN}: {}",
-            drop_in
-                .lines()
-                .filter(|l| !l.starts_with('#'))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-        .why(format!(
-            "k3s must stop running flannel (now: flannel-backend {}) and its network policy \
-             controller{}; a drop-in leaves your config.yaml untouched",
-            k3s.flannel_backend.as_deref().unwrap_or("vxlan (default)"),
+    let mut k3s_changes = !node.flannel_conflists.is_empty();
+    let k3s_fixes: &[&str] = if opts.kube_proxy_replacement {
+        &[
+            "k3s.flannel-backend",
+            "k3s.network-policy",
+            "k3s.kube-proxy",
+            "cni.bin-dir-versioned",
+        ]
+    } else {
+        &[
+            "k3s.flannel-backend",
+            "k3s.network-policy",
+            "cni.bin-dir-versioned",
+        ]
+    };
+    if let Some(drop_in) = &drop_in {
+        k3s_changes |= drop_in_state == StepState::Todo;
+        steps.push(
+            Step::new(
+                "k3s.drop-in",
+                format!("Write k3s drop-in {DROP_IN}"),
+                Action::WriteFile {
+                    path: DROP_IN.into(),
+                    content: drop_in.clone(),
+                    mode: 0o600,
+                },
+            )
+            .changes(format!(
+                "new file {DROP_IN}: {}",
+                drop_in
+                    .lines()
+                    .filter(|l| !l.starts_with('#'))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+            .why(format!(
+                "k3s must stop running flannel (now: flannel-backend {}) and its network policy \
+                 controller{}; a drop-in leaves your config.yaml untouched",
+                k3s.flannel_backend.as_deref().unwrap_or("vxlan (default)"),
+                if opts.kube_proxy_replacement {
+                    ", and kube-proxy (Cilium replaces it)"
+                } else {
+                    ""
+                }
+            ))
+            .undo("the drop-in is removed; config.yaml was never changed")
+            .state(drop_in_state)
+            .fixes(k3s_fixes),
+        );
+    } else {
+        notes.push(format!(
+            "k3s: your config already sets flannel-backend: none{}; no drop-in and no restart \
+             are needed for that",
             if opts.kube_proxy_replacement {
-                ", and kube-proxy (Cilium replaces it)"
+                ", disable-network-policy and disable-kube-proxy"
             } else {
-                ""
+                " and disable-network-policy"
             }
-        ))
-        .undo("the drop-in is removed; config.yaml was never changed")
-        .state(drop_in_state)
-        .fixes(if opts.kube_proxy_replacement {
-            &[
-                "k3s.flannel-backend",
-                "k3s.network-policy",
-                "k3s.kube-proxy",
-                "cni.bin-dir-versioned",
-            ]
-        } else {
-            &[
-                "k3s.flannel-backend",
-                "k3s.network-policy",
-                "cni.bin-dir-versioned",
-            ]
-        }),
-    );
+        ));
+    }
 
     // 3. leftovers: moved aside, never deleted.
     for path in &node.flannel_conflists {
@@ -523,10 +561,11 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
     steps.push(
         Step::new(
             "k3s.restart",
-            format!("systemctl restart {}", k3s.unit),
+            service_title(node, &k3s.unit, "restart"),
             Action::Service {
                 unit: k3s.unit.clone(),
                 verb: "restart".into(),
+                openrc: node.openrc,
             },
         )
         .changes(format!(
@@ -830,6 +869,12 @@ pub fn render(plan: &Plan, runner: &runner::Runner) -> String {
 
 /// The command a step runs, as it will be run.
 pub fn command_line(action: &Action, runner: &runner::Runner) -> Option<String> {
+    let (tool, args) = command_parts(action)?;
+    Some(runner.display(tool, &args))
+}
+
+/// The tool and argument vector a step runs (None for file steps).
+pub fn command_parts(action: &Action) -> Option<(runner::Tool, Vec<String>)> {
     use runner::Tool;
     let (tool, args): (Tool, Vec<String>) = match action {
         Action::DeleteLink { name } => (Tool::Ip, vec!["link".into(), "del".into(), name.clone()]),
@@ -842,8 +887,19 @@ pub fn command_line(action: &Action, runner: &runner::Runner) -> Option<String> 
             vec!["enable".into(), "--now".into(), unit.clone()],
         ),
         Action::DaemonReload => (Tool::Systemctl, vec!["daemon-reload".into()]),
-        Action::Service { unit, verb } => (Tool::Systemctl, vec![verb.clone(), unit.clone()]),
+        Action::Service { unit, verb, openrc } => service_command(unit, verb, *openrc),
         Action::Helm { args, .. } => (Tool::Helm, args.clone()),
+        Action::HelmUninstall {
+            release,
+            namespace,
+            kube_args,
+        } => {
+            let mut a: Vec<String> = ["uninstall", release, "-n", namespace, "--wait"]
+                .map(String::from)
+                .to_vec();
+            a.extend(kube_args.iter().cloned());
+            (Tool::Helm, a)
+        }
         Action::Kubectl { args, .. } => (Tool::Kubectl, args.clone()),
         Action::Modprobe { module } => (Tool::Modprobe, vec![module.clone()]),
         Action::Sysctl { key, value } => {
@@ -852,7 +908,16 @@ pub fn command_line(action: &Action, runner: &runner::Runner) -> Option<String> 
         Action::Firewall { add_args, .. } => (Tool::FirewallCmd, add_args.clone()),
         _ => return None,
     };
-    Some(runner.display(tool, &args))
+    Some((tool, args))
+}
+
+/// The command that restarts or reloads a service: systemctl, or rc-service under OpenRC.
+pub fn service_command(unit: &str, verb: &str, openrc: bool) -> (runner::Tool, Vec<String>) {
+    if openrc {
+        (runner::Tool::RcService, vec![unit.into(), verb.into()])
+    } else {
+        (runner::Tool::Systemctl, vec![verb.into(), unit.into()])
+    }
 }
 
 /// Check ids that the plan's steps fix: failures of these do not block `install`.
@@ -885,6 +950,7 @@ mod tests {
                 cluster_cidr: "10.52.0.0/16".into(),
                 server: Some("https://192.168.5.1:6443".into()),
                 drop_in: None,
+                flannel_drop_in: None,
             }),
             cni_now: None,
             cni_after: CniPaths {
@@ -898,11 +964,13 @@ mod tests {
             },
             rancher_desktop: rd,
             flannel_conflists: vec![],
+            cilium_conflists: vec![],
             stale_state: vec![],
             pins: vec![],
             links: BTreeMap::new(),
             bpffs,
             systemd: true,
+            openrc: false,
             bpffs_persisted: Some("systemd unit".into()),
             kubeconfig: None,
         }
@@ -943,7 +1011,8 @@ mod tests {
                 .iter()
                 .any(|s| s.title == "systemctl restart k3s-agent")
         );
-        let drop_in = drop_in_text(&opts);
+        let k3s = node(true, MountState::NotMounted).k3s.unwrap();
+        let drop_in = drop_in_text(&k3s, &opts).unwrap();
         assert!(drop_in.contains("disable-kube-proxy: true"));
         assert!(plan.notes.iter().any(|n| n.contains("Rancher Desktop")));
     }

@@ -28,10 +28,12 @@ pub enum Tool {
     Sysctl,
     Modprobe,
     FirewallCmd,
+    /// OpenRC's service command (Alpine, Rancher Desktop's VM: no systemd).
+    RcService,
 }
 
 impl Tool {
-    pub const ALL: [Tool; 8] = [
+    pub const ALL: [Tool; 9] = [
         Tool::Helm,
         Tool::Kubectl,
         Tool::Systemctl,
@@ -40,6 +42,7 @@ impl Tool {
         Tool::Sysctl,
         Tool::Modprobe,
         Tool::FirewallCmd,
+        Tool::RcService,
     ];
     /// The program name looked up on PATH.
     pub fn program(self) -> &'static str {
@@ -52,6 +55,7 @@ impl Tool {
             Tool::Sysctl => "sysctl",
             Tool::Modprobe => "modprobe",
             Tool::FirewallCmd => "firewall-cmd",
+            Tool::RcService => "rc-service",
         }
     }
     /// The environment variable that overrides the path, e.g. `PREFLIGHT_HELM`.
