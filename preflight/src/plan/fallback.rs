@@ -232,10 +232,11 @@ pub fn build(node: &NodeState, helm_found: bool) -> Plan {
     } else {
         notes.push("NetworkManager is not installed: no unmanaged-devices setting needed".into());
     }
+    // firewalld takes one source per rule; the IPv4 pod CIDR is flannel's VXLAN network.
     let cidr = node
         .k3s
         .as_ref()
-        .map(|k| k.cluster_cidr.clone())
+        .and_then(|k| k.cluster_cidrs.iter().find(|c| !c.contains(':')).cloned())
         .unwrap_or_else(|| "10.42.0.0/16".into());
     if node.host("/etc/firewalld").is_dir() {
         for (what, add, remove) in [

@@ -83,6 +83,9 @@ pub enum Undo {
         values: PathBuf,
         extra_args: Vec<String>,
     },
+    /// `kubectl rollout restart`: run it again once the rest is undone (the pods then get
+    /// addresses from the restored network).
+    RolloutRestart { args: Vec<String> },
     /// A kernel module loaded that was not loaded.
     Module { name: String },
     /// A sysctl changed at runtime from `prior` (None: the key did not exist yet).

@@ -86,13 +86,22 @@ pub enum Action {
         namespace: String,
         version: String,
         args: Vec<String>,
-        values: gitops::CiliumValues,
+        values: serde_json::Value,
     },
     /// `helm uninstall RELEASE` when the release exists; its chart version and values are
     /// journaled so that rollback can install it again.
     HelmUninstall {
         release: String,
         namespace: String,
+        kube_args: Vec<String>,
+    },
+    /// `kubectl rollout restart …`: journaled, and run again after a rollback.
+    RolloutRestart {
+        args: Vec<String>,
+    },
+    /// `--restart-pods`: delete every pod that is not hostNetwork and has a controller.
+    RestartPods {
+        list_args: Vec<String>,
         kube_args: Vec<String>,
     },
     /// A kubectl command that must exit 0 (waits and post-checks).
@@ -185,7 +194,7 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// Things the operator should know that are not steps.
     pub notes: Vec<String>,
-    pub values: Option<gitops::CiliumValues>,
+    pub values: Option<serde_json::Value>,
 }
 
 /// What to migrate to.
@@ -199,6 +208,12 @@ pub struct PlanOptions {
     pub namespace: String,
     pub wait_timeout_s: u64,
     pub dns_check_image: Option<String>,
+    /// Also recreate every non-hostNetwork pod that has a controller (`--restart-pods`).
+    pub restart_pods: bool,
+    /// The user's Helm values (-f, --set), merged.
+    pub user_values: serde_json::Value,
+    /// The verdict's value fixes (its values_patch), applied last.
+    pub values_fix: Option<serde_json::Value>,
 }
 
 impl Default for PlanOptions {
@@ -212,6 +227,9 @@ impl Default for PlanOptions {
             namespace: "kube-system".into(),
             wait_timeout_s: 300,
             dns_check_image: Some("busybox:1.36".into()),
+            restart_pods: false,
+            user_values: serde_json::json!({}),
+            values_fix: None,
         }
     }
 }
@@ -250,15 +268,60 @@ fn service_title(node: &NodeState, unit: &str, verb: &str) -> String {
     format!("{} {}", tool.program(), args.join(" "))
 }
 
-pub fn values_for(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<gitops::CiliumValues> {
-    let cidr = node
+/// The values file: the plan's defaults (VXLAN tunnel, cluster-pool IPAM), then the user's
+/// values (`opts.user_values`, from -f/--set) over them, then what this node requires over those
+/// (CNI dirs, the k3s pod CIDRs, the API server without kube-proxy), then the verdict's value
+/// fixes (`opts.values_fix`). Where the node overrides a value the user gave, a note says so.
+pub fn values_for(
+    node: &NodeState,
+    opts: &PlanOptions,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<serde_json::Value> {
+    use serde_json::json;
+
+    use crate::target::values;
+    let mut v = json!({
+        "routingMode": "tunnel",
+        "tunnelProtocol": "vxlan",
+        "ipam": {"mode": "cluster-pool"},
+    });
+    values::merge(&mut v, opts.user_values.clone());
+
+    // Always explicit, even when they are the chart's defaults: the file documents which dirs
+    // this node's containerd uses.
+    let mut required = json!({
+        "cni": {"binPath": node.cni_after.bin_dir, "confPath": node.cni_after.conf_dir},
+    });
+    let cidrs = node
         .k3s
         .as_ref()
-        .map(|k| k.cluster_cidr.clone())
-        .unwrap_or_else(|| "10.42.0.0/16".into());
-    let (host, port) = if opts.kube_proxy_replacement {
-        let host = match &opts.k8s_service_host {
-            Some(h) => h.clone(),
+        .map(|k| k.cluster_cidrs.clone())
+        .unwrap_or_else(|| vec!["10.42.0.0/16".into()]);
+    let (v4, v6): (Vec<String>, Vec<String>) = cidrs.into_iter().partition(|c| !c.contains(':'));
+    if values::lookup(&v, "ipam.mode").and_then(|m| m.as_str()) == Some("cluster-pool") {
+        let mut operator = serde_json::Map::new();
+        if !v4.is_empty() {
+            operator.insert("clusterPoolIPv4PodCIDRList".into(), json!(v4));
+        }
+        if !v6.is_empty() {
+            operator.insert("clusterPoolIPv6PodCIDRList".into(), json!(v6));
+        }
+        required["ipam"] = json!({"operator": operator});
+    }
+    if !v6.is_empty() {
+        // k3s is dual-stack (or IPv6-only): Cilium must hand out IPv6 addresses too.
+        required["ipv6"] = json!({"enabled": true});
+        if v4.is_empty() {
+            required["ipv4"] = json!({"enabled": false});
+        }
+    }
+    if opts.kube_proxy_replacement {
+        let host = match opts.k8s_service_host.clone().or_else(|| {
+            values::lookup(&v, "k8sServiceHost")
+                .and_then(|h| h.as_str())
+                .map(String::from)
+        }) {
+            Some(h) => h,
             None => {
                 // An agent's config names its server; otherwise the API server is local.
                 let from_server = node
@@ -277,29 +340,57 @@ pub fn values_for(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<gitops
                 })?
             }
         };
-        (Some(host), Some(opts.k8s_service_port))
-    } else {
-        (None, None)
+        let port = values::lookup(&v, "k8sServicePort")
+            .cloned()
+            .unwrap_or_else(|| json!(opts.k8s_service_port));
+        required["kubeProxyReplacement"] = json!(true);
+        required["k8sServiceHost"] = json!(host);
+        required["k8sServicePort"] = port;
+    }
+    note_overrides(&opts.user_values, &required, "", notes);
+    values::merge(&mut v, required);
+    if let Some(fix) = &opts.values_fix {
+        values::merge(&mut v, fix.clone());
+    }
+    Ok(v)
+}
+
+/// A note for every value the user gave that the node's requirements replace.
+fn note_overrides(
+    user: &serde_json::Value,
+    required: &serde_json::Value,
+    prefix: &str,
+    notes: &mut Vec<String>,
+) {
+    let (Some(u), Some(r)) = (user.as_object(), required.as_object()) else {
+        return;
     };
-    Ok(gitops::CiliumValues {
-        // Always explicit, even when they are the chart's defaults: the file documents which
-        // dirs this node's containerd uses.
-        cni: Some(gitops::CniValues {
-            bin_path: node.cni_after.bin_dir.clone(),
-            conf_path: node.cni_after.conf_dir.clone(),
-        }),
-        ipam: gitops::Ipam {
-            mode: "cluster-pool".into(),
-            operator: gitops::IpamOperator {
-                cluster_pool_ipv4_pod_cidr_list: vec![cidr],
-            },
-        },
-        routing_mode: "tunnel".into(),
-        tunnel_protocol: "vxlan".into(),
-        kube_proxy_replacement: opts.kube_proxy_replacement,
-        k8s_service_host: host,
-        k8s_service_port: port,
-    })
+    for (k, want) in r {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match u.get(k) {
+            Some(got) if got.is_object() && want.is_object() => {
+                note_overrides(got, want, &path, notes)
+            }
+            Some(got) if got != want => notes.push(format!(
+                "values: your {path}: {got} is replaced by {want}, which this node needs"
+            )),
+            _ => {}
+        }
+    }
+}
+
+/// Whether the user's values turn kube-proxy replacement on (`true`, or "true"/"strict" of
+/// older charts).
+pub fn wants_kube_proxy_replacement(user: &serde_json::Value) -> bool {
+    match crate::target::values::lookup(user, "kubeProxyReplacement") {
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(serde_json::Value::String(s)) => matches!(s.as_str(), "true" | "strict"),
+        _ => false,
+    }
 }
 
 /// kubeconfig arguments for helm and kubectl (k3s writes its admin kubeconfig on servers).
@@ -321,7 +412,7 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
             node::K3S_CONFIG
         );
     };
-    let values = values_for(node, opts)?;
+    let values = values_for(node, opts, &mut notes)?;
 
     // 1. bpffs: mounted, shared, and so after a reboot too.
     let unit_name = "sys-fs-bpf.mount".to_string();
@@ -415,15 +506,20 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
         )),
     }
 
-    // 2. k3s: flannel off through a drop-in, unless the user's config already says so.
-    let drop_in = drop_in_text(k3s, opts);
+    // 2. k3s: flannel off through a drop-in, unless the user's config already says so. These
+    // are server keys: an agent takes flannel's settings from its server.
+    let drop_in = if k3s.agent {
+        None
+    } else {
+        drop_in_text(k3s, opts)
+    };
     let drop_in_state = match (&drop_in, &k3s.drop_in) {
         (Some(want), Some(now)) if now == want => {
             StepState::Done("drop-in already in place".into())
         }
         _ => StepState::Todo,
     };
-    let mut k3s_changes = !node.flannel_conflists.is_empty();
+    let mut k3s_changes = !node.flannel_conflists.is_empty() || k3s.agent;
     let k3s_fixes: &[&str] = if opts.kube_proxy_replacement {
         &[
             "k3s.flannel-backend",
@@ -472,6 +568,19 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
             .state(drop_in_state)
             .fixes(k3s_fixes),
         );
+    } else if k3s.agent {
+        notes.push(format!(
+            "agent node ({}{}): flannel-backend, disable-network-policy and disable-kube-proxy are \
+             server settings, and the Helm release is cluster-wide. Migrate the server(s) first \
+             (`preflight install` there); the Cilium DaemonSet then lands on every node, this one \
+             included. This plan only clears this node's flannel leftovers and restarts the agent; \
+             it runs no helm and no kubectl here",
+            k3s.unit,
+            k3s.server
+                .as_deref()
+                .map(|s| format!(", server {s}"))
+                .unwrap_or_default()
+        ));
     } else {
         notes.push(format!(
             "k3s: your config already sets flannel-backend: none{}; no drop-in and no restart \
@@ -572,8 +681,20 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
             "{} restarts without flannel; running pods keep running",
             k3s.unit
         ))
-        .why("k3s reads its config only at start")
+        .why(if k3s.agent {
+            "the agent takes flannel's settings from the server when it starts: once the server \
+             runs with flannel-backend: none, a restart stops flannel here"
+        } else {
+            "k3s reads its config only at start"
+        })
         .undo("restarted again once its config is restored (flannel comes back)")
+        .fixes(if k3s.agent {
+            // Server settings: on an agent they are fixed by the server's migration, which
+            // the agent picks up when it restarts.
+            k3s_fixes
+        } else {
+            &[]
+        })
         .state(if k3s_changes {
             StepState::Todo
         } else {
@@ -635,7 +756,7 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
     }
 
     // 6. Helm.
-    let values_yaml = values.to_yaml();
+    let values_yaml = gitops::values_yaml(&values);
     steps.push(
         Step::new(
             "helm.values",
@@ -698,27 +819,90 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
         v
     };
     let ns = opts.namespace.as_str();
-    for (id, what) in [
-        ("wait.cilium", "daemonset/cilium"),
-        ("wait.coredns", "deployment/coredns"),
-    ] {
+    steps.push(
+        Step::new(
+            "wait.cilium",
+            "Wait for daemonset/cilium",
+            Action::Kubectl {
+                args: kubectl(&["-n", ns, "rollout", "status", "daemonset/cilium", &timeout]),
+                check: PostCheck::ExitZero,
+            },
+        )
+        .changes("nothing")
+        .why("every node's agent must come up")
+        .undo("nothing to undo"),
+    );
+    // Pods started under flannel keep their flannel IPs and routes (cni0 is gone): nothing
+    // restarts them by itself. CoreDNS is restarted always; the rest only when asked.
+    steps.push(
+        Step::new(
+            "pods.restart-coredns",
+            "Restart CoreDNS onto Cilium",
+            Action::RolloutRestart {
+                args: kubectl(&[
+                    "-n",
+                    "kube-system",
+                    "rollout",
+                    "restart",
+                    "deployment/coredns",
+                ]),
+            },
+        )
+        .changes("CoreDNS pods are replaced (a rolling restart: DNS stays served)")
+        .why(
+            "CoreDNS still has the IP flannel gave it, on a bridge that was deleted: new pods \
+             could not resolve names until it is recreated with a Cilium-managed IP",
+        )
+        .undo("restarted again after rollback, so it gets a flannel IP again"),
+    );
+    steps.push(
+        Step::new(
+            "wait.coredns",
+            "Wait for deployment/coredns",
+            Action::Kubectl {
+                args: kubectl(&[
+                    "-n",
+                    "kube-system",
+                    "rollout",
+                    "status",
+                    "deployment/coredns",
+                    &timeout,
+                ]),
+                check: PostCheck::ExitZero,
+            },
+        )
+        .changes("nothing")
+        .why("the restarted CoreDNS pods must be ready, now with Cilium-managed IPs")
+        .undo("nothing to undo"),
+    );
+    // `|`-separated: a field that is not set (hostNetwork, ownerReferences) prints as nothing.
+    let listing = "{range .items[*]}{.metadata.namespace}|{.metadata.name}|{.spec.hostNetwork}|{.metadata.ownerReferences[0].kind}{\"\\n\"}{end}";
+    if opts.restart_pods {
         steps.push(
             Step::new(
-                id,
-                format!("Wait for {what}"),
-                Action::Kubectl {
-                    args: kubectl(&["-n", ns, "rollout", "status", what, &timeout]),
-                    check: PostCheck::ExitZero,
+                "pods.restart-others",
+                "Recreate the other pods that still use flannel's network",
+                Action::RestartPods {
+                    list_args: kubectl(&["get", "pods", "--all-namespaces", "-o", &format!("jsonpath={listing}")]),
+                    kube_args: kube_args(node),
                 },
             )
-            .changes("nothing")
-            .why(if id == "wait.cilium" {
-                "every node's agent must come up"
-            } else {
-                "CoreDNS pods get new, Cilium-managed IPs"
-            })
-            .undo("nothing to undo"),
+            .changes(
+                "every pod that is not hostNetwork and has a controller (Deployment, DaemonSet, \
+                 StatefulSet, Job…) is deleted so that its controller recreates it under Cilium; \
+                 pods without a controller are listed, not deleted",
+            )
+            .why("--restart-pods: those pods keep flannel IPs and cannot reach Cilium-managed pods")
+            .undo("not undone: the pods are recreated, not changed; after a rollback restart them again the same way"),
         );
+    } else {
+        notes.push(format!(
+            "pods other than CoreDNS keep their flannel IPs until they are recreated. List them: \
+             `kubectl get pods -A -o 'jsonpath={listing}'` (namespace|name|hostNetwork|owner); \
+             the ones that are not hostNetwork need a restart, e.g. `kubectl -n NS rollout restart \
+             deployment/NAME`. `preflight install --restart-pods` deletes every such pod that has \
+             a controller (which recreates it) and lists the ones without"
+        ));
     }
     let status_bin = if version_at_least(&opts.cilium_version, 1, 15) {
         "cilium-dbg"
@@ -800,11 +984,29 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
                 .into(),
         );
     }
-    notes.push(
-        "the Kubernetes steps run helm and kubectl as found on PATH (or --helm/--kubectl); \
-         preflight does not talk to the API itself"
-            .into(),
-    );
+    if k3s.agent {
+        // No admin kubeconfig and no cluster-wide install from an agent: the server's plan
+        // does the Kubernetes side (helm, waits, pod restarts, post-checks).
+        steps.retain(|s| {
+            !["helm.", "wait.", "post.", "pods."]
+                .iter()
+                .any(|p| s.id.starts_with(p))
+        });
+        notes.retain(|n| !n.starts_with("pods other than CoreDNS"));
+    } else {
+        notes.push(
+            "multi-node clusters: run this install on one server; the Helm release is cluster-wide \
+             and the Cilium DaemonSet lands on every node. Then run `preflight install` on each \
+             other node: there it only clears flannel's leftovers (conflists, flannel.1, cni0) \
+             and restarts k3s; until then pods on those nodes keep flannel's routes"
+                .into(),
+        );
+        notes.push(
+            "the Kubernetes steps run helm and kubectl as found on PATH (or --helm/--kubectl); \
+             preflight does not talk to the API itself"
+                .into(),
+        );
+    }
     Ok(Plan {
         title: format!(
             "Migrate {} from flannel to Cilium {}",
@@ -900,7 +1102,10 @@ pub fn command_parts(action: &Action) -> Option<(runner::Tool, Vec<String>)> {
             a.extend(kube_args.iter().cloned());
             (Tool::Helm, a)
         }
-        Action::Kubectl { args, .. } => (Tool::Kubectl, args.clone()),
+        Action::Kubectl { args, .. } | Action::RolloutRestart { args } => {
+            (Tool::Kubectl, args.clone())
+        }
+        Action::RestartPods { list_args, .. } => (Tool::Kubectl, list_args.clone()),
         Action::Modprobe { module } => (Tool::Modprobe, vec![module.clone()]),
         Action::Sysctl { key, value } => {
             (Tool::Sysctl, vec!["-w".into(), format!("{key}={value}")])
@@ -918,6 +1123,29 @@ pub fn service_command(unit: &str, verb: &str, openrc: bool) -> (runner::Tool, V
     } else {
         (runner::Tool::Systemctl, vec![verb.into(), unit.into()])
     }
+}
+
+/// Every external tool the plan's steps (and their undo) run, including the queries a step
+/// makes before it changes anything (`ip -j addr show`, `systemctl is-active`, `helm status`).
+pub fn tools_needed(plan: &Plan) -> std::collections::BTreeSet<runner::Tool> {
+    use runner::Tool;
+    let mut tools = std::collections::BTreeSet::new();
+    for s in &plan.steps {
+        match &s.action {
+            Action::Guard { links, .. } if !links.is_empty() => {
+                tools.insert(Tool::Ip);
+            }
+            Action::EnableUnit { .. } => {
+                tools.insert(Tool::Systemctl);
+            }
+            action => {
+                if let Some((tool, _)) = command_parts(action) {
+                    tools.insert(tool);
+                }
+            }
+        }
+    }
+    tools
 }
 
 /// Check ids that the plan's steps fix: failures of these do not block `install`.
@@ -947,8 +1175,9 @@ mod tests {
                 flannel_backend: None,
                 disable_network_policy: false,
                 disable_kube_proxy: false,
-                cluster_cidr: "10.52.0.0/16".into(),
+                cluster_cidrs: vec!["10.52.0.0/16".into()],
                 server: Some("https://192.168.5.1:6443".into()),
+                agent: true,
                 drop_in: None,
                 flannel_drop_in: None,
             }),
@@ -994,14 +1223,29 @@ mod tests {
         )
         .unwrap();
         let values = plan.values.clone().unwrap();
-        assert_eq!(values.cni.unwrap().bin_path, "/usr/libexec/cni");
-        assert_eq!(values.k8s_service_host.as_deref(), Some("192.168.5.1"));
+        assert_eq!(values["cni"]["binPath"], "/usr/libexec/cni");
+        assert_eq!(values["k8sServiceHost"], "192.168.5.1");
         assert_eq!(
-            values.ipam.operator.cluster_pool_ipv4_pod_cidr_list,
-            vec!["10.52.0.0/16"]
+            values["ipam"]["operator"]["clusterPoolIPv4PodCIDRList"],
+            serde_json::json!(["10.52.0.0/16"])
         );
         let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
         assert!(ids.contains(&"bpffs.shared"), "{ids:?}");
+        // An agent: no server-only keys, no helm, no kubectl; the server goes first.
+        assert!(!ids.contains(&"k3s.drop-in"), "{ids:?}");
+        assert!(
+            !ids.iter().any(|i| i.starts_with("helm.")
+                || i.starts_with("wait.")
+                || i.starts_with("post.")),
+            "{ids:?}"
+        );
+        assert!(
+            plan.notes
+                .iter()
+                .any(|n| n.contains("Migrate the server(s) first")),
+            "{:?}",
+            plan.notes
+        );
         assert!(
             !ids.contains(&"bpffs.persist"),
             "already persisted: {ids:?}"
@@ -1011,10 +1255,63 @@ mod tests {
                 .iter()
                 .any(|s| s.title == "systemctl restart k3s-agent")
         );
-        let k3s = node(true, MountState::NotMounted).k3s.unwrap();
+        let mut k3s = node(true, MountState::NotMounted).k3s.unwrap();
+        k3s.agent = false;
         let drop_in = drop_in_text(&k3s, &opts).unwrap();
         assert!(drop_in.contains("disable-kube-proxy: true"));
         assert!(plan.notes.iter().any(|n| n.contains("Rancher Desktop")));
+    }
+
+    #[test]
+    fn dual_stack_cidrs_go_to_their_own_lists_whatever_the_order() {
+        for cidrs in [
+            ["10.42.0.0/16", "2001:cafe:42::/56"],
+            ["2001:cafe:42::/56", "10.42.0.0/16"],
+        ] {
+            let mut n = node(false, MountState::NotMounted);
+            if let Some(k) = n.k3s.as_mut() {
+                k.cluster_cidrs = cidrs.iter().map(|s| s.to_string()).collect();
+            }
+            let mut notes = Vec::new();
+            let v = values_for(&n, &PlanOptions::default(), &mut notes).unwrap();
+            let op = &v["ipam"]["operator"];
+            assert_eq!(
+                op["clusterPoolIPv4PodCIDRList"],
+                serde_json::json!(["10.42.0.0/16"])
+            );
+            assert_eq!(
+                op["clusterPoolIPv6PodCIDRList"],
+                serde_json::json!(["2001:cafe:42::/56"])
+            );
+            assert_eq!(v["ipv6"]["enabled"], true);
+        }
+    }
+
+    #[test]
+    fn user_values_stay_node_requirements_win_with_a_note() {
+        let n = node(true, MountState::NotMounted);
+        let opts = PlanOptions {
+            user_values: serde_json::json!({
+                "routingMode": "native",
+                "hubble": {"relay": {"enabled": true}},
+                "cni": {"binPath": "/opt/cni/bin"},
+            }),
+            values_fix: Some(serde_json::json!({"bpf": {"masquerade": false}})),
+            ..PlanOptions::default()
+        };
+        let mut notes = Vec::new();
+        let v = values_for(&n, &opts, &mut notes).unwrap();
+        assert_eq!(v["routingMode"], "native", "the user's choice stays");
+        assert_eq!(v["hubble"]["relay"]["enabled"], true);
+        assert_eq!(v["cni"]["binPath"], "/usr/libexec/cni");
+        assert_eq!(
+            v["bpf"]["masquerade"], false,
+            "the verdict's fix is applied"
+        );
+        assert!(
+            notes.iter().any(|n| n.contains("your cni.binPath")),
+            "{notes:?}"
+        );
     }
 
     #[test]

@@ -73,8 +73,12 @@ pub struct K3s {
     pub flannel_backend: Option<String>,
     pub disable_network_policy: bool,
     pub disable_kube_proxy: bool,
-    pub cluster_cidr: String,
+    /// Every `cluster-cidr` (dual-stack gives an IPv4 and an IPv6 one, in either order).
+    pub cluster_cidrs: Vec<String>,
     pub server: Option<String>,
+    /// An agent (k3s-agent service, or a `server:` URL and no k3s server service): it takes
+    /// flannel's settings from the server and has no admin kubeconfig.
+    pub agent: bool,
     /// Our drop-in's current content, if present.
     pub drop_in: Option<String>,
     /// The fallback's flannel drop-in, if present.
@@ -284,10 +288,20 @@ fn read_k3s(root: &Path) -> anyhow::Result<Option<K3s>> {
         flannel_backend: merged.flannel_backend,
         disable_network_policy: merged.disable_network_policy.unwrap_or(false),
         disable_kube_proxy: merged.disable_kube_proxy.unwrap_or(false),
-        cluster_cidr: merged
+        cluster_cidrs: merged
             .cluster_cidr
-            .map(|c| c.split(',').next().unwrap_or(&c).to_string())
-            .unwrap_or_else(|| "10.42.0.0/16".into()),
+            .map(|c| {
+                c.split(',')
+                    .map(|p| p.trim().to_string())
+                    .filter(|p| !p.is_empty())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| vec!["10.42.0.0/16".into()]),
+        agent: unit == "k3s-agent"
+            || (merged.server.is_some()
+                && !host("/etc/systemd/system/k3s.service").exists()
+                && !host("/etc/init.d/k3s").exists()),
         server: merged.server,
         drop_in: fs::read_to_string(host(DROP_IN)).ok(),
         flannel_drop_in: fs::read_to_string(host(FLANNEL_DROP_IN)).ok(),
