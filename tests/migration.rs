@@ -1396,3 +1396,26 @@ snap > "$out/after.txt"
     assert!(install.contains("Rollback complete"), "{install}");
     assert_eq!(read("before.txt"), read("after.txt"), "{install}");
 }
+
+/// flannel-backend: none in a user drop-in that sorts after preflight's flannel drop-in: an
+/// override cannot win, so the fallback stops with exit 1 and says what to change.
+#[test]
+fn fallback_refuses_when_a_later_drop_in_keeps_flannel_off() {
+    let n = node();
+    fs::create_dir_all(n.root.join("etc/rancher/k3s/config.yaml.d")).unwrap();
+    fs::write(
+        n.root.join("etc/rancher/k3s/config.yaml.d/95-cni.yaml"),
+        "flannel-backend: none\n",
+    )
+    .unwrap();
+    let before = snapshot(&n.root);
+    let o = n.run(&["fallback", "flannel", "--yes"], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("95-cni.yaml sets flannel-backend: none"),
+        "{out}"
+    );
+    assert!(out.contains("Remove that line"), "{out}");
+    assert_same(&before, &snapshot(&n.root), "refused fallback");
+}

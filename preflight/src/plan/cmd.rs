@@ -449,7 +449,7 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
         "\nExecuting (journal: {})",
         super::journal_dir(&root).display()
     );
-    let result = exec.run(&plan).and_then(|()| {
+    let result = exec.run(plan).and_then(|()| {
         exec.journal.complete().map_err(|error| exec::StepFailure {
             index: plan.steps.len() - 1,
             step: "journal".into(),
@@ -608,6 +608,29 @@ pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
         }
     }
     let node = NodeState::read(&root, &runner)?;
+    // Our flannel drop-in wins over config.yaml and drop-ins that sort before it; one that
+    // sorts after it would keep flannel off: say exactly what to change instead.
+    if let Some(k3s) = &node.k3s
+        && k3s.flannel_backend.as_deref() == Some("none")
+        && let Some(from) = &k3s.flannel_backend_from
+        && Path::new(from).parent()
+            == Some(&root.join(super::node::K3S_CONFIG_D.trim_start_matches('/')))
+        && Path::new(from)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            > Path::new(super::node::FLANNEL_DROP_IN)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+    {
+        println!(
+            "Cannot turn flannel back on: {from} sets flannel-backend: none and sorts after \
+             preflight's drop-in {}, so it would win. Remove that line (or set \
+             flannel-backend: vxlan there), then run `preflight fallback flannel` again; nothing \
+             was changed.",
+            super::node::FLANNEL_DROP_IN
+        );
+        return Ok(exit::NO_GO);
+    }
     let plan = fallback::build(&node, runner.path(Tool::Helm).is_ok());
     print!("{}", super::render(&plan, &runner));
     check_tools(&runner, &plan, &node)?;

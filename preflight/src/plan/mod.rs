@@ -1032,12 +1032,12 @@ pub fn version_at_least(v: &str, major: u64, minor: u64) -> bool {
 pub fn render(plan: &Plan, runner: &runner::Runner) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}", plan.title);
-    let todo = plan
+    let done = plan
         .steps
         .iter()
-        .filter(|s| s.state != StepState::Todo)
+        .filter(|s| matches!(s.state, StepState::Done(_)))
         .count();
-    let _ = writeln!(out, "{} steps ({} already done)\n", plan.steps.len(), todo);
+    let _ = writeln!(out, "{} steps ({} already done)\n", plan.steps.len(), done);
     for (i, s) in plan.steps.iter().enumerate() {
         let tag = match &s.state {
             StepState::Todo => "todo".to_string(),
@@ -1148,14 +1148,6 @@ pub fn tools_needed(plan: &Plan) -> std::collections::BTreeSet<runner::Tool> {
     tools
 }
 
-/// Check ids that the plan's steps fix: failures of these do not block `install`.
-pub fn fixed_check_ids(plan: &Plan) -> Vec<String> {
-    plan.steps
-        .iter()
-        .flat_map(|s| s.fixes.iter().cloned())
-        .collect()
-}
-
 /// Helper for commands: the state dir of a root, for messages.
 pub fn journal_dir(root: &Path) -> std::path::PathBuf {
     journal::Journal::dir_for(root)
@@ -1173,6 +1165,7 @@ mod tests {
             k3s: Some(node::K3s {
                 unit: "k3s-agent".into(),
                 flannel_backend: None,
+                flannel_backend_from: None,
                 disable_network_policy: false,
                 disable_kube_proxy: false,
                 cluster_cidrs: vec!["10.52.0.0/16".into()],

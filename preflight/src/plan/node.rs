@@ -79,6 +79,8 @@ pub struct K3s {
     /// An agent (k3s-agent service, or a `server:` URL and no k3s server service): it takes
     /// flannel's settings from the server and has no admin kubeconfig.
     pub agent: bool,
+    /// The file (host path) whose `flannel-backend` wins, if any sets it.
+    pub flannel_backend_from: Option<String>,
     /// Our drop-in's current content, if present.
     pub drop_in: Option<String>,
     /// The fallback's flannel drop-in, if present.
@@ -274,6 +276,7 @@ fn read_k3s(root: &Path) -> anyhow::Result<Option<K3s>> {
     // The same merge the node facts use (later files win, `key+:` appends); unlike them, a
     // file that does not parse stops the plan: we would otherwise plan from half a config.
     let mut merged = k3s::K3sFacts::default();
+    let mut flannel_backend_from = None;
     for f in files {
         let text = match fs::read_to_string(&f) {
             Ok(t) => t,
@@ -281,11 +284,20 @@ fn read_k3s(root: &Path) -> anyhow::Result<Option<K3s>> {
             Err(e) => return Err(e).with_context(|| format!("reading {}", f.display())),
         };
         let doc = k3s::parse(&text).map_err(|why| anyhow::anyhow!("{}:{why}", f.display()))?;
+        let was = merged.flannel_backend.clone();
         k3s::apply(&mut merged, &doc);
+        if merged.flannel_backend != was
+            || text
+                .lines()
+                .any(|l| l.trim_start().starts_with("flannel-backend"))
+        {
+            flannel_backend_from = Some(f.display().to_string());
+        }
     }
     Ok(Some(K3s {
         unit: unit.into(),
         flannel_backend: merged.flannel_backend,
+        flannel_backend_from,
         disable_network_policy: merged.disable_network_policy.unwrap_or(false),
         disable_kube_proxy: merged.disable_kube_proxy.unwrap_or(false),
         cluster_cidrs: merged
