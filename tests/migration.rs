@@ -59,16 +59,20 @@ helm)
 kubectl)
   case "$*" in
   *" logs "*) printf '%s\n' "$STANDIN_AGENT_LOG" ;;
+  *hostNetwork*) printf '%s\n' "kube-system|cilium-x7k2p|true|DaemonSet" "default|web-0||ReplicaSet" "default|scratch||" ;;
   *jsonpath*) echo "kube-system/coredns-7b98449c4-x2x9v Running 10.42.0.17"; echo "default/web-0 Pending" ;;
   esac
   exit 0 ;;
 systemctl)
   case "$1" in
-  is-active|is-enabled) exit 1 ;;
+  is-active|is-enabled)
+    if [ -n "$STANDIN_ACTIVE" ] && [[ "$*" == *"$STANDIN_ACTIVE"* ]]; then exit 0; fi
+    exit 1 ;;
   restart)
     # k3s regenerates containerd's config on start: with flannel off it drops its CNI dirs.
     cfg="$STANDIN_ROOT/var/lib/rancher/k3s/agent/etc/containerd/config.toml"
-    if [ -f "$STANDIN_ROOT/etc/rancher/k3s/config.yaml.d/90-preflight-cilium.yaml" ] && [ -f "$cfg" ]; then
+    # An agent does the same once its server runs without flannel (STANDIN_SERVER_MIGRATED).
+    if { [ -f "$STANDIN_ROOT/etc/rancher/k3s/config.yaml.d/90-preflight-cilium.yaml" ] || [ -n "$STANDIN_SERVER_MIGRATED" ]; } && [ -f "$cfg" ]; then
       sed -i -e 's|bin_dir = .*|bin_dir = "/opt/cni/bin"|' -e 's|conf_dir = .*|conf_dir = "/etc/cni/net.d"|' "$cfg"
     fi ;;
   esac
@@ -83,17 +87,14 @@ struct Node {
     standin: PathBuf,
 }
 
+const RANCHER_DESKTOP: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../fixtures/nodes/rancher-desktop"
+);
+
 /// A fresh copy of the fixture node, with modes git cannot carry, and stand-in tools.
 fn node() -> Node {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("root");
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(FIXTURE)
-        .arg(&root)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let n = node_from(FIXTURE);
     for (p, mode) in [
         ("etc/rancher/k3s/config.yaml", 0o600),
         ("etc/rancher/k3s/k3s.yaml", 0o600),
@@ -104,8 +105,22 @@ fn node() -> Node {
         ("var/run/cilium/state/globals/node_config.h", 0o644),
         ("var/run/cilium/state/templates", 0o700),
     ] {
-        fs::set_permissions(root.join(p), fs::Permissions::from_mode(mode)).unwrap();
+        fs::set_permissions(n.root.join(p), fs::Permissions::from_mode(mode)).unwrap();
     }
+    n
+}
+
+/// A fresh copy of `fixture` with stand-in tools and flannel's links.
+fn node_from(fixture: &str) -> Node {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(fixture)
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(st.success());
     let standin = tmp.path().join("standin");
     let bin = standin.join("bin");
     fs::create_dir_all(standin.join("links")).unwrap();
@@ -119,6 +134,7 @@ fn node() -> Node {
         "sysctl",
         "modprobe",
         "firewall-cmd",
+        "rc-service",
     ] {
         fs::write(bin.join(tool), STAND_IN).unwrap();
         fs::set_permissions(bin.join(tool), fs::Permissions::from_mode(0o755)).unwrap();
@@ -364,13 +380,13 @@ fn emit_gitops_writes_values_and_an_argo_cd_application() {
     assert_eq!(app.kind, "Application");
     assert_eq!(app.spec.source.target_revision, "1.17.6");
     assert_eq!(app.spec.destination.namespace, "kube-system");
-    let values: preflight::plan::gitops::CiliumValues =
+    let values: serde_json::Value =
         serde_norway::from_str(&fs::read_to_string(dir.join("cilium-values.yaml")).unwrap())
             .unwrap();
     assert_eq!(values, app.spec.source.helm.values_object);
     assert_eq!(
-        values.ipam.operator.cluster_pool_ipv4_pod_cidr_list,
-        vec!["10.42.0.0/16"]
+        values["ipam"]["operator"]["clusterPoolIPv4PodCIDRList"],
+        serde_json::json!(["10.42.0.0/16"])
     );
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
@@ -804,4 +820,602 @@ snap > "$mnt/../after.txt"
         read("after.txt"),
         "tree differs after disk full + rollback\n{install}\n{rollback}"
     );
+}
+
+/// Files preflight wrote (the drop-in, the values file) or that k3s and the agent wrote under
+/// its guard (Cilium's conflist) and that somebody edited after the install: rollback restores
+/// the node but keeps each edited version under /var/lib/preflight/edited/<time>/ and says so.
+#[test]
+fn rollback_keeps_files_edited_after_the_install() {
+    let n = node();
+    let before = snapshot(&n.root);
+    let o = n.run(&install_args(), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let edits = [
+        (
+            "etc/rancher/k3s/config.yaml.d/90-preflight-cilium.yaml",
+            "node-label: [edited=by-hand]\n",
+        ),
+        (
+            "var/lib/preflight/cilium-values.yaml",
+            "hubble:\n  enabled: true\n",
+        ),
+        ("etc/cni/net.d/05-cilium.conflist", "{\"edited\": true}\n"),
+    ];
+    let mut edited = BTreeMap::new();
+    for (rel, extra) in edits {
+        let p = n.root.join(rel);
+        let mut s = fs::read_to_string(&p).unwrap();
+        s.push_str(extra);
+        fs::write(&p, &s).unwrap();
+        edited.insert(rel, s);
+    }
+    // One file left as preflight wrote it: no copy for it.
+    let untouched = "etc/systemd/system/sys-fs-bpf.mount";
+    let o = n.run(&["rollback"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    for rel in edited.keys() {
+        assert!(
+            out.contains(&format!(
+                "WARNING: /{rel} was edited after preflight wrote it: your version is kept as /var/lib/preflight/edited/"
+            )),
+            "{rel}:\n{out}"
+        );
+    }
+    assert!(!out.contains(&format!("WARNING: /{untouched}")), "{out}");
+    // Each edited version is kept byte for byte; everything else is as before the install.
+    let after = snapshot(&n.root);
+    let mut kept = BTreeMap::new();
+    let mut rest = BTreeMap::new();
+    for (k, v) in after {
+        match k.strip_prefix("var/lib/preflight/edited/") {
+            Some(tail) => {
+                if let Some((_, rel)) = tail.split_once('/')
+                    && v.starts_with("file ")
+                {
+                    kept.insert(rel.to_string(), v);
+                }
+            }
+            None if k == "var/lib/preflight" || k == "var/lib/preflight/edited" => {}
+            None => {
+                rest.insert(k, v);
+            }
+        }
+    }
+    assert_same(&before, &rest, "after rollback, edited copies aside");
+    assert_eq!(kept.len(), edited.len(), "{kept:?}");
+    for (rel, content) in &edited {
+        let v = &kept[*rel];
+        assert!(v.ends_with(content.as_str()), "{rel}: {v}");
+    }
+}
+
+/// Rancher Desktop: OpenRC, no systemd, and `flannel-backend: none` in config.yaml itself (not
+/// in a drop-in of ours), with Cilium installed by hand. The fallback must remove the Cilium
+/// release and its conflist, turn flannel on with a drop-in, and restart k3s with rc-service;
+/// rollback undoes each of these.
+#[test]
+fn fallback_on_rancher_desktop_turns_flannel_on_and_removes_cilium() {
+    let n = node_from(RANCHER_DESKTOP);
+    fs::create_dir_all(n.root.join("etc/init.d")).unwrap();
+    fs::write(
+        n.root.join("etc/init.d/k3s"),
+        "#!/sbin/openrc-run\ncommand=/usr/local/bin/k3s\n",
+    )
+    .unwrap();
+    let conflist =
+        "{\"cniVersion\":\"0.3.1\",\"name\":\"cilium\",\"plugins\":[{\"type\":\"cilium-cni\"}]}\n";
+    fs::write(n.root.join("etc/cni/net.d/05-cilium.conflist"), conflist).unwrap();
+    fs::write(n.standin.join("release-cilium"), "").unwrap();
+    let before = snapshot(&n.root);
+    let config = fs::read(n.root.join("etc/rancher/k3s/config.yaml")).unwrap();
+
+    let o = n.run(&["fallback", "flannel", "--yes"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let drop_in = fs::read_to_string(
+        n.root
+            .join("etc/rancher/k3s/config.yaml.d/89-preflight-flannel.yaml"),
+    )
+    .unwrap();
+    assert!(drop_in.contains("\nflannel-backend: vxlan\n"), "{drop_in}");
+    assert_eq!(
+        fs::read(n.root.join("etc/rancher/k3s/config.yaml")).unwrap(),
+        config,
+        "config.yaml is never rewritten"
+    );
+    assert!(!n.root.join("etc/cni/net.d/05-cilium.conflist").exists());
+    assert!(
+        !n.standin.join("release-cilium").exists(),
+        "release removed"
+    );
+    let log = n.argv_log();
+    for cmd in [
+        "helm status cilium -n kube-system -o json",
+        "helm get values cilium -n kube-system -o yaml",
+        "helm uninstall cilium -n kube-system --wait",
+        "rc-service k3s restart",
+    ] {
+        assert!(log.contains(cmd), "{cmd:?} not run:\n{log}");
+    }
+    assert!(
+        !log.contains("systemctl restart"),
+        "no systemd here:\n{log}"
+    );
+    assert!(
+        log.find("helm uninstall").unwrap() < log.find("rc-service k3s restart").unwrap(),
+        "{log}"
+    );
+
+    let o = n.run(&["rollback"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let log = n.argv_log();
+    assert!(
+        log.contains("helm upgrade --install cilium cilium --repo https://helm.cilium.io/ --namespace kube-system --values "),
+        "{log}"
+    );
+    assert_eq!(log.matches("rc-service k3s restart").count(), 2, "{log}");
+    // The stand-in helm plays the agent on reinstall (CNI binary, state dir): leave those out.
+    let after: BTreeMap<_, _> = snapshot(&n.root)
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("opt") && !k.starts_with("var/run"))
+        .collect();
+    assert_same(&before, &after, "after rolling back the fallback");
+}
+
+/// Rancher Desktop's config.yaml already turns flannel and its network policy off: the plan
+/// writes no drop-in and does not restart k3s for that; the restart it shows is OpenRC's.
+#[test]
+fn plan_on_openrc_with_flannel_already_off_needs_no_drop_in() {
+    let n = node_from(RANCHER_DESKTOP);
+    fs::create_dir_all(n.root.join("etc/init.d")).unwrap();
+    fs::write(n.root.join("etc/init.d/k3s"), "#!/sbin/openrc-run\n").unwrap();
+    let o = n.run(&["plan", "--cilium-version", "1.18.4"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(!out.contains("Write k3s drop-in"), "{out}");
+    assert!(
+        out.contains("your config already sets flannel-backend: none"),
+        "{out}"
+    );
+    assert!(
+        out.contains("rc-service k3s restart  [done: k3s config unchanged]"),
+        "{out}"
+    );
+    assert!(!out.contains("systemctl restart"), "{out}");
+    assert!(out.contains("|   binPath: /usr/libexec/cni"), "{out}");
+}
+
+const HOMELAB_VALUES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../fixtures/values/homelab.yaml"
+);
+
+/// `plan` and `install` take `run`'s target flags: the user's values (-f, --set) go into the
+/// values file with what the node needs and the verdict's value fixes; helm gets that file.
+#[test]
+fn plan_and_install_take_the_users_values() {
+    let n = node();
+    let dir = n.standin.join("gitops");
+    let o = n.run(
+        &[
+            "plan",
+            "-f",
+            HOMELAB_VALUES,
+            "--set",
+            "hubble.relay.replicas=2",
+            "--emit-gitops",
+            dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let values: serde_json::Value =
+        serde_norway::from_str(&fs::read_to_string(dir.join("cilium-values.yaml")).unwrap())
+            .unwrap();
+    // The user's keys, as given.
+    assert_eq!(
+        values["hubble"]["ui"]["ingress"]["hosts"],
+        serde_json::json!(["hubble.home.lan"])
+    );
+    assert_eq!(values["hubble"]["relay"]["replicas"], 2);
+    assert_eq!(values["prometheus"]["serviceMonitor"]["enabled"], true);
+    // The node's requirements.
+    assert_eq!(values["cni"]["binPath"], "/opt/cni/bin");
+    // The verdict's fixes for values the 1.18 chart rejects (FACTS §4).
+    assert_eq!(values["kubeProxyReplacement"], false);
+    assert!(values["tunnel"].is_null(), "{values}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("Value fixes from the preflight, written into the values file"),
+        "{out}"
+    );
+    assert!(out.contains("values.removed.tunnel"), "{out}");
+
+    // install: the same values reach the file helm is given.
+    let o = n.run(
+        &[
+            "install",
+            "--yes",
+            "--cilium-version",
+            "1.18.4",
+            "--set",
+            "hubble.relay.enabled=true",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let written = fs::read_to_string(n.root.join("var/lib/preflight/cilium-values.yaml")).unwrap();
+    assert!(
+        written.contains("hubble:\n  relay:\n    enabled: true\n"),
+        "{written}"
+    );
+    assert!(
+        n.argv_log().contains(&format!(
+            "--values {}/var/lib/preflight/cilium-values.yaml",
+            n.root.display()
+        )),
+        "{}",
+        n.argv_log()
+    );
+}
+
+/// A values file that does not parse: exit 2 naming the file and line, nothing changed.
+#[test]
+fn a_values_error_exits_2_with_file_and_line() {
+    let n = node();
+    let bad = n.standin.join("bad-values.yaml");
+    fs::write(&bad, "hubble:\n  relay: [unclosed\n").unwrap();
+    let before = snapshot(&n.root);
+    for cmd in [&["plan"][..], &["install", "--yes"][..]] {
+        let mut args = cmd.to_vec();
+        args.extend(["-f", bad.to_str().unwrap()]);
+        let o = n.run(&args, &[]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("bad-values.yaml:"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    assert_same(&before, &snapshot(&n.root), "after a values error");
+    assert_eq!(n.argv_log(), "", "nothing was run");
+}
+
+/// Every tool the plan runs is resolved and helm/kubectl must answer before step 1: a missing
+/// helm is found before k3s restarts or flannel.1 is deleted, not half way through.
+#[test]
+fn missing_or_unreachable_tools_stop_install_before_any_change() {
+    let n = node();
+    fs::remove_file(n.standin.join("bin/helm")).unwrap();
+    let before = snapshot(&n.root);
+    let o = n.run(&install_args(), &[("PREFLIGHT_HELM", "/nonexistent/helm")]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("/nonexistent/helm is not an executable file"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert_same(&before, &snapshot(&n.root), "helm missing");
+    assert!(!n.root.join("var/lib/preflight").exists());
+    let log = n.argv_log();
+    assert!(
+        !log.contains("systemctl") && !log.contains("link del"),
+        "{log}"
+    );
+
+    // kubectl is there but the API server does not answer.
+    let n = node();
+    let before = snapshot(&n.root);
+    let o = n.run(&install_args(), &[("STANDIN_FAIL", "k3s.yaml version")]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("version exited with status 1"), "{err}");
+    assert_same(&before, &snapshot(&n.root), "API unreachable");
+    assert!(!n.argv_log().contains("systemctl restart"));
+}
+
+/// Each step is announced before it starts (with the time limit for commands), its result
+/// after; a failed command says "exited with status N".
+#[test]
+fn install_reports_each_step_before_it_runs() {
+    let n = node();
+    let o = n.run(&install_args(), &[("STANDIN_FAIL", "nslookup")]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("Wait for daemonset/cilium (up to 900 s) …\n      ok\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Write Helm values /var/lib/preflight/cilium-values.yaml …\n      ok\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("nslookup kubernetes.default.svc.cluster.local exited with status 1"),
+        "{out}"
+    );
+    assert!(!out.contains("Some("), "{out}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("preflight: checking this node for Cilium 1.18.4"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// Pods keep flannel's IPs until recreated: CoreDNS is restarted always (and again after a
+/// rollback); the rest only with --restart-pods, which deletes pods that have a controller and
+/// lists the bare ones.
+#[test]
+fn coredns_is_restarted_onto_cilium_and_other_pods_on_request() {
+    let n = node();
+    let o = n.run(&install_args(), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("--restart-pods"), "the note offers it:\n{out}");
+    let log = n.argv_log();
+    let restart = "-n kube-system rollout restart deployment/coredns";
+    assert!(log.contains(restart), "{log}");
+    assert!(
+        log.find(restart).unwrap() < log.find("rollout status deployment/coredns").unwrap(),
+        "{log}"
+    );
+    assert!(!log.contains("delete pod"), "{log}");
+    let o = n.run(&["rollback"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let log = n.argv_log();
+    assert_eq!(
+        log.matches(restart).count(),
+        2,
+        "restarted again on rollback:\n{log}"
+    );
+    assert!(
+        log.rfind(restart).unwrap() > log.rfind("systemctl restart k3s").unwrap(),
+        "after k3s is back:\n{log}"
+    );
+
+    let n = node();
+    let mut args = install_args();
+    args.push("--restart-pods");
+    let o = n.run(&args, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let log = n.argv_log();
+    assert!(
+        log.contains("-n default delete pod web-0 --wait=false"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("delete pod cilium-x7k2p"),
+        "hostNetwork pods stay:\n{log}"
+    );
+    assert!(
+        !log.contains("delete pod scratch"),
+        "bare pods stay:\n{log}"
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("recreate them yourself): default/scratch"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// An agent node: no server-only keys in a drop-in, no helm, no kubectl; the plan says the
+/// server goes first and the DaemonSet reaches every node.
+#[test]
+fn agent_nodes_get_no_helm_and_no_server_keys() {
+    let n = node();
+    fs::rename(
+        n.root.join("etc/systemd/system/k3s.service"),
+        n.root.join("etc/systemd/system/k3s-agent.service"),
+    )
+    .unwrap();
+    fs::write(
+        n.root.join("etc/rancher/k3s/config.yaml"),
+        "server: https://192.168.1.10:6443\ntoken: secret\n",
+    )
+    .unwrap();
+    fs::remove_file(n.root.join("etc/rancher/k3s/k3s.yaml")).unwrap();
+    let o = n.run(&["plan", "--cilium-version", "1.18.4"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(!out.contains("Write k3s drop-in"), "{out}");
+    assert!(!out.contains("helm upgrade"), "{out}");
+    assert!(!out.contains("rollout status"), "{out}");
+    assert!(out.contains("systemctl restart k3s-agent  [todo]"), "{out}");
+    assert!(out.contains("Migrate the server(s) first"), "{out}");
+    assert!(
+        out.contains("the Cilium DaemonSet then lands on every node"),
+        "{out}"
+    );
+    // Before the server is migrated, the restarted agent keeps flannel's CNI dirs: the
+    // install stops there and rolls back.
+    let before = snapshot(&n.root);
+    let o = n.run(&install_args(), &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("INSTALL FAILED at step 10 (k3s.cni-paths)"),
+        "{}",
+        text(&o)
+    );
+    assert_same(&before, &snapshot(&n.root), "agent before its server");
+    // After the server: the install runs neither helm nor kubectl, so neither has to exist.
+    fs::remove_file(n.standin.join("bin/helm")).unwrap();
+    fs::write(n.standin.join("argv.log"), "").unwrap();
+    let o = n.run(
+        &install_args(),
+        &[
+            ("PREFLIGHT_HELM", "/nonexistent/helm"),
+            ("PREFLIGHT_KUBECTL", "/nonexistent/kubectl"),
+            ("STANDIN_SERVER_MIGRATED", "1"),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let log = n.argv_log();
+    assert!(log.contains("systemctl restart k3s-agent"), "{log}");
+    assert!(!log.contains("helm") && !log.contains("kubectl"), "{log}");
+    let o = n.run(&["rollback"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_same(&before, &snapshot(&n.root), "agent install rolled back");
+}
+
+/// Rolling back a fallback on a node whose k3s runs: modules in use stay loaded, forwarding
+/// stays on; the rollback completes and says what it left.
+#[test]
+fn fallback_rollback_leaves_busy_modules_and_forwarding_and_completes() {
+    let n = node();
+    fs::create_dir_all(n.root.join("proc/sys/net/ipv4")).unwrap();
+    fs::write(n.root.join("proc/sys/net/ipv4/ip_forward"), "0\n").unwrap();
+    let before = snapshot(&n.root);
+    let o = n.run(&["fallback", "flannel", "--yes"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // What the kernel says now: vxlan in use by flannel.1, br_netfilter idle; the other two
+    // are not listed (not loaded).
+    fs::write(
+        n.root.join("proc/modules"),
+        "vxlan 155648 1 - Live 0x0000000000000000\nbr_netfilter 32768 0 - Live 0x0000000000000000\n",
+    )
+    .unwrap();
+    let o = n.run(&["rollback"], &[("STANDIN_ACTIVE", "k3s")]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("Rollback complete"), "{out}");
+    assert!(
+        out.contains("module vxlan left loaded: in use (1 users)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("net.ipv4.ip_forward left at 1: k3s is running"),
+        "{out}"
+    );
+    let log = n.argv_log();
+    assert!(log.contains("modprobe -r br_netfilter"), "{log}");
+    assert!(!log.contains("modprobe -r vxlan"), "{log}");
+    assert!(!log.contains("modprobe -r overlay"), "not loaded: {log}");
+    assert!(!log.contains("net.ipv4.ip_forward=0"), "{log}");
+    fs::remove_file(n.root.join("proc/modules")).unwrap();
+    assert_same(
+        &before,
+        &snapshot(&n.root),
+        "after rolling back the fallback",
+    );
+}
+
+/// A finding the plan does not fix (a kernel older than Cilium needs) refuses the install;
+/// findings it fixes are named with the step that fixes them.
+#[test]
+fn install_names_the_steps_that_fix_blockers_and_refuses_the_rest() {
+    let n = node();
+    let o = n.run(&install_args(), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("fixed by step 4 (k3s.drop-in): k3s.flannel-backend"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Every blocking finding is fixed by a step of the plan: proceeding."),
+        "{out}"
+    );
+
+    let n = node();
+    fs::write(n.root.join("proc/sys/kernel/osrelease"), "4.9.0\n").unwrap();
+    let before = snapshot(&n.root);
+    let o = n.run(&install_args(), &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("  blocking: kernel."), "{out}");
+    assert!(
+        out.contains("Refusing to install: the plan does not fix"),
+        "{out}"
+    );
+    assert_same(&before, &snapshot(&n.root), "refused install");
+    assert!(!n.argv_log().contains("systemctl"), "{}", n.argv_log());
+}
+
+/// Read-only files: /etc/rancher/k3s is a read-only bind mount (a private mount namespace, so
+/// nothing outlives the test). The drop-in cannot be written; the install fails there and the
+/// automatic rollback leaves the tree as it was.
+#[test]
+fn read_only_files_fail_cleanly_and_leave_the_node_as_it_was() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root for a read-only bind mount in a private mount namespace");
+        return;
+    }
+    let n = node();
+    let script = r#"
+set -u
+root="$1"; bin="$2"; out="$3"
+mount --bind "$root/etc/rancher/k3s" "$root/etc/rancher/k3s" || exit 90
+mount -o remount,bind,ro "$root/etc/rancher/k3s" || exit 90
+snap() { (cd "$root" && find . -printf '%y %m %U:%G %p -> %l\n' | sort && find . -type f -exec md5sum {} + | sort); }
+snap > "$out/before.txt"
+PATH="$STANDIN_PATH" "$bin" install --yes --cilium-version 1.18.4 --root "$root" > "$out/install.txt" 2>&1; echo "install exit $?" >> "$out/install.txt"
+snap > "$out/after.txt"
+"#;
+    let work = n.standin.join("readonly");
+    fs::create_dir_all(&work).unwrap();
+    let path = format!(
+        "{}:{}",
+        n.standin.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let o = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "bash",
+            "-c",
+            script,
+            "bash",
+        ])
+        .arg(&n.root)
+        .arg(BIN)
+        .arg(&work)
+        .env("STANDIN_PATH", path)
+        .env("STANDIN_DIR", &n.standin)
+        .env("STANDIN_ROOT", &n.root)
+        .output()
+        .unwrap();
+    if o.status.code() == Some(90) {
+        eprintln!("skipped: cannot make a read-only bind mount here");
+        return;
+    }
+    let read = |f: &str| fs::read_to_string(work.join(f)).unwrap_or_default();
+    let install = read("install.txt");
+    assert!(
+        install.contains("install exit 1"),
+        "{install}\n{}",
+        text(&o)
+    );
+    assert!(install.contains("Read-only file system"), "{install}");
+    assert!(
+        install.contains("INSTALL FAILED at step 4 (k3s.drop-in)"),
+        "{install}"
+    );
+    assert!(install.contains("Rollback complete"), "{install}");
+    assert_eq!(read("before.txt"), read("after.txt"), "{install}");
+}
+
+/// flannel-backend: none in a user drop-in that sorts after preflight's flannel drop-in: an
+/// override cannot win, so the fallback stops with exit 1 and says what to change.
+#[test]
+fn fallback_refuses_when_a_later_drop_in_keeps_flannel_off() {
+    let n = node();
+    fs::create_dir_all(n.root.join("etc/rancher/k3s/config.yaml.d")).unwrap();
+    fs::write(
+        n.root.join("etc/rancher/k3s/config.yaml.d/95-cni.yaml"),
+        "flannel-backend: none\n",
+    )
+    .unwrap();
+    let before = snapshot(&n.root);
+    let o = n.run(&["fallback", "flannel", "--yes"], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("95-cni.yaml sets flannel-backend: none"),
+        "{out}"
+    );
+    assert!(out.contains("Remove that line"), "{out}");
+    assert_same(&before, &snapshot(&n.root), "refused fallback");
 }

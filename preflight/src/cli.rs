@@ -125,18 +125,8 @@ pub struct RunArgs {
     /// Write the report to FILE instead of stdout (the verdict line still goes to stderr).
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Cilium version to judge for, e.g. 1.16.4 (default: the newest profile, or --chart's version).
-    #[arg(long, value_name = "VERSION")]
-    pub cilium_version: Option<String>,
-    /// Helm values file (repeatable; later files win, maps merge deeply as in Helm).
-    #[arg(short = 'f', long = "values", value_name = "FILE")]
-    pub values: Vec<PathBuf>,
-    /// Helm --set: key=value[,key=value], dotted keys, lists as {a,b} (repeatable, applied after -f).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub set: Vec<String>,
-    /// The Cilium chart (directory or .tgz): validate the values against its values.schema.json.
-    #[arg(long, value_name = "DIR|TGZ")]
-    pub chart: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: TargetFlags,
     /// The node's root filesystem. Live probes (bpf(), canaries) only run when this is /.
     #[arg(long, default_value = "/")]
     pub root: PathBuf,
@@ -150,9 +140,6 @@ pub struct RunArgs {
     /// Skip the datapath compile stage (clang + verifier; about a second on 2 cores).
     #[arg(long)]
     pub no_compile: bool,
-    /// Add a capability to the target's needs (repeatable), e.g. --need socket-lb.
-    #[arg(long = "need", value_enum, value_name = "CAPABILITY")]
-    pub need: Vec<Capability>,
     /// --root is the node this kernel runs (a pod with the host's / at /host): run the live
     /// probes and canaries anyway. `preflight job` sets it.
     #[arg(long)]
@@ -161,6 +148,45 @@ pub struct RunArgs {
     /// the DaemonSet's init container, which Kubernetes would restart on exit 1.
     #[arg(long)]
     pub exit_zero: bool,
+}
+
+/// The target flags `run`, `plan` and `install` share: which Cilium, with which Helm values.
+#[derive(Debug, Args)]
+pub struct TargetFlags {
+    /// Cilium version, e.g. 1.16.4 (default: --chart's version; else for `run` the newest
+    /// profile, for `plan`/`install` the chart release they install, see their --help).
+    #[arg(long, value_name = "VERSION")]
+    pub cilium_version: Option<String>,
+    /// Helm values file (repeatable; later files win, maps merge deeply as in Helm).
+    #[arg(short = 'f', long = "values", value_name = "FILE")]
+    pub values: Vec<PathBuf>,
+    /// Helm --set: key=value[,key=value], dotted keys, lists as {a,b} (repeatable, applied after -f).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// The Cilium chart (directory or .tgz): validate the values against its values.schema.json.
+    #[arg(long, value_name = "DIR|TGZ")]
+    pub chart: Option<PathBuf>,
+    /// Add a capability to the target's needs (repeatable), e.g. --need socket-lb.
+    #[arg(long = "need", value_enum, value_name = "CAPABILITY")]
+    pub need: Vec<Capability>,
+}
+
+impl TargetFlags {
+    /// The target these flags describe; `default_version` when neither --cilium-version nor
+    /// --chart names one (None: the newest profile).
+    pub fn spec(&self, default_version: Option<&str>) -> crate::target::TargetSpec {
+        crate::target::TargetSpec {
+            cilium_version: self.cilium_version.clone().or_else(|| {
+                self.chart
+                    .is_none()
+                    .then(|| default_version.map(String::from))?
+            }),
+            value_files: self.values.clone(),
+            sets: self.set.clone(),
+            chart: self.chart.clone(),
+            need: self.need.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -206,13 +232,7 @@ pub struct JobArgs {
 
 impl RunArgs {
     pub fn target_spec(&self) -> crate::target::TargetSpec {
-        crate::target::TargetSpec {
-            cilium_version: self.cilium_version.clone(),
-            value_files: self.values.clone(),
-            sets: self.set.clone(),
-            chart: self.chart.clone(),
-            need: self.need.clone(),
-        }
+        self.target.spec(None)
     }
 }
 

@@ -11,12 +11,14 @@ use clap::{Args, Subcommand};
 
 use super::{
     PlanOptions, exec, fallback, gitops,
-    journal::{Journal, Status},
+    journal::Journal,
     node::NodeState,
     runner::{Runner, Tool},
 };
 use crate::{
-    checks, exit,
+    checks,
+    cli::TargetFlags,
+    exit,
     facts::{Facts, GatherOptions},
     target::Target,
     verdict,
@@ -59,15 +61,19 @@ impl ToolArgs {
     }
 }
 
+/// What to install: `run`'s target flags (version, -f, --set, --chart, --need) plus what only
+/// an install needs. Without --cilium-version or --chart the chart release is
+/// [`super::DEFAULT_CHART_VERSION`].
 #[derive(Debug, Args)]
 pub struct TargetArgs {
-    /// Cilium version (chart version) to install.
-    #[arg(long, default_value = super::DEFAULT_CHART_VERSION)]
-    pub cilium_version: String,
-    /// Replace kube-proxy: k3s gets disable-kube-proxy, the values kubeProxyReplacement=true.
+    #[command(flatten)]
+    pub flags: TargetFlags,
+    /// Replace kube-proxy: k3s gets disable-kube-proxy, the values kubeProxyReplacement=true
+    /// (also implied by kubeProxyReplacement: true in your values).
     #[arg(long)]
     pub kube_proxy_replacement: bool,
-    /// API server address the agent uses without kube-proxy (default: k3s `server:` URL).
+    /// API server address the agent uses without kube-proxy (default: your values'
+    /// k8sServiceHost, else the k3s `server:` URL).
     #[arg(long, value_name = "HOST")]
     pub k8s_service_host: Option<String>,
     #[arg(long, default_value_t = 6443, value_name = "PORT")]
@@ -78,20 +84,160 @@ pub struct TargetArgs {
     /// Image of the DNS post-check pod; `none` skips that check.
     #[arg(long, default_value = "busybox:1.36", value_name = "IMAGE")]
     pub dns_check_image: String,
+    /// After Cilium is up, delete every pod that is not hostNetwork and has a controller, so
+    /// that it is recreated with a Cilium-managed IP (CoreDNS is always restarted). Pods
+    /// without a controller are listed, never deleted.
+    #[arg(long)]
+    pub restart_pods: bool,
 }
 
 impl TargetArgs {
-    fn options(&self) -> PlanOptions {
+    /// The target the flags describe. Values errors name the file and line (exit 2).
+    fn target(&self) -> anyhow::Result<Target> {
+        Ok(Target::build(
+            &self.flags.spec(Some(super::DEFAULT_CHART_VERSION)),
+        )?)
+    }
+
+    fn options(&self, target: &Target) -> PlanOptions {
         PlanOptions {
-            cilium_version: self.cilium_version.clone(),
-            kube_proxy_replacement: self.kube_proxy_replacement,
+            cilium_version: target.cilium_version.clone(),
+            kube_proxy_replacement: self.kube_proxy_replacement
+                || super::wants_kube_proxy_replacement(&target.values),
             k8s_service_host: self.k8s_service_host.clone(),
             k8s_service_port: self.k8s_service_port,
             wait_timeout_s: self.wait_timeout,
             dns_check_image: (self.dns_check_image != "none").then(|| self.dns_check_image.clone()),
+            user_values: target.values.clone(),
+            restart_pods: self.restart_pods,
             ..PlanOptions::default()
         }
     }
+}
+
+/// The plan for the target, judged: the checks run on the target with the plan's values, and
+/// the verdict's value fixes go into the values file.
+struct Judged {
+    node: NodeState,
+    plan: super::Plan,
+    /// The checks and verdict for the values file as written (value fixes included).
+    results: Vec<crate::report::CheckResult>,
+    verdict: verdict::Verdict,
+    /// The verdict's value fixes that went into the values file, and what they fix.
+    value_fixes: Option<(serde_json::Value, Vec<String>)>,
+    /// Cheaper settings the verdict suggests for a capability: printed, not applied.
+    advice: Vec<verdict::Recommendation>,
+}
+
+fn judge(root: &Path, runner: &Runner, t: &TargetArgs, live: bool) -> anyhow::Result<Judged> {
+    let target = t.target()?;
+    let node = NodeState::read(root, runner)?;
+    let mut opts = t.options(&target);
+    let plan = super::build_install(&node, &opts)?;
+    // Judge what will be installed: the user's values with the node's requirements.
+    let installed = target.with_patch(plan.values.as_ref().unwrap_or(&serde_json::Value::Null));
+    eprintln!(
+        "preflight: checking this node for Cilium {} with the planned values ({})…",
+        installed.cilium_version,
+        if live {
+            "kernel probes, attach canaries, a datapath compile: some seconds"
+        } else {
+            "node files and read-only queries; no canaries, no compile"
+        }
+    );
+    let facts = Facts::gather(&GatherOptions {
+        root: root.to_path_buf(),
+        canaries: live,
+        // The incident this tool exists for is a datapath that does not compile: check it.
+        compile: live.then(|| installed.clone()),
+        host_kernel: false,
+    });
+    let results = checks::run_all(&facts, &installed, &[]);
+    let mut v = verdict::decide(&installed, &results);
+    verdict::refine(&mut v, &facts, &installed, &results, &[]);
+    // Fixes of values the chart or node rejects (a check id) go into the file. Cheaper settings
+    // for a capability (kubeProxyReplacement: false instead of true…) would change what the
+    // user asked for: they are printed as advice, not applied.
+    let (applied, advice): (Vec<_>, Vec<_>) = v
+        .recommendations
+        .iter()
+        .cloned()
+        .partition(|r| r.fixes.contains('.'));
+    let fix = (!applied.is_empty()).then(|| {
+        let mut patch = serde_json::json!({});
+        for r in &applied {
+            crate::target::values::merge(&mut patch, r.patch.clone());
+        }
+        patch
+    });
+    let Some(fix) = fix else {
+        return Ok(Judged {
+            node,
+            plan,
+            results,
+            verdict: v,
+            value_fixes: None,
+            advice,
+        });
+    };
+    // The value fixes go into the values file; judge that file again (checks are pure).
+    opts.values_fix = Some(fix.clone());
+    let plan = super::build_install(&node, &opts)?;
+    let installed = target.with_patch(plan.values.as_ref().unwrap_or(&serde_json::Value::Null));
+    let results = checks::run_all(&facts, &installed, &[]);
+    let fixed = applied.iter().map(|r| r.fixes.clone()).collect();
+    Ok(Judged {
+        node,
+        plan,
+        verdict: verdict::decide(&installed, &results),
+        results,
+        value_fixes: Some((fix, fixed)),
+        advice,
+    })
+}
+
+/// The preflight's verdict, and for each blocking finding the step that fixes it. Returns the
+/// findings no step fixes.
+fn print_verdict(j: &Judged) -> Vec<String> {
+    if let Some((fix, fixed)) = &j.value_fixes {
+        let step = j.plan.steps.iter().position(|s| s.id == "helm.values");
+        println!(
+            "\nValue fixes from the preflight, written into the values file{}: {} (they fix {})",
+            step.map(|i| format!(" (step {})", i + 1))
+                .unwrap_or_default(),
+            serde_json::to_string(fix).unwrap_or_default(),
+            fixed.join(", ")
+        );
+    }
+    println!(
+        "\nPreflight of the values file as written: {}",
+        j.verdict.summary
+    );
+    for r in &j.advice {
+        println!(
+            "  suggestion, not applied (it changes what you asked for): {} — {}; to take it: -f with {}",
+            r.fixes,
+            r.why,
+            serde_json::to_string(&r.patch).unwrap_or_default()
+        );
+    }
+    let mut open = Vec::new();
+    for r in j.results.iter().filter(|r| r.blocks()) {
+        match j.plan.steps.iter().position(|s| s.fixes.contains(&r.id)) {
+            Some(i) => println!(
+                "  fixed by step {} ({}): {}: {}",
+                i + 1,
+                j.plan.steps[i].id,
+                r.id,
+                r.detail
+            ),
+            None => {
+                println!("  blocking: {}: {}", r.id, r.detail);
+                open.push(r.id.clone());
+            }
+        }
+    }
+    open
 }
 
 #[derive(Debug, Args)]
@@ -103,7 +249,8 @@ pub struct PlanArgs {
     pub target: TargetArgs,
     #[command(flatten)]
     pub tools: ToolArgs,
-    /// Instead of a Helm step: write values.yaml and an Argo CD Application into DIR.
+    /// Instead of a Helm step: write cilium-values.yaml and cilium-application.yaml (an Argo CD
+    /// Application) into DIR.
     #[arg(long, value_name = "DIR")]
     pub emit_gitops: Option<PathBuf>,
 }
@@ -173,20 +320,23 @@ fn report_fault_points() {
 pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
     let root = check_root(&args.root)?;
     let runner = args.tools.runner();
-    let node = NodeState::read(&root, &runner)?;
-    let mut plan = super::build_install(&node, &args.target.options())?;
+    let j = judge(&root, &runner, &args.target, false)?;
+    let mut plan = j.plan.clone();
     if let Some(dir) = &args.emit_gitops {
         let values = plan.values.clone().context("plan has no values")?;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let app = gitops::application(
-            &args.target.cilium_version,
-            "cilium",
-            "kube-system",
-            &values,
-        );
+        let version = plan
+            .steps
+            .iter()
+            .find_map(|s| match &s.action {
+                super::Action::Helm { version, .. } => Some(version.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| super::DEFAULT_CHART_VERSION.into());
+        let app = gitops::application(&version, "cilium", "kube-system", &values);
         let values_path = dir.join("cilium-values.yaml");
         let app_path = dir.join("cilium-application.yaml");
-        std::fs::write(&values_path, values.to_yaml())
+        std::fs::write(&values_path, gitops::values_yaml(&values))
             .with_context(|| format!("writing {}", values_path.display()))?;
         std::fs::write(&app_path, serde_norway::to_string(&app)?)
             .with_context(|| format!("writing {}", app_path.display()))?;
@@ -199,7 +349,49 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
         ));
     }
     print!("{}", super::render(&plan, &runner));
+    print_verdict(&Judged { plan, ..j });
     Ok(exit::GO)
+}
+
+/// Before any change: every tool the plan runs must be there, and helm and kubectl must answer
+/// (`kubectl version` also reaches the API server). Err lists every problem: exit 2, nothing
+/// changed.
+fn check_tools(runner: &Runner, plan: &super::Plan, node: &NodeState) -> anyhow::Result<()> {
+    let tools = super::tools_needed(plan);
+    let mut problems: Vec<String> = tools
+        .iter()
+        .filter_map(|t| runner.unavailable(*t))
+        .collect();
+    if problems.is_empty() {
+        for (tool, what) in [(Tool::Helm, "version"), (Tool::Kubectl, "version")] {
+            if !tools.contains(&tool) {
+                continue;
+            }
+            let mut argv = if tool == Tool::Kubectl {
+                super::kube_args(node)
+            } else {
+                Vec::new()
+            };
+            argv.push(what.into());
+            match runner.run(tool, &argv) {
+                Ok(o) if o.success() => {}
+                Ok(o) => problems.push(format!(
+                    "{} {}: {}",
+                    runner.display(tool, &argv),
+                    o.describe(),
+                    o.stderr.trim()
+                )),
+                Err(e) => problems.push(format!("{e:#}")),
+            }
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "the plan needs tools that are missing or do not answer; nothing was changed:\n  {}",
+        problems.join("\n  ")
+    )
 }
 
 fn confirm(yes: bool, what: &str) -> anyhow::Result<bool> {
@@ -219,49 +411,28 @@ fn confirm(yes: bool, what: &str) -> anyhow::Result<bool> {
 pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
     let root = check_root(&args.root)?;
     let runner = args.tools.runner();
-    let node = NodeState::read(&root, &runner)?;
-    let plan = super::build_install(&node, &args.target.options())?;
-    print!("{}", super::render(&plan, &runner));
-
     // The preflight: refuse on no-go, except for what the plan itself fixes.
-    let live = root == Path::new("/");
-    let mut target = Target::chart_defaults(&args.target.cilium_version);
-    if args.target.kube_proxy_replacement {
-        target
-            .capabilities
-            .insert(crate::target::Capability::KubeProxyReplacement);
-    }
-    let facts = Facts::gather(&GatherOptions {
-        root: root.clone(),
-        canaries: live,
-        // The incident this tool exists for is a datapath that does not compile: check it.
-        compile: live.then(|| target.clone()),
-        host_kernel: false,
-    });
-    let results = checks::run_all(&facts, &target, &[]);
-    let v = verdict::decide(&target, &results);
-    let fixed = super::fixed_check_ids(&plan);
-    let blocking: Vec<_> = results
-        .iter()
-        .filter(|r| r.blocks() && !fixed.contains(&r.id))
-        .map(|r| format!("{}: {}", r.id, r.detail))
-        .collect();
-    println!("\nPreflight: {}", v.summary);
-    if !blocking.is_empty() {
-        for b in &blocking {
-            println!("  blocking: {b}");
+    let j = judge(&root, &runner, &args.target, root == Path::new("/"))?;
+    let (node, plan) = (&j.node, &j.plan);
+    print!("{}", super::render(plan, &runner));
+    let blocking = print_verdict(&j);
+    if blocking.is_empty() {
+        if !j.verdict.go {
+            println!("Every blocking finding is fixed by a step of the plan: proceeding.");
         }
-        if !args.force {
-            println!(
-                "Refusing to install on a no-go node (the plan does not fix these). --force overrides."
-            );
-            return Ok(exit::NO_GO);
-        }
+    } else if args.force {
         eprintln!(
-            "preflight: WARNING: --force: installing despite {} blocking findings",
+            "preflight: WARNING: --force: installing despite {} blocking findings the plan does not fix",
             blocking.len()
         );
+    } else {
+        println!(
+            "Refusing to install: the plan does not fix {} (see `blocking:` above). --force overrides.",
+            blocking.join(", ")
+        );
+        return Ok(exit::NO_GO);
     }
+    check_tools(&runner, plan, node)?;
     if !confirm(args.yes, "Install Cilium with the plan above")? {
         println!("Not confirmed; nothing changed.");
         return Ok(exit::NO_GO);
@@ -278,21 +449,19 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
         "\nExecuting (journal: {})",
         super::journal_dir(&root).display()
     );
-    let result = exec.run(&plan).and_then(|()| {
-        exec.journal
-            .set_status(Status::Complete)
-            .map_err(|error| exec::StepFailure {
-                index: plan.steps.len() - 1,
-                step: "journal".into(),
-                error,
-            })
+    let result = exec.run(plan).and_then(|()| {
+        exec.journal.complete().map_err(|error| exec::StepFailure {
+            index: plan.steps.len() - 1,
+            step: "journal".into(),
+            error,
+        })
     });
     match result {
         Ok(()) => {
             report_fault_points();
             println!(
-                "\nCilium {} installed. `preflight rollback` undoes everything.",
-                args.target.cilium_version
+                "\n{} done. `preflight rollback` undoes everything.",
+                plan.title
             );
             Ok(exit::GO)
         }
@@ -304,7 +473,7 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
                 failure.step,
                 failure.error
             );
-            let evidence = collect_evidence(&runner, &node, &plan, failure.index);
+            let evidence = collect_evidence(&runner, node, plan, failure.index);
             if !evidence.is_empty() {
                 println!("Evidence:");
                 for e in &evidence {
@@ -382,8 +551,23 @@ fn print_rollback(r: exec::RollbackReport) -> u8 {
     for u in &r.undone {
         println!("  undone: {u}");
     }
+    for n in &r.notes {
+        println!("  left as is: {n}");
+    }
+    for k in &r.kept {
+        println!("  WARNING: {k}");
+        eprintln!("preflight: WARNING: {k}");
+    }
     if r.failed.is_empty() {
-        println!("Rollback complete: the node is as it was before.");
+        if r.kept.is_empty() {
+            println!("Rollback complete: the node is as it was before.");
+        } else {
+            println!(
+                "Rollback complete: the node is as it was before, plus the {} edited file(s) kept \
+                 aside above (compare them with the restored originals, then delete them).",
+                r.kept.len()
+            );
+        }
         exit::GO
     } else {
         for f in &r.failed {
@@ -424,13 +608,32 @@ pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
         }
     }
     let node = NodeState::read(&root, &runner)?;
-    let restart = node
-        .k3s
-        .as_ref()
-        .filter(|k| k.drop_in.is_some())
-        .map(|k| k.unit.clone());
-    let plan = fallback::build(&node, restart.as_deref());
+    // Our flannel drop-in wins over config.yaml and drop-ins that sort before it; one that
+    // sorts after it would keep flannel off: say exactly what to change instead.
+    if let Some(k3s) = &node.k3s
+        && k3s.flannel_backend.as_deref() == Some("none")
+        && let Some(from) = &k3s.flannel_backend_from
+        && Path::new(from).parent()
+            == Some(&root.join(super::node::K3S_CONFIG_D.trim_start_matches('/')))
+        && Path::new(from)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            > Path::new(super::node::FLANNEL_DROP_IN)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+    {
+        println!(
+            "Cannot turn flannel back on: {from} sets flannel-backend: none and sorts after \
+             preflight's drop-in {}, so it would win. Remove that line (or set \
+             flannel-backend: vxlan there), then run `preflight fallback flannel` again; nothing \
+             was changed.",
+            super::node::FLANNEL_DROP_IN
+        );
+        return Ok(exit::NO_GO);
+    }
+    let plan = fallback::build(&node, runner.path(Tool::Helm).is_ok());
     print!("{}", super::render(&plan, &runner));
+    check_tools(&runner, &plan, &node)?;
     if !confirm(args.yes, "Apply the flannel hardening above")? {
         println!("Not confirmed; nothing changed.");
         return Ok(exit::NO_GO);
@@ -443,13 +646,11 @@ pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
         log: Box::new(|l| println!("{l}")),
     };
     let result = exec.run(&plan).and_then(|()| {
-        exec.journal
-            .set_status(Status::Complete)
-            .map_err(|error| exec::StepFailure {
-                index: plan.steps.len().saturating_sub(1),
-                step: "journal".into(),
-                error,
-            })
+        exec.journal.complete().map_err(|error| exec::StepFailure {
+            index: plan.steps.len().saturating_sub(1),
+            step: "journal".into(),
+            error,
+        })
     });
     match result {
         Ok(()) => {

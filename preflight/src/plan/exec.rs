@@ -33,21 +33,23 @@ fn args(v: &[&str]) -> Vec<String> {
 impl Executor<'_> {
     pub fn run(&mut self, plan: &Plan) -> Result<(), StepFailure> {
         for (index, step) in plan.steps.iter().enumerate() {
+            // Said before it starts: a wait or a helm install can take minutes.
+            let limit = super::command_parts(&step.action)
+                .map(|_| format!(" (up to {} s)", self.runner.timeout().as_secs()))
+                .unwrap_or_default();
+            (self.log)(&format!(
+                "{:>2}/{}. {}{limit} …",
+                index + 1,
+                plan.steps.len(),
+                step.title
+            ));
             let r =
                 fault::point(&format!("before step {}", step.id)).and_then(|()| self.step(step));
             match r {
-                Ok(Some(skip)) => (self.log)(&format!(
-                    "{:>2}. {}: already done ({skip})",
-                    index + 1,
-                    step.title
-                )),
-                Ok(None) => (self.log)(&format!("{:>2}. {}: ok", index + 1, step.title)),
+                Ok(Some(skip)) => (self.log)(&format!("      already done ({skip})")),
+                Ok(None) => (self.log)("      ok"),
                 Err(error) => {
-                    (self.log)(&format!(
-                        "{:>2}. {}: FAILED: {error:#}",
-                        index + 1,
-                        step.title
-                    ));
+                    (self.log)(&format!("      FAILED: {error:#}"));
                     return Err(StepFailure {
                         index,
                         step: step.id.clone(),
@@ -81,6 +83,7 @@ impl Executor<'_> {
                 Undo::Path {
                     path: dir.clone(),
                     prior: fsops::Prior::Absent,
+                    after: None,
                 },
             )?;
             if create {
@@ -121,6 +124,7 @@ impl Executor<'_> {
                     Undo::Path {
                         path: path.clone(),
                         prior,
+                        after: Some(fsops::sha256_hex(content.as_bytes())),
                     },
                 )?;
                 fsops::write_atomic(&host, content.as_bytes(), *mode, owner)?;
@@ -210,14 +214,19 @@ impl Executor<'_> {
                     .check(Tool::Systemctl, &args(&["daemon-reload"]))?;
                 self.journal.set_state(seq, EntryState::Done)?;
             }
-            Action::Service { unit, verb } => {
+            Action::Service { unit, verb, openrc } => {
                 if let super::StepState::Done(why) = &step.state {
                     return Ok(Some(why.clone()));
                 }
-                let seq = self
-                    .journal
-                    .intent(id, Undo::Restart { unit: unit.clone() })?;
-                self.runner.check(Tool::Systemctl, &args(&[verb, unit]))?;
+                let seq = self.journal.intent(
+                    id,
+                    Undo::Restart {
+                        unit: unit.clone(),
+                        openrc: *openrc,
+                    },
+                )?;
+                let (tool, argv) = super::service_command(unit, verb, *openrc);
+                self.runner.check(tool, &argv)?;
                 self.journal.set_state(seq, EntryState::Done)?;
             }
             Action::Guard { paths, links } => {
@@ -227,7 +236,14 @@ impl Executor<'_> {
                     let seq = self.journal.next_seq();
                     let backup = self.journal.backup_path(seq, &file_name(&path));
                     let prior = fsops::capture(&self.host(&path), &backup)?;
-                    let seq = self.journal.intent(id, Undo::Path { path, prior })?;
+                    let seq = self.journal.intent(
+                        id,
+                        Undo::Path {
+                            path,
+                            prior,
+                            after: None,
+                        },
+                    )?;
                     self.journal.set_state(seq, EntryState::Done)?;
                 }
                 for name in links {
@@ -316,13 +332,97 @@ impl Executor<'_> {
                 self.runner.check(Tool::Helm, helm_args)?;
                 self.journal.set_state(seq, EntryState::Done)?;
             }
+            Action::HelmUninstall {
+                release,
+                namespace,
+                kube_args,
+            } => {
+                let mut status_args = args(&["status", release, "-n", namespace, "-o", "json"]);
+                status_args.extend(kube_args.iter().cloned());
+                let status = self.runner.run(Tool::Helm, &status_args)?;
+                if !status.success() {
+                    if status.stderr.contains("not found") {
+                        return Ok(Some(format!("no Helm release {namespace}/{release}")));
+                    }
+                    bail!("helm status {release} failed: {}", status.stderr.trim());
+                }
+                let v: serde_json::Value = serde_json::from_str(&status.stdout)
+                    .context("reading `helm status -o json`")?;
+                let chart_version = v["chart"]["metadata"]["version"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                let mut get = args(&["get", "values", release, "-n", namespace, "-o", "yaml"]);
+                get.extend(kube_args.iter().cloned());
+                let values = self.runner.check(Tool::Helm, &get)?.stdout;
+                let seq = self.journal.next_seq();
+                let backup = self
+                    .journal
+                    .backup_path(seq, &format!("{release}-values.yaml"));
+                fsops::write_atomic(&backup, values.as_bytes(), 0o600, None)?;
+                let seq = self.journal.intent(
+                    id,
+                    Undo::HelmUninstalled {
+                        release: release.clone(),
+                        namespace: namespace.clone(),
+                        chart_version,
+                        values: backup,
+                        extra_args: kube_args.clone(),
+                    },
+                )?;
+                let (tool, argv) = super::command_parts(&step.action)
+                    .context("helm uninstall has a command line")?;
+                self.runner.check(tool, &argv)?;
+                self.journal.set_state(seq, EntryState::Done)?;
+            }
+            Action::RolloutRestart { args: kargs } => {
+                let seq = self.journal.intent(
+                    id,
+                    Undo::RolloutRestart {
+                        args: kargs.clone(),
+                    },
+                )?;
+                self.runner.check(Tool::Kubectl, kargs)?;
+                self.journal.set_state(seq, EntryState::Done)?;
+            }
+            Action::RestartPods {
+                list_args,
+                kube_args,
+            } => {
+                let out = self.runner.check(Tool::Kubectl, list_args)?;
+                let mut bare = Vec::new();
+                for line in out.stdout.lines() {
+                    let f: Vec<&str> = line.split('|').map(str::trim).collect();
+                    let (Some(ns), Some(name)) = (f.first(), f.get(1)) else {
+                        continue;
+                    };
+                    if ns.is_empty() || name.is_empty() || f.get(2) == Some(&"true") {
+                        continue;
+                    }
+                    match f.get(3).filter(|k| !k.is_empty()) {
+                        Some(_) => {
+                            let mut a = kube_args.clone();
+                            a.extend(args(&["-n", ns, "delete", "pod", name, "--wait=false"]));
+                            self.runner.check(Tool::Kubectl, &a)?;
+                        }
+                        None => bare.push(format!("{ns}/{name}")),
+                    }
+                }
+                if !bare.is_empty() {
+                    (self.log)(&format!(
+                        "      not restarted (no controller would recreate them; recreate them \
+                         yourself): {}",
+                        bare.join(", ")
+                    ));
+                }
+            }
             Action::Kubectl { args: kargs, check } => {
                 let out = self.runner.run(Tool::Kubectl, kargs)?;
                 if !out.success() {
                     bail!(
-                        "{} exited {:?}: {}{}",
+                        "{} {}: {}{}",
                         self.runner.display(Tool::Kubectl, kargs),
-                        out.code,
+                        out.describe(),
                         out.stderr.trim(),
                         if out.stdout.trim().is_empty() {
                             String::new()
@@ -422,6 +522,10 @@ fn on_bpffs(path: &Path) -> bool {
 #[derive(Debug, Default)]
 pub struct RollbackReport {
     pub undone: Vec<String>,
+    /// Files edited since preflight wrote them, kept aside before being restored.
+    pub kept: Vec<String>,
+    /// Things deliberately left as they are (a module in use, forwarding on a running k3s node).
+    pub notes: Vec<String>,
     pub failed: Vec<String>,
     pub nothing_to_do: bool,
 }
@@ -441,7 +545,7 @@ pub fn rollback(root: &Path, runner: &Runner) -> anyhow::Result<RollbackReport> 
         if e.state == EntryState::Undone {
             continue;
         }
-        match undo(root, runner, &e.undo) {
+        match undo(root, runner, &e.undo, &mut report.kept, &mut report.notes) {
             Ok(Some(what)) => {
                 report
                     .undone
@@ -463,22 +567,44 @@ pub fn rollback(root: &Path, runner: &Runner) -> anyhow::Result<RollbackReport> 
             .failed
             .push(format!("systemctl daemon-reload: {err:#}"));
     }
-    let mut units: Vec<&str> = Vec::new();
+    let mut units: Vec<(&str, bool)> = Vec::new();
     for e in &entries {
-        if let Undo::Restart { unit } = &e.undo
-            && !units.contains(&unit.as_str())
+        if let Undo::Restart { unit, openrc } = &e.undo
+            && !units.iter().any(|(u, _)| u == unit)
         {
-            units.push(unit);
+            units.push((unit, *openrc));
         }
     }
-    for unit in units {
-        match runner.check(Tool::Systemctl, &args(&["restart", unit])) {
+    for (unit, openrc) in units {
+        let (tool, argv) = super::service_command(unit, "restart", openrc);
+        match runner.check(tool, &argv) {
             Ok(_) => report
                 .undone
                 .push(format!("restarted {unit} with its restored config")),
             Err(err) => report
                 .failed
-                .push(format!("systemctl restart {unit}: {err:#}")),
+                .push(format!("{}: {err:#}", runner.display(tool, &argv))),
+        }
+    }
+    // After k3s is back: pods restarted onto Cilium are restarted onto the restored network.
+    let mut restarts: Vec<&Vec<String>> = Vec::new();
+    for e in &entries {
+        if let Undo::RolloutRestart { args: a } = &e.undo
+            && !restarts.contains(&a)
+        {
+            restarts.push(a);
+        }
+    }
+    for a in restarts {
+        match runner.check(Tool::Kubectl, a) {
+            Ok(_) => report.undone.push(format!(
+                "{} (pods get addresses from the restored network)",
+                runner.display(Tool::Kubectl, a)
+            )),
+            Err(err) => report.notes.push(format!(
+                "{} failed ({err:#}): run it yourself once the cluster answers",
+                runner.display(Tool::Kubectl, a)
+            )),
         }
     }
     if report.failed.is_empty() {
@@ -492,10 +618,26 @@ fn host(root: &Path, node_path: &str) -> std::path::PathBuf {
 }
 
 /// One undo. Ok(Some(description)) when something was changed back.
-fn undo(root: &Path, runner: &Runner, u: &Undo) -> anyhow::Result<Option<String>> {
+fn undo(
+    root: &Path,
+    runner: &Runner,
+    u: &Undo,
+    kept: &mut Vec<String>,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Option<String>> {
     Ok(match u {
-        Undo::Path { path, prior } => {
-            fsops::restore(&host(root, path), prior)?;
+        Undo::Path { path, prior, after } => {
+            let h = host(root, path);
+            if let Some(copy) = fsops::keep_if_edited(root, path, prior, after.as_deref())? {
+                let node_copy = copy.strip_prefix(root).map_or_else(
+                    |_| copy.display().to_string(),
+                    |p| format!("/{}", p.display()),
+                );
+                kept.push(format!(
+                    "{path} was edited after preflight wrote it: your version is kept as {node_copy}"
+                ));
+            }
+            fsops::restore(&h, prior)?;
             Some(format!("{path} restored ({})", prior_label(prior)))
         }
         Undo::Moved { path, backup } => {
@@ -538,7 +680,9 @@ fn undo(root: &Path, runner: &Runner, u: &Undo) -> anyhow::Result<Option<String>
             runner.check(Tool::Systemctl, &a)?;
             Some(format!("{unit} disabled"))
         }
-        Undo::DaemonReload | Undo::Restart { .. } | Undo::Nothing => None,
+        Undo::DaemonReload | Undo::Restart { .. } | Undo::RolloutRestart { .. } | Undo::Nothing => {
+            None
+        }
         Undo::Helm {
             release,
             namespace,
@@ -571,14 +715,73 @@ fn undo(root: &Path, runner: &Runner, u: &Undo) -> anyhow::Result<Option<String>
                 }
             ))
         }
-        Undo::Module { name } => {
-            runner.check(Tool::Modprobe, &args(&["-r", name]))?;
-            Some(format!("module {name} unloaded"))
+        Undo::HelmUninstalled {
+            release,
+            namespace,
+            chart_version,
+            values,
+            extra_args,
+        } => {
+            let mut status = args(&["status", release, "-n", namespace]);
+            status.extend(extra_args.iter().cloned());
+            if runner.run(Tool::Helm, &status)?.success() {
+                return Ok(None);
+            }
+            let mut a = args(&[
+                "upgrade",
+                "--install",
+                release,
+                "cilium",
+                "--repo",
+                super::gitops::CILIUM_HELM_REPO,
+                "--namespace",
+                namespace,
+                "--values",
+            ]);
+            a.push(values.display().to_string());
+            if !chart_version.is_empty() {
+                a.extend(args(&["--version", chart_version]));
+            }
+            a.extend(extra_args.iter().cloned());
+            runner.check(Tool::Helm, &a)?;
+            Some(format!(
+                "helm release {namespace}/{release} {chart_version} installed again with its values"
+            ))
         }
+        // A module in use (flannel.1 holds vxlan, containerd's mounts hold overlay) cannot be
+        // unloaded, and forcing it would take the node's network down: it stays loaded. Its
+        // modules-load.d file is gone, so it is not loaded again at the next boot.
+        Undo::Module { name } => match module_refcount(root, name) {
+            Some(None) => None,
+            Some(Some(users)) if users > 0 => {
+                notes.push(format!(
+                    "module {name} left loaded: in use ({users} users); it is no longer loaded at boot"
+                ));
+                None
+            }
+            _ => match runner.check(Tool::Modprobe, &args(&["-r", name])) {
+                Ok(_) => Some(format!("module {name} unloaded")),
+                Err(e) => {
+                    notes.push(format!(
+                        "module {name} left loaded: `modprobe -r {name}` refused ({e:#}); it is \
+                         no longer loaded at boot"
+                    ));
+                    None
+                }
+            },
+        },
         Undo::Sysctl {
             key,
             prior: Some(prior),
         } => {
+            if key == "net.ipv4.ip_forward" && prior.trim() == "0" && k3s_running(root, runner) {
+                notes.push(
+                    "net.ipv4.ip_forward left at 1: k3s is running and every pod's traffic needs \
+                     forwarding (k3s turns it on at start anyway); only the boot-time file is removed"
+                        .into(),
+                );
+                return Ok(None);
+            }
             runner.check(Tool::Sysctl, &args(&["-w", &format!("{key}={prior}")]))?;
             Some(format!("{key} = {prior} again"))
         }
@@ -588,6 +791,32 @@ fn undo(root: &Path, runner: &Runner, u: &Undo) -> anyhow::Result<Option<String>
             runner.check(Tool::FirewallCmd, &args(&["--reload"]))?;
             Some(format!("firewall-cmd {}", remove_args.join(" ")))
         }
+    })
+}
+
+/// A module's users from `<root>/proc/modules`: Some(None) when it is not loaded, Some(Some(n))
+/// when loaded with n users, None when the file cannot be read.
+fn module_refcount(root: &Path, name: &str) -> Option<Option<u64>> {
+    let text = std::fs::read_to_string(root.join("proc/modules")).ok()?;
+    Some(text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.first() == Some(&name)).then(|| f.get(2).and_then(|n| n.parse().ok()).unwrap_or(1))
+    }))
+}
+
+/// Whether a k3s service runs on the node: `systemctl is-active`, or `rc-service … status`
+/// under OpenRC. When that cannot be asked, assume it does (the safe side for forwarding).
+fn k3s_running(root: &Path, runner: &Runner) -> bool {
+    let openrc = !root.join("run/systemd/system").is_dir()
+        && !root.join("etc/systemd/system").is_dir()
+        && (root.join("etc/init.d/k3s").exists() || root.join("etc/init.d/k3s-agent").exists());
+    ["k3s", "k3s-agent"].iter().any(|unit| {
+        let (tool, argv) = if openrc {
+            (Tool::RcService, args(&[unit, "status"]))
+        } else {
+            (Tool::Systemctl, args(&["is-active", "--quiet", unit]))
+        };
+        runner.run(tool, &argv).map_or(true, |o| o.success())
     })
 }
 

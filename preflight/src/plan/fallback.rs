@@ -37,15 +37,99 @@ pub fn module_loaded(root: &Path, name: &str) -> bool {
     .is_ok_and(|t| t.lines().any(|l| l.ends_with(&format!("/{name}.ko"))))
 }
 
-/// The hardening steps for a node that runs flannel (after the install journal, if any, has
-/// been rolled back: that already restored the conflists and removed the drop-in).
-pub fn build(node: &NodeState, restart_unit: Option<&str>) -> Plan {
+/// The steps that give a node back to flannel and harden it (run after the install journal, if
+/// any, has been rolled back: that already restored the conflists and removed the drop-in).
+/// Cilium installed some other way is removed too: its Helm release (when helm is there to ask),
+/// its conflists, and a `flannel-backend: none` in the user's own k3s config is overridden by a
+/// drop-in. k3s is restarted when its config changed.
+pub fn build(node: &NodeState, helm_found: bool) -> Plan {
     let mut steps = Vec::new();
     let mut notes = Vec::new();
     let root = &node.root;
+    let mut restart = false;
+
+    if helm_found {
+        let kube_args = super::kube_args(node);
+        steps.push(
+            Step::new(
+                "cilium.helm-uninstall",
+                "helm uninstall cilium (when the release exists)",
+                Action::HelmUninstall {
+                    release: "cilium".into(),
+                    namespace: "kube-system".into(),
+                    kube_args,
+                },
+            )
+            .changes("the Cilium Helm release kube-system/cilium is uninstalled, if there is one")
+            .why(
+                "a running Cilium agent keeps writing its conflist and owns the pod network; \
+                 flannel cannot take over while it runs",
+            )
+            .undo("installed again at the same chart version with the values it had (journaled)")
+            .state(StepState::AtRunTime(
+                "`helm status cilium -n kube-system` decides".into(),
+            )),
+        );
+    } else {
+        notes.push(
+            "helm not found: could not check for a Cilium Helm release. If Cilium runs on this \
+             cluster, remove it first: `helm uninstall cilium -n kube-system --wait`"
+                .into(),
+        );
+    }
+    for path in &node.cilium_conflists {
+        steps.push(
+            Step::new(
+                format!("cni.cilium-conflist:{path}"),
+                format!("Move aside {path}"),
+                Action::MoveAside { path: path.clone() },
+            )
+            .changes(format!("{path} moved into the journal's backup dir"))
+            .why(
+                "containerd uses the first conflist by name: Cilium's (05-…) shadows flannel's \
+                 (10-…) and new pods would be handed to a CNI that is gone",
+            )
+            .undo("moved back"),
+        );
+    }
+    if let Some(k3s) = &node.k3s
+        && k3s.flannel_backend.as_deref() == Some("none")
+    {
+        let content = "# Written by preflight fallback flannel: your config turns flannel off; \
+                       this turns it back on.\n# `preflight rollback` removes it.\n\
+                       flannel-backend: vxlan\n";
+        let state = if k3s.flannel_drop_in.as_deref() == Some(content) {
+            StepState::Done("drop-in already in place".into())
+        } else {
+            restart = true;
+            StepState::Todo
+        };
+        steps.push(
+            Step::new(
+                "k3s.flannel-drop-in",
+                format!("Write k3s drop-in {}", node::FLANNEL_DROP_IN),
+                Action::WriteFile {
+                    path: node::FLANNEL_DROP_IN.into(),
+                    content: content.into(),
+                    mode: 0o600,
+                },
+            )
+            .changes(format!(
+                "new file {}: flannel-backend: vxlan",
+                node::FLANNEL_DROP_IN
+            ))
+            .why(
+                "your k3s config sets flannel-backend: none, so k3s runs no flannel; a later \
+                 drop-in wins, and your config.yaml stays as it is",
+            )
+            .undo("the drop-in is removed")
+            .state(state),
+        );
+    }
 
     // Without a journal, a drop-in of ours may still be there (written by hand from `plan`).
     if node.k3s.as_ref().is_some_and(|k| k.drop_in.is_some()) {
+        restart = true;
         steps.push(
             Step::new(
                 "k3s.drop-in.remove",
@@ -138,6 +222,7 @@ pub fn build(node: &NodeState, restart_unit: Option<&str>) -> Plan {
                 Action::Service {
                     unit: "NetworkManager".into(),
                     verb: "reload".into(),
+                    openrc: node.openrc,
                 },
             )
             .changes("NetworkManager rereads its configuration")
@@ -147,10 +232,11 @@ pub fn build(node: &NodeState, restart_unit: Option<&str>) -> Plan {
     } else {
         notes.push("NetworkManager is not installed: no unmanaged-devices setting needed".into());
     }
+    // firewalld takes one source per rule; the IPv4 pod CIDR is flannel's VXLAN network.
     let cidr = node
         .k3s
         .as_ref()
-        .map(|k| k.cluster_cidr.clone())
+        .and_then(|k| k.cluster_cidrs.iter().find(|c| !c.contains(':')).cloned())
         .unwrap_or_else(|| "10.42.0.0/16".into());
     if node.host("/etc/firewalld").is_dir() {
         for (what, add, remove) in [
@@ -207,14 +293,18 @@ pub fn build(node: &NodeState, restart_unit: Option<&str>) -> Plan {
          with the iptables-legacy backend keep EnableNFTables false"
             .into(),
     );
-    if let Some(unit) = restart_unit {
+    if let Some(unit) = node.k3s.as_ref().map(|k| k.unit.as_str())
+        && restart
+    {
+        let (tool, argv) = super::service_command(unit, "restart", node.openrc);
         steps.push(
             Step::new(
                 "k3s.restart",
-                format!("systemctl restart {unit}"),
+                format!("{} {}", tool.program(), argv.join(" ")),
                 Action::Service {
                     unit: unit.into(),
                     verb: "restart".into(),
+                    openrc: node.openrc,
                 },
             )
             .changes(format!("{unit} restarts with flannel"))

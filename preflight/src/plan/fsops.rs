@@ -137,6 +137,75 @@ pub fn restore(path: &Path, prior: &Prior) -> anyhow::Result<()> {
     }
 }
 
+/// sha256 (hex) of a regular file's bytes; None for anything else or when unreadable.
+pub fn file_sha256(path: &Path) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let m = fs::symlink_metadata(path).ok()?;
+    if !m.is_file() {
+        return None;
+    }
+    Some(format!("{:x}", Sha256::digest(fs::read(path).ok()?)))
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("{:x}", Sha256::digest(bytes))
+}
+
+/// Where rollback keeps files somebody edited after preflight wrote them (a node path): outside
+/// every directory a rollback may remove, and where no config loader looks.
+pub const EDITED_DIR: &str = "/var/lib/preflight/edited";
+
+/// Before a rollback overwrites the node path `path` under `root`: when it is a regular file
+/// that is neither what preflight left (`after`, a sha256) nor what was there before (`prior`),
+/// somebody edited it since. Copy it (mode and owner kept) to
+/// `<root>/var/lib/preflight/edited/<unix time>/<path>` and return that host path. A copy with
+/// the same bytes from an interrupted earlier rollback is reused, so re-runs make no duplicates.
+pub fn keep_if_edited(
+    root: &Path,
+    path: &str,
+    prior: &Prior,
+    after: Option<&str>,
+) -> anyhow::Result<Option<PathBuf>> {
+    let Some(after) = after else { return Ok(None) };
+    let rel = path.trim_start_matches('/');
+    let host = root.join(rel);
+    let Some(now) = file_sha256(&host) else {
+        return Ok(None);
+    };
+    if now == after {
+        return Ok(None);
+    }
+    if let Prior::File { backup, .. } = prior
+        && fs::read(backup).is_ok_and(|b| sha256_hex(&b) == now)
+    {
+        return Ok(None);
+    }
+    let edited = root.join(EDITED_DIR.trim_start_matches('/'));
+    if let Ok(rd) = fs::read_dir(&edited) {
+        for e in rd.filter_map(Result::ok) {
+            let p = e.path().join(rel);
+            if file_sha256(&p).as_deref() == Some(now.as_str()) {
+                return Ok(Some(p));
+            }
+        }
+    }
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let kept = edited.join(ts.to_string()).join(rel);
+    if let Some(dir) = kept.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = tmp_sibling(&kept);
+    remove_if_present(&tmp)?;
+    copy_tree(&host, &tmp).with_context(|| format!("keeping a copy of {}", host.display()))?;
+    fs::rename(&tmp, &kept).with_context(|| format!("creating {}", kept.display()))?;
+    sync_parent(&kept)?;
+    Ok(Some(kept))
+}
+
 /// The temp file a write to `path` goes through: fixed, so a rollback knows what to clean.
 pub fn tmp_sibling(path: &Path) -> PathBuf {
     let name = path

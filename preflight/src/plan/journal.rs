@@ -36,8 +36,16 @@ pub struct LinkSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "undo", rename_all = "snake_case")]
 pub enum Undo {
-    /// Put a path (node path, e.g. `/etc/...`) back to what it was.
-    Path { path: String, prior: Prior },
+    /// Put a path (node path, e.g. `/etc/...`) back to what it was. `after` is the sha256 of
+    /// the file preflight left there (what it wrote, or for files k3s and the agent write, what
+    /// they had written when the run completed): a file that no longer matches it was edited
+    /// since, and rollback keeps that version aside instead of discarding it.
+    Path {
+        path: String,
+        prior: Prior,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+    },
     /// A path moved aside to `backup` (a host path): move it back.
     Moved { path: String, backup: PathBuf },
     /// A link deleted (prior = its description) or one that did not exist (prior = None:
@@ -53,7 +61,12 @@ pub enum Undo {
     /// Files under systemd's control changed: `systemctl daemon-reload` after the files are back.
     DaemonReload,
     /// A service was restarted: restart it again once everything else is restored.
-    Restart { unit: String },
+    Restart {
+        unit: String,
+        /// Restarted with `rc-service` (OpenRC), not systemctl.
+        #[serde(default)]
+        openrc: bool,
+    },
     /// `helm upgrade --install`: uninstall, or roll back to the revision that was there.
     Helm {
         release: String,
@@ -61,6 +74,18 @@ pub enum Undo {
         prior_revision: Option<u64>,
         extra_args: Vec<String>,
     },
+    /// `helm uninstall` of a release that was there: install that chart version again with the
+    /// values it had (kept in `values`, a host path in the backup dir).
+    HelmUninstalled {
+        release: String,
+        namespace: String,
+        chart_version: String,
+        values: PathBuf,
+        extra_args: Vec<String>,
+    },
+    /// `kubectl rollout restart`: run it again once the rest is undone (the pods then get
+    /// addresses from the restored network).
+    RolloutRestart { args: Vec<String> },
     /// A kernel module loaded that was not loaded.
     Module { name: String },
     /// A sysctl changed at runtime from `prior` (None: the key did not exist yet).
@@ -232,6 +257,24 @@ impl Journal {
             e.state = state;
         }
         self.persist()
+    }
+
+    /// The run is over: record the hash of every journaled file that has none yet (files k3s
+    /// and the agent wrote after the guard step), then mark the journal complete. From here on
+    /// rollback can tell a file somebody edited from the one the run left.
+    pub fn complete(&mut self) -> anyhow::Result<()> {
+        for e in &mut self.file.entries {
+            if let Undo::Path {
+                path,
+                after: after @ None,
+                ..
+            } = &mut e.undo
+                && e.state == EntryState::Done
+            {
+                *after = fsops::file_sha256(&self.root.join(path.trim_start_matches('/')));
+            }
+        }
+        self.set_status(Status::Complete)
     }
 
     pub fn set_status(&mut self, status: Status) -> anyhow::Result<()> {

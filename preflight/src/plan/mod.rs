@@ -65,10 +65,11 @@ pub enum Action {
         unit: String,
     },
     DaemonReload,
-    /// `systemctl restart|reload UNIT`.
+    /// `systemctl restart|reload UNIT`, or `rc-service UNIT restart|reload` under OpenRC.
     Service {
         unit: String,
         verb: String,
+        openrc: bool,
     },
     /// Record the state of paths and links that a later program (k3s, the Cilium agent) will
     /// write, so that rollback returns them too.
@@ -85,7 +86,23 @@ pub enum Action {
         namespace: String,
         version: String,
         args: Vec<String>,
-        values: gitops::CiliumValues,
+        values: serde_json::Value,
+    },
+    /// `helm uninstall RELEASE` when the release exists; its chart version and values are
+    /// journaled so that rollback can install it again.
+    HelmUninstall {
+        release: String,
+        namespace: String,
+        kube_args: Vec<String>,
+    },
+    /// `kubectl rollout restart …`: journaled, and run again after a rollback.
+    RolloutRestart {
+        args: Vec<String>,
+    },
+    /// `--restart-pods`: delete every pod that is not hostNetwork and has a controller.
+    RestartPods {
+        list_args: Vec<String>,
+        kube_args: Vec<String>,
     },
     /// A kubectl command that must exit 0 (waits and post-checks).
     Kubectl {
@@ -177,7 +194,7 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// Things the operator should know that are not steps.
     pub notes: Vec<String>,
-    pub values: Option<gitops::CiliumValues>,
+    pub values: Option<serde_json::Value>,
 }
 
 /// What to migrate to.
@@ -191,6 +208,12 @@ pub struct PlanOptions {
     pub namespace: String,
     pub wait_timeout_s: u64,
     pub dns_check_image: Option<String>,
+    /// Also recreate every non-hostNetwork pod that has a controller (`--restart-pods`).
+    pub restart_pods: bool,
+    /// The user's Helm values (-f, --set), merged.
+    pub user_values: serde_json::Value,
+    /// The verdict's value fixes (its values_patch), applied last.
+    pub values_fix: Option<serde_json::Value>,
 }
 
 impl Default for PlanOptions {
@@ -204,6 +227,9 @@ impl Default for PlanOptions {
             namespace: "kube-system".into(),
             wait_timeout_s: 300,
             dns_check_image: Some("busybox:1.36".into()),
+            restart_pods: false,
+            user_values: serde_json::json!({}),
+            values_fix: None,
         }
     }
 }
@@ -215,28 +241,87 @@ fn file_state(node: &NodeState, path: &str, content: &str) -> StepState {
     }
 }
 
-/// The k3s drop-in: only the keys Cilium needs; the user's config.yaml is never rewritten.
-pub fn drop_in_text(opts: &PlanOptions) -> String {
-    let mut s = String::from(
-        "# Written by preflight for the Cilium migration; `preflight rollback` removes it.\n\
-         flannel-backend: none\n\
-         disable-network-policy: true\n",
-    );
-    if opts.kube_proxy_replacement {
-        s.push_str("disable-kube-proxy: true\n");
+/// The k3s drop-in: only the keys Cilium needs that the user's config does not already set;
+/// None when it sets them all (Rancher Desktop ships `flannel-backend: none`). The user's
+/// config.yaml is never rewritten.
+pub fn drop_in_text(k3s: &node::K3s, opts: &PlanOptions) -> Option<String> {
+    let mut keys = String::new();
+    if k3s.flannel_backend.as_deref() != Some("none") {
+        keys.push_str("flannel-backend: none\n");
     }
-    s
+    if !k3s.disable_network_policy {
+        keys.push_str("disable-network-policy: true\n");
+    }
+    if opts.kube_proxy_replacement && !k3s.disable_kube_proxy {
+        keys.push_str("disable-kube-proxy: true\n");
+    }
+    (!keys.is_empty()).then(|| {
+        format!(
+            "# Written by preflight for the Cilium migration; `preflight rollback` removes it.\n{keys}"
+        )
+    })
 }
 
-pub fn values_for(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<gitops::CiliumValues> {
-    let cidr = node
+/// A service restart or reload step's title: the command it runs.
+fn service_title(node: &NodeState, unit: &str, verb: &str) -> String {
+    let (tool, args) = service_command(unit, verb, node.openrc);
+    format!("{} {}", tool.program(), args.join(" "))
+}
+
+/// The values file: the plan's defaults (VXLAN tunnel, cluster-pool IPAM), then the user's
+/// values (`opts.user_values`, from -f/--set) over them, then what this node requires over those
+/// (CNI dirs, the k3s pod CIDRs, the API server without kube-proxy), then the verdict's value
+/// fixes (`opts.values_fix`). Where the node overrides a value the user gave, a note says so.
+pub fn values_for(
+    node: &NodeState,
+    opts: &PlanOptions,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<serde_json::Value> {
+    use serde_json::json;
+
+    use crate::target::values;
+    let mut v = json!({
+        "routingMode": "tunnel",
+        "tunnelProtocol": "vxlan",
+        "ipam": {"mode": "cluster-pool"},
+    });
+    values::merge(&mut v, opts.user_values.clone());
+
+    // Always explicit, even when they are the chart's defaults: the file documents which dirs
+    // this node's containerd uses.
+    let mut required = json!({
+        "cni": {"binPath": node.cni_after.bin_dir, "confPath": node.cni_after.conf_dir},
+    });
+    let cidrs = node
         .k3s
         .as_ref()
-        .map(|k| k.cluster_cidr.clone())
-        .unwrap_or_else(|| "10.42.0.0/16".into());
-    let (host, port) = if opts.kube_proxy_replacement {
-        let host = match &opts.k8s_service_host {
-            Some(h) => h.clone(),
+        .map(|k| k.cluster_cidrs.clone())
+        .unwrap_or_else(|| vec!["10.42.0.0/16".into()]);
+    let (v4, v6): (Vec<String>, Vec<String>) = cidrs.into_iter().partition(|c| !c.contains(':'));
+    if values::lookup(&v, "ipam.mode").and_then(|m| m.as_str()) == Some("cluster-pool") {
+        let mut operator = serde_json::Map::new();
+        if !v4.is_empty() {
+            operator.insert("clusterPoolIPv4PodCIDRList".into(), json!(v4));
+        }
+        if !v6.is_empty() {
+            operator.insert("clusterPoolIPv6PodCIDRList".into(), json!(v6));
+        }
+        required["ipam"] = json!({"operator": operator});
+    }
+    if !v6.is_empty() {
+        // k3s is dual-stack (or IPv6-only): Cilium must hand out IPv6 addresses too.
+        required["ipv6"] = json!({"enabled": true});
+        if v4.is_empty() {
+            required["ipv4"] = json!({"enabled": false});
+        }
+    }
+    if opts.kube_proxy_replacement {
+        let host = match opts.k8s_service_host.clone().or_else(|| {
+            values::lookup(&v, "k8sServiceHost")
+                .and_then(|h| h.as_str())
+                .map(String::from)
+        }) {
+            Some(h) => h,
             None => {
                 // An agent's config names its server; otherwise the API server is local.
                 let from_server = node
@@ -255,29 +340,57 @@ pub fn values_for(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<gitops
                 })?
             }
         };
-        (Some(host), Some(opts.k8s_service_port))
-    } else {
-        (None, None)
+        let port = values::lookup(&v, "k8sServicePort")
+            .cloned()
+            .unwrap_or_else(|| json!(opts.k8s_service_port));
+        required["kubeProxyReplacement"] = json!(true);
+        required["k8sServiceHost"] = json!(host);
+        required["k8sServicePort"] = port;
+    }
+    note_overrides(&opts.user_values, &required, "", notes);
+    values::merge(&mut v, required);
+    if let Some(fix) = &opts.values_fix {
+        values::merge(&mut v, fix.clone());
+    }
+    Ok(v)
+}
+
+/// A note for every value the user gave that the node's requirements replace.
+fn note_overrides(
+    user: &serde_json::Value,
+    required: &serde_json::Value,
+    prefix: &str,
+    notes: &mut Vec<String>,
+) {
+    let (Some(u), Some(r)) = (user.as_object(), required.as_object()) else {
+        return;
     };
-    Ok(gitops::CiliumValues {
-        // Always explicit, even when they are the chart's defaults: the file documents which
-        // dirs this node's containerd uses.
-        cni: Some(gitops::CniValues {
-            bin_path: node.cni_after.bin_dir.clone(),
-            conf_path: node.cni_after.conf_dir.clone(),
-        }),
-        ipam: gitops::Ipam {
-            mode: "cluster-pool".into(),
-            operator: gitops::IpamOperator {
-                cluster_pool_ipv4_pod_cidr_list: vec![cidr],
-            },
-        },
-        routing_mode: "tunnel".into(),
-        tunnel_protocol: "vxlan".into(),
-        kube_proxy_replacement: opts.kube_proxy_replacement,
-        k8s_service_host: host,
-        k8s_service_port: port,
-    })
+    for (k, want) in r {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match u.get(k) {
+            Some(got) if got.is_object() && want.is_object() => {
+                note_overrides(got, want, &path, notes)
+            }
+            Some(got) if got != want => notes.push(format!(
+                "values: your {path}: {got} is replaced by {want}, which this node needs"
+            )),
+            _ => {}
+        }
+    }
+}
+
+/// Whether the user's values turn kube-proxy replacement on (`true`, or "true"/"strict" of
+/// older charts).
+pub fn wants_kube_proxy_replacement(user: &serde_json::Value) -> bool {
+    match crate::target::values::lookup(user, "kubeProxyReplacement") {
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(serde_json::Value::String(s)) => matches!(s.as_str(), "true" | "strict"),
+        _ => false,
+    }
 }
 
 /// kubeconfig arguments for helm and kubectl (k3s writes its admin kubeconfig on servers).
@@ -299,7 +412,7 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
             node::K3S_CONFIG
         );
     };
-    let values = values_for(node, opts)?;
+    let values = values_for(node, opts, &mut notes)?;
 
     // 1. bpffs: mounted, shared, and so after a reboot too.
     let unit_name = "sys-fs-bpf.mount".to_string();
@@ -393,58 +506,92 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
         )),
     }
 
-    // 2. k3s: flannel off through a drop-in.
-    let drop_in = drop_in_text(opts);
-    let drop_in_state = match &k3s.drop_in {
-        Some(now) if *now == drop_in => StepState::Done("drop-in already in place".into()),
+    // 2. k3s: flannel off through a drop-in, unless the user's config already says so. These
+    // are server keys: an agent takes flannel's settings from its server.
+    let drop_in = if k3s.agent {
+        None
+    } else {
+        drop_in_text(k3s, opts)
+    };
+    let drop_in_state = match (&drop_in, &k3s.drop_in) {
+        (Some(want), Some(now)) if now == want => {
+            StepState::Done("drop-in already in place".into())
+        }
         _ => StepState::Todo,
     };
-    let k3s_changes = drop_in_state == StepState::Todo || !node.flannel_conflists.is_empty();
-    steps.push(
-        Step::new(
-            "k3s.drop-in",
-            format!("Write k3s drop-in {DROP_IN}"),
-            Action::WriteFile {
-                path: DROP_IN.into(),
-                content: drop_in.clone(),
-                mode: 0o600,
-            },
-        )
-        .changes(format!(
-            "new file {DROP_IN}: {}",
-            drop_in
-                .lines()
-                .filter(|l| !l.starts_with('#'))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-        .why(format!(
-            "k3s must stop running flannel (now: flannel-backend {}) and its network policy \
-             controller{}; a drop-in leaves your config.yaml untouched",
-            k3s.flannel_backend.as_deref().unwrap_or("vxlan (default)"),
+    let mut k3s_changes = !node.flannel_conflists.is_empty() || k3s.agent;
+    let k3s_fixes: &[&str] = if opts.kube_proxy_replacement {
+        &[
+            "k3s.flannel-backend",
+            "k3s.network-policy",
+            "k3s.kube-proxy",
+            "cni.bin-dir-versioned",
+        ]
+    } else {
+        &[
+            "k3s.flannel-backend",
+            "k3s.network-policy",
+            "cni.bin-dir-versioned",
+        ]
+    };
+    if let Some(drop_in) = &drop_in {
+        k3s_changes |= drop_in_state == StepState::Todo;
+        steps.push(
+            Step::new(
+                "k3s.drop-in",
+                format!("Write k3s drop-in {DROP_IN}"),
+                Action::WriteFile {
+                    path: DROP_IN.into(),
+                    content: drop_in.clone(),
+                    mode: 0o600,
+                },
+            )
+            .changes(format!(
+                "new file {DROP_IN}: {}",
+                drop_in
+                    .lines()
+                    .filter(|l| !l.starts_with('#'))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+            .why(format!(
+                "k3s must stop running flannel (now: flannel-backend {}) and its network policy \
+                 controller{}; a drop-in leaves your config.yaml untouched",
+                k3s.flannel_backend.as_deref().unwrap_or("vxlan (default)"),
+                if opts.kube_proxy_replacement {
+                    ", and kube-proxy (Cilium replaces it)"
+                } else {
+                    ""
+                }
+            ))
+            .undo("the drop-in is removed; config.yaml was never changed")
+            .state(drop_in_state)
+            .fixes(k3s_fixes),
+        );
+    } else if k3s.agent {
+        notes.push(format!(
+            "agent node ({}{}): flannel-backend, disable-network-policy and disable-kube-proxy are \
+             server settings, and the Helm release is cluster-wide. Migrate the server(s) first \
+             (`preflight install` there); the Cilium DaemonSet then lands on every node, this one \
+             included. This plan only clears this node's flannel leftovers and restarts the agent; \
+             it runs no helm and no kubectl here",
+            k3s.unit,
+            k3s.server
+                .as_deref()
+                .map(|s| format!(", server {s}"))
+                .unwrap_or_default()
+        ));
+    } else {
+        notes.push(format!(
+            "k3s: your config already sets flannel-backend: none{}; no drop-in and no restart \
+             are needed for that",
             if opts.kube_proxy_replacement {
-                ", and kube-proxy (Cilium replaces it)"
+                ", disable-network-policy and disable-kube-proxy"
             } else {
-                ""
+                " and disable-network-policy"
             }
-        ))
-        .undo("the drop-in is removed; config.yaml was never changed")
-        .state(drop_in_state)
-        .fixes(if opts.kube_proxy_replacement {
-            &[
-                "k3s.flannel-backend",
-                "k3s.network-policy",
-                "k3s.kube-proxy",
-                "cni.bin-dir-versioned",
-            ]
-        } else {
-            &[
-                "k3s.flannel-backend",
-                "k3s.network-policy",
-                "cni.bin-dir-versioned",
-            ]
-        }),
-    );
+        ));
+    }
 
     // 3. leftovers: moved aside, never deleted.
     for path in &node.flannel_conflists {
@@ -523,18 +670,31 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
     steps.push(
         Step::new(
             "k3s.restart",
-            format!("systemctl restart {}", k3s.unit),
+            service_title(node, &k3s.unit, "restart"),
             Action::Service {
                 unit: k3s.unit.clone(),
                 verb: "restart".into(),
+                openrc: node.openrc,
             },
         )
         .changes(format!(
             "{} restarts without flannel; running pods keep running",
             k3s.unit
         ))
-        .why("k3s reads its config only at start")
+        .why(if k3s.agent {
+            "the agent takes flannel's settings from the server when it starts: once the server \
+             runs with flannel-backend: none, a restart stops flannel here"
+        } else {
+            "k3s reads its config only at start"
+        })
         .undo("restarted again once its config is restored (flannel comes back)")
+        .fixes(if k3s.agent {
+            // Server settings: on an agent they are fixed by the server's migration, which
+            // the agent picks up when it restarts.
+            k3s_fixes
+        } else {
+            &[]
+        })
         .state(if k3s_changes {
             StepState::Todo
         } else {
@@ -596,7 +756,7 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
     }
 
     // 6. Helm.
-    let values_yaml = values.to_yaml();
+    let values_yaml = gitops::values_yaml(&values);
     steps.push(
         Step::new(
             "helm.values",
@@ -659,27 +819,90 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
         v
     };
     let ns = opts.namespace.as_str();
-    for (id, what) in [
-        ("wait.cilium", "daemonset/cilium"),
-        ("wait.coredns", "deployment/coredns"),
-    ] {
+    steps.push(
+        Step::new(
+            "wait.cilium",
+            "Wait for daemonset/cilium",
+            Action::Kubectl {
+                args: kubectl(&["-n", ns, "rollout", "status", "daemonset/cilium", &timeout]),
+                check: PostCheck::ExitZero,
+            },
+        )
+        .changes("nothing")
+        .why("every node's agent must come up")
+        .undo("nothing to undo"),
+    );
+    // Pods started under flannel keep their flannel IPs and routes (cni0 is gone): nothing
+    // restarts them by itself. CoreDNS is restarted always; the rest only when asked.
+    steps.push(
+        Step::new(
+            "pods.restart-coredns",
+            "Restart CoreDNS onto Cilium",
+            Action::RolloutRestart {
+                args: kubectl(&[
+                    "-n",
+                    "kube-system",
+                    "rollout",
+                    "restart",
+                    "deployment/coredns",
+                ]),
+            },
+        )
+        .changes("CoreDNS pods are replaced (a rolling restart: DNS stays served)")
+        .why(
+            "CoreDNS still has the IP flannel gave it, on a bridge that was deleted: new pods \
+             could not resolve names until it is recreated with a Cilium-managed IP",
+        )
+        .undo("restarted again after rollback, so it gets a flannel IP again"),
+    );
+    steps.push(
+        Step::new(
+            "wait.coredns",
+            "Wait for deployment/coredns",
+            Action::Kubectl {
+                args: kubectl(&[
+                    "-n",
+                    "kube-system",
+                    "rollout",
+                    "status",
+                    "deployment/coredns",
+                    &timeout,
+                ]),
+                check: PostCheck::ExitZero,
+            },
+        )
+        .changes("nothing")
+        .why("the restarted CoreDNS pods must be ready, now with Cilium-managed IPs")
+        .undo("nothing to undo"),
+    );
+    // `|`-separated: a field that is not set (hostNetwork, ownerReferences) prints as nothing.
+    let listing = "{range .items[*]}{.metadata.namespace}|{.metadata.name}|{.spec.hostNetwork}|{.metadata.ownerReferences[0].kind}{\"\\n\"}{end}";
+    if opts.restart_pods {
         steps.push(
             Step::new(
-                id,
-                format!("Wait for {what}"),
-                Action::Kubectl {
-                    args: kubectl(&["-n", ns, "rollout", "status", what, &timeout]),
-                    check: PostCheck::ExitZero,
+                "pods.restart-others",
+                "Recreate the other pods that still use flannel's network",
+                Action::RestartPods {
+                    list_args: kubectl(&["get", "pods", "--all-namespaces", "-o", &format!("jsonpath={listing}")]),
+                    kube_args: kube_args(node),
                 },
             )
-            .changes("nothing")
-            .why(if id == "wait.cilium" {
-                "every node's agent must come up"
-            } else {
-                "CoreDNS pods get new, Cilium-managed IPs"
-            })
-            .undo("nothing to undo"),
+            .changes(
+                "every pod that is not hostNetwork and has a controller (Deployment, DaemonSet, \
+                 StatefulSet, Job…) is deleted so that its controller recreates it under Cilium; \
+                 pods without a controller are listed, not deleted",
+            )
+            .why("--restart-pods: those pods keep flannel IPs and cannot reach Cilium-managed pods")
+            .undo("not undone: the pods are recreated, not changed; after a rollback restart them again the same way"),
         );
+    } else {
+        notes.push(format!(
+            "pods other than CoreDNS keep their flannel IPs until they are recreated. List them: \
+             `kubectl get pods -A -o 'jsonpath={listing}'` (namespace|name|hostNetwork|owner); \
+             the ones that are not hostNetwork need a restart, e.g. `kubectl -n NS rollout restart \
+             deployment/NAME`. `preflight install --restart-pods` deletes every such pod that has \
+             a controller (which recreates it) and lists the ones without"
+        ));
     }
     let status_bin = if version_at_least(&opts.cilium_version, 1, 15) {
         "cilium-dbg"
@@ -761,11 +984,29 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
                 .into(),
         );
     }
-    notes.push(
-        "the Kubernetes steps run helm and kubectl as found on PATH (or --helm/--kubectl); \
-         preflight does not talk to the API itself"
-            .into(),
-    );
+    if k3s.agent {
+        // No admin kubeconfig and no cluster-wide install from an agent: the server's plan
+        // does the Kubernetes side (helm, waits, pod restarts, post-checks).
+        steps.retain(|s| {
+            !["helm.", "wait.", "post.", "pods."]
+                .iter()
+                .any(|p| s.id.starts_with(p))
+        });
+        notes.retain(|n| !n.starts_with("pods other than CoreDNS"));
+    } else {
+        notes.push(
+            "multi-node clusters: run this install on one server; the Helm release is cluster-wide \
+             and the Cilium DaemonSet lands on every node. Then run `preflight install` on each \
+             other node: there it only clears flannel's leftovers (conflists, flannel.1, cni0) \
+             and restarts k3s; until then pods on those nodes keep flannel's routes"
+                .into(),
+        );
+        notes.push(
+            "the Kubernetes steps run helm and kubectl as found on PATH (or --helm/--kubectl); \
+             preflight does not talk to the API itself"
+                .into(),
+        );
+    }
     Ok(Plan {
         title: format!(
             "Migrate {} from flannel to Cilium {}",
@@ -791,12 +1032,12 @@ pub fn version_at_least(v: &str, major: u64, minor: u64) -> bool {
 pub fn render(plan: &Plan, runner: &runner::Runner) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}", plan.title);
-    let todo = plan
+    let done = plan
         .steps
         .iter()
-        .filter(|s| s.state != StepState::Todo)
+        .filter(|s| matches!(s.state, StepState::Done(_)))
         .count();
-    let _ = writeln!(out, "{} steps ({} already done)\n", plan.steps.len(), todo);
+    let _ = writeln!(out, "{} steps ({} already done)\n", plan.steps.len(), done);
     for (i, s) in plan.steps.iter().enumerate() {
         let tag = match &s.state {
             StepState::Todo => "todo".to_string(),
@@ -830,6 +1071,12 @@ pub fn render(plan: &Plan, runner: &runner::Runner) -> String {
 
 /// The command a step runs, as it will be run.
 pub fn command_line(action: &Action, runner: &runner::Runner) -> Option<String> {
+    let (tool, args) = command_parts(action)?;
+    Some(runner.display(tool, &args))
+}
+
+/// The tool and argument vector a step runs (None for file steps).
+pub fn command_parts(action: &Action) -> Option<(runner::Tool, Vec<String>)> {
     use runner::Tool;
     let (tool, args): (Tool, Vec<String>) = match action {
         Action::DeleteLink { name } => (Tool::Ip, vec!["link".into(), "del".into(), name.clone()]),
@@ -842,9 +1089,23 @@ pub fn command_line(action: &Action, runner: &runner::Runner) -> Option<String> 
             vec!["enable".into(), "--now".into(), unit.clone()],
         ),
         Action::DaemonReload => (Tool::Systemctl, vec!["daemon-reload".into()]),
-        Action::Service { unit, verb } => (Tool::Systemctl, vec![verb.clone(), unit.clone()]),
+        Action::Service { unit, verb, openrc } => service_command(unit, verb, *openrc),
         Action::Helm { args, .. } => (Tool::Helm, args.clone()),
-        Action::Kubectl { args, .. } => (Tool::Kubectl, args.clone()),
+        Action::HelmUninstall {
+            release,
+            namespace,
+            kube_args,
+        } => {
+            let mut a: Vec<String> = ["uninstall", release, "-n", namespace, "--wait"]
+                .map(String::from)
+                .to_vec();
+            a.extend(kube_args.iter().cloned());
+            (Tool::Helm, a)
+        }
+        Action::Kubectl { args, .. } | Action::RolloutRestart { args } => {
+            (Tool::Kubectl, args.clone())
+        }
+        Action::RestartPods { list_args, .. } => (Tool::Kubectl, list_args.clone()),
         Action::Modprobe { module } => (Tool::Modprobe, vec![module.clone()]),
         Action::Sysctl { key, value } => {
             (Tool::Sysctl, vec!["-w".into(), format!("{key}={value}")])
@@ -852,15 +1113,39 @@ pub fn command_line(action: &Action, runner: &runner::Runner) -> Option<String> 
         Action::Firewall { add_args, .. } => (Tool::FirewallCmd, add_args.clone()),
         _ => return None,
     };
-    Some(runner.display(tool, &args))
+    Some((tool, args))
 }
 
-/// Check ids that the plan's steps fix: failures of these do not block `install`.
-pub fn fixed_check_ids(plan: &Plan) -> Vec<String> {
-    plan.steps
-        .iter()
-        .flat_map(|s| s.fixes.iter().cloned())
-        .collect()
+/// The command that restarts or reloads a service: systemctl, or rc-service under OpenRC.
+pub fn service_command(unit: &str, verb: &str, openrc: bool) -> (runner::Tool, Vec<String>) {
+    if openrc {
+        (runner::Tool::RcService, vec![unit.into(), verb.into()])
+    } else {
+        (runner::Tool::Systemctl, vec![verb.into(), unit.into()])
+    }
+}
+
+/// Every external tool the plan's steps (and their undo) run, including the queries a step
+/// makes before it changes anything (`ip -j addr show`, `systemctl is-active`, `helm status`).
+pub fn tools_needed(plan: &Plan) -> std::collections::BTreeSet<runner::Tool> {
+    use runner::Tool;
+    let mut tools = std::collections::BTreeSet::new();
+    for s in &plan.steps {
+        match &s.action {
+            Action::Guard { links, .. } if !links.is_empty() => {
+                tools.insert(Tool::Ip);
+            }
+            Action::EnableUnit { .. } => {
+                tools.insert(Tool::Systemctl);
+            }
+            action => {
+                if let Some((tool, _)) = command_parts(action) {
+                    tools.insert(tool);
+                }
+            }
+        }
+    }
+    tools
 }
 
 /// Helper for commands: the state dir of a root, for messages.
@@ -880,11 +1165,14 @@ mod tests {
             k3s: Some(node::K3s {
                 unit: "k3s-agent".into(),
                 flannel_backend: None,
+                flannel_backend_from: None,
                 disable_network_policy: false,
                 disable_kube_proxy: false,
-                cluster_cidr: "10.52.0.0/16".into(),
+                cluster_cidrs: vec!["10.52.0.0/16".into()],
                 server: Some("https://192.168.5.1:6443".into()),
+                agent: true,
                 drop_in: None,
+                flannel_drop_in: None,
             }),
             cni_now: None,
             cni_after: CniPaths {
@@ -898,11 +1186,13 @@ mod tests {
             },
             rancher_desktop: rd,
             flannel_conflists: vec![],
+            cilium_conflists: vec![],
             stale_state: vec![],
             pins: vec![],
             links: BTreeMap::new(),
             bpffs,
             systemd: true,
+            openrc: false,
             bpffs_persisted: Some("systemd unit".into()),
             kubeconfig: None,
         }
@@ -926,14 +1216,29 @@ mod tests {
         )
         .unwrap();
         let values = plan.values.clone().unwrap();
-        assert_eq!(values.cni.unwrap().bin_path, "/usr/libexec/cni");
-        assert_eq!(values.k8s_service_host.as_deref(), Some("192.168.5.1"));
+        assert_eq!(values["cni"]["binPath"], "/usr/libexec/cni");
+        assert_eq!(values["k8sServiceHost"], "192.168.5.1");
         assert_eq!(
-            values.ipam.operator.cluster_pool_ipv4_pod_cidr_list,
-            vec!["10.52.0.0/16"]
+            values["ipam"]["operator"]["clusterPoolIPv4PodCIDRList"],
+            serde_json::json!(["10.52.0.0/16"])
         );
         let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
         assert!(ids.contains(&"bpffs.shared"), "{ids:?}");
+        // An agent: no server-only keys, no helm, no kubectl; the server goes first.
+        assert!(!ids.contains(&"k3s.drop-in"), "{ids:?}");
+        assert!(
+            !ids.iter().any(|i| i.starts_with("helm.")
+                || i.starts_with("wait.")
+                || i.starts_with("post.")),
+            "{ids:?}"
+        );
+        assert!(
+            plan.notes
+                .iter()
+                .any(|n| n.contains("Migrate the server(s) first")),
+            "{:?}",
+            plan.notes
+        );
         assert!(
             !ids.contains(&"bpffs.persist"),
             "already persisted: {ids:?}"
@@ -943,9 +1248,63 @@ mod tests {
                 .iter()
                 .any(|s| s.title == "systemctl restart k3s-agent")
         );
-        let drop_in = drop_in_text(&opts);
+        let mut k3s = node(true, MountState::NotMounted).k3s.unwrap();
+        k3s.agent = false;
+        let drop_in = drop_in_text(&k3s, &opts).unwrap();
         assert!(drop_in.contains("disable-kube-proxy: true"));
         assert!(plan.notes.iter().any(|n| n.contains("Rancher Desktop")));
+    }
+
+    #[test]
+    fn dual_stack_cidrs_go_to_their_own_lists_whatever_the_order() {
+        for cidrs in [
+            ["10.42.0.0/16", "2001:cafe:42::/56"],
+            ["2001:cafe:42::/56", "10.42.0.0/16"],
+        ] {
+            let mut n = node(false, MountState::NotMounted);
+            if let Some(k) = n.k3s.as_mut() {
+                k.cluster_cidrs = cidrs.iter().map(|s| s.to_string()).collect();
+            }
+            let mut notes = Vec::new();
+            let v = values_for(&n, &PlanOptions::default(), &mut notes).unwrap();
+            let op = &v["ipam"]["operator"];
+            assert_eq!(
+                op["clusterPoolIPv4PodCIDRList"],
+                serde_json::json!(["10.42.0.0/16"])
+            );
+            assert_eq!(
+                op["clusterPoolIPv6PodCIDRList"],
+                serde_json::json!(["2001:cafe:42::/56"])
+            );
+            assert_eq!(v["ipv6"]["enabled"], true);
+        }
+    }
+
+    #[test]
+    fn user_values_stay_node_requirements_win_with_a_note() {
+        let n = node(true, MountState::NotMounted);
+        let opts = PlanOptions {
+            user_values: serde_json::json!({
+                "routingMode": "native",
+                "hubble": {"relay": {"enabled": true}},
+                "cni": {"binPath": "/opt/cni/bin"},
+            }),
+            values_fix: Some(serde_json::json!({"bpf": {"masquerade": false}})),
+            ..PlanOptions::default()
+        };
+        let mut notes = Vec::new();
+        let v = values_for(&n, &opts, &mut notes).unwrap();
+        assert_eq!(v["routingMode"], "native", "the user's choice stays");
+        assert_eq!(v["hubble"]["relay"]["enabled"], true);
+        assert_eq!(v["cni"]["binPath"], "/usr/libexec/cni");
+        assert_eq!(
+            v["bpf"]["masquerade"], false,
+            "the verdict's fix is applied"
+        );
+        assert!(
+            notes.iter().any(|n| n.contains("your cni.binPath")),
+            "{notes:?}"
+        );
     }
 
     #[test]

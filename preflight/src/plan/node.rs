@@ -17,6 +17,10 @@ use super::{
 
 pub use crate::host::k3s::{CONFIG as K3S_CONFIG, CONFIG_D as K3S_CONFIG_D};
 pub const DROP_IN: &str = "/etc/rancher/k3s/config.yaml.d/90-preflight-cilium.yaml";
+/// The fallback's drop-in that turns flannel back on when the user's own config turned it off.
+/// It sorts before the Cilium drop-in, so a later install still wins, and after the usual
+/// user drop-ins (`10-…`, `50-…`).
+pub const FLANNEL_DROP_IN: &str = "/etc/rancher/k3s/config.yaml.d/89-preflight-flannel.yaml";
 pub const CONTAINERD_CONFIG: &str = "/var/lib/rancher/k3s/agent/etc/containerd/config.toml";
 pub const K3S_CNI_CONF_DIR: &str = "/var/lib/rancher/k3s/agent/etc/cni/net.d";
 pub const BPFFS: &str = "/sys/fs/bpf";
@@ -69,10 +73,18 @@ pub struct K3s {
     pub flannel_backend: Option<String>,
     pub disable_network_policy: bool,
     pub disable_kube_proxy: bool,
-    pub cluster_cidr: String,
+    /// Every `cluster-cidr` (dual-stack gives an IPv4 and an IPv6 one, in either order).
+    pub cluster_cidrs: Vec<String>,
     pub server: Option<String>,
+    /// An agent (k3s-agent service, or a `server:` URL and no k3s server service): it takes
+    /// flannel's settings from the server and has no admin kubeconfig.
+    pub agent: bool,
+    /// The file (host path) whose `flannel-backend` wins, if any sets it.
+    pub flannel_backend_from: Option<String>,
     /// Our drop-in's current content, if present.
     pub drop_in: Option<String>,
+    /// The fallback's flannel drop-in, if present.
+    pub flannel_drop_in: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -106,11 +118,16 @@ pub struct NodeState {
     pub cni_after: CniPaths,
     pub rancher_desktop: bool,
     pub flannel_conflists: Vec<String>,
+    /// Cilium's conflists (e.g. 05-cilium.conflist): after Cilium is gone they shadow flannel's.
+    pub cilium_conflists: Vec<String>,
     pub stale_state: Vec<String>,
     pub pins: Vec<String>,
     pub links: BTreeMap<String, LinkState>,
     pub bpffs: MountState,
     pub systemd: bool,
+    /// No systemd, but OpenRC (/sbin/openrc-run or /etc/init.d/k3s*): services restart with
+    /// rc-service.
+    pub openrc: bool,
     pub bpffs_persisted: Option<String>,
     pub kubeconfig: Option<PathBuf>,
 }
@@ -135,13 +152,17 @@ impl NodeState {
         conf_dirs.sort();
         conf_dirs.dedup();
         let mut flannel_conflists = Vec::new();
+        let mut cilium_conflists = Vec::new();
         for dir in &conf_dirs {
             let dir = resolve(root, dir);
             for name in sorted_names(&host(&dir)) {
-                if name.contains("flannel")
-                    && (name.ends_with(".conflist") || name.ends_with(".conf"))
-                {
+                if !(name.ends_with(".conflist") || name.ends_with(".conf")) {
+                    continue;
+                }
+                if name.contains("flannel") {
                     flannel_conflists.push(format!("{dir}/{name}"));
+                } else if name.contains("cilium") {
+                    cilium_conflists.push(format!("{dir}/{name}"));
                 }
             }
         }
@@ -170,6 +191,10 @@ impl NodeState {
         }
 
         let systemd = host("/run/systemd/system").is_dir() || host("/etc/systemd/system").is_dir();
+        let openrc = !systemd
+            && (host("/sbin/openrc-run").exists()
+                || host("/etc/init.d/k3s").exists()
+                || host("/etc/init.d/k3s-agent").exists());
         let bpffs_persisted = if host(BPFFS_UNIT).exists()
             || host("/usr/lib/systemd/system/sys-fs-bpf.mount").exists()
             || host("/lib/systemd/system/sys-fs-bpf.mount").exists()
@@ -194,10 +219,12 @@ impl NodeState {
             cni_after,
             rancher_desktop,
             flannel_conflists,
+            cilium_conflists,
             stale_state,
             pins,
             links,
             systemd,
+            openrc,
             bpffs_persisted,
             kubeconfig,
         })
@@ -219,7 +246,9 @@ fn sorted_names(dir: &Path) -> Vec<String> {
 /// k3s reads config.yaml, then config.yaml.d/*.yaml in name order; later files win.
 fn read_k3s(root: &Path) -> anyhow::Result<Option<K3s>> {
     let host = |p: &str| root.join(p.trim_start_matches('/'));
-    let unit = if host("/etc/systemd/system/k3s-agent.service").exists() {
+    let unit = if host("/etc/systemd/system/k3s-agent.service").exists()
+        || host("/etc/init.d/k3s-agent").exists()
+    {
         "k3s-agent"
     } else {
         "k3s"
@@ -227,7 +256,9 @@ fn read_k3s(root: &Path) -> anyhow::Result<Option<K3s>> {
     let is_k3s = host(K3S_CONFIG).exists()
         || host(K3S_CONFIG_D).is_dir()
         || host("/etc/systemd/system/k3s.service").exists()
-        || host("/etc/systemd/system/k3s-agent.service").exists();
+        || host("/etc/systemd/system/k3s-agent.service").exists()
+        || host("/etc/init.d/k3s").exists()
+        || host("/etc/init.d/k3s-agent").exists();
     if !is_k3s {
         return Ok(None);
     }
@@ -235,12 +266,17 @@ fn read_k3s(root: &Path) -> anyhow::Result<Option<K3s>> {
     files.extend(
         sorted_names(&host(K3S_CONFIG_D))
             .into_iter()
-            .filter(|n| n.ends_with(".yaml") && !DROP_IN.ends_with(n.as_str()))
+            .filter(|n| {
+                n.ends_with(".yaml")
+                    && !DROP_IN.ends_with(n.as_str())
+                    && !FLANNEL_DROP_IN.ends_with(n.as_str())
+            })
             .map(|n| host(K3S_CONFIG_D).join(n)),
     );
     // The same merge the node facts use (later files win, `key+:` appends); unlike them, a
     // file that does not parse stops the plan: we would otherwise plan from half a config.
     let mut merged = k3s::K3sFacts::default();
+    let mut flannel_backend_from = None;
     for f in files {
         let text = match fs::read_to_string(&f) {
             Ok(t) => t,
@@ -248,19 +284,39 @@ fn read_k3s(root: &Path) -> anyhow::Result<Option<K3s>> {
             Err(e) => return Err(e).with_context(|| format!("reading {}", f.display())),
         };
         let doc = k3s::parse(&text).map_err(|why| anyhow::anyhow!("{}:{why}", f.display()))?;
+        let was = merged.flannel_backend.clone();
         k3s::apply(&mut merged, &doc);
+        if merged.flannel_backend != was
+            || text
+                .lines()
+                .any(|l| l.trim_start().starts_with("flannel-backend"))
+        {
+            flannel_backend_from = Some(f.display().to_string());
+        }
     }
     Ok(Some(K3s {
         unit: unit.into(),
         flannel_backend: merged.flannel_backend,
+        flannel_backend_from,
         disable_network_policy: merged.disable_network_policy.unwrap_or(false),
         disable_kube_proxy: merged.disable_kube_proxy.unwrap_or(false),
-        cluster_cidr: merged
+        cluster_cidrs: merged
             .cluster_cidr
-            .map(|c| c.split(',').next().unwrap_or(&c).to_string())
-            .unwrap_or_else(|| "10.42.0.0/16".into()),
+            .map(|c| {
+                c.split(',')
+                    .map(|p| p.trim().to_string())
+                    .filter(|p| !p.is_empty())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| vec!["10.42.0.0/16".into()]),
+        agent: unit == "k3s-agent"
+            || (merged.server.is_some()
+                && !host("/etc/systemd/system/k3s.service").exists()
+                && !host("/etc/init.d/k3s").exists()),
         server: merged.server,
         drop_in: fs::read_to_string(host(DROP_IN)).ok(),
+        flannel_drop_in: fs::read_to_string(host(FLANNEL_DROP_IN)).ok(),
     }))
 }
 

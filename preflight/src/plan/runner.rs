@@ -28,10 +28,12 @@ pub enum Tool {
     Sysctl,
     Modprobe,
     FirewallCmd,
+    /// OpenRC's service command (Alpine, Rancher Desktop's VM: no systemd).
+    RcService,
 }
 
 impl Tool {
-    pub const ALL: [Tool; 8] = [
+    pub const ALL: [Tool; 9] = [
         Tool::Helm,
         Tool::Kubectl,
         Tool::Systemctl,
@@ -40,6 +42,7 @@ impl Tool {
         Tool::Sysctl,
         Tool::Modprobe,
         Tool::FirewallCmd,
+        Tool::RcService,
     ];
     /// The program name looked up on PATH.
     pub fn program(self) -> &'static str {
@@ -52,6 +55,7 @@ impl Tool {
             Tool::Sysctl => "sysctl",
             Tool::Modprobe => "modprobe",
             Tool::FirewallCmd => "firewall-cmd",
+            Tool::RcService => "rc-service",
         }
     }
     /// The environment variable that overrides the path, e.g. `PREFLIGHT_HELM`.
@@ -67,11 +71,22 @@ impl Tool {
 #[derive(Debug, Clone)]
 pub struct Output {
     pub code: Option<i32>,
+    /// The signal that killed it, when it did not exit.
+    pub signal: Option<i32>,
     pub stdout: String,
     pub stderr: String,
 }
 
 impl Output {
+    /// "exited with status 1", "killed by signal 9".
+    pub fn describe(&self) -> String {
+        match (self.code, self.signal) {
+            (Some(c), _) => format!("exited with status {c}"),
+            (None, Some(s)) => format!("killed by signal {s}"),
+            (None, None) => "ended without an exit status".into(),
+        }
+    }
+
     pub fn success(&self) -> bool {
         self.code == Some(0)
     }
@@ -143,6 +158,26 @@ impl Runner {
             })
     }
 
+    /// How long any one command may run before it is killed.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Why `tool` cannot be run: not found, or the path given is not an executable file.
+    pub fn unavailable(&self, tool: Tool) -> Option<String> {
+        match self.path(tool) {
+            Err(e) => Some(format!("{e:#}")),
+            Ok(p) if !is_executable(p) => Some(format!(
+                "{}: {} is not an executable file (from --{} or {})",
+                tool.program(),
+                p.display(),
+                tool.program(),
+                tool.env_var()
+            )),
+            Ok(_) => None,
+        }
+    }
+
     /// The command line as it would run, for the printed plan.
     pub fn display(&self, tool: Tool, args: &[String]) -> String {
         let program = self
@@ -161,7 +196,7 @@ impl Runner {
         tracing::info!("running {line}");
         let result = run_with_timeout(&program, args, self.timeout);
         let note = match &result {
-            Ok(o) => format!("{line}  → exit {}", fmt_code(o.code)),
+            Ok(o) => format!("{line}  → {}", o.describe()),
             Err(e) => format!("{line}  → {e:#}"),
         };
         if let Ok(mut t) = self.transcript.lock() {
@@ -175,9 +210,9 @@ impl Runner {
         let out = self.run(tool, args)?;
         if !out.success() {
             bail!(
-                "{} exited {}: {}",
+                "{} {}: {}",
                 self.display(tool, args),
-                fmt_code(out.code),
+                out.describe(),
                 out.stderr.trim()
             );
         }
@@ -190,10 +225,6 @@ impl Runner {
             .map(|t| t.clone())
             .unwrap_or_default()
     }
-}
-
-fn fmt_code(code: Option<i32>) -> String {
-    code.map_or_else(|| "by signal".into(), |c| c.to_string())
 }
 
 fn find_on_path(program: &str) -> Option<PathBuf> {
@@ -238,6 +269,7 @@ fn run_with_timeout(program: &Path, args: &[String], timeout: Duration) -> anyho
     };
     Ok(Output {
         code: status.code(),
+        signal: std::os::unix::process::ExitStatusExt::signal(&status),
         stdout: out.join().unwrap_or_default(),
         stderr: err.join().unwrap_or_default(),
     })
