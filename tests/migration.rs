@@ -1025,6 +1025,11 @@ fn plan_and_install_take_the_users_values() {
     // The verdict's fixes for values the 1.18 chart rejects (FACTS §4).
     assert_eq!(values["kubeProxyReplacement"], false);
     assert!(values["tunnel"].is_null(), "{values}");
+    // `tunnel: disabled` meant native routing: the fix says so, and never pairs
+    // autoDirectNodeRoutes with a tunnel (the agent exits on that).
+    assert_eq!(values["routingMode"], "native", "{values}");
+    assert_eq!(values["autoDirectNodeRoutes"], true, "{values}");
+    assert_eq!(values["ipv4NativeRoutingCIDR"], "10.42.0.0/16", "{values}");
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
         out.contains("Value fixes from the preflight, written into the values file"),

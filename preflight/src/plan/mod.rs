@@ -285,6 +285,14 @@ pub fn values_for(
         "tunnelProtocol": "vxlan",
         "ipam": {"mode": "cluster-pool"},
     });
+    // The pre-1.15 `tunnel` key says what routing the user wants; the verdict's fix turns it
+    // into routingMode/tunnelProtocol. A default routingMode here would overrule that intent.
+    if values::lookup(&opts.user_values, "tunnel").is_some()
+        && let Some(m) = v.as_object_mut()
+    {
+        m.remove("routingMode");
+        m.remove("tunnelProtocol");
+    }
     values::merge(&mut v, opts.user_values.clone());
 
     // Always explicit, even when they are the chart's defaults: the file documents which dirs

@@ -206,10 +206,43 @@ fn tunnel_patch(old: &str, t: &Target) -> Value {
         "geneve" => json!({"tunnel": null, "routingMode": "tunnel", "tunnelProtocol": "geneve"}),
         _ => json!({"tunnel": null, "routingMode": "tunnel", "tunnelProtocol": "vxlan"}),
     };
+    // A routingMode the user already chose wins; `tunnel: disabled` then only goes away, and the
+    // native-routing settings would contradict a tunnel (the agent refuses both together).
+    let chosen = t.user_value("routingMode").and_then(|v| as_text(Some(v)));
     if let Some(m) = patch.as_object_mut() {
+        if chosen.is_some_and(|c| c != "native") {
+            m.retain(|k, _| k == "tunnel");
+        }
         m.retain(|k, _| k == "tunnel" || t.user_value(k).is_none());
     }
     patch
+}
+
+/// `autoDirectNodeRoutes: true` in a tunnel: cilium-agent exits at start-up
+/// (daemon/cmd/daemon_main.go: "auto-direct-node-routes cannot be used with tunneling").
+fn auto_direct_routes_in_tunnel(t: &Target) -> Option<Finding> {
+    let effective = t.effective_values();
+    if !truthy(lookup(&effective, "autoDirectNodeRoutes")) {
+        return None;
+    }
+    let routing = derive::routing(&effective);
+    if routing == derive::Routing::Native {
+        return None;
+    }
+    Some(
+        Finding::fail(format!(
+            "`autoDirectNodeRoutes: true`{} with {} tunnel routing: the agent exits at start-up \
+             with \"auto-direct-node-routes cannot be used with tunneling. Packets must be routed \
+             through the tunnel device.\"",
+            at(t, "autoDirectNodeRoutes"),
+            format!("{routing:?}").to_lowercase()
+        ))
+        .remedy(
+            "set `autoDirectNodeRoutes: false` (a tunnel routes between nodes itself), or use \
+             `routingMode: native` with `ipv4NativeRoutingCIDR: <pod CIDR>`",
+        )
+        .patch(json!({"autoDirectNodeRoutes": false})),
+    )
 }
 
 fn kube_proxy_replacement(t: &Target) -> Finding {
@@ -278,6 +311,9 @@ fn routing_mode(t: &Target) -> Finding {
             Value::String(guess.unwrap_or(fallback).into()),
         ));
         return f;
+    }
+    if let Some(contradiction) = auto_direct_routes_in_tunnel(t) {
+        return contradiction;
     }
     let routing = derive::routing(&t.effective_values());
     Finding::pass(format!("{routing:?} routing").to_lowercase())
@@ -678,6 +714,11 @@ mod tests {
                 json!({"encryption": {"type": "wg"}, "l7Proxy": "false"}),
             ),
             ("1.19", json!({"tunnelProtocol": "genev"})),
+            ("1.19", json!({"autoDirectNodeRoutes": true})),
+            (
+                "1.16.4",
+                json!({"tunnel": "disabled", "routingMode": "tunnel"}),
+            ),
         ] {
             let t = target(version, values.clone());
             for (id, f) in judge_all(&t) {
