@@ -142,3 +142,191 @@ fn job_prints_a_daemonset_with_the_target_flags_passed_through() {
     }
     assert!(!yaml.contains("privileged: true"), "{yaml}");
 }
+
+#[test]
+fn job_refuses_flags_run_would_refuse_and_prints_nothing() {
+    // Every pod's init container would exit 2 forever: refuse here, with clap's message.
+    let out = preflight(&["job", "--", "--bogus-flag"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "no manifest on bad input");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unexpected argument '--bogus-flag'"), "{err}");
+    assert!(err.contains("Usage: preflight run"), "{err}");
+    // The pod already sets --format json-line; a second --format is refused as `run` would.
+    let out = preflight(&["job", "--", "--format", "text"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used multiple times"));
+    // A --set or --cilium-version the nodes would refuse.
+    let out = preflight(&["job", "--", "--cilium-version", "banana"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("banana"));
+}
+
+#[test]
+fn job_refuses_pod_paths_nothing_ships() {
+    let out = preflight(&["job", "--", "-f", "my-values.yaml"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("preflight job --values my-values.yaml"),
+        "{err}"
+    );
+    let out = preflight(&["job", "--", "-o", "/tmp/report.json"], None);
+    assert_eq!(out.status.code(), Some(2));
+    // A file on the nodes, under the host root, is fine.
+    let out = preflight(&["job", "--", "-f", "/host/etc/cilium/values.yaml"], None);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn job_refuses_a_namespace_or_name_that_is_not_a_dns_label() {
+    for args in [
+        &["job", "--namespace", "Bad_NS"][..],
+        &["job", "--namespace=-ns"],
+        &["job", "--name", "Preflight"],
+    ] {
+        let out = preflight(args, None);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("not a valid DNS-1123 label"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn job_ships_values_files_in_a_configmap_the_pod_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let values = dir.path().join("values.yaml");
+    std::fs::write(&values, "tunnelProtocol: geneve\n").unwrap();
+    let other = dir.path().join("sub");
+    std::fs::create_dir(&other).unwrap();
+    let other = other.join("values.yaml");
+    std::fs::write(&other, "encryption:\n  enabled: true\n  type: wireguard\n").unwrap();
+    let out = preflight(
+        &[
+            "job",
+            "--values",
+            values.to_str().unwrap(),
+            "-f",
+            other.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    let docs: Vec<serde_json::Value> = yaml
+        .split("\n---\n")
+        .skip(1)
+        .map(|d| serde_norway::from_str(d).unwrap())
+        .collect();
+    let kinds: Vec<_> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["Namespace", "ConfigMap", "DaemonSet"]);
+    let cm = &docs[1];
+    assert_eq!(cm["metadata"]["name"], "preflight-values");
+    assert_eq!(cm["data"]["values.yaml"], "tunnelProtocol: geneve\n");
+    assert_eq!(
+        cm["data"]["2-values.yaml"],
+        "encryption:\n  enabled: true\n  type: wireguard\n"
+    );
+    let pod = &docs[2]["spec"]["template"]["spec"];
+    let check = &pod["initContainers"][0];
+    let args: Vec<_> = check["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let joined = args.join(" ");
+    assert!(
+        joined.contains(
+            "-f /etc/preflight/values/values.yaml -f /etc/preflight/values/2-values.yaml"
+        ),
+        "{joined}"
+    );
+    let mount = check["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == "/etc/preflight/values")
+        .unwrap();
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap();
+    assert_eq!(volume["configMap"]["name"], "preflight-values");
+
+    // The node's preflight reads exactly these files: copy them where the pod sees them and
+    // run the target the pod would build (a fixture root, no live probes).
+    let etc = dir.path().join("etc/preflight/values");
+    std::fs::create_dir_all(&etc).unwrap();
+    for (key, text) in cm["data"].as_object().unwrap() {
+        std::fs::write(etc.join(key), text.as_str().unwrap()).unwrap();
+    }
+    let local: Vec<String> = args
+        .iter()
+        .map(|a| match a.strip_prefix("/etc/preflight/values/") {
+            Some(key) => etc.join(key).display().to_string(),
+            None => a.to_string(),
+        })
+        .collect();
+    let f_args: Vec<&str> = local
+        .windows(2)
+        .filter(|w| w[0] == "-f")
+        .flat_map(|w| [w[0].as_str(), w[1].as_str()])
+        .collect();
+    let node = fixtures().join("nodes/debian-bookworm");
+    let mut run = vec![
+        "run",
+        "--root",
+        node.to_str().unwrap(),
+        "--format",
+        "json",
+        "--no-compile",
+        "--no-canaries",
+    ];
+    run.extend(f_args);
+    let report = preflight(&run, None);
+    let v = json(&report);
+    let caps: Vec<_> = v["target"]["capabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert!(
+        caps.contains(&"tunnel-geneve") && caps.contains(&"wireguard"),
+        "{caps:?}"
+    );
+    assert_eq!(v["target"]["value_sources"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn job_checks_values_files_locally_by_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "tunnelProtocol: geneve\nencryption: [\n").unwrap();
+    let out = preflight(&["job", "--values", bad.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:3:", bad.display())), "{err}");
+    let out = preflight(&["job", "--values", "no-such-values.yaml"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-values.yaml"));
+}
