@@ -368,7 +368,11 @@ mod tests {
         let run = json!({"checks": [{"id": "bpf.x", "needed_by": ["base-datapath"]}],
                          "verdict": {"go": true, "capabilities": []}});
         let f = check_netkit(&kernel("6.1.0-56-cloud-amd64"), Some((&run, 0)), (6, 1));
-        assert_eq!(f.last().unwrap().mark, Mark::Fail, "no check decided netkit");
+        assert_eq!(
+            f.last().unwrap().mark,
+            Mark::Fail,
+            "no check decided netkit"
+        );
         let run = json!({"checks": [{"id": "kernel.netkit", "needed_by": ["netkit"]}],
                          "verdict": {"go": true, "capabilities": [{"capability": "netkit", "go": true}]}});
         let f = check_netkit(&kernel("6.1.0-56-cloud-amd64"), Some((&run, 0)), (6, 1));
