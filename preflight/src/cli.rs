@@ -105,7 +105,9 @@ pub enum Command {
     /// read-only, /sys/fs/bpf and /sys/fs/cgroup writable, hostPID/hostNetwork, and the
     /// capabilities BPF, PERFMON, NET_ADMIN, SYS_ADMIN, SYS_RESOURCE instead of privileged. The
     /// report is one JSON line in the pod's log: feed `kubectl logs` to `preflight aggregate`.
-    /// Prints YAML on stdout; touches nothing. See docs/fleet.md.
+    /// --values files go to the nodes in a ConfigMap. The flags for the nodes are checked here
+    /// as `run` would check them (exit 2). Prints YAML on stdout; touches nothing. See
+    /// docs/fleet.md.
     Job(JobArgs),
     #[command(name = "__canary-worker", hide = true)]
     CanaryWorker,
