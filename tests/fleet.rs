@@ -1,6 +1,7 @@
 //! `preflight aggregate` and `preflight job` as a user runs them: the real binary on the
 //! fixture reports (real reports from the 6.1/6.12 guests of `cargo xtask vm-test` and this
-//! machine's 6.18 kernel, plus a `kubectl logs --prefix` capture).
+//! machine's 6.18 kernel, plus a `kubectl logs --prefix` capture made from them by
+//! scripts/gen-kubectl-logs-fixture.py).
 use std::{
     io::Write,
     path::PathBuf,
@@ -50,11 +51,33 @@ fn the_fixture_cluster_is_no_go_with_nodes_grouped_by_what_blocks_them() {
         groups[0]["nodes"],
         serde_json::json!(["dev-6.18", "worker-1"])
     );
+    // The Debian guests: their bpffs is not mounted shared, their helpers are older than the
+    // agent's, and the cloud kernels lack two netfilter options L7 proxy needs; 6.1 also has
+    // no netkit. Each kernel is its own group (the guest and its copy in the log).
+    let common = [
+        "bpf.cilium-agent-helpers",
+        "kernel.config.netfilter-xt-match-mark",
+        "kernel.config.netfilter-xt-target-ct",
+    ];
+    let mut blocked_6_1: Vec<&str> = common.to_vec();
+    blocked_6_1.extend([
+        "kernel.config.netkit",
+        "kernel.feature-minimum.netkit",
+        "mounts.bpffs",
+    ]);
+    assert_eq!(groups[1]["blocked_by"], serde_json::json!(blocked_6_1));
     assert_eq!(
-        groups[1]["blocked_by"],
-        serde_json::json!(["bpf.helper.sched_cls.get_netns_cookie"])
+        groups[1]["nodes"],
+        serde_json::json!(["vm-6.1.0-56-cloud-amd64", "worker-2"])
     );
-    assert_eq!(groups[1]["count"], 4);
+    let mut blocked_6_12: Vec<&str> = common.to_vec();
+    blocked_6_12.push("mounts.bpffs");
+    assert_eq!(groups[2]["blocked_by"], serde_json::json!(blocked_6_12));
+    assert_eq!(
+        groups[2]["kernels"],
+        serde_json::json!(["6.12.117+deb12-cloud-amd64"])
+    );
+    assert_eq!(groups.len(), 3);
     let cap = |name: &str| {
         v["capabilities"]
             .as_array()
@@ -65,6 +88,7 @@ fn the_fixture_cluster_is_no_go_with_nodes_grouped_by_what_blocks_them() {
             .clone()
     };
     assert_eq!(cap("base-datapath")["go"], false);
+    assert_eq!(cap("l7-proxy")["go"], false);
     assert_eq!(cap("tunnel-vxlan")["go"], true);
     // The vm-test guests (and the log's copies of them) ran with --need netkit; the 6.18 host
     // and its copy did not, so the cluster cannot be go for netkit.
@@ -83,7 +107,7 @@ fn kubectl_logs_on_stdin_are_read_and_the_text_names_the_groups() {
     assert!(text.starts_with("NO-GO: 2 of 3 nodes are no-go"), "{text}");
     assert!(text.contains("go (1 nodes; kernels 6.18"), "{text}");
     assert!(
-        text.contains("blocked by bpf.helper.sched_cls.get_netns_cookie (2 nodes"),
+        text.contains("mounts.bpffs (1 nodes; kernels 6.12.117+deb12-cloud-amd64): worker-3"),
         "{text}"
     );
 }
@@ -329,4 +353,55 @@ fn job_checks_values_files_locally_by_file_and_line() {
     let out = preflight(&["job", "--values", "no-such-values.yaml"], None);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-values.yaml"));
+}
+
+/// Every fixture report is one this build reads: `aggregate` takes each file alone (a report,
+/// or a log with reports in it), and `diff` takes every pair of the `.json` reports. A fixture
+/// this build cannot read (exit 2) is a stale fixture or a reader that lost compatibility.
+#[test]
+fn diff_and_aggregate_read_every_fixture_report() {
+    let dir = fixtures().join("reports");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4, "{files:?}");
+    for file in &files {
+        let shown = file.display().to_string();
+        let out = preflight(&["aggregate", "--format", "json", &shown], None);
+        assert!(
+            matches!(out.status.code(), Some(0 | 1)),
+            "aggregate {shown}: exit {:?}: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v = json(&out);
+        assert!(v["nodes"].as_u64().unwrap() >= 1, "{shown}: {v}");
+        assert_eq!(v["refused"], serde_json::json!([]), "{shown}");
+    }
+    let reports: Vec<String> = files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(reports.len() >= 3, "{reports:?}");
+    for old in &reports {
+        for new in &reports {
+            let out = preflight(&["diff", "--json", old, new], None);
+            assert!(
+                matches!(out.status.code(), Some(0 | 1)),
+                "diff {old} {new}: exit {:?}: {}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let v = json(&out);
+            assert!(v["changes"].is_array(), "{v}");
+            if old == new {
+                assert_eq!(out.status.code(), Some(0), "{old} against itself: {v}");
+                assert_eq!(v["changes"], serde_json::json!([]), "{old} against itself");
+            }
+        }
+    }
 }
