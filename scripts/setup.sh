@@ -18,7 +18,7 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok
 apt_packages=(
   "llvm-${LLVM_MAJOR}-dev"     # libLLVM for bpf-linker
   "${CLANGS[@]}"               # the datapath compile stage
-  libclang1-19                 # clang-sys loads libclang at run time for structured diagnostics
+  libclang1-19 libclang1-16    # clang-sys loads the compiling clang's libclang for structured diagnostics
   llvm-19 llvm-16              # llc-NN for the Cilium 1.14 clang | llc pipeline, llvm-objdump
   bpftool                      # the peer tool in the probe benchmark
   iproute2                     # ip netns / veth for the attach canaries' scratch namespace

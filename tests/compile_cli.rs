@@ -75,6 +75,37 @@ fn emitted_state_replays_and_a_stale_replay_is_explained() {
 }
 
 #[test]
+fn the_text_output_says_where_the_diagnostics_came_from() {
+    if !have_clangs() || !Path::new("/usr/lib/llvm-19/lib/libclang-19.so.1").exists() {
+        eprintln!("skipped: libclang1-19 not installed (run scripts/setup.sh)");
+        return;
+    }
+    let root = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fixtures/compile/missing-node-config/root"
+    );
+    let args = ["compile", "--no-verify", "--as-node", "--root", root];
+    let (code, out, err) = preflight(&args);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(out.contains("diagnostics from libclang 19\n"), "{out}");
+    // A library that is not there (PREFLIGHT_LIBCLANG, as --libclang): the text parser, said so,
+    // and the same root cause.
+    let out = Command::new(env!("CARGO_BIN_EXE_preflight"))
+        .args(args)
+        .env("PREFLIGHT_LIBCLANG", "/nonexistent/libclang.so.1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text.contains("diagnostics from clang text output (not libclang: libclang /nonexistent/libclang.so.1: No such file"),
+        "{text}"
+    );
+    assert!(text.contains("[macro-redefined] CALLS_MAP"), "{text}");
+    assert!(text.contains("node_config.h is missing"), "{text}");
+}
+
+#[test]
 fn bad_input_exits_2_and_names_it() {
     let (code, _, err) = preflight(&["compile", "--cilium-version", "latest"]);
     assert_eq!(code, Some(2));

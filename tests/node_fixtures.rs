@@ -391,3 +391,66 @@ fn a_missing_root_is_an_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/preflight-root"));
 }
+
+fn summary(r: &Run) -> &str {
+    r.report["verdict"]["summary"].as_str().unwrap()
+}
+
+fn capability<'a>(r: &'a Run, name: &str) -> &'a serde_json::Value {
+    r.report["verdict"]["capabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["capability"] == name)
+        .unwrap_or_else(|| panic!("no capability {name}"))
+}
+
+#[test]
+fn the_verdict_line_separates_blocked_from_undecided_capabilities() {
+    // The plan node: its kernel config lacks what base-datapath needs, and tunnel-vxlan and
+    // l7-proxy have nothing but unknowns; they are undecided, not blocked.
+    let r = run("k3s-flannel-plan", &["--no-compile", "--no-canaries"]);
+    assert_eq!(r.code, 1, "{}", summary(&r));
+    assert_eq!(capability(&r, "tunnel-vxlan")["undecided"], true);
+    assert_eq!(
+        summary(&r),
+        "NO-GO: Cilium 1.19 would not come up: 1 failed check blocks base-datapath; \
+         undecided: tunnel-vxlan, l7-proxy"
+    );
+}
+
+#[test]
+fn an_empty_root_is_undecided_and_says_why() {
+    let root = std::env::temp_dir().join(format!("preflight-empty-root-{}", std::process::id()));
+    std::fs::create_dir_all(&root).unwrap();
+    let r = run_root(&root, &["--no-compile", "--no-canaries"]);
+    std::fs::remove_dir_all(&root).unwrap();
+    // File-based passes (CNI dirs, no node state) say nothing about the kernel.
+    assert_eq!(capability(&r, "base-datapath")["undecided"], true);
+    assert_eq!(capability(&r, "base-datapath")["go"], false);
+    assert_eq!(r.code, 2, "{}", summary(&r));
+    let s = summary(&r);
+    assert!(
+        s.starts_with("UNDECIDED: could not verify base-datapath"),
+        "{s}"
+    );
+    assert!(
+        s.contains("no kernel config under --root and live probes do not run with --root"),
+        "{s}"
+    );
+    assert!(!s.contains("run as root"), "{s}");
+}
+
+#[test]
+fn a_go_from_a_fixture_root_says_it_rests_on_files_only() {
+    let r = run("debian-bookworm", &["--no-compile", "--no-canaries"]);
+    assert_eq!(r.code, 0, "{}", summary(&r));
+    assert!(
+        summary(&r).ends_with(
+            "; from files only: live bpf()/canary/compile checks were skipped (--root is not \
+             this kernel's root)"
+        ),
+        "{}",
+        summary(&r)
+    );
+}

@@ -376,3 +376,420 @@ fn diff_gates_on_needed_checks_that_stop_passing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("new.json:1:"));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A real report from the binary, written with -o into `dir`; returns its path.
+fn report_file(dir: &std::path::Path, name: &str, args: &[&str]) -> PathBuf {
+    let path = dir.join(name);
+    let out = run(&[args, &["--format", "json", "-o", path.to_str().unwrap()]].concat());
+    assert!(
+        matches!(out.status.code(), Some(0..=2)) && path.is_file(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
+fn diff_of(old: &std::path::Path, new: &std::path::Path) -> Output {
+    bin()
+        .args(["diff", old.to_str().unwrap(), new.to_str().unwrap()])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn diff_reads_every_report_in_fixtures_including_earlier_builds() {
+    let dir = repo("fixtures/reports");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.push(repo("fixtures/reports-other-schema/node-schema-v1.json"));
+    assert!(files.len() >= 4, "{files:?}");
+    for old in &files {
+        for new in &files {
+            let out = diff_of(old, new);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                matches!(out.status.code(), Some(0 | 1)),
+                "{} → {}: {stderr}",
+                old.display(),
+                new.display()
+            );
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(stdout.contains("GATE "), "{stdout}");
+            if old == new {
+                assert_eq!(out.status.code(), Some(0), "{stdout}");
+            }
+        }
+    }
+}
+
+#[test]
+fn diff_refuses_another_schema_version_by_name_before_reading_fields() {
+    let v1 = repo("fixtures/reports/vm-debian12-6.1.json");
+    let v2 = repo("fixtures/reports-other-schema/node-schema-v2.json");
+    for (old, new) in [(&v1, &v2), (&v2, &v1)] {
+        let out = diff_of(old, new);
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(
+                "node-schema-v2.json: schema_version 2 not supported (this preflight reads 1)"
+            ),
+            "{stderr}"
+        );
+    }
+    // A report cut off mid-way: file and line.
+    let cut = repo("fixtures/reports-other-schema/node-cut-off.json");
+    let out = diff_of(&v1, &cut);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("node-cut-off.json:") && stderr.contains("not a preflight JSON report"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn diff_gate_fails_when_the_verdict_goes_from_go_to_no_go() {
+    let dir = scratch("diff-verdict");
+    // Same target on two real fixture nodes: Debian (go) and a k3s node with flannel (no-go).
+    let go = report_file(
+        &dir,
+        "go.json",
+        &[
+            "--root",
+            repo("fixtures/nodes/debian-bookworm").to_str().unwrap(),
+        ],
+    );
+    let no_go = report_file(
+        &dir,
+        "no-go.json",
+        &[
+            "--root",
+            repo("fixtures/nodes/k3s-flannel").to_str().unwrap(),
+        ],
+    );
+    let out = diff_of(&go, &no_go);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("GATE FAIL: the verdict went from GO to NO-GO/UNDECIDED"),
+        "{text}"
+    );
+    assert!(!text.contains("warning: targets differ"), "{text}");
+    // The other way round the node got better: the gate passes.
+    let out = diff_of(&no_go, &go);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The JSON form carries the same judgement.
+    let out = bin()
+        .args([
+            "diff",
+            "--json",
+            go.to_str().unwrap(),
+            no_go.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let d = json(&out);
+    assert_eq!(d["verdict_regression"], true);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn diff_warns_when_the_targets_differ_and_judges_by_the_new_needs() {
+    let dir = scratch("diff-targets");
+    let root = repo("fixtures/nodes/debian-bookworm");
+    let root = root.to_str().unwrap();
+    let base = report_file(&dir, "base.json", &["--root", root]);
+    let older = report_file(
+        &dir,
+        "older.json",
+        &["--root", root, "--cilium-version", "1.16"],
+    );
+    let out = diff_of(&base, &older);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("warning: targets differ: Cilium 1.19 before, 1.16 after"),
+        "{text}"
+    );
+    // Netkit on Debian's 6.1 kernel: a new capability the node cannot give. The capability
+    // difference is named, and the verdict regression closes the gate.
+    let netkit = report_file(
+        &dir,
+        "netkit.json",
+        &["--root", root, "--set", "bpf.datapathMode=netkit"],
+    );
+    let out = diff_of(&base, &netkit);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("warning: targets differ: capabilities added netkit, dropped nothing"),
+        "{text}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("GATE FAIL"), "{text}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn ignore_refuses_unknown_ids_and_the_go_line_counts_ignored_failures() {
+    let out = run(&["--ignore", "mounts.bpfs"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unknown check id mounts.bpfs; did you mean mounts.bpffs?"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "nothing is probed or printed");
+    // `job` refuses it too, before printing any manifest.
+    let out = bin()
+        .args(["job", "--ignore", "kernel.relase"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean kernel.release?"));
+
+    // Rancher Desktop's fixture fails two needed checks; ignoring both makes it go, and says so.
+    let root = repo("fixtures/nodes/rancher-desktop");
+    let root = root.to_str().unwrap();
+    let out = run(&["--root", root]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = run(&[
+        "--root",
+        root,
+        "--ignore",
+        "mounts.bpffs",
+        "--ignore",
+        "values.node.cni-bin-path",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let summary = json(&out)["verdict"]["summary"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(summary.starts_with("GO: "), "{summary}");
+    assert!(summary.contains("(2 failures ignored)"), "{summary}");
+}
+
+#[test]
+fn chart_and_cilium_version_must_agree() {
+    let chart = repo("fixtures/charts/mini-cilium");
+    let chart = chart.to_str().unwrap();
+    for wrong in ["1.19", "1.16.3", "1.15.4"] {
+        let out = run(&["--chart", chart, "--cilium-version", wrong]);
+        assert_eq!(out.status.code(), Some(2), "{wrong}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("{wrong} disagrees with the chart"))
+                && stderr.contains("(version 1.16.4)")
+                && stderr.contains("mini-cilium"),
+            "{stderr}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+    // The same minor without a patch, the exact version, or a v prefix: accepted.
+    for right in ["1.16", "1.16.4", "v1.16.4"] {
+        let out = run(&[
+            "--chart",
+            chart,
+            "--cilium-version",
+            right,
+            "--format",
+            "json",
+        ]);
+        assert_ne!(
+            out.status.code(),
+            Some(2),
+            "{right}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(json(&out)["target"]["cilium_version"], right);
+    }
+}
+
+#[test]
+fn values_that_decide_capabilities_are_validated_naming_file_and_line() {
+    // Without --chart: the typo no longer maps silently to IPsec, the bool is not GO.
+    let out = run(&[
+        "--set",
+        "encryption.enabled=true,encryption.type=wg",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let r = json(&out);
+    let c = check(&r, "values.accepted-values");
+    assert_eq!(c["status"], "fail");
+    let detail = c["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("`encryption.type: wg` (at --set encryption.enabled=true,encryption.type=wg) is not one of wireguard, ipsec; did you mean wireguard?"),
+        "{detail}"
+    );
+    let caps = r["target"]["capabilities"].as_array().unwrap();
+    assert!(!caps.iter().any(|c| c == "ipsec"), "{caps:?}");
+    assert_eq!(
+        r["verdict"]["values_patch"]["encryption"]["type"],
+        "wireguard"
+    );
+
+    let out = run(&["--set", "hubble.relay.enabled=notabool", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let r = json(&out);
+    let detail = check(&r, "values.accepted-values")["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        detail.contains("`hubble.relay.enabled: \"notabool\"`") && detail.contains("true or false"),
+        "{detail}"
+    );
+
+    // From a file: file:line of the bad value.
+    let dir = scratch("accepted");
+    let file = dir.join("plan.yaml");
+    std::fs::write(
+        &file,
+        "# plan\nroutingMode: tunnel\nbpf:\n  masquerade: true\n  datapathMode: netkitt\nl7Proxy: \"false\"\n",
+    )
+    .unwrap();
+    let out = run(&["-f", file.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let r = json(&out);
+    let detail = check(&r, "values.accepted-values")["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let name = file.display().to_string();
+    assert!(
+        detail.contains(&format!("`bpf.datapathMode: netkitt` (at {name}:5) is not one of veth, netkit, netkit-l2; did you mean netkit?")),
+        "{detail}"
+    );
+    assert!(detail.contains(&format!("(at {name}:6)")), "{detail}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn native_routing_without_its_cidr_is_no_go_and_the_patch_uses_the_k3s_cluster_cidr() {
+    // rhel10's k3s config sets cluster-cidr 10.52.0.0/16.
+    let root = repo("fixtures/nodes/rhel10");
+    let out = run(&[
+        "--root",
+        root.to_str().unwrap(),
+        "--set",
+        "routingMode=native,autoDirectNodeRoutes=true",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let r = json(&out);
+    let c = check(&r, "values.native-routing-cidr");
+    assert_eq!(c["status"], "fail");
+    assert!(
+        c["detail"].as_str().unwrap().contains(
+            "native routing cidr must be configured with option --ipv4-native-routing-cidr"
+        )
+    );
+    assert_eq!(
+        c["needed_by"],
+        serde_json::json!(["chart-values", "native-routing"])
+    );
+    assert_eq!(
+        r["verdict"]["values_patch"]["ipv4NativeRoutingCIDR"],
+        "10.52.0.0/16"
+    );
+    let native = r["verdict"]["capabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["capability"] == "native-routing")
+        .unwrap();
+    assert_eq!(native["go"], false);
+    // With the recommended value the same node is go.
+    let out = run(&[
+        "--root",
+        root.to_str().unwrap(),
+        "--set",
+        "routingMode=native,autoDirectNodeRoutes=true,ipv4NativeRoutingCIDR=10.52.0.0/16",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn run_help_lists_every_format() {
+    let out = bin().args(["run", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let intro = help
+        .split("--format")
+        .nth(1)
+        .and_then(|s| s.split("[possible values").next())
+        .unwrap_or_default()
+        .to_string();
+    for format in ["text", "json", "junit", "markdown", "json-line"] {
+        assert!(intro.contains(format), "{format} missing from: {intro}");
+    }
+}
+
+#[test]
+fn a_broken_chart_schema_is_invalid_json_at_file_line_column() {
+    let dir = scratch("broken-schema");
+    let chart = repo("fixtures/charts/mini-cilium");
+    for name in ["Chart.yaml", "values.yaml"] {
+        std::fs::copy(chart.join(name), dir.join(name)).unwrap();
+    }
+    std::fs::write(
+        dir.join("values.schema.json"),
+        "{\n  \"type\": \"object\",\n  \"properties\": {,\n}\n",
+    )
+    .unwrap();
+    let out = run(&["--chart", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("values.schema.json:3:18: invalid JSON: key must be a string"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("YAML"), "{stderr}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn duplicate_keys_in_a_values_file_warn_at_file_and_line() {
+    let dir = scratch("duplicates");
+    let file = dir.join("plan.yaml");
+    // Helm keeps the last `hubble.enabled` silently: the Relay then has no Hubble.
+    std::fs::write(
+        &file,
+        "hubble:\n  enabled: true\n  relay:\n    enabled: true\n  enabled: false\n",
+    )
+    .unwrap();
+    let out = run(&["-f", file.to_str().unwrap(), "--format", "json"]);
+    let r = json(&out);
+    let c = check(&r, "values.duplicate-keys");
+    assert_eq!(c["status"], "warn");
+    let name = file.display().to_string();
+    assert_eq!(
+        c["detail"],
+        format!(
+            "{name}:5: `hubble.enabled` set again (first at line 2); the earlier value is ignored"
+        )
+    );
+    // The last value is the one judged, as Helm would.
+    assert_eq!(check(&r, "values.hubble-ui-relay")["status"], "fail");
+    std::fs::write(&file, "hubble:\n  enabled: true\n").unwrap();
+    let r = json(&run(&["-f", file.to_str().unwrap(), "--format", "json"]));
+    assert_eq!(check(&r, "values.duplicate-keys")["status"], "pass");
+    std::fs::remove_dir_all(dir).unwrap();
+}

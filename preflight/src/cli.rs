@@ -14,7 +14,8 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  go: every capability the target needs is available
   1  no-go: at least one needed check failed (the report says which and how to fix it);
-     for `diff`: something the target needs went from pass to fail/unknown
+     for `diff`: the verdict went from go to no-go/undecided, or something the target needs
+     went from pass to fail/unknown/skip/absent
   2  error: bad input (file and line named, e.g. a YAML error in a values file), an internal
      error, or undecided: a needed capability could not be checked at all (e.g. not root)";
 
@@ -72,8 +73,10 @@ pub enum Command {
     Schema,
     /// Compare two JSON reports (e.g. before and after a kernel upgrade): the kernel-upgrade gate.
     ///
-    /// Lists every check whose status changed. Exits 1 when a check the new run's target needs
-    /// went from pass to fail or unknown, 0 otherwise, 2 on unreadable input.
+    /// Lists every check whose status changed and warns when the two targets differ. Exits 1
+    /// when the verdict went from go to no-go/undecided or a check the new run's target needs
+    /// went from pass to fail, unknown, skip or absent; 0 otherwise; 2 on unreadable input or a
+    /// report of another schema_version.
     #[command(after_help = EXIT_CODES)]
     Diff(DiffArgs),
     /// Print the migration plan for this k3s node: every step, what it changes, why, and how
@@ -117,7 +120,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Output format: text, json, junit (CI test results), markdown (CI job summary).
+    /// Output format: text, json, junit (CI test results), markdown (CI job summary), json-line
+    /// (the JSON on one line, as the fleet Job's pods print it).
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
     /// Write the report to FILE instead of stdout (the verdict line still goes to stderr).
@@ -141,7 +145,8 @@ pub struct RunArgs {
     /// Skip the attach canaries (they need root and take ~100 ms).
     #[arg(long)]
     pub no_canaries: bool,
-    /// Treat this check id as passed (repeatable); it stays visible, marked [ignored].
+    /// Treat this check id as passed (repeatable); it stays visible, marked [ignored]. An id this
+    /// build does not have is refused (exit 2) with the closest one.
     #[arg(long = "ignore", value_name = "CHECK_ID")]
     pub ignore: Vec<String>,
     /// Skip the datapath compile stage (clang + verifier; about a second on 2 cores).
@@ -288,6 +293,20 @@ pub struct CompileArgs {
     /// Print benchmark figures on stderr (parallel vs sequential, overhead, peak RSS).
     #[arg(long)]
     pub bench: bool,
+    /// Print only the diagnostics figures on stderr: text parse vs libclang parse per program
+    /// that failed or warned (use with a failing scenario, e.g. --as-node --root
+    /// fixtures/compile/missing-node-config/root).
+    #[arg(long)]
+    pub bench_diagnostics: bool,
+    /// Which libclang reads the diagnostics of failed or warning compiles: auto (the one with
+    /// the compiling clang's major), off (parse clang's text output), or a library file.
+    #[arg(
+        long,
+        env = "PREFLIGHT_LIBCLANG",
+        default_value = "auto",
+        value_name = "auto|off|PATH"
+    )]
+    pub libclang: crate::compile::libclang::Mode,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,

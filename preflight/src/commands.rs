@@ -27,7 +27,9 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
     if !args.root.is_dir() {
         anyhow::bail!("--root {}: not a directory", args.root.display());
     }
-    // Values errors (YAML line/column, bad --set) are input errors: exit 2 before any probing.
+    // Values errors (YAML line/column, bad --set) and unknown --ignore ids are input errors:
+    // exit 2 before any probing.
+    checks::validate_ignores(&args.ignore).map_err(anyhow::Error::msg)?;
     let t = Instant::now();
     let target = Target::build(&args.target_spec())?;
     let target_ms = t.elapsed().as_secs_f64() * 1e3;

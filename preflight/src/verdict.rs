@@ -3,6 +3,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::{
+    checks::Area,
     report::{CheckResult, Status},
     target::{Capability, Target, node, validate, values},
 };
@@ -16,7 +17,9 @@ pub struct CapabilityVerdict {
     /// Checks that could not tell; the capability is go, but unverified on these points.
     pub unverified: Vec<String>,
     /// Nothing failed, but nothing passed either: every check that bears on it could not tell
-    /// (typically: not root). Such a capability is neither go nor no-go.
+    /// (typically: not root). Such a capability is neither go nor no-go. Added after
+    /// schema_version 1 was published: older reports lack it (read as false).
+    #[serde(default)]
     pub undecided: bool,
 }
 
@@ -34,7 +37,9 @@ pub struct Recommendation {
 pub struct Verdict {
     /// Every capability the target needs is go, and none is undecided.
     pub go: bool,
-    /// False when some needed capability could not be judged at all (exit code 2).
+    /// False when some needed capability could not be judged at all (exit code 2). Added after
+    /// schema_version 1 was published: older reports, which had no undecided state, read as true.
+    #[serde(default = "decided_by_default")]
     pub decided: bool,
     pub capabilities: Vec<CapabilityVerdict>,
     /// One line, for humans.
@@ -48,6 +53,10 @@ pub struct Verdict {
     /// Whether the target with `values_patch` applied is go on the same node (set by `run`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patch_is_go: Option<bool>,
+}
+
+fn decided_by_default() -> bool {
+    true
 }
 
 /// Cheaper settings, FACTS §3: when `blocked` is no-go and `instead` is not (or not needed at
@@ -175,6 +184,43 @@ pub fn recommend(target: &Target, checks: &[CheckResult]) -> Vec<Recommendation>
 /// (not root), file-based passes cannot make the datapath go.
 const FOUNDATION: &[&str] = &["bpf.syscall"];
 
+/// Areas whose checks are evidence about the kernel. A capability that has such checks but where
+/// none of them passed is undecided, whatever file-based checks (CNI dirs, node state) say: an
+/// empty --root must not make the datapath go.
+const KERNEL_AREAS: &[Area] = &[Area::Bpf, Area::Attach, Area::Kernel, Area::Compile];
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn status_of(checks: &[CheckResult], id: &str) -> Option<Status> {
+    checks.iter().find(|c| c.id == id).map(|c| c.status)
+}
+
+/// Whether the live probes were skipped (a --root that is not this kernel's): what passed was
+/// read from files only.
+fn live_probes_skipped(checks: &[CheckResult]) -> bool {
+    status_of(checks, "bpf.syscall") == Some(Status::Skip)
+}
+
+/// Why a capability could not be judged, from what the checks said.
+fn undecided_cause(checks: &[CheckResult]) -> String {
+    let config_unknown = status_of(checks, "kernel.config.bpf") == Some(Status::Unknown);
+    match status_of(checks, "bpf.syscall") {
+        Some(Status::Unknown) => {
+            "bpf() could not be used (run as root with CAP_BPF and CAP_SYS_ADMIN)".into()
+        }
+        Some(Status::Skip) if config_unknown => "no kernel config under --root and live probes \
+            do not run with --root (add the node's /boot/config-* or /proc/config.gz, or \
+            --host-kernel when --root is this kernel's node)"
+            .into(),
+        Some(Status::Skip) => "live probes \
+            do not run with --root and no file-based check could tell"
+            .into(),
+        _ => "every check on it could not tell (see the UNKN lines)".into(),
+    }
+}
+
 pub fn decide(target: &Target, checks: &[CheckResult]) -> Verdict {
     let capabilities: Vec<_> = target
         .capabilities
@@ -184,22 +230,30 @@ pub fn decide(target: &Target, checks: &[CheckResult]) -> Verdict {
                 .iter()
                 .filter(|c| c.needed_by.contains(&capability) && !c.ignored);
             let (mut blocking, mut unverified, mut passed) = (Vec::new(), Vec::new(), 0);
+            let (mut kernel_checks, mut kernel_passed) = (0, 0);
             for check in concerned {
+                let kernel = KERNEL_AREAS.contains(&check.area);
+                kernel_checks += usize::from(kernel);
                 match check.status {
                     Status::Fail => blocking.push(check.id.clone()),
                     Status::Unknown => unverified.push(check.id.clone()),
-                    Status::Pass | Status::Warn => passed += 1,
+                    Status::Pass | Status::Warn => {
+                        passed += 1;
+                        kernel_passed += usize::from(kernel);
+                    }
                     Status::Skip => {}
                 }
             }
-            // Undecided: nothing failed, and either nothing passed or a foundation check (bpf()
-            // itself) could not tell, so the passes that exist say nothing about the datapath.
+            // Undecided: nothing failed, something could not tell, and either nothing passed,
+            // or bpf() itself could not tell, or no kernel evidence passed where the capability
+            // has kernel checks: the passes that exist then say nothing about the datapath.
             let foundation_unknown = unverified
                 .iter()
                 .any(|id| FOUNDATION.contains(&id.as_str()));
+            let no_kernel_evidence = kernel_checks > 0 && kernel_passed == 0;
             let undecided = blocking.is_empty()
                 && !unverified.is_empty()
-                && (passed == 0 || foundation_unknown);
+                && (passed == 0 || foundation_unknown || no_kernel_evidence);
             CapabilityVerdict {
                 capability,
                 go: blocking.is_empty() && !undecided,
@@ -212,46 +266,76 @@ pub fn decide(target: &Target, checks: &[CheckResult]) -> Verdict {
     let go = capabilities.iter().all(|c| c.go);
     let no_go = capabilities.iter().any(|c| !c.blocking.is_empty());
     let decided = no_go || capabilities.iter().all(|c| !c.undecided);
-    let blocked: Vec<_> = capabilities
-        .iter()
-        .filter(|c| !c.go)
-        .map(|c| c.capability.as_str())
-        .collect();
-    let unverified: usize = {
-        let mut ids: Vec<_> = capabilities.iter().flat_map(|c| &c.unverified).collect();
+    let names = |f: &dyn Fn(&CapabilityVerdict) -> bool| {
+        capabilities
+            .iter()
+            .filter(|c| f(c))
+            .map(|c| c.capability.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let distinct = |ids: Vec<&String>| {
+        let mut ids = ids;
         ids.sort();
         ids.dedup();
         ids.len()
     };
+    let unverified = distinct(capabilities.iter().flat_map(|c| &c.unverified).collect());
+    let ignored_failures = checks
+        .iter()
+        .filter(|c| c.ignored && c.relevant && c.status == Status::Fail)
+        .count();
     let version = &target.cilium_version;
     let summary = if !decided {
-        let open: Vec<_> = capabilities
-            .iter()
-            .filter(|c| c.undecided)
-            .map(|c| c.capability.as_str())
-            .collect();
         format!(
-            "UNDECIDED: could not verify {} for Cilium {version}: bpf() or every check on it \
-             could not tell (run as root with CAP_BPF and CAP_SYS_ADMIN)",
-            open.join(", ")
+            "UNDECIDED: could not verify {} for Cilium {version}: {}",
+            names(&|c| c.undecided),
+            undecided_cause(checks)
         )
     } else if go {
-        let caveat = if unverified > 0 {
-            format!(" ({unverified} checks could not tell; see UNKN lines)")
-        } else {
+        let mut caveats = Vec::new();
+        if unverified > 0 {
+            caveats.push(format!(
+                "{} could not tell; see UNKN lines",
+                plural(unverified, "check", "checks")
+            ));
+        }
+        if ignored_failures > 0 {
+            caveats.push(format!(
+                "{} ignored",
+                plural(ignored_failures, "failure", "failures")
+            ));
+        }
+        let caveat = if caveats.is_empty() {
             String::new()
+        } else {
+            format!(" ({})", caveats.join("; "))
         };
-        format!("GO: Cilium {version} with these settings should come up on this node{caveat}")
-    } else {
-        let failing: usize = {
-            let mut ids: Vec<_> = capabilities.iter().flat_map(|c| &c.blocking).collect();
-            ids.sort();
-            ids.dedup();
-            ids.len()
+        let files_only = if live_probes_skipped(checks) {
+            "; from files only: live bpf()/canary/compile checks were skipped (--root is not \
+             this kernel's root)"
+        } else {
+            ""
         };
         format!(
-            "NO-GO: Cilium {version} would not come up: {failing} failed checks block {}",
-            blocked.join(", ")
+            "GO: Cilium {version} with these settings should come up on this node{caveat}{files_only}"
+        )
+    } else {
+        let failing = distinct(capabilities.iter().flat_map(|c| &c.blocking).collect());
+        let undecided = names(&|c| c.undecided);
+        let undecided = if undecided.is_empty() {
+            String::new()
+        } else {
+            format!("; undecided: {undecided}")
+        };
+        format!(
+            "NO-GO: Cilium {version} would not come up: {} {}{undecided}",
+            if failing == 1 {
+                "1 failed check blocks".to_string()
+            } else {
+                format!("{failing} failed checks block")
+            },
+            names(&|c| !c.blocking.is_empty()),
         )
     };
     let recommendations = if go {
@@ -363,7 +447,6 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::checks::Area;
 
     fn result(id: &str, status: Status, needed_by: &[Capability], ignored: bool) -> CheckResult {
         CheckResult {
@@ -427,7 +510,8 @@ mod tests {
         assert_eq!(base.unverified, ["bpf.a"]);
         assert!(base.blocking.is_empty());
         assert!(
-            v.summary.contains("1 checks could not tell"),
+            v.summary
+                .contains("(1 check could not tell; see UNKN lines; 1 failure ignored)"),
             "{}",
             v.summary
         );

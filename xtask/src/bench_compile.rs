@@ -1,5 +1,6 @@
 //! `cargo xtask bench-compile`: builds preflight in release mode and runs `preflight compile
-//! --bench`, which prints the figures (the measuring lives next to the code it measures).
+//! --bench`, then `--bench-diagnostics` on the missing-node_config.h scenario (text parser vs
+//! libclang), which print the figures (the measuring lives next to the code it measures).
 use std::process::Command;
 
 use anyhow::{Context, bail};
@@ -29,6 +30,22 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     // 1 means a program did not compile or load: the figures are still printed.
     if status.code().is_none_or(|c| c > 1) {
         bail!("preflight compile --bench failed: {status}");
+    }
+    // Diagnostics: a scenario that fails (node_config.h missing), text parser vs libclang.
+    let scenario = root.join("fixtures/compile/missing-node-config/root");
+    let status = Command::new(root.join("target/release/preflight"))
+        .args([
+            "compile",
+            "--bench-diagnostics",
+            "--no-verify",
+            "--as-node",
+            "--root",
+        ])
+        .arg(&scenario)
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    if status.code() != Some(1) {
+        bail!("preflight compile --bench-diagnostics on the failing scenario: {status}");
     }
     Ok(())
 }

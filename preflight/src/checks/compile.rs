@@ -150,6 +150,13 @@ fn compile_outcome(p: &ProgramResult) -> Outcome {
             o = o.evidence(s.clone());
         }
     }
+    o = o.evidence(match &p.libclang_fallback {
+        Some(why) => format!(
+            "diagnostics from {} (not libclang: {why})",
+            p.diagnostics_from
+        ),
+        None => format!("diagnostics from {}", p.diagnostics_from),
+    });
     o.evidence(&p.command)
 }
 

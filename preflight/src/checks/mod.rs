@@ -224,6 +224,32 @@ pub fn run_all(facts: &Facts, target: &Target, ignore: &[String]) -> Vec<CheckRe
         .collect()
 }
 
+/// Checks `--ignore` ids against the registry before anything runs. Every id a run can report
+/// is in the registry (the helper checks `bpf.helper.<prog>.<helper>` too: one per helper Cilium
+/// uses, fixed per build), so an id that is not there is a typo and would silently ignore
+/// nothing. The error suggests the closest id.
+pub fn validate_ignores(ids: &[String]) -> Result<(), String> {
+    let known: Vec<String> = registry().into_iter().map(|c| c.id).collect();
+    for id in ids {
+        if known.contains(id) {
+            continue;
+        }
+        let closest = known
+            .iter()
+            .map(|k| (strsim::damerau_levenshtein(id, k), k))
+            .min_by_key(|(d, _)| *d)
+            .filter(|(d, k)| *d <= 3.max(k.len() / 5));
+        return Err(match closest {
+            Some((_, k)) => format!("--ignore: unknown check id {id}; did you mean {k}?"),
+            None => format!(
+                "--ignore: unknown check id {id}; the ids are the `id` fields of \
+                 `preflight run --format json`"
+            ),
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -260,5 +286,20 @@ mod tests {
                 assert!(!check.remedy.is_empty(), "{} has no remedy", check.id);
             }
         }
+    }
+
+    #[test]
+    fn unknown_ignore_ids_are_refused_with_the_closest_id() {
+        assert!(validate_ignores(&["mounts.bpffs".into(), "kernel.release".into()]).is_ok());
+        let e = validate_ignores(&["mounts.bpfs".into()]).unwrap_err();
+        assert_eq!(
+            e,
+            "--ignore: unknown check id mounts.bpfs; did you mean mounts.bpffs?"
+        );
+        let e = validate_ignores(&["nothing.like.it.at.all.zzzz".into()]).unwrap_err();
+        assert!(
+            e.contains("unknown check id") && !e.contains("did you mean"),
+            "{e}"
+        );
     }
 }

@@ -4,7 +4,7 @@ use super::{Area, Check, Outcome};
 use crate::{
     report::Status,
     target::{
-        Capability::ChartValues,
+        Capability::{ChartValues, NativeRouting},
         node,
         validate::{self, Finding},
     },
@@ -71,7 +71,13 @@ pub fn checks() -> Vec<Check> {
             }
         }),
     );
-    let cross: [(&str, &str, &str, node::CrossCheck); 3] = [
+    let cross: [(&str, &str, &str, node::CrossCheck); 4] = [
+        (
+            "values.native-routing-cidr",
+            "native routing has its CIDR and routes",
+            "set `ipv4NativeRoutingCIDR` to the pod CIDR and `autoDirectNodeRoutes: true` (nodes on one L2)",
+            node::native_routing_cidr,
+        ),
         (
             "values.node.cni-bin-path",
             "cni.binPath is where this node looks for CNI plugins",
@@ -94,7 +100,11 @@ pub fn checks() -> Vec<Check> {
     for (id, title, remedy, judge) in cross {
         checks.push(
             Check::new(id, Area::Values, title)
-                .needed_by(&[ChartValues])
+                .needed_by(if id == "values.native-routing-cidr" {
+                    &[ChartValues, NativeRouting]
+                } else {
+                    &[ChartValues]
+                })
                 .remedy(remedy)
                 .evaluate(move |facts, target| {
                     let hints = node::NodeHints::from_facts(facts);

@@ -37,6 +37,7 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<u8> {
         None => StateSource::Generate,
     };
     opts.emit_state = args.emit_state.clone();
+    opts.libclang = args.libclang.clone();
     opts.verify = !args.no_verify;
     opts.progress = true;
     if let Some(j) = args.jobs {
@@ -44,6 +45,13 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<u8> {
     }
     if live {
         opts.probes = Some(probe::probe(&LiveKernel, Scope::Cilium));
+    }
+    if args.bench_diagnostics {
+        // Before the stage runs, so the libclang load is measured cold.
+        eprint!(
+            "{}",
+            bench_diagnostics(&opts).map_err(|e| anyhow::anyhow!(e))?
+        );
     }
     let report = super::run(&opts).map_err(|e| anyhow::anyhow!(e))?;
     match args.format {
@@ -133,6 +141,14 @@ pub fn render(r: &CompileReport) -> String {
     for p in &r.programs {
         let status = if p.compiled { "compiled" } else { "FAILED" };
         let _ = writeln!(out, "\n{:<12} {status} in {:.0} ms", p.name, p.wall_ms);
+        if !p.diagnostics.is_empty() || p.libclang_fallback.is_some() {
+            let why = p
+                .libclang_fallback
+                .as_deref()
+                .map(|w| format!(" (not libclang: {w})"))
+                .unwrap_or_default();
+            let _ = writeln!(out, "  diagnostics from {}{why}", p.diagnostics_from);
+        }
         if let Some(o) = &p.object {
             let insns: u64 = o.programs.iter().map(|x| x.insns).sum();
             let _ = writeln!(
@@ -238,6 +254,17 @@ pub fn bench(r: &CompileReport) -> String {
         "prepare (clang --version per toolchain, unpack, headers): {:.1} ms",
         r.timings.prepare_ms
     );
+    let from_libclang = r
+        .programs
+        .iter()
+        .filter(|p| matches!(p.diagnostics_from, super::libclang::Source::Libclang(_)))
+        .count();
+    let _ = writeln!(
+        out,
+        "diagnostics: text parse {:.3} ms (all programs); libclang load {:.1} ms + parse {:.1} ms \
+         ({from_libclang} programs failed or warned and were read through libclang)",
+        r.timings.text_parse_ms, r.timings.libclang_load_ms, r.timings.libclang_parse_ms
+    );
     let overhead = r.timings.stage_ms - r.timings.compile_ms - r.timings.verify_ms;
     let _ = writeln!(
         out,
@@ -251,6 +278,112 @@ pub fn bench(r: &CompileReport) -> String {
         rss_child as f64 / 1024.0
     );
     out
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs.get(xs.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Resident set of this process now, in KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Diagnostics figures for each program that fails or warns: clang's compile, the text parse
+/// of its output, and the libclang parse of the same translation unit; the libclang load; and
+/// the resident set across repeated parses (a leak would grow it).
+pub fn bench_diagnostics(opts: &Options) -> Result<String, String> {
+    const TEXT_ROUNDS: u32 = 1000;
+    const LIBCLANG_ROUNDS: usize = 5;
+    const LEAK_ROUNDS: usize = 50;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n== diagnostics benchmark: text parser vs libclang =="
+    );
+    let prepared = super::prepare(opts)?;
+    let toolchain = &prepared.report.toolchain.toolchain;
+    let t = Instant::now();
+    let lib = super::libclang::open(&opts.libclang, toolchain);
+    let load_ms = t.elapsed().as_secs_f64() * 1e3;
+    let lib = match lib {
+        Ok(lib) => {
+            let _ = writeln!(
+                out,
+                "libclang {} ({}) loaded in {load_ms:.1} ms (first use in this process)",
+                lib.major,
+                lib.path.display()
+            );
+            lib
+        }
+        Err(why) => {
+            let _ = writeln!(out, "no libclang, nothing to compare: {why}");
+            return Ok(out);
+        }
+    };
+    let mut measured = None;
+    for job in &prepared.jobs {
+        let outcome = runner::run_one(job);
+        let text = super::diag::parse(&outcome.stderr);
+        if outcome.success && text.is_empty() {
+            continue;
+        }
+        let t = Instant::now();
+        for _ in 0..TEXT_ROUNDS {
+            std::hint::black_box(super::diag::parse(std::hint::black_box(&outcome.stderr)));
+        }
+        let text_ms = t.elapsed().as_secs_f64() * 1e3 / f64::from(TEXT_ROUNDS);
+        let mut rounds = Vec::new();
+        let mut count = 0;
+        for _ in 0..LIBCLANG_ROUNDS {
+            let t = Instant::now();
+            count = super::libclang::diagnostics(&lib, job)?.len();
+            rounds.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let lib_ms = median(rounds);
+        let _ = writeln!(
+            out,
+            "{:<12} clang {:.1} ms; text parse {:.4} ms ({} diagnostics, mean of {TEXT_ROUNDS}); \
+             libclang parse {lib_ms:.1} ms ({count} diagnostics, median of {LIBCLANG_ROUNDS}): \
+             {:.0}x the text parse, {:.0}% of the compile",
+            job.program,
+            outcome.wall_ms,
+            text_ms,
+            text.len(),
+            lib_ms / text_ms.max(1e-9),
+            100.0 * lib_ms / outcome.wall_ms.max(1e-9)
+        );
+        measured.get_or_insert(job);
+    }
+    let Some(job) = measured else {
+        let _ = writeln!(
+            out,
+            "every program compiled without diagnostics: libclang is not used (try --as-node \
+             --root fixtures/compile/missing-node-config/root)"
+        );
+        return Ok(out);
+    };
+    let before = rss_kib();
+    for _ in 0..LEAK_ROUNDS {
+        super::libclang::diagnostics(&lib, job)?;
+    }
+    let after = rss_kib();
+    let _ = writeln!(
+        out,
+        "RSS across {LEAK_ROUNDS} more libclang parses of {}: {:.1} -> {:.1} MiB",
+        job.program,
+        before as f64 / 1024.0,
+        after as f64 / 1024.0
+    );
+    Ok(out)
 }
 
 /// Runs the same jobs in parallel and one after another; returns (sequential ms, parallel ms, jobs).

@@ -10,6 +10,7 @@ pub mod cmd;
 pub mod diag;
 pub mod explain;
 pub mod headers;
+pub mod libclang;
 pub mod nodeinit;
 pub mod profile;
 pub mod runner;
@@ -52,6 +53,8 @@ pub struct Options {
     pub workers: usize,
     /// Copy the state dir used here into this directory for inspection and replay.
     pub emit_state: Option<PathBuf>,
+    /// Which libclang reads the diagnostics of failed or warning compiles.
+    pub libclang: libclang::Mode,
 }
 
 impl Options {
@@ -66,6 +69,7 @@ impl Options {
             progress: false,
             workers: runner::default_workers(),
             emit_state: None,
+            libclang: libclang::Mode::Auto,
         }
     }
 }
@@ -88,6 +92,11 @@ pub struct ProgramResult {
     pub wall_ms: f64,
     pub findings: Vec<explain::Finding>,
     pub diagnostics: Vec<diag::Diagnostic>,
+    /// `libclang 19` (structured, same major as the clang) or `clang text output` (parsed).
+    pub diagnostics_from: libclang::Source,
+    /// Why libclang was not used for a failed or warning compile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub libclang_fallback: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub object: Option<verify::ObjectInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -122,6 +131,12 @@ pub struct Timings {
     pub verify_ms: f64,
     /// Toolchain discovery (`clang --version` per binary), unpacking, headers, command lines.
     pub prepare_ms: f64,
+    /// Parsing clang's text diagnostics, every program.
+    pub text_parse_ms: f64,
+    /// Finding and loading libclang (0 when no compile failed or warned).
+    pub libclang_load_ms: f64,
+    /// libclang parses of the programs that failed or warned.
+    pub libclang_parse_ms: f64,
     pub workers: usize,
 }
 
@@ -348,8 +363,20 @@ pub fn run(opts: &Options) -> Result<CompileReport, String> {
     };
     let root_ok = nix::unistd::geteuid().is_root();
     let mut verify_ms = 0.0;
+    // libclang only when something failed or warned: loading it costs tens of milliseconds.
+    let t = Instant::now();
+    let library = outcomes
+        .iter()
+        .any(|o| !o.success || !o.stderr.trim().is_empty())
+        .then(|| libclang::open(&opts.libclang, &report.toolchain.toolchain));
+    report.timings.libclang_load_ms = t.elapsed().as_secs_f64() * 1e3;
     for (job, outcome) in prepared.jobs.iter().zip(outcomes) {
-        let diagnostics = diag::parse(&outcome.stderr);
+        let t = Instant::now();
+        let text = diag::parse(&outcome.stderr);
+        report.timings.text_parse_ms += t.elapsed().as_secs_f64() * 1e3;
+        let chosen = libclang::choose(library.as_ref(), job, outcome.success, text);
+        report.timings.libclang_parse_ms += chosen.libclang_ms;
+        let diagnostics = chosen.diagnostics;
         let mut findings = explain::findings(&ctx, &job.program, &diagnostics);
         if !outcome.success && findings.is_empty() {
             // clang failed without a parseable error (crash, killed, llc failure).
@@ -392,6 +419,8 @@ pub fn run(opts: &Options) -> Result<CompileReport, String> {
             wall_ms: outcome.wall_ms,
             findings,
             diagnostics,
+            diagnostics_from: chosen.from,
+            libclang_fallback: chosen.fallback,
             object,
             verify,
             verify_skipped,

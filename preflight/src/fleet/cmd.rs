@@ -62,6 +62,8 @@ pub fn aggregate(args: &AggregateArgs) -> anyhow::Result<u8> {
 }
 
 pub fn job(args: &JobArgs) -> anyhow::Result<u8> {
+    // A typo would ignore nothing on every node: refuse it here, before any manifest is printed.
+    crate::checks::validate_ignores(&args.ignore).map_err(anyhow::Error::msg)?;
     let mut run_args = Vec::new();
     for need in &args.need {
         run_args.extend(["--need".to_string(), need.as_str().to_string()]);

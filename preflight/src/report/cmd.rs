@@ -37,7 +37,7 @@ pub fn diff(args: &DiffArgs) -> anyhow::Result<u8> {
     } else {
         print!("{}", diff::render_diff_text(&d));
     }
-    Ok(if d.regressions().next().is_some() {
+    Ok(if d.gate_fails() {
         exit::NO_GO
     } else {
         exit::GO

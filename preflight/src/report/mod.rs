@@ -154,15 +154,35 @@ pub fn json_schema() -> serde_json::Value {
 }
 
 /// Reads a JSON report written by `preflight run --format json`; errors name the file and line.
+/// The schema_version is read first, so a report of another version is refused for what it is
+/// rather than for the first field that differs. Fields added to version 1 after it was published
+/// are `#[serde(default)]`, so reports from earlier builds still read.
 pub fn read_json(path: &std::path::Path) -> anyhow::Result<Report> {
+    #[derive(Deserialize)]
+    struct VersionOnly {
+        schema_version: Option<u32>,
+    }
     let text =
         std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| {
+    let not_a_report = |e: serde_json::Error| {
         anyhow::anyhow!(
             "{}:{}:{}: not a preflight JSON report: {e}",
             path.display(),
             e.line(),
             e.column()
         )
-    })
+    };
+    let version: VersionOnly = serde_json::from_str(&text).map_err(not_a_report)?;
+    match version.schema_version {
+        Some(SCHEMA_VERSION) => {}
+        Some(other) => anyhow::bail!(
+            "{}: schema_version {other} not supported (this preflight reads {SCHEMA_VERSION})",
+            path.display()
+        ),
+        None => anyhow::bail!(
+            "{}: not a preflight JSON report: no schema_version",
+            path.display()
+        ),
+    }
+    serde_json::from_str(&text).map_err(not_a_report)
 }

@@ -52,10 +52,15 @@ impl Chart {
             None => Value::Object(Default::default()),
         };
         let schema = match get("values.schema.json") {
-            Some(t) => Some(serde_json::from_str(t).map_err(|e| ValuesError::Yaml {
-                file: format!("{source}/values.schema.json"),
-                at: Some((e.line(), e.column())),
-                message: e.to_string(),
+            Some(t) => Some(serde_json::from_str(t).map_err(|e| {
+                // serde_json repeats the position in its message; keep only the cause.
+                let message = e.to_string();
+                let message = message.split(" at line ").next().unwrap_or(&message);
+                ValuesError::Json {
+                    file: format!("{source}/values.schema.json"),
+                    at: (e.line(), e.column()),
+                    message: message.to_string(),
+                }
             })?),
             None => None,
         };

@@ -80,11 +80,17 @@ pub fn capabilities(effective: &Value) -> BTreeSet<Capability> {
     if on("bandwidthManager.enabled") {
         caps.insert(Capability::BandwidthManager);
     }
+    // An unknown type (`wg`) is not guessed at: `values.accepted-values` fails it instead.
     if on("encryption.enabled") {
-        caps.insert(match text("encryption.type").as_str() {
-            "wireguard" => Capability::WireGuard,
-            _ => Capability::Ipsec,
-        });
+        match text("encryption.type").as_str() {
+            "wireguard" => {
+                caps.insert(Capability::WireGuard);
+            }
+            "ipsec" | "" => {
+                caps.insert(Capability::Ipsec);
+            }
+            _ => {}
+        }
     }
     if text("bpf.datapathMode").starts_with("netkit") {
         caps.insert(Capability::Netkit);
@@ -164,6 +170,11 @@ mod tests {
                 &[Ipsec],
             ),
             (json!({"encryption": {"enabled": true}}), &[Ipsec], &[]),
+            (
+                json!({"encryption": {"enabled": true, "type": "wg"}}),
+                &[],
+                &[Ipsec, WireGuard],
+            ),
             (
                 json!({"bandwidthManager": {"enabled": true}}),
                 &[BandwidthManager],

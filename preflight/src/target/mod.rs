@@ -10,6 +10,7 @@ pub mod profiles;
 pub mod set;
 pub mod validate;
 pub mod values;
+pub mod yamlpos;
 
 use std::{collections::BTreeSet, path::PathBuf};
 
@@ -39,6 +40,10 @@ pub struct Target {
     #[serde(skip, default = "empty_object")]
     #[schemars(skip)]
     pub values: Value,
+    /// The text of each values file, by name (for `file:line` in messages). Not written.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub value_texts: Vec<(String, String)>,
     /// The chart given with --chart and what its values.schema.json said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chart: Option<ChartInfo>,
@@ -70,6 +75,7 @@ impl Target {
             cilium_version: cilium_version.to_string(),
             capabilities: BTreeSet::new(),
             value_sources: Vec::new(),
+            value_texts: Vec::new(),
             values: empty_object(),
             chart: None,
             chart_values: None,
@@ -82,6 +88,9 @@ impl Target {
     /// Errors name the file and line (exit 2).
     pub fn build(spec: &TargetSpec) -> Result<Self, ValuesError> {
         let chart = spec.chart.as_deref().map(Chart::load).transpose()?;
+        if let (Some(flag), Some(chart)) = (&spec.cilium_version, &chart) {
+            check_chart_version(flag, chart)?;
+        }
         // Version: the flag, else the chart's own, else the newest profile.
         let version = spec
             .cilium_version
@@ -98,9 +107,12 @@ impl Target {
         })?;
         let mut values = empty_object();
         let mut sources = Vec::new();
+        let mut texts = Vec::new();
         for file in &spec.value_files {
-            values::merge(&mut values, values::load_file(file)?);
+            let (text, value) = values::load_file(file)?;
+            values::merge(&mut values, value);
             sources.push(file.display().to_string());
+            texts.push((file.display().to_string(), text));
         }
         for expr in &spec.sets {
             set::apply(&mut values, expr)?;
@@ -110,6 +122,7 @@ impl Target {
             cilium_version: version,
             capabilities: BTreeSet::new(),
             value_sources: sources,
+            value_texts: texts,
             values,
             chart: None,
             chart_values: None,
@@ -154,6 +167,34 @@ impl Target {
         values::lookup(&self.values, path)
     }
 
+    /// Where the user's value at a dotted path was last set: `file:line` (or the file when the
+    /// line cannot be told), or `--set expr`. None when it is a chart default.
+    pub fn origin(&self, path: &str) -> Option<String> {
+        self.user_value(path)?;
+        for source in self.value_sources.iter().rev() {
+            if let Some(expr) = source.strip_prefix("--set ") {
+                let mut v = empty_object();
+                if set::apply(&mut v, expr).is_ok() && values::lookup(&v, path).is_some() {
+                    return Some(source.clone());
+                }
+                continue;
+            }
+            let Some((_, text)) = self.value_texts.iter().find(|(f, _)| f == source) else {
+                continue;
+            };
+            let sets_it = values::parse_yaml(source, text)
+                .ok()
+                .is_some_and(|v| values::lookup(&v, path).is_some());
+            if sets_it {
+                return Some(match yamlpos::locate(text, path) {
+                    Some(line) => format!("{source}:{line}"),
+                    None => source.clone(),
+                });
+            }
+        }
+        None
+    }
+
     /// The rendered value at a dotted path (user's, else the chart default).
     pub fn value(&self, path: &str) -> Option<Value> {
         values::lookup(&self.effective_values(), path).cloned()
@@ -176,6 +217,35 @@ impl Target {
         t.capabilities.extend(extra);
         t
     }
+}
+
+/// `--cilium-version` and `--chart` must name the same release, or the target's rules (one
+/// version) would be judged against another version's chart. A version without a patch matches
+/// any patch of its minor (1.16 matches a 1.16.4 chart).
+fn check_chart_version(flag: &str, chart: &Chart) -> Result<(), ValuesError> {
+    let chart_version = chart.version.as_deref().or(chart.app_version.as_deref());
+    let Some(chart_text) = chart_version else {
+        return Ok(());
+    };
+    let to_err = |message: String| ValuesError::File {
+        file: "--cilium-version".into(),
+        message,
+    };
+    let wanted = CiliumVersion::parse(flag).map_err(to_err)?;
+    let Ok(found) = CiliumVersion::parse(chart_text) else {
+        // Not a Cilium-shaped version (a fork's own numbering): nothing to compare.
+        return Ok(());
+    };
+    let same = wanted.minor_key() == found.minor_key()
+        && (wanted.patch.is_none() || found.patch.is_none() || wanted.patch == found.patch);
+    if same {
+        return Ok(());
+    }
+    Err(to_err(format!(
+        "{flag} disagrees with the chart {} (version {chart_text}): give the chart of Cilium \
+         {flag}, or drop --cilium-version to judge the chart's own version",
+        chart.source
+    )))
 }
 
 impl Default for Target {

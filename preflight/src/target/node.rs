@@ -22,6 +22,8 @@ pub struct NodeHints {
     pub cni_conf_dir: Option<String>,
     /// Mount points of cgroup2 filesystems; `None`: the mount table was not readable.
     pub cgroup2_mounts: Option<Vec<String>>,
+    /// The IPv4 pod CIDR from the k3s config (`cluster-cidr`), when it sets one.
+    pub cluster_cidr: Option<String>,
 }
 
 impl NodeHints {
@@ -42,6 +44,13 @@ impl NodeHints {
                 ),
                 _ => None,
             },
+            // Dual-stack k3s lists both families; the IPv4 one is the native-routing CIDR.
+            cluster_cidr: facts.k3s.cluster_cidr.as_deref().and_then(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .find(|c| !c.is_empty() && !c.contains(':'))
+                    .map(str::to_string)
+            }),
         }
     }
 }
@@ -55,7 +64,61 @@ pub const PATCHING: &[(&str, CrossCheck)] = &[
     ("values.node.cni-bin-path", cni_bin_path),
     ("values.node.cni-conf-path", cni_conf_path),
     ("values.node.cgroup-host-root", cgroup_host_root),
+    ("values.native-routing-cidr", native_routing_cidr),
 ];
+
+/// Native routing with masquerading needs `ipv4NativeRoutingCIDR`, or the agent exits at start:
+/// cilium-agent's `checkIPv4NativeRoutingCIDR` (pkg/option/config.go, cilium/cilium#26179,
+/// #27747) refuses a config with no IPv4 native-routing CIDR when IPv4 and IPv4 masquerading are
+/// on, the BPF ip-masq-agent is off, routing is native, and IPAM is not `eni`/`alibabacloud`
+/// (those read it from the cloud). `autoDirectNodeRoutes` does not exempt it. Its error text
+/// (1.15+): "native routing cidr must be configured with option --ipv4-native-routing-cidr in
+/// combination with --enable-ipv4=true --enable-ipv4-masquerade=true --enable-ip-masq-agent=false
+/// --routing-mode=native --ipam=<mode>". The fix uses the node's k3s cluster-cidr when known.
+pub fn native_routing_cidr(t: &Target, node: &NodeHints) -> Finding {
+    if super::derive::routing(&t.effective_values()) != super::derive::Routing::Native {
+        return Finding::skip("tunnel routing");
+    }
+    let on =
+        |path: &str, default: bool| t.value(path).as_ref().map_or(default, |v| truthy(Some(v)));
+    let ipam = as_text(t.value("ipam.mode").as_ref()).unwrap_or_else(|| "cluster-pool".into());
+    let cidr = as_text(t.value("ipv4NativeRoutingCIDR").as_ref()).filter(|c| !c.is_empty());
+    let needed = on("ipv4.enabled", true)
+        && on("enableIPv4Masquerade", true)
+        && !on("ipMasqAgent.enabled", false)
+        && !matches!(ipam.as_str(), "eni" | "alibabacloud");
+    if cidr.is_none() && needed {
+        let (value, whence) = match &node.cluster_cidr {
+            Some(c) => (c.clone(), "this node's k3s cluster-cidr".to_string()),
+            None => (
+                super::validate::K3S_DEFAULT_CLUSTER_CIDR.to_string(),
+                "k3s's default pod CIDR; use your cluster's own".to_string(),
+            ),
+        };
+        return Finding::fail(format!(
+            "native routing with IPv4 masquerading and no `ipv4NativeRoutingCIDR`: the agent \
+             refuses to start (\"native routing cidr must be configured with option \
+             --ipv4-native-routing-cidr in combination with --enable-ipv4=true \
+             --enable-ipv4-masquerade=true --enable-ip-masq-agent=false --routing-mode=native \
+             --ipam={ipam}\")"
+        ))
+        .remedy(format!(
+            "set `ipv4NativeRoutingCIDR: {value}` ({whence}), or turn masquerading off \
+             (`enableIPv4Masquerade: false`) if the network routes pod IPs"
+        ))
+        .patch(serde_json::json!({ "ipv4NativeRoutingCIDR": value }));
+    }
+    if !on("autoDirectNodeRoutes", false) {
+        return Finding::warn(
+            "native routing without `autoDirectNodeRoutes`: pod routes between nodes must come \
+             from your router or BGP",
+        );
+    }
+    match cidr {
+        Some(c) => Finding::pass(format!("native routing for {c} with direct node routes")),
+        None => Finding::pass("native routing without masquerading: no CIDR needed"),
+    }
+}
 
 /// `cni.binPath` must be where this node's runtime looks for plugins, or pods never get a
 /// network (`failed to find plugin "cilium-cni" in path [...]`, cilium/cilium#27702).
@@ -301,5 +364,52 @@ mod tests {
                             "hostRoot": "/sys/fs/cgroup/unified"}});
         assert_eq!(cgroup_host_root(&set, &plain).status, Status::Pass);
         assert_eq!(cgroup_host_root(&default, &plain).status, Status::Skip);
+    }
+
+    #[test]
+    fn native_routing_without_a_cidr_fails_and_the_fix_uses_the_nodes_cluster_cidr() {
+        let k3s = NodeHints {
+            cluster_cidr: Some("10.52.0.0/16".into()),
+            ..Default::default()
+        };
+        let unknown = NodeHints::default();
+        let native = target(json!({"routingMode": "native", "autoDirectNodeRoutes": true}));
+        let f = native_routing_cidr(&native, &k3s);
+        assert_eq!(f.status, Status::Fail, "{f:?}");
+        assert!(
+            f.detail.contains("native routing cidr must be configured"),
+            "{f:?}"
+        );
+        assert_eq!(
+            f.patch,
+            Some(json!({"ipv4NativeRoutingCIDR": "10.52.0.0/16"}))
+        );
+        let f = native_routing_cidr(&native, &unknown);
+        assert_eq!(
+            f.patch,
+            Some(json!({"ipv4NativeRoutingCIDR": "10.42.0.0/16"}))
+        );
+        // Cilium's exemptions: masquerading off, the BPF ip-masq-agent, cloud IPAM.
+        for exempt in [
+            json!({"enableIPv4Masquerade": false}),
+            json!({"ipMasqAgent": {"enabled": true}}),
+            json!({"ipam": {"mode": "eni"}}),
+            json!({"ipv4NativeRoutingCIDR": "10.0.0.0/8"}),
+        ] {
+            let mut v = json!({"routingMode": "native", "autoDirectNodeRoutes": true});
+            crate::target::values::merge(&mut v, exempt.clone());
+            let f = native_routing_cidr(&target(v), &k3s);
+            assert_eq!(f.status, Status::Pass, "{exempt}: {f:?}");
+        }
+        // Without direct node routes: only a warning once the CIDR is there.
+        let f = native_routing_cidr(
+            &target(json!({"routingMode": "native", "ipv4NativeRoutingCIDR": "10.0.0.0/8"})),
+            &k3s,
+        );
+        assert_eq!(f.status, Status::Warn, "{f:?}");
+        assert_eq!(
+            native_routing_cidr(&target(json!({})), &k3s).status,
+            Status::Skip
+        );
     }
 }

@@ -10,6 +10,9 @@ use super::{
 };
 use crate::report::Status;
 
+/// k3s's default pod CIDR (FACTS §5): the native-routing CIDR when the node does not say.
+pub const K3S_DEFAULT_CLUSTER_CIDR: &str = "10.42.0.0/16";
+
 /// One rule's judgement of a target.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finding {
@@ -91,10 +94,10 @@ pub fn rules() -> Vec<Rule> {
             routing_mode,
         ),
         rule(
-            "values.native-routing-cidr",
-            "native routing has its CIDR and routes",
-            "set `ipv4NativeRoutingCIDR` to the pod CIDR and `autoDirectNodeRoutes: true` (nodes on one L2)",
-            native_routing_cidr,
+            "values.accepted-values",
+            "settings that decide capabilities have values the chart accepts",
+            "use one of the accepted values named in the finding",
+            accepted_values,
         ),
         rule(
             "values.k8s-service-host",
@@ -116,6 +119,12 @@ pub fn rules() -> Vec<Rule> {
             service_monitor_crds,
         ),
     ];
+    rules.push(rule(
+        "values.duplicate-keys",
+        "no key is set twice in one mapping of a values file",
+        "delete the earlier setting; Helm keeps the last one silently",
+        duplicate_keys,
+    ));
     for removed in REMOVED_VALUES {
         rules.push(rule(
             format!("values.removed.{}", removed.id),
@@ -190,8 +199,9 @@ fn tunnel_patch(old: &str, t: &Target) -> Value {
             "tunnel": null,
             "routingMode": "native",
             "autoDirectNodeRoutes": true,
-            // k3s's default pod CIDR (FACTS §5); the remedy says to use the cluster's own.
-            "ipv4NativeRoutingCIDR": "10.42.0.0/16",
+            // k3s's default pod CIDR (FACTS §5); `values.native-routing-cidr` replaces it with
+            // the node's own k3s cluster-cidr when the node says.
+            "ipv4NativeRoutingCIDR": K3S_DEFAULT_CLUSTER_CIDR,
         }),
         "geneve" => json!({"tunnel": null, "routingMode": "tunnel", "tunnelProtocol": "geneve"}),
         _ => json!({"tunnel": null, "routingMode": "tunnel", "tunnelProtocol": "vxlan"}),
@@ -242,50 +252,181 @@ fn kube_proxy_replacement(t: &Target) -> Finding {
 }
 
 fn routing_mode(t: &Target) -> Finding {
-    let mode = as_text(t.user_value("routingMode"));
-    let proto = as_text(t.user_value("tunnelProtocol"));
-    if let Some(m) = &mode
-        && !matches!(m.as_str(), "tunnel" | "native" | "")
-    {
-        return Finding::fail(format!("`routingMode: {m}` is neither tunnel nor native"))
-            .patch(json!({"routingMode": "tunnel"}));
-    }
-    if let Some(p) = &proto
-        && !matches!(p.as_str(), "vxlan" | "geneve" | "")
-    {
-        return Finding::fail(format!("`tunnelProtocol: {p}` is neither vxlan nor geneve"))
-            .patch(json!({"tunnelProtocol": "vxlan"}));
+    for (path, accepted, fallback) in [
+        ("routingMode", &["tunnel", "native"], "tunnel"),
+        ("tunnelProtocol", &["vxlan", "geneve"], "vxlan"),
+    ] {
+        let Some(value) = t.user_value(path) else {
+            continue;
+        };
+        let text = as_text(Some(value)).unwrap_or_else(|| "{…}".into());
+        if matches!(value, Value::String(_)) && (text.is_empty() || accepted.contains(&&*text)) {
+            continue;
+        }
+        let guess = suggestion(&text, accepted);
+        let mut f = Finding::fail(format!(
+            "`{path}: {text}`{} is neither {} nor {}{}",
+            at(t, path),
+            accepted[0],
+            accepted[1],
+            guess
+                .map(|g| format!("; did you mean {g}?"))
+                .unwrap_or_default()
+        ));
+        f = f.patch(super::values::patch_of(
+            path,
+            Value::String(guess.unwrap_or(fallback).into()),
+        ));
+        return f;
     }
     let routing = derive::routing(&t.effective_values());
     Finding::pass(format!("{routing:?} routing").to_lowercase())
 }
 
-fn native_routing_cidr(t: &Target) -> Finding {
-    if derive::routing(&t.effective_values()) != derive::Routing::Native {
-        return Finding::skip("tunnel routing");
+/// A key set twice in one mapping: Helm keeps the last without a word (helm/helm#4107; newer
+/// `helm lint` reports it), so the first setting silently does nothing.
+fn duplicate_keys(t: &Target) -> Finding {
+    if t.value_texts.is_empty() {
+        return Finding::skip("no values files");
     }
-    let cidr = t.value("ipv4NativeRoutingCIDR");
-    let masq = t
-        .value("enableIPv4Masquerade")
-        .as_ref()
-        .map(|v| truthy(Some(v)));
-    if cidr.is_none() && masq != Some(false) {
-        return Finding::warn(
-            "native routing with masquerading but no `ipv4NativeRoutingCIDR`: the agent refuses to \
-             start without it",
-        )
-        .patch(json!({"ipv4NativeRoutingCIDR": "10.42.0.0/16"}))
-        .remedy(
-            "set `ipv4NativeRoutingCIDR` to the cluster's pod CIDR (k3s default 10.42.0.0/16)",
-        );
+    let found: Vec<String> = t
+        .value_texts
+        .iter()
+        .flat_map(|(file, text)| {
+            super::yamlpos::duplicate_keys(text).into_iter().map(move |d| {
+                format!(
+                    "{file}:{}: `{}` set again (first at line {}); the earlier value is ignored",
+                    d.again, d.path, d.first
+                )
+            })
+        })
+        .collect();
+    if found.is_empty() {
+        return Finding::pass("no key set twice");
     }
-    if !truthy(t.value("autoDirectNodeRoutes").as_ref()) {
-        return Finding::warn(
-            "native routing without `autoDirectNodeRoutes`: pod routes between nodes must come \
-             from your router or BGP",
-        );
+    Finding::warn(found.join("; "))
+}
+
+/// What a setting that decides a capability accepts.
+#[derive(Debug, Clone, Copy)]
+pub enum Accepts {
+    Bool,
+    OneOf(&'static [&'static str]),
+}
+
+/// The settings `derive` reads, with the values the chart accepts (values.yaml of each chart;
+/// FACTS §3). `routingMode`/`tunnelProtocol` and `kubeProxyReplacement` have their own rules.
+pub const SETTINGS: &[(&str, Accepts)] = &[
+    ("encryption.enabled", Accepts::Bool),
+    ("encryption.type", Accepts::OneOf(&["wireguard", "ipsec"])),
+    (
+        "bpf.datapathMode",
+        Accepts::OneOf(&["veth", "netkit", "netkit-l2"]),
+    ),
+    (
+        "loadBalancer.acceleration",
+        Accepts::OneOf(&["disabled", "native", "best-effort"]),
+    ),
+    ("bpf.masquerade", Accepts::Bool),
+    ("bpf.hostLegacyRouting", Accepts::Bool),
+    ("socketLB.enabled", Accepts::Bool),
+    ("bandwidthManager.enabled", Accepts::Bool),
+    ("l7Proxy", Accepts::Bool),
+    ("hubble.enabled", Accepts::Bool),
+    ("hubble.relay.enabled", Accepts::Bool),
+    ("hubble.ui.enabled", Accepts::Bool),
+    ("autoDirectNodeRoutes", Accepts::Bool),
+    ("enableIPv4Masquerade", Accepts::Bool),
+];
+
+/// The accepted value a typo most likely meant: a close edit, or an abbreviation whose letters
+/// appear in order (`wg` → `wireguard`).
+fn suggestion<'a>(given: &str, accepted: &[&'a str]) -> Option<&'a str> {
+    let given = given.trim().to_ascii_lowercase();
+    if given.is_empty() {
+        return None;
     }
-    Finding::pass("native routing with CIDR and direct node routes")
+    let in_order = |word: &str| {
+        let mut chars = word.chars();
+        given.chars().all(|g| chars.any(|c| c == g))
+    };
+    accepted
+        .iter()
+        .map(|a| (strsim::damerau_levenshtein(&given, a), *a))
+        .filter(|(d, a)| *d <= 2 || (given.len() >= 2 && given.starts_with(&a[..1]) && in_order(a)))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, a)| a)
+}
+
+/// ` (at file:line)` / ` (--set a=b)` for a user value, empty for a chart default.
+fn at(t: &Target, path: &str) -> String {
+    t.origin(path)
+        .map(|o| format!(" (at {o})"))
+        .unwrap_or_default()
+}
+
+fn accepted_values(t: &Target) -> Finding {
+    let mut problems = Vec::new();
+    let mut patch = json!({});
+    for (path, accepts) in SETTINGS {
+        let Some(value) = t.user_value(path) else {
+            continue;
+        };
+        let text = as_text(Some(value)).unwrap_or_else(|| "{…}".into());
+        let (ok, accepted, fix): (bool, String, Option<Value>) = match accepts {
+            Accepts::Bool => {
+                // A string is truthy in the chart's templates whatever it says ("false" too).
+                let fix = match text.to_ascii_lowercase().as_str() {
+                    "true" | "yes" | "on" => Some(Value::Bool(true)),
+                    "false" | "no" | "off" => Some(Value::Bool(false)),
+                    _ => None,
+                };
+                (
+                    value.is_boolean(),
+                    "a boolean: true or false (unquoted; the chart's templates treat any \
+                     non-empty string as true)"
+                        .into(),
+                    fix,
+                )
+            }
+            Accepts::OneOf(list) => (
+                matches!(value, Value::String(s) if list.contains(&s.as_str())),
+                format!("one of {}", list.join(", ")),
+                suggestion(&text, list).map(|s| Value::String(s.into())),
+            ),
+        };
+        if ok {
+            continue;
+        }
+        let guess = match (&fix, accepts) {
+            (Some(v), Accepts::OneOf(_)) => {
+                format!("; did you mean {}?", as_text(Some(v)).unwrap_or_default())
+            }
+            (Some(v), Accepts::Bool) => format!("; did you mean {v}?"),
+            _ => String::new(),
+        };
+        problems.push(format!(
+            "`{path}: {}`{} is not {accepted}{guess}",
+            if value.is_string() && matches!(accepts, Accepts::Bool) {
+                format!("\"{text}\"")
+            } else {
+                text.clone()
+            },
+            at(t, path)
+        ));
+        if let Some(v) = fix {
+            super::values::merge(&mut patch, super::values::patch_of(path, v));
+        }
+    }
+    if problems.is_empty() {
+        return Finding::pass("every setting that decides a capability has an accepted value");
+    }
+    let mut f = Finding::fail(problems.join("; "))
+        .remedy("set each to one of the accepted values named; capabilities are derived from them");
+    if patch.as_object().is_some_and(|m| !m.is_empty()) {
+        f = f.patch(patch);
+    }
+    f
 }
 
 fn k8s_service_host(t: &Target) -> Finding {
@@ -480,10 +621,39 @@ mod tests {
             ),
             (
                 "1.19",
-                json!({"routingMode": "native"}),
-                "values.native-routing-cidr",
-                Status::Warn,
-                "ipv4NativeRoutingCIDR",
+                json!({"encryption": {"enabled": true, "type": "wg"}}),
+                "values.accepted-values",
+                Status::Fail,
+                "`encryption.type: wg` is not one of wireguard, ipsec; did you mean wireguard?",
+            ),
+            (
+                "1.19",
+                json!({"hubble": {"relay": {"enabled": "notabool"}}}),
+                "values.accepted-values",
+                Status::Fail,
+                "`hubble.relay.enabled: \"notabool\"` is not a boolean: true or false",
+            ),
+            (
+                "1.19",
+                json!({"bpf": {"datapathMode": "netkit-l2"}, "l7Proxy": false,
+                       "loadBalancer": {"acceleration": "best-effort"}}),
+                "values.accepted-values",
+                Status::Pass,
+                "accepted value",
+            ),
+            (
+                "1.19",
+                json!({"loadBalancer": {"acceleration": "xdp"}}),
+                "values.accepted-values",
+                Status::Fail,
+                "one of disabled, native, best-effort",
+            ),
+            (
+                "1.19",
+                json!({"routingMode": "nativ"}),
+                "values.routing-mode",
+                Status::Fail,
+                "did you mean native?",
             ),
         ];
         for (version, values, id, status, text) in table {
@@ -503,6 +673,11 @@ mod tests {
             ("1.16.4", json!({"tunnel": "geneve"})),
             ("1.15", json!({"kubeProxyReplacement": "partial"})),
             ("1.19", json!({"hubble": {"ui": {"enabled": true}}})),
+            (
+                "1.19",
+                json!({"encryption": {"type": "wg"}, "l7Proxy": "false"}),
+            ),
+            ("1.19", json!({"tunnelProtocol": "genev"})),
         ] {
             let t = target(version, values.clone());
             for (id, f) in judge_all(&t) {

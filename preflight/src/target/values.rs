@@ -16,6 +16,14 @@ pub enum ValuesError {
         at: Option<(usize, usize)>,
         message: String,
     },
+    /// A JSON syntax error (the chart's values.schema.json).
+    #[error("{file}:{}:{}: invalid JSON: {message}", at.0, at.1)]
+    Json {
+        file: String,
+        /// (line, column), 1-based.
+        at: (usize, usize),
+        message: String,
+    },
     #[error("{file}: {message}")]
     File { file: String, message: String },
     #[error("--set {expr:?}: {message}")]
@@ -53,13 +61,15 @@ pub fn parse_yaml(name: &str, text: &str) -> Result<Value, ValuesError> {
     }
 }
 
-pub fn load_file(path: &Path) -> Result<Value, ValuesError> {
+/// Reads and parses a values file; returns its text too (messages point at its lines).
+pub fn load_file(path: &Path) -> Result<(String, Value), ValuesError> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ValuesError::File {
         file: name.clone(),
         message: e.to_string(),
     })?;
-    parse_yaml(&name, &text)
+    let value = parse_yaml(&name, &text)?;
+    Ok((text, value))
 }
 
 fn kind(v: &Value) -> &'static str {
