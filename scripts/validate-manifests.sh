@@ -13,7 +13,7 @@ trap 'rm -rf "$tmp"' EXIT
 printf 'tunnelProtocol: geneve\nencryption:\n  enabled: true\n  type: wireguard\n' >"$tmp/values.yaml"
 "$bin" job >"$tmp/default.yaml"
 "$bin" job --namespace kube-system --no-namespace --image registry.example/preflight:1 \
-  --need tunnel-geneve --need wireguard --ignore bpf.x --no-canaries -- --verbose \
+  --need tunnel-geneve --need wireguard --ignore mounts.bpffs --no-canaries -- --verbose \
   >"$tmp/custom.yaml"
 "$bin" job --values "$tmp/values.yaml" --values "$tmp/values.yaml" -- --set hubble.enabled=false \
   >"$tmp/values-shipped.yaml"

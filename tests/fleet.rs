@@ -153,7 +153,7 @@ fn job_prints_a_daemonset_with_the_target_flags_passed_through() {
             "wireguard",
             "--",
             "--ignore",
-            "bpf.x",
+            "mounts.bpffs",
         ],
         None,
     );
@@ -161,7 +161,12 @@ fn job_prints_a_daemonset_with_the_target_flags_passed_through() {
     let yaml = String::from_utf8_lossy(&out.stdout);
     assert!(yaml.contains("kind: DaemonSet"), "{yaml}");
     assert!(yaml.contains("namespace: ops"), "{yaml}");
-    for arg in ["- --host-kernel", "- wireguard", "- bpf.x", "- json-line"] {
+    for arg in [
+        "- --host-kernel",
+        "- wireguard",
+        "- mounts.bpffs",
+        "- json-line",
+    ] {
         assert!(yaml.contains(arg), "{arg} missing: {yaml}");
     }
     assert!(!yaml.contains("privileged: true"), "{yaml}");
@@ -180,6 +185,10 @@ fn job_refuses_flags_run_would_refuse_and_prints_nothing() {
     let out = preflight(&["job", "--", "--format", "text"], None);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used multiple times"));
+    // A check id no check has, after `--` too: `run` refuses it, so every pod would exit 2.
+    let out = preflight(&["job", "--", "--ignore", "bpf.x"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown check id bpf.x"));
     // A --set or --cilium-version the nodes would refuse.
     let out = preflight(&["job", "--", "--cilium-version", "banana"], None);
     assert_eq!(out.status.code(), Some(2));
@@ -196,6 +205,9 @@ fn job_refuses_pod_paths_nothing_ships() {
         err.contains("preflight job --values my-values.yaml"),
         "{err}"
     );
+    // The values dir holds only what `--values` shipped.
+    let out = preflight(&["job", "--", "-f", "/etc/preflight/values/x.yaml"], None);
+    assert_eq!(out.status.code(), Some(2));
     let out = preflight(&["job", "--", "-o", "/tmp/report.json"], None);
     assert_eq!(out.status.code(), Some(2));
     // A file on the nodes, under the host root, is fine.

@@ -1,6 +1,9 @@
 //! The `aggregate` and `job` subcommands: check the input, print the result, return the exit
 //! code.
-use std::{io::Write as _, path::Path};
+use std::{
+    io::Write as _,
+    path::{Path, PathBuf},
+};
 
 use anyhow::Context;
 use clap::Parser as _;
@@ -62,8 +65,6 @@ pub fn aggregate(args: &AggregateArgs) -> anyhow::Result<u8> {
 }
 
 pub fn job(args: &JobArgs) -> anyhow::Result<u8> {
-    // A typo would ignore nothing on every node: refuse it here, before any manifest is printed.
-    crate::checks::validate_ignores(&args.ignore).map_err(anyhow::Error::msg)?;
     let mut run_args = Vec::new();
     for need in &args.need {
         run_args.extend(["--need".to_string(), need.as_str().to_string()]);
@@ -124,7 +125,9 @@ pub fn job(args: &JobArgs) -> anyhow::Result<u8> {
             return Ok(exit::ERROR);
         }
     };
-    check_pod_paths(&run)?;
+    // `run` refuses unknown --ignore ids (given to job or after --): every pod would exit 2.
+    crate::checks::validate_ignores(&run.ignore).map_err(anyhow::Error::msg)?;
+    check_pod_paths(&run, &spec)?;
     // The target as the nodes will build it, from the local copies of the values files: bad
     // YAML (file:line:column), a bad --set or --cilium-version is refused here, not on every
     // node.
@@ -148,8 +151,13 @@ pub fn job(args: &JobArgs) -> anyhow::Result<u8> {
 
 /// Paths after `--` are paths inside the pod, whose only files are the image's, the host's
 /// under /host and the shipped values files: refuse the ones nothing would put there.
-fn check_pod_paths(run: &RunArgs) -> anyhow::Result<()> {
-    let on_node = |p: &Path| p.starts_with("/host") || p.starts_with(job::VALUES_DIR);
+fn check_pod_paths(run: &RunArgs, spec: &JobSpec) -> anyhow::Result<()> {
+    let shipped: Vec<PathBuf> = spec
+        .values
+        .iter()
+        .map(|v| Path::new(job::VALUES_DIR).join(&v.key))
+        .collect();
+    let on_node = |p: &Path| p.starts_with("/host") || shipped.iter().any(|s| s == p);
     for file in &run.values {
         anyhow::ensure!(
             on_node(file),
