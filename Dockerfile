@@ -1,12 +1,13 @@
 # The preflight image for `preflight job` (docs/fleet.md). Build where an image builder exists:
 #   docker build -t preflight:0.1.0 .        (or: podman build / buildah bud / nerdctl build)
-# Stage 1 builds the same static binary as `cargo xtask dist`; stage 2 adds the clang the
+# Stage 1 builds the static binary with `cargo xtask dist`; stage 2 adds the clang the
 # datapath compile stage runs. Nothing here runs on the machine this repository is tested on.
 
 # --- build: toolchain recipe from scripts/setup.sh and ../shared/ENVIRONMENT.md -------------
 FROM rust:1.95-bookworm AS build
 ENV DEBIAN_FRONTEND=noninteractive
-# bpf-linker needs libLLVM 22 (the LLVM of the pinned nightly that compiles preflight-ebpf).
+# bpf-linker needs libLLVM 22 (the LLVM of the pinned nightly that compiles preflight-ebpf);
+# llvm-22 (a dependency) brings llvm-strip-22, which `cargo xtask dist` strips with.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends llvm-22-dev \
  && rm -rf /var/lib/apt/lists/*
@@ -15,10 +16,14 @@ RUN LLVM_PREFIX=/usr/lib/llvm-22 cargo install bpf-linker --locked \
  && rustup toolchain install nightly-2026-05-20 --profile minimal -c rust-src
 WORKDIR /src
 COPY . .
-# crt-static: glibc linked in, so the binary also runs in a bare initramfs (cargo xtask vm-test).
-RUN RUSTFLAGS="-C target-feature=+crt-static" \
-      cargo build --release --locked --target x86_64-unknown-linux-gnu -p preflight \
- && strip -o /preflight target/x86_64-unknown-linux-gnu/release/preflight
+# The same build as on a workstation: `cargo xtask dist` (crt-static, so the binary also runs in
+# a bare initramfs; stripped with llvm-strip, since binutils' strip misreads this binary's
+# .strtab; refused if it still has an ELF interpreter). Fail rather than let dist fall back to
+# binutils' strip, and check the lock file is current first.
+RUN command -v llvm-strip-22 \
+ && cargo fetch --locked \
+ && cargo xtask dist \
+ && cp target/dist/preflight /preflight
 
 # --- runtime --------------------------------------------------------------------------------
 FROM debian:bookworm-slim

@@ -1,6 +1,7 @@
 //! `preflight aggregate` and `preflight job` as a user runs them: the real binary on the
 //! fixture reports (real reports from the 6.1/6.12 guests of `cargo xtask vm-test` and this
-//! machine's 6.18 kernel, plus a `kubectl logs --prefix` capture).
+//! machine's 6.18 kernel, plus a `kubectl logs --prefix` capture made from them by
+//! scripts/gen-kubectl-logs-fixture.py).
 use std::{
     io::Write,
     path::PathBuf,
@@ -50,11 +51,33 @@ fn the_fixture_cluster_is_no_go_with_nodes_grouped_by_what_blocks_them() {
         groups[0]["nodes"],
         serde_json::json!(["dev-6.18", "worker-1"])
     );
+    // The Debian guests: their bpffs is not mounted shared, their helpers are older than the
+    // agent's, and the cloud kernels lack two netfilter options L7 proxy needs; 6.1 also has
+    // no netkit. Each kernel is its own group (the guest and its copy in the log).
+    let common = [
+        "bpf.cilium-agent-helpers",
+        "kernel.config.netfilter-xt-match-mark",
+        "kernel.config.netfilter-xt-target-ct",
+    ];
+    let mut blocked_6_1: Vec<&str> = common.to_vec();
+    blocked_6_1.extend([
+        "kernel.config.netkit",
+        "kernel.feature-minimum.netkit",
+        "mounts.bpffs",
+    ]);
+    assert_eq!(groups[1]["blocked_by"], serde_json::json!(blocked_6_1));
     assert_eq!(
-        groups[1]["blocked_by"],
-        serde_json::json!(["bpf.helper.sched_cls.get_netns_cookie"])
+        groups[1]["nodes"],
+        serde_json::json!(["vm-6.1.0-56-cloud-amd64", "worker-2"])
     );
-    assert_eq!(groups[1]["count"], 4);
+    let mut blocked_6_12: Vec<&str> = common.to_vec();
+    blocked_6_12.push("mounts.bpffs");
+    assert_eq!(groups[2]["blocked_by"], serde_json::json!(blocked_6_12));
+    assert_eq!(
+        groups[2]["kernels"],
+        serde_json::json!(["6.12.117+deb12-cloud-amd64"])
+    );
+    assert_eq!(groups.len(), 3);
     let cap = |name: &str| {
         v["capabilities"]
             .as_array()
@@ -65,6 +88,7 @@ fn the_fixture_cluster_is_no_go_with_nodes_grouped_by_what_blocks_them() {
             .clone()
     };
     assert_eq!(cap("base-datapath")["go"], false);
+    assert_eq!(cap("l7-proxy")["go"], false);
     assert_eq!(cap("tunnel-vxlan")["go"], true);
     // The vm-test guests (and the log's copies of them) ran with --need netkit; the 6.18 host
     // and its copy did not, so the cluster cannot be go for netkit.
@@ -83,7 +107,7 @@ fn kubectl_logs_on_stdin_are_read_and_the_text_names_the_groups() {
     assert!(text.starts_with("NO-GO: 2 of 3 nodes are no-go"), "{text}");
     assert!(text.contains("go (1 nodes; kernels 6.18"), "{text}");
     assert!(
-        text.contains("blocked by bpf.helper.sched_cls.get_netns_cookie (2 nodes"),
+        text.contains("mounts.bpffs (1 nodes; kernels 6.12.117+deb12-cloud-amd64): worker-3"),
         "{text}"
     );
 }
@@ -129,7 +153,7 @@ fn job_prints_a_daemonset_with_the_target_flags_passed_through() {
             "wireguard",
             "--",
             "--ignore",
-            "bpf.x",
+            "mounts.bpffs",
         ],
         None,
     );
@@ -137,8 +161,259 @@ fn job_prints_a_daemonset_with_the_target_flags_passed_through() {
     let yaml = String::from_utf8_lossy(&out.stdout);
     assert!(yaml.contains("kind: DaemonSet"), "{yaml}");
     assert!(yaml.contains("namespace: ops"), "{yaml}");
-    for arg in ["- --host-kernel", "- wireguard", "- bpf.x", "- json-line"] {
+    for arg in [
+        "- --host-kernel",
+        "- wireguard",
+        "- mounts.bpffs",
+        "- json-line",
+    ] {
         assert!(yaml.contains(arg), "{arg} missing: {yaml}");
     }
     assert!(!yaml.contains("privileged: true"), "{yaml}");
+}
+
+#[test]
+fn job_refuses_flags_run_would_refuse_and_prints_nothing() {
+    // Every pod's init container would exit 2 forever: refuse here, with clap's message.
+    let out = preflight(&["job", "--", "--bogus-flag"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "no manifest on bad input");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unexpected argument '--bogus-flag'"), "{err}");
+    assert!(err.contains("Usage: preflight run"), "{err}");
+    // The pod already sets --format json-line; a second --format is refused as `run` would.
+    let out = preflight(&["job", "--", "--format", "text"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used multiple times"));
+    // A check id no check has, after `--` too: `run` refuses it, so every pod would exit 2.
+    let out = preflight(&["job", "--", "--ignore", "bpf.x"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown check id bpf.x"));
+    // A --set or --cilium-version the nodes would refuse.
+    let out = preflight(&["job", "--", "--cilium-version", "banana"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("banana"));
+}
+
+#[test]
+fn job_refuses_pod_paths_nothing_ships() {
+    let out = preflight(&["job", "--", "-f", "my-values.yaml"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("preflight job --values my-values.yaml"),
+        "{err}"
+    );
+    // The values dir holds only what `--values` shipped.
+    let out = preflight(&["job", "--", "-f", "/etc/preflight/values/x.yaml"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let out = preflight(&["job", "--", "-o", "/tmp/report.json"], None);
+    assert_eq!(out.status.code(), Some(2));
+    // A file on the nodes, under the host root, is fine.
+    let out = preflight(&["job", "--", "-f", "/host/etc/cilium/values.yaml"], None);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn job_refuses_a_namespace_or_name_that_is_not_a_dns_label() {
+    for args in [
+        &["job", "--namespace", "Bad_NS"][..],
+        &["job", "--namespace=-ns"],
+        &["job", "--name", "Preflight"],
+    ] {
+        let out = preflight(args, None);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("not a valid DNS-1123 label"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn job_ships_values_files_in_a_configmap_the_pod_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let values = dir.path().join("values.yaml");
+    std::fs::write(&values, "tunnelProtocol: geneve\n").unwrap();
+    let other = dir.path().join("sub");
+    std::fs::create_dir(&other).unwrap();
+    let other = other.join("values.yaml");
+    std::fs::write(&other, "encryption:\n  enabled: true\n  type: wireguard\n").unwrap();
+    let out = preflight(
+        &[
+            "job",
+            "--values",
+            values.to_str().unwrap(),
+            "-f",
+            other.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    let docs: Vec<serde_json::Value> = yaml
+        .split("\n---\n")
+        .skip(1)
+        .map(|d| serde_norway::from_str(d).unwrap())
+        .collect();
+    let kinds: Vec<_> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["Namespace", "ConfigMap", "DaemonSet"]);
+    let cm = &docs[1];
+    assert_eq!(cm["metadata"]["name"], "preflight-values");
+    assert_eq!(cm["data"]["values.yaml"], "tunnelProtocol: geneve\n");
+    assert_eq!(
+        cm["data"]["2-values.yaml"],
+        "encryption:\n  enabled: true\n  type: wireguard\n"
+    );
+    let pod = &docs[2]["spec"]["template"]["spec"];
+    let check = &pod["initContainers"][0];
+    let args: Vec<_> = check["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let joined = args.join(" ");
+    assert!(
+        joined.contains(
+            "-f /etc/preflight/values/values.yaml -f /etc/preflight/values/2-values.yaml"
+        ),
+        "{joined}"
+    );
+    let mount = check["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == "/etc/preflight/values")
+        .unwrap();
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap();
+    assert_eq!(volume["configMap"]["name"], "preflight-values");
+
+    // The node's preflight reads exactly these files: copy them where the pod sees them and
+    // run the target the pod would build (a fixture root, no live probes).
+    let etc = dir.path().join("etc/preflight/values");
+    std::fs::create_dir_all(&etc).unwrap();
+    for (key, text) in cm["data"].as_object().unwrap() {
+        std::fs::write(etc.join(key), text.as_str().unwrap()).unwrap();
+    }
+    let local: Vec<String> = args
+        .iter()
+        .map(|a| match a.strip_prefix("/etc/preflight/values/") {
+            Some(key) => etc.join(key).display().to_string(),
+            None => a.to_string(),
+        })
+        .collect();
+    let f_args: Vec<&str> = local
+        .windows(2)
+        .filter(|w| w[0] == "-f")
+        .flat_map(|w| [w[0].as_str(), w[1].as_str()])
+        .collect();
+    let node = fixtures().join("nodes/debian-bookworm");
+    let mut run = vec![
+        "run",
+        "--root",
+        node.to_str().unwrap(),
+        "--format",
+        "json",
+        "--no-compile",
+        "--no-canaries",
+    ];
+    run.extend(f_args);
+    let report = preflight(&run, None);
+    let v = json(&report);
+    let caps: Vec<_> = v["target"]["capabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert!(
+        caps.contains(&"tunnel-geneve") && caps.contains(&"wireguard"),
+        "{caps:?}"
+    );
+    assert_eq!(v["target"]["value_sources"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn job_checks_values_files_locally_by_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "tunnelProtocol: geneve\nencryption: [\n").unwrap();
+    let out = preflight(&["job", "--values", bad.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:3:", bad.display())), "{err}");
+    let out = preflight(&["job", "--values", "no-such-values.yaml"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-values.yaml"));
+}
+
+/// Every fixture report is one this build reads: `aggregate` takes each file alone (a report,
+/// or a log with reports in it), and `diff` takes every pair of the `.json` reports. A fixture
+/// this build cannot read (exit 2) is a stale fixture or a reader that lost compatibility.
+#[test]
+fn diff_and_aggregate_read_every_fixture_report() {
+    let dir = fixtures().join("reports");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4, "{files:?}");
+    for file in &files {
+        let shown = file.display().to_string();
+        let out = preflight(&["aggregate", "--format", "json", &shown], None);
+        assert!(
+            matches!(out.status.code(), Some(0 | 1)),
+            "aggregate {shown}: exit {:?}: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v = json(&out);
+        assert!(v["nodes"].as_u64().unwrap() >= 1, "{shown}: {v}");
+        assert_eq!(v["refused"], serde_json::json!([]), "{shown}");
+    }
+    let reports: Vec<String> = files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(reports.len() >= 3, "{reports:?}");
+    for old in &reports {
+        for new in &reports {
+            let out = preflight(&["diff", "--json", old, new], None);
+            assert!(
+                matches!(out.status.code(), Some(0 | 1)),
+                "diff {old} {new}: exit {:?}: {}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let v = json(&out);
+            assert!(v["changes"].is_array(), "{v}");
+            if old == new {
+                assert_eq!(out.status.code(), Some(0), "{old} against itself: {v}");
+                assert_eq!(v["changes"], serde_json::json!([]), "{old} against itself");
+            }
+        }
+    }
 }

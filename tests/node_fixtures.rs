@@ -124,15 +124,28 @@ fn k3s_node_that_ran_flannel() {
     assert_eq!(r.blocking("base-datapath"), ["k3s.flannel-backend"]);
     assert_eq!(r.code, 1);
     r.assert("k3s.network-policy", "warn");
-    // Containerd points at a versioned k3s data dir: Helm values needed, and fragile.
+    // k3s's flannel-era config points containerd at a versioned k3s data dir. The remedy is
+    // the plan's (flannel-backend: none, chart defaults /opt/cni/bin); the fallback values
+    // name the versionless data/current/bin, never the data/<hash> dir (k3s-io/k3s#10869).
     r.assert("cni.dirs", "warn");
     let remedy = r.check("cni.dirs")["remedy"].as_str().unwrap();
     assert!(
-        remedy.contains("cni.binPath=/var/lib/rancher/k3s/data/7c2e3a1f9b/bin")
-            && remedy.contains("cni.confPath=/var/lib/rancher/k3s/agent/etc/cni/net.d"),
+        remedy.starts_with("start k3s with flannel-backend: none")
+            && remedy.contains("cni.binPath=/var/lib/rancher/k3s/data/current/bin")
+            && remedy.contains("cni.confPath=/var/lib/rancher/k3s/agent/etc/cni/net.d")
+            && !remedy.contains("7c2e3a1f9b"),
         "{remedy}"
     );
+    assert!(
+        r.detail("cni.dirs")
+            .contains("/opt/cni/bin and /etc/cni/net.d")
+    );
     r.assert("cni.bin-dir-versioned", "warn");
+    let remedy = r.check("cni.bin-dir-versioned")["remedy"].as_str().unwrap();
+    assert!(
+        remedy.contains("data/current/bin") && !remedy.contains("data/cni"),
+        "{remedy}"
+    );
     r.assert("cni.configs", "pass");
     assert!(r.detail("cni.configs").contains("flannel"));
     // =m options judged with module state: vxlan loaded, cls_bpf loadable (.ko.xz), geneve's
@@ -253,6 +266,33 @@ fn leftovers_of_a_failed_cilium_install() {
         "{ev}"
     );
     assert_eq!(r.code, 1);
+}
+
+/// A user's own `config.toml.tmpl` (k3s keeps it across the flannel switch) pinned to a
+/// data/<hash> dir: the remedy is the versionless path, as `preflight plan` predicts it.
+#[test]
+fn user_containerd_template_on_a_versioned_k3s_dir_gets_the_versionless_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let hash = "a".repeat(64);
+    let tmpl = root.join("var/lib/rancher/k3s/agent/etc/containerd/config.toml.tmpl");
+    std::fs::create_dir_all(tmpl.parent().unwrap()).unwrap();
+    std::fs::write(
+        &tmpl,
+        format!(
+            "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".cni]\n  \
+             bin_dir = \"/var/lib/rancher/k3s/data/{hash}/bin\"\n  \
+             conf_dir = \"/etc/cni/net.d\"\n"
+        ),
+    )
+    .unwrap();
+    let r = run_root(root, &["--no-compile"]);
+    r.assert("cni.dirs", "warn");
+    assert_eq!(
+        r.check("cni.dirs")["remedy"].as_str().unwrap(),
+        "--set cni.binPath=/var/lib/rancher/k3s/data/current/bin"
+    );
+    r.assert("cni.bin-dir-versioned", "warn");
 }
 
 /// Garbage, truncated, binary, huge and looping files: findings that name the file (and line);

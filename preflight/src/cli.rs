@@ -108,7 +108,9 @@ pub enum Command {
     /// read-only, /sys/fs/bpf and /sys/fs/cgroup writable, hostPID/hostNetwork, and the
     /// capabilities BPF, PERFMON, NET_ADMIN, SYS_ADMIN, SYS_RESOURCE instead of privileged. The
     /// report is one JSON line in the pod's log: feed `kubectl logs` to `preflight aggregate`.
-    /// Prints YAML on stdout; touches nothing. See docs/fleet.md.
+    /// --values files go to the nodes in a ConfigMap. The flags for the nodes are checked here
+    /// as `run` would check them (exit 2). Prints YAML on stdout; touches nothing. See
+    /// docs/fleet.md.
     Job(JobArgs),
     #[command(name = "__canary-worker", hide = true)]
     CanaryWorker,
@@ -201,8 +203,9 @@ pub struct AggregateArgs {
 
 #[derive(Debug, Args)]
 pub struct JobArgs {
-    /// Namespace for the DaemonSet (created unless --no-namespace).
-    #[arg(long, short = 'n', default_value = "preflight")]
+    /// Namespace for the DaemonSet (created unless --no-namespace); a DNS-1123 label.
+    #[arg(long, short = 'n', default_value = "preflight",
+          value_parser = crate::fleet::job::parse_dns1123_label)]
     pub namespace: String,
     /// Do not emit the Namespace object (it exists already).
     #[arg(long)]
@@ -213,8 +216,8 @@ pub struct JobArgs {
     /// The image that holds each pod after the check (DaemonSet pods must keep running).
     #[arg(long, default_value = "registry.k8s.io/pause:3.10")]
     pub pause_image: String,
-    /// Name of the DaemonSet and its label.
-    #[arg(long, default_value = "preflight")]
+    /// Name of the DaemonSet and its label (the values ConfigMap is NAME-values); a DNS-1123 label.
+    #[arg(long, default_value = "preflight", value_parser = crate::fleet::job::parse_dns1123_label)]
     pub name: String,
     /// Target flag for the run on each node: add a capability (repeatable).
     #[arg(long = "need", value_enum, value_name = "CAPABILITY")]
@@ -225,7 +228,12 @@ pub struct JobArgs {
     /// Skip the attach canaries on the nodes.
     #[arg(long)]
     pub no_canaries: bool,
-    /// Further `preflight run` flags for the nodes, after `--`.
+    /// Helm values file for the run on each node (repeatable, later files win): checked here,
+    /// shipped in a ConfigMap and passed as `-f /etc/preflight/values/<name>`.
+    #[arg(long = "values", short = 'f', value_name = "FILE")]
+    pub values: Vec<PathBuf>,
+    /// Further `preflight run` flags for the nodes, after `--` (parsed here as `run` parses
+    /// them; a path in them is a path in the pod, so -f/--chart must be under /host).
     #[arg(last = true, value_name = "RUN_ARGS")]
     pub run_args: Vec<String>,
 }

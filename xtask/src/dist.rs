@@ -122,6 +122,37 @@ mod tests {
     }
 
     #[test]
+    fn the_dockerfile_builds_the_binary_this_way() {
+        // One recipe for the shipped binary: the image must not strip with binutils (which
+        // misreads this binary's .strtab) or otherwise diverge from `cargo xtask dist`.
+        let path = workspace_root().join("Dockerfile");
+        let text = fs::read_to_string(&path).unwrap();
+        let run_lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.starts_with('#'))
+            .collect();
+        let commands = run_lines.join("\n");
+        assert!(commands.contains("cargo xtask dist"), "{commands}");
+        assert!(
+            commands.contains("COPY --from=build /preflight")
+                && commands.contains("cp target/dist/preflight /preflight"),
+            "{commands}"
+        );
+        for line in &run_lines {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            assert!(
+                !words.iter().any(|w| *w == "strip" || w.ends_with("/strip")),
+                "binutils strip in the Dockerfile: {line}"
+            );
+            assert!(
+                !line.contains("cargo build"),
+                "a second build recipe: {line}"
+            );
+        }
+    }
+
+    #[test]
     fn a_non_elf_file_is_refused() {
         let dir = std::env::temp_dir().join(format!("xtask-elf-{}", std::process::id()));
         fs::write(&dir, b"#!/bin/sh\n").unwrap();

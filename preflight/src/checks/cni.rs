@@ -2,12 +2,40 @@
 //! `cni.confPath`), conflicting network configs, a stray cilium-cni.
 use super::{Area, Check, Outcome};
 use crate::{
-    host::cni::{DEFAULT_BIN, DEFAULT_CONF, NetworkConfig},
+    host::cni::{CniFacts, DEFAULT_BIN, DEFAULT_CONF, K3S_CONTAINERD_TMPL, NetworkConfig},
     target::Capability::*,
 };
 
 fn is_cilium(c: &NetworkConfig) -> bool {
     c.primary() == "cilium-cni"
+}
+
+const K3S_DATA: &str = "/var/lib/rancher/k3s/data/";
+
+/// A k3s `data/<hash>/bin` dir: replaced on every k3s upgrade (k3s-io/k3s#10869).
+fn is_versioned_k3s_dir(dir: &str) -> bool {
+    dir.strip_prefix(K3S_DATA)
+        .is_some_and(|rest| rest.ends_with("/bin") && !rest.starts_with("current/"))
+}
+
+/// `data/<hash>/bin` → `data/current/bin`, the symlink k3s moves along on upgrade.
+fn versionless(dir: &str) -> String {
+    match dir
+        .strip_prefix(K3S_DATA)
+        .and_then(|rest| rest.split_once('/'))
+    {
+        Some((_, tail)) if is_versioned_k3s_dir(dir) => format!("{K3S_DATA}current/{tail}"),
+        _ => dir.to_string(),
+    }
+}
+
+/// k3s's own flannel-era containerd config: every bin dir in k3s's data dir, written by k3s
+/// (not the user's `config.toml.tmpl`). `flannel-backend: none` makes k3s drop these dirs and
+/// containerd use its defaults, /opt/cni/bin and /etc/cni/net.d, as `preflight plan` predicts.
+fn k3s_managed_dirs(c: &CniFacts) -> bool {
+    !c.bin_dirs.is_empty()
+        && c.bin_dirs.iter().all(|d| d.starts_with(K3S_DATA))
+        && !c.dirs_source.ends_with(K3S_CONTAINERD_TMPL)
 }
 
 pub fn checks() -> Vec<Check> {
@@ -17,7 +45,8 @@ pub fn checks() -> Vec<Check> {
             .remedy("--set cni.binPath=<bin dir> --set cni.confPath=<conf dir> as the detail says")
             .evaluate(|facts, _| {
                 let c = &facts.cni;
-                let bin = c.bin_dirs.first().cloned().unwrap_or_else(|| DEFAULT_BIN.into());
+                // Never a data/<hash> dir: the versionless path survives k3s upgrades.
+                let bin = versionless(&c.bin_dirs.first().cloned().unwrap_or_else(|| DEFAULT_BIN.into()));
                 let mut detail = format!("runtime bin dir(s) {}, conf dir {} ({})", c.bin_dirs.join(", "), c.conf_dir, c.dirs_source);
                 for note in &c.notes {
                     detail.push_str("; ");
@@ -32,6 +61,10 @@ pub fn checks() -> Vec<Check> {
                 }
                 let mut out = if values.is_empty() {
                     Outcome::pass(format!("{detail}; the chart's defaults match"))
+                } else if k3s_managed_dirs(c) {
+                    // What `preflight plan` does: switch k3s off flannel, keep the chart defaults.
+                    Outcome::warn(format!("{detail}; k3s points containerd at its own dirs because it runs flannel: with flannel-backend: none containerd uses /opt/cni/bin and /etc/cni/net.d, the chart's defaults (as `preflight plan` sets up)"))
+                        .remedy(format!("start k3s with flannel-backend: none and keep the chart's cni.binPath/cni.confPath; only if containerd must keep k3s's dirs: {} (never a data/<hash> dir, k3s-io/k3s#10869)", values.join(" ")))
                 } else {
                     Outcome::warn(format!("{detail}; the chart's defaults (/opt/cni/bin, /etc/cni/net.d) do not match: without {} kubelet reports failed to find plugin \"cilium-cni\"", values.join(" ")))
                         .remedy(values.join(" "))
@@ -42,11 +75,9 @@ pub fn checks() -> Vec<Check> {
                 out
             }),
         Check::new("cni.bin-dir-versioned", Area::Cni, "CNI bin dir survives k3s upgrades")
-            .remedy("switch k3s to flannel-backend: none (containerd then uses /opt/cni/bin) or point cni.binPath at /var/lib/rancher/k3s/data/cni, never at data/<hash>/bin (k3s-io/k3s#10869)")
+            .remedy("start k3s with flannel-backend: none (containerd then uses /opt/cni/bin, as `preflight plan` sets up); if containerd must keep k3s's dirs, use the versionless /var/lib/rancher/k3s/data/current/bin, never data/<hash>/bin (k3s-io/k3s#10869)")
             .evaluate(|facts, _| {
-                let versioned: Vec<_> = facts.cni.bin_dirs.iter().filter(|d| {
-                    d.strip_prefix("/var/lib/rancher/k3s/data/").is_some_and(|rest| rest.ends_with("/bin") && !rest.starts_with("current/"))
-                }).cloned().collect();
+                let versioned: Vec<_> = facts.cni.bin_dirs.iter().filter(|d| is_versioned_k3s_dir(d)).cloned().collect();
                 if versioned.is_empty() {
                     Outcome::pass("no versioned k3s data dir in the CNI path")
                 } else {

@@ -1,17 +1,23 @@
-//! The `aggregate` and `job` subcommands: parse nothing, print the result, return the exit code.
-use std::io::Write as _;
+//! The `aggregate` and `job` subcommands: check the input, print the result, return the exit
+//! code.
+use std::{
+    io::Write as _,
+    path::{Path, PathBuf},
+};
 
 use anyhow::Context;
+use clap::Parser as _;
 
 use super::{
     aggregate::{self, Aggregator},
-    job::{self, JobSpec},
+    job::{self, JobSpec, ValuesFile},
     read,
 };
 use crate::{
-    cli::{AggregateArgs, JobArgs},
+    cli::{AggregateArgs, Cli, Command, JobArgs, RunArgs},
     exit,
     report::Format,
+    target::{Target, TargetSpec},
 };
 
 pub fn aggregate(args: &AggregateArgs) -> anyhow::Result<u8> {
@@ -59,8 +65,6 @@ pub fn aggregate(args: &AggregateArgs) -> anyhow::Result<u8> {
 }
 
 pub fn job(args: &JobArgs) -> anyhow::Result<u8> {
-    // A typo would ignore nothing on every node: refuse it here, before any manifest is printed.
-    crate::checks::validate_ignores(&args.ignore).map_err(anyhow::Error::msg)?;
     let mut run_args = Vec::new();
     for need in &args.need {
         run_args.extend(["--need".to_string(), need.as_str().to_string()]);
@@ -72,6 +76,24 @@ pub fn job(args: &JobArgs) -> anyhow::Result<u8> {
         run_args.push("--no-canaries".into());
     }
     run_args.extend(args.run_args.iter().cloned());
+    let mut values: Vec<ValuesFile> = Vec::new();
+    for path in &args.values {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--values {}", path.display()))?;
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let key = job::values_key(&file_name, &values);
+        values.push(ValuesFile { key, text });
+    }
+    let total: usize = values.iter().map(|v| v.key.len() + v.text.len()).sum();
+    if total > job::VALUES_MAX_BYTES {
+        anyhow::bail!(
+            "--values: {total} bytes in all; a ConfigMap holds at most {} (1 MiB)",
+            job::VALUES_MAX_BYTES
+        );
+    }
     let spec = JobSpec {
         name: args.name.clone(),
         namespace: args.namespace.clone(),
@@ -82,7 +104,82 @@ pub fn job(args: &JobArgs) -> anyhow::Result<u8> {
         pause_image: args.pause_image.clone(),
         run_args,
         create_namespace: !args.no_namespace,
+        values,
     };
+    // The pod's command line, parsed here exactly as the nodes' preflight will parse it: a
+    // flag `run` refuses would make every pod's init container exit 2, forever.
+    let argv = std::iter::once("preflight".to_string()).chain(job::container_args(&spec));
+    let run = match Cli::try_parse_from(argv) {
+        Ok(Cli {
+            command: Command::Run(run),
+            ..
+        }) => run,
+        Ok(_) => anyhow::bail!("the pod's command line is not a `preflight run`"),
+        Err(e) => {
+            eprint!(
+                "preflight: error: `preflight run` on the nodes would refuse these flags \
+                 ({}):\n{}",
+                args.run_args.join(" "),
+                e.render()
+            );
+            return Ok(exit::ERROR);
+        }
+    };
+    // `run` refuses unknown --ignore ids (given to job or after --): every pod would exit 2.
+    crate::checks::validate_ignores(&run.ignore).map_err(anyhow::Error::msg)?;
+    check_pod_paths(&run, &spec)?;
+    // The target as the nodes will build it, from the local copies of the values files: bad
+    // YAML (file:line:column), a bad --set or --cilium-version is refused here, not on every
+    // node.
+    Target::build(&TargetSpec {
+        cilium_version: run.cilium_version.clone(),
+        value_files: args.values.clone(),
+        sets: run.set.clone(),
+        chart: None,
+        need: run.need.clone(),
+    })?;
+    let manifest = job::daemonset(&spec);
+    let broken = job::volume_mount_errors(&manifest);
+    anyhow::ensure!(
+        broken.is_empty(),
+        "the DaemonSet breaks the API server's volume rules: {}",
+        broken.join("; ")
+    );
     print!("{}", job::render_yaml(&spec)?);
     Ok(exit::GO)
+}
+
+/// Paths after `--` are paths inside the pod, whose only files are the image's, the host's
+/// under /host and the shipped values files: refuse the ones nothing would put there.
+fn check_pod_paths(run: &RunArgs, spec: &JobSpec) -> anyhow::Result<()> {
+    let shipped: Vec<PathBuf> = spec
+        .values
+        .iter()
+        .map(|v| Path::new(job::VALUES_DIR).join(&v.key))
+        .collect();
+    let on_node = |p: &Path| p.starts_with("/host") || shipped.iter().any(|s| s == p);
+    for file in &run.values {
+        anyhow::ensure!(
+            on_node(file),
+            "-f {}: that is a path in the pod, where nothing puts the file; ship it with \
+             `preflight job --values {}`, or name a node file under /host",
+            file.display(),
+            file.display()
+        );
+    }
+    if let Some(chart) = &run.chart {
+        anyhow::ensure!(
+            chart.starts_with("/host"),
+            "--chart {}: that is a path in the pod; the image holds no chart: name one on the \
+             nodes under /host",
+            chart.display()
+        );
+    }
+    if let Some(out) = &run.output {
+        anyhow::bail!(
+            "-o {}: the report must go to the pod's log, which is what `preflight aggregate` reads",
+            out.display()
+        );
+    }
+    Ok(())
 }

@@ -13,9 +13,10 @@ use k8s_openapi::{
     api::{
         apps::v1::{DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet},
         core::v1::{
-            AppArmorProfile, Capabilities, Container, EmptyDirVolumeSource, HostPathVolumeSource,
-            Namespace, PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements,
-            SeccompProfile, SecurityContext, Toleration, Volume, VolumeMount,
+            AppArmorProfile, Capabilities, ConfigMap, ConfigMapVolumeSource, Container,
+            EmptyDirVolumeSource, HostPathVolumeSource, Namespace, PodSecurityContext, PodSpec,
+            PodTemplateSpec, ResourceRequirements, SeccompProfile, SecurityContext, Toleration,
+            Volume, VolumeMount,
         },
     },
     apimachinery::pkg::{
@@ -35,6 +36,78 @@ pub struct JobSpec {
     pub run_args: Vec<String>,
     /// Also emit the Namespace object.
     pub create_namespace: bool,
+    /// Helm values files shipped to the nodes in a ConfigMap, in `-f` order.
+    pub values: Vec<ValuesFile>,
+}
+
+/// One values file for the nodes: its ConfigMap key (the file name in the pod) and its text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValuesFile {
+    pub key: String,
+    pub text: String,
+}
+
+/// Where the ConfigMap of values files is mounted in the pod.
+pub const VALUES_DIR: &str = "/etc/preflight/values";
+
+/// A ConfigMap holds at most 1 MiB (the API server's limit on an object in etcd).
+pub const VALUES_MAX_BYTES: usize = 1024 * 1024;
+
+/// A ConfigMap key for a values file: its file name with characters a key may not hold
+/// (`[-._a-zA-Z0-9]`) replaced, made unique among `taken` by a numeric prefix.
+pub fn values_key(file_name: &str, taken: &[ValuesFile]) -> String {
+    let mut base: String = file_name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-._".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(200)
+        .collect();
+    if base.is_empty() || base == "." || base == ".." {
+        base = "values.yaml".into();
+    }
+    let mut key = base.clone();
+    let mut n = 2;
+    while taken.iter().any(|v| v.key == key) {
+        key = format!("{n}-{base}");
+        n += 1;
+    }
+    key
+}
+
+/// Why `name` is not a DNS-1123 label (namespace and object names): at most 63 characters,
+/// lower-case letters, digits and '-', starting and ending with a letter or digit.
+pub fn dns1123_label_error(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("must not be empty".into());
+    }
+    if name.len() > 63 {
+        return Some(format!("is {} characters long; at most 63", name.len()));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        return Some(format!(
+            "contains {c:?}: only lower-case letters, digits and '-' are allowed"
+        ));
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return Some("must start and end with a letter or digit".into());
+    }
+    None
+}
+
+/// clap value parser for `--namespace` and `--name`.
+pub fn parse_dns1123_label(name: &str) -> Result<String, String> {
+    match dns1123_label_error(name) {
+        None => Ok(name.to_string()),
+        Some(why) => Err(format!("{name:?} is not a valid DNS-1123 label: it {why}")),
+    }
 }
 
 /// The capabilities the probes and canaries need instead of `privileged: true`: BPF (load
@@ -79,8 +152,109 @@ pub fn container_args(spec: &JobSpec) -> Vec<String> {
     ]
     .map(String::from)
     .into();
+    for file in &spec.values {
+        args.extend(["-f".to_string(), format!("{VALUES_DIR}/{}", file.key)]);
+    }
     args.extend(spec.run_args.iter().cloned());
     args
+}
+
+fn values_configmap_name(spec: &JobSpec) -> String {
+    format!("{}-values", spec.name)
+}
+
+/// The ConfigMap that carries the values files to every node (None without values files).
+pub fn values_configmap(spec: &JobSpec) -> Option<ConfigMap> {
+    (!spec.values.is_empty()).then(|| ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(values_configmap_name(spec)),
+            namespace: Some(spec.namespace.clone()),
+            labels: Some(labels(&spec.name)),
+            ..Default::default()
+        },
+        data: Some(
+            spec.values
+                .iter()
+                .map(|v| (v.key.clone(), v.text.clone()))
+                .collect(),
+        ),
+        ..Default::default()
+    })
+}
+
+/// sha256 over the values files, so that changed values change the pod template and
+/// `kubectl apply` re-runs the check (a changed ConfigMap alone restarts no pod).
+fn values_digest(spec: &JobSpec) -> String {
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    for v in &spec.values {
+        h.update(v.key.as_bytes());
+        h.update([0]);
+        h.update(v.text.as_bytes());
+        h.update([0]);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where a container's volume mounts break the API server's rules that the OpenAPI schema
+/// (and so kubernetes-validate) cannot express (k8s-openapi's VolumeMount docs, from the
+/// Kubernetes API reference): `recursiveReadOnly` needs `readOnly: true` and, when IfPossible
+/// or Enabled, `mountPropagation` None or unset; the enum values; Bidirectional propagation
+/// only in a privileged container.
+pub fn volume_mount_errors(ds: &DaemonSet) -> Vec<String> {
+    let mut errors = Vec::new();
+    let Some(pod) = ds.spec.as_ref().and_then(|s| s.template.spec.as_ref()) else {
+        return errors;
+    };
+    let containers = pod
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(pod.containers.iter());
+    for c in containers {
+        let privileged = c
+            .security_context
+            .as_ref()
+            .and_then(|s| s.privileged)
+            .unwrap_or(false);
+        for m in c.volume_mounts.iter().flatten() {
+            let at = format!("container {}, volumeMount {}", c.name, m.name);
+            let propagation = m.mount_propagation.as_deref();
+            if !matches!(
+                propagation,
+                None | Some("None" | "HostToContainer" | "Bidirectional")
+            ) {
+                errors.push(format!(
+                    "{at}: mountPropagation {propagation:?} is not a value"
+                ));
+            }
+            if propagation == Some("Bidirectional") && !privileged {
+                errors.push(format!(
+                    "{at}: mountPropagation Bidirectional needs a privileged container"
+                ));
+            }
+            let Some(rro) = m.recursive_read_only.as_deref() else {
+                continue;
+            };
+            if !matches!(rro, "Disabled" | "IfPossible" | "Enabled") {
+                errors.push(format!("{at}: recursiveReadOnly {rro:?} is not a value"));
+            }
+            if m.read_only != Some(true) {
+                errors.push(format!(
+                    "{at}: recursiveReadOnly may only be set when readOnly is true"
+                ));
+            }
+            if matches!(rro, "IfPossible" | "Enabled")
+                && !matches!(propagation, None | Some("None"))
+            {
+                errors.push(format!(
+                    "{at}: recursiveReadOnly {rro} needs mountPropagation None or unset, not {}",
+                    propagation.unwrap_or_default()
+                ));
+            }
+        }
+    }
+    errors
 }
 
 pub fn daemonset(spec: &JobSpec) -> DaemonSet {
@@ -113,7 +287,14 @@ pub fn daemonset(spec: &JobSpec) -> DaemonSet {
             // Submounts of the host root (/proc, /sys, /boot...) stay read-only too where the
             // runtime supports it (Kubernetes >= 1.30 with a recent runc/crun).
             recursive_read_only: read_only.then(|| "IfPossible".to_string()),
-            mount_propagation: Some("HostToContainer".into()),
+            // Propagation stays unset (None): the API refuses any other value next to
+            // recursiveReadOnly (see `volume_mount_errors`), and none is needed. The check reads
+            // the mounts that exist when its init container starts (the bind is recursive), the
+            // node's mount table through /host/proc/1/mountinfo, and pins on the bpffs bind
+            // itself; mounts the host makes later do not matter to a check that has finished.
+            // The init container's mount namespace ends with it, so it pins no host mount
+            // while the pod lives on.
+            mount_propagation: None,
             ..Default::default()
         })
         .collect();
@@ -122,6 +303,23 @@ pub fn daemonset(spec: &JobSpec) -> DaemonSet {
         mount_path: "/tmp".into(),
         ..Default::default()
     });
+    if !spec.values.is_empty() {
+        volumes.push(Volume {
+            name: "values".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: values_configmap_name(spec),
+                default_mode: Some(0o444),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: "values".into(),
+            mount_path: VALUES_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
     let security = SecurityContext {
         privileged: Some(false),
         allow_privilege_escalation: Some(false),
@@ -208,6 +406,9 @@ pub fn daemonset(spec: &JobSpec) -> DaemonSet {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
+                    annotations: (!spec.values.is_empty()).then(|| {
+                        [("preflight/values-sha256".to_string(), values_digest(spec))].into()
+                    }),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
@@ -278,6 +479,10 @@ pub fn render_yaml(spec: &JobSpec) -> Result<String, serde_norway::Error> {
         out.push_str("---\n");
         out.push_str(&serde_norway::to_string(&namespace(spec))?);
     }
+    if let Some(cm) = values_configmap(spec) {
+        out.push_str("---\n");
+        out.push_str(&serde_norway::to_string(&cm)?);
+    }
     out.push_str("---\n");
     out.push_str(&serde_norway::to_string(&daemonset(spec))?);
     Ok(out)
@@ -295,7 +500,205 @@ mod tests {
             pause_image: "registry.k8s.io/pause:3.10".into(),
             run_args: vec!["--need".into(), "tunnel-geneve".into()],
             create_namespace: true,
+            values: Vec::new(),
         }
+    }
+
+    fn spec_with_values() -> JobSpec {
+        JobSpec {
+            values: vec![
+                ValuesFile {
+                    key: "values.yaml".into(),
+                    text: "tunnelProtocol: geneve\n".into(),
+                },
+                ValuesFile {
+                    key: "2-values.yaml".into(),
+                    text: "encryption:\n  enabled: true\n  type: wireguard\n".into(),
+                },
+            ],
+            ..spec()
+        }
+    }
+
+    fn mounts_of(ds: &DaemonSet) -> Vec<(String, VolumeMount)> {
+        let pod = ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        pod.init_containers
+            .iter()
+            .flatten()
+            .chain(&pod.containers)
+            .flat_map(|c| {
+                c.volume_mounts
+                    .iter()
+                    .flatten()
+                    .map(|m| (c.name.clone(), m.clone()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_volume_mount_pairs_recursive_read_only_with_no_propagation() {
+        for spec in [spec(), spec_with_values()] {
+            let ds = daemonset(&spec);
+            assert_eq!(volume_mount_errors(&ds), Vec::<String>::new());
+            let mounts = mounts_of(&ds);
+            assert!(mounts.len() >= 4, "{mounts:?}");
+            for (container, m) in &mounts {
+                if let Some(rro) = m.recursive_read_only.as_deref() {
+                    assert_eq!(m.read_only, Some(true), "{container}/{}", m.name);
+                    if rro != "Disabled" {
+                        assert!(
+                            matches!(m.mount_propagation.as_deref(), None | Some("None")),
+                            "{container}/{}: recursiveReadOnly {rro} with {:?}",
+                            m.name,
+                            m.mount_propagation
+                        );
+                    }
+                }
+            }
+            // The host root is still recursively read-only where the runtime can do it.
+            let root = mounts
+                .iter()
+                .find(|(_, m)| m.mount_path == "/host")
+                .unwrap();
+            assert_eq!(root.1.recursive_read_only.as_deref(), Some("IfPossible"));
+        }
+    }
+
+    #[test]
+    fn the_volume_rules_catch_what_the_api_server_refuses() {
+        let mut ds = daemonset(&spec());
+        let pod = ds.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
+        let check = &mut pod.init_containers.as_mut().unwrap()[0];
+        let mounts = check.volume_mounts.as_mut().unwrap();
+        // The pairing this DaemonSet once had.
+        mounts[0].mount_propagation = Some("HostToContainer".into());
+        // recursiveReadOnly on a writable mount, and Bidirectional unprivileged.
+        mounts[1].recursive_read_only = Some("Enabled".into());
+        mounts[2].mount_propagation = Some("Bidirectional".into());
+        let errors = volume_mount_errors(&ds);
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors[0].contains("host-root") && errors[0].contains("HostToContainer"));
+        assert!(errors[1].contains("bpffs") && errors[1].contains("readOnly is true"));
+        assert!(errors[2].contains("cgroup") && errors[2].contains("privileged"));
+    }
+
+    #[test]
+    fn values_files_ship_in_a_configmap_mounted_where_the_args_point() {
+        let spec = spec_with_values();
+        let cm = values_configmap(&spec).unwrap();
+        assert_eq!(cm.metadata.name.as_deref(), Some("preflight-values"));
+        assert_eq!(cm.metadata.namespace.as_deref(), Some("preflight"));
+        let data = cm.data.unwrap();
+        assert_eq!(data["values.yaml"], "tunnelProtocol: geneve\n");
+        assert_eq!(data.len(), 2);
+        let args = container_args(&spec);
+        let files: Vec<_> = args
+            .windows(2)
+            .filter(|w| w[0] == "-f")
+            .map(|w| w[1].as_str())
+            .collect();
+        assert_eq!(
+            files,
+            [
+                "/etc/preflight/values/values.yaml",
+                "/etc/preflight/values/2-values.yaml"
+            ]
+        );
+        let ds = daemonset(&spec);
+        let pod = ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "values")
+            .unwrap();
+        assert_eq!(volume.config_map.as_ref().unwrap().name, "preflight-values");
+        let (_, mount) = mounts_of(&ds)
+            .into_iter()
+            .find(|(_, m)| m.name == "values")
+            .unwrap();
+        assert_eq!(mount.mount_path, VALUES_DIR);
+        assert_eq!(mount.read_only, Some(true));
+        // Changed values change the pod template, so `kubectl apply` re-runs the check.
+        let digest = |s: &JobSpec| {
+            daemonset(s)
+                .spec
+                .unwrap()
+                .template
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap()["preflight/values-sha256"]
+                .clone()
+        };
+        let mut changed = spec.clone();
+        changed.values[0].text = "tunnelProtocol: vxlan\n".into();
+        assert_ne!(digest(&spec), digest(&changed));
+        // Without values files: no ConfigMap, no volume, no annotation.
+        assert!(values_configmap(&super::tests::spec()).is_none());
+        let yaml = render_yaml(&super::tests::spec()).unwrap();
+        assert!(!yaml.contains("ConfigMap") && !yaml.contains("values-sha256"));
+        // With them the ConfigMap comes before the DaemonSet that mounts it.
+        let yaml = render_yaml(&spec).unwrap();
+        let (cm_at, ds_at) = (yaml.find("kind: ConfigMap"), yaml.find("kind: DaemonSet"));
+        assert!(cm_at.unwrap() < ds_at.unwrap(), "{yaml}");
+    }
+
+    #[test]
+    fn values_keys_are_valid_configmap_keys_and_unique() {
+        let mut taken = Vec::new();
+        for name in [
+            "values.yaml",
+            "values.yaml",
+            "my values (prod).yaml",
+            "",
+            "..",
+        ] {
+            let key = values_key(name, &taken);
+            assert!(
+                key.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)),
+                "{key}"
+            );
+            taken.push(ValuesFile {
+                key,
+                text: String::new(),
+            });
+        }
+        let keys: Vec<_> = taken.iter().map(|v| v.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "values.yaml",
+                "2-values.yaml",
+                "my_values__prod_.yaml",
+                "3-values.yaml",
+                "4-values.yaml"
+            ]
+        );
+    }
+
+    #[test]
+    fn namespaces_and_names_are_dns_1123_labels() {
+        for good in ["preflight", "kube-system", "a", "ns-1", &"a".repeat(63)] {
+            assert_eq!(parse_dns1123_label(good), Ok(good.to_string()));
+        }
+        for (bad, why) in [
+            ("Bad_NS", "'B'"),
+            ("bad_ns", "'_'"),
+            ("-ns", "start and end"),
+            ("ns-", "start and end"),
+            ("", "empty"),
+            ("a.b", "'.'"),
+        ] {
+            let err = parse_dns1123_label(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+        assert!(
+            parse_dns1123_label(&"a".repeat(64))
+                .unwrap_err()
+                .contains("at most 63")
+        );
     }
 
     #[test]

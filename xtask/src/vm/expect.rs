@@ -15,8 +15,6 @@ use super::kernels::Kernel;
 pub enum Mark {
     Ok,
     Fail,
-    /// The expectation cannot be checked from this build's reports yet (says which issue).
-    Pending,
     Info,
 }
 
@@ -25,7 +23,6 @@ impl Mark {
         match self {
             Self::Ok => "ok",
             Self::Fail => "FAIL",
-            Self::Pending => "pending",
             Self::Info => "info",
         }
     }
@@ -233,10 +230,12 @@ fn check_netkit(kernel: &Kernel, run: Option<(&Value, i32)>, series: (u32, u32))
         })
         .collect();
     if deciders.is_empty() {
+        // The registry has netkit checks (kernel.config.netkit, kernel.feature-minimum.netkit):
+        // a report without one was not made by this build's `run --need netkit`.
         out.push(finding(
-            Mark::Pending,
+            Mark::Fail,
             "report: netkit capability",
-            "no check in this build is needed_by netkit (kernel config / netkit facts: issue 3)",
+            "no check in the run report is needed_by netkit",
         ));
         return out;
     }
@@ -365,11 +364,15 @@ mod tests {
     }
 
     #[test]
-    fn netkit_is_pending_until_a_check_decides_it() {
+    fn netkit_must_be_decided_by_the_report_and_agree_with_the_kernel() {
         let run = json!({"checks": [{"id": "bpf.x", "needed_by": ["base-datapath"]}],
                          "verdict": {"go": true, "capabilities": []}});
         let f = check_netkit(&kernel("6.1.0-56-cloud-amd64"), Some((&run, 0)), (6, 1));
-        assert_eq!(f.last().unwrap().mark, Mark::Pending);
+        assert_eq!(
+            f.last().unwrap().mark,
+            Mark::Fail,
+            "no check decided netkit"
+        );
         let run = json!({"checks": [{"id": "kernel.netkit", "needed_by": ["netkit"]}],
                          "verdict": {"go": true, "capabilities": [{"capability": "netkit", "go": true}]}});
         let f = check_netkit(&kernel("6.1.0-56-cloud-amd64"), Some((&run, 0)), (6, 1));
