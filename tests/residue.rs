@@ -7,6 +7,7 @@ use std::{
     collections::BTreeSet,
     io::{BufRead, BufReader},
     process::{Child, Stdio},
+    sync::{Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
@@ -81,6 +82,16 @@ fn assert_returns_to(baseline: &Residue, what: &str) {
     }
 }
 
+/// The tests of this file run one at a time: each compares the host before and after its own
+/// run, and another test's canary in flight (held for seconds on purpose) would show up as
+/// residue.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    // A failed test poisons the lock; the next one must still run, one at a time.
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn baseline() -> Residue {
     // Settle first: no canary of anyone else's in flight.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -130,6 +141,7 @@ fn worker_pid(parent: u32) -> Option<i32> {
 #[test]
 fn a_normal_run_leaves_nothing_behind() {
     require_root!();
+    let _serial = serial();
     let before = baseline();
     let out = bin().args(["run", "--format", "json"]).output().unwrap();
     assert!(
@@ -143,6 +155,7 @@ fn a_normal_run_leaves_nothing_behind() {
 #[test]
 fn sigkill_of_preflight_run_halfway_leaves_nothing_behind() {
     require_root!();
+    let _serial = serial();
     let before = baseline();
     let mut child = start_held_run();
     child.kill().unwrap(); // SIGKILL
@@ -153,6 +166,7 @@ fn sigkill_of_preflight_run_halfway_leaves_nothing_behind() {
 #[test]
 fn sigkill_of_the_canary_worker_halfway_leaves_nothing_behind() {
     require_root!();
+    let _serial = serial();
     let before = baseline();
     let mut child = start_held_run();
     let worker = worker_pid(child.id()).expect("worker process");

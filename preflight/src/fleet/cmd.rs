@@ -132,11 +132,11 @@ pub fn job(args: &JobArgs) -> anyhow::Result<u8> {
     // YAML (file:line:column), a bad --set or --cilium-version is refused here, not on every
     // node.
     Target::build(&TargetSpec {
-        cilium_version: run.cilium_version.clone(),
+        cilium_version: run.target.cilium_version.clone(),
         value_files: args.values.clone(),
-        sets: run.set.clone(),
+        sets: run.target.set.clone(),
         chart: None,
-        need: run.need.clone(),
+        need: run.target.need.clone(),
     })?;
     let manifest = job::daemonset(&spec);
     let broken = job::volume_mount_errors(&manifest);
@@ -158,7 +158,7 @@ fn check_pod_paths(run: &RunArgs, spec: &JobSpec) -> anyhow::Result<()> {
         .map(|v| Path::new(job::VALUES_DIR).join(&v.key))
         .collect();
     let on_node = |p: &Path| p.starts_with("/host") || shipped.iter().any(|s| s == p);
-    for file in &run.values {
+    for file in &run.target.values {
         anyhow::ensure!(
             on_node(file),
             "-f {}: that is a path in the pod, where nothing puts the file; ship it with \
@@ -167,7 +167,7 @@ fn check_pod_paths(run: &RunArgs, spec: &JobSpec) -> anyhow::Result<()> {
             file.display()
         );
     }
-    if let Some(chart) = &run.chart {
+    if let Some(chart) = &run.target.chart {
         anyhow::ensure!(
             chart.starts_with("/host"),
             "--chart {}: that is a path in the pod; the image holds no chart: name one on the \
