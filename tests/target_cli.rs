@@ -454,15 +454,22 @@ fn diff_refuses_another_schema_version_by_name_before_reading_fields() {
 #[test]
 fn diff_gate_fails_when_the_verdict_goes_from_go_to_no_go() {
     let dir = scratch("diff-verdict");
-    // Same target on two real fixture nodes: Debian (go) and a k3s node with flannel (no-go).
-    let go = report_file(
-        &dir,
-        "go.json",
-        &[
-            "--root",
-            repo("fixtures/nodes/debian-bookworm").to_str().unwrap(),
-        ],
-    );
+    // The same k3s node before and after its config lost `flannel-backend: none`: the gate's
+    // real use (one node, two runs). A copy of the fixture carries the fixed config.
+    let fixed = dir.join("k3s-fixed");
+    let copied = std::process::Command::new("cp")
+        .args(["-a"])
+        .arg(repo("fixtures/nodes/k3s-flannel"))
+        .arg(&fixed)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    std::fs::write(
+        fixed.join("etc/rancher/k3s/config.yaml.d/99-cilium.yaml"),
+        "flannel-backend: none\ndisable-network-policy: true\n",
+    )
+    .unwrap();
+    let go = report_file(&dir, "go.json", &["--root", fixed.to_str().unwrap()]);
     let no_go = report_file(
         &dir,
         "no-go.json",
@@ -718,6 +725,9 @@ fn native_routing_without_its_cidr_is_no_go_and_the_patch_uses_the_k3s_cluster_c
         root.to_str().unwrap(),
         "--set",
         "routingMode=native,autoDirectNodeRoutes=true,ipv4NativeRoutingCIDR=10.52.0.0/16",
+        // rhel10's k3s runs without kube-proxy: Cilium must replace it.
+        "--set",
+        "kubeProxyReplacement=true,k8sServiceHost=10.0.0.1,k8sServicePort=6443",
     ]);
     assert_eq!(
         out.status.code(),

@@ -38,6 +38,18 @@ fn k3s_managed_dirs(c: &CniFacts) -> bool {
         && !c.dirs_source.ends_with(K3S_CONTAINERD_TMPL)
 }
 
+/// The runtime's dirs come from a containerd config we could not read: say so instead of
+/// judging the defaults (containerd rejects that file too, so the node is not what it seems).
+fn dirs_unknown(c: &CniFacts) -> Option<Outcome> {
+    c.dirs_unknown.as_ref().map(|why| {
+        Outcome::unknown(format!(
+            "the container runtime's CNI dirs are unknown: {why}"
+        ))
+        .evidence(why.clone())
+        .remedy("fix the containerd config at the file and line named (containerd refuses it too), then run preflight again")
+    })
+}
+
 pub fn checks() -> Vec<Check> {
     vec![
         Check::new("cni.dirs", Area::Cni, "Cilium's CNI paths match the runtime's (cni.binPath, cni.confPath)")
@@ -45,6 +57,9 @@ pub fn checks() -> Vec<Check> {
             .remedy("--set cni.binPath=<bin dir> --set cni.confPath=<conf dir> as the detail says")
             .evaluate(|facts, _| {
                 let c = &facts.cni;
+                if let Some(out) = dirs_unknown(c) {
+                    return out;
+                }
                 // Never a data/<hash> dir: the versionless path survives k3s upgrades.
                 let bin = versionless(&c.bin_dirs.first().cloned().unwrap_or_else(|| DEFAULT_BIN.into()));
                 let mut detail = format!("runtime bin dir(s) {}, conf dir {} ({})", c.bin_dirs.join(", "), c.conf_dir, c.dirs_source);
@@ -77,6 +92,9 @@ pub fn checks() -> Vec<Check> {
         Check::new("cni.bin-dir-versioned", Area::Cni, "CNI bin dir survives k3s upgrades")
             .remedy("start k3s with flannel-backend: none (containerd then uses /opt/cni/bin, as `preflight plan` sets up); if containerd must keep k3s's dirs, use the versionless /var/lib/rancher/k3s/data/current/bin, never data/<hash>/bin (k3s-io/k3s#10869)")
             .evaluate(|facts, _| {
+                if let Some(out) = dirs_unknown(&facts.cni) {
+                    return out;
+                }
                 let versioned: Vec<_> = facts.cni.bin_dirs.iter().filter(|d| is_versioned_k3s_dir(d)).cloned().collect();
                 if versioned.is_empty() {
                     Outcome::pass("no versioned k3s data dir in the CNI path")
@@ -129,6 +147,9 @@ pub fn checks() -> Vec<Check> {
             .remedy("remove the stray plugin (rm <bin dir>/cilium-cni) or finish the Cilium install that put it there")
             .evaluate(|facts, _| {
                 let c = &facts.cni;
+                if let Some(out) = dirs_unknown(c) {
+                    return out;
+                }
                 let configured = c.configs.iter().any(is_cilium);
                 match (&c.cilium_cni, configured) {
                     (Some(dir), true) => Outcome::pass(format!("installed in {dir} and configured")),

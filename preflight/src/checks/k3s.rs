@@ -13,16 +13,37 @@ fn with_k3s(facts: &Facts, f: impl FnOnce(&K3sFacts) -> Outcome) -> Outcome {
     }
     let mut out = f(k);
     if out.evidence.is_empty() {
-        out = if k.files.is_empty() {
-            out.evidence(format!(
-                "{} (absent: k3s defaults)",
-                facts.host.display(CONFIG)
-            ))
-        } else {
-            k.files.iter().fold(out, |o, f| o.evidence(f.clone()))
-        };
+        out = with_config_evidence(facts, out);
     }
     out
+}
+
+/// A setting-based check on a node whose k3s config could not all be read: the unread file may
+/// set exactly this flag, so the answer is "could not tell", never a guess from the rest.
+fn with_k3s_setting(facts: &Facts, f: impl FnOnce(&K3sFacts) -> Outcome) -> Outcome {
+    let k = &facts.k3s;
+    if k.present && !k.problems.is_empty() {
+        let out = Outcome::unknown(format!(
+            "could not read all of the k3s config ({}); the setting may be in the unread part",
+            k.problems.join("; ")
+        ))
+        .remedy("fix the file named (file:line), then run preflight again");
+        return k.problems.iter().fold(out, |o, p| o.evidence(p.clone()));
+    }
+    with_k3s(facts, f)
+}
+
+/// The config files a k3s setting came from (or that k3s runs on its defaults).
+fn with_config_evidence(facts: &Facts, out: Outcome) -> Outcome {
+    let k = &facts.k3s;
+    if k.files.is_empty() {
+        out.evidence(format!(
+            "{} (absent: k3s defaults)",
+            facts.host.display(CONFIG)
+        ))
+    } else {
+        k.files.iter().fold(out, |o, f| o.evidence(f.clone()))
+    }
 }
 
 pub fn checks() -> Vec<Check> {
@@ -39,7 +60,7 @@ pub fn checks() -> Vec<Check> {
         Check::new("k3s.flannel-backend", Area::K3s, "k3s runs without flannel (flannel-backend: none)")
             .needed_by(&[BaseDatapath])
             .remedy("add `flannel-backend: none` and `disable-network-policy: true` to /etc/rancher/k3s/config.yaml on every server, restart k3s, then delete flannel.1 and cni0")
-            .evaluate(|facts, _| with_k3s(facts, |k| match k.flannel_backend.as_deref() {
+            .evaluate(|facts, _| with_k3s_setting(facts, |k| match k.flannel_backend.as_deref() {
                 Some("none") => Outcome::pass("flannel-backend: none"),
                 Some(b) => Outcome::fail(format!("flannel-backend: {b}: k3s keeps running flannel, whose flannel.1 holds UDP 8472 and whose config wins over Cilium's")),
                 None => Outcome::fail("flannel-backend not set: k3s runs flannel (vxlan) by default"),
@@ -47,20 +68,23 @@ pub fn checks() -> Vec<Check> {
         Check::new("k3s.network-policy", Area::K3s, "k3s's network policy controller disabled")
             .needed_by(&[BaseDatapath])
             .remedy("add `disable-network-policy: true` to /etc/rancher/k3s/config.yaml and restart k3s")
-            .evaluate(|facts, _| with_k3s(facts, |k| match k.disable_network_policy {
+            .evaluate(|facts, _| with_k3s_setting(facts, |k| match k.disable_network_policy {
                 Some(true) => Outcome::pass("disable-network-policy: true"),
                 _ => Outcome::warn("k3s's embedded network policy controller stays on and programs iptables rules next to Cilium's policy"),
             })),
-        Check::new("k3s.kube-proxy", Area::K3s, "k3s's kube-proxy disabled for kube-proxy replacement")
-            .needed_by(&[KubeProxyReplacement])
+        Check::new("k3s.kube-proxy", Area::K3s, "k3s's kube-proxy and Cilium's replacement agree")
+            // Base too: with kube-proxy disabled and no replacement, Services stop working.
+            .needed_by(&[BaseDatapath, KubeProxyReplacement])
             .remedy("add `disable-kube-proxy: true` to /etc/rancher/k3s/config.yaml, restart k3s, and set k8sServiceHost/k8sServicePort in the Helm values")
-            .evaluate(|facts, target| with_k3s(facts, |k| match (k.disable_kube_proxy, target.needs(KubeProxyReplacement)) {
-                (Some(true), _) => Outcome::pass("disable-kube-proxy: true"),
+            .evaluate(|facts, target| with_k3s_setting(facts, |k| match (k.disable_kube_proxy, target.needs(KubeProxyReplacement)) {
+                (Some(true), true) => Outcome::pass("disable-kube-proxy: true, and Cilium replaces it"),
+                (Some(true), false) => Outcome::fail("disable-kube-proxy: true but the target keeps kubeProxyReplacement off: nothing would program Service IPs (ClusterIP, NodePort), so pods cannot reach the API server or each other by Service")
+                    .remedy("--set kubeProxyReplacement=true --set k8sServiceHost=<API server address> --set k8sServicePort=6443, or remove disable-kube-proxy from the k3s config and restart k3s"),
                 (_, false) => Outcome::pass("kube-proxy stays (the target does not replace it)"),
                 _ => Outcome::fail("kube-proxy still runs; with kubeProxyReplacement=true both program service rules"),
             })),
         Check::new("k3s.cidrs", Area::K3s, "Pod and service CIDRs (for Cilium's IPAM values)")
-            .evaluate(|facts, _| with_k3s(facts, |k| {
+            .evaluate(|facts, _| with_k3s_setting(facts, |k| {
                 let pods = k.cluster_cidr.clone().unwrap_or_else(|| "10.42.0.0/16 (default)".into());
                 let svcs = k.service_cidr.clone().unwrap_or_else(|| "10.43.0.0/16 (default)".into());
                 Outcome::pass(format!("cluster-cidr {pods}, service-cidr {svcs}; with ipam.mode=cluster-pool set ipam.operator.clusterPoolIPv4PodCIDRList to the cluster CIDR"))

@@ -40,6 +40,9 @@ pub struct CniFacts {
     pub problems: Vec<String>,
     /// Things worth saying that are not problems (a Go template we do not render).
     pub notes: Vec<String>,
+    /// Set when a containerd config that would decide the dirs could not be read or parsed: the
+    /// runtime's dirs are then unknown (containerd refuses that file too), not the defaults.
+    pub dirs_unknown: Option<String>,
 }
 
 /// The `cni` table of a containerd config: `(bin dirs, conf dir)`. containerd 1.x/2.x put it
@@ -114,10 +117,17 @@ pub fn gather(host: &HostRoot, rancher_desktop: bool) -> CniFacts {
                     "{} is a Go template: k3s renders it into config.toml, which was read instead",
                     host.display(path)
                 )),
-                Err(why) => facts.problems.push(format!("{}:{why}", host.display(path))),
+                Err(why) => {
+                    let problem = format!("{}:{why}", host.display(path));
+                    facts.dirs_unknown.get_or_insert_with(|| problem.clone());
+                    facts.problems.push(problem);
+                }
             },
             Err(ReadError::NotFound(_)) => {}
-            Err(e) => facts.problems.push(e.to_string()),
+            Err(e) => {
+                facts.dirs_unknown.get_or_insert_with(|| e.to_string());
+                facts.problems.push(e.to_string());
+            }
         }
     }
     match found {
