@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark (not a test): median wall time and peak RSS of `preflight run --no-canaries` (no
+# Benchmark (not a test): median wall time and peak RSS of `preflight run --no-canaries --no-compile` (no
 # compile stage) on this machine, live and against a fixture root. Targets: < 150 ms, < 30 MB.
 # Usage: scripts/bench.sh [runs]   (release build; BIN=path overrides the binary)
 set -euo pipefail
@@ -13,8 +13,8 @@ python3 - "$BIN" "$RUNS" <<'PY'
 import os, statistics, sys, time
 binary, runs = sys.argv[1], int(sys.argv[2])
 cases = {
-    "live (--root /)": ["run", "--no-canaries", "--format", "json"],
-    "fixture k3s-flannel": ["run", "--no-canaries", "--format", "json", "--root", "fixtures/nodes/k3s-flannel"],
+    "live (--root /)": ["run", "--no-canaries", "--no-compile", "--format", "json"],
+    "fixture k3s-flannel": ["run", "--no-canaries", "--no-compile", "--format", "json", "--root", "fixtures/nodes/k3s-flannel"],
 }
 for name, args in cases.items():
     walls, rss = [], []

@@ -403,7 +403,24 @@ pub fn refine(
     verdict.summary = format!("{head}; fix: {}", patch_as_sets(Some(patch)));
     let patched = target.with_patch(patch);
     let checks = crate::checks::run_all(facts, &patched, ignore);
-    verdict.patch_is_go = Some(decide(&patched, &checks).go);
+    let after = decide(&patched, &checks);
+    verdict.patch_is_go = Some(after.go);
+    // The values are not the whole fix: name what still blocks, so the one-line summary never
+    // reads as if the `--set` flags alone were enough.
+    let mut still: Vec<&str> = after
+        .capabilities
+        .iter()
+        .flat_map(|c| c.blocking.iter().map(String::as_str))
+        .collect();
+    still.sort_unstable();
+    still.dedup();
+    if !still.is_empty() {
+        verdict.summary = format!(
+            "{}; also fix on the node: {} (see the fix lines above)",
+            verdict.summary,
+            still.join(", ")
+        );
+    }
 }
 
 fn merged_patch(recommendations: &[Recommendation]) -> Option<Value> {

@@ -390,7 +390,7 @@ pub fn checks() -> Vec<Check> {
             .evaluate(|facts, target| {
                 let evidence = facts.host.display("/proc/sys/kernel/osrelease");
                 let Some(release) = &facts.kernel_release else {
-                    return Outcome::unknown("kernel release not visible").evidence(evidence);
+                    return Outcome::unknown(format!("kernel release not visible: {evidence} is absent or unreadable")).evidence(evidence);
                 };
                 let (Some(k), Some(c)) = (kernel_version(release), minor_of(&target.cilium_version)) else {
                     return Outcome::unknown(format!("cannot parse kernel release {release:?}")).evidence(evidence);
@@ -410,7 +410,12 @@ pub fn checks() -> Vec<Check> {
                 KernelConfigFact::Found(c) => Outcome::pass(format!("{} options", c.options.len())).evidence(c.source.clone()),
                 KernelConfigFact::NotVisible { searched, problems } => {
                     let mut out = Outcome::unknown(if problems.is_empty() {
-                        format!("none of {} locations exists; options are judged by probes only", searched.len())
+                        if facts.live {
+                            format!("none of {} locations exists; options are judged by the live probes only", searched.len())
+                        } else {
+                            // With --root the live probes do not run: nothing else can judge options.
+                            format!("none of {} locations exists under the root, and live probes do not run with --root: options cannot be judged (searched {})", searched.len(), searched.join(", "))
+                        }
                     } else {
                         format!("no usable kernel config: {}", problems.join("; "))
                     });
