@@ -68,6 +68,35 @@ pub struct Finding {
     pub remedy: String,
 }
 
+impl Finding {
+    /// Names scratch paths as the node's: the state dir preflight modelled in a temp dir is the
+    /// node's /var/run/cilium/state, its unpacked templates the image's /var/lib/cilium/bpf. A
+    /// remedy must point at files the user can act on.
+    pub fn relabel(&mut self, from: &str, to: &str) {
+        let fix = |s: &mut String| {
+            if s.contains(from) {
+                *s = s.replace(from, to);
+            }
+        };
+        fix(&mut self.message);
+        self.sites.iter_mut().for_each(fix);
+        fix(&mut self.explanation);
+        fix(&mut self.remedy);
+        match &mut self.cause {
+            Cause::GeneratedHeaderMissing { missing, dummy, .. } => {
+                fix(missing);
+                fix(dummy);
+            }
+            Cause::StaleHeader { header, .. } => fix(header),
+            Cause::HeadersDisagree { first, second } => {
+                fix(first);
+                fix(second);
+            }
+            Cause::ClangTooNew { .. } | Cause::UnsupportedCpu { .. } | Cause::Unexplained => {}
+        }
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 enum Site {
     Dummy(String),

@@ -218,7 +218,12 @@ pub struct Prepared {
     _scratch: tempfile::TempDir,
     pub bpf_dir: PathBuf,
     pub layout: headers::StateLayout,
+    /// Scratch path prefixes and the node paths they stand for, for findings (see relabel).
+    pub shown_as: Vec<(String, String)>,
 }
+
+/// Where the image keeps the datapath sources (FACTS §1): what our unpacked copy stands for.
+const IMAGE_BPF_DIR: &str = "/var/lib/cilium/bpf";
 
 /// Everything up to the compile: resolves the profile and toolchain, unpacks the tree, writes
 /// or locates the state dir, builds the command lines. Errors are bad input or a missing clang.
@@ -335,12 +340,29 @@ pub fn prepare(opts: &Options) -> Result<Prepared, String> {
             ..Timings::default()
         },
     };
+    // Scratch copies stand for the node's files; user-given dirs are shown as they are.
+    let mut shown_as = Vec::new();
+    if opts.bpf_dir.is_none() {
+        shown_as.push((bpf_dir.display().to_string(), IMAGE_BPF_DIR.to_string()));
+    }
+    match &opts.state {
+        StateSource::Predict(root) => shown_as.push((
+            layout.root.display().to_string(),
+            root.display(NODE_STATE_DIR),
+        )),
+        StateSource::Generate => shown_as.push((
+            layout.root.display().to_string(),
+            NODE_STATE_DIR.to_string(),
+        )),
+        StateSource::Existing(_) => {}
+    }
     Ok(Prepared {
         report,
         jobs,
         _scratch: scratch,
         bpf_dir,
         layout,
+        shown_as,
     })
 }
 
@@ -395,6 +417,11 @@ pub fn run(opts: &Options) -> Result<CompileReport, String> {
                 notes: Vec::new(),
             };
             findings = explain::findings(&ctx, &job.program, &[d]);
+        }
+        for f in &mut findings {
+            for (from, to) in &prepared.shown_as {
+                f.relabel(from, to);
+            }
         }
         let bytes = outcome
             .success

@@ -22,6 +22,15 @@ pub struct InitBlocker {
     pub remedy: String,
 }
 
+/// The next port after `port` that neither a socket nor flannel holds (the remedy must work).
+fn free_port_after(root: &HostRoot, port: u16) -> u16 {
+    let bound = bound_udp_ports(root);
+    let flannel = flannel_port(root);
+    (port.saturating_add(1)..u16::MAX)
+        .find(|p| !bound.contains(p) && *p != flannel)
+        .unwrap_or(port)
+}
+
 /// UDP ports bound on the node, from /proc/net/udp (local_address is `HEXIP:HEXPORT`).
 fn bound_udp_ports(root: &HostRoot) -> Vec<u16> {
     let Ok(text) = root.read_text("/proc/net/udp") else {
@@ -55,11 +64,30 @@ pub fn tunnel(target: &Target) -> Option<(&'static str, u16)> {
     Some((proto, port))
 }
 
+/// k3s writes its embedded flannel's config here (k3s pkg/agent/flannel: `agent/etc/flannel`
+/// under its data dir); kube-flannel keeps its own inside the pod, which we cannot see.
+const K3S_FLANNEL_CONF: &str = "/var/lib/rancher/k3s/agent/etc/flannel/net-conf.json";
+/// flannel's VXLAN port on Linux when net-conf.json sets no `Backend.Port`.
+const FLANNEL_VXLAN_PORT: u16 = 8472;
+
+/// The UDP port flannel's `flannel.1` holds: `Backend.Port` of k3s's net-conf.json when it
+/// sets one, else flannel's default. Only that port is taken: a Cilium tunnel on another port
+/// (or geneve on 6081) comes up next to it.
+fn flannel_port(root: &HostRoot) -> u16 {
+    root.read_text(K3S_FLANNEL_CONF)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.pointer("/Backend/Port").and_then(|p| p.as_u64()))
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p != 0)
+        .unwrap_or(FLANNEL_VXLAN_PORT)
+}
+
 pub fn blockers(root: &HostRoot, target: &Target) -> Vec<InitBlocker> {
     let mut out = Vec::new();
     let tunnel = tunnel(target);
     if let Some((proto, port)) = tunnel {
-        let flannel = root.path("/sys/class/net/flannel.1").exists();
+        let flannel = root.path("/sys/class/net/flannel.1").exists() && flannel_port(root) == port;
         let bound = bound_udp_ports(root).contains(&port);
         if flannel || bound {
             let holder = if flannel {
@@ -82,7 +110,7 @@ pub fn blockers(root: &HostRoot, target: &Target) -> Vec<InitBlocker> {
                     "remove flannel's leftovers before installing Cilium (ip link delete flannel.1; \
                      ip link delete cni0; rm /etc/cni/net.d/*flannel*), or set tunnelPort to a \
                      free port (e.g. --set tunnelPort={})",
-                    port + 1
+                    free_port_after(root, port)
                 ),
             });
         }
@@ -151,10 +179,40 @@ mod tests {
         let mut native = Target::chart_defaults("1.18.4");
         native.capabilities = [Capability::BaseDatapath, Capability::NativeRouting].into();
         assert!(blockers(&root, &native).is_empty());
-        // tunnelPort moves the agent off flannel's port: no longer blocked by a bound 8472 alone.
+        // tunnelPort moves the agent off flannel's port: the remedy works next to flannel.1.
         let mut moved = Target::chart_defaults("1.18.4");
         moved.values = serde_json::json!({"tunnelPort": 8473});
         assert_eq!(tunnel(&moved), Some(("vxlan", 8473)));
+        assert!(blockers(&root, &moved).is_empty());
+        // Geneve binds 6081: flannel.1 on 8472 does not stand in its way.
+        let mut geneve = Target::chart_defaults("1.18.4");
+        geneve.capabilities = [Capability::BaseDatapath, Capability::TunnelGeneve].into();
+        assert!(blockers(&root, &geneve).is_empty());
+    }
+
+    #[test]
+    fn flannel_on_a_configured_port_blocks_that_port_and_the_remedy_skips_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("sys/class/net/flannel.1")).unwrap();
+        let conf = dir.path().join(K3S_FLANNEL_CONF.trim_start_matches('/'));
+        std::fs::create_dir_all(conf.parent().unwrap()).unwrap();
+        std::fs::write(
+            &conf,
+            r#"{"Network":"10.42.0.0/16","Backend":{"Type":"vxlan","Port":8473}}"#,
+        )
+        .unwrap();
+        let root = HostRoot::new(dir.path());
+        // The default 8472 is free; 8473 is flannel's.
+        assert!(blockers(&root, &Target::default()).is_empty());
+        let mut on = Target::chart_defaults("1.18.4");
+        on.values = serde_json::json!({"tunnelPort": 8473});
+        let b = blockers(&root, &on);
+        assert_eq!(b.len(), 1, "{b:?}");
+        assert!(
+            b[0].remedy.contains("--set tunnelPort=8474"),
+            "{}",
+            b[0].remedy
+        );
     }
 
     #[test]
