@@ -182,6 +182,25 @@ fn chart_schema_from_dir_and_tgz() {
         let out = run(&["--chart", source, "--format", "json"]);
         assert_eq!(check(&json(&out), "values.chart-schema")["status"], "pass");
     }
+    // The homelab plan against the chart: the recommended patch also satisfies the schema,
+    // so the patched target is judged go (the schema is checked again on the patched values).
+    let homelab = repo("fixtures/values/homelab.yaml");
+    let out = run(&[
+        "--chart",
+        chart.to_str().unwrap(),
+        "-f",
+        homelab.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let v = &json(&out)["verdict"];
+    assert_eq!(v["go"], false);
+    assert_eq!(v["patch_is_go"], true, "{v}");
+    assert!(
+        !v["summary"].as_str().unwrap().contains("also"),
+        "{}",
+        v["summary"]
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -414,12 +414,18 @@ pub fn refine(
         .collect();
     still.sort_unstable();
     still.dedup();
-    if !still.is_empty() {
-        verdict.summary = format!(
-            "{}; also fix on the node: {} (see the fix lines above)",
-            verdict.summary,
-            still.join(", ")
-        );
+    // Values checks the patch cannot settle (a value only the user knows, e.g. the API server
+    // address) are not node fixes: name them apart.
+    let (by_hand, on_node): (Vec<&str>, Vec<&str>) =
+        still.into_iter().partition(|id| id.starts_with("values."));
+    for (label, ids) in [("also set", by_hand), ("also fix on the node", on_node)] {
+        if !ids.is_empty() {
+            verdict.summary = format!(
+                "{}; {label}: {} (see the fix lines above)",
+                verdict.summary,
+                ids.join(", ")
+            );
+        }
     }
 }
 

@@ -75,22 +75,13 @@ impl Chart {
 
     /// Validates the values Helm would render with (defaults coalesced with the user's).
     pub fn check(&self, effective: &Value) -> Result<ChartInfo, ValuesError> {
-        let mut schema_errors = Vec::new();
-        if let Some(schema) = &self.schema {
-            let validator = jsonschema::validator_for(schema).map_err(|e| ValuesError::File {
+        let schema_errors = match &self.schema {
+            Some(schema) => violations(schema, effective).map_err(|message| ValuesError::File {
                 file: format!("{}/values.schema.json", self.source),
-                message: format!("not a usable JSON Schema: {e}"),
-            })?;
-            for e in validator.iter_errors(effective) {
-                let at = e.instance_path().to_string();
-                let at = if at.is_empty() {
-                    "(top level)".to_string()
-                } else {
-                    at.trim_start_matches('/').replace('/', ".")
-                };
-                schema_errors.push(format!("{at}: {e}"));
-            }
-        }
+                message,
+            })?,
+            None => Vec::new(),
+        };
         Ok(ChartInfo {
             source: self.source.clone(),
             version: self.version.clone(),
@@ -98,6 +89,24 @@ impl Chart {
             schema_errors,
         })
     }
+}
+
+/// Schema violations of `effective` as `path: message` (empty when it validates).
+pub fn violations(schema: &Value, effective: &Value) -> Result<Vec<String>, String> {
+    let validator =
+        jsonschema::validator_for(schema).map_err(|e| format!("not a usable JSON Schema: {e}"))?;
+    Ok(validator
+        .iter_errors(effective)
+        .map(|e| {
+            let at = e.instance_path().to_string();
+            let at = if at.is_empty() {
+                "(top level)".to_string()
+            } else {
+                at.trim_start_matches('/').replace('/', ".")
+            };
+            format!("{at}: {e}")
+        })
+        .collect())
 }
 
 const WANTED: &[&str] = &["Chart.yaml", "values.yaml", "values.schema.json"];

@@ -51,6 +51,10 @@ pub struct Target {
     #[serde(skip)]
     #[schemars(skip)]
     pub chart_values: Option<Value>,
+    /// The chart's values.schema.json (with --chart): a patched target is validated again.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub chart_schema: Option<Value>,
 }
 
 fn empty_object() -> Value {
@@ -79,6 +83,7 @@ impl Target {
             values: empty_object(),
             chart: None,
             chart_values: None,
+            chart_schema: None,
         };
         t.capabilities = derive::capabilities(&t.effective_values());
         t
@@ -126,11 +131,13 @@ impl Target {
             values,
             chart: None,
             chart_values: None,
+            chart_schema: None,
         };
         if let Some(chart) = chart {
             let rendered = values::coalesce(&chart.default_values, &target.values);
             target.chart = Some(chart.check(&rendered)?);
             target.chart_values = Some(chart.default_values);
+            target.chart_schema = chart.schema;
         }
         target.capabilities = derive::capabilities(&target.effective_values());
         target.capabilities.extend(spec.need.iter().copied());
@@ -215,6 +222,13 @@ impl Target {
             .collect();
         t.capabilities = derive::capabilities(&t.effective_values());
         t.capabilities.extend(extra);
+        // The schema verdict was about the unpatched values: judge the patched ones again.
+        if let Some(schema) = &self.chart_schema
+            && let Ok(errors) = chart::violations(schema, &t.effective_values())
+            && let Some(info) = t.chart.as_mut()
+        {
+            info.schema_errors = errors;
+        }
         t
     }
 }
