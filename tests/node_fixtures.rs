@@ -372,6 +372,23 @@ fn bad_node_files_are_findings_not_crashes() {
     std::fs::create_dir_all(root.join("etc")).unwrap();
     std::os::unix::fs::symlink("/etc/os-release.b", root.join("etc/os-release")).unwrap();
     std::os::unix::fs::symlink("/etc/os-release", root.join("etc/os-release.b")).unwrap();
+    // A FIFO where a config file should be (open(2) would block forever) and directories that
+    // are symlink loops: findings naming the path, not a hang and not "nothing there".
+    std::fs::create_dir_all(root.join("etc/containerd")).unwrap();
+    let fifo = std::process::Command::new("mkfifo")
+        .arg(root.join("etc/containerd/config.toml"))
+        .status()
+        .unwrap();
+    assert!(fifo.success());
+    for dir in ["sys/fs/bpf/tc/globals", "var/run/cilium/state/templates"] {
+        let d = root.join(dir);
+        std::fs::create_dir_all(d.parent().unwrap()).unwrap();
+        // Relative links: an absolute one would resolve inside the root, to nothing.
+        let name = d.file_name().unwrap().to_owned();
+        let other = d.with_extension("b");
+        std::os::unix::fs::symlink(other.file_name().unwrap(), &d).unwrap();
+        std::os::unix::fs::symlink(&name, &other).unwrap();
+    }
     let r = run_root(root, &[]);
     // A full report either way; here nothing about the kernel or k3s can be told from these
     // files, so the verdict is undecided (exit 2, as documented), not a guessed no-go.
@@ -441,6 +458,19 @@ fn bad_node_files_are_findings_not_crashes() {
     r.assert("distro.os-release", "unknown");
     assert!(r.detail("distro.os-release").contains("symlink loop"));
     r.assert("state.node-config", "unknown");
+    let cni = r.detail("cni.configs");
+    assert!(
+        cni.contains("etc/containerd/config.toml: not a regular file"),
+        "{cni}"
+    );
+    for id in ["state.bpf-pins", "state.templates"] {
+        r.assert(id, "unknown");
+        assert!(
+            r.detail(id).contains("symlink loop"),
+            "{id}: {}",
+            r.detail(id)
+        );
+    }
 }
 
 #[test]

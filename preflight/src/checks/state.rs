@@ -42,6 +42,9 @@ pub fn checks() -> Vec<Check> {
             .evaluate(|facts, target| {
                 let s = &facts.cilium_state;
                 let dir = facts.host.display("/var/run/cilium/state/templates");
+                if let Some(p) = &s.templates_problem {
+                    return Outcome::unknown(format!("cannot list the templates: {p}")).evidence(dir);
+                }
                 if s.templates.is_empty() {
                     return Outcome::pass("none");
                 }
@@ -56,6 +59,13 @@ pub fn checks() -> Vec<Check> {
             .remedy("with no agent running: rm -f /sys/fs/bpf/tc/globals/cilium_* (or Helm cleanBpfState: true for the first start)")
             .evaluate(|facts, _| {
                 let pins = &facts.cilium_state.pins;
+                let problems = &facts.cilium_state.pins_problems;
+                if pins.is_empty() && !problems.is_empty() {
+                    return problems.iter().fold(
+                        Outcome::unknown(format!("cannot list the pins: {}", problems.join("; "))),
+                        |o, p| o.evidence(p.clone()),
+                    );
+                }
                 if pins.is_empty() {
                     return Outcome::pass("none");
                 }

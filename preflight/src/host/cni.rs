@@ -168,8 +168,13 @@ pub fn gather(host: &HostRoot, rancher_desktop: bool) -> CniFacts {
 }
 
 fn read_configs(host: &HostRoot, dir: &str, problems: &mut Vec<String>) -> Vec<NetworkConfig> {
-    let Ok(names) = host.read_dir(dir) else {
-        return Vec::new();
+    let names = match host.read_dir_if_present(dir) {
+        Ok(names) => names,
+        // A conf dir that exists but cannot be listed is a finding, not "no config yet".
+        Err(e) => {
+            problems.push(e.to_string());
+            return Vec::new();
+        }
     };
     let mut out = Vec::new();
     for name in names {

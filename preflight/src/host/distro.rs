@@ -143,13 +143,14 @@ fn network_manager(host: &HostRoot) -> NetworkManager {
         "/usr/lib/NetworkManager/conf.d",
         "/etc/NetworkManager/conf.d",
     ] {
-        if let Ok(names) = host.read_dir(dir) {
-            files.extend(
+        match host.read_dir_if_present(dir) {
+            Ok(names) => files.extend(
                 names
                     .into_iter()
                     .filter(|n| n.ends_with(".conf"))
                     .map(|n| format!("{dir}/{n}")),
-            );
+            ),
+            Err(e) => nm.problems.push(e.to_string()),
         }
     }
     for file in files {

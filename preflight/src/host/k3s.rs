@@ -41,13 +41,14 @@ pub fn gather(host: &HostRoot) -> K3sFacts {
         ..Default::default()
     };
     let mut paths = vec![CONFIG.to_string()];
-    if let Ok(names) = host.read_dir(CONFIG_D) {
-        paths.extend(
+    match host.read_dir_if_present(CONFIG_D) {
+        Ok(names) => paths.extend(
             names
                 .into_iter()
                 .filter(|n| n.ends_with(".yaml") || n.ends_with(".yml"))
                 .map(|n| format!("{CONFIG_D}/{n}")),
-        );
+        ),
+        Err(e) => facts.problems.push(e.to_string()),
     }
     for path in paths {
         let text = match host.read_text(&path) {

@@ -115,13 +115,22 @@ impl HostRoot {
     pub fn read_bytes(&self, path: &str) -> Result<Vec<u8>, ReadError> {
         let real = self.resolve(path)?;
         let shown = self.display(path);
-        let file = std::fs::File::open(&real).map_err(|e| match e.kind() {
+        let io = |e: std::io::Error| match e.kind() {
             std::io::ErrorKind::NotFound => ReadError::NotFound(shown.clone()),
             _ => ReadError::Io(shown.clone(), e.to_string()),
-        })?;
-        if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-            return Err(ReadError::Io(shown, "is a directory".into()));
+        };
+        // Look before opening: open(2) on a FIFO blocks until a writer comes, and a device
+        // node may do anything. Node files are regular files (/proc and /sys ones too).
+        let kind = std::fs::metadata(&real).map_err(io)?.file_type();
+        if !kind.is_file() {
+            let what = if kind.is_dir() {
+                "is a directory"
+            } else {
+                "not a regular file (FIFO, socket or device)"
+            };
+            return Err(ReadError::Io(shown, what.into()));
         }
+        let file = std::fs::File::open(&real).map_err(io)?;
         // /proc files report size 0, so read with a cap instead of trusting the metadata.
         let mut bytes = Vec::new();
         file.take(MAX_FILE_BYTES + 1)
@@ -154,6 +163,15 @@ impl HostRoot {
         };
         names.sort();
         Ok(names)
+    }
+
+    /// Like [`read_dir`](Self::read_dir), but a directory that does not exist is empty; any
+    /// other failure (permissions, a symlink loop, not a directory) stays an error to report.
+    pub fn read_dir_if_present(&self, path: &str) -> Result<Vec<String>, ReadError> {
+        match self.read_dir(path) {
+            Err(ReadError::NotFound(_)) => Ok(Vec::new()),
+            other => other,
+        }
     }
 
     /// Whether `path` exists (following links inside the root).

@@ -90,6 +90,10 @@ pub struct CiliumState {
     pub problems: Vec<String>,
     /// Template hashes under state/templates.
     pub templates: Vec<String>,
+    /// Why state/templates could not be listed (it exists but is unreadable).
+    pub templates_problem: Option<String>,
+    /// Pin dirs that exist but could not be listed.
+    pub pins_problems: Vec<String>,
     /// Whether /var/run/cilium exists at all.
     pub run_dir: bool,
     /// `cilium_*` pins under /sys/fs/bpf (tc/globals and the top level).
@@ -116,17 +120,19 @@ pub fn gather(host: &HostRoot) -> CiliumState {
         Err(ReadError::NotFound(_)) => {}
         Err(e) => state.problems.push(e.to_string()),
     }
-    state.templates = host
-        .read_dir(&format!("{STATE_DIR}/templates"))
-        .unwrap_or_default();
+    match host.read_dir_if_present(&format!("{STATE_DIR}/templates")) {
+        Ok(names) => state.templates = names,
+        Err(e) => state.templates_problem = Some(e.to_string()),
+    }
     for dir in ["/sys/fs/bpf/tc/globals", "/sys/fs/bpf"] {
-        if let Ok(names) = host.read_dir(dir) {
-            state.pins.extend(
+        match host.read_dir_if_present(dir) {
+            Ok(names) => state.pins.extend(
                 names
                     .into_iter()
                     .filter(|n| n.starts_with("cilium_"))
                     .map(|n| format!("{dir}/{n}")),
-            );
+            ),
+            Err(e) => state.pins_problems.push(e.to_string()),
         }
     }
     state
