@@ -45,6 +45,8 @@ def kernel(node, release, config_path, ext, not_set=(), builtin_extra=(), absent
     for o in not_set:
         if o not in MODULAR: lines.append(f"# CONFIG_{o} is not set")
     lines.append('CONFIG_LOCALVERSION=""'); lines.append("CONFIG_HZ=250")
+    # Kconfig (5.3+) closes each menu with "# end of <menu>"; Kernel hacking comes last.
+    lines += ["# end of General setup", "#", "# Kernel hacking", "#", "CONFIG_DEBUG_KERNEL=y", "# end of Kernel hacking"]
     text = "\n".join(lines) + "\n" + extra_lines
     if gz: w(node, config_path, gzip.compress(text.encode(), mtime=0))
     else: w(node, config_path, text)

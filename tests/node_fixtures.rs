@@ -227,6 +227,45 @@ fn rhel10_with_nftables_and_firewalld() {
     assert_eq!(r.code, 0);
 }
 
+/// A kernel config cut at a line boundary parses cleanly line by line; Kconfig's menu markers
+/// show it is incomplete, so it is refused (unknown), never read as "options not set".
+#[test]
+fn a_kernel_config_cut_at_a_line_boundary_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("node");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(fixture("debian-bookworm"))
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let config = root.join("boot/config-6.1.0-18-amd64");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let cut: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.contains("NETFILTER"))
+        .collect();
+    std::fs::write(
+        &config,
+        format!("# end of General setup\n{}\n", cut.join("\n")),
+    )
+    .unwrap();
+    let r = run_root(&root, &["--no-compile"]);
+    r.assert("kernel.config", "unknown");
+    assert!(
+        r.detail("kernel.config").contains("cut short"),
+        "{}",
+        r.detail("kernel.config")
+    );
+    r.assert("kernel.config.netfilter-xt-match-socket", "unknown");
+    assert!(
+        !r.checks
+            .values()
+            .any(|(s, d)| s == "fail" && d.contains("is not set"))
+    );
+}
+
 /// The same node with the chart's default values (kubeProxyReplacement off): k3s no longer runs
 /// kube-proxy and nothing would replace it, so Services break: a blocker, with both ways out.
 #[test]

@@ -108,9 +108,14 @@ pub fn gunzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
 pub fn parse(text: &str) -> Result<BTreeMap<String, Setting>, (usize, String)> {
     let mut options = BTreeMap::new();
     let mut last_line = 0;
+    let (mut menu_ends, mut last_menu_end) = (false, false);
     for (i, line) in text.lines().enumerate() {
         last_line = i + 1;
         let line = line.trim();
+        if let Some(menu) = line.strip_prefix("# end of ") {
+            menu_ends = true;
+            last_menu_end |= menu == LAST_MENU;
+        }
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
@@ -140,8 +145,23 @@ pub fn parse(text: &str) -> Result<BTreeMap<String, Setting>, (usize, String)> {
             "no CONFIG_ options: not a kernel config".into(),
         ));
     }
+    // A cut at a line boundary parses cleanly; Kconfig's menu markers give it away.
+    if menu_ends && !last_menu_end {
+        return Err((
+            last_line.max(1),
+            format!(
+                "cut short: the file has Kconfig's `# end of …` menu markers but not the last \
+                 one, `# end of {LAST_MENU}` (truncated?)"
+            ),
+        ));
+    }
     Ok(options)
 }
+
+/// Kconfig (5.3+) closes every menu with `# end of <menu>`; the top-level Kconfig sources
+/// lib/Kconfig.debug, the "Kernel hacking" menu, last, on every architecture. A file with
+/// markers but without this one was cut off. Older configs have no markers: nothing to tell.
+const LAST_MENU: &str = "Kernel hacking";
 
 #[cfg(test)]
 mod tests {
@@ -162,6 +182,10 @@ mod tests {
         assert_eq!(parse("CONFIG_BPF=y\nCONFIG_VX").unwrap_err().0, 2);
         assert_eq!(parse("CONFIG_BPF=y\nCONFIG_VXLAN=").unwrap_err().0, 2);
         assert_eq!(parse("hello world").unwrap_err().0, 1);
+        // Cut at a line boundary: markers present, the last one missing.
+        let cut = "CONFIG_BPF=y\n# end of General setup\nCONFIG_VXLAN=m\n";
+        assert!(parse(cut).unwrap_err().1.contains("cut short"));
+        assert!(parse(&format!("{cut}# end of Kernel hacking\nCONFIG_X=y\n")).is_ok());
         assert_eq!(parse("").unwrap_err().0, 1);
     }
 
