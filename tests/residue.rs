@@ -132,10 +132,23 @@ fn start_held_run() -> Child {
     child
 }
 
+/// The canary worker: a child of whichever preflight thread spawned it (the canaries run on
+/// their own thread, beside the compile stage's clang children), so every task's children are
+/// searched for the worker's command line.
 fn worker_pid(parent: u32) -> Option<i32> {
-    let children =
-        std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children")).ok()?;
-    children.split_whitespace().next()?.parse().ok()
+    std::fs::read_dir(format!("/proc/{parent}/task"))
+        .ok()?
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("__canary-worker"))
+        })
 }
 
 #[test]
