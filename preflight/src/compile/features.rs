@@ -96,18 +96,18 @@ fn host_routing(
     if !target.needs(Capability::KubeProxyReplacement) {
         return (
             false,
-            "legacy: kubeProxyReplacement is off, and without BPF NodePort the agent always \
-             routes through the host stack"
+            "kubeProxyReplacement is off, and without BPF NodePort the agent always routes \
+             through the host stack"
                 .into(),
         );
     }
     if is_true(target.value("bpf.hostLegacyRouting")) {
-        return (false, "legacy: bpf.hostLegacyRouting=true".into());
+        return (false, "bpf.hostLegacyRouting=true".into());
     }
     if profile.minor <= LAST_MINOR_WITH_KERNEL_FALLBACK && target.needs(Capability::Ipsec) {
         return (
             false,
-            "legacy: the agent falls back, BPF host routing is incompatible with IPsec".into(),
+            "the agent falls back: BPF host routing is incompatible with IPsec".into(),
         );
     }
     // The chart enables IPv4 masquerading unless told otherwise; without bpf.masquerade it is
@@ -118,7 +118,7 @@ fn host_routing(
     if masquerade && !target.needs(Capability::BpfMasquerade) {
         return (
             false,
-            "legacy: the agent falls back, BPF host routing requires bpf.masquerade=true when \
+            "the agent falls back: BPF host routing requires bpf.masquerade=true when \
              masquerading"
                 .into(),
         );
@@ -138,16 +138,16 @@ fn host_routing(
             return (
                 false,
                 format!(
-                    "legacy: the kernel lacks {names} for sched_cls, so the agent falls back \
-                     (it needs kernel 5.10)"
+                    "the kernel lacks {names} for sched_cls, so the agent falls back (it needs \
+                     kernel 5.10)"
                 ),
             );
         }
         return (
             true,
             format!(
-                "BPF: {} does not fall back, although the kernel lacks {names} (its startup \
-                 check requires both)",
+                "{} does not fall back, although the kernel lacks {names} (its startup check \
+                 requires both)",
                 profile.label()
             ),
         );
@@ -159,7 +159,7 @@ fn host_routing(
     };
     (
         true,
-        format!("BPF: kubeProxyReplacement=true, bpf.masquerade=true, {basis}"),
+        format!("kubeProxyReplacement=true, bpf.masquerade=true, {basis}"),
     )
 }
 
