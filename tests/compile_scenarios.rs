@@ -372,3 +372,159 @@ fn tunnel_port_from_values_clears_the_flannel_port_conflict_and_reaches_the_head
     let ep = std::fs::read_to_string(templates.path().join("ep_config.h")).unwrap();
     assert!(ep.contains("#define MONITOR_AGGREGATION 0"), "{ep}");
 }
+
+/// Kernel helper numbers as include/bpf/helpers.h calls them (the kernel's `BPF_FUNC_*` ABI).
+const REDIRECT_NEIGH: u32 = 152;
+const REDIRECT_PEER: u32 = 155;
+const CSUM_LEVEL: u32 = 135;
+
+/// Probe results for a node with or without the 5.10 forwarding helpers (and csum_level, 5.7),
+/// as on a 5.4 kernel that Cilium 1.16/1.17 still support.
+fn probes(helpers_present: bool) -> preflight::probe::ProbeReport {
+    use preflight::probe::{ProbeReport, Support};
+    let s = |on: bool| {
+        if on {
+            Support::Available
+        } else {
+            Support::Unavailable { reason: None }
+        }
+    };
+    ProbeReport {
+        program_types: Default::default(),
+        map_types: Default::default(),
+        helpers: [(
+            "sched_cls".to_string(),
+            ["redirect_neigh", "redirect_peer", "csum_level"]
+                .iter()
+                .map(|h| (h.to_string(), s(helpers_present)))
+                .collect(),
+        )]
+        .into(),
+        helpers_not_probed: Default::default(),
+        misc: [("isa_v2".to_string(), s(true))].into(),
+        elapsed_ms: 0.0,
+    }
+}
+
+/// Compiles the clean node for `version` with `values` over the chart defaults and the given
+/// probe results; returns the report and the node_config.h the compile used.
+fn compile_with(
+    version: &str,
+    values: serde_json::Value,
+    probes: Option<preflight::probe::ProbeReport>,
+) -> (CompileReport, String) {
+    let mut o = Options::new(Target::chart_defaults(version).with_patch(&values));
+    o.state = StateSource::Predict(HostRoot::new(fixture("clean")));
+    o.clang = Some(PathBuf::from("/usr/bin/clang-19"));
+    o.probes = probes;
+    o.verify = is_root();
+    let emit = tempfile::tempdir().unwrap();
+    o.emit_state = Some(emit.path().join("state"));
+    let r = compile::run(&o).expect("compile stage runs");
+    let node = std::fs::read_to_string(emit.path().join("state/globals/node_config.h")).unwrap();
+    for p in &r.programs {
+        assert!(p.compiled, "{}: {:#?}", p.name, p.findings);
+        // As root the kernel has its say too: whichever path was compiled must load.
+        if is_root() {
+            let v = p.verify.as_ref().expect("verified as root");
+            assert!(v.all_loaded(), "{}: {v:#?}", p.name);
+        }
+    }
+    (r, node)
+}
+
+fn calls(r: &CompileReport, program: &str) -> Vec<u32> {
+    r.program(program)
+        .unwrap()
+        .object
+        .as_ref()
+        .expect("object inspected")
+        .helper_calls
+        .clone()
+}
+
+#[test]
+fn kernel_without_the_forwarding_helpers_compiles_legacy_host_routing_like_the_agent() {
+    if !have("/usr/bin/clang-19") {
+        return;
+    }
+    let values = serde_json::json!({"kubeProxyReplacement": true, "bpf": {"masquerade": true}});
+
+    // A 5.10+ kernel: NodePort and BPF host routing, and the objects use both helpers.
+    let (r, node) = compile_with("1.17.4", values.clone(), Some(probes(true)));
+    assert!(node.contains("#define ENABLE_NODEPORT 1"), "{node}");
+    assert!(node.contains("#define ENABLE_HOST_ROUTING 1"), "{node}");
+    assert!(r.features.host_routing && r.features.have["HAVE_FIB_NEIGH"]);
+    assert!(r.features_written);
+    let lxc = calls(&r, "bpf_lxc");
+    assert!(
+        lxc.contains(&REDIRECT_PEER) && lxc.contains(&REDIRECT_NEIGH),
+        "{lxc:?}"
+    );
+    assert!(calls(&r, "bpf_host").contains(&REDIRECT_NEIGH));
+    let overlay = calls(&r, "bpf_overlay");
+    assert!(overlay.contains(&REDIRECT_PEER) && overlay.contains(&CSUM_LEVEL));
+
+    // The same values on a kernel without them (5.4-5.9): the agent falls back to legacy host
+    // routing and the feature headers claim nothing, so no object calls a missing helper.
+    let (r, node) = compile_with("1.17.4", values, Some(probes(false)));
+    assert!(node.contains("#define ENABLE_NODEPORT 1"), "{node}");
+    assert!(!node.contains("ENABLE_HOST_ROUTING"), "{node}");
+    assert!(!r.features.host_routing);
+    assert!(r.features.host_routing_reason.contains("falls back"));
+    assert!(r.features.have.values().all(|on| !on));
+    for p in ["bpf_lxc", "bpf_host", "bpf_overlay"] {
+        let c = calls(&r, p);
+        for h in [REDIRECT_NEIGH, REDIRECT_PEER, CSUM_LEVEL] {
+            assert!(!c.contains(&h), "{p} calls helper {h}: {c:?}");
+        }
+    }
+    // Without bpf_redirect_neigh, NodePort resolves next hops from the agent's neighbour map.
+    let host = r.program("bpf_host").unwrap().object.as_ref().unwrap();
+    assert!(
+        host.maps.contains(&"cilium_nodeport_neigh4".to_string()),
+        "{:?}",
+        host.maps
+    );
+
+    // bpf.hostLegacyRouting=true on a kernel with the helpers: pods are reached through the
+    // host stack (no redirect_peer), while NodePort still lets the kernel resolve neighbours.
+    let legacy = serde_json::json!({
+        "kubeProxyReplacement": true,
+        "bpf": {"masquerade": true, "hostLegacyRouting": true}
+    });
+    let (r, node) = compile_with("1.17.4", legacy, Some(probes(true)));
+    assert!(!node.contains("ENABLE_HOST_ROUTING"), "{node}");
+    assert!(r.features.host_routing_reason.contains("hostLegacyRouting"));
+    let lxc = calls(&r, "bpf_lxc");
+    assert!(
+        !lxc.contains(&REDIRECT_PEER) && !lxc.contains(&REDIRECT_NEIGH),
+        "{lxc:?}"
+    );
+    assert!(!calls(&r, "bpf_overlay").contains(&REDIRECT_PEER));
+    assert!(calls(&r, "bpf_host").contains(&REDIRECT_NEIGH));
+}
+
+#[test]
+fn kube_proxy_replacement_selects_the_nodeport_program() {
+    if !have("/usr/bin/clang-19") {
+        return;
+    }
+    let nodeport_nat = |r: &CompileReport| {
+        r.program("bpf_host")
+            .unwrap()
+            .object
+            .as_ref()
+            .unwrap()
+            .programs
+            .iter()
+            .any(|p| p.name == "tail_nodeport_nat_ipv4")
+    };
+    let (r, node) = compile_with("1.18.4", serde_json::json!({}), Some(probes(true)));
+    assert!(!node.contains("ENABLE_NODEPORT"), "{node}");
+    assert!(!r.features.host_routing && !nodeport_nat(&r));
+    let kpr = serde_json::json!({"kubeProxyReplacement": true});
+    let (r, node) = compile_with("1.18.4", kpr, Some(probes(true)));
+    assert!(node.contains("#define ENABLE_NODEPORT 1"), "{node}");
+    assert!(nodeport_nat(&r));
+}

@@ -72,6 +72,8 @@ fn toolchain() -> Check {
                 .collect::<Vec<_>>()
                 .join(", ")
         ))
+        // What the compile assumed about the node, so a verifier result can be read against it.
+        .evidence(format!("datapath: {}", r.features.summary()))
     })
 }
 

@@ -118,6 +118,16 @@ pub fn render(r: &CompileReport) -> String {
         r.mcpu,
         r.mcpu_reason
     );
+    let _ = writeln!(
+        out,
+        "datapath: {}{}",
+        r.features.summary(),
+        if r.features_written {
+            ""
+        } else {
+            "; feature headers: the bpf dir's own"
+        }
+    );
     if let Some(risk) = &tc.risk {
         let _ = writeln!(out, "  toolchain risk: {risk}");
     }

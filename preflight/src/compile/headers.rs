@@ -2,7 +2,9 @@
 //! shaped like /var/run/cilium/state: `globals/node_config.h`, `templates/<sha256>/ep_config.h`,
 //! `netdev_config.h`. Which macros node_config.h carries changes between versions; the table
 //! below is our model of that (our own names where Cilium's do not matter), and the same table
-//! lets [`judge_version`] tell which version wrote a header found on a node.
+//! lets [`judge_version`] tell which version wrote a header found on a node. The datapath modes
+//! (`ENABLE_NODEPORT`, `ENABLE_HOST_ROUTING`) and the kernel feature headers come from
+//! [`features`](super::features).
 use std::{
     fmt::Write as _,
     path::{Path, PathBuf},
@@ -10,11 +12,11 @@ use std::{
 
 use sha2::{Digest, Sha256};
 
-use super::profile::{NEWEST, OLDEST, Profile};
-use crate::{
-    host::state::macros,
-    target::{Capability, Target},
+use super::{
+    features::{self, Features},
+    profile::{NEWEST, OLDEST, Profile},
 };
+use crate::{host::state::macros, probe::ProbeReport, target::Target};
 
 /// A node_config.h macro that only some versions write: (name, value, first minor, last minor).
 const VERSIONED_NODE_MACROS: &[(&str, &str, u32, u32)] = &[
@@ -34,6 +36,9 @@ pub struct Generated {
     pub node_config: String,
     pub ep_config: String,
     pub netdev_config: String,
+    /// The agent's feature and mode decisions: `HAVE_*` for the bpf dir's feature headers,
+    /// NodePort and host routing for node_config.h.
+    pub features: Features,
     /// sha256 of the endpoint configuration: the template directory's name.
     pub template_hash: String,
 }
@@ -82,7 +87,10 @@ fn monitor_aggregation(level: &str) -> u32 {
     }
 }
 
-pub fn generate(profile: &Profile, target: &Target) -> Generated {
+/// The headers for `target`; `probes` are the node's live probe results (None: every kernel
+/// feature assumed present).
+pub fn generate(profile: &Profile, target: &Target, probes: Option<&ProbeReport>) -> Generated {
+    let features = features::derive(profile, target, probes);
     let mut node = String::new();
     let _ = writeln!(node, "/* node configuration (generated) */");
     let mut def = |name: &str, value: &str| {
@@ -100,11 +108,13 @@ pub fn generate(profile: &Profile, target: &Target) -> Generated {
         }
         None => def("ENCAP_IFINDEX", "0"),
     }
-    if target.needs(Capability::KubeProxyReplacement) {
+    // Like the agent, host routing is only ever written together with NodePort.
+    if features.nodeport {
         def("ENABLE_NODEPORT", "1");
-    }
-    if target.needs(Capability::BpfHostRouting) {
-        def("ENABLE_HOST_ROUTING", "1");
+        def("NODEPORT_NEIGH4_SIZE", "524288");
+        if features.host_routing {
+            def("ENABLE_HOST_ROUTING", "1");
+        }
     }
     for (name, value, from, to) in VERSIONED_NODE_MACROS {
         if (*from..=*to).contains(&profile.minor) {
@@ -136,6 +146,7 @@ pub fn generate(profile: &Profile, target: &Target) -> Generated {
         node_config: node,
         ep_config,
         netdev_config,
+        features,
         template_hash,
     }
 }
@@ -216,7 +227,7 @@ mod tests {
     #[test]
     fn each_versions_header_is_judged_as_that_version() {
         for minor in OLDEST..=NEWEST {
-            let g = generate(&for_minor(minor), &Target::default());
+            let g = generate(&for_minor(minor), &Target::default(), None);
             let want = if minor == NEWEST {
                 format!("1.{minor}+")
             } else {
@@ -229,7 +240,7 @@ mod tests {
 
     #[test]
     fn generated_node_config_leaves_endpoint_macros_to_ep_config() {
-        let g = generate(&for_minor(18), &Target::default());
+        let g = generate(&for_minor(18), &Target::default(), None);
         let node = macros(&g.node_config);
         for m in ["CALLS_MAP", "ENABLE_ARP_RESPONDER", "MONITOR_AGGREGATION"] {
             assert!(!node.contains(m), "{m} in node_config.h");

@@ -9,6 +9,7 @@
 pub mod cmd;
 pub mod diag;
 pub mod explain;
+pub mod features;
 pub mod headers;
 pub mod libclang;
 pub mod nodeinit;
@@ -46,7 +47,7 @@ pub struct Options {
     pub bpf_dir: Option<PathBuf>,
     pub state: StateSource,
     pub clang: Option<PathBuf>,
-    /// Live probe results, for -mcpu.
+    /// Live probe results, for -mcpu, the feature headers and the host-routing fallback.
     pub probes: Option<ProbeReport>,
     pub verify: bool,
     pub progress: bool,
@@ -112,6 +113,11 @@ pub struct CompileReport {
     pub profile: profile::Profile,
     pub mcpu: String,
     pub mcpu_reason: String,
+    /// Kernel feature macros and datapath modes, decided as the agent would.
+    pub features: features::Features,
+    /// Whether the feature headers were written into the bpf dir (built-in templates) or the
+    /// bpf dir's own were used (`--bpf-dir`).
+    pub features_written: bool,
     pub toolchain: toolchain::Choice,
     pub bpf_dir: String,
     pub state: StateInfo,
@@ -251,7 +257,16 @@ pub fn prepare(opts: &Options) -> Result<Prepared, String> {
             dir
         }
     };
-    let generated = headers::generate(&profile, &opts.target);
+    let generated = headers::generate(&profile, &opts.target, opts.probes.as_ref());
+    // The agent writes the feature headers into its own bpf dir at startup, before datapath
+    // init can fail. A user's --bpf-dir is never written to: it keeps the headers it has.
+    let features_written = opts.bpf_dir.is_none();
+    if features_written {
+        generated
+            .features
+            .write(&bpf_dir)
+            .map_err(|e| format!("write feature headers: {e}"))?;
+    }
     let mut blockers = Vec::new();
     let (layout, source) = match &opts.state {
         StateSource::Existing(dir) => {
@@ -320,6 +335,8 @@ pub fn prepare(opts: &Options) -> Result<Prepared, String> {
         cilium_version: opts.target.cilium_version.clone(),
         mcpu,
         mcpu_reason,
+        features: generated.features.clone(),
+        features_written,
         toolchain: choice,
         bpf_dir: match &opts.bpf_dir {
             Some(d) => d.display().to_string(),

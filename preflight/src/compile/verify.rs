@@ -27,12 +27,57 @@ pub struct ObjectInfo {
     pub sections: BTreeMap<String, u64>,
     pub programs: Vec<ObjectProgram>,
     pub maps: Vec<String>,
+    /// Numbers of the kernel helpers the code calls (the kernel's stable `BPF_FUNC_*` ABI),
+    /// sorted: what the verifier will have to find for this program type.
+    pub helper_calls: Vec<u32>,
+}
+
+/// `BPF_JMP | BPF_CALL`; with source register 0 the immediate is a helper number (1 is a call
+/// to a BPF function, 2 a kfunc).
+const OP_CALL: u8 = 0x85;
+/// `BPF_LD | BPF_IMM | BPF_DW`: the one instruction that takes two 8-byte slots.
+const OP_LD_IMM64: u8 = 0x18;
+
+/// The helper numbers called in one code section.
+fn helper_calls(code: &[u8], little_endian: bool, out: &mut std::collections::BTreeSet<u32>) {
+    let mut slots = code.chunks_exact(8);
+    while let Some(insn) = slots.next() {
+        match insn[0] {
+            OP_LD_IMM64 => {
+                slots.next();
+            }
+            OP_CALL => {
+                let src_reg = if little_endian {
+                    insn[1] >> 4
+                } else {
+                    insn[1] & 0x0f
+                };
+                let imm = [insn[4], insn[5], insn[6], insn[7]];
+                let imm = if little_endian {
+                    i32::from_le_bytes(imm)
+                } else {
+                    i32::from_be_bytes(imm)
+                };
+                if src_reg == 0 && imm > 0 {
+                    out.insert(imm as u32);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 pub fn inspect(bytes: &[u8]) -> Result<ObjectInfo, String> {
     let file = object::File::parse(bytes).map_err(|e| format!("not an ELF object: {e}"))?;
     let mut sections = BTreeMap::new();
+    let mut calls = std::collections::BTreeSet::new();
     for s in file.sections() {
+        if s.kind() == SectionKind::Text {
+            let code = s
+                .data()
+                .map_err(|e| format!("section {:?}: {e}", s.name()))?;
+            helper_calls(code, file.is_little_endian(), &mut calls);
+        }
         let name = s.name().unwrap_or("").to_string();
         let keep = s.kind() == SectionKind::Text
             || matches!(
@@ -75,6 +120,7 @@ pub fn inspect(bytes: &[u8]) -> Result<ObjectInfo, String> {
         sections,
         programs,
         maps,
+        helper_calls: calls.into_iter().collect(),
     })
 }
 
@@ -258,6 +304,27 @@ mod tests {
         let log = "0: r0 = 0\n\n1: exit\nR0 !read_ok\nprocessed 2 insns\n\n";
         assert_eq!(log_tail(log, 2), "R0 !read_ok\nprocessed 2 insns");
         assert_eq!(log_tail("", 3), "");
+    }
+
+    #[test]
+    fn helper_calls_skip_function_calls_and_the_second_half_of_ld_imm64() {
+        let insn = |op: u8, regs: u8, imm: i32| {
+            let mut b = vec![op, regs, 0, 0];
+            b.extend_from_slice(&imm.to_le_bytes());
+            b
+        };
+        let code: Vec<u8> = [
+            insn(OP_CALL, 0x00, 155),   // helper: redirect_peer
+            insn(OP_CALL, 0x10, 3),     // src_reg 1: a BPF-to-BPF call, not a helper
+            insn(OP_LD_IMM64, 0x01, 0), // ld_imm64 ...
+            insn(OP_CALL, 0x00, 99),    // ... whose second slot only looks like a call
+            insn(0xb7, 0x00, 0),        // r0 = 0
+            insn(OP_CALL, 0x00, 152),   // helper: redirect_neigh
+        ]
+        .concat();
+        let mut out = std::collections::BTreeSet::new();
+        helper_calls(&code, true, &mut out);
+        assert_eq!(out.into_iter().collect::<Vec<_>>(), [152, 155]);
     }
 
     #[test]
