@@ -49,6 +49,14 @@ pub enum Cause {
         cpu: String,
         clang_major: u32,
     },
+    /// clang refuses a flag the agent passes for this version, or lacks a BTF/CO-RE builtin the
+    /// sources use: the toolchain is older than the one the target was built for.
+    ClangTooOld {
+        what: String,
+        clang_major: u32,
+        bundled_llvm: u32,
+        target: String,
+    },
     Unexplained,
 }
 
@@ -92,7 +100,10 @@ impl Finding {
                 fix(first);
                 fix(second);
             }
-            Cause::ClangTooNew { .. } | Cause::UnsupportedCpu { .. } | Cause::Unexplained => {}
+            Cause::ClangTooNew { .. }
+            | Cause::UnsupportedCpu { .. }
+            | Cause::ClangTooOld { .. }
+            | Cause::Unexplained => {}
         }
     }
 }
@@ -234,11 +245,48 @@ fn cause_of(ctx: &Context, d: &Diagnostic) -> (String, Cause) {
             },
         );
     }
+    if let Some((kind, what)) = too_old(d) {
+        return (
+            kind.into(),
+            Cause::ClangTooOld {
+                what,
+                clang_major: ctx.clang_major,
+                bundled_llvm: ctx.profile.bundled_llvm,
+                target: ctx.profile.label(),
+            },
+        );
+    }
     let kind = flag
         .strip_prefix("-W")
         .map(str::to_string)
         .unwrap_or_else(|| "error".into());
     (kind, Cause::Unexplained)
+}
+
+/// clang's own words for "I am too old for this": a command-line flag it does not know (the
+/// agent's flags grow with the version, e.g. -ftrap-function in 1.18), or a BTF/CO-RE builtin
+/// or attribute it does not have.
+fn too_old(d: &Diagnostic) -> Option<(&'static str, String)> {
+    let m = d.message.as_str();
+    let quoted = || {
+        d.subject()
+            .map(str::to_string)
+            .unwrap_or_else(|| m.to_string())
+    };
+    if m.starts_with("unknown argument") || m.starts_with("unsupported option") {
+        return Some(("unsupported-flag", format!("the flag {}", quoted())));
+    }
+    const CO_RE: &[&str] = &[
+        "preserve_access_index",
+        "__builtin_preserve",
+        "__builtin_btf_type_id",
+        "btf_type_tag",
+        "btf_decl_tag",
+    ];
+    CO_RE
+        .iter()
+        .find(|w| m.contains(*w))
+        .map(|w| ("btf-core-unsupported", format!("the BTF/CO-RE feature {w}")))
 }
 
 fn explain(cause: &Cause, d: &Diagnostic) -> (String, String) {
@@ -326,6 +374,24 @@ fn explain(cause: &Cause, d: &Diagnostic) -> (String, String) {
             "use a clang that supports it (v4 needs clang 18+), or let preflight pick -mcpu from \
              the kernel probes"
                 .into(),
+        ),
+        Cause::ClangTooOld {
+            what,
+            clang_major,
+            bundled_llvm,
+            target,
+        } => (
+            format!(
+                "clang {clang_major} does not support {what}, which Cilium {target}'s datapath \
+                 build uses (its image bundles LLVM {bundled_llvm}): the toolchain here is too \
+                 old, not the node ({})",
+                d.message
+            ),
+            format!(
+                "compile with clang {bundled_llvm} or newer (Debian: apt install \
+                 clang-{bundled_llvm}; then --clang /usr/bin/clang-{bundled_llvm}); the real \
+                 agent uses the LLVM in its image"
+            ),
         ),
         Cause::Unexplained => (
             format!("clang: {}", d.message),
@@ -427,6 +493,26 @@ mod tests {
         assert!(matches!(f[0].cause, Cause::HeadersDisagree { .. }));
         assert!(matches!(f[1].cause, Cause::GeneratedHeaderMissing { .. }));
         assert!(f[1].sites[1].starts_with("<command line>:1:9"));
+    }
+
+    #[test]
+    fn unknown_flags_and_missing_co_re_builtins_mean_clang_is_too_old() {
+        let (s, p) = (layout(), for_minor(18));
+        let flag = parse("clang: error: unknown argument: '-ftrap-function=__undefined_trap'\n");
+        let f = findings(&ctx(&s, &p, 14), "bpf_lxc", &flag);
+        assert_eq!(f[0].kind, "unsupported-flag");
+        assert!(matches!(
+            &f[0].cause,
+            Cause::ClangTooOld { what, clang_major: 14, bundled_llvm: 19, .. }
+                if what.contains("-ftrap-function")
+        ));
+        assert!(f[0].remedy.contains("clang 19 or newer"), "{}", f[0].remedy);
+        let core = parse(
+            "./lib/x.h:3:5: error: unknown attribute 'preserve_access_index' ignored [-Werror,-Wunknown-attributes]\n",
+        );
+        let f = findings(&ctx(&s, &p, 10), "bpf_lxc", &core);
+        assert_eq!(f[0].kind, "btf-core-unsupported");
+        assert!(f[0].explanation.contains("too old"), "{}", f[0].explanation);
     }
 
     #[test]

@@ -187,7 +187,14 @@ pub fn choose(
 ) -> Result<Choice, String> {
     let wanted = profile.bundled_llvm;
     if let Some(path) = override_clang {
-        let t = with_llc(inspect(path)?);
+        // Absolute: the jobs run clang from the scratch dir, where `./clang` means nothing.
+        // A bare name (`clang-19`) stays a PATH lookup.
+        let path = if path.components().count() > 1 || path.is_absolute() {
+            std::path::absolute(path).map_err(|e| format!("--clang {}: {e}", path.display()))?
+        } else {
+            path.to_path_buf()
+        };
+        let t = with_llc(inspect(&path)?);
         return Ok(Choice {
             risk: risk(profile, t.major),
             fit: Fit::Override,
