@@ -74,6 +74,12 @@ fn run_root(root: &std::path::Path, extra: &[&str]) -> Run {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "panic: {stderr}");
     let report = json(&out);
+    // The contract: every check object carries these fields (remedy is null on pass/skip).
+    for c in report["checks"].as_array().unwrap() {
+        for field in ["id", "status", "title", "detail", "remedy"] {
+            assert!(c.get(field).is_some(), "{field} missing in {c}");
+        }
+    }
     let checks = report["checks"]
         .as_array()
         .unwrap()
@@ -437,6 +443,11 @@ fn bad_node_files_are_findings_not_crashes() {
         r.report["verdict"]
     );
     assert_eq!(r.code, 2);
+    let summary = r.report["verdict"]["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("kernel config under --root is unusable"),
+        "{summary}"
+    );
     let shown = root.display().to_string();
     r.assert("kernel.config", "unknown");
     let kc = r.detail("kernel.config");

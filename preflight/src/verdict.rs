@@ -203,6 +203,13 @@ fn live_probes_skipped(checks: &[CheckResult]) -> bool {
     status_of(checks, "bpf.syscall") == Some(Status::Skip)
 }
 
+/// A kernel config was found but refused (corrupt, truncated): not the same as none at all.
+fn config_unusable(checks: &[CheckResult]) -> bool {
+    checks
+        .iter()
+        .any(|c| c.id == "kernel.config" && c.detail.starts_with("no usable kernel config"))
+}
+
 /// Why a capability could not be judged, from what the checks said.
 fn undecided_cause(checks: &[CheckResult]) -> String {
     let config_unknown = status_of(checks, "kernel.config.bpf") == Some(Status::Unknown);
@@ -210,6 +217,10 @@ fn undecided_cause(checks: &[CheckResult]) -> String {
         Some(Status::Unknown) => {
             "bpf() could not be used (run as root with CAP_BPF and CAP_SYS_ADMIN)".into()
         }
+        Some(Status::Skip) if config_unusable(checks) => "the kernel config under --root is \
+            unusable (see kernel.config for the file and line) and live probes do not run with \
+            --root"
+            .into(),
         Some(Status::Skip) if config_unknown => "no kernel config under --root and live probes \
             do not run with --root (add the node's /boot/config-* or /proc/config.gz, or \
             --host-kernel when --root is this kernel's node)"

@@ -64,7 +64,9 @@ pub struct CheckResult {
     pub title: String,
     pub status: Status,
     pub detail: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// What to do: a string on problems (fail/warn/unknown), `null` on pass and skip. Always
+    /// written, so every check object has the same fields.
+    #[serde(default)]
     pub remedy: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub evidence: Vec<String>,
