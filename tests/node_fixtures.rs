@@ -272,6 +272,24 @@ fn a_kernel_config_cut_at_a_line_boundary_is_refused() {
     );
 }
 
+/// A module directory whose modules.dep is empty (depmod never ran): not "0 modules, fine".
+#[test]
+fn an_empty_module_index_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("proc/sys/kernel")).unwrap();
+    std::fs::write(root.join("proc/sys/kernel/osrelease"), "6.1.0-9-amd64\n").unwrap();
+    std::fs::create_dir_all(root.join("lib/modules/6.1.0-9-amd64")).unwrap();
+    std::fs::write(root.join("lib/modules/6.1.0-9-amd64/modules.dep"), "").unwrap();
+    let r = run_root(root, &["--no-compile"]);
+    r.assert("modules.index", "warn");
+    assert!(
+        r.detail("modules.index").contains("depmod has not run"),
+        "{}",
+        r.detail("modules.index")
+    );
+}
+
 /// The same node with the chart's default values (kubeProxyReplacement off): k3s no longer runs
 /// kube-proxy and nothing would replace it, so Services break: a blocker, with both ways out.
 #[test]

@@ -81,6 +81,12 @@ pub fn checks() -> Vec<Check> {
                     return out;
                 }
                 match &m.dir {
+                    // A module dir with an empty index: depmod never ran (or the file was
+                    // emptied), so "loadable" cannot be told from it.
+                    Some(dir) if m.available.is_empty() => Outcome::warn(format!(
+                        "{dir}/modules.dep lists no modules: depmod has not run for this kernel, so which modules are loadable cannot be told"
+                    ))
+                    .evidence(facts.host.display(dir)),
                     Some(dir) => Outcome::pass(format!(
                         "{} modules loadable, {} built in, {} loaded",
                         m.available.len(),
