@@ -381,29 +381,15 @@ const CSUM_LEVEL: u32 = 135;
 /// Probe results for a node with or without the 5.10 forwarding helpers (and csum_level, 5.7),
 /// as on a 5.4 kernel that Cilium 1.16/1.17 still support.
 fn probes(helpers_present: bool) -> preflight::probe::ProbeReport {
-    use preflight::probe::{ProbeReport, Support};
-    let s = |on: bool| {
-        if on {
-            Support::Available
-        } else {
-            Support::Unavailable { reason: None }
-        }
-    };
-    ProbeReport {
-        program_types: Default::default(),
-        map_types: Default::default(),
-        helpers: [(
-            "sched_cls".to_string(),
-            ["redirect_neigh", "redirect_peer", "csum_level"]
-                .iter()
-                .map(|h| (h.to_string(), s(helpers_present)))
-                .collect(),
-        )]
-        .into(),
-        helpers_not_probed: Default::default(),
-        misc: [("isa_v2".to_string(), s(true))].into(),
-        elapsed_ms: 0.0,
-    }
+    let h = helpers_present;
+    preflight::probe::ProbeReport::stated(
+        &[
+            ("sched_cls", "redirect_neigh", h),
+            ("sched_cls", "redirect_peer", h),
+            ("sched_cls", "csum_level", h),
+        ],
+        &[("isa_v2", true)],
+    )
 }
 
 /// Compiles the clean node for `version` with `values` over the chart defaults and the given

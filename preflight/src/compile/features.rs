@@ -248,26 +248,15 @@ mod tests {
     use crate::{compile::profile::for_minor, host::state::macros, probe::Support};
 
     fn probes(helpers_present: bool) -> ProbeReport {
-        let s = if helpers_present {
-            Support::Available
-        } else {
-            Support::Unavailable { reason: None }
-        };
-        ProbeReport {
-            program_types: BTreeMap::new(),
-            map_types: BTreeMap::new(),
-            helpers: [(
-                "sched_cls".to_string(),
-                ["redirect_neigh", "redirect_peer", "csum_level"]
-                    .iter()
-                    .map(|h| (h.to_string(), s.clone()))
-                    .collect(),
-            )]
-            .into(),
-            helpers_not_probed: BTreeMap::new(),
-            misc: BTreeMap::new(),
-            elapsed_ms: 0.0,
-        }
+        let h = helpers_present;
+        ProbeReport::stated(
+            &[
+                ("sched_cls", "redirect_neigh", h),
+                ("sched_cls", "redirect_peer", h),
+                ("sched_cls", "csum_level", h),
+            ],
+            &[],
+        )
     }
 
     fn target(version: &str, values: Value) -> Target {

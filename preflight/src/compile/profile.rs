@@ -189,35 +189,14 @@ mod tests {
 
 #[cfg(test)]
 mod mcpu_tests {
-    use std::collections::BTreeMap;
 
     use super::*;
-    use crate::probe::Support;
 
     fn probes(v3: bool, neigh: bool) -> ProbeReport {
-        let s = |b: bool| {
-            if b {
-                Support::Available
-            } else {
-                Support::Unavailable { reason: None }
-            }
-        };
-        ProbeReport {
-            program_types: BTreeMap::new(),
-            map_types: BTreeMap::new(),
-            helpers: [(
-                "sched_cls".to_string(),
-                [("redirect_neigh".to_string(), s(neigh))].into(),
-            )]
-            .into(),
-            helpers_not_probed: BTreeMap::new(),
-            misc: [
-                ("isa_v2".to_string(), s(true)),
-                ("isa_v3".to_string(), s(v3)),
-            ]
-            .into(),
-            elapsed_ms: 0.0,
-        }
+        ProbeReport::stated(
+            &[("sched_cls", "redirect_neigh", neigh)],
+            &[("isa_v2", true), ("isa_v3", v3)],
+        )
     }
 
     #[test]

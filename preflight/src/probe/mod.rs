@@ -9,6 +9,7 @@ pub mod catalog;
 mod helpers;
 mod live;
 pub mod misc;
+mod stated;
 pub mod sys;
 
 use std::{
