@@ -125,6 +125,12 @@ pub fn rules() -> Vec<Rule> {
         "delete the earlier setting; Helm keeps the last one silently",
         duplicate_keys,
     ));
+    rules.push(rule(
+        "values.multi-document",
+        "each values file is one YAML document (Helm 3 reads only the first)",
+        "put the later documents in their own files and pass them with -f, in order",
+        multi_document,
+    ));
     for removed in REMOVED_VALUES {
         rules.push(rule(
             format!("values.removed.{}", removed.id),
@@ -341,6 +347,43 @@ fn duplicate_keys(t: &Target) -> Finding {
         return Finding::pass("no key set twice");
     }
     Finding::warn(found.join("; "))
+}
+
+/// A values file with several YAML documents: Helm 4 merges them in order, as if each were its
+/// own `-f` file (`LoadValues`, pkg/chart/v2/loader/load.go; helm/helm#13655), and preflight
+/// judges that; Helm 3 read only the first and dropped the rest without a word (helm/helm#13097).
+/// Which one installs is not known here, so a later document that sets anything is a warning
+/// naming the line it starts on. Empty documents (a trailing `---`) change nothing in either.
+fn multi_document(t: &Target) -> Finding {
+    if t.value_texts.is_empty() {
+        return Finding::skip("no values files");
+    }
+    let mut found = Vec::new();
+    for (file, text) in &t.value_texts {
+        let lines: Vec<&str> = text.lines().collect();
+        let starts = super::yamlpos::document_starts(text);
+        for (i, &start) in starts.iter().enumerate() {
+            let end = starts.get(i + 1).map_or(lines.len(), |&next| next - 1);
+            let sets_something = lines
+                .get(start - 1..end)
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+                .map(|(j, l)| if j == 0 { &l[3..] } else { *l })
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+            if sets_something {
+                found.push(format!("{file}:{start}"));
+            }
+        }
+    }
+    if found.is_empty() {
+        return Finding::pass("each values file is one YAML document");
+    }
+    Finding::warn(format!(
+        "another YAML document starts at {}: Helm 4 merges the documents in order (as judged \
+         here), Helm 3 reads only the first and ignores the rest",
+        found.join(", ")
+    ))
 }
 
 /// What a setting that decides a capability accepts.
