@@ -890,3 +890,86 @@ fn several_documents_merge_as_helm_4_and_warn_at_the_second_start() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn misspelt_keys_fail_when_they_meant_a_capability_and_warn_otherwise() {
+    let dir = scratch("unknown-keys");
+    let file = dir.join("plan.yaml");
+    // kube-proxy replacement misspelt: the chart keeps kube-proxy, the verdict must not be GO.
+    std::fs::write(
+        &file,
+        "k8sServiceHost: 10.0.0.1\nk8sServicePort: 6443\nkubeProxyReplacment: true\n",
+    )
+    .unwrap();
+    let out = run(&["-f", file.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let r = json(&out);
+    let c = check(&r, "values.unknown-keys");
+    assert_eq!(c["status"], "fail");
+    let name = file.display().to_string();
+    let detail = c["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!(
+            "`kubeProxyReplacment` (at {name}:3) is not a key of the Cilium 1.19 chart; did you mean `kubeProxyReplacement`?"
+        )),
+        "{detail}"
+    );
+    let patch = &r["verdict"]["values_patch"];
+    assert_eq!(patch["kubeProxyReplacement"], true, "{patch}");
+    assert!(patch["kubeProxyReplacment"].is_null(), "{patch}");
+    // From --set too.
+    let r = json(&run(&["--set", "routingmode=native", "--format", "json"]));
+    let detail = check(&r, "values.unknown-keys")["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        detail.contains("`routingmode` (at --set routingmode=native)")
+            && detail.contains("`routingMode`"),
+        "{detail}"
+    );
+    // With the chart: any key it lacks warns, with a did-you-mean; free-form maps are open.
+    let chart = repo("fixtures/charts/mini-cilium");
+    std::fs::write(
+        &file,
+        "bpf:\n  masqeurade: false\nhubble:\n  relay:\n    enabled: false\nl7Proxi: true\nextraConfig:\n  anything: 1\n",
+    )
+    .unwrap();
+    let r = json(&run(&[
+        "--chart",
+        chart.to_str().unwrap(),
+        "-f",
+        file.to_str().unwrap(),
+        "--format",
+        "json",
+    ]));
+    let c = check(&r, "values.unknown-keys");
+    let detail = c["detail"].as_str().unwrap();
+    // `masqeurade` is a transposition of a capability key: blocking; extraConfig is not named.
+    assert_eq!(c["status"], "fail", "{detail}");
+    assert!(
+        detail.contains(&format!("`bpf.masqeurade` (at {name}:2)")),
+        "{detail}"
+    );
+    assert!(detail.contains("`l7Proxi`"), "{detail}");
+    assert!(!detail.contains("extraConfig"), "{detail}");
+    // A key the chart lacks that is not near a capability key: a warning only.
+    std::fs::write(&file, "operatr:\n  replicas: 1\n").unwrap();
+    let r = json(&run(&[
+        "--chart",
+        chart.to_str().unwrap(),
+        "-f",
+        file.to_str().unwrap(),
+        "--format",
+        "json",
+    ]));
+    let c = check(&r, "values.unknown-keys");
+    assert_eq!(c["status"], "warn", "{}", c["detail"]);
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("`operatr` (at {name}:1)"))
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -233,3 +233,35 @@ fn fuzz_yaml_merge_keys() {
         runs.into_inner()
     );
 }
+
+/// The unknown-key walk over arbitrary user and chart trees: never panics, never names a key
+/// the chart has, and finds nothing in the chart's own values.
+#[test]
+fn fuzz_unknown_keys() {
+    let runs = AtomicUsize::new(0);
+    runner()
+        .run(&(arb_values(), arb_values()), |(user, chart)| {
+            runs.fetch_add(1, Ordering::Relaxed);
+            for complete in [true, false] {
+                for u in super::keys::unknown_keys(&user, &chart, complete, &[]) {
+                    prop_assert!(
+                        raw_lookup(&chart, &u.path).is_none(),
+                        "{} is in the chart",
+                        u.path
+                    );
+                    prop_assert!(
+                        raw_lookup(&user, &u.path).is_some(),
+                        "{} is not the user's",
+                        u.path
+                    );
+                }
+                prop_assert!(super::keys::unknown_keys(&chart, &chart, complete, &[]).is_empty());
+            }
+            Ok(())
+        })
+        .unwrap();
+    println!(
+        "fuzz unknown keys: {} executions, 0 crashes",
+        runs.into_inner()
+    );
+}
