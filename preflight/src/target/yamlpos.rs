@@ -207,6 +207,11 @@ pub fn duplicate_keys(text: &str) -> Vec<Duplicate> {
         } else {
             format!("{}.{key}", top.parent)
         };
+        // Repeated merge keys are not repeats: go-yaml v2 applies each `<<` in turn.
+        if key == "<<" {
+            top.last = Some(path);
+            continue;
+        }
         match top.seen.get(key) {
             Some(&first) => out.push(Duplicate {
                 path: path.clone(),
@@ -318,6 +323,8 @@ extraConfig: |
         );
         // Same key under different parents, or in different list items: not duplicates.
         assert!(duplicate_keys("a:\n  x: 1\nb:\n  x: 2\nl:\n- x: 1\n- x: 2\n").is_empty());
+        // Two merge keys in one mapping both apply: not a duplicate.
+        assert!(duplicate_keys("t:\n  <<: *a\n  <<: *b\n").is_empty());
         // In one list item: a duplicate.
         assert_eq!(duplicate_keys("l:\n- x: 1\n  x: 2\n")[0].path, "l[].x");
     }
