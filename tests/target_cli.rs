@@ -822,3 +822,154 @@ fn duplicate_keys_in_a_values_file_warn_at_file_and_line() {
     assert_eq!(check(&r, "values.duplicate-keys")["status"], "pass");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn merge_keys_count_and_name_the_line_that_merges() {
+    let dir = scratch("merge-keys");
+    let file = dir.join("plan.yaml");
+    // The reviewer's case: Relay switched on through `<<`; the UI then has its Relay.
+    std::fs::write(
+        &file,
+        "x: &x {enabled: true}\nhubble: {relay: {<<: *x}, ui: {enabled: true}}\n",
+    )
+    .unwrap();
+    let r = json(&run(&["-f", file.to_str().unwrap(), "--format", "json"]));
+    assert_eq!(check(&r, "values.hubble-ui-relay")["status"], "pass");
+    // Block style: a bad value brought in by a merge is named at the `<<` line.
+    std::fs::write(
+        &file,
+        "defaults: &d\n  datapathMode: netkitt\nbpf:\n  masquerade: false\n  <<: *d\n",
+    )
+    .unwrap();
+    let r = json(&run(&["-f", file.to_str().unwrap(), "--format", "json"]));
+    let detail = check(&r, "values.accepted-values")["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let name = file.display().to_string();
+    assert!(
+        detail.contains(&format!("`bpf.datapathMode: netkitt` (at {name}:5)")),
+        "{detail}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn several_documents_merge_as_helm_4_and_warn_at_the_second_start() {
+    let dir = scratch("multi-doc");
+    let file = dir.join("plan.yaml");
+    std::fs::write(
+        &file,
+        "hubble:\n  relay:\n    enabled: false\n---\n# later\nhubble:\n  relay:\n    enabled: true\n  ui:\n    enabled: true\n",
+    )
+    .unwrap();
+    let out = run(&["-f", file.to_str().unwrap(), "--format", "json"]);
+    let r = json(&out);
+    let c = check(&r, "values.multi-document");
+    assert_eq!(c["status"], "warn");
+    let name = file.display().to_string();
+    let detail = c["detail"].as_str().unwrap();
+    assert!(detail.contains(&format!("starts at {name}:4")), "{detail}");
+    assert!(detail.contains("Helm 3 reads only the first"), "{detail}");
+    // The later document won, as Helm 4 merges them.
+    assert_eq!(check(&r, "values.hubble-ui-relay")["status"], "pass");
+    // A trailing empty document changes nothing: no warning.
+    std::fs::write(&file, "hubble:\n  enabled: true\n---\n").unwrap();
+    let r = json(&run(&["-f", file.to_str().unwrap(), "--format", "json"]));
+    assert_eq!(check(&r, "values.multi-document")["status"], "pass");
+    // A syntax error in the second document exits 2 naming its line and column.
+    std::fs::write(&file, "a: 1\n---\nb: [\n").unwrap();
+    let out = run(&["-f", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("{name}:")), "{stderr}");
+    assert!(
+        stderr.lines().any(|l| l.contains(&name)
+            && l.split(':').filter(|p| p.parse::<usize>().is_ok()).count() >= 2),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn misspelt_keys_fail_when_they_meant_a_capability_and_warn_otherwise() {
+    let dir = scratch("unknown-keys");
+    let file = dir.join("plan.yaml");
+    // kube-proxy replacement misspelt: the chart keeps kube-proxy, the verdict must not be GO.
+    std::fs::write(
+        &file,
+        "k8sServiceHost: 10.0.0.1\nk8sServicePort: 6443\nkubeProxyReplacment: true\n",
+    )
+    .unwrap();
+    let out = run(&["-f", file.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let r = json(&out);
+    let c = check(&r, "values.unknown-keys");
+    assert_eq!(c["status"], "fail");
+    let name = file.display().to_string();
+    let detail = c["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!(
+            "`kubeProxyReplacment` (at {name}:3) is not a key of the Cilium 1.19 chart; did you mean `kubeProxyReplacement`?"
+        )),
+        "{detail}"
+    );
+    let patch = &r["verdict"]["values_patch"];
+    assert_eq!(patch["kubeProxyReplacement"], true, "{patch}");
+    assert!(patch["kubeProxyReplacment"].is_null(), "{patch}");
+    // From --set too.
+    let r = json(&run(&["--set", "routingmode=native", "--format", "json"]));
+    let detail = check(&r, "values.unknown-keys")["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        detail.contains("`routingmode` (at --set routingmode=native)")
+            && detail.contains("`routingMode`"),
+        "{detail}"
+    );
+    // With the chart: any key it lacks warns, with a did-you-mean; free-form maps are open.
+    let chart = repo("fixtures/charts/mini-cilium");
+    std::fs::write(
+        &file,
+        "bpf:\n  masqeurade: false\nhubble:\n  relay:\n    enabled: false\nl7Proxi: true\nextraConfig:\n  anything: 1\n",
+    )
+    .unwrap();
+    let r = json(&run(&[
+        "--chart",
+        chart.to_str().unwrap(),
+        "-f",
+        file.to_str().unwrap(),
+        "--format",
+        "json",
+    ]));
+    let c = check(&r, "values.unknown-keys");
+    let detail = c["detail"].as_str().unwrap();
+    // `masqeurade` is a transposition of a capability key: blocking; extraConfig is not named.
+    assert_eq!(c["status"], "fail", "{detail}");
+    assert!(
+        detail.contains(&format!("`bpf.masqeurade` (at {name}:2)")),
+        "{detail}"
+    );
+    assert!(detail.contains("`l7Proxi`"), "{detail}");
+    assert!(!detail.contains("extraConfig"), "{detail}");
+    // A key the chart lacks that is not near a capability key: a warning only.
+    std::fs::write(&file, "operatr:\n  replicas: 1\n").unwrap();
+    let r = json(&run(&[
+        "--chart",
+        chart.to_str().unwrap(),
+        "-f",
+        file.to_str().unwrap(),
+        "--format",
+        "json",
+    ]));
+    let c = check(&r, "values.unknown-keys");
+    assert_eq!(c["status"], "warn", "{}", c["detail"]);
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("`operatr` (at {name}:1)"))
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -158,10 +158,11 @@ fn fuzz_yaml_errors_always_have_a_location() {
                     unreachable!()
                 };
                 prop_assert_eq!(file, "f.yaml");
-                // Syntax errors carry a position; only the several-documents refusal may not.
+                // Syntax errors carry a position; only a bad merge key in a file with several
+                // may not (the parser keeps no positions past parsing).
                 prop_assert!(
                     at.is_some_and(|(l, c)| l >= 1 && c >= 1)
-                        || message.contains("more than one document"),
+                        || message.contains("map merge requires"),
                     "no position for {:?}: {}",
                     text,
                     e
@@ -172,6 +173,95 @@ fn fuzz_yaml_errors_always_have_a_location() {
         .unwrap();
     println!(
         "fuzz YAML error path: {} executions, 0 crashes",
+        runs.into_inner()
+    );
+}
+
+/// Merge keys: for any two mappings A (anchored) and B, `<<: *a` followed by B's keys gives
+/// A overridden by B, and B followed by `<<: *a` gives B overridden by A (go-yaml v2 applies
+/// the merge where it stands), in block and flow style; arbitrary anchor/alias/merge text never
+/// panics and every error names the file.
+#[test]
+fn fuzz_yaml_merge_keys() {
+    let runs = AtomicUsize::new(0);
+    let map = || prop::collection::btree_map("[a-d]", 0i64..9, 0..4);
+    runner()
+        .run(
+            &(map(), map(), "[a-z:<*&\\- \n{},\\[\\]]{0,60}"),
+            |(a, b, text)| {
+                runs.fetch_add(1, Ordering::Relaxed);
+                let flow = |m: &std::collections::BTreeMap<String, i64>| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}: {v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let block = |m: &std::collections::BTreeMap<String, i64>| {
+                    m.iter()
+                        .map(|(k, v)| format!("  {k}: {v}\n"))
+                        .collect::<String>()
+                };
+                let json = |m: &std::collections::BTreeMap<String, i64>| -> Map<String, Value> {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), Value::from(*v)))
+                        .collect()
+                };
+                let head = format!("a: &a {{{}}}\n", flow(&a));
+                let mut after = json(&a);
+                after.extend(json(&b));
+                let mut before = json(&b);
+                before.extend(json(&a));
+                for (text, want) in [
+                    (format!("{head}t:\n  <<: *a\n{}", block(&b)), &after),
+                    (format!("{head}t:\n{}  <<: *a\n", block(&b)), &before),
+                    (format!("{head}t: {{<<: *a, {}}}\n", flow(&b)), &after),
+                ] {
+                    let v = values::parse_yaml("m.yaml", &text)
+                        .map_err(|e| TestCaseError::fail(format!("{text:?}: {e}")))?;
+                    prop_assert_eq!(v.get("t"), Some(&Value::Object(want.clone())), "{}", text);
+                }
+                let noise = format!("x: &x {{k: 1}}\n{text}");
+                if let Err(e) = values::parse_yaml("n.yaml", &noise) {
+                    prop_assert!(e.to_string().starts_with("n.yaml"), "{}", e);
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+    println!(
+        "fuzz YAML merge keys: {} executions, 0 crashes",
+        runs.into_inner()
+    );
+}
+
+/// The unknown-key walk over arbitrary user and chart trees: never panics, never names a key
+/// the chart has, and finds nothing in the chart's own values.
+#[test]
+fn fuzz_unknown_keys() {
+    let runs = AtomicUsize::new(0);
+    runner()
+        .run(&(arb_values(), arb_values()), |(user, chart)| {
+            runs.fetch_add(1, Ordering::Relaxed);
+            for complete in [true, false] {
+                for u in super::keys::unknown_keys(&user, &chart, complete, &[]) {
+                    prop_assert!(
+                        raw_lookup(&chart, &u.path).is_none(),
+                        "{} is in the chart",
+                        u.path
+                    );
+                    prop_assert!(
+                        raw_lookup(&user, &u.path).is_some(),
+                        "{} is not the user's",
+                        u.path
+                    );
+                }
+                prop_assert!(super::keys::unknown_keys(&chart, &chart, complete, &[]).is_empty());
+            }
+            Ok(())
+        })
+        .unwrap();
+    println!(
+        "fuzz unknown keys: {} executions, 0 crashes",
         runs.into_inner()
     );
 }

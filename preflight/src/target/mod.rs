@@ -5,6 +5,7 @@ pub mod chart;
 pub mod derive;
 #[cfg(test)]
 mod fuzz;
+pub mod keys;
 pub mod node;
 pub mod profiles;
 pub mod set;

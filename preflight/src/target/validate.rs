@@ -125,6 +125,18 @@ pub fn rules() -> Vec<Rule> {
         "delete the earlier setting; Helm keeps the last one silently",
         duplicate_keys,
     ));
+    rules.push(rule(
+        "values.unknown-keys",
+        "every key is one the chart has",
+        "fix the key's spelling (the chart ignores keys it does not know, so the default stays)",
+        unknown_keys,
+    ));
+    rules.push(rule(
+        "values.multi-document",
+        "each values file is one YAML document (Helm 3 reads only the first)",
+        "put the later documents in their own files and pass them with -f, in order",
+        multi_document,
+    ));
     for removed in REMOVED_VALUES {
         rules.push(rule(
             format!("values.removed.{}", removed.id),
@@ -341,6 +353,122 @@ fn duplicate_keys(t: &Target) -> Finding {
         return Finding::pass("no key set twice");
     }
     Finding::warn(found.join("; "))
+}
+
+/// Keys the chart does not have: Helm passes them to the templates, which never read them, so
+/// the setting silently does nothing. A typo of a key that decides a capability fails (the
+/// chart default stays in force, and the verdict would be about another install than the one
+/// written); any other unknown key warns. The chart's keys are its values.yaml with --chart;
+/// otherwise only the profile's defaults are known, and only capability-key typos are judged.
+fn unknown_keys(t: &Target) -> Finding {
+    if t.values.as_object().is_none_or(|m| m.is_empty()) {
+        return Finding::skip("no user values");
+    }
+    let (chart, complete) = match &t.chart_values {
+        Some(v) => (v.clone(), true),
+        None => (
+            serde_norway::from_str(t.profile().chart_defaults).unwrap_or_else(|_| json!({})),
+            false,
+        ),
+    };
+    // Removed values have their own rules, with the replacement spelled out.
+    let removed: Vec<&str> = REMOVED_VALUES
+        .iter()
+        .filter(|r| t.at_least(r.removed_in))
+        .map(|r| r.path)
+        .collect();
+    let found = super::keys::unknown_keys(&t.values, &chart, complete, &removed);
+    let chart_name = match &t.chart {
+        Some(c) => c.source.clone(),
+        None => format!("the Cilium {} chart", t.cilium_version),
+    };
+    if found.is_empty() {
+        return Finding::pass(if complete {
+            format!("every key is in {chart_name}'s values.yaml")
+        } else {
+            "no key is a misspelling of a setting that decides a capability (give --chart to \
+             judge every key)"
+                .to_string()
+        });
+    }
+    let mut blocking = Vec::new();
+    let mut other = Vec::new();
+    let mut patch = json!({});
+    for u in &found {
+        let at = at(t, &u.path);
+        match (&u.capability, &u.near) {
+            (Some(meant), _) => {
+                blocking.push(format!(
+                    "`{}`{at} is not a key of {chart_name}; did you mean `{meant}`? The chart \
+                     ignores it and keeps its default",
+                    u.path
+                ));
+                // Move the value to the key meant, unless the user set that one too (then
+                // which to keep is theirs to say).
+                if t.user_value(meant).is_none()
+                    && let Some(v) = t.user_value(&u.path)
+                {
+                    super::values::merge(&mut patch, super::values::patch_of(&u.path, Value::Null));
+                    super::values::merge(&mut patch, super::values::patch_of(meant, v.clone()));
+                }
+            }
+            (None, Some(near)) => other.push(format!("`{}`{at} (did you mean `{near}`?)", u.path)),
+            (None, None) => other.push(format!("`{}`{at}", u.path)),
+        }
+    }
+    if blocking.is_empty() {
+        return Finding::warn(format!(
+            "not keys of {chart_name}, so they do nothing: {}",
+            other.join(", ")
+        ));
+    }
+    if !other.is_empty() {
+        blocking.push(format!("also unknown: {}", other.join(", ")));
+    }
+    let f = Finding::fail(blocking.join("; "))
+        .remedy("rename each key to the one meant; the chart ignores the misspelt one");
+    if patch.as_object().is_some_and(|m| !m.is_empty()) {
+        f.patch(patch)
+    } else {
+        f
+    }
+}
+
+/// A values file with several YAML documents: Helm 4 merges them in order, as if each were its
+/// own `-f` file (`LoadValues`, pkg/chart/v2/loader/load.go; helm/helm#13655), and preflight
+/// judges that; Helm 3 read only the first and dropped the rest without a word (helm/helm#13097).
+/// Which one installs is not known here, so a later document that sets anything is a warning
+/// naming the line it starts on. Empty documents (a trailing `---`) change nothing in either.
+fn multi_document(t: &Target) -> Finding {
+    if t.value_texts.is_empty() {
+        return Finding::skip("no values files");
+    }
+    let mut found = Vec::new();
+    for (file, text) in &t.value_texts {
+        let lines: Vec<&str> = text.lines().collect();
+        let starts = super::yamlpos::document_starts(text);
+        for (i, &start) in starts.iter().enumerate() {
+            let end = starts.get(i + 1).map_or(lines.len(), |&next| next - 1);
+            let sets_something = lines
+                .get(start - 1..end)
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+                .map(|(j, l)| if j == 0 { &l[3..] } else { *l })
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+            if sets_something {
+                found.push(format!("{file}:{start}"));
+            }
+        }
+    }
+    if found.is_empty() {
+        return Finding::pass("each values file is one YAML document");
+    }
+    Finding::warn(format!(
+        "another YAML document starts at {}: Helm 4 merges the documents in order (as judged \
+         here), Helm 3 reads only the first and ignores the rest",
+        found.join(", ")
+    ))
 }
 
 /// What a setting that decides a capability accepts.

@@ -1,7 +1,8 @@
 //! Line numbers in block-style YAML, for messages: where a dotted key is set, and keys set twice
 //! in one mapping. The YAML parser gives positions for syntax errors only; values files are
-//! nearly always block style, which a line scan follows. Flow style (`a: {b: 1}`) is not followed:
-//! callers then name just the file.
+//! nearly always block style, which a line scan follows. Flow style (`a: {b: 1}`) and aliases are
+//! not followed inside: a key in them is reported at the line of the flow mapping or alias, a key
+//! brought in by `<<: *anchor` at the `<<` line; where even that fails, callers name the file.
 use std::collections::HashMap;
 
 /// One `key:` line (or a list item without a key, which still bounds blocks).
@@ -13,6 +14,9 @@ struct Entry<'a> {
     key: Option<&'a str>,
     /// The first key of a list item (`- key:`): starts a new mapping.
     list_item: bool,
+    /// The value is written on the key's line as a flow mapping or an alias (`k: {a: 1}`,
+    /// `k: *x`): keys below it are set on this line.
+    inline: bool,
 }
 
 /// The key of `key: value` / `"key": value` / `key:`, unquoted; None for anything else.
@@ -65,6 +69,7 @@ fn entries(text: &str) -> Vec<Entry<'_>> {
             list_item = true;
         }
         let key = key_of(rest);
+        let mut inline = false;
         if let Some(k) = key {
             let value = rest[rest.find(k).unwrap_or(0) + k.len()..]
                 .trim_start_matches(['"', '\''])
@@ -73,31 +78,50 @@ fn entries(text: &str) -> Vec<Entry<'_>> {
             if value.starts_with('|') || value.starts_with('>') {
                 scalar_at = Some(indent);
             }
+            // `k: &anchor {..}` is a flow mapping too.
+            let value = match value.strip_prefix('&') {
+                Some(v) => v.split_once(' ').map_or("", |(_, v)| v.trim_start()),
+                None => value,
+            };
+            inline = value.starts_with('{') || value.starts_with('*');
         }
         out.push(Entry {
             line,
             indent,
             key,
             list_item,
+            inline,
         });
     }
     out
 }
 
 /// The 1-based line where the dotted `path` is set (the last setting, as YAML keeps the last of
-/// a repeated key), or None when the scan cannot follow it.
+/// a repeated key), or None when the scan cannot follow it. A key that comes from a merge
+/// (`<<: *base`) is reported at the `<<` line that brings it in, and one inside a flow mapping
+/// or an alias (`relay: {enabled: true}`, `relay: *x`) at that line: the setting is made there.
 pub fn locate(text: &str, path: &str) -> Option<usize> {
     let es = entries(text);
     let mut range = 0..es.len();
-    let mut found = None;
+    let mut found: Option<usize> = None;
+    let mut inline = false;
     for seg in path.split('.') {
         let block = &es[range.clone()];
-        let level = block.iter().map(|e| e.indent).min()?;
-        let (offset, _) = block
-            .iter()
-            .enumerate()
-            .rfind(|(_, e)| e.indent == level && e.key == Some(seg) && !e.list_item)?;
+        let Some(level) = block.iter().map(|e| e.indent).min() else {
+            // Nothing below the last key: its value is on its own line, if anywhere.
+            return found.filter(|_| inline);
+        };
+        let at_level = |k: &str| {
+            block
+                .iter()
+                .enumerate()
+                .rfind(|(_, e)| e.indent == level && e.key == Some(k) && !e.list_item)
+        };
+        let Some((offset, _)) = at_level(seg) else {
+            return at_level("<<").map(|(_, e)| e.line + 1);
+        };
         let idx = range.start + offset;
+        inline = es[idx].inline;
         found = Some(es[idx].line + 1);
         let end = (idx + 1..range.end)
             .find(|&j| es[j].indent <= level)
@@ -105,6 +129,28 @@ pub fn locate(text: &str, path: &str) -> Option<usize> {
         range = idx + 1..end;
     }
     found
+}
+
+/// 1-based lines where a second, third, … YAML document starts (`---` at column 0). A `---`
+/// before any content opens the first document and is not counted. The scan is exact: YAML
+/// forbids a line starting with `---` and a space inside any scalar, so it is always a marker.
+pub fn document_starts(text: &str) -> Vec<usize> {
+    let mut starts = Vec::new();
+    let mut content = false;
+    for (i, line) in text.lines().enumerate() {
+        let marker = line
+            .strip_prefix("---")
+            .is_some_and(|r| r.is_empty() || r.starts_with([' ', '\t']));
+        if marker {
+            if content {
+                starts.push(i + 1);
+            }
+            content = true;
+        } else if !line.trim().is_empty() && !line.starts_with('#') && !line.starts_with('%') {
+            content = true;
+        }
+    }
+    starts
 }
 
 /// A key set twice in one mapping: Helm keeps the last silently (helm/helm#4107).
@@ -161,6 +207,11 @@ pub fn duplicate_keys(text: &str) -> Vec<Duplicate> {
         } else {
             format!("{}.{key}", top.parent)
         };
+        // Repeated merge keys are not repeats: go-yaml v2 applies each `<<` in turn.
+        if key == "<<" {
+            top.last = Some(path);
+            continue;
+        }
         match top.seen.get(key) {
             Some(&first) => out.push(Duplicate {
                 path: path.clone(),
@@ -224,6 +275,29 @@ extraConfig: |
     }
 
     #[test]
+    fn merged_and_flow_keys_are_found_where_they_are_set() {
+        let text = "base: &b\n  enabled: true\nhubble:\n  relay:\n    port: 1\n    <<: *b\n  ui: {enabled: true}\n  peer: *b\n";
+        assert_eq!(locate(text, "hubble.relay.enabled"), Some(6));
+        assert_eq!(locate(text, "hubble.relay.port"), Some(5));
+        assert_eq!(locate(text, "hubble.ui.enabled"), Some(7));
+        assert_eq!(locate(text, "hubble.peer.enabled"), Some(8));
+        assert_eq!(
+            locate("hubble: {relay: {<<: *x}}\n", "hubble.relay.enabled"),
+            Some(1)
+        );
+        // A scalar has nothing under it to locate.
+        assert_eq!(locate("a: 1\n", "a.b"), None);
+    }
+
+    #[test]
+    fn document_starts_skip_a_leading_marker() {
+        assert_eq!(document_starts("a: 1\n---\nb: 2\n--- \nc: 3\n"), [2, 4]);
+        assert_eq!(document_starts("# c\n---\na: 1\n"), Vec::<usize>::new());
+        assert_eq!(document_starts("---\n---\n"), [2]);
+        assert_eq!(document_starts("a: |\n  ---x\n----\n"), Vec::<usize>::new());
+    }
+
+    #[test]
     fn duplicates_are_found_per_mapping_and_block_scalars_are_text() {
         assert!(
             duplicate_keys(VALUES).is_empty(),
@@ -249,6 +323,8 @@ extraConfig: |
         );
         // Same key under different parents, or in different list items: not duplicates.
         assert!(duplicate_keys("a:\n  x: 1\nb:\n  x: 2\nl:\n- x: 1\n- x: 2\n").is_empty());
+        // Two merge keys in one mapping both apply: not a duplicate.
+        assert!(duplicate_keys("t:\n  <<: *a\n  <<: *b\n").is_empty());
         // In one list item: a duplicate.
         assert_eq!(duplicate_keys("l:\n- x: 1\n  x: 2\n")[0].path, "l[].x");
     }
@@ -256,14 +332,16 @@ extraConfig: |
     #[test]
     fn arbitrary_text_never_panics() {
         use proptest::prelude::*;
-        proptest!(|(text in "[a-z:\\- \"'|#\n]{0,200}", path in "[a-z]{1,3}(\\.[a-z]{1,3}){0,2}")| {
+        proptest!(|(text in "[a-z:\\- \"'|#\n<*&{}]{0,200}", path in "[a-z]{1,3}(\\.[a-z]{1,3}){0,2}")| {
             let _ = locate(&text, &path);
             let _ = duplicate_keys(&text);
+            let _ = document_starts(&text);
         });
         // Any text at all, multi-byte characters included (slicing must stay on boundaries).
         proptest!(|(text in "\\PC{0,120}(\n\\PC{0,40}){0,6}", path in "\\PC{1,8}")| {
             let _ = locate(&text, &path);
             let _ = duplicate_keys(&text);
+            let _ = document_starts(&text);
         });
     }
 }
