@@ -963,6 +963,45 @@ fn fallback_on_rancher_desktop_turns_flannel_on_and_removes_cilium() {
     assert_same(&before, &after, "after rolling back the fallback");
 }
 
+/// Rancher Desktop's bpffs is mounted private (the fixture's `proc/1/mountinfo`, the table the
+/// `mounts.*` checks read): the plan reads the same table, so it has a make-shared step, the
+/// install counts mounts.bpffs as fixed by it and runs it; rollback makes the mount private.
+#[test]
+fn install_on_rancher_desktop_makes_bpffs_shared() {
+    let n = node_from(RANCHER_DESKTOP);
+    fs::create_dir_all(n.root.join("etc/init.d")).unwrap();
+    fs::write(
+        n.root.join("etc/init.d/k3s"),
+        "#!/sbin/openrc-run\ncommand=/usr/local/bin/k3s\n",
+    )
+    .unwrap();
+    let o = n.run(&["plan", "--cilium-version", "1.18.4"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("Make /sys/fs/bpf a shared mount  [todo]"),
+        "{out}"
+    );
+    assert!(!out.contains("could not tell whether bpffs"), "{out}");
+
+    let o = n.run(&install_args(), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("(bpffs.shared): mounts.bpffs"), "{out}");
+    assert!(!out.contains("blocking: mounts.bpffs"), "{out}");
+    let log = n.argv_log();
+    assert!(log.contains("\nmount --make-shared /sys/fs/bpf\n"), "{log}");
+
+    let o = n.run(&["rollback"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        n.argv_log()
+            .contains("\nmount --make-private /sys/fs/bpf\n"),
+        "{}",
+        n.argv_log()
+    );
+}
+
 /// Rancher Desktop's config.yaml already turns flannel and its network policy off: the plan
 /// writes no drop-in and does not restart k3s for that; the restart it shows is OpenRC's.
 #[test]
