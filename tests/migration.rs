@@ -1104,6 +1104,36 @@ fn plan_and_install_take_the_users_values() {
     );
 }
 
+/// `--chart DIR`: the chart the values were validated against is the one helm installs, by
+/// its absolute path (no --repo, no --version: helm ignores --version for a local chart).
+#[test]
+fn install_with_chart_dir_installs_that_chart() {
+    let n = node();
+    let chart = fs::canonicalize(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fixtures/charts/mini-cilium"
+    ))
+    .unwrap();
+    let o = n.run(
+        &["install", "--yes", "--chart", chart.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let log = n.argv_log();
+    let want = format!(
+        "\nhelm upgrade --install cilium {} --namespace kube-system --values {}/var/lib/preflight/cilium-values.yaml --kubeconfig ",
+        chart.display(),
+        n.root.display()
+    );
+    assert!(log.contains(&want), "{want:?} not run:\n{log}");
+    assert!(!log.contains("--repo"), "{log}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("helm upgrade --install cilium (Cilium 1.16.4)"),
+        "{out}"
+    );
+}
+
 /// A values file that does not parse: exit 2 naming the file and line, nothing changed.
 #[test]
 fn a_values_error_exits_2_with_file_and_line() {

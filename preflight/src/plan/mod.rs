@@ -214,6 +214,8 @@ pub struct PlanOptions {
     pub user_values: serde_json::Value,
     /// The verdict's value fixes (its values_patch), applied last.
     pub values_fix: Option<serde_json::Value>,
+    /// `--chart DIR|TGZ` (absolute): helm installs this chart instead of the Cilium repo's.
+    pub chart: Option<std::path::PathBuf>,
 }
 
 impl Default for PlanOptions {
@@ -230,6 +232,7 @@ impl Default for PlanOptions {
             restart_pods: false,
             user_values: serde_json::json!({}),
             values_fix: None,
+            chart: None,
         }
     }
 }
@@ -780,20 +783,26 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
         .undo("removed")
         .state(file_state(node, VALUES_FILE, &values_yaml)),
     );
-    let mut helm_args: Vec<String> = vec![
-        "upgrade".into(),
-        "--install".into(),
-        opts.release.clone(),
-        "cilium".into(),
-        "--repo".into(),
-        gitops::CILIUM_HELM_REPO.into(),
-        "--version".into(),
-        opts.cilium_version.clone(),
+    let mut helm_args: Vec<String> =
+        vec!["upgrade".into(), "--install".into(), opts.release.clone()];
+    match &opts.chart {
+        // The chart the values were validated against is the one installed. helm takes a
+        // local chart by path and ignores --version for it, so none is passed.
+        Some(chart) => helm_args.push(chart.display().to_string()),
+        None => helm_args.extend([
+            "cilium".into(),
+            "--repo".into(),
+            gitops::CILIUM_HELM_REPO.into(),
+            "--version".into(),
+            opts.cilium_version.clone(),
+        ]),
+    }
+    helm_args.extend([
         "--namespace".into(),
         opts.namespace.clone(),
         "--values".into(),
         node.host(VALUES_FILE).display().to_string(),
-    ];
+    ]);
     helm_args.extend(kube_args(node));
     steps.push(
         Step::new(
