@@ -431,10 +431,40 @@ fn install_then_rollback_restores_the_node_byte_for_byte() {
         log.find("systemctl restart k3s").unwrap() < log.find("ip link del flannel.1").unwrap()
     );
 
-    // Idempotent: a second run changes nothing on the node (only the journal notes the run).
+    // Idempotent: a second run changes nothing on the node (only the journal notes the run),
+    // and issues no mutating helm or kubectl command: the release is at the revision the first
+    // run made with the same chart and values, CoreDNS was restarted already.
     let after_install = snapshot(&n.root);
+    let log_before = n.argv_log();
     let o = n.run(&install_args(), &[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let second = n.argv_log()[log_before.len()..].to_string();
+    for line in second.lines() {
+        let mutating = (line.starts_with("helm ")
+            && ["upgrade", "install", "uninstall", "rollback"]
+                .iter()
+                .any(|v| line.split(' ').nth(1) == Some(v)))
+            || (line.starts_with("kubectl ")
+                && (line.contains(" rollout restart ")
+                    || line.contains(" delete ")
+                    || line.contains(" apply ")));
+        assert!(!mutating, "second install ran {line:?}:\n{second}");
+    }
+    assert!(second.contains("helm status cilium"), "{second}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("already done (release kube-system/cilium is at the revision an earlier install made with Cilium 1.18.4 and these values)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Restart CoreDNS onto Cilium (up to 900 s) …\n      already done (restarted by an earlier install)"),
+        "{out}"
+    );
+    // The header the agent wrote is the running agent's, not a leftover to move aside.
+    assert!(
+        out.contains("Move aside stale Cilium state /var/run/cilium/state/globals/node_config.h …\n      already done (the agent preflight installed wrote it"),
+        "{out}"
+    );
     let strip = |s: BTreeMap<String, String>| -> BTreeMap<String, String> {
         s.into_iter()
             .filter(|(k, _)| !k.starts_with("var/lib/preflight/journal"))
@@ -472,6 +502,34 @@ fn install_then_rollback_restores_the_node_byte_for_byte() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("Nothing to roll back"));
     assert_same(&before, &snapshot(&n.root), "after a second rollback");
+}
+
+/// The re-run skip is for the same request only: other values upgrade the release again, and
+/// rollback still undoes both runs.
+#[test]
+fn a_rerun_with_other_values_upgrades_the_release() {
+    let n = node();
+    let before = snapshot(&n.root);
+    let o = n.run(&install_args(), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let mut args = install_args();
+    args.extend(["--set", "hubble.relay.enabled=true"]);
+    let o = n.run(&args, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let log = n.argv_log();
+    assert_eq!(
+        log.matches("helm upgrade --install cilium").count(),
+        2,
+        "{log}"
+    );
+    assert_eq!(log.matches(" rollout restart ").count(), 1, "{log}");
+    let o = n.run(&["rollback"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        n.argv_log()
+            .contains("helm rollback cilium 1 -n kube-system --wait")
+    );
+    assert_same(&before, &snapshot(&n.root), "after rollback of both runs");
 }
 
 #[test]

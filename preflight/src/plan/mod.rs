@@ -412,6 +412,18 @@ pub fn kube_args(node: &NodeState) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Cilium state and pins are leftovers to move aside, unless an install of this preflight is
+/// in place: then they are the running agent's, and moving them would pull its header and maps
+/// from under it on every re-run.
+fn agents_own(node: &NodeState) -> StepState {
+    match &node.installed {
+        Some(journal) => StepState::Done(format!(
+            "the agent preflight installed wrote it ({journal})"
+        )),
+        None => StepState::Todo,
+    }
+}
+
 /// The install plan for this node.
 pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Plan> {
     let mut steps = Vec::new();
@@ -638,7 +650,8 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
             .changes(format!("{path} moved into the journal's backup dir"))
             .why(why)
             .undo("moved back byte for byte")
-            .fixes(&["state.node-config", "state.templates"]),
+            .fixes(&["state.node-config", "state.templates"])
+            .state(agents_own(node)),
         );
     }
     for path in &node.pins {
@@ -647,7 +660,8 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
                 .changes(format!("{path} moved aside (on bpffs: renamed next to itself)"))
                 .why("maps pinned by a previous Cilium may have another layout; the agent re-creates them")
                 .undo("renamed back")
-                .fixes(&["state.bpf-pins"]),
+                .fixes(&["state.bpf-pins"])
+                .state(agents_own(node)),
         );
     }
 
@@ -1212,6 +1226,7 @@ mod tests {
             openrc: false,
             bpffs_persisted: Some("systemd unit".into()),
             kubeconfig: None,
+            installed: None,
         }
     }
 

@@ -130,6 +130,9 @@ pub struct NodeState {
     pub openrc: bool,
     pub bpffs_persisted: Option<String>,
     pub kubeconfig: Option<PathBuf>,
+    /// A completed install of this preflight is in place (its journal, not rolled back): the
+    /// Cilium state and pins on the node are then the running agent's, not leftovers.
+    pub installed: Option<String>,
 }
 
 impl NodeState {
@@ -211,6 +214,16 @@ impl NodeState {
             })
         };
         let kubeconfig = Some(host("/etc/rancher/k3s/k3s.yaml")).filter(|p| p.is_file());
+        // A journal that does not load is reported by install when it opens it; here it only
+        // means "no completed install known".
+        let installed = super::journal::Journal::load(root)
+            .ok()
+            .flatten()
+            .filter(|j| {
+                j.file.status == super::journal::Status::Complete
+                    && j.file.runs.iter().any(|r| r == "install")
+            })
+            .map(|j| j.dir().join("journal.json").display().to_string());
         Ok(Self {
             root: root.to_path_buf(),
             bpffs: bpffs_state(root),
@@ -227,6 +240,7 @@ impl NodeState {
             openrc,
             bpffs_persisted,
             kubeconfig,
+            installed,
         })
     }
 }
