@@ -77,9 +77,31 @@ systemctl)
     fi ;;
   esac
   exit 0 ;;
+iptables-save) cat "$STANDIN_DIR/iptables" 2>/dev/null; exit 0 ;;
+iptables-restore) cp "$1" "$STANDIN_DIR/iptables"; exit 0 ;;
+iptables)
+  # -X CHAIN: the chain and every rule naming it are gone (what -D, -F and -X do together).
+  if [ "$3" = "-X" ]; then sed -i "/$4/d" "$STANDIN_DIR/iptables"; fi
+  exit 0 ;;
 *) exit 0 ;;
 esac
 "#;
+
+/// The node's iptables as flanneld leaves them (`iptables-save`; the stand-in keeps this file).
+const FLANNEL_IPTABLES: &str = "*nat
+:PREROUTING ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:FLANNEL-POSTRTG - [0:0]
+-A POSTROUTING -m comment --comment \"flanneld masq\" -j FLANNEL-POSTRTG
+-A FLANNEL-POSTRTG -s 10.42.0.0/16 ! -d 224.0.0.0/4 -m comment --comment \"flanneld masq\" -j MASQUERADE --random-fully
+COMMIT
+*filter
+:FORWARD ACCEPT [0:0]
+:FLANNEL-FWD - [0:0]
+-A FORWARD -m comment --comment \"flanneld forward\" -j FLANNEL-FWD
+-A FLANNEL-FWD -s 10.42.0.0/16 -m comment --comment \"flanneld forward\" -j ACCEPT
+COMMIT
+";
 
 struct Node {
     _tmp: tempfile::TempDir,
@@ -135,10 +157,14 @@ fn node_from(fixture: &str) -> Node {
         "modprobe",
         "firewall-cmd",
         "rc-service",
+        "iptables-save",
+        "iptables",
+        "iptables-restore",
     ] {
         fs::write(bin.join(tool), STAND_IN).unwrap();
         fs::set_permissions(bin.join(tool), fs::Permissions::from_mode(0o755)).unwrap();
     }
+    fs::write(standin.join("iptables"), FLANNEL_IPTABLES).unwrap();
     // flannel's links exist on this "node".
     fs::write(
         standin.join("links/flannel.1"),
@@ -430,6 +456,22 @@ fn install_then_rollback_restores_the_node_byte_for_byte() {
     assert!(
         log.find("systemctl restart k3s").unwrap() < log.find("ip link del flannel.1").unwrap()
     );
+    // flannel's chains: saved, the jumps deleted by their spec, then flushed and deleted.
+    for cmd in [
+        "\niptables-save\n",
+        "\niptables -t nat -D POSTROUTING -m comment --comment flanneld masq -j FLANNEL-POSTRTG\n",
+        "\niptables -t filter -D FORWARD -m comment --comment flanneld forward -j FLANNEL-FWD\n",
+        "\niptables -t nat -F FLANNEL-POSTRTG\n",
+        "\niptables -t filter -X FLANNEL-FWD\n",
+    ] {
+        assert!(log.contains(cmd), "{cmd:?} not run:\n{log}");
+    }
+    assert!(
+        !fs::read_to_string(n.standin.join("iptables"))
+            .unwrap()
+            .contains("FLANNEL"),
+        "flannel's chains removed"
+    );
 
     // Idempotent: a second run changes nothing on the node (only the journal notes the run),
     // and issues no mutating helm or kubectl command: the release is at the revision the first
@@ -484,7 +526,13 @@ fn install_then_rollback_restores_the_node_byte_for_byte() {
         "flannel links recreated"
     );
     assert!(!n.link_exists("cilium_host"), "Cilium's link removed");
+    assert_eq!(
+        fs::read_to_string(n.standin.join("iptables")).unwrap(),
+        FLANNEL_IPTABLES,
+        "iptables as saved"
+    );
     let log = n.argv_log();
+    assert!(log.contains("\niptables-restore "), "{log}");
     assert!(
         log.contains("helm uninstall cilium -n kube-system --wait"),
         "{log}"
@@ -530,6 +578,28 @@ fn a_rerun_with_other_values_upgrades_the_release() {
             .contains("helm rollback cilium 1 -n kube-system --wait")
     );
     assert_same(&before, &snapshot(&n.root), "after rollback of both runs");
+}
+
+/// No iptables-save on the node: the flannel-chains step says what to do by hand and changes
+/// nothing; it does not refuse the install (the rest of the migration does not need iptables).
+#[test]
+fn without_iptables_save_the_chains_step_is_skipped_with_advice() {
+    let n = node();
+    let o = n.run(
+        &install_args(),
+        &[("PREFLIGHT_IPTABLES_SAVE", "/nonexistent/iptables-save")],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("already done (not checked: ") && out.contains("remove them by hand"),
+        "{out}"
+    );
+    assert_eq!(
+        fs::read_to_string(n.standin.join("iptables")).unwrap(),
+        FLANNEL_IPTABLES
+    );
+    assert!(!n.argv_log().contains("iptables"), "{}", n.argv_log());
 }
 
 #[test]
@@ -598,6 +668,11 @@ fn fail_at_every_fault_point_leaves_the_node_as_it_was() {
             text(&o)
         );
         assert_same(&before, &snapshot(&n.root), &format!("fault at {k}"));
+        assert_eq!(
+            fs::read_to_string(n.standin.join("iptables")).unwrap(),
+            FLANNEL_IPTABLES,
+            "iptables after fault at {k}"
+        );
     }
     eprintln!("fail-at matrix: {total} fault points, all rolled back exactly");
 }
@@ -631,6 +706,11 @@ fn sigkill_at_every_fault_point_then_rollback_restores_the_node() {
             &before,
             &snapshot(&n.root),
             &format!("rollback after SIGKILL at {k}"),
+        );
+        assert_eq!(
+            fs::read_to_string(n.standin.join("iptables")).unwrap(),
+            FLANNEL_IPTABLES,
+            "iptables after rollback of SIGKILL at {k}"
         );
         k += 1;
     }

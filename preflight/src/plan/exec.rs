@@ -480,6 +480,35 @@ impl Executor<'_> {
                 }
                 self.journal.set_state(seq, EntryState::Done)?;
             }
+            Action::FlannelIptables => {
+                if let Some(why) = self.runner.unavailable(Tool::IptablesSave) {
+                    return Ok(Some(format!(
+                        "not checked: {why}; if flannel's chains are there, remove them by hand \
+                         (iptables -t nat -X FLANNEL-POSTRTG, iptables -X FLANNEL-FWD, after \
+                         deleting the rules that jump to them)"
+                    )));
+                }
+                let save = self.runner.check(Tool::IptablesSave, &[])?.stdout;
+                let tables = super::iptables::parse(&save).map_err(|(line, why)| {
+                    anyhow::anyhow!("iptables-save output, line {line}: {why}")
+                })?;
+                let flannel = super::iptables::flannel_tables(&tables);
+                if flannel.is_empty() {
+                    return Ok(Some("no FLANNEL-* chains".into()));
+                }
+                // Only the tables flannel is in: the restore replaces exactly those.
+                let snapshot: String = flannel.iter().map(|t| t.text.as_str()).collect();
+                let seq = self.journal.next_seq();
+                let backup = self.journal.backup_path(seq, "iptables-flannel.rules");
+                fsops::write_atomic(&backup, snapshot.as_bytes(), 0o600, None)?;
+                let seq = self
+                    .journal
+                    .intent(id, Undo::Iptables { snapshot: backup })?;
+                for a in super::iptables::removal(&tables) {
+                    self.runner.check(Tool::Iptables, &a)?;
+                }
+                self.journal.set_state(seq, EntryState::Done)?;
+            }
             Action::Kubectl { args: kargs, check } => {
                 let out = self.runner.run(Tool::Kubectl, kargs)?;
                 if !out.success() {
@@ -851,6 +880,11 @@ fn undo(
             Some(format!("{key} = {prior} again"))
         }
         Undo::Sysctl { prior: None, .. } => None,
+        Undo::Iptables { snapshot } => {
+            // Flush-and-load of the saved tables: idempotent, so a re-run rollback is safe.
+            runner.check(Tool::IptablesRestore, &[snapshot.display().to_string()])?;
+            Some("flannel's iptables chains restored".into())
+        }
         Undo::Firewall { remove_args } => {
             runner.check(Tool::FirewallCmd, remove_args)?;
             runner.check(Tool::FirewallCmd, &args(&["--reload"]))?;

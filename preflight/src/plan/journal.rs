@@ -94,6 +94,9 @@ pub enum Undo {
     Module { name: String },
     /// A sysctl changed at runtime from `prior` (None: the key did not exist yet).
     Sysctl { key: String, prior: Option<String> },
+    /// flannel's iptables chains removed: `iptables-restore` of the tables they were in, as
+    /// `iptables-save` printed them before (`snapshot`, a host path in the backup dir).
+    Iptables { snapshot: PathBuf },
     /// A firewalld rule added: the arguments that remove it again.
     Firewall { remove_args: Vec<String> },
     /// Nothing changed on the node (a wait, a check).

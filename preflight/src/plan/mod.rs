@@ -10,6 +10,7 @@ pub mod fallback;
 pub mod fault;
 pub mod fsops;
 pub mod gitops;
+pub mod iptables;
 pub mod journal;
 pub mod node;
 pub mod runner;
@@ -120,6 +121,9 @@ pub enum Action {
         add_args: Vec<String>,
         remove_args: Vec<String>,
     },
+    /// Remove flannel's iptables chains (FLANNEL-POSTRTG, FLANNEL-FWD) and the rules that jump
+    /// to them, after `iptables-save` of their tables into the journal.
+    FlannelIptables,
     /// Nothing to change; advice for the operator.
     Advice,
 }
@@ -780,6 +784,33 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
         );
     }
 
+    // flannel's iptables chains: nothing removes them when flanneld stops.
+    steps.push(
+        Step::new(
+            "iptables.flannel",
+            "Remove flannel's iptables chains (FLANNEL-POSTRTG, FLANNEL-FWD)",
+            Action::FlannelIptables,
+        )
+        .changes(
+            "the rules that jump to FLANNEL-* chains are deleted, then the chains flushed and \
+             deleted; their tables are saved with iptables-save into the journal first",
+        )
+        .why(
+            "flanneld's masquerade (nat FLANNEL-POSTRTG) and accept (filter FLANNEL-FWD) rules \
+             for the pod CIDR outlive flannel: they keep matching traffic Cilium now routes and \
+             masquerades by its own rules",
+        )
+        .undo(
+            "iptables-restore of the saved tables; k3s restarts at the end of a rollback, so \
+             kube-proxy and flannel re-sync their own rules after it",
+        )
+        .state(StepState::AtRunTime(
+            "iptables-save is read when the step runs; without iptables-save the step says so \
+             and changes nothing"
+                .into(),
+        )),
+    );
+
     // 6. Helm.
     let values_yaml = gitops::values_yaml(&values);
     steps.push(
@@ -1142,6 +1173,7 @@ pub fn command_parts(action: &Action) -> Option<(runner::Tool, Vec<String>)> {
             (Tool::Sysctl, vec!["-w".into(), format!("{key}={value}")])
         }
         Action::Firewall { add_args, .. } => (Tool::FirewallCmd, add_args.clone()),
+        Action::FlannelIptables => (Tool::IptablesSave, Vec::new()),
         _ => return None,
     };
     Some((tool, args))
@@ -1169,6 +1201,9 @@ pub fn tools_needed(plan: &Plan) -> std::collections::BTreeSet<runner::Tool> {
             Action::EnableUnit { .. } => {
                 tools.insert(Tool::Systemctl);
             }
+            // Optional: a node without iptables-save has nothing for it to remove that
+            // preflight could see; the step says so instead of refusing the install.
+            Action::FlannelIptables => {}
             action => {
                 if let Some((tool, _)) = command_parts(action) {
                     tools.insert(tool);
