@@ -17,7 +17,9 @@ printf 'tunnelProtocol: geneve\nencryption:\n  enabled: true\n  type: wireguard\
   >"$tmp/custom.yaml"
 "$bin" job --values "$tmp/values.yaml" --values "$tmp/values.yaml" -- --set hubble.enabled=false \
   >"$tmp/values-shipped.yaml"
-manifests=("$tmp/default.yaml" "$tmp/custom.yaml" "$tmp/values-shipped.yaml")
+"$bin" job --cilium-version 1.16.4 --set hubble.enabled=false --chart /host/opt/cilium-chart \
+  -f "$tmp/values.yaml" >"$tmp/target-flags.yaml"
+manifests=("$tmp/default.yaml" "$tmp/custom.yaml" "$tmp/values-shipped.yaml" "$tmp/target-flags.yaml")
 
 # k8s-openapi is built with feature v1_33 (the oldest it supports); the same YAML must also be
 # valid for every newer API version the validator knows.

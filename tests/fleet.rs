@@ -172,6 +172,104 @@ fn job_prints_a_daemonset_with_the_target_flags_passed_through() {
     assert!(!yaml.contains("privileged: true"), "{yaml}");
 }
 
+/// `job` takes `run`'s target flags itself (not only after `--`) and puts them on the pods'
+/// command line; flags after `--` follow them.
+#[test]
+fn job_takes_runs_target_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let values = dir.path().join("values.yaml");
+    std::fs::write(&values, "tunnelProtocol: geneve\n").unwrap();
+    let out = preflight(
+        &[
+            "job",
+            "--cilium-version",
+            "1.16.4",
+            "--set",
+            "hubble.enabled=false",
+            "--chart",
+            "/host/opt/cilium-chart",
+            "-f",
+            values.to_str().unwrap(),
+            "--need",
+            "wireguard",
+            "--",
+            "--ignore",
+            "mounts.bpffs",
+        ],
+        None,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    let ds: serde_json::Value = yaml
+        .split("\n---\n")
+        .skip(1)
+        .map(|d| serde_norway::from_str::<serde_json::Value>(d).unwrap())
+        .find(|d| d["kind"] == "DaemonSet")
+        .unwrap();
+    let args: Vec<_> = ds["spec"]["template"]["spec"]["initContainers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        args,
+        [
+            "run",
+            "--root",
+            "/host",
+            "--host-kernel",
+            "--format",
+            "json-line",
+            "--exit-zero",
+            "--color",
+            "never",
+            "-f",
+            "/etc/preflight/values/values.yaml",
+            "--cilium-version",
+            "1.16.4",
+            "--set",
+            "hubble.enabled=false",
+            "--chart",
+            "/host/opt/cilium-chart",
+            "--need",
+            "wireguard",
+            "--ignore",
+            "mounts.bpffs",
+        ]
+    );
+    // Checked as the nodes would: a bad version, a chart the pod cannot see, a flag given
+    // twice (here and after `--`).
+    let out = preflight(&["job", "--cilium-version", "banana"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("banana"));
+    let out = preflight(&["job", "--chart", "charts/cilium"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--chart charts/cilium: that is a path in the pod")
+    );
+    let out = preflight(
+        &[
+            "job",
+            "--cilium-version",
+            "1.16.4",
+            "--",
+            "--cilium-version",
+            "1.17.0",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used multiple times"));
+}
+
 #[test]
 fn job_refuses_flags_run_would_refuse_and_prints_nothing() {
     // Every pod's init container would exit 2 forever: refuse here, with clap's message.

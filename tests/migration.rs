@@ -77,9 +77,31 @@ systemctl)
     fi ;;
   esac
   exit 0 ;;
+iptables-save) cat "$STANDIN_DIR/iptables" 2>/dev/null; exit 0 ;;
+iptables-restore) cp "$1" "$STANDIN_DIR/iptables"; exit 0 ;;
+iptables)
+  # -X CHAIN: the chain and every rule naming it are gone (what -D, -F and -X do together).
+  if [ "$3" = "-X" ]; then sed -i "/$4/d" "$STANDIN_DIR/iptables"; fi
+  exit 0 ;;
 *) exit 0 ;;
 esac
 "#;
+
+/// The node's iptables as flanneld leaves them (`iptables-save`; the stand-in keeps this file).
+const FLANNEL_IPTABLES: &str = "*nat
+:PREROUTING ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:FLANNEL-POSTRTG - [0:0]
+-A POSTROUTING -m comment --comment \"flanneld masq\" -j FLANNEL-POSTRTG
+-A FLANNEL-POSTRTG -s 10.42.0.0/16 ! -d 224.0.0.0/4 -m comment --comment \"flanneld masq\" -j MASQUERADE --random-fully
+COMMIT
+*filter
+:FORWARD ACCEPT [0:0]
+:FLANNEL-FWD - [0:0]
+-A FORWARD -m comment --comment \"flanneld forward\" -j FLANNEL-FWD
+-A FLANNEL-FWD -s 10.42.0.0/16 -m comment --comment \"flanneld forward\" -j ACCEPT
+COMMIT
+";
 
 struct Node {
     _tmp: tempfile::TempDir,
@@ -135,10 +157,14 @@ fn node_from(fixture: &str) -> Node {
         "modprobe",
         "firewall-cmd",
         "rc-service",
+        "iptables-save",
+        "iptables",
+        "iptables-restore",
     ] {
         fs::write(bin.join(tool), STAND_IN).unwrap();
         fs::set_permissions(bin.join(tool), fs::Permissions::from_mode(0o755)).unwrap();
     }
+    fs::write(standin.join("iptables"), FLANNEL_IPTABLES).unwrap();
     // flannel's links exist on this "node".
     fs::write(
         standin.join("links/flannel.1"),
@@ -430,11 +456,57 @@ fn install_then_rollback_restores_the_node_byte_for_byte() {
     assert!(
         log.find("systemctl restart k3s").unwrap() < log.find("ip link del flannel.1").unwrap()
     );
+    // flannel's chains: saved, the jumps deleted by their spec, then flushed and deleted.
+    for cmd in [
+        "\niptables-save\n",
+        "\niptables -t nat -D POSTROUTING -m comment --comment flanneld masq -j FLANNEL-POSTRTG\n",
+        "\niptables -t filter -D FORWARD -m comment --comment flanneld forward -j FLANNEL-FWD\n",
+        "\niptables -t nat -F FLANNEL-POSTRTG\n",
+        "\niptables -t filter -X FLANNEL-FWD\n",
+    ] {
+        assert!(log.contains(cmd), "{cmd:?} not run:\n{log}");
+    }
+    assert!(
+        !fs::read_to_string(n.standin.join("iptables"))
+            .unwrap()
+            .contains("FLANNEL"),
+        "flannel's chains removed"
+    );
 
-    // Idempotent: a second run changes nothing on the node (only the journal notes the run).
+    // Idempotent: a second run changes nothing on the node (only the journal notes the run),
+    // and issues no mutating helm or kubectl command: the release is at the revision the first
+    // run made with the same chart and values, CoreDNS was restarted already.
     let after_install = snapshot(&n.root);
+    let log_before = n.argv_log();
     let o = n.run(&install_args(), &[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let second = n.argv_log()[log_before.len()..].to_string();
+    for line in second.lines() {
+        let mutating = (line.starts_with("helm ")
+            && ["upgrade", "install", "uninstall", "rollback"]
+                .iter()
+                .any(|v| line.split(' ').nth(1) == Some(v)))
+            || (line.starts_with("kubectl ")
+                && (line.contains(" rollout restart ")
+                    || line.contains(" delete ")
+                    || line.contains(" apply ")));
+        assert!(!mutating, "second install ran {line:?}:\n{second}");
+    }
+    assert!(second.contains("helm status cilium"), "{second}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("already done (release kube-system/cilium is at the revision an earlier install made with Cilium 1.18.4 and these values)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Restart CoreDNS onto Cilium (up to 900 s) …\n      already done (restarted by an earlier install)"),
+        "{out}"
+    );
+    // The header the agent wrote is the running agent's, not a leftover to move aside.
+    assert!(
+        out.contains("Move aside stale Cilium state /var/run/cilium/state/globals/node_config.h …\n      already done (the agent preflight installed wrote it"),
+        "{out}"
+    );
     let strip = |s: BTreeMap<String, String>| -> BTreeMap<String, String> {
         s.into_iter()
             .filter(|(k, _)| !k.starts_with("var/lib/preflight/journal"))
@@ -454,7 +526,13 @@ fn install_then_rollback_restores_the_node_byte_for_byte() {
         "flannel links recreated"
     );
     assert!(!n.link_exists("cilium_host"), "Cilium's link removed");
+    assert_eq!(
+        fs::read_to_string(n.standin.join("iptables")).unwrap(),
+        FLANNEL_IPTABLES,
+        "iptables as saved"
+    );
     let log = n.argv_log();
+    assert!(log.contains("\niptables-restore "), "{log}");
     assert!(
         log.contains("helm uninstall cilium -n kube-system --wait"),
         "{log}"
@@ -472,6 +550,56 @@ fn install_then_rollback_restores_the_node_byte_for_byte() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("Nothing to roll back"));
     assert_same(&before, &snapshot(&n.root), "after a second rollback");
+}
+
+/// The re-run skip is for the same request only: other values upgrade the release again, and
+/// rollback still undoes both runs.
+#[test]
+fn a_rerun_with_other_values_upgrades_the_release() {
+    let n = node();
+    let before = snapshot(&n.root);
+    let o = n.run(&install_args(), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let mut args = install_args();
+    args.extend(["--set", "hubble.relay.enabled=true"]);
+    let o = n.run(&args, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let log = n.argv_log();
+    assert_eq!(
+        log.matches("helm upgrade --install cilium").count(),
+        2,
+        "{log}"
+    );
+    assert_eq!(log.matches(" rollout restart ").count(), 1, "{log}");
+    let o = n.run(&["rollback"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        n.argv_log()
+            .contains("helm rollback cilium 1 -n kube-system --wait")
+    );
+    assert_same(&before, &snapshot(&n.root), "after rollback of both runs");
+}
+
+/// No iptables-save on the node: the flannel-chains step says what to do by hand and changes
+/// nothing; it does not refuse the install (the rest of the migration does not need iptables).
+#[test]
+fn without_iptables_save_the_chains_step_is_skipped_with_advice() {
+    let n = node();
+    let o = n.run(
+        &install_args(),
+        &[("PREFLIGHT_IPTABLES_SAVE", "/nonexistent/iptables-save")],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("already done (not checked: ") && out.contains("remove them by hand"),
+        "{out}"
+    );
+    assert_eq!(
+        fs::read_to_string(n.standin.join("iptables")).unwrap(),
+        FLANNEL_IPTABLES
+    );
+    assert!(!n.argv_log().contains("iptables"), "{}", n.argv_log());
 }
 
 #[test]
@@ -540,6 +668,11 @@ fn fail_at_every_fault_point_leaves_the_node_as_it_was() {
             text(&o)
         );
         assert_same(&before, &snapshot(&n.root), &format!("fault at {k}"));
+        assert_eq!(
+            fs::read_to_string(n.standin.join("iptables")).unwrap(),
+            FLANNEL_IPTABLES,
+            "iptables after fault at {k}"
+        );
     }
     eprintln!("fail-at matrix: {total} fault points, all rolled back exactly");
 }
@@ -573,6 +706,11 @@ fn sigkill_at_every_fault_point_then_rollback_restores_the_node() {
             &before,
             &snapshot(&n.root),
             &format!("rollback after SIGKILL at {k}"),
+        );
+        assert_eq!(
+            fs::read_to_string(n.standin.join("iptables")).unwrap(),
+            FLANNEL_IPTABLES,
+            "iptables after rollback of SIGKILL at {k}"
         );
         k += 1;
     }
@@ -963,6 +1101,45 @@ fn fallback_on_rancher_desktop_turns_flannel_on_and_removes_cilium() {
     assert_same(&before, &after, "after rolling back the fallback");
 }
 
+/// Rancher Desktop's bpffs is mounted private (the fixture's `proc/1/mountinfo`, the table the
+/// `mounts.*` checks read): the plan reads the same table, so it has a make-shared step, the
+/// install counts mounts.bpffs as fixed by it and runs it; rollback makes the mount private.
+#[test]
+fn install_on_rancher_desktop_makes_bpffs_shared() {
+    let n = node_from(RANCHER_DESKTOP);
+    fs::create_dir_all(n.root.join("etc/init.d")).unwrap();
+    fs::write(
+        n.root.join("etc/init.d/k3s"),
+        "#!/sbin/openrc-run\ncommand=/usr/local/bin/k3s\n",
+    )
+    .unwrap();
+    let o = n.run(&["plan", "--cilium-version", "1.18.4"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("Make /sys/fs/bpf a shared mount  [todo]"),
+        "{out}"
+    );
+    assert!(!out.contains("could not tell whether bpffs"), "{out}");
+
+    let o = n.run(&install_args(), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("(bpffs.shared): mounts.bpffs"), "{out}");
+    assert!(!out.contains("blocking: mounts.bpffs"), "{out}");
+    let log = n.argv_log();
+    assert!(log.contains("\nmount --make-shared /sys/fs/bpf\n"), "{log}");
+
+    let o = n.run(&["rollback"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        n.argv_log()
+            .contains("\nmount --make-private /sys/fs/bpf\n"),
+        "{}",
+        n.argv_log()
+    );
+}
+
 /// Rancher Desktop's config.yaml already turns flannel and its network policy off: the plan
 /// writes no drop-in and does not restart k3s for that; the restart it shows is OpenRC's.
 #[test]
@@ -1062,6 +1239,36 @@ fn plan_and_install_take_the_users_values() {
         )),
         "{}",
         n.argv_log()
+    );
+}
+
+/// `--chart DIR`: the chart the values were validated against is the one helm installs, by
+/// its absolute path (no --repo, no --version: helm ignores --version for a local chart).
+#[test]
+fn install_with_chart_dir_installs_that_chart() {
+    let n = node();
+    let chart = fs::canonicalize(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fixtures/charts/mini-cilium"
+    ))
+    .unwrap();
+    let o = n.run(
+        &["install", "--yes", "--chart", chart.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let log = n.argv_log();
+    let want = format!(
+        "\nhelm upgrade --install cilium {} --namespace kube-system --values {}/var/lib/preflight/cilium-values.yaml --kubeconfig ",
+        chart.display(),
+        n.root.display()
+    );
+    assert!(log.contains(&want), "{want:?} not run:\n{log}");
+    assert!(!log.contains("--repo"), "{log}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("helm upgrade --install cilium (Cilium 1.16.4)"),
+        "{out}"
     );
 }
 

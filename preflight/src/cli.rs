@@ -219,19 +219,17 @@ pub struct JobArgs {
     /// Name of the DaemonSet and its label (the values ConfigMap is NAME-values); a DNS-1123 label.
     #[arg(long, default_value = "preflight", value_parser = crate::fleet::job::parse_dns1123_label)]
     pub name: String,
-    /// Target flag for the run on each node: add a capability (repeatable).
-    #[arg(long = "need", value_enum, value_name = "CAPABILITY")]
-    pub need: Vec<Capability>,
+    /// `run`'s target flags, for the run on each node. -f/--values files are read here,
+    /// shipped in a ConfigMap and passed as `-f /etc/preflight/values/<name>`; --chart is a
+    /// path on the nodes, under /host (the image holds no chart).
+    #[command(flatten)]
+    pub target: TargetFlags,
     /// Target flag for the run on each node: treat this check id as passed (repeatable).
     #[arg(long = "ignore", value_name = "CHECK_ID")]
     pub ignore: Vec<String>,
     /// Skip the attach canaries on the nodes.
     #[arg(long)]
     pub no_canaries: bool,
-    /// Helm values file for the run on each node (repeatable, later files win): checked here,
-    /// shipped in a ConfigMap and passed as `-f /etc/preflight/values/<name>`.
-    #[arg(long = "values", short = 'f', value_name = "FILE")]
-    pub values: Vec<PathBuf>,
     /// Further `preflight run` flags for the nodes, after `--` (parsed here as `run` parses
     /// them; a path in them is a path in the pod, so -f/--chart must be under /host).
     #[arg(last = true, value_name = "RUN_ARGS")]

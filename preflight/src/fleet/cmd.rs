@@ -65,8 +65,20 @@ pub fn aggregate(args: &AggregateArgs) -> anyhow::Result<u8> {
 }
 
 pub fn job(args: &JobArgs) -> anyhow::Result<u8> {
+    // `run`'s target flags, given to `job` itself, go to the nodes as given (the values files
+    // as shipped copies, below); flags after `--` follow them.
+    let target = &args.target;
     let mut run_args = Vec::new();
-    for need in &args.need {
+    if let Some(v) = &target.cilium_version {
+        run_args.extend(["--cilium-version".to_string(), v.clone()]);
+    }
+    for set in &target.set {
+        run_args.extend(["--set".to_string(), set.clone()]);
+    }
+    if let Some(chart) = &target.chart {
+        run_args.extend(["--chart".to_string(), chart.display().to_string()]);
+    }
+    for need in &target.need {
         run_args.extend(["--need".to_string(), need.as_str().to_string()]);
     }
     for id in &args.ignore {
@@ -77,7 +89,7 @@ pub fn job(args: &JobArgs) -> anyhow::Result<u8> {
     }
     run_args.extend(args.run_args.iter().cloned());
     let mut values: Vec<ValuesFile> = Vec::new();
-    for path in &args.values {
+    for path in &target.values {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("--values {}", path.display()))?;
         let file_name = path
@@ -119,7 +131,7 @@ pub fn job(args: &JobArgs) -> anyhow::Result<u8> {
             eprint!(
                 "preflight: error: `preflight run` on the nodes would refuse these flags \
                  ({}):\n{}",
-                args.run_args.join(" "),
+                spec.run_args.join(" "),
                 e.render()
             );
             return Ok(exit::ERROR);
@@ -133,7 +145,7 @@ pub fn job(args: &JobArgs) -> anyhow::Result<u8> {
     // node.
     Target::build(&TargetSpec {
         cilium_version: run.target.cilium_version.clone(),
-        value_files: args.values.clone(),
+        value_files: target.values.clone(),
         sets: run.target.set.clone(),
         chart: None,
         need: run.target.need.clone(),

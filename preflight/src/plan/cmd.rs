@@ -110,6 +110,13 @@ impl TargetArgs {
             dns_check_image: (self.dns_check_image != "none").then(|| self.dns_check_image.clone()),
             user_values: target.values.clone(),
             restart_pods: self.restart_pods,
+            // Absolute: helm must find it whatever its working directory. Target::build has
+            // loaded it already, so canonicalize fails only on a race; the path as given then.
+            chart: self
+                .flags
+                .chart
+                .as_ref()
+                .map(|c| std::fs::canonicalize(c).unwrap_or_else(|_| c.clone())),
             ..PlanOptions::default()
         }
     }

@@ -132,6 +132,9 @@ impl Executor<'_> {
                 self.journal.set_state(seq, EntryState::Done)?;
             }
             Action::MoveAside { path } => {
+                if let super::StepState::Done(why) = &step.state {
+                    return Ok(Some(why.clone()));
+                }
                 let path = node::resolve(self.root, path);
                 let host = self.host(&path);
                 if !fsops::exists(&host) {
@@ -294,9 +297,38 @@ impl Executor<'_> {
                 let mut status_args = args(&["status", release, "-n", namespace, "-o", "json"]);
                 status_args.extend(kube.clone());
                 let status = self.runner.run(Tool::Helm, &status_args)?;
+                let values_sha256 = fsops::sha256_hex(&serde_json::to_vec(values)?);
                 let prior_revision = if status.success() {
                     let v: serde_json::Value = serde_json::from_str(&status.stdout)
                         .context("reading `helm status -o json`")?;
+                    // An earlier install applied exactly this, and nobody has changed the
+                    // release since (same revision, still deployed): `helm upgrade` again would
+                    // only make a new revision and roll the agents for nothing.
+                    let revision = v["version"].as_u64();
+                    if v["info"]["status"] == "deployed"
+                        && revision.is_some()
+                        && self.journal.done().any(|e| match &e.undo {
+                            Undo::Helm {
+                                release: r,
+                                namespace: n,
+                                applied: Some(a),
+                                ..
+                            } => {
+                                r == release
+                                    && n == namespace
+                                    && a.chart_version == *version
+                                    && a.args == *helm_args
+                                    && a.values_sha256 == values_sha256
+                                    && a.revision == revision
+                            }
+                            _ => false,
+                        })
+                    {
+                        return Ok(Some(format!(
+                            "release {namespace}/{release} is at the revision an earlier install \
+                             made with Cilium {version} and these values"
+                        )));
+                    }
                     let deployed = v["info"]["status"] == "deployed"
                         && v["chart"]["metadata"]["version"] == version.as_str();
                     if deployed {
@@ -320,17 +352,31 @@ impl Executor<'_> {
                 } else {
                     bail!("helm status {release} failed: {}", status.stderr.trim());
                 };
-                let seq = self.journal.intent(
-                    id,
-                    Undo::Helm {
-                        release: release.clone(),
-                        namespace: namespace.clone(),
-                        prior_revision,
-                        extra_args: kube,
-                    },
-                )?;
+                let undo = |applied| Undo::Helm {
+                    release: release.clone(),
+                    namespace: namespace.clone(),
+                    prior_revision,
+                    extra_args: kube.clone(),
+                    applied,
+                };
+                let seq = self.journal.intent(id, undo(None))?;
                 self.runner.check(Tool::Helm, helm_args)?;
-                self.journal.set_state(seq, EntryState::Done)?;
+                // The revision this install made, for a re-run to recognise. Unknown when
+                // status does not answer: the re-run then runs helm again, which is safe.
+                let revision = self
+                    .runner
+                    .run(Tool::Helm, &status_args)
+                    .ok()
+                    .filter(|o| o.success())
+                    .and_then(|o| serde_json::from_str::<serde_json::Value>(&o.stdout).ok())
+                    .and_then(|v| v["version"].as_u64());
+                let applied = super::journal::HelmApplied {
+                    chart_version: version.clone(),
+                    args: helm_args.clone(),
+                    values_sha256,
+                    revision,
+                };
+                self.journal.finish(seq, undo(Some(applied)))?;
             }
             Action::HelmUninstall {
                 release,
@@ -376,6 +422,14 @@ impl Executor<'_> {
                 self.journal.set_state(seq, EntryState::Done)?;
             }
             Action::RolloutRestart { args: kargs } => {
+                // Once is enough: the restarted pods already have Cilium-managed IPs, and the
+                // journal keeps the entry (rollback restarts them again) until it is undone.
+                if self.journal.done().any(|e| {
+                    e.step == id
+                        && matches!(&e.undo, Undo::RolloutRestart { args } if args == kargs)
+                }) {
+                    return Ok(Some("restarted by an earlier install".into()));
+                }
                 let seq = self.journal.intent(
                     id,
                     Undo::RolloutRestart {
@@ -389,6 +443,15 @@ impl Executor<'_> {
                 list_args,
                 kube_args,
             } => {
+                // Recorded (nothing to undo) so that a re-run does not delete the pods again.
+                if self
+                    .journal
+                    .done()
+                    .any(|e| e.step == id && e.undo == Undo::Nothing)
+                {
+                    return Ok(Some("pods recreated by an earlier install".into()));
+                }
+                let seq = self.journal.intent(id, Undo::Nothing)?;
                 let out = self.runner.check(Tool::Kubectl, list_args)?;
                 let mut bare = Vec::new();
                 for line in out.stdout.lines() {
@@ -415,6 +478,36 @@ impl Executor<'_> {
                         bare.join(", ")
                     ));
                 }
+                self.journal.set_state(seq, EntryState::Done)?;
+            }
+            Action::FlannelIptables => {
+                if let Some(why) = self.runner.unavailable(Tool::IptablesSave) {
+                    return Ok(Some(format!(
+                        "not checked: {why}; if flannel's chains are there, remove them by hand \
+                         (iptables -t nat -X FLANNEL-POSTRTG, iptables -X FLANNEL-FWD, after \
+                         deleting the rules that jump to them)"
+                    )));
+                }
+                let save = self.runner.check(Tool::IptablesSave, &[])?.stdout;
+                let tables = super::iptables::parse(&save).map_err(|(line, why)| {
+                    anyhow::anyhow!("iptables-save output, line {line}: {why}")
+                })?;
+                let flannel = super::iptables::flannel_tables(&tables);
+                if flannel.is_empty() {
+                    return Ok(Some("no FLANNEL-* chains".into()));
+                }
+                // Only the tables flannel is in: the restore replaces exactly those.
+                let snapshot: String = flannel.iter().map(|t| t.text.as_str()).collect();
+                let seq = self.journal.next_seq();
+                let backup = self.journal.backup_path(seq, "iptables-flannel.rules");
+                fsops::write_atomic(&backup, snapshot.as_bytes(), 0o600, None)?;
+                let seq = self
+                    .journal
+                    .intent(id, Undo::Iptables { snapshot: backup })?;
+                for a in super::iptables::removal(&tables) {
+                    self.runner.check(Tool::Iptables, &a)?;
+                }
+                self.journal.set_state(seq, EntryState::Done)?;
             }
             Action::Kubectl { args: kargs, check } => {
                 let out = self.runner.run(Tool::Kubectl, kargs)?;
@@ -688,6 +781,7 @@ fn undo(
             namespace,
             prior_revision,
             extra_args,
+            ..
         } => {
             let mut status = args(&["status", release, "-n", namespace]);
             status.extend(extra_args.iter().cloned());
@@ -786,6 +880,11 @@ fn undo(
             Some(format!("{key} = {prior} again"))
         }
         Undo::Sysctl { prior: None, .. } => None,
+        Undo::Iptables { snapshot } => {
+            // Flush-and-load of the saved tables: idempotent, so a re-run rollback is safe.
+            runner.check(Tool::IptablesRestore, &[snapshot.display().to_string()])?;
+            Some("flannel's iptables chains restored".into())
+        }
         Undo::Firewall { remove_args } => {
             runner.check(Tool::FirewallCmd, remove_args)?;
             runner.check(Tool::FirewallCmd, &args(&["--reload"]))?;

@@ -73,6 +73,10 @@ pub enum Undo {
         namespace: String,
         prior_revision: Option<u64>,
         extra_args: Vec<String>,
+        /// What this install applied, once it succeeded: a re-run that would apply the same
+        /// again, to a release still at that revision, skips helm.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        applied: Option<HelmApplied>,
     },
     /// `helm uninstall` of a release that was there: install that chart version again with the
     /// values it had (kept in `values`, a host path in the backup dir).
@@ -90,10 +94,24 @@ pub enum Undo {
     Module { name: String },
     /// A sysctl changed at runtime from `prior` (None: the key did not exist yet).
     Sysctl { key: String, prior: Option<String> },
+    /// flannel's iptables chains removed: `iptables-restore` of the tables they were in, as
+    /// `iptables-save` printed them before (`snapshot`, a host path in the backup dir).
+    Iptables { snapshot: PathBuf },
     /// A firewalld rule added: the arguments that remove it again.
     Firewall { remove_args: Vec<String> },
     /// Nothing changed on the node (a wait, a check).
     Nothing,
+}
+
+/// A `helm upgrade --install` that succeeded: the chart version, the command line (chart
+/// source, values file, kubeconfig), the sha256 of the values, and the release revision helm
+/// reported afterwards (None when `helm status` did not answer: then nothing is skipped).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HelmApplied {
+    pub chart_version: String,
+    pub args: Vec<String>,
+    pub values_sha256: String,
+    pub revision: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +162,10 @@ pub struct Journal {
 impl Journal {
     pub fn dir_for(root: &Path) -> PathBuf {
         root.join(JOURNAL_DIR.trim_start_matches('/'))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     fn path(&self) -> PathBuf {
@@ -250,6 +272,23 @@ impl Journal {
         self.persist()?;
         fault::point(&format!("after journaling entry {seq} of {step}"))?;
         Ok(seq)
+    }
+
+    /// Entries of earlier runs (and this one) whose change was made: what a re-run compares
+    /// against to tell a step that is done.
+    pub fn done(&self) -> impl Iterator<Item = &Entry> {
+        self.file
+            .entries
+            .iter()
+            .filter(|e| e.state == EntryState::Done)
+    }
+
+    /// Record what a change did once it is made (e.g. the Helm revision), then mark it done.
+    pub fn finish(&mut self, seq: u32, undo: Undo) -> anyhow::Result<()> {
+        if let Some(e) = self.file.entries.iter_mut().find(|e| e.seq == seq) {
+            e.undo = undo;
+        }
+        self.set_state(seq, EntryState::Done)
     }
 
     pub fn set_state(&mut self, seq: u32, state: EntryState) -> anyhow::Result<()> {

@@ -10,6 +10,7 @@ pub mod fallback;
 pub mod fault;
 pub mod fsops;
 pub mod gitops;
+pub mod iptables;
 pub mod journal;
 pub mod node;
 pub mod runner;
@@ -120,6 +121,9 @@ pub enum Action {
         add_args: Vec<String>,
         remove_args: Vec<String>,
     },
+    /// Remove flannel's iptables chains (FLANNEL-POSTRTG, FLANNEL-FWD) and the rules that jump
+    /// to them, after `iptables-save` of their tables into the journal.
+    FlannelIptables,
     /// Nothing to change; advice for the operator.
     Advice,
 }
@@ -214,6 +218,8 @@ pub struct PlanOptions {
     pub user_values: serde_json::Value,
     /// The verdict's value fixes (its values_patch), applied last.
     pub values_fix: Option<serde_json::Value>,
+    /// `--chart DIR|TGZ` (absolute): helm installs this chart instead of the Cilium repo's.
+    pub chart: Option<std::path::PathBuf>,
 }
 
 impl Default for PlanOptions {
@@ -230,6 +236,7 @@ impl Default for PlanOptions {
             restart_pods: false,
             user_values: serde_json::json!({}),
             values_fix: None,
+            chart: None,
         }
     }
 }
@@ -407,6 +414,18 @@ pub fn kube_args(node: &NodeState) -> Vec<String> {
         .as_ref()
         .map(|k| vec!["--kubeconfig".into(), k.display().to_string()])
         .unwrap_or_default()
+}
+
+/// Cilium state and pins are leftovers to move aside, unless an install of this preflight is
+/// in place: then they are the running agent's, and moving them would pull its header and maps
+/// from under it on every re-run.
+fn agents_own(node: &NodeState) -> StepState {
+    match &node.installed {
+        Some(journal) => StepState::Done(format!(
+            "the agent preflight installed wrote it ({journal})"
+        )),
+        None => StepState::Todo,
+    }
 }
 
 /// The install plan for this node.
@@ -635,7 +654,8 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
             .changes(format!("{path} moved into the journal's backup dir"))
             .why(why)
             .undo("moved back byte for byte")
-            .fixes(&["state.node-config", "state.templates"]),
+            .fixes(&["state.node-config", "state.templates"])
+            .state(agents_own(node)),
         );
     }
     for path in &node.pins {
@@ -644,7 +664,8 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
                 .changes(format!("{path} moved aside (on bpffs: renamed next to itself)"))
                 .why("maps pinned by a previous Cilium may have another layout; the agent re-creates them")
                 .undo("renamed back")
-                .fixes(&["state.bpf-pins"]),
+                .fixes(&["state.bpf-pins"])
+                .state(agents_own(node)),
         );
     }
 
@@ -763,6 +784,33 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
         );
     }
 
+    // flannel's iptables chains: nothing removes them when flanneld stops.
+    steps.push(
+        Step::new(
+            "iptables.flannel",
+            "Remove flannel's iptables chains (FLANNEL-POSTRTG, FLANNEL-FWD)",
+            Action::FlannelIptables,
+        )
+        .changes(
+            "the rules that jump to FLANNEL-* chains are deleted, then the chains flushed and \
+             deleted; their tables are saved with iptables-save into the journal first",
+        )
+        .why(
+            "flanneld's masquerade (nat FLANNEL-POSTRTG) and accept (filter FLANNEL-FWD) rules \
+             for the pod CIDR outlive flannel: they keep matching traffic Cilium now routes and \
+             masquerades by its own rules",
+        )
+        .undo(
+            "iptables-restore of the saved tables; k3s restarts at the end of a rollback, so \
+             kube-proxy and flannel re-sync their own rules after it",
+        )
+        .state(StepState::AtRunTime(
+            "iptables-save is read when the step runs; without iptables-save the step says so \
+             and changes nothing"
+                .into(),
+        )),
+    );
+
     // 6. Helm.
     let values_yaml = gitops::values_yaml(&values);
     steps.push(
@@ -780,20 +828,26 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
         .undo("removed")
         .state(file_state(node, VALUES_FILE, &values_yaml)),
     );
-    let mut helm_args: Vec<String> = vec![
-        "upgrade".into(),
-        "--install".into(),
-        opts.release.clone(),
-        "cilium".into(),
-        "--repo".into(),
-        gitops::CILIUM_HELM_REPO.into(),
-        "--version".into(),
-        opts.cilium_version.clone(),
+    let mut helm_args: Vec<String> =
+        vec!["upgrade".into(), "--install".into(), opts.release.clone()];
+    match &opts.chart {
+        // The chart the values were validated against is the one installed. helm takes a
+        // local chart by path and ignores --version for it, so none is passed.
+        Some(chart) => helm_args.push(chart.display().to_string()),
+        None => helm_args.extend([
+            "cilium".into(),
+            "--repo".into(),
+            gitops::CILIUM_HELM_REPO.into(),
+            "--version".into(),
+            opts.cilium_version.clone(),
+        ]),
+    }
+    helm_args.extend([
         "--namespace".into(),
         opts.namespace.clone(),
         "--values".into(),
         node.host(VALUES_FILE).display().to_string(),
-    ];
+    ]);
     helm_args.extend(kube_args(node));
     steps.push(
         Step::new(
@@ -1119,6 +1173,7 @@ pub fn command_parts(action: &Action) -> Option<(runner::Tool, Vec<String>)> {
             (Tool::Sysctl, vec!["-w".into(), format!("{key}={value}")])
         }
         Action::Firewall { add_args, .. } => (Tool::FirewallCmd, add_args.clone()),
+        Action::FlannelIptables => (Tool::IptablesSave, Vec::new()),
         _ => return None,
     };
     Some((tool, args))
@@ -1146,6 +1201,9 @@ pub fn tools_needed(plan: &Plan) -> std::collections::BTreeSet<runner::Tool> {
             Action::EnableUnit { .. } => {
                 tools.insert(Tool::Systemctl);
             }
+            // Optional: a node without iptables-save has nothing for it to remove that
+            // preflight could see; the step says so instead of refusing the install.
+            Action::FlannelIptables => {}
             action => {
                 if let Some((tool, _)) = command_parts(action) {
                     tools.insert(tool);
@@ -1203,6 +1261,7 @@ mod tests {
             openrc: false,
             bpffs_persisted: Some("systemd unit".into()),
             kubeconfig: None,
+            installed: None,
         }
     }
 

@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::Context;
 
-use crate::host::{cni, k3s, mounts};
+use crate::host::{HostRoot, cni, k3s, mounts};
 
 use super::{
     journal::LinkSpec,
@@ -130,6 +130,9 @@ pub struct NodeState {
     pub openrc: bool,
     pub bpffs_persisted: Option<String>,
     pub kubeconfig: Option<PathBuf>,
+    /// A completed install of this preflight is in place (its journal, not rolled back): the
+    /// Cilium state and pins on the node are then the running agent's, not leftovers.
+    pub installed: Option<String>,
 }
 
 impl NodeState {
@@ -211,6 +214,16 @@ impl NodeState {
             })
         };
         let kubeconfig = Some(host("/etc/rancher/k3s/k3s.yaml")).filter(|p| p.is_file());
+        // A journal that does not load is reported by install when it opens it; here it only
+        // means "no completed install known".
+        let installed = super::journal::Journal::load(root)
+            .ok()
+            .flatten()
+            .filter(|j| {
+                j.file.status == super::journal::Status::Complete
+                    && j.file.runs.iter().any(|r| r == "install")
+            })
+            .map(|j| j.dir().join("journal.json").display().to_string());
         Ok(Self {
             root: root.to_path_buf(),
             bpffs: bpffs_state(root),
@@ -227,6 +240,7 @@ impl NodeState {
             openrc,
             bpffs_persisted,
             kubeconfig,
+            installed,
         })
     }
 }
@@ -434,22 +448,20 @@ pub fn versionless(bin_dir: &str) -> String {
     bin_dir.to_string()
 }
 
-/// /sys/fs/bpf in the root's mountinfo (`<root>/proc/self/mountinfo`).
+/// /sys/fs/bpf in the node's mount table, read by the same function the `mounts.*` checks use
+/// (PID 1's mountinfo through a host root, else `proc/self/mountinfo`): the plan and the
+/// checks must see one table, or install would refuse a bpffs finding the plan has a step for.
 pub fn bpffs_state(root: &Path) -> MountState {
-    let path = root.join("proc/self/mountinfo");
-    let text = match fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) => return MountState::Unknown(format!("{}: {e}", path.display())),
-    };
-    let entries = match mounts::parse(&text) {
-        Ok(e) => e,
-        Err((line, why)) => {
-            return MountState::Unknown(format!("{}:{line}: {why}", path.display()));
+    let table = match mounts::gather(&HostRoot::new(root)) {
+        mounts::MountsFact::Got(t) => t,
+        mounts::MountsFact::Bad(why) | mounts::MountsFact::Skipped(why) => {
+            return MountState::Unknown(why);
         }
     };
-    let bpffs: Vec<_> = entries
-        .iter()
-        .filter(|e| e.mount_point == BPFFS && e.fstype == "bpf")
+    let bpffs: Vec<_> = table
+        .at(BPFFS)
+        .into_iter()
+        .filter(|e| e.fstype == "bpf")
         .collect();
     match bpffs.last() {
         None => MountState::NotMounted,
@@ -519,6 +531,38 @@ pub fn parse_link(json: &str, name: &str) -> Option<LinkSpec> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The plan reads the table the checks read: PID 1's before our own, through a host root.
+    #[test]
+    fn bpffs_state_reads_pid_1s_mount_table_first() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("proc/1")).unwrap();
+        fs::create_dir_all(d.path().join("proc/self")).unwrap();
+        fs::write(
+            d.path().join("proc/1/mountinfo"),
+            "22 1 253:1 / / rw shared:1 - ext4 /dev/vda1 rw\n30 22 0:30 / /sys/fs/bpf rw - bpf bpffs rw\n",
+        )
+        .unwrap();
+        fs::write(
+            d.path().join("proc/self/mountinfo"),
+            "22 1 253:1 / / rw shared:1 - ext4 /dev/vda1 rw\n",
+        )
+        .unwrap();
+        assert_eq!(
+            bpffs_state(d.path()),
+            MountState::Mounted {
+                shared: false,
+                count: 1
+            }
+        );
+        fs::remove_file(d.path().join("proc/1/mountinfo")).unwrap();
+        assert_eq!(bpffs_state(d.path()), MountState::NotMounted);
+        fs::write(d.path().join("proc/self/mountinfo"), "garbage\n").unwrap();
+        match bpffs_state(d.path()) {
+            MountState::Unknown(why) => assert!(why.contains("proc/self/mountinfo:1"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn resolves_symlinks_inside_the_root() {

@@ -1,5 +1,5 @@
 //! The one way preflight runs external programs (helm, kubectl, systemctl, ip, mount, sysctl,
-//! modprobe, firewall-cmd): argument vectors, never shell strings; a timeout on every call;
+//! modprobe, firewall-cmd, iptables-save/iptables/iptables-restore): argument vectors, never shell strings; a timeout on every call;
 //! each tool found on PATH unless overridden by a flag or `PREFLIGHT_<TOOL>`.
 //!
 //! These are the boundary to what cannot run on a development machine (a live Kubernetes API,
@@ -30,10 +30,14 @@ pub enum Tool {
     FirewallCmd,
     /// OpenRC's service command (Alpine, Rancher Desktop's VM: no systemd).
     RcService,
+    /// flannel's leftover chains: read, removed, and put back by rollback.
+    IptablesSave,
+    Iptables,
+    IptablesRestore,
 }
 
 impl Tool {
-    pub const ALL: [Tool; 9] = [
+    pub const ALL: [Tool; 12] = [
         Tool::Helm,
         Tool::Kubectl,
         Tool::Systemctl,
@@ -43,6 +47,9 @@ impl Tool {
         Tool::Modprobe,
         Tool::FirewallCmd,
         Tool::RcService,
+        Tool::IptablesSave,
+        Tool::Iptables,
+        Tool::IptablesRestore,
     ];
     /// The program name looked up on PATH.
     pub fn program(self) -> &'static str {
@@ -56,6 +63,9 @@ impl Tool {
             Tool::Modprobe => "modprobe",
             Tool::FirewallCmd => "firewall-cmd",
             Tool::RcService => "rc-service",
+            Tool::IptablesSave => "iptables-save",
+            Tool::Iptables => "iptables",
+            Tool::IptablesRestore => "iptables-restore",
         }
     }
     /// The environment variable that overrides the path, e.g. `PREFLIGHT_HELM`.
