@@ -75,9 +75,9 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
 pub fn probe(args: &ProbeArgs) -> anyhow::Result<u8> {
     let report = probe::probe(&LiveKernel, args.scope());
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Format::JsonLine => println!("{}", serde_json::to_string(&report)?),
-        _ => print!("{}", probe_text(&report)),
+        Format::Json => crate::outln!("{}", serde_json::to_string_pretty(&report)?),
+        Format::JsonLine => crate::outln!("{}", serde_json::to_string(&report)?),
+        _ => crate::out!("{}", probe_text(&report)),
     }
     Ok(exit::GO)
 }
