@@ -1,7 +1,7 @@
 //! How every subcommand treats its standard output: a reader that goes away early
 //! (`preflight probe --all | head -1`) ends the output quietly with the command's own exit code,
-//! and a stdout that cannot be written is an error (exit 2). No root needed: unprivileged probes
-//! answer "unknown" just as fast.
+//! a stdout that cannot be written is an error (exit 2), and each subcommand offers only the
+//! formats it can print. No root needed: unprivileged probes answer "unknown" just as fast.
 mod common;
 
 use std::{
@@ -97,4 +97,28 @@ fn a_stdout_that_cannot_be_written_is_an_error() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("writing to stdout"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn probe_offers_only_text_and_json() {
+    for format in ["junit", "markdown", "json-line"] {
+        let out = bin().args(["probe", "--format", format]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{format}: {stderr}");
+        assert!(out.stdout.is_empty(), "{format} printed something");
+        assert!(
+            stderr.contains(&format!("invalid value '{format}'"))
+                && stderr.contains("[possible values: text, json]"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn probe_json_carries_its_schema_version() {
+    let out = bin().args(["probe", "--format", "json"]).output().unwrap();
+    assert!(out.status.success());
+    let v = common::json(&out);
+    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["tool_version"], env!("CARGO_PKG_VERSION"));
 }

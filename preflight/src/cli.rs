@@ -262,7 +262,17 @@ pub struct ProbeArgs {
     pub all: bool,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
-    pub format: Format,
+    pub format: ProbeFormat,
+}
+
+/// The probe has no checks, so the report formats built on them (junit, markdown) do not apply;
+/// its own enum makes clap refuse them (exit 2) instead of printing text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProbeFormat {
+    /// One line per item, grouped by kind.
+    Text,
+    /// JSON with `schema_version` (the probe's own, see docs/probe.md) and `tool_version`.
+    Json,
 }
 
 impl ProbeArgs {

@@ -97,6 +97,30 @@ pub struct ProbeReport {
     pub elapsed_ms: f64,
 }
 
+/// The version of the `preflight probe --format json` contract, its own and not the run
+/// report's: raised when a key goes away or changes meaning (new keys do not raise it).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What `preflight probe --format json` prints: the report under a version, so a consumer can
+/// refuse a shape it does not know.
+#[derive(Debug, Serialize)]
+pub struct ProbeJson<'a> {
+    pub schema_version: u32,
+    pub tool_version: &'static str,
+    #[serde(flatten)]
+    pub report: &'a ProbeReport,
+}
+
+impl<'a> ProbeJson<'a> {
+    pub fn new(report: &'a ProbeReport) -> Self {
+        Self {
+            schema_version: SCHEMA_VERSION,
+            tool_version: env!("CARGO_PKG_VERSION"),
+            report,
+        }
+    }
+}
+
 impl ProbeReport {
     pub fn helper(&self, program_type: &str, helper: &str) -> Option<&Support> {
         self.helpers.get(program_type)?.get(helper)
@@ -379,6 +403,16 @@ mod tests {
             kernel.helper_calls.load(Ordering::Relaxed),
             probeable * catalog::HELPERS.len() - noisy
         );
+    }
+
+    #[test]
+    fn the_probe_json_is_versioned() {
+        let report = probe(&FakeKernel::default(), Scope::Cilium);
+        let v = serde_json::to_value(ProbeJson::new(&report)).unwrap();
+        assert_eq!(v["schema_version"], SCHEMA_VERSION);
+        assert_eq!(v["tool_version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(v["program_types"]["sched_cls"]["status"], "available");
+        assert!(v["misc"].is_object() && v["helpers"].is_object());
     }
 
     #[test]
