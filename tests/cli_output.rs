@@ -121,4 +121,7 @@ fn probe_json_carries_its_schema_version() {
     let v = common::json(&out);
     assert_eq!(v["schema_version"], 1);
     assert_eq!(v["tool_version"], env!("CARGO_PKG_VERSION"));
+    // Whatever the privilege, every program type is answered, tracing included.
+    assert!(v["program_types"]["tracing"]["status"].is_string(), "{v}");
+    assert!(v["misc"]["jit_always_on"]["status"].is_string(), "{v}");
 }
