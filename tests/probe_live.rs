@@ -14,11 +14,11 @@ fn status<'a>(v: &'a serde_json::Value, path: &[&str]) -> &'a str {
         .unwrap_or_else(|| panic!("no status at {path:?}: {cur}"))
 }
 
-#[test]
-fn probe_json_on_this_kernel() {
-    require_root!();
+fn probe_json(args: &[&str]) -> serde_json::Value {
     let out = bin()
-        .args(["probe", "--all", "--format", "json"])
+        .arg("probe")
+        .args(args)
+        .args(["--format", "json"])
         .output()
         .unwrap();
     assert!(
@@ -26,9 +26,21 @@ fn probe_json_on_this_kernel() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v = json(&out);
+    json(&out)
+}
+
+/// Issue 2's "done when", on the default command: `preflight probe --format json`.
+#[test]
+fn default_probe_json_on_this_kernel() {
+    require_root!();
+    let v = probe_json(&[]);
+    assert_eq!(v["schema_version"], 1);
     for prog in ["sched_cls", "xdp", "cgroup_sock_addr", "socket_filter"] {
         assert_eq!(status(&v, &["program_types", prog]), "available", "{prog}");
+    }
+    // Every program type is answered by default, not only Cilium's.
+    for prog in ["tracing", "lsm", "kprobe", "perf_event", "syscall"] {
+        assert!(v["program_types"][prog]["status"].is_string(), "{prog}");
     }
     // The verifier's post-6.10 wording: socket filters may not write packets.
     assert_eq!(
@@ -43,17 +55,6 @@ fn probe_json_on_this_kernel() {
         status(&v, &["helpers", "sched_cls", "redirect_neigh"]),
         "available"
     );
-    // Helpers exist for some types and not others: the answer must not be "all available".
-    let filter = v["helpers"]["socket_filter"].as_object().unwrap();
-    let available = filter
-        .values()
-        .filter(|s| s["status"] == "available")
-        .count();
-    assert!(
-        available > 30 && available < filter.len() - 50,
-        "socket_filter: {available}/{}",
-        filter.len()
-    );
     for misc in [
         "isa_v2",
         "isa_v3",
@@ -65,29 +66,102 @@ fn probe_json_on_this_kernel() {
     }
     assert_eq!(status(&v, &["map_types", "lru_hash"]), "available");
     assert_eq!(status(&v, &["map_types", "lpm_trie"]), "available");
+    // Helpers stay Cilium's: --all is what probes thousands.
+    let filter = v["helpers"]["socket_filter"].as_object().unwrap();
+    assert!(filter.len() < 20, "{} socket_filter helpers", filter.len());
+}
+
+/// JIT always-on comes from the kernel config, as `run` reads it: the probe and the
+/// bpf.misc.jit_always_on check agree, and a config we cannot see is unknown, not "off".
+#[test]
+fn jit_always_on_agrees_with_the_kernel_config_and_the_run_check() {
+    require_root!();
+    let v = probe_json(&[]);
+    let jit = &v["misc"]["jit_always_on"];
+    let config = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "zcat /proc/config.gz 2>/dev/null || cat /boot/config-$(uname -r)",
+        ])
+        .output()
+        .unwrap();
+    let config = String::from_utf8_lossy(&config.stdout);
+    let expected = if config.trim().is_empty() {
+        "unknown"
+    } else if config.lines().any(|l| l == "CONFIG_BPF_JIT_ALWAYS_ON=y") {
+        "available"
+    } else {
+        "unavailable"
+    };
+    assert_eq!(jit["status"], expected, "{jit}");
+    let run = json(
+        &bin()
+            .args(["run", "--no-canaries", "--no-compile", "--format", "json"])
+            .output()
+            .unwrap(),
+    );
+    let check = run["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "bpf.misc.jit_always_on")
+        .unwrap();
+    // Not set is informational (pass); only "could not tell" is unknown, in both.
+    let want = if expected == "unknown" {
+        "unknown"
+    } else {
+        "pass"
+    };
+    assert_eq!(check["status"], want, "{check}");
+}
+
+#[test]
+fn all_probe_json_on_this_kernel() {
+    require_root!();
+    let v = probe_json(&["--all"]);
+    // Map types outside Cilium's are answered too.
+    assert!(
+        v["map_types"]["arena"]["status"].is_string(),
+        "{}",
+        v["map_types"]
+    );
+    // Helpers exist for some types and not others: the answer must not be "all available".
+    let filter = v["helpers"]["socket_filter"].as_object().unwrap();
+    let available = filter
+        .values()
+        .filter(|s| s["status"] == "available")
+        .count();
+    assert!(
+        available > 30 && available < filter.len() - 50,
+        "socket_filter: {available}/{}",
+        filter.len()
+    );
+    assert_eq!(
+        status(&v, &["helpers", "socket_filter", "skb_store_bytes"]),
+        "unavailable"
+    );
 }
 
 /// On this machine loading a tracing program fails with EPERM and an empty log even as root:
 /// that is "could not tell", not "unavailable". Elsewhere it may be available; never unavailable.
+/// The default probe answers it, as `--all` does.
 #[test]
 fn tracing_is_never_reported_unavailable_on_eperm() {
     require_root!();
-    let out = bin()
-        .args(["probe", "--all", "--format", "json"])
-        .output()
-        .unwrap();
-    let v = json(&out);
-    let tracing = &v["program_types"]["tracing"];
-    match tracing["status"].as_str().unwrap() {
-        "unknown" => assert!(
-            tracing["reason"]
-                .as_str()
-                .unwrap()
-                .contains("not permitted"),
-            "{tracing}"
-        ),
-        "available" => {}
-        other => panic!("tracing reported {other}: {tracing}"),
+    for args in [&[][..], &["--all"][..]] {
+        let v = probe_json(args);
+        let tracing = &v["program_types"]["tracing"];
+        match tracing["status"].as_str().unwrap() {
+            "unknown" => assert!(
+                tracing["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("not permitted"),
+                "{args:?}: {tracing}"
+            ),
+            "available" => {}
+            other => panic!("{args:?}: tracing reported {other}: {tracing}"),
+        }
     }
 }
 

@@ -56,9 +56,9 @@ pub enum Command {
     /// Probe which eBPF program types, map types and helpers this kernel supports.
     ///
     /// Loads minimal programs through bpf() and reads the verifier's answer. Each item is
-    /// available, unavailable, or unknown (with the reason, e.g. EPERM). The default scope is
-    /// what Cilium uses; --all probes everything (bpftool feature probe's scope). Exits 0 when
-    /// the probe ran, 2 on error.
+    /// available, unavailable, or unknown (with the reason, e.g. EPERM). By default: every
+    /// program type, and the map types and helpers Cilium uses; --all probes every map type and
+    /// helper too (bpftool feature probe's scope). Exits 0 when the probe ran, 2 on error.
     Probe(ProbeArgs),
     /// Compile a Cilium-like datapath the way cilium-agent would, explain failures, load the
     /// objects into the kernel (verifier) without attaching them.
@@ -255,17 +255,31 @@ pub struct DiffArgs {
 
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
-    /// Probe every program type, map type and helper, not just Cilium's.
+    /// Probe every map type and helper too, not just Cilium's (program types are always all).
     #[arg(long)]
     pub all: bool,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
-    pub format: Format,
+    pub format: ProbeFormat,
+}
+
+/// The probe has no checks, so the report formats built on them (junit, markdown) do not apply;
+/// its own enum makes clap refuse them (exit 2) instead of printing text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProbeFormat {
+    /// One line per item, grouped by kind.
+    Text,
+    /// JSON with `schema_version` (the probe's own, see docs/probe.md) and `tool_version`.
+    Json,
 }
 
 impl ProbeArgs {
     pub fn scope(&self) -> Scope {
-        if self.all { Scope::All } else { Scope::Cilium }
+        if self.all {
+            Scope::All
+        } else {
+            Scope::Overview
+        }
     }
 }
 

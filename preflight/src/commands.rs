@@ -3,12 +3,12 @@ use std::{io::IsTerminal, time::Instant};
 
 use crate::{
     checks,
-    cli::{ProbeArgs, RunArgs},
+    cli::{ProbeArgs, ProbeFormat, RunArgs},
     exit,
     facts::{Facts, GatherOptions},
     host::HostRoot,
     probe::{self, LiveKernel},
-    report::{self, Format, Report, Timings},
+    report::{self, Report, Timings},
     target::Target,
     verdict,
 };
@@ -75,9 +75,11 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
 pub fn probe(args: &ProbeArgs) -> anyhow::Result<u8> {
     let report = probe::probe(&LiveKernel, args.scope());
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Format::JsonLine => println!("{}", serde_json::to_string(&report)?),
-        _ => print!("{}", probe_text(&report)),
+        ProbeFormat::Json => crate::outln!(
+            "{}",
+            serde_json::to_string_pretty(&probe::ProbeJson::new(&report))?
+        ),
+        ProbeFormat::Text => crate::out!("{}", probe_text(&report)),
     }
     Ok(exit::GO)
 }

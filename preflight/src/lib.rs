@@ -9,6 +9,7 @@ pub mod compile;
 pub mod facts;
 pub mod fleet;
 pub mod host;
+pub mod out;
 pub mod plan;
 pub mod probe;
 pub mod report;

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use preflight::{
     cli::{Cli, Command},
-    commands, exit, fleet, plan,
+    commands, exit, fleet, out, plan,
     probe::canary,
     report,
 };
@@ -39,6 +39,12 @@ fn main() -> ExitCode {
         Command::CanaryWorker => return canary::worker::worker_main(),
         Command::CanaryJanitor { pid, dir } => return canary::janitor_main(*pid, dir),
     };
+    // A report cut short by a full disk is an error whatever the verdict; a closed reader
+    // (EPIPE) is not, and leaves no error here (see `preflight::out`).
+    if let Some(e) = out::take_error() {
+        eprintln!("preflight: error: writing to stdout: {e}");
+        return ExitCode::from(exit::ERROR);
+    }
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

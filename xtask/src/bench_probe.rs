@@ -68,7 +68,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         None => release_binary()?,
     };
     let mut pf_all = Series::new();
-    let mut pf_cilium = Series::new();
+    let mut pf_default = Series::new();
     let mut bt = Series::new();
     let (mut pf_json, mut bt_json) = (Vec::new(), Vec::new());
     for round in 0..args.rounds {
@@ -88,7 +88,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 bt_json = s.stdout;
             }
         }
-        pf_cilium.push(&measure::run(
+        pf_default.push(&measure::run(
             Command::new(&preflight).args(["probe", "--format", "json"]),
         )?);
     }
@@ -110,7 +110,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     for (name, s) in [
         ("preflight probe --all --format json", &pf_all),
         ("bpftool feature probe -j", &bt),
-        ("preflight probe --format json (Cilium scope)", &pf_cilium),
+        ("preflight probe --format json (default)", &pf_default),
     ] {
         println!(
             "{:<44} {:>10.1} {:>10.1} {:>7} KiB",

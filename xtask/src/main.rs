@@ -33,7 +33,7 @@ enum Command {
     BenchAggregate(bench::BenchArgs),
     /// `preflight probe --all` against `bpftool feature probe`, alternating, same run: median wall
     /// and CPU time, ratio, peak RSS, and a per-item agreement table with every disagreement
-    /// explained. Also times the default (Cilium-scope) probe. Needs root and bpftool.
+    /// explained. Also times the default probe (every program type, Cilium's maps and helpers). Needs root and bpftool.
     BenchProbe(bench_probe::Args),
     /// The datapath compile stage on the built-in templates (release build): stage wall time vs
     /// the same clang invocations run sequentially, tool overhead beyond clang, peak RSS.

@@ -258,20 +258,22 @@ pub fn checks() -> Vec<Check> {
     out
 }
 
-/// Not probeable without changing the node (only a failed write of 0 to net.core.bpf_jit_enable
-/// would show it), so read from the kernel config.
+/// The probe's answer (`probe::misc::jit_always_on`) from the config read through the root, so
+/// it is judged with `--root` too, where the live probes do not run.
 fn jit_always_on(facts: &Facts) -> Outcome {
-    use crate::host::kconfig::{KernelConfigFact, Setting};
-    match &facts.kernel_config {
-        KernelConfigFact::Found(config) => match config.get("BPF_JIT_ALWAYS_ON") {
-            Some(Setting::Builtin) => Outcome::pass("CONFIG_BPF_JIT_ALWAYS_ON=y"),
-            // Informational: Cilium does not need it; whether programs are JITed is what
-            // net.core.bpf_jit_enable says (its own check).
-            _ => Outcome::pass(
-                "CONFIG_BPF_JIT_ALWAYS_ON is not set: the interpreter stays available (Cilium does not need this; net.core.bpf_jit_enable decides JIT)",
-            ),
-        }
-        .evidence(config.source.clone()),
-        KernelConfigFact::NotVisible { .. } => Outcome::unknown("kernel config not visible"),
-    }
+    use crate::host::kconfig::KernelConfigFact;
+    let evidence = match &facts.kernel_config {
+        KernelConfigFact::Found(c) => vec![c.source.clone()],
+        KernelConfigFact::NotVisible { problems, .. } => problems.clone(),
+    };
+    let o = match crate::probe::misc::jit_always_on(&facts.kernel_config) {
+        Support::Available => Outcome::pass("CONFIG_BPF_JIT_ALWAYS_ON=y"),
+        // Informational: Cilium does not need it; whether programs are JITed is what
+        // net.core.bpf_jit_enable says (its own check).
+        Support::Unavailable { .. } => Outcome::pass(
+            "CONFIG_BPF_JIT_ALWAYS_ON is not set: the interpreter stays available (Cilium does not need this; net.core.bpf_jit_enable decides JIT)",
+        ),
+        Support::Unknown { reason } => Outcome::unknown(format!("could not tell: {reason}")),
+    };
+    evidence.into_iter().fold(o, |o, e| o.evidence(e))
 }

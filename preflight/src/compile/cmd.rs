@@ -55,9 +55,9 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<u8> {
     }
     let report = super::run(&opts).map_err(|e| anyhow::anyhow!(e))?;
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Format::Text => print!("{}", render(&report)),
-        Format::JsonLine => println!("{}", serde_json::to_string(&report)?),
+        Format::Json => crate::outln!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Text => crate::out!("{}", render(&report)),
+        Format::JsonLine => crate::outln!("{}", serde_json::to_string(&report)?),
         Format::Junit | Format::Markdown => {
             anyhow::bail!(
                 "`preflight compile` prints text or json; junit and markdown are for `run`"

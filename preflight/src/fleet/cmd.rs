@@ -1,9 +1,6 @@
 //! The `aggregate` and `job` subcommands: check the input, print the result, return the exit
 //! code.
-use std::{
-    io::Write as _,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Parser as _;
@@ -30,11 +27,10 @@ pub fn aggregate(args: &AggregateArgs) -> anyhow::Result<u8> {
             .with_context(|| format!("reading {}", file.display()))?;
     }
     let verdict = agg.finish(stats);
-    let mut stdout = std::io::stdout().lock();
     match args.format {
-        Format::Text => write!(stdout, "{}", aggregate::render_text(&verdict))?,
-        Format::Json => writeln!(stdout, "{}", serde_json::to_string_pretty(&verdict)?)?,
-        Format::JsonLine => writeln!(stdout, "{}", serde_json::to_string(&verdict)?)?,
+        Format::Text => crate::out!("{}", aggregate::render_text(&verdict)),
+        Format::Json => crate::outln!("{}", serde_json::to_string_pretty(&verdict)?),
+        Format::JsonLine => crate::outln!("{}", serde_json::to_string(&verdict)?),
         Format::Junit | Format::Markdown => {
             anyhow::bail!("`preflight aggregate` prints text, json or json-line")
         }
@@ -157,7 +153,7 @@ pub fn job(args: &JobArgs) -> anyhow::Result<u8> {
         "the DaemonSet breaks the API server's volume rules: {}",
         broken.join("; ")
     );
-    print!("{}", job::render_yaml(&spec)?);
+    crate::out!("{}", job::render_yaml(&spec)?);
     Ok(exit::GO)
 }
 

@@ -1,7 +1,7 @@
 //! The `plan`, `install`, `rollback` and `fallback flannel` subcommands.
 use std::{
     collections::BTreeMap,
-    io::{BufRead, IsTerminal, Write},
+    io::{BufRead, IsTerminal},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -208,7 +208,7 @@ fn judge(root: &Path, runner: &Runner, t: &TargetArgs, live: bool) -> anyhow::Re
 fn print_verdict(j: &Judged) -> Vec<String> {
     if let Some((fix, fixed)) = &j.value_fixes {
         let step = j.plan.steps.iter().position(|s| s.id == "helm.values");
-        println!(
+        crate::outln!(
             "\nValue fixes from the preflight, written into the values file{}: {} (they fix {})",
             step.map(|i| format!(" (step {})", i + 1))
                 .unwrap_or_default(),
@@ -216,12 +216,12 @@ fn print_verdict(j: &Judged) -> Vec<String> {
             fixed.join(", ")
         );
     }
-    println!(
+    crate::outln!(
         "\nPreflight of the values file as written: {}",
         j.verdict.summary
     );
     for r in &j.advice {
-        println!(
+        crate::outln!(
             "  suggestion, not applied (it changes what you asked for): {} — {}; to take it: -f with {}",
             r.fixes,
             r.why,
@@ -231,7 +231,7 @@ fn print_verdict(j: &Judged) -> Vec<String> {
     let mut open = Vec::new();
     for r in j.results.iter().filter(|r| r.blocks()) {
         match j.plan.steps.iter().position(|s| s.fixes.contains(&r.id)) {
-            Some(i) => println!(
+            Some(i) => crate::outln!(
                 "  fixed by step {} ({}): {}: {}",
                 i + 1,
                 j.plan.steps[i].id,
@@ -239,7 +239,7 @@ fn print_verdict(j: &Judged) -> Vec<String> {
                 r.detail
             ),
             None => {
-                println!("  blocking: {}: {}", r.id, r.detail);
+                crate::outln!("  blocking: {}: {}", r.id, r.detail);
                 open.push(r.id.clone());
             }
         }
@@ -355,7 +355,7 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
             values_path.display()
         ));
     }
-    print!("{}", super::render(&plan, &runner));
+    crate::out!("{}", super::render(&plan, &runner));
     print_verdict(&Judged { plan, ..j });
     Ok(exit::GO)
 }
@@ -408,8 +408,7 @@ fn confirm(yes: bool, what: &str) -> anyhow::Result<bool> {
     if !std::io::stdin().is_terminal() {
         bail!("{what}: stdin is not a terminal, so nobody can confirm: pass --yes");
     }
-    print!("{what}: proceed? [y/N] ");
-    std::io::stdout().flush()?;
+    crate::out!("{what}: proceed? [y/N] ");
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
     Ok(matches!(line.trim(), "y" | "Y" | "yes"))
@@ -421,11 +420,11 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
     // The preflight: refuse on no-go, except for what the plan itself fixes.
     let j = judge(&root, &runner, &args.target, root == Path::new("/"))?;
     let (node, plan) = (&j.node, &j.plan);
-    print!("{}", super::render(plan, &runner));
+    crate::out!("{}", super::render(plan, &runner));
     let blocking = print_verdict(&j);
     if blocking.is_empty() {
         if !j.verdict.go {
-            println!("Every blocking finding is fixed by a step of the plan: proceeding.");
+            crate::outln!("Every blocking finding is fixed by a step of the plan: proceeding.");
         }
     } else if args.force {
         eprintln!(
@@ -433,7 +432,7 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
             blocking.len()
         );
     } else {
-        println!(
+        crate::outln!(
             "Refusing to install: the plan does not fix {} (see `blocking:` above). --force overrides.",
             blocking.join(", ")
         );
@@ -441,7 +440,7 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
     }
     check_tools(&runner, plan, node)?;
     if !confirm(args.yes, "Install Cilium with the plan above")? {
-        println!("Not confirmed; nothing changed.");
+        crate::outln!("Not confirmed; nothing changed.");
         return Ok(exit::NO_GO);
     }
 
@@ -450,9 +449,9 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
         root: &root,
         runner: &runner,
         journal,
-        log: Box::new(|l| println!("{l}")),
+        log: Box::new(|l| crate::outln!("{l}")),
     };
-    println!(
+    crate::outln!(
         "\nExecuting (journal: {})",
         super::journal_dir(&root).display()
     );
@@ -466,7 +465,7 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
     match result {
         Ok(()) => {
             report_fault_points();
-            println!(
+            crate::outln!(
                 "\n{} done. `preflight rollback` undoes everything.",
                 plan.title
             );
@@ -474,7 +473,7 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
         }
         Err(failure) => {
             drop(exec);
-            println!(
+            crate::outln!(
                 "\nINSTALL FAILED at step {} ({}): {:#}",
                 failure.index + 1,
                 failure.step,
@@ -482,12 +481,12 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
             );
             let evidence = collect_evidence(&runner, node, plan, failure.index);
             if !evidence.is_empty() {
-                println!("Evidence:");
+                crate::outln!("Evidence:");
                 for e in &evidence {
-                    println!("  {e}");
+                    crate::outln!("  {e}");
                 }
             }
-            println!("\nRolling back automatically…");
+            crate::outln!("\nRolling back automatically…");
             let code = print_rollback(exec::rollback(&root, &runner)?);
             report_fault_points();
             Ok(if code == exit::GO { exit::NO_GO } else { code })
@@ -552,24 +551,24 @@ fn collect_evidence(
 
 fn print_rollback(r: exec::RollbackReport) -> u8 {
     if r.nothing_to_do {
-        println!("Nothing to roll back (no journal).");
+        crate::outln!("Nothing to roll back (no journal).");
         return exit::GO;
     }
     for u in &r.undone {
-        println!("  undone: {u}");
+        crate::outln!("  undone: {u}");
     }
     for n in &r.notes {
-        println!("  left as is: {n}");
+        crate::outln!("  left as is: {n}");
     }
     for k in &r.kept {
-        println!("  WARNING: {k}");
+        crate::outln!("  WARNING: {k}");
         eprintln!("preflight: WARNING: {k}");
     }
     if r.failed.is_empty() {
         if r.kept.is_empty() {
-            println!("Rollback complete: the node is as it was before.");
+            crate::outln!("Rollback complete: the node is as it was before.");
         } else {
-            println!(
+            crate::outln!(
                 "Rollback complete: the node is as it was before, plus the {} edited file(s) kept \
                  aside above (compare them with the restored originals, then delete them).",
                 r.kept.len()
@@ -578,9 +577,9 @@ fn print_rollback(r: exec::RollbackReport) -> u8 {
         exit::GO
     } else {
         for f in &r.failed {
-            println!("  FAILED: {f}");
+            crate::outln!("  FAILED: {f}");
         }
-        println!(
+        crate::outln!(
             "Rollback incomplete: fix the above and run `preflight rollback` again (the journal is kept)."
         );
         exit::ERROR
@@ -601,11 +600,11 @@ pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
     let runner = args.tools.runner();
     if let Some(j) = Journal::load(&root)? {
         if j.file.runs.iter().any(|r| r == "fallback-flannel") {
-            println!(
+            crate::outln!(
                 "A flannel fallback is already journaled; running it again changes only what drifted."
             );
         } else {
-            println!(
+            crate::outln!(
                 "Rolling back the Cilium install first (restores conflists, removes the drop-in, restarts k3s):"
             );
             let code = print_rollback(exec::rollback(&root, &runner)?);
@@ -629,7 +628,7 @@ pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
     {
-        println!(
+        crate::outln!(
             "Cannot turn flannel back on: {from} sets flannel-backend: none and sorts after \
              preflight's drop-in {}, so it would win. Remove that line (or set \
              flannel-backend: vxlan there), then run `preflight fallback flannel` again; nothing \
@@ -639,10 +638,10 @@ pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
         return Ok(exit::NO_GO);
     }
     let plan = fallback::build(&node, runner.path(Tool::Helm).is_ok());
-    print!("{}", super::render(&plan, &runner));
+    crate::out!("{}", super::render(&plan, &runner));
     check_tools(&runner, &plan, &node)?;
     if !confirm(args.yes, "Apply the flannel hardening above")? {
-        println!("Not confirmed; nothing changed.");
+        crate::outln!("Not confirmed; nothing changed.");
         return Ok(exit::NO_GO);
     }
     let journal = Journal::begin(&root, "fallback-flannel")?;
@@ -650,7 +649,7 @@ pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
         root: &root,
         runner: &runner,
         journal,
-        log: Box::new(|l| println!("{l}")),
+        log: Box::new(|l| crate::outln!("{l}")),
     };
     let result = exec.run(&plan).and_then(|()| {
         exec.journal.complete().map_err(|error| exec::StepFailure {
@@ -662,12 +661,12 @@ pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
     match result {
         Ok(()) => {
             report_fault_points();
-            println!("\nflannel fallback applied. `preflight rollback` undoes the hardening.");
+            crate::outln!("\nflannel fallback applied. `preflight rollback` undoes the hardening.");
             Ok(exit::GO)
         }
         Err(failure) => {
             drop(exec);
-            println!(
+            crate::outln!(
                 "\nFALLBACK FAILED at step {} ({}): {:#}\nRolling back…",
                 failure.index + 1,
                 failure.step,

@@ -40,6 +40,11 @@ impl Kernel for LiveKernel {
     fn vmlinux_btf(&self) -> Result<bool, String> {
         vmlinux_btf_header(std::path::Path::new("/sys/kernel/btf/vmlinux"))
     }
+    fn kernel_config(&self) -> crate::host::kconfig::KernelConfigFact {
+        // The same search `run` makes for its kernel checks, on this system's root.
+        let host = crate::host::HostRoot::new("/");
+        crate::host::kconfig::gather(&host, host.kernel_release().as_deref())
+    }
 }
 
 /// Program types that attach to a BTF function (tracing, lsm, ext). aya looks the target up in

@@ -1,7 +1,9 @@
 //! Misc probes, as bpftool's "misc" section: instruction-set level, the 1M-instruction limit,
 //! bounded loops, plus JIT and BTF. Each is a tiny program the verifier accepts only when the
-//! kernel has the feature.
+//! kernel has the feature; JIT always-on alone comes from the kernel config.
 use std::collections::BTreeMap;
+
+use crate::host::kconfig::{KernelConfigFact, Setting};
 
 use super::{
     Kernel, Load, Support,
@@ -84,6 +86,48 @@ fn bounded_loops() -> Vec<Insn> {
     ]
 }
 
+/// Whether the interpreter is compiled out (CONFIG_BPF_JIT_ALWAYS_ON=y: every program is JITed).
+/// No load can show it, and the one probe that could, writing 0 to net.core.bpf_jit_enable and
+/// watching it be refused, changes the node when it succeeds; so it comes from the kernel
+/// config, and a config that is not visible is unknown, never "off". `run`'s
+/// bpf.misc.jit_always_on check reads this same answer.
+pub fn jit_always_on(config: &KernelConfigFact) -> Support {
+    match config {
+        KernelConfigFact::Found(c) => match c.get("BPF_JIT_ALWAYS_ON") {
+            Some(Setting::Builtin) => Support::Available,
+            None => Support::Unavailable {
+                reason: Some(format!(
+                    "CONFIG_BPF_JIT_ALWAYS_ON is not set ({}): the interpreter is built in",
+                    c.source
+                )),
+            },
+            // A bool option cannot be =m or a value: the file is not what it claims to be.
+            Some(other) => Support::Unknown {
+                reason: format!(
+                    "CONFIG_BPF_JIT_ALWAYS_ON={} in {} is not a bool option's value",
+                    match other {
+                        Setting::Module => "m",
+                        Setting::Value(v) => v,
+                        Setting::Builtin => "y",
+                    },
+                    c.source
+                ),
+            },
+        },
+        KernelConfigFact::NotVisible { searched, problems } => Support::Unknown {
+            reason: if problems.is_empty() {
+                format!(
+                    "kernel config not visible (searched {}); it cannot be probed without \
+                     changing net.core.bpf_jit_enable",
+                    searched.join(", ")
+                )
+            } else {
+                format!("no usable kernel config: {}", problems.join("; "))
+            },
+        },
+    }
+}
+
 pub fn probe_misc(kernel: &dyn Kernel) -> BTreeMap<String, Support> {
     let filter = sys::BPF_PROG_TYPE_SOCKET_FILTER;
     let mut out = BTreeMap::new();
@@ -102,6 +146,10 @@ pub fn probe_misc(kernel: &dyn Kernel) -> BTreeMap<String, Support> {
                 other => other,
             },
         },
+    );
+    out.insert(
+        "jit_always_on".into(),
+        jit_always_on(&kernel.kernel_config()),
     );
     out.insert(
         "isa_v2".into(),
@@ -165,6 +213,56 @@ mod tests {
             })
             .label(),
             "unavailable"
+        );
+    }
+
+    fn config(options: &[(&str, Setting)]) -> KernelConfigFact {
+        KernelConfigFact::Found(crate::host::kconfig::KernelConfig {
+            source: "/proc/config.gz".into(),
+            options: options
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        })
+    }
+
+    #[test]
+    fn jit_always_on_is_three_way_from_the_kernel_config() {
+        let on = config(&[("BPF_JIT_ALWAYS_ON", Setting::Builtin)]);
+        assert_eq!(jit_always_on(&on), Support::Available);
+        let off = jit_always_on(&config(&[("BPF_JIT", Setting::Builtin)]));
+        assert!(
+            matches!(&off, Support::Unavailable { reason: Some(r) } if r.contains("not set") && r.contains("/proc/config.gz")),
+            "{off:?}"
+        );
+        let odd = jit_always_on(&config(&[("BPF_JIT_ALWAYS_ON", Setting::Module)]));
+        assert_eq!(odd.label(), "unknown");
+        // Not visible is "could not tell", with where we looked; never "off".
+        let hidden = jit_always_on(&KernelConfigFact::NotVisible {
+            searched: vec!["/proc/config.gz".into(), "/boot/config-6.18".into()],
+            problems: vec![],
+        });
+        assert!(
+            matches!(&hidden, Support::Unknown { reason } if reason.contains("/boot/config-6.18")),
+            "{hidden:?}"
+        );
+        let broken = jit_always_on(&KernelConfigFact::NotVisible {
+            searched: vec!["/proc/config.gz".into()],
+            problems: vec!["/proc/config.gz: not gzip".into()],
+        });
+        assert!(matches!(&broken, Support::Unknown { reason } if reason.contains("not gzip")));
+    }
+
+    #[test]
+    fn probe_misc_reports_jit_always_on_from_the_kernels_config() {
+        let kernel = FakeKernel {
+            kernel_config: Some(config(&[("BPF_JIT_ALWAYS_ON", Setting::Builtin)])),
+            ..Default::default()
+        };
+        assert_eq!(probe_misc(&kernel)["jit_always_on"], Support::Available);
+        assert_eq!(
+            probe_misc(&FakeKernel::default())["jit_always_on"].label(),
+            "unknown"
         );
     }
 

@@ -25,6 +25,8 @@ use aya::{maps::MapType, programs::ProgramType, sys::BpfHelper};
 pub use live::LiveKernel;
 use serde::{Deserialize, Serialize};
 
+use crate::host::kconfig::KernelConfigFact;
+
 /// A three-way answer. `Unknown` carries why we could not tell.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "lowercase")]
@@ -75,12 +77,18 @@ pub trait Kernel: Sync {
     fn load(&self, program_type: u32, expected_attach_type: u32, insns: &[sys::Insn]) -> Load;
     /// Whether /sys/kernel/btf/vmlinux exists and parses.
     fn vmlinux_btf(&self) -> Result<bool, String>;
+    /// The running kernel's build configuration (for what no load can show: JIT always-on).
+    fn kernel_config(&self) -> KernelConfigFact;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scope {
-    /// The program types, maps and helpers Cilium's datapath uses.
+    /// The program types, maps and helpers Cilium's datapath uses: all `run` and `compile` read.
     Cilium,
+    /// Every program type (one load each, a few ms for all), and Cilium's map types and helpers:
+    /// `preflight probe` without `--all`, so it also answers for tracing, lsm and the rest
+    /// without paying for thousands of helper probes.
+    Overview,
     /// Every program type, map type and helper (bpftool feature probe's scope).
     All,
 }
@@ -98,6 +106,30 @@ pub struct ProbeReport {
     pub elapsed_ms: f64,
 }
 
+/// The version of the `preflight probe --format json` contract, its own and not the run
+/// report's: raised when a key goes away or changes meaning (new keys do not raise it).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What `preflight probe --format json` prints: the report under a version, so a consumer can
+/// refuse a shape it does not know.
+#[derive(Debug, Serialize)]
+pub struct ProbeJson<'a> {
+    pub schema_version: u32,
+    pub tool_version: &'static str,
+    #[serde(flatten)]
+    pub report: &'a ProbeReport,
+}
+
+impl<'a> ProbeJson<'a> {
+    pub fn new(report: &'a ProbeReport) -> Self {
+        Self {
+            schema_version: SCHEMA_VERSION,
+            tool_version: env!("CARGO_PKG_VERSION"),
+            report,
+        }
+    }
+}
+
 impl ProbeReport {
     pub fn helper(&self, program_type: &str, helper: &str) -> Option<&Support> {
         self.helpers.get(program_type)?.get(helper)
@@ -108,7 +140,7 @@ pub fn probe(kernel: &dyn Kernel, scope: Scope) -> ProbeReport {
     let start = Instant::now();
     let wanted_programs: Vec<_> = catalog::PROGRAM_TYPES
         .iter()
-        .filter(|(name, _)| scope == Scope::All || catalog::CILIUM_PROGRAM_TYPES.contains(name))
+        .filter(|(name, _)| scope != Scope::Cilium || catalog::CILIUM_PROGRAM_TYPES.contains(name))
         .collect();
     let program_types: BTreeMap<String, Support> = wanted_programs
         .iter()
@@ -128,7 +160,7 @@ pub fn probe(kernel: &dyn Kernel, scope: Scope) -> ProbeReport {
     for (prog_name, prog_type) in &wanted_programs {
         let names: Vec<&str> = match scope {
             Scope::All => catalog::HELPERS.iter().map(|(n, _)| *n).collect(),
-            Scope::Cilium => catalog::CILIUM_HELPERS
+            Scope::Cilium | Scope::Overview => catalog::CILIUM_HELPERS
                 .iter()
                 .find(|(p, _)| p == prog_name)
                 .map(|(_, h)| h.to_vec())
@@ -240,6 +272,8 @@ pub(crate) mod fake {
         /// (program type, helper) pairs the verifier rejects.
         pub forbidden_helpers: Vec<(ProgramType, BpfHelper)>,
         pub no_v3: bool,
+        /// None: not visible.
+        pub kernel_config: Option<KernelConfigFact>,
         pub helper_calls: AtomicUsize,
     }
 
@@ -278,6 +312,14 @@ pub(crate) mod fake {
         }
         fn vmlinux_btf(&self) -> Result<bool, String> {
             Ok(true)
+        }
+        fn kernel_config(&self) -> KernelConfigFact {
+            self.kernel_config
+                .clone()
+                .unwrap_or_else(|| KernelConfigFact::NotVisible {
+                    searched: vec!["/proc/config.gz".into()],
+                    problems: vec![],
+                })
         }
     }
 }
@@ -380,6 +422,37 @@ mod tests {
             kernel.helper_calls.load(Ordering::Relaxed),
             probeable * catalog::HELPERS.len() - noisy
         );
+    }
+
+    #[test]
+    fn overview_answers_every_program_type_but_probes_only_ciliums_helpers() {
+        let kernel = FakeKernel {
+            missing_programs: vec![ProgramType::Tracing],
+            ..Default::default()
+        };
+        let report = probe(&kernel, Scope::Overview);
+        assert_eq!(report.program_types.len(), catalog::PROGRAM_TYPES.len());
+        assert_eq!(report.program_types["tracing"].label(), "unavailable");
+        assert_eq!(report.program_types["lsm"].label(), "available");
+        assert_eq!(report.map_types.len(), catalog::CILIUM_MAP_TYPES.len());
+        let cilium = probe(&FakeKernel::default(), Scope::Cilium);
+        assert_eq!(report.helpers, cilium.helpers);
+        // Program types outside Cilium's have no helper list here, so nothing is "not probed".
+        assert!(report.helpers_not_probed.is_empty());
+        assert_eq!(
+            cilium.program_types.len(),
+            catalog::CILIUM_PROGRAM_TYPES.len()
+        );
+    }
+
+    #[test]
+    fn the_probe_json_is_versioned() {
+        let report = probe(&FakeKernel::default(), Scope::Cilium);
+        let v = serde_json::to_value(ProbeJson::new(&report)).unwrap();
+        assert_eq!(v["schema_version"], SCHEMA_VERSION);
+        assert_eq!(v["tool_version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(v["program_types"]["sched_cls"]["status"], "available");
+        assert!(v["misc"].is_object() && v["helpers"].is_object());
     }
 
     #[test]

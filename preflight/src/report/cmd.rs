@@ -13,7 +13,7 @@ pub fn emit(
     colour: bool,
 ) -> anyhow::Result<()> {
     match output {
-        None => print!("{}", render(report, format, colour)),
+        None => crate::out!("{}", render(report, format, colour)),
         Some(path) => {
             std::fs::write(path, render(report, format, false))
                 .map_err(|e| anyhow::anyhow!("--output {}: {e}", path.display()))?;
@@ -24,7 +24,7 @@ pub fn emit(
 }
 
 pub fn schema() -> anyhow::Result<u8> {
-    println!("{}", serde_json::to_string_pretty(&json_schema())?);
+    crate::outln!("{}", serde_json::to_string_pretty(&json_schema())?);
     Ok(exit::GO)
 }
 
@@ -33,9 +33,9 @@ pub fn diff(args: &DiffArgs) -> anyhow::Result<u8> {
     let new = read_json(&args.new)?;
     let d = diff::diff(&old, &new);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&d)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&d)?);
     } else {
-        print!("{}", diff::render_diff_text(&d));
+        crate::out!("{}", diff::render_diff_text(&d));
     }
     Ok(if d.gate_fails() {
         exit::NO_GO
