@@ -106,7 +106,14 @@ const HELPERS: &[(&str, &str, &[Capability], &str)] = &[
         &[BpfHostRouting],
         "kernel >= 5.10, or bpf.hostLegacyRouting=true on older Cilium",
     ),
-    ("sched_cls", "get_netns_cookie", &[], "kernel >= 5.10"),
+    // Informational: Cilium calls bpf_get_netns_cookie from its cgroup hooks (below), where
+    // kernels have it since 5.7; tc programs got it only in much newer kernels.
+    (
+        "sched_cls",
+        "get_netns_cookie",
+        &[],
+        "not needed by Cilium, which uses it in cgroup_sock/cgroup_sock_addr; tc programs have it only on recent kernels",
+    ),
     (
         "cgroup_sock_addr",
         "get_socket_cookie",

@@ -382,6 +382,11 @@ pub fn kernel_version(release: &str) -> Option<(u32, u32, u32)> {
     Some((major, minor, patch))
 }
 
+/// The modules that provide the options checked here when they are `=m`.
+pub(super) fn option_modules() -> impl Iterator<Item = &'static str> {
+    OPTIONS.iter().filter_map(|o| o.module)
+}
+
 pub fn checks() -> Vec<Check> {
     let mut checks = vec![
         Check::new("kernel.release", Area::Kernel, "Kernel version meets the target's minimum")

@@ -215,6 +215,18 @@ pub fn registry() -> Vec<Check> {
     checks
 }
 
+/// Every kernel module a check judges (the `=m` modules of the kernel options, the flannel-side
+/// modules), sorted and without duplicates: what a test node must carry for those checks to be
+/// about the kernel rather than about missing files (`cargo xtask vm-test` ships these).
+pub fn modules_checked() -> Vec<&'static str> {
+    let mut all: Vec<_> = kernel::option_modules()
+        .chain(modules::flannel_side_modules())
+        .collect();
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
 /// Runs every check. `ignore` holds check ids (kubeadm's --ignore-preflight-errors): an ignored
 /// failure stays in the report but does not count against the verdict.
 pub fn run_all(facts: &Facts, target: &Target, ignore: &[String]) -> Vec<CheckResult> {

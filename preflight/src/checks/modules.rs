@@ -29,6 +29,10 @@ const FLANNEL_SIDE: &[(&str, &str, &str)] = &[
     ("vxlan", "VXLAN", "flannel's and Cilium's vxlan tunnel"),
 ];
 
+pub(super) fn flannel_side_modules() -> impl Iterator<Item = &'static str> {
+    FLANNEL_SIDE.iter().map(|&(module, _, _)| module)
+}
+
 pub fn checks() -> Vec<Check> {
     let mut checks: Vec<Check> = FLANNEL_SIDE
         .iter()

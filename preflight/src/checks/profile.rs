@@ -4,7 +4,7 @@
 use super::{Area, Check, Outcome};
 use crate::{
     facts::Facts,
-    probe::Support,
+    probe::{ProbeReport, Support},
     target::{
         Capability::{self, *},
         Target,
@@ -34,6 +34,39 @@ fn kernel_at_least(facts: &Facts, min: profiles::KernelVersion, what: &str) -> O
     o.evidence(facts.host.display("/proc/sys/kernel/osrelease"))
 }
 
+/// Judges each helper in exactly the program types the agent probes it in (`AgentHelper`): a
+/// helper missing from one of them refuses the start, one that could not be probed there is
+/// unknown. No fallback to another program type: what one type allows says nothing about
+/// another (bpf_get_netns_cookie: cgroup hooks since 5.7, tc much later).
+fn judge_agent_helpers(p: &profiles::Profile, probes: &ProbeReport) -> Outcome {
+    let (mut missing, mut unknown) = (Vec::new(), Vec::new());
+    for h in p.agent_helpers {
+        for prog in h.program_types {
+            let what = format!("{} in {prog}", h.helper);
+            match probes.helper(prog, h.helper) {
+                Some(Support::Available) => {}
+                Some(Support::Unavailable { .. }) => missing.push(what),
+                _ => unknown.push(what),
+            }
+        }
+    }
+    if !missing.is_empty() {
+        Outcome::fail(format!(
+            "Cilium {} agent requires {}",
+            p.version(),
+            missing.join(", ")
+        ))
+    } else if !unknown.is_empty() {
+        Outcome::unknown(format!("could not tell: {}", unknown.join(", ")))
+    } else {
+        Outcome::pass(format!(
+            "all {} helpers available where the agent probes them",
+            p.agent_helpers.len()
+        ))
+    }
+    .evidence("bpf(BPF_PROG_LOAD) helper probes")
+}
+
 pub fn checks() -> Vec<Check> {
     let mut checks = vec![
         Check::new(
@@ -48,31 +81,10 @@ pub fn checks() -> Vec<Check> {
             if p.agent_helpers.is_empty() {
                 return Outcome::skip(format!("Cilium {} checks no helper list at start-up", p.version()));
             }
-            let probes = match facts.probes.get() {
-                Ok(p) => p,
-                Err(why) => return Outcome::skip(why.to_string()),
-            };
-            let (mut missing, mut unknown) = (Vec::new(), Vec::new());
-            for h in p.agent_helpers {
-                // sched_cls is where the datapath calls them; a helper we only probe for another
-                // program type (e.g. get_current_cgroup_id for cgroup_sock_addr) is judged there.
-                let support = probes.helper("sched_cls", h).or_else(|| {
-                    probes.helpers.values().find_map(|by_helper| by_helper.get(*h))
-                });
-                match support {
-                    Some(Support::Available) => {}
-                    Some(Support::Unavailable { .. }) => missing.push(*h),
-                    _ => unknown.push(*h),
-                }
+            match facts.probes.get() {
+                Ok(probes) => judge_agent_helpers(p, probes),
+                Err(why) => Outcome::skip(why.to_string()),
             }
-            if !missing.is_empty() {
-                Outcome::fail(format!("Cilium {} agent requires {}", p.version(), missing.join(", ")))
-            } else if !unknown.is_empty() {
-                Outcome::unknown(format!("could not tell: {}", unknown.join(", ")))
-            } else {
-                Outcome::pass(format!("all {} helpers available", p.agent_helpers.len()))
-            }
-            .evidence("bpf(BPF_PROG_LOAD) helper probes")
         }),
     ];
     for cap in FEATURE_MINIMUMS {
@@ -99,4 +111,133 @@ pub fn checks() -> Vec<Check> {
         );
     }
     checks
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::{report::Status, target::profiles::PROFILES};
+
+    fn profile(minor: u32) -> &'static profiles::Profile {
+        PROFILES.iter().find(|p| p.minor == minor).unwrap()
+    }
+
+    /// Every helper of `p` available in every program type, except the `(type, helper)` pairs
+    /// in `overrides`.
+    fn probes(p: &profiles::Profile, overrides: &[(&str, &str, Support)]) -> ProbeReport {
+        let mut helpers: BTreeMap<String, BTreeMap<String, Support>> = BTreeMap::new();
+        for h in p.agent_helpers {
+            for prog in ["sched_cls", "xdp", "cgroup_sock", "cgroup_sock_addr"] {
+                helpers
+                    .entry(prog.into())
+                    .or_default()
+                    .insert(h.helper.into(), Support::Available);
+            }
+        }
+        for (prog, helper, s) in overrides {
+            helpers
+                .entry(prog.to_string())
+                .or_default()
+                .insert(helper.to_string(), s.clone());
+        }
+        ProbeReport {
+            program_types: BTreeMap::new(),
+            map_types: BTreeMap::new(),
+            helpers,
+            helpers_not_probed: BTreeMap::new(),
+            misc: BTreeMap::new(),
+            elapsed_ms: 0.0,
+        }
+    }
+
+    fn no() -> Support {
+        Support::Unavailable { reason: None }
+    }
+
+    #[test]
+    fn netns_cookie_is_judged_in_the_cgroup_hooks_not_in_tc() {
+        // A 5.7–6.12 kernel: the cgroup hooks have bpf_get_netns_cookie, tc does not.
+        for minor in [18, 19] {
+            let p = profile(minor);
+            let o = judge_agent_helpers(p, &probes(p, &[("sched_cls", "get_netns_cookie", no())]));
+            assert_eq!(o.status, Status::Pass, "1.{minor}: {}", o.detail);
+        }
+        // Missing in either cgroup hook refuses the start, as in the agent.
+        for prog in ["cgroup_sock", "cgroup_sock_addr"] {
+            let p = profile(19);
+            let o = judge_agent_helpers(p, &probes(p, &[(prog, "get_netns_cookie", no())]));
+            assert_eq!(o.status, Status::Fail);
+            assert!(
+                o.detail.contains(&format!("get_netns_cookie in {prog}")),
+                "{}",
+                o.detail
+            );
+        }
+    }
+
+    #[test]
+    fn each_helper_must_be_available_in_every_type_the_agent_probes() {
+        let p = profile(18);
+        // jiffies64 is probed in four types; xdp alone lacking it fails.
+        let o = judge_agent_helpers(p, &probes(p, &[("xdp", "jiffies64", no())]));
+        assert_eq!(o.status, Status::Fail);
+        assert!(o.detail.contains("jiffies64 in xdp"), "{}", o.detail);
+        // get_socket_cookie is probed in cgroup_sock_addr only: sched_cls lacking it is fine,
+        // cgroup_sock_addr lacking it is not, even when sched_cls has it.
+        let o = judge_agent_helpers(p, &probes(p, &[("sched_cls", "get_socket_cookie", no())]));
+        assert_eq!(o.status, Status::Pass, "{}", o.detail);
+        let o = judge_agent_helpers(
+            p,
+            &probes(p, &[("cgroup_sock_addr", "get_socket_cookie", no())]),
+        );
+        assert_eq!(o.status, Status::Fail, "{}", o.detail);
+        // redirect_neigh is a tc helper.
+        let o = judge_agent_helpers(p, &probes(p, &[("sched_cls", "redirect_neigh", no())]));
+        assert_eq!(o.status, Status::Fail);
+    }
+
+    #[test]
+    fn a_helper_not_probed_where_the_agent_probes_it_is_unknown_not_borrowed_from_another_type() {
+        let p = profile(18);
+        let mut report = probes(p, &[]);
+        report.helpers.remove("cgroup_sock");
+        let o = judge_agent_helpers(p, &report);
+        assert_eq!(o.status, Status::Unknown, "{}", o.detail);
+        assert!(
+            o.detail.contains("get_netns_cookie in cgroup_sock"),
+            "{}",
+            o.detail
+        );
+        let o = judge_agent_helpers(
+            p,
+            &probes(
+                p,
+                &[(
+                    "cgroup_sock_addr",
+                    "get_current_cgroup_id",
+                    Support::Unknown {
+                        reason: "EPERM".into(),
+                    },
+                )],
+            ),
+        );
+        assert_eq!(o.status, Status::Unknown);
+    }
+
+    #[test]
+    fn every_agent_helper_is_in_the_cilium_probe_scope() {
+        // Otherwise the default `run` would never probe it and the check would stay unknown.
+        for p in PROFILES {
+            for h in p.agent_helpers {
+                for prog in h.program_types {
+                    let probed = crate::probe::catalog::CILIUM_HELPERS
+                        .iter()
+                        .any(|(t, hs)| t == prog && hs.contains(&h.helper));
+                    assert!(probed, "{} in {prog} (Cilium {})", h.helper, p.version());
+                }
+            }
+        }
+    }
 }

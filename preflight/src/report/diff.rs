@@ -239,9 +239,11 @@ mod tests {
     fn an_unchanged_report_passes_and_a_lost_go_fails() {
         let old = fixture();
         assert!(!diff(&old, &old).gate_fails());
-        let mut go = old.clone();
+        // The same report once go, once no-go (whatever the fixture's own verdict is).
+        let (mut go, mut no_go) = (old.clone(), old.clone());
         go.verdict.go = true;
-        let d = diff(&go, &old);
+        no_go.verdict.go = false;
+        let d = diff(&go, &no_go);
         assert!(d.verdict_regression && d.gate_fails());
         assert!(render_diff_text(&d).contains("GATE FAIL: the verdict went from GO"));
     }

@@ -94,8 +94,8 @@ pub struct Profile {
     pub major: u32,
     pub minor: u32,
     pub min_kernel: KernelVersion,
-    /// Helpers the agent checks at start-up (1.18+), on sched_cls.
-    pub agent_helpers: &'static [&'static str],
+    /// Helpers the agent checks at start-up (1.18+), each in the program types it probes.
+    pub agent_helpers: &'static [AgentHelper],
     /// Per-capability kernel needs beyond the base.
     pub features: &'static [FeatureNeeds],
     /// The chart's defaults for the keys that decide capabilities (YAML).
@@ -111,33 +111,63 @@ impl Profile {
     }
 }
 
-const HELPERS_118: &[&str] = &[
-    "skb_change_tail",
-    "get_socket_cookie",
-    "get_current_cgroup_id",
-    "skb_adjust_room",
-    "jiffies64",
-    "get_netns_cookie",
-    "csum_level",
-    "skb_change_head",
-    "redirect_neigh",
-    "redirect_peer",
+/// A helper the agent probes at start-up, and the program types it probes it in: the agent
+/// refuses to start unless the helper is available in every one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentHelper {
+    pub helper: &'static str,
+    pub program_types: &'static [&'static str],
+}
+
+const fn agent_helper(helper: &'static str, program_types: &'static [&'static str]) -> AgentHelper {
+    AgentHelper {
+        helper,
+        program_types,
+    }
+}
+
+/// `CheckRequirements` in cilium/cilium pkg/datapath/linux/requirements.go (1.18+): each
+/// `probes.HaveProgramHelper(<type>, asm.Fn<helper>)` that returns an error refuses the start.
+/// The program type matters: bpf_get_netns_cookie, for one, is probed in cgroup_sock and
+/// cgroup_sock_addr (kernel 5.7, f318903c0bf4 "bpf: Add netns cookie and enable it for bpf
+/// cgroup hooks"); tc programs got it only years later (Debian's 6.12 still refuses it in
+/// sched_cls), so judging it there would fail every 5.7–6.12 node for nothing.
+/// skb_adjust_room stands for `HaveSKBAdjustRoomL2RoomMACSupport`, a sched_cls load.
+const HELPERS_118: &[AgentHelper] = &[
+    agent_helper("skb_change_tail", &["sched_cls"]),
+    agent_helper("get_socket_cookie", &["cgroup_sock_addr"]),
+    agent_helper("get_current_cgroup_id", &["cgroup_sock_addr"]),
+    agent_helper("skb_adjust_room", &["sched_cls"]),
+    agent_helper(
+        "jiffies64",
+        &["cgroup_sock", "cgroup_sock_addr", "sched_cls", "xdp"],
+    ),
+    agent_helper("get_netns_cookie", &["cgroup_sock", "cgroup_sock_addr"]),
+    agent_helper("csum_level", &["sched_cls"]),
+    agent_helper("skb_change_head", &["sched_cls"]),
+    agent_helper("redirect_neigh", &["sched_cls"]),
+    agent_helper("redirect_peer", &["sched_cls"]),
 ];
-const HELPERS_119: &[&str] = &[
-    "skb_change_tail",
-    "get_socket_cookie",
-    "get_current_cgroup_id",
-    "skb_adjust_room",
-    "jiffies64",
-    "get_netns_cookie",
-    "csum_level",
-    "skb_change_head",
-    "redirect_neigh",
-    "redirect_peer",
-    "fib_lookup",
-    "sk_assign",
-    "get_cgroup_classid",
-    "perf_event_output",
+/// 1.19 adds these (FACTS §3). Their program type is not in our sources; sched_cls is where
+/// the datapath calls all four, and each has been available there since 5.7 at the latest.
+const HELPERS_119: &[AgentHelper] = &[
+    agent_helper("skb_change_tail", &["sched_cls"]),
+    agent_helper("get_socket_cookie", &["cgroup_sock_addr"]),
+    agent_helper("get_current_cgroup_id", &["cgroup_sock_addr"]),
+    agent_helper("skb_adjust_room", &["sched_cls"]),
+    agent_helper(
+        "jiffies64",
+        &["cgroup_sock", "cgroup_sock_addr", "sched_cls", "xdp"],
+    ),
+    agent_helper("get_netns_cookie", &["cgroup_sock", "cgroup_sock_addr"]),
+    agent_helper("csum_level", &["sched_cls"]),
+    agent_helper("skb_change_head", &["sched_cls"]),
+    agent_helper("redirect_neigh", &["sched_cls"]),
+    agent_helper("redirect_peer", &["sched_cls"]),
+    agent_helper("fib_lookup", &["sched_cls"]),
+    agent_helper("sk_assign", &["sched_cls"]),
+    agent_helper("get_cgroup_classid", &["sched_cls"]),
+    agent_helper("perf_event_output", &["sched_cls"]),
 ];
 
 /// FACTS §3: documented minimum kernels per feature; the same in every version we ship.
@@ -460,7 +490,12 @@ mod tests {
         let p116 = for_version(CiliumVersion::parse("1.16.4").unwrap()).unwrap();
         assert_eq!(p116.min_kernel, (5, 4, 0));
         assert_eq!(newest().min_kernel, (5, 10, 0));
-        assert!(newest().agent_helpers.contains(&"fib_lookup"));
+        assert!(
+            newest()
+                .agent_helpers
+                .iter()
+                .any(|h| h.helper == "fib_lookup")
+        );
         for p in PROFILES {
             serde_norway::from_str::<serde_json::Value>(p.chart_defaults).unwrap();
         }

@@ -5,6 +5,10 @@
 //!   BPF_PROG_TYPE_NETFILTER in 6.4 (include/uapi/linux/bpf.h history).
 //! - Debian builds Cilium's options as modules (../shared/ENVIRONMENT.md), so they are
 //!   loadable but not loaded on a fresh boot.
+//! - Debian's 6.1 and 6.12 cloud kernels meet everything the default target (newest Cilium,
+//!   chart defaults) needs: 5.10+ helpers, tc/cgroup hooks, the netfilter options as modules;
+//!   the guest provides what a prepared node has (shared bpffs, the modules). So every
+//!   capability is go, netkit excepted on 6.1.
 use std::collections::BTreeSet;
 
 use serde_json::Value;
@@ -68,6 +72,7 @@ pub fn check(kernel: &Kernel, guest: &GuestReports, host_probe: Option<&Value>) 
     out.extend(check_bpf(guest.probe, series, host_probe));
     out.extend(check_netkit(kernel, guest.run, series));
     out.extend(check_modules(guest));
+    out.extend(check_verdicts(guest.run, series));
     if let Some((run, rc)) = guest.run {
         let go = run.pointer("/verdict/go").and_then(Value::as_bool);
         let consistent = matches!((go, rc), (Some(true), 0) | (Some(false), 1));
@@ -259,6 +264,69 @@ fn check_netkit(kernel: &Kernel, run: Option<(&Value, i32)>, series: (u32, u32))
     out
 }
 
+/// Every capability of the run's verdict is go, except netkit before 6.7 (check_netkit
+/// judges that one); base-datapath must be among them.
+fn check_verdicts(run: Option<(&Value, i32)>, series: (u32, u32)) -> Vec<Finding> {
+    let Some((run, _)) = run else {
+        return Vec::new();
+    };
+    let caps: Vec<(&str, Option<bool>, String)> = run
+        .pointer("/verdict/capabilities")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            let blocking = c
+                .get("blocking")
+                .and_then(Value::as_array)
+                .map(|b| {
+                    b.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            Some((
+                c.get("capability")?.as_str()?,
+                c.get("go").and_then(Value::as_bool),
+                blocking,
+            ))
+        })
+        .collect();
+    let mut out = Vec::new();
+    if !caps.iter().any(|(name, ..)| *name == "base-datapath") {
+        out.push(finding(
+            Mark::Fail,
+            "report: base-datapath capability",
+            "the verdict does not decide base-datapath",
+        ));
+    }
+    for (name, go, blocking) in caps {
+        if name == "netkit" {
+            continue;
+        }
+        out.push(finding(
+            if go == Some(true) {
+                Mark::Ok
+            } else {
+                Mark::Fail
+            },
+            &format!("report: {name} capability"),
+            format!(
+                "verdict go={go:?}, expected true on {}.{}{}",
+                series.0,
+                series.1,
+                if blocking.is_empty() {
+                    String::new()
+                } else {
+                    format!("; blocked by {blocking}")
+                }
+            ),
+        ));
+    }
+    out
+}
+
 fn loaded(proc_modules: &str) -> BTreeSet<String> {
     proc_modules
         .lines()
@@ -361,6 +429,29 @@ mod tests {
         assert_eq!(f[0].mark, Mark::Ok);
         assert_eq!(f[1].mark, Mark::Fail);
         assert!(f[1].detail.contains("cls_bpf"), "{}", f[1].detail);
+    }
+
+    #[test]
+    fn every_capability_but_netkit_must_be_go_and_base_datapath_decided() {
+        let run = json!({"verdict": {"go": false, "capabilities": [
+            {"capability": "base-datapath", "go": true, "blocking": []},
+            {"capability": "netkit", "go": false, "blocking": ["kernel.config.netkit"]},
+            {"capability": "l7-proxy", "go": false, "blocking": ["kernel.config.netfilter-xt-target-ct"]}
+        ]}});
+        let f = check_verdicts(Some((&run, 1)), (6, 1));
+        assert_eq!(f.len(), 2, "netkit is left to check_netkit: {f:?}");
+        assert_eq!(f[0].mark, Mark::Ok);
+        assert_eq!(f[1].mark, Mark::Fail);
+        assert!(f[1].detail.contains("xt-target-ct"), "{}", f[1].detail);
+        let run = json!({"verdict": {"go": true, "capabilities": [
+            {"capability": "hubble", "go": true, "blocking": []}
+        ]}});
+        let f = check_verdicts(Some((&run, 0)), (6, 12));
+        assert!(
+            f.iter()
+                .any(|f| f.mark == Mark::Fail && f.what.contains("base-datapath")),
+            "{f:?}"
+        );
     }
 
     #[test]

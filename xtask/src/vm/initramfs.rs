@@ -1,6 +1,7 @@
 //! The guest's root filesystem: busybox-static as /init's shell, the static preflight, the
 //! kernel's config at /boot/config-<release> (Debian kernels have no /proc/config.gz) and the
-//! modules Cilium uses with their dependencies and a modules.dep made by `busybox depmod`.
+//! modules preflight's checks look for with their dependencies and a modules.dep made by
+//! `busybox depmod`.
 use std::{
     collections::{BTreeSet, HashMap},
     fs,
@@ -13,22 +14,21 @@ use anyhow::{Context, ensure};
 
 use super::kernels::Kernel;
 
-/// Modules Cilium loads or needs present for common settings (tunnels, encryption, tc/bpf,
-/// L7 proxy, bandwidth manager) and veth (pods; the attach canaries need it); on Debian
-/// kernels all of them are `=m`.
-pub const CILIUM_MODULES: &[&str] = &[
-    "veth",
-    "vxlan",
-    "geneve",
-    "wireguard",
-    "cls_bpf",
-    "sch_ingress",
-    "xt_socket",
-    "xt_TPROXY",
-    "algif_hash",
-    "sch_fq",
-    "act_bpf",
-];
+/// Modules the guest needs that no check judges: veth for the attach canaries (and pods).
+const CANARY_MODULES: &[&str] = &["veth"];
+
+/// The modules the guest carries: every module preflight's checks judge
+/// (`preflight::checks::modules_checked`: the `=m` modules behind Cilium's kernel options, the
+/// flannel-side ones), plus CANARY_MODULES. Taken from the checks so the guest cannot lack a
+/// module a check looks for: a missing file would make the verdict about this initramfs
+/// instead of the kernel (as xt_CT and xt_mark once did for l7-proxy).
+pub fn guest_modules() -> Vec<&'static str> {
+    let mut all = preflight::checks::modules_checked();
+    all.extend(CANARY_MODULES);
+    all.sort_unstable();
+    all.dedup();
+    all
+}
 
 /// Marker lines on the serial console; the host splits the output into sections by them.
 pub const BEGIN: &str = "@@preflight-begin ";
@@ -37,7 +37,7 @@ pub const END: &str = "@@preflight-end ";
 /// What /init runs, as (section name, shell command). The commands are constants, not built
 /// from input. Each section's stdout goes to a file first, so stderr cannot interleave.
 fn sections(canaries: bool) -> Vec<(&'static str, String)> {
-    let modules = CILIUM_MODULES.join(" ");
+    let modules = guest_modules().join(" ");
     let canary_flag = if canaries { "" } else { " --no-canaries" };
     vec![
         ("uname", "uname -r".into()),
@@ -75,6 +75,9 @@ fn init_script(canaries: bool) -> String {
          mount -t tmpfs tmpfs /run\n\
          mkdir -p /sys/fs/bpf /sys/fs/cgroup\n\
          mount -t bpf bpf /sys/fs/bpf\n\
+         # As on a node prepared for Cilium: the agent mounts /sys/fs/bpf Bidirectional, which\n\
+         # needs a shared mount (mounts.bpffs checks it).\n\
+         mount --make-shared /sys/fs/bpf\n\
          mount -t cgroup2 cgroup2 /sys/fs/cgroup\n\
          hostname -F /etc/hostname\n\
          # Kernel messages would interleave with the reports on the one serial line.\n\
@@ -163,7 +166,7 @@ fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Copies CILIUM_MODULES and everything they depend on, then lets busybox depmod write the
+/// Copies guest_modules() and everything they depend on, then lets busybox depmod write the
 /// guest's modules.dep (the .deb ships none). Returns the wanted modules the package has.
 fn copy_modules(kernel: &Kernel, root: &Path) -> anyhow::Result<Vec<String>> {
     let src = kernel.modules_dir();
@@ -172,7 +175,8 @@ fn copy_modules(kernel: &Kernel, root: &Path) -> anyhow::Result<Vec<String>> {
         depmod(&kernel.tree, &kernel.release)?;
     }
     let deps = parse_modules_dep(&fs::read_to_string(&dep_file)?);
-    let files = closure(&deps, CILIUM_MODULES);
+    let wanted = guest_modules();
+    let files = closure(&deps, &wanted);
     let dst = root.join(format!("lib/modules/{}", kernel.release));
     fs::create_dir_all(&dst)?;
     for file in &files {
@@ -190,7 +194,7 @@ fn copy_modules(kernel: &Kernel, root: &Path) -> anyhow::Result<Vec<String>> {
         }
     }
     depmod(root, &kernel.release)?;
-    Ok(CILIUM_MODULES
+    Ok(wanted
         .iter()
         .filter(|m| deps.contains_key(&m.replace('-', "_")))
         .map(|m| m.to_string())
@@ -266,12 +270,37 @@ mod tests {
     }
 
     #[test]
+    fn the_guest_carries_every_module_a_check_judges() {
+        let modules = guest_modules();
+        for m in preflight::checks::modules_checked() {
+            assert!(modules.contains(&m), "{m}");
+        }
+        // The ones whose absence made the guests NO-GO for l7-proxy, and the canaries' veth.
+        for m in ["xt_CT", "xt_mark", "xt_TPROXY", "xt_socket", "veth"] {
+            assert!(modules.contains(&m), "{m}");
+        }
+        let modprobe = &sections(true)
+            .into_iter()
+            .find(|(name, _)| *name == "modprobe")
+            .unwrap()
+            .1;
+        assert!(
+            modprobe.contains(" xt_CT ") && modprobe.contains(" xt_mark "),
+            "{modprobe}"
+        );
+    }
+
+    #[test]
     fn the_init_script_marks_every_section_and_powers_off() {
         let script = init_script(true);
         for (name, _) in sections(true) {
             assert!(script.contains(&format!("section {name} '")), "{name}");
         }
         assert!(script.trim_end().ends_with("poweroff -f"));
+        // bpffs is shared right after it is mounted, before anything reads the mount table.
+        let bpf = script.find("mount -t bpf bpf /sys/fs/bpf\n").unwrap();
+        let shared = script.find("mount --make-shared /sys/fs/bpf\n").unwrap();
+        assert!(bpf < shared && shared < script.find("section ").unwrap());
         assert!(!init_script(false).contains("--need netkit'"));
         assert!(init_script(false).contains("--need netkit --no-canaries'"));
     }
