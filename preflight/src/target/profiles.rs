@@ -133,7 +133,8 @@ const fn agent_helper(helper: &'static str, program_types: &'static [&'static st
 /// cgroup hooks"); tc programs got it only years later (Debian's 6.12 still refuses it in
 /// sched_cls), so judging it there would fail every 5.7–6.12 node for nothing.
 /// skb_adjust_room stands for `HaveSKBAdjustRoomL2RoomMACSupport`, a sched_cls load.
-const HELPERS_118: &[AgentHelper] = &[
+const HELPERS_118: &[AgentHelper] = &HELPERS_118_LIST;
+const HELPERS_118_LIST: [AgentHelper; 10] = [
     agent_helper("skb_change_tail", &["sched_cls"]),
     agent_helper("get_socket_cookie", &["cgroup_sock_addr"]),
     agent_helper("get_current_cgroup_id", &["cgroup_sock_addr"]),
@@ -150,25 +151,34 @@ const HELPERS_118: &[AgentHelper] = &[
 ];
 /// 1.19 adds these (FACTS §3). Their program type is not in our sources; sched_cls is where
 /// the datapath calls all four, and each has been available there since 5.7 at the latest.
-const HELPERS_119: &[AgentHelper] = &[
-    agent_helper("skb_change_tail", &["sched_cls"]),
-    agent_helper("get_socket_cookie", &["cgroup_sock_addr"]),
-    agent_helper("get_current_cgroup_id", &["cgroup_sock_addr"]),
-    agent_helper("skb_adjust_room", &["sched_cls"]),
-    agent_helper(
-        "jiffies64",
-        &["cgroup_sock", "cgroup_sock_addr", "sched_cls", "xdp"],
-    ),
-    agent_helper("get_netns_cookie", &["cgroup_sock", "cgroup_sock_addr"]),
-    agent_helper("csum_level", &["sched_cls"]),
-    agent_helper("skb_change_head", &["sched_cls"]),
-    agent_helper("redirect_neigh", &["sched_cls"]),
-    agent_helper("redirect_peer", &["sched_cls"]),
-    agent_helper("fib_lookup", &["sched_cls"]),
-    agent_helper("sk_assign", &["sched_cls"]),
-    agent_helper("get_cgroup_classid", &["sched_cls"]),
-    agent_helper("perf_event_output", &["sched_cls"]),
-];
+const HELPERS_119: &[AgentHelper] = &concat::<10, 4, 14>(
+    HELPERS_118_LIST,
+    [
+        agent_helper("fib_lookup", &["sched_cls"]),
+        agent_helper("sk_assign", &["sched_cls"]),
+        agent_helper("get_cgroup_classid", &["sched_cls"]),
+        agent_helper("perf_event_output", &["sched_cls"]),
+    ],
+);
+
+/// `a` then `b`, at compile time: a version's list is the previous one plus what it adds.
+const fn concat<const A: usize, const B: usize, const N: usize>(
+    a: [AgentHelper; A],
+    b: [AgentHelper; B],
+) -> [AgentHelper; N] {
+    assert!(A + B == N);
+    let mut out = [agent_helper("", &[]); N];
+    let mut i = 0;
+    while i < A {
+        out[i] = a[i];
+        i += 1;
+    }
+    while i < N {
+        out[i] = b[i - A];
+        i += 1;
+    }
+    out
+}
 
 /// FACTS §3: documented minimum kernels per feature; the same in every version we ship.
 const FEATURES: &[FeatureNeeds] = &[
