@@ -291,6 +291,24 @@ fn run_checks_turn_the_missing_header_scenario_into_a_no_go_with_remedies() {
     let init = check(&results, "compile.init");
     assert_eq!(init.status, Status::Fail);
     assert!(init.remedy.as_deref().unwrap().contains("flannel.1"));
+    // FACTS §2: the default 1.19 target stops at init; 1.18 carries on into the dummy headers.
+    assert!(
+        init.detail.contains("this stops the agent"),
+        "{}",
+        init.detail
+    );
+    let report = run("missing-node-config", "1.18.4", None, false);
+    let empty = tempfile::tempdir().unwrap();
+    let mut facts = preflight::facts::Facts::from_root(empty.path());
+    facts.live = true;
+    facts.compile = preflight::facts::Gathered::Got(Ok(report));
+    let on_118 = preflight::checks::run_all(&facts, &Target::chart_defaults("1.18.4"), &[]);
+    let init_118 = check(&on_118, "compile.init");
+    assert!(
+        init_118.detail.contains("carries on"),
+        "{}",
+        init_118.detail
+    );
     let lxc = check(&results, "compile.bpf_lxc");
     assert_eq!(lxc.status, Status::Fail);
     assert!(lxc.blocks());

@@ -85,7 +85,7 @@ fn init() -> Check {
     )
     .needed_by(&[BaseDatapath])
     .remedy("fix what stops datapath init (see detail), then restart cilium-agent")
-    .evaluate(|facts, _| {
+    .evaluate(|facts, target| {
         let r = match report(facts) {
             Ok(r) => r,
             Err(o) => return o,
@@ -93,13 +93,30 @@ fn init() -> Check {
         if r.init_blockers.is_empty() {
             return Outcome::pass("nothing found that stops datapath init before node_config.h");
         }
-        let mut o = Outcome::fail(
+        // FACTS §2: a failed datapath init is fatal up to 1.16 and again from 1.19 (b22b49d6);
+        // 1.17 and 1.18 carry on and compile endpoints against the dummy headers.
+        let what_follows = if target.at_least((1, 19)) || !target.at_least((1, 17)) {
+            format!(
+                "in Cilium {} this stops the agent (it restarts and fails the same way) before \
+                 any endpoint compile; the compile results below show what follows once it is \
+                 fixed",
+                target.cilium_version
+            )
+        } else {
+            format!(
+                "Cilium {} carries on after this and compiles endpoints against the dummy \
+                 headers: the compile failures below are what it hits",
+                target.cilium_version
+            )
+        };
+        let mut o = Outcome::fail(format!(
+            "{}; {what_follows}",
             r.init_blockers
                 .iter()
                 .map(|b| b.detail.clone())
                 .collect::<Vec<_>>()
-                .join("; "),
-        )
+                .join("; ")
+        ))
         .remedy(
             r.init_blockers
                 .iter()
