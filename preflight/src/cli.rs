@@ -19,6 +19,25 @@ Exit codes:
   2  error: bad input (file and line named, e.g. a YAML error in a values file), an internal
      error, or undecided: a needed capability could not be checked at all (e.g. not root)";
 
+const COMPILE_EXIT_CODES: &str = "\
+Exit codes:
+  0  every program compiled and the kernel's verifier loaded it
+  1  a program did not compile or load (the findings say why and what to change)
+  2  error: bad input (file and line named), no usable clang, or an internal error";
+
+const DIFF_EXIT_CODES: &str = "\
+Exit codes:
+  0  nothing the new run's target needs got worse
+  1  the verdict went from go to no-go/undecided, or a needed check went from pass to
+     fail/unknown/skip/absent
+  2  error: an unreadable report (file and line named) or another schema_version";
+
+const AGGREGATE_EXIT_CODES: &str = "\
+Exit codes:
+  0  every node is go
+  1  some node is no-go (the groups say which checks block which nodes)
+  2  error: no reports, a refused report (file and line named), or I/O";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "preflight",
@@ -67,7 +86,7 @@ pub enum Command {
     /// scratch state dir; --bpf-dir/--state-dir replay a real tree and a real node's state.
     /// Exits 0 when every program compiled and loaded, 1 when one did not (findings say why),
     /// 2 on bad input or when no clang is found.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = COMPILE_EXIT_CODES)]
     Compile(CompileArgs),
     /// Print the JSON Schema of the report that `run --format json` writes.
     Schema,
@@ -77,7 +96,7 @@ pub enum Command {
     /// when the verdict went from go to no-go/undecided or a check the new run's target needs
     /// went from pass to fail, unknown, skip or absent; 0 otherwise; 2 on unreadable input or a
     /// report of another schema_version.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = DIFF_EXIT_CODES)]
     Diff(DiffArgs),
     /// Print the migration plan for this k3s node: every step, what it changes, why, and how
     /// it is undone. Changes nothing (with --emit-gitops it writes the values file and an Argo CD
@@ -100,7 +119,7 @@ pub enum Command {
     /// at a time. A capability is go only if every node is go for it; nodes are grouped by the
     /// checks that block them. Reports of another schema_version are refused by file and line.
     /// Exits 0 (every node go), 1 (some node no-go) or 2 (no reports, refused reports, I/O).
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = AGGREGATE_EXIT_CODES)]
     Aggregate(AggregateArgs),
     /// Print Kubernetes manifests that run preflight once on every node (a DaemonSet).
     ///
