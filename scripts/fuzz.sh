@@ -19,6 +19,7 @@ seed() { # target → seed files
     k3s_yaml) find $N -path '*rancher/k3s/config.yaml*' -type f ;;
     node_config_h) find $N -name '*.h' ;;
     os_release) ls $N/*/etc/os-release ;;
+    iptables_save) ls ../fixtures/iptables/*.save ;;
   esac 2>/dev/null || true
 }
 # The canary eBPF object is irrelevant to parsers; skip building it under the sanitizer.

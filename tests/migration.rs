@@ -88,20 +88,7 @@ esac
 "#;
 
 /// The node's iptables as flanneld leaves them (`iptables-save`; the stand-in keeps this file).
-const FLANNEL_IPTABLES: &str = "*nat
-:PREROUTING ACCEPT [0:0]
-:POSTROUTING ACCEPT [0:0]
-:FLANNEL-POSTRTG - [0:0]
--A POSTROUTING -m comment --comment \"flanneld masq\" -j FLANNEL-POSTRTG
--A FLANNEL-POSTRTG -s 10.42.0.0/16 ! -d 224.0.0.0/4 -m comment --comment \"flanneld masq\" -j MASQUERADE --random-fully
-COMMIT
-*filter
-:FORWARD ACCEPT [0:0]
-:FLANNEL-FWD - [0:0]
--A FORWARD -m comment --comment \"flanneld forward\" -j FLANNEL-FWD
--A FLANNEL-FWD -s 10.42.0.0/16 -m comment --comment \"flanneld forward\" -j ACCEPT
-COMMIT
-";
+const FLANNEL_IPTABLES: &str = include_str!("../fixtures/iptables/k3s-flannel.save");
 
 struct Node {
     _tmp: tempfile::TempDir,
