@@ -120,6 +120,18 @@ fn node() -> Node {
 }
 
 /// A fresh copy of `fixture` with stand-in tools and flannel's links.
+/// The Rancher Desktop fixture with its OpenRC k3s service (no systemd in its VM).
+fn rancher_desktop_with_openrc() -> Node {
+    let n = node_from(RANCHER_DESKTOP);
+    fs::create_dir_all(n.root.join("etc/init.d")).unwrap();
+    fs::write(
+        n.root.join("etc/init.d/k3s"),
+        "#!/sbin/openrc-run\ncommand=/usr/local/bin/k3s\n",
+    )
+    .unwrap();
+    n
+}
+
 fn node_from(fixture: &str) -> Node {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
@@ -1022,13 +1034,7 @@ fn rollback_keeps_files_edited_after_the_install() {
 /// rollback undoes each of these.
 #[test]
 fn fallback_on_rancher_desktop_turns_flannel_on_and_removes_cilium() {
-    let n = node_from(RANCHER_DESKTOP);
-    fs::create_dir_all(n.root.join("etc/init.d")).unwrap();
-    fs::write(
-        n.root.join("etc/init.d/k3s"),
-        "#!/sbin/openrc-run\ncommand=/usr/local/bin/k3s\n",
-    )
-    .unwrap();
+    let n = rancher_desktop_with_openrc();
     let conflist =
         "{\"cniVersion\":\"0.3.1\",\"name\":\"cilium\",\"plugins\":[{\"type\":\"cilium-cni\"}]}\n";
     fs::write(n.root.join("etc/cni/net.d/05-cilium.conflist"), conflist).unwrap();
@@ -1093,13 +1099,7 @@ fn fallback_on_rancher_desktop_turns_flannel_on_and_removes_cilium() {
 /// install counts mounts.bpffs as fixed by it and runs it; rollback makes the mount private.
 #[test]
 fn install_on_rancher_desktop_makes_bpffs_shared() {
-    let n = node_from(RANCHER_DESKTOP);
-    fs::create_dir_all(n.root.join("etc/init.d")).unwrap();
-    fs::write(
-        n.root.join("etc/init.d/k3s"),
-        "#!/sbin/openrc-run\ncommand=/usr/local/bin/k3s\n",
-    )
-    .unwrap();
+    let n = rancher_desktop_with_openrc();
     let o = n.run(&["plan", "--cilium-version", "1.18.4"], &[]);
     assert!(o.status.success(), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
@@ -1131,9 +1131,7 @@ fn install_on_rancher_desktop_makes_bpffs_shared() {
 /// writes no drop-in and does not restart k3s for that; the restart it shows is OpenRC's.
 #[test]
 fn plan_on_openrc_with_flannel_already_off_needs_no_drop_in() {
-    let n = node_from(RANCHER_DESKTOP);
-    fs::create_dir_all(n.root.join("etc/init.d")).unwrap();
-    fs::write(n.root.join("etc/init.d/k3s"), "#!/sbin/openrc-run\n").unwrap();
+    let n = rancher_desktop_with_openrc();
     let o = n.run(&["plan", "--cilium-version", "1.18.4"], &[]);
     assert!(o.status.success(), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
