@@ -395,9 +395,12 @@ fn tunnel_port_from_values_clears_the_flannel_port_conflict_and_reaches_the_head
 const REDIRECT_NEIGH: u32 = 152;
 const REDIRECT_PEER: u32 = 155;
 const CSUM_LEVEL: u32 = 135;
+const JIFFIES64: u32 = 118;
+const GET_NETNS_COOKIE: u32 = 122;
 
-/// Probe results for a node with or without the 5.10 forwarding helpers (and csum_level, 5.7),
-/// as on a 5.4 kernel that Cilium 1.16/1.17 still support.
+/// Probe results for a node with or without the 5.10 forwarding helpers (and csum_level,
+/// get_netns_cookie for cgroup hooks, 5.7; jiffies64, 5.5), as on a 5.4 kernel that Cilium
+/// 1.16/1.17 still support.
 fn probes(helpers_present: bool) -> preflight::probe::ProbeReport {
     let h = helpers_present;
     preflight::probe::ProbeReport::stated(
@@ -405,6 +408,8 @@ fn probes(helpers_present: bool) -> preflight::probe::ProbeReport {
             ("sched_cls", "redirect_neigh", h),
             ("sched_cls", "redirect_peer", h),
             ("sched_cls", "csum_level", h),
+            ("sched_cls", "jiffies64", h),
+            ("cgroup_sock_addr", "get_netns_cookie", h),
         ],
         &[("isa_v2", true)],
     )
@@ -468,6 +473,8 @@ fn kernel_without_the_forwarding_helpers_compiles_legacy_host_routing_like_the_a
     assert!(calls(&r, "bpf_host").contains(&REDIRECT_NEIGH));
     let overlay = calls(&r, "bpf_overlay");
     assert!(overlay.contains(&REDIRECT_PEER) && overlay.contains(&CSUM_LEVEL));
+    assert!(lxc.contains(&JIFFIES64), "{lxc:?}");
+    assert!(calls(&r, "bpf_sock").contains(&GET_NETNS_COOKIE));
 
     // The same values on a kernel without them (5.4-5.9): the agent falls back to legacy host
     // routing and the feature headers claim nothing, so no object calls a missing helper.
@@ -477,9 +484,15 @@ fn kernel_without_the_forwarding_helpers_compiles_legacy_host_routing_like_the_a
     assert!(!r.features.host_routing);
     assert!(r.features.host_routing_reason.contains("falls back"));
     assert!(r.features.have.values().all(|on| !on));
-    for p in ["bpf_lxc", "bpf_host", "bpf_overlay"] {
+    for p in ["bpf_lxc", "bpf_host", "bpf_overlay", "bpf_sock"] {
         let c = calls(&r, p);
-        for h in [REDIRECT_NEIGH, REDIRECT_PEER, CSUM_LEVEL] {
+        for h in [
+            REDIRECT_NEIGH,
+            REDIRECT_PEER,
+            CSUM_LEVEL,
+            JIFFIES64,
+            GET_NETNS_COOKIE,
+        ] {
             assert!(!c.contains(&h), "{p} calls helper {h}: {c:?}");
         }
     }

@@ -40,6 +40,15 @@ const FEATURE_MACROS: &[(&str, &str, &str, &str)] = &[
         "sched_cls",
         "csum_level",
     ),
+    // 5.7 for cgroup hooks (f318903c0bf4); the socket LB keys its reverse NAT by netns with it.
+    (
+        "features.h",
+        "HAVE_NETNS_COOKIE",
+        "cgroup_sock_addr",
+        "get_netns_cookie",
+    ),
+    // 5.5; conntrack's clock. Without it the templates count seconds from ktime.
+    ("features.h", "HAVE_JIFFIES", "sched_cls", "jiffies64"),
 ];
 
 /// The helpers BPF host routing needs for sched_cls programs.
