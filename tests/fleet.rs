@@ -37,6 +37,22 @@ fn json(out: &Output) -> serde_json::Value {
     })
 }
 
+/// The documents `preflight job` printed (after its leading comment), once it exited 0.
+fn manifests(out: std::process::Output) -> Vec<serde_json::Value> {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split("\n---\n")
+        .skip(1)
+        .map(|d| serde_norway::from_str(d).unwrap())
+        .collect()
+}
+
 #[test]
 fn the_fixture_cluster_is_no_go_with_nodes_grouped_by_what_blocks_them() {
     let out = preflight(&["aggregate", "--format", "json", "reports"], None);
@@ -199,17 +215,8 @@ fn job_takes_runs_target_flags() {
         ],
         None,
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let yaml = String::from_utf8(out.stdout).unwrap();
-    let ds: serde_json::Value = yaml
-        .split("\n---\n")
-        .skip(1)
-        .map(|d| serde_norway::from_str::<serde_json::Value>(d).unwrap())
+    let ds = manifests(out)
+        .into_iter()
         .find(|d| d["kind"] == "DaemonSet")
         .unwrap();
     let args: Vec<_> = ds["spec"]["template"]["spec"]["initContainers"][0]["args"]
@@ -356,18 +363,7 @@ fn job_ships_values_files_in_a_configmap_the_pod_reads() {
         ],
         None,
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let yaml = String::from_utf8(out.stdout).unwrap();
-    let docs: Vec<serde_json::Value> = yaml
-        .split("\n---\n")
-        .skip(1)
-        .map(|d| serde_norway::from_str(d).unwrap())
-        .collect();
+    let docs = manifests(out);
     let kinds: Vec<_> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["Namespace", "ConfigMap", "DaemonSet"]);
     let cm = &docs[1];

@@ -30,6 +30,12 @@ fn check<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
         .unwrap_or_else(|| panic!("no check {id}"))
 }
 
+/// Writes `yaml` to `file` and runs the preflight with it as the only values file (JSON out).
+fn run_values(file: &std::path::Path, yaml: &str) -> Output {
+    std::fs::write(file, yaml).unwrap();
+    run(&["-f", file.to_str().unwrap(), "--format", "json"])
+}
+
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("preflight-test-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -681,12 +687,10 @@ fn values_that_decide_capabilities_are_validated_naming_file_and_line() {
     // From a file: file:line of the bad value.
     let dir = scratch("accepted");
     let file = dir.join("plan.yaml");
-    std::fs::write(
+    let out = run_values(
         &file,
         "# plan\nroutingMode: tunnel\nbpf:\n  masquerade: true\n  datapathMode: netkitt\nl7Proxy: \"false\"\n",
-    )
-    .unwrap();
-    let out = run(&["-f", file.to_str().unwrap(), "--format", "json"]);
+    );
     assert_eq!(out.status.code(), Some(1));
     let r = json(&out);
     let detail = check(&r, "values.accepted-values")["detail"]
@@ -799,12 +803,10 @@ fn duplicate_keys_in_a_values_file_warn_at_file_and_line() {
     let dir = scratch("duplicates");
     let file = dir.join("plan.yaml");
     // Helm keeps the last `hubble.enabled` silently: the Relay then has no Hubble.
-    std::fs::write(
+    let out = run_values(
         &file,
         "hubble:\n  enabled: true\n  relay:\n    enabled: true\n  enabled: false\n",
-    )
-    .unwrap();
-    let out = run(&["-f", file.to_str().unwrap(), "--format", "json"]);
+    );
     let r = json(&out);
     let c = check(&r, "values.duplicate-keys");
     assert_eq!(c["status"], "warn");
@@ -817,8 +819,7 @@ fn duplicate_keys_in_a_values_file_warn_at_file_and_line() {
     );
     // The last value is the one judged, as Helm would.
     assert_eq!(check(&r, "values.hubble-ui-relay")["status"], "fail");
-    std::fs::write(&file, "hubble:\n  enabled: true\n").unwrap();
-    let r = json(&run(&["-f", file.to_str().unwrap(), "--format", "json"]));
+    let r = json(&run_values(&file, "hubble:\n  enabled: true\n"));
     assert_eq!(check(&r, "values.duplicate-keys")["status"], "pass");
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -828,20 +829,16 @@ fn merge_keys_count_and_name_the_line_that_merges() {
     let dir = scratch("merge-keys");
     let file = dir.join("plan.yaml");
     // The reviewer's case: Relay switched on through `<<`; the UI then has its Relay.
-    std::fs::write(
+    let r = json(&run_values(
         &file,
         "x: &x {enabled: true}\nhubble: {relay: {<<: *x}, ui: {enabled: true}}\n",
-    )
-    .unwrap();
-    let r = json(&run(&["-f", file.to_str().unwrap(), "--format", "json"]));
+    ));
     assert_eq!(check(&r, "values.hubble-ui-relay")["status"], "pass");
     // Block style: a bad value brought in by a merge is named at the `<<` line.
-    std::fs::write(
+    let r = json(&run_values(
         &file,
         "defaults: &d\n  datapathMode: netkitt\nbpf:\n  masquerade: false\n  <<: *d\n",
-    )
-    .unwrap();
-    let r = json(&run(&["-f", file.to_str().unwrap(), "--format", "json"]));
+    ));
     let detail = check(&r, "values.accepted-values")["detail"]
         .as_str()
         .unwrap()
@@ -858,12 +855,10 @@ fn merge_keys_count_and_name_the_line_that_merges() {
 fn several_documents_merge_as_helm_4_and_warn_at_the_second_start() {
     let dir = scratch("multi-doc");
     let file = dir.join("plan.yaml");
-    std::fs::write(
+    let out = run_values(
         &file,
         "hubble:\n  relay:\n    enabled: false\n---\n# later\nhubble:\n  relay:\n    enabled: true\n  ui:\n    enabled: true\n",
-    )
-    .unwrap();
-    let out = run(&["-f", file.to_str().unwrap(), "--format", "json"]);
+    );
     let r = json(&out);
     let c = check(&r, "values.multi-document");
     assert_eq!(c["status"], "warn");
@@ -874,8 +869,7 @@ fn several_documents_merge_as_helm_4_and_warn_at_the_second_start() {
     // The later document won, as Helm 4 merges them.
     assert_eq!(check(&r, "values.hubble-ui-relay")["status"], "pass");
     // A trailing empty document changes nothing: no warning.
-    std::fs::write(&file, "hubble:\n  enabled: true\n---\n").unwrap();
-    let r = json(&run(&["-f", file.to_str().unwrap(), "--format", "json"]));
+    let r = json(&run_values(&file, "hubble:\n  enabled: true\n---\n"));
     assert_eq!(check(&r, "values.multi-document")["status"], "pass");
     // A syntax error in the second document exits 2 naming its line and column.
     std::fs::write(&file, "a: 1\n---\nb: [\n").unwrap();
@@ -896,12 +890,10 @@ fn misspelt_keys_fail_when_they_meant_a_capability_and_warn_otherwise() {
     let dir = scratch("unknown-keys");
     let file = dir.join("plan.yaml");
     // kube-proxy replacement misspelt: the chart keeps kube-proxy, the verdict must not be GO.
-    std::fs::write(
+    let out = run_values(
         &file,
         "k8sServiceHost: 10.0.0.1\nk8sServicePort: 6443\nkubeProxyReplacment: true\n",
-    )
-    .unwrap();
-    let out = run(&["-f", file.to_str().unwrap(), "--format", "json"]);
+    );
     assert_eq!(out.status.code(), Some(1));
     let r = json(&out);
     let c = check(&r, "values.unknown-keys");
