@@ -147,7 +147,7 @@ fn a_program_the_verifier_rejects_becomes_a_finding_with_the_log_tail() {
          \treturn *(__u8 *)(long)ctx->data;\n}\nBPF_LICENSE(\"GPL\");\n",
     )
     .unwrap();
-    let mut o = Options::new(preflight::target::Target::default());
+    let mut o = Options::new(preflight::cilium::Target::default());
     o.bpf_dir = Some(dir.path().to_path_buf());
     let r = compile::run(&o).unwrap();
     let xdp = r.program("bpf_xdp").unwrap();

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use preflight::{
+    cilium::Target,
     compile::{
         self, CompileReport, Options, StateSource,
         diag::{self, Diagnostic},
@@ -11,7 +12,6 @@ use preflight::{
         runner,
     },
     host::HostRoot,
-    target::Target,
 };
 
 fn fixture(name: &str) -> PathBuf {

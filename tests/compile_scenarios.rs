@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use preflight::{
+    cilium::Target,
     compile::{self, CompileReport, Options, StateSource, explain::Cause},
     host::HostRoot,
-    target::Target,
 };
 
 fn fixture(name: &str) -> PathBuf {
@@ -359,7 +359,7 @@ fn tunnel_port_from_values_clears_the_flannel_port_conflict_and_reaches_the_head
         "tunnelPort: 8473\nbpf:\n  monitorAggregation: none\n",
     )
     .unwrap();
-    let target = Target::build(&preflight::target::TargetSpec {
+    let target = Target::build(&preflight::cilium::TargetSpec {
         cilium_version: Some("1.18.4".into()),
         value_files: vec![values],
         ..Default::default()

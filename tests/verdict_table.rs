@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use preflight::{
     checks,
+    cilium::{Target, TargetSpec},
     facts::{Facts, Gathered},
     probe::{ProbeReport, Support},
-    target::{Target, TargetSpec},
     verdict::{self, Verdict},
 };
 use serde_json::{Value, json};

@@ -4,10 +4,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
+    cilium::Capability,
     plan::cmd::{FallbackTo, InstallArgs, PlanArgs, RollbackArgs},
     probe::Scope,
     report::Format,
-    target::Capability,
 };
 
 const EXIT_CODES: &str = "\
@@ -195,8 +195,8 @@ pub struct TargetFlags {
 impl TargetFlags {
     /// The target these flags describe; `default_version` when neither --cilium-version nor
     /// --chart names one (None: the newest profile).
-    pub fn spec(&self, default_version: Option<&str>) -> crate::target::TargetSpec {
-        crate::target::TargetSpec {
+    pub fn spec(&self, default_version: Option<&str>) -> crate::cilium::TargetSpec {
+        crate::cilium::TargetSpec {
             cilium_version: self.cilium_version.clone().or_else(|| {
                 self.chart
                     .is_none()
@@ -256,7 +256,7 @@ pub struct JobArgs {
 }
 
 impl RunArgs {
-    pub fn target_spec(&self) -> crate::target::TargetSpec {
+    pub fn target_spec(&self) -> crate::cilium::TargetSpec {
         self.target.spec(None)
     }
 }
@@ -320,7 +320,7 @@ pub struct CompileArgs {
     #[arg(long, default_value = "/", requires = "as_node")]
     pub root: PathBuf,
     /// Target Cilium version (selects flags, include layout and the clang to match).
-    #[arg(long, default_value = crate::target::DEFAULT_CILIUM_VERSION)]
+    #[arg(long, default_value = crate::cilium::DEFAULT_CILIUM_VERSION)]
     pub cilium_version: String,
     /// Helm values file(s), applied in order (tunnel protocol and port, monitor aggregation,
     /// which programs the target needs).

@@ -3,13 +3,13 @@ use std::{io::IsTerminal, time::Instant};
 
 use crate::{
     checks,
+    cilium::Target,
     cli::{ProbeArgs, ProbeFormat, RunArgs},
     exit,
     facts::{Facts, GatherOptions},
     host::HostRoot,
     probe::{self, LiveKernel},
     report::{self, Report, Timings},
-    target::Target,
     verdict,
 };
 

@@ -3,13 +3,13 @@
 use std::{path::PathBuf, time::Instant};
 
 use crate::{
+    cilium::Target,
     compile::{self, CompileReport},
     host::{
         HostRoot, cni::CniFacts, distro::DistroFacts, k3s::K3sFacts, kconfig::KernelConfigFact,
         links::Link, modules::ModuleIndex, mounts::MountsFact, state::CiliumState, sysctl::Sysctls,
     },
     probe::{self, ProbeReport, Scope, canary::CanaryReport},
-    target::Target,
 };
 
 /// A fact that was gathered, or why not. `Skipped` means it does not apply (a live-only fact when

@@ -3,6 +3,7 @@
 //! Data flow: `facts` (the only part that touches the node: `host`, `probe`) → `checks`
 //! (a registry of pure functions) → `verdict` → `report` (one model, several renderers).
 pub mod checks;
+pub mod cilium;
 pub mod cli;
 pub mod commands;
 pub mod compile;
@@ -13,7 +14,6 @@ pub mod out;
 pub mod plan;
 pub mod probe;
 pub mod report;
-pub mod target;
 pub mod verdict;
 
 /// Exit codes, as ripgrep: 0 positive answer, 1 negative answer, 2 error.

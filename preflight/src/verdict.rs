@@ -4,8 +4,8 @@ use serde_json::{Value, json};
 
 use crate::{
     checks::Area,
+    cilium::{Capability, Target, node, validate, values},
     report::{CheckResult, Status},
-    target::{Capability, Target, node, validate, values},
 };
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -1,8 +1,8 @@
 //! Checks over the attach canaries: real programs on real hooks, traffic proving they ran.
 use super::{Area, Check, Outcome};
 use crate::{
+    cilium::Capability::{self, *},
     probe::Support,
-    target::Capability::{self, *},
 };
 
 /// (canary, title, needed by, remedy).

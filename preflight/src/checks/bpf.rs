@@ -1,9 +1,9 @@
 //! Checks over the live bpf() probes: program types, helpers and misc features Cilium needs.
 use super::{Area, Check, Outcome};
 use crate::{
+    cilium::Capability::{self, *},
     facts::Facts,
     probe::{ProbeReport, Support},
-    target::Capability::{self, *},
 };
 
 fn with_probes(facts: &Facts, f: impl FnOnce(&ProbeReport) -> Outcome) -> Outcome {

@@ -2,8 +2,8 @@
 //! `cni.confPath`), conflicting network configs, a stray cilium-cni.
 use super::{Area, Check, Outcome};
 use crate::{
+    cilium::Capability::*,
     host::cni::{CniFacts, DEFAULT_BIN, DEFAULT_CONF, K3S_CONTAINERD_TMPL, NetworkConfig},
-    target::Capability::*,
 };
 
 fn is_cilium(c: &NetworkConfig) -> bool {

@@ -3,6 +3,7 @@
 //! each object's load through the verifier.
 use super::{Area, Check, Outcome};
 use crate::{
+    cilium::Capability::{self, *},
     compile::{
         CompileReport, ProgramResult,
         explain::Cause,
@@ -10,7 +11,6 @@ use crate::{
         verify::{Verdict, VerifyReport},
     },
     facts::Facts,
-    target::Capability::{self, *},
 };
 
 /// (program, title, needed by).

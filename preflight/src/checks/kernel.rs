@@ -2,13 +2,13 @@
 //! `=m` options are judged with the module's state; a config we cannot see is "unknown".
 use super::{Area, Check, Outcome};
 use crate::{
+    cilium::Capability::{self, *},
     facts::Facts,
     host::{
         kconfig::{KernelConfigFact, Setting},
         modules::ModuleState,
         state::minor_of,
     },
-    target::Capability::{self, *},
 };
 
 /// How bad a missing option is: the agent refuses to start, or only the docs list it.
@@ -400,7 +400,7 @@ pub fn checks() -> Vec<Check> {
                 let (Some(k), Some(c)) = (kernel_version(release), minor_of(&target.cilium_version)) else {
                     return Outcome::unknown(format!("cannot parse kernel release {release:?}")).evidence(evidence);
                 };
-                // The version's profile holds its documented minimum (target::profiles, FACTS §3).
+                // The version's profile holds its documented minimum (cilium::profiles, FACTS §3).
                 let min = target.profile().min_kernel;
                 let shown = format!("{}.{}.{}", min.0, min.1, min.2);
                 if k >= min {
@@ -446,6 +446,6 @@ mod tests {
         assert_eq!(kernel_version("4.19.57"), Some((4, 19, 57)));
         assert_eq!(kernel_version("6.18"), Some((6, 18, 0)));
         assert_eq!(kernel_version("garbage"), None);
-        // Minimum kernels per version are tested with the profiles (target::profiles).
+        // Minimum kernels per version are tested with the profiles (cilium::profiles).
     }
 }

@@ -23,9 +23,9 @@ pub use kernel::kernel_version;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    cilium::{Capability, Target},
     facts::Facts,
     report::{CheckResult, Status},
-    target::{Capability, Target},
 };
 
 /// Where a check belongs; the text report groups by it and check ids start with it.

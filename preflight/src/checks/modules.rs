@@ -2,11 +2,11 @@
 //! itself. Cilium's own modules are judged with their config options in kernel.rs.
 use super::{Area, Check, Outcome};
 use crate::{
+    cilium::Capability::*,
     host::{
         kconfig::{KernelConfigFact, Setting},
         modules::ModuleState,
     },
-    target::Capability::*,
 };
 
 /// (module, its config option, why).

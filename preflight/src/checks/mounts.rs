@@ -2,9 +2,9 @@
 //! so the host's must be one shared bpffs; socket LB needs a cgroup v2 hierarchy.
 use super::{Area, Check, Outcome};
 use crate::{
+    cilium::Capability::*,
     facts::{Facts, Gathered},
     host::mounts::{BPF_FS_MAGIC, MountTable, MountsFact},
-    target::Capability::*,
 };
 
 const BPFFS: &str = "/sys/fs/bpf";

@@ -3,9 +3,9 @@
 //! 'CALLS_MAP' macro-redefinition incident (FACTS §2) — and CNI leftovers.
 use super::{Area, Check, Outcome};
 use crate::{
+    cilium::Capability::{self, *},
     facts::Facts,
     host::links::{GENEVE_PORT, Link, VXLAN_PORT},
-    target::Capability::{self, *},
 };
 
 const EVIDENCE: &str = "netlink RTM_GETLINK dump";

@@ -1,15 +1,15 @@
-//! What the target's Cilium version needs from the kernel, from its profile (target::profiles):
+//! What the target's Cilium version needs from the kernel, from its profile (cilium::profiles):
 //! the documented minimum kernel per feature, and the helpers the 1.18+ agent refuses to start
 //! without. (The version's own minimum is `kernel.release` in checks::kernel.)
 use super::{Area, Check, Outcome};
 use crate::{
-    facts::Facts,
-    probe::{ProbeReport, Support},
-    target::{
+    cilium::{
         Capability::{self, *},
         Target,
         profiles::{self, kernel_version_str, parse_kernel_release},
     },
+    facts::Facts,
+    probe::{ProbeReport, Support},
 };
 
 /// Features whose documented minimum kernel we check (FACTS §3).
@@ -118,7 +118,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::{report::Status, target::profiles::PROFILES};
+    use crate::{cilium::profiles::PROFILES, report::Status};
 
     fn profile(minor: u32) -> &'static profiles::Profile {
         PROFILES.iter().find(|p| p.minor == minor).unwrap()

@@ -1,8 +1,8 @@
 //! Cilium state left by an earlier or failed install (FACTS §2).
 use super::{Area, Check, Outcome};
 use crate::{
+    cilium::Capability::*,
     host::state::{NODE_CONFIG, minor_of},
-    target::Capability::*,
 };
 
 const WIPE: &str = "set cleanState: true for the first install (Helm), or with no agent running: rm -rf /var/run/cilium/state";

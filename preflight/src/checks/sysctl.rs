@@ -2,9 +2,9 @@
 //! (which writes rp_filter before it writes node_config.h) can finish.
 use super::{Area, Check, Outcome};
 use crate::{
+    cilium::Capability::{self, *},
     facts::Facts,
     host::sysctl::SysctlValue,
-    target::Capability::{self, *},
 };
 
 /// Reads a sysctl and hands its value to `judge`; absent or unreadable values say so.

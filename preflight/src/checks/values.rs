@@ -1,13 +1,13 @@
-//! Helm values: what the target version's chart rejects or ignores (target::validate), what the
-//! chart's own values.schema.json says (--chart), and the values against this node (target::node).
+//! Helm values: what the target version's chart rejects or ignores (cilium::validate), what the
+//! chart's own values.schema.json says (--chart), and the values against this node (cilium::node).
 use super::{Area, Check, Outcome};
 use crate::{
-    report::Status,
-    target::{
+    cilium::{
         Capability::{ChartValues, NativeRouting},
         node,
         validate::{self, Finding},
     },
+    report::Status,
 };
 
 fn outcome(f: Finding) -> Outcome {

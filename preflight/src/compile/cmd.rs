@@ -5,12 +5,12 @@ use std::{fmt::Write as _, time::Instant};
 
 use super::{CompileReport, Options, StateSource, runner, verify::Verdict};
 use crate::{
+    cilium::{Target, TargetSpec},
     cli::CompileArgs,
     exit,
     host::HostRoot,
     probe::{self, LiveKernel, Scope},
     report::Format,
-    target::{Target, TargetSpec},
 };
 
 pub fn compile(args: &CompileArgs) -> anyhow::Result<u8> {

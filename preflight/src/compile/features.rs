@@ -14,8 +14,8 @@ use serde_json::Value;
 
 use super::profile::Profile;
 use crate::{
+    cilium::{Capability, Target},
     probe::ProbeReport,
-    target::{Capability, Target},
 };
 
 /// A feature macro the agent writes from one helper probe: (header, macro, program type,

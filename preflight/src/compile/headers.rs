@@ -16,7 +16,7 @@ use super::{
     features::{self, Features},
     profile::{NEWEST, OLDEST, Profile},
 };
-use crate::{host::state::macros, probe::ProbeReport, target::Target};
+use crate::{cilium::Target, host::state::macros, probe::ProbeReport};
 
 /// A node_config.h macro that only some versions write: (name, value, first minor, last minor).
 const VERSIONED_NODE_MACROS: &[(&str, &str, u32, u32)] = &[

@@ -26,7 +26,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::{host::HostRoot, probe::ProbeReport, target::Target};
+use crate::{cilium::Target, host::HostRoot, probe::ProbeReport};
 
 /// Where the state dir's headers come from.
 #[derive(Debug, Clone)]

@@ -6,11 +6,11 @@
 use serde::Serialize;
 
 use crate::{
+    cilium::{Capability, Target},
     host::{
         HostRoot,
         mounts::{self, MountsFact},
     },
-    target::{Capability, Target},
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

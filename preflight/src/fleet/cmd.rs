@@ -11,10 +11,10 @@ use super::{
     read,
 };
 use crate::{
+    cilium::{Target, TargetSpec},
     cli::{AggregateArgs, Cli, Command, JobArgs, RunArgs},
     exit,
     report::Format,
-    target::{Target, TargetSpec},
 };
 
 pub fn aggregate(args: &AggregateArgs) -> anyhow::Result<u8> {

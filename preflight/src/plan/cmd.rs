@@ -17,10 +17,10 @@ use super::{
 };
 use crate::{
     checks,
+    cilium::Target,
     cli::TargetFlags,
     exit,
     facts::{Facts, GatherOptions},
-    target::Target,
     verdict,
 };
 
@@ -173,7 +173,7 @@ fn judge(root: &Path, runner: &Runner, t: &TargetArgs, live: bool) -> anyhow::Re
     let fix = (!applied.is_empty()).then(|| {
         let mut patch = serde_json::json!({});
         for r in &applied {
-            crate::target::values::merge(&mut patch, r.patch.clone());
+            crate::cilium::values::merge(&mut patch, r.patch.clone());
         }
         patch
     });

@@ -286,7 +286,7 @@ pub fn values_for(
 ) -> anyhow::Result<serde_json::Value> {
     use serde_json::json;
 
-    use crate::target::values;
+    use crate::cilium::values;
     let mut v = json!({
         "routingMode": "tunnel",
         "tunnelProtocol": "vxlan",
@@ -401,7 +401,7 @@ fn note_overrides(
 /// Whether the user's values turn kube-proxy replacement on (`true`, or "true"/"strict" of
 /// older charts).
 pub fn wants_kube_proxy_replacement(user: &serde_json::Value) -> bool {
-    match crate::target::values::lookup(user, "kubeProxyReplacement") {
+    match crate::cilium::values::lookup(user, "kubeProxyReplacement") {
         Some(serde_json::Value::Bool(b)) => *b,
         Some(serde_json::Value::String(s)) => matches!(s.as_str(), "true" | "strict"),
         _ => false,

@@ -76,7 +76,7 @@ fn target_warnings(old: &Report, new: &Report) -> Vec<String> {
                 "nothing".to_string()
             } else {
                 v.iter()
-                    .map(|c: &&crate::target::Capability| c.as_str())
+                    .map(|c: &&crate::cilium::Capability| c.as_str())
                     .collect::<Vec<_>>()
                     .join(", ")
             }

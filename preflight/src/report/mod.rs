@@ -15,7 +15,7 @@ pub use junit::render_junit;
 pub use markdown::render_markdown;
 pub use text::render_text;
 
-use crate::{checks::Area, target::Capability, target::Target, verdict::Verdict};
+use crate::{checks::Area, cilium::Capability, cilium::Target, verdict::Verdict};
 
 /// Bump on any change that could break a consumer of the JSON (renamed/removed field, new status).
 pub const SCHEMA_VERSION: u32 = 1;

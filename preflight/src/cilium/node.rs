@@ -6,7 +6,7 @@ use super::{
     Capability, Target,
     values::{as_text, truthy},
 };
-use crate::{facts::Facts, report::Status, target::validate::Finding};
+use crate::{cilium::validate::Finding, facts::Facts, report::Status};
 
 /// FACTS §5: Rancher Desktop's CNI plugin dir.
 pub const RANCHER_DESKTOP_CNI_BIN: &str = crate::host::cni::RANCHER_DESKTOP_BIN;
@@ -335,7 +335,7 @@ mod tests {
         assert_eq!(cni_conf_path(&default, &k3s).status, Status::Warn);
 
         let mut kpr = target(json!({"kubeProxyReplacement": true}));
-        kpr.capabilities = crate::target::derive::capabilities(&kpr.effective_values());
+        kpr.capabilities = crate::cilium::derive::capabilities(&kpr.effective_values());
         assert_eq!(
             cgroup_host_root(&kpr, &plain).status,
             Status::Skip,
@@ -343,7 +343,7 @@ mod tests {
         );
         let mut manual = target(json!({"kubeProxyReplacement": true,
                                        "cgroup": {"autoMount": {"enabled": false}}}));
-        manual.capabilities = crate::target::derive::capabilities(&manual.effective_values());
+        manual.capabilities = crate::cilium::derive::capabilities(&manual.effective_values());
         let f = cgroup_host_root(&manual, &plain);
         assert_eq!(f.status, Status::Fail, "{f:?}");
         assert_eq!(
@@ -397,7 +397,7 @@ mod tests {
             json!({"ipv4NativeRoutingCIDR": "10.0.0.0/8"}),
         ] {
             let mut v = json!({"routingMode": "native", "autoDirectNodeRoutes": true});
-            crate::target::values::merge(&mut v, exempt.clone());
+            crate::cilium::values::merge(&mut v, exempt.clone());
             let f = native_routing_cidr(&target(v), &k3s);
             assert_eq!(f.status, Status::Pass, "{exempt}: {f:?}");
         }

@@ -296,7 +296,7 @@ mod tests {
     }
 
     proptest! {
-        // A plain key=value always reads back (fuzzing for crashes is in target::fuzz).
+        // A plain key=value always reads back (fuzzing for crashes is in cilium::fuzz).
         #[test]
         fn set_reads_back(key in "[a-z][a-zA-Z0-9]{0,8}(\\.[a-z][a-zA-Z0-9]{0,8}){0,3}",
                           val in "[a-z][a-z0-9-]{0,10}") {

@@ -665,7 +665,7 @@ fn service_monitor_crds(t: &Target) -> Finding {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::target::values::merge;
+    use crate::cilium::values::merge;
 
     fn target(version: &str, values: Value) -> Target {
         let mut t = Target::chart_defaults(version);

@@ -115,7 +115,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::target::values::coalesce;
+    use crate::cilium::values::coalesce;
 
     fn caps(version_defaults: &str, user: Value) -> BTreeSet<Capability> {
         let d: Value = serde_norway::from_str(version_defaults).unwrap();
@@ -125,7 +125,7 @@ mod tests {
     #[test]
     fn values_map_to_capabilities() {
         use Capability::*;
-        let d = crate::target::profiles::newest().chart_defaults;
+        let d = crate::cilium::profiles::newest().chart_defaults;
         let base = caps(d, json!({}));
         assert_eq!(
             base,
@@ -206,7 +206,7 @@ mod tests {
     #[test]
     fn the_114_spellings_are_understood() {
         use Capability::*;
-        let d = crate::target::profiles::PROFILES[0].chart_defaults;
+        let d = crate::cilium::profiles::PROFILES[0].chart_defaults;
         assert!(caps(d, json!({})).contains(&TunnelVxlan));
         assert!(caps(d, json!({"tunnel": "geneve"})).contains(&TunnelGeneve));
         assert!(caps(d, json!({"tunnel": "disabled"})).contains(&NativeRouting));
