@@ -262,7 +262,7 @@ fn unknown_cpu_is_explained() {
     );
 }
 
-fn checks_for(report: CompileReport) -> Vec<preflight::report::CheckResult> {
+fn checks_for(report: CompileReport) -> Vec<preflight::model::CheckResult> {
     use preflight::facts::{Facts, Gathered};
     let empty = tempfile::tempdir().unwrap();
     let mut facts = Facts::from_root(empty.path());
@@ -272,9 +272,9 @@ fn checks_for(report: CompileReport) -> Vec<preflight::report::CheckResult> {
 }
 
 fn check<'a>(
-    results: &'a [preflight::report::CheckResult],
+    results: &'a [preflight::model::CheckResult],
     id: &str,
-) -> &'a preflight::report::CheckResult {
+) -> &'a preflight::model::CheckResult {
     results
         .iter()
         .find(|c| c.id == id)
@@ -283,7 +283,7 @@ fn check<'a>(
 
 #[test]
 fn run_checks_turn_the_missing_header_scenario_into_a_no_go_with_remedies() {
-    use preflight::report::Status;
+    use preflight::model::Status;
     if !have("/usr/bin/clang-19") {
         return;
     }
@@ -335,7 +335,7 @@ fn run_checks_turn_the_missing_header_scenario_into_a_no_go_with_remedies() {
 
 #[test]
 fn run_checks_call_a_too_new_clang_a_warning_not_a_node_failure() {
-    use preflight::report::Status;
+    use preflight::model::Status;
     if !have("/usr/bin/clang-19") {
         return;
     }

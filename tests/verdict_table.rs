@@ -8,8 +8,9 @@ use preflight::{
     checks,
     cilium::{Target, TargetSpec},
     facts::{Facts, Gathered},
+    model::Verdict,
     probe::{ProbeReport, Support},
-    verdict::{self, Verdict},
+    verdict,
 };
 use serde_json::{Value, json};
 

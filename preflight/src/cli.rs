@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    cilium::Capability,
+    model::Capability,
     plan::cmd::{FallbackTo, InstallArgs, PlanArgs, RollbackArgs},
     probe::Scope,
     report::Format,

@@ -1,7 +1,11 @@
 //! Checks over the attach canaries: real programs on real hooks, traffic proving they ran.
-use super::{Area, Check, Outcome};
+use super::Check;
 use crate::{
-    cilium::Capability::{self, *},
+    model::{
+        Area,
+        Capability::{self, *},
+        Outcome,
+    },
     probe::Support,
 };
 

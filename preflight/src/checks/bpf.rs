@@ -1,8 +1,12 @@
 //! Checks over the live bpf() probes: program types, helpers and misc features Cilium needs.
-use super::{Area, Check, Outcome};
+use super::Check;
 use crate::{
-    cilium::Capability::{self, *},
     facts::Facts,
+    model::{
+        Area,
+        Capability::{self, *},
+        Outcome,
+    },
     probe::{ProbeReport, Support},
 };
 
@@ -242,9 +246,9 @@ pub fn checks() -> Vec<Check> {
                     with_probes(facts, |p| {
                         let o = from_support(p.misc.get(*name), title, "bpf(BPF_PROG_LOAD)");
                         // Informational probes warn instead of failing.
-                        if needed_by.is_empty() && o.status == crate::report::Status::Fail {
+                        if needed_by.is_empty() && o.status == crate::model::Status::Fail {
                             Outcome {
-                                status: crate::report::Status::Warn,
+                                status: crate::model::Status::Warn,
                                 ..o
                             }
                         } else {

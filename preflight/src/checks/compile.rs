@@ -1,9 +1,8 @@
 //! Checks over the datapath compile stage: the toolchain used, whether the agent's datapath
 //! init will get to write its headers, each program's compile (with root cause and remedy), and
 //! each object's load through the verifier.
-use super::{Area, Check, Outcome};
+use super::Check;
 use crate::{
-    cilium::Capability::{self, *},
     compile::{
         CompileReport, ProgramResult,
         explain::Cause,
@@ -11,6 +10,11 @@ use crate::{
         verify::{Verdict, VerifyReport},
     },
     facts::Facts,
+    model::{
+        Area,
+        Capability::{self, *},
+        Outcome,
+    },
 };
 
 /// (program, title, needed by).

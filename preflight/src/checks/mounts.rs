@@ -1,10 +1,10 @@
 //! bpffs at /sys/fs/bpf and cgroup v2 (FACTS §3): the agent mounts /sys/fs/bpf Bidirectional,
 //! so the host's must be one shared bpffs; socket LB needs a cgroup v2 hierarchy.
-use super::{Area, Check, Outcome};
+use super::Check;
 use crate::{
-    cilium::Capability::*,
     facts::{Facts, Gathered},
     host::mounts::{BPF_FS_MAGIC, MountTable, MountsFact},
+    model::{Area, Capability::*, Outcome},
 };
 
 const BPFFS: &str = "/sys/fs/bpf";

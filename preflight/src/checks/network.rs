@@ -1,11 +1,15 @@
 //! Live network devices (netlink): a vxlan/geneve device already holding Cilium's tunnel port
 //! makes the tunnel setup fail with "address already in use" — the start of the
 //! 'CALLS_MAP' macro-redefinition incident (FACTS §2) — and CNI leftovers.
-use super::{Area, Check, Outcome};
+use super::Check;
 use crate::{
-    cilium::Capability::{self, *},
     facts::Facts,
     host::links::{GENEVE_PORT, Link, VXLAN_PORT},
+    model::{
+        Area,
+        Capability::{self, *},
+        Outcome,
+    },
 };
 
 const EVIDENCE: &str = "netlink RTM_GETLINK dump";

@@ -1,14 +1,18 @@
 //! What the target's Cilium version needs from the kernel, from its profile (cilium::profiles):
 //! the documented minimum kernel per feature, and the helpers the 1.18+ agent refuses to start
 //! without. (The version's own minimum is `kernel.release` in checks::kernel.)
-use super::{Area, Check, Outcome};
+use super::Check;
 use crate::{
     cilium::{
-        Capability::{self, *},
         Target,
         profiles::{self, kernel_version_str, parse_kernel_release},
     },
     facts::Facts,
+    model::{
+        Area,
+        Capability::{self, *},
+        Outcome,
+    },
     probe::{ProbeReport, Support},
 };
 
@@ -118,7 +122,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::{cilium::profiles::PROFILES, report::Status};
+    use crate::{cilium::profiles::PROFILES, model::Status};
 
     fn profile(minor: u32) -> &'static profiles::Profile {
         PROFILES.iter().find(|p| p.minor == minor).unwrap()

@@ -6,7 +6,7 @@ use super::{
     Capability, Target,
     values::{as_text, truthy},
 };
-use crate::{cilium::validate::Finding, facts::Facts, report::Status};
+use crate::{cilium::validate::Finding, facts::Facts, model::Status};
 
 /// FACTS §5: Rancher Desktop's CNI plugin dir.
 pub const RANCHER_DESKTOP_CNI_BIN: &str = crate::host::cni::RANCHER_DESKTOP_BIN;

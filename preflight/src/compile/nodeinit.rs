@@ -6,11 +6,12 @@
 use serde::Serialize;
 
 use crate::{
-    cilium::{Capability, Target},
+    cilium::Target,
     host::{
         HostRoot,
         mounts::{self, MountsFact},
     },
+    model::Capability,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -21,7 +21,7 @@ use std::{
     path::{Component, Path, PathBuf},
 };
 
-use crate::report::Node;
+use crate::model::Node;
 
 /// Linux gives up after 40 links (MAXSYMLINKS); so do we.
 const MAX_SYMLINKS: usize = 40;

@@ -128,12 +128,12 @@ struct Judged {
     node: NodeState,
     plan: super::Plan,
     /// The checks and verdict for the values file as written (value fixes included).
-    results: Vec<crate::report::CheckResult>,
-    verdict: verdict::Verdict,
+    results: Vec<crate::model::CheckResult>,
+    verdict: crate::model::Verdict,
     /// The verdict's value fixes that went into the values file, and what they fix.
     value_fixes: Option<(serde_json::Value, Vec<String>)>,
     /// Cheaper settings the verdict suggests for a capability: printed, not applied.
-    advice: Vec<verdict::Recommendation>,
+    advice: Vec<crate::model::Recommendation>,
 }
 
 fn judge(root: &Path, runner: &Runner, t: &TargetArgs, live: bool) -> anyhow::Result<Judged> {
