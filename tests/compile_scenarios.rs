@@ -263,11 +263,11 @@ fn unknown_cpu_is_explained() {
 }
 
 fn checks_for(report: CompileReport) -> Vec<preflight::model::CheckResult> {
-    use preflight::facts::{Facts, Gathered};
+    use preflight::{facts::Facts, model::Gathered};
     let empty = tempfile::tempdir().unwrap();
     let mut facts = Facts::from_root(empty.path());
     facts.live = true;
-    facts.compile = Gathered::Got(Ok(report));
+    facts.compile = Gathered::Got(report);
     preflight::checks::run_all(&facts, &Target::default(), &[])
 }
 
@@ -301,7 +301,7 @@ fn run_checks_turn_the_missing_header_scenario_into_a_no_go_with_remedies() {
     let empty = tempfile::tempdir().unwrap();
     let mut facts = preflight::facts::Facts::from_root(empty.path());
     facts.live = true;
-    facts.compile = preflight::facts::Gathered::Got(Ok(report));
+    facts.compile = preflight::model::Gathered::Got(report);
     let on_118 = preflight::checks::run_all(&facts, &Target::chart_defaults("1.18.4"), &[]);
     let init_118 = check(&on_118, "compile.init");
     assert!(

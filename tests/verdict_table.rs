@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use preflight::{
     checks,
     cilium::{Target, TargetSpec},
-    facts::{Facts, Gathered},
-    model::Verdict,
+    facts::Facts,
+    model::{Gathered, Verdict},
     probe::{ProbeReport, Support},
     verdict,
 };

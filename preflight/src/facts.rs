@@ -7,27 +7,13 @@ use crate::{
     compile::{self, CompileReport},
     host::{
         HostRoot, cni::CniFacts, distro::DistroFacts, k3s::K3sFacts, kconfig::KernelConfigFact,
-        links::Link, modules::ModuleIndex, mounts::MountsFact, state::CiliumState, sysctl::Sysctls,
+        links::Link, modules::ModuleIndex, mounts::MountTable, state::CiliumState, sysctl::Sysctls,
     },
     probe::{self, ProbeReport, Scope, canary::CanaryReport},
 };
 
-/// A fact that was gathered, or why not. `Skipped` means it does not apply (a live-only fact when
-/// reading another root); checks turn it into `skip`, not `fail`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Gathered<T> {
-    Got(T),
-    Skipped(String),
-}
-
-impl<T> Gathered<T> {
-    pub fn get(&self) -> Result<&T, &str> {
-        match self {
-            Self::Got(t) => Ok(t),
-            Self::Skipped(why) => Err(why),
-        }
-    }
-}
+/// Re-exported while other branches still name it here; the type lives in `model`.
+pub use crate::model::Gathered;
 
 #[derive(Debug, Clone)]
 pub struct GatherOptions {
@@ -59,18 +45,18 @@ pub struct Facts {
     pub kernel_release: Option<String>,
     pub kernel_config: KernelConfigFact,
     pub modules: ModuleIndex,
-    pub mounts: MountsFact,
+    pub mounts: Gathered<MountTable>,
     /// statfs(2) magic of /sys/fs/bpf (live-only).
-    pub bpffs_magic: Gathered<Result<i64, String>>,
+    pub bpffs_magic: Gathered<i64>,
     pub sysctls: Sysctls,
     /// Network devices over rtnetlink (live-only).
-    pub links: Gathered<Result<Vec<Link>, String>>,
+    pub links: Gathered<Vec<Link>>,
     pub k3s: K3sFacts,
     pub cni: CniFacts,
     pub cilium_state: CiliumState,
     pub distro: DistroFacts,
-    /// The datapath compile stage; `Err` when it could not run (no clang, bad version).
-    pub compile: Gathered<Result<CompileReport, String>>,
+    /// The datapath compile stage; `Unknown` when it could not run (no clang, bad version).
+    pub compile: Gathered<CompileReport>,
     /// Milliseconds per gathering stage.
     pub timings: Vec<(String, f64)>,
 }
@@ -123,7 +109,7 @@ impl Facts {
             let modules = crate::host::modules::gather(&host, kernel_release.as_deref());
             let mounts = crate::host::mounts::gather(&host);
             let bpffs_magic = if live {
-                Gathered::Got(crate::host::mounts::fs_magic("/sys/fs/bpf"))
+                Gathered::from_result(crate::host::mounts::fs_magic("/sys/fs/bpf"))
             } else {
                 Gathered::Skipped(format!(
                     "statfs is live-only; --root {} is not this system's root",
@@ -132,7 +118,7 @@ impl Facts {
             };
             let sysctls = crate::host::sysctl::gather(&host, &mounts);
             let links = if live {
-                Gathered::Got(crate::host::links::gather())
+                Gathered::from_result(crate::host::links::gather())
             } else {
                 Gathered::Skipped(format!(
                     "network devices are live-only (netlink); --root {} is not this system's root",
@@ -149,9 +135,9 @@ impl Facts {
                 (true, Some(target)) => {
                     let mut o = compile::Options::new(target.clone());
                     o.state = compile::StateSource::Predict(host.clone());
-                    o.probes = probes.get().ok().cloned();
+                    o.probes = probes.got().cloned();
                     o.progress = true;
-                    Gathered::Got(compile::run(&o))
+                    Gathered::from_result(compile::run(&o))
                 }
                 (true, None) => Gathered::Skipped("compile stage disabled (--no-compile)".into()),
                 (false, _) => Gathered::Skipped(not_live()),

@@ -5,15 +5,16 @@ use crate::{
     model::{
         Area,
         Capability::{self, *},
-        Outcome,
+        Gathered, Outcome,
     },
     probe::{ProbeReport, Support},
 };
 
 fn with_probes(facts: &Facts, f: impl FnOnce(&ProbeReport) -> Outcome) -> Outcome {
-    match facts.probes.get() {
-        Ok(p) => f(p),
-        Err(why) => Outcome::skip(why),
+    match &facts.probes {
+        Gathered::Got(p) => f(p),
+        Gathered::Unknown(why) => Outcome::unknown(why.clone()),
+        Gathered::Skipped(why) => Outcome::skip(why.clone()),
     }
 }
 

@@ -13,7 +13,7 @@ use crate::{
     model::{
         Area,
         Capability::{self, *},
-        Outcome,
+        Gathered, Outcome,
     },
 };
 
@@ -35,12 +35,12 @@ const PROGRAMS: &[(&str, &str, &[Capability])] = &[
 ];
 
 fn report(facts: &Facts) -> Result<&CompileReport, Outcome> {
-    match facts.compile.get() {
-        Err(why) => Err(Outcome::skip(why)),
-        Ok(Err(e)) => Err(Outcome::unknown(format!(
+    match &facts.compile {
+        Gathered::Skipped(why) => Err(Outcome::skip(why.clone())),
+        Gathered::Unknown(e) => Err(Outcome::unknown(format!(
             "compile stage could not run: {e}"
         ))),
-        Ok(Ok(r)) => Ok(r),
+        Gathered::Got(r) => Ok(r),
     }
 }
 

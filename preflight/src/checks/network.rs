@@ -8,17 +8,17 @@ use crate::{
     model::{
         Area,
         Capability::{self, *},
-        Outcome,
+        Gathered, Outcome,
     },
 };
 
 const EVIDENCE: &str = "netlink RTM_GETLINK dump";
 
 fn with_links(facts: &Facts, f: impl FnOnce(&[Link]) -> Outcome) -> Outcome {
-    match facts.links.get() {
-        Ok(Ok(links)) => f(links).evidence(EVIDENCE),
-        Ok(Err(why)) => Outcome::unknown(why.clone()).evidence(EVIDENCE),
-        Err(why) => Outcome::skip(why),
+    match &facts.links {
+        Gathered::Got(links) => f(links).evidence(EVIDENCE),
+        Gathered::Unknown(why) => Outcome::unknown(why.clone()).evidence(EVIDENCE),
+        Gathered::Skipped(why) => Outcome::skip(why.clone()),
     }
 }
 

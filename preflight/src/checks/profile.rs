@@ -11,7 +11,7 @@ use crate::{
     model::{
         Area,
         Capability::{self, *},
-        Outcome,
+        Gathered, Outcome,
     },
     probe::{ProbeReport, Support},
 };
@@ -85,9 +85,10 @@ pub fn checks() -> Vec<Check> {
             if p.agent_helpers.is_empty() {
                 return Outcome::skip(format!("Cilium {} checks no helper list at start-up", p.version()));
             }
-            match facts.probes.get() {
-                Ok(probes) => judge_agent_helpers(p, probes),
-                Err(why) => Outcome::skip(why.to_string()),
+            match &facts.probes {
+                Gathered::Got(probes) => judge_agent_helpers(p, probes),
+                Gathered::Unknown(why) => Outcome::unknown(why.clone()),
+                Gathered::Skipped(why) => Outcome::skip(why.clone()),
             }
         }),
     ];

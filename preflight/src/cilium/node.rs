@@ -36,7 +36,7 @@ impl NodeHints {
             cni_dirs_source: (!cni.dirs_source.is_empty()).then(|| cni.dirs_source.clone()),
             cni_conf_dir: (!cni.conf_dir.is_empty()).then(|| cni.conf_dir.clone()),
             cgroup2_mounts: match &facts.mounts {
-                crate::host::mounts::MountsFact::Got(t) => Some(
+                crate::model::Gathered::Got(t) => Some(
                     t.of_type("cgroup2")
                         .iter()
                         .map(|m| m.mount_point.clone())

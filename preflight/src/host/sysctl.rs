@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::{HostRoot, ReadError, mounts::MountsFact};
+use crate::model::Gathered;
 
 pub const KEYS: &[&str] = &[
     "net.core.bpf_jit_enable",
@@ -71,7 +72,7 @@ pub fn gather(host: &HostRoot, mounts: &MountsFact) -> Sysctls {
         }
     } else {
         match mounts {
-            MountsFact::Got(t) => match t.covering("/proc/sys") {
+            Gathered::Got(t) => match t.covering("/proc/sys") {
                 Some(m) if m.fstype == "proc" || m.mount_point == "/proc/sys" => Ok(!m.read_only()),
                 _ => Err("no proc mount in the mount table".into()),
             },

@@ -3,6 +3,7 @@
 mod area;
 mod capability;
 mod check;
+mod gathered;
 mod node;
 mod outcome;
 mod status;
@@ -11,6 +12,7 @@ mod verdict;
 pub use area::Area;
 pub use capability::Capability;
 pub use check::CheckResult;
+pub use gathered::Gathered;
 pub use node::Node;
 pub use outcome::Outcome;
 pub use status::Status;
