@@ -3,7 +3,7 @@
 use std::{path::PathBuf, time::Instant};
 
 use crate::{
-    cilium::Target,
+    cilium::{Target, node::NodeHints},
     compile::{self, CompileReport},
     host::{
         HostRoot, cni::CniFacts, distro::DistroFacts, k3s::K3sFacts, kconfig::KernelConfigFact,
@@ -62,6 +62,35 @@ pub struct Facts {
 }
 
 impl Facts {
+    /// The node facts the values cross-checks (`cilium::node`) judge the values against.
+    pub fn node_hints(&self) -> NodeHints {
+        let facts = self;
+        let cni = &facts.cni;
+        NodeHints {
+            rancher_desktop: facts.k3s.rancher_desktop,
+            // An empty list means the runtime's config could not be read at all.
+            cni_bin_dirs: (!cni.bin_dirs.is_empty()).then(|| cni.bin_dirs.clone()),
+            cni_dirs_source: (!cni.dirs_source.is_empty()).then(|| cni.dirs_source.clone()),
+            cni_conf_dir: (!cni.conf_dir.is_empty()).then(|| cni.conf_dir.clone()),
+            cgroup2_mounts: match &facts.mounts {
+                Gathered::Got(t) => Some(
+                    t.of_type("cgroup2")
+                        .iter()
+                        .map(|m| m.mount_point.clone())
+                        .collect(),
+                ),
+                _ => None,
+            },
+            // Dual-stack k3s lists both families; the IPv4 one is the native-routing CIDR.
+            cluster_cidr: facts.k3s.cluster_cidr.as_deref().and_then(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .find(|c| !c.is_empty() && !c.contains(':'))
+                    .map(str::to_string)
+            }),
+        }
+    }
+
     /// Node facts read from `root` only: no live probes, canaries or compile stage. Tests start
     /// from this and put fixture probe or compile results in.
     pub fn from_root(root: &std::path::Path) -> Self {

@@ -25,7 +25,7 @@ pub use crate::model::{Area, Outcome};
 use crate::{
     cilium::Target,
     facts::Facts,
-    model::{Capability, CheckResult, Status},
+    model::{Capability, CheckResult, Recommendation, Status},
 };
 
 type Evaluate = Box<dyn Fn(&Facts, &Target) -> Outcome + Send + Sync>;
@@ -74,6 +74,14 @@ impl Check {
 
     pub fn run(&self, facts: &Facts, target: &Target, ignored: bool) -> CheckResult {
         let outcome = (self.evaluate)(facts, target);
+        let fix = outcome.patch.map(|patch| Recommendation {
+            fixes: self.id.clone(),
+            why: outcome
+                .remedy
+                .clone()
+                .unwrap_or_else(|| outcome.detail.clone()),
+            patch,
+        });
         // Only a problem carries a remedy; a pass with "do X" would be noise.
         let remedy = match outcome.status {
             Status::Pass | Status::Skip => None,
@@ -92,7 +100,7 @@ impl Check {
             needed_by: self.needed_by.clone(),
             relevant: self.relevant_to(target),
             ignored,
-            patch: outcome.patch,
+            fix,
         }
     }
 }

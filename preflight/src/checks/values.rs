@@ -105,7 +105,7 @@ pub fn checks() -> Vec<Check> {
                 })
                 .remedy(remedy)
                 .evaluate(move |facts, target| {
-                    let hints = node::NodeHints::from_facts(facts);
+                    let hints = facts.node_hints();
                     let mut o = outcome(judge(target, &hints));
                     if let Some(source) = hints.cni_dirs_source.filter(|s| s.starts_with('/'))
                         && id.starts_with("values.node.cni")

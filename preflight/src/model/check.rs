@@ -1,7 +1,5 @@
+use super::{Area, Capability, Recommendation, Status};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-
-use super::{Area, Capability, Status};
 
 // One check's result in a report. The JSON form is a public contract (docs/report.md). (A `//` comment: doc comments
 // become descriptions in the published JSON Schema.)
@@ -25,11 +23,12 @@ pub struct CheckResult {
     pub relevant: bool,
     /// Listed in `--ignore`: shown, but not counted against the verdict.
     pub ignored: bool,
-    /// The outcome's values patch (see [`super::Outcome::patch`]), for the verdict's
-    /// recommendations. Not written: the verdict's `recommendations` carry it.
+    /// The values fix the outcome proposed (its [`super::Outcome::patch`], with its remedy or
+    /// else its detail as the reason): what the verdict recommends when this check fails. Not
+    /// written: the verdict's `recommendations` carry it.
     #[serde(skip)]
     #[schemars(skip)]
-    pub patch: Option<Value>,
+    pub fix: Option<Recommendation>,
 }
 
 impl CheckResult {
