@@ -607,7 +607,8 @@ mod tests {
         let v = decide(&target, &checks);
         assert_eq!(v.recommendations, [removed.fix.clone().unwrap()]);
         assert!(
-            v.summary.ends_with("fix: --set routingMode=native --set tunnel=null"),
+            v.summary
+                .ends_with("fix: --set routingMode=native --set tunnel=null"),
             "{}",
             v.summary
         );

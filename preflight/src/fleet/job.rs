@@ -742,8 +742,8 @@ mod tests {
     fn the_pod_command_line_is_one_this_preflight_accepts() {
         use clap::Parser as _;
         let argv = std::iter::once("preflight".to_string()).chain(container_args(&spec()));
-        let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
-        let crate::cli::Command::Run(run) = cli.command else {
+        let cli = crate::cmd::Cli::try_parse_from(argv).unwrap();
+        let crate::cmd::Command::Run(run) = cli.command else {
             panic!("not a run")
         };
         assert!(run.host_kernel && run.exit_zero);

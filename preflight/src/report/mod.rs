@@ -1,6 +1,5 @@
 //! The report: one serde model, several renderers. The JSON form is a public contract
 //! (`schema_version`); add fields freely, but renaming or removing one needs a new version.
-pub mod cmd;
 pub mod diff;
 mod junit;
 mod markdown;
@@ -10,7 +9,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use cmd::emit;
 pub use junit::render_junit;
 pub use markdown::render_markdown;
 pub use text::render_text;

@@ -1,14 +1,16 @@
 //! Command line. Every subcommand's help says what it does, what it touches and how it exits.
+pub mod compile;
+pub mod fleet;
+pub mod plan;
+pub mod report;
+pub mod run;
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{
-    model::Capability,
-    plan::cmd::{FallbackTo, InstallArgs, PlanArgs, RollbackArgs},
-    probe::Scope,
-    report::Format,
-};
+use self::plan::{FallbackTo, InstallArgs, PlanArgs, RollbackArgs};
+use crate::{model::Capability, probe::Scope, report::Format};
 
 const EXIT_CODES: &str = "\
 Exit codes:

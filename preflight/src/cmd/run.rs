@@ -4,7 +4,7 @@ use std::{io::IsTerminal, time::Instant};
 use crate::{
     checks,
     cilium::Target,
-    cli::{ProbeArgs, ProbeFormat, RunArgs},
+    cmd::{ProbeArgs, ProbeFormat, RunArgs},
     exit,
     facts::{Facts, GatherOptions},
     host::HostRoot,
@@ -62,7 +62,7 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
         verdict,
         timings,
     };
-    report::emit(&report, args.format, args.output.as_deref(), colour)?;
+    crate::cmd::report::emit(&report, args.format, args.output.as_deref(), colour)?;
     Ok(if report.verdict.go || args.exit_zero {
         exit::GO
     } else if report.verdict.decided {

@@ -5,15 +5,15 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Parser as _;
 
-use super::{
-    aggregate::{self, Aggregator},
-    job::{self, JobSpec, ValuesFile},
-    read,
-};
 use crate::{
     cilium::{Target, TargetSpec},
-    cli::{AggregateArgs, Cli, Command, JobArgs, RunArgs},
+    cmd::{AggregateArgs, Cli, Command, JobArgs, RunArgs},
     exit,
+    fleet::{
+        aggregate::{self, Aggregator},
+        job::{self, JobSpec, ValuesFile},
+        read,
+    },
     report::Format,
 };
 
