@@ -1,6 +1,6 @@
 //! Facts about the node: the only part of preflight that touches the system. Checks read facts;
 //! they never gather them.
-use std::{path::PathBuf, time::Instant};
+use std::time::Instant;
 
 use crate::{
     cilium::{Target, node::NodeHints},
@@ -17,21 +17,12 @@ pub use crate::model::Gathered;
 
 #[derive(Debug, Clone)]
 pub struct GatherOptions {
-    /// The node's root: `/` on the node, `/host` in a Job, a fixture tree in tests.
-    pub root: PathBuf,
+    /// The node's root: `/` on the node, `/host` in a Job, a fixture tree in tests. Live probes
+    /// run only when it is the live node.
+    pub host: HostRoot,
     pub canaries: bool,
     /// Compile the datapath templates for this target (live only); None skips the stage.
     pub compile: Option<Target>,
-    /// The root is another view of the node this kernel runs (a pod with the host's `/` at
-    /// `/host` shares the node's kernel), so live probes apply even though root is not `/`.
-    pub host_kernel: bool,
-}
-
-impl GatherOptions {
-    /// Live probes only make sense against the kernel we run on.
-    pub fn live(&self) -> bool {
-        self.host_kernel || self.root == std::path::Path::new("/")
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -95,20 +86,19 @@ impl Facts {
     /// from this and put fixture probe or compile results in.
     pub fn from_root(root: &std::path::Path) -> Self {
         Self::gather(&GatherOptions {
-            root: root.to_path_buf(),
+            host: HostRoot::new(root),
             canaries: false,
             compile: None,
-            host_kernel: false,
         })
     }
 
     pub fn gather(opts: &GatherOptions) -> Self {
-        let live = opts.live();
+        let live = opts.host.is_live();
         let mut timings = Vec::new();
         let not_live = || {
             format!(
                 "live probe; --root {} is not this kernel's root",
-                opts.root.display()
+                opts.host.root().display()
             )
         };
         // The canaries run in their own process and namespaces and touch nothing the rest
@@ -132,7 +122,7 @@ impl Facts {
             };
             timings.push(("gather.probes".into(), t.elapsed().as_secs_f64() * 1e3));
             let t = Instant::now();
-            let host = HostRoot::new(&opts.root);
+            let host = opts.host.clone();
             let kernel_release = host.kernel_release();
             let kernel_config = crate::host::kconfig::gather(&host, kernel_release.as_deref());
             let modules = crate::host::modules::gather(&host, kernel_release.as_deref());
@@ -142,7 +132,7 @@ impl Facts {
             } else {
                 Gathered::Skipped(format!(
                     "statfs is live-only; --root {} is not this system's root",
-                    opts.root.display()
+                    host.root().display()
                 ))
             };
             let sysctls = crate::host::sysctl::gather(&host, &mounts);
@@ -151,7 +141,7 @@ impl Facts {
             } else {
                 Gathered::Skipped(format!(
                     "network devices are live-only (netlink); --root {} is not this system's root",
-                    opts.root.display()
+                    host.root().display()
                 ))
             };
             let k3s = crate::host::k3s::gather(&host);

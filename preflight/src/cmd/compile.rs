@@ -8,7 +8,6 @@ use crate::{
     cmd::CompileArgs,
     compile::{CompileReport, Options, StateSource, runner, verify::Verdict},
     exit,
-    host::HostRoot,
     probe::{self, LiveKernel, Scope},
     report::Format,
 };
@@ -28,12 +27,7 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<u8> {
     opts.clang = args.clang.clone();
     opts.state = match &args.state_dir {
         Some(dir) => StateSource::Existing(dir.clone()),
-        None if args.as_node => {
-            if !args.root.is_dir() {
-                anyhow::bail!("--root {}: not a directory", args.root.display());
-            }
-            StateSource::Predict(HostRoot::new(args.root.clone()))
-        }
+        None if args.as_node => StateSource::Predict(args.root.host(false)?),
         None => StateSource::Generate,
     };
     opts.emit_state = args.emit_state.clone();

@@ -18,9 +18,10 @@ use crate::plan::{
 use crate::{
     checks,
     cilium::Target,
-    cmd::TargetFlags,
+    cmd::{RootArg, TargetFlags},
     exit,
     facts::{Facts, GatherOptions},
+    host::HostRoot,
     verdict,
 };
 
@@ -136,7 +137,9 @@ struct Judged {
     advice: Vec<crate::model::Recommendation>,
 }
 
-fn judge(root: &Path, runner: &Runner, t: &TargetArgs, live: bool) -> anyhow::Result<Judged> {
+/// `full`: the whole preflight (canaries, the datapath compile), for an install on the live node;
+/// else node files and read-only queries only.
+fn judge(root: &Path, runner: &Runner, t: &TargetArgs, full: bool) -> anyhow::Result<Judged> {
     let target = t.target()?;
     let node = NodeState::read(root, runner)?;
     let mut opts = t.options(&target);
@@ -146,18 +149,17 @@ fn judge(root: &Path, runner: &Runner, t: &TargetArgs, live: bool) -> anyhow::Re
     eprintln!(
         "preflight: checking this node for Cilium {} with the planned values ({})…",
         installed.cilium_version,
-        if live {
+        if full {
             "kernel probes, attach canaries, a datapath compile: some seconds"
         } else {
             "node files and read-only queries; no canaries, no compile"
         }
     );
     let facts = Facts::gather(&GatherOptions {
-        root: root.to_path_buf(),
-        canaries: live,
+        host: HostRoot::new(root),
+        canaries: full,
         // The incident this tool exists for is a datapath that does not compile: check it.
-        compile: live.then(|| installed.clone()),
-        host_kernel: false,
+        compile: full.then(|| installed.clone()),
     });
     let results = checks::run_all(&facts, &installed, &[]);
     let mut v = verdict::decide(&installed, &results);
@@ -249,9 +251,8 @@ fn print_verdict(j: &Judged) -> Vec<String> {
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
-    /// The node's root filesystem (a fixture tree in tests).
-    #[arg(long, default_value = "/")]
-    pub root: PathBuf,
+    #[command(flatten)]
+    pub root: RootArg,
     #[command(flatten)]
     pub target: TargetArgs,
     #[command(flatten)]
@@ -264,8 +265,8 @@ pub struct PlanArgs {
 
 #[derive(Debug, Args)]
 pub struct InstallArgs {
-    #[arg(long, default_value = "/")]
-    pub root: PathBuf,
+    #[command(flatten)]
+    pub root: RootArg,
     #[command(flatten)]
     pub target: TargetArgs,
     #[command(flatten)]
@@ -280,8 +281,8 @@ pub struct InstallArgs {
 
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
-    #[arg(long, default_value = "/")]
-    pub root: PathBuf,
+    #[command(flatten)]
+    pub root: RootArg,
     #[command(flatten)]
     pub tools: ToolArgs,
 }
@@ -294,8 +295,8 @@ pub enum FallbackTo {
 
 #[derive(Debug, Args)]
 pub struct FallbackArgs {
-    #[arg(long, default_value = "/")]
-    pub root: PathBuf,
+    #[command(flatten)]
+    pub root: RootArg,
     #[command(flatten)]
     pub tools: ToolArgs,
     /// Do not ask for confirmation.
@@ -303,13 +304,15 @@ pub struct FallbackArgs {
     pub yes: bool,
 }
 
-/// The root as an absolute path: it ends up in command lines (helm --values, --kubeconfig).
-fn check_root(root: &Path) -> anyhow::Result<PathBuf> {
-    if !root.is_dir() {
-        bail!("--root {}: not a directory", root.display());
-    }
-    root.canonicalize()
-        .with_context(|| format!("--root {}", root.display()))
+/// The node's root as an absolute path: it ends up in command lines (helm --values,
+/// --kubeconfig).
+fn node_root(arg: &RootArg) -> anyhow::Result<HostRoot> {
+    let given = arg.host(false)?;
+    let path = given
+        .root()
+        .canonicalize()
+        .with_context(|| format!("--root {}", arg.path.display()))?;
+    Ok(HostRoot::new(path))
 }
 
 /// Print the fault-point count when the test hooks are on, so tests know the matrix size.
@@ -325,7 +328,8 @@ fn report_fault_points() {
 }
 
 pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
-    let root = check_root(&args.root)?;
+    let host = node_root(&args.root)?;
+    let root = host.root().to_path_buf();
     let runner = args.tools.runner();
     let j = judge(&root, &runner, &args.target, false)?;
     let mut plan = j.plan.clone();
@@ -415,10 +419,11 @@ fn confirm(yes: bool, what: &str) -> anyhow::Result<bool> {
 }
 
 pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
-    let root = check_root(&args.root)?;
+    let host = node_root(&args.root)?;
+    let root = host.root().to_path_buf();
     let runner = args.tools.runner();
     // The preflight: refuse on no-go, except for what the plan itself fixes.
-    let j = judge(&root, &runner, &args.target, root == Path::new("/"))?;
+    let j = judge(&root, &runner, &args.target, host.is_live())?;
     let (node, plan) = (&j.node, &j.plan);
     crate::out!("{}", crate::plan::render(plan, &runner));
     let blocking = print_verdict(&j);
@@ -587,7 +592,8 @@ fn print_rollback(r: exec::RollbackReport) -> u8 {
 }
 
 pub fn rollback(args: &RollbackArgs) -> anyhow::Result<u8> {
-    let root = check_root(&args.root)?;
+    let host = node_root(&args.root)?;
+    let root = host.root().to_path_buf();
     let runner = args.tools.runner();
     let code = print_rollback(exec::rollback(&root, &runner)?);
     report_fault_points();
@@ -596,7 +602,8 @@ pub fn rollback(args: &RollbackArgs) -> anyhow::Result<u8> {
 
 pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
     let FallbackTo::Flannel(args) = to;
-    let root = check_root(&args.root)?;
+    let host = node_root(&args.root)?;
+    let root = host.root().to_path_buf();
     let runner = args.tools.runner();
     if let Some(j) = Journal::load(&root)? {
         if j.file.runs.iter().any(|r| r == "fallback-flannel") {

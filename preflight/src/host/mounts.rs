@@ -61,10 +61,10 @@ impl MountTable {
 /// when this root has none.
 pub type MountsFact = Gathered<MountTable>;
 
-/// Where the node's mount table is: our own when live; PID 1's (the host's init) through a
+/// Where the node's mount table is: our own when the root is `/`; PID 1's (the host's init) through a
 /// host root; a recorded `proc/self/mountinfo` in a fixture.
 pub fn gather(host: &HostRoot) -> MountsFact {
-    let candidates: &[&str] = if host.is_live() {
+    let candidates: &[&str] = if host.is_own_root() {
         &["/proc/self/mountinfo"]
     } else {
         &["/proc/1/mountinfo", "/proc/self/mountinfo"]

@@ -59,7 +59,7 @@ pub fn gather(host: &HostRoot, mounts: &MountsFact) -> Sysctls {
         values.insert(key.to_string(), (host.display(&path), value));
     }
     let probe = "/proc/sys/net/ipv4/conf/all/rp_filter";
-    let proc_sys_writable = if host.is_live() {
+    let proc_sys_writable = if host.is_own_root() {
         // access(2) reports EROFS for a read-only mount even to root.
         match nix::unistd::access(probe, nix::unistd::AccessFlags::W_OK) {
             Ok(()) => Ok(true),
