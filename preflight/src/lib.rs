@@ -12,7 +12,6 @@ pub mod facts;
 pub mod fleet;
 pub mod host;
 pub mod model;
-pub mod out;
 pub mod plan;
 pub mod probe;
 pub mod report;

@@ -2,8 +2,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use preflight::{
-    cmd::{Cli, Command, compile, fleet, plan, report, run as commands},
-    exit, out,
+    cmd::{Cli, Command, compile, fleet, out, plan, report, run as commands},
+    exit,
     probe::canary,
 };
 
@@ -39,7 +39,7 @@ fn main() -> ExitCode {
         Command::CanaryJanitor { pid, dir } => return canary::janitor_main(*pid, dir),
     };
     // A report cut short by a full disk is an error whatever the verdict; a closed reader
-    // (EPIPE) is not, and leaves no error here (see `preflight::out`).
+    // (EPIPE) is not, and leaves no error here (see `preflight::cmd::out`).
     if let Some(e) = out::take_error() {
         eprintln!("preflight: error: writing to stdout: {e}");
         return ExitCode::from(exit::ERROR);

@@ -1,6 +1,7 @@
 //! Command line. Every subcommand's help says what it does, what it touches and how it exits.
 pub mod compile;
 pub mod fleet;
+pub mod out;
 pub mod plan;
 pub mod report;
 pub mod run;
