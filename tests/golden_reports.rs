@@ -9,11 +9,12 @@
 //! ```
 //!
 //! Only what differs from one run to the next is normalised: timings (`*_ms` fields in JSON,
-//! "in 72 ms" in text, JUnit's `time="…"`), the compile stage's scratch directory, and the checkout's absolute path
-//! (`plan` prints the canonical --root). Everything else (hostnames, kernel releases, check
-//! order, remedies, exit codes) must match. Each command runs with an empty environment and
-//! `fixtures/..` as its working directory, so the paths in the output are the relative ones
-//! given on the command line. `plan` runs with an empty PATH, so the commands it prints name
+//! "in 72 ms" in text, JUnit's `time="…"`); the compile stage's scratch directory, and the size
+//! of each object and of its .BTF (BTF's strings hold the scratch dir's path, whose length
+//! follows the PID); the checkout's absolute path (`plan` prints the canonical --root).
+//! Everything else (hostnames, kernel releases, check order, remedies, exit codes) must match.
+//! Each command runs with an empty environment and the repository as its working directory, so
+//! the paths in the output are the relative ones given on the command line. `plan` runs with an empty PATH, so the commands it prints name
 //! `helm`, `kubectl`, `systemctl` as bare programs whatever this machine has installed.
 //!
 //! The compile fixtures need clang-19 and libclang-19 (scripts/setup.sh) and root (the compile
@@ -216,6 +217,13 @@ fn normalise(output: &str) -> String {
         LazyLock::new(|| Regex::new(r#""stages_ms": \{[^}]*\}"#).unwrap());
     static NUMBER_VALUE: LazyLock<Regex> =
         LazyLock::new(|| Regex::new(r#"(": )-?[0-9][0-9.eE+-]*"#).unwrap());
+    // A compiled object's size and its .BTF section's: BTF's string table holds the source
+    // paths, which sit in the scratch dir, whose name grows with the PID's digits.
+    static OBJECT_SIZE: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r#"("size": )[0-9]+(,\s*"sections": \{\s*"\.BTF": )[0-9]+"#).unwrap()
+    });
+    static OBJECT_BYTES: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"\bobject: [0-9]+ bytes").unwrap());
     // JUnit: time="0.020" (seconds).
     static JUNIT_TIME: LazyLock<Regex> =
         LazyLock::new(|| Regex::new(r#"\btime="[0-9.]+""#).unwrap());
@@ -230,6 +238,8 @@ fn normalise(output: &str) -> String {
     });
     let s = JSON_MS.replace_all(&s, "${1}0");
     let s = JUNIT_TIME.replace_all(&s, r#"time="0""#);
+    let s = OBJECT_SIZE.replace_all(&s, "${1}0${2}0");
+    let s = OBJECT_BYTES.replace_all(&s, "object: N bytes");
     TEXT_MS.replace_all(&s, "in N ms").into_owned()
 }
 

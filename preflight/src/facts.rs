@@ -55,15 +55,14 @@ pub struct Facts {
 impl Facts {
     /// The node facts the values cross-checks (`cilium::node`) judge the values against.
     pub fn node_hints(&self) -> NodeHints {
-        let facts = self;
-        let cni = &facts.cni;
+        let cni = &self.cni;
         NodeHints {
-            rancher_desktop: facts.k3s.rancher_desktop,
+            rancher_desktop: self.k3s.rancher_desktop,
             // An empty list means the runtime's config could not be read at all.
             cni_bin_dirs: (!cni.bin_dirs.is_empty()).then(|| cni.bin_dirs.clone()),
             cni_dirs_source: (!cni.dirs_source.is_empty()).then(|| cni.dirs_source.clone()),
             cni_conf_dir: (!cni.conf_dir.is_empty()).then(|| cni.conf_dir.clone()),
-            cgroup2_mounts: match &facts.mounts {
+            cgroup2_mounts: match &self.mounts {
                 Gathered::Got(t) => Some(
                     t.of_type("cgroup2")
                         .iter()
@@ -73,7 +72,7 @@ impl Facts {
                 _ => None,
             },
             // Dual-stack k3s lists both families; the IPv4 one is the native-routing CIDR.
-            cluster_cidr: facts.k3s.cluster_cidr.as_deref().and_then(|list| {
+            cluster_cidr: self.k3s.cluster_cidr.as_deref().and_then(|list| {
                 list.split(',')
                     .map(str::trim)
                     .find(|c| !c.is_empty() && !c.contains(':'))
