@@ -16,6 +16,7 @@
 // maintainers point to: aya-rs/aya#588, #947). The eBPF crate is built with a pinned nightly.
 #![feature(core_intrinsics)]
 #![expect(internal_features, reason = "core_intrinsics, for atomic_xadd (above)")]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 #[cfg(feature = "log")]
@@ -126,8 +127,10 @@ pub fn canary_tc(ctx: TcContext) -> i32 {
     } else {
         saw!(&ctx, "tc ingress: non-IPv4 frame of {} bytes", ctx.len());
     }
-    // SAFETY: CALLS is a program array whose TAIL_CALL_SLOT userspace fills with a sched_cls
-    // program; tail_call only returns when the slot is empty, and then we carry on below.
+    // SAFETY: on success control jumps to `canary_tail` and never comes back, so nothing of this
+    // frame runs or is dropped afterwards: it holds no value with a destructor. CALLS holds only
+    // the sched_cls program user space puts in TAIL_CALL_SLOT; when the call fails (empty slot)
+    // it returns and we carry on below.
     unsafe { CALLS.tail_call(&ctx, TAIL_CALL_SLOT) };
     saw!(
         &ctx,

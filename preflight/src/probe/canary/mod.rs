@@ -12,6 +12,8 @@
 //!
 //! What the programs saw (aya-log records) is shown at `-vv`: the parent then asks the worker
 //! for the logging build of the programs and relays its records as tracing debug events.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 mod cgroup;
 mod janitor;
 mod packet;

@@ -174,34 +174,39 @@ pub fn load<'log>(
     object: &[u8],
     log: Option<&'log Collected>,
 ) -> Result<(Ebpf, Option<EbpfLogger<&'log Collected>>), aya::EbpfError> {
-    // No kernel BTF: the canaries use no CO-RE relocations, and parsing /sys/kernel/btf/vmlinux
-    // (what `Ebpf::load` does) costs ~30 MiB of resident memory for nothing.
-    let loader = || {
-        let mut loader = EbpfLoader::new();
-        loader.btf(None);
-        loader
-    };
     if let Some(log) = log {
-        if log_object.is_empty() {
-            log.note("aya-log off: this binary was built without the logging object".into());
-        } else {
-            match loader()
-                .load(log_object)
-                .map_err(|e| error_chain(&e))
-                .and_then(|mut ebpf| {
-                    let logger = EbpfLogger::init_with_logger(&mut ebpf, log)
-                        .map_err(|e| error_chain(&e))?;
-                    Ok((ebpf, Some(logger)))
-                }) {
-                Ok(loaded) => return Ok(loaded),
-                Err(e) => log.note(format!(
-                    "aya-log off: the logging build of the canaries did not load ({e}); \
-                     running the default build"
-                )),
-            }
+        match load_logging(log_object, log) {
+            Ok((ebpf, logger)) => return Ok((ebpf, Some(logger))),
+            Err(why) => log.note(format!("aya-log off: {why}; running the default build")),
         }
     }
     Ok((loader().load(object)?, None))
+}
+
+fn load_logging<'log>(
+    object: &[u8],
+    log: &'log Collected,
+) -> Result<(Ebpf, EbpfLogger<&'log Collected>), String> {
+    if object.is_empty() {
+        return Err("this binary was built without the logging object".into());
+    }
+    let mut ebpf = loader().load(object).map_err(|e| {
+        format!(
+            "the logging build of the canaries did not load ({})",
+            error_chain(&e)
+        )
+    })?;
+    let logger = EbpfLogger::init_with_logger(&mut ebpf, log)
+        .map_err(|e| format!("aya-log's reader did not start ({})", error_chain(&e)))?;
+    Ok((ebpf, logger))
+}
+
+/// No kernel BTF: the canaries use no CO-RE relocations, and parsing /sys/kernel/btf/vmlinux
+/// (what `Ebpf::load` does) costs ~30 MiB of resident memory for nothing.
+fn loader() -> EbpfLoader<'static> {
+    let mut loader = EbpfLoader::new();
+    loader.btf(None);
+    loader
 }
 
 fn run(log: Option<&Collected>) -> CanaryReport {
