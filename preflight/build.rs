@@ -30,9 +30,13 @@ fn main() -> anyhow::Result<()> {
     println!("cargo:rerun-if-changed={}", common.display());
     let built = out_dir.join("preflight-ebpf");
     for (file, features) in OBJECTS {
-        // Never rename the other build's object (or, with AYA_BUILD_SKIP, a stale one).
-        if built.exists() {
-            fs::remove_file(&built)?;
+        let object = out_dir.join(file);
+        // Start from nothing: never rename the other build's object, and with AYA_BUILD_SKIP
+        // never embed a stale one.
+        for stale in [&built, &object] {
+            if stale.exists() {
+                fs::remove_file(stale)?;
+            }
         }
         aya_build::build_ebpf(
             [aya_build::Package {
@@ -43,7 +47,6 @@ fn main() -> anyhow::Result<()> {
             }],
             aya_build::Toolchain::Custom(&toolchain),
         )?;
-        let object = out_dir.join(file);
         if file != "preflight-ebpf" && built.exists() {
             fs::rename(&built, &object)?;
         }
