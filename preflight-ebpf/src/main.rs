@@ -74,8 +74,8 @@ fn add_one(value: Option<*mut u64>) -> bool {
     let Some(value) = value else { return false };
     // SAFETY: `value` is what bpf_map_lookup_elem returned for a map with 8-byte values: non-null
     // (the None case is handled above), 8-byte aligned (the kernel aligns map values to 8), and
-    // valid until this program returns. Every writer of it uses this atomic add or the bpf()
-    // syscall, so no non-atomic write races with this one.
+    // valid until this program returns. Every other write to it is this atomic add, a map
+    // helper or the bpf() syscall, so no plain write races with this one.
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(value, 1) };
     true
 }
