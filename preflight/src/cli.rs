@@ -161,6 +161,9 @@ pub struct RunArgs {
     /// Skip the datapath compile stage (clang + verifier; about a second on 2 cores).
     #[arg(long)]
     pub no_compile: bool,
+    /// Where the compile stage's datapath sources come from (compile/source/args.rs).
+    #[command(flatten)]
+    pub tree: crate::compile::source::args::TreeArgs,
     /// --root is the node this kernel runs (a pod with the host's / at /host): run the live
     /// probes and canaries anyway. `preflight job` sets it.
     #[arg(long)]
@@ -304,10 +307,9 @@ impl ProbeArgs {
 
 #[derive(Debug, Args)]
 pub struct CompileArgs {
-    /// A Cilium bpf dir (e.g. copied out of the image's /var/lib/cilium/bpf) instead of the
-    /// built-in templates.
-    #[arg(long, value_name = "DIR")]
-    pub bpf_dir: Option<PathBuf>,
+    /// Where the datapath sources come from (compile/source/args.rs).
+    #[command(flatten)]
+    pub tree: crate::compile::source::args::TreeArgs,
     /// A state dir shaped like /var/run/cilium/state, used as is (replay a node). Default: a
     /// scratch dir with headers generated for the target.
     #[arg(long, value_name = "DIR")]
@@ -329,9 +331,6 @@ pub struct CompileArgs {
     /// Helm --set expressions, applied after the files.
     #[arg(long = "set", value_name = "PATH=VALUE")]
     pub set: Vec<String>,
-    /// Use this clang instead of the one matching the target's bundled LLVM.
-    #[arg(long, value_name = "PATH")]
-    pub clang: Option<PathBuf>,
     /// Copy the state dir used (generated headers) here for inspection and later --state-dir.
     #[arg(long, value_name = "DIR")]
     pub emit_state: Option<PathBuf>,

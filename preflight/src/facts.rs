@@ -34,8 +34,10 @@ pub struct GatherOptions {
     /// The node's root: `/` on the node, `/host` in a Job, a fixture tree in tests.
     pub root: PathBuf,
     pub canaries: bool,
-    /// Compile the datapath templates for this target (live only); None skips the stage.
+    /// Compile the datapath for this target (live only); None skips the stage.
     pub compile: Option<Target>,
+    /// The tree the compile stage judges (default: the built-in templates).
+    pub tree: compile::source::Resolved,
     /// The root is another view of the node this kernel runs (a pod with the host's `/` at
     /// `/host` shares the node's kernel), so live probes apply even though root is not `/`.
     pub host_kernel: bool,
@@ -83,6 +85,7 @@ impl Facts {
             root: root.to_path_buf(),
             canaries: false,
             compile: None,
+            tree: Default::default(),
             host_kernel: false,
         })
     }
@@ -148,6 +151,7 @@ impl Facts {
             let compile = match (live, &opts.compile) {
                 (true, Some(target)) => {
                     let mut o = compile::Options::new(target.clone());
+                    o.use_source(&opts.tree);
                     o.state = compile::StateSource::Predict(host.clone());
                     o.probes = probes.get().ok().cloned();
                     o.progress = true;

@@ -1,0 +1,409 @@
+//! What preflight takes out of a Cilium image, and how, whatever holds the image (a registry,
+//! a `docker save` file, an OCI archive or layout).
+//!
+//! Two things, nothing else: the datapath sources at `/var/lib/cilium/bpf` (pkg/defaults:
+//! `LibraryPath` `/var/lib/cilium` + `BpfDir` `bpf`; the image's `make install-container-binary`
+//! layer, cilium/cilium images/cilium/Dockerfile), and the compiler the agent runs,
+//! `/usr/local/bin/clang` and `llc` (cilium/cilium images/runtime/Dockerfile copies them from
+//! the cilium-llvm image, cilium/image-tools images/llvm: statically linked, BPF target only).
+//!
+//! Layers are read one at a time and only as far as needed. The bpf dir comes from the top:
+//! layers are read from the newest down to the first one that adds files under it (with
+//! whiteouts of the layers above honoured); lower layers are not read for more of it. The
+//! toolchain comes from the runtime base, so it is looked for from the bottom layer up (only
+//! when asked: `--clang-from-image`), unless a layer already read for the bpf dir had it. In
+//! a Cilium image that is two layers of about ten; the others (Envoy, Hubble, ...) are never
+//! downloaded. Every layer's digest is checked before what it gave is kept.
+use std::{
+    collections::{BTreeSet, HashSet},
+    io::Read,
+    path::{Path, PathBuf},
+};
+
+use super::{
+    cache::LayerMeta,
+    tarx::{self, Kind, Limits, Route},
+};
+
+pub const BPF_DIR: &str = "var/lib/cilium/bpf";
+pub const CLANG: &str = "usr/local/bin/clang";
+pub const LLC: &str = "usr/local/bin/llc";
+
+/// Whiteout markers (OCI image spec, layer.md "Whiteouts").
+const WHITEOUT: &str = ".wh.";
+const OPAQUE: &str = ".wh..wh..opq";
+
+/// How a layer's bytes are checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// sha256 of the blob as stored (registry, OCI layout): the descriptor's digest.
+    Blob(String),
+    /// sha256 of the uncompressed tar: the config's `rootfs.diff_ids` entry (docker-archive,
+    /// whose layer files are named by something else).
+    DiffId(String),
+}
+
+/// Where an image's layers are read from.
+pub trait Blobs {
+    /// A reader over the layer's bytes as stored, and how to check them.
+    fn open_layer(&mut self, index: usize, layer: &LayerMeta)
+    -> Result<(Box<dyn Read + '_>, Check), String>;
+}
+
+/// Paths taken out of an image, under a staging dir: `bpf/…`, `toolchain/clang`, `toolchain/llc`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Taken {
+    /// Digests of the layers the bpf dir came from (newest first).
+    pub bpf_layers: Vec<String>,
+    pub toolchain_layers: Vec<String>,
+    /// Why a toolchain file was not taken (a link, say).
+    pub toolchain_notes: Vec<String>,
+}
+
+/// Whiteouts seen in the layers above the one being read.
+#[derive(Default)]
+struct Overlay {
+    hidden: BTreeSet<PathBuf>,
+    opaque: BTreeSet<PathBuf>,
+    /// Paths an upper layer provided (upper wins).
+    provided: HashSet<PathBuf>,
+    pending_hidden: Vec<PathBuf>,
+    pending_opaque: Vec<PathBuf>,
+}
+
+impl Overlay {
+    /// Whether an upper layer's whiteout hides `path` in this and lower layers.
+    fn covered(&self, path: &Path) -> bool {
+        path.ancestors()
+            .any(|a| self.hidden.contains(a) || (a != path && self.opaque.contains(a)))
+    }
+
+    /// Records a whiteout entry; true when `path` was one.
+    fn whiteout(&mut self, path: &Path) -> bool {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            return false;
+        };
+        let parent = path.parent().unwrap_or(Path::new("")).to_path_buf();
+        if name == OPAQUE {
+            self.pending_opaque.push(parent);
+            true
+        } else if let Some(hidden) = name.strip_prefix(WHITEOUT) {
+            self.pending_hidden.push(parent.join(hidden));
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A layer's own whiteouts apply to the layers below it only.
+    fn end_layer(&mut self) {
+        self.hidden.extend(self.pending_hidden.drain(..));
+        self.opaque.extend(self.pending_opaque.drain(..));
+    }
+}
+
+fn toolchain_name(path: &Path) -> Option<&'static str> {
+    if path == Path::new(CLANG) {
+        Some("clang")
+    } else if path == Path::new(LLC) {
+        Some("llc")
+    } else {
+        None
+    }
+}
+
+/// Reads one layer through `route`, checks its digest; the error names the layer.
+fn read_layer(
+    blobs: &mut dyn Blobs,
+    index: usize,
+    layer: &LayerMeta,
+    staging: &Path,
+    route: &mut dyn FnMut(&Path, &Kind) -> Route,
+) -> Result<(), String> {
+    let (reader, check) = blobs.open_layer(index, layer)?;
+    let name = format!("layer {} ({})", index, layer.digest);
+    let (_, digests) = tarx::extract(&name, reader, staging, &Limits::LAYER, route)?;
+    let (what, want, got) = match &check {
+        Check::Blob(d) => ("blob digest", d, &digests.raw),
+        Check::DiffId(d) => ("diff id (sha256 of the uncompressed layer)", d, &digests.plain),
+    };
+    if want != got {
+        return Err(format!(
+            "{name}: {what} mismatch: expected {want}, got {got}; refusing the image"
+        ));
+    }
+    Ok(())
+}
+
+/// Takes the bpf dir (and, with `toolchain`, clang and llc) out of `layers` (bottom first)
+/// into `staging`. Errors name the layer; nothing in `staging` is to be kept after one.
+pub fn take(
+    blobs: &mut dyn Blobs,
+    layers: &[LayerMeta],
+    staging: &Path,
+    want_bpf: bool,
+    want_toolchain: bool,
+) -> Result<Taken, String> {
+    let mut taken = Taken::default();
+    let mut overlay = Overlay::default();
+    let bpf_prefix = Path::new(BPF_DIR);
+    let mut tools_found: BTreeSet<&'static str> = BTreeSet::new();
+    let mut read_from_top = layers.len();
+    if want_bpf {
+        std::fs::create_dir_all(staging.join("bpf")).map_err(|e| e.to_string())?;
+        for (index, layer) in layers.iter().enumerate().rev() {
+            read_from_top = index;
+            let mut added_bpf_files = false;
+            let mut layer_tools = Vec::new();
+            let mut route = |path: &Path, kind: &Kind| -> Route {
+                if overlay.whiteout(path) || overlay.covered(path) {
+                    return Route::Skip;
+                }
+                if let Ok(rel) = path.strip_prefix(bpf_prefix) {
+                    if !overlay.provided.insert(path.to_path_buf()) && *kind != Kind::Dir {
+                        return Route::Skip;
+                    }
+                    if *kind == Kind::File {
+                        added_bpf_files = true;
+                    }
+                    return Route::Take(Path::new("bpf").join(rel));
+                }
+                if want_toolchain && let Some(tool) = toolchain_name(path) {
+                    if !overlay.provided.insert(path.to_path_buf()) {
+                        return Route::Skip;
+                    }
+                    layer_tools.push((tool, kind.clone()));
+                    if *kind == Kind::File {
+                        return Route::Take(Path::new("toolchain").join(tool));
+                    }
+                }
+                Route::Skip
+            };
+            read_layer(blobs, index, layer, staging, &mut route)?;
+            overlay.end_layer();
+            for (tool, kind) in layer_tools {
+                note_tool(&mut taken, &mut tools_found, tool, &kind, &layer.digest);
+            }
+            if added_bpf_files {
+                taken.bpf_layers.push(layer.digest.clone());
+                break;
+            }
+        }
+    }
+    if want_toolchain && tools_found.len() < 2 {
+        // From the bottom up to the layers already read; a later layer overrides an earlier.
+        for (index, layer) in layers.iter().enumerate().take(read_from_top) {
+            let mut layer_tools = Vec::new();
+            let mut whiteouts = Vec::new();
+            let mut route = |path: &Path, kind: &Kind| -> Route {
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if let Some(hidden) = name.strip_prefix(WHITEOUT) {
+                    whiteouts.push(path.with_file_name(hidden));
+                }
+                match toolchain_name(path) {
+                    Some(tool) if !tools_found.contains(tool) => {
+                        layer_tools.push((tool, kind.clone()));
+                        if *kind == Kind::File {
+                            Route::Take(Path::new("toolchain").join(tool))
+                        } else {
+                            Route::Skip
+                        }
+                    }
+                    _ => Route::Skip,
+                }
+            };
+            read_layer(blobs, index, layer, staging, &mut route)?;
+            for hidden in whiteouts {
+                if let Some(tool) = toolchain_name(&hidden) {
+                    let _ = std::fs::remove_file(staging.join("toolchain").join(tool));
+                }
+            }
+            if !layer_tools.is_empty() {
+                taken.toolchain_layers.push(layer.digest.clone());
+            }
+            let have = |t: &str| staging.join("toolchain").join(t).is_file();
+            if have("clang") && have("llc") {
+                break;
+            }
+        }
+    }
+    Ok(taken)
+}
+
+fn note_tool(
+    taken: &mut Taken,
+    found: &mut BTreeSet<&'static str>,
+    tool: &'static str,
+    kind: &Kind,
+    layer: &str,
+) {
+    found.insert(tool);
+    if !taken.toolchain_layers.iter().any(|l| l == layer) {
+        taken.toolchain_layers.push(layer.to_string());
+    }
+    match kind {
+        Kind::File => {}
+        Kind::Symlink(to) => taken.toolchain_notes.push(format!(
+            "/{} is a symlink to {} in the image: not followed",
+            if tool == "clang" { CLANG } else { LLC },
+            to.display()
+        )),
+        other => taken.toolchain_notes.push(format!(
+            "/{} is not a regular file in the image ({other:?})",
+            if tool == "clang" { CLANG } else { LLC }
+        )),
+    }
+}
+
+/// The platform this machine pulls: `linux/<GOARCH>` (the names image indexes use).
+pub fn host_platform() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "arm",
+        "powerpc64" => "ppc64le",
+        "s390x" => "s390x",
+        "riscv64" => "riscv64",
+        other => other,
+    };
+    format!("linux/{arch}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    /// Layers held in memory, checked by their blob digest; counts what was opened.
+    struct Mem {
+        blobs: Vec<Vec<u8>>,
+        opened: Vec<usize>,
+    }
+
+    impl Blobs for Mem {
+        fn open_layer(
+            &mut self,
+            index: usize,
+            layer: &LayerMeta,
+        ) -> Result<(Box<dyn Read + '_>, Check), String> {
+            self.opened.push(index);
+            Ok((
+                Box::new(&self.blobs[index][..]),
+                Check::Blob(layer.digest.clone()),
+            ))
+        }
+    }
+
+    fn layer(files: &[(&str, &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o755);
+            h.set_cksum();
+            b.append_data(&mut h, path, data.as_bytes()).unwrap();
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&b.into_inner().unwrap()).unwrap();
+        gz.finish().unwrap()
+    }
+
+    fn metas(blobs: &[Vec<u8>]) -> Vec<LayerMeta> {
+        blobs
+            .iter()
+            .map(|b| LayerMeta {
+                digest: tarx::sha256_of(&b[..], u64::MAX, "x").unwrap(),
+                size: b.len() as i64,
+                media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            })
+            .collect()
+    }
+
+    /// base (toolchain) / unrelated / bpf v1 / unrelated / whiteout + bpf change.
+    fn image() -> Vec<Vec<u8>> {
+        vec![
+            layer(&[
+                ("usr/local/bin/clang", "clang-bin"),
+                ("usr/local/bin/llc", "llc-bin"),
+                ("etc/os-release", "x"),
+            ]),
+            layer(&[("usr/bin/envoy", "big")]),
+            layer(&[
+                ("var/lib/cilium/bpf/bpf_lxc.c", "v1"),
+                ("var/lib/cilium/bpf/old.h", "old"),
+                ("var/lib/cilium/bpf/lib/a.h", "a"),
+            ]),
+            layer(&[("usr/bin/hubble", "big")]),
+            layer(&[
+                ("var/lib/cilium/bpf/.wh.old.h", ""),
+                ("var/lib/cilium/bpf/bpf_lxc.c", "v2"),
+            ]),
+        ]
+    }
+
+    #[test]
+    fn the_bpf_dir_comes_from_the_top_with_whiteouts_and_nothing_else_is_read() {
+        let blobs = image();
+        let layers = metas(&blobs);
+        let mut mem = Mem {
+            blobs,
+            opened: vec![],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let taken = take(&mut mem, &layers, dir.path(), true, false).unwrap();
+        // Layer 4 adds a file under the bpf dir: reading stops there.
+        assert_eq!(mem.opened, [4]);
+        assert_eq!(taken.bpf_layers, [layers[4].digest.clone()]);
+        let bpf = dir.path().join("bpf");
+        assert_eq!(std::fs::read_to_string(bpf.join("bpf_lxc.c")).unwrap(), "v2");
+        assert!(!dir.path().join("usr").exists() && !dir.path().join("toolchain").exists());
+    }
+
+    #[test]
+    fn the_toolchain_comes_from_the_bottom_and_the_layers_between_are_not_read() {
+        let mut blobs = image();
+        // A top layer without bpf files: the bpf dir comes from layer 2, whose old.h is kept.
+        blobs.truncate(4);
+        let layers = metas(&blobs);
+        let mut mem = Mem {
+            blobs,
+            opened: vec![],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let taken = take(&mut mem, &layers, dir.path(), true, true).unwrap();
+        assert_eq!(mem.opened, [3, 2, 0]);
+        assert_eq!(taken.toolchain_layers, [layers[0].digest.clone()]);
+        let read = |p: &str| std::fs::read_to_string(dir.path().join(p)).unwrap();
+        assert_eq!(read("toolchain/clang"), "clang-bin");
+        assert_eq!(read("toolchain/llc"), "llc-bin");
+        assert_eq!(read("bpf/old.h"), "old");
+        assert_eq!(read("bpf/bpf_lxc.c"), "v1");
+        assert!(!dir.path().join("bpf/usr").exists());
+    }
+
+    #[test]
+    fn a_layer_whose_bytes_do_not_match_its_digest_is_refused() {
+        let blobs = image();
+        let mut layers = metas(&blobs);
+        layers[4].digest = layers[3].digest.clone();
+        let mut mem = Mem {
+            blobs,
+            opened: vec![],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let err = take(&mut mem, &layers, dir.path(), true, false).unwrap_err();
+        assert!(err.contains("layer 4") && err.contains("blob digest mismatch"), "{err}");
+    }
+
+    #[test]
+    fn whiteouts_hide_lower_layers_not_their_own() {
+        let mut o = Overlay::default();
+        assert!(o.whiteout(Path::new("a/.wh.b")));
+        assert!(o.whiteout(Path::new("c/.wh..wh..opq")));
+        assert!(!o.covered(Path::new("a/b")));
+        o.end_layer();
+        assert!(o.covered(Path::new("a/b")) && o.covered(Path::new("a/b/x")));
+        assert!(o.covered(Path::new("c/x")) && !o.covered(Path::new("c")));
+        assert!(!o.covered(Path::new("a/bb")));
+    }
+}
