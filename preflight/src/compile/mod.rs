@@ -391,8 +391,17 @@ pub fn prepare(opts: &Options) -> Result<Prepared, String> {
     };
     // Scratch copies stand for the node's files; user-given dirs are shown as they are.
     let mut shown_as = Vec::new();
-    if opts.bpf_dir.is_none() {
-        shown_as.push((bpf_dir.display().to_string(), IMAGE_BPF_DIR.to_string()));
+    // A tree taken out of an image is what the agent sees at /var/lib/cilium/bpf; a tar's
+    // scratch copy is named by the file it came from.
+    match &report.tree {
+        source::TreeOrigin::Templates | source::TreeOrigin::Image { .. } => {
+            shown_as.push((bpf_dir.display().to_string(), IMAGE_BPF_DIR.to_string()))
+        }
+        source::TreeOrigin::Tar { file, inner } => shown_as.push((
+            bpf_dir.display().to_string(),
+            format!("{file}:{inner}").trim_end_matches(':').to_string(),
+        )),
+        source::TreeOrigin::Dir { .. } => {}
     }
     match &opts.state {
         StateSource::Predict(root) => shown_as.push((

@@ -213,16 +213,17 @@ impl Archive {
     /// Opens `path` (a file or an OCI layout dir) and reads its manifest and config; `tmp` is
     /// where a gzip archive is decompressed.
     pub fn open(path: &Path, tmp: &Path) -> Result<Self, String> {
-        let meta =
-            std::fs::metadata(path).map_err(|e| format!("--image-archive {}: {e}", path.display()))?;
+        let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut decompressed = None;
         let store = if meta.is_dir() {
             Store::Dir(path.to_path_buf())
         } else if meta.is_file() {
-            let mut f = BufReader::new(
-                File::open(path).map_err(|e| format!("{}: {e}", path.display()))?,
-            );
-            let gz = f.fill_buf().map(|b| b.starts_with(&[0x1f, 0x8b])).unwrap_or(false);
+            let mut f =
+                BufReader::new(File::open(path).map_err(|e| format!("{}: {e}", path.display()))?);
+            let gz = f
+                .fill_buf()
+                .map(|b| b.starts_with(&[0x1f, 0x8b]))
+                .unwrap_or(false);
             let tar_path = if gz {
                 let mut out = tempfile::NamedTempFile::new_in(tmp)
                     .map_err(|e| format!("{}: {e}", tmp.display()))?;
@@ -251,7 +252,7 @@ impl Archive {
             }
         } else {
             return Err(format!(
-                "--image-archive {}: not a regular file or directory",
+                "{}: not a regular file or directory",
                 path.display()
             ));
         };
@@ -265,8 +266,8 @@ impl Archive {
             Self::docker(store, name)?
         } else {
             return Err(format!(
-                "--image-archive {}: neither a docker archive (manifest.json) nor an OCI \
-                 layout (oci-layout, index.json)",
+                "{}: neither a docker archive (manifest.json) nor an OCI layout (oci-layout, \
+                 index.json)",
                 path.display()
             ));
         };
@@ -277,8 +278,8 @@ impl Archive {
     fn docker(store: Store, name: String) -> Result<Self, String> {
         let at = store.describe();
         let text = store.read_small("manifest.json", MAX_JSON)?;
-        let manifests: Vec<DockerManifest> = serde_json::from_slice(&text)
-            .map_err(|e| format!("{at}: manifest.json: {e}"))?;
+        let manifests: Vec<DockerManifest> =
+            serde_json::from_slice(&text).map_err(|e| format!("{at}: manifest.json: {e}"))?;
         let [m] = &manifests[..] else {
             let tags: Vec<String> = manifests
                 .iter()
@@ -291,7 +292,10 @@ impl Archive {
             ));
         };
         if m.layers.len() > MAX_LAYERS {
-            return Err(format!("{at}: {} layers; at most {MAX_LAYERS}", m.layers.len()));
+            return Err(format!(
+                "{at}: {} layers; at most {MAX_LAYERS}",
+                m.layers.len()
+            ));
         }
         let config_name = tarx::clean_path(Path::new(&m.config))
             .map_err(|e| format!("{at}: Config {e}"))?

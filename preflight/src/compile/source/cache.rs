@@ -93,7 +93,9 @@ pub fn digest_hex(digest: &str) -> Result<&str, String> {
         .strip_prefix("sha256:")
         .ok_or_else(|| format!("digest {digest:?}: only sha256 digests are supported"))?;
     if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        return Err(format!("digest {digest:?} is not sha256:<64 lower-case hex>"));
+        return Err(format!(
+            "digest {digest:?} is not sha256:<64 lower-case hex>"
+        ));
     }
     Ok(hex)
 }
@@ -158,9 +160,10 @@ impl Cache {
     }
 
     fn ref_path(&self, reference: &str, platform: &str) -> PathBuf {
-        self.root
-            .join("refs")
-            .join(format!("{}.json", sha256_hex(&format!("{platform} {reference}"))))
+        self.root.join("refs").join(format!(
+            "{}.json",
+            sha256_hex(&format!("{platform} {reference}"))
+        ))
     }
 
     /// What `reference` resolved to last time for this platform.
@@ -195,8 +198,7 @@ impl Cache {
     /// place). Removed when dropped unless renamed away.
     pub fn staging(&self) -> Result<tempfile::TempDir, String> {
         let tmp = self.root.join("tmp");
-        fs::create_dir_all(&tmp)
-            .map_err(|e| format!("cache {}: {e}", self.root.display()))?;
+        fs::create_dir_all(&tmp).map_err(|e| format!("cache {}: {e}", self.root.display()))?;
         sweep(&tmp);
         tempfile::Builder::new()
             .prefix(&format!("{}.", std::process::id()))
@@ -319,12 +321,17 @@ mod tests {
         let staged = cache.staging().unwrap();
         fs::create_dir(staged.path().join("toolchain")).unwrap();
         fs::write(staged.path().join("toolchain/clang"), "x").unwrap();
-        let entry = cache.commit_toolchain(&entry, staged, vec![D.into()]).unwrap();
+        let entry = cache
+            .commit_toolchain(&entry, staged, vec![D.into()])
+            .unwrap();
         assert!(entry.has_toolchain());
         assert_eq!(entry.meta.toolchain_layers, [D]);
         cache.remember_ref("r/c:v1", "linux/amd64", D);
         assert_eq!(
-            cache.lookup_ref("r/c:v1", "linux/amd64").unwrap().manifest_digest,
+            cache
+                .lookup_ref("r/c:v1", "linux/amd64")
+                .unwrap()
+                .manifest_digest,
             D
         );
         assert!(cache.lookup_ref("r/c:v1", "linux/arm64").is_none());

@@ -46,8 +46,11 @@ pub enum Check {
 /// Where an image's layers are read from.
 pub trait Blobs {
     /// A reader over the layer's bytes as stored, and how to check them.
-    fn open_layer(&mut self, index: usize, layer: &LayerMeta)
-    -> Result<(Box<dyn Read + '_>, Check), String>;
+    fn open_layer(
+        &mut self,
+        index: usize,
+        layer: &LayerMeta,
+    ) -> Result<(Box<dyn Read + '_>, Check), String>;
 }
 
 /// Paths taken out of an image, under a staging dir: `bpf/…`, `toolchain/clang`, `toolchain/llc`.
@@ -122,17 +125,27 @@ fn read_layer(
 ) -> Result<(), String> {
     let (reader, check) = blobs.open_layer(index, layer)?;
     let name = format!("layer {} ({})", index, layer.digest);
-    let (_, digests) = tarx::extract(&name, reader, staging, &Limits::LAYER, route)?;
-    let (what, want, got) = match &check {
-        Check::Blob(d) => ("blob digest", d, &digests.raw),
-        Check::DiffId(d) => ("diff id (sha256 of the uncompressed layer)", d, &digests.plain),
+    let (what, want) = match &check {
+        Check::Blob(d) => ("blob digest", d),
+        Check::DiffId(d) => ("diff id (sha256 of the uncompressed layer)", d),
     };
-    if want != got {
-        return Err(format!(
+    let pick = |raw: Option<String>, plain: Option<String>| match &check {
+        Check::Blob(_) => raw,
+        Check::DiffId(_) => plain,
+    };
+    // A digest mismatch explains a corrupt layer better than the tar error it causes.
+    let (got, failure) = match tarx::extract(&name, reader, staging, &Limits::LAYER, route) {
+        Ok((_, d)) => (pick(Some(d.raw), Some(d.plain)), None),
+        Err(f) => (pick(f.raw, f.plain), Some(f.message)),
+    };
+    match (got, failure) {
+        (Some(got), _) if &got != want => Err(format!(
             "{name}: {what} mismatch: expected {want}, got {got}; refusing the image"
-        ));
+        )),
+        (_, Some(message)) => Err(message),
+        (Some(_), None) => Ok(()),
+        (None, None) => Err(format!("{name}: not read to its end")),
     }
-    Ok(())
 }
 
 /// Takes the bpf dir (and, with `toolchain`, clang and llc) out of `layers` (bottom first)
@@ -355,7 +368,10 @@ mod tests {
         assert_eq!(mem.opened, [4]);
         assert_eq!(taken.bpf_layers, [layers[4].digest.clone()]);
         let bpf = dir.path().join("bpf");
-        assert_eq!(std::fs::read_to_string(bpf.join("bpf_lxc.c")).unwrap(), "v2");
+        assert_eq!(
+            std::fs::read_to_string(bpf.join("bpf_lxc.c")).unwrap(),
+            "v2"
+        );
         assert!(!dir.path().join("usr").exists() && !dir.path().join("toolchain").exists());
     }
 
@@ -392,7 +408,10 @@ mod tests {
         };
         let dir = tempfile::tempdir().unwrap();
         let err = take(&mut mem, &layers, dir.path(), true, false).unwrap_err();
-        assert!(err.contains("layer 4") && err.contains("blob digest mismatch"), "{err}");
+        assert!(
+            err.contains("layer 4") && err.contains("blob digest mismatch"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -44,8 +44,15 @@ pub enum TreeOrigin {
     /// The built-in templates: a model of Cilium's datapath, used when no real tree is given.
     #[default]
     Templates,
-    Dir { path: String },
-    Tar { file: String },
+    Dir {
+        path: String,
+    },
+    /// A tar file; `inner` is where the tree sits in it (`bpf`, `var/lib/cilium/bpf`, or
+    /// empty: at the top).
+    Tar {
+        file: String,
+        inner: String,
+    },
     /// A Cilium image: its reference, the digest of what was taken (the platform's manifest,
     /// or for a docker-archive the config, Docker's image ID), and where it came from.
     Image {
@@ -75,7 +82,10 @@ impl TreeOrigin {
                                       --image-archive, --bpf-dir or --bpf-tar)"
                 .into(),
             TreeOrigin::Dir { path } => format!("real tree: bpf dir {path}"),
-            TreeOrigin::Tar { file } => format!("real tree: tar {file}"),
+            TreeOrigin::Tar { file, inner } if inner.is_empty() => {
+                format!("real tree: tar {file}")
+            }
+            TreeOrigin::Tar { file, inner } => format!("real tree: tar {file} ({inner}/)"),
             TreeOrigin::Image {
                 reference,
                 digest,
@@ -131,7 +141,8 @@ impl Resolved {
 /// Resolves the request: exit-2 errors name the flag and the file or reference.
 pub fn resolve(req: &Request) -> Result<Resolved, String> {
     let mut resolved = if let Some(dir) = &req.bpf_dir {
-        let meta = std::fs::metadata(dir).map_err(|e| format!("--bpf-dir {}: {e}", dir.display()))?;
+        let meta =
+            std::fs::metadata(dir).map_err(|e| format!("--bpf-dir {}: {e}", dir.display()))?;
         if !meta.is_dir() {
             return Err(format!("--bpf-dir {}: not a directory", dir.display()));
         }
@@ -183,10 +194,10 @@ fn from_tar(file: &Path) -> Result<Resolved, String> {
     std::fs::create_dir(&raw).map_err(|e| format!("scratch dir: {e}"))?;
     let mut take_all = |p: &Path, _: &tarx::Kind| tarx::Route::Take(p.to_path_buf());
     tarx::extract(&flag, input, &raw, &limits, &mut take_all)?;
-    let root = [image::BPF_DIR, "bpf", ""]
+    let (inner, root) = [image::BPF_DIR, "bpf", ""]
         .iter()
-        .map(|prefix| raw.join(prefix))
-        .find(|dir| !super::tree::programs_in(dir).is_empty())
+        .map(|prefix| (prefix.to_string(), raw.join(prefix)))
+        .find(|(_, dir)| !super::tree::programs_in(dir).is_empty())
         .ok_or_else(|| {
             format!(
                 "{flag}: no Cilium bpf tree in it (expected bpf_lxc.c and friends at the top, \
@@ -197,6 +208,7 @@ fn from_tar(file: &Path) -> Result<Resolved, String> {
         bpf_dir: Some(root),
         origin: TreeOrigin::Tar {
             file: file.display().to_string(),
+            inner,
         },
         _scratch: Some(Arc::new(scratch)),
         ..Resolved::default()
@@ -264,6 +276,15 @@ fn from_image(req: &Request) -> Result<Resolved, String> {
                 match reg.resolve() {
                     Ok(resolved) => {
                         cache.remember_ref(&whole, &platform, &resolved.digest);
+                        // The index the tag pointed at, so `@<index digest>` works offline too.
+                        if let Some(index) = &resolved.index_digest {
+                            let by_digest = oci_client::Reference::with_digest(
+                                reference.registry().to_string(),
+                                reference.repository().to_string(),
+                                index.clone(),
+                            );
+                            cache.remember_ref(&by_digest.whole(), &platform, &resolved.digest);
+                        }
                         if let Some(entry) = cache
                             .entry(&resolved.digest)
                             .filter(|e| !want_tools || e.has_toolchain())
@@ -357,9 +378,12 @@ fn from_image(req: &Request) -> Result<Resolved, String> {
     Ok(resolved)
 }
 
+/// `--flag PATH: what`, without naming the path twice.
 fn prefixed(flag: &str, path: &Path, e: String) -> String {
     let p = path.display().to_string();
-    if e.contains(&p) {
+    if let Some(rest) = e.strip_prefix(&p) {
+        format!("{flag} {p}{rest}")
+    } else if e.contains(&p) {
         format!("{flag}: {e}")
     } else {
         format!("{flag} {p}: {e}")
@@ -519,7 +543,11 @@ fn run_version(tool: &Path) -> Result<String, String> {
         let _ = e.by_ref().take(64 * 1024).read_to_string(&mut err);
     }
     if !status.success() {
-        let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+        let last = err
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
         return Err(format!("`clang --version` exited with {status}: {last}"));
     }
     super::toolchain::parse_version(&out)
@@ -559,13 +587,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let script = dir.path().join("clang");
         std::fs::write(&script, "#!/bin/sh\n").unwrap();
-        assert_eq!(elf_mismatch(&script).as_deref(), Some("not an ELF executable"));
+        assert_eq!(
+            elf_mismatch(&script).as_deref(),
+            Some("not an ELF executable")
+        );
         // This test binary itself runs here.
         let me = std::env::current_exe().unwrap();
         assert_eq!(elf_mismatch(&me), None);
         // The same header with another machine.
         let mut bytes = std::fs::read(&me).unwrap();
-        let other: u16 = if std::env::consts::ARCH == "aarch64" { 62 } else { 183 };
+        let other: u16 = if std::env::consts::ARCH == "aarch64" {
+            62
+        } else {
+            183
+        };
         bytes[18..20].copy_from_slice(&other.to_le_bytes());
         let foreign = dir.path().join("foreign");
         std::fs::write(&foreign, &bytes[..64]).unwrap();
@@ -612,7 +647,10 @@ mod tests {
             ..Request::default()
         })
         .unwrap_err();
-        assert!(err.contains("--bpf-tar") && err.contains("not a regular file"), "{err}");
+        assert!(
+            err.contains("--bpf-tar") && err.contains("not a regular file"),
+            "{err}"
+        );
         let empty = dir.path().join("empty.tar");
         std::fs::write(&empty, [0u8; 1024]).unwrap();
         let err = resolve(&Request {
@@ -626,7 +664,10 @@ mod tests {
             ..Request::default()
         })
         .unwrap_err();
-        assert!(err.contains("--bpf-dir") && err.contains("not a directory"), "{err}");
+        assert!(
+            err.contains("--bpf-dir") && err.contains("not a directory"),
+            "{err}"
+        );
         let err = resolve(&Request {
             clang_from_image: true,
             ..Request::default()

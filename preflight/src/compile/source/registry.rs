@@ -370,10 +370,20 @@ mod tests {
 
     #[test]
     fn loopback_registries_are_recognised() {
-        for yes in ["localhost:5000", "127.0.0.1:5000", "127.1.2.3", "[::1]:5000"] {
+        for yes in [
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.1.2.3",
+            "[::1]:5000",
+        ] {
             assert!(is_loopback(yes), "{yes}");
         }
-        for no in ["quay.io", "10.0.0.1:5000", "localhost.example.com", "[::2]:5000"] {
+        for no in [
+            "quay.io",
+            "10.0.0.1:5000",
+            "localhost.example.com",
+            "[::2]:5000",
+        ] {
             assert!(!is_loopback(no), "{no}");
         }
     }

@@ -152,7 +152,9 @@ impl<R: Read> Read for Capped<R> {
                 ))),
             };
         }
-        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..want])?;
         self.left -= n as u64;
         Ok(n)
@@ -258,16 +260,36 @@ fn clear(path: &Path) -> Result<(), String> {
     }
 }
 
+/// An extraction that failed, with what could still be hashed: a corrupt blob is better
+/// explained by its digest than by the tar error its corruption caused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub message: String,
+    /// sha256 of the whole raw input, when it could be read to its end.
+    pub raw: Option<String>,
+    /// sha256 of the whole decompressed stream, when it could be decompressed to its end.
+    pub plain: Option<String>,
+}
+
+impl From<Failure> for String {
+    fn from(f: Failure) -> String {
+        f.message
+    }
+}
+
+/// The reader chain: raw input, hashed and capped → gzip or not → capped and hashed.
+type Chain<R> = Hashing<Capped<Plain<BufReader<Hashing<Capped<R>>>>>>;
+
 /// Extracts the entries `route` takes from the tar (or tar.gz) `input` into `dest`, which must
 /// exist. `name` is how errors call the archive (a file name, a layer digest). Reads the input
-/// to its end, so the digests cover all of it.
+/// to its end, so the digests cover all of it (on failure too, as far as it can).
 pub fn extract<R: Read>(
     name: &str,
     input: R,
     dest: &Path,
     limits: &Limits,
     route: &mut dyn FnMut(&Path, &Kind) -> Route,
-) -> Result<(Stats, Digests), String> {
+) -> Result<(Stats, Digests), Failure> {
     let fail = |e: String| format!("{name}: {e}");
     let raw = Hashing {
         inner: Capped {
@@ -279,7 +301,12 @@ pub fn extract<R: Read>(
         hash: Sha256::new(),
     };
     let mut buffered = BufReader::with_capacity(256 * 1024, raw);
-    let plain = if sniff(&mut buffered).map_err(fail)? {
+    let gzip = sniff(&mut buffered).map_err(|e| Failure {
+        message: fail(e),
+        raw: None,
+        plain: None,
+    })?;
+    let plain = if gzip {
         Plain::Gzip(flate2::bufread::MultiGzDecoder::new(buffered))
     } else {
         Plain::Tar(buffered)
@@ -294,6 +321,44 @@ pub fn extract<R: Read>(
         hash: Sha256::new(),
     };
     let mut archive = tar::Archive::new(plain);
+    let result = entries(&mut archive, &fail, dest, limits, route);
+    // Drain what tar did not read (end-of-archive padding, trailing gzip members; after an
+    // error, the rest) so the digests cover the whole input.
+    let (raw, plain) = finish(archive.into_inner());
+    match result {
+        Ok(stats) => match (raw, plain) {
+            (Some(raw), Some(plain)) => Ok((stats, Digests { raw, plain })),
+            (raw, plain) => Err(Failure {
+                message: fail("could not be read to its end".into()),
+                raw,
+                plain,
+            }),
+        },
+        Err(message) => Err(Failure {
+            message,
+            raw,
+            plain,
+        }),
+    }
+}
+
+/// Reads both hashed streams to their end: (raw digest, decompressed digest), each None when
+/// its stream fails first.
+fn finish<R: Read>(mut plain: Chain<R>) -> (Option<String>, Option<String>) {
+    let plain_ok = io::copy(&mut plain, &mut io::sink()).is_ok();
+    let plain_digest = plain_ok.then(|| hex_digest(plain.hash.clone()));
+    let mut raw = plain.inner.inner.into_inner().into_inner();
+    let raw_ok = io::copy(&mut raw, &mut io::sink()).is_ok();
+    (raw_ok.then(|| hex_digest(raw.hash)), plain_digest)
+}
+
+fn entries<R: Read>(
+    archive: &mut tar::Archive<Chain<R>>,
+    fail: &dyn Fn(String) -> String,
+    dest: &Path,
+    limits: &Limits,
+    route: &mut dyn FnMut(&Path, &Kind) -> Route,
+) -> Result<Stats, String> {
     let mut stats = Stats::default();
     // Paths taken from this archive (destination-relative), for hard links.
     let mut taken: std::collections::HashMap<PathBuf, PathBuf> = Default::default();
@@ -408,20 +473,7 @@ pub fn extract<R: Read>(
             Kind::Other => {}
         }
     }
-    // Drain what tar did not read (end-of-archive padding, trailing gzip members) so the
-    // digests cover the whole input.
-    let mut plain = archive.into_inner();
-    io::copy(&mut plain, &mut io::sink()).map_err(|e| fail(e.to_string()))?;
-    let plain_digest = hex_digest(plain.hash);
-    let mut raw = plain.inner.inner.into_inner().into_inner();
-    io::copy(&mut raw, &mut io::sink()).map_err(|e| fail(e.to_string()))?;
-    Ok((
-        stats,
-        Digests {
-            raw: hex_digest(raw.hash),
-            plain: plain_digest,
-        },
-    ))
+    Ok(stats)
 }
 
 /// sha256 of a whole reader, as `sha256:<hex>`, reading at most `cap` bytes.
@@ -480,7 +532,10 @@ mod tests {
 
     #[test]
     fn paths_are_made_relative_and_escapes_refused() {
-        assert_eq!(clean_path(Path::new("./bpf/a.c")).unwrap(), Path::new("bpf/a.c"));
+        assert_eq!(
+            clean_path(Path::new("./bpf/a.c")).unwrap(),
+            Path::new("bpf/a.c")
+        );
         assert_eq!(clean_path(Path::new(".")).unwrap(), Path::new(""));
         assert!(clean_path(Path::new("/etc/passwd")).is_err());
         assert!(clean_path(Path::new("bpf/../../x")).is_err());
@@ -495,7 +550,8 @@ mod tests {
     #[test]
     fn a_gzip_tar_extracts_with_both_digests() {
         let mut t = Raw::new();
-        t.file("bpf/bpf_lxc.c", b"int x;\n").file("bpf/lib/a.h", b"#pragma once\n");
+        t.file("bpf/bpf_lxc.c", b"int x;\n")
+            .file("bpf/lib/a.h", b"#pragma once\n");
         let plain = t.bytes();
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&plain).unwrap();
@@ -573,7 +629,8 @@ mod tests {
                 &Limits::TREE_TAR,
                 &mut take_all,
             )
-            .unwrap_err();
+            .unwrap_err()
+            .message;
             assert!(
                 err.starts_with("evil.tar: ") && err.contains(needle),
                 "{err}"
@@ -595,13 +652,17 @@ mod tests {
             ..Limits::TREE_TAR
         };
         let dir = tempfile::tempdir().unwrap();
-        let err = extract("bomb.tar.gz", &gz[..], dir.path(), &small, &mut take_all).unwrap_err();
+        let err = extract("bomb.tar.gz", &gz[..], dir.path(), &small, &mut take_all)
+            .unwrap_err()
+            .message;
         assert!(err.contains("after decompression"), "{err}");
         let per_file = Limits {
             file_bytes: MIB,
             ..Limits::TREE_TAR
         };
-        let err = extract("big.tar", &plain[..], dir.path(), &per_file, &mut take_all).unwrap_err();
+        let err = extract("big.tar", &plain[..], dir.path(), &per_file, &mut take_all)
+            .unwrap_err()
+            .message;
         assert!(err.contains("at most 1 MiB per file"), "{err}");
         let mut t = Raw::new();
         for i in 0..20 {
@@ -612,7 +673,9 @@ mod tests {
             ..Limits::TREE_TAR
         };
         let dir = tempfile::tempdir().unwrap();
-        let err = extract("many.tar", &t.bytes()[..], dir.path(), &few, &mut take_all).unwrap_err();
+        let err = extract("many.tar", &t.bytes()[..], dir.path(), &few, &mut take_all)
+            .unwrap_err()
+            .message;
         assert!(err.contains("more than 10 entries"), "{err}");
     }
 
@@ -627,11 +690,22 @@ mod tests {
             Ok(rel) => Route::Take(rel.to_path_buf()),
             Err(_) => Route::Skip,
         };
-        extract("t.tar", &t.bytes()[..], dir.path(), &Limits::TREE_TAR, &mut route).unwrap();
+        extract(
+            "t.tar",
+            &t.bytes()[..],
+            dir.path(),
+            &Limits::TREE_TAR,
+            &mut route,
+        )
+        .unwrap();
         assert!(!dir.path().join("usr").exists());
         assert_eq!(fs::read_to_string(dir.path().join("b.h")).unwrap(), "a");
         assert_eq!(fs::read_to_string(dir.path().join("c.h")).unwrap(), "a");
-        assert!(fs::symlink_metadata(dir.path().join("b.h")).unwrap().is_symlink());
+        assert!(
+            fs::symlink_metadata(dir.path().join("b.h"))
+                .unwrap()
+                .is_symlink()
+        );
     }
 
     #[test]
@@ -644,7 +718,8 @@ mod tests {
             &Limits::LAYER,
             &mut take_all,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .message;
         assert!(err.contains("zstd"), "{err}");
     }
 }
