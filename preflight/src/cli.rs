@@ -235,6 +235,11 @@ pub struct JobArgs {
     /// The preflight image (see the Dockerfile); default preflight:<this version>.
     #[arg(long)]
     pub image: Option<String>,
+    /// The Cilium image whose datapath the nodes compile (an init container copies its
+    /// /var/lib/cilium/bpf and clang into an emptyDir); default quay.io/cilium/cilium:v<target
+    /// version> when the target names a patch release, e.g. --cilium-version 1.18.3.
+    #[arg(long, value_name = "REF")]
+    pub cilium_image: Option<String>,
     /// The image that holds each pod after the check (DaemonSet pods must keep running).
     #[arg(long, default_value = "registry.k8s.io/pause:3.10")]
     pub pause_image: String,

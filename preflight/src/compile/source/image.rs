@@ -4,18 +4,20 @@
 //! Two things, nothing else: the datapath sources at `/var/lib/cilium/bpf` (pkg/defaults:
 //! `LibraryPath` `/var/lib/cilium` + `BpfDir` `bpf`; the image's `make install-container-binary`
 //! layer, cilium/cilium images/cilium/Dockerfile), and the compiler the agent runs,
-//! `/usr/local/bin/clang` and `llc` (cilium/cilium images/runtime/Dockerfile copies them from
-//! the cilium-llvm image, cilium/image-tools images/llvm: statically linked, BPF target only).
+//! `clang` and `llc` on the image's PATH: `/usr/local/bin` in current images
+//! (cilium/cilium images/runtime/Dockerfile copies them from the cilium-llvm image,
+//! cilium/image-tools images/llvm: statically linked, BPF target only), `/bin` in older ones.
 //!
 //! Layers are read one at a time and only as far as needed. The bpf dir comes from the top:
 //! layers are read from the newest down to the first one that adds files under it (with
 //! whiteouts of the layers above honoured); lower layers are not read for more of it. The
 //! toolchain comes from the runtime base, so it is looked for from the bottom layer up (only
-//! when asked: `--clang-from-image`), unless a layer already read for the bpf dir had it. In
+//! when asked: `--clang-from-image`), unless a layer already read for the bpf dir had it; the
+//! search stops at the first layer that gives both from /usr/local/bin. In
 //! a Cilium image that is two layers of about ten; the others (Envoy, Hubble, ...) are never
 //! downloaded. Every layer's digest is checked before what it gave is kept.
 use std::{
-    collections::{BTreeSet, HashSet},
+    collections::{BTreeMap, BTreeSet, HashSet},
     io::Read,
     path::{Path, PathBuf},
 };
@@ -26,8 +28,12 @@ use super::{
 };
 
 pub const BPF_DIR: &str = "var/lib/cilium/bpf";
-pub const CLANG: &str = "usr/local/bin/clang";
-pub const LLC: &str = "usr/local/bin/llc";
+/// Where an image keeps the compiler the agent runs: the agent executes `clang` (and `llc`)
+/// by name through PATH (pkg/datapath/loader/compile.go, `compiler = "clang"`), so these are
+/// the PATH directories of Cilium's Ubuntu base, in PATH order. Cilium's runtime image puts
+/// them in /usr/local/bin today; older runtimes copied them to /bin (merged into /usr/bin).
+pub const TOOL_DIRS: &[&str] = &["usr/local/bin", "usr/bin", "bin"];
+pub const TOOLS: &[&str] = &["clang", "llc"];
 
 /// Whiteout markers (OCI image spec, layer.md "Whiteouts").
 const WHITEOUT: &str = ".wh.";
@@ -105,14 +111,13 @@ impl Overlay {
     }
 }
 
-fn toolchain_name(path: &Path) -> Option<&'static str> {
-    if path == Path::new(CLANG) {
-        Some("clang")
-    } else if path == Path::new(LLC) {
-        Some("llc")
-    } else {
-        None
-    }
+/// (`clang` or `llc`, its directory's rank in PATH order) for a toolchain path.
+fn toolchain_name(path: &Path) -> Option<(&'static str, usize)> {
+    let name = path.file_name()?.to_str()?;
+    let tool = TOOLS.iter().find(|t| **t == name)?;
+    let dir = path.parent()?;
+    let rank = TOOL_DIRS.iter().position(|d| Path::new(d) == dir)?;
+    Some((tool, rank))
 }
 
 /// Reads one layer through `route`, checks its digest; the error names the layer.
@@ -160,7 +165,8 @@ pub fn take(
     let mut taken = Taken::default();
     let mut overlay = Overlay::default();
     let bpf_prefix = Path::new(BPF_DIR);
-    let mut tools_found: BTreeSet<&'static str> = BTreeSet::new();
+    // Per tool: the rank of the PATH directory it was taken from.
+    let mut tools: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut read_from_top = layers.len();
     if want_bpf {
         std::fs::create_dir_all(staging.join("bpf")).map_err(|e| e.to_string())?;
@@ -181,12 +187,16 @@ pub fn take(
                     }
                     return Route::Take(Path::new("bpf").join(rel));
                 }
-                if want_toolchain && let Some(tool) = toolchain_name(path) {
-                    if !overlay.provided.insert(path.to_path_buf()) {
+                if want_toolchain && let Some((tool, rank)) = toolchain_name(path) {
+                    // The newest layer wins for a path; an earlier PATH directory wins overall.
+                    if !overlay.provided.insert(path.to_path_buf())
+                        || tools.get(tool).is_some_and(|r| *r <= rank)
+                    {
                         return Route::Skip;
                     }
-                    layer_tools.push((tool, kind.clone()));
+                    layer_tools.push((path.to_path_buf(), kind.clone()));
                     if *kind == Kind::File {
+                        tools.insert(tool, rank);
                         return Route::Take(Path::new("toolchain").join(tool));
                     }
                 }
@@ -194,29 +204,33 @@ pub fn take(
             };
             read_layer(blobs, index, layer, staging, &mut route)?;
             overlay.end_layer();
-            for (tool, kind) in layer_tools {
-                note_tool(&mut taken, &mut tools_found, tool, &kind, &layer.digest);
-            }
+            note_tools(&mut taken, &layer_tools, &layer.digest);
             if added_bpf_files {
                 taken.bpf_layers.push(layer.digest.clone());
                 break;
             }
         }
     }
-    if want_toolchain && tools_found.len() < 2 {
-        // From the bottom up to the layers already read; a later layer overrides an earlier.
+    let found_above: BTreeSet<&'static str> = tools.keys().copied().collect();
+    if want_toolchain && found_above.len() < TOOLS.len() {
+        // From the bottom up to the layers already read: a later layer overrides an earlier
+        // one, at the same or an earlier PATH directory; a whiteout removes what it hides.
         for (index, layer) in layers.iter().enumerate().take(read_from_top) {
             let mut layer_tools = Vec::new();
-            let mut whiteouts = Vec::new();
+            let mut hidden = Vec::new();
             let mut route = |path: &Path, kind: &Kind| -> Route {
                 let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                if let Some(hidden) = name.strip_prefix(WHITEOUT) {
-                    whiteouts.push(path.with_file_name(hidden));
+                if let Some(h) = name.strip_prefix(WHITEOUT) {
+                    hidden.push(path.with_file_name(h));
                 }
                 match toolchain_name(path) {
-                    Some(tool) if !tools_found.contains(tool) => {
-                        layer_tools.push((tool, kind.clone()));
+                    Some((tool, rank))
+                        if !found_above.contains(tool)
+                            && tools.get(tool).is_none_or(|r| rank <= *r) =>
+                    {
+                        layer_tools.push((path.to_path_buf(), kind.clone()));
                         if *kind == Kind::File {
+                            tools.insert(tool, rank);
                             Route::Take(Path::new("toolchain").join(tool))
                         } else {
                             Route::Skip
@@ -226,16 +240,18 @@ pub fn take(
                 }
             };
             read_layer(blobs, index, layer, staging, &mut route)?;
-            for hidden in whiteouts {
-                if let Some(tool) = toolchain_name(&hidden) {
+            for h in hidden {
+                if let Some((tool, rank)) = toolchain_name(&h)
+                    && tools.get(tool) == Some(&rank)
+                    && !found_above.contains(tool)
+                {
                     let _ = std::fs::remove_file(staging.join("toolchain").join(tool));
+                    tools.remove(tool);
                 }
             }
-            if !layer_tools.is_empty() {
-                taken.toolchain_layers.push(layer.digest.clone());
-            }
-            let have = |t: &str| staging.join("toolchain").join(t).is_file();
-            if have("clang") && have("llc") {
+            note_tools(&mut taken, &layer_tools, &layer.digest);
+            // The best place (the first PATH directory) for both: nothing below can win.
+            if TOOLS.iter().all(|t| tools.get(t) == Some(&0)) {
                 break;
             }
         }
@@ -243,28 +259,27 @@ pub fn take(
     Ok(taken)
 }
 
-fn note_tool(
-    taken: &mut Taken,
-    found: &mut BTreeSet<&'static str>,
-    tool: &'static str,
-    kind: &Kind,
-    layer: &str,
-) {
-    found.insert(tool);
+/// Records the layer a toolchain file came from, and why one was not taken (a link).
+fn note_tools(taken: &mut Taken, found: &[(PathBuf, Kind)], layer: &str) {
+    if found.is_empty() {
+        return;
+    }
     if !taken.toolchain_layers.iter().any(|l| l == layer) {
         taken.toolchain_layers.push(layer.to_string());
     }
-    match kind {
-        Kind::File => {}
-        Kind::Symlink(to) => taken.toolchain_notes.push(format!(
-            "/{} is a symlink to {} in the image: not followed",
-            if tool == "clang" { CLANG } else { LLC },
-            to.display()
-        )),
-        other => taken.toolchain_notes.push(format!(
-            "/{} is not a regular file in the image ({other:?})",
-            if tool == "clang" { CLANG } else { LLC }
-        )),
+    for (path, kind) in found {
+        match kind {
+            Kind::File => {}
+            Kind::Symlink(to) => taken.toolchain_notes.push(format!(
+                "/{} is a symlink to {} in the image: not followed",
+                path.display(),
+                to.display()
+            )),
+            other => taken.toolchain_notes.push(format!(
+                "/{} is not a regular file in the image ({other:?})",
+                path.display()
+            )),
+        }
     }
 }
 
@@ -395,6 +410,34 @@ mod tests {
         assert_eq!(read("bpf/old.h"), "old");
         assert_eq!(read("bpf/bpf_lxc.c"), "v1");
         assert!(!dir.path().join("bpf/usr").exists());
+    }
+
+    #[test]
+    fn the_toolchain_is_found_in_path_order_as_older_images_keep_it() {
+        // An older runtime: clang and llc in /usr/bin (COPY to the merged /bin); a later layer
+        // adds a /usr/local/bin/clang, which wins as PATH finds it first.
+        let blobs = vec![
+            layer(&[("usr/bin/clang", "old-clang"), ("usr/bin/llc", "old-llc")]),
+            layer(&[("usr/local/bin/clang", "new-clang")]),
+            layer(&[("var/lib/cilium/bpf/bpf_lxc.c", "x")]),
+        ];
+        let layers = metas(&blobs);
+        let mut mem = Mem {
+            blobs,
+            opened: vec![],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let taken = take(&mut mem, &layers, dir.path(), true, true).unwrap();
+        let read = |p: &str| std::fs::read_to_string(dir.path().join(p)).unwrap();
+        assert_eq!(read("toolchain/clang"), "new-clang");
+        assert_eq!(read("toolchain/llc"), "old-llc");
+        assert_eq!(mem.opened, [2, 0, 1]);
+        assert_eq!(
+            taken.toolchain_layers,
+            [layers[0].digest.clone(), layers[1].digest.clone()]
+        );
+        assert_eq!(toolchain_name(Path::new("bin/llc")), Some(("llc", 2)));
+        assert_eq!(toolchain_name(Path::new("opt/bin/clang")), None);
     }
 
     #[test]

@@ -437,7 +437,14 @@ fn check_toolchain_taken(staging: &Path, taken: &image::Taken) -> Result<(), Str
         return Ok(());
     }
     let why = if taken.toolchain_notes.is_empty() {
-        format!("no /{} in the image", image::CLANG)
+        format!(
+            "no clang in the image's {}",
+            image::TOOL_DIRS
+                .iter()
+                .map(|d| format!("/{d}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     } else {
         taken.toolchain_notes.join("; ")
     };
