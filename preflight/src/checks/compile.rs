@@ -88,15 +88,15 @@ fn tree() -> Check {
         "give the target's tree: --image quay.io/cilium/cilium:v<version> (cached by digest, \
          offline afterwards), --image-archive FILE, --bpf-dir DIR or --bpf-tar FILE",
     )
-    .evaluate(|facts, _| {
+    .evaluate(|facts, target| {
         let r = match report(facts) {
             Ok(r) => r,
             Err(o) => return o,
         };
-        let o = if r.tree.is_real() {
-            Outcome::pass(r.tree.describe())
-        } else {
-            Outcome::warn(r.tree.describe())
+        let o = match r.tree.version_mismatch(&target.cilium_version) {
+            Some(why) => Outcome::warn(format!("{}; {why}", r.tree.describe())),
+            None if r.tree.is_real() => Outcome::pass(r.tree.describe()),
+            None => Outcome::warn(r.tree.describe()),
         };
         match &r.image_toolchain {
             Some(tc) if tc.used => o.evidence(format!(

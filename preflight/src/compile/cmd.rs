@@ -133,6 +133,9 @@ pub fn render(r: &CompileReport) -> String {
         let _ = writeln!(out, "  toolchain risk: {risk}");
     }
     let _ = writeln!(out, "tree: {}", r.tree.describe());
+    if let Some(why) = r.tree.version_mismatch(&r.cilium_version) {
+        let _ = writeln!(out, "  note: {why}");
+    }
     if let Some(tc) = &r.image_toolchain {
         match (&tc.version, &tc.why_not) {
             (Some(v), _) if tc.used => {

@@ -222,7 +222,12 @@ impl Cache {
             }
             // An entry without bpf/ is debris: replace it.
             let _ = fs::remove_dir_all(&dir);
-            fs::rename(&staged, &dir).map_err(|e| format!("{}: {e}", dir.display()))
+            match fs::rename(&staged, &dir) {
+                // Another run committed the same digest in between: its copy holds the same
+                // bytes.
+                Err(_) if dir.join("bpf").is_dir() => Ok(()),
+                other => other.map_err(|e| format!("{}: {e}", dir.display())),
+            }
         })();
         let _ = fs::remove_dir_all(&staged);
         result?;

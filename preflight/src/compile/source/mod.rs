@@ -17,6 +17,8 @@ use std::{
 
 use serde::Serialize;
 
+use crate::cilium::profiles::CiliumVersion;
+
 use self::{
     cache::{Cache, Entry, ImageMeta},
     registry::{PullError, Registry},
@@ -72,6 +74,23 @@ pub enum TreeOrigin {
 impl TreeOrigin {
     pub fn is_real(&self) -> bool {
         !matches!(self, TreeOrigin::Templates)
+    }
+
+    /// When an image's tag names another Cilium minor than the target's: the tree is that
+    /// version's, while flags and headers follow the target (`--cilium-version`).
+    pub fn version_mismatch(&self, target_version: &str) -> Option<String> {
+        let TreeOrigin::Image { reference, .. } = self else {
+            return None;
+        };
+        let tag = reference.rsplit_once(':')?.1;
+        let image = CiliumVersion::parse(tag).ok()?;
+        let target = CiliumVersion::parse(target_version).ok()?;
+        (image.minor_key() != target.minor_key()).then(|| {
+            format!(
+                "the image is Cilium {image}, the target is {target}: its sources are compiled \
+                 with the target's flags and headers; give --cilium-version {image}"
+            )
+        })
     }
 
     /// One line for reports: `real Cilium tree from image quay.io/…@sha256:… (cache)`.
@@ -234,9 +253,10 @@ impl Source {
 fn from_image(req: &Request) -> Result<Resolved, String> {
     let cache = Cache::locate(req.cache_dir.as_deref());
     let want_tools = req.clang_from_image;
-    let staging = cache.staging()?;
     let platform = image::host_platform();
     let (entry, from, note) = if let Some(path) = &req.image_archive {
+        // Staging (and a gzip archive's decompressed copy) in the cache's tmp/.
+        let staging = cache.staging()?;
         let archive = archive::Archive::open(path, staging.path())
             .map_err(|e| prefixed("--image-archive", path, e))?;
         let source_name = format!("archive {}", archive.describe());
@@ -272,6 +292,8 @@ fn from_image(req: &Request) -> Result<Resolved, String> {
         match cached {
             Some(entry) if !want_tools || entry.has_toolchain() => (entry, "cache".into(), None),
             cached => {
+                // Downloads go to the cache's tmp/ (a cache hit by digest wrote nothing).
+                let staging = cache.staging()?;
                 let reg = Registry::new(reference.clone(), staging.path(), req.progress)?;
                 match reg.resolve() {
                     Ok(resolved) => {
@@ -566,7 +588,7 @@ fn run_version(tool: &Path) -> Result<String, String> {
 /// `quay.io/cilium/cilium:v<version>` when the version names a patch release (Cilium publishes
 /// patch tags only), else None.
 pub fn cilium_image(version: &str) -> Option<String> {
-    let v = crate::cilium::profiles::CiliumVersion::parse(version).ok()?;
+    let v = CiliumVersion::parse(version).ok()?;
     v.patch?;
     Some(format!("quay.io/cilium/cilium:v{v}"))
 }
@@ -587,6 +609,30 @@ mod tests {
         );
         assert_eq!(cilium_image("1.19"), None);
         assert_eq!(cilium_image("banana"), None);
+    }
+
+    #[test]
+    fn an_image_of_another_minor_than_the_target_is_named() {
+        let image = |reference: &str| TreeOrigin::Image {
+            reference: reference.into(),
+            digest: String::new(),
+            platform: String::new(),
+            from: String::new(),
+            note: None,
+            path: String::new(),
+        };
+        let why = image("quay.io/cilium/cilium:v1.18.3")
+            .version_mismatch("1.19")
+            .unwrap();
+        assert!(why.contains("Cilium 1.18.3") && why.contains("--cilium-version 1.18.3"));
+        assert_eq!(
+            image("quay.io/cilium/cilium:v1.18.3").version_mismatch("1.18"),
+            None
+        );
+        // A registry port or a digest is not a version.
+        assert_eq!(image("127.0.0.1:5000/cilium").version_mismatch("1.19"), None);
+        assert_eq!(image("r/c:latest").version_mismatch("1.19"), None);
+        assert_eq!(TreeOrigin::Templates.version_mismatch("1.19"), None);
     }
 
     #[test]
