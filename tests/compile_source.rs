@@ -517,10 +517,8 @@ impl Registry {
         };
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
-            if let Some(status) = http_status(&reg.host, "/v2/") {
-                if status == 200 || status == 401 {
-                    return Ok(reg);
-                }
+            if let Some(200 | 401) = http_status(&reg.host, "/v2/") {
+                return Ok(reg);
             }
             std::thread::sleep(Duration::from_millis(50));
         }

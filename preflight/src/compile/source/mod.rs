@@ -630,7 +630,10 @@ mod tests {
             None
         );
         // A registry port or a digest is not a version.
-        assert_eq!(image("127.0.0.1:5000/cilium").version_mismatch("1.19"), None);
+        assert_eq!(
+            image("127.0.0.1:5000/cilium").version_mismatch("1.19"),
+            None
+        );
         assert_eq!(image("r/c:latest").version_mismatch("1.19"), None);
         assert_eq!(TreeOrigin::Templates.version_mismatch("1.19"), None);
     }
