@@ -6,7 +6,6 @@
 //! Flow: [`source`] finds the real tree (dir, tar, image) or [`tree`] unpacks the templates → [`headers`] writes the state dir (or [`nodeinit`]
 //! predicts what a node's state will look like) → [`toolchain`] picks clang → [`runner`]
 //! compiles in parallel → [`diag`] + [`explain`] → [`verify`].
-pub mod cmd;
 pub mod diag;
 pub mod explain;
 pub mod features;

@@ -896,30 +896,5 @@ mod tests {
         let pod = plain.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
         assert_eq!(pod.init_containers.as_ref().unwrap().len(), 1);
         assert!(!container_args(&spec()).contains(&"--bpf-dir".to_string()));
-        // The command line with the tree flags is one `run` accepts.
-        use clap::Parser as _;
-        let argv =
-            std::iter::once("preflight".to_string()).chain(container_args(&spec_with_image()));
-        let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
-        let crate::cli::Command::Run(run) = cli.command else {
-            panic!("not a run")
-        };
-        assert_eq!(
-            run.tree.bpf_dir.as_deref(),
-            Some(std::path::Path::new("/cilium-datapath/bpf"))
-        );
-    }
-
-    #[test]
-    fn the_pod_command_line_is_one_this_preflight_accepts() {
-        use clap::Parser as _;
-        let argv = std::iter::once("preflight".to_string()).chain(container_args(&spec()));
-        let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
-        let crate::cli::Command::Run(run) = cli.command else {
-            panic!("not a run")
-        };
-        assert!(run.host_kernel && run.exit_zero);
-        assert_eq!(run.root, std::path::Path::new("/host"));
-        assert_eq!(run.format, crate::report::Format::JsonLine);
     }
 }

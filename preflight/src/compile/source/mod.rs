@@ -4,7 +4,6 @@
 //! can say what was judged. With `--clang-from-image` the image's own clang and llc compile it,
 //! when they run on this machine.
 pub mod archive;
-pub mod args;
 pub mod cache;
 pub mod image;
 pub mod registry;

@@ -1,10 +1,10 @@
 //! The flags that choose the datapath sources, shared by `compile` and `run` (flattened into
-//! both). Only clap glue: `Request` is what the rest of the code sees.
+//! both). Only clap glue: `compile::source::Request` is what the rest of the code sees.
 use std::path::PathBuf;
 
 use clap::Args;
 
-use super::Request;
+use crate::compile::source::Request;
 
 #[derive(Debug, Clone, Default, Args)]
 #[command(next_help_heading = "Datapath sources (default: the built-in templates)")]
