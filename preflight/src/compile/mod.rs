@@ -8,6 +8,7 @@
 //! compiles in parallel → [`diag`] + [`explain`] → [`verify`].
 pub mod cmd;
 pub mod diag;
+pub mod elf;
 pub mod explain;
 pub mod features;
 pub mod headers;
