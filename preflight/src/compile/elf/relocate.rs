@@ -142,13 +142,29 @@ pub fn link(obj: &Object, program: usize, config: &[u8]) -> Result<Linked, Strin
                         |m| matches!(m.origin, MapOrigin::Data { section, .. } if section == sec),
                     ) {
                         let offset = (sym.value as i64 + addend) as u64;
-                        let inline = obj.config_style == ConfigStyle::Inline
+                        // ≤ 1.16 reads every configuration variable through an inline-asm
+                        // ld_imm64 against the section (or the variable's static symbol); the
+                        // agent turns each into an immediate of the variable's value.
+                        let inline_var = (obj.config_style == ConfigStyle::Inline
+                            && sec_name == CONFIG_SECTION)
+                            .then(|| {
+                                obj.config_vars
+                                    .iter()
+                                    .find(|(_, (off, _))| *off as u64 == offset)
+                            })
+                            .flatten();
+                        if obj.config_style == ConfigStyle::Inline
                             && sec_name == CONFIG_SECTION
-                            && !sym.global
-                            && sym.name.starts_with(CONFIG_PREFIX);
-                        if inline {
-                            let v = inline_value(config, sym.value, sym.size)
-                                .map_err(|e| format!("{}: {}: {e}", f.name, sym.name))?;
+                            && inline_var.is_none()
+                        {
+                            return Err(format!(
+                                "{}: reference to {CONFIG_SECTION}+{offset}, where no {CONFIG_PREFIX}variable starts",
+                                f.name
+                            ));
+                        }
+                        if let Some((var, (off, size))) = inline_var {
+                            let v = inline_value(config, *off as u64, *size as u64)
+                                .map_err(|e| format!("{}: {CONFIG_PREFIX}{var}: {e}", f.name))?;
                             let i = &mut l.out.insns[pos];
                             i.set_src(0);
                             i.set_imm(v as u32 as i32);
