@@ -8,7 +8,7 @@ use crate::{
         CompileReport, ProgramResult,
         explain::Cause,
         toolchain::Fit,
-        verify::{Verdict, VerifyReport},
+        elf::{ObjectVerdict, Verdict},
     },
     facts::Facts,
 };
@@ -179,7 +179,7 @@ fn compile_outcome(p: &ProgramResult) -> Outcome {
     o.evidence(&p.command)
 }
 
-fn verifier_outcome(p: &ProgramResult, v: &VerifyReport) -> Outcome {
+fn verifier_outcome(p: &ProgramResult, v: &ObjectVerdict, kernel: &str) -> Outcome {
     if let Some(e) = &v.object_error {
         return Outcome::fail(format!("the object does not load: {e}"));
     }
@@ -188,14 +188,27 @@ fn verifier_outcome(p: &ProgramResult, v: &VerifyReport) -> Outcome {
         let Verdict::Rejected { log_tail, error } = &first.verdict else {
             unreachable!("filtered on Rejected")
         };
+        // The verifier's last line is its reason, in its own words.
+        let why = log_tail.lines().rev().find(|l| {
+            !l.starts_with("processed ")
+                && !l.starts_with("verification time")
+                && !l.starts_with("stack depth")
+        });
         let mut o = Outcome::fail(format!(
-            "{} of {} programs rejected; {}: {error}",
+            "kernel {kernel} rejects {} of {} programs: {} ({} {}): {}",
             rejected.len(),
             v.programs.len(),
-            first.name
+            rejected
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            first.section,
+            first.prog_type,
+            why.unwrap_or(error)
         ));
         for l in log_tail.lines() {
-            o = o.evidence(format!("verifier: {l}"));
+            o = o.evidence(format!("verifier ({}): {l}", first.name));
         }
         return o;
     }
@@ -213,12 +226,23 @@ fn verifier_outcome(p: &ProgramResult, v: &VerifyReport) -> Outcome {
     let insns: u32 = v.programs.iter().filter_map(|p| p.verified_insns).sum();
     let plural = |n: usize| if n == 1 { "" } else { "s" };
     let (programs, tail_calls) = (v.programs.len(), v.tail_calls.len());
-    Outcome::pass(format!(
+    let mut o = Outcome::pass(format!(
         "{programs} program{} loaded ({insns} insns processed by the verifier), {tail_calls} tail \
          call{} wired",
         plural(programs),
         plural(tail_calls)
-    ))
+    ));
+    for s in &v.unknown_sections {
+        o = o.evidence(format!(
+            "section {} not loaded (unknown program type): {}",
+            s.section,
+            s.functions.join(", ")
+        ));
+    }
+    for n in &v.notes {
+        o = o.evidence(n.clone());
+    }
+    o
     .evidence(format!(
         "{} bytes, maps: {}",
         p.object.as_ref().map(|o| o.size).unwrap_or(0),
@@ -268,7 +292,11 @@ pub fn checks() -> Vec<Check> {
                     return Outcome::skip(format!("{name}.c is not in the bpf dir"));
                 };
                 match (&p.verify, &p.verify_skipped) {
-                    (Some(v), _) => verifier_outcome(p, v),
+                    (Some(v), _) => verifier_outcome(
+                        p,
+                        v,
+                        facts.kernel_release.as_deref().unwrap_or("(release unknown)"),
+                    ),
                     (None, Some(why)) if why == "not compiled" => {
                         Outcome::skip("did not compile; see the compile check")
                     }
