@@ -319,7 +319,7 @@ pub fn load(bytes: &[u8], opts: &LoadOptions, pins: &Pins) -> ObjectVerdict {
         ..ObjectVerdict::default()
     };
     let t = Instant::now();
-    let obj = match Object::parse(bytes) {
+    let mut obj = match Object::parse(bytes) {
         Ok(o) => o,
         Err(e) => {
             v.object_error = Some(e);
@@ -351,6 +351,10 @@ pub fn load(bytes: &[u8], opts: &LoadOptions, pins: &Pins) -> ObjectVerdict {
     }
     let (config, used) = configure(&obj, opts);
     v.config = used;
+    // 1.17+ reads the values from the map: it is created with them, then frozen.
+    if let Some(m) = obj.maps.iter_mut().find(|m| m.name == CONFIG_SECTION) {
+        m.data = config.clone();
+    }
     let renamed = |name: &str| opts.map_renames.get(name).cloned().unwrap_or_else(|| name.to_string());
 
     // Link every program, then keep what the agent keeps.
