@@ -20,7 +20,10 @@ fn shared_trees(manifest: &std::path::Path) {
     let cilium = shared.join("cilium");
     if cilium.is_dir() {
         println!("cargo:rustc-cfg=shared_cilium_trees");
-        println!("cargo:rustc-env=PREFLIGHT_SHARED_CILIUM={}", cilium.display());
+        println!(
+            "cargo:rustc-env=PREFLIGHT_SHARED_CILIUM={}",
+            cilium.display()
+        );
     }
 }
 

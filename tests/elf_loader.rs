@@ -49,12 +49,20 @@ fn build(dir: &Path, name: &str, body: &str) -> PathBuf {
         .arg(&obj)
         .output()
         .expect("clang-19 runs (scripts/setup.sh installs it)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     obj
 }
 
 fn status(v: &ObjectVerdict, program: &str) -> &'static str {
-    match &v.program(program).unwrap_or_else(|| panic!("{program} in {v:#?}")).verdict {
+    match &v
+        .program(program)
+        .unwrap_or_else(|| panic!("{program} in {v:#?}"))
+        .verdict
+    {
         Verdict::Loaded => "loaded",
         Verdict::Rejected { .. } => "rejected",
         Verdict::Unknown { .. } => "unknown",
@@ -129,7 +137,10 @@ SEC("tc") int entry(struct __sk_buff *ctx)
     let set = load_object(&obj, &config("MAGIC", 42));
     expect(&set, "entry", "loaded");
     // Inlined: no .rodata.config map is created.
-    assert!(set.maps.iter().all(|m| m.name != ".rodata.config"), "{set:#?}");
+    assert!(
+        set.maps.iter().all(|m| m.name != ".rodata.config"),
+        "{set:#?}"
+    );
 }
 
 #[test]
@@ -153,8 +164,14 @@ SEC("tc") int entry(struct __sk_buff *ctx)
     let v = load_object(&obj, &LoadOptions::default());
     assert!(v.object_error.is_none(), "{v:#?}");
     let one = v.program("tail_one").unwrap();
-    assert_eq!((one.prog_type.as_str(), one.section.as_str()), ("sched_cls", "2/1"));
-    assert_eq!(one.tail_call.as_ref().map(|s| (s.map.as_str(), s.slot)), Some(("calls_7", 1)));
+    assert_eq!(
+        (one.prog_type.as_str(), one.section.as_str()),
+        ("sched_cls", "2/1")
+    );
+    assert_eq!(
+        one.tail_call.as_ref().map(|s| (s.map.as_str(), s.slot)),
+        Some(("calls_7", 1))
+    );
     assert_eq!(v.pruned.len(), 1);
     assert_eq!(v.pruned[0].name, "tail_unreached");
     assert!(v.program("tail_unreached").is_none());
@@ -162,7 +179,10 @@ SEC("tc") int entry(struct __sk_buff *ctx)
     expect(&v, "tail_one", "loaded");
     if is_root() {
         assert_eq!(v.tail_calls.len(), 1);
-        assert_eq!((v.tail_calls[0].map.as_str(), v.tail_calls[0].slot), ("calls_7", 1));
+        assert_eq!(
+            (v.tail_calls[0].map.as_str(), v.tail_calls[0].slot),
+            ("calls_7", 1)
+        );
         let m = v.maps.iter().find(|m| m.name == "calls_7").unwrap();
         assert_eq!(m.pinning, "pinned after load (replace)");
     }
@@ -198,22 +218,38 @@ SEC("tc/entry") int entry(struct __sk_buff *ctx)
 "#,
     );
     let mut o = LoadOptions::default();
-    o.map_renames.insert("cilium_calls".into(), "cilium_calls_00042".into());
+    o.map_renames
+        .insert("cilium_calls".into(), "cilium_calls_00042".into());
     let v = load_object(&obj, &o);
     // Reached transitively: entry → 4 → 3; 5 is pruned.
-    assert_eq!(v.pruned.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["tail_five"]);
+    assert_eq!(
+        v.pruned.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+        ["tail_five"]
+    );
     for p in ["entry", "tail_four", "tail_three"] {
         expect(&v, p, "loaded");
     }
     assert_eq!(
-        v.program("tail_three").unwrap().tail_call.as_ref().unwrap().map,
+        v.program("tail_three")
+            .unwrap()
+            .tail_call
+            .as_ref()
+            .unwrap()
+            .map,
         "cilium_calls_00042"
     );
     if is_root() {
-        let slots: Vec<_> = v.tail_calls.iter().map(|t| (t.map.as_str(), t.slot, t.program.as_str())).collect();
+        let slots: Vec<_> = v
+            .tail_calls
+            .iter()
+            .map(|t| (t.map.as_str(), t.slot, t.program.as_str()))
+            .collect();
         assert_eq!(
             slots,
-            [("cilium_calls_00042", 3, "tail_three"), ("cilium_calls_00042", 4, "tail_four")]
+            [
+                ("cilium_calls_00042", 3, "tail_three"),
+                ("cilium_calls_00042", 4, "tail_four")
+            ]
         );
     }
 }
@@ -236,7 +272,11 @@ SEC("tc/entry") int other(struct __sk_buff *ctx) { return twice(3); }
     if is_root() {
         assert_eq!(v.btf, "loaded", "{v:#?}");
     } else {
-        assert!(v.btf.starts_with("refused: Operation not permitted"), "{}", v.btf);
+        assert!(
+            v.btf.starts_with("refused: Operation not permitted"),
+            "{}",
+            v.btf
+        );
     }
     expect(&v, "entry", "loaded");
     expect(&v, "other", "loaded");
@@ -270,7 +310,10 @@ SEC("weird/thing") int odd(void *ctx) { return 1; }
         ("ops", "sock_ops", "cgroup_sock_ops"),
     ] {
         let pv = v.program(p).unwrap();
-        assert_eq!((pv.prog_type.as_str(), pv.attach_type.as_deref()), (ty, Some(at)));
+        assert_eq!(
+            (pv.prog_type.as_str(), pv.attach_type.as_deref()),
+            (ty, Some(at))
+        );
         expect(&v, p, "loaded");
     }
     assert_eq!(v.unknown_sections.len(), 1);
@@ -312,8 +355,12 @@ SEC("tc/entry") int entry(struct __sk_buff *ctx)
         assert!(loader.pinning_off().is_some());
         return;
     }
-    assert!(loader.pinning_off().is_none(), "root mounts a private bpffs");
-    let pinning = |v: &ObjectVerdict, m: &str| v.maps.iter().find(|x| x.name == m).unwrap().pinning.clone();
+    assert!(
+        loader.pinning_off().is_none(),
+        "root mounts a private bpffs"
+    );
+    let pinning =
+        |v: &ObjectVerdict, m: &str| v.maps.iter().find(|x| x.name == m).unwrap().pinning.clone();
     assert_eq!(pinning(&first, "outer_map"), "created and pinned");
     assert_eq!(pinning(&first, "shared_hash"), "created and pinned");
     let second = loader.load_file(&obj, &LoadOptions::default());
@@ -334,7 +381,10 @@ fn a_verifier_rejection_keeps_the_kernels_last_words() {
     let v = load_object(&obj, &LoadOptions::default());
     expect(&v, "entry", "rejected");
     if let Verdict::Rejected { log_tail, error } = &v.program("entry").unwrap().verdict {
-        assert!(log_tail.contains("invalid bpf_context access"), "{log_tail}");
+        assert!(
+            log_tail.contains("invalid bpf_context access"),
+            "{log_tail}"
+        );
         assert!(log_tail.lines().count() <= LoadOptions::default().log_lines);
         assert!(error.contains("Permission denied"), "{error}");
     }

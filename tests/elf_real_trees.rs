@@ -54,14 +54,24 @@ fn makefile_var(bpf: &Path, var: &str) -> Vec<String> {
         std::fs::write(&defs, "").unwrap();
     }
     let out = Command::new("make")
-        .args(["-s", "--no-print-directory", "ROOT_DIR=..", "-f", "Makefile"])
+        .args([
+            "-s",
+            "--no-print-directory",
+            "ROOT_DIR=..",
+            "-f",
+            "Makefile",
+        ])
         .arg("--eval")
         .arg("print-%: ; @echo $($*)")
         .arg(format!("print-{var}"))
         .current_dir(bpf)
         .output()
         .expect("make runs (scripts/setup.sh installs it)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .map(String::from)
@@ -120,8 +130,17 @@ fn jobs(version: &str, clang: u32, bpf: &Path, scratch: &Path, extra: &[(&str, &
 }
 
 fn compile(jobs: &[Job]) {
-    for (job, o) in jobs.iter().zip(runner::run_all(jobs, runner::default_workers(), false)) {
-        assert!(o.success, "{}: {}\n{}", job.program, job.command_line(), o.stderr);
+    for (job, o) in jobs
+        .iter()
+        .zip(runner::run_all(jobs, runner::default_workers(), false))
+    {
+        assert!(
+            o.success,
+            "{}: {}\n{}",
+            job.program,
+            job.command_line(),
+            o.stderr
+        );
     }
 }
 
@@ -134,7 +153,10 @@ fn summary(version: &str, program: &str, v: &ObjectVerdict) -> String {
         count(|v| matches!(v, Verdict::Unknown { .. })),
         v.pruned.len(),
         v.tail_calls.len(),
-        v.programs.iter().filter_map(|p| p.verified_insns).sum::<u32>(),
+        v.programs
+            .iter()
+            .filter_map(|p| p.verified_insns)
+            .sum::<u32>(),
         v.maps.len(),
         v.config.style,
         v.btf,
@@ -144,7 +166,11 @@ fn summary(version: &str, program: &str, v: &ObjectVerdict) -> String {
             let why = log_tail
                 .lines()
                 .rev()
-                .find(|l| !l.starts_with("processed") && !l.starts_with("verification") && !l.starts_with("stack depth"))
+                .find(|l| {
+                    !l.starts_with("processed")
+                        && !l.starts_with("verification")
+                        && !l.starts_with("stack depth")
+                })
                 .unwrap_or("");
             s.push_str(&format!("\n    REJECTED {} ({}): {why}", p.name, p.section));
         }
@@ -161,7 +187,10 @@ fn xdp_adjust_meta() -> bool {
 }
 
 #[test]
-#[cfg_attr(not(shared_cilium_trees), ignore = "needs ../shared/cilium (real Cilium trees, outside the repository)")]
+#[cfg_attr(
+    not(shared_cilium_trees),
+    ignore = "needs ../shared/cilium (real Cilium trees, outside the repository)"
+)]
 fn every_real_object_parses_and_the_kernel_judges_every_program() {
     let _ = ABSENT;
     let adjust_meta = is_root() && xdp_adjust_meta();
@@ -169,7 +198,13 @@ fn every_real_object_parses_and_the_kernel_judges_every_program() {
     for (version, clang) in TREES {
         let dir = tempfile::tempdir().unwrap();
         let bpf = extract(version, dir.path());
-        let jobs = jobs(version, *clang, &bpf, dir.path(), &[("bpf_sock", "MAX_LB_OPTIONS")]);
+        let jobs = jobs(
+            version,
+            *clang,
+            &bpf,
+            dir.path(),
+            &[("bpf_sock", "MAX_LB_OPTIONS")],
+        );
         compile(&jobs);
         let legacy = profile::parse_minor(version).unwrap() < 18;
         // One loader per tree: one bpffs, as a node has, so global maps are shared.
@@ -181,17 +216,32 @@ fn every_real_object_parses_and_the_kernel_judges_every_program() {
             let ctx = || format!("{version} {}: {v:#?}", job.program);
             assert!(v.object_error.is_none(), "{}", ctx());
             assert!(v.unknown_sections.is_empty(), "{}", ctx());
-            assert_eq!(v.config.style, if legacy { "inline" } else { "map" }, "{}", ctx());
+            assert_eq!(
+                v.config.style,
+                if legacy { "inline" } else { "map" },
+                "{}",
+                ctx()
+            );
             let want_type = match job.program.split('.').next().unwrap() {
                 "bpf_xdp" => "xdp",
                 "bpf_sock" => "cgroup",
                 _ => "sched_cls",
             };
             for p in &v.programs {
-                assert!(p.prog_type.starts_with(want_type), "{} {}: {}", p.name, p.prog_type, ctx());
+                assert!(
+                    p.prog_type.starts_with(want_type),
+                    "{} {}: {}",
+                    p.name,
+                    p.prog_type,
+                    ctx()
+                );
             }
             for p in &v.pruned {
-                assert!(p.section.ends_with("/tail") || p.section.starts_with("2/"), "{}", ctx());
+                assert!(
+                    p.section.ends_with("/tail") || p.section.starts_with("2/"),
+                    "{}",
+                    ctx()
+                );
             }
             shared_pins += v.maps.iter().filter(|m| m.pinning == "reused pin").count();
             // Each convention, as the version writes it.
@@ -203,7 +253,10 @@ fn every_real_object_parses_and_the_kernel_judges_every_program() {
                     .unwrap_or_else(|| panic!("the drop-notify tail call in slot 1: {}", ctx()));
                 if legacy {
                     assert_eq!(drop.section, "2/1");
-                    assert_eq!(drop.tail_call.as_ref().unwrap().map, "test_cilium_calls_65535");
+                    assert_eq!(
+                        drop.tail_call.as_ref().unwrap().map,
+                        "test_cilium_calls_65535"
+                    );
                     let policy = v.programs.iter().find(|p| p.section == "1/0xffff").unwrap();
                     assert_eq!(policy.tail_call.as_ref().unwrap().slot, 0xffff);
                 } else {
@@ -214,12 +267,29 @@ fn every_real_object_parses_and_the_kernel_judges_every_program() {
             }
             if job.program == "bpf_sock.MAX_LB_OPTIONS" {
                 for (name, section, attach) in [
-                    ("cil_sock4_connect", "cgroup/connect4", "cgroup_inet4_connect"),
-                    ("cil_sock6_sendmsg", "cgroup/sendmsg6", "cgroup_udp6_sendmsg"),
-                    ("cil_sock4_post_bind", "cgroup/post_bind4", "cgroup_inet4_post_bind"),
+                    (
+                        "cil_sock4_connect",
+                        "cgroup/connect4",
+                        "cgroup_inet4_connect",
+                    ),
+                    (
+                        "cil_sock6_sendmsg",
+                        "cgroup/sendmsg6",
+                        "cgroup_udp6_sendmsg",
+                    ),
+                    (
+                        "cil_sock4_post_bind",
+                        "cgroup/post_bind4",
+                        "cgroup_inet4_post_bind",
+                    ),
                 ] {
-                    let p = v.program(name).unwrap_or_else(|| panic!("{name}: {}", ctx()));
-                    assert_eq!((p.section.as_str(), p.attach_type.as_deref()), (section, Some(attach)));
+                    let p = v
+                        .program(name)
+                        .unwrap_or_else(|| panic!("{name}: {}", ctx()));
+                    assert_eq!(
+                        (p.section.as_str(), p.attach_type.as_deref()),
+                        (section, Some(attach))
+                    );
                 }
             }
             // The kernel's answers (as root; otherwise "unknown", never a guess).
@@ -235,7 +305,11 @@ fn every_real_object_parses_and_the_kernel_judges_every_program() {
                         assert!(reason.contains("Operation not permitted"), "{reason}");
                     }
                     Verdict::Rejected { log_tail, .. } => {
-                        assert!(!want_loaded, "{version} {} {} rejected:\n{log_tail}", job.program, p.name);
+                        assert!(
+                            !want_loaded,
+                            "{version} {} {} rejected:\n{log_tail}",
+                            job.program, p.name
+                        );
                     }
                 }
             }
@@ -249,10 +323,16 @@ fn every_real_object_parses_and_the_kernel_judges_every_program() {
                 );
             }
             // Every tail call that loaded sits in its program array's slot.
-            for p in v.programs.iter().filter(|p| matches!(p.verdict, Verdict::Loaded)) {
+            for p in v
+                .programs
+                .iter()
+                .filter(|p| matches!(p.verdict, Verdict::Loaded))
+            {
                 if let Some(slot) = &p.tail_call {
                     assert!(
-                        v.tail_calls.iter().any(|t| t.map == slot.map && t.slot == slot.slot && t.program == p.name),
+                        v.tail_calls.iter().any(|t| t.map == slot.map
+                            && t.slot == slot.slot
+                            && t.program == p.name),
                         "{} not wired: {}",
                         p.name,
                         ctx()
@@ -261,14 +341,20 @@ fn every_real_object_parses_and_the_kernel_judges_every_program() {
             }
         }
         if is_root() {
-            assert!(shared_pins > 0, "{version}: later objects reuse the maps pinned by earlier ones");
+            assert!(
+                shared_pins > 0,
+                "{version}: later objects reuse the maps pinned by earlier ones"
+            );
         }
     }
     eprintln!("\n{}", report.join("\n"));
 }
 
 #[test]
-#[cfg_attr(not(shared_cilium_trees), ignore = "needs ../shared/cilium (real Cilium trees, outside the repository)")]
+#[cfg_attr(
+    not(shared_cilium_trees),
+    ignore = "needs ../shared/cilium (real Cilium trees, outside the repository)"
+)]
 #[cfg_attr(
     shared_cilium_trees,
     ignore = "slow (about 5 minutes of clang on 2 cores): run with --ignored"
@@ -286,15 +372,26 @@ fn maximal_builds_of_every_program_load() {
             ("bpf_xdp", "MAX_XDP_OPTIONS"),
         ];
         let all = jobs(version, *clang, &bpf, dir.path(), &extra);
-        let max: Vec<Job> = all.into_iter().filter(|j| j.program.contains('.')).collect();
+        let max: Vec<Job> = all
+            .into_iter()
+            .filter(|j| j.program.contains('.'))
+            .collect();
         compile(&max);
         let loader = Loader::new();
         for job in &max {
             let v = loader.load_file(&job.output, &LoadOptions::default());
             report.push(summary(version, &job.program, &v));
-            assert!(v.object_error.is_none() && v.unknown_sections.is_empty(), "{v:#?}");
+            assert!(
+                v.object_error.is_none() && v.unknown_sections.is_empty(),
+                "{v:#?}"
+            );
             if is_root() && !job.program.starts_with("bpf_xdp") {
-                assert!(v.all_loaded(), "{version} {}: {}", job.program, report.last().unwrap());
+                assert!(
+                    v.all_loaded(),
+                    "{version} {}: {}",
+                    job.program,
+                    report.last().unwrap()
+                );
             }
         }
     }

@@ -6,9 +6,9 @@ use crate::{
     cilium::Capability::{self, *},
     compile::{
         CompileReport, ProgramResult,
+        elf::{ObjectVerdict, Verdict},
         explain::Cause,
         toolchain::Fit,
-        elf::{ObjectVerdict, Verdict},
     },
     facts::Facts,
 };
@@ -242,8 +242,7 @@ fn verifier_outcome(p: &ProgramResult, v: &ObjectVerdict, kernel: &str) -> Outco
     for n in &v.notes {
         o = o.evidence(n.clone());
     }
-    o
-    .evidence(format!(
+    o.evidence(format!(
         "{} bytes, maps: {}",
         p.object.as_ref().map(|o| o.size).unwrap_or(0),
         p.object
@@ -295,7 +294,10 @@ pub fn checks() -> Vec<Check> {
                     (Some(v), _) => verifier_outcome(
                         p,
                         v,
-                        facts.kernel_release.as_deref().unwrap_or("(release unknown)"),
+                        facts
+                            .kernel_release
+                            .as_deref()
+                            .unwrap_or("(release unknown)"),
                     ),
                     (None, Some(why)) if why == "not compiled" => {
                         Outcome::skip("did not compile; see the compile check")

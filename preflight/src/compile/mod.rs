@@ -464,9 +464,7 @@ pub fn run(opts: &Options) -> Result<CompileReport, String> {
                 verify_ms += t.elapsed().as_secs_f64() * 1e3;
                 (Some(v), None)
             }
-            (Some(_), Some(_), _) if !opts.verify => {
-                (None, Some("verification disabled".into()))
-            }
+            (Some(_), Some(_), _) if !opts.verify => (None, Some("verification disabled".into())),
             (Some(_), Some(_), _) => (None, Some("not root: the kernel was not asked".into())),
             _ => (None, Some("not compiled".into())),
         };

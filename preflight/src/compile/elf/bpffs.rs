@@ -56,8 +56,14 @@ fn enter_private_bpffs(dir: &Path) -> Result<(), String> {
         None::<&str>,
     )
     .map_err(|e| format!("making mounts private: {e}"))?;
-    mount(Some("bpf"), dir, Some("bpf"), MsFlags::empty(), None::<&str>)
-        .map_err(|e| format!("mount -t bpf on {}: {e}", dir.display()))?;
+    mount(
+        Some("bpf"),
+        dir,
+        Some("bpf"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| format!("mount -t bpf on {}: {e}", dir.display()))?;
     if !is_bpffs(dir) {
         return Err(format!("{} is not a bpffs after mounting", dir.display()));
     }
@@ -222,12 +228,25 @@ mod tests {
             return;
         }
         let s = Scratch::new();
-        let root = s.pins().root.clone().expect("root can mount a private bpffs");
+        let root = s
+            .pins()
+            .root
+            .clone()
+            .expect("root can mount a private bpffs");
         let r = root.clone();
-        assert!(s.run(move |_| is_bpffs(&r)), "a bpffs in the worker's namespace");
-        assert!(!is_bpffs(&root), "the host's view of the dir is the plain tmp dir");
+        assert!(
+            s.run(move |_| is_bpffs(&r)),
+            "a bpffs in the worker's namespace"
+        );
+        assert!(
+            !is_bpffs(&root),
+            "the host's view of the dir is the plain tmp dir"
+        );
         let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
-        assert!(!mounts.contains(root.to_str().unwrap()), "not in this thread's mounts");
+        assert!(
+            !mounts.contains(root.to_str().unwrap()),
+            "not in this thread's mounts"
+        );
         drop(s);
         assert!(!root.exists(), "scratch dir removed");
     }

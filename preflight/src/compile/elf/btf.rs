@@ -98,7 +98,9 @@ impl Btf {
             .map(|b| u16::from_le_bytes([b[0], b[1]]))
             .ok_or("empty .BTF")?;
         if magic != MAGIC {
-            return Err(format!(".BTF: bad magic {magic:#x} (big-endian BTF is not read)"));
+            return Err(format!(
+                ".BTF: bad magic {magic:#x} (big-endian BTF is not read)"
+            ));
         }
         let hdr_len = u32_at(data, 4)? as usize;
         let (type_off, type_len) = (u32_at(data, 8)? as usize, u32_at(data, 12)? as usize);
@@ -123,8 +125,13 @@ impl Btf {
                 size_or_type,
                 extra: Vec::new(),
             };
-            let words = extra_words(t.kind(), t.vlen())
-                .ok_or_else(|| format!(".BTF: type {} has unknown kind {}", types.len() + 1, t.kind()))?;
+            let words = extra_words(t.kind(), t.vlen()).ok_or_else(|| {
+                format!(
+                    ".BTF: type {} has unknown kind {}",
+                    types.len() + 1,
+                    t.kind()
+                )
+            })?;
             at += 12;
             for _ in 0..words {
                 t.extra.push(u32_at(raw, at)?);
@@ -205,7 +212,12 @@ impl Btf {
         let id = self.resolve(id);
         let t = self.get(id)?;
         match t.kind() {
-            kind::INT | kind::STRUCT | kind::UNION | kind::ENUM | kind::ENUM64 | kind::FLOAT
+            kind::INT
+            | kind::STRUCT
+            | kind::UNION
+            | kind::ENUM
+            | kind::ENUM64
+            | kind::FLOAT
             | kind::DATASEC => Some(t.size_or_type as u64),
             kind::PTR => Some(8),
             kind::ARRAY => {
@@ -241,7 +253,10 @@ impl Btf {
     /// Variables of a data section: (variable name, type id, offset, size) as the DATASEC
     /// records them (after [`Btf::fix_datasecs`], offsets are the symbols' values).
     pub fn datasec_vars(&self, section: &str) -> Vec<(String, u32, u32, u32)> {
-        let Some(ds) = self.find(kind::DATASEC, section).and_then(|id| self.get(id)) else {
+        let Some(ds) = self
+            .find(kind::DATASEC, section)
+            .and_then(|id| self.get(id))
+        else {
             return Vec::new();
         };
         ds.extra
@@ -294,7 +309,8 @@ impl Btf {
                 }
             }
             // Entries in offset order: the kernel checks that they do not overlap.
-            let mut entries: Vec<[u32; 3]> = extra.chunks_exact(3).map(|v| [v[0], v[1], v[2]]).collect();
+            let mut entries: Vec<[u32; 3]> =
+                extra.chunks_exact(3).map(|v| [v[0], v[1], v[2]]).collect();
             entries.sort_by_key(|v| v[1]);
             let t = &mut self.types[i];
             t.size_or_type = size as u32;
@@ -338,7 +354,9 @@ impl Btf {
                 _ => {}
             }
         }
-        done.into_iter().map(|(what, n)| format!("{what} ({n})")).collect()
+        done.into_iter()
+            .map(|(what, n)| format!("{what} ({n})"))
+            .collect()
     }
 }
 
@@ -384,11 +402,23 @@ pub fn probe_blob(what: &str) -> Vec<u8> {
     // Strings: 1 "int", 5 "x", 7 "tag", 11 "e", 13 "a", 15 "f".
     let strings = b"\0int\0x\0tag\0e\0a\0f\0".to_vec();
     let types = match what {
-        "decl_tag" => vec![int(1), t(kind::VAR, 0, 5, 1, vec![1]), t(kind::DECL_TAG, 0, 7, 2, vec![u32::MAX])],
-        "type_tag" => vec![int(1), t(kind::TYPE_TAG, 0, 7, 1, vec![]), t(kind::PTR, 0, 0, 2, vec![])],
+        "decl_tag" => vec![
+            int(1),
+            t(kind::VAR, 0, 5, 1, vec![1]),
+            t(kind::DECL_TAG, 0, 7, 2, vec![u32::MAX]),
+        ],
+        "type_tag" => vec![
+            int(1),
+            t(kind::TYPE_TAG, 0, 7, 1, vec![]),
+            t(kind::PTR, 0, 0, 2, vec![]),
+        ],
         "enum64" => vec![t(kind::ENUM64, 1, 11, 8, vec![13, 1, 0])],
         "float" => vec![t(kind::FLOAT, 0, 15, 4, vec![])],
-        _ => vec![int(1), t(kind::FUNC_PROTO, 0, 0, 1, vec![]), t(kind::FUNC, 1, 15, 2, vec![])],
+        _ => vec![
+            int(1),
+            t(kind::FUNC_PROTO, 0, 0, 1, vec![]),
+            t(kind::FUNC, 1, 15, 2, vec![]),
+        ],
     };
     Btf { types, strings }.to_bytes()
 }
@@ -422,8 +452,12 @@ impl Ext {
             let off = u32_at(data, off_at)? as usize;
             let len = u32_at(data, off_at + 4)? as usize;
             let start = hdr_len.saturating_add(off);
-            data.get(start..start.saturating_add(len))
-                .ok_or_else(|| format!(".BTF.ext: subsection at {start} outside {} bytes", data.len()))
+            data.get(start..start.saturating_add(len)).ok_or_else(|| {
+                format!(
+                    ".BTF.ext: subsection at {start} outside {} bytes",
+                    data.len()
+                )
+            })
         };
         let mut ext = Ext::default();
         // (records, words per record we keep)
@@ -511,7 +545,10 @@ mod tests {
             enum64: false,
             ..Features::ALL
         });
-        assert_eq!((btf.types[0].kind(), btf.types[0].extra.len()), (kind::UNION, 0));
+        assert_eq!(
+            (btf.types[0].kind(), btf.types[0].extra.len()),
+            (kind::UNION, 0)
+        );
         assert_eq!(btf.size_of(1), Some(8), "same size");
     }
 
@@ -553,6 +590,12 @@ mod tests {
         let mut blob = probe_blob("float");
         blob.truncate(blob.len() - 6);
         assert!(Btf::parse(&blob).is_err());
-        assert!(Ext::parse(b"\x9f\xeb\x01\x00", &Btf::parse(&probe_blob("float")).unwrap()).is_err());
+        assert!(
+            Ext::parse(
+                b"\x9f\xeb\x01\x00",
+                &Btf::parse(&probe_blob("float")).unwrap()
+            )
+            .is_err()
+        );
     }
 }

@@ -22,8 +22,8 @@ use std::{
 
 use super::{
     LoadOptions,
-    btf::{self, Features},
     bpffs::Pins,
+    btf::{self, Features},
     parse::{
         BPF_MAP_TYPE_PERF_EVENT_ARRAY, BPF_MAP_TYPE_PROG_ARRAY, CONFIG_PREFIX, CONFIG_SECTION,
         ConfigStyle, MapDef, MapOrigin, Object,
@@ -184,7 +184,8 @@ fn create_map(def: &MapDef, name: &str, cpus: u32) -> Result<OwnedFd, String> {
                 .map_err(|e| format!("filling {name}: {}", errno_text(e)))?;
         }
         if read_only {
-            sys::map_freeze(fd.as_fd()).map_err(|e| format!("freezing {name}: {}", errno_text(e)))?;
+            sys::map_freeze(fd.as_fd())
+                .map_err(|e| format!("freezing {name}: {}", errno_text(e)))?;
         }
     }
     Ok(fd)
@@ -213,7 +214,8 @@ fn pin(fd: &OwnedFd, path: &Path) -> Result<(), String> {
     let _ = std::fs::remove_file(path);
     let c = CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| format!("{}: NUL in path", path.display()))?;
-    sys::obj_pin(fd.as_fd(), &c).map_err(|e| format!("pinning {}: {}", path.display(), errno_text(e)))
+    sys::obj_pin(fd.as_fd(), &c)
+        .map_err(|e| format!("pinning {}: {}", path.display(), errno_text(e)))
 }
 
 /// Creates (or takes from its pin) one map; returns its verdict line.
@@ -245,11 +247,18 @@ fn open_map(
         )),
         (PIN_BY_NAME, Some(path)) => {
             if path.exists() {
-                let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+                let c =
+                    CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
                 if let Ok(fd) = sys::obj_get(&c)
                     && compatible(&fd, def, cpus)
                 {
-                    return Ok((Created { fd, pin_later: None }, "reused pin".into()));
+                    return Ok((
+                        Created {
+                            fd,
+                            pin_later: None,
+                        },
+                        "reused pin".into(),
+                    ));
                 }
                 // The agent replaces an incompatible pin after the load succeeds.
                 let fd = create_map(def, name, cpus)?;
@@ -263,7 +272,13 @@ fn open_map(
             }
             let fd = create_map(def, name, cpus)?;
             pin(&fd, path)?;
-            Ok((Created { fd, pin_later: None }, "created and pinned".into()))
+            Ok((
+                Created {
+                    fd,
+                    pin_later: None,
+                },
+                "created and pinned".into(),
+            ))
         }
         (PIN_REPLACE, Some(path)) => Ok((
             Created {
@@ -283,10 +298,7 @@ fn open_map(
 }
 
 /// Loads one program: statistics only first; on a rejection again with the full log.
-fn load_program(
-    p: &sys::ProgLoad,
-    opts: &LoadOptions,
-) -> (Result<OwnedFd, (i32, String)>, String) {
+fn load_program(p: &sys::ProgLoad, opts: &LoadOptions) -> (Result<OwnedFd, (i32, String)>, String) {
     let mut stats = vec![0u8; 64 * 1024];
     match sys::prog_load(p, Some((sys::LOG_STATS, &mut stats))) {
         Ok(fd) => return (Ok(fd), sys::c_string(&stats)),
@@ -355,7 +367,12 @@ pub fn load(bytes: &[u8], opts: &LoadOptions, pins: &Pins) -> ObjectVerdict {
     if let Some(m) = obj.maps.iter_mut().find(|m| m.name == CONFIG_SECTION) {
         m.data = config.clone();
     }
-    let renamed = |name: &str| opts.map_renames.get(name).cloned().unwrap_or_else(|| name.to_string());
+    let renamed = |name: &str| {
+        opts.map_renames
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| name.to_string())
+    };
 
     // Link every program, then keep what the agent keeps.
     let t = Instant::now();
@@ -390,7 +407,9 @@ pub fn load(bytes: &[u8], opts: &LoadOptions, pins: &Pins) -> ObjectVerdict {
                         .err()
                         .map(|(_, l)| log_tail(&l, 3))
                         .unwrap_or_default();
-                    v.btf = format!("refused: {} {log}", errno_text(e)).trim().to_string();
+                    v.btf = format!("refused: {} {log}", errno_text(e))
+                        .trim()
+                        .to_string();
                     v.notes.push(
                         "programs loaded without function/line info: global functions and \
                          BTF-typed helpers will be refused"
@@ -472,7 +491,9 @@ pub fn load(bytes: &[u8], opts: &LoadOptions, pins: &Pins) -> ObjectVerdict {
         let mut pv = ProgramVerdict {
             name: f.name.clone(),
             section: p.section.clone(),
-            prog_type: ty.map(|t| t.name.to_string()).unwrap_or_else(|| "unknown".into()),
+            prog_type: ty
+                .map(|t| t.name.to_string())
+                .unwrap_or_else(|| "unknown".into()),
             attach_type: ty
                 .filter(|t| !t.attach_name.is_empty())
                 .map(|t| t.attach_name.to_string()),
@@ -513,7 +534,12 @@ pub fn load(bytes: &[u8], opts: &LoadOptions, pins: &Pins) -> ObjectVerdict {
                     use std::os::fd::AsRawFd;
                     linked.insns[insn].set_imm(c.fd.as_raw_fd());
                 }
-                None => missing = map_errors.get(&map).cloned().or(Some((0, "map not created".into()))),
+                None => {
+                    missing = map_errors
+                        .get(&map)
+                        .cloned()
+                        .or(Some((0, "map not created".into())))
+                }
             }
         }
         if let Some((errno, e)) = missing {
@@ -614,7 +640,8 @@ pub fn load(bytes: &[u8], opts: &LoadOptions, pins: &Pins) -> ObjectVerdict {
         }
     }
     v.programs.sort_by(|a, b| a.name.cmp(&b.name));
-    v.tail_calls.sort_by(|a, b| (&a.map, a.slot).cmp(&(&b.map, b.slot)));
+    v.tail_calls
+        .sort_by(|a, b| (&a.map, a.slot).cmp(&(&b.map, b.slot)));
     v.maps.sort_by(|a, b| a.name.cmp(&b.name));
     v.timings.total_ms = start.elapsed().as_secs_f64() * 1e3;
     v

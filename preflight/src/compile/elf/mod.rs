@@ -94,7 +94,8 @@ impl Loader {
     pub fn load(&self, bytes: &[u8], opts: &LoadOptions) -> ObjectVerdict {
         let bytes: Arc<[u8]> = bytes.into();
         let opts = opts.clone();
-        self.scratch.run(move |pins| load::load(&bytes, &opts, pins))
+        self.scratch
+            .run(move |pins| load::load(&bytes, &opts, pins))
     }
 
     pub fn load_file(&self, path: &Path, opts: &LoadOptions) -> ObjectVerdict {
@@ -118,7 +119,9 @@ pub const MAX_OBJECT_BYTES: u64 = 256 << 20;
 pub fn read_object(path: &Path) -> Result<Vec<u8>, String> {
     use std::io::Read;
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let meta = file.metadata().map_err(|e| format!("{}: {e}", path.display()))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     if !meta.is_file() {
         return Err(format!("{}: not a regular file", path.display()));
     }
@@ -153,7 +156,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("fifo.o");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
-        assert!(read_object(&fifo).unwrap_err().contains("not a regular file"));
+        assert!(
+            read_object(&fifo)
+                .unwrap_err()
+                .contains("not a regular file")
+        );
         let garbage = dir.path().join("garbage.o");
         std::fs::write(&garbage, b"\x7fELF but not really").unwrap();
         let v = load_object(&garbage, &LoadOptions::default());

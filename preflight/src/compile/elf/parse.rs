@@ -233,12 +233,17 @@ impl Object {
             let name = section_names[&idx].clone();
             let data = s.data().map_err(|e| format!("section {name}: {e}"))?;
             if data.len() % 8 != 0 {
-                return Err(format!("section {name}: {} bytes is not whole instructions", data.len()));
+                return Err(format!(
+                    "section {name}: {} bytes is not whole instructions",
+                    data.len()
+                ));
             }
             let insns: Vec<Insn> = data.chunks_exact(8).map(Insn::from_bytes).collect();
             let mut funcs: Vec<&Symbol> = symbols
                 .values()
-                .filter(|sym| sym.section == Some(idx) && sym.kind == SymbolKind::Text && sym.size > 0)
+                .filter(|sym| {
+                    sym.section == Some(idx) && sym.kind == SymbolKind::Text && sym.size > 0
+                })
                 .collect();
             funcs.sort_by_key(|sym| sym.value);
             if funcs.is_empty() {
@@ -279,7 +284,11 @@ impl Object {
             let idx = s.index().0;
             let mut defs: Vec<&Symbol> = symbols
                 .values()
-                .filter(|sym| sym.section == Some(idx) && sym.kind != SymbolKind::Section && !sym.name.is_empty())
+                .filter(|sym| {
+                    sym.section == Some(idx)
+                        && sym.kind != SymbolKind::Section
+                        && !sym.name.is_empty()
+                })
                 .collect();
             defs.sort_by_key(|sym| sym.value);
             for sym in defs {
@@ -289,7 +298,14 @@ impl Object {
                 }
                 // struct bpf_elf_map (iproute2, Cilium bpf/include/bpf/loader.h): type, size_key,
                 // size_value, max_elem, flags, id, pinning, inner_id, inner_idx.
-                let f = |i: usize| if at + 4 * i + 4 <= data.len() && (sym.size == 0 || 4 * i < sym.size as usize) { le_u32(data, at + 4 * i) } else { 0 };
+                let f = |i: usize| {
+                    if at + 4 * i + 4 <= data.len() && (sym.size == 0 || 4 * i < sym.size as usize)
+                    {
+                        le_u32(data, at + 4 * i)
+                    } else {
+                        0
+                    }
+                };
                 maps.push(MapDef {
                     name: sym.name.clone(),
                     map_type: f(0),
@@ -418,7 +434,10 @@ impl Object {
             };
             match sections::classify(&f.section_name) {
                 Section::Unknown => {
-                    unknown.entry(f.section_name.clone()).or_default().push(f.name.clone());
+                    unknown
+                        .entry(f.section_name.clone())
+                        .or_default()
+                        .push(f.name.clone());
                     continue;
                 }
                 Section::Typed { ty, tail } => {
@@ -442,9 +461,10 @@ impl Object {
                     }
                 }
                 Section::Numbered { map_id, slot } => {
-                    let map = self.maps.iter().find(
-                        |m| matches!(m.origin, MapOrigin::Legacy { id, .. } if id == map_id),
-                    );
+                    let map = self
+                        .maps
+                        .iter()
+                        .find(|m| matches!(m.origin, MapOrigin::Legacy { id, .. } if id == map_id));
                     match map {
                         Some(m) => {
                             p.tail = Some(TailSlot {
@@ -466,14 +486,11 @@ impl Object {
         }
         // Numbered sections take the type of the object's typed programs (pkg/bpf
         // classifyProgramTypes), or of Cilium's known entry function names.
-        let inherited = programs
-            .iter()
-            .find_map(|p: &ProgramDef| p.ty)
-            .or_else(|| {
-                programs
-                    .iter()
-                    .find_map(|p| sections::type_of_entry_function(&self.functions[p.func].name))
-            });
+        let inherited = programs.iter().find_map(|p: &ProgramDef| p.ty).or_else(|| {
+            programs
+                .iter()
+                .find_map(|p| sections::type_of_entry_function(&self.functions[p.func].name))
+        });
         for p in &mut programs {
             if p.ty.is_none() {
                 p.ty = inherited;
@@ -589,7 +606,10 @@ mod tests {
 
     #[test]
     fn tail_tags_give_map_and_slot() {
-        let tags = vec!["kind:object".to_string(), "tail:cilium_calls/27".to_string()];
+        let tags = vec![
+            "kind:object".to_string(),
+            "tail:cilium_calls/27".to_string(),
+        ];
         assert_eq!(tail_tag(Some(&tags)), Some(("cilium_calls".into(), 27)));
         assert_eq!(
             tail_tag(Some(&vec!["tail:cilium_calls_65535/0x1f".to_string()])),
@@ -601,7 +621,14 @@ mod tests {
 
     #[test]
     fn data_sections_are_recognised_by_name() {
-        for s in [".rodata", ".rodata.config", ".data", ".bss", ".data.aux", ".rodata.str1.1"] {
+        for s in [
+            ".rodata",
+            ".rodata.config",
+            ".data",
+            ".bss",
+            ".data.aux",
+            ".rodata.str1.1",
+        ] {
             assert!(is_data_section(s), "{s}");
         }
         for s in [".rodatax", ".maps", "maps", ".text", "license"] {
@@ -611,7 +638,11 @@ mod tests {
 
     #[test]
     fn garbage_and_foreign_objects_are_refused_by_name() {
-        assert!(Object::parse(b"not elf").unwrap_err().contains("not an ELF object"));
+        assert!(
+            Object::parse(b"not elf")
+                .unwrap_err()
+                .contains("not an ELF object")
+        );
         let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
         assert!(Object::parse(&me).unwrap_err().contains("not a BPF object"));
     }

@@ -48,7 +48,9 @@ fn function_at(obj: &Object, section: usize, idx: usize) -> Option<usize> {
 /// caller's overrides), little-endian, zero-extended, as pkg/bpf `inlineGlobalData` reads it.
 fn inline_value(config: &[u8], offset: u64, size: u64) -> Result<u64, String> {
     if !matches!(size, 1 | 2 | 4 | 8) {
-        return Err(format!("configuration variable of {size} bytes cannot be inlined"));
+        return Err(format!(
+            "configuration variable of {size} bytes cannot be inlined"
+        ));
     }
     let b = config
         .get(offset as usize..(offset + size) as usize)
@@ -73,7 +75,9 @@ impl Linker<'_> {
             return s;
         }
         let start = self.out.insns.len();
-        self.out.insns.extend_from_slice(&self.obj.functions[fi].insns);
+        self.out
+            .insns
+            .extend_from_slice(&self.obj.functions[fi].insns);
         self.out.functions.push(self.obj.functions[fi].name.clone());
         self.placed.insert(fi, start);
         self.queue.push_back(fi);
@@ -119,7 +123,11 @@ pub fn link(obj: &Object, program: usize, config: &[u8]) -> Result<Linked, Strin
                             f.name, sym.name
                         ));
                     };
-                    let sec_name = obj.section_names.get(&sec).map(String::as_str).unwrap_or("");
+                    let sec_name = obj
+                        .section_names
+                        .get(&sec)
+                        .map(String::as_str)
+                        .unwrap_or("");
                     let addend = ins.imm() as i64;
                     if sec_name == "maps" || sec_name == ".maps" {
                         let off = if sym.kind == SymbolKind::Section {

@@ -81,36 +81,204 @@ const TABLE: &[(&str, u32, Option<u32>, &str, &str)] = &[
     ("lwt_in", pt::LWT_IN, None, "lwt_in", ""),
     ("lwt_out", pt::LWT_OUT, None, "lwt_out", ""),
     ("lwt_xmit", pt::LWT_XMIT, None, "lwt_xmit", ""),
-    ("lwt_seg6local", pt::LWT_SEG6LOCAL, None, "lwt_seg6local", ""),
-    ("sockops", pt::SOCK_OPS, Some(at::CGROUP_SOCK_OPS), "sock_ops", "cgroup_sock_ops"),
-    ("sk_skb/stream_parser", pt::SK_SKB, Some(at::SK_SKB_STREAM_PARSER), "sk_skb", "sk_skb_stream_parser"),
-    ("sk_skb/stream_verdict", pt::SK_SKB, Some(at::SK_SKB_STREAM_VERDICT), "sk_skb", "sk_skb_stream_verdict"),
+    (
+        "lwt_seg6local",
+        pt::LWT_SEG6LOCAL,
+        None,
+        "lwt_seg6local",
+        "",
+    ),
+    (
+        "sockops",
+        pt::SOCK_OPS,
+        Some(at::CGROUP_SOCK_OPS),
+        "sock_ops",
+        "cgroup_sock_ops",
+    ),
+    (
+        "sk_skb/stream_parser",
+        pt::SK_SKB,
+        Some(at::SK_SKB_STREAM_PARSER),
+        "sk_skb",
+        "sk_skb_stream_parser",
+    ),
+    (
+        "sk_skb/stream_verdict",
+        pt::SK_SKB,
+        Some(at::SK_SKB_STREAM_VERDICT),
+        "sk_skb",
+        "sk_skb_stream_verdict",
+    ),
     ("sk_skb", pt::SK_SKB, None, "sk_skb", ""),
-    ("sk_msg", pt::SK_MSG, Some(at::SK_MSG_VERDICT), "sk_msg", "sk_msg_verdict"),
-    ("sk_lookup", pt::SK_LOOKUP, Some(at::SK_LOOKUP), "sk_lookup", "sk_lookup"),
-    ("flow_dissector", pt::FLOW_DISSECTOR, Some(at::FLOW_DISSECTOR), "flow_dissector", "flow_dissector"),
-    ("cgroup_skb/ingress", pt::CGROUP_SKB, Some(at::CGROUP_INET_INGRESS), "cgroup_skb", "cgroup_inet_ingress"),
-    ("cgroup_skb/egress", pt::CGROUP_SKB, Some(at::CGROUP_INET_EGRESS), "cgroup_skb", "cgroup_inet_egress"),
+    (
+        "sk_msg",
+        pt::SK_MSG,
+        Some(at::SK_MSG_VERDICT),
+        "sk_msg",
+        "sk_msg_verdict",
+    ),
+    (
+        "sk_lookup",
+        pt::SK_LOOKUP,
+        Some(at::SK_LOOKUP),
+        "sk_lookup",
+        "sk_lookup",
+    ),
+    (
+        "flow_dissector",
+        pt::FLOW_DISSECTOR,
+        Some(at::FLOW_DISSECTOR),
+        "flow_dissector",
+        "flow_dissector",
+    ),
+    (
+        "cgroup_skb/ingress",
+        pt::CGROUP_SKB,
+        Some(at::CGROUP_INET_INGRESS),
+        "cgroup_skb",
+        "cgroup_inet_ingress",
+    ),
+    (
+        "cgroup_skb/egress",
+        pt::CGROUP_SKB,
+        Some(at::CGROUP_INET_EGRESS),
+        "cgroup_skb",
+        "cgroup_inet_egress",
+    ),
     ("cgroup/skb", pt::CGROUP_SKB, None, "cgroup_skb", ""),
-    ("cgroup/sock_create", pt::CGROUP_SOCK, Some(at::CGROUP_INET_SOCK_CREATE), "cgroup_sock", "cgroup_inet_sock_create"),
-    ("cgroup/sock_release", pt::CGROUP_SOCK, Some(at::CGROUP_INET_SOCK_RELEASE), "cgroup_sock", "cgroup_inet_sock_release"),
-    ("cgroup/sock", pt::CGROUP_SOCK, Some(at::CGROUP_INET_SOCK_CREATE), "cgroup_sock", "cgroup_inet_sock_create"),
-    ("cgroup/post_bind4", pt::CGROUP_SOCK, Some(at::CGROUP_INET4_POST_BIND), "cgroup_sock", "cgroup_inet4_post_bind"),
-    ("cgroup/post_bind6", pt::CGROUP_SOCK, Some(at::CGROUP_INET6_POST_BIND), "cgroup_sock", "cgroup_inet6_post_bind"),
-    ("cgroup/bind4", pt::CGROUP_SOCK_ADDR, Some(at::CGROUP_INET4_BIND), "cgroup_sock_addr", "cgroup_inet4_bind"),
-    ("cgroup/bind6", pt::CGROUP_SOCK_ADDR, Some(at::CGROUP_INET6_BIND), "cgroup_sock_addr", "cgroup_inet6_bind"),
-    ("cgroup/connect4", pt::CGROUP_SOCK_ADDR, Some(at::CGROUP_INET4_CONNECT), "cgroup_sock_addr", "cgroup_inet4_connect"),
-    ("cgroup/connect6", pt::CGROUP_SOCK_ADDR, Some(at::CGROUP_INET6_CONNECT), "cgroup_sock_addr", "cgroup_inet6_connect"),
-    ("cgroup/sendmsg4", pt::CGROUP_SOCK_ADDR, Some(at::CGROUP_UDP4_SENDMSG), "cgroup_sock_addr", "cgroup_udp4_sendmsg"),
-    ("cgroup/sendmsg6", pt::CGROUP_SOCK_ADDR, Some(at::CGROUP_UDP6_SENDMSG), "cgroup_sock_addr", "cgroup_udp6_sendmsg"),
-    ("cgroup/recvmsg4", pt::CGROUP_SOCK_ADDR, Some(at::CGROUP_UDP4_RECVMSG), "cgroup_sock_addr", "cgroup_udp4_recvmsg"),
-    ("cgroup/recvmsg6", pt::CGROUP_SOCK_ADDR, Some(at::CGROUP_UDP6_RECVMSG), "cgroup_sock_addr", "cgroup_udp6_recvmsg"),
-    ("cgroup/getpeername4", pt::CGROUP_SOCK_ADDR, Some(at::CGROUP_INET4_GETPEERNAME), "cgroup_sock_addr", "cgroup_inet4_getpeername"),
-    ("cgroup/getpeername6", pt::CGROUP_SOCK_ADDR, Some(at::CGROUP_INET6_GETPEERNAME), "cgroup_sock_addr", "cgroup_inet6_getpeername"),
-    ("cgroup/getsockname4", pt::CGROUP_SOCK_ADDR, Some(at::CGROUP_INET4_GETSOCKNAME), "cgroup_sock_addr", "cgroup_inet4_getsockname"),
-    ("cgroup/getsockname6", pt::CGROUP_SOCK_ADDR, Some(at::CGROUP_INET6_GETSOCKNAME), "cgroup_sock_addr", "cgroup_inet6_getsockname"),
-    ("cgroup/getsockopt", pt::CGROUP_SOCKOPT, Some(at::CGROUP_GETSOCKOPT), "cgroup_sockopt", "cgroup_getsockopt"),
-    ("cgroup/setsockopt", pt::CGROUP_SOCKOPT, Some(at::CGROUP_SETSOCKOPT), "cgroup_sockopt", "cgroup_setsockopt"),
+    (
+        "cgroup/sock_create",
+        pt::CGROUP_SOCK,
+        Some(at::CGROUP_INET_SOCK_CREATE),
+        "cgroup_sock",
+        "cgroup_inet_sock_create",
+    ),
+    (
+        "cgroup/sock_release",
+        pt::CGROUP_SOCK,
+        Some(at::CGROUP_INET_SOCK_RELEASE),
+        "cgroup_sock",
+        "cgroup_inet_sock_release",
+    ),
+    (
+        "cgroup/sock",
+        pt::CGROUP_SOCK,
+        Some(at::CGROUP_INET_SOCK_CREATE),
+        "cgroup_sock",
+        "cgroup_inet_sock_create",
+    ),
+    (
+        "cgroup/post_bind4",
+        pt::CGROUP_SOCK,
+        Some(at::CGROUP_INET4_POST_BIND),
+        "cgroup_sock",
+        "cgroup_inet4_post_bind",
+    ),
+    (
+        "cgroup/post_bind6",
+        pt::CGROUP_SOCK,
+        Some(at::CGROUP_INET6_POST_BIND),
+        "cgroup_sock",
+        "cgroup_inet6_post_bind",
+    ),
+    (
+        "cgroup/bind4",
+        pt::CGROUP_SOCK_ADDR,
+        Some(at::CGROUP_INET4_BIND),
+        "cgroup_sock_addr",
+        "cgroup_inet4_bind",
+    ),
+    (
+        "cgroup/bind6",
+        pt::CGROUP_SOCK_ADDR,
+        Some(at::CGROUP_INET6_BIND),
+        "cgroup_sock_addr",
+        "cgroup_inet6_bind",
+    ),
+    (
+        "cgroup/connect4",
+        pt::CGROUP_SOCK_ADDR,
+        Some(at::CGROUP_INET4_CONNECT),
+        "cgroup_sock_addr",
+        "cgroup_inet4_connect",
+    ),
+    (
+        "cgroup/connect6",
+        pt::CGROUP_SOCK_ADDR,
+        Some(at::CGROUP_INET6_CONNECT),
+        "cgroup_sock_addr",
+        "cgroup_inet6_connect",
+    ),
+    (
+        "cgroup/sendmsg4",
+        pt::CGROUP_SOCK_ADDR,
+        Some(at::CGROUP_UDP4_SENDMSG),
+        "cgroup_sock_addr",
+        "cgroup_udp4_sendmsg",
+    ),
+    (
+        "cgroup/sendmsg6",
+        pt::CGROUP_SOCK_ADDR,
+        Some(at::CGROUP_UDP6_SENDMSG),
+        "cgroup_sock_addr",
+        "cgroup_udp6_sendmsg",
+    ),
+    (
+        "cgroup/recvmsg4",
+        pt::CGROUP_SOCK_ADDR,
+        Some(at::CGROUP_UDP4_RECVMSG),
+        "cgroup_sock_addr",
+        "cgroup_udp4_recvmsg",
+    ),
+    (
+        "cgroup/recvmsg6",
+        pt::CGROUP_SOCK_ADDR,
+        Some(at::CGROUP_UDP6_RECVMSG),
+        "cgroup_sock_addr",
+        "cgroup_udp6_recvmsg",
+    ),
+    (
+        "cgroup/getpeername4",
+        pt::CGROUP_SOCK_ADDR,
+        Some(at::CGROUP_INET4_GETPEERNAME),
+        "cgroup_sock_addr",
+        "cgroup_inet4_getpeername",
+    ),
+    (
+        "cgroup/getpeername6",
+        pt::CGROUP_SOCK_ADDR,
+        Some(at::CGROUP_INET6_GETPEERNAME),
+        "cgroup_sock_addr",
+        "cgroup_inet6_getpeername",
+    ),
+    (
+        "cgroup/getsockname4",
+        pt::CGROUP_SOCK_ADDR,
+        Some(at::CGROUP_INET4_GETSOCKNAME),
+        "cgroup_sock_addr",
+        "cgroup_inet4_getsockname",
+    ),
+    (
+        "cgroup/getsockname6",
+        pt::CGROUP_SOCK_ADDR,
+        Some(at::CGROUP_INET6_GETSOCKNAME),
+        "cgroup_sock_addr",
+        "cgroup_inet6_getsockname",
+    ),
+    (
+        "cgroup/getsockopt",
+        pt::CGROUP_SOCKOPT,
+        Some(at::CGROUP_GETSOCKOPT),
+        "cgroup_sockopt",
+        "cgroup_getsockopt",
+    ),
+    (
+        "cgroup/setsockopt",
+        pt::CGROUP_SOCKOPT,
+        Some(at::CGROUP_SETSOCKOPT),
+        "cgroup_sockopt",
+        "cgroup_setsockopt",
+    ),
 ];
 
 /// What a section makes of the functions in it.
@@ -207,7 +375,9 @@ mod tests {
                 tail: true
             }
         );
-        assert!(matches!(classify("xdp/tail"), Section::Typed { tail: true, ty } if ty.prog_type == pt::XDP));
+        assert!(
+            matches!(classify("xdp/tail"), Section::Typed { tail: true, ty } if ty.prog_type == pt::XDP)
+        );
         // A prefix must end at a '/': "tcp" is not "tc".
         assert_eq!(classify("tcp"), Section::Unknown);
     }
@@ -215,7 +385,10 @@ mod tests {
     #[test]
     fn cgroup_sections_carry_the_attach_type_the_kernel_checks() {
         let c = typed("cgroup/connect4");
-        assert_eq!((c.prog_type, c.attach_type), (pt::CGROUP_SOCK_ADDR, Some(10)));
+        assert_eq!(
+            (c.prog_type, c.attach_type),
+            (pt::CGROUP_SOCK_ADDR, Some(10))
+        );
         assert_eq!(typed("cgroup/sendmsg6").attach_type, Some(15));
         assert_eq!(typed("cgroup/getpeername4").attach_type, Some(29));
         assert_eq!(typed("cgroup/post_bind4").prog_type, pt::CGROUP_SOCK);
@@ -240,9 +413,14 @@ mod tests {
 
     #[test]
     fn entry_function_names_fall_back_to_cilium_types() {
-        assert_eq!(type_of_entry_function("cil_xdp_entry").unwrap().prog_type, pt::XDP);
         assert_eq!(
-            type_of_entry_function("cil_from_container").unwrap().prog_type,
+            type_of_entry_function("cil_xdp_entry").unwrap().prog_type,
+            pt::XDP
+        );
+        assert_eq!(
+            type_of_entry_function("cil_from_container")
+                .unwrap()
+                .prog_type,
             pt::SCHED_CLS
         );
         assert!(type_of_entry_function("main").is_none());

@@ -43,7 +43,10 @@ fn object_name(name: &str) -> [libc::c_char; 16] {
     let mut out = [0 as libc::c_char; 16];
     for (o, b) in out
         .iter_mut()
-        .zip(name.bytes().filter(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'.'))
+        .zip(
+            name.bytes()
+                .filter(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'.'),
+        )
         .take(15)
     {
         *o = b as libc::c_char;
@@ -217,10 +220,17 @@ mod tests {
     #[test]
     fn object_names_keep_what_the_kernel_accepts() {
         let n = object_name("cilium_ipcache_v2/x-y");
-        let s: String = n.iter().take_while(|&&c| c != 0).map(|&c| c as u8 as char).collect();
+        let s: String = n
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8 as char)
+            .collect();
         assert_eq!(s, "cilium_ipcache_");
         let n = object_name(".rodata.config");
-        assert_eq!(n[..14].iter().map(|&c| c as u8).collect::<Vec<_>>(), b".rodata.config");
+        assert_eq!(
+            n[..14].iter().map(|&c| c as u8).collect::<Vec<_>>(),
+            b".rodata.config"
+        );
         assert_eq!(n[14], 0);
     }
 }

@@ -16,7 +16,9 @@ pub enum Verdict {
         error: String,
     },
     /// Could not tell (no permission, an object this loader cannot link).
-    Unknown { reason: String },
+    Unknown {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
