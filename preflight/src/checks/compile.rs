@@ -312,3 +312,117 @@ pub fn checks() -> Vec<Check> {
     }
     checks
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        compile::{
+            elf::{ProgramVerdict, verdict::UnknownSection},
+            libclang::Source,
+        },
+        report::Status,
+    };
+
+    fn program(verify: ObjectVerdict) -> ProgramResult {
+        ProgramResult {
+            name: "bpf_xdp".into(),
+            compiled: true,
+            command: "clang ...".into(),
+            wall_ms: 1.0,
+            findings: Vec::new(),
+            diagnostics: Vec::new(),
+            diagnostics_from: Source::Text,
+            libclang_fallback: None,
+            object: None,
+            verify: Some(verify),
+            verify_skipped: None,
+        }
+    }
+
+    fn verdict(name: &str, verdict: Verdict) -> ProgramVerdict {
+        ProgramVerdict {
+            name: name.into(),
+            section: "xdp/entry".into(),
+            prog_type: "xdp".into(),
+            attach_type: None,
+            tail_call: None,
+            verdict,
+            verified_insns: Some(30),
+            xlated_bytes: None,
+            insns: 40,
+            load_ms: 0.1,
+            verification_us: None,
+        }
+    }
+
+    #[test]
+    fn a_rejection_names_the_kernel_the_programs_and_the_verifiers_reason() {
+        let v = ObjectVerdict {
+            programs: vec![
+                verdict(
+                    "cil_xdp_entry",
+                    Verdict::Rejected {
+                        log_tail: "32: (85) call bpf_xdp_adjust_meta#54\nprogram of this type \
+                                   cannot use helper bpf_xdp_adjust_meta#54\nverification time \
+                                   114 usec\nstack depth 8\nprocessed 30 insns"
+                            .into(),
+                        error: "Invalid argument (os error 22)".into(),
+                    },
+                ),
+                verdict("tail_lb_ipv4", Verdict::Loaded),
+            ],
+            ..ObjectVerdict::default()
+        };
+        let p = program(v.clone());
+        let o = verifier_outcome(&p, &v, "6.18.44");
+        assert_eq!(o.status, Status::Fail);
+        assert_eq!(
+            o.detail,
+            "kernel 6.18.44 rejects 1 of 2 programs: cil_xdp_entry (xdp/entry xdp): program of \
+             this type cannot use helper bpf_xdp_adjust_meta#54"
+        );
+        assert!(
+            o.evidence
+                .iter()
+                .any(|e| e.starts_with("verifier (cil_xdp_entry): 32:"))
+        );
+    }
+
+    #[test]
+    fn loaded_objects_pass_and_unknown_sections_are_evidence() {
+        let v = ObjectVerdict {
+            programs: vec![verdict("cil_xdp_entry", Verdict::Loaded)],
+            unknown_sections: vec![UnknownSection {
+                section: "weird".into(),
+                functions: vec!["f".into()],
+            }],
+            ..ObjectVerdict::default()
+        };
+        let o = verifier_outcome(&program(v.clone()), &v, "6.18.44");
+        assert_eq!(o.status, Status::Pass);
+        assert!(
+            o.detail.starts_with("1 program loaded (30 insns"),
+            "{}",
+            o.detail
+        );
+        assert!(
+            o.evidence
+                .iter()
+                .any(|e| e.contains("section weird not loaded"))
+        );
+        let eperm = ObjectVerdict {
+            programs: vec![verdict(
+                "cil_xdp_entry",
+                Verdict::Unknown {
+                    reason: "EPERM".into(),
+                },
+            )],
+            ..ObjectVerdict::default()
+        };
+        assert_eq!(
+            verifier_outcome(&program(eperm.clone()), &eperm, "6.18").status,
+            Status::Unknown
+        );
+    }
+}

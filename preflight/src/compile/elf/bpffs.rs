@@ -160,11 +160,22 @@ impl Scratch {
     }
 
     /// Runs `f` on the worker thread (inside the private mount namespace) and returns its
-    /// result; runs it here, without pins, when there is no worker.
-    pub fn run<R: Send + 'static>(&self, f: impl FnOnce(&Pins) -> R + Send + 'static) -> R {
+    /// result; runs it here, without pins, when there is no worker. A panic in `f` (a loader
+    /// bug an odd object found) comes back as an error and the worker carries on.
+    pub fn run<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Pins) -> R + Send + 'static,
+    ) -> Result<R, String> {
         let (rtx, rrx) = mpsc::sync_channel(1);
         let job: Job = Box::new(move |pins| {
-            let _ = rtx.send(f(pins));
+            let r =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(pins))).map_err(|p| {
+                    p.downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "unknown panic".into())
+                });
+            let _ = rtx.send(r);
         });
         match &self.tx {
             Some(tx) => {
@@ -177,7 +188,8 @@ impl Scratch {
             }
             None => job(&self.pins),
         }
-        rrx.recv().expect("the job sends its result before it ends")
+        rrx.recv()
+            .unwrap_or_else(|_| Err("loader thread ended without an answer".into()))
     }
 }
 
@@ -235,8 +247,15 @@ mod tests {
             .expect("root can mount a private bpffs");
         let r = root.clone();
         assert!(
-            s.run(move |_| is_bpffs(&r)),
+            s.run(move |_| is_bpffs(&r)).unwrap(),
             "a bpffs in the worker's namespace"
+        );
+        let boom = s.run(|_| -> () { panic!("boom") });
+        assert!(boom.unwrap_err().contains("boom"));
+        assert_eq!(
+            s.run(|_| 7).unwrap(),
+            7,
+            "the worker survives a panicking job"
         );
         assert!(
             !is_bpffs(&root),

@@ -146,7 +146,19 @@ struct Created {
     pin_later: Option<PathBuf>,
 }
 
-fn create_map(def: &MapDef, name: &str, cpus: u32) -> Result<OwnedFd, String> {
+/// A map the kernel refused: its errno (EPERM is "could not tell") and what was asked.
+struct MapError {
+    errno: i32,
+    text: String,
+}
+
+impl From<String> for MapError {
+    fn from(text: String) -> Self {
+        Self { errno: 0, text }
+    }
+}
+
+fn create_map(def: &MapDef, name: &str, cpus: u32) -> Result<OwnedFd, MapError> {
     let inner = match &def.inner {
         Some(inner) => Some(create_map(inner, &inner.name, cpus)?),
         None => None,
@@ -167,8 +179,9 @@ fn create_map(def: &MapDef, name: &str, cpus: u32) -> Result<OwnedFd, String> {
         inner: inner.as_ref().map(|f| f.as_fd()),
         name,
     })
-    .map_err(|e| {
-        format!(
+    .map_err(|e| MapError {
+        errno: e,
+        text: format!(
             "BPF_MAP_CREATE {name} (type {}, key {}, value {}, max {}, flags {:#x}): {}",
             def.map_type,
             def.key_size,
@@ -176,7 +189,7 @@ fn create_map(def: &MapDef, name: &str, cpus: u32) -> Result<OwnedFd, String> {
             max_entries,
             def.flags,
             errno_text(e)
-        )
+        ),
     })?;
     if let MapOrigin::Data { read_only, .. } = def.origin {
         if !def.data.is_empty() {
@@ -207,15 +220,17 @@ fn compatible(fd: &OwnedFd, def: &MapDef, cpus: u32) -> bool {
         && info.map_flags == def.flags
 }
 
-fn pin(fd: &OwnedFd, path: &Path) -> Result<(), String> {
+fn pin(fd: &OwnedFd, path: &Path) -> Result<(), MapError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     let _ = std::fs::remove_file(path);
     let c = CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| format!("{}: NUL in path", path.display()))?;
-    sys::obj_pin(fd.as_fd(), &c)
-        .map_err(|e| format!("pinning {}: {}", path.display(), errno_text(e)))
+    sys::obj_pin(fd.as_fd(), &c).map_err(|e| MapError {
+        errno: e,
+        text: format!("pinning {}: {}", path.display(), errno_text(e)),
+    })
 }
 
 /// Creates (or takes from its pin) one map; returns its verdict line.
@@ -225,7 +240,7 @@ fn open_map(
     pins: &Pins,
     pin_dir: &str,
     cpus: u32,
-) -> Result<(Created, String), String> {
+) -> Result<(Created, String), MapError> {
     let path = pins.root.as_ref().map(|r| r.join(pin_dir).join(name));
     match (def.pinning, &path) {
         (0, _) => Ok((
@@ -298,25 +313,23 @@ fn open_map(
 }
 
 /// Loads one program: statistics only first; on a rejection again with the full log.
-fn load_program(p: &sys::ProgLoad, opts: &LoadOptions) -> (Result<OwnedFd, (i32, String)>, String) {
+/// Returns the fd or the errno, and the verifier's log either way.
+fn load_program(p: &sys::ProgLoad, opts: &LoadOptions) -> (Result<OwnedFd, i32>, String) {
     let mut stats = vec![0u8; 64 * 1024];
     match sys::prog_load(p, Some((sys::LOG_STATS, &mut stats))) {
         Ok(fd) => return (Ok(fd), sys::c_string(&stats)),
         Err(libc::EPERM) if sys::c_string(&stats).trim().is_empty() => {
-            return (Err((libc::EPERM, String::new())), String::new());
+            return (Err(libc::EPERM), String::new());
         }
         Err(_) => {}
     }
     let mut size = opts.verbose_log_bytes.max(1 << 16);
     loop {
         let mut log = vec![0u8; size];
-        let r = sys::prog_load(p, Some((sys::LOG_VERBOSE | sys::LOG_STATS, &mut log)));
-        let text = sys::c_string(&log);
-        match r {
-            Ok(fd) => return (Ok(fd), text),
+        match sys::prog_load(p, Some((sys::LOG_VERBOSE | sys::LOG_STATS, &mut log))) {
             // A log that did not fit: before 6.4 the kernel keeps its start, so grow.
             Err(libc::ENOSPC) if size < (256 << 20) => size *= 4,
-            Err(e) => return (Err((e, text.clone())), text),
+            r => return (r, sys::c_string(&log)),
         }
     }
 }
@@ -440,7 +453,7 @@ pub fn load(bytes: &[u8], opts: &LoadOptions, pins: &Pins) -> ObjectVerdict {
     wanted.dedup();
     let cpus = possible_cpus();
     let mut maps: HashMap<usize, Created> = HashMap::new();
-    let mut map_errors: HashMap<usize, (i32, String)> = HashMap::new();
+    let mut map_errors: HashMap<usize, MapError> = HashMap::new();
     for m in wanted {
         let def = &obj.maps[m];
         let name = renamed(&def.name);
@@ -455,18 +468,13 @@ pub fn load(bytes: &[u8], opts: &LoadOptions, pins: &Pins) -> ObjectVerdict {
                 maps.insert(m, created);
             }
             Err(e) => {
-                let errno = if e.contains(&errno_text(libc::EPERM)) {
-                    libc::EPERM
-                } else {
-                    0
-                };
                 v.maps.push(MapVerdict {
                     name,
                     map_type: def.map_type,
                     pinning: "none".into(),
-                    error: Some(e.clone()),
+                    error: Some(e.text.clone()),
                 });
-                map_errors.insert(m, (errno, e));
+                map_errors.insert(m, e);
             }
         }
     }
@@ -486,6 +494,9 @@ pub fn load(bytes: &[u8], opts: &LoadOptions, pins: &Pins) -> ObjectVerdict {
                     .into(),
             });
             continue;
+        }
+        if let Some(problem) = &p.slot_problem {
+            v.notes.push(problem.clone());
         }
         let ty = p.ty;
         let mut pv = ProgramVerdict {
@@ -535,10 +546,12 @@ pub fn load(bytes: &[u8], opts: &LoadOptions, pins: &Pins) -> ObjectVerdict {
                     linked.insns[insn].set_imm(c.fd.as_raw_fd());
                 }
                 None => {
-                    missing = map_errors
-                        .get(&map)
-                        .cloned()
-                        .or(Some((0, "map not created".into())))
+                    missing = Some(
+                        map_errors
+                            .get(&map)
+                            .map(|e| (e.errno, e.text.clone()))
+                            .unwrap_or((0, "map not created".into())),
+                    )
                 }
             }
         }
@@ -582,21 +595,18 @@ pub fn load(bytes: &[u8], opts: &LoadOptions, pins: &Pins) -> ObjectVerdict {
                 }
                 loaded.insert(i, fd);
             }
-            Err((libc::EPERM, log)) if log.trim().is_empty() => {
+            Err(libc::EPERM) if log.trim().is_empty() => {
                 pv.verdict = unknown(format!(
                     "bpf_prog_load: {} (needs root / CAP_BPF)",
                     errno_text(libc::EPERM)
                 ));
             }
-            Err((e, log)) => {
+            Err(e) => {
                 pv.verdict = Verdict::Rejected {
                     log_tail: log_tail(&log, opts.log_lines),
                     error: errno_text(e),
                 };
             }
-        }
-        if let Some(problem) = &p.slot_problem {
-            v.notes.push(problem.clone());
         }
         v.programs.push(pv);
     }
@@ -636,7 +646,7 @@ pub fn load(bytes: &[u8], opts: &LoadOptions, pins: &Pins) -> ObjectVerdict {
         if let Some(path) = &c.pin_later
             && let Err(e) = pin(&c.fd, path)
         {
-            v.notes.push(e);
+            v.notes.push(e.text);
         }
     }
     v.programs.sort_by(|a, b| a.name.cmp(&b.name));

@@ -98,6 +98,8 @@ pub const BPF_MAP_TYPE_PERF_EVENT_ARRAY: u32 = 4;
 pub const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
 pub const BPF_MAP_TYPE_HASH_OF_MAPS: u32 = 13;
 pub const BPF_F_RDONLY_PROG: u32 = 1 << 7;
+/// Largest global data section accepted (a `.bss` is just a size in the ELF).
+const MAX_DATA_SECTION: u64 = 64 << 20;
 
 /// How load-time configuration reaches the code (decided from the object, not the version).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,7 +165,7 @@ impl Object {
             by_name.insert(name.clone(), s.index().0);
             section_names.insert(s.index().0, name);
         }
-        let mut symbols = HashMap::new();
+        let mut symbols: HashMap<usize, Symbol> = HashMap::new();
         for sym in file.symbols() {
             symbols.insert(
                 sym.index().0,
@@ -177,6 +179,22 @@ impl Object {
                 },
             );
         }
+        // Symbol indexes by section, so no lookup scans every symbol (a hostile object may
+        // have many of both).
+        let mut in_section: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (i, sym) in &symbols {
+            if let Some(sec) = sym.section {
+                in_section.entry(sec).or_default().push(*i);
+            }
+        }
+        let section_symbols = |sec: usize| -> Vec<&Symbol> {
+            in_section
+                .get(&sec)
+                .into_iter()
+                .flatten()
+                .filter_map(|i| symbols.get(i))
+                .collect()
+        };
         let license = file
             .section_by_name("license")
             .and_then(|s| s.data().ok())
@@ -198,13 +216,15 @@ impl Object {
                     .and_then(|i| file.section_by_index(object::SectionIndex(*i)).ok())
                     .map(|s| s.size())
             };
-            let value_of = |section: &str, var: &str| {
-                let idx = by_name.get(section)?;
-                symbols
-                    .values()
-                    .find(|s: &&Symbol| s.section == Some(*idx) && s.name == var)
-                    .map(|s| s.value)
-            };
+            let values: HashMap<(&str, &str), u64> = by_name
+                .iter()
+                .flat_map(|(sec_name, idx)| {
+                    section_symbols(*idx)
+                        .into_iter()
+                        .map(move |s| ((sec_name.as_str(), s.name.as_str()), s.value))
+                })
+                .collect();
+            let value_of = |section: &str, var: &str| values.get(&(section, var)).copied();
             unplaced_datasecs = btf.fix_datasecs(size_of, value_of);
             // A DATASEC with variables but no size would fail the whole BTF load.
             for t in &mut btf.types {
@@ -239,11 +259,9 @@ impl Object {
                 ));
             }
             let insns: Vec<Insn> = data.chunks_exact(8).map(Insn::from_bytes).collect();
-            let mut funcs: Vec<&Symbol> = symbols
-                .values()
-                .filter(|sym| {
-                    sym.section == Some(idx) && sym.kind == SymbolKind::Text && sym.size > 0
-                })
+            let mut funcs: Vec<&Symbol> = section_symbols(idx)
+                .into_iter()
+                .filter(|sym| sym.kind == SymbolKind::Text && sym.size > 0)
                 .collect();
             funcs.sort_by_key(|sym| sym.value);
             if funcs.is_empty() {
@@ -282,13 +300,9 @@ impl Object {
         if let Some(s) = file.section_by_name("maps") {
             let data = s.data().map_err(|e| format!("maps section: {e}"))?;
             let idx = s.index().0;
-            let mut defs: Vec<&Symbol> = symbols
-                .values()
-                .filter(|sym| {
-                    sym.section == Some(idx)
-                        && sym.kind != SymbolKind::Section
-                        && !sym.name.is_empty()
-                })
+            let mut defs: Vec<&Symbol> = section_symbols(idx)
+                .into_iter()
+                .filter(|sym| sym.kind != SymbolKind::Section && !sym.name.is_empty())
                 .collect();
             defs.sort_by_key(|sym| sym.value);
             for sym in defs {
@@ -360,13 +374,21 @@ impl Object {
             }
             let idx = s.index().0;
             let read_only = name.starts_with(".rodata");
+            // A .bss is only a size: bound it before allocating (the kernel's array values are
+            // far smaller than this anyway).
+            if s.size() > MAX_DATA_SECTION {
+                return Err(format!(
+                    "{name}: {} bytes of global data is not a BPF object's",
+                    s.size()
+                ));
+            }
             let data = if s.kind() == SectionKind::UninitializedData {
                 vec![0; s.size() as usize]
             } else {
                 s.data().map_err(|e| format!("{name}: {e}"))?.to_vec()
             };
             if name == CONFIG_SECTION {
-                for sym in symbols.values().filter(|sym| sym.section == Some(idx)) {
+                for sym in section_symbols(idx) {
                     if let Some(var) = sym.name.strip_prefix(CONFIG_PREFIX) {
                         config_vars.insert(var.to_string(), (sym.value as u32, sym.size as u32));
                         config_style = if sym.global {
