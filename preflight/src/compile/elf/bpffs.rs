@@ -41,7 +41,7 @@ pub struct Scratch {
 
 fn is_bpffs(dir: &Path) -> bool {
     nix::sys::statfs::statfs(dir)
-        .map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+        .map(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
         .unwrap_or(false)
 }
 
