@@ -7,7 +7,6 @@
 //! predicts what a node's state will look like) → [`toolchain`] picks clang → [`runner`]
 //! compiles in parallel → [`diag`] + [`explain`] → [`elf`] (inspect the objects, load them into
 //! the verifier).
-pub mod cmd;
 pub mod diag;
 pub mod elf;
 pub mod explain;
