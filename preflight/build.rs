@@ -17,12 +17,31 @@ const EBPF_TOOLCHAIN: &str = "nightly-2026-05-20";
 /// (file in OUT_DIR, features): the logging build first, because aya-build copies every build to
 /// `OUT_DIR/preflight-ebpf` and the default object must be the one left there.
 const OBJECTS: [(&str, &[&str]); 2] = [("preflight-ebpf-log", &["log"]), ("preflight-ebpf", &[])];
+/// Real Cilium trees, test data outside the repository (../shared/cilium beside the clone, or
+/// PREFLIGHT_SHARED): where present, `cfg(shared_cilium_trees)` turns on the tests that use them
+/// and PREFLIGHT_SHARED_CILIUM names the dir; where absent those tests are ignored, visibly.
+fn shared_trees(manifest: &std::path::Path) {
+    println!("cargo:rustc-check-cfg=cfg(shared_cilium_trees)");
+    println!("cargo:rerun-if-env-changed=PREFLIGHT_SHARED");
+    let shared = env::var_os("PREFLIGHT_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest.join("../../shared"));
+    let cilium = shared.join("cilium");
+    if cilium.is_dir() {
+        println!("cargo:rustc-cfg=shared_cilium_trees");
+        println!(
+            "cargo:rustc-env=PREFLIGHT_SHARED_CILIUM={}",
+            cilium.display()
+        );
+    }
+}
 
 fn main() -> anyhow::Result<()> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     println!("cargo:rerun-if-env-changed=PREFLIGHT_EBPF_TOOLCHAIN");
     let toolchain = env::var("PREFLIGHT_EBPF_TOOLCHAIN").unwrap_or_else(|_| EBPF_TOOLCHAIN.into());
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
+    shared_trees(&manifest);
     let root = manifest.join("../preflight-ebpf");
     let root = root.to_str().expect("utf-8 path");
     // aya-build watches the eBPF crate's directory; the shared crate is compiled into it too.

@@ -6,7 +6,7 @@ use std::{fmt::Write as _, time::Instant};
 use crate::{
     cilium::{Target, TargetSpec},
     cmd::CompileArgs,
-    compile::{CompileReport, Options, StateSource, runner, verify::Verdict},
+    compile::{CompileReport, Options, StateSource, elf::Verdict, runner},
     exit,
     probe::{self, LiveKernel, Scope},
     report::Format,
@@ -203,23 +203,46 @@ pub fn render(r: &CompileReport) -> String {
                         .verified_insns
                         .map(|n| format!(", {n} insns processed"))
                         .unwrap_or_default();
+                    let what = format!("{} ({} {})", pv.name, pv.section, pv.prog_type);
                     match &pv.verdict {
                         Verdict::Loaded => {
-                            let _ = writeln!(out, "  verifier: {} loaded{insns}", pv.name);
+                            let _ = writeln!(out, "  verifier: {what} loaded{insns}");
                         }
                         Verdict::Rejected { log_tail, error } => {
-                            let _ = writeln!(out, "  verifier: {} REJECTED ({error})", pv.name);
+                            let _ = writeln!(out, "  verifier: {what} REJECTED ({error})");
                             for l in log_tail.lines() {
                                 let _ = writeln!(out, "    | {l}");
                             }
                         }
                         Verdict::Unknown { reason } => {
-                            let _ = writeln!(out, "  verifier: {} unknown: {reason}", pv.name);
+                            let _ = writeln!(out, "  verifier: {what} unknown: {reason}");
                         }
                     }
                 }
                 if !v.tail_calls.is_empty() {
                     let _ = writeln!(out, "  tail calls filled: {}", v.tail_calls.len());
+                }
+                if !v.pruned.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "  not loaded, as the agent prunes them (no entry point reaches them): {}",
+                        v.pruned
+                            .iter()
+                            .map(|p| p.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+                for u in &v.unknown_sections {
+                    let _ = writeln!(
+                        out,
+                        "  section {}: unknown program type, not loaded ({})",
+                        u.section,
+                        u.functions.join(", ")
+                    );
+                }
+                for n in &v.notes {
+                    let _ = writeln!(out, "  note: {n}");
                 }
             }
             (None, Some(why)) if p.compiled => {

@@ -5,8 +5,10 @@
 //!
 //! Flow: [`source`] finds the real tree (dir, tar, image) or [`tree`] unpacks the templates → [`headers`] writes the state dir (or [`nodeinit`]
 //! predicts what a node's state will look like) → [`toolchain`] picks clang → [`runner`]
-//! compiles in parallel → [`diag`] + [`explain`] → [`verify`].
+//! compiles in parallel → [`diag`] + [`explain`] → [`elf`] (inspect the objects, load them into
+//! the verifier).
 pub mod diag;
+pub mod elf;
 pub mod explain;
 pub mod features;
 pub mod headers;
@@ -17,9 +19,9 @@ pub mod runner;
 pub mod source;
 pub mod toolchain;
 pub mod tree;
-pub mod verify;
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     time::Instant,
 };
@@ -60,6 +62,10 @@ pub struct Options {
     pub tree: source::TreeOrigin,
     /// The image's own clang, with `--clang-from-image`.
     pub image_toolchain: Option<source::ImageToolchain>,
+    /// How each program's object is loaded (by program, e.g. `bpf_lxc`): the load-time
+    /// configuration and map renames the agent would use. A program not listed loads with the
+    /// object's own defaults.
+    pub load: BTreeMap<String, elf::LoadOptions>,
 }
 
 impl Options {
@@ -77,6 +83,7 @@ impl Options {
             libclang: libclang::Mode::Auto,
             tree: source::TreeOrigin::Templates,
             image_toolchain: None,
+            load: BTreeMap::new(),
         }
     }
 
@@ -116,9 +123,9 @@ pub struct ProgramResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub libclang_fallback: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub object: Option<verify::ObjectInfo>,
+    pub object: Option<elf::ObjectInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub verify: Option<verify::VerifyReport>,
+    pub verify: Option<elf::ObjectVerdict>,
     /// Why the object was not loaded (not compiled, not root, --no-verify).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify_skipped: Option<String>,
@@ -216,7 +223,8 @@ const SCRATCH_PREFIX: &str = "preflight-compile.";
 
 /// Removes scratch dirs left by runs that were killed before they could clean up (their pid is
 /// in the name and no longer running). A killed run leaves nothing else: objects were loaded
-/// by fd only, never pinned, so the kernel freed them when the process died.
+/// by fd, and pinned only in a bpffs of a private mount namespace that died with the process
+/// (compile/elf/bpffs.rs).
 pub fn sweep_scratch(tmp: &Path) {
     let Ok(entries) = std::fs::read_dir(tmp) else {
         return;
@@ -442,6 +450,9 @@ pub fn run(opts: &Options) -> Result<CompileReport, String> {
     };
     let root_ok = nix::unistd::geteuid().is_root();
     let mut verify_ms = 0.0;
+    // One scratch bpffs for the whole run, as a node has one /sys/fs/bpf: maps pinned by
+    // name by one object are reused by the next.
+    let loader = (opts.verify && root_ok).then(elf::Loader::new);
     // libclang only when something failed or warned: loading it costs tens of milliseconds.
     let t = Instant::now();
     let library = outcomes
@@ -484,16 +495,17 @@ pub fn run(opts: &Options) -> Result<CompileReport, String> {
             .success
             .then(|| std::fs::read(&job.output).ok())
             .flatten();
-        let object = bytes.as_deref().and_then(|b| verify::inspect(b).ok());
-        let (verify, verify_skipped) = match (&bytes, &object) {
-            (Some(b), Some(info)) if opts.verify && root_ok => {
+        let object = bytes.as_deref().and_then(|b| elf::inspect(b).ok());
+        let (verify, verify_skipped) = match (&bytes, &object, &loader) {
+            (Some(b), Some(_), Some(loader)) => {
                 let t = Instant::now();
-                let v = verify::verify(b, info);
+                let load = opts.load.get(&job.program).cloned().unwrap_or_default();
+                let v = loader.load(b, &load);
                 verify_ms += t.elapsed().as_secs_f64() * 1e3;
                 (Some(v), None)
             }
-            (Some(_), Some(_)) if !opts.verify => (None, Some("verification disabled".into())),
-            (Some(_), Some(_)) => (None, Some("not root: the kernel was not asked".into())),
+            (Some(_), Some(_), _) if !opts.verify => (None, Some("verification disabled".into())),
+            (Some(_), Some(_), _) => (None, Some("not root: the kernel was not asked".into())),
             _ => (None, Some("not compiled".into())),
         };
         report.programs.push(ProgramResult {
