@@ -1,10 +1,16 @@
-//! Read-only node facts, every read through a root prefix (`--root`): `/` on the node, `/host`
-//! in a Kubernetes Job, a fixture tree in tests.
+//! Node facts and node files, every read and write through one root-confined API: `/` on the
+//! node, `/host` in a Kubernetes Job, a fixture tree in tests.
 //!
-//! Symlinks are resolved by us, component by component, inside the root: an absolute link in a
-//! host tree mounted at `/host` means `/host/<target>`, never the container's own file. Every
-//! read is bounded in size so a huge or endless file cannot exhaust memory.
+//! [`HostRoot`] holds a directory fd of the root; every path is resolved component by
+//! component inside it ([`confined`]: openat2 `RESOLVE_IN_ROOT` where the kernel has it, the
+//! same semantics in user space elsewhere), so an absolute symlink in a host tree mounted at
+//! `/host` means `/host/<target>`, never the container's own file, and `..` stops at the root.
+//! Reads take regular files only and are capped in size; a FIFO or device is refused without
+//! being opened for I/O. Writes ([`write`]) act on a name inside a resolved parent directory
+//! fd and never follow a final symlink. No other code touches a node's files (a test scans the
+//! source for `std::fs` calls outside this module).
 pub mod cni;
+pub mod confined;
 pub mod distro;
 pub mod k3s;
 pub mod kconfig;
@@ -13,30 +19,36 @@ pub mod modules;
 pub mod mounts;
 pub mod state;
 pub mod sysctl;
+pub mod write;
 
 use std::{
-    collections::VecDeque,
-    ffi::OsString,
     io::Read,
-    path::{Component, Path, PathBuf},
+    os::fd::{AsFd, OwnedFd},
+    path::{Path, PathBuf},
+    sync::Arc,
 };
 
+use rustix::fs::{FileType, OFlags};
+
+pub use self::confined::MAX_SYMLINKS;
 use crate::report::Node;
 
-/// Linux gives up after 40 links (MAXSYMLINKS); so do we.
-const MAX_SYMLINKS: usize = 40;
 /// The largest file preflight reads. Kernel configs are ~300 KiB, modules.dep a few MiB.
 pub const MAX_FILE_BYTES: u64 = 16 << 20;
+/// The most entries read from one directory (a conflist dir has a handful).
+pub const MAX_DIR_ENTRIES: usize = 100_000;
 
 /// A read that failed, naming the file (as seen on disk, root included).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ReadError {
     #[error("{0}: not found")]
     NotFound(String),
-    #[error("{0}: symlink loop (more than {MAX_SYMLINKS} links)")]
+    #[error("{0}: symlink loop (more than {MAX_SYMLINKS} links) or a magic link")]
     SymlinkLoop(String),
-    #[error("{0}: larger than {MAX_FILE_BYTES} bytes; not read")]
-    TooLarge(String),
+    #[error("{0}: larger than {1} bytes; not read")]
+    TooLarge(String, u64),
+    #[error("{0}: {1}, not a regular file; not read")]
+    NotRegular(String, &'static str),
     #[error("{path}:{line}: not UTF-8 text (binary or corrupt file)")]
     NotText { path: String, line: usize },
     #[error("{0}: {1}")]
@@ -47,16 +59,102 @@ impl ReadError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::NotFound(_))
     }
+    fn from_io(shown: String, e: std::io::Error) -> Self {
+        match e.raw_os_error() {
+            Some(libc::ENOENT) => Self::NotFound(shown),
+            Some(libc::ELOOP) => Self::SymlinkLoop(shown),
+            _ => Self::Io(shown, e.to_string()),
+        }
+    }
+}
+
+/// What a path is, without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    /// A FIFO, socket or device node.
+    Special,
+}
+
+/// The parts of `stat(2)` the node code uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    pub kind: Kind,
+    /// Permission bits (`& 0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub len: u64,
+    pub nlink: u64,
+}
+
+impl Meta {
+    fn of(st: &rustix::fs::Stat) -> Self {
+        let kind = match FileType::from_raw_mode(st.st_mode) {
+            FileType::RegularFile => Kind::File,
+            FileType::Directory => Kind::Dir,
+            FileType::Symlink => Kind::Symlink,
+            _ => Kind::Special,
+        };
+        Self {
+            kind,
+            mode: st.st_mode & 0o7777,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            len: st.st_size as u64,
+            nlink: st.st_nlink as u64,
+        }
+    }
+    pub fn is_file(&self) -> bool {
+        self.kind == Kind::File
+    }
+    pub fn is_dir(&self) -> bool {
+        self.kind == Kind::Dir
+    }
+    pub fn is_symlink(&self) -> bool {
+        self.kind == Kind::Symlink
+    }
+}
+
+/// What a special file is, for messages.
+fn special_name(t: FileType) -> &'static str {
+    match t {
+        FileType::Fifo => "a FIFO",
+        FileType::Socket => "a socket",
+        FileType::CharacterDevice => "a character device",
+        FileType::BlockDevice => "a block device",
+        FileType::Directory => "a directory",
+        FileType::Symlink => "a symlink",
+        _ => "a special file",
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct HostRoot {
     root: PathBuf,
+    /// The root directory, or why it could not be opened (then every access fails with that).
+    fd: Result<Arc<OwnedFd>, String>,
 }
 
 impl HostRoot {
+    /// The root at `root`. A root that cannot be opened is not an error here: every access
+    /// then fails, naming it ([`HostRoot::open`] refuses it up front).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        let root = root.into();
+        let fd = confined::open_root(&root)
+            .map(Arc::new)
+            .map_err(|e| format!("{}: {e}", root.display()));
+        Self { root, fd }
+    }
+    /// The root at `root`, which must be an openable directory.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, ReadError> {
+        let h = Self::new(root);
+        match &h.fd {
+            Ok(_) => Ok(h),
+            Err(why) => Err(ReadError::Io(h.root.display().to_string(), why.clone())),
+        }
     }
     pub fn root(&self) -> &Path {
         &self.root
@@ -65,7 +163,8 @@ impl HostRoot {
     pub fn is_live(&self) -> bool {
         self.root == Path::new("/")
     }
-    /// `path` (absolute, as on the node) inside the root, symlinks not resolved.
+    /// `path` (absolute, as on the node) joined to the root, symlinks not resolved: for
+    /// messages only, never to open (use the methods below).
     pub fn path(&self, path: &str) -> PathBuf {
         self.root.join(path.trim_start_matches('/'))
     }
@@ -74,72 +173,83 @@ impl HostRoot {
         self.path(path).display().to_string()
     }
 
-    /// `path` with every symlink resolved inside the root. A missing component is not an error
-    /// here (the caller's open reports it); a loop is.
-    pub fn resolve(&self, path: &str) -> Result<PathBuf, ReadError> {
-        let mut pending: VecDeque<OsString> = components(Path::new(path));
-        let mut resolved: Vec<OsString> = Vec::new();
-        let mut links = 0;
-        while let Some(part) = pending.pop_front() {
-            if part == ".." {
-                resolved.pop();
-                continue;
-            }
-            let mut candidate = self.root.clone();
-            candidate.extend(&resolved);
-            candidate.push(&part);
-            match std::fs::symlink_metadata(&candidate) {
-                Ok(meta) if meta.file_type().is_symlink() => {
-                    links += 1;
-                    if links > MAX_SYMLINKS {
-                        return Err(ReadError::SymlinkLoop(self.display(path)));
-                    }
-                    let target = std::fs::read_link(&candidate)
-                        .map_err(|e| ReadError::Io(self.display(path), e.to_string()))?;
-                    if target.is_absolute() {
-                        resolved.clear();
-                    }
-                    for (i, c) in components(&target).into_iter().enumerate() {
-                        pending.insert(i, c);
-                    }
-                }
-                _ => resolved.push(part),
-            }
+    fn dir(&self) -> Result<std::os::fd::BorrowedFd<'_>, std::io::Error> {
+        match &self.fd {
+            Ok(fd) => Ok(fd.as_fd()),
+            Err(why) => Err(std::io::Error::other(format!("the root {why}"))),
         }
-        let mut out = self.root.clone();
-        out.extend(&resolved);
-        Ok(out)
     }
 
-    /// Up to [`MAX_FILE_BYTES`] of a file.
+    /// The node path `path` resolves to inside the root, every symlink followed there; a
+    /// missing tail is kept as written (a path about to be created).
+    pub fn canonical(&self, path: &str) -> Result<String, ReadError> {
+        let shown = || self.display(path);
+        let dir = self.dir().map_err(|e| ReadError::from_io(shown(), e))?;
+        confined::canonical(dir, Path::new(path))
+            .map(|p| p.display().to_string())
+            .map_err(|e| ReadError::from_io(shown(), e))
+    }
+
+    /// `path` with every symlink resolved inside the root, as a path on disk (root
+    /// included): for messages and for the command lines of external tools.
+    pub fn resolve(&self, path: &str) -> Result<PathBuf, ReadError> {
+        Ok(self.path(&self.canonical(path)?))
+    }
+
+    /// The object at `path` as an `O_PATH` fd.
+    fn lookup(&self, path: &str, follow: bool) -> Result<OwnedFd, ReadError> {
+        let dir = self
+            .dir()
+            .map_err(|e| ReadError::from_io(self.display(path), e))?;
+        confined::lookup(dir, Path::new(path), follow)
+            .map_err(|e| ReadError::from_io(self.display(path), e))
+    }
+
+    fn meta(&self, path: &str, follow: bool) -> Result<Option<Meta>, ReadError> {
+        match self.lookup(path, follow) {
+            Ok(fd) => rustix::fs::fstat(&fd)
+                .map(|st| Some(Meta::of(&st)))
+                .map_err(|e| ReadError::Io(self.display(path), e.to_string())),
+            Err(ReadError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+    /// What `path` is, a final symlink not followed (None: nothing there).
+    pub fn lstat(&self, path: &str) -> Result<Option<Meta>, ReadError> {
+        self.meta(path, false)
+    }
+    /// What `path` is, symlinks followed inside the root (None: nothing there).
+    pub fn stat(&self, path: &str) -> Result<Option<Meta>, ReadError> {
+        self.meta(path, true)
+    }
+
+    /// Opens a regular file for reading (following links inside the root); anything else is
+    /// refused before it is opened for I/O.
+    pub(crate) fn open_regular(
+        &self,
+        path: &str,
+        follow: bool,
+        flags: OFlags,
+    ) -> Result<std::fs::File, ReadError> {
+        let shown = || self.display(path);
+        let fd = self.lookup(path, follow)?;
+        let kind = confined::kind(&fd).map_err(|e| ReadError::Io(shown(), e.to_string()))?;
+        if kind != FileType::RegularFile {
+            return Err(ReadError::NotRegular(shown(), special_name(kind)));
+        }
+        let io = confined::reopen(&fd, flags).map_err(|e| ReadError::from_io(shown(), e))?;
+        Ok(std::fs::File::from(io))
+    }
+
+    /// Up to [`MAX_FILE_BYTES`] of a regular file.
     pub fn read_bytes(&self, path: &str) -> Result<Vec<u8>, ReadError> {
-        let real = self.resolve(path)?;
-        let shown = self.display(path);
-        let io = |e: std::io::Error| match e.kind() {
-            std::io::ErrorKind::NotFound => ReadError::NotFound(shown.clone()),
-            _ => ReadError::Io(shown.clone(), e.to_string()),
-        };
-        // Look before opening: open(2) on a FIFO blocks until a writer comes, and a device
-        // node may do anything. Node files are regular files (/proc and /sys ones too).
-        let kind = std::fs::metadata(&real).map_err(io)?.file_type();
-        if !kind.is_file() {
-            let what = if kind.is_dir() {
-                "is a directory"
-            } else {
-                "not a regular file (FIFO, socket or device)"
-            };
-            return Err(ReadError::Io(shown, what.into()));
-        }
-        let file = std::fs::File::open(&real).map_err(io)?;
-        // /proc files report size 0, so read with a cap instead of trusting the metadata.
-        let mut bytes = Vec::new();
-        file.take(MAX_FILE_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| ReadError::Io(shown.clone(), e.to_string()))?;
-        if bytes.len() as u64 > MAX_FILE_BYTES {
-            return Err(ReadError::TooLarge(shown));
-        }
-        Ok(bytes)
+        self.read_bytes_max(path, MAX_FILE_BYTES)
+    }
+
+    /// Up to `max` bytes of a regular file; a larger one is an error, not a truncation.
+    pub fn read_bytes_max(&self, path: &str, max: u64) -> Result<Vec<u8>, ReadError> {
+        let file = self.open_regular(path, true, OFlags::RDONLY)?;
+        read_capped(file, max, || self.display(path))
     }
 
     /// A text file; binary content is an error naming the first bad line.
@@ -148,19 +258,38 @@ impl HostRoot {
         text(bytes, || self.display(path))
     }
 
-    /// Sorted entry names of a directory (empty when it does not exist).
+    /// A symlink's target as written (not resolved).
+    pub fn read_link(&self, path: &str) -> Result<PathBuf, ReadError> {
+        let fd = self.lookup(path, false)?;
+        let target = rustix::fs::readlinkat(&fd, "", Vec::new())
+            .map_err(|e| ReadError::from_io(self.display(path), confined::to_io(e)))?;
+        let bytes: Vec<u8> = target.into_bytes();
+        Ok(PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(bytes)))
+    }
+
+    /// Sorted entry names of a directory (following links inside the root).
     pub fn read_dir(&self, path: &str) -> Result<Vec<String>, ReadError> {
-        let real = self.resolve(path)?;
-        let mut names: Vec<String> = match std::fs::read_dir(&real) {
-            Ok(rd) => rd
-                .flatten()
-                .filter_map(|e| e.file_name().into_string().ok())
-                .collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ReadError::NotFound(self.display(path)));
+        let shown = || self.display(path);
+        let fd = self.lookup(path, true)?;
+        let dir = confined::reopen(&fd, OFlags::RDONLY | OFlags::DIRECTORY)
+            .map_err(|e| ReadError::from_io(shown(), e))?;
+        let mut names = Vec::new();
+        for entry in rustix::fs::Dir::new(dir).map_err(|e| ReadError::Io(shown(), e.to_string()))? {
+            let entry = entry.map_err(|e| ReadError::Io(shown(), e.to_string()))?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
             }
-            Err(e) => return Err(ReadError::Io(self.display(path), e.to_string())),
-        };
+            if names.len() >= MAX_DIR_ENTRIES {
+                return Err(ReadError::Io(
+                    shown(),
+                    format!("more than {MAX_DIR_ENTRIES} entries; not read"),
+                ));
+            }
+            if let Ok(n) = std::str::from_utf8(name) {
+                names.push(n.to_string());
+            }
+        }
         names.sort();
         Ok(names)
     }
@@ -176,10 +305,32 @@ impl HostRoot {
 
     /// Whether `path` exists (following links inside the root).
     pub fn exists(&self, path: &str) -> bool {
-        self.resolve(path).is_ok_and(|p| p.exists())
+        self.stat(path).ok().flatten().is_some()
     }
     pub fn is_dir(&self, path: &str) -> bool {
-        self.resolve(path).is_ok_and(|p| p.is_dir())
+        self.stat(path).ok().flatten().is_some_and(|m| m.is_dir())
+    }
+    pub fn is_file(&self, path: &str) -> bool {
+        self.stat(path).ok().flatten().is_some_and(|m| m.is_file())
+    }
+    /// Whether anything (a dangling symlink included) is at `path`.
+    pub fn lexists(&self, path: &str) -> bool {
+        self.lstat(path).ok().flatten().is_some()
+    }
+
+    /// statfs(2) magic of the file system `path` is on.
+    pub fn fs_magic(&self, path: &str) -> Option<i64> {
+        let fd = self.lookup(path, true).ok()?;
+        rustix::fs::fstatfs(&fd).ok().map(|s| s.f_type as i64)
+    }
+
+    /// sha256 (hex) of a regular file at `path` (a final symlink is not followed); None for
+    /// anything else or when unreadable.
+    pub fn file_sha256(&self, path: &str) -> Option<String> {
+        use sha2::{Digest, Sha256};
+        let file = self.open_regular(path, false, OFlags::RDONLY).ok()?;
+        let bytes = read_capped(file, MAX_FILE_BYTES, || self.display(path)).ok()?;
+        Some(format!("{:x}", Sha256::digest(bytes)))
     }
 
     /// The node's kernel release (`proc/sys/kernel/osrelease`).
@@ -215,14 +366,21 @@ impl HostRoot {
     }
 }
 
-fn components(path: &Path) -> VecDeque<OsString> {
-    path.components()
-        .filter_map(|c| match c {
-            Component::Normal(s) => Some(s.to_os_string()),
-            Component::ParentDir => Some(OsString::from("..")),
-            _ => None,
-        })
-        .collect()
+/// Reads at most `max` bytes; more is an error (a /proc file reports size 0, so the cap is
+/// applied while reading, not from the metadata).
+pub fn read_capped(
+    file: impl Read,
+    max: u64,
+    shown: impl Fn() -> String,
+) -> Result<Vec<u8>, ReadError> {
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| ReadError::Io(shown(), e.to_string()))?;
+    if bytes.len() as u64 > max {
+        return Err(ReadError::TooLarge(shown(), max));
+    }
+    Ok(bytes)
 }
 
 /// Bytes as UTF-8, or an error naming the line of the first invalid byte.
@@ -282,7 +440,7 @@ mod tests {
         big.set_len(MAX_FILE_BYTES + 10).unwrap();
         assert!(matches!(
             host.read_bytes("/big"),
-            Err(ReadError::TooLarge(_))
+            Err(ReadError::TooLarge(..))
         ));
         assert!(host.read_bytes("/missing").unwrap_err().is_not_found());
     }

@@ -12,10 +12,11 @@ pub mod fsops;
 pub mod gitops;
 pub mod iptables;
 pub mod journal;
+pub mod lock;
 pub mod node;
 pub mod runner;
 
-use std::{fmt::Write as _, path::Path};
+use std::fmt::Write as _;
 
 use node::{CniPaths, DROP_IN, LinkState, MountState, NodeState};
 
@@ -242,7 +243,7 @@ impl Default for PlanOptions {
 }
 
 fn file_state(node: &NodeState, path: &str, content: &str) -> StepState {
-    match std::fs::read_to_string(node.host(path)) {
+    match node.host.read_text(path) {
         Ok(now) if now == content => StepState::Done(format!("{path} already has this content")),
         _ => StepState::Todo,
     }
@@ -465,7 +466,11 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
                 .undo("the file is removed (it did not exist)"),
             );
         } else {
-            let fstab = std::fs::read_to_string(node.host("/etc/fstab")).unwrap_or_default();
+            let fstab = match node.host.read_text("/etc/fstab") {
+                Ok(t) => t,
+                Err(e) if e.is_not_found() => String::new(),
+                Err(e) => anyhow::bail!("cannot add a bpffs line to /etc/fstab: {e}"),
+            };
             let mut content = fstab.clone();
             if !content.is_empty() && !content.ends_with('\n') {
                 content.push('\n');
@@ -846,7 +851,7 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
         "--namespace".into(),
         opts.namespace.clone(),
         "--values".into(),
-        node.host(VALUES_FILE).display().to_string(),
+        node.host.resolve(VALUES_FILE)?.display().to_string(),
     ]);
     helm_args.extend(kube_args(node));
     steps.push(
@@ -1214,10 +1219,6 @@ pub fn tools_needed(plan: &Plan) -> std::collections::BTreeSet<runner::Tool> {
     tools
 }
 
-/// Helper for commands: the state dir of a root, for messages.
-pub fn journal_dir(root: &Path) -> std::path::PathBuf {
-    journal::Journal::dir_for(root)
-}
 
 #[cfg(test)]
 mod tests {
@@ -1228,6 +1229,7 @@ mod tests {
     fn node(rd: bool, bpffs: MountState) -> NodeState {
         NodeState {
             root: "/nonexistent-root".into(),
+            host: crate::host::HostRoot::new("/nonexistent-root"),
             k3s: Some(node::K3s {
                 unit: "k3s-agent".into(),
                 flannel_backend: None,
