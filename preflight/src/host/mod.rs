@@ -49,6 +49,8 @@ pub enum ReadError {
     TooLarge(String, u64),
     #[error("{0}: {1}, not a regular file; not read")]
     NotRegular(String, &'static str),
+    #[error("{0}: read-only file system")]
+    ReadOnly(String),
     #[error("{path}:{line}: not UTF-8 text (binary or corrupt file)")]
     NotText { path: String, line: usize },
     #[error("{0}: {1}")]
@@ -63,6 +65,7 @@ impl ReadError {
         match e.raw_os_error() {
             Some(libc::ENOENT) => Self::NotFound(shown),
             Some(libc::ELOOP) => Self::SymlinkLoop(shown),
+            Some(libc::EROFS) => Self::ReadOnly(shown),
             _ => Self::Io(shown, e.to_string()),
         }
     }
@@ -394,39 +397,165 @@ pub fn text(bytes: Vec<u8>, path: impl Fn() -> String) -> Result<String, ReadErr
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::{fs, os::unix::fs::symlink};
 
-    fn tree() -> tempfile::TempDir {
-        tempfile::tempdir().unwrap()
+    use super::{confined::Resolver, *};
+
+    const SECRET: &str = "OUTSIDE-SENTINEL-c0ffee";
+
+    /// Runs `case` once with the kernel's openat2 and once with the user-space walk.
+    fn both(case: impl Fn(Resolver)) {
+        for r in [Resolver::Kernel, Resolver::UserSpace] {
+            confined::FORCE.with(|f| f.set(Some(r)));
+            case(r);
+            confined::FORCE.with(|f| f.set(None));
+        }
+    }
+
+    /// A root with every kind of hostile entry, next to an outside dir with a sentinel.
+    struct Hostile {
+        _tmp: tempfile::TempDir,
+        root: PathBuf,
+        outside: PathBuf,
+    }
+
+    fn hostile() -> Hostile {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let outside = tmp.path().join("outside");
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("secret"), SECRET).unwrap();
+        fs::write(root.join("etc/real"), "inside").unwrap();
+        let out = outside.display().to_string();
+        symlink(format!("{out}/secret"), root.join("etc/abs")).unwrap();
+        symlink("../../../../outside/secret", root.join("etc/rel")).unwrap();
+        symlink(&out, root.join("dirlink")).unwrap();
+        symlink("/etc/real", root.join("etc/link")).unwrap();
+        symlink("../../../../etc/real", root.join("etc/up")).unwrap();
+        symlink("/a", root.join("a")).unwrap();
+        symlink("/b", root.join("b")).unwrap();
+        nix::unistd::mkfifo(&root.join("etc/fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        if nix::unistd::geteuid().is_root() {
+            nix::sys::stat::mknod(
+                &root.join("etc/zero"),
+                nix::sys::stat::SFlag::S_IFCHR,
+                nix::sys::stat::Mode::S_IRUSR,
+                nix::sys::stat::makedev(1, 5),
+            )
+            .unwrap();
+        }
+        fs::create_dir_all(root.join("proc/self/fd")).unwrap();
+        Hostile {
+            _tmp: tmp,
+            root,
+            outside,
+        }
     }
 
     #[test]
-    fn absolute_symlinks_resolve_inside_the_root() {
-        let dir = tree();
-        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
-        std::fs::write(dir.path().join("etc/real"), "inside").unwrap();
-        std::os::unix::fs::symlink("/etc/real", dir.path().join("etc/link")).unwrap();
-        // A link that climbs above the root stops at the root.
-        std::os::unix::fs::symlink("../../../../etc/real", dir.path().join("etc/up")).unwrap();
-        let host = HostRoot::new(dir.path());
-        assert_eq!(host.read_text("/etc/link").unwrap(), "inside");
-        assert_eq!(host.read_text("/etc/up").unwrap(), "inside");
+    fn symlinks_resolve_inside_the_root_and_never_reach_outside() {
+        both(|r| {
+            let h = hostile();
+            let host = HostRoot::new(&h.root);
+            assert_eq!(host.read_text("/etc/link").unwrap(), "inside", "{r:?}");
+            assert_eq!(host.read_text("/etc/up").unwrap(), "inside", "{r:?}");
+            // Absolute and relative links to the outside land inside the root, where there is
+            // nothing: not found, never the sentinel.
+            for p in ["/etc/abs", "/etc/rel", "/dirlink/secret", "/../outside/secret"] {
+                let got = host.read_text(p);
+                assert!(matches!(got, Err(ReadError::NotFound(_))), "{r:?} {p}: {got:?}");
+            }
+            assert_eq!(
+                host.canonical("/dirlink/secret").unwrap(),
+                format!("{}/secret", h.outside.display()),
+                "{r:?}: the outside path, taken inside the root"
+            );
+            assert!(host.read_dir("/dirlink").is_err(), "{r:?}");
+            // Writes through the same links stay inside too.
+            host.write_atomic("/dirlink/secret", b"x", 0o600, None, &mut || Ok(()))
+                .unwrap_err();
+            host.create_dir_all(&host.canonical("/dirlink").unwrap(), 0o700)
+                .unwrap();
+            host.write_atomic("/dirlink/secret", b"x", 0o600, None, &mut || Ok(()))
+                .unwrap();
+            assert_eq!(fs::read_to_string(h.outside.join("secret")).unwrap(), SECRET);
+            assert!(
+                h.root
+                    .join(h.outside.strip_prefix("/").unwrap())
+                    .join("secret")
+                    .exists(),
+                "{r:?}"
+            );
+        });
     }
 
     #[test]
-    fn symlink_loops_are_an_error_naming_the_file() {
-        let dir = tree();
-        std::os::unix::fs::symlink("/b", dir.path().join("a")).unwrap();
-        std::os::unix::fs::symlink("/a", dir.path().join("b")).unwrap();
-        let err = HostRoot::new(dir.path()).read_text("/a").unwrap_err();
-        assert!(matches!(err, ReadError::SymlinkLoop(_)), "{err}");
-        assert!(err.to_string().contains("/a: symlink loop"), "{err}");
+    fn loops_fifos_devices_and_magic_links_are_refused_without_opening_them() {
+        both(|r| {
+            let h = hostile();
+            let host = HostRoot::new(&h.root);
+            let err = host.read_text("/a").unwrap_err();
+            assert!(matches!(err, ReadError::SymlinkLoop(_)), "{r:?} {err}");
+            assert!(err.to_string().contains("/a: symlink loop"), "{err}");
+            // A FIFO would block open(2) for reading until a writer came.
+            let err = host.read_text("/etc/fifo").unwrap_err();
+            assert!(matches!(err, ReadError::NotRegular(_, "a FIFO")), "{r:?} {err}");
+            if nix::unistd::geteuid().is_root() {
+                let err = host.read_bytes("/etc/zero").unwrap_err();
+                assert!(matches!(err, ReadError::NotRegular(..)), "{r:?} {err}");
+                assert!(host.write_existing("/etc/zero", b"1").is_err());
+            }
+            assert!(host.write_existing("/etc/fifo", b"1").is_err());
+            // Our own /proc/self/fd/N links lead to whatever fd N is: never through a root.
+            let live = HostRoot::new("/");
+            let err = live.read_bytes("/proc/self/fd/0").unwrap_err();
+            assert!(matches!(err, ReadError::SymlinkLoop(_)), "{r:?} {err}");
+        });
+    }
+
+    #[test]
+    fn a_hardlink_is_replaced_never_written_through() {
+        both(|r| {
+            let h = hostile();
+            let host = HostRoot::new(&h.root);
+            if fs::hard_link(h.outside.join("secret"), h.root.join("etc/hard")).is_err() {
+                return;
+            }
+            assert!(host.write_existing("/etc/hard", b"x").is_err(), "{r:?}");
+            host.write_atomic("/etc/hard", b"new", 0o644, None, &mut || Ok(()))
+                .unwrap();
+            assert_eq!(fs::read_to_string(h.outside.join("secret")).unwrap(), SECRET);
+            host.remove_file("/etc/hard").unwrap();
+            assert_eq!(fs::read_to_string(h.outside.join("secret")).unwrap(), SECRET);
+        });
+    }
+
+    #[test]
+    fn removal_and_chmod_never_follow_a_link_out() {
+        both(|r| {
+            let h = hostile();
+            let host = HostRoot::new(&h.root);
+            host.remove_if_present("/dirlink").unwrap();
+            assert!(h.outside.join("secret").exists(), "{r:?}");
+            assert!(!h.root.join("dirlink").exists(), "{r:?}");
+            assert!(host.chmod("/etc/abs", 0o777).is_err(), "{r:?}");
+            host.lchown("/etc/abs", 0, 0).unwrap();
+            let mode = fs::metadata(h.outside.join("secret")).unwrap().permissions();
+            assert_ne!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o777);
+            // A tree with a link out inside it: the link goes, the outside stays.
+            fs::create_dir_all(h.root.join("t/sub")).unwrap();
+            symlink(&h.outside, h.root.join("t/sub/out")).unwrap();
+            host.remove_if_present("/t").unwrap();
+            assert!(!h.root.join("t").exists());
+            assert_eq!(fs::read_to_string(h.outside.join("secret")).unwrap(), SECRET);
+        });
     }
 
     #[test]
     fn binary_files_name_the_line_and_huge_files_are_refused() {
-        let dir = tree();
-        std::fs::write(dir.path().join("bin"), b"ok\nok\n\xff\xfe").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("bin"), b"ok\nok\n\xff\xfe").unwrap();
         let host = HostRoot::new(dir.path());
         let err = host.read_text("/bin").unwrap_err();
         assert_eq!(
@@ -436,12 +565,16 @@ mod tests {
                 dir.path().display()
             )
         );
-        let big = std::fs::File::create(dir.path().join("big")).unwrap();
+        let big = fs::File::create(dir.path().join("big")).unwrap();
         big.set_len(MAX_FILE_BYTES + 10).unwrap();
         assert!(matches!(
             host.read_bytes("/big"),
             Err(ReadError::TooLarge(..))
         ));
         assert!(host.read_bytes("/missing").unwrap_err().is_not_found());
+        // A root that is not there: every access fails, naming it.
+        let gone = HostRoot::new(dir.path().join("nope"));
+        assert!(gone.read_text("/etc/x").unwrap_err().to_string().contains("nope"));
+        assert!(HostRoot::open(dir.path().join("nope")).is_err());
     }
 }

@@ -1226,10 +1226,16 @@ mod tests {
 
     use super::*;
 
+    thread_local! {
+        /// An empty root per test thread, removed when the thread ends.
+        static ROOT: tempfile::TempDir = tempfile::tempdir().unwrap();
+    }
+
     fn node(rd: bool, bpffs: MountState) -> NodeState {
+        let root = ROOT.with(|d| d.path().to_path_buf());
         NodeState {
-            root: "/nonexistent-root".into(),
-            host: crate::host::HostRoot::new("/nonexistent-root"),
+            host: crate::host::HostRoot::new(&root),
+            root,
             k3s: Some(node::K3s {
                 unit: "k3s-agent".into(),
                 flannel_backend: None,
