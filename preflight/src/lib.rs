@@ -10,6 +10,7 @@ pub mod compile;
 pub mod facts;
 pub mod fleet;
 pub mod host;
+pub mod input;
 pub mod out;
 pub mod plan;
 pub mod probe;

@@ -86,7 +86,7 @@ pub fn job(args: &JobArgs) -> anyhow::Result<u8> {
     run_args.extend(args.run_args.iter().cloned());
     let mut values: Vec<ValuesFile> = Vec::new();
     for path in &target.values {
-        let text = std::fs::read_to_string(path)
+        let text = crate::input::read_text(path, "values files")
             .with_context(|| format!("--values {}", path.display()))?;
         let file_name = path
             .file_name()
