@@ -31,18 +31,9 @@ fn free_port_after(root: &HostRoot, port: u16) -> u16 {
         .unwrap_or(port)
 }
 
-/// UDP ports bound on the node, from /proc/net/udp (local_address is `HEXIP:HEXPORT`).
+/// UDP ports bound on the node (PID 1's network namespace: see [`crate::host::links::bound_udp_ports`]).
 fn bound_udp_ports(root: &HostRoot) -> Vec<u16> {
-    let Ok(text) = root.read_text("/proc/net/udp") else {
-        return Vec::new();
-    };
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let local = l.split_whitespace().nth(1)?;
-            u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()
-        })
-        .collect()
+    crate::host::links::bound_udp_ports(root)
 }
 
 /// The tunnel protocol and UDP port the agent will bind: `tunnelPort` when set, else the
