@@ -9,7 +9,7 @@ use super::values::{ValuesError, parse_yaml};
 
 /// Most bytes a chart archive may expand to while we look for its files (Cilium's chart is
 /// ~2 MiB unpacked), so a gzip bomb ends quickly.
-const MAX_UNPACKED_BYTES: u64 = 256 << 20;
+const MAX_UNPACKED_BYTES: u64 = 64 << 20;
 /// Most entries looked at in a chart archive (Cilium's has ~300).
 const MAX_ENTRIES: usize = 100_000;
 
