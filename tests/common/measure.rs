@@ -30,9 +30,16 @@ impl Measured {
     }
 }
 
+fn tail_lines() -> usize {
+    std::env::var("PREFLIGHT_TEST_TAIL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15)
+}
+
 fn tail(s: &str) -> String {
     let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(15)..].join("\n")
+    lines[lines.len().saturating_sub(tail_lines())..].join("\n")
 }
 
 /// Runs `c` (stdin as set by the caller, null otherwise), killing it after `limit`.

@@ -78,15 +78,25 @@ impl HostRoot {
     }
 
     /// Creates `path` and every missing directory above it; returns the ones it created
-    /// (node paths, outermost first).
+    /// (node paths, outermost first). Symlinks on the way are followed inside the root, a
+    /// dangling one included: its target is created (as `mkdir -p` through a link would).
     pub fn create_dir_all(&self, path: &str, mode: u32) -> Result<Vec<String>, WriteError> {
+        let target = self
+            .canonical(path)
+            .map_err(|e| self.failed("creating directory", path)(std::io::Error::other(e.to_string())))?;
         let mut created = Vec::new();
         let mut at = String::new();
-        for part in confined::parts(Path::new(path)) {
+        for part in confined::parts(Path::new(&target)) {
             at.push('/');
             at.push_str(&part.to_string_lossy());
-            if self.stat(&at).ok().flatten().is_some_and(|m| m.is_dir()) {
-                continue;
+            match self.lstat(&at) {
+                Ok(Some(m)) if m.is_dir() => continue,
+                Ok(Some(_)) => {
+                    return Err(self.failed("creating directory", &at)(std::io::Error::from_raw_os_error(
+                        libc::ENOTDIR,
+                    )));
+                }
+                _ => {}
             }
             self.create_dir(&at, mode)?;
             created.push(at.clone());
