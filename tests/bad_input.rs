@@ -19,7 +19,10 @@ const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../fixtures/nodes/k3s-flannel-plan"
 );
-const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/charts/mini-cilium");
+const CHART: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../fixtures/charts/mini-cilium"
+);
 const REPORT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../fixtures/reports/dev-host-6.18.json"
@@ -140,7 +143,10 @@ fn check_all(cases: &[Case]) {
             why.push(format!("took {:.2} s (bound {MAX_SECS} s)", m.secs));
         }
         if m.max_rss_kb >= MAX_RSS_KB {
-            why.push(format!("peak RSS {} KiB (bound {MAX_RSS_KB} KiB)", m.max_rss_kb));
+            why.push(format!(
+                "peak RSS {} KiB (bound {MAX_RSS_KB} KiB)",
+                m.max_rss_kb
+            ));
         }
         if !m.stderr.contains(&c.names) {
             why.push(format!("stderr does not name {:?}", c.names));
@@ -186,10 +192,16 @@ fn every_values_flag_refuses_bad_files_quickly_and_small() {
         for (cmd, args) in [
             ("run -f", vec!["run", "--root", &root, "-f", &path]),
             ("plan -f", vec!["plan", "--root", &root, "-f", &path]),
-            ("install -f", vec!["install", "--root", &root, "--yes", "-f", &path]),
+            (
+                "install -f",
+                vec!["install", "--root", &root, "--yes", "-f", &path],
+            ),
             ("compile -f", vec!["compile", "--no-verify", "-f", &path]),
             ("job -f", vec!["job", "-f", &path]),
-            ("run --chart", vec!["run", "--root", &root, "--chart", &path]),
+            (
+                "run --chart",
+                vec!["run", "--root", &root, "--chart", &path],
+            ),
         ] {
             // A directory is a chart dir for --chart (without Chart.yaml: also refused).
             let names = if cmd == "run --chart" && label == "a directory" {
@@ -209,11 +221,23 @@ fn stdin_is_read_with_the_same_caps() {
     let (_keep, root) = node(|_| {});
     let root = root.display().to_string();
     let mut cases = Vec::new();
-    for input in ["/dev/zero".to_string(), inputs.path("big.yaml"), inputs.path("deep-flow.yaml")] {
-        let mut c = case(format!("run -f - < {input}"), &["run", "--root", &root, "-f", "-"], "<stdin>");
+    for input in [
+        "/dev/zero".to_string(),
+        inputs.path("big.yaml"),
+        inputs.path("deep-flow.yaml"),
+    ] {
+        let mut c = case(
+            format!("run -f - < {input}"),
+            &["run", "--root", &root, "-f", "-"],
+            "<stdin>",
+        );
         c.stdin = Some(PathBuf::from(&input));
         cases.push(c);
-        let mut c = case(format!("aggregate - < {input}"), &["aggregate", "-"], "<stdin>");
+        let mut c = case(
+            format!("aggregate - < {input}"),
+            &["aggregate", "-"],
+            "<stdin>",
+        );
         c.stdin = Some(PathBuf::from(&input));
         // A 100 MB file of zeros is one overlong line: refused, and no report found.
         cases.push(c);
@@ -227,12 +251,28 @@ fn reports_for_diff_and_aggregate_refuse_bad_files() {
     let mut cases = Vec::new();
     for name in ["fifo.yaml", "big.yaml", "deep.json", "loop.yaml"] {
         let p = inputs.path(name);
-        cases.push(case(format!("diff {name} good"), &["diff", &p, REPORT], name));
-        cases.push(case(format!("diff good {name}"), &["diff", REPORT, &p], name));
+        cases.push(case(
+            format!("diff {name} good"),
+            &["diff", &p, REPORT],
+            name,
+        ));
+        cases.push(case(
+            format!("diff good {name}"),
+            &["diff", REPORT, &p],
+            name,
+        ));
         cases.push(case(format!("aggregate {name}"), &["aggregate", &p], name));
     }
-    cases.push(case("diff /dev/zero", &["diff", "/dev/zero", REPORT], "/dev/zero"));
-    cases.push(case("aggregate /dev/zero", &["aggregate", "/dev/zero"], "/dev/zero"));
+    cases.push(case(
+        "diff /dev/zero",
+        &["diff", "/dev/zero", REPORT],
+        "/dev/zero",
+    ));
+    cases.push(case(
+        "aggregate /dev/zero",
+        &["aggregate", "/dev/zero"],
+        "/dev/zero",
+    ));
     check_all(&cases);
 }
 
@@ -262,7 +302,14 @@ fn a_chart_with_a_bad_schema_or_archive_is_an_error_not_skipped() {
     let work = tempfile::tempdir().unwrap();
     let chart = |name: &str, schema: &dyn Fn(&Path)| -> String {
         let dir = work.path().join(name);
-        assert!(Command::new("cp").args(["-a", CHART]).arg(&dir).status().unwrap().success());
+        assert!(
+            Command::new("cp")
+                .args(["-a", CHART])
+                .arg(&dir)
+                .status()
+                .unwrap()
+                .success()
+        );
         fs::remove_file(dir.join("values.schema.json")).unwrap();
         schema(&dir.join("values.schema.json"));
         dir.display().to_string()
@@ -290,11 +337,31 @@ fn a_chart_with_a_bad_schema_or_archive_is_an_error_not_skipped() {
     assert!(status.success());
     let bomb = bomb.display().to_string();
     let mut cases = vec![
-        case("schema FIFO", &["run", "--root", &root, "--chart", &fifo], "values.schema.json"),
-        case("schema dir", &["run", "--root", &root, "--chart", &dir], "values.schema.json"),
-        case("schema loop", &["run", "--root", &root, "--chart", &looped], "values.schema.json"),
-        case("schema 100 MB", &["run", "--root", &root, "--chart", &big], "values.schema.json"),
-        case("gzip bomb", &["run", "--root", &root, "--chart", &bomb], "bomb.tgz"),
+        case(
+            "schema FIFO",
+            &["run", "--root", &root, "--chart", &fifo],
+            "values.schema.json",
+        ),
+        case(
+            "schema dir",
+            &["run", "--root", &root, "--chart", &dir],
+            "values.schema.json",
+        ),
+        case(
+            "schema loop",
+            &["run", "--root", &root, "--chart", &looped],
+            "values.schema.json",
+        ),
+        case(
+            "schema 100 MB",
+            &["run", "--root", &root, "--chart", &big],
+            "values.schema.json",
+        ),
+        case(
+            "gzip bomb",
+            &["run", "--root", &root, "--chart", &bomb],
+            "bomb.tgz",
+        ),
     ];
     let deep = inputs.path("deep-flow.yaml");
     let deep_values = chart("values-deep", &|_| {});
@@ -313,31 +380,60 @@ fn node_files_under_root_are_bounded_too() {
     let mut cases = Vec::new();
     let config = "etc/rancher/k3s/config.yaml";
     let containerd = "var/lib/rancher/k3s/agent/etc/containerd/config.toml";
-    let hostile: Vec<(&str, &str, Box<dyn Fn(&Path)>)> = vec![
-        ("config.yaml FIFO", config, Box::new(|p: &Path| {
-            fs::remove_file(p).unwrap();
-            nix::unistd::mkfifo(p, nix::sys::stat::Mode::S_IRWXU).unwrap();
-        })),
-        ("config.yaml 100 MB", config, Box::new(|p: &Path| {
-            fs::File::create(p).unwrap().set_len(100 << 20).unwrap();
-        })),
-        ("config.yaml deep", config, Box::new(|p: &Path| {
-            fs::write(p, format!("a: {}\n", "[".repeat(200_000))).unwrap();
-        })),
-        ("config.yaml loop", config, Box::new(|p: &Path| {
-            fs::remove_file(p).unwrap();
-            std::os::unix::fs::symlink("config.yaml", p).unwrap();
-        })),
-        ("config.toml FIFO", containerd, Box::new(|p: &Path| {
-            let _ = fs::remove_file(p);
-            nix::unistd::mkfifo(p, nix::sys::stat::Mode::S_IRWXU).unwrap();
-        })),
+    type Change = Box<dyn Fn(&Path)>;
+    let hostile: Vec<(&str, &str, Change)> = vec![
+        (
+            "config.yaml FIFO",
+            config,
+            Box::new(|p: &Path| {
+                fs::remove_file(p).unwrap();
+                nix::unistd::mkfifo(p, nix::sys::stat::Mode::S_IRWXU).unwrap();
+            }),
+        ),
+        (
+            "config.yaml 100 MB",
+            config,
+            Box::new(|p: &Path| {
+                fs::File::create(p).unwrap().set_len(100 << 20).unwrap();
+            }),
+        ),
+        (
+            "config.yaml deep",
+            config,
+            Box::new(|p: &Path| {
+                fs::write(p, format!("a: {}\n", "[".repeat(200_000))).unwrap();
+            }),
+        ),
+        (
+            "config.yaml loop",
+            config,
+            Box::new(|p: &Path| {
+                fs::remove_file(p).unwrap();
+                std::os::unix::fs::symlink("config.yaml", p).unwrap();
+            }),
+        ),
+        (
+            "config.toml FIFO",
+            containerd,
+            Box::new(|p: &Path| {
+                let _ = fs::remove_file(p);
+                nix::unistd::mkfifo(p, nix::sys::stat::Mode::S_IRWXU).unwrap();
+            }),
+        ),
     ];
     for (label, rel, change) in &hostile {
         let (tmp, root) = node(|r| change(&r.join(rel)));
         let r = root.display().to_string();
-        let leaf = Path::new(rel).file_name().unwrap().to_string_lossy().into_owned();
-        cases.push(case(format!("plan {label}"), &["plan", "--root", &r], leaf.clone()));
+        let leaf = Path::new(rel)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        cases.push(case(
+            format!("plan {label}"),
+            &["plan", "--root", &r],
+            leaf.clone(),
+        ));
         cases.push(case(
             format!("install {label}"),
             &["install", "--root", &r, "--yes"],
@@ -358,20 +454,30 @@ fn node_files_under_root_are_bounded_too() {
             .unwrap();
         });
         let r = root.display().to_string();
-        cases.push(case("plan config.yaml /dev/zero", &["plan", "--root", &r], "config.yaml"));
+        cases.push(case(
+            "plan config.yaml /dev/zero",
+            &["plan", "--root", &r],
+            "config.yaml",
+        ));
         keep.push(tmp);
     } else {
         eprintln!("SKIP the device-node case: mknod needs root");
     }
     // The journal: rollback and fallback read it first.
     for (label, make) in [
-        ("journal FIFO", Box::new(|p: &Path| {
-            nix::unistd::mkfifo(p, nix::sys::stat::Mode::S_IRWXU).unwrap()
-        }) as Box<dyn Fn(&Path)>),
-        ("journal 100 MB", Box::new(|p: &Path| {
-            fs::File::create(p).unwrap().set_len(100 << 20).unwrap()
-        })),
-        ("journal deep", Box::new(|p: &Path| fs::write(p, "[".repeat(200_000)).unwrap())),
+        (
+            "journal FIFO",
+            Box::new(|p: &Path| nix::unistd::mkfifo(p, nix::sys::stat::Mode::S_IRWXU).unwrap())
+                as Box<dyn Fn(&Path)>,
+        ),
+        (
+            "journal 100 MB",
+            Box::new(|p: &Path| fs::File::create(p).unwrap().set_len(100 << 20).unwrap()),
+        ),
+        (
+            "journal deep",
+            Box::new(|p: &Path| fs::write(p, "[".repeat(200_000)).unwrap()),
+        ),
     ] {
         let (tmp, root) = node(|r| {
             let dir = r.join("var/lib/preflight/journal");
@@ -379,7 +485,11 @@ fn node_files_under_root_are_bounded_too() {
             make(&dir.join("journal.json"));
         });
         let r = root.display().to_string();
-        cases.push(case(format!("rollback {label}"), &["rollback", "--root", &r], "journal.json"));
+        cases.push(case(
+            format!("rollback {label}"),
+            &["rollback", "--root", &r],
+            "journal.json",
+        ));
         cases.push(case(
             format!("fallback {label}"),
             &["fallback", "flannel", "--root", &r, "--yes"],

@@ -58,21 +58,36 @@ exit 0
 
 /// Files outside the root, each with the sentinel in it, and dirs with files inside.
 const OUTSIDE: &[(&str, &str)] = &[
-    ("config.yaml", "flannel-backend: LEAKBACKEND\ncluster-cidr: 10.99.0.0/16\n"),
-    ("config.yaml.d/50-leak.yaml", "flannel-backend: LEAKDROPIN\n"),
+    (
+        "config.yaml",
+        "flannel-backend: LEAKBACKEND\ncluster-cidr: 10.99.0.0/16\n",
+    ),
+    (
+        "config.yaml.d/50-leak.yaml",
+        "flannel-backend: LEAKDROPIN\n",
+    ),
     (
         "config.toml",
         "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".cni]\n  bin_dir = \"/LEAKBIN\"\n  conf_dir = \"/LEAKCONF\"\n",
     ),
-    ("net.d/10-flannel-LEAK.conflist", "{\"name\":\"LEAKCONFLIST\"}\n"),
+    (
+        "net.d/10-flannel-LEAK.conflist",
+        "{\"name\":\"LEAKCONFLIST\"}\n",
+    ),
     ("preflight/journal/backup/0001-keep", "LEAKKEEP\n"),
     ("preflight/cilium-values.yaml", "LEAKVALUES: 1\n"),
     ("varlib/preflight/journal/backup/0002-keep", "LEAKKEEP2\n"),
-    ("systemd/system/LEAK.service", "[Unit]\nDescription=LEAKUNIT\n"),
+    (
+        "systemd/system/LEAK.service",
+        "[Unit]\nDescription=LEAKUNIT\n",
+    ),
     ("node_config.h", "/* LEAKHEADER */\n#define LEAK 1\n"),
     ("rp_filter", "LEAK-rp-filter\n"),
     ("k3s.yaml", "LEAKKUBECONFIG: 1\n"),
-    ("hardlinked.conflist", "{\"name\":\"cbr0\",\"plugins\":[{\"type\":\"flannel\"}]}\n"),
+    (
+        "hardlinked.conflist",
+        "{\"name\":\"cbr0\",\"plugins\":[{\"type\":\"flannel\"}]}\n",
+    ),
     ("victim", "LEAKVICTIM\n"),
     ("victim-dir/inside", "LEAKVICTIMDIR\n"),
 ];
@@ -142,7 +157,10 @@ fn snapshot(dir: &Path) -> BTreeMap<String, String> {
             let ids = format!("{:o} {}:{}", m.mode() & 0o7777, m.uid(), m.gid());
             let ft = m.file_type();
             if ft.is_symlink() {
-                out.insert(rel, format!("link -> {}", fs::read_link(&p).unwrap().display()));
+                out.insert(
+                    rel,
+                    format!("link -> {}", fs::read_link(&p).unwrap().display()),
+                );
             } else if ft.is_dir() {
                 out.insert(rel, format!("dir {ids}"));
                 walk(base, &p, out);
@@ -217,16 +235,23 @@ fn variants() -> Vec<(&'static str, Setup)> {
             w.link("etc/rancher/k3s/config.yaml", &w.out("config.yaml"))
         }),
         ("config.yaml relative symlink climbing out", |w| {
-            w.link("etc/rancher/k3s/config.yaml", "../../../../outside/config.yaml")
+            w.link(
+                "etc/rancher/k3s/config.yaml",
+                "../../../../outside/config.yaml",
+            )
         }),
         ("config.yaml.d directory symlink out", |w| {
             w.link("etc/rancher/k3s/config.yaml.d", &w.out("config.yaml.d"))
         }),
-        ("config.yaml.d -> /", |w| w.link("etc/rancher/k3s/config.yaml.d", "/")),
+        ("config.yaml.d -> /", |w| {
+            w.link("etc/rancher/k3s/config.yaml.d", "/")
+        }),
         ("var/lib/preflight absolute symlink out", |w| {
             w.link("var/lib/preflight", &w.out("preflight"))
         }),
-        ("var/lib symlink out", |w| w.link("var/lib", &w.out("varlib"))),
+        ("var/lib symlink out", |w| {
+            w.link("var/lib", &w.out("varlib"))
+        }),
         ("var/lib/preflight relative symlink climbing out", |w| {
             w.link("var/lib/preflight", "../../../outside/preflight")
         }),
@@ -301,9 +326,18 @@ fn assert_contained(w: &World, before: &BTreeMap<String, String>, what: &str, m:
         "{what}: did not end cleanly\n{}",
         m.describe()
     );
-    assert!(!m.stderr.contains("panicked"), "{what}: panicked\n{}", m.describe());
+    assert!(
+        !m.stderr.contains("panicked"),
+        "{what}: panicked\n{}",
+        m.describe()
+    );
     let after = snapshot(&w.outside);
-    assert_eq!(&after, before, "{what}: the outside tree changed\n{}", m.describe());
+    assert_eq!(
+        &after,
+        before,
+        "{what}: the outside tree changed\n{}",
+        m.describe()
+    );
     let outside = w.outside.display().to_string();
     for (stream, text) in [("stdout", &m.stdout), ("stderr", &m.stderr)] {
         assert!(
@@ -313,9 +347,10 @@ fn assert_contained(w: &World, before: &BTreeMap<String, String>, what: &str, m:
         );
     }
     // The outside path taken inside the root (root + outside path) is inside: not a leak.
-    let argv = w
-        .argv_log()
-        .replace(&format!("{}{outside}", w.root.display()), "<inside the root>");
+    let argv = w.argv_log().replace(
+        &format!("{}{outside}", w.root.display()),
+        "<inside the root>",
+    );
     assert!(
         !argv.contains(SENTINEL) && !argv.contains(&format!("{outside}/")),
         "{what}: a tool was handed something outside the root:\n{argv}"
@@ -373,17 +408,30 @@ fn install_and_rollback_through_a_linked_state_dir_stay_inside() {
     let before = snapshot(&w.outside);
     let m = w.run(&["install", "--yes"]);
     assert_eq!(m.code, Some(0), "{}", m.describe());
-    let inside = w.root.join(w.outside.strip_prefix("/").unwrap()).join("preflight");
-    assert!(inside.join("journal/journal.json").is_file(), "the journal went inside the root");
+    let inside = w
+        .root
+        .join(w.outside.strip_prefix("/").unwrap())
+        .join("preflight");
+    assert!(
+        inside.join("journal/journal.json").is_file(),
+        "the journal went inside the root"
+    );
     let m = w.run(&["rollback"]);
     assert_eq!(m.code, Some(0), "{}", m.describe());
     assert_eq!(snapshot(&w.outside), before);
 }
 
 fn has_clang() -> bool {
-    ["clang", "clang-19", "clang-18", "clang-17", "clang-16", "clang-15", "clang-14"]
-        .iter()
-        .any(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))
+    [
+        "clang", "clang-19", "clang-18", "clang-17", "clang-16", "clang-15", "clang-14",
+    ]
+    .iter()
+    .any(|c| {
+        Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
 }
 
 #[test]
@@ -457,75 +505,208 @@ fn crafted_journals_are_refused_and_nothing_is_touched() {
     let cases: Vec<(&str, String)> = vec![
         (
             "delete an outside file (.. in the path)",
-            journal_json(&[], &[], &[entry(1, r#"{"undo":"path","path":"/../outside/victim","prior":{"kind":"absent"}}"#)], 2),
+            journal_json(
+                &[],
+                &[],
+                &[entry(
+                    1,
+                    r#"{"undo":"path","path":"/../outside/victim","prior":{"kind":"absent"}}"#,
+                )],
+                2,
+            ),
         ),
         (
             "move an outside file into the root (absolute backup)",
-            journal_json(&[], &[], &[entry(1, &format!(r#"{{"undo":"moved","path":"/etc/stolen","backup":"{}"}}"#, out("victim")))], 2),
+            journal_json(
+                &[],
+                &[],
+                &[entry(
+                    1,
+                    &format!(
+                        r#"{{"undo":"moved","path":"/etc/stolen","backup":"{}"}}"#,
+                        out("victim")
+                    ),
+                )],
+                2,
+            ),
         ),
         (
             "replace an outside dir with a file",
-            journal_json(&["0001-x"], &[], &[entry(1, &format!(r#"{{"undo":"path","path":"/../outside/victim-dir","prior":{}}}"#, file_prior(&format!("{b}/0001-x"))))], 2),
+            journal_json(
+                &["0001-x"],
+                &[],
+                &[entry(
+                    1,
+                    &format!(
+                        r#"{{"undo":"path","path":"/../outside/victim-dir","prior":{}}}"#,
+                        file_prior(&format!("{b}/0001-x"))
+                    ),
+                )],
+                2,
+            ),
         ),
         (
             "version 1 with host paths outside the root",
-            journal_json(&[], &[], &[entry(1, &format!(r#"{{"undo":"moved","path":"/etc/stolen","backup":"{}"}}"#, out("victim")))], 1),
+            journal_json(
+                &[],
+                &[],
+                &[entry(
+                    1,
+                    &format!(
+                        r#"{{"undo":"moved","path":"/etc/stolen","backup":"{}"}}"#,
+                        out("victim")
+                    ),
+                )],
+                1,
+            ),
         ),
         (
             "a backup that climbs out of the backup dir",
-            journal_json(&["0001-x"], &[], &[entry(1, &format!(r#"{{"undo":"path","path":"/etc/x","prior":{}}}"#, file_prior(&format!("{b}/../../../../../outside/victim"))))], 2),
+            journal_json(
+                &["0001-x"],
+                &[],
+                &[entry(
+                    1,
+                    &format!(
+                        r#"{{"undo":"path","path":"/etc/x","prior":{}}}"#,
+                        file_prior(&format!("{b}/../../../../../outside/victim"))
+                    ),
+                )],
+                2,
+            ),
         ),
         (
             "a reserved backup name that is a path",
             journal_json(&["../../../../../outside/victim"], &[], &[], 2),
         ),
-        ("created_dirs naming /etc", journal_json(&[], &["/etc"], &[], 2)),
+        (
+            "created_dirs naming /etc",
+            journal_json(&[], &["/etc"], &[], 2),
+        ),
         (
             "helm arguments that are not --kubeconfig",
-            journal_json(&[], &[], &[entry(1, r#"{"undo":"helm","release":"cilium","namespace":"kube-system","prior_revision":null,"extra_args":["--post-renderer","/bin/sh"]}"#)], 2),
+            journal_json(
+                &[],
+                &[],
+                &[entry(
+                    1,
+                    r#"{"undo":"helm","release":"cilium","namespace":"kube-system","prior_revision":null,"extra_args":["--post-renderer","/bin/sh"]}"#,
+                )],
+                2,
+            ),
         ),
         (
             "a kubeconfig outside the root",
-            journal_json(&[], &[], &[entry(1, &format!(r#"{{"undo":"helm","release":"cilium","namespace":"kube-system","prior_revision":null,"extra_args":["--kubeconfig","{}"]}}"#, out("k3s.yaml")))], 2),
+            journal_json(
+                &[],
+                &[],
+                &[entry(
+                    1,
+                    &format!(
+                        r#"{{"undo":"helm","release":"cilium","namespace":"kube-system","prior_revision":null,"extra_args":["--kubeconfig","{}"]}}"#,
+                        out("k3s.yaml")
+                    ),
+                )],
+                2,
+            ),
         ),
         (
             "firewall-cmd arguments that are not an undo",
-            journal_json(&[], &[], &[entry(1, r#"{"undo":"firewall","remove_args":["--direct","--passthrough","ipv4","-F"]}"#)], 2),
+            journal_json(
+                &[],
+                &[],
+                &[entry(
+                    1,
+                    r#"{"undo":"firewall","remove_args":["--direct","--passthrough","ipv4","-F"]}"#,
+                )],
+                2,
+            ),
         ),
         (
             "kubectl arguments that are not a rollout restart",
-            journal_json(&[], &[], &[entry(1, r#"{"undo":"rollout_restart","args":["delete","namespace","kube-system"]}"#)], 2),
+            journal_json(
+                &[],
+                &[],
+                &[entry(
+                    1,
+                    r#"{"undo":"rollout_restart","args":["delete","namespace","kube-system"]}"#,
+                )],
+                2,
+            ),
         ),
         (
             "a sysctl key that is an option",
-            journal_json(&[], &[], &[entry(1, r#"{"undo":"sysctl","key":"-p/etc/shadow","prior":"0"}"#)], 2),
+            journal_json(
+                &[],
+                &[],
+                &[entry(
+                    1,
+                    r#"{"undo":"sysctl","key":"-p/etc/shadow","prior":"0"}"#,
+                )],
+                2,
+            ),
         ),
         (
             "a module name that is an option",
-            journal_json(&[], &[], &[entry(1, r#"{"undo":"module","name":"--remove-all"}"#)], 2),
+            journal_json(
+                &[],
+                &[],
+                &[entry(1, r#"{"undo":"module","name":"--remove-all"}"#)],
+                2,
+            ),
         ),
         (
             "a link name that is not an interface",
-            journal_json(&[], &[], &[entry(1, r#"{"undo":"link","name":"eth0 type dummy","prior":null}"#)], 2),
+            journal_json(
+                &[],
+                &[],
+                &[entry(
+                    1,
+                    r#"{"undo":"link","name":"eth0 type dummy","prior":null}"#,
+                )],
+                2,
+            ),
         ),
         (
             "an iptables snapshot outside the backups",
-            journal_json(&[], &[], &[entry(1, r#"{"undo":"iptables","snapshot":"/etc/shadow"}"#)], 2),
+            journal_json(
+                &[],
+                &[],
+                &[entry(1, r#"{"undo":"iptables","snapshot":"/etc/shadow"}"#)],
+                2,
+            ),
         ),
         (
             "make-shared of /",
-            journal_json(&[], &[], &[entry(1, r#"{"undo":"made_shared","path":"/"}"#)], 2),
+            journal_json(
+                &[],
+                &[],
+                &[entry(1, r#"{"undo":"made_shared","path":"/"}"#)],
+                2,
+            ),
         ),
         (
             "a path inside the journal's own dir",
-            journal_json(&[], &[], &[entry(1, r#"{"undo":"path","path":"/var/lib/preflight/journal/journal.json","prior":{"kind":"absent"}}"#)], 2),
+            journal_json(
+                &[],
+                &[],
+                &[entry(
+                    1,
+                    r#"{"undo":"path","path":"/var/lib/preflight/journal/journal.json","prior":{"kind":"absent"}}"#,
+                )],
+                2,
+            ),
         ),
         ("not JSON", "{\"version\": 2, \"entries\": [".to_string()),
     ];
     let _ = root;
     let mut refused = 0;
     for (name, json) in &cases {
-        for cmd in [&["rollback"][..], &["fallback", "flannel", "--yes"], &["install", "--yes"]] {
+        for cmd in [
+            &["rollback"][..],
+            &["fallback", "flannel", "--yes"],
+            &["install", "--yes"],
+        ] {
             let w = world();
             let dir = w.at("var/lib/preflight/journal");
             fs::create_dir_all(dir.join("backup")).unwrap();
@@ -544,11 +725,19 @@ fn crafted_journals_are_refused_and_nothing_is_touched() {
             );
             assert_eq!(snapshot(&w.outside), outside, "{what}: outside changed");
             assert_eq!(snapshot(&w.root), inside, "{what}: the root changed");
-            assert!(w.argv_log().lines().all(|l| !l.contains("upgrade") && !l.contains("uninstall")), "{what}");
+            assert!(
+                w.argv_log()
+                    .lines()
+                    .all(|l| !l.contains("upgrade") && !l.contains("uninstall")),
+                "{what}"
+            );
             refused += 1;
         }
     }
-    eprintln!("crafted journals: {} journals x 3 commands = {refused} refusals, nothing touched", cases.len());
+    eprintln!(
+        "crafted journals: {} journals x 3 commands = {refused} refusals, nothing touched",
+        cases.len()
+    );
 }
 
 #[test]
@@ -559,7 +748,12 @@ fn rollback_removes_only_what_its_journal_created() {
     // Someone's files, some with the names preflight's backups would get.
     let mut theirs = vec!["keep-me".to_string()];
     for n in 1..=40 {
-        for leaf in ["sys-fs-bpf.mount", "10-flannel.conflist", "config.toml", "templates"] {
+        for leaf in [
+            "sys-fs-bpf.mount",
+            "10-flannel.conflist",
+            "config.toml",
+            "templates",
+        ] {
             theirs.push(format!("{n:04}-{leaf}"));
         }
     }
@@ -585,7 +779,10 @@ fn rollback_removes_only_what_its_journal_created() {
         .map(|(k, _)| k.clone())
         .chain(after.keys().filter(|k| !before.contains_key(*k)).cloned())
         .collect();
-    assert!(diff.is_empty(), "the root differs after install + rollback: {diff:?}");
+    assert!(
+        diff.is_empty(),
+        "the root differs after install + rollback: {diff:?}"
+    );
 }
 
 // ---- one change at a time -----------------------------------------------------------------
@@ -595,15 +792,24 @@ fn two_installs_on_one_root_cannot_run_at_once() {
     let w = world();
     fs::write(w.standin.join("gate"), "").unwrap();
     let mut first = w.command(&["install", "--yes"]);
-    first.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    first
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
     let mut first = first.spawn().unwrap();
     // Wait until the first install is inside helm (holding the lock, mid-change).
     let start = Instant::now();
     while !w.argv_log().contains("helm upgrade") {
-        assert!(start.elapsed() < LIMIT, "the first install never reached helm");
+        assert!(
+            start.elapsed() < LIMIT,
+            "the first install never reached helm"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    for args in [&["install", "--yes"][..], &["rollback"], &["fallback", "flannel", "--yes"]] {
+    for args in [
+        &["install", "--yes"][..],
+        &["rollback"],
+        &["fallback", "flannel", "--yes"],
+    ] {
         let m = w.run(args);
         assert_eq!(m.code, Some(2), "{args:?}\n{}", m.describe());
         assert!(
@@ -625,6 +831,13 @@ fn two_installs_on_one_root_cannot_run_at_once() {
     .unwrap();
     let m = w.run(&["rollback"]);
     assert_eq!(m.code, Some(0), "{}", m.describe());
-    assert!(m.stderr.contains("taking over the stale lock"), "{}", m.describe());
-    assert!(!w.at("var/lib/preflight").exists(), "the lock and state dir are gone");
+    assert!(
+        m.stderr.contains("taking over the stale lock"),
+        "{}",
+        m.describe()
+    );
+    assert!(
+        !w.at("var/lib/preflight").exists(),
+        "the lock and state dir are gone"
+    );
 }

@@ -193,7 +193,10 @@ fn no_std_fs_call_touches_the_node_outside_hosts_api() {
         .filter(|(_, n)| **n == 0)
         .map(|((f, t, _), _)| format!("{f}: {t}"))
         .collect();
-    assert!(stale.is_empty(), "allowlist entries that match nothing: {stale:?}");
+    assert!(
+        stale.is_empty(),
+        "allowlist entries that match nothing: {stale:?}"
+    );
 }
 
 #[test]

@@ -34,12 +34,17 @@ fn as_nobody() -> Option<AsNobody> {
 impl AsNobody {
     fn run(&self, args: &[&str]) -> Measured {
         let mut c = Command::new("setpriv");
-        c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all"])
-            .arg(&self.bin)
-            .args(args)
-            .current_dir("/")
-            .env("TMPDIR", "/tmp")
-            .stdin(std::process::Stdio::null());
+        c.args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(&self.bin)
+        .args(args)
+        .current_dir("/")
+        .env("TMPDIR", "/tmp")
+        .stdin(std::process::Stdio::null());
         measure(c, Duration::from_secs(300))
     }
 }
@@ -52,7 +57,11 @@ fn probe_as_nobody_is_undecided_in_one_line() {
     assert!(m.stdout.is_empty(), "{}", m.describe());
     let lines: Vec<&str> = m.stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{}", m.describe());
-    assert!(lines[0].contains("not privileged") && lines[0].contains("CAP_BPF"), "{}", m.describe());
+    assert!(
+        lines[0].contains("not privileged") && lines[0].contains("CAP_BPF"),
+        "{}",
+        m.describe()
+    );
 }
 
 #[test]
@@ -87,7 +96,16 @@ fn compile_as_nobody_without_the_verifier_is_not_a_pass() {
         return;
     }
     assert_eq!(m.code, Some(2), "{}", m.describe());
-    assert!(m.stderr.contains("verifier was not asked"), "{}", m.describe());
+    assert!(
+        m.stderr.contains("verifier was not asked"),
+        "{}",
+        m.describe()
+    );
     let m = n.run(&["compile", "--jobs", "2", "--no-verify"]);
-    assert_eq!(m.code, Some(0), "the compile alone was asked for\n{}", m.describe());
+    assert_eq!(
+        m.code,
+        Some(0),
+        "the compile alone was asked for\n{}",
+        m.describe()
+    );
 }

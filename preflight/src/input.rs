@@ -50,7 +50,9 @@ pub enum InputError {
          values file nests a handful)"
     )]
     TooDeep { file: String, line: usize },
-    #[error("{file}:{line}: more than {MAX_YAML_KEYS} keys; not parsed (Cilium's values have ~1,400)")]
+    #[error(
+        "{file}:{line}: more than {MAX_YAML_KEYS} keys; not parsed (Cilium's values have ~1,400)"
+    )]
     TooManyKeys { file: String, line: usize },
     #[error("{file}:{line}: not UTF-8 text")]
     NotText { file: String, line: usize },
@@ -256,8 +258,6 @@ pub fn yaml_depth(file: &str, text: &str) -> Result<(), InputError> {
             }
             if matches!(c, b',' | b'[' | b'{') && quote.is_none() {
                 at_value = true;
-            } else if c == b'-' && quote.is_none() && at_value && flow == 0 {
-                at_value = true;
             }
             if depth > MAX_YAML_DEPTH {
                 return Err(too_deep(line));
@@ -286,7 +286,10 @@ mod tests {
         let fifo = d.path().join("fifo");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
         let err = read(&fifo, "values files", 100).unwrap_err();
-        assert!(matches!(err, InputError::NotRegular { what: "a FIFO", .. }), "{err}");
+        assert!(
+            matches!(err, InputError::NotRegular { what: "a FIFO", .. }),
+            "{err}"
+        );
         let err = read(Path::new("/dev/zero"), "values files", 100).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -298,7 +301,8 @@ mod tests {
         std::fs::write(&big, vec![b'a'; 101]).unwrap();
         let err = read(&big, "values files", 100).unwrap_err();
         assert!(
-            err.to_string().contains("larger than 100 bytes, the limit for values files")
+            err.to_string()
+                .contains("larger than 100 bytes, the limit for values files")
                 && err.to_string().contains(MAX_BYTES_ENV),
             "{err}"
         );
@@ -313,10 +317,21 @@ mod tests {
         yaml_depth("ok.yaml", ok).unwrap();
         let flow = format!("a: {}\n", "[".repeat(200_000));
         let err = yaml_depth("f.yaml", &flow).unwrap_err();
-        assert_eq!(err, InputError::TooDeep { file: "f.yaml".into(), line: 1 });
+        assert_eq!(
+            err,
+            InputError::TooDeep {
+                file: "f.yaml".into(),
+                line: 1
+            }
+        );
         let dashes = format!("x:\n{}y\n", "- ".repeat(500));
-        assert!(matches!(yaml_depth("d.yaml", &dashes), Err(InputError::TooDeep { line: 2, .. })));
-        let keys: String = (0..MAX_YAML_KEYS + 1).map(|i| format!("k{i}: 1\n")).collect();
+        assert!(matches!(
+            yaml_depth("d.yaml", &dashes),
+            Err(InputError::TooDeep { line: 2, .. })
+        ));
+        let keys: String = (0..MAX_YAML_KEYS + 1)
+            .map(|i| format!("k{i}: 1\n"))
+            .collect();
         assert!(matches!(
             yaml_depth("k.yaml", &keys),
             Err(InputError::TooManyKeys { line, .. }) if line == MAX_YAML_KEYS + 1

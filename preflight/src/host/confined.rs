@@ -249,6 +249,8 @@ pub fn walk(root: BorrowedFd, path: &Path, follow_last: bool) -> io::Result<Walk
 /// A symlink on procfs whose target is not a plain relative path (`self` → `1234`, `net` →
 /// `self/net`) is a magic link (`fd/3` → `pipe:[…]` or `/dev/pts/0`, `exe`, `root`, `cwd`):
 /// RESOLVE_NO_MAGICLINKS refuses those, and so does the walk.
+// `f_type`'s width differs between architectures: the cast is needed on some.
+#[allow(clippy::unnecessary_cast)]
 fn is_magic(dir: BorrowedFd, target: &Path) -> bool {
     let on_proc = rfs::fstatfs(dir).is_ok_and(|s| s.f_type as i64 == PROC_SUPER_MAGIC);
     on_proc && (target.is_absolute() || target.as_os_str().as_bytes().contains(&b':'))
@@ -310,7 +312,9 @@ pub fn reopen(fd: &OwnedFd, flags: OFlags) -> io::Result<OwnedFd> {
 
 /// The file type of an fd.
 pub fn kind(fd: &OwnedFd) -> io::Result<FileType> {
-    Ok(FileType::from_raw_mode(rfs::fstat(fd).map_err(err)?.st_mode))
+    Ok(FileType::from_raw_mode(
+        rfs::fstat(fd).map_err(err)?.st_mode,
+    ))
 }
 
 pub(super) fn to_io(e: rustix::io::Errno) -> io::Error {

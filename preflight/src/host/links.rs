@@ -87,9 +87,7 @@ fn read_info(infos: &[LinkInfo], link: &mut Link) {
 /// device is taken to hold its kind's default port when that port is bound in the node's
 /// network namespace (`/proc/1/net/udp`, `udp6`), and some other port when it is not.
 pub fn gather_from_root(host: &super::HostRoot) -> Result<Vec<Link>, String> {
-    let names = host
-        .read_dir("/sys/class/net")
-        .map_err(|e| e.to_string())?;
+    let names = host.read_dir("/sys/class/net").map_err(|e| e.to_string())?;
     let bound = bound_udp_ports(host);
     let mut links = Vec::new();
     for name in names {
@@ -166,8 +164,14 @@ mod tests {
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, t).unwrap();
         };
-        w("sys/class/net/flannel.1/uevent", "DEVTYPE=vxlan\nINTERFACE=flannel.1\n");
-        w("sys/class/net/cni0/uevent", "DEVTYPE=bridge\nINTERFACE=cni0\n");
+        w(
+            "sys/class/net/flannel.1/uevent",
+            "DEVTYPE=vxlan\nINTERFACE=flannel.1\n",
+        );
+        w(
+            "sys/class/net/cni0/uevent",
+            "DEVTYPE=bridge\nINTERFACE=cni0\n",
+        );
         w("sys/class/net/eth0/uevent", "INTERFACE=eth0\n");
         w("sys/class/net/gen/uevent", "DEVTYPE=geneve\n");
         w(

@@ -94,6 +94,8 @@ pub struct Meta {
 }
 
 impl Meta {
+    // `st_nlink` and `st_size` differ in width between architectures: the casts are needed on some.
+    #[allow(clippy::unnecessary_cast)]
     fn of(st: &rustix::fs::Stat) -> Self {
         let kind = match FileType::from_raw_mode(st.st_mode) {
             FileType::RegularFile => Kind::File,
@@ -267,7 +269,9 @@ impl HostRoot {
         let target = rustix::fs::readlinkat(&fd, "", Vec::new())
             .map_err(|e| ReadError::from_io(self.display(path), confined::to_io(e)))?;
         let bytes: Vec<u8> = target.into_bytes();
-        Ok(PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(bytes)))
+        Ok(PathBuf::from(
+            <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(bytes),
+        ))
     }
 
     /// Sorted entry names of a directory (following links inside the root).
@@ -322,6 +326,8 @@ impl HostRoot {
     }
 
     /// statfs(2) magic of the file system `path` is on.
+    // `f_type`'s width differs between architectures: the cast is needed on some.
+    #[allow(clippy::unnecessary_cast)]
     pub fn fs_magic(&self, path: &str) -> Option<i64> {
         let fd = self.lookup(path, true).ok()?;
         rustix::fs::fstatfs(&fd).ok().map(|s| s.f_type as i64)
@@ -462,9 +468,17 @@ mod tests {
             assert_eq!(host.read_text("/etc/up").unwrap(), "inside", "{r:?}");
             // Absolute and relative links to the outside land inside the root, where there is
             // nothing: not found, never the sentinel.
-            for p in ["/etc/abs", "/etc/rel", "/dirlink/secret", "/../outside/secret"] {
+            for p in [
+                "/etc/abs",
+                "/etc/rel",
+                "/dirlink/secret",
+                "/../outside/secret",
+            ] {
                 let got = host.read_text(p);
-                assert!(matches!(got, Err(ReadError::NotFound(_))), "{r:?} {p}: {got:?}");
+                assert!(
+                    matches!(got, Err(ReadError::NotFound(_))),
+                    "{r:?} {p}: {got:?}"
+                );
             }
             assert_eq!(
                 host.canonical("/dirlink/secret").unwrap(),
@@ -479,7 +493,10 @@ mod tests {
                 .unwrap();
             host.write_atomic("/dirlink/secret", b"x", 0o600, None, &mut || Ok(()))
                 .unwrap();
-            assert_eq!(fs::read_to_string(h.outside.join("secret")).unwrap(), SECRET);
+            assert_eq!(
+                fs::read_to_string(h.outside.join("secret")).unwrap(),
+                SECRET
+            );
             assert!(
                 h.root
                     .join(h.outside.strip_prefix("/").unwrap())
@@ -500,7 +517,10 @@ mod tests {
             assert!(err.to_string().contains("/a: symlink loop"), "{err}");
             // A FIFO would block open(2) for reading until a writer came.
             let err = host.read_text("/etc/fifo").unwrap_err();
-            assert!(matches!(err, ReadError::NotRegular(_, "a FIFO")), "{r:?} {err}");
+            assert!(
+                matches!(err, ReadError::NotRegular(_, "a FIFO")),
+                "{r:?} {err}"
+            );
             if nix::unistd::geteuid().is_root() {
                 let err = host.read_bytes("/etc/zero").unwrap_err();
                 assert!(matches!(err, ReadError::NotRegular(..)), "{r:?} {err}");
@@ -525,9 +545,15 @@ mod tests {
             assert!(host.write_existing("/etc/hard", b"x").is_err(), "{r:?}");
             host.write_atomic("/etc/hard", b"new", 0o644, None, &mut || Ok(()))
                 .unwrap();
-            assert_eq!(fs::read_to_string(h.outside.join("secret")).unwrap(), SECRET);
+            assert_eq!(
+                fs::read_to_string(h.outside.join("secret")).unwrap(),
+                SECRET
+            );
             host.remove_file("/etc/hard").unwrap();
-            assert_eq!(fs::read_to_string(h.outside.join("secret")).unwrap(), SECRET);
+            assert_eq!(
+                fs::read_to_string(h.outside.join("secret")).unwrap(),
+                SECRET
+            );
         });
     }
 
@@ -541,14 +567,22 @@ mod tests {
             assert!(!h.root.join("dirlink").exists(), "{r:?}");
             assert!(host.chmod("/etc/abs", 0o777).is_err(), "{r:?}");
             host.lchown("/etc/abs", 0, 0).unwrap();
-            let mode = fs::metadata(h.outside.join("secret")).unwrap().permissions();
-            assert_ne!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o777);
+            let mode = fs::metadata(h.outside.join("secret"))
+                .unwrap()
+                .permissions();
+            assert_ne!(
+                std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+                0o777
+            );
             // A tree with a link out inside it: the link goes, the outside stays.
             fs::create_dir_all(h.root.join("t/sub")).unwrap();
             symlink(&h.outside, h.root.join("t/sub/out")).unwrap();
             host.remove_if_present("/t").unwrap();
             assert!(!h.root.join("t").exists());
-            assert_eq!(fs::read_to_string(h.outside.join("secret")).unwrap(), SECRET);
+            assert_eq!(
+                fs::read_to_string(h.outside.join("secret")).unwrap(),
+                SECRET
+            );
         });
     }
 
@@ -574,7 +608,12 @@ mod tests {
         assert!(host.read_bytes("/missing").unwrap_err().is_not_found());
         // A root that is not there: every access fails, naming it.
         let gone = HostRoot::new(dir.path().join("nope"));
-        assert!(gone.read_text("/etc/x").unwrap_err().to_string().contains("nope"));
+        assert!(
+            gone.read_text("/etc/x")
+                .unwrap_err()
+                .to_string()
+                .contains("nope")
+        );
         assert!(HostRoot::open(dir.path().join("nope")).is_err());
     }
 }

@@ -81,9 +81,9 @@ impl HostRoot {
     /// (node paths, outermost first). Symlinks on the way are followed inside the root, a
     /// dangling one included: its target is created (as `mkdir -p` through a link would).
     pub fn create_dir_all(&self, path: &str, mode: u32) -> Result<Vec<String>, WriteError> {
-        let target = self
-            .canonical(path)
-            .map_err(|e| self.failed("creating directory", path)(std::io::Error::other(e.to_string())))?;
+        let target = self.canonical(path).map_err(|e| {
+            self.failed("creating directory", path)(std::io::Error::other(e.to_string()))
+        })?;
         let mut created = Vec::new();
         let mut at = String::new();
         for part in confined::parts(Path::new(&target)) {
@@ -92,9 +92,9 @@ impl HostRoot {
             match self.lstat(&at) {
                 Ok(Some(m)) if m.is_dir() => continue,
                 Ok(Some(_)) => {
-                    return Err(self.failed("creating directory", &at)(std::io::Error::from_raw_os_error(
-                        libc::ENOTDIR,
-                    )));
+                    return Err(self.failed("creating directory", &at)(
+                        std::io::Error::from_raw_os_error(libc::ENOTDIR),
+                    ));
                 }
                 _ => {}
             }
@@ -269,7 +269,11 @@ impl HostRoot {
             Kind::Dir => {
                 self.create_dir(to, 0o700)?;
                 for name in self.read_dir(from)? {
-                    self.copy_tree_at(&format!("{from}/{name}"), &format!("{to}/{name}"), depth + 1)?;
+                    self.copy_tree_at(
+                        &format!("{from}/{name}"),
+                        &format!("{to}/{name}"),
+                        depth + 1,
+                    )?;
                 }
                 self.chmod(to, meta.mode)?;
             }
@@ -334,14 +338,21 @@ fn remove_at(dir: &OwnedFd, name: &OsStr, depth: usize) -> std::io::Result<()> {
     )
     .map_err(io)?;
     let names: Vec<OsString> = {
-        let listing = rfs::openat(&child, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(io)?;
+        let listing = rfs::openat(
+            &child,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io)?;
         let mut out = Vec::new();
         for e in rfs::Dir::new(listing).map_err(io)? {
             let e = e.map_err(io)?;
             let n = e.file_name().to_bytes();
             if n != b"." && n != b".." {
-                out.push(OsString::from(<OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(n)));
+                out.push(OsString::from(
+                    <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(n),
+                ));
             }
             if out.len() > super::MAX_DIR_ENTRIES {
                 return Err(std::io::Error::other("too many entries; not removed"));
@@ -355,7 +366,6 @@ fn remove_at(dir: &OwnedFd, name: &OsStr, depth: usize) -> std::io::Result<()> {
     drop(child);
     rfs::unlinkat(dir, name, AtFlags::REMOVEDIR).map_err(io)
 }
-
 
 impl HostRoot {
     /// Opens the regular file at `path` for reading and writing, creating it (`mode`) when
@@ -393,7 +403,11 @@ impl HostRoot {
                 Err(rustix::io::Errno::NOENT) => match rfs::openat(
                     &dir,
                     leaf.as_os_str(),
-                    OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    OFlags::RDWR
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
                     Mode::from_raw_mode(mode),
                 ) {
                     Ok(fd) => return Ok(std::fs::File::from(fd)),

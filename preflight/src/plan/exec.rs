@@ -265,7 +265,8 @@ impl Executor<'_> {
             }
             Action::CheckCniPaths { expect } => {
                 let path = self.host.display(node::CONTAINERD_CONFIG);
-                let Some(now) = node::read_containerd_cni(self.host, node::CONTAINERD_CONFIG)? else {
+                let Some(now) = node::read_containerd_cni(self.host, node::CONTAINERD_CONFIG)?
+                else {
                     return Ok(Some(format!(
                         "{path} has no CNI section; containerd uses its defaults"
                     )));

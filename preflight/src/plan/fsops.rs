@@ -93,8 +93,8 @@ pub fn restore(host: &HostRoot, path: &str, prior: &Prior) -> anyhow::Result<()>
             uid,
             gid,
         } => {
-            let want = read_file(host, backup)
-                .with_context(|| format!("reading the backup of {path}"))?;
+            let want =
+                read_file(host, backup).with_context(|| format!("reading the backup of {path}"))?;
             if let Some(m) = &now
                 && m.is_file()
                 && m.mode == *mode

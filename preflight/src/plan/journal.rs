@@ -489,7 +489,9 @@ pub fn check(file: &JournalFile, root: &Path) -> Result<(), String> {
             }
             Undo::Iptables { snapshot } => {
                 if !reserved(snapshot) {
-                    return Err(at(format!("snapshot {snapshot:?} is not a reserved backup")));
+                    return Err(at(format!(
+                        "snapshot {snapshot:?} is not a reserved backup"
+                    )));
                 }
             }
             Undo::MadeShared { path } => {
@@ -541,7 +543,9 @@ fn target_path(p: &str) -> Result<(), String> {
         && p.len() > 1
         && p.len() <= 4096
         && !p.contains('\0')
-        && p[1..].split('/').all(|c| !c.is_empty() && c != "." && c != "..");
+        && p[1..]
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..");
     if !ok {
         return Err(format!("path {p:?} is not a clean absolute node path"));
     }
@@ -561,8 +565,7 @@ fn word(w: &str, what: &str) -> Result<(), String> {
     let ok = !w.is_empty()
         && w.len() <= 253
         && !w.starts_with('-')
-        && w
-            .chars()
+        && w.chars()
             .all(|c| c.is_ascii_alphanumeric() || "@._:+/-".contains(c));
     if ok {
         Ok(())

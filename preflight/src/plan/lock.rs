@@ -121,7 +121,10 @@ impl Lock {
             }
             // The file may have been removed by the holder that just let go: lock the file
             // that is at the path, not an orphan.
-            let now = file.metadata().map(|m| std::os::unix::fs::MetadataExt::ino(&m)).ok();
+            let now = file
+                .metadata()
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+                .ok();
             if now.is_none() || host.inode(LOCK_FILE) != now {
                 continue;
             }
@@ -131,7 +134,10 @@ impl Lock {
                 } else {
                     "its process is gone"
                 };
-                eprintln!("preflight: taking over the stale lock {shown} of {}: {why}", h.describe());
+                eprintln!(
+                    "preflight: taking over the stale lock {shown} of {}: {why}",
+                    h.describe()
+                );
             }
             file.set_len(0)?;
             file.rewind()?;
@@ -172,7 +178,10 @@ mod tests {
         let first = Lock::acquire(&host, "install").unwrap();
         let err = Lock::acquire(&host, "rollback").unwrap_err().to_string();
         assert!(err.contains("`preflight install`"), "{err}");
-        assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
         drop(first);
         assert!(!d.path().join("var/lib/preflight").exists());
         let again = Lock::acquire(&host, "rollback").unwrap();

@@ -1219,7 +1219,6 @@ pub fn tools_needed(plan: &Plan) -> std::collections::BTreeSet<runner::Tool> {
     tools
 }
 
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

@@ -526,7 +526,10 @@ mod tests {
             }
         );
         fs::remove_file(d.path().join("proc/1/mountinfo")).unwrap();
-        assert_eq!(bpffs_state(&HostRoot::new(d.path())), MountState::NotMounted);
+        assert_eq!(
+            bpffs_state(&HostRoot::new(d.path())),
+            MountState::NotMounted
+        );
         fs::write(d.path().join("proc/self/mountinfo"), "garbage\n").unwrap();
         match bpffs_state(&HostRoot::new(d.path())) {
             MountState::Unknown(why) => assert!(why.contains("proc/self/mountinfo:1"), "{why}"),
@@ -544,7 +547,10 @@ mod tests {
             resolve(&HostRoot::new(d.path()), "/var/run/cilium/state").unwrap(),
             "/run/cilium/state"
         );
-        assert_eq!(resolve(&HostRoot::new(d.path()), "/etc/x").unwrap(), "/etc/x");
+        assert_eq!(
+            resolve(&HostRoot::new(d.path()), "/etc/x").unwrap(),
+            "/etc/x"
+        );
     }
 
     #[test]
@@ -575,7 +581,9 @@ mod tests {
         let p = d.path().join("config.toml");
         let host = HostRoot::new(d.path());
         fs::write(&p, "version = 2\n[plugins\n").unwrap();
-        let e = read_containerd_cni(&host, "/config.toml").unwrap_err().to_string();
+        let e = read_containerd_cni(&host, "/config.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("config.toml:2"), "{e}");
         fs::write(
             &p,
@@ -651,7 +659,9 @@ mod fuzz {
                     2 => {
                         let p = d.path().join("config.toml");
                         fs::write(&p, &input).unwrap();
-                        if let Err(e) = read_containerd_cni(&HostRoot::new(d.path()), "/config.toml") {
+                        if let Err(e) =
+                            read_containerd_cni(&HostRoot::new(d.path()), "/config.toml")
+                        {
                             assert!(e.to_string().contains("config.toml"), "{e}");
                         }
                     }

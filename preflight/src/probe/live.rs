@@ -29,9 +29,11 @@ pub fn bpf_privilege() -> Result<(), String> {
             if eff & (1 << CAP_BPF) != 0 || eff & (1 << CAP_SYS_ADMIN) != 0 {
                 Ok(())
             } else {
-                Err("not privileged: this process has neither CAP_BPF nor CAP_SYS_ADMIN, so \
+                Err(
+                    "not privileged: this process has neither CAP_BPF nor CAP_SYS_ADMIN, so \
                      bpf() was not asked (run as root)"
-                    .to_string())
+                        .to_string(),
+                )
             }
         })
         .clone()
