@@ -55,6 +55,11 @@ const ALLOWED: &[(&str, &str, &str)] = &[
         "finding helm/kubectl/… on this system's PATH: the tools, not node files",
     ),
     (
+        "host/sysctl.rs",
+        "nix::unistd::access(probe",
+        "live-only (`--root /`): access(2) on the running system's /proc/sys",
+    ),
+    (
         "host/mounts.rs",
         "nix::sys::statfs::statfs(path)",
         "live-only (`--root /`): this system's bpffs; a host root uses HostRoot::fs_magic",
@@ -98,6 +103,7 @@ const FORBIDDEN: &[&str] = &[
     "std::os::unix::fs::lchown(",
     "std::os::unix::fs::chown(",
     "nix::sys::statfs::statfs(",
+    "nix::unistd::access(",
     ".canonicalize()",
     ".symlink_metadata()",
     ".read_link()",
