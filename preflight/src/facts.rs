@@ -129,7 +129,14 @@ impl Facts {
             let kernel_config = crate::host::kconfig::gather(&host, kernel_release.as_deref());
             let modules = crate::host::modules::gather(&host, kernel_release.as_deref());
             let mounts = crate::host::mounts::gather(&host);
-            let bpffs_magic = if live {
+            let on_node = opts.host.is_own_root();
+            let bpffs_magic = if live && !on_node {
+                // A host root (`/host` in a Job): the host's bpffs through it, read-only.
+                Gathered::from_result(
+                    host.fs_magic("/sys/fs/bpf")
+                        .ok_or_else(|| format!("statfs {}: failed", host.display("/sys/fs/bpf"))),
+                )
+            } else if live {
                 Gathered::from_result(crate::host::mounts::fs_magic("/sys/fs/bpf"))
             } else {
                 Gathered::Skipped(format!(
@@ -138,7 +145,10 @@ impl Facts {
                 ))
             };
             let sysctls = crate::host::sysctl::gather(&host, &mounts);
-            let links = if live {
+            let links = if live && !on_node {
+                // No hostNetwork in a Job: the host's devices from its sysfs, not our netns.
+                Gathered::from_result(crate::host::links::gather_from_root(&host))
+            } else if live {
                 Gathered::from_result(crate::host::links::gather())
             } else {
                 Gathered::Skipped(format!(

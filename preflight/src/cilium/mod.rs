@@ -124,6 +124,8 @@ impl Target {
             set::apply(&mut values, expr)?;
             sources.push(format!("--set {expr}"));
         }
+        // Bounded work: every key is judged (typo checks), so their number is capped.
+        values::check_key_count(&values, "-f/--set")?;
         let mut target = Self {
             cilium_version: version,
             capabilities: BTreeSet::new(),

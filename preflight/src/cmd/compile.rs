@@ -96,7 +96,18 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<u8> {
                 .as_ref()
                 .is_none_or(|v| v.rejected().next().is_none() && v.object_error.is_none())
     });
-    Ok(if ok { exit::GO } else { exit::NO_GO })
+    if !ok {
+        return Ok(exit::NO_GO);
+    }
+    // Compiled, but the verifier was to be asked and could not be: that is not a pass.
+    if opts.verify && !live {
+        eprintln!(
+            "preflight: undecided: the objects compiled, but the verifier was not asked (not \
+             root: loading needs CAP_BPF); run as root, or pass --no-verify for the compile alone"
+        );
+        return Ok(exit::ERROR);
+    }
+    Ok(exit::GO)
 }
 
 pub fn render(r: &CompileReport) -> String {

@@ -19,12 +19,13 @@ use crate::{
 
 pub fn aggregate(args: &AggregateArgs) -> anyhow::Result<u8> {
     let files = read::expand(&args.paths).context("listing the report paths")?;
+    let shown = |f: &Path| crate::host::input::shown(f);
     let mut agg = Aggregator::default();
     let mut stats = read::ReadStats::default();
     for file in &files {
         // Each report is folded as soon as it is read; none is kept.
         read::read_path(file, &mut stats, &mut |item| agg.add(item))
-            .with_context(|| format!("reading {}", file.display()))?;
+            .with_context(|| format!("reading {}", shown(file)))?;
     }
     let verdict = agg.finish(stats);
     match args.format {
@@ -41,7 +42,7 @@ pub fn aggregate(args: &AggregateArgs) -> anyhow::Result<u8> {
                 "preflight: error: no node reports in {} ({} lines read)",
                 args.paths
                     .iter()
-                    .map(|p| p.display().to_string())
+                    .map(|p| shown(p))
                     .collect::<Vec<_>>()
                     .join(", "),
                 verdict.input_lines
@@ -86,8 +87,9 @@ pub fn job(args: &JobArgs) -> anyhow::Result<u8> {
     run_args.extend(args.run_args.iter().cloned());
     let mut values: Vec<ValuesFile> = Vec::new();
     for path in &target.values {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("--values {}", path.display()))?;
+        // Read and parsed here with the same bounds as on the nodes: a file the nodes would
+        // refuse is refused now, naming it, not shipped to every node.
+        let (text, _) = crate::cilium::values::load_file(path)?;
         let file_name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

@@ -12,6 +12,7 @@ use clap::{Args, Subcommand};
 use crate::plan::{
     PlanOptions, exec, fallback, gitops,
     journal::Journal,
+    lock::Lock,
     node::NodeState,
     runner::{Runner, Tool},
 };
@@ -139,9 +140,10 @@ struct Judged {
 
 /// `full`: the whole preflight (canaries, the datapath compile), for an install on the live node;
 /// else node files and read-only queries only.
-fn judge(root: &Path, runner: &Runner, t: &TargetArgs, full: bool) -> anyhow::Result<Judged> {
+fn judge(host: &HostRoot, runner: &Runner, t: &TargetArgs, full: bool) -> anyhow::Result<Judged> {
     let target = t.target()?;
-    let node = NodeState::read(root, runner)?;
+    let node = NodeState::read(host, runner)?;
+    let root = host.root();
     let mut opts = t.options(&target);
     let plan = crate::plan::build_install(&node, &opts)?;
     // Judge what will be installed: the user's values with the node's requirements.
@@ -305,15 +307,15 @@ pub struct FallbackArgs {
     pub yes: bool,
 }
 
-/// The node's root as an absolute path: it ends up in command lines (helm --values,
-/// --kubeconfig).
+/// The node's root as an absolute path (it ends up in command lines: helm --values,
+/// --kubeconfig), opened once: every access of the command goes through this directory fd.
 fn node_root(arg: &RootArg) -> anyhow::Result<HostRoot> {
     let given = arg.host(false)?;
     let path = given
         .root()
         .canonicalize()
         .with_context(|| format!("--root {}", arg.path.display()))?;
-    Ok(HostRoot::new(path))
+    Ok(HostRoot::open(path)?)
 }
 
 /// Print the fault-point count when the test hooks are on, so tests know the matrix size.
@@ -330,12 +332,12 @@ fn report_fault_points() {
 
 pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
     let host = node_root(&args.root)?;
-    let root = host.root().to_path_buf();
     let runner = args.tools.runner();
-    let j = judge(&root, &runner, &args.target, false)?;
+    let j = judge(&host, &runner, &args.target, false)?;
     let mut plan = j.plan.clone();
     if let Some(dir) = &args.emit_gitops {
         let values = plan.values.clone().context("plan has no values")?;
+        // A directory the operator names for the output, not a node path: written as given.
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let version = plan
             .steps
@@ -421,10 +423,11 @@ fn confirm(yes: bool, what: &str) -> anyhow::Result<bool> {
 
 pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
     let host = node_root(&args.root)?;
-    let root = host.root().to_path_buf();
     let runner = args.tools.runner();
+    // Before anything is read: the plan must not be made from a node another run is changing.
+    let lock = Lock::acquire(&host, "install")?;
     // The preflight: refuse on no-go, except for what the plan itself fixes.
-    let j = judge(&root, &runner, &args.target, host.is_live())?;
+    let j = judge(&host, &runner, &args.target, host.is_live())?;
     let (node, plan) = (&j.node, &j.plan);
     crate::out!("{}", crate::plan::render(plan, &runner));
     let blocking = print_verdict(&j);
@@ -450,16 +453,16 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
         return Ok(exit::NO_GO);
     }
 
-    let journal = Journal::begin(&root, "install")?;
+    let journal = Journal::begin(&host, "install", &lock.created)?;
     let mut exec = exec::Executor {
-        root: &root,
+        host: &host,
         runner: &runner,
         journal,
         log: Box::new(|l| crate::outln!("{l}")),
     };
     crate::outln!(
         "\nExecuting (journal: {})",
-        crate::plan::journal_dir(&root).display()
+        host.display(crate::plan::journal::JOURNAL_DIR)
     );
     let result = exec.run(plan).and_then(|()| {
         exec.journal.complete().map_err(|error| exec::StepFailure {
@@ -493,7 +496,7 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
                 }
             }
             crate::outln!("\nRolling back automatically…");
-            let code = print_rollback(exec::rollback(&root, &runner)?);
+            let code = print_rollback(exec::rollback(&host, &runner)?);
             report_fault_points();
             Ok(if code == exit::GO { exit::NO_GO } else { code })
         }
@@ -594,9 +597,9 @@ fn print_rollback(r: exec::RollbackReport) -> u8 {
 
 pub fn rollback(args: &RollbackArgs) -> anyhow::Result<u8> {
     let host = node_root(&args.root)?;
-    let root = host.root().to_path_buf();
     let runner = args.tools.runner();
-    let code = print_rollback(exec::rollback(&root, &runner)?);
+    let _lock = Lock::acquire(&host, "rollback")?;
+    let code = print_rollback(exec::rollback(&host, &runner)?);
     report_fault_points();
     Ok(code)
 }
@@ -606,7 +609,8 @@ pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
     let host = node_root(&args.root)?;
     let root = host.root().to_path_buf();
     let runner = args.tools.runner();
-    if let Some(j) = Journal::load(&root)? {
+    let lock = Lock::acquire(&host, "fallback")?;
+    if let Some(j) = Journal::load(&host)? {
         if j.file.runs.iter().any(|r| r == "fallback-flannel") {
             crate::outln!(
                 "A flannel fallback is already journaled; running it again changes only what drifted."
@@ -615,13 +619,13 @@ pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
             crate::outln!(
                 "Rolling back the Cilium install first (restores conflists, removes the drop-in, restarts k3s):"
             );
-            let code = print_rollback(exec::rollback(&root, &runner)?);
+            let code = print_rollback(exec::rollback(&host, &runner)?);
             if code != exit::GO {
                 return Ok(code);
             }
         }
     }
-    let node = NodeState::read(&root, &runner)?;
+    let node = NodeState::read(&host, &runner)?;
     // Our flannel drop-in wins over config.yaml and drop-ins that sort before it; one that
     // sorts after it would keep flannel off: say exactly what to change instead.
     if let Some(k3s) = &node.k3s
@@ -652,9 +656,9 @@ pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
         crate::outln!("Not confirmed; nothing changed.");
         return Ok(exit::NO_GO);
     }
-    let journal = Journal::begin(&root, "fallback-flannel")?;
+    let journal = Journal::begin(&host, "fallback-flannel", &lock.created)?;
     let mut exec = exec::Executor {
-        root: &root,
+        host: &host,
         runner: &runner,
         journal,
         log: Box::new(|l| crate::outln!("{l}")),
@@ -680,7 +684,7 @@ pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
                 failure.step,
                 failure.error
             );
-            let code = print_rollback(exec::rollback(&root, &runner)?);
+            let code = print_rollback(exec::rollback(&host, &runner)?);
             report_fault_points();
             Ok(if code == exit::GO { exit::NO_GO } else { code })
         }

@@ -76,6 +76,11 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
 }
 
 pub fn probe(args: &ProbeArgs) -> anyhow::Result<u8> {
+    // Without the privilege every answer would be "could not tell": say so in one line.
+    if let Err(why) = probe::live::bpf_privilege() {
+        eprintln!("preflight: undecided: {why}; nothing was probed");
+        return Ok(exit::ERROR);
+    }
     let report = probe::probe(&LiveKernel, args.scope());
     match args.format {
         ProbeFormat::Json => crate::outln!(
