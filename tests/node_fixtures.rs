@@ -573,7 +573,7 @@ fn the_verdict_line_separates_blocked_from_undecided_capabilities() {
     assert_eq!(capability(&r, "tunnel-vxlan")["undecided"], true);
     assert_eq!(
         summary(&r),
-        "NO-GO: Cilium 1.19 would not come up: 1 failed check blocks base-datapath; \
+        "NO-GO: Cilium 1.20.2 would not come up: 1 failed check blocks base-datapath; \
          undecided: tunnel-vxlan, l7-proxy"
     );
 }

@@ -548,7 +548,7 @@ fn diff_warns_when_the_targets_differ_and_judges_by_the_new_needs() {
     let out = diff_of(&base, &older);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("warning: targets differ: Cilium 1.19 before, 1.16 after"),
+        text.contains("warning: targets differ: Cilium 1.20.2 before, 1.16 after"),
         "{text}"
     );
     // Netkit on Debian's 6.1 kernel: a new capability the node cannot give. The capability
@@ -643,7 +643,11 @@ fn chart_and_cilium_version_must_agree() {
             "{right}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(json(&out)["target"]["cilium_version"], right);
+        // Written as parsed: the `v` is spelling, not version.
+        assert_eq!(
+            json(&out)["target"]["cilium_version"],
+            right.trim_start_matches('v')
+        );
     }
 }
 
@@ -902,7 +906,7 @@ fn misspelt_keys_fail_when_they_meant_a_capability_and_warn_otherwise() {
     let detail = c["detail"].as_str().unwrap();
     assert!(
         detail.contains(&format!(
-            "`kubeProxyReplacment` (at {name}:3) is not a key of the Cilium 1.19 chart; did you mean `kubeProxyReplacement`?"
+            "`kubeProxyReplacment` (at {name}:3) is not a key of the Cilium 1.20.2 chart; did you mean `kubeProxyReplacement`?"
         )),
         "{detail}"
     );

@@ -110,7 +110,7 @@ fn fixture(name: &str, scratch: &Path) -> Facts {
 
 fn judge(c: &Case, scratch: &Path) -> Verdict {
     let spec = TargetSpec {
-        cilium_version: Some(c.version.into()),
+        cilium_version: Some(c.version.parse().expect("a version")),
         value_files: c.files.iter().map(|f| repo(f)).collect(),
         sets: c.sets.iter().map(|s| s.to_string()).collect(),
         ..Default::default()

@@ -171,13 +171,15 @@ pub struct RunArgs {
     pub exit_zero: bool,
 }
 
-/// The target flags `run`, `plan` and `install` share: which Cilium, with which Helm values.
+/// The target flags `run`, `plan`, `install` and `job` share: which Cilium, with which Helm
+/// values.
 #[derive(Debug, Args)]
 pub struct TargetFlags {
-    /// Cilium version, e.g. 1.16.4 (default: --chart's version; else for `run` the newest
-    /// profile, for `plan`/`install` the chart release they install, see their --help).
-    #[arg(long, value_name = "VERSION")]
-    pub cilium_version: Option<String>,
+    /// Cilium version, e.g. 1.20 or 1.16.4 (default: --chart's version, else the newest release
+    /// preflight knows; a minor is its newest known patch). A minor preflight does not know is
+    /// refused with the known ones (exit 2); a newer patch is judged with a warning.
+    #[arg(long, value_name = "VERSION", value_parser = crate::cilium::CiliumVersion::parse)]
+    pub cilium_version: Option<crate::cilium::CiliumVersion>,
     /// Helm values file (repeatable; later files win, maps merge deeply as in Helm).
     #[arg(short = 'f', long = "values", value_name = "FILE")]
     pub values: Vec<PathBuf>,
@@ -193,15 +195,11 @@ pub struct TargetFlags {
 }
 
 impl TargetFlags {
-    /// The target these flags describe; `default_version` when neither --cilium-version nor
-    /// --chart names one (None: the newest profile).
-    pub fn spec(&self, default_version: Option<&str>) -> crate::cilium::TargetSpec {
+    /// The target these flags describe (the version resolves in `Target::build`: the flag, else
+    /// the chart's, else the newest release).
+    pub fn spec(&self) -> crate::cilium::TargetSpec {
         crate::cilium::TargetSpec {
-            cilium_version: self.cilium_version.clone().or_else(|| {
-                self.chart
-                    .is_none()
-                    .then(|| default_version.map(String::from))?
-            }),
+            cilium_version: self.cilium_version.clone(),
             value_files: self.values.clone(),
             sets: self.set.clone(),
             chart: self.chart.clone(),
@@ -257,7 +255,7 @@ pub struct JobArgs {
 
 impl RunArgs {
     pub fn target_spec(&self) -> crate::cilium::TargetSpec {
-        self.target.spec(None)
+        self.target.spec()
     }
 }
 
@@ -319,9 +317,10 @@ pub struct CompileArgs {
     /// The node's root filesystem for --as-node (a Job's /host, a fixture tree).
     #[arg(long, default_value = "/", requires = "as_node")]
     pub root: PathBuf,
-    /// Target Cilium version (selects flags, include layout and the clang to match).
-    #[arg(long, default_value = crate::cilium::DEFAULT_CILIUM_VERSION)]
-    pub cilium_version: String,
+    /// Target Cilium version (selects flags, include layout and the clang to match); default:
+    /// the newest release preflight knows.
+    #[arg(long, value_name = "VERSION", value_parser = crate::cilium::CiliumVersion::parse)]
+    pub cilium_version: Option<crate::cilium::CiliumVersion>,
     /// Helm values file(s), applied in order (tunnel protocol and port, monitor aggregation,
     /// which programs the target needs).
     #[arg(long = "values", short = 'f', value_name = "FILE")]

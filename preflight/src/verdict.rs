@@ -494,6 +494,7 @@ mod tests {
             needed_by: needed_by.to_vec(),
             relevant: true,
             ignored,
+            decisive: false,
         }
     }
 

@@ -23,7 +23,10 @@ pub use kernel::kernel_version;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    cilium::{Capability, Target},
+    cilium::{
+        Capability, Target,
+        releases::{BUILTIN, Release},
+    },
     facts::Facts,
     report::{CheckResult, Status},
 };
@@ -91,6 +94,8 @@ pub struct Outcome {
     pub evidence: Vec<String>,
     /// Replaces the check's generic remedy when the finding calls for a specific one.
     pub remedy: Option<String>,
+    /// An unknown the capability cannot do without (see `CheckResult::decisive`).
+    pub decisive: bool,
 }
 
 impl Outcome {
@@ -100,6 +105,7 @@ impl Outcome {
             detail: detail.into(),
             evidence: Vec::new(),
             remedy: None,
+            decisive: false,
         }
     }
     pub fn pass(detail: impl Into<String>) -> Self {
@@ -123,6 +129,11 @@ impl Outcome {
     }
     pub fn remedy(mut self, remedy: impl Into<String>) -> Self {
         self.remedy = Some(remedy.into());
+        self
+    }
+    /// This unknown leaves the capabilities that need the check undecided.
+    pub fn decisive(mut self) -> Self {
+        self.decisive = true;
         self
     }
 }
@@ -191,16 +202,24 @@ impl Check {
             needed_by: self.needed_by.clone(),
             relevant: self.relevant_to(target),
             ignored,
+            decisive: outcome.decisive && outcome.status == Status::Unknown,
         }
     }
 }
 
-/// Every check preflight knows, in report order.
+/// Every check preflight knows, in report order, as the newest release needs them. The ids are
+/// the same for every release; which capabilities need a check can differ (registry_for).
 pub fn registry() -> Vec<Check> {
+    registry_for(BUILTIN.newest())
+}
+
+/// The checks with the needs of one release (its capability table says which capability needs
+/// which kernel option and helper).
+pub fn registry_for(release: &'static Release) -> Vec<Check> {
     let mut checks = Vec::new();
-    checks.extend(bpf::checks());
+    checks.extend(bpf::checks(release));
     checks.extend(attach::checks());
-    checks.extend(kernel::checks());
+    checks.extend(kernel::checks(release));
     checks.extend(modules::checks());
     checks.extend(mounts::checks());
     checks.extend(sysctl::checks());
@@ -230,7 +249,7 @@ pub fn modules_checked() -> Vec<&'static str> {
 /// Runs every check. `ignore` holds check ids (kubeadm's --ignore-preflight-errors): an ignored
 /// failure stays in the report but does not count against the verdict.
 pub fn run_all(facts: &Facts, target: &Target, ignore: &[String]) -> Vec<CheckResult> {
-    registry()
+    registry_for(target.release())
         .iter()
         .map(|check| check.run(facts, target, ignore.contains(&check.id)))
         .collect()

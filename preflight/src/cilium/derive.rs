@@ -125,7 +125,7 @@ mod tests {
     #[test]
     fn values_map_to_capabilities() {
         use Capability::*;
-        let d = crate::cilium::profiles::newest().chart_defaults;
+        let d = crate::cilium::releases::BUILTIN.newest().chart.defaults;
         let base = caps(d, json!({}));
         assert_eq!(
             base,
@@ -206,7 +206,7 @@ mod tests {
     #[test]
     fn the_114_spellings_are_understood() {
         use Capability::*;
-        let d = crate::cilium::profiles::PROFILES[0].chart_defaults;
+        let d = crate::cilium::releases::RELEASES[0].chart.defaults;
         assert!(caps(d, json!({})).contains(&TunnelVxlan));
         assert!(caps(d, json!({"tunnel": "geneve"})).contains(&TunnelGeneve));
         assert!(caps(d, json!({"tunnel": "disabled"})).contains(&NativeRouting));

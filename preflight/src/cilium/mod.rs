@@ -7,10 +7,11 @@ pub mod derive;
 mod fuzz;
 pub mod keys;
 pub mod node;
-pub mod profiles;
+pub mod releases;
 pub mod set;
 pub mod validate;
 pub mod values;
+pub mod version;
 pub mod yamlpos;
 
 use std::{collections::BTreeSet, path::PathBuf};
@@ -19,18 +20,26 @@ pub use capability::Capability;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use self::version::CiliumVersion;
 use self::{
     chart::{Chart, ChartInfo},
-    profiles::{CiliumVersion, Profile},
+    releases::{BUILTIN, Catalog, Release},
     values::ValuesError,
 };
 
-/// The newest Cilium minor we ship a profile for; the default target.
-pub const DEFAULT_CILIUM_VERSION: &str = "1.19";
-
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Target {
-    pub cilium_version: String,
+    pub cilium_version: CiliumVersion,
+    /// The release row the version resolved to (not written: a report read back resolves it
+    /// again by its version).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub release: Option<&'static Release>,
+    /// Why the version is judged with caveats: a patch newer than preflight knows, a
+    /// pre-release. Not written; `values.cilium-version` reports it.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub version_note: Option<String>,
     /// Capabilities the target needs, derived from its values.
     pub capabilities: BTreeSet<Capability>,
     /// Where the values came from, in the order applied: files, then `--set` expressions.
@@ -65,7 +74,8 @@ fn empty_object() -> Value {
 /// What the command line says about the target.
 #[derive(Debug, Clone, Default)]
 pub struct TargetSpec {
-    pub cilium_version: Option<String>,
+    /// Parsed at the command line; None: the chart's own version, else the newest release.
+    pub cilium_version: Option<CiliumVersion>,
     pub value_files: Vec<PathBuf>,
     pub sets: Vec<String>,
     pub chart: Option<PathBuf>,
@@ -74,10 +84,17 @@ pub struct TargetSpec {
 }
 
 impl Target {
-    /// The chart's defaults for a version: VXLAN tunnel, kube-proxy kept, L7 proxy and Hubble on.
+    /// The chart's defaults for a version of the built-in catalog (tests and defaults): VXLAN
+    /// tunnel, kube-proxy kept, L7 proxy and Hubble on. An unknown or unparsable version is the
+    /// newest release.
     pub fn chart_defaults(cilium_version: &str) -> Self {
+        let version =
+            CiliumVersion::parse(cilium_version).unwrap_or_else(|_| BUILTIN.default_version());
+        let resolved = BUILTIN.resolve(&version).ok();
         let mut t = Self {
-            cilium_version: cilium_version.to_string(),
+            cilium_version: version,
+            release: resolved.as_ref().map(|r| r.release),
+            version_note: resolved.and_then(|r| r.note),
             capabilities: BTreeSet::new(),
             value_sources: Vec::new(),
             value_texts: Vec::new(),
@@ -90,27 +107,35 @@ impl Target {
         t
     }
 
-    /// Reads the values files, applies --set, loads the chart, and derives the capabilities.
-    /// Errors name the file and line (exit 2).
+    /// Reads the values files, applies --set, loads the chart, and derives the capabilities,
+    /// against the built-in release table. Errors name the file and line (exit 2).
     pub fn build(spec: &TargetSpec) -> Result<Self, ValuesError> {
+        Self::build_in(spec, &BUILTIN)
+    }
+
+    /// [`Target::build`] against another catalog (a test adding a version as data).
+    pub fn build_in(spec: &TargetSpec, catalog: &Catalog) -> Result<Self, ValuesError> {
         let chart = spec.chart.as_deref().map(Chart::load).transpose()?;
+        let version_err = |message: String| ValuesError::File {
+            file: "--cilium-version".into(),
+            message,
+        };
         if let (Some(flag), Some(chart)) = (&spec.cilium_version, &chart) {
             check_chart_version(flag, chart)?;
         }
-        // Version: the flag, else the chart's own, else the newest profile.
-        let version = spec
-            .cilium_version
-            .clone()
-            .or_else(|| chart.as_ref().and_then(|c| c.version.clone()))
-            .unwrap_or_else(|| DEFAULT_CILIUM_VERSION.to_string());
-        let parsed = CiliumVersion::parse(&version).map_err(|message| ValuesError::File {
-            file: "--cilium-version".into(),
-            message,
-        })?;
-        profiles::for_version(parsed).map_err(|message| ValuesError::File {
-            file: "--cilium-version".into(),
-            message,
-        })?;
+        // Version: the flag, else the chart's own, else the newest release.
+        let version = match (&spec.cilium_version, &chart) {
+            (Some(v), _) => v.clone(),
+            (None, Some(c)) => match c.version.as_deref().or(c.app_version.as_deref()) {
+                Some(text) => CiliumVersion::parse(text).map_err(|e| ValuesError::File {
+                    file: format!("{}/Chart.yaml", c.source),
+                    message: format!("{e}; give --cilium-version"),
+                })?,
+                None => catalog.default_version(),
+            },
+            (None, None) => catalog.default_version(),
+        };
+        let resolved = catalog.resolve(&version).map_err(version_err)?;
         let mut values = empty_object();
         let mut sources = Vec::new();
         let mut texts = Vec::new();
@@ -126,6 +151,8 @@ impl Target {
         }
         let mut target = Self {
             cilium_version: version,
+            release: Some(resolved.release),
+            version_note: resolved.note,
             capabilities: BTreeSet::new(),
             value_sources: sources,
             value_texts: texts,
@@ -145,27 +172,33 @@ impl Target {
         Ok(target)
     }
 
-    pub fn version(&self) -> Option<CiliumVersion> {
-        CiliumVersion::parse(&self.cilium_version).ok()
+    /// The version's release row; for a target read back from a report, the built-in row of
+    /// its minor, or the newest when this build does not know it.
+    pub fn release(&self) -> &'static Release {
+        self.release.unwrap_or_else(|| {
+            BUILTIN
+                .find(self.cilium_version.minor_key())
+                .unwrap_or_else(|| BUILTIN.newest())
+        })
     }
 
-    /// The version's profile; the newest when the version is unparsable or unknown (a report
-    /// read back from JSON may name a version this build does not know).
-    pub fn profile(&self) -> &'static Profile {
-        self.version()
-            .and_then(|v| profiles::for_version(v).ok())
-            .unwrap_or_else(profiles::newest)
+    /// The exact release Helm installs for the target: the version as given, or for a minor
+    /// without a patch (`1.19`) the newest release of it preflight knows.
+    pub fn install_version(&self) -> CiliumVersion {
+        match self.cilium_version.patch {
+            Some(_) => self.cilium_version.clone(),
+            None => self.release().latest(),
+        }
     }
 
-    /// Whether the target's version is at least `major.minor`.
-    pub fn at_least(&self, (major, minor): (u32, u32)) -> bool {
-        let p = self.profile();
-        (p.major, p.minor) >= (major, minor)
+    /// Whether the target's minor is at least `major.minor`.
+    pub fn at_least(&self, minor: (u32, u32)) -> bool {
+        self.release().minor_key() >= minor
     }
 
-    /// The values the chart renders with: the profile's defaults coalesced with the user's.
+    /// The values the chart renders with: the chart's defaults coalesced with the user's.
     pub fn effective_values(&self) -> Value {
-        let defaults: Value = serde_norway::from_str(self.profile().chart_defaults)
+        let defaults: Value = serde_norway::from_str(self.release().chart.defaults)
             .unwrap_or_else(|_| empty_object());
         values::coalesce(&defaults, &self.values)
     }
@@ -237,34 +270,38 @@ impl Target {
 /// `--cilium-version` and `--chart` must name the same release, or the target's rules (one
 /// version) would be judged against another version's chart. A version without a patch matches
 /// any patch of its minor (1.16 matches a 1.16.4 chart).
-fn check_chart_version(flag: &str, chart: &Chart) -> Result<(), ValuesError> {
+fn check_chart_version(wanted: &CiliumVersion, chart: &Chart) -> Result<(), ValuesError> {
     let chart_version = chart.version.as_deref().or(chart.app_version.as_deref());
     let Some(chart_text) = chart_version else {
         return Ok(());
     };
-    let to_err = |message: String| ValuesError::File {
-        file: "--cilium-version".into(),
-        message,
-    };
-    let wanted = CiliumVersion::parse(flag).map_err(to_err)?;
     let Ok(found) = CiliumVersion::parse(chart_text) else {
         // Not a Cilium-shaped version (a fork's own numbering): nothing to compare.
         return Ok(());
     };
+    // A release and a pre-release of the same number are different charts: 1.19.0 does not
+    // match a 1.19.0-dev chart.
     let same = wanted.minor_key() == found.minor_key()
-        && (wanted.patch.is_none() || found.patch.is_none() || wanted.patch == found.patch);
+        && (wanted.patch.is_none()
+            || found.patch.is_none()
+            || (wanted.patch == found.patch && wanted.pre == found.pre));
     if same {
         return Ok(());
     }
-    Err(to_err(format!(
-        "{flag} disagrees with the chart {} (version {chart_text}): give the chart of Cilium \
-         {flag}, or drop --cilium-version to judge the chart's own version",
-        chart.source
-    )))
+    let flag = wanted;
+    Err(ValuesError::File {
+        file: "--cilium-version".into(),
+        message: format!(
+            "{flag} disagrees with the chart {} (version {chart_text}): give the chart of \
+             Cilium {flag}, or drop --cilium-version to judge the chart's own version",
+            chart.source
+        ),
+    })
 }
 
 impl Default for Target {
+    /// The chart's defaults for the newest known release.
     fn default() -> Self {
-        Self::chart_defaults(DEFAULT_CILIUM_VERSION)
+        Self::chart_defaults(&BUILTIN.default_version().to_string())
     }
 }

@@ -5,9 +5,14 @@ use serde_json::{Value, json};
 
 use super::{
     Target, derive,
-    profiles::{KPR_BOOLEAN_SINCE, KPR_CHART_ERROR, REMOVED_VALUES, RemovedValue, RuleEffect},
+    releases::{RELEASES, RemovedValue},
     values::{as_text, lookup, truthy},
 };
+
+/// The chart's text (1.15+ cilium-configmap.yaml) for a kubeProxyReplacement that is neither
+/// true nor false.
+pub const KPR_CHART_ERROR: &str =
+    "kubeProxyReplacement must be explicitly set to a valid value (true or false) to continue.";
 use crate::report::Status;
 
 /// k3s's default pod CIDR (FACTS §5): the native-routing CIDR when the node does not say.
@@ -137,12 +142,19 @@ pub fn rules() -> Vec<Rule> {
         "put the later documents in their own files and pass them with -f, in order",
         multi_document,
     ));
-    for removed in REMOVED_VALUES {
+    // One rule per removed value any known version has; each judges the target's own list.
+    let mut seen = Vec::new();
+    for removed in RELEASES.iter().flat_map(|r| r.chart.removed) {
+        if seen.contains(&removed.id) {
+            continue;
+        }
+        seen.push(removed.id);
+        let id = removed.id;
         rules.push(rule(
-            format!("values.removed.{}", removed.id),
+            format!("values.removed.{id}"),
             format!("`{}` is not a removed value", removed.path),
             removed.replacement,
-            move |t| removed_value(removed, t),
+            move |t| removed_value(id, t),
         ));
     }
     rules
@@ -160,7 +172,17 @@ fn version_label(t: &Target) -> String {
     format!("Cilium {}", t.cilium_version)
 }
 
-fn removed_value(removed: &RemovedValue, t: &Target) -> Finding {
+fn removed_value(id: &str, t: &Target) -> Finding {
+    let Some(removed) = t.release().chart.removed.iter().find(|r| r.id == id) else {
+        return Finding::skip(format!(
+            "Cilium {} still reads it, or its chart rules judge it",
+            t.cilium_version
+        ));
+    };
+    removed_in_target(removed, t)
+}
+
+fn removed_in_target(removed: &RemovedValue, t: &Target) -> Finding {
     let Some(value) = t.user_value(removed.path) else {
         return Finding::skip("not set");
     };
@@ -173,28 +195,20 @@ fn removed_value(removed: &RemovedValue, t: &Target) -> Finding {
         ));
     }
     let shown = as_text(Some(value)).unwrap_or_else(|| "{…}".into());
-    let (mut finding, what) = match removed.effect {
-        RuleEffect::Reject => (
-            Finding::fail(format!(
-                "`{}: {shown}` is rejected by the {} chart: \"{}\"",
-                removed.path,
-                version_label(t),
-                removed.chart_error.unwrap_or("removed value")
-            )),
-            "rejected",
-        ),
-        RuleEffect::Ignored => (
-            Finding::warn(format!(
-                "`{}` was removed in {}.{}: the {} chart ignores it",
-                removed.path,
-                removed.removed_in.0,
-                removed.removed_in.1,
-                version_label(t)
-            )),
-            "ignored",
-        ),
+    let mut finding = match removed.chart_error {
+        Some(error) => Finding::fail(format!(
+            "`{}: {shown}` is rejected by the {} chart: \"{error}\"",
+            removed.path,
+            version_label(t),
+        )),
+        None => Finding::warn(format!(
+            "`{}` was removed in {}.{}: the {} chart ignores it",
+            removed.path,
+            removed.removed_in.0,
+            removed.removed_in.1,
+            version_label(t)
+        )),
     };
-    let _ = what;
     finding = finding.remedy(removed.replacement);
     if removed.id == "tunnel" {
         finding = finding.patch(tunnel_patch(&shown, t));
@@ -262,7 +276,7 @@ fn kube_proxy_replacement(t: &Target) -> Finding {
         return Finding::pass("not set (chart default: kube-proxy kept)");
     };
     let text = as_text(Some(value)).unwrap_or_default();
-    if !t.at_least(KPR_BOOLEAN_SINCE) {
+    if !t.release().chart.kpr_boolean {
         return if matches!(
             text.as_str(),
             "strict" | "partial" | "probe" | "disabled" | "true" | "false"
@@ -367,12 +381,15 @@ fn unknown_keys(t: &Target) -> Finding {
     let (chart, complete) = match &t.chart_values {
         Some(v) => (v.clone(), true),
         None => (
-            serde_norway::from_str(t.profile().chart_defaults).unwrap_or_else(|_| json!({})),
+            serde_norway::from_str(t.release().chart.defaults).unwrap_or_else(|_| json!({})),
             false,
         ),
     };
     // Removed values have their own rules, with the replacement spelled out.
-    let removed: Vec<&str> = REMOVED_VALUES
+    let removed: Vec<&str> = t
+        .release()
+        .chart
+        .removed
         .iter()
         .filter(|r| t.at_least(r.removed_in))
         .map(|r| r.path)
@@ -695,8 +712,8 @@ mod tests {
                 "1.14.0",
                 json!({"tunnel": "disabled"}),
                 "values.removed.tunnel",
-                Status::Pass,
-                "still read",
+                Status::Skip,
+                "still reads it",
             ),
             (
                 "1.15",
@@ -723,15 +740,15 @@ mod tests {
                 "1.16",
                 json!({"encryption": {"keyFile": "k"}}),
                 "values.removed.encryption-key-file",
-                Status::Warn,
-                "removed in 1.16",
+                Status::Fail,
+                "has been removed in v1.16",
             ),
             (
                 "1.15",
                 json!({"encryption": {"keyFile": "k"}}),
                 "values.removed.encryption-key-file",
-                Status::Pass,
-                "still read",
+                Status::Skip,
+                "still reads it",
             ),
             (
                 "1.19",

@@ -65,8 +65,18 @@ pub fn job(args: &JobArgs) -> anyhow::Result<u8> {
     // as shipped copies, below); flags after `--` follow them.
     let target = &args.target;
     let mut run_args = Vec::new();
-    if let Some(v) = &target.cilium_version {
-        run_args.extend(["--cilium-version".to_string(), v.clone()]);
+    // The nodes judge the same release as this command: the flag, else (without --chart) the
+    // newest release this preflight knows, written out so a node's preflight of another build
+    // does not pick its own default.
+    match (&target.cilium_version, &target.chart) {
+        (Some(v), _) => run_args.extend(["--cilium-version".to_string(), v.to_string()]),
+        (None, None) => run_args.extend([
+            "--cilium-version".to_string(),
+            crate::cilium::releases::BUILTIN
+                .default_version()
+                .to_string(),
+        ]),
+        (None, Some(_)) => {}
     }
     for set in &target.set {
         run_args.extend(["--set".to_string(), set.clone()]);
@@ -139,13 +149,16 @@ pub fn job(args: &JobArgs) -> anyhow::Result<u8> {
     // The target as the nodes will build it, from the local copies of the values files: bad
     // YAML (file:line:column), a bad --set or --cilium-version is refused here, not on every
     // node.
-    Target::build(&TargetSpec {
+    let judged = Target::build(&TargetSpec {
         cilium_version: run.target.cilium_version.clone(),
         value_files: target.values.clone(),
         sets: run.target.set.clone(),
         chart: None,
         need: run.target.need.clone(),
     })?;
+    if let Some(note) = &judged.version_note {
+        eprintln!("preflight: warning: {note}");
+    }
     let manifest = job::daemonset(&spec);
     let broken = job::volume_mount_errors(&manifest);
     anyhow::ensure!(
