@@ -9,6 +9,16 @@ use std::{env, fs, path::PathBuf};
 const EBPF_TOOLCHAIN: &str = "nightly-2026-05-20";
 
 fn main() -> anyhow::Result<()> {
+    // Tests that read the real Cilium sources (shared/cilium beside the repository or above a
+    // worktree) run where they are and say they are ignored elsewhere.
+    println!("cargo:rustc-check-cfg=cfg(cilium_sources)");
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
+    if manifest_dir
+        .ancestors()
+        .any(|a| a.join("shared/cilium/README.md").is_file())
+    {
+        println!("cargo:rustc-cfg=cilium_sources");
+    }
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let object = out_dir.join("preflight-ebpf");
     println!("cargo:rerun-if-env-changed=PREFLIGHT_EBPF_TOOLCHAIN");

@@ -160,7 +160,7 @@ fn verdicts_by_facts_version_and_values() {
             sets: &[],
             ignore: &[],
             go: false,
-            blocking: &["values.removed.tunnel", "values.kube-proxy-replacement"],
+            blocking: &["values.chart-rules", "values.kube-proxy-replacement"],
             patch: json!({"tunnel": null, "kubeProxyReplacement": false, "routingMode": "native"}),
             patch_is_go: Some(true),
         },
@@ -278,14 +278,12 @@ fn verdicts_by_facts_version_and_values() {
             sets: &["kubeProxyReplacement=true"],
             ignore: &[],
             go: false,
-            blocking: &[
-                "values.k8s-service-host",
-                "k3s.kube-proxy",
-                "k3s.flannel-backend",
-            ],
-            // Keeping kube-proxy is the cheaper setting; flannel must go either way.
-            patch: json!({"kubeProxyReplacement": false}),
-            patch_is_go: Some(false),
+            // k3s keeps kube-proxy: it coexists with the replacement (k3s.kube-proxy warns), and
+            // the API server is still reachable through the kubernetes Service
+            // (values.k8s-service-host warns). Flannel must go either way; no values fix that.
+            blocking: &["k3s.flannel-backend"],
+            patch: json!(null),
+            patch_is_go: None,
         },
         // Rancher Desktop: cni.binPath is fixable by values; the bpffs mount is not.
         Case {

@@ -192,6 +192,10 @@ pub struct TargetFlags {
     /// Add a capability to the target's needs (repeatable), e.g. --need socket-lb.
     #[arg(long = "need", value_enum, value_name = "CAPABILITY")]
     pub need: Vec<Capability>,
+    /// The Cilium chart's values are under this key of the values files (an umbrella chart's
+    /// `cilium:`); found by itself when the files look like that (values.umbrella).
+    #[arg(long, value_name = "KEY")]
+    pub values_path: Option<String>,
 }
 
 impl TargetFlags {
@@ -204,6 +208,7 @@ impl TargetFlags {
             sets: self.set.clone(),
             chart: self.chart.clone(),
             need: self.need.clone(),
+            values_path: self.values_path.clone(),
         }
     }
 }

@@ -59,77 +59,6 @@ fn decided_by_default() -> bool {
     true
 }
 
-/// Cheaper settings, FACTS §3: when `blocked` is no-go and `instead` is not (or not needed at
-/// all), recommend `patch`.
-const FALLBACKS: &[(Capability, Option<Capability>, &str, &str)] = &[
-    (
-        Capability::TunnelGeneve,
-        Some(Capability::TunnelVxlan),
-        r#"{"tunnelProtocol": "vxlan"}"#,
-        "GENEVE is unavailable; VXLAN tunnels work on this node",
-    ),
-    (
-        Capability::TunnelVxlan,
-        Some(Capability::TunnelGeneve),
-        r#"{"tunnelProtocol": "geneve"}"#,
-        "VXLAN is unavailable; GENEVE tunnels work on this node",
-    ),
-    (
-        Capability::BpfHostRouting,
-        None,
-        r#"{"bpf": {"hostLegacyRouting": true}}"#,
-        "BPF host routing needs redirect_neigh/redirect_peer; legacy host routing goes through the stack",
-    ),
-    (
-        Capability::KubeProxyReplacement,
-        None,
-        r#"{"kubeProxyReplacement": false}"#,
-        "kube-proxy replacement cannot run here; keeping kube-proxy avoids it",
-    ),
-    (
-        Capability::SocketLb,
-        None,
-        r#"{"kubeProxyReplacement": false, "socketLB": {"enabled": false}}"#,
-        "socket LB (cgroup v2 sock_addr hooks) cannot run here; keeping kube-proxy avoids it",
-    ),
-    (
-        Capability::BpfMasquerade,
-        None,
-        r#"{"bpf": {"masquerade": false}}"#,
-        "BPF masquerading is unavailable; iptables masquerading works",
-    ),
-    (
-        Capability::BandwidthManager,
-        None,
-        r#"{"bandwidthManager": {"enabled": false}}"#,
-        "the bandwidth manager needs the fq qdisc (NET_SCH_FQ) and kernel 5.1",
-    ),
-    (
-        Capability::WireGuard,
-        Some(Capability::Ipsec),
-        r#"{"encryption": {"type": "ipsec"}}"#,
-        "WireGuard is unavailable; IPsec works on this node",
-    ),
-    (
-        Capability::Netkit,
-        None,
-        r#"{"bpf": {"datapathMode": "veth"}}"#,
-        "netkit needs CONFIG_NETKIT and kernel 6.8; veth pairs work everywhere",
-    ),
-    (
-        Capability::XdpAcceleration,
-        None,
-        r#"{"loadBalancer": {"acceleration": "disabled"}}"#,
-        "XDP acceleration is unavailable on this node's driver/kernel",
-    ),
-    (
-        Capability::L7Proxy,
-        None,
-        r#"{"l7Proxy": false}"#,
-        "the L7 proxy needs TPROXY and xt_socket; without it L7 policies and FQDN rules do not work",
-    ),
-];
-
 /// Whether anything blocks `capability`, looking at every check (needed by the target or not).
 fn blocked(checks: &[CheckResult], capability: Capability) -> bool {
     checks
@@ -145,36 +74,55 @@ pub fn recommend(target: &Target, checks: &[CheckResult]) -> Vec<Recommendation>
         .filter(|c| c.status == Status::Fail && !c.ignored)
         .map(|c| c.id.as_str())
         .collect();
-    for (id, finding) in validate::judge_all(target) {
-        if let Some(patch) = finding.patch
-            && failing.contains(&id.as_str())
-        {
+    // In rule order, each judged with the patches before it applied: a fix that settles a
+    // later rule's failure too (routingMode: native settles autoDirectNodeRoutes) keeps that
+    // rule from patching the other way.
+    let mut so_far = json!({});
+    for rule in validate::rules() {
+        if !failing.contains(&rule.id.as_str()) {
+            continue;
+        }
+        let finding = if so_far.as_object().is_some_and(|m| m.is_empty()) {
+            (rule.judge)(target)
+        } else {
+            (rule.judge)(&target.with_patch(&so_far))
+        };
+        if finding.status != Status::Fail {
+            continue;
+        }
+        if let Some(patch) = finding.patch {
+            values::merge(&mut so_far, patch.clone());
             out.push(Recommendation {
-                fixes: id,
+                fixes: rule.id,
                 why: finding.remedy.unwrap_or(finding.detail),
                 patch,
             });
         }
     }
-    for (cap, instead, patch, why) in FALLBACKS {
-        if !target.needs(*cap) || !blocked(checks, *cap) {
+    // Cheaper settings (the release table's per-capability fallbacks): when a capability is
+    // blocked and its alternative is not (or there is none), recommend the switch.
+    for facts in target.release().capabilities {
+        let (cap, Some(fallback)) = (facts.capability, facts.fallback) else {
+            continue;
+        };
+        if !target.needs(cap) || !blocked(checks, cap) {
             continue;
         }
-        if let Some(alt) = instead
-            && blocked(checks, *alt)
+        if let Some(alt) = fallback.instead
+            && blocked(checks, alt)
         {
             continue;
         }
         let mut blockers: Vec<_> = checks
             .iter()
-            .filter(|c| c.needed_by.contains(cap) && c.status == Status::Fail && !c.ignored)
+            .filter(|c| c.needed_by.contains(&cap) && c.status == Status::Fail && !c.ignored)
             .map(|c| c.id.as_str())
             .collect();
         blockers.dedup();
         out.push(Recommendation {
             fixes: cap.to_string(),
-            why: format!("{why} (blocked by {})", blockers.join(", ")),
-            patch: serde_json::from_str(patch).unwrap_or_else(|_| json!({})),
+            why: format!("{} (blocked by {})", fallback.why, blockers.join(", ")),
+            patch: serde_json::from_str(fallback.patch).unwrap_or_else(|_| json!({})),
         });
     }
     out
@@ -212,6 +160,17 @@ fn config_unusable(checks: &[CheckResult]) -> bool {
 
 /// Why a capability could not be judged, from what the checks said.
 fn undecided_cause(checks: &[CheckResult]) -> String {
+    let decisive: Vec<&str> = checks
+        .iter()
+        .filter(|c| c.decisive && c.relevant && !c.ignored)
+        .map(|c| c.id.as_str())
+        .collect();
+    if !decisive.is_empty() {
+        return format!(
+            "a hard requirement could not be checked ({}; see the UNKN lines)",
+            decisive.join(", ")
+        );
+    }
     let config_unknown = status_of(checks, "kernel.config.bpf") == Some(Status::Unknown);
     match status_of(checks, "bpf.syscall") {
         Some(Status::Unknown) => {
@@ -228,7 +187,7 @@ fn undecided_cause(checks: &[CheckResult]) -> String {
         Some(Status::Skip) => "live probes \
             do not run with --root and no file-based check could tell"
             .into(),
-        _ => "every check on it could not tell (see the UNKN lines)".into(),
+        _ => "every check on it could not tell or was skipped (see the UNKN and SKIP lines)".into(),
     }
 }
 
@@ -241,13 +200,18 @@ pub fn decide(target: &Target, checks: &[CheckResult]) -> Verdict {
                 .iter()
                 .filter(|c| c.needed_by.contains(&capability) && !c.ignored);
             let (mut blocking, mut unverified, mut passed) = (Vec::new(), Vec::new(), 0);
-            let (mut kernel_checks, mut kernel_passed) = (0, 0);
+            let (mut kernel_checks, mut kernel_passed, mut decisive) = (0, 0, false);
+            let mut judged = 0;
             for check in concerned {
+                judged += 1;
                 let kernel = KERNEL_AREAS.contains(&check.area);
                 kernel_checks += usize::from(kernel);
                 match check.status {
                     Status::Fail => blocking.push(check.id.clone()),
-                    Status::Unknown => unverified.push(check.id.clone()),
+                    Status::Unknown => {
+                        decisive |= check.decisive;
+                        unverified.push(check.id.clone());
+                    }
                     Status::Pass | Status::Warn => {
                         passed += 1;
                         kernel_passed += usize::from(kernel);
@@ -255,16 +219,19 @@ pub fn decide(target: &Target, checks: &[CheckResult]) -> Verdict {
                     Status::Skip => {}
                 }
             }
-            // Undecided: nothing failed, something could not tell, and either nothing passed,
-            // or bpf() itself could not tell, or no kernel evidence passed where the capability
-            // has kernel checks: the passes that exist then say nothing about the datapath.
+            // Undecided: nothing failed and either nothing passed of the checks that bear on it
+            // (everything could not tell, or every one was skipped), or something could not
+            // tell and bpf() itself could not, or no kernel evidence passed where the capability
+            // has kernel checks (the passes that exist then say nothing about the datapath), or
+            // it was a hard requirement (decisive).
             let foundation_unknown = unverified
                 .iter()
                 .any(|id| FOUNDATION.contains(&id.as_str()));
             let no_kernel_evidence = kernel_checks > 0 && kernel_passed == 0;
             let undecided = blocking.is_empty()
-                && !unverified.is_empty()
-                && (passed == 0 || foundation_unknown || no_kernel_evidence);
+                && ((judged > 0 && passed == 0)
+                    || (!unverified.is_empty()
+                        && (foundation_unknown || no_kernel_evidence || decisive)));
             CapabilityVerdict {
                 capability,
                 go: blocking.is_empty() && !undecided,
@@ -410,11 +377,62 @@ pub fn refine(
     let head = verdict
         .summary
         .split_once("; fix: ")
-        .map_or(verdict.summary.as_str(), |(h, _)| h);
-    verdict.summary = format!("{head}; fix: {}", patch_as_sets(Some(patch)));
-    let patched = target.with_patch(patch);
-    let checks = crate::checks::run_all(facts, &patched, ignore);
-    let after = decide(&patched, &checks);
+        .map_or(verdict.summary.as_str(), |(h, _)| h)
+        .to_string();
+    // A patch is judged again: a fix may need another (native routing needs its CIDR). Failures
+    // the patch itself brings in are fixed by their own patches, a few rounds at most; what is
+    // left is named below, never hidden.
+    let before: Vec<&str> = checks
+        .iter()
+        .filter(|c| c.status == Status::Fail && !c.ignored)
+        .map(|c| c.id.as_str())
+        .collect();
+    let mut patch = patch.clone();
+    let (mut patched, mut checks, mut after);
+    let mut round = 0;
+    loop {
+        patched = target.with_patch(&patch);
+        checks = crate::checks::run_all(facts, &patched, ignore);
+        after = decide(&patched, &checks);
+        round += 1;
+        let new_failures: Vec<&str> = checks
+            .iter()
+            .filter(|c| c.status == Status::Fail && !c.ignored && !before.contains(&c.id.as_str()))
+            .map(|c| c.id.as_str())
+            .collect();
+        if new_failures.is_empty() || round > 3 {
+            break;
+        }
+        let mut more = Vec::new();
+        for (id, finding) in validate::judge_all(&patched) {
+            if let Some(p) = finding.patch
+                && new_failures.contains(&id.as_str())
+            {
+                more.push((id, finding.remedy.unwrap_or(finding.detail), p));
+            }
+        }
+        for (id, judge) in node::PATCHING {
+            let finding = judge(&patched, node);
+            if let Some(p) = finding.patch
+                && new_failures.contains(id)
+            {
+                more.push((id.to_string(), finding.remedy.unwrap_or(finding.detail), p));
+            }
+        }
+        if more.is_empty() {
+            break;
+        }
+        for (fixes, why, p) in more {
+            values::merge(&mut patch, p.clone());
+            verdict.recommendations.push(Recommendation {
+                fixes,
+                why: format!("{why} (needed once the values above are applied)"),
+                patch: p,
+            });
+        }
+    }
+    verdict.values_patch = Some(patch.clone());
+    verdict.summary = format!("{head}; fix: {}", patch_as_sets(Some(&patch)));
     verdict.patch_is_go = Some(after.go);
     // The values are not the whole fix: name what still blocks, so the one-line summary never
     // reads as if the `--set` flags alone were enough.
@@ -515,6 +533,20 @@ mod tests {
         ];
         let v = decide(&target, &checks);
         assert!(v.go, "{v:?}");
+        // A capability every check of which was skipped is not go: nothing judged it.
+        let skipped = [
+            checks[0].clone(),
+            checks[1].clone(),
+            result(
+                "kernel.vxlan",
+                Status::Skip,
+                &[Capability::TunnelVxlan],
+                false,
+            ),
+        ];
+        let v = decide(&target, &skipped);
+        assert!(!v.go && !v.decided, "{v:?}");
+        assert!(v.summary.contains("tunnel-vxlan"), "{}", v.summary);
         target.capabilities.insert(Capability::TunnelGeneve);
         let v = decide(&target, &checks);
         assert!(!v.go);

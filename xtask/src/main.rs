@@ -3,6 +3,7 @@
 mod bench;
 mod bench_compile;
 mod bench_probe;
+mod chart_data;
 mod dist;
 mod measure;
 mod vm;
@@ -39,6 +40,9 @@ enum Command {
     /// the same clang invocations run sequentially, tool overhead beyond clang, peak RSS.
     /// Extra arguments go to `preflight compile`, e.g. `-- --cilium-version 1.16`.
     BenchCompile(bench_compile::Args),
+    /// Regenerate preflight/src/cilium/charts/<version>.json from the real Cilium charts in
+    /// shared/cilium (key set, validate.yaml rules, the defaults preflight reads, provenance).
+    ChartData(chart_data::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +53,7 @@ fn main() -> ExitCode {
         Command::BenchAggregate(args) => bench::bench_aggregate(&args).map(|_| true),
         Command::BenchProbe(args) => bench_probe::run(&args).map(|_| true),
         Command::BenchCompile(args) => bench_compile::run(&args).map(|_| true),
+        Command::ChartData(args) => chart_data::run(&args).map(|_| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -574,7 +574,12 @@ pub fn checks(release: &'static Release) -> Vec<Check> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
+    use serde_json::json;
+
     use super::*;
+    use crate::{checks::run_all, cilium::derive, report::Status};
 
     #[test]
     fn kernel_versions_parse_distribution_releases() {
@@ -583,6 +588,304 @@ mod tests {
         assert_eq!(kernel_version("4.19.57"), Some((4, 19, 57)));
         assert_eq!(kernel_version("6.18"), Some((6, 18, 0)));
         assert_eq!(kernel_version("garbage"), None);
-        // Minimum kernels per version are tested with the profiles (cilium::profiles).
+    }
+
+    /// Everything the base datapath wants, as `=y`; the tests take options out or make them `=m`.
+    const FULL: &[&str] = &[
+        "BPF",
+        "BPF_SYSCALL",
+        "BPF_JIT",
+        "HAVE_EBPF_JIT",
+        "NET_CLS_BPF",
+        "NET_CLS_ACT",
+        "NET_SCH_INGRESS",
+        "CRYPTO_SHA1",
+        "CRYPTO_USER_API_HASH",
+        "CGROUPS",
+        "PERF_EVENTS",
+        "SCHEDSTATS",
+        "BPF_EVENTS",
+        "DEBUG_INFO_BTF",
+        "CGROUP_BPF",
+        "NETFILTER_XT_SET",
+        "IP_SET",
+        "IP_SET_HASH_IP",
+        "NETFILTER_XT_MATCH_COMMENT",
+        "VXLAN",
+        "GENEVE",
+        "FIB_RULES",
+        "NETFILTER_XT_TARGET_TPROXY",
+        "NETFILTER_XT_TARGET_CT",
+        "NETFILTER_XT_TARGET_MARK",
+        "NETFILTER_XT_MATCH_MARK",
+        "NETFILTER_XT_MATCH_SOCKET",
+        "NET_SCH_FQ",
+        "WIREGUARD",
+        "XFRM",
+        "XFRM_USER",
+        "INET_ESP",
+        "NETKIT",
+    ];
+
+    struct Node {
+        dir: tempfile::TempDir,
+        release: String,
+    }
+
+    impl Node {
+        /// A node root with this kernel release and config: FULL minus `without`, with `modular`
+        /// as `=m`.
+        fn new(release: &str, without: &[&str], modular: &[&str]) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let write = |path: &str, text: &str| {
+                let p = dir.path().join(path);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(p, text).unwrap();
+            };
+            write("proc/sys/kernel/osrelease", &format!("{release}\n"));
+            let config: String = FULL
+                .iter()
+                .filter(|o| !without.contains(o))
+                .map(|o| {
+                    let v = if modular.contains(o) { "m" } else { "y" };
+                    format!("CONFIG_{o}={v}\n")
+                })
+                .collect();
+            write(&format!("boot/config-{release}"), &config);
+            Self {
+                dir,
+                release: release.into(),
+            }
+        }
+        fn file(&self, path: &str, text: &str) -> &Self {
+            let p = self.dir.path().join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+            self
+        }
+        fn modules_dir(&self) -> String {
+            format!("lib/modules/{}", self.release)
+        }
+        fn root(&self) -> &Path {
+            self.dir.path()
+        }
+    }
+
+    fn target(version: &str, values: serde_json::Value) -> Target {
+        let mut t = Target::chart_defaults(version);
+        t.values = values;
+        t.capabilities = derive::capabilities(&t.effective_values());
+        t
+    }
+
+    fn results(node: &Node, t: &Target) -> Vec<crate::report::CheckResult> {
+        run_all(&Facts::from_root(node.root()), t, &[])
+    }
+
+    fn result(node: &Node, t: &Target, id: &str) -> crate::report::CheckResult {
+        results(node, t).into_iter().find(|c| c.id == id).unwrap()
+    }
+
+    /// Class 9: CONFIG_NETKIT on a kernel that predates the option; the L7 list's TARGET_MARK.
+    #[test]
+    fn options_a_kernel_cannot_have_and_the_l7_mark_target() {
+        let node = Node::new(
+            "6.1.0-18-amd64",
+            &["NETKIT", "NETFILTER_XT_TARGET_MARK"],
+            &[],
+        );
+        let t = target("1.20", json!({"bpf": {"datapathMode": "netkit"}}));
+        let r = result(&node, &t, "kernel.config.netkit");
+        assert_eq!(r.status, Status::Fail);
+        assert!(
+            r.detail
+                .contains("Linux 6.1 has no CONFIG_NETKIT: the option exists from Linux 6.7"),
+            "{}",
+            r.detail
+        );
+        assert!(r.remedy.unwrap().contains("6.7 or newer"));
+        let r = result(&node, &t, "kernel.config.netfilter-xt-target-mark");
+        assert_eq!(r.status, Status::Fail);
+        assert!(r.needed_by.contains(&L7Proxy) && r.relevant);
+    }
+
+    /// Class 10: kernel BTF is required from 1.19.3 and in 1.20; a warning before.
+    #[test]
+    fn btf_is_a_failure_from_the_patch_that_requires_it() {
+        let node = Node::new("6.1.0-18-amd64", &["DEBUG_INFO_BTF"], &[]);
+        for (version, status) in [
+            ("1.18", Status::Warn),
+            ("1.19.2", Status::Warn),
+            ("1.19.3", Status::Fail),
+            ("1.19", Status::Fail),
+            ("1.20.0", Status::Fail),
+        ] {
+            let r = result(
+                &node,
+                &target(version, json!({})),
+                "kernel.config.debug-info-btf",
+            );
+            assert_eq!(r.status, status, "{version}: {}", r.detail);
+        }
+        let r = result(
+            &node,
+            &target("1.19.2", json!({})),
+            "kernel.config.debug-info-btf",
+        );
+        assert!(
+            r.detail.contains("required from Cilium 1.19.3"),
+            "{}",
+            r.detail
+        );
+    }
+
+    /// Class 11: RHEL 8.10's 4.18 is accepted by 1.18+, RHEL 8.6's by 1.16–1.17, no other 4.18.
+    #[test]
+    fn rhel_kernels_are_judged_by_the_documented_exception() {
+        let rhel = |version_id: &str, release: &str| {
+            let node = Node::new(release, &[], &[]);
+            node.file(
+                "etc/os-release",
+                &format!("ID=\"rhel\"\nVERSION_ID=\"{version_id}\"\n"),
+            );
+            node
+        };
+        let n810 = rhel("8.10", "4.18.0-553.el8_10.x86_64");
+        let n86 = rhel("8.6", "4.18.0-372.9.1.el8.x86_64");
+        for (node, version, status) in [
+            (&n810, "1.20", Status::Pass),
+            (&n810, "1.18", Status::Pass),
+            (&n810, "1.16", Status::Pass),
+            (&n86, "1.18", Status::Fail),
+            (&n86, "1.16", Status::Pass),
+        ] {
+            let r = result(node, &target(version, json!({})), "kernel.release");
+            assert_eq!(r.status, status, "{version}: {}", r.detail);
+        }
+        let r = result(&n86, &target("1.18", json!({})), "kernel.release");
+        assert!(
+            r.detail.contains("only 4.18 on RHEL 8.10 is accepted"),
+            "{}",
+            r.detail
+        );
+        // Without os-release, the kernel's el8_10 tag says the same.
+        let bare = Node::new("4.18.0-553.el8_10.x86_64", &[], &[]);
+        assert_eq!(
+            result(&bare, &target("1.20", json!({})), "kernel.release").status,
+            Status::Pass
+        );
+        // Any other 4.18 is too old, and the remedy says what would do.
+        let other = Node::new("4.18.20", &[], &[]);
+        let r = result(&other, &target("1.20", json!({})), "kernel.release");
+        assert_eq!(r.status, Status::Fail);
+        assert!(
+            r.remedy
+                .unwrap()
+                .contains("5.10 or newer (or 4.18 on RHEL 8.10)")
+        );
+    }
+
+    /// Class 12: without xt_socket the agent falls back; only native routing with the L7 proxy
+    /// is concerned, and only `enableXTSocketFallback: false` makes it a failure.
+    #[test]
+    fn a_missing_xt_socket_is_a_fallback_not_an_l7_failure() {
+        let node = Node::new("6.1.0-18-amd64", &["NETFILTER_XT_MATCH_SOCKET"], &[]);
+        let id = "kernel.config.netfilter-xt-match-socket";
+        let native = json!({"routingMode": "native", "ipv4NativeRoutingCIDR": "10.42.0.0/16"});
+        let r = result(&node, &target("1.20", native.clone()), id);
+        assert_eq!(r.status, Status::Warn, "{}", r.detail);
+        assert!(!r.needed_by.contains(&L7Proxy), "{:?}", r.needed_by);
+        assert!(r.detail.contains("enableXTSocketFallback"), "{}", r.detail);
+        let mut strict = native.clone();
+        crate::cilium::values::merge(&mut strict, json!({"enableXTSocketFallback": false}));
+        assert_eq!(
+            result(&node, &target("1.20", strict), id).status,
+            Status::Fail
+        );
+        let mut no_l7 = native;
+        crate::cilium::values::merge(&mut no_l7, json!({"l7Proxy": false}));
+        assert_eq!(
+            result(&node, &target("1.20", no_l7), id).status,
+            Status::Skip
+        );
+        // In a tunnel it blocks nothing the target needs.
+        let r = result(&node, &target("1.20", json!({})), id);
+        assert!(!r.relevant, "{r:?}");
+    }
+
+    /// Class 13: a hard requirement built as a module that cannot be checked leaves the verdict
+    /// undecided; a visible module dir without modules.dep is named as such.
+    #[test]
+    fn modular_hard_requirements_that_cannot_be_checked_are_undecided() {
+        let node = Node::new("6.1.0-18-amd64", &[], &["NET_CLS_BPF", "NET_SCH_INGRESS"]);
+        let t = target("1.20", json!({}));
+        let checks = results(&node, &t);
+        let r = checks
+            .iter()
+            .find(|c| c.id == "kernel.config.net-cls-bpf")
+            .unwrap();
+        assert_eq!(r.status, Status::Unknown);
+        assert!(
+            r.decisive && r.detail.contains("no module directory"),
+            "{r:?}"
+        );
+        let v = crate::verdict::decide(&t, &checks);
+        assert!(!v.go && !v.decided, "{}", v.summary);
+        assert!(
+            v.summary.contains("kernel.config.net-cls-bpf"),
+            "{}",
+            v.summary
+        );
+
+        node.file(&format!("{}/modules.builtin", node.modules_dir()), "");
+        let r = result(&node, &t, "kernel.config.net-cls-bpf");
+        assert_eq!(r.status, Status::Unknown);
+        assert!(
+            r.detail
+                .contains("is visible but has no readable modules.dep"),
+            "{}",
+            r.detail
+        );
+        // A recommended option that cannot be checked is not decisive.
+        let soft = Node::new("6.1.0-18-amd64", &[], &["CRYPTO_USER_API_HASH"]);
+        let r = result(&soft, &t, "kernel.config.crypto-user-api-hash");
+        assert!(r.status == Status::Unknown && !r.decisive, "{r:?}");
+    }
+
+    /// Class 14: the fix follows how an option is missing.
+    #[test]
+    fn remedies_follow_how_an_option_is_missing() {
+        // Not built at all (Photon's linux-esx has no NET_CLS_BPF): another kernel flavour.
+        let esx = Node::new("6.1.83-1.ph5-esx", &["NET_CLS_BPF"], &[]);
+        let t = target("1.20", json!({}));
+        let r = result(&esx, &t, "kernel.config.net-cls-bpf");
+        assert_eq!(r.status, Status::Fail);
+        let remedy = r.remedy.unwrap();
+        assert!(remedy.contains("another kernel flavour"), "{remedy}");
+        assert!(
+            !remedy.contains("modules-extra") && !remedy.contains("modprobe"),
+            "{remedy}"
+        );
+
+        let node = Node::new("6.1.0-18-amd64", &[], &["NET_CLS_BPF", "VXLAN"]);
+        let dir = node.modules_dir();
+        node.file(
+            &format!("{dir}/modules.dep"),
+            "kernel/net/sched/cls_bpf.ko:\nkernel/net/foo.ko:\n",
+        )
+        .file(&format!("{dir}/modules.builtin"), "");
+        // Listed in modules.dep, file gone: the kernel's own modules package.
+        let r = result(&node, &t, "kernel.config.net-cls-bpf");
+        assert_eq!(r.status, Status::Fail, "{}", r.detail);
+        let remedy = r.remedy.unwrap();
+        assert!(
+            remedy.contains("reinstall this kernel's own modules package"),
+            "{remedy}"
+        );
+        assert!(!remedy.contains("extra"), "{remedy}");
+        // =m but not installed at all: the extra modules package.
+        let r = result(&node, &t, "kernel.config.vxlan");
+        assert_eq!(r.status, Status::Fail, "{}", r.detail);
+        assert!(r.remedy.unwrap().contains("extra modules"), "{}", r.detail);
     }
 }

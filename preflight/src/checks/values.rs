@@ -3,7 +3,7 @@
 use super::{Area, Check, Outcome};
 use crate::{
     cilium::{
-        Capability::{ChartValues, NativeRouting},
+        Capability::{ChartValues, KubeProxyReplacement, NativeRouting},
         node,
         validate::{self, Finding},
     },
@@ -71,7 +71,13 @@ pub fn checks() -> Vec<Check> {
             }
         }),
     );
-    let cross: [(&str, &str, &str, node::CrossCheck); 4] = [
+    let cross: [(&str, &str, &str, node::CrossCheck); 5] = [
+        (
+            "values.k8s-service-host",
+            "kube-proxy replacement can reach the API server without kube-proxy",
+            "set `k8sServiceHost` and `k8sServicePort` to the API server (k3s: the server's IP, 6443)",
+            node::k8s_service_host,
+        ),
         (
             "values.native-routing-cidr",
             "native routing has its CIDR and routes",
@@ -100,10 +106,10 @@ pub fn checks() -> Vec<Check> {
     for (id, title, remedy, judge) in cross {
         checks.push(
             Check::new(id, Area::Values, title)
-                .needed_by(if id == "values.native-routing-cidr" {
-                    &[ChartValues, NativeRouting]
-                } else {
-                    &[ChartValues]
+                .needed_by(match id {
+                    "values.native-routing-cidr" => &[ChartValues, NativeRouting],
+                    "values.k8s-service-host" => &[ChartValues, KubeProxyReplacement],
+                    _ => &[ChartValues],
                 })
                 .remedy(remedy)
                 .evaluate(move |facts, target| {

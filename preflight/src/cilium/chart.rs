@@ -1,14 +1,23 @@
-//! A Helm chart given with `--chart DIR|TGZ`: its version, default values and values.schema.json,
-//! read from a directory or a packaged `.tgz` (one top-level folder, as `helm package` makes).
+//! A Helm chart given with `--chart DIR|TGZ`: its version, default values, values.schema.json,
+//! and its templates (the keys they read, the `fail` rules of templates/validate.yaml), read
+//! from a directory or a `.tgz` as `helm pull`/`helm package` write it (one top-level folder;
+//! subcharts under `charts/` are not this chart's and are skipped).
 use std::{io::Read, path::Path};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::values::{ValuesError, parse_yaml};
+use super::{
+    chartdata::Extract,
+    values::{ValuesError, parse_yaml},
+};
 
 /// Largest chart file read, so a hostile archive cannot exhaust memory.
 const MAX_FILE_BYTES: u64 = 16 << 20;
+/// Most bytes and files read from one chart's templates, and how deep its folders go.
+const MAX_TEMPLATE_BYTES: u64 = 64 << 20;
+const MAX_TEMPLATE_FILES: usize = 4096;
+const MAX_TEMPLATE_DEPTH: usize = 8;
 
 #[derive(Debug, Clone)]
 pub struct Chart {
@@ -17,6 +26,8 @@ pub struct Chart {
     pub app_version: Option<String>,
     pub default_values: Value,
     pub schema: Option<Value>,
+    /// The templates, by path under the chart (`templates/validate.yaml`).
+    pub templates: Vec<(String, String)>,
 }
 
 /// What the chart's schema said about the values (part of the target in the report).
@@ -43,6 +54,11 @@ impl Chart {
         } else {
             read_tgz_files(path).map_err(|e| err(format!("not a readable chart archive: {e}")))?
         };
+        let templates: Vec<(String, String)> = files
+            .iter()
+            .filter(|(n, _)| n.starts_with("templates/"))
+            .cloned()
+            .collect();
         let get = |name: &str| files.iter().find(|(n, _)| n == name).map(|(_, t)| t);
         let chart_yaml = get("Chart.yaml").ok_or_else(|| err("no Chart.yaml".into()))?;
         let meta = parse_yaml(&format!("{source}/Chart.yaml"), chart_yaml)?;
@@ -70,6 +86,17 @@ impl Chart {
             app_version: text("appVersion"),
             default_values,
             schema,
+            templates,
+        })
+    }
+
+    /// What preflight keeps of the chart: its key set, validate.yaml rules and the defaults
+    /// of the paths preflight's own rules read (chartdata). A template that does not parse
+    /// names the file and line.
+    pub fn extract(&self) -> Result<Extract, ValuesError> {
+        super::chartdata::extract(self).map_err(|(file, e)| ValuesError::File {
+            file: format!("{}/{file}", self.source),
+            message: e.to_string(),
         })
     }
 
@@ -111,39 +138,109 @@ pub fn violations(schema: &Value, effective: &Value) -> Result<Vec<String>, Stri
 
 const WANTED: &[&str] = &["Chart.yaml", "values.yaml", "values.schema.json"];
 
+/// Whether a path under the chart is one preflight reads: the top files and the templates.
+fn wanted(relative: &str) -> bool {
+    WANTED.contains(&relative)
+        || (relative.starts_with("templates/")
+            && relative.split('/').count() <= MAX_TEMPLATE_DEPTH + 1
+            && (relative.ends_with(".yaml")
+                || relative.ends_with(".tpl")
+                || relative.ends_with(".txt")))
+}
+
+/// Counts what a chart's templates take, refusing a chart bigger than any real one.
+#[derive(Default)]
+struct Budget {
+    files: usize,
+    bytes: u64,
+}
+
+impl Budget {
+    fn take(&mut self, name: &str, text: &str) -> std::io::Result<()> {
+        self.files += 1;
+        self.bytes += text.len() as u64;
+        if self.files > MAX_TEMPLATE_FILES || self.bytes > MAX_TEMPLATE_BYTES {
+            return Err(std::io::Error::other(format!(
+                "more than {MAX_TEMPLATE_FILES} files or {} MiB of templates (at {name})",
+                MAX_TEMPLATE_BYTES >> 20
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn read_text(file: impl Read, name: &str) -> std::io::Result<String> {
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "{name}: larger than {} MiB",
+            MAX_FILE_BYTES >> 20
+        )));
+    }
+    String::from_utf8(bytes).map_err(|_| std::io::Error::other(format!("{name}: not UTF-8 text")))
+}
+
 fn read_dir_files(dir: &Path) -> std::io::Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     for name in WANTED {
         let p = dir.join(name);
         if p.is_file() {
-            let mut text = String::new();
-            std::fs::File::open(&p)?
-                .take(MAX_FILE_BYTES)
-                .read_to_string(&mut text)?;
-            out.push((name.to_string(), text));
+            out.push((name.to_string(), read_text(std::fs::File::open(&p)?, name)?));
+        }
+    }
+    let mut budget = Budget::default();
+    let mut pending = vec![(dir.join("templates"), "templates".to_string(), 0)];
+    while let Some((path, relative, depth)) = pending.pop() {
+        if depth > MAX_TEMPLATE_DEPTH {
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(&path) else {
+            continue;
+        };
+        let mut entries: Vec<_> = entries.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let name = format!("{relative}/{}", entry.file_name().to_string_lossy());
+            // Regular files and folders only: a symlink could lead out of the chart.
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                pending.push((entry.path(), name, depth + 1));
+            } else if kind.is_file() && wanted(&name) {
+                let text = read_text(std::fs::File::open(entry.path())?, &name)?;
+                budget.take(&name, &text)?;
+                out.push((name, text));
+            }
         }
     }
     Ok(out)
 }
 
-/// The wanted files directly under the archive's top folder (`cilium/values.yaml`), not a
-/// subchart's.
+/// The wanted files under the archive's top folder (`cilium/values.yaml`,
+/// `cilium/templates/…`), not a subchart's (`cilium/charts/…`).
 fn read_tgz_files(path: &Path) -> std::io::Result<Vec<(String, String)>> {
     let file = std::fs::File::open(path)?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let mut out = Vec::new();
+    let mut budget = Budget::default();
     for entry in archive.entries()? {
         let entry = entry?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
         let name = entry.path()?.to_string_lossy().into_owned();
-        let mut parts = name.split('/');
-        let (Some(_top), Some(file), None) = (parts.next(), parts.next(), parts.next()) else {
+        let Some((_top, relative)) = name.split_once('/') else {
             continue;
         };
-        if WANTED.contains(&file) {
-            let mut text = String::new();
-            entry.take(MAX_FILE_BYTES).read_to_string(&mut text)?;
-            out.push((file.to_string(), text));
+        let relative = relative.to_string();
+        if !wanted(&relative) {
+            continue;
         }
+        let text = read_text(entry, &relative)?;
+        if relative.starts_with("templates/") {
+            budget.take(&relative, &text)?;
+        }
+        out.push((relative, text));
     }
     Ok(out)
 }

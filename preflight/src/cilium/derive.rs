@@ -57,12 +57,12 @@ pub fn capabilities(effective: &Value) -> BTreeSet<Capability> {
     if kpr {
         caps.insert(Capability::KubeProxyReplacement);
     }
-    // Socket LB is on with kube-proxy replacement unless turned off, and can be asked for alone
-    // (also 1.14's `partial` mode).
-    let socket_lb = match lookup(effective, "socketLB.enabled") {
-        Some(v) => truthy(Some(v)),
-        None => kpr || text("kubeProxyReplacement") == "partial",
-    };
+    // Socket LB is on with kube-proxy replacement whatever `socketLB.enabled` says: the agent
+    // sets EnableSocketLB when kubeProxyReplacement is true (daemon/cmd/
+    // kube_proxy_replacement.go, initKubeProxyReplacementOptions), and the 1.16+ charts' own
+    // default is `socketLB.enabled: false`. It can also be asked for alone (and 1.14's
+    // `partial` mode has it).
+    let socket_lb = kpr || on("socketLB.enabled") || text("kubeProxyReplacement") == "partial";
     if socket_lb {
         caps.insert(Capability::SocketLb);
     }
@@ -149,8 +149,13 @@ mod tests {
             ),
             (
                 json!({"kubeProxyReplacement": true, "socketLB": {"enabled": false}}),
-                &[KubeProxyReplacement],
+                &[KubeProxyReplacement, SocketLb],
+                &[],
+            ),
+            (
+                json!({"socketLB": {"enabled": true}}),
                 &[SocketLb],
+                &[KubeProxyReplacement],
             ),
             (json!({"bpf": {"masquerade": true}}), &[BpfMasquerade], &[]),
             (

@@ -239,11 +239,12 @@ fn fuzz_yaml_merge_keys() {
 #[test]
 fn fuzz_unknown_keys() {
     let runs = AtomicUsize::new(0);
+    let caps = crate::cilium::releases::BUILTIN.newest().capability_keys();
     runner()
         .run(&(arb_values(), arb_values()), |(user, chart)| {
             runs.fetch_add(1, Ordering::Relaxed);
             for complete in [true, false] {
-                for u in super::keys::unknown_keys(&user, &chart, complete, &[]) {
+                for u in super::keys::unknown_keys(&user, &chart, complete, &[], &caps) {
                     prop_assert!(
                         raw_lookup(&chart, &u.path).is_none(),
                         "{} is in the chart",
@@ -255,7 +256,9 @@ fn fuzz_unknown_keys() {
                         u.path
                     );
                 }
-                prop_assert!(super::keys::unknown_keys(&chart, &chart, complete, &[]).is_empty());
+                prop_assert!(
+                    super::keys::unknown_keys(&chart, &chart, complete, &[], &caps).is_empty()
+                );
             }
             Ok(())
         })

@@ -2,13 +2,17 @@
 //! capabilities the node must have.
 mod capability;
 pub mod chart;
+pub mod chartdata;
 pub mod derive;
 #[cfg(test)]
 mod fuzz;
+pub mod gotmpl;
+pub mod judged;
 pub mod keys;
 pub mod node;
 pub mod releases;
 pub mod set;
+pub mod umbrella;
 pub mod validate;
 pub mod values;
 pub mod version;
@@ -23,6 +27,7 @@ use serde_json::Value;
 pub use self::version::CiliumVersion;
 use self::{
     chart::{Chart, ChartInfo},
+    chartdata::{ChartRule, Extract},
     releases::{BUILTIN, Catalog, Release},
     values::ValuesError,
 };
@@ -65,6 +70,23 @@ pub struct Target {
     #[serde(skip)]
     #[schemars(skip)]
     pub chart_schema: Option<Value>,
+    /// What preflight extracted from the --chart chart (key set, validate.yaml rules).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub chart_extract: Option<Extract>,
+    /// Where in the values files the Cilium chart's values are: `cilium` for an umbrella
+    /// chart's values (`--values-path cilium`, or found by preflight). Added after
+    /// schema_version 1 was published; absent when the values are the chart's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values_path: Option<String>,
+    /// The values path was found by preflight, not given (`values.umbrella` says so).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub values_path_found: bool,
+    /// Top-level keys of the values outside the values path (an umbrella's other parts).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub values_path_others: Vec<String>,
 }
 
 fn empty_object() -> Value {
@@ -81,6 +103,9 @@ pub struct TargetSpec {
     pub chart: Option<PathBuf>,
     /// Extra capabilities asked for with --need.
     pub need: Vec<Capability>,
+    /// `--values-path cilium`: the Cilium chart's values are under this dotted key (an
+    /// umbrella chart's values file).
+    pub values_path: Option<String>,
 }
 
 impl Target {
@@ -102,6 +127,10 @@ impl Target {
             chart: None,
             chart_values: None,
             chart_schema: None,
+            chart_extract: None,
+            values_path: None,
+            values_path_found: false,
+            values_path_others: Vec::new(),
         };
         t.capabilities = derive::capabilities(&t.effective_values());
         t
@@ -149,6 +178,27 @@ impl Target {
             set::apply(&mut values, expr)?;
             sources.push(format!("--set {expr}"));
         }
+        let extract = chart.as_ref().map(Chart::extract).transpose()?;
+        let (values_path, values_path_found) = match &spec.values_path {
+            Some(p) => (Some(p.clone()), false),
+            None => {
+                let keys = extract
+                    .as_ref()
+                    .map(|e| &e.keys)
+                    .or_else(|| resolved.release.chart.data.map(|d| &d.get().keys));
+                let found = umbrella::detect(&values, keys, resolved.release);
+                let is_found = found.is_some();
+                (found, is_found)
+            }
+        };
+        let mut values_path_others = Vec::new();
+        if let Some(path) = &values_path {
+            values_path_others = umbrella::others(&values, path);
+            values = umbrella::select(&values, path).map_err(|message| ValuesError::File {
+                file: "--values-path".into(),
+                message,
+            })?;
+        }
         let mut target = Self {
             cilium_version: version,
             release: Some(resolved.release),
@@ -160,6 +210,10 @@ impl Target {
             chart: None,
             chart_values: None,
             chart_schema: None,
+            chart_extract: extract,
+            values_path,
+            values_path_found,
+            values_path_others,
         };
         if let Some(chart) = chart {
             let rendered = values::coalesce(&chart.default_values, &target.values);
@@ -196,11 +250,48 @@ impl Target {
         self.release().minor_key() >= minor
     }
 
+    /// The chart's defaults: the --chart chart's values.yaml, else the defaults kept from the
+    /// version's real chart, else the release table's defaults for the keys preflight reads.
+    pub fn chart_defaults_value(&self) -> Value {
+        if let Some(v) = &self.chart_values {
+            return v.clone();
+        }
+        if let Some(data) = self.release().chart.data {
+            return data.get().defaults.clone();
+        }
+        serde_norway::from_str(self.release().chart.defaults).unwrap_or_else(|_| empty_object())
+    }
+
+    /// The chart's key set when preflight has it (the --chart chart, or the version's real
+    /// chart): values.yaml's keys and every key its templates read. None: only the defaults of
+    /// the keys preflight reads are known.
+    pub fn chart_keys(&self) -> Option<&Value> {
+        match &self.chart_extract {
+            Some(e) => Some(&e.keys),
+            None => self.release().chart.data.map(|d| &d.get().keys),
+        }
+    }
+
+    /// The chart's `fail` rules (templates/validate.yaml) when preflight has them.
+    pub fn chart_rules(&self) -> Option<&[ChartRule]> {
+        match &self.chart_extract {
+            Some(e) => Some(&e.rules),
+            None => self.release().chart.data.map(|d| d.get().rules.as_slice()),
+        }
+    }
+
+    /// How messages name the chart whose rules judge the values.
+    pub fn chart_label(&self) -> String {
+        match (&self.chart, self.release().chart.data) {
+            (Some(c), _) => c.source.clone(),
+            (None, Some(_)) => format!("the Cilium {} chart", self.release().label()),
+            (None, None) => format!("the Cilium {} chart", self.cilium_version),
+        }
+    }
+
     /// The values the chart renders with: the chart's defaults coalesced with the user's.
     pub fn effective_values(&self) -> Value {
-        let defaults: Value = serde_norway::from_str(self.release().chart.defaults)
-            .unwrap_or_else(|_| empty_object());
-        values::coalesce(&defaults, &self.values)
+        values::coalesce(&self.chart_defaults_value(), &self.values)
     }
 
     /// A user value at a dotted path (not the chart default).
@@ -212,6 +303,12 @@ impl Target {
     /// line cannot be told), or `--set expr`. None when it is a chart default.
     pub fn origin(&self, path: &str) -> Option<String> {
         self.user_value(path)?;
+        // In the files the path is below the umbrella's `cilium:`.
+        let full = match &self.values_path {
+            Some(prefix) => format!("{prefix}.{path}"),
+            None => path.to_string(),
+        };
+        let path = full.as_str();
         for source in self.value_sources.iter().rev() {
             if let Some(expr) = source.strip_prefix("--set ") {
                 let mut v = empty_object();

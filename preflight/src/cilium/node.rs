@@ -24,6 +24,20 @@ pub struct NodeHints {
     pub cgroup2_mounts: Option<Vec<String>>,
     /// The IPv4 pod CIDR from the k3s config (`cluster-cidr`), when it sets one.
     pub cluster_cidr: Option<String>,
+    /// Whether kube-proxy keeps running on this node.
+    pub kube_proxy: KubeProxy,
+}
+
+/// kube-proxy on this node, as far as its files tell.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum KubeProxy {
+    /// k3s runs its embedded kube-proxy (no `disable-kube-proxy`).
+    Runs,
+    /// k3s is told `disable-kube-proxy: true`.
+    Removed,
+    /// Not a k3s node, or its config could not all be read: the cluster decides.
+    #[default]
+    CannotTell,
 }
 
 impl NodeHints {
@@ -43,6 +57,11 @@ impl NodeHints {
                         .collect(),
                 ),
                 _ => None,
+            },
+            kube_proxy: match (&facts.k3s, facts.k3s.disable_kube_proxy) {
+                (k, _) if !k.present || !k.problems.is_empty() => KubeProxy::CannotTell,
+                (_, Some(true)) => KubeProxy::Removed,
+                _ => KubeProxy::Runs,
             },
             // Dual-stack k3s lists both families; the IPv4 one is the native-routing CIDR.
             cluster_cidr: facts.k3s.cluster_cidr.as_deref().and_then(|list| {
@@ -117,6 +136,42 @@ pub fn native_routing_cidr(t: &Target, node: &NodeHints) -> Finding {
     match cidr {
         Some(c) => Finding::pass(format!("native routing for {c} with direct node routes")),
         None => Finding::pass("native routing without masquerading: no CIDR needed"),
+    }
+}
+
+/// Kube-proxy replacement without `k8sServiceHost`: once kube-proxy is gone nothing routes the
+/// `kubernetes` Service, and the agent cannot reach the API server through it. Whether kube-proxy
+/// is gone is the node's (k3s `disable-kube-proxy`); where that cannot be told, neither can this.
+pub fn k8s_service_host(t: &Target, node: &NodeHints) -> Finding {
+    if !super::derive::kube_proxy_replacement(&t.effective_values()) {
+        return Finding::skip("kube-proxy is kept");
+    }
+    let host = as_text(t.value("k8sServiceHost").as_ref()).unwrap_or_default();
+    if !host.is_empty() {
+        let port = as_text(t.value("k8sServicePort").as_ref()).unwrap_or_else(|| "443".into());
+        return Finding::pass(format!("API server at {host}:{port}"));
+    }
+    let remedy = "set `k8sServiceHost` and `k8sServicePort` to the API server (k3s: the server's \
+                  IP, 6443)";
+    match node.kube_proxy {
+        KubeProxy::Removed => Finding::fail(
+            "kube-proxy replacement without `k8sServiceHost`, and this node's k3s runs without \
+             kube-proxy (disable-kube-proxy): the agent cannot reach the API server through the \
+             kubernetes Service",
+        )
+        .remedy(remedy),
+        KubeProxy::Runs => Finding::warn(
+            "kube-proxy replacement without `k8sServiceHost`: kube-proxy still runs here, so the \
+             agent reaches the API server through the kubernetes Service for now; once kube-proxy \
+             is removed it cannot",
+        )
+        .remedy(remedy),
+        KubeProxy::CannotTell => unknown(
+            "kube-proxy replacement without `k8sServiceHost`: whether kube-proxy is removed \
+             from this cluster cannot be told from the node; without it the agent cannot reach \
+             the API server through the kubernetes Service",
+        )
+        .remedy(remedy),
     }
 }
 

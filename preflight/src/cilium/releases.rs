@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use super::{
     Capability::{self, *},
+    chartdata::ChartData,
     derive,
     values::{as_text, lookup, truthy},
     version::CiliumVersion,
@@ -191,6 +192,9 @@ pub struct AgentHelper {
 /// The chart of the version.
 #[derive(Debug, Clone, Copy)]
 pub struct ChartFacts {
+    /// Generated from the real chart (`cargo xtask chart-data`): key set, validate.yaml rules,
+    /// the defaults preflight reads. None for versions whose chart preflight has not read.
+    pub data: Option<&'static ChartData>,
     /// The chart's defaults for the keys that decide capabilities (YAML), for versions without
     /// generated data.
     pub defaults: &'static str,
@@ -852,6 +856,7 @@ const fn base(options: &'static [OptionNeed]) -> CapabilityFacts {
 const VXLAN_OPTIONS: &[OptionNeed] = &[req("VXLAN"), rec("FIB_RULES")];
 const GENEVE_OPTIONS: &[OptionNeed] = &[req("GENEVE"), rec("FIB_RULES")];
 const CGROUP_BPF_OPTIONS: &[OptionNeed] = &[req("CGROUP_BPF")];
+const HUBBLE_OPTIONS: &[OptionNeed] = &[rec("PERF_EVENTS")];
 
 const fn tunnel(capability: Capability, keys: &'static [&'static str]) -> CapabilityFacts {
     let vxlan = matches!(capability, TunnelVxlan);
@@ -1061,7 +1066,8 @@ const HUBBLE: CapabilityFacts = CapabilityFacts {
         ("hubble.ui.enabled", Accepts::Bool),
     ],
     fallback: None,
-    options: &[],
+    // Hubble's flows come through the perf ring buffer the datapath writes events to.
+    options: HUBBLE_OPTIONS,
     helpers: &[],
     min_kernel: None,
 };
@@ -1403,8 +1409,13 @@ const ENCRYPTION_REMOVED: &str = "encryption.{keyFile,mountPath,secretName,inter
     deprecated in v1.14 and has been removed in v1.16. For details please refer to \
     https://docs.cilium.io/en/v1.16/operations/upgrade/#helm-options";
 
-const fn chart(defaults: &'static str, removed: &'static [RemovedValue]) -> ChartFacts {
+const fn chart(
+    data: Option<&'static ChartData>,
+    defaults: &'static str,
+    removed: &'static [RemovedValue],
+) -> ChartFacts {
     ChartFacts {
+        data,
         defaults,
         kpr_boolean: true,
         removed,
@@ -1431,6 +1442,7 @@ pub static RELEASES: &[Release] = &[
         },
         agent: agent(&[], true, true, false, "cilium"),
         chart: ChartFacts {
+            data: None,
             defaults: DEFAULTS_114,
             kpr_boolean: false,
             removed: &[],
@@ -1451,7 +1463,7 @@ pub static RELEASES: &[Release] = &[
             btf_required_from_patch: None,
         },
         agent: agent(&[], true, true, false, "cilium-dbg"),
-        chart: chart(DEFAULTS_115, REMOVED_115),
+        chart: chart(None, DEFAULTS_115, REMOVED_115),
         start_rules: START_RULES_114,
         capabilities: CAPS_115,
     },
@@ -1468,7 +1480,11 @@ pub static RELEASES: &[Release] = &[
             btf_required_from_patch: None,
         },
         agent: agent(&[], true, true, true, "cilium-dbg"),
-        chart: chart(DEFAULTS_115, REMOVED_117),
+        chart: chart(
+            Some(&super::chartdata::CHART_1_16),
+            DEFAULTS_115,
+            REMOVED_117,
+        ),
         start_rules: START_RULES_114,
         capabilities: CAPS_115,
     },
@@ -1485,7 +1501,7 @@ pub static RELEASES: &[Release] = &[
             btf_required_from_patch: None,
         },
         agent: agent(&[], false, true, true, "cilium-dbg"),
-        chart: chart(DEFAULTS_115, REMOVED_117),
+        chart: chart(None, DEFAULTS_115, REMOVED_117),
         start_rules: START_RULES_114,
         capabilities: CAPS_115,
     },
@@ -1502,7 +1518,11 @@ pub static RELEASES: &[Release] = &[
             btf_required_from_patch: None,
         },
         agent: agent(HELPERS_118, false, false, true, "cilium-dbg"),
-        chart: chart(DEFAULTS_115, REMOVED_117),
+        chart: chart(
+            Some(&super::chartdata::CHART_1_18),
+            DEFAULTS_115,
+            REMOVED_117,
+        ),
         start_rules: START_RULES_118,
         capabilities: CAPS_118,
     },
@@ -1519,7 +1539,7 @@ pub static RELEASES: &[Release] = &[
             btf_required_from_patch: Some(3),
         },
         agent: agent(HELPERS_119, true, false, true, "cilium-dbg"),
-        chart: chart(DEFAULTS_115, REMOVED_117),
+        chart: chart(None, DEFAULTS_115, REMOVED_117),
         start_rules: START_RULES_118,
         capabilities: CAPS_119,
     },
@@ -1536,7 +1556,11 @@ pub static RELEASES: &[Release] = &[
             btf_required_from_patch: Some(0),
         },
         agent: agent(HELPERS_119, true, false, true, "cilium-dbg"),
-        chart: chart(DEFAULTS_115, REMOVED_117),
+        chart: chart(
+            Some(&super::chartdata::CHART_1_20),
+            DEFAULTS_115,
+            REMOVED_117,
+        ),
         start_rules: START_RULES_120,
         capabilities: CAPS_120,
     },

@@ -87,6 +87,9 @@ pub fn job(args: &JobArgs) -> anyhow::Result<u8> {
     for need in &target.need {
         run_args.extend(["--need".to_string(), need.as_str().to_string()]);
     }
+    if let Some(path) = &target.values_path {
+        run_args.extend(["--values-path".to_string(), path.clone()]);
+    }
     for id in &args.ignore {
         run_args.extend(["--ignore".to_string(), id.clone()]);
     }
@@ -155,6 +158,7 @@ pub fn job(args: &JobArgs) -> anyhow::Result<u8> {
         sets: run.target.set.clone(),
         chart: None,
         need: run.target.need.clone(),
+        values_path: run.target.values_path.clone(),
     })?;
     if let Some(note) = &judged.version_note {
         eprintln!("preflight: warning: {note}");
