@@ -262,19 +262,19 @@ fn unknown_cpu_is_explained() {
     );
 }
 
-fn checks_for(report: CompileReport) -> Vec<preflight::report::CheckResult> {
-    use preflight::facts::{Facts, Gathered};
+fn checks_for(report: CompileReport) -> Vec<preflight::model::CheckResult> {
+    use preflight::{facts::Facts, model::Gathered};
     let empty = tempfile::tempdir().unwrap();
     let mut facts = Facts::from_root(empty.path());
     facts.live = true;
-    facts.compile = Gathered::Got(Ok(report));
+    facts.compile = Gathered::Got(report);
     preflight::checks::run_all(&facts, &Target::default(), &[])
 }
 
 fn check<'a>(
-    results: &'a [preflight::report::CheckResult],
+    results: &'a [preflight::model::CheckResult],
     id: &str,
-) -> &'a preflight::report::CheckResult {
+) -> &'a preflight::model::CheckResult {
     results
         .iter()
         .find(|c| c.id == id)
@@ -283,7 +283,7 @@ fn check<'a>(
 
 #[test]
 fn run_checks_turn_the_missing_header_scenario_into_a_no_go_with_remedies() {
-    use preflight::report::Status;
+    use preflight::model::Status;
     if !have("/usr/bin/clang-19") {
         return;
     }
@@ -301,7 +301,7 @@ fn run_checks_turn_the_missing_header_scenario_into_a_no_go_with_remedies() {
     let empty = tempfile::tempdir().unwrap();
     let mut facts = preflight::facts::Facts::from_root(empty.path());
     facts.live = true;
-    facts.compile = preflight::facts::Gathered::Got(Ok(report));
+    facts.compile = preflight::model::Gathered::Got(report);
     let on_118 = preflight::checks::run_all(&facts, &Target::chart_defaults("1.18.4"), &[]);
     let init_118 = check(&on_118, "compile.init");
     assert!(
@@ -335,7 +335,7 @@ fn run_checks_turn_the_missing_header_scenario_into_a_no_go_with_remedies() {
 
 #[test]
 fn run_checks_call_a_too_new_clang_a_warning_not_a_node_failure() {
-    use preflight::report::Status;
+    use preflight::model::Status;
     if !have("/usr/bin/clang-19") {
         return;
     }

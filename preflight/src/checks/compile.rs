@@ -1,9 +1,8 @@
 //! Checks over the datapath compile stage: the toolchain used, whether the agent's datapath
 //! init will get to write its headers, each program's compile (with root cause and remedy), and
 //! each object's load through the verifier.
-use super::{Area, Check, Outcome};
+use super::Check;
 use crate::{
-    cilium::Capability::{self, *},
     compile::{
         CompileReport, ProgramResult,
         explain::Cause,
@@ -11,6 +10,11 @@ use crate::{
         verify::{Verdict, VerifyReport},
     },
     facts::Facts,
+    model::{
+        Area,
+        Capability::{self, *},
+        Gathered, Outcome,
+    },
 };
 
 /// (program, title, needed by).
@@ -31,12 +35,12 @@ const PROGRAMS: &[(&str, &str, &[Capability])] = &[
 ];
 
 fn report(facts: &Facts) -> Result<&CompileReport, Outcome> {
-    match facts.compile.get() {
-        Err(why) => Err(Outcome::skip(why)),
-        Ok(Err(e)) => Err(Outcome::unknown(format!(
+    match &facts.compile {
+        Gathered::Skipped(why) => Err(Outcome::skip(why.clone())),
+        Gathered::Unknown(e) => Err(Outcome::unknown(format!(
             "compile stage could not run: {e}"
         ))),
-        Ok(Ok(r)) => Ok(r),
+        Gathered::Got(r) => Ok(r),
     }
 }
 

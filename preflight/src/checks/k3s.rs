@@ -1,9 +1,9 @@
 //! k3s settings Cilium needs (FACTS §5) and Rancher Desktop specifics.
-use super::{Area, Check, Outcome};
+use super::Check;
 use crate::{
-    cilium::Capability::*,
     facts::Facts,
     host::k3s::{CONFIG, K3sFacts},
+    model::{Area, Capability::*, Outcome},
 };
 
 fn with_k3s(facts: &Facts, f: impl FnOnce(&K3sFacts) -> Outcome) -> Outcome {
@@ -116,7 +116,7 @@ mod tests {
         checks::run_all,
         cilium::{Target, derive},
         facts::Facts,
-        report::Status,
+        model::Status,
     };
 
     fn k3s_node(config: &str) -> tempfile::TempDir {

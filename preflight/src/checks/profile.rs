@@ -2,14 +2,18 @@
 //! (cilium::releases): the documented minimum kernel per feature, and the helpers the 1.18+
 //! agent refuses to start without. (The version's own minimum is `kernel.release` in
 //! checks::kernel.)
-use super::{Area, Check, Outcome};
+use super::Check;
 use crate::{
     cilium::{
-        Capability::{self, *},
         Target,
         releases::{KernelVersion, Release, kernel_version_str, parse_kernel_release},
     },
     facts::Facts,
+    model::{
+        Area,
+        Capability::{self, *},
+        Gathered, Outcome,
+    },
     probe::{ProbeReport, Support},
 };
 
@@ -82,9 +86,10 @@ pub fn checks() -> Vec<Check> {
             if p.agent.helpers.is_empty() {
                 return Outcome::skip(format!("Cilium {} checks no helper list at start-up", p.label()));
             }
-            match facts.probes.get() {
-                Ok(probes) => judge_agent_helpers(p, probes),
-                Err(why) => Outcome::skip(why.to_string()),
+            match &facts.probes {
+                Gathered::Got(probes) => judge_agent_helpers(p, probes),
+                Gathered::Unknown(why) => Outcome::unknown(why.clone()),
+                Gathered::Skipped(why) => Outcome::skip(why.clone()),
             }
         }),
     ];
@@ -121,7 +126,7 @@ mod tests {
     use super::*;
     use crate::{
         cilium::releases::{BUILTIN, RELEASES},
-        report::Status,
+        model::Status,
     };
 
     fn profile(minor: u32) -> &'static Release {

@@ -1,28 +1,14 @@
 //! Helm values: what the target version's chart rejects or ignores (cilium::validate), what the
 //! chart's own values.schema.json says (--chart), and the values against this node (cilium::node).
-use super::{Area, Check, Outcome};
+use super::Check;
 use crate::{
-    cilium::{
+    cilium::{node, validate},
+    model::{
+        Area,
         Capability::{ChartValues, KubeProxyReplacement, NativeRouting},
-        node,
-        validate::{self, Finding},
+        Outcome, Status,
     },
-    report::Status,
 };
-
-fn outcome(f: Finding) -> Outcome {
-    let mut o = match f.status {
-        Status::Pass => Outcome::pass(f.detail),
-        Status::Fail => Outcome::fail(f.detail),
-        Status::Warn => Outcome::warn(f.detail),
-        Status::Unknown => Outcome::unknown(f.detail),
-        Status::Skip => Outcome::skip(f.detail),
-    };
-    if let Some(r) = f.remedy {
-        o = o.remedy(r);
-    }
-    o
-}
 
 pub fn checks() -> Vec<Check> {
     let mut checks: Vec<Check> = validate::rules()
@@ -33,7 +19,7 @@ pub fn checks() -> Vec<Check> {
                 .needed_by(&[ChartValues])
                 .remedy(rule.remedy)
                 .evaluate(move |_, target| {
-                    let mut o = outcome(judge(target));
+                    let mut o = judge(target);
                     if !target.value_sources.is_empty() && o.status != Status::Skip {
                         o = o.evidence(format!("values: {}", target.value_sources.join(", ")));
                     }
@@ -113,8 +99,8 @@ pub fn checks() -> Vec<Check> {
                 })
                 .remedy(remedy)
                 .evaluate(move |facts, target| {
-                    let hints = node::NodeHints::from_facts(facts);
-                    let mut o = outcome(judge(target, &hints));
+                    let hints = facts.node_hints();
+                    let mut o = judge(target, &hints);
                     if let Some(source) = hints.cni_dirs_source.filter(|s| s.starts_with('/'))
                         && id.starts_with("values.node.cni")
                     {

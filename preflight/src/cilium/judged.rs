@@ -4,11 +4,12 @@
 //! values (`values.cilium-version`, `values.umbrella`).
 use serde_json::{Value, json};
 
+use crate::model::Outcome;
+
 use super::{
     Target,
     chartdata::{self, RuleFinding},
     gotmpl::Verdict,
-    validate::Finding,
     values::{merge, patch_of},
 };
 
@@ -16,9 +17,9 @@ use super::{
 /// with the chart's own message and `file:line`; one that depends on the cluster's API
 /// (`.Capabilities`) warns and names the key that keeps it from applying; one this evaluator
 /// cannot evaluate is "could not tell" with its line, never a guess.
-pub fn chart_rules(t: &Target) -> Finding {
+pub fn chart_rules(t: &Target) -> Outcome {
     let Some(rules) = t.chart_rules() else {
-        return Finding::skip(format!(
+        return Outcome::skip(format!(
             "preflight has not read the Cilium {} chart's templates; give --chart to judge its \
              rules (the values rules below use the chart's known texts)",
             t.release().label()
@@ -56,7 +57,14 @@ pub fn chart_rules(t: &Target) -> Finding {
     // What the chart cannot be asked here, said beside a failure too.
     let also = cluster
         .iter()
-        .map(|(at, _)| format!("fails unless the cluster serves the API it checks: {at}"))
+        .map(|(at, escape)| {
+            let or = if escape.is_empty() {
+                String::new()
+            } else {
+                format!(" (or set {})", escape.join(", "))
+            };
+            format!("fails unless the cluster serves the API it checks{or}: {at}")
+        })
         .chain(unknown.iter().map(|u| format!("could not tell: {u}")))
         .collect::<Vec<_>>();
     if !fails.is_empty() {
@@ -73,7 +81,7 @@ pub fn chart_rules(t: &Target) -> Finding {
             .filter(|r| t.user_value(r.path).is_some())
             .map(|r| r.replacement)
             .collect();
-        let mut finding = Finding::fail(format!(
+        let mut finding = Outcome::fail(format!(
             "{chart} rejects these values (`helm install` fails): {}{also}",
             fails.join("; ")
         ))
@@ -89,7 +97,7 @@ pub fn chart_rules(t: &Target) -> Finding {
         return finding;
     }
     if !unknown.is_empty() {
-        return Finding::unknown(format!(
+        return Outcome::unknown(format!(
             "could not tell whether {chart} accepts the values: {}",
             unknown.join("; ")
         ))
@@ -97,7 +105,7 @@ pub fn chart_rules(t: &Target) -> Finding {
     }
     if !cluster.is_empty() {
         let escapes: Vec<String> = cluster.iter().flat_map(|(_, e)| e.clone()).collect();
-        return Finding::warn(format!(
+        return Outcome::warn(format!(
             "{chart} fails unless the cluster serves the API it checks at install time: {}",
             cluster
                 .iter()
@@ -119,7 +127,7 @@ pub fn chart_rules(t: &Target) -> Finding {
         (None, Some(d)) => format!(" (read from the {} chart)", d.version),
         _ => String::new(),
     };
-    Finding::pass(format!(
+    Outcome::pass(format!(
         "the {} rules of {chart}'s templates/validate.yaml{read} accept the values",
         rules.len()
     ))
@@ -167,18 +175,25 @@ fn fail_patch(t: &Target, f: &RuleFinding) -> Option<Value> {
 }
 
 /// One agent start rule, as the target's release has it.
-pub fn agent_rule(id: &str, t: &Target) -> Finding {
+pub fn agent_rule(id: &str, t: &Target) -> Outcome {
     let release = t.release();
     let Some(rule) = release.start_rules.iter().find(|r| r.id == id) else {
-        return Finding::skip(format!(
+        return Outcome::skip(format!(
             "cilium-agent {} has no such start-up check",
             release.label()
         ));
     };
+    // An invalid routing mode is refused before anything that depends on it: judged by
+    // values.routing-mode, whose fix settles this one too.
+    if !super::validate::routing_valid(t) {
+        return Outcome::skip(
+            "routingMode/tunnelProtocol is not a value the chart accepts (values.routing-mode)",
+        );
+    }
     let effective = t.effective_values();
     match (rule.broken)(&effective) {
-        None => Finding::pass("the agent accepts these settings"),
-        Some(message) => Finding::fail(format!(
+        None => Outcome::pass("the agent accepts these settings"),
+        Some(message) => Outcome::fail(format!(
             "the values render, but cilium-agent {} exits at start-up with \"{message}\" \
              (enforced since Cilium {}.{}: {})",
             release.label(),
@@ -192,11 +207,11 @@ pub fn agent_rule(id: &str, t: &Target) -> Finding {
 }
 
 /// The version: known as given, or judged with caveats.
-pub fn cilium_version(t: &Target) -> Finding {
+pub fn cilium_version(t: &Target) -> Outcome {
     match &t.version_note {
-        Some(note) => Finding::warn(note.clone())
+        Some(note) => Outcome::warn(note.clone())
             .remedy("check the release notes of that version for new requirements"),
-        None => Finding::pass(format!(
+        None => Outcome::pass(format!(
             "Cilium {} (preflight knows {} up to {})",
             t.cilium_version,
             t.release().label(),
@@ -206,9 +221,9 @@ pub fn cilium_version(t: &Target) -> Finding {
 }
 
 /// Values under an umbrella chart's key.
-pub fn umbrella(t: &Target) -> Finding {
+pub fn umbrella(t: &Target) -> Outcome {
     let Some(path) = &t.values_path else {
-        return Finding::skip("the values are the Cilium chart's own");
+        return Outcome::skip("the values are the Cilium chart's own");
     };
     let others = if t.values_path_others.is_empty() {
         String::new()
@@ -219,7 +234,7 @@ pub fn umbrella(t: &Target) -> Finding {
         )
     };
     if t.values_path_found {
-        Finding::warn(format!(
+        Outcome::warn(format!(
             "the values hold the Cilium chart's settings under `{path}:` (an umbrella chart's \
              subchart values): judged as the Cilium chart's values{others}"
         ))
@@ -228,7 +243,7 @@ pub fn umbrella(t: &Target) -> Finding {
              settings to the top level for the Cilium chart itself"
         ))
     } else {
-        Finding::pass(format!(
+        Outcome::pass(format!(
             "judging the values under `{path}:` (--values-path){others}"
         ))
     }

@@ -1,6 +1,5 @@
 //! The target of a preflight: which Cilium version, with which Helm values, and therefore which
 //! capabilities the node must have.
-mod capability;
 pub mod chart;
 pub mod chartdata;
 pub mod derive;
@@ -20,7 +19,8 @@ pub mod yamlpos;
 
 use std::{collections::BTreeSet, path::PathBuf};
 
-pub use capability::Capability;
+/// Re-export while other branches still name it here; the type lives in `model`.
+pub use crate::model::Capability;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

@@ -13,56 +13,12 @@ use super::{
 /// true nor false.
 pub const KPR_CHART_ERROR: &str =
     "kubeProxyReplacement must be explicitly set to a valid value (true or false) to continue.";
-use crate::report::Status;
+use crate::model::Outcome;
 
 /// k3s's default pod CIDR (FACTS §5): the native-routing CIDR when the node does not say.
 pub const K3S_DEFAULT_CLUSTER_CIDR: &str = "10.42.0.0/16";
 
-/// One rule's judgement of a target.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Finding {
-    pub status: Status,
-    pub detail: String,
-    pub remedy: Option<String>,
-    /// Values to merge over the user's to fix it (`null` deletes a key).
-    pub patch: Option<Value>,
-}
-
-impl Finding {
-    fn new(status: Status, detail: impl Into<String>) -> Self {
-        Self {
-            status,
-            detail: detail.into(),
-            remedy: None,
-            patch: None,
-        }
-    }
-    pub fn pass(detail: impl Into<String>) -> Self {
-        Self::new(Status::Pass, detail)
-    }
-    pub fn skip(detail: impl Into<String>) -> Self {
-        Self::new(Status::Skip, detail)
-    }
-    pub fn fail(detail: impl Into<String>) -> Self {
-        Self::new(Status::Fail, detail)
-    }
-    pub fn warn(detail: impl Into<String>) -> Self {
-        Self::new(Status::Warn, detail)
-    }
-    pub fn unknown(detail: impl Into<String>) -> Self {
-        Self::new(Status::Unknown, detail)
-    }
-    pub fn remedy(mut self, remedy: impl Into<String>) -> Self {
-        self.remedy = Some(remedy.into());
-        self
-    }
-    pub fn patch(mut self, patch: Value) -> Self {
-        self.patch = Some(patch);
-        self
-    }
-}
-
-type Judge = Box<dyn Fn(&Target) -> Finding + Send + Sync>;
+type Judge = Box<dyn Fn(&Target) -> Outcome + Send + Sync>;
 
 pub struct Rule {
     pub id: String,
@@ -76,7 +32,7 @@ fn rule(
     id: impl Into<String>,
     title: impl Into<String>,
     remedy: impl Into<String>,
-    judge: impl Fn(&Target) -> Finding + Send + Sync + 'static,
+    judge: impl Fn(&Target) -> Outcome + Send + Sync + 'static,
 ) -> Rule {
     Rule {
         id: id.into(),
@@ -193,9 +149,9 @@ pub fn rules() -> Vec<Rule> {
 
 /// Rules preflight keeps for versions whose chart it has not read; with the chart's own rules
 /// (values.chart-rules) they would say the same thing twice.
-fn judged_by_chart(t: &Target) -> Option<Finding> {
+fn judged_by_chart(t: &Target) -> Option<Outcome> {
     t.chart_rules().map(|_| {
-        Finding::skip(format!(
+        Outcome::skip(format!(
             "judged by {}'s own rules (values.chart-rules)",
             t.chart_label()
         ))
@@ -203,7 +159,7 @@ fn judged_by_chart(t: &Target) -> Option<Finding> {
 }
 
 /// The findings of every rule, by id: what recommendations are built from.
-pub fn judge_all(target: &Target) -> Vec<(String, Finding)> {
+pub fn judge_all(target: &Target) -> Vec<(String, Outcome)> {
     rules()
         .into_iter()
         .map(|r| (r.id.clone(), (r.judge)(target)))
@@ -214,12 +170,12 @@ fn version_label(t: &Target) -> String {
     format!("Cilium {}", t.cilium_version)
 }
 
-fn removed_value(id: &str, t: &Target) -> Finding {
+fn removed_value(id: &str, t: &Target) -> Outcome {
     if let Some(skip) = judged_by_chart(t) {
         return skip;
     }
     let Some(removed) = t.release().chart.removed.iter().find(|r| r.id == id) else {
-        return Finding::skip(format!(
+        return Outcome::skip(format!(
             "Cilium {} still reads it, or its chart rules judge it",
             t.cilium_version
         ));
@@ -227,12 +183,12 @@ fn removed_value(id: &str, t: &Target) -> Finding {
     removed_in_target(removed, t)
 }
 
-fn removed_in_target(removed: &RemovedValue, t: &Target) -> Finding {
+fn removed_in_target(removed: &RemovedValue, t: &Target) -> Outcome {
     let Some(value) = t.user_value(removed.path) else {
-        return Finding::skip("not set");
+        return Outcome::skip("not set");
     };
     if !t.at_least(removed.removed_in) {
-        return Finding::pass(format!(
+        return Outcome::pass(format!(
             "set, and still read by {} (removed in {}.{})",
             version_label(t),
             removed.removed_in.0,
@@ -241,12 +197,12 @@ fn removed_in_target(removed: &RemovedValue, t: &Target) -> Finding {
     }
     let shown = as_text(Some(value)).unwrap_or_else(|| "{…}".into());
     let mut finding = match removed.chart_error {
-        Some(error) => Finding::fail(format!(
+        Some(error) => Outcome::fail(format!(
             "`{}: {shown}` is rejected by the {} chart: \"{error}\"",
             removed.path,
             version_label(t),
         )),
-        None => Finding::warn(format!(
+        None => Outcome::warn(format!(
             "`{}` was removed in {}.{}: the {} chart ignores it",
             removed.path,
             removed.removed_in.0,
@@ -291,9 +247,9 @@ pub fn tunnel_patch(t: &Target) -> Value {
     patch
 }
 
-fn kube_proxy_replacement(t: &Target) -> Finding {
+fn kube_proxy_replacement(t: &Target) -> Outcome {
     let Some(value) = t.user_value("kubeProxyReplacement") else {
-        return Finding::pass("not set (chart default: kube-proxy kept)");
+        return Outcome::pass("not set (chart default: kube-proxy kept)");
     };
     let text = as_text(Some(value)).unwrap_or_default();
     if !t.release().chart.kpr_boolean {
@@ -301,14 +257,14 @@ fn kube_proxy_replacement(t: &Target) -> Finding {
             text.as_str(),
             "strict" | "partial" | "probe" | "disabled" | "true" | "false"
         ) {
-            Finding::pass(format!("`{text}` is a {} mode", version_label(t)))
+            Outcome::pass(format!("`{text}` is a {} mode", version_label(t)))
         } else {
-            Finding::fail(format!("`kubeProxyReplacement: {text}` is not a 1.14 mode"))
+            Outcome::fail(format!("`kubeProxyReplacement: {text}` is not a 1.14 mode"))
                 .remedy("use strict, partial, probe or disabled")
         };
     }
     if matches!(value, Value::Bool(_)) || text == "true" || text == "false" {
-        return Finding::pass(format!("`kubeProxyReplacement: {text}`"));
+        return Outcome::pass(format!("`kubeProxyReplacement: {text}`"));
     }
     let (fix, why) = match text.as_str() {
         "strict" => (true, "strict meant full replacement"),
@@ -322,7 +278,7 @@ fn kube_proxy_replacement(t: &Target) -> Finding {
         ),
         _ => (false, "disabled keeps kube-proxy"),
     };
-    Finding::fail(format!(
+    Outcome::fail(format!(
         "`kubeProxyReplacement: {text}` is rejected by the {} chart: \"{KPR_CHART_ERROR}\"",
         version_label(t)
     ))
@@ -330,7 +286,25 @@ fn kube_proxy_replacement(t: &Target) -> Finding {
     .patch(json!({"kubeProxyReplacement": fix}))
 }
 
-fn routing_mode(t: &Target) -> Finding {
+/// What the chart accepts for the routing settings.
+const ROUTING: [(&str, [&str; 2]); 2] = [
+    ("routingMode", ["tunnel", "native"]),
+    ("tunnelProtocol", ["vxlan", "geneve"]),
+];
+
+/// Whether the user's routing settings are ones the chart accepts (an empty string is the
+/// chart's default).
+pub fn routing_valid(t: &Target) -> bool {
+    ROUTING
+        .iter()
+        .all(|(path, accepted)| match t.user_value(path) {
+            None => true,
+            Some(Value::String(s)) => s.is_empty() || accepted.contains(&s.as_str()),
+            Some(_) => false,
+        })
+}
+
+fn routing_mode(t: &Target) -> Outcome {
     // Native-routing settings say what a misspelt mode meant: with them, `tunnel` would make
     // the agent refuse `autoDirectNodeRoutes` (values.agent.auto-direct-node-routes).
     let native_intent = truthy(t.value("autoDirectNodeRoutes").as_ref())
@@ -349,7 +323,7 @@ fn routing_mode(t: &Target) -> Finding {
         }
         let guess = suggestion(&text, accepted);
         let fix = guess.unwrap_or(fallback);
-        let mut f = Finding::fail(format!(
+        let mut f = Outcome::fail(format!(
             "`{path}: {text}`{} is neither {} nor {}{}",
             at(t, path),
             accepted[0],
@@ -368,14 +342,14 @@ fn routing_mode(t: &Target) -> Finding {
         return f;
     }
     let routing = derive::routing(&t.effective_values());
-    Finding::pass(format!("{routing:?} routing").to_lowercase())
+    Outcome::pass(format!("{routing:?} routing").to_lowercase())
 }
 
 /// A key set twice in one mapping: Helm keeps the last without a word (helm/helm#4107; newer
 /// `helm lint` reports it), so the first setting silently does nothing.
-fn duplicate_keys(t: &Target) -> Finding {
+fn duplicate_keys(t: &Target) -> Outcome {
     if t.value_texts.is_empty() {
-        return Finding::skip("no values files");
+        return Outcome::skip("no values files");
     }
     let found: Vec<String> = t
         .value_texts
@@ -390,9 +364,9 @@ fn duplicate_keys(t: &Target) -> Finding {
         })
         .collect();
     if found.is_empty() {
-        return Finding::pass("no key set twice");
+        return Outcome::pass("no key set twice");
     }
-    Finding::warn(found.join("; "))
+    Outcome::warn(found.join("; "))
 }
 
 /// Keys the chart does not have: Helm passes them to the templates, which never read them, so
@@ -400,9 +374,9 @@ fn duplicate_keys(t: &Target) -> Finding {
 /// chart default stays in force, and the verdict would be about another install than the one
 /// written); any other unknown key warns. The chart's keys are its values.yaml with --chart;
 /// otherwise only the profile's defaults are known, and only capability-key typos are judged.
-fn unknown_keys(t: &Target) -> Finding {
+fn unknown_keys(t: &Target) -> Outcome {
     if t.values.as_object().is_none_or(|m| m.is_empty()) {
-        return Finding::skip("no user values");
+        return Outcome::skip("no user values");
     }
     // The chart's key set (values.yaml and every key its templates read) when preflight has
     // the chart; otherwise only the defaults of the keys preflight reads.
@@ -423,7 +397,7 @@ fn unknown_keys(t: &Target) -> Finding {
     let found = super::keys::unknown_keys(&t.values, &chart, complete, &removed, &capability_keys);
     let chart_name = t.chart_label();
     if found.is_empty() {
-        return Finding::pass(if complete {
+        return Outcome::pass(if complete {
             format!("every key is one {chart_name} has (values.yaml or read by its templates)")
         } else {
             "no key is a misspelling of a setting that decides a capability (give --chart to \
@@ -468,7 +442,7 @@ fn unknown_keys(t: &Target) -> Finding {
         }
     }
     if blocking.is_empty() {
-        return Finding::warn(format!(
+        return Outcome::warn(format!(
             "not keys of {chart_name}, so they do nothing: {}",
             other.join(", ")
         ));
@@ -476,7 +450,7 @@ fn unknown_keys(t: &Target) -> Finding {
     if !other.is_empty() {
         blocking.push(format!("also unknown: {}", other.join(", ")));
     }
-    let f = Finding::fail(blocking.join("; "))
+    let f = Outcome::fail(blocking.join("; "))
         .remedy("rename each key to the one meant; the chart ignores the misspelt one");
     if patch.as_object().is_some_and(|m| !m.is_empty()) {
         f.patch(patch)
@@ -497,9 +471,9 @@ fn same_to_the_chart(a: Option<&Value>, b: Option<&Value>) -> bool {
 /// judges that; Helm 3 read only the first and dropped the rest without a word (helm/helm#13097).
 /// Which one installs is not known here, so a later document that sets anything is a warning
 /// naming the line it starts on. Empty documents (a trailing `---`) change nothing in either.
-fn multi_document(t: &Target) -> Finding {
+fn multi_document(t: &Target) -> Outcome {
     if t.value_texts.is_empty() {
-        return Finding::skip("no values files");
+        return Outcome::skip("no values files");
     }
     let mut found = Vec::new();
     for (file, text) in &t.value_texts {
@@ -520,9 +494,9 @@ fn multi_document(t: &Target) -> Finding {
         }
     }
     if found.is_empty() {
-        return Finding::pass("each values file is one YAML document");
+        return Outcome::pass("each values file is one YAML document");
     }
-    Finding::warn(format!(
+    Outcome::warn(format!(
         "another YAML document starts at {}: Helm 4 merges the documents in order (as judged \
          here), Helm 3 reads only the first and ignores the rest",
         found.join(", ")
@@ -579,7 +553,7 @@ pub fn settings(t: &Target) -> Vec<(&'static str, Accepts)> {
     out
 }
 
-fn accepted_values(t: &Target) -> Finding {
+fn accepted_values(t: &Target) -> Outcome {
     let mut problems = Vec::new();
     let mut patch = json!({});
     for (path, accepts) in settings(t) {
@@ -633,9 +607,9 @@ fn accepted_values(t: &Target) -> Finding {
         }
     }
     if problems.is_empty() {
-        return Finding::pass("every setting that decides a capability has an accepted value");
+        return Outcome::pass("every setting that decides a capability has an accepted value");
     }
-    let mut f = Finding::fail(problems.join("; "))
+    let mut f = Outcome::fail(problems.join("; "))
         .remedy("set each to one of the accepted values named; capabilities are derived from them");
     if patch.as_object().is_some_and(|m| !m.is_empty()) {
         f = f.patch(patch);
@@ -643,23 +617,23 @@ fn accepted_values(t: &Target) -> Finding {
     f
 }
 
-fn hubble_ui_relay(t: &Target) -> Finding {
+fn hubble_ui_relay(t: &Target) -> Outcome {
     if let Some(skip) = judged_by_chart(t) {
         return skip;
     }
     let v = t.effective_values();
     let on = |p: &str| truthy(lookup(&v, p));
     if on("hubble.ui.enabled") && !on("hubble.relay.enabled") {
-        return Finding::fail("Hubble UI is enabled but Hubble Relay is not; the chart refuses it")
+        return Outcome::fail("Hubble UI is enabled but Hubble Relay is not; the chart refuses it")
             .remedy("set `hubble.relay.enabled: true`")
             .patch(json!({"hubble": {"relay": {"enabled": true}}}));
     }
     if on("hubble.relay.enabled") && !on("hubble.enabled") {
-        return Finding::fail("Hubble Relay is enabled but Hubble is not; the chart refuses it")
+        return Outcome::fail("Hubble Relay is enabled but Hubble is not; the chart refuses it")
             .remedy("set `hubble.enabled: true`")
             .patch(json!({"hubble": {"enabled": true}}));
     }
-    Finding::pass("consistent")
+    Outcome::pass("consistent")
 }
 
 /// Where the chart has ServiceMonitors (each with a `trustCRDsExist` sibling).
@@ -683,7 +657,7 @@ const GUARDED_MONITORS: &[&str] = &[
 ];
 const TRUST_CRDS: &str = "prometheus.serviceMonitor.trustCRDsExist";
 
-fn service_monitor_crds(t: &Target) -> Finding {
+fn service_monitor_crds(t: &Target) -> Outcome {
     if let Some(skip) = judged_by_chart(t) {
         return skip;
     }
@@ -695,16 +669,16 @@ fn service_monitor_crds(t: &Target) -> Finding {
         .map(|m| format!("{m}.serviceMonitor.enabled"))
         .collect();
     if guarded.is_empty() {
-        return Finding::pass("no ServiceMonitor the chart's guard checks is enabled");
+        return Outcome::pass("no ServiceMonitor the chart's guard checks is enabled");
     }
     if on(TRUST_CRDS) {
-        return Finding::pass(format!(
+        return Outcome::pass(format!(
             "{} with `{TRUST_CRDS}: true`: the chart trusts the CRDs to exist at install time",
             guarded.join(", ")
         ));
     }
     // A node cannot list the cluster's CRDs: the chart's `.Capabilities` check decides.
-    Finding::warn(format!(
+    Outcome::warn(format!(
         "{} need the monitoring.coreos.com/v1 CRDs; the chart fails unless the cluster has them",
         guarded.join(", ")
     ))
@@ -717,7 +691,7 @@ fn service_monitor_crds(t: &Target) -> Finding {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cilium::values::merge;
+    use crate::{cilium::values::merge, model::Status};
 
     fn target(version: &str, values: Value) -> Target {
         let mut t = Target::chart_defaults(version);
@@ -726,7 +700,7 @@ mod tests {
         t
     }
 
-    fn finding(t: &Target, id: &str) -> Finding {
+    fn finding(t: &Target, id: &str) -> Outcome {
         judge_all(t)
             .into_iter()
             .find(|(i, _)| i == id)

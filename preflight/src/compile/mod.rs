@@ -6,7 +6,6 @@
 //! Flow: [`tree`] unpacks the bpf dir → [`headers`] writes the state dir (or [`nodeinit`]
 //! predicts what a node's state will look like) → [`toolchain`] picks clang → [`runner`]
 //! compiles in parallel → [`diag`] + [`explain`] → [`verify`].
-pub mod cmd;
 pub mod diag;
 pub mod explain;
 pub mod features;

@@ -6,11 +6,9 @@
 use serde::Serialize;
 
 use crate::{
-    cilium::{Capability, Target},
-    host::{
-        HostRoot,
-        mounts::{self, MountsFact},
-    },
+    cilium::Target,
+    host::{HostRoot, mounts},
+    model::{Capability, Gathered},
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -115,7 +113,7 @@ pub fn blockers(root: &HostRoot, target: &Target) -> Vec<InitBlocker> {
             });
         }
     }
-    if let MountsFact::Got(table) = mounts::gather(root) {
+    if let Gathered::Got(table) = mounts::gather(root) {
         let at_bpf = table.at("/sys/fs/bpf");
         let wrong_type = at_bpf.iter().any(|m| m.fstype != "bpf");
         if at_bpf.len() > 1 || wrong_type {

@@ -737,17 +737,4 @@ mod tests {
         assert!(args.ends_with(&["--need".into(), "tunnel-geneve".into()]));
         assert!(args.contains(&"json-line".to_string()));
     }
-
-    #[test]
-    fn the_pod_command_line_is_one_this_preflight_accepts() {
-        use clap::Parser as _;
-        let argv = std::iter::once("preflight".to_string()).chain(container_args(&spec()));
-        let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
-        let crate::cli::Command::Run(run) = cli.command else {
-            panic!("not a run")
-        };
-        assert!(run.host_kernel && run.exit_zero);
-        assert_eq!(run.root, std::path::Path::new("/host"));
-        assert_eq!(run.format, crate::report::Format::JsonLine);
-    }
 }

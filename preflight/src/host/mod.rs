@@ -21,7 +21,7 @@ use std::{
     path::{Component, Path, PathBuf},
 };
 
-use crate::report::Node;
+use crate::model::Node;
 
 /// Linux gives up after 40 links (MAXSYMLINKS); so do we.
 const MAX_SYMLINKS: usize = 40;
@@ -49,20 +49,45 @@ impl ReadError {
     }
 }
 
+/// The node's root (`--root`), and whether it is the live node: the one whose kernel preflight
+/// runs on, where live probes (bpf(), canaries, netlink, statfs) apply.
 #[derive(Debug, Clone)]
 pub struct HostRoot {
     root: PathBuf,
+    live: bool,
 }
 
 impl HostRoot {
+    /// A root; live when it is this system's `/`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        let root = root.into();
+        let live = root == Path::new("/");
+        Self { root, live }
+    }
+    /// `--root` as given on the command line: a directory, or an error naming it (exit 2).
+    pub fn from_flag(root: &Path) -> Result<Self, String> {
+        if !root.is_dir() {
+            return Err(format!("--root {}: not a directory", root.display()));
+        }
+        Ok(Self::new(root))
+    }
+    /// The root is another view of the node this kernel runs (a pod with the host's `/` at
+    /// `/host` shares the node's kernel, `run --host-kernel`): live probes apply even though
+    /// the root is not `/`.
+    pub fn with_host_kernel(mut self, host_kernel: bool) -> Self {
+        self.live |= host_kernel;
+        self
     }
     pub fn root(&self) -> &Path {
         &self.root
     }
-    /// Whether this root is the running system's (live-only facts make sense).
+    /// Whether this root is the live node: live probes run against this kernel.
     pub fn is_live(&self) -> bool {
+        self.live
+    }
+    /// Whether this root is this process's own `/`, so that paths such as `/proc/self` and
+    /// access(2) on `/proc/sys` describe the node (through `/host` they describe the pod).
+    pub fn is_own_root(&self) -> bool {
         self.root == Path::new("/")
     }
     /// `path` (absolute, as on the node) inside the root, symlinks not resolved.
@@ -240,6 +265,26 @@ mod tests {
 
     fn tree() -> tempfile::TempDir {
         tempfile::tempdir().unwrap()
+    }
+
+    #[test]
+    fn the_root_knows_whether_it_is_the_live_node() {
+        let own = HostRoot::new("/");
+        assert!(own.is_live() && own.is_own_root());
+        let fixture = HostRoot::new("fixtures/nodes/k3s-flannel");
+        assert!(!fixture.is_live() && !fixture.is_own_root());
+        // A pod's view of the host (`run --root /host --host-kernel`): this kernel is the
+        // node's, but /proc/self under the root is still the pod's.
+        let pod = HostRoot::new("/host").with_host_kernel(true);
+        assert!(pod.is_live() && !pod.is_own_root());
+        let dir = tree();
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        assert_eq!(
+            HostRoot::from_flag(&file).unwrap_err(),
+            format!("--root {}: not a directory", file.display())
+        );
+        assert!(!HostRoot::from_flag(dir.path()).unwrap().is_live());
     }
 
     #[test]

@@ -607,8 +607,8 @@ fn file_name(node_path: &str) -> String {
 }
 
 fn on_bpffs(path: &Path) -> bool {
-    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
+    nix::sys::statfs::statfs(path)
+        .is_ok_and(|s| s.filesystem_type().0 == crate::host::mounts::BPF_FS_MAGIC)
 }
 
 /// What a rollback did.

@@ -4,7 +4,6 @@
 //!
 //! Files are changed directly under the root prefix; everything on the running system (links,
 //! mounts, services, Helm, Kubernetes) goes through [`runner::Runner`].
-pub mod cmd;
 pub mod exec;
 pub mod fallback;
 pub mod fault;

@@ -453,8 +453,8 @@ pub fn versionless(bin_dir: &str) -> String {
 /// checks must see one table, or install would refuse a bpffs finding the plan has a step for.
 pub fn bpffs_state(root: &Path) -> MountState {
     let table = match mounts::gather(&HostRoot::new(root)) {
-        mounts::MountsFact::Got(t) => t,
-        mounts::MountsFact::Bad(why) | mounts::MountsFact::Skipped(why) => {
+        crate::model::Gathered::Got(t) => t,
+        crate::model::Gathered::Unknown(why) | crate::model::Gathered::Skipped(why) => {
             return MountState::Unknown(why);
         }
     };

@@ -42,7 +42,6 @@ mod slot {
     pub const SENDMSG4: u32 = 5;
     pub const LPM_HIT: u32 = 6;
 }
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 const FRAMES: usize = 8;
 
 pub fn worker_main() -> std::process::ExitCode {
@@ -537,7 +536,7 @@ fn pin_round_trip(ebpf: &mut Ebpf, results: &mut Results) {
         return;
     }
     match nix::sys::statfs::statfs(root) {
-        Ok(st) if st.filesystem_type().0 == BPF_FS_MAGIC => {}
+        Ok(st) if st.filesystem_type().0 == crate::host::mounts::BPF_FS_MAGIC => {}
         Ok(st) => {
             let reason = format!(
                 "{} has magic {:#x}, not bpffs",

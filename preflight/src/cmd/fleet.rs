@@ -5,15 +5,15 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Parser as _;
 
-use super::{
-    aggregate::{self, Aggregator},
-    job::{self, JobSpec, ValuesFile},
-    read,
-};
 use crate::{
     cilium::{Target, TargetSpec},
-    cli::{AggregateArgs, Cli, Command, JobArgs, RunArgs},
+    cmd::{AggregateArgs, Cli, Command, JobArgs, RunArgs},
     exit,
+    fleet::{
+        aggregate::{self, Aggregator},
+        job::{self, JobSpec, ValuesFile},
+        read,
+    },
     report::Format,
 };
 
@@ -207,4 +207,32 @@ fn check_pod_paths(run: &RunArgs, spec: &JobSpec) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[test]
+    fn the_pod_command_line_is_one_this_preflight_accepts() {
+        let spec = JobSpec {
+            name: "preflight".into(),
+            namespace: "preflight".into(),
+            image: "preflight:test".into(),
+            pause_image: "registry.k8s.io/pause:3.10".into(),
+            run_args: vec!["--need".into(), "tunnel-geneve".into()],
+            create_namespace: true,
+            values: Vec::new(),
+        };
+        let argv = std::iter::once("preflight".to_string()).chain(job::container_args(&spec));
+        let cli = Cli::try_parse_from(argv).unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not a run")
+        };
+        assert!(run.host_kernel && run.exit_zero);
+        assert_eq!(run.root.path, Path::new("/host"));
+        assert_eq!(run.format, Format::JsonLine);
+    }
 }

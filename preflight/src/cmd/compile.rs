@@ -3,12 +3,11 @@
 //! the benchmark reports.
 use std::{fmt::Write as _, time::Instant};
 
-use super::{CompileReport, Options, StateSource, runner, verify::Verdict};
 use crate::{
     cilium::{Target, TargetSpec},
-    cli::CompileArgs,
+    cmd::CompileArgs,
+    compile::{CompileReport, Options, StateSource, runner, verify::Verdict},
     exit,
-    host::HostRoot,
     probe::{self, LiveKernel, Scope},
     report::Format,
 };
@@ -31,12 +30,7 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<u8> {
     opts.clang = args.clang.clone();
     opts.state = match &args.state_dir {
         Some(dir) => StateSource::Existing(dir.clone()),
-        None if args.as_node => {
-            if !args.root.is_dir() {
-                anyhow::bail!("--root {}: not a directory", args.root.display());
-            }
-            StateSource::Predict(HostRoot::new(args.root.clone()))
-        }
+        None if args.as_node => StateSource::Predict(args.root.host(false)?),
         None => StateSource::Generate,
     };
     opts.emit_state = args.emit_state.clone();
@@ -56,7 +50,7 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<u8> {
             bench_diagnostics(&opts).map_err(|e| anyhow::anyhow!(e))?
         );
     }
-    let report = super::run(&opts).map_err(|e| anyhow::anyhow!(e))?;
+    let report = crate::compile::run(&opts).map_err(|e| anyhow::anyhow!(e))?;
     match args.format {
         Format::Json => crate::outln!("{}", serde_json::to_string_pretty(&report)?),
         Format::Text => crate::out!("{}", render(&report)),
@@ -270,7 +264,12 @@ pub fn bench(r: &CompileReport) -> String {
     let from_libclang = r
         .programs
         .iter()
-        .filter(|p| matches!(p.diagnostics_from, super::libclang::Source::Libclang(_)))
+        .filter(|p| {
+            matches!(
+                p.diagnostics_from,
+                crate::compile::libclang::Source::Libclang(_)
+            )
+        })
         .count();
     let _ = writeln!(
         out,
@@ -322,10 +321,10 @@ pub fn bench_diagnostics(opts: &Options) -> Result<String, String> {
         out,
         "\n== diagnostics benchmark: text parser vs libclang =="
     );
-    let prepared = super::prepare(opts)?;
+    let prepared = crate::compile::prepare(opts)?;
     let toolchain = &prepared.report.toolchain.toolchain;
     let t = Instant::now();
-    let lib = super::libclang::open(&opts.libclang, toolchain);
+    let lib = crate::compile::libclang::open(&opts.libclang, toolchain);
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
     let lib = match lib {
         Ok(lib) => {
@@ -345,20 +344,22 @@ pub fn bench_diagnostics(opts: &Options) -> Result<String, String> {
     let mut measured = None;
     for job in &prepared.jobs {
         let outcome = runner::run_one(job);
-        let text = super::diag::parse(&outcome.stderr);
+        let text = crate::compile::diag::parse(&outcome.stderr);
         if outcome.success && text.is_empty() {
             continue;
         }
         let t = Instant::now();
         for _ in 0..TEXT_ROUNDS {
-            std::hint::black_box(super::diag::parse(std::hint::black_box(&outcome.stderr)));
+            std::hint::black_box(crate::compile::diag::parse(std::hint::black_box(
+                &outcome.stderr,
+            )));
         }
         let text_ms = t.elapsed().as_secs_f64() * 1e3 / f64::from(TEXT_ROUNDS);
         let mut rounds = Vec::new();
         let mut count = 0;
         for _ in 0..LIBCLANG_ROUNDS {
             let t = Instant::now();
-            count = super::libclang::diagnostics(&lib, job)?.len();
+            count = crate::compile::libclang::diagnostics(&lib, job)?.len();
             rounds.push(t.elapsed().as_secs_f64() * 1e3);
         }
         let lib_ms = median(rounds);
@@ -386,7 +387,7 @@ pub fn bench_diagnostics(opts: &Options) -> Result<String, String> {
     };
     let before = rss_kib();
     for _ in 0..LEAK_ROUNDS {
-        super::libclang::diagnostics(&lib, job)?;
+        crate::compile::libclang::diagnostics(&lib, job)?;
     }
     let after = rss_kib();
     let _ = writeln!(
@@ -404,7 +405,7 @@ pub fn sequential_vs_parallel(
     opts: &Options,
     sequential_first: bool,
 ) -> Result<(f64, f64, usize), String> {
-    let prepared = super::prepare(opts)?;
+    let prepared = crate::compile::prepare(opts)?;
     let parallel = || {
         let t = Instant::now();
         let _ = runner::run_all(&prepared.jobs, opts.workers, false);

@@ -1,14 +1,17 @@
 //! Command line. Every subcommand's help says what it does, what it touches and how it exits.
+pub mod compile;
+pub mod fleet;
+pub mod out;
+pub mod plan;
+pub mod report;
+pub mod run;
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{
-    cilium::Capability,
-    plan::cmd::{FallbackTo, InstallArgs, PlanArgs, RollbackArgs},
-    probe::Scope,
-    report::Format,
-};
+use self::plan::{FallbackTo, InstallArgs, PlanArgs, RollbackArgs};
+use crate::{host::HostRoot, model::Capability, probe::Scope, report::Format};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -148,9 +151,8 @@ pub struct RunArgs {
     pub output: Option<PathBuf>,
     #[command(flatten)]
     pub target: TargetFlags,
-    /// The node's root filesystem. Live probes (bpf(), canaries) only run when this is /.
-    #[arg(long, default_value = "/")]
-    pub root: PathBuf,
+    #[command(flatten)]
+    pub root: RootArg,
     /// Skip the attach canaries (they need root and take ~100 ms).
     #[arg(long)]
     pub no_canaries: bool,
@@ -169,6 +171,26 @@ pub struct RunArgs {
     /// the DaemonSet's init container, which Kubernetes would restart on exit 1.
     #[arg(long)]
     pub exit_zero: bool,
+}
+
+/// `--root`, declared once for every command that reads or changes a node, and parsed once into
+/// a [`HostRoot`].
+#[derive(Debug, Clone, Args)]
+pub struct RootArg {
+    /// The node's root filesystem: `/` on the node, the host's `/` mounted in a pod (`/host`), or
+    /// a fixture tree. Live probes (bpf(), canaries) only run when this is /.
+    #[arg(long = "root", id = "root", value_name = "ROOT", default_value = "/")]
+    pub path: PathBuf,
+}
+
+impl RootArg {
+    /// The node's root: a directory (else exit 2, naming it), live when it is `/` or, with
+    /// `host_kernel` (`run --host-kernel`), another view of the node this kernel runs.
+    pub fn host(&self, host_kernel: bool) -> anyhow::Result<HostRoot> {
+        Ok(HostRoot::from_flag(&self.path)
+            .map_err(anyhow::Error::msg)?
+            .with_host_kernel(host_kernel))
+    }
 }
 
 /// The target flags `run`, `plan`, `install` and `job` share: which Cilium, with which Helm
@@ -306,6 +328,9 @@ impl ProbeArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(mut_arg("root", |a| a
+    .requires("as_node")
+    .help("The node's root filesystem for --as-node (a Job's /host, a fixture tree)")))]
 pub struct CompileArgs {
     /// A Cilium bpf dir (e.g. copied out of the image's /var/lib/cilium/bpf) instead of the
     /// built-in templates.
@@ -319,9 +344,8 @@ pub struct CompileArgs {
     /// leftover) when datapath init would fail here (flannel.1 on the tunnel port, bpffs, rp_filter).
     #[arg(long, conflicts_with = "state_dir")]
     pub as_node: bool,
-    /// The node's root filesystem for --as-node (a Job's /host, a fixture tree).
-    #[arg(long, default_value = "/", requires = "as_node")]
-    pub root: PathBuf,
+    #[command(flatten)]
+    pub root: RootArg,
     /// Target Cilium version (selects flags, include layout and the clang to match); default:
     /// the newest release preflight knows.
     #[arg(long, value_name = "VERSION", value_parser = crate::cilium::CiliumVersion::parse)]

@@ -9,7 +9,7 @@ use std::{
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
-use super::{
+use crate::plan::{
     PlanOptions, exec, fallback, gitops,
     journal::Journal,
     node::NodeState,
@@ -18,9 +18,10 @@ use super::{
 use crate::{
     checks,
     cilium::Target,
-    cli::TargetFlags,
+    cmd::{RootArg, TargetFlags},
     exit,
     facts::{Facts, GatherOptions},
+    host::HostRoot,
     verdict,
 };
 
@@ -106,7 +107,7 @@ impl TargetArgs {
             // Helm installs an exact release: `1.19` is the newest 1.19 preflight knows.
             cilium_version: target.install_version().to_string(),
             kube_proxy_replacement: self.kube_proxy_replacement
-                || super::wants_kube_proxy_replacement(&target.values),
+                || crate::plan::wants_kube_proxy_replacement(&target.values),
             k8s_service_host: self.k8s_service_host.clone(),
             k8s_service_port: self.k8s_service_port,
             wait_timeout_s: self.wait_timeout,
@@ -129,38 +130,39 @@ impl TargetArgs {
 /// the verdict's value fixes go into the values file.
 struct Judged {
     node: NodeState,
-    plan: super::Plan,
+    plan: crate::plan::Plan,
     /// The checks and verdict for the values file as written (value fixes included).
-    results: Vec<crate::report::CheckResult>,
-    verdict: verdict::Verdict,
+    results: Vec<crate::model::CheckResult>,
+    verdict: crate::model::Verdict,
     /// The verdict's value fixes that went into the values file, and what they fix.
     value_fixes: Option<(serde_json::Value, Vec<String>)>,
     /// Cheaper settings the verdict suggests for a capability: printed, not applied.
-    advice: Vec<verdict::Recommendation>,
+    advice: Vec<crate::model::Recommendation>,
 }
 
-fn judge(root: &Path, runner: &Runner, t: &TargetArgs, live: bool) -> anyhow::Result<Judged> {
+/// `full`: the whole preflight (canaries, the datapath compile), for an install on the live node;
+/// else node files and read-only queries only.
+fn judge(root: &Path, runner: &Runner, t: &TargetArgs, full: bool) -> anyhow::Result<Judged> {
     let target = t.target()?;
     let node = NodeState::read(root, runner)?;
     let mut opts = t.options(&target);
-    let plan = super::build_install(&node, &opts)?;
+    let plan = crate::plan::build_install(&node, &opts)?;
     // Judge what will be installed: the user's values with the node's requirements.
     let installed = target.with_patch(plan.values.as_ref().unwrap_or(&serde_json::Value::Null));
     eprintln!(
         "preflight: checking this node for Cilium {} with the planned values ({})…",
         installed.cilium_version,
-        if live {
+        if full {
             "kernel probes, attach canaries, a datapath compile: some seconds"
         } else {
             "node files and read-only queries; no canaries, no compile"
         }
     );
     let facts = Facts::gather(&GatherOptions {
-        root: root.to_path_buf(),
-        canaries: live,
+        host: HostRoot::new(root),
+        canaries: full,
         // The incident this tool exists for is a datapath that does not compile: check it.
-        compile: live.then(|| installed.clone()),
-        host_kernel: false,
+        compile: full.then(|| installed.clone()),
     });
     let results = checks::run_all(&facts, &installed, &[]);
     let mut v = verdict::decide(&installed, &results);
@@ -192,7 +194,7 @@ fn judge(root: &Path, runner: &Runner, t: &TargetArgs, live: bool) -> anyhow::Re
     };
     // The value fixes go into the values file; judge that file again (checks are pure).
     opts.values_fix = Some(fix.clone());
-    let plan = super::build_install(&node, &opts)?;
+    let plan = crate::plan::build_install(&node, &opts)?;
     let installed = target.with_patch(plan.values.as_ref().unwrap_or(&serde_json::Value::Null));
     let results = checks::run_all(&facts, &installed, &[]);
     let fixed = applied.iter().map(|r| r.fixes.clone()).collect();
@@ -252,9 +254,8 @@ fn print_verdict(j: &Judged) -> Vec<String> {
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
-    /// The node's root filesystem (a fixture tree in tests).
-    #[arg(long, default_value = "/")]
-    pub root: PathBuf,
+    #[command(flatten)]
+    pub root: RootArg,
     #[command(flatten)]
     pub target: TargetArgs,
     #[command(flatten)]
@@ -267,8 +268,8 @@ pub struct PlanArgs {
 
 #[derive(Debug, Args)]
 pub struct InstallArgs {
-    #[arg(long, default_value = "/")]
-    pub root: PathBuf,
+    #[command(flatten)]
+    pub root: RootArg,
     #[command(flatten)]
     pub target: TargetArgs,
     #[command(flatten)]
@@ -283,8 +284,8 @@ pub struct InstallArgs {
 
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
-    #[arg(long, default_value = "/")]
-    pub root: PathBuf,
+    #[command(flatten)]
+    pub root: RootArg,
     #[command(flatten)]
     pub tools: ToolArgs,
 }
@@ -297,8 +298,8 @@ pub enum FallbackTo {
 
 #[derive(Debug, Args)]
 pub struct FallbackArgs {
-    #[arg(long, default_value = "/")]
-    pub root: PathBuf,
+    #[command(flatten)]
+    pub root: RootArg,
     #[command(flatten)]
     pub tools: ToolArgs,
     /// Do not ask for confirmation.
@@ -306,13 +307,15 @@ pub struct FallbackArgs {
     pub yes: bool,
 }
 
-/// The root as an absolute path: it ends up in command lines (helm --values, --kubeconfig).
-fn check_root(root: &Path) -> anyhow::Result<PathBuf> {
-    if !root.is_dir() {
-        bail!("--root {}: not a directory", root.display());
-    }
-    root.canonicalize()
-        .with_context(|| format!("--root {}", root.display()))
+/// The node's root as an absolute path: it ends up in command lines (helm --values,
+/// --kubeconfig).
+fn node_root(arg: &RootArg) -> anyhow::Result<HostRoot> {
+    let given = arg.host(false)?;
+    let path = given
+        .root()
+        .canonicalize()
+        .with_context(|| format!("--root {}", arg.path.display()))?;
+    Ok(HostRoot::new(path))
 }
 
 /// Print the fault-point count when the test hooks are on, so tests know the matrix size.
@@ -322,13 +325,14 @@ fn report_fault_points() {
     {
         eprintln!(
             "preflight: test hook: {} fault points passed",
-            super::fault::passed()
+            crate::plan::fault::passed()
         );
     }
 }
 
 pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
-    let root = check_root(&args.root)?;
+    let host = node_root(&args.root)?;
+    let root = host.root().to_path_buf();
     let runner = args.tools.runner();
     let j = judge(&root, &runner, &args.target, false)?;
     let mut plan = j.plan.clone();
@@ -339,7 +343,7 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
             .steps
             .iter()
             .find_map(|s| match &s.action {
-                super::Action::Helm { version, .. } => Some(version.clone()),
+                crate::plan::Action::Helm { version, .. } => Some(version.clone()),
                 _ => None,
             })
             .unwrap_or_else(|| {
@@ -362,7 +366,7 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
             values_path.display()
         ));
     }
-    crate::out!("{}", super::render(&plan, &runner));
+    crate::out!("{}", crate::plan::render(&plan, &runner));
     print_verdict(&Judged { plan, ..j });
     Ok(exit::GO)
 }
@@ -370,8 +374,8 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
 /// Before any change: every tool the plan runs must be there, and helm and kubectl must answer
 /// (`kubectl version` also reaches the API server). Err lists every problem: exit 2, nothing
 /// changed.
-fn check_tools(runner: &Runner, plan: &super::Plan, node: &NodeState) -> anyhow::Result<()> {
-    let tools = super::tools_needed(plan);
+fn check_tools(runner: &Runner, plan: &crate::plan::Plan, node: &NodeState) -> anyhow::Result<()> {
+    let tools = crate::plan::tools_needed(plan);
     let mut problems: Vec<String> = tools
         .iter()
         .filter_map(|t| runner.unavailable(*t))
@@ -382,7 +386,7 @@ fn check_tools(runner: &Runner, plan: &super::Plan, node: &NodeState) -> anyhow:
                 continue;
             }
             let mut argv = if tool == Tool::Kubectl {
-                super::kube_args(node)
+                crate::plan::kube_args(node)
             } else {
                 Vec::new()
             };
@@ -422,12 +426,13 @@ fn confirm(yes: bool, what: &str) -> anyhow::Result<bool> {
 }
 
 pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
-    let root = check_root(&args.root)?;
+    let host = node_root(&args.root)?;
+    let root = host.root().to_path_buf();
     let runner = args.tools.runner();
     // The preflight: refuse on no-go, except for what the plan itself fixes.
-    let j = judge(&root, &runner, &args.target, root == Path::new("/"))?;
+    let j = judge(&root, &runner, &args.target, host.is_live())?;
     let (node, plan) = (&j.node, &j.plan);
-    crate::out!("{}", super::render(plan, &runner));
+    crate::out!("{}", crate::plan::render(plan, &runner));
     let blocking = print_verdict(&j);
     if blocking.is_empty() {
         if !j.verdict.go {
@@ -460,7 +465,7 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
     };
     crate::outln!(
         "\nExecuting (journal: {})",
-        super::journal_dir(&root).display()
+        crate::plan::journal_dir(&root).display()
     );
     let result = exec.run(plan).and_then(|()| {
         exec.journal.complete().map_err(|error| exec::StepFailure {
@@ -505,14 +510,14 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
 fn collect_evidence(
     runner: &Runner,
     node: &NodeState,
-    plan: &super::Plan,
+    plan: &crate::plan::Plan,
     failed: usize,
 ) -> Vec<String> {
     let helm_ran = plan.steps[..failed].iter().any(|s| s.id == "helm.install");
     if !helm_ran {
         return Vec::new();
     }
-    let mut args: Vec<String> = super::kube_args(node);
+    let mut args: Vec<String> = crate::plan::kube_args(node);
     args.extend(
         [
             "-n",
@@ -594,7 +599,8 @@ fn print_rollback(r: exec::RollbackReport) -> u8 {
 }
 
 pub fn rollback(args: &RollbackArgs) -> anyhow::Result<u8> {
-    let root = check_root(&args.root)?;
+    let host = node_root(&args.root)?;
+    let root = host.root().to_path_buf();
     let runner = args.tools.runner();
     let code = print_rollback(exec::rollback(&root, &runner)?);
     report_fault_points();
@@ -603,7 +609,8 @@ pub fn rollback(args: &RollbackArgs) -> anyhow::Result<u8> {
 
 pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
     let FallbackTo::Flannel(args) = to;
-    let root = check_root(&args.root)?;
+    let host = node_root(&args.root)?;
+    let root = host.root().to_path_buf();
     let runner = args.tools.runner();
     if let Some(j) = Journal::load(&root)? {
         if j.file.runs.iter().any(|r| r == "fallback-flannel") {
@@ -627,11 +634,11 @@ pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
         && k3s.flannel_backend.as_deref() == Some("none")
         && let Some(from) = &k3s.flannel_backend_from
         && Path::new(from).parent()
-            == Some(&root.join(super::node::K3S_CONFIG_D.trim_start_matches('/')))
+            == Some(&root.join(crate::plan::node::K3S_CONFIG_D.trim_start_matches('/')))
         && Path::new(from)
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            > Path::new(super::node::FLANNEL_DROP_IN)
+            > Path::new(crate::plan::node::FLANNEL_DROP_IN)
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
     {
@@ -640,12 +647,12 @@ pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
              preflight's drop-in {}, so it would win. Remove that line (or set \
              flannel-backend: vxlan there), then run `preflight fallback flannel` again; nothing \
              was changed.",
-            super::node::FLANNEL_DROP_IN
+            crate::plan::node::FLANNEL_DROP_IN
         );
         return Ok(exit::NO_GO);
     }
     let plan = fallback::build(&node, runner.path(Tool::Helm).is_ok());
-    crate::out!("{}", super::render(&plan, &runner));
+    crate::out!("{}", crate::plan::render(&plan, &runner));
     check_tools(&runner, &plan, &node)?;
     if !confirm(args.yes, "Apply the flannel hardening above")? {
         crate::outln!("Not confirmed; nothing changed.");

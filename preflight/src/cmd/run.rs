@@ -4,10 +4,9 @@ use std::{io::IsTerminal, time::Instant};
 use crate::{
     checks,
     cilium::Target,
-    cli::{ProbeArgs, ProbeFormat, RunArgs},
+    cmd::{ProbeArgs, ProbeFormat, RunArgs},
     exit,
     facts::{Facts, GatherOptions},
-    host::HostRoot,
     probe::{self, LiveKernel},
     report::{self, Report, Timings},
     verdict,
@@ -24,9 +23,7 @@ pub fn colour(choice: &str) -> bool {
 
 pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
     let start = Instant::now();
-    if !args.root.is_dir() {
-        anyhow::bail!("--root {}: not a directory", args.root.display());
-    }
+    let host = args.root.host(args.host_kernel)?;
     // Values errors (YAML line/column, bad --set) and unknown --ignore ids are input errors:
     // exit 2 before any probing.
     checks::validate_ignores(&args.ignore).map_err(anyhow::Error::msg)?;
@@ -37,10 +34,9 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
     }
     let target_ms = t.elapsed().as_secs_f64() * 1e3;
     let opts = GatherOptions {
-        root: args.root.clone(),
+        host: host.clone(),
         canaries: !args.no_canaries,
         compile: (!args.no_compile).then(|| target.clone()),
-        host_kernel: args.host_kernel,
     };
     let facts = Facts::gather(&opts);
     let t = Instant::now();
@@ -59,13 +55,13 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
     let report = Report {
         schema_version: report::SCHEMA_VERSION,
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
-        node: HostRoot::new(&args.root).node(facts.live),
+        node: host.node(facts.live),
         target,
         checks,
         verdict,
         timings,
     };
-    report::emit(&report, args.format, args.output.as_deref(), colour)?;
+    crate::cmd::report::emit(&report, args.format, args.output.as_deref(), colour)?;
     Ok(if report.verdict.go || args.exit_zero {
         exit::GO
     } else if report.verdict.decided {
