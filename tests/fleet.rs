@@ -512,3 +512,25 @@ fn diff_and_aggregate_read_every_fixture_report() {
         }
     }
 }
+
+/// The nodes judge the release this command judges: `--cilium-version 1.20` goes to the pods as
+/// given, and without it the newest release this preflight knows is written out.
+#[test]
+fn job_pins_the_cilium_version_for_the_nodes() {
+    let out = preflight(&["job", "--cilium-version", "1.20"], None);
+    assert_eq!(out.status.code(), Some(0));
+    let yaml = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        yaml.contains("- --cilium-version\n        - '1.20'")
+            || yaml.contains("- --cilium-version\n        - \"1.20\""),
+        "{yaml}"
+    );
+    let out = preflight(&["job"], None);
+    let yaml = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        yaml.contains("- --cilium-version\n        - 1.20.2"),
+        "{yaml}"
+    );
+    let out = preflight(&["job", "--cilium-version", "1.9"], None);
+    assert_eq!(out.status.code(), Some(2));
+}
