@@ -91,6 +91,9 @@ pub struct CompileFacts {
     pub mcpu_rule: McpuRule,
     /// `-DCALLS_MAP=cilium_calls_overlay_2` for bpf_overlay.c (up to 1.17).
     pub overlay_calls_map: bool,
+    /// The first clang major whose warnings break these sources (`-Wshorten-64-to-32` moved
+    /// under `-Wimplicit-int-conversion` in clang 19; Cilium fixed its sources in 1.17).
+    pub clang_breaks_from: Option<u32>,
     /// `-I` order: `{state}` the state dir, `{ep}` the endpoint's or template's dir, `{bpf}`
     /// the bpf dir. The same in every version so far.
     pub include_order: &'static [&'static str],
@@ -404,6 +407,7 @@ const fn compile_114_117(
     generation: u32,
     llvm: (u32, u32, u32),
     llc_pipeline: bool,
+    clang_breaks_from: Option<u32>,
 ) -> CompileFacts {
     CompileFacts {
         generation,
@@ -415,14 +419,15 @@ const fn compile_114_117(
         bundled_llvm: llvm,
         mcpu_rule: McpuRule::Jmp32AndRedirectNeigh,
         overlay_calls_map: true,
+        clang_breaks_from,
         include_order: INCLUDE_ORDER,
     }
 }
 
-static COMPILE_114: CompileFacts = compile_114_117(14, (10, 0, 0), true);
-static COMPILE_115: CompileFacts = compile_114_117(15, (10, 0, 0), false);
-static COMPILE_116: CompileFacts = compile_114_117(16, (17, 0, 6), false);
-static COMPILE_117: CompileFacts = compile_114_117(17, (18, 1, 8), false);
+static COMPILE_114: CompileFacts = compile_114_117(14, (10, 0, 0), true, Some(19));
+static COMPILE_115: CompileFacts = compile_114_117(15, (10, 0, 0), false, Some(19));
+static COMPILE_116: CompileFacts = compile_114_117(16, (17, 0, 6), false, Some(19));
+static COMPILE_117: CompileFacts = compile_114_117(17, (18, 1, 8), false, None);
 /// 1.18 onwards (1.20.0-dev's compile.go has the same StandardCFlags; its image still bundles
 /// LLVM 19.1.7: libbpf/ci#226, July 2026).
 static COMPILE_118: CompileFacts = CompileFacts {
@@ -435,6 +440,7 @@ static COMPILE_118: CompileFacts = CompileFacts {
     bundled_llvm: (19, 1, 7),
     mcpu_rule: McpuRule::Isa,
     overlay_calls_map: false,
+    clang_breaks_from: None,
     include_order: INCLUDE_ORDER,
 };
 

@@ -31,6 +31,8 @@ pub struct Profile {
     pub mcpu_rule: McpuRule,
     /// `-DCALLS_MAP=cilium_calls_overlay_2` for bpf_overlay.c (up to 1.17).
     pub overlay_calls_map: bool,
+    /// The first clang major whose warnings break these sources (19 for 1.14–1.16).
+    pub clang_breaks_from: Option<u32>,
 }
 
 /// Oldest and newest compile generations the release table has.
@@ -50,6 +52,7 @@ pub fn for_release(release: &Release) -> Profile {
         bundled_llvm: c.bundled_llvm.0,
         mcpu_rule: c.mcpu_rule,
         overlay_calls_map: c.overlay_calls_map,
+        clang_breaks_from: c.clang_breaks_from,
     }
 }
 
@@ -70,6 +73,11 @@ pub fn for_minor(minor: u32) -> Profile {
 }
 
 impl Profile {
+    /// Whether clang of this major fails these sources where the agent's LLVM does not.
+    pub fn clang_breaks(&self, major: u32) -> bool {
+        self.clang_breaks_from.is_some_and(|from| major >= from)
+    }
+
     pub fn label(&self) -> String {
         if self.minor >= NEWEST {
             format!("1.{}+", self.minor)
