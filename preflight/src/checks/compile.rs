@@ -81,6 +81,39 @@ fn toolchain() -> Check {
     })
 }
 
+/// Which datapath was judged: the target's own tree, or the built-in templates (a model).
+fn tree() -> Check {
+    Check::new(
+        "compile.tree",
+        Area::Compile,
+        "the datapath compiled is the target's own bpf tree",
+    )
+    .remedy(
+        "give the target's tree: --image quay.io/cilium/cilium:v<version> (cached by digest, \
+         offline afterwards), --image-archive FILE, --bpf-dir DIR or --bpf-tar FILE",
+    )
+    .evaluate(|facts, target| {
+        let r = match report(facts) {
+            Ok(r) => r,
+            Err(o) => return o,
+        };
+        let o = match r.tree.version_mismatch(&target.cilium_version.to_string()) {
+            Some(why) => Outcome::warn(format!("{}; {why}", r.tree.describe())),
+            None if r.tree.is_real() => Outcome::pass(r.tree.describe()),
+            None => Outcome::warn(r.tree.describe()),
+        };
+        match &r.image_toolchain {
+            Some(tc) if tc.used => o.evidence(format!(
+                "compiled with the image's clang {} ({})",
+                tc.version.as_deref().unwrap_or("?"),
+                tc.clang
+            )),
+            Some(tc) => o.evidence(tc.why_not.clone().unwrap_or_default()),
+            None => o,
+        }
+    })
+}
+
 fn init() -> Check {
     Check::new(
         "compile.init",
@@ -234,7 +267,7 @@ fn verifier_outcome(p: &ProgramResult, v: &VerifyReport) -> Outcome {
 }
 
 pub fn checks() -> Vec<Check> {
-    let mut checks = vec![toolchain(), init()];
+    let mut checks = vec![toolchain(), tree(), init()];
     for (name, title, needed_by) in PROGRAMS {
         checks.push(
             Check::new(

@@ -26,8 +26,10 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<u8> {
     }
     let live = nix::unistd::geteuid().is_root();
     let mut opts = Options::new(target);
-    opts.bpf_dir = args.bpf_dir.clone();
-    opts.clang = args.clang.clone();
+    // Kept alive until the stage is done: a --bpf-tar is unpacked in its scratch dir.
+    let resolved =
+        crate::compile::source::resolve(&args.tree.request(true)).map_err(anyhow::Error::msg)?;
+    opts.use_source(&resolved);
     opts.state = match &args.state_dir {
         Some(dir) => StateSource::Existing(dir.clone()),
         None if args.as_node => StateSource::Predict(args.root.host(false)?),
@@ -127,6 +129,21 @@ pub fn render(r: &CompileReport) -> String {
     );
     if let Some(risk) = &tc.risk {
         let _ = writeln!(out, "  toolchain risk: {risk}");
+    }
+    let _ = writeln!(out, "tree: {}", r.tree.describe());
+    if let Some(why) = r.tree.version_mismatch(&r.cilium_version) {
+        let _ = writeln!(out, "  note: {why}");
+    }
+    if let Some(tc) = &r.image_toolchain {
+        match (&tc.version, &tc.why_not) {
+            (Some(v), _) if tc.used => {
+                let _ = writeln!(out, "  compiled with the image's clang {v} ({})", tc.clang);
+            }
+            (_, Some(why)) => {
+                let _ = writeln!(out, "  not the image's clang: {why}");
+            }
+            _ => {}
+        }
     }
     let _ = writeln!(
         out,

@@ -3,7 +3,7 @@
 //! LLVM), turn clang's diagnostics into root causes, and load the objects so the verifier has
 //! its say. See docs/compile.md.
 //!
-//! Flow: [`tree`] unpacks the bpf dir → [`headers`] writes the state dir (or [`nodeinit`]
+//! Flow: [`source`] finds the real tree (dir, tar, image) or [`tree`] unpacks the templates → [`headers`] writes the state dir (or [`nodeinit`]
 //! predicts what a node's state will look like) → [`toolchain`] picks clang → [`runner`]
 //! compiles in parallel → [`diag`] + [`explain`] → [`verify`].
 pub mod diag;
@@ -14,6 +14,7 @@ pub mod libclang;
 pub mod nodeinit;
 pub mod profile;
 pub mod runner;
+pub mod source;
 pub mod toolchain;
 pub mod tree;
 pub mod verify;
@@ -55,6 +56,10 @@ pub struct Options {
     pub emit_state: Option<PathBuf>,
     /// Which libclang reads the diagnostics of failed or warning compiles.
     pub libclang: libclang::Mode,
+    /// Where `bpf_dir` came from, for the report (a dir when unset and `bpf_dir` is given).
+    pub tree: source::TreeOrigin,
+    /// The image's own clang, with `--clang-from-image`.
+    pub image_toolchain: Option<source::ImageToolchain>,
 }
 
 impl Options {
@@ -70,7 +75,20 @@ impl Options {
             workers: runner::default_workers(),
             emit_state: None,
             libclang: libclang::Mode::Auto,
+            tree: source::TreeOrigin::Templates,
+            image_toolchain: None,
         }
+    }
+
+    /// Compiles the tree `resolved` found (the caller keeps `resolved` alive: a `--bpf-tar`
+    /// lives in its scratch dir), with its clang when it chose one.
+    pub fn use_source(&mut self, resolved: &source::Resolved) {
+        self.bpf_dir = resolved.bpf_dir.clone();
+        if resolved.clang.is_some() {
+            self.clang = resolved.clang.clone();
+        }
+        self.tree = resolved.origin.clone();
+        self.image_toolchain = resolved.image_toolchain.clone();
     }
 }
 
@@ -119,6 +137,12 @@ pub struct CompileReport {
     pub features_written: bool,
     pub toolchain: toolchain::Choice,
     pub bpf_dir: String,
+    /// Which tree was judged: the target's own (a dir, a tar, an image by digest) or the
+    /// built-in templates, the labelled fallback.
+    pub tree: source::TreeOrigin,
+    /// The image's own clang (`--clang-from-image`): whether it runs here and was used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_toolchain: Option<source::ImageToolchain>,
     pub state: StateInfo,
     pub init_blockers: Vec<nodeinit::InitBlocker>,
     pub programs: Vec<ProgramResult>,
@@ -341,6 +365,14 @@ pub fn prepare(opts: &Options) -> Result<Prepared, String> {
             Some(d) => d.display().to_string(),
             None => "built-in templates".into(),
         },
+        tree: match (&opts.bpf_dir, &opts.tree) {
+            (None, _) => source::TreeOrigin::Templates,
+            (Some(d), source::TreeOrigin::Templates) => source::TreeOrigin::Dir {
+                path: d.display().to_string(),
+            },
+            (Some(_), origin) => origin.clone(),
+        },
+        image_toolchain: opts.image_toolchain.clone(),
         state: StateInfo {
             dir: layout.root.display().to_string(),
             source: source.into(),
@@ -358,8 +390,17 @@ pub fn prepare(opts: &Options) -> Result<Prepared, String> {
     };
     // Scratch copies stand for the node's files; user-given dirs are shown as they are.
     let mut shown_as = Vec::new();
-    if opts.bpf_dir.is_none() {
-        shown_as.push((bpf_dir.display().to_string(), IMAGE_BPF_DIR.to_string()));
+    // A tree taken out of an image is what the agent sees at /var/lib/cilium/bpf; a tar's
+    // scratch copy is named by the file it came from.
+    match &report.tree {
+        source::TreeOrigin::Templates | source::TreeOrigin::Image { .. } => {
+            shown_as.push((bpf_dir.display().to_string(), IMAGE_BPF_DIR.to_string()))
+        }
+        source::TreeOrigin::Tar { file, inner } => shown_as.push((
+            bpf_dir.display().to_string(),
+            format!("{file}:{inner}").trim_end_matches(':').to_string(),
+        )),
+        source::TreeOrigin::Dir { .. } => {}
     }
     match &opts.state {
         StateSource::Predict(root) => shown_as.push((
