@@ -4,6 +4,7 @@ mod bench;
 mod bench_compile;
 mod bench_loader;
 mod bench_probe;
+mod chart_data;
 mod dist;
 mod measure;
 mod vm;
@@ -44,6 +45,9 @@ enum Command {
     /// loader's own parse and link time against BTF, map creation and program loads. Objects as
     /// arguments, or the built-in templates.
     BenchLoader(bench_loader::Args),
+    /// Regenerate preflight/src/cilium/charts/<version>.json from the real Cilium charts in
+    /// shared/cilium (key set, validate.yaml rules, the defaults preflight reads, provenance).
+    ChartData(chart_data::Args),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         Command::BenchProbe(args) => bench_probe::run(&args).map(|_| true),
         Command::BenchCompile(args) => bench_compile::run(&args).map(|_| true),
         Command::BenchLoader(args) => bench_loader::run(&args).map(|_| true),
+        Command::ChartData(args) => chart_data::run(&args).map(|_| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -197,13 +197,15 @@ impl RootArg {
     }
 }
 
-/// The target flags `run`, `plan` and `install` share: which Cilium, with which Helm values.
+/// The target flags `run`, `plan`, `install` and `job` share: which Cilium, with which Helm
+/// values.
 #[derive(Debug, Args)]
 pub struct TargetFlags {
-    /// Cilium version, e.g. 1.16.4 (default: --chart's version; else for `run` the newest
-    /// profile, for `plan`/`install` the chart release they install, see their --help).
-    #[arg(long, value_name = "VERSION")]
-    pub cilium_version: Option<String>,
+    /// Cilium version, e.g. 1.20 or 1.16.4 (default: --chart's version, else the newest release
+    /// preflight knows; a minor is its newest known patch). A minor preflight does not know is
+    /// refused with the known ones (exit 2); a newer patch is judged with a warning.
+    #[arg(long, value_name = "VERSION", value_parser = crate::cilium::CiliumVersion::parse)]
+    pub cilium_version: Option<crate::cilium::CiliumVersion>,
     /// Helm values file (repeatable; later files win, maps merge deeply as in Helm).
     #[arg(short = 'f', long = "values", value_name = "FILE")]
     pub values: Vec<PathBuf>,
@@ -216,22 +218,23 @@ pub struct TargetFlags {
     /// Add a capability to the target's needs (repeatable), e.g. --need socket-lb.
     #[arg(long = "need", value_enum, value_name = "CAPABILITY")]
     pub need: Vec<Capability>,
+    /// The Cilium chart's values are under this key of the values files (an umbrella chart's
+    /// `cilium:`); found by itself when the files look like that (values.umbrella).
+    #[arg(long, value_name = "KEY")]
+    pub values_path: Option<String>,
 }
 
 impl TargetFlags {
-    /// The target these flags describe; `default_version` when neither --cilium-version nor
-    /// --chart names one (None: the newest profile).
-    pub fn spec(&self, default_version: Option<&str>) -> crate::cilium::TargetSpec {
+    /// The target these flags describe (the version resolves in `Target::build`: the flag, else
+    /// the chart's, else the newest release).
+    pub fn spec(&self) -> crate::cilium::TargetSpec {
         crate::cilium::TargetSpec {
-            cilium_version: self.cilium_version.clone().or_else(|| {
-                self.chart
-                    .is_none()
-                    .then(|| default_version.map(String::from))?
-            }),
+            cilium_version: self.cilium_version.clone(),
             value_files: self.values.clone(),
             sets: self.set.clone(),
             chart: self.chart.clone(),
             need: self.need.clone(),
+            values_path: self.values_path.clone(),
         }
     }
 }
@@ -288,7 +291,7 @@ pub struct JobArgs {
 
 impl RunArgs {
     pub fn target_spec(&self) -> crate::cilium::TargetSpec {
-        self.target.spec(None)
+        self.target.spec()
     }
 }
 
@@ -351,9 +354,10 @@ pub struct CompileArgs {
     pub as_node: bool,
     #[command(flatten)]
     pub root: RootArg,
-    /// Target Cilium version (selects flags, include layout and the clang to match).
-    #[arg(long, default_value = crate::cilium::DEFAULT_CILIUM_VERSION)]
-    pub cilium_version: String,
+    /// Target Cilium version (selects flags, include layout and the clang to match); default:
+    /// the newest release preflight knows.
+    #[arg(long, value_name = "VERSION", value_parser = crate::cilium::CiliumVersion::parse)]
+    pub cilium_version: Option<crate::cilium::CiliumVersion>,
     /// Helm values file(s), applied in order (tunnel protocol and port, monitor aggregation,
     /// which programs the target needs).
     #[arg(long = "values", short = 'f', value_name = "FILE")]

@@ -266,7 +266,7 @@ const IMAGE_BPF_DIR: &str = "/var/lib/cilium/bpf";
 /// or locates the state dir, builds the command lines. Errors are bad input or a missing clang.
 pub fn prepare(opts: &Options) -> Result<Prepared, String> {
     let start = Instant::now();
-    let profile = profile::for_version(&opts.target.cilium_version)?;
+    let profile = profile::for_release(opts.target.release());
     let choice = toolchain::choose(toolchain::discover(), &profile, opts.clang.as_deref())?;
     let (mcpu, mcpu_reason) = profile::choose_mcpu(&profile, opts.probes.as_ref());
     sweep_scratch(&std::env::temp_dir());
@@ -369,7 +369,7 @@ pub fn prepare(opts: &Options) -> Result<Prepared, String> {
     }
     let jobs: Vec<runner::Job> = programs.iter().map(|p| runner::job(p, &inputs)).collect();
     let report = CompileReport {
-        cilium_version: opts.target.cilium_version.clone(),
+        cilium_version: opts.target.cilium_version.to_string(),
         mcpu,
         mcpu_reason,
         features: generated.features.clone(),
