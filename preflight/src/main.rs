@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         Command::Fallback(to) => plan::cmd::fallback(to),
         Command::Aggregate(args) => fleet::cmd::aggregate(args),
         Command::Job(args) => fleet::cmd::job(args),
+        Command::Gate(args) => preflight::gate::gate(args),
         Command::CanaryWorker => return canary::worker::worker_main(),
         Command::CanaryJanitor { pid, dir } => return canary::janitor_main(*pid, dir),
     };
