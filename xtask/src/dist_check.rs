@@ -30,6 +30,10 @@ pub struct DistCheckArgs {
     /// Give up on one command after this many seconds (counted as a failure).
     #[arg(long, default_value_t = 300)]
     timeout: u64,
+    /// Skip the kernel-upgrade gate step (two Debian kernels booted under qemu by the amd64
+    /// artifact alone).
+    #[arg(long)]
+    no_gate: bool,
 }
 
 /// One command the artifacts and the reference run.
@@ -351,6 +355,16 @@ pub fn run_check(args: &DistCheckArgs) -> anyhow::Result<bool> {
         }
     }
     timings.push(("fixture commands".to_string(), t_cases.elapsed()));
+    if !args.no_gate {
+        if let Some((_, path, _)) = artifacts.iter().find(|(a, _, p)| *a == Arch::Amd64 && p.is_empty()) {
+            let t = Instant::now();
+            let gate_ok = gate_step(path, &root)?;
+            ok &= gate_ok;
+            timings.push(("gate: Debian 6.1 -> 6.12 under qemu".to_string(), t.elapsed()));
+        } else {
+            println!("\nSKIP  gate: needs the amd64 artifact on an amd64 machine");
+        }
+    }
     if is_root {
         // The comparison means something only if the two builds really took the two paths.
         println!(
@@ -372,6 +386,88 @@ pub fn run_check(args: &DistCheckArgs) -> anyhow::Result<bool> {
         } else {
             "FAILED (a crash or a different verdict above)"
         }
+    );
+    Ok(ok)
+}
+
+/// The kernel-upgrade gate from the shipped binary alone: a user's values file judged on
+/// Debian's 6.1 and 6.12 cloud kernels, booted under qemu (TCG). Checks the gate's exit code
+/// and that each guest's report judged that values file on that kernel.
+fn gate_step(preflight: &Path, root: &Path) -> anyhow::Result<bool> {
+    let results = root.join("target/dist-check/gate");
+    let _ = std::fs::remove_dir_all(&results);
+    let args = [
+        "gate", "--kernel", "6.1", "--kernel", "6.12", "--cilium-version", "1.16.4", "-f",
+        "fixtures/values/homelab.yaml", "--results",
+    ];
+    println!(
+        "\n{} {} {}",
+        preflight.display(),
+        args.join(" "),
+        results.display()
+    );
+    let out = Command::new(preflight)
+        .args(args)
+        .arg(&results)
+        .current_dir(root)
+        .output()
+        .context("running preflight gate")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    print!("{stdout}");
+    let code = out.status.code();
+    let mut ok = true;
+    let mut say = |good: bool, what: String| {
+        println!("  [{}] {what}", if good { "ok" } else { "FAIL" });
+        ok &= good;
+    };
+    if code == Some(2) || code.is_none() {
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+    // homelab.yaml is NO-GO on both kernels for the same reason (the 1.16 chart refuses its
+    // `tunnel` and `kubeProxyReplacement: disabled`): nothing got worse, the gate passes.
+    say(code == Some(0), format!("gate exit {code:?}, expected 0"));
+    let mut releases = Vec::new();
+    for entry in std::fs::read_dir(&results)?.flatten() {
+        let run = entry.path().join("run.json");
+        if let Ok(text) = std::fs::read_to_string(&run) {
+            let report: Value = serde_json::from_str(&text).unwrap_or_default();
+            let release = entry.file_name().to_string_lossy().into_owned();
+            let kernel = report
+                .pointer("/node/kernel_release")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            say(
+                kernel == release,
+                format!("{release}: the report is the guest's (kernel {kernel})"),
+            );
+            let sources = report.pointer("/target/value_sources").cloned();
+            say(
+                sources == Some(serde_json::json!(["/etc/preflight/values/1-homelab.yaml"]))
+                    && report.pointer("/target/cilium_version")
+                        == Some(&Value::from("1.16.4")),
+                format!("{release}: judged homelab.yaml for Cilium 1.16.4 ({sources:?})"),
+            );
+            let blocked = report
+                .pointer("/verdict/capabilities")
+                .and_then(Value::as_array)
+                .and_then(|caps| caps.iter().find(|c| c["capability"] == "chart-values"))
+                .is_some_and(|c| c["go"] == Value::Bool(false));
+            say(blocked, format!("{release}: chart-values is NO-GO (the 1.16 chart refuses `tunnel`)"));
+            let base_go = report
+                .pointer("/verdict/capabilities")
+                .and_then(Value::as_array)
+                .and_then(|caps| caps.iter().find(|c| c["capability"] == "base-datapath"))
+                .is_some_and(|c| c["go"] == Value::Bool(true));
+            say(base_go, format!("{release}: base-datapath is go on the real kernel"));
+            releases.push(release);
+        }
+    }
+    releases.sort();
+    say(
+        releases.len() == 2
+            && releases[0].starts_with("6.1.")
+            && releases[1].starts_with("6.12."),
+        format!("a report from each kernel: {releases:?}"),
     );
     Ok(ok)
 }
