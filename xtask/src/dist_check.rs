@@ -356,11 +356,17 @@ pub fn run_check(args: &DistCheckArgs) -> anyhow::Result<bool> {
     }
     timings.push(("fixture commands".to_string(), t_cases.elapsed()));
     if !args.no_gate {
-        if let Some((_, path, _)) = artifacts.iter().find(|(a, _, p)| *a == Arch::Amd64 && p.is_empty()) {
+        if let Some((_, path, _)) = artifacts
+            .iter()
+            .find(|(a, _, p)| *a == Arch::Amd64 && p.is_empty())
+        {
             let t = Instant::now();
             let gate_ok = gate_step(path, &root)?;
             ok &= gate_ok;
-            timings.push(("gate: Debian 6.1 -> 6.12 under qemu".to_string(), t.elapsed()));
+            timings.push((
+                "gate: Debian 6.1 -> 6.12 under qemu".to_string(),
+                t.elapsed(),
+            ));
         } else {
             println!("\nSKIP  gate: needs the amd64 artifact on an amd64 machine");
         }
@@ -397,8 +403,16 @@ fn gate_step(preflight: &Path, root: &Path) -> anyhow::Result<bool> {
     let results = root.join("target/dist-check/gate");
     let _ = std::fs::remove_dir_all(&results);
     let args = [
-        "gate", "--kernel", "6.1", "--kernel", "6.12", "--cilium-version", "1.16.4", "-f",
-        "fixtures/values/homelab.yaml", "--results",
+        "gate",
+        "--kernel",
+        "6.1",
+        "--kernel",
+        "6.12",
+        "--cilium-version",
+        "1.16.4",
+        "-f",
+        "fixtures/values/homelab.yaml",
+        "--results",
     ];
     println!(
         "\n{} {} {}",
@@ -443,8 +457,7 @@ fn gate_step(preflight: &Path, root: &Path) -> anyhow::Result<bool> {
             let sources = report.pointer("/target/value_sources").cloned();
             say(
                 sources == Some(serde_json::json!(["/etc/preflight/values/1-homelab.yaml"]))
-                    && report.pointer("/target/cilium_version")
-                        == Some(&Value::from("1.16.4")),
+                    && report.pointer("/target/cilium_version") == Some(&Value::from("1.16.4")),
                 format!("{release}: judged homelab.yaml for Cilium 1.16.4 ({sources:?})"),
             );
             let blocked = report
@@ -452,21 +465,25 @@ fn gate_step(preflight: &Path, root: &Path) -> anyhow::Result<bool> {
                 .and_then(Value::as_array)
                 .and_then(|caps| caps.iter().find(|c| c["capability"] == "chart-values"))
                 .is_some_and(|c| c["go"] == Value::Bool(false));
-            say(blocked, format!("{release}: chart-values is NO-GO (the 1.16 chart refuses `tunnel`)"));
+            say(
+                blocked,
+                format!("{release}: chart-values is NO-GO (the 1.16 chart refuses `tunnel`)"),
+            );
             let base_go = report
                 .pointer("/verdict/capabilities")
                 .and_then(Value::as_array)
                 .and_then(|caps| caps.iter().find(|c| c["capability"] == "base-datapath"))
                 .is_some_and(|c| c["go"] == Value::Bool(true));
-            say(base_go, format!("{release}: base-datapath is go on the real kernel"));
+            say(
+                base_go,
+                format!("{release}: base-datapath is go on the real kernel"),
+            );
             releases.push(release);
         }
     }
     releases.sort();
     say(
-        releases.len() == 2
-            && releases[0].starts_with("6.1.")
-            && releases[1].starts_with("6.12."),
+        releases.len() == 2 && releases[0].starts_with("6.1.") && releases[1].starts_with("6.12."),
         format!("a report from each kernel: {releases:?}"),
     );
     Ok(ok)

@@ -125,9 +125,12 @@ fn has_interpreter(data: &[u8]) -> anyhow::Result<bool> {
         .any(|ph| ph.p_type(endian) == object::elf::PT_INTERP))
 }
 
+/// A host file or directory and where it goes in the guest: (guest path, host path).
+type GuestFile = (PathBuf, PathBuf);
+
 /// `preflight run`'s command line in the guest, and the host files it needs there: values
 /// files at /etc/preflight/values/<n>-<name>, the chart at /etc/preflight/chart/<name>.
-fn guest_run_args(args: &GateArgs) -> anyhow::Result<(Vec<String>, Vec<(PathBuf, PathBuf)>)> {
+fn guest_run_args(args: &GateArgs) -> anyhow::Result<(Vec<String>, Vec<GuestFile>)> {
     let t = &args.target;
     let mut words: Vec<String> = ["preflight", "run", "--format", "json", "--color", "never"]
         .map(String::from)
