@@ -56,6 +56,18 @@ impl Arch {
             Self::Arm64 => "aarch64-linux-gnu-gcc",
         })
     }
+    /// The strip that reads this architecture's static binary cleanly, in order of preference.
+    /// amd64: binutils 2.40's strip misreads the .strtab of this LLVM-linked binary ("invalid
+    /// string offset", though its output runs), llvm-strip (llvm-22) reads it cleanly. arm64:
+    /// llvm-strip-22 refuses it ("Link field value 26 in section .rela.plt is not a symbol
+    /// table": the static binary's IRELATIVE relocations link to .symtab, which strip removes),
+    /// binutils' aarch64 strip (with the cross gcc) handles it and the result runs.
+    fn strippers(self) -> &'static [&'static str] {
+        match self {
+            Self::Amd64 => &["llvm-strip-22", "llvm-strip"],
+            Self::Arm64 => &["aarch64-linux-gnu-strip"],
+        }
+    }
     /// The Debian package of the cross linker.
     fn cross_package(self) -> &'static str {
         match self {
@@ -135,13 +147,12 @@ pub fn build(arch: Arch) -> anyhow::Result<PathBuf> {
     let partial = dist_dir.join(".preflight.partial");
     fs::copy(&built, &partial)
         .with_context(|| format!("copying {} to {}", built.display(), partial.display()))?;
-    // binutils 2.40's strip misreads the .strtab of this LLVM-linked binary ("invalid string
-    // offset") even though its output runs; llvm-strip (from llvm-22-dev) reads it cleanly and
-    // handles every architecture.
-    let strip = ["llvm-strip-22", "llvm-strip"]
-        .into_iter()
+    let strip = arch
+        .strippers()
+        .iter()
+        .copied()
         .find(|tool| tool_runs(tool, "--version"))
-        .context("no llvm-strip on PATH (apt-get install llvm-22, scripts/setup.sh)")?;
+        .with_context(|| format!("none of {:?} on PATH (scripts/setup.sh)", arch.strippers()))?;
     let status = Command::new(strip)
         .arg(&partial)
         .status()

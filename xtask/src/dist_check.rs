@@ -334,9 +334,26 @@ pub fn run_check(args: &DistCheckArgs) -> anyhow::Result<bool> {
         for (arch, path, prefix) in &artifacts {
             let ran = run(prefix, path, &case, &root, args.timeout)?;
             static_text_seen |= says_static_text(&ran.stdout);
+            rows += 1;
+            if case.live && !prefix.is_empty() {
+                // Under qemu-user bpf() is ENOSYS and the canary worker (a re-exec of this
+                // binary) cannot start, so the live answers are not the kernel's: the verdict
+                // cannot be the release build's. What must hold is no crash and a report.
+                let fine = matches!(ran.outcome.exit.as_str(), "0" | "1" | "2")
+                    && !ran.outcome.verdict.starts_with("(no JSON report");
+                ok &= fine;
+                println!(
+                    "  {:<6} {:<7} exit {:<4} {:>6.1} s  (live answers under qemu-user are not the \
+                     kernel's: checked for no crash and a report only)",
+                    arch.name(),
+                    if fine { "ran" } else { "FAILED" },
+                    ran.outcome.exit,
+                    ran.elapsed.as_secs_f64(),
+                );
+                continue;
+            }
             let same = ran.outcome == reference_run.outcome;
             ok &= same;
-            rows += 1;
             println!(
                 "  {:<6} {:<7} exit {:<4} {:>6.1} s  {}",
                 arch.name(),
