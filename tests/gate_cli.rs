@@ -38,7 +38,11 @@ fn a_dynamically_linked_preflight_refuses_to_be_the_guests_binary() {
         stderr.contains("dynamically linked") && stderr.contains("--guest-binary"),
         "{stderr}"
     );
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "cache touched");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "cache touched"
+    );
 }
 
 #[test]
@@ -63,7 +67,13 @@ fn help_names_the_kernel_forms_and_the_exit_codes() {
     let out = bin().args(["gate", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0));
-    for needle in [".deb", "vmlinuz", "linux-image-", "--cilium-version", "Exit codes"] {
+    for needle in [
+        ".deb",
+        "vmlinuz",
+        "linux-image-",
+        "--cilium-version",
+        "Exit codes",
+    ] {
         assert!(help.contains(needle), "{needle} missing:\n{help}");
     }
 }
