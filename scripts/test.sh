@@ -20,3 +20,6 @@ else
 fi
 # `preflight job` manifests against the Kubernetes API schema (1.33-1.37).
 bash scripts/validate-manifests.sh
+# The shipped static binaries (amd64, arm64 under qemu-user) on every fixture, against the
+# release build's verdict, and the kernel-upgrade gate from the amd64 one (docs/fleet.md).
+bash scripts/dist-check.sh

@@ -1,6 +1,7 @@
 //! Command line. Every subcommand's help says what it does, what it touches and how it exits.
 pub mod compile;
 pub mod fleet;
+pub mod gate;
 pub mod out;
 pub mod plan;
 pub mod report;
@@ -35,6 +36,13 @@ Exit codes:
   1  the verdict went from go to no-go/undecided, or a needed check went from pass to
      fail/unknown/skip/absent
   2  error: an unreadable report (file and line named) or another schema_version";
+
+const GATE_EXIT_CODES: &str = "\
+Exit codes (as `diff`'s, from each kernel to the next):
+  0  nothing the target needs got worse
+  1  the verdict went from go to no-go/undecided, or a needed check went from pass to
+     fail/unknown/skip/absent
+  2  bad input, a kernel that could not be fetched or booted, or a guest without a report";
 
 const AGGREGATE_EXIT_CODES: &str = "\
 Exit codes:
@@ -135,6 +143,13 @@ pub enum Command {
     /// as `run` would check them (exit 2). Prints YAML on stdout; touches nothing. See
     /// docs/fleet.md.
     Job(JobArgs),
+    /// The kernel-upgrade gate: boot each kernel under qemu with this (static) preflight, judge
+    /// the target there, and compare each kernel's report with the next as `diff` does.
+    ///
+    /// Kernels: Debian packages (apt-get download, cached), .deb files, or kernels on disk.
+    /// Needs qemu-system and busybox-static. Reports go to --results. See docs/fleet.md.
+    #[command(after_help = GATE_EXIT_CODES)]
+    Gate(gate::GateArgs),
     #[command(name = "__canary-worker", hide = true)]
     CanaryWorker,
     #[command(name = "__canary-janitor", hide = true)]
