@@ -11,7 +11,7 @@ for features in "" log; do
   (cd preflight-ebpf && cargo +nightly-2026-05-20 clippy --target bpfel-unknown-none \
     -Z build-std=core --release --features "$features" -- -D warnings)
 done
-cargo test --workspace --exclude preflight-ebpf
+cargo test --workspace --exclude preflight-ebpf --no-fail-fast
 # The compile golden reports need root and clang-19 (tests/golden_reports.rs, ~5 s).
 if [ "$(id -u)" = 0 ]; then
   cargo test -p preflight --test golden_reports -- --ignored
