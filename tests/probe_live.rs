@@ -234,7 +234,11 @@ fn unprivileged_probe_is_undecided_exit_2_and_never_reports_unavailable() {
     // once, prints no table that could be read as "unavailable", and exits 2 (undecided).
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(stderr.contains("CAP_BPF"), "{stderr}");
     assert!(stderr.contains("nothing was probed"), "{stderr}");
 }
