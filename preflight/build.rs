@@ -36,7 +36,61 @@ fn shared_trees(manifest: &std::path::Path) {
     }
 }
 
+/// What a test may need that this machine may lack, checked when the package is built:
+/// `cfg(prereq = "root")`, `cfg(prereq = "clang-19")`, ... Tests that need one say
+/// `#[cfg_attr(not(prereq = "root"), ignore = "needs root ...")]`, so where it is missing they
+/// are counted and listed as ignored with the reason, never passed by returning early
+/// (scripts/test.sh prints the count; CI, which has them all, fails if one was ignored).
+/// Rebuilt when /usr/bin changes (a tool installed) or the user changes (sudo / su).
+const PREREQ_TOOLS: [(&str, &str); 6] = [
+    ("clang-19", "/usr/bin/clang-19"),
+    ("clang-16", "/usr/bin/clang-16"),
+    ("llc-16", "/usr/bin/llc-16"),
+    ("libclang-19", "/usr/lib/llvm-19/lib/libclang-19.so.1"),
+    ("libclang-16", "/usr/lib/llvm-16/lib/libclang-16.so.1"),
+    ("setpriv", "/usr/bin/setpriv"),
+];
+
+fn test_prerequisites() {
+    let names: Vec<String> = ["\"root\"", "\"proc-config\""]
+        .into_iter()
+        .map(String::from)
+        .chain(PREREQ_TOOLS.iter().map(|(name, _)| format!("\"{name}\"")))
+        .collect();
+    println!(
+        "cargo:rustc-check-cfg=cfg(prereq, values({}))",
+        names.join(", ")
+    );
+    for var in ["USER", "SUDO_USER", "HOME"] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
+    // Only paths that exist: cargo reruns a build script on every build for a missing one.
+    println!("cargo:rerun-if-changed=/usr/bin");
+    for (name, path) in PREREQ_TOOLS {
+        let path = Path::new(path);
+        if path.exists() {
+            println!("cargo:rustc-cfg=prereq=\"{name}\"");
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+    }
+    if effective_uid() == Some(0) {
+        println!("cargo:rustc-cfg=prereq=\"root\"");
+    }
+    // The running kernel's own config (CONFIG_IKCONFIG_PROC): fixed until a reboot.
+    if Path::new("/proc/config.gz").exists() {
+        println!("cargo:rustc-cfg=prereq=\"proc-config\"");
+    }
+}
+
+/// The effective uid of this build, from /proc/self/status (`Uid: real effective ...`).
+fn effective_uid() -> Option<u32> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 fn main() -> anyhow::Result<()> {
+    test_prerequisites();
     // Tests that read the real Cilium sources (shared/cilium beside the repository or above a
     // worktree) run where they are and say they are ignored elsewhere.
     println!("cargo:rustc-check-cfg=cfg(cilium_sources)");

@@ -1,6 +1,6 @@
 //! `preflight compile` end to end: exit codes, --emit-state / --state-dir replay, bad input, and
 //! a program the kernel's verifier rejects (as root).
-use std::{path::Path, process::Command};
+use std::process::Command;
 
 use preflight::compile::{self, Options, elf::Verdict, tree};
 
@@ -16,19 +16,12 @@ fn preflight(args: &[&str]) -> (Option<i32>, String, String) {
     )
 }
 
-fn have_clangs() -> bool {
-    let ok = Path::new("/usr/bin/clang-19").is_file() && Path::new("/usr/bin/clang-16").is_file();
-    if !ok {
-        eprintln!("skipped: clang-16/clang-19 not installed (run scripts/setup.sh)");
-    }
-    ok
-}
-
 #[test]
+#[cfg_attr(
+    not(all(prereq = "clang-16", prereq = "clang-19")),
+    ignore = "needs clang-16 and clang-19 (scripts/setup.sh)"
+)]
 fn emitted_state_replays_and_a_stale_replay_is_explained() {
-    if !have_clangs() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let s = state.to_str().unwrap();
@@ -75,11 +68,11 @@ fn emitted_state_replays_and_a_stale_replay_is_explained() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(prereq = "clang-16", prereq = "clang-19", prereq = "libclang-19")),
+    ignore = "needs clang-16, clang-19 and libclang1-19 (scripts/setup.sh)"
+)]
 fn the_text_output_says_where_the_diagnostics_came_from() {
-    if !have_clangs() || !Path::new("/usr/lib/llvm-19/lib/libclang-19.so.1").exists() {
-        eprintln!("skipped: libclang1-19 not installed (run scripts/setup.sh)");
-        return;
-    }
     let root = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../fixtures/compile/missing-node-config/root"
@@ -129,14 +122,15 @@ fn bad_input_exits_2_and_names_it() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(prereq = "root", prereq = "clang-16", prereq = "clang-19")),
+    ignore = "needs root (the kernel's verifier) and clang-16, clang-19 (scripts/setup.sh)"
+)]
 fn a_program_the_verifier_rejects_becomes_a_finding_with_the_log_tail() {
-    if !have_clangs() {
-        return;
-    }
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: loading into the kernel needs root");
-        return;
-    }
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "built as root but running unprivileged"
+    );
     let dir = tempfile::tempdir().unwrap();
     tree::unpack(dir.path(), 18).unwrap();
     // Reads the packet without a bounds check: compiles, but the verifier must refuse it.

@@ -1,6 +1,10 @@
 //! Structured diagnostics through libclang (loaded at run time) against the text parser, on the
 //! compile scenario fixtures, with Debian's clang-16/19 and libclang1-16/19 (scripts/setup.sh).
+mod common;
+
 use std::path::{Path, PathBuf};
+
+use common::compile_fixture as fixture;
 
 use preflight::{
     cilium::Target,
@@ -13,24 +17,6 @@ use preflight::{
     },
     host::HostRoot,
 };
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures/compile")
-        .join(name)
-        .join("root")
-}
-
-/// clang-NN and its libclang, or a printed reason to skip.
-fn have(major: u32) -> bool {
-    let clang = format!("/usr/bin/clang-{major}");
-    let lib = format!("/usr/lib/llvm-{major}/lib/libclang-{major}.so.1");
-    let ok = Path::new(&clang).is_file() && Path::new(&lib).exists();
-    if !ok {
-        eprintln!("skipped: {clang} or {lib} not installed (run scripts/setup.sh)");
-    }
-    ok
-}
 
 fn options(scenario: &str, version: &str, clang: Option<&str>) -> Options {
     let mut o = Options::new(Target::chart_defaults(version));
@@ -83,10 +69,11 @@ fn assert_missing_header_explained(r: &CompileReport) {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(prereq = "clang-19", prereq = "libclang-19")),
+    ignore = "needs clang-19 and libclang1-19 (scripts/setup.sh)"
+)]
 fn libclang_reads_the_missing_header_scenario_with_both_definition_sites() {
-    if !have(19) {
-        return;
-    }
     let r = run(&options("missing-node-config", "1.18.4", None));
     for program in ["bpf_lxc", "bpf_host"] {
         let p = r.program(program).unwrap();
@@ -167,10 +154,16 @@ fn keys(diags: &[Diagnostic]) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(
+        prereq = "clang-19",
+        prereq = "libclang-19",
+        prereq = "clang-16",
+        prereq = "libclang-16"
+    )),
+    ignore = "needs clang-16, clang-19 and their libclang1 (scripts/setup.sh)"
+)]
 fn text_parser_and_libclang_agree_on_the_scenario_set() {
-    if !have(19) || !have(16) {
-        return;
-    }
     // Scenario, target, clang: both majors, errors and warnings-as-errors, the 1.14 clang | llc
     // command line (libclang gets it without -emit-llvm / -o -).
     let scenarios = [
@@ -217,10 +210,16 @@ fn text_parser_and_libclang_agree_on_the_scenario_set() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(
+        prereq = "clang-19",
+        prereq = "libclang-19",
+        prereq = "clang-16",
+        prereq = "libclang-16"
+    )),
+    ignore = "needs clang-16, clang-19 and their libclang1 (scripts/setup.sh)"
+)]
 fn without_a_matching_libclang_the_text_parser_still_explains_the_root_cause() {
-    if !have(19) || !have(16) {
-        return;
-    }
     let cases = [
         (
             Mode::Library("/nonexistent/libclang-19.so.1".into()),
@@ -268,10 +267,16 @@ fn job(dir: &Path, clang: &str, source: &str, extra: &[&str]) -> runner::Job {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(
+        prereq = "clang-19",
+        prereq = "libclang-19",
+        prereq = "clang-16",
+        prereq = "libclang-16"
+    )),
+    ignore = "needs clang-16, clang-19 and their libclang1 (scripts/setup.sh)"
+)]
 fn errors_libclang_cannot_see_keep_clangs_text() {
-    if !have(19) || !have(16) {
-        return;
-    }
     let (dir, dir2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     // The BPF backend's argument limit: code generation, after the front end libclang runs.
     let six_args = "int g(int a, int b, int c, int d, int e, int f);\n\
@@ -356,10 +361,16 @@ const FRAGMENTS: &[&str] = &[
 ];
 
 #[test]
+#[cfg_attr(
+    not(all(
+        prereq = "clang-19",
+        prereq = "libclang-19",
+        prereq = "clang-16",
+        prereq = "libclang-16"
+    )),
+    ignore = "needs clang-16, clang-19 and their libclang1 (scripts/setup.sh)"
+)]
 fn differential_fuzz_text_parser_against_libclang() {
-    if !have(19) || !have(16) {
-        return;
-    }
     let iterations: usize = std::env::var("LIBCLANG_FUZZ_ITERATIONS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -427,10 +438,11 @@ fn differential_fuzz_text_parser_against_libclang() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(prereq = "clang-19", prereq = "libclang-19")),
+    ignore = "needs clang-19 and libclang1-19 (scripts/setup.sh)"
+)]
 fn where_the_text_is_ambiguous_libclang_is_exact() {
-    if !have(19) {
-        return;
-    }
     // A message that itself ends in "[-W...]": the text parser cannot tell it from clang's
     // flag suffix; libclang reports message and option separately.
     let dir = tempfile::tempdir().unwrap();

@@ -1,31 +1,15 @@
 //! Scenario fixtures for the compile stage, compiled for real with Debian's clang (installed by
 //! scripts/setup.sh) and, as root, loaded into the running kernel.
-use std::path::{Path, PathBuf};
+mod common;
 
+use std::path::PathBuf;
+
+use common::{compile_fixture as fixture, is_root};
 use preflight::{
     cilium::Target,
     compile::{self, CompileReport, Options, StateSource, explain::Cause},
     host::HostRoot,
 };
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures/compile")
-        .join(name)
-        .join("root")
-}
-
-fn have(clang: &str) -> bool {
-    let ok = Path::new(clang).is_file();
-    if !ok {
-        eprintln!("skipped: {clang} not installed (run scripts/setup.sh)");
-    }
-    ok
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
 
 fn run(scenario: &str, version: &str, clang: Option<&str>, verify: bool) -> CompileReport {
     let mut o = Options::new(Target::chart_defaults(version));
@@ -35,12 +19,9 @@ fn run(scenario: &str, version: &str, clang: Option<&str>, verify: bool) -> Comp
     compile::run(&o).expect("compile stage runs")
 }
 
-#[test]
-fn clean_node_compiles_every_program_and_the_kernel_loads_them() {
-    if !have("/usr/bin/clang-19") {
-        return;
-    }
-    let r = run("clean", "1.18.4", None, true);
+/// The clean node for 1.18: every program compiles with the agent's command line.
+fn clean_node_compiles(verify: bool) -> CompileReport {
+    let r = run("clean", "1.18.4", None, verify);
     assert_eq!(r.toolchain.toolchain.major, 19, "exact match for 1.18");
     assert!(r.init_blockers.is_empty());
     assert_eq!(r.state.node_config, "present");
@@ -63,10 +44,23 @@ fn clean_node_compiles_every_program_and_the_kernel_loads_them() {
         "{}",
         lxc.command
     );
-    if !is_root() {
-        eprintln!("skipped verifier part: not root");
-        return;
-    }
+    r
+}
+
+#[test]
+#[cfg_attr(not(prereq = "clang-19"), ignore = "needs clang-19 (scripts/setup.sh)")]
+fn clean_node_compiles_every_program_in_the_agents_include_order() {
+    clean_node_compiles(false);
+}
+
+#[test]
+#[cfg_attr(
+    not(all(prereq = "root", prereq = "clang-19")),
+    ignore = "needs root (the kernel's verifier) and clang-19 (scripts/setup.sh)"
+)]
+fn clean_node_programs_all_load_into_the_kernel_with_their_tail_calls() {
+    common::assert_root();
+    let r = clean_node_compiles(true);
     for p in &r.programs {
         let v = p.verify.as_ref().expect("verified as root");
         assert!(v.all_loaded(), "{}: {v:#?}", p.name);
@@ -87,10 +81,8 @@ fn clean_node_compiles_every_program_and_the_kernel_loads_them() {
 }
 
 #[test]
+#[cfg_attr(not(prereq = "clang-19"), ignore = "needs clang-19 (scripts/setup.sh)")]
 fn missing_node_config_reproduces_the_redefinitions_and_names_flannel() {
-    if !have("/usr/bin/clang-19") {
-        return;
-    }
     let r = run("missing-node-config", "1.18.4", None, false);
     assert_eq!(r.state.node_config, "missing");
     assert!(
@@ -146,10 +138,8 @@ fn missing_node_config_reproduces_the_redefinitions_and_names_flannel() {
 }
 
 #[test]
+#[cfg_attr(not(prereq = "clang-16"), ignore = "needs clang-16 (scripts/setup.sh)")]
 fn stale_node_config_from_another_version_is_judged_and_explained() {
-    if !have("/usr/bin/clang-16") {
-        return;
-    }
     let r = run("stale-node-config", "1.16.5", None, false);
     assert_eq!(r.toolchain.toolchain.major, 16, "nearest to 1.16's LLVM 17");
     assert_eq!(r.state.node_config, "stale (written by 1.18+)");
@@ -185,10 +175,11 @@ fn stale_node_config_from_another_version_is_judged_and_explained() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(prereq = "clang-19", prereq = "clang-16")),
+    ignore = "needs clang-19 and clang-16 (scripts/setup.sh)"
+)]
 fn clang_newer_than_the_targets_llvm_is_called_a_toolchain_mismatch() {
-    if !have("/usr/bin/clang-19") {
-        return;
-    }
     let r = run("clean", "1.16.5", Some("/usr/bin/clang-19"), false);
     assert!(
         r.toolchain
@@ -212,17 +203,16 @@ fn clang_newer_than_the_targets_llvm_is_called_a_toolchain_mismatch() {
         assert!(f.remedy.contains("clang-16"));
     }
     // The same sources and node with the nearest clang compile: the node is fine.
-    if have("/usr/bin/clang-16") {
-        let r = run("clean", "1.16.5", Some("/usr/bin/clang-16"), false);
-        assert!(r.programs.iter().all(|p| p.compiled));
-    }
+    let r = run("clean", "1.16.5", Some("/usr/bin/clang-16"), false);
+    assert!(r.programs.iter().all(|p| p.compiled));
 }
 
 #[test]
+#[cfg_attr(
+    not(all(prereq = "clang-16", prereq = "llc-16")),
+    ignore = "needs clang-16 and llc-16 (scripts/setup.sh)"
+)]
 fn the_1_14_profile_pipes_clang_into_llc() {
-    if !have("/usr/bin/clang-16") || !have("/usr/bin/llc-16") {
-        return;
-    }
     let r = run("clean", "1.14.19", None, false);
     let lxc = r.program("bpf_lxc").unwrap();
     assert!(lxc.command.contains("-emit-llvm") && lxc.command.contains("| "));
@@ -231,10 +221,8 @@ fn the_1_14_profile_pipes_clang_into_llc() {
 }
 
 #[test]
+#[cfg_attr(not(prereq = "clang-16"), ignore = "needs clang-16 (scripts/setup.sh)")]
 fn unknown_cpu_is_explained() {
-    if !have("/usr/bin/clang-16") {
-        return;
-    }
     // clang 16 knows v1-v3 only; -mcpu=v9 stands in for an ISA newer than the compiler.
     let d = preflight::compile::diag::parse(
         &std::process::Command::new("/usr/bin/clang-16")
@@ -280,11 +268,9 @@ fn check<'a>(
 }
 
 #[test]
+#[cfg_attr(not(prereq = "clang-19"), ignore = "needs clang-19 (scripts/setup.sh)")]
 fn run_checks_turn_the_missing_header_scenario_into_a_no_go_with_remedies() {
     use preflight::model::Status;
-    if !have("/usr/bin/clang-19") {
-        return;
-    }
     let results = checks_for(run("missing-node-config", "1.18.4", None, false));
     let init = check(&results, "compile.init");
     assert_eq!(init.status, Status::Fail);
@@ -332,11 +318,9 @@ fn run_checks_turn_the_missing_header_scenario_into_a_no_go_with_remedies() {
 }
 
 #[test]
+#[cfg_attr(not(prereq = "clang-19"), ignore = "needs clang-19 (scripts/setup.sh)")]
 fn run_checks_call_a_too_new_clang_a_warning_not_a_node_failure() {
     use preflight::model::Status;
-    if !have("/usr/bin/clang-19") {
-        return;
-    }
     let results = checks_for(run("clean", "1.16.5", Some("/usr/bin/clang-19"), false));
     assert_eq!(check(&results, "compile.toolchain").status, Status::Warn);
     let lxc = check(&results, "compile.bpf_lxc");
@@ -345,10 +329,8 @@ fn run_checks_call_a_too_new_clang_a_warning_not_a_node_failure() {
 }
 
 #[test]
+#[cfg_attr(not(prereq = "clang-19"), ignore = "needs clang-19 (scripts/setup.sh)")]
 fn tunnel_port_from_values_clears_the_flannel_port_conflict_and_reaches_the_header() {
-    if !have("/usr/bin/clang-19") {
-        return;
-    }
     // Only the port is held in this root (no flannel.1 device): moving tunnelPort avoids it.
     let dir = tempfile::tempdir().unwrap();
     let values = dir.path().join("values.yaml");
@@ -451,10 +433,8 @@ fn calls(r: &CompileReport, program: &str) -> Vec<u32> {
 }
 
 #[test]
+#[cfg_attr(not(prereq = "clang-19"), ignore = "needs clang-19 (scripts/setup.sh)")]
 fn kernel_without_the_forwarding_helpers_compiles_legacy_host_routing_like_the_agent() {
-    if !have("/usr/bin/clang-19") {
-        return;
-    }
     let values = serde_json::json!({"kubeProxyReplacement": true, "bpf": {"masquerade": true}});
 
     // A 5.10+ kernel: NodePort and BPF host routing, and the objects use both helpers.
@@ -521,10 +501,8 @@ fn kernel_without_the_forwarding_helpers_compiles_legacy_host_routing_like_the_a
 }
 
 #[test]
+#[cfg_attr(not(prereq = "clang-19"), ignore = "needs clang-19 (scripts/setup.sh)")]
 fn kube_proxy_replacement_selects_the_nodeport_program() {
-    if !have("/usr/bin/clang-19") {
-        return;
-    }
     let nodeport_nat = |r: &CompileReport| {
         r.program("bpf_host")
             .unwrap()

@@ -6,18 +6,17 @@
 //! The verifier is the judge: with a frozen `.rodata.config` it prunes branches on the known
 //! value, so a program that reads out of bounds unless `magic == 42` loads only when 42 reached
 //! the kernel. As root every load is real; otherwise the loader must say "unknown" (EPERM).
+mod common;
+
 use std::{
     path::{Path, PathBuf},
     process::Command,
 };
 
+use common::is_root;
 use preflight::compile::elf::{LoadOptions, Loader, ObjectVerdict, Verdict, load_object};
 
 const CLANG: &str = "/usr/bin/clang-19";
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
 
 /// Common prelude: no kernel headers, our own declarations.
 const PRELUDE: &str = r#"
@@ -92,6 +91,7 @@ SEC("tc/entry") int entry(struct __sk_buff *ctx)
 "#;
 
 #[test]
+#[cfg_attr(not(prereq = "clang-19"), ignore = "needs clang-19 (scripts/setup.sh)")]
 fn load_time_configuration_reaches_the_verifier_in_the_map_style() {
     let dir = tempfile::tempdir().unwrap();
     let obj = build(dir.path(), "cfg_map", MAP_STYLE_CONFIG);
@@ -114,6 +114,7 @@ fn load_time_configuration_reaches_the_verifier_in_the_map_style() {
 }
 
 #[test]
+#[cfg_attr(not(prereq = "clang-19"), ignore = "needs clang-19 (scripts/setup.sh)")]
 fn load_time_configuration_is_inlined_in_the_1_16_style() {
     // Cilium <= 1.16: `static const` in .rodata.config, read by an inline-asm ld_imm64.
     let dir = tempfile::tempdir().unwrap();
@@ -144,6 +145,7 @@ SEC("tc") int entry(struct __sk_buff *ctx)
 }
 
 #[test]
+#[cfg_attr(not(prereq = "clang-19"), ignore = "needs clang-19 (scripts/setup.sh)")]
 fn numbered_tail_call_sections_fill_the_legacy_map_and_unreached_ones_are_pruned() {
     let dir = tempfile::tempdir().unwrap();
     let obj = build(
@@ -189,6 +191,7 @@ SEC("tc") int entry(struct __sk_buff *ctx)
 }
 
 #[test]
+#[cfg_attr(not(prereq = "clang-19"), ignore = "needs clang-19 (scripts/setup.sh)")]
 fn tagged_tail_calls_and_renames_follow_the_1_18_convention() {
     let dir = tempfile::tempdir().unwrap();
     let obj = build(
@@ -255,6 +258,7 @@ SEC("tc/entry") int entry(struct __sk_buff *ctx)
 }
 
 #[test]
+#[cfg_attr(not(prereq = "clang-19"), ignore = "needs clang-19 (scripts/setup.sh)")]
 fn bpf_to_bpf_calls_link_static_and_global_functions_with_their_btf() {
     let dir = tempfile::tempdir().unwrap();
     let obj = build(
@@ -285,6 +289,7 @@ SEC("tc/entry") int other(struct __sk_buff *ctx) { return twice(3); }
 }
 
 #[test]
+#[cfg_attr(not(prereq = "clang-19"), ignore = "needs clang-19 (scripts/setup.sh)")]
 fn cgroup_sections_load_with_the_attach_type_the_kernel_requires() {
     let dir = tempfile::tempdir().unwrap();
     let obj = build(
@@ -322,6 +327,7 @@ SEC("weird/thing") int odd(void *ctx) { return 1; }
 }
 
 #[test]
+#[cfg_attr(not(prereq = "clang-19"), ignore = "needs clang-19 (scripts/setup.sh)")]
 fn map_in_map_gets_its_inner_map_and_by_name_pins_are_shared_in_the_private_bpffs() {
     let dir = tempfile::tempdir().unwrap();
     let obj = build(
@@ -371,6 +377,7 @@ SEC("tc/entry") int entry(struct __sk_buff *ctx)
 }
 
 #[test]
+#[cfg_attr(not(prereq = "clang-19"), ignore = "needs clang-19 (scripts/setup.sh)")]
 fn a_verifier_rejection_keeps_the_kernels_last_words() {
     let dir = tempfile::tempdir().unwrap();
     let obj = build(

@@ -7,10 +7,14 @@
 //! (MAX_LB_OPTIONS, what Cilium's CI compiles), which gives the cgroup programs.
 //!
 //! Where ../shared is absent these tests are ignored (build.rs sets `shared_cilium_trees`).
+mod common;
+
 use std::{
     path::{Path, PathBuf},
     process::Command,
 };
+
+use common::is_root;
 
 use preflight::{
     compile::{
@@ -25,10 +29,6 @@ use preflight::{
 
 const TREES: &[(&str, u32)] = &[("1.16.15", 16), ("1.18.3", 19), ("1.20.0-dev", 19)];
 const PROGRAMS: &[&str] = &["bpf_lxc", "bpf_host", "bpf_overlay", "bpf_sock", "bpf_xdp"];
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
 
 #[cfg(shared_cilium_trees)]
 fn shared() -> PathBuf {

@@ -5,7 +5,7 @@
 //! Regenerate after an intended change (then read the diff before committing):
 //!
 //! ```sh
-//! PREFLIGHT_BLESS=1 cargo test -p preflight --test golden_reports -- --include-ignored
+//! PREFLIGHT_BLESS=1 cargo test -p preflight --test golden_reports
 //! ```
 //!
 //! Only what differs from one run to the next is normalised: timings (`*_ms` fields in JSON,
@@ -18,8 +18,8 @@
 //! `helm`, `kubectl`, `systemctl` as bare programs whatever this machine has installed.
 //!
 //! The compile fixtures need clang-19 and libclang-19 (scripts/setup.sh) and root (the compile
-//! stage probes this kernel's ISA and helpers for its -D flags), so their test is ignored by
-//! default; scripts/test.sh runs it as root with `--ignored`.
+//! stage probes this kernel's ISA and helpers for its -D flags): where one is missing their test
+//! is listed as ignored, with the reason (preflight/build.rs's `prereq` cfg).
 mod common;
 
 use std::{
@@ -331,7 +331,7 @@ fn check(cases: Vec<Case>, path: Path_) {
     assert!(
         failures.is_empty(),
         "{} golden report(s) differ; if the change is intended, regenerate with \
-         PREFLIGHT_BLESS=1 cargo test -p preflight --test golden_reports -- --include-ignored\n\n{}",
+         PREFLIGHT_BLESS=1 cargo test -p preflight --test golden_reports\n\n{}",
         failures.len(),
         failures.join("\n\n")
     );
@@ -386,15 +386,12 @@ fn reports_on_every_fixture_match_the_golden_files() {
 }
 
 #[test]
-#[ignore = "needs root and clang-19 + libclang-19 (scripts/setup.sh); scripts/test.sh runs it as root"]
+#[cfg_attr(
+    not(all(prereq = "root", prereq = "clang-19", prereq = "libclang-19")),
+    ignore = "needs root (the compile stage probes this kernel) and clang-19, libclang1-19"
+)]
 fn compile_fixtures_match_the_golden_files() {
-    assert!(
-        common::is_root(),
-        "the compile stage probes this kernel for its -D flags: run as root"
-    );
-    assert!(
-        Path::new("/usr/bin/clang-19").is_file(),
-        "clang-19 is missing: run scripts/setup.sh"
-    );
+    common::assert_root();
+    common::assert_tool("/usr/bin/clang-19");
     check(compile_cases(), Path_::System);
 }

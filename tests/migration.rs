@@ -22,70 +22,11 @@ const FIXTURE: &str = concat!(
     "/../fixtures/nodes/k3s-flannel-plan"
 );
 
-const STAND_IN: &str = r#"#!/bin/bash
-tool=$(basename "$0")
-{ printf '%s' "$tool"; for a in "$@"; do printf ' %s' "$a"; done; echo; } >> "$STANDIN_DIR/argv.log"
-line="$tool $*"
-if [ -n "$STANDIN_FAIL" ] && [[ "$line" == *"$STANDIN_FAIL"* ]]; then
-  echo "stand-in $tool: told to fail on: $STANDIN_FAIL" >&2; exit 1
-fi
-links="$STANDIN_DIR/links"; mkdir -p "$links"
-case "$tool" in
-ip)
-  if [ "$1 $2 $3 $4 $5" = "-d -j addr show dev" ]; then
-    if [ -f "$links/$6" ]; then cat "$links/$6"; exit 0; fi
-    echo "Device \"$6\" does not exist." >&2; exit 1
-  fi
-  if [ "$1 $2" = "link del" ]; then rm -f "$links/$3"; exit 0; fi
-  if [ "$1 $2" = "link add" ]; then echo "[{\"ifname\":\"$3\",\"recreated\":true}]" > "$links/$3"; exit 0; fi
-  exit 0 ;;
-helm)
-  case "$1" in
-  status) [ -f "$STANDIN_DIR/release-$2" ] && { echo '{"version":1,"info":{"status":"deployed"},"chart":{"metadata":{"version":"0"}}}'; exit 0; }
-          echo "Error: release: not found" >&2; exit 1 ;;
-  upgrade)
-    touch "$STANDIN_DIR/release-$3"
-    # What the Cilium agent does on the node once the chart is applied.
-    mkdir -p "$STANDIN_ROOT/etc/cni/net.d" "$STANDIN_ROOT/opt/cni/bin"
-    echo '{"cniVersion":"0.3.1","name":"cilium","plugins":[{"type":"cilium-cni"}]}' > "$STANDIN_ROOT/etc/cni/net.d/05-cilium.conflist"
-    printf 'ELF stand-in\n' > "$STANDIN_ROOT/opt/cni/bin/cilium-cni"; chmod 755 "$STANDIN_ROOT/opt/cni/bin/cilium-cni"
-    mkdir -p "$STANDIN_ROOT/var/run/cilium/state/globals"
-    echo '/* fresh header */' > "$STANDIN_ROOT/var/run/cilium/state/globals/node_config.h"
-    echo '[{"ifname":"cilium_host"}]' > "$links/cilium_host"
-    exit 0 ;;
-  uninstall) rm -f "$STANDIN_DIR/release-$2"; exit 0 ;;
-  esac
-  exit 0 ;;
-kubectl)
-  case "$*" in
-  *" logs "*) printf '%s\n' "$STANDIN_AGENT_LOG" ;;
-  *hostNetwork*) printf '%s\n' "kube-system|cilium-x7k2p|true|DaemonSet" "default|web-0||ReplicaSet" "default|scratch||" ;;
-  *jsonpath*) echo "kube-system/coredns-7b98449c4-x2x9v Running 10.42.0.17"; echo "default/web-0 Pending" ;;
-  esac
-  exit 0 ;;
-systemctl)
-  case "$1" in
-  is-active|is-enabled)
-    if [ -n "$STANDIN_ACTIVE" ] && [[ "$*" == *"$STANDIN_ACTIVE"* ]]; then exit 0; fi
-    exit 1 ;;
-  restart)
-    # k3s regenerates containerd's config on start: with flannel off it drops its CNI dirs.
-    cfg="$STANDIN_ROOT/var/lib/rancher/k3s/agent/etc/containerd/config.toml"
-    # An agent does the same once its server runs without flannel (STANDIN_SERVER_MIGRATED).
-    if { [ -f "$STANDIN_ROOT/etc/rancher/k3s/config.yaml.d/90-preflight-cilium.yaml" ] || [ -n "$STANDIN_SERVER_MIGRATED" ]; } && [ -f "$cfg" ]; then
-      sed -i -e 's|bin_dir = .*|bin_dir = "/opt/cni/bin"|' -e 's|conf_dir = .*|conf_dir = "/etc/cni/net.d"|' "$cfg"
-    fi ;;
-  esac
-  exit 0 ;;
-iptables-save) cat "$STANDIN_DIR/iptables" 2>/dev/null; exit 0 ;;
-iptables-restore) cp "$1" "$STANDIN_DIR/iptables"; exit 0 ;;
-iptables)
-  # -X CHAIN: the chain and every rule naming it are gone (what -D, -F and -X do together).
-  if [ "$3" = "-X" ]; then sed -i "/$4/d" "$STANDIN_DIR/iptables"; fi
-  exit 0 ;;
-*) exit 0 ;;
-esac
-"#;
+/// Every stand-in tool is this one script, which acts by the name it is called as.
+const STAND_IN: &str = include_str!("standins/tool.sh");
+
+/// flannel's links as the `ip` stand-in prints them.
+const STAND_IN_LINKS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/standins/links");
 
 /// The node's iptables as flanneld leaves them (`iptables-save`; the stand-in keeps this file).
 const FLANNEL_IPTABLES: &str = include_str!("../fixtures/iptables/k3s-flannel.save");
@@ -164,20 +105,14 @@ fn node_from(fixture: &str) -> Node {
         fs::set_permissions(bin.join(tool), fs::Permissions::from_mode(0o755)).unwrap();
     }
     fs::write(standin.join("iptables"), FLANNEL_IPTABLES).unwrap();
-    // flannel's links exist on this "node".
-    fs::write(
-        standin.join("links/flannel.1"),
-        r#"[{"ifname":"flannel.1","mtu":1450,"address":"aa:bb:cc:00:11:22","flags":["BROADCAST","UP"],
-            "linkinfo":{"info_kind":"vxlan","info_data":{"id":1,"local":"192.168.1.10","link":"eth0","port":8472}},
-            "addr_info":[{"family":"inet","local":"10.42.0.0","prefixlen":32}]}]"#,
-    )
-    .unwrap();
-    fs::write(
-        standin.join("links/cni0"),
-        r#"[{"ifname":"cni0","mtu":1450,"address":"aa:bb:cc:00:11:33","flags":["UP"],"linkinfo":{"info_kind":"bridge"},
-            "addr_info":[{"family":"inet","local":"10.42.0.1","prefixlen":24}]}]"#,
-    )
-    .unwrap();
+    // flannel's links exist on this "node" (`ip -j link show` output, kept by the stand-in).
+    for link in ["flannel.1", "cni0"] {
+        fs::copy(
+            Path::new(STAND_IN_LINKS).join(link),
+            standin.join("links").join(link),
+        )
+        .unwrap();
+    }
     Node {
         _tmp: tmp,
         root,
@@ -891,27 +826,13 @@ fn fallback_flannel_undoes_cilium_and_hardens_then_rolls_back() {
 /// whichever write hits ENOSPC; once space is freed, rollback leaves the tree as it was. Runs in
 /// a private mount namespace (`unshare -m`), so the tmpfs vanishes even if the test is killed.
 #[test]
+#[cfg_attr(
+    not(prereq = "root"),
+    ignore = "needs root to mount a tmpfs in a private mount namespace"
+)]
 fn disk_full_fails_cleanly_and_rollback_restores_after_space_is_freed() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to mount a tmpfs in a private mount namespace");
-        return;
-    }
     let n = node();
-    let script = r#"
-set -u
-mnt="$1"; src="$2"; bin="$3"
-mkdir -p "$mnt"
-mount -t tmpfs -o size=256k tmpfs "$mnt" || exit 90
-cp -a "$src" "$mnt/root"
-snap() { (cd "$mnt/root" && find . -printf '%y %m %U:%G %p -> %l\n' | sort && find . -type f -exec md5sum {} + | sort); }
-snap > "$mnt/../before.txt"
-# Fill the file system, leaving two pages: the journal can start, later writes cannot.
-dd if=/dev/zero of="$mnt/filler" bs=1k count=$(( $(df -k --output=avail "$mnt" | tail -1) - 8 )) 2>/dev/null
-PATH="$STANDIN_PATH" "$bin" install --yes --root "$mnt/root" > "$mnt/../install.txt" 2>&1; echo "install exit $?" >> "$mnt/../install.txt"
-rm -f "$mnt/filler"
-PATH="$STANDIN_PATH" "$bin" rollback --root "$mnt/root" > "$mnt/../rollback.txt" 2>&1; echo "rollback exit $?" >> "$mnt/../rollback.txt"
-snap > "$mnt/../after.txt"
-"#;
+    let script = include_str!("scripts/disk-full.sh");
     let work = n.standin.join("diskfull");
     fs::create_dir_all(&work).unwrap();
     let path = format!(
@@ -938,10 +859,12 @@ snap > "$mnt/../after.txt"
         .env("STANDIN_ROOT", work.join("mnt/root"))
         .output()
         .unwrap();
-    if o.status.code() == Some(90) {
-        eprintln!("skipped: cannot mount a tmpfs here");
-        return;
-    }
+    assert_ne!(
+        o.status.code(),
+        Some(90),
+        "root, yet no tmpfs mount\n{}",
+        text(&o)
+    );
     let read = |f: &str| fs::read_to_string(work.join(f)).unwrap_or_default();
     let install = read("install.txt");
     assert!(
@@ -1533,22 +1456,13 @@ fn install_names_the_steps_that_fix_blockers_and_refuses_the_rest() {
 /// nothing outlives the test). The drop-in cannot be written; the install fails there and the
 /// automatic rollback leaves the tree as it was.
 #[test]
+#[cfg_attr(
+    not(prereq = "root"),
+    ignore = "needs root for a read-only bind mount in a private mount namespace"
+)]
 fn read_only_files_fail_cleanly_and_leave_the_node_as_it_was() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root for a read-only bind mount in a private mount namespace");
-        return;
-    }
     let n = node();
-    let script = r#"
-set -u
-root="$1"; bin="$2"; out="$3"
-mount --bind "$root/etc/rancher/k3s" "$root/etc/rancher/k3s" || exit 90
-mount -o remount,bind,ro "$root/etc/rancher/k3s" || exit 90
-snap() { (cd "$root" && find . -printf '%y %m %U:%G %p -> %l\n' | sort && find . -type f -exec md5sum {} + | sort); }
-snap > "$out/before.txt"
-PATH="$STANDIN_PATH" "$bin" install --yes --cilium-version 1.18.4 --root "$root" > "$out/install.txt" 2>&1; echo "install exit $?" >> "$out/install.txt"
-snap > "$out/after.txt"
-"#;
+    let script = include_str!("scripts/read-only.sh");
     let work = n.standin.join("readonly");
     fs::create_dir_all(&work).unwrap();
     let path = format!(
@@ -1574,10 +1488,12 @@ snap > "$out/after.txt"
         .env("STANDIN_ROOT", &n.root)
         .output()
         .unwrap();
-    if o.status.code() == Some(90) {
-        eprintln!("skipped: cannot make a read-only bind mount here");
-        return;
-    }
+    assert_ne!(
+        o.status.code(),
+        Some(90),
+        "root, yet no read-only bind mount\n{}",
+        text(&o)
+    );
     let read = |f: &str| fs::read_to_string(work.join(f)).unwrap_or_default();
     let install = read("install.txt");
     assert!(

@@ -580,10 +580,8 @@ fn the_verdict_line_separates_blocked_from_undecided_capabilities() {
 
 #[test]
 fn an_empty_root_is_undecided_and_says_why() {
-    let root = std::env::temp_dir().join(format!("preflight-empty-root-{}", std::process::id()));
-    std::fs::create_dir_all(&root).unwrap();
-    let r = run_root(&root, &["--no-compile", "--no-canaries"]);
-    std::fs::remove_dir_all(&root).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let r = run_root(root.path(), &["--no-compile", "--no-canaries"]);
     // File-based passes (CNI dirs, no node state) say nothing about the kernel.
     assert_eq!(capability(&r, "base-datapath")["undecided"], true);
     assert_eq!(capability(&r, "base-datapath")["go"], false);

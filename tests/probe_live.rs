@@ -1,5 +1,5 @@
-//! `preflight probe` and `preflight run` against the real kernel (root), and as an unprivileged
-//! user (everything "unknown" with a reason, never "unavailable").
+//! `preflight probe` and `preflight run` against the real kernel, as root (tests/unprivileged.rs
+//! runs them as `nobody`).
 mod common;
 
 use common::{bin, json};
@@ -31,8 +31,12 @@ fn probe_json(args: &[&str]) -> serde_json::Value {
 
 /// Issue 2's "done when", on the default command: `preflight probe --format json`.
 #[test]
+#[cfg_attr(
+    not(prereq = "root"),
+    ignore = "needs root (real bpf(), namespaces, cgroups)"
+)]
 fn default_probe_json_on_this_kernel() {
-    require_root!();
+    common::assert_root();
     let v = probe_json(&[]);
     assert_eq!(v["schema_version"], 1);
     for prog in ["sched_cls", "xdp", "cgroup_sock_addr", "socket_filter"] {
@@ -74,8 +78,12 @@ fn default_probe_json_on_this_kernel() {
 /// JIT always-on comes from the kernel config, as `run` reads it: the probe and the
 /// bpf.misc.jit_always_on check agree, and a config we cannot see is unknown, not "off".
 #[test]
+#[cfg_attr(
+    not(prereq = "root"),
+    ignore = "needs root (real bpf(), namespaces, cgroups)"
+)]
 fn jit_always_on_agrees_with_the_kernel_config_and_the_run_check() {
-    require_root!();
+    common::assert_root();
     let v = probe_json(&[]);
     let jit = &v["misc"]["jit_always_on"];
     let config = std::process::Command::new("sh")
@@ -116,8 +124,12 @@ fn jit_always_on_agrees_with_the_kernel_config_and_the_run_check() {
 }
 
 #[test]
+#[cfg_attr(
+    not(prereq = "root"),
+    ignore = "needs root (real bpf(), namespaces, cgroups)"
+)]
 fn all_probe_json_on_this_kernel() {
-    require_root!();
+    common::assert_root();
     let v = probe_json(&["--all"]);
     // Map types outside Cilium's are answered too.
     assert!(
@@ -146,8 +158,12 @@ fn all_probe_json_on_this_kernel() {
 /// that is "could not tell", not "unavailable". Elsewhere it may be available; never unavailable.
 /// The default probe answers it, as `--all` does.
 #[test]
+#[cfg_attr(
+    not(prereq = "root"),
+    ignore = "needs root (real bpf(), namespaces, cgroups)"
+)]
 fn tracing_is_never_reported_unavailable_on_eperm() {
-    require_root!();
+    common::assert_root();
     for args in [&[][..], &["--all"][..]] {
         let v = probe_json(args);
         let tracing = &v["program_types"]["tracing"];
@@ -166,8 +182,12 @@ fn tracing_is_never_reported_unavailable_on_eperm() {
 }
 
 #[test]
+#[cfg_attr(
+    not(prereq = "root"),
+    ignore = "needs root (real bpf(), namespaces, cgroups)"
+)]
 fn run_reports_every_canary_passing_and_exits_go() {
-    require_root!();
+    common::assert_root();
     let out = bin().args(["run", "--format", "json"]).output().unwrap();
     let v = json(&out);
     let checks = v["checks"].as_array().unwrap();
@@ -197,85 +217,6 @@ fn run_reports_every_canary_passing_and_exits_go() {
         Some(if go { 0 } else { 1 }),
         "{}",
         v["verdict"]
-    );
-}
-
-/// Runs a command as `nobody` with no capabilities.
-fn as_nobody(args: &[&str]) -> Option<std::process::Output> {
-    let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())?;
-    let out = std::process::Command::new(setpriv)
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(env!("CARGO_BIN_EXE_preflight"))
-        .args(args)
-        .output()
-        .ok()?;
-    // The build tree may not be readable by nobody (e.g. a private home directory).
-    if String::from_utf8_lossy(&out.stderr).contains("Permission denied") && out.stdout.is_empty() {
-        return None;
-    }
-    Some(out)
-}
-
-#[test]
-fn unprivileged_probe_is_undecided_exit_2_and_never_reports_unavailable() {
-    require_root!(); // needs root to become nobody
-    let Some(out) = as_nobody(&["probe", "--format", "json"]) else {
-        eprintln!("SKIP: setpriv missing or binary not executable by nobody");
-        return;
-    };
-    // Without CAP_BPF/CAP_SYS_ADMIN every answer would be "could not tell": the probe says so
-    // once, prints no table that could be read as "unavailable", and exits 2 (undecided).
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        out.stdout.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert!(stderr.contains("CAP_BPF"), "{stderr}");
-    assert!(stderr.contains("nothing was probed"), "{stderr}");
-}
-
-#[test]
-fn unprivileged_run_is_undecided_exit_2_with_unknown_checks() {
-    require_root!();
-    let Some(out) = as_nobody(&["run", "--format", "json"]) else {
-        eprintln!("SKIP: setpriv missing or binary not executable by nobody");
-        return;
-    };
-    let v = json(&out);
-    assert_eq!(out.status.code(), Some(2), "verdict: {}", v["verdict"]);
-    assert_eq!(v["verdict"]["decided"], false);
-    let checks = v["checks"].as_array().unwrap();
-    let status_of = |id: &str| checks.iter().find(|c| c["id"] == id).unwrap()["status"].clone();
-    assert_eq!(status_of("bpf.prog_type.sched_cls"), "unknown");
-    assert_eq!(status_of("attach.tc"), "unknown");
-    // Failing for lack of privilege is forbidden; facts that fail for everyone (a kernel config
-    // option that is not set) fail as root too.
-    let as_root = json(&bin().args(["run", "--format", "json"]).output().unwrap());
-    let failing = |v: &serde_json::Value| -> std::collections::BTreeSet<String> {
-        v["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| c["status"] == "fail")
-            .map(|c| c["id"].as_str().unwrap().to_string())
-            .collect()
-    };
-    let only_unprivileged: Vec<_> = failing(&v)
-        .difference(&failing(&as_root))
-        .cloned()
-        .collect();
-    assert!(
-        only_unprivileged.is_empty(),
-        "no check may fail for lack of privilege: {only_unprivileged:?}"
     );
 }
 
@@ -328,8 +269,12 @@ fn with_licence(object: &[u8], licence: &[u8]) -> Vec<u8> {
 /// none of the helpers they call is GPL-only (a GPL-only helper would be refused: "cannot call
 /// GPL-restricted function from non-GPL compatible program").
 #[test]
+#[cfg_attr(
+    not(prereq = "root"),
+    ignore = "needs root (real bpf(), namespaces, cgroups)"
+)]
 fn canary_objects_are_gpl_compatible_and_call_no_gpl_only_helper() {
-    require_root!();
+    common::assert_root();
     use preflight::probe::canary::{LOG_OBJECT, OBJECT};
     use preflight_ebpf_common::programs;
     let every = |answer| -> std::collections::BTreeMap<String, Option<bool>> {
@@ -350,8 +295,12 @@ fn canary_objects_are_gpl_compatible_and_call_no_gpl_only_helper() {
 /// events); at the default level and at -v nothing of it is printed, and the logging build
 /// passes the same checks.
 #[test]
+#[cfg_attr(
+    not(prereq = "root"),
+    ignore = "needs root (real bpf(), namespaces, cgroups)"
+)]
 fn at_vv_the_canaries_say_what_they_saw_and_are_silent_otherwise() {
-    require_root!();
+    common::assert_root();
     const TARGET: &str = preflight::probe::canary::EBPF_LOG_TARGET;
     let run = |verbosity: &[&str]| {
         let out = bin()
@@ -396,8 +345,12 @@ fn at_vv_the_canaries_say_what_they_saw_and_are_silent_otherwise() {
 /// ring buffer) the worker notes why and runs the default build: the canaries are still answered.
 /// Here a truncated logging object stands in for the refusal; the default object loads for real.
 #[test]
+#[cfg_attr(
+    not(prereq = "root"),
+    ignore = "needs root (real bpf(), namespaces, cgroups)"
+)]
 fn a_logging_build_that_does_not_load_falls_back_to_the_default_one() {
-    require_root!();
+    common::assert_root();
     use preflight::probe::canary::{
         LOG_OBJECT, OBJECT,
         worker::{Collected, load},

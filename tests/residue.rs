@@ -171,8 +171,12 @@ fn worker_pid(parent: u32) -> Option<i32> {
 }
 
 #[test]
+#[cfg_attr(
+    not(prereq = "root"),
+    ignore = "needs root (real bpf(), namespaces, cgroups)"
+)]
 fn a_normal_run_leaves_nothing_behind() {
-    require_root!();
+    common::assert_root();
     let _serial = serial();
     let before = baseline();
     let out = bin().args(["run", "--format", "json"]).output().unwrap();
@@ -185,8 +189,12 @@ fn a_normal_run_leaves_nothing_behind() {
 }
 
 #[test]
+#[cfg_attr(
+    not(prereq = "root"),
+    ignore = "needs root (real bpf(), namespaces, cgroups)"
+)]
 fn sigkill_of_preflight_run_halfway_leaves_nothing_behind() {
-    require_root!();
+    common::assert_root();
     let _serial = serial();
     let before = baseline();
     let mut child = start_held_run(&[]);
@@ -196,8 +204,12 @@ fn sigkill_of_preflight_run_halfway_leaves_nothing_behind() {
 }
 
 #[test]
+#[cfg_attr(
+    not(prereq = "root"),
+    ignore = "needs root (real bpf(), namespaces, cgroups)"
+)]
 fn sigkill_of_the_canary_worker_halfway_leaves_nothing_behind() {
-    require_root!();
+    common::assert_root();
     let _serial = serial();
     let before = baseline();
     let child = start_held_run(&[]);
@@ -208,8 +220,12 @@ fn sigkill_of_the_canary_worker_halfway_leaves_nothing_behind() {
 /// At -vv the worker runs the logging build: aya-log's ring buffer and the logger's handle on it
 /// go with the worker too.
 #[test]
+#[cfg_attr(
+    not(prereq = "root"),
+    ignore = "needs root (real bpf(), namespaces, cgroups)"
+)]
 fn sigkill_of_the_canary_worker_at_vv_leaves_nothing_behind() {
-    require_root!();
+    common::assert_root();
     let _serial = serial();
     let before = baseline();
     let child = start_held_run(&["-vv"]);

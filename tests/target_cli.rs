@@ -36,10 +36,12 @@ fn run_values(file: &std::path::Path, yaml: &str) -> Output {
     run(&["-f", file.to_str().unwrap(), "--format", "json"])
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("preflight-test-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A scratch dir, removed when the test ends, failed or not.
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("preflight-test-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 #[test]
@@ -104,7 +106,8 @@ fn homelab_plan_is_rejected_for_1_16_4_with_both_errors_and_fixes() {
     assert!(summary.starts_with("NO-GO"), "{summary}");
 
     // Applying the recommended patch (as a second -f, later wins) clears both value errors.
-    let dir = scratch("homelab");
+    let tmp = scratch("homelab");
+    let dir = tmp.path();
     let fix = dir.join("fix.yaml");
     std::fs::write(&fix, serde_norway::to_string(patch).unwrap()).unwrap();
     let out = run(&[
@@ -126,7 +129,6 @@ fn homelab_plan_is_rejected_for_1_16_4_with_both_errors_and_fixes() {
             .unwrap()
             .contains(&"native-routing".into())
     );
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -141,7 +143,8 @@ fn text_output_ends_with_the_verdict_line() {
 
 #[test]
 fn bad_values_exit_2_naming_file_line_and_column() {
-    let dir = scratch("yaml");
+    let tmp = scratch("yaml");
+    let dir = tmp.path();
     let bad = dir.join("bad.yaml");
     std::fs::write(&bad, "hubble:\n  enabled: true\n   relay: x\n").unwrap();
     let out = run(&["-f", bad.to_str().unwrap()]);
@@ -159,13 +162,13 @@ fn bad_values_exit_2_naming_file_line_and_column() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(!out.stderr.is_empty());
     }
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn chart_schema_from_dir_and_tgz() {
     let chart = repo("fixtures/charts/mini-cilium");
-    let dir = scratch("chart");
+    let tmp = scratch("chart");
+    let dir = tmp.path();
     // Package the fixture the way `helm package` does: one top folder in a gzipped tar.
     let tgz = dir.join("cilium-1.16.4.tgz");
     {
@@ -215,12 +218,12 @@ fn chart_schema_from_dir_and_tgz() {
         "{}",
         v["summary"]
     );
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn junit_markdown_and_output_file() {
-    let dir = scratch("formats");
+    let tmp = scratch("formats");
+    let dir = tmp.path();
     let xml = dir.join("report.xml");
     let out = run(&[
         "--cilium-version",
@@ -292,7 +295,6 @@ fn junit_markdown_and_output_file() {
     assert!(md.contains("**❌ NO-GO"), "{md}");
     assert!(md.contains("| `values.chart-rules` | FAIL |"), "{md}");
     assert!(md.contains("```yaml\n"), "{md}");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -349,7 +351,8 @@ fn reports_validate_against_the_published_schema() {
 
 #[test]
 fn diff_gates_on_needed_checks_that_stop_passing() {
-    let dir = scratch("diff");
+    let tmp = scratch("diff");
+    let dir = tmp.path();
     let out = run(&["--format", "json"]);
     let old = json(&out);
     let old_path = dir.join("old.json");
@@ -407,7 +410,6 @@ fn diff_gates_on_needed_checks_that_stop_passing() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("new.json:1:"));
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// A real report from the binary, written with -o into `dir`; returns its path.
@@ -486,7 +488,8 @@ fn diff_refuses_another_schema_version_by_name_before_reading_fields() {
 
 #[test]
 fn diff_gate_fails_when_the_verdict_goes_from_go_to_no_go() {
-    let dir = scratch("diff-verdict");
+    let tmp = scratch("diff-verdict");
+    let dir = tmp.path();
     // The same k3s node before and after its config lost `flannel-backend: none`: the gate's
     // real use (one node, two runs). A copy of the fixture carries the fixed config.
     let fixed = dir.join("k3s-fixed");
@@ -502,9 +505,9 @@ fn diff_gate_fails_when_the_verdict_goes_from_go_to_no_go() {
         "flannel-backend: none\ndisable-network-policy: true\n",
     )
     .unwrap();
-    let go = report_file(&dir, "go.json", &["--root", fixed.to_str().unwrap()]);
+    let go = report_file(dir, "go.json", &["--root", fixed.to_str().unwrap()]);
     let no_go = report_file(
-        &dir,
+        dir,
         "no-go.json",
         &[
             "--root",
@@ -539,17 +542,17 @@ fn diff_gate_fails_when_the_verdict_goes_from_go_to_no_go() {
         .unwrap();
     let d = json(&out);
     assert_eq!(d["verdict_regression"], true);
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn diff_warns_when_the_targets_differ_and_judges_by_the_new_needs() {
-    let dir = scratch("diff-targets");
+    let tmp = scratch("diff-targets");
+    let dir = tmp.path();
     let root = repo("fixtures/nodes/debian-bookworm");
     let root = root.to_str().unwrap();
-    let base = report_file(&dir, "base.json", &["--root", root]);
+    let base = report_file(dir, "base.json", &["--root", root]);
     let older = report_file(
-        &dir,
+        dir,
         "older.json",
         &["--root", root, "--cilium-version", "1.16"],
     );
@@ -562,7 +565,7 @@ fn diff_warns_when_the_targets_differ_and_judges_by_the_new_needs() {
     // Netkit on Debian's 6.1 kernel: a new capability the node cannot give. The capability
     // difference is named, and the verdict regression closes the gate.
     let netkit = report_file(
-        &dir,
+        dir,
         "netkit.json",
         &["--root", root, "--set", "bpf.datapathMode=netkit"],
     );
@@ -574,7 +577,6 @@ fn diff_warns_when_the_targets_differ_and_judges_by_the_new_needs() {
     );
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("GATE FAIL"), "{text}");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -697,7 +699,8 @@ fn values_that_decide_capabilities_are_validated_naming_file_and_line() {
     );
 
     // From a file: file:line of the bad value.
-    let dir = scratch("accepted");
+    let tmp = scratch("accepted");
+    let dir = tmp.path();
     let file = dir.join("plan.yaml");
     let out = run_values(
         &file,
@@ -715,7 +718,6 @@ fn values_that_decide_capabilities_are_validated_naming_file_and_line() {
         "{detail}"
     );
     assert!(detail.contains(&format!("(at {name}:6)")), "{detail}");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -789,7 +791,8 @@ fn run_help_lists_every_format() {
 
 #[test]
 fn a_broken_chart_schema_is_invalid_json_at_file_line_column() {
-    let dir = scratch("broken-schema");
+    let tmp = scratch("broken-schema");
+    let dir = tmp.path();
     let chart = repo("fixtures/charts/mini-cilium");
     for name in ["Chart.yaml", "values.yaml"] {
         std::fs::copy(chart.join(name), dir.join(name)).unwrap();
@@ -807,12 +810,12 @@ fn a_broken_chart_schema_is_invalid_json_at_file_line_column() {
         "{stderr}"
     );
     assert!(!stderr.contains("YAML"), "{stderr}");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn duplicate_keys_in_a_values_file_warn_at_file_and_line() {
-    let dir = scratch("duplicates");
+    let tmp = scratch("duplicates");
+    let dir = tmp.path();
     let file = dir.join("plan.yaml");
     // Helm keeps the last `hubble.enabled` silently: the Relay then has no Hubble.
     let out = run_values(
@@ -833,12 +836,12 @@ fn duplicate_keys_in_a_values_file_warn_at_file_and_line() {
     assert_eq!(check(&r, "values.chart-rules")["status"], "fail");
     let r = json(&run_values(&file, "hubble:\n  enabled: true\n"));
     assert_eq!(check(&r, "values.duplicate-keys")["status"], "pass");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn merge_keys_count_and_name_the_line_that_merges() {
-    let dir = scratch("merge-keys");
+    let tmp = scratch("merge-keys");
+    let dir = tmp.path();
     let file = dir.join("plan.yaml");
     // The reviewer's case: Relay switched on through `<<`; the UI then has its Relay.
     let r = json(&run_values(
@@ -860,12 +863,12 @@ fn merge_keys_count_and_name_the_line_that_merges() {
         detail.contains(&format!("`bpf.datapathMode: netkitt` (at {name}:5)")),
         "{detail}"
     );
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn several_documents_merge_as_helm_4_and_warn_at_the_second_start() {
-    let dir = scratch("multi-doc");
+    let tmp = scratch("multi-doc");
+    let dir = tmp.path();
     let file = dir.join("plan.yaml");
     let out = run_values(
         &file,
@@ -894,12 +897,12 @@ fn several_documents_merge_as_helm_4_and_warn_at_the_second_start() {
             && l.split(':').filter(|p| p.parse::<usize>().is_ok()).count() >= 2),
         "{stderr}"
     );
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn misspelt_keys_fail_when_they_meant_a_capability_and_warn_otherwise() {
-    let dir = scratch("unknown-keys");
+    let tmp = scratch("unknown-keys");
+    let dir = tmp.path();
     let file = dir.join("plan.yaml");
     // kube-proxy replacement misspelt: the chart keeps kube-proxy, the verdict must not be GO.
     let out = run_values(
@@ -979,7 +982,6 @@ fn misspelt_keys_fail_when_they_meant_a_capability_and_warn_otherwise() {
             .unwrap()
             .contains(&format!("`operatr` (at {name}:1)"))
     );
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// The version is parsed once and judged against the release table: an unknown minor is refused
@@ -1019,7 +1021,8 @@ fn versions_are_known_refused_or_judged_with_a_warning() {
 /// Cilium chart's, with a warning; `--values-path cilium` says so and passes.
 #[test]
 fn umbrella_values_are_found_under_cilium() {
-    let dir = scratch("umbrella");
+    let tmp = scratch("umbrella");
+    let dir = tmp.path();
     let file = dir.join("values.yaml");
     std::fs::write(
         &file,
@@ -1052,7 +1055,6 @@ fn umbrella_values_are_found_under_cilium() {
     assert_eq!(check(&r, "values.umbrella")["status"], "pass");
     assert_eq!(check(&r, "values.chart-rules")["status"], "pass");
     assert_eq!(r["target"]["values_path"], "cilium");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// `--chart` takes a chart as `helm pull` writes it (a .tgz with the chart under `cilium/`):
@@ -1118,7 +1120,8 @@ fn the_recommended_patch_is_judged_again_and_adds_what_it_needs() {
     assert_eq!(patch["routingMode"], "native", "{patch}");
     assert!(patch["ipv4NativeRoutingCIDR"].is_string(), "{patch}");
     assert!(patch.get("autoDirectNodeRoutes").is_none(), "{patch}");
-    let dir = scratch("repatch");
+    let tmp = scratch("repatch");
+    let dir = tmp.path();
     let fix = dir.join("fix.yaml");
     std::fs::write(&fix, serde_norway::to_string(patch).unwrap()).unwrap();
     // The user's values with the patch applied last (as `-f fix.yaml` after them).
@@ -1135,5 +1138,4 @@ fn the_recommended_patch_is_judged_again_and_adds_what_it_needs() {
             assert_ne!(c["status"], "fail", "{c}");
         }
     }
-    std::fs::remove_dir_all(dir).unwrap();
 }

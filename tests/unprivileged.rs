@@ -1,72 +1,40 @@
 //! Without privileges (issue 12): `probe` exits 2 with one line saying why, nothing reads
 //! "available" that the kernel did not prove to this process (`sk_storage` did, as `nobody`),
 //! and `compile` does not exit 0 when the verifier could not be asked. Run as `nobody` through
-//! setpriv(1) from a root test; skipped, saying so, when not root or without setpriv.
+//! setpriv(1) from a root test; listed as ignored, with the reason, when not root or without
+//! setpriv.
 mod common;
 
-use std::{os::unix::fs::PermissionsExt, process::Command, time::Duration};
-
-use common::measure::{Measured, measure};
-
-/// The binary copied where `nobody` can run it (the target dir may be closed to it).
-struct AsNobody {
-    _dir: tempfile::TempDir,
-    bin: std::path::PathBuf,
-}
-
-fn as_nobody() -> Option<AsNobody> {
-    if !common::is_root() {
-        eprintln!("SKIP: needs root to switch to nobody");
-        return None;
-    }
-    if Command::new("setpriv").arg("--version").output().is_err() {
-        eprintln!("SKIP: no setpriv(1) (util-linux)");
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let bin = dir.path().join("preflight");
-    std::fs::copy(env!("CARGO_BIN_EXE_preflight"), &bin).unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    Some(AsNobody { _dir: dir, bin })
-}
-
-impl AsNobody {
-    fn run(&self, args: &[&str]) -> Measured {
-        let mut c = Command::new("setpriv");
-        c.args([
-            "--reuid=nobody",
-            "--regid=nogroup",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(&self.bin)
-        .args(args)
-        .current_dir("/")
-        .env("TMPDIR", "/tmp")
-        .stdin(std::process::Stdio::null());
-        measure(c, Duration::from_secs(300))
-    }
-}
+use common::Nobody;
 
 #[test]
+#[cfg_attr(
+    not(all(prereq = "root", prereq = "setpriv")),
+    ignore = "needs root and setpriv(1) to run as nobody"
+)]
 fn probe_as_nobody_is_undecided_in_one_line() {
-    let Some(n) = as_nobody() else { return };
+    let n = Nobody::new();
     let m = n.run(&["probe"]);
     assert_eq!(m.code, Some(2), "{}", m.describe());
     assert!(m.stdout.is_empty(), "{}", m.describe());
     let lines: Vec<&str> = m.stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{}", m.describe());
     assert!(
-        lines[0].contains("not privileged") && lines[0].contains("CAP_BPF"),
+        lines[0].contains("not privileged")
+            && lines[0].contains("CAP_BPF")
+            && lines[0].contains("nothing was probed"),
         "{}",
         m.describe()
     );
 }
 
 #[test]
+#[cfg_attr(
+    not(all(prereq = "root", prereq = "setpriv")),
+    ignore = "needs root and setpriv(1) to run as nobody"
+)]
 fn run_as_nobody_claims_no_bpf_feature_it_could_not_prove() {
-    let Some(n) = as_nobody() else { return };
+    let n = Nobody::new();
     let m = n.run(&["run", "--no-compile", "--no-canaries", "--format", "json"]);
     assert_eq!(m.code, Some(2), "undecided\n{}", m.describe());
     let report: serde_json::Value = serde_json::from_str(&m.stdout).unwrap();
@@ -88,13 +56,13 @@ fn run_as_nobody_claims_no_bpf_feature_it_could_not_prove() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(prereq = "root", prereq = "setpriv", prereq = "clang-19")),
+    ignore = "needs root, setpriv(1) and clang-19 (scripts/setup.sh)"
+)]
 fn compile_as_nobody_without_the_verifier_is_not_a_pass() {
-    let Some(n) = as_nobody() else { return };
+    let n = Nobody::new();
     let m = n.run(&["compile", "--jobs", "2"]);
-    if m.stderr.contains("clang") && m.code == Some(2) && !m.stderr.contains("verifier") {
-        eprintln!("SKIP: no usable clang\n{}", m.describe());
-        return;
-    }
     assert_eq!(m.code, Some(2), "{}", m.describe());
     assert!(
         m.stderr.contains("verifier was not asked"),
@@ -107,5 +75,46 @@ fn compile_as_nobody_without_the_verifier_is_not_a_pass() {
         Some(0),
         "the compile alone was asked for\n{}",
         m.describe()
+    );
+}
+
+#[test]
+#[cfg_attr(
+    not(all(prereq = "root", prereq = "setpriv")),
+    ignore = "needs root and setpriv(1) to run as nobody"
+)]
+fn unprivileged_run_is_undecided_exit_2_with_unknown_checks() {
+    let out = Nobody::new().run(&["run", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON report");
+    assert_eq!(out.code, Some(2), "verdict: {}", v["verdict"]);
+    assert_eq!(v["verdict"]["decided"], false);
+    let checks = v["checks"].as_array().unwrap();
+    let status_of = |id: &str| checks.iter().find(|c| c["id"] == id).unwrap()["status"].clone();
+    assert_eq!(status_of("bpf.prog_type.sched_cls"), "unknown");
+    assert_eq!(status_of("attach.tc"), "unknown");
+    // Failing for lack of privilege is forbidden; facts that fail for everyone (a kernel config
+    // option that is not set) fail as root too.
+    let as_root = common::json(
+        &common::bin()
+            .args(["run", "--format", "json"])
+            .output()
+            .unwrap(),
+    );
+    let failing = |v: &serde_json::Value| -> std::collections::BTreeSet<String> {
+        v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["status"] == "fail")
+            .map(|c| c["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let only_unprivileged: Vec<_> = failing(&v)
+        .difference(&failing(&as_root))
+        .cloned()
+        .collect();
+    assert!(
+        only_unprivileged.is_empty(),
+        "no check may fail for lack of privilege: {only_unprivileged:?}"
     );
 }

@@ -1,9 +1,24 @@
-//! Shared helpers for the integration tests: the built binary, root detection, skips that say why.
+//! Shared helpers for the integration tests: the built binary, fixtures, root, the run as
+//! `nobody`.
+//!
+//! A test that needs something this machine may lack is gated at build time, visibly:
+//! `#[cfg_attr(not(prereq = "root"), ignore = "needs root ...")]` (preflight/build.rs sets
+//! `prereq = "root" | "clang-19" | "clang-16" | "llc-16" | "libclang-19" | "libclang-16" |
+//! "setpriv" | "proc-config"`). It is then listed and counted as ignored, with the reason, and
+//! never passes by returning early. The `assert_*` helpers catch a binary built as root and run
+//! as someone else: the test fails, saying so.
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod measure;
 
-use std::process::{Command, Output};
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::Duration,
+};
+
+use measure::{Measured, measure};
 
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_preflight"))
@@ -14,18 +29,31 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Returns early from a privileged test when not root, saying so on stderr (shown by cargo).
-#[macro_export]
-macro_rules! require_root {
-    () => {
-        if !common::is_root() {
-            eprintln!(
-                "SKIP {}: needs root (real bpf(), namespaces, cgroups)",
-                module_path!()
-            );
-            return;
-        }
-    };
+/// For a test gated on `prereq = "root"`: fails (never skips) when the binary runs unprivileged.
+pub fn assert_root() {
+    assert!(
+        is_root(),
+        "built as root (cfg prereq = \"root\") but running as uid {}: run as root, or rebuild as \
+         this user so the test is listed as ignored",
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() }
+    );
+}
+
+/// For a test gated on a tool: fails (never skips) when it vanished since the build.
+pub fn assert_tool(path: &str) {
+    assert!(
+        Path::new(path).exists(),
+        "{path} was there when the tests were built but is gone: run scripts/setup.sh"
+    );
+}
+
+/// The root of a compile scenario under fixtures/compile/.
+pub fn compile_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/compile")
+        .join(name)
+        .join("root")
 }
 
 pub fn json(out: &Output) -> serde_json::Value {
@@ -36,4 +64,43 @@ pub fn json(out: &Output) -> serde_json::Value {
             String::from_utf8_lossy(&out.stdout)
         )
     })
+}
+
+/// The binary copied where `nobody` can run it (the target dir may be closed to it, as under
+/// /root in CI), run through setpriv(1) with no capabilities. Needs root and setpriv: gate the
+/// test on `all(prereq = "root", prereq = "setpriv")`.
+pub struct Nobody {
+    _dir: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+impl Nobody {
+    pub fn new() -> Nobody {
+        assert_root();
+        assert_tool("/usr/bin/setpriv");
+        let dir = tempfile::tempdir().expect("scratch dir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod scratch dir");
+        let bin = dir.path().join("preflight");
+        std::fs::copy(env!("CARGO_BIN_EXE_preflight"), &bin).expect("copy the binary");
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod the binary");
+        Nobody { _dir: dir, bin }
+    }
+
+    pub fn run(&self, args: &[&str]) -> Measured {
+        let mut c = Command::new("/usr/bin/setpriv");
+        c.args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(&self.bin)
+        .args(args)
+        .current_dir("/")
+        .env("TMPDIR", "/tmp")
+        .stdin(Stdio::null());
+        measure(c, Duration::from_secs(300))
+    }
 }
