@@ -15,8 +15,7 @@ use crate::{
     probe::{self, ProbeReport, Scope, canary::CanaryReport},
 };
 
-/// Re-exported while other branches still name it here; the type lives in `model`.
-pub use crate::model::Gathered;
+use crate::model::Gathered;
 
 #[derive(Debug, Clone)]
 pub struct GatherOptions {

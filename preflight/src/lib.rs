@@ -5,8 +5,6 @@
 pub mod checks;
 pub mod cilium;
 pub mod cmd;
-/// Re-exported while other branches still name it `cli`; the module is `cmd`.
-pub use cmd as cli;
 pub mod compile;
 pub mod exe;
 pub mod facts;

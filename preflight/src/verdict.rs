@@ -1,8 +1,7 @@
 //! From check results to go / no-go, per capability and overall. Pure: tested on plain data.
 use serde_json::{Value, json};
 
-/// Re-exported while other branches still name them here; the types live in `model`.
-pub use crate::model::{CapabilityVerdict, Recommendation, Verdict};
+use crate::model::{CapabilityVerdict, Recommendation, Verdict};
 use crate::{
     cilium::{Target, node, values},
     model::{Area, Capability, CheckResult, Status},

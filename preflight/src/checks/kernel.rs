@@ -337,7 +337,7 @@ fn running_kernel(facts: &Facts) -> Option<KernelVersion> {
 }
 
 fn canary_passed(facts: &Facts, canary: &str) -> bool {
-    facts.canaries.get().is_ok_and(|r| {
+    facts.canaries.got().is_some_and(|r| {
         r.results
             .get(canary)
             .is_some_and(|c| c.support == Support::Available)

@@ -20,8 +20,7 @@ mod values;
 
 pub use kernel::kernel_version;
 
-/// Re-exported while other branches still name them here; the types live in `model`.
-pub use crate::model::{Area, Outcome};
+use crate::model::{Area, Outcome};
 use crate::{
     cilium::{
         Target,

@@ -19,8 +19,7 @@ pub mod yamlpos;
 
 use std::{collections::BTreeSet, path::PathBuf};
 
-/// Re-export while other branches still name it here; the type lives in `model`.
-pub use crate::model::Capability;
+use crate::model::Capability;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

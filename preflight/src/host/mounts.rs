@@ -58,12 +58,9 @@ impl MountTable {
 }
 
 /// The node's mount table: `Unknown` when it exists but is unusable (file and line), `Skipped`
-/// when this root has none.
-pub type MountsFact = Gathered<MountTable>;
-
-/// Where the node's mount table is: our own when the root is `/`; PID 1's (the host's init) through a
-/// host root; a recorded `proc/self/mountinfo` in a fixture.
-pub fn gather(host: &HostRoot) -> MountsFact {
+/// when this root has none. Where it is: our own when the root is `/`; PID 1's (the host's
+/// init) through a host root; a recorded `proc/self/mountinfo` in a fixture.
+pub fn gather(host: &HostRoot) -> Gathered<MountTable> {
     let candidates: &[&str] = if host.is_own_root() {
         &["/proc/self/mountinfo"]
     } else {
@@ -73,20 +70,20 @@ pub fn gather(host: &HostRoot) -> MountsFact {
         match host.read_text(path) {
             Ok(text) => {
                 return match parse(&text) {
-                    Ok(entries) => MountsFact::Got(MountTable {
+                    Ok(entries) => Gathered::Got(MountTable {
                         source: host.display(path),
                         entries,
                     }),
                     Err((line, why)) => {
-                        MountsFact::Unknown(format!("{}:{line}: {why}", host.display(path)))
+                        Gathered::Unknown(format!("{}:{line}: {why}", host.display(path)))
                     }
                 };
             }
             Err(ReadError::NotFound(_)) => continue,
-            Err(e) => return MountsFact::Unknown(e.to_string()),
+            Err(e) => return Gathered::Unknown(e.to_string()),
         }
     }
-    MountsFact::Skipped(format!(
+    Gathered::Skipped(format!(
         "the mount table is live-only and {} has no proc/1/mountinfo",
         host.root().display()
     ))

@@ -2,7 +2,7 @@
 //! net.ipv4.conf.all.rp_filter before it writes node_config.h; FACTS §2).
 use std::collections::BTreeMap;
 
-use super::{HostRoot, ReadError, mounts::MountsFact};
+use super::{HostRoot, ReadError, mounts::MountTable};
 use crate::model::Gathered;
 
 pub const KEYS: &[&str] = &[
@@ -40,7 +40,7 @@ pub fn path_of(key: &str) -> String {
     format!("/proc/sys/{}", key.replace('.', "/"))
 }
 
-pub fn gather(host: &HostRoot, mounts: &MountsFact) -> Sysctls {
+pub fn gather(host: &HostRoot, mounts: &Gathered<MountTable>) -> Sysctls {
     let mut values = BTreeMap::new();
     for key in KEYS {
         let path = path_of(key);

@@ -20,16 +20,6 @@ impl<T> Gathered<T> {
         }
     }
 
-    /// The fact, or why there is none (could not tell, or does not apply). Kept while other
-    /// branches that call it merge; new code matches the three cases, which a check must tell
-    /// apart (`unknown` vs `skip`).
-    pub fn get(&self) -> Result<&T, &str> {
-        match self {
-            Self::Got(t) => Ok(t),
-            Self::Unknown(why) | Self::Skipped(why) => Err(why),
-        }
-    }
-
     /// A gathering step that ran: its error is why it could not tell.
     pub fn from_result(result: Result<T, String>) -> Self {
         match result {

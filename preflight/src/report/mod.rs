@@ -13,8 +13,7 @@ pub use junit::render_junit;
 pub use markdown::render_markdown;
 pub use text::render_text;
 
-/// Re-exported while other branches still name them here; the types live in `model`.
-pub use crate::model::{CheckResult, Node, Status};
+use crate::model::{CheckResult, Node};
 use crate::{cilium::Target, model::Verdict};
 
 /// Bump on any change that could break a consumer of the JSON (renamed/removed field, new status).
