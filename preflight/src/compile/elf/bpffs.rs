@@ -18,8 +18,9 @@ use nix::{
     sched::{CloneFlags, unshare},
 };
 
+use crate::host::mounts::BPF_FS_MAGIC;
+
 const PREFIX: &str = "preflight-bpffs.";
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// Where maps get pinned, or why they are not.
 #[derive(Debug, Clone)]
