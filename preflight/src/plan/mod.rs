@@ -438,7 +438,61 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
         );
     };
     let values = values_for(node, opts, &mut notes)?;
+    bpffs_steps(node, &mut steps, &mut notes)?;
+    let (k3s_changes, k3s_fixes) = k3s_config_steps(node, opts, k3s, &mut steps, &mut notes);
+    leftover_steps(node, &mut steps);
+    restart_steps(node, k3s, k3s_changes, k3s_fixes, &mut steps);
+    flannel_link_steps(node, &mut steps);
+    helm_steps(node, opts, &values, &mut steps)?;
+    wait_and_check_steps(node, opts, &mut steps, &mut notes);
+    if node.rancher_desktop {
+        notes.push(
+            "Rancher Desktop: also mount bpffs and cgroup2 shared through its provisioning override \
+             file, or the settings are lost when the VM restarts"
+                .into(),
+        );
+    }
+    if k3s.agent {
+        // No admin kubeconfig and no cluster-wide install from an agent: the server's plan
+        // does the Kubernetes side (helm, waits, pod restarts, post-checks).
+        steps.retain(|s| {
+            !["helm.", "wait.", "post.", "pods."]
+                .iter()
+                .any(|p| s.id.starts_with(p))
+        });
+        notes.retain(|n| !n.starts_with("pods other than CoreDNS"));
+    } else {
+        notes.push(
+            "multi-node clusters: run this install on one server; the Helm release is cluster-wide \
+             and the Cilium DaemonSet lands on every node. Then run `preflight install` on each \
+             other node: there it only clears flannel's leftovers (conflists, flannel.1, cni0) \
+             and restarts k3s; until then pods on those nodes keep flannel's routes"
+                .into(),
+        );
+        notes.push(
+            "the Kubernetes steps run helm and kubectl as found on PATH (or --helm/--kubectl); \
+             preflight does not talk to the API itself"
+                .into(),
+        );
+    }
+    Ok(Plan {
+        title: format!(
+            "Migrate {} from flannel to Cilium {}",
+            node.root.display(),
+            opts.cilium_version
+        ),
+        steps,
+        notes,
+        values: Some(values),
+    })
+}
 
+/// Phase 1: bpffs mounted, shared, and so after a reboot too.
+fn bpffs_steps(
+    node: &NodeState,
+    steps: &mut Vec<Step>,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<()> {
     // 1. bpffs: mounted, shared, and so after a reboot too.
     let unit_name = "sys-fs-bpf.mount".to_string();
     let mut wrote_unit = false;
@@ -534,7 +588,18 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
              `findmnt /sys/fs/bpf` shows a shared bpf mount"
         )),
     }
+    Ok(())
+}
 
+/// Phase 2: flannel off in k3s's config. Returns whether k3s's config changes and the
+/// checks a restart with it fixes.
+fn k3s_config_steps(
+    node: &NodeState,
+    opts: &PlanOptions,
+    k3s: &node::K3s,
+    steps: &mut Vec<Step>,
+    notes: &mut Vec<String>,
+) -> (bool, &'static [&'static str]) {
     // 2. k3s: flannel off through a drop-in, unless the user's config already says so. These
     // are server keys: an agent takes flannel's settings from its server.
     let drop_in = if k3s.agent {
@@ -621,7 +686,11 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
             }
         ));
     }
+    (k3s_changes, k3s_fixes)
+}
 
+/// Phase 3: what flannel and an earlier Cilium left, moved aside.
+fn leftover_steps(node: &NodeState, steps: &mut Vec<Step>) {
     // 3. leftovers: moved aside, never deleted.
     for path in &node.flannel_conflists {
         steps.push(
@@ -670,7 +739,16 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
                 .state(agents_own(node)),
         );
     }
+}
 
+/// Phase 4: the k3s restart and the CNI dirs containerd uses after it.
+fn restart_steps(
+    node: &NodeState,
+    k3s: &node::K3s,
+    k3s_changes: bool,
+    k3s_fixes: &[&str],
+    steps: &mut Vec<Step>,
+) {
     // 4. restart k3s (flannel off), then check where containerd now looks for CNI.
     let cni_conf = node.cni_after.conf_dir.clone();
     let cni_bin = node.cni_after.bin_dir.clone();
@@ -748,7 +826,10 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
         ))
         .undo("nothing to undo"),
     );
+}
 
+/// Phase 5: flannel's links and iptables chains.
+fn flannel_link_steps(node: &NodeState, steps: &mut Vec<Step>) {
     // 5. links flannel left behind.
     for (name, state) in &node.links {
         let (s, fixes): (StepState, &[&str]) = match state {
@@ -812,9 +893,17 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
                 .into(),
         )),
     );
+}
 
+/// Phase 6: the Helm values file and release.
+fn helm_steps(
+    node: &NodeState,
+    opts: &PlanOptions,
+    values: &serde_json::Value,
+    steps: &mut Vec<Step>,
+) -> anyhow::Result<()> {
     // 6. Helm.
-    let values_yaml = gitops::values_yaml(&values);
+    let values_yaml = gitops::values_yaml(values);
     steps.push(
         Step::new(
             "helm.values",
@@ -873,7 +962,16 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
         .why("installs the Cilium agent DaemonSet and operator with the generated values")
         .undo("helm uninstall (or helm rollback to the revision that was there)"),
     );
+    Ok(())
+}
 
+/// Phase 7: waits, pod restarts and post-checks.
+fn wait_and_check_steps(
+    node: &NodeState,
+    opts: &PlanOptions,
+    steps: &mut Vec<Step>,
+    notes: &mut Vec<String>,
+) {
     // 7. waits and post-checks.
     let kc = kube_args(node);
     let timeout = format!("--timeout={}s", opts.wait_timeout_s);
@@ -1047,46 +1145,6 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
             .undo("nothing to undo (--rm)"),
         );
     }
-    if node.rancher_desktop {
-        notes.push(
-            "Rancher Desktop: also mount bpffs and cgroup2 shared through its provisioning override \
-             file, or the settings are lost when the VM restarts"
-                .into(),
-        );
-    }
-    if k3s.agent {
-        // No admin kubeconfig and no cluster-wide install from an agent: the server's plan
-        // does the Kubernetes side (helm, waits, pod restarts, post-checks).
-        steps.retain(|s| {
-            !["helm.", "wait.", "post.", "pods."]
-                .iter()
-                .any(|p| s.id.starts_with(p))
-        });
-        notes.retain(|n| !n.starts_with("pods other than CoreDNS"));
-    } else {
-        notes.push(
-            "multi-node clusters: run this install on one server; the Helm release is cluster-wide \
-             and the Cilium DaemonSet lands on every node. Then run `preflight install` on each \
-             other node: there it only clears flannel's leftovers (conflists, flannel.1, cni0) \
-             and restarts k3s; until then pods on those nodes keep flannel's routes"
-                .into(),
-        );
-        notes.push(
-            "the Kubernetes steps run helm and kubectl as found on PATH (or --helm/--kubectl); \
-             preflight does not talk to the API itself"
-                .into(),
-        );
-    }
-    Ok(Plan {
-        title: format!(
-            "Migrate {} from flannel to Cilium {}",
-            node.root.display(),
-            opts.cilium_version
-        ),
-        steps,
-        notes,
-        values: Some(values),
-    })
 }
 
 /// The plan as text: numbered steps with what/why/undo, and the commands they run.
