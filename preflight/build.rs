@@ -36,6 +36,95 @@ fn shared_trees(manifest: &std::path::Path) {
     }
 }
 
+fn main() -> anyhow::Result<()> {
+    // Tests that read the real Cilium sources (shared/cilium beside the repository or above a
+    // worktree) run where they are and say they are ignored elsewhere.
+    println!("cargo:rustc-check-cfg=cfg(cilium_sources)");
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
+    if manifest_dir
+        .ancestors()
+        .any(|a| a.join("shared/cilium/README.md").is_file())
+    {
+        println!("cargo:rustc-cfg=cilium_sources");
+    }
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    println!("cargo:rerun-if-env-changed=PREFLIGHT_EBPF_TOOLCHAIN");
+    let toolchain = env::var("PREFLIGHT_EBPF_TOOLCHAIN").unwrap_or_else(|_| EBPF_TOOLCHAIN.into());
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
+    shared_trees(&manifest);
+    let root = manifest.join("../preflight-ebpf");
+    let root = root.to_str().expect("utf-8 path");
+    // aya-build watches the eBPF crate's directory; the shared crate is compiled into it too.
+    let common = manifest.join("../preflight-ebpf-common");
+    println!("cargo:rerun-if-changed={}", common.display());
+    let built = out_dir.join("preflight-ebpf");
+    for (file, features) in OBJECTS {
+        let object = out_dir.join(file);
+        // Start from nothing: never rename the other build's object, and with AYA_BUILD_SKIP
+        // never embed a stale one.
+        for stale in [&built, &object] {
+            if stale.exists() {
+                fs::remove_file(stale)?;
+            }
+        }
+        aya_build::build_ebpf(
+            [aya_build::Package {
+                name: "preflight-ebpf",
+                root_dir: root,
+                features,
+                ..Default::default()
+            }],
+            aya_build::Toolchain::Custom(&toolchain),
+        )?;
+        if file != "preflight-ebpf" && built.exists() {
+            fs::rename(&built, &object)?;
+        }
+        if object.exists() {
+            strip_dwarf(&object)?;
+        } else {
+            // AYA_BUILD_SKIP: embed an empty object; the canary checks then say why they cannot run.
+            fs::write(&object, [])?;
+        }
+    }
+    test_prerequisites();
+    Ok(())
+}
+
+/// Removes the DWARF sections and their relocation sections from the ELF object at `path`.
+fn strip_dwarf(path: &Path) -> anyhow::Result<()> {
+    let data = fs::read(path)?;
+    let mut elf = Builder::read(&*data)?;
+    let debug: Vec<_> = elf
+        .sections
+        .iter()
+        .filter(|s| s.name.starts_with(b".debug"))
+        .map(|s| s.id())
+        .collect();
+    for section in elf.sections.iter_mut() {
+        let target = section.sh_info_section;
+        section.delete =
+            debug.contains(&section.id()) || target.is_some_and(|t| debug.contains(&t));
+    }
+    elf.delete_orphans();
+    // bpf-linker keeps section names in .strtab with the symbol names, which object's writer
+    // does not support: give them a table of their own.
+    if !elf
+        .sections
+        .iter()
+        .any(|s| matches!(s.data, SectionData::SectionString))
+    {
+        let names = elf.sections.add();
+        names.name = b".shstrtab"[..].into();
+        names.sh_type = object::elf::SHT_STRTAB;
+        names.sh_addralign = 1;
+        names.data = SectionData::SectionString;
+    }
+    let mut stripped = Vec::new();
+    elf.write(&mut stripped)?;
+    fs::write(path, stripped)?;
+    Ok(())
+}
+
 /// What a test may need that this machine may lack, checked when the package is built:
 /// `cfg(prereq = "root")`, `cfg(prereq = "clang-19")`, ... Tests that need one say
 /// `#[cfg_attr(not(prereq = "root"), ignore = "needs root ...")]`, so where it is missing they
@@ -87,93 +176,4 @@ fn effective_uid() -> Option<u32> {
     let status = fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn main() -> anyhow::Result<()> {
-    test_prerequisites();
-    // Tests that read the real Cilium sources (shared/cilium beside the repository or above a
-    // worktree) run where they are and say they are ignored elsewhere.
-    println!("cargo:rustc-check-cfg=cfg(cilium_sources)");
-    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
-    if manifest_dir
-        .ancestors()
-        .any(|a| a.join("shared/cilium/README.md").is_file())
-    {
-        println!("cargo:rustc-cfg=cilium_sources");
-    }
-    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    println!("cargo:rerun-if-env-changed=PREFLIGHT_EBPF_TOOLCHAIN");
-    let toolchain = env::var("PREFLIGHT_EBPF_TOOLCHAIN").unwrap_or_else(|_| EBPF_TOOLCHAIN.into());
-    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
-    shared_trees(&manifest);
-    let root = manifest.join("../preflight-ebpf");
-    let root = root.to_str().expect("utf-8 path");
-    // aya-build watches the eBPF crate's directory; the shared crate is compiled into it too.
-    let common = manifest.join("../preflight-ebpf-common");
-    println!("cargo:rerun-if-changed={}", common.display());
-    let built = out_dir.join("preflight-ebpf");
-    for (file, features) in OBJECTS {
-        let object = out_dir.join(file);
-        // Start from nothing: never rename the other build's object, and with AYA_BUILD_SKIP
-        // never embed a stale one.
-        for stale in [&built, &object] {
-            if stale.exists() {
-                fs::remove_file(stale)?;
-            }
-        }
-        aya_build::build_ebpf(
-            [aya_build::Package {
-                name: "preflight-ebpf",
-                root_dir: root,
-                features,
-                ..Default::default()
-            }],
-            aya_build::Toolchain::Custom(&toolchain),
-        )?;
-        if file != "preflight-ebpf" && built.exists() {
-            fs::rename(&built, &object)?;
-        }
-        if object.exists() {
-            strip_dwarf(&object)?;
-        } else {
-            // AYA_BUILD_SKIP: embed an empty object; the canary checks then say why they cannot run.
-            fs::write(&object, [])?;
-        }
-    }
-    Ok(())
-}
-
-/// Removes the DWARF sections and their relocation sections from the ELF object at `path`.
-fn strip_dwarf(path: &Path) -> anyhow::Result<()> {
-    let data = fs::read(path)?;
-    let mut elf = Builder::read(&*data)?;
-    let debug: Vec<_> = elf
-        .sections
-        .iter()
-        .filter(|s| s.name.starts_with(b".debug"))
-        .map(|s| s.id())
-        .collect();
-    for section in elf.sections.iter_mut() {
-        let target = section.sh_info_section;
-        section.delete =
-            debug.contains(&section.id()) || target.is_some_and(|t| debug.contains(&t));
-    }
-    elf.delete_orphans();
-    // bpf-linker keeps section names in .strtab with the symbol names, which object's writer
-    // does not support: give them a table of their own.
-    if !elf
-        .sections
-        .iter()
-        .any(|s| matches!(s.data, SectionData::SectionString))
-    {
-        let names = elf.sections.add();
-        names.name = b".shstrtab"[..].into();
-        names.sh_type = object::elf::SHT_STRTAB;
-        names.sh_addralign = 1;
-        names.data = SectionData::SectionString;
-    }
-    let mut stripped = Vec::new();
-    elf.write(&mut stripped)?;
-    fs::write(path, stripped)?;
-    Ok(())
 }
