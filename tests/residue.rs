@@ -132,22 +132,23 @@ fn start_held_run(extra: &[&str]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The worker's stderr is captured by `run` itself; watch for the cgroup directory instead,
-    // which exists only once the worker is in it with programs attached.
+    // The worker's stderr is captured by `run` itself; watch for its cgroup directory and its
+    // programs instead. The directory appears before the last program is loaded (seen: 4 of 5
+    // on a loaded machine), so wait for all of them.
     let cg = cgroup2_mount().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while list(&cg, |n| n.starts_with("preflight-canary-")).is_empty() {
+    loop {
+        let held = snapshot();
+        let in_cgroup = !list(&cg, |n| n.starts_with("preflight-canary-")).is_empty();
+        if in_cgroup && held.canary_programs >= 5 {
+            break;
+        }
         assert!(
             Instant::now() < deadline,
-            "worker never reached its hold point"
+            "worker never reached its hold point with its canaries attached: {held:?}"
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    let held = snapshot();
-    assert!(
-        held.canary_programs >= 5,
-        "expected attached canaries while held: {held:?}"
-    );
     child
 }
 
