@@ -208,7 +208,8 @@ fn clang_newer_than_the_targets_llvm_is_called_a_toolchain_mismatch() {
             f.cause,
             Cause::ClangTooNew {
                 clang_major: 19,
-                target: "1.16".into()
+                target: "1.16".into(),
+                image_llvm: "17.0.6".into(),
             }
         );
         assert!(f.remedy.contains("clang-16"));

@@ -1,32 +1,49 @@
-//! The datapath compile preflight: compile a Cilium-like datapath the way cilium-agent does
-//! (its flags, include order, generated-vs-dummy header layout, a clang matching its bundled
-//! LLVM), turn clang's diagnostics into root causes, and load the objects so the verifier has
-//! its say. See docs/compile.md.
+//! The datapath compile preflight: compile Cilium's datapath the way cilium-agent does (its
+//! flags, include order, generated-vs-dummy header layout, a clang matching its bundled LLVM),
+//! turn clang's diagnostics into root causes, and load the objects so the verifier has its say.
+//! See docs/compile.md.
 //!
-//! Flow: [`tree`] unpacks the bpf dir → [`headers`] writes the state dir (or [`nodeinit`]
-//! predicts what a node's state will look like) → [`toolchain`] picks clang → [`runner`]
-//! compiles in parallel → [`diag`] + [`explain`] → [`verify`].
+//! Two trees: a real Cilium bpf dir (`--bpf-dir`), for which [`tree_scan`] + [`agent_state`]
+//! write the headers that version's agent writes for these values, and the built-in templates
+//! (a labelled fallback model, [`headers`]). Flow: the tree is copied or unpacked into a scratch
+//! dir → the state dir is written (or [`nodeinit`] predicts what the node's will look like) →
+//! [`toolchain`] picks clang → [`runner`] compiles in parallel through the object [`cache`] →
+//! [`diag`] + [`explain`] → [`verify`] (templates) / the loader seam (real objects).
+pub mod agent_facts;
+pub mod agent_options;
+pub mod agent_state;
+pub mod cache;
 pub mod cmd;
 pub mod diag;
+pub mod dummy;
 pub mod explain;
 pub mod features;
 pub mod headers;
 pub mod libclang;
+pub mod load_config;
 pub mod nodeinit;
 pub mod profile;
 pub mod runner;
 pub mod toolchain;
 pub mod tree;
+pub mod tree_scan;
 pub mod verify;
+pub mod version_guess;
 
 use std::{
+    collections::BTreeSet,
     path::{Path, PathBuf},
     time::Instant,
 };
 
 use serde::Serialize;
 
-use crate::{cilium::Target, host::HostRoot, probe::ProbeReport};
+use self::agent_facts::ProgramKind;
+use crate::{
+    cilium::Target,
+    host::{HostRoot, state::macros},
+    probe::ProbeReport,
+};
 
 /// Where the state dir's headers come from.
 #[derive(Debug, Clone)]
@@ -50,12 +67,16 @@ pub struct Options {
     /// Live probe results, for -mcpu, the feature headers and the host-routing fallback.
     pub probes: Option<ProbeReport>,
     pub verify: bool,
+    /// Why the objects are not loaded when `verify` is false (shown in the report).
+    pub verify_skipped: Option<String>,
     pub progress: bool,
     pub workers: usize,
     /// Copy the state dir used here into this directory for inspection and replay.
     pub emit_state: Option<PathBuf>,
     /// Which libclang reads the diagnostics of failed or warning compiles.
     pub libclang: libclang::Mode,
+    /// The object cache (compile/cache.rs).
+    pub cache: cache::CacheMode,
 }
 
 impl Options {
@@ -67,11 +88,37 @@ impl Options {
             clang: None,
             probes: None,
             verify: true,
+            verify_skipped: None,
             progress: false,
             workers: runner::default_workers(),
             emit_state: None,
             libclang: libclang::Mode::Auto,
+            cache: cache::CacheMode::Default,
         }
+    }
+}
+
+/// How the node_config.h in the state dir compares with what the target's agent writes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct NodeConfigState {
+    /// present | missing | stale.
+    pub status: String,
+    /// Which agent wrote it, when that can be told (version_guess.rs / the templates' table).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub written_by: Option<String>,
+    /// Macros the target's agent writes for this tree, that the sources use, and that it lacks.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lacks: Vec<String>,
+    /// Macros it defines that the target's agent does not write.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extra: Vec<String>,
+    /// The file is the node's own (a leftover, or a replayed state dir), not generated here.
+    pub from_node: bool,
+}
+
+impl NodeConfigState {
+    pub fn is_stale(&self) -> bool {
+        self.status == "stale"
     }
 }
 
@@ -81,16 +128,23 @@ pub struct StateInfo {
     /// generated | predicted | existing.
     pub source: String,
     pub template_hash: String,
-    /// present | missing | stale (from 1.x).
+    /// The host endpoint's template (bpf_host); equal to `template_hash` for the templates.
+    pub host_template_hash: String,
+    /// present | missing | stale (written by 1.x).
     pub node_config: String,
+    pub node_config_state: NodeConfigState,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProgramResult {
     pub name: String,
+    /// How the agent builds it: endpoint, host, base, align-checker.
+    pub kind: ProgramKind,
     pub compiled: bool,
     pub command: String,
     pub wall_ms: f64,
+    /// Taken from the object cache (clang did not run).
+    pub cached: bool,
     pub findings: Vec<explain::Finding>,
     pub diagnostics: Vec<diag::Diagnostic>,
     /// `libclang 19` (structured, same major as the clang) or `clang text output` (parsed).
@@ -100,11 +154,34 @@ pub struct ProgramResult {
     pub libclang_fallback: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub object: Option<verify::ObjectInfo>,
+    /// What the agent sets at load time (1.18+ objects): for the loader.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_config: Option<load_config::LoadConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify: Option<verify::VerifyReport>,
     /// Why the object was not loaded (not compiled, not root, --no-verify).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify_skipped: Option<String>,
+}
+
+/// A program in the tree that the agent does not compile for this target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NotBuilt {
+    pub name: String,
+    pub why: String,
+}
+
+/// Which tree was compiled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TreeInfo {
+    /// `bpf dir` (a real Cilium tree) or `built-in templates` (preflight's model).
+    pub kind: String,
+    /// sha256 of the sources scanned (the object cache's tree key).
+    pub digest: String,
+    pub files: usize,
+    /// `HAVE_*` macros the sources test that preflight has no probe for (left undefined).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub features_unknown: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -115,14 +192,17 @@ pub struct CompileReport {
     pub mcpu_reason: String,
     /// Kernel feature macros and datapath modes, decided as the agent would.
     pub features: features::Features,
-    /// Whether the feature headers were written into the bpf dir (built-in templates) or the
-    /// bpf dir's own were used (`--bpf-dir`).
+    /// Whether the feature headers were written into the bpf dir compiled (the scratch copy of
+    /// a real tree, or the unpacked templates): always, as the agent does at startup.
     pub features_written: bool,
     pub toolchain: toolchain::Choice,
     pub bpf_dir: String,
+    pub tree: TreeInfo,
     pub state: StateInfo,
     pub init_blockers: Vec<nodeinit::InitBlocker>,
     pub programs: Vec<ProgramResult>,
+    /// Programs in the tree the agent does not build here (not used, or not reached).
+    pub not_built: Vec<NotBuilt>,
     pub timings: Timings,
 }
 
@@ -144,6 +224,8 @@ pub struct Timings {
     /// libclang parses of the programs that failed or warned.
     pub libclang_parse_ms: f64,
     pub workers: usize,
+    /// Programs whose object came from the cache.
+    pub cached: usize,
 }
 
 impl CompileReport {
@@ -152,6 +234,20 @@ impl CompileReport {
     }
     pub fn all_findings(&self) -> impl Iterator<Item = &explain::Finding> {
         self.programs.iter().flat_map(|p| &p.findings)
+    }
+    /// The macros whose redefinition a missing generated header causes in `program` (the
+    /// incident's signature), sorted.
+    pub fn missing_header_macros(&self, program: &str) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .program(program)
+            .into_iter()
+            .flat_map(|p| &p.findings)
+            .filter(|f| matches!(f.cause, explain::Cause::GeneratedHeaderMissing { .. }))
+            .filter_map(|f| f.subject.clone())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 }
 
@@ -166,13 +262,25 @@ fn possible_cpus() -> usize {
         .unwrap_or_else(runner::default_workers)
 }
 
-/// The template hash dir already in an existing state dir, if any.
-fn existing_template_hash(state: &Path) -> Option<String> {
-    std::fs::read_dir(state.join("templates"))
-        .ok()?
-        .flatten()
-        .find(|e| e.path().join("ep_config.h").is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+/// The template dirs of an existing state dir: (endpoint template, host endpoint), told
+/// apart by the host's `HOST_ENDPOINT` define.
+fn existing_templates(state: &Path) -> (Option<String>, Option<String>) {
+    let Ok(entries) = std::fs::read_dir(state.join("templates")) else {
+        return (None, None);
+    };
+    let (mut lxc, mut host) = (None, None);
+    for e in entries.flatten() {
+        let Ok(text) = std::fs::read_to_string(e.path().join("ep_config.h")) else {
+            continue;
+        };
+        let name = e.file_name().to_string_lossy().into_owned();
+        if macros(&text).contains("HOST_ENDPOINT") {
+            host.get_or_insert(name);
+        } else {
+            lxc.get_or_insert(name);
+        }
+    }
+    (lxc, host)
 }
 
 fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
@@ -187,6 +295,32 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Every file under a state dir, as (relative path, bytes), sorted: part of the cache key.
+fn state_files(root: &Path) -> Vec<(String, Vec<u8>)> {
+    fn walk(root: &Path, dir: &Path, depth: usize, out: &mut Vec<(String, Vec<u8>)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let Ok(meta) = std::fs::symlink_metadata(e.path()) else {
+                continue;
+            };
+            if meta.is_dir() && depth < 4 {
+                walk(root, &e.path(), depth + 1, out);
+            } else if meta.is_file() && meta.len() < (4 << 20) {
+                let rel = e.path().strip_prefix(root).unwrap_or(&e.path()).display().to_string();
+                if let Ok(bytes) = std::fs::read(e.path()) {
+                    out.push((rel, bytes));
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, 0, &mut out);
+    out.sort();
+    out
 }
 
 const SCRATCH_PREFIX: &str = "preflight-compile.";
@@ -216,7 +350,21 @@ pub fn sweep_scratch(tmp: &Path) {
 /// The node's own state dir (the agent's host path).
 pub const NODE_STATE_DIR: &str = "/var/run/cilium/state";
 
-/// The prepared inputs: profile, unpacked tree, state dir, toolchain, jobs.
+/// How preflight's own state dir is named in findings: it is not a file on any node.
+pub const GENERATED_STATE_LABEL: &str = "<state generated by preflight>";
+/// How the unpacked built-in templates are named in findings.
+pub const TEMPLATES_LABEL: &str = "<built-in templates>";
+
+/// The tree being compiled and what was derived from it.
+pub enum TreeModel {
+    Templates(headers::Generated),
+    Real {
+        scan: Box<tree_scan::TreeScan>,
+        state: Box<agent_state::AgentState>,
+    },
+}
+
+/// The prepared inputs: profile, copied tree, state dir, toolchain, jobs.
 pub struct Prepared {
     pub report: CompileReport,
     pub jobs: Vec<runner::Job>,
@@ -224,15 +372,100 @@ pub struct Prepared {
     _scratch: tempfile::TempDir,
     pub bpf_dir: PathBuf,
     pub layout: headers::StateLayout,
-    /// Scratch path prefixes and the node paths they stand for, for findings (see relabel).
+    pub model: TreeModel,
+    /// Macro names the target's agent writes into node_config.h for this tree.
+    pub node_macros: BTreeSet<String>,
+    /// Scratch path prefixes and how findings name them (see relabel).
     pub shown_as: Vec<(String, String)>,
+    pub agent_options: Option<agent_options::AgentOptions>,
+    pub cache_dir: Option<PathBuf>,
 }
 
-/// Where the image keeps the datapath sources (FACTS §1): what our unpacked copy stands for.
-const IMAGE_BPF_DIR: &str = "/var/lib/cilium/bpf";
+/// Writes the agent-faithful state for a real tree; `skip_node_config` as with the templates.
+fn write_agent_state(
+    root: &Path,
+    st: &agent_state::AgentState,
+    skip_node_config: bool,
+) -> std::io::Result<headers::StateLayout> {
+    let layout = headers::StateLayout {
+        root: root.to_path_buf(),
+        template_hash: st.lxc_hash.clone(),
+        host_template_hash: st.host_hash.clone(),
+    };
+    std::fs::create_dir_all(layout.globals())?;
+    std::fs::create_dir_all(layout.template_dir())?;
+    std::fs::create_dir_all(layout.host_template_dir())?;
+    if !skip_node_config {
+        std::fs::write(layout.node_config(), &st.node_config)?;
+    }
+    std::fs::write(layout.ep_config(), &st.ep_lxc)?;
+    std::fs::write(layout.host_ep_config(), &st.ep_host)?;
+    std::fs::write(layout.netdev_config(), &st.netdev_config)?;
+    if let Some(filter) = &st.filter_config {
+        std::fs::write(layout.filter_config(), filter)?;
+    }
+    Ok(layout)
+}
 
-/// Everything up to the compile: resolves the profile and toolchain, unpacks the tree, writes
-/// or locates the state dir, builds the command lines. Errors are bad input or a missing clang.
+/// Judges the node_config.h in the state dir against what the target's agent writes.
+fn judge_node_config(
+    layout: &headers::StateLayout,
+    model: &TreeModel,
+    profile: &profile::Profile,
+    expected: &BTreeSet<String>,
+    from_node: bool,
+) -> NodeConfigState {
+    let Ok(text) = std::fs::read_to_string(layout.node_config()) else {
+        return NodeConfigState {
+            status: "missing".into(),
+            from_node,
+            ..Default::default()
+        };
+    };
+    let found = macros(&text);
+    let (generated_text, references): (&str, Option<&tree_scan::TreeScan>) = match model {
+        TreeModel::Templates(g) => (&g.node_config, None),
+        TreeModel::Real { scan, state } => (&state.node_config, Some(scan)),
+    };
+    if text == generated_text {
+        return NodeConfigState {
+            status: "present".into(),
+            from_node,
+            ..Default::default()
+        };
+    }
+    let lacks: Vec<String> = expected
+        .difference(&found)
+        .filter(|n| references.is_none_or(|t| t.references(n)))
+        .cloned()
+        .collect();
+    let extra: Vec<String> = found.difference(expected).cloned().collect();
+    let (written_by, other_version) = match model {
+        TreeModel::Templates(_) => match headers::judge_version(&text) {
+            Some(v) => {
+                let other = v != profile.label();
+                (Some(format!("Cilium {v}")), other)
+            }
+            None => (None, false),
+        },
+        TreeModel::Real { .. } => match version_guess::judge(&text) {
+            Some(g) => (Some(g.label()), !g.contains(profile.minor)),
+            None => (None, false),
+        },
+    };
+    let stale = other_version || !lacks.is_empty();
+    NodeConfigState {
+        status: if stale { "stale" } else { "present" }.into(),
+        written_by,
+        lacks,
+        extra,
+        from_node,
+    }
+}
+
+/// Everything up to the compile: resolves the profile and toolchain, copies or unpacks the
+/// tree, writes or locates the state dir, builds the command lines. Errors are bad input or a
+/// missing clang.
 pub fn prepare(opts: &Options) -> Result<Prepared, String> {
     let start = Instant::now();
     let profile = profile::for_version(&opts.target.cilium_version)?;
@@ -243,77 +476,115 @@ pub fn prepare(opts: &Options) -> Result<Prepared, String> {
         .prefix(&format!("{SCRATCH_PREFIX}{}.", std::process::id()))
         .tempdir()
         .map_err(|e| format!("scratch dir: {e}"))?;
-    let bpf_dir = match &opts.bpf_dir {
+    let bpf_dir = scratch.path().join("bpf");
+    let mut features = features::derive(&profile, &opts.target, opts.probes.as_ref());
+    let mut agent_options = None;
+    let model = match &opts.bpf_dir {
         Some(dir) => {
             if !dir.is_dir() {
                 return Err(format!("--bpf-dir {}: not a directory", dir.display()));
             }
-            dir.canonicalize()
-                .map_err(|e| format!("{}: {e}", dir.display()))?
+            // The agent writes its feature headers into its own bpf dir at startup; the
+            // user's tree is never written to, so the stage compiles a copy.
+            let scan = tree_scan::scan(dir, Some(&bpf_dir))?;
+            if scan.programs.is_empty() {
+                return Err(format!(
+                    "{}: no bpf_*.c programs (expected e.g. bpf_lxc.c)",
+                    dir.display()
+                ));
+            }
+            let options = agent_options::AgentOptions::new(profile.minor, &opts.target, &features);
+            let state = agent_state::generate(&scan, &options, opts.probes.as_ref());
+            let include_bpf = bpf_dir.join("include/bpf");
+            std::fs::create_dir_all(&include_bpf).map_err(|e| format!("scratch dir: {e}"))?;
+            for (file, text) in &state.feature_headers {
+                std::fs::write(include_bpf.join(file), text)
+                    .map_err(|e| format!("write feature headers: {e}"))?;
+            }
+            features.have = state.have.clone();
+            agent_options = Some(options);
+            TreeModel::Real {
+                scan: Box::new(scan),
+                state: Box::new(state),
+            }
         }
         None => {
-            let dir = scratch.path().join("bpf");
-            tree::unpack(&dir, profile.minor).map_err(|e| format!("unpack templates: {e}"))?;
-            dir
+            tree::unpack(&bpf_dir, profile.minor).map_err(|e| format!("unpack templates: {e}"))?;
+            let generated = headers::generate(&profile, &opts.target, opts.probes.as_ref());
+            generated
+                .features
+                .write(&bpf_dir)
+                .map_err(|e| format!("write feature headers: {e}"))?;
+            TreeModel::Templates(generated)
         }
     };
-    let generated = headers::generate(&profile, &opts.target, opts.probes.as_ref());
-    // The agent writes the feature headers into its own bpf dir at startup, before datapath
-    // init can fail. A user's --bpf-dir is never written to: it keeps the headers it has.
-    let features_written = opts.bpf_dir.is_none();
-    if features_written {
-        generated
-            .features
-            .write(&bpf_dir)
-            .map_err(|e| format!("write feature headers: {e}"))?;
-    }
+    let node_macros: BTreeSet<String> = match &model {
+        TreeModel::Templates(g) => {
+            let mut m = macros(&g.node_config);
+            m.extend(headers::versioned_node_macros());
+            m
+        }
+        TreeModel::Real { state, .. } => macros(&state.node_config),
+    };
+    let write = |root: &Path, skip_node: bool| -> Result<headers::StateLayout, String> {
+        match &model {
+            TreeModel::Templates(g) => g.write(root, skip_node),
+            TreeModel::Real { state, .. } => write_agent_state(root, state, skip_node),
+        }
+        .map_err(|e| format!("write state: {e}"))
+    };
     let mut blockers = Vec::new();
-    let (layout, source) = match &opts.state {
+    let mut init_fails = false;
+    let (layout, source, from_node) = match &opts.state {
         StateSource::Existing(dir) => {
             if !dir.is_dir() {
                 return Err(format!("--state-dir {}: not a directory", dir.display()));
             }
-            let hash = existing_template_hash(dir).unwrap_or(generated.template_hash.clone());
+            let (lxc, host) = existing_templates(dir);
+            let (lxc_default, host_default) = match &model {
+                TreeModel::Templates(g) => (g.template_hash.clone(), g.template_hash.clone()),
+                TreeModel::Real { state, .. } => (state.lxc_hash.clone(), state.host_hash.clone()),
+            };
+            let lxc = lxc.unwrap_or(lxc_default);
+            // The built-in templates share one template dir for both endpoints.
+            let host = match &model {
+                TreeModel::Templates(_) => host.unwrap_or_else(|| lxc.clone()),
+                TreeModel::Real { .. } => host.unwrap_or(host_default),
+            };
             let layout = headers::StateLayout {
                 root: dir.clone(),
-                template_hash: hash,
+                template_hash: lxc,
+                host_template_hash: host,
             };
-            (layout, "existing")
+            (layout, "existing", true)
         }
-        StateSource::Generate => {
-            let layout = generated
-                .write(&scratch.path().join("state"), false)
-                .map_err(|e| format!("write state: {e}"))?;
-            (layout, "generated")
-        }
+        StateSource::Generate => (write(&scratch.path().join("state"), false)?, "generated", false),
         StateSource::Predict(root) => {
             blockers = nodeinit::blockers(root, &opts.target);
-            let init_fails = !blockers.is_empty();
-            let layout = generated
-                .write(&scratch.path().join("state"), init_fails)
-                .map_err(|e| format!("write state: {e}"))?;
+            init_fails = !blockers.is_empty();
+            let layout = write(&scratch.path().join("state"), init_fails)?;
             let leftover = root.path(&format!("{NODE_STATE_DIR}/globals/node_config.h"));
+            let mut from_node = false;
             if init_fails && leftover.is_file() {
                 std::fs::copy(&leftover, layout.node_config())
                     .map_err(|e| format!("{}: {e}", leftover.display()))?;
+                from_node = true;
             }
-            (layout, "predicted")
+            (layout, "predicted", from_node)
         }
     };
     if let Some(dest) = &opts.emit_state {
         copy_dir(&layout.root, dest)
             .map_err(|e| format!("--emit-state {}: {e}", dest.display()))?;
     }
-    let node_config = match std::fs::read_to_string(layout.node_config()) {
-        Err(_) => "missing".to_string(),
-        Ok(text) => match headers::judge_version(&text) {
-            Some(v) if v != profile.label() => format!("stale (written by {v})"),
-            _ => "present".to_string(),
-        },
+    let node_config_state = judge_node_config(&layout, &model, &profile, &node_macros, from_node);
+    let node_config = match (&node_config_state.status[..], &node_config_state.written_by) {
+        ("stale", Some(by)) => format!("stale (written by {by})"),
+        ("stale", None) => "stale (written by a version that cannot be told)".into(),
+        (status, _) => status.to_string(),
     };
     let out_dir = scratch.path().join("out");
     std::fs::create_dir_all(&out_dir).map_err(|e| format!("scratch dir: {e}"))?;
-    let nr_cpus = possible_cpus();
     let inputs = runner::Inputs {
         profile: &profile,
         toolchain: &choice.toolchain,
@@ -321,35 +592,139 @@ pub fn prepare(opts: &Options) -> Result<Prepared, String> {
         bpf_dir: &bpf_dir,
         state: &layout,
         out_dir: &out_dir,
-        nr_cpus,
+        nr_cpus: possible_cpus(),
+        host_reads_state_root: matches!(model, TreeModel::Templates(_)),
     };
-    let programs = tree::programs_in(&bpf_dir);
-    if programs.is_empty() {
-        return Err(format!(
-            "{}: no bpf_*.c programs (expected e.g. bpf_lxc.c)",
-            bpf_dir.display()
-        ));
+    let mut not_built = Vec::new();
+    let specs: Vec<runner::Spec> = match &model {
+        TreeModel::Templates(_) => {
+            let programs = tree::programs_in(&bpf_dir);
+            if programs.is_empty() {
+                return Err(format!(
+                    "{}: no bpf_*.c programs (expected e.g. bpf_lxc.c)",
+                    bpf_dir.display()
+                ));
+            }
+            programs
+                .iter()
+                .map(|p| runner::Spec {
+                    program: p.clone(),
+                    kind: match p.as_str() {
+                        "bpf_lxc" => ProgramKind::Endpoint,
+                        "bpf_host" => ProgramKind::Host,
+                        _ => ProgramKind::Base,
+                    },
+                    defines: if p == "bpf_overlay" && profile.overlay_calls_map {
+                        vec!["-DCALLS_MAP=cilium_calls_overlay_2".into()]
+                    } else {
+                        vec![]
+                    },
+                })
+                .collect()
+        }
+        TreeModel::Real { state, .. } => {
+            not_built.extend(state.not_built.iter().map(|(name, why)| NotBuilt {
+                name: name.clone(),
+                why: why.clone(),
+            }));
+            let mut specs = Vec::new();
+            for p in &state.programs {
+                // Datapath init compiles these after writing node_config.h: when init fails
+                // first, the agent never gets to them (endpoints are still regenerated).
+                let base = matches!(p.kind, ProgramKind::Base | ProgramKind::AlignChecker);
+                if init_fails && base {
+                    not_built.push(NotBuilt {
+                        name: p.name.clone(),
+                        why: "not reached: datapath init fails before it compiles the base \
+                              programs (see compile.init); endpoints are still regenerated"
+                            .into(),
+                    });
+                    continue;
+                }
+                specs.push(runner::Spec {
+                    program: p.name.clone(),
+                    kind: p.kind,
+                    defines: p.defines.clone(),
+                });
+            }
+            specs
+        }
+    };
+    let mut jobs: Vec<runner::Job> = specs.iter().map(|s| runner::job(s, &inputs)).collect();
+    let (tree_info, tree_digest) = match &model {
+        TreeModel::Templates(_) => {
+            let scan = tree_scan::scan(&bpf_dir, None)?;
+            (
+                TreeInfo {
+                    kind: "built-in templates".into(),
+                    digest: scan.digest.clone(),
+                    files: scan.files,
+                    features_unknown: Vec::new(),
+                },
+                scan.digest,
+            )
+        }
+        TreeModel::Real { scan, state } => {
+            // The key covers the feature headers written into the copy after the scan.
+            let features: String = state.feature_headers.values().cloned().collect();
+            (
+                TreeInfo {
+                    kind: "bpf dir".into(),
+                    digest: scan.digest.clone(),
+                    files: scan.files,
+                    features_unknown: state.have_unknown.clone(),
+                },
+                format!("{}{features}", scan.digest),
+            )
+        }
+    };
+    let cache_dir = opts.cache.dir();
+    if cache_dir.is_some() {
+        let compiler = cache::compiler_identity(&choice.toolchain.clang, &choice.toolchain.version);
+        let mut state_key = Vec::new();
+        for (rel, bytes) in state_files(&layout.root) {
+            state_key.extend_from_slice(rel.as_bytes());
+            state_key.push(0);
+            state_key.extend_from_slice(&bytes);
+        }
+        let scratch_root = scratch.path().display().to_string();
+        let state_root = layout.root.display().to_string();
+        for job in &mut jobs {
+            let args = job
+                .command_line()
+                .replace(&scratch_root, "<scratch>")
+                .replace(&state_root, "<state>");
+            job.cache_key = Some(cache::key(&[
+                tree_digest.as_bytes(),
+                &state_key,
+                compiler.as_bytes(),
+                args.as_bytes(),
+            ]));
+        }
     }
-    let jobs: Vec<runner::Job> = programs.iter().map(|p| runner::job(p, &inputs)).collect();
     let report = CompileReport {
         cilium_version: opts.target.cilium_version.clone(),
         mcpu,
         mcpu_reason,
-        features: generated.features.clone(),
-        features_written,
+        features,
+        features_written: true,
         toolchain: choice,
         bpf_dir: match &opts.bpf_dir {
             Some(d) => d.display().to_string(),
             None => "built-in templates".into(),
         },
+        tree: tree_info,
         state: StateInfo {
             dir: layout.root.display().to_string(),
             source: source.into(),
             template_hash: layout.template_hash.clone(),
+            host_template_hash: layout.host_template_hash.clone(),
             node_config,
+            node_config_state,
         },
         init_blockers: blockers,
         programs: Vec::new(),
+        not_built,
         profile,
         timings: Timings {
             stage_ms: start.elapsed().as_secs_f64() * 1e3,
@@ -357,19 +732,34 @@ pub fn prepare(opts: &Options) -> Result<Prepared, String> {
             ..Timings::default()
         },
     };
-    // Scratch copies stand for the node's files; user-given dirs are shown as they are.
+    // Scratch copies are never shown as node files: the copied tree as the user's dir, the
+    // templates and preflight's own state by a label; in a prediction the node_config.h
+    // path is the node's (it is the node's file, missing or left over).
     let mut shown_as = Vec::new();
-    if opts.bpf_dir.is_none() {
-        shown_as.push((bpf_dir.display().to_string(), IMAGE_BPF_DIR.to_string()));
+    match &opts.bpf_dir {
+        Some(dir) => shown_as.push((
+            bpf_dir.display().to_string(),
+            dir.canonicalize()
+                .unwrap_or_else(|_| dir.clone())
+                .display()
+                .to_string(),
+        )),
+        None => shown_as.push((bpf_dir.display().to_string(), TEMPLATES_LABEL.to_string())),
     }
     match &opts.state {
-        StateSource::Predict(root) => shown_as.push((
-            layout.root.display().to_string(),
-            root.display(NODE_STATE_DIR),
-        )),
+        StateSource::Predict(root) => {
+            shown_as.push((
+                layout.node_config().display().to_string(),
+                root.display(&format!("{NODE_STATE_DIR}/globals/node_config.h")),
+            ));
+            shown_as.push((
+                layout.root.display().to_string(),
+                GENERATED_STATE_LABEL.to_string(),
+            ));
+        }
         StateSource::Generate => shown_as.push((
             layout.root.display().to_string(),
-            NODE_STATE_DIR.to_string(),
+            GENERATED_STATE_LABEL.to_string(),
         )),
         StateSource::Existing(_) => {}
     }
@@ -379,8 +769,30 @@ pub fn prepare(opts: &Options) -> Result<Prepared, String> {
         _scratch: scratch,
         bpf_dir,
         layout,
+        model,
+        node_macros,
         shown_as,
+        agent_options,
+        cache_dir,
     })
+}
+
+/// Why an object is not loaded by this build's verifier path: real Cilium objects need the
+/// ELF loader (numbered tail-call sections, `tc/tail`, by-name pinning in a scratch bpffs,
+/// load-time configuration), issue 14 §3. This is the seam where it plugs in: it receives the
+/// object and its [`load_config::LoadConfig`].
+pub const REAL_OBJECT_LOADER_PENDING: &str = "the loader for Cilium's own objects (issue 14 §3) \
+    is not in this build: compiled and inspected only; its load-time configuration is in \
+    load_config";
+
+/// Loads a real Cilium object into the verifier with its load-time configuration. The seam
+/// for the ELF loader: until it lands, None (the caller reports why).
+pub fn verify_real_object(
+    _bytes: &[u8],
+    _info: &verify::ObjectInfo,
+    _config: Option<&load_config::LoadConfig>,
+) -> Option<verify::VerifyReport> {
+    None
 }
 
 /// Runs the whole stage.
@@ -390,15 +802,23 @@ pub fn run(opts: &Options) -> Result<CompileReport, String> {
     let mut report = prepared.report;
     report.timings.prepare_ms = start.elapsed().as_secs_f64() * 1e3;
     let t = Instant::now();
-    let outcomes = runner::run_all(&prepared.jobs, opts.workers, opts.progress);
+    let outcomes = runner::run_all_cached(
+        &prepared.jobs,
+        opts.workers,
+        opts.progress,
+        prepared.cache_dir.as_deref(),
+    );
     report.timings.compile_ms = t.elapsed().as_secs_f64() * 1e3;
-    report.timings.clang_sum_ms = outcomes.iter().map(|o| o.wall_ms).sum();
+    report.timings.clang_sum_ms = outcomes.iter().filter(|o| !o.cached).map(|o| o.wall_ms).sum();
+    report.timings.cached = outcomes.iter().filter(|o| o.cached).count();
     let ctx = explain::Context {
         bpf_dir: &prepared.bpf_dir,
         state: &prepared.layout,
         profile: &report.profile,
         clang_major: report.toolchain.toolchain.major,
         blockers: &report.init_blockers,
+        node_macros: &prepared.node_macros,
+        node_config: &report.state.node_config_state,
     };
     let root_ok = nix::unistd::geteuid().is_root();
     let mut verify_ms = 0.0;
@@ -409,6 +829,7 @@ pub fn run(opts: &Options) -> Result<CompileReport, String> {
         .any(|o| !o.success || !o.stderr.trim().is_empty())
         .then(|| libclang::open(&opts.libclang, &report.toolchain.toolchain));
     report.timings.libclang_load_ms = t.elapsed().as_secs_f64() * 1e3;
+    let mut results = Vec::new();
     for (job, outcome) in prepared.jobs.iter().zip(outcomes) {
         let t = Instant::now();
         let text = diag::parse(&outcome.stderr);
@@ -445,31 +866,68 @@ pub fn run(opts: &Options) -> Result<CompileReport, String> {
             .then(|| std::fs::read(&job.output).ok())
             .flatten();
         let object = bytes.as_deref().and_then(|b| verify::inspect(b).ok());
+        let load_config = match (&prepared.model, &prepared.agent_options, &bytes, &object) {
+            (TreeModel::Real { .. }, Some(o), Some(b), Some(info)) => {
+                let values = agent_facts::load_time_values(o, &job.program);
+                let renames = agent_facts::map_renames(o.minor, &job.program);
+                load_config::for_object(b, &values, &renames, &info.maps)
+                    .ok()
+                    .filter(|c| !c.is_empty() || !c.defaults_kept.is_empty())
+            }
+            _ => None,
+        };
+        let real = matches!(prepared.model, TreeModel::Real { .. });
         let (verify, verify_skipped) = match (&bytes, &object) {
-            (Some(b), Some(info)) if opts.verify && root_ok => {
+            (Some(_), Some(_)) if job.kind == ProgramKind::AlignChecker => (
+                None,
+                Some("never loaded: the agent only checks its struct layouts against it".into()),
+            ),
+            (Some(_), Some(_)) if !opts.verify => (
+                None,
+                Some(
+                    opts.verify_skipped
+                        .clone()
+                        .unwrap_or_else(|| "verification disabled".into()),
+                ),
+            ),
+            (Some(_), Some(_)) if !root_ok => {
+                (None, Some("not root: the kernel was not asked".into()))
+            }
+            (Some(b), Some(info)) if real => {
+                let t = Instant::now();
+                let v = verify_real_object(b, info, load_config.as_ref());
+                verify_ms += t.elapsed().as_secs_f64() * 1e3;
+                match v {
+                    Some(v) => (Some(v), None),
+                    None => (None, Some(REAL_OBJECT_LOADER_PENDING.into())),
+                }
+            }
+            (Some(b), Some(info)) => {
                 let t = Instant::now();
                 let v = verify::verify(b, info);
                 verify_ms += t.elapsed().as_secs_f64() * 1e3;
                 (Some(v), None)
             }
-            (Some(_), Some(_)) if !opts.verify => (None, Some("verification disabled".into())),
-            (Some(_), Some(_)) => (None, Some("not root: the kernel was not asked".into())),
             _ => (None, Some("not compiled".into())),
         };
-        report.programs.push(ProgramResult {
+        results.push(ProgramResult {
             name: job.program.clone(),
+            kind: job.kind,
             compiled: outcome.success,
             command: job.command_line(),
             wall_ms: outcome.wall_ms,
+            cached: outcome.cached,
             findings,
             diagnostics,
             diagnostics_from: chosen.from,
             libclang_fallback: chosen.fallback,
             object,
+            load_config,
             verify,
             verify_skipped,
         });
     }
+    report.programs = results;
     report.timings.verify_ms = verify_ms;
     report.timings.stage_ms = start.elapsed().as_secs_f64() * 1e3;
     Ok(report)

@@ -18,7 +18,7 @@ pub enum McpuRule {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Profile {
-    /// Cilium minor (1.`minor`); 18 stands for 1.18 and later.
+    /// Cilium minor (1.`minor`) of the target; its flags are 1.18's from 1.18 on.
     pub minor: u32,
     pub std: &'static str,
     pub warnings: &'static [&'static str],
@@ -30,6 +30,8 @@ pub struct Profile {
     pub llc_pipeline: bool,
     /// Major of the LLVM bundled in the image (cilium/image-tools).
     pub bundled_llvm: u32,
+    /// Its full version (FACTS §1: 10.0.0, 17.0.6, 18.1.8, 19.1.7).
+    pub bundled_llvm_version: &'static str,
     pub mcpu_rule: McpuRule,
     /// `-DCALLS_MAP=cilium_calls_overlay_2` for bpf_overlay.c (up to 1.17).
     pub overlay_calls_map: bool,
@@ -66,7 +68,7 @@ pub const OLDEST: u32 = 14;
 pub const NEWEST: u32 = 18;
 
 /// The profile for a Cilium version such as "1.16.3" or "v1.18". Versions past 1.18 use the
-/// 1.18 profile; versions before 1.14 are refused (no facts for them).
+/// 1.18 rules (and keep their own minor); versions before 1.14 are refused (no facts for them).
 pub fn for_version(version: &str) -> Result<Profile, String> {
     let minor = parse_minor(version)?;
     if minor < OLDEST {
@@ -74,7 +76,7 @@ pub fn for_version(version: &str) -> Result<Profile, String> {
             "Cilium {version}: compile profiles start at 1.{OLDEST}"
         ));
     }
-    Ok(for_minor(minor.min(NEWEST)))
+    Ok(for_minor(minor))
 }
 
 pub fn parse_minor(version: &str) -> Result<u32, String> {
@@ -105,6 +107,12 @@ pub fn for_minor(minor: u32) -> Profile {
             17 => 18,
             _ => 19,
         },
+        bundled_llvm_version: match minor {
+            ..=15 => "10.0.0",
+            16 => "17.0.6",
+            17 => "18.1.8",
+            _ => "19.1.7",
+        },
         mcpu_rule: if modern {
             McpuRule::Isa
         } else {
@@ -117,7 +125,7 @@ pub fn for_minor(minor: u32) -> Profile {
 impl Profile {
     pub fn label(&self) -> String {
         if self.minor >= NEWEST {
-            format!("1.{}+", self.minor)
+            format!("1.{NEWEST}+")
         } else {
             format!("1.{}", self.minor)
         }
@@ -172,7 +180,8 @@ mod tests {
         assert_eq!(for_version("v1.16").unwrap().bundled_llvm, 17);
         assert_eq!(for_version("1.17.2").unwrap().bundled_llvm, 18);
         let p18 = for_version("1.19.0").unwrap();
-        assert_eq!((p18.minor, p18.std, p18.bundled_llvm), (18, "gnu99", 19));
+        assert_eq!((p18.minor, p18.std, p18.bundled_llvm), (19, "gnu99", 19));
+        assert_eq!(p18.label(), "1.18+");
         assert!(p18.warnings.contains(&"-Wimplicit-fallthrough"));
         assert!(!p18.warnings.contains(&"-Wdeclaration-after-statement"));
         assert!(!p18.nr_cpus && p18.trap_function && !p18.overlay_calls_map);
