@@ -144,3 +144,29 @@ fn every_shared_tree_compiles_as_its_agent_does_with_clang_14_16_and_19() {
         }
     }
 }
+
+#[test]
+#[ignore = "exploration"]
+fn explore_missing() {
+    for version in VERSIONS {
+        for values in [
+            serde_json::json!({"kubeProxyReplacement": true, "loadBalancer": {"acceleration": "native"}}),
+            serde_json::json!({"kubeProxyReplacement": true, "routingMode": "native", "ipv4NativeRoutingCIDR": "10.0.0.0/8", "encryption": {"enabled": true, "type": "wireguard"}}),
+            serde_json::json!({"encryption": {"enabled": true, "type": "ipsec"}}),
+        ] {
+            let emitted = tempfile::tempdir().unwrap();
+            let mut o = options(version, with(version, values.clone()), 16);
+            o.emit_state = Some(emitted.path().join("state"));
+            let r = run(&o);
+            eprintln!("{version} {values}: clean: {:?}", r.programs.iter().map(|p| (p.name.clone(), p.compiled, p.findings.iter().map(|f| f.subject.clone().unwrap_or_default()).collect::<Vec<_>>())).collect::<Vec<_>>());
+            std::fs::remove_file(emitted.path().join("state/globals/node_config.h")).unwrap();
+            o.emit_state = None;
+            o.state = StateSource::Existing(emitted.path().join("state"));
+            let r = run(&o);
+            for p in &r.programs {
+                eprintln!("  {} compiled={} missing={:?} other={:?}", p.name, p.compiled, r.missing_header_macros(&p.name), p.findings.iter().filter(|f| !matches!(f.cause, Cause::GeneratedHeaderMissing{..})).map(|f| format!("{} {:?} {:?}", f.kind, f.subject, f.cause)).collect::<Vec<_>>());
+                eprintln!("    {}", p.command);
+            }
+        }
+    }
+}

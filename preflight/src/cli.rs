@@ -161,6 +161,10 @@ pub struct RunArgs {
     /// Skip the datapath compile stage (clang + verifier; about a second on 2 cores).
     #[arg(long)]
     pub no_compile: bool,
+    /// Compile this Cilium bpf dir (the target's own tree, e.g. the image's /var/lib/cilium/bpf)
+    /// instead of the built-in templates.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_compile")]
+    pub bpf_dir: Option<PathBuf>,
     /// --root is the node this kernel runs (a pod with the host's / at /host): run the live
     /// probes and canaries anyway. `preflight job` sets it.
     #[arg(long)]

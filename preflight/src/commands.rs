@@ -37,6 +37,7 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
         root: args.root.clone(),
         canaries: !args.no_canaries,
         compile: (!args.no_compile).then(|| target.clone()),
+        compile_bpf_dir: args.bpf_dir.clone(),
         host_kernel: args.host_kernel,
     };
     let facts = Facts::gather(&opts);

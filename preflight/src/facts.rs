@@ -34,8 +34,12 @@ pub struct GatherOptions {
     /// The node's root: `/` on the node, `/host` in a Job, a fixture tree in tests.
     pub root: PathBuf,
     pub canaries: bool,
-    /// Compile the datapath templates for this target (live only); None skips the stage.
+    /// Compile the datapath for this target; None skips the stage. Under a `--root` that is
+    /// not this kernel's the compile still runs (the agent's clang is its image's, not the
+    /// node's); only the verifier load and the `HAVE_*` probes need the live kernel.
     pub compile: Option<Target>,
+    /// A real Cilium bpf dir for the compile stage; None compiles the built-in templates.
+    pub compile_bpf_dir: Option<std::path::PathBuf>,
     /// The root is another view of the node this kernel runs (a pod with the host's `/` at
     /// `/host` shares the node's kernel), so live probes apply even though root is not `/`.
     pub host_kernel: bool,
@@ -83,6 +87,7 @@ impl Facts {
             root: root.to_path_buf(),
             canaries: false,
             compile: None,
+            compile_bpf_dir: None,
             host_kernel: false,
         })
     }
@@ -145,16 +150,25 @@ impl Facts {
             let distro = crate::host::distro::gather(&host);
             timings.push(("gather.node".into(), t.elapsed().as_secs_f64() * 1e3));
             let t = Instant::now();
-            let compile = match (live, &opts.compile) {
-                (true, Some(target)) => {
+            let compile = match &opts.compile {
+                Some(target) => {
                     let mut o = compile::Options::new(target.clone());
+                    o.bpf_dir = opts.compile_bpf_dir.clone();
                     o.state = compile::StateSource::Predict(host.clone());
-                    o.probes = probes.get().ok().cloned();
                     o.progress = true;
+                    if live {
+                        o.probes = probes.get().ok().cloned();
+                    } else {
+                        o.verify = false;
+                        o.verify_skipped = Some(format!(
+                            "the verifier load needs the live kernel; --root {} is not this \
+                             kernel's root (kernel features assumed present)",
+                            opts.root.display()
+                        ));
+                    }
                     Gathered::Got(compile::run(&o))
                 }
-                (true, None) => Gathered::Skipped("compile stage disabled (--no-compile)".into()),
-                (false, _) => Gathered::Skipped(not_live()),
+                None => Gathered::Skipped("compile stage disabled (--no-compile)".into()),
             };
             timings.push(("gather.compile".into(), t.elapsed().as_secs_f64() * 1e3));
             let (canaries, canary_ms) = canaries

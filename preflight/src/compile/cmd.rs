@@ -140,6 +140,9 @@ pub fn render(r: &CompileReport) -> String {
         r.state.node_config,
         &r.state.template_hash[..r.state.template_hash.len().min(12)]
     );
+    for n in &r.not_built {
+        let _ = writeln!(out, "not built: {} ({})", n.name, n.why);
+    }
     for b in &r.init_blockers {
         let _ = writeln!(
             out,
@@ -148,9 +151,15 @@ pub fn render(r: &CompileReport) -> String {
         );
         let _ = writeln!(out, "    fix: {}", b.remedy);
     }
+    let mut printed: Vec<(String, String, String)> = Vec::new();
     for p in &r.programs {
-        let status = if p.compiled { "compiled" } else { "FAILED" };
-        let _ = writeln!(out, "\n{:<12} {status} in {:.0} ms", p.name, p.wall_ms);
+        let status = match (p.compiled, p.cached) {
+            (true, true) => "compiled (cached)".to_string(),
+            (true, false) => format!("compiled in {:.0} ms", p.wall_ms),
+            (false, true) => "FAILED (cached result)".to_string(),
+            (false, false) => format!("FAILED in {:.0} ms", p.wall_ms),
+        };
+        let _ = writeln!(out, "\n{:<16} {status}", p.name);
         if !p.diagnostics.is_empty() || p.libclang_fallback.is_some() {
             let why = p
                 .libclang_fallback
@@ -158,6 +167,26 @@ pub fn render(r: &CompileReport) -> String {
                 .map(|w| format!(" (not libclang: {w})"))
                 .unwrap_or_default();
             let _ = writeln!(out, "  diagnostics from {}{why}", p.diagnostics_from);
+        }
+        if let Some(c) = &p.load_config {
+            let _ = writeln!(
+                out,
+                "  load-time config: {} variables set, {} left at their defaults{}",
+                c.variables.len(),
+                c.defaults_kept.len(),
+                if c.map_renames.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; maps renamed: {}",
+                        c.map_renames
+                            .iter()
+                            .map(|(a, b)| format!("{a} → {b}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+            );
         }
         if let Some(o) = &p.object {
             let insns: u64 = o.programs.iter().map(|x| x.insns).sum();
@@ -169,18 +198,30 @@ pub fn render(r: &CompileReport) -> String {
                 o.maps.len()
             );
         }
-        for f in &p.findings {
-            let _ = writeln!(
-                out,
-                "  [{}] {}",
-                f.kind,
-                f.subject.as_deref().unwrap_or(&f.message)
-            );
-            for s in &f.sites {
-                let _ = writeln!(out, "    at {s}");
+        // One entry per cause, with the names it hits; an explanation already printed for an
+        // earlier program is referred to, not repeated.
+        for (subjects, why, fix) in super::explain::grouped(&p.findings) {
+            let _ = writeln!(out, "  [{subjects}]");
+            // The named culprits' sites first (macro redefinitions before what follows them).
+            let mut members: Vec<_> = p.findings.iter().filter(|f| f.explanation == why).collect();
+            members.sort_by_key(|f| f.kind != "macro-redefined");
+            let sites: Vec<&String> = members.iter().flat_map(|f| &f.sites).collect();
+            for site in sites.iter().take(4) {
+                let _ = writeln!(out, "    at {site}");
             }
-            let _ = writeln!(out, "    why: {}", f.explanation);
-            let _ = writeln!(out, "    fix: {}", f.remedy);
+            if sites.len() > 4 {
+                let _ = writeln!(out, "    … {} more sites (--format json)", sites.len() - 4);
+            }
+            match printed.iter().find(|(w, f, _)| *w == why && *f == fix) {
+                Some((_, _, first)) => {
+                    let _ = writeln!(out, "    why, fix: as for {first} above");
+                }
+                None => {
+                    let _ = writeln!(out, "    why: {why}");
+                    let _ = writeln!(out, "    fix: {fix}");
+                    printed.push((why, fix, p.name.clone()));
+                }
+            }
         }
         match (&p.verify, &p.verify_skipped) {
             (Some(v), _) => {

@@ -472,7 +472,13 @@ fn explain(cause: &Cause, d: &Diagnostic) -> (String, String) {
 pub fn findings(ctx: &Context, program: &str, diagnostics: &[Diagnostic]) -> Vec<Finding> {
     let mut out: Vec<Finding> = Vec::new();
     for d in diagnostics.iter().filter(|d| d.is_error()) {
-        let (kind, cause) = cause_of(ctx, d);
+        let (kind, mut cause) = cause_of(ctx, d);
+        // With node_config.h missing the dummy's definitions feed everything after them (a
+        // dummy `THIS_INTERFACE_MAC` pasted into the endpoint's `DEFINE_MAC`, switches the
+        // agent would set left unset): an error nothing else explains follows from it.
+        if cause == Cause::Unexplained && ctx.node_config.status == "missing" {
+            cause = missing_header(ctx, "node_config.h");
+        }
         let subject = d.subject().map(str::to_string);
         if out
             .iter()
@@ -501,6 +507,72 @@ pub fn findings(ctx: &Context, program: &str, diagnostics: &[Diagnostic]) -> Vec
     out
 }
 
+/// Kinds whose subject names the culprit (a macro, an identifier, a type): listed by name.
+const NAMED_KINDS: &[&str] = &[
+    "macro-redefined",
+    "undeclared-identifier",
+    "unknown-type",
+    "shorten-64-to-32",
+];
+
+/// Findings grouped by what explains them: one entry per (explanation, remedy) with the names
+/// it hits (`macro redefined: CALLS_MAP, ENABLE_ARP_RESPONDER; 9 further errors (e.g. …)`),
+/// so the same explanation is never printed once per macro. Returns (subjects, why, fix).
+pub fn grouped(findings: &[Finding]) -> Vec<(String, String, String)> {
+    let mut groups: Vec<(Vec<&Finding>, &str, &str)> = Vec::new();
+    for f in findings {
+        match groups
+            .iter_mut()
+            .find(|g| g.1 == f.explanation && g.2 == f.remedy)
+        {
+            Some(g) => g.0.push(f),
+            None => groups.push((vec![f], &f.explanation, &f.remedy)),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(members, why, fix)| {
+            let mut named: Vec<(String, Vec<String>)> = Vec::new();
+            let mut others: Vec<&Finding> = Vec::new();
+            for f in members {
+                match (&f.subject, NAMED_KINDS.contains(&f.kind.as_str())) {
+                    (Some(subject), true) => {
+                        let kind = f.kind.replace('-', " ");
+                        match named.iter_mut().find(|(k, _)| *k == kind) {
+                            Some((_, names)) if !names.contains(subject) => {
+                                names.push(subject.clone())
+                            }
+                            Some(_) => {}
+                            None => named.push((kind, vec![subject.clone()])),
+                        }
+                    }
+                    _ => others.push(f),
+                }
+            }
+            let mut parts: Vec<String> = named
+                .into_iter()
+                .map(|(kind, names)| format!("{kind}: {}", names.join(", ")))
+                .collect();
+            if let Some(first) = others.first() {
+                let n = others.len();
+                let label = if parts.is_empty() {
+                    if n == 1 { "error" } else { "errors" }
+                } else if n == 1 {
+                    "further error"
+                } else {
+                    "further errors"
+                };
+                parts.push(if n == 1 {
+                    format!("{label}: {}", first.message)
+                } else {
+                    format!("{n} {label} (first: {})", first.message)
+                });
+            }
+            (parts.join("; "), why.to_string(), fix.to_string())
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -510,6 +582,14 @@ mod tests {
         StateLayout::new(PathBuf::from("/s"), "abc".into())
     }
 
+    static NO_MACROS: std::sync::LazyLock<BTreeSet<String>> =
+        std::sync::LazyLock::new(BTreeSet::new);
+    static PRESENT: std::sync::LazyLock<NodeConfigState> =
+        std::sync::LazyLock::new(|| NodeConfigState {
+            status: "present".into(),
+            ..Default::default()
+        });
+
     fn ctx<'a>(state: &'a StateLayout, profile: &'a Profile, clang: u32) -> Context<'a> {
         Context {
             bpf_dir: Path::new("/b"),
@@ -517,6 +597,8 @@ mod tests {
             profile,
             clang_major: clang,
             blockers: &[],
+            node_macros: &NO_MACROS,
+            node_config: &PRESENT,
         }
     }
 

@@ -243,6 +243,7 @@ impl CompileReport {
             .into_iter()
             .flat_map(|p| &p.findings)
             .filter(|f| matches!(f.cause, explain::Cause::GeneratedHeaderMissing { .. }))
+            .filter(|f| f.kind == "macro-redefined")
             .filter_map(|f| f.subject.clone())
             .collect();
         out.sort();
@@ -395,14 +396,17 @@ fn write_agent_state(
     std::fs::create_dir_all(layout.globals())?;
     std::fs::create_dir_all(layout.template_dir())?;
     std::fs::create_dir_all(layout.host_template_dir())?;
-    if !skip_node_config {
-        std::fs::write(layout.node_config(), &st.node_config)?;
-    }
     std::fs::write(layout.ep_config(), &st.ep_lxc)?;
     std::fs::write(layout.host_ep_config(), &st.ep_host)?;
-    std::fs::write(layout.netdev_config(), &st.netdev_config)?;
-    if let Some(filter) = &st.filter_config {
-        std::fs::write(layout.filter_config(), filter)?;
+    // Datapath init writes node_config.h, then netdev_config.h and filter_config.h: a failed
+    // init leaves all three unwritten (the endpoints' templates are still written when they
+    // regenerate).
+    if !skip_node_config {
+        std::fs::write(layout.node_config(), &st.node_config)?;
+        std::fs::write(layout.netdev_config(), &st.netdev_config)?;
+        if let Some(filter) = &st.filter_config {
+            std::fs::write(layout.filter_config(), filter)?;
+        }
     }
     Ok(layout)
 }

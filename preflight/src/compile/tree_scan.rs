@@ -466,7 +466,7 @@ mod tests {
     #[test]
     fn comments_and_continuations() {
         let t = strip_comments("a /* b\n c */ d // e\n\"/* not */\" f");
-        assert_eq!(t, "a  \n d \n\"/* not */\" f");
+        assert_eq!(t, "a \n  d \n\"/* not */\" f");
         assert_eq!(
             logical_lines("#define X \\\n  1\nY\n"),
             ["#define X    1", "Y"]

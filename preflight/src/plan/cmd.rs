@@ -157,6 +157,7 @@ fn judge(root: &Path, runner: &Runner, t: &TargetArgs, live: bool) -> anyhow::Re
         canaries: live,
         // The incident this tool exists for is a datapath that does not compile: check it.
         compile: live.then(|| installed.clone()),
+        compile_bpf_dir: None,
         host_kernel: false,
     });
     let results = checks::run_all(&facts, &installed, &[]);
