@@ -871,7 +871,9 @@ pub fn run(opts: &Options) -> Result<CompileReport, String> {
             .flatten();
         let object = bytes.as_deref().and_then(|b| verify::inspect(b).ok());
         let load_config = match (&prepared.model, &prepared.agent_options, &bytes, &object) {
-            (TreeModel::Real { .. }, Some(o), Some(b), Some(info)) => {
+            // Up to 1.17 the `.rodata.config` variables are the template's static data, which
+            // the loader patches per endpoint (`ELFVariableSubstitutions`), not configuration.
+            (TreeModel::Real { .. }, Some(o), Some(b), Some(info)) if o.minor >= 18 => {
                 let values = agent_facts::load_time_values(o, &job.program);
                 let renames = agent_facts::map_renames(o.minor, &job.program);
                 load_config::for_object(b, &values, &renames, &info.maps)
