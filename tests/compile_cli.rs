@@ -4,8 +4,18 @@ use std::{path::Path, process::Command};
 
 use preflight::compile::{self, Options, tree, verify::Verdict};
 
+/// The binary with its object cache under cargo's scratch dir (not /var/cache/preflight).
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_preflight"));
+    c.env(
+        "PREFLIGHT_CACHE_DIR",
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("preflight-objects"),
+    );
+    c
+}
+
 fn preflight(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_preflight"))
+    let out = bin()
         .args(args)
         .output()
         .expect("run preflight");
@@ -69,7 +79,7 @@ fn emitted_state_replays_and_a_stale_replay_is_explained() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|f| f["cause"] == "stale-header" && f["written_by"] == "1.18+"),
+            .any(|f| f["cause"] == "stale-header" && f["written_by"] == "Cilium 1.18+"),
         "{lxc}"
     );
 }
@@ -90,7 +100,7 @@ fn the_text_output_says_where_the_diagnostics_came_from() {
     assert!(out.contains("diagnostics from libclang 19\n"), "{out}");
     // A library that is not there (PREFLIGHT_LIBCLANG, as --libclang): the text parser, said so,
     // and the same root cause.
-    let out = Command::new(env!("CARGO_BIN_EXE_preflight"))
+    let out = bin()
         .args(args)
         .env("PREFLIGHT_LIBCLANG", "/nonexistent/libclang.so.1")
         .output()
@@ -101,7 +111,7 @@ fn the_text_output_says_where_the_diagnostics_came_from() {
         text.contains("diagnostics from clang text output (not libclang: libclang /nonexistent/libclang.so.1: No such file"),
         "{text}"
     );
-    assert!(text.contains("[macro-redefined] CALLS_MAP"), "{text}");
+    assert!(text.contains("[macro redefined: CALLS_MAP"), "{text}");
     assert!(text.contains("node_config.h is missing"), "{text}");
 }
 
@@ -148,6 +158,9 @@ fn a_program_the_verifier_rejects_becomes_a_finding_with_the_log_tail() {
     )
     .unwrap();
     let mut o = Options::new(preflight::cilium::Target::default());
+    o.cache = preflight::compile::cache::CacheMode::Dir(
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("preflight-objects"),
+    );
     o.bpf_dir = Some(dir.path().to_path_buf());
     let r = compile::run(&o).unwrap();
     let xdp = r.program("bpf_xdp").unwrap();

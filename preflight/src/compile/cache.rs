@@ -75,9 +75,14 @@ pub fn compiler_identity(clang: &Path, version: &str) -> String {
     )
 }
 
+/// Bumped whenever what an entry holds changes meaning (v2: run paths in stderr replaced by
+/// placeholders).
+const FORMAT: &[u8] = b"preflight-objects-v2";
+
 /// The cache key over the given parts (already normalised by the caller).
 pub fn key(parts: &[&[u8]]) -> String {
     let mut h = Sha256::new();
+    h.update(FORMAT);
     for p in parts {
         h.update((p.len() as u64).to_le_bytes());
         h.update(p);

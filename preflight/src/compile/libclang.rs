@@ -616,6 +616,7 @@ mod tests {
             program: "bpf_lxc".into(),
             kind: crate::compile::agent_facts::ProgramKind::Endpoint,
             cache_key: None,
+            cache_paths: Vec::new(),
             cwd: PathBuf::from("/b"),
             output: PathBuf::from("/o/bpf_lxc.o"),
             clang: PathBuf::from("/usr/bin/clang-16"),

@@ -483,11 +483,14 @@ pub fn prepare(opts: &Options) -> Result<Prepared, String> {
     let bpf_dir = scratch.path().join("bpf");
     let mut features = features::derive(&profile, &opts.target, opts.probes.as_ref());
     let mut agent_options = None;
+    if let Some(dir) = &opts.bpf_dir
+        && !dir.is_dir()
+    {
+        return Err(format!("--bpf-dir {}: not a directory", dir.display()));
+    }
+    let builtin_layout = opts.bpf_dir.as_deref().is_some_and(tree::is_builtin_layout);
     let model = match &opts.bpf_dir {
-        Some(dir) => {
-            if !dir.is_dir() {
-                return Err(format!("--bpf-dir {}: not a directory", dir.display()));
-            }
+        Some(dir) if !builtin_layout => {
             // The agent writes its feature headers into its own bpf dir at startup; the
             // user's tree is never written to, so the stage compiles a copy.
             let scan = tree_scan::scan(dir, Some(&bpf_dir))?;
@@ -512,8 +515,15 @@ pub fn prepare(opts: &Options) -> Result<Prepared, String> {
                 state: Box::new(state),
             }
         }
-        None => {
-            tree::unpack(&bpf_dir, profile.minor).map_err(|e| format!("unpack templates: {e}"))?;
+        _ => {
+            match &opts.bpf_dir {
+                // An edited copy of the templates: compiled as the templates, from a copy.
+                Some(dir) => {
+                    tree_scan::scan(dir, Some(&bpf_dir))?;
+                }
+                None => tree::unpack(&bpf_dir, profile.minor)
+                    .map_err(|e| format!("unpack templates: {e}"))?,
+            }
             let generated = headers::generate(&profile, &opts.target, opts.probes.as_ref());
             generated
                 .features
@@ -696,14 +706,19 @@ pub fn prepare(opts: &Options) -> Result<Prepared, String> {
         for job in &mut jobs {
             let args = job
                 .command_line()
-                .replace(&scratch_root, "<scratch>")
-                .replace(&state_root, "<state>");
+                .replace(&state_root, "<state>")
+                .replace(&scratch_root, "<scratch>");
             job.cache_key = Some(cache::key(&[
                 tree_digest.as_bytes(),
                 &state_key,
                 compiler.as_bytes(),
                 args.as_bytes(),
             ]));
+            // The state dir first: a replayed one may sit inside the scratch dir's parent.
+            job.cache_paths = vec![
+                (state_root.clone(), "<preflight-cache:state>".into()),
+                (scratch_root.clone(), "<preflight-cache:scratch>".into()),
+            ];
         }
     }
     let report = CompileReport {

@@ -30,6 +30,9 @@ pub struct Job {
     pub weight: u64,
     /// Object cache key (compile/cache.rs); None: not cached.
     pub cache_key: Option<String>,
+    /// Run-specific path prefixes (scratch dir, state dir) and the placeholders the cache
+    /// stores instead, so a cached diagnostic names this run's files.
+    pub cache_paths: Vec<(String, String)>,
 }
 
 impl Job {
@@ -155,6 +158,7 @@ pub fn job(spec: &Spec, i: &Inputs) -> Job {
         llc,
         weight,
         cache_key: None,
+        cache_paths: Vec::new(),
     }
 }
 
@@ -240,7 +244,10 @@ pub fn run_cached(job: &Job, cache_dir: Option<&Path>) -> JobOutcome {
         return run_one(job);
     };
     let start = Instant::now();
-    if let Some(hit) = cache::lookup(dir, key) {
+    if let Some(mut hit) = cache::lookup(dir, key) {
+        for (path, placeholder) in &job.cache_paths {
+            hit.stderr = hit.stderr.replace(placeholder.as_str(), path);
+        }
         let written = hit
             .object
             .as_ref()
@@ -268,7 +275,12 @@ pub fn run_cached(job: &Job, cache_dir: Option<&Path>) -> JobOutcome {
                 key,
                 &cache::Entry {
                     success: outcome.success,
-                    stderr: outcome.stderr.clone(),
+                    stderr: job
+                        .cache_paths
+                        .iter()
+                        .fold(outcome.stderr.clone(), |text, (path, placeholder)| {
+                            text.replace(path.as_str(), placeholder)
+                        }),
                     object,
                 },
             );
