@@ -89,7 +89,9 @@ fn flannel_port(root: &HostRoot) -> u16 {
 /// port and the evidence (files read, the backend and where it came from).
 fn k3s_flannel_vxlan(root: &HostRoot) -> Option<(u16, String)> {
     let k3s = crate::host::k3s::gather(root);
-    if !k3s.present {
+    // A config file that cannot be read or parsed leaves the backend unknown: no prediction
+    // (the k3s checks report the file).
+    if !k3s.present || !k3s.problems.is_empty() {
         return None;
     }
     let backend = k3s.flannel_backend.clone();
