@@ -182,3 +182,52 @@ fn a_program_the_verifier_rejects_becomes_a_finding_with_the_log_tail() {
             .all_loaded()
     );
 }
+
+/// The seed incident, predicted before anything is installed: `run --root` on a k3s node that
+/// still runs flannel, Cilium 1.16.4, with the built-in templates.
+#[test]
+fn run_on_a_k3s_flannel_root_shows_the_incident_coming_with_cause_and_fix() {
+    if !have_clangs() {
+        return;
+    }
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/nodes/k3s-flannel");
+    let (code, out, err) = preflight(&[
+        "run",
+        "--no-canaries",
+        "--root",
+        root,
+        "--cilium-version",
+        "1.16.4",
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_k3s_incident(&out);
+}
+
+/// What `run` must say on that node, whichever tree it compiled.
+pub fn assert_k3s_incident(out: &str) {
+    let line = |id: &str| {
+        out.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(id))
+            .unwrap_or_else(|| panic!("{id} missing:\n{out}"))
+            .to_string()
+    };
+    // The cause: init fails on the tunnel port flannel.1 will hold, before node_config.h.
+    let init = line("compile.init");
+    assert!(init.starts_with("  FAIL") && init.contains("flannel.1 will hold UDP 8472"), "{init}");
+    assert!(init.contains("before writing node_config.h"), "{init}");
+    // The macro errors the agent would log, per program, each explanation once.
+    for (program, macros) in [
+        ("compile.bpf_lxc", "macro redefined: CALLS_MAP, ENABLE_ARP_RESPONDER"),
+        ("compile.bpf_host", "MONITOR_AGGREGATION"),
+    ] {
+        let l = line(program);
+        assert!(l.starts_with("  FAIL") && l.contains(macros), "{l}");
+        assert_eq!(l.matches("is missing, so the include path").count(), 1, "{l}");
+    }
+    // The fix, and the plan's order.
+    assert!(out.contains("fix: turn k3s's flannel off first: flannel-backend: none"), "{out}");
+    assert!(out.contains("--set tunnelPort=8473"), "{out}");
+    // Only the verifier load needs the live kernel, and it says so.
+    assert!(out.contains("the verifier load needs the live kernel"), "{out}");
+    assert!(!out.contains("preflight-compile."), "a scratch path is shown:\n{out}");
+}

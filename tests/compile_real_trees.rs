@@ -511,3 +511,35 @@ fn a_second_run_takes_every_object_from_the_cache_and_a_changed_header_does_not(
     let third = run(&o2);
     assert!(third.programs.iter().any(|p| !p.cached));
 }
+
+/// `run --root` on the k3s-flannel node with the target's own 1.16 tree: the same incident,
+/// from the real sources.
+#[test]
+#[cfg_attr(not(shared_cilium), ignore = "../shared/cilium is absent: the real Cilium trees are test data outside the repository")]
+fn run_on_the_k3s_flannel_root_with_the_real_tree_shows_the_incident_coming() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/nodes/k3s-flannel");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_preflight"))
+        .env("PREFLIGHT_CACHE_DIR", cache())
+        .args(["run", "--no-canaries", "--cilium-version", "1.16.4", "--root"])
+        .arg(&root)
+        .arg("--bpf-dir")
+        .arg(tree("1.16.15"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let line = |id: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(id))
+            .unwrap_or_else(|| panic!("{id} missing:\n{text}"))
+            .to_string()
+    };
+    assert!(line("compile.init").contains("flannel.1 will hold UDP 8472"));
+    let lxc = line("compile.bpf_lxc");
+    assert!(lxc.contains("macro redefined: CALLS_MAP, ENABLE_ARP_RESPONDER"), "{lxc}");
+    let host = line("compile.bpf_host");
+    assert!(host.contains("CALLS_MAP, ENABLE_ARP_RESPONDER, MONITOR_AGGREGATION"), "{host}");
+    assert!(host.contains(tree("1.16.15").join("node_config.h").to_str().unwrap()), "{host}");
+    assert!(text.contains("flannel-backend: none"));
+    assert!(!text.contains("preflight-compile."), "a scratch path is shown:\n{text}");
+}

@@ -551,7 +551,10 @@ pub fn grouped(findings: &[Finding]) -> Vec<(String, String, String)> {
             }
             let mut parts: Vec<String> = named
                 .into_iter()
-                .map(|(kind, names)| format!("{kind}: {}", names.join(", ")))
+                .map(|(kind, mut names)| {
+                    names.sort();
+                    format!("{kind}: {}", names.join(", "))
+                })
                 .collect();
             if let Some(first) = others.first() {
                 let n = others.len();

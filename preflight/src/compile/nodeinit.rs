@@ -278,6 +278,41 @@ mod tests {
     }
 
     #[test]
+    fn k3s_running_flannel_is_predicted_from_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let k3s = dir.path().join("etc/rancher/k3s");
+        std::fs::create_dir_all(k3s.join("config.yaml.d")).unwrap();
+        std::fs::write(k3s.join("config.yaml"), "cluster-cidr: 10.42.0.0/16\n").unwrap();
+        let root = HostRoot::new(dir.path());
+        // No flannel-backend anywhere: k3s's default vxlan on flannel's default port.
+        let b = blockers(&root, &Target::default());
+        assert_eq!(b.len(), 1, "{b:?}");
+        assert!(b[0].detail.contains("k3s") && b[0].detail.contains("UDP 8472"));
+        assert!(b[0].evidence.contains("vxlan (k3s default)"), "{}", b[0].evidence);
+        assert!(b[0].evidence.contains("flannel's default"), "{}", b[0].evidence);
+        assert!(b[0].remedy.contains("flannel-backend: none"));
+        assert!(b[0].remedy.contains("--set tunnelPort=8473"));
+        // net-conf.json moves flannel to another port: Cilium's 8472 stays free.
+        let conf = dir.path().join(K3S_FLANNEL_CONF.trim_start_matches('/'));
+        std::fs::create_dir_all(conf.parent().unwrap()).unwrap();
+        std::fs::write(&conf, r#"{"Backend":{"Type":"vxlan","Port":4789}}"#).unwrap();
+        assert!(blockers(&root, &Target::default()).is_empty());
+        std::fs::remove_file(&conf).unwrap();
+        // A drop-in turning flannel off (later files win), or a backend without VXLAN.
+        for backend in ["none", "host-gw", "wireguard-native"] {
+            std::fs::write(
+                k3s.join("config.yaml.d/90-cni.yaml"),
+                format!("flannel-backend: {backend}\n"),
+            )
+            .unwrap();
+            assert!(blockers(&root, &Target::default()).is_empty(), "{backend}");
+        }
+        // A config file that does not parse: the backend cannot be told, nothing predicted.
+        std::fs::write(k3s.join("config.yaml.d/90-cni.yaml"), "flannel-backend: [\n").unwrap();
+        assert!(blockers(&root, &Target::default()).is_empty());
+    }
+
+    #[test]
     fn bound_port_in_proc_net_udp_blocks() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("proc/net")).unwrap();
