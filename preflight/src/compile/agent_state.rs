@@ -260,3 +260,94 @@ pub fn generate(tree: &TreeScan, o: &AgentOptions, probes: Option<&ProbeReport>)
         not_built,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        cilium::Target,
+        compile::{features, profile::for_minor, tree_scan},
+    };
+
+    /// A tree with the shape of a real one: a dummy node_config.h, sources that use some names,
+    /// a load-time configuration header that defines one.
+    fn tree(dir: &std::path::Path) -> TreeScan {
+        let put = |rel: &str, text: &str| {
+            let p = dir.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        put(
+            "node_config.h",
+            "/* This is just a dummy header */\n#pragma once\n#include <lib/static_data.h>\n\
+             #define TUNNEL_PORT 8472\n#define ENDPOINTS_MAP test_cilium_lxc\n\
+             #define ENABLE_ARP_RESPONDER\n#define CALLS_MAP test_cilium_calls_65535\n\
+             #ifndef MONITOR_AGGREGATION\n#define MONITOR_AGGREGATION 5\n#endif\n\
+             #ifdef ENABLE_NODEPORT\n#define NODEPORT_NEIGH4_SIZE 1\n#endif\n\
+             #define SECLABEL 7\n",
+        );
+        put("lib/utils.h", "#pragma once\n");
+        put(
+            "lib/static_data.h",
+            "#define DECLARE_CONFIG(t, n, d) volatile const t __config_##n;\n",
+        );
+        put(
+            "include/bpf/config/endpoint.h",
+            "DECLARE_CONFIG(__u32, security_label, \"x\")\n#define SECLABEL CONFIG(security_label)\n",
+        );
+        put(
+            "bpf_lxc.c",
+            "#include <node_config.h>\nint f(void) { return TUNNEL_PORT + ENDPOINTS_MAP + \
+             SECLABEL + MONITOR_AGGREGATION + ENABLE_ARP_RESPONDER; }\n\
+             #ifdef ENABLE_IPV4\n#endif\n#ifdef TUNNEL_MODE\n#endif\n#ifdef HAVE_FIB_NEIGH\n#endif\n\
+             #ifdef HAVE_SOMETHING_NEW\n#endif\n",
+        );
+        put("bpf_host.c", "#include <node_config.h>\n");
+        tree_scan::scan(dir, None).unwrap()
+    }
+
+    #[test]
+    fn headers_follow_the_tree_and_the_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        let scan = tree(dir.path());
+        let target = Target::chart_defaults("1.18.3");
+        let f = features::derive(&for_minor(18), &target, None);
+        let o = AgentOptions::new(18, &target, &f);
+        let st = generate(&scan, &o, None);
+        let node = &st.node_config;
+        // The agent's values replace the dummy's; names the sources use are written.
+        assert!(node.contains("#define TUNNEL_PORT 8472\n") && node.contains("#define TUNNEL_MODE 1"));
+        assert_eq!(node.matches("#define TUNNEL_PORT").count(), 1, "{node}");
+        assert!(node.contains("#define ENABLE_IPV4 1"));
+        // Not used by these sources: not written.
+        assert!(!node.contains("ENABLE_BANDWIDTH_MANAGER") && !node.contains("ENCAP_IFINDEX"));
+        // The dummy's endpoint names, test names and load-time names are gone; maps renamed;
+        // conditionals kept; includes first; no dummy comment.
+        for gone in ["ENABLE_ARP_RESPONDER", "CALLS_MAP", "MONITOR_AGGREGATION", "SECLABEL", "dummy"] {
+            assert!(!node.contains(gone), "{gone} in:\n{node}");
+        }
+        assert!(node.contains("#define ENDPOINTS_MAP cilium_lxc"));
+        assert!(node.contains("#ifdef ENABLE_NODEPORT\n#endif"), "{node}");
+        let include = node.find("#include <lib/static_data.h>").unwrap();
+        assert!(include < node.find("#define ENABLE_IPV4").unwrap());
+        // ep_config.h: the endpoint's names, not those the load-time config defines.
+        assert!(st.ep_lxc.contains("#define ENABLE_ARP_RESPONDER 1"));
+        assert!(st.ep_lxc.contains("#define MONITOR_AGGREGATION 3"));
+        assert!(!st.ep_lxc.contains("SECLABEL") && !st.ep_lxc.contains("CALLS_MAP"));
+        assert!(st.ep_host.contains("#define HOST_ENDPOINT 1"));
+        assert_ne!(st.lxc_hash, st.host_hash);
+        // Features: what the sources test; an unknown one is reported, not guessed.
+        assert_eq!(st.have.get("HAVE_FIB_NEIGH"), Some(&true));
+        assert_eq!(st.have_unknown, ["HAVE_SOMETHING_NEW"]);
+        assert!(st.feature_headers["features.h"].contains("#define HAVE_FIB_NEIGH 1"));
+        // Programs: the two in the tree, both endpoints; the rest absent from the tree.
+        let names: Vec<_> = st.programs.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["bpf_lxc", "bpf_host"]);
+        // 1.20: the ARP responder is load-time, the endpoint writes no such macro when the
+        // sources do not use it.
+        std::fs::write(dir.path().join("bpf_lxc.c"), "int x;\n").unwrap();
+        let scan = tree_scan::scan(dir.path(), None).unwrap();
+        let st = generate(&scan, &AgentOptions::new(20, &target, &f), None);
+        assert!(!st.ep_lxc.contains("ENABLE_ARP_RESPONDER"), "{}", st.ep_lxc);
+    }
+}

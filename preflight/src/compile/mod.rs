@@ -226,6 +226,12 @@ pub struct Timings {
     pub workers: usize,
     /// Programs whose object came from the cache.
     pub cached: usize,
+    /// Parts of `prepare_ms`: finding clang (`--version` per binary, remembered across runs
+    /// next to the object cache), copying and scanning the tree (or unpacking the
+    /// templates), writing the state.
+    pub toolchain_ms: f64,
+    pub tree_ms: f64,
+    pub state_ms: f64,
 }
 
 impl CompileReport {
@@ -457,7 +463,11 @@ fn judge_node_config(
             None => (None, false),
         },
     };
-    let stale = other_version || !lacks.is_empty();
+    // Another agent's header is stale; so is one no agent can be placed for that lacks what
+    // these sources use (truncated, hand-made). A header placed at the target's own version is
+    // not, even if it lacks names preflight's model writes (the dummy's, which the real agent
+    // may not: compile errors would still name it).
+    let stale = other_version || (written_by.is_none() && !lacks.is_empty());
     NodeConfigState {
         status: if stale { "stale" } else { "present" }.into(),
         written_by,
@@ -473,7 +483,11 @@ fn judge_node_config(
 pub fn prepare(opts: &Options) -> Result<Prepared, String> {
     let start = Instant::now();
     let profile = profile::for_version(&opts.target.cilium_version)?;
+    let cache_dir = opts.cache.dir();
+    toolchain::versions::set_dir(cache_dir.clone());
+    let t = Instant::now();
     let choice = toolchain::choose(toolchain::discover(), &profile, opts.clang.as_deref())?;
+    let toolchain_ms = t.elapsed().as_secs_f64() * 1e3;
     let (mcpu, mcpu_reason) = profile::choose_mcpu(&profile, opts.probes.as_ref());
     sweep_scratch(&std::env::temp_dir());
     let scratch = tempfile::Builder::new()
@@ -481,6 +495,7 @@ pub fn prepare(opts: &Options) -> Result<Prepared, String> {
         .tempdir()
         .map_err(|e| format!("scratch dir: {e}"))?;
     let bpf_dir = scratch.path().join("bpf");
+    let t = Instant::now();
     let mut features = features::derive(&profile, &opts.target, opts.probes.as_ref());
     let mut agent_options = None;
     if let Some(dir) = &opts.bpf_dir
@@ -505,7 +520,7 @@ pub fn prepare(opts: &Options) -> Result<Prepared, String> {
             let include_bpf = bpf_dir.join("include/bpf");
             std::fs::create_dir_all(&include_bpf).map_err(|e| format!("scratch dir: {e}"))?;
             for (file, text) in &state.feature_headers {
-                std::fs::write(include_bpf.join(file), text)
+                tree_scan::replace_file(&include_bpf.join(file), text)
                     .map_err(|e| format!("write feature headers: {e}"))?;
             }
             features.have = state.have.clone();
@@ -532,6 +547,8 @@ pub fn prepare(opts: &Options) -> Result<Prepared, String> {
             TreeModel::Templates(generated)
         }
     };
+    let tree_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
     let node_macros: BTreeSet<String> = match &model {
         TreeModel::Templates(g) => {
             let mut m = macros(&g.node_config);
@@ -597,6 +614,7 @@ pub fn prepare(opts: &Options) -> Result<Prepared, String> {
         ("stale", None) => "stale (written by a version that cannot be told)".into(),
         (status, _) => status.to_string(),
     };
+    let state_ms = t.elapsed().as_secs_f64() * 1e3;
     let out_dir = scratch.path().join("out");
     std::fs::create_dir_all(&out_dir).map_err(|e| format!("scratch dir: {e}"))?;
     let inputs = runner::Inputs {
@@ -692,7 +710,6 @@ pub fn prepare(opts: &Options) -> Result<Prepared, String> {
             )
         }
     };
-    let cache_dir = opts.cache.dir();
     if cache_dir.is_some() {
         let compiler = cache::compiler_identity(&choice.toolchain.clang, &choice.toolchain.version);
         let mut state_key = Vec::new();
@@ -748,6 +765,9 @@ pub fn prepare(opts: &Options) -> Result<Prepared, String> {
         timings: Timings {
             stage_ms: start.elapsed().as_secs_f64() * 1e3,
             workers: opts.workers,
+            toolchain_ms,
+            tree_ms,
+            state_ms,
             ..Timings::default()
         },
     };

@@ -16,7 +16,7 @@
 //! tree's digest for the object cache. Input is bounded: regular files only, per-file and
 //! total size caps, a file count cap; anything else is an error naming the path.
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashSet},
     io::Read,
     path::{Path, PathBuf},
 };
@@ -56,7 +56,7 @@ pub struct TreeScan {
     pub dummies: BTreeMap<String, String>,
     /// Identifiers (`[A-Za-z_][A-Za-z0-9_]*` of two or more characters) that appear in the
     /// sources outside the dummy headers.
-    pub references: BTreeSet<String>,
+    pub references: HashSet<String>,
     /// Macros `#define`d by `include/bpf/config/*.h` (the load-time configuration's
     /// backwards-compatibility names, e.g. `SECLABEL` → `CONFIG(security_label)`).
     pub config_macros: BTreeSet<String>,
@@ -104,6 +104,7 @@ pub fn scan(src: &Path, copy_to: Option<&Path>) -> Result<TreeScan, String> {
     files.sort_by(|a, b| a.0.cmp(&b.0));
     let mut out = TreeScan::default();
     let mut hasher = Sha256::new();
+    let mut sources: Vec<(bool, std::borrow::Cow<'_, str>)> = Vec::new();
     for (rel, bytes) in &files {
         hasher.update(rel.to_string_lossy().as_bytes());
         hasher.update([0]);
@@ -114,7 +115,12 @@ pub fn scan(src: &Path, copy_to: Option<&Path>) -> Result<TreeScan, String> {
             if let Some(parent) = to.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
             }
-            std::fs::write(&to, bytes).map_err(|e| format!("{}: {e}", to.display()))?;
+            // A hard link costs no new inode (creating files is most of a copy's time on
+            // ext4); across filesystems, or where links are refused, a copy. Whoever writes
+            // into the copy must replace a file, never write through it (`replace_file`).
+            if std::fs::hard_link(src.join(rel), &to).is_err() {
+                std::fs::write(&to, bytes).map_err(|e| format!("{}: {e}", to.display()))?;
+            }
         }
         let text = String::from_utf8_lossy(bytes);
         let rel_str = rel.to_string_lossy();
@@ -138,23 +144,41 @@ pub fn scan(src: &Path, copy_to: Option<&Path>) -> Result<TreeScan, String> {
         if !(name.ends_with(".c") || name.ends_with(".h")) {
             continue;
         }
-        let parsed = parse_source(&text);
-        let in_config = rel_str.starts_with("include/bpf/config/");
+        sources.push((rel_str.starts_with("include/bpf/config/"), text));
+    }
+    // Parsing is the CPU part of the scan: the files in parallel, merged after.
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4);
+    let chunk = sources.len().div_ceil(workers).max(1);
+    let parsed: Vec<Vec<(bool, ParsedSource)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = sources
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|(in_config, text)| (*in_config, parse_source(text)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    for (in_config, p) in parsed.into_iter().flatten() {
         if in_config {
-            out.config_macros.extend(parsed.defines.iter().cloned());
+            out.config_macros.extend(p.defines.iter().cloned());
         }
-        out.config_vars.extend(parsed.config_vars);
-        out.unconditional_defines
-            .extend(parsed.unconditional_defines);
-        out.defines.extend(parsed.defines);
+        out.config_vars.extend(p.config_vars);
+        out.unconditional_defines.extend(p.unconditional_defines);
+        out.defines.extend(p.defines);
         out.have_refs.extend(
-            parsed
-                .identifiers
+            p.identifiers
                 .iter()
                 .filter(|i| i.starts_with("HAVE_") && !i.ends_with("__"))
                 .cloned(),
         );
-        out.references.extend(parsed.identifiers);
+        out.references.extend(p.identifiers);
     }
     out.digest = format!("{:x}", hasher.finalize());
     out.files = files.len();
@@ -214,7 +238,7 @@ fn collect(
 
 #[derive(Debug, Default)]
 struct ParsedSource {
-    identifiers: BTreeSet<String>,
+    identifiers: HashSet<String>,
     defines: BTreeSet<String>,
     unconditional_defines: BTreeSet<String>,
     config_vars: BTreeSet<String>,
@@ -265,6 +289,17 @@ pub fn strip_comments(text: &str) -> String {
     out
 }
 
+/// Writes `text` at `path` in a working copy as a new file: the old one may be a hard link to
+/// the user's tree, which must never change.
+pub fn replace_file(path: &Path, text: &str) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::write(path, text)
+}
+
 /// Logical lines: backslash-continued physical lines joined.
 pub fn logical_lines(text: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -301,7 +336,7 @@ pub fn define_name(rest: &str) -> Option<&str> {
     (end > 0).then(|| &rest[..end])
 }
 
-fn identifiers(text: &str, into: &mut BTreeSet<String>) {
+fn identifiers(text: &str, into: &mut HashSet<String>) {
     let bytes = text.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
@@ -443,8 +478,10 @@ mod tests {
         assert!(copy.join("lib/nat.h").is_file() && !copy.join("tests").exists());
         let again = scan(&copy, None).unwrap();
         assert_eq!(again.digest, s.digest, "the copy digests like the original");
-        std::fs::write(copy.join("lib/nat.h"), "changed\n").unwrap();
+        replace_file(&copy.join("lib/nat.h"), "changed\n").unwrap();
         assert_ne!(scan(&copy, None).unwrap().digest, s.digest);
+        // The user's tree is untouched (the copy's files may be hard links to it).
+        assert_eq!(scan(&t, None).unwrap().digest, s.digest);
     }
 
     #[test]
