@@ -17,13 +17,19 @@ fn shared_cilium(manifest: &std::path::Path) {
     let candidates = env::var_os("PREFLIGHT_SHARED_DIR")
         .map(PathBuf::from)
         .into_iter()
-        .chain([manifest.join("../../shared"), manifest.join("../../../shared")]);
+        .chain([
+            manifest.join("../../shared"),
+            manifest.join("../../../shared"),
+        ]);
     for dir in candidates {
         let cilium = dir.join("cilium");
         if cilium.join("1.16.15/bpf.tar.gz").is_file() {
             println!("cargo:rerun-if-changed={}", cilium.display());
             println!("cargo::rustc-cfg=shared_cilium");
-            println!("cargo::rustc-env=PREFLIGHT_SHARED_CILIUM={}", cilium.display());
+            println!(
+                "cargo::rustc-env=PREFLIGHT_SHARED_CILIUM={}",
+                cilium.display()
+            );
             return;
         }
     }

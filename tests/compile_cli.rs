@@ -15,10 +15,7 @@ fn bin() -> Command {
 }
 
 fn preflight(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = bin()
-        .args(args)
-        .output()
-        .expect("run preflight");
+    let out = bin().args(args).output().expect("run preflight");
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -213,21 +210,40 @@ pub fn assert_k3s_incident(out: &str) {
     };
     // The cause: init fails on the tunnel port flannel.1 will hold, before node_config.h.
     let init = line("compile.init");
-    assert!(init.starts_with("  FAIL") && init.contains("flannel.1 will hold UDP 8472"), "{init}");
+    assert!(
+        init.starts_with("  FAIL") && init.contains("flannel.1 will hold UDP 8472"),
+        "{init}"
+    );
     assert!(init.contains("before writing node_config.h"), "{init}");
     // The macro errors the agent would log, per program, each explanation once.
     for (program, macros) in [
-        ("compile.bpf_lxc", "macro redefined: CALLS_MAP, ENABLE_ARP_RESPONDER"),
+        (
+            "compile.bpf_lxc",
+            "macro redefined: CALLS_MAP, ENABLE_ARP_RESPONDER",
+        ),
         ("compile.bpf_host", "MONITOR_AGGREGATION"),
     ] {
         let l = line(program);
         assert!(l.starts_with("  FAIL") && l.contains(macros), "{l}");
-        assert_eq!(l.matches("is missing, so the include path").count(), 1, "{l}");
+        assert_eq!(
+            l.matches("is missing, so the include path").count(),
+            1,
+            "{l}"
+        );
     }
     // The fix, and the plan's order.
-    assert!(out.contains("fix: turn k3s's flannel off first: flannel-backend: none"), "{out}");
+    assert!(
+        out.contains("fix: turn k3s's flannel off first: flannel-backend: none"),
+        "{out}"
+    );
     assert!(out.contains("--set tunnelPort=8473"), "{out}");
     // Only the verifier load needs the live kernel, and it says so.
-    assert!(out.contains("the verifier load needs the live kernel"), "{out}");
-    assert!(!out.contains("preflight-compile."), "a scratch path is shown:\n{out}");
+    assert!(
+        out.contains("the verifier load needs the live kernel"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("preflight-compile."),
+        "a scratch path is shown:\n{out}"
+    );
 }

@@ -80,7 +80,11 @@ fn assert_missing_header_explained(r: &CompileReport) {
             f.cause
         );
         assert_eq!(f.sites.len(), 2, "{:?}", f.sites);
-        assert!(f.sites.iter().any(|s| s.contains("<built-in templates>/node_config.h")));
+        assert!(
+            f.sites
+                .iter()
+                .any(|s| s.contains("<built-in templates>/node_config.h"))
+        );
         assert!(f.sites.iter().any(|s| s.contains("ep_config.h")));
     }
 }

@@ -14,8 +14,7 @@ use std::{
 use preflight::{
     cilium::Target,
     compile::{
-        self, CompileReport, Options, StateSource, cache::CacheMode, explain::Cause,
-        version_guess,
+        self, CompileReport, Options, StateSource, cache::CacheMode, explain::Cause, version_guess,
     },
     host::HostRoot,
 };
@@ -95,7 +94,10 @@ fn names(r: &CompileReport) -> Vec<&str> {
 }
 
 #[test]
-#[cfg_attr(not(shared_cilium), ignore = "../shared/cilium is absent: the real Cilium trees are test data outside the repository")]
+#[cfg_attr(
+    not(shared_cilium),
+    ignore = "../shared/cilium is absent: the real Cilium trees are test data outside the repository"
+)]
 fn every_shared_tree_compiles_as_its_agent_does_with_clang_14_16_and_19() {
     for version in VERSIONS {
         for major in [14, 16, 19] {
@@ -130,7 +132,10 @@ fn every_shared_tree_compiles_as_its_agent_does_with_clang_14_16_and_19() {
             // 1.16 sources with clang 19: the known mismatch, named as such, with the LLVM the
             // 1.16 image bundles.
             let failed: Vec<_> = r.programs.iter().filter(|p| !p.compiled).collect();
-            assert!(!failed.is_empty(), "{cell}: expected -Wshorten-64-to-32 failures");
+            assert!(
+                !failed.is_empty(),
+                "{cell}: expected -Wshorten-64-to-32 failures"
+            );
             for p in failed {
                 assert!(!p.findings.is_empty(), "{cell}: {} unexplained", p.name);
                 for f in &p.findings {
@@ -140,13 +145,14 @@ fn every_shared_tree_compiles_as_its_agent_does_with_clang_14_16_and_19() {
                         p.name,
                         f
                     );
-                    assert!(f.explanation.contains("clang too new") && f.explanation.contains("17.0.6"));
+                    assert!(
+                        f.explanation.contains("clang too new") && f.explanation.contains("17.0.6")
+                    );
                 }
             }
         }
     }
 }
-
 
 /// From 1.18 each object carries the values the agent sets at load time (for the loader).
 fn load_time_config(version: &str, r: &CompileReport) {
@@ -155,15 +161,35 @@ fn load_time_config(version: &str, r: &CompileReport) {
         assert_eq!(lxc.load_config, None, "1.16 has no load-time configuration");
         return;
     }
-    let c = lxc.load_config.as_ref().expect("1.18+ objects have .rodata.config");
-    assert_eq!(c.variables["__config_interface_ifindex"], 10u32.to_le_bytes());
+    let c = lxc
+        .load_config
+        .as_ref()
+        .expect("1.18+ objects have .rodata.config");
+    assert_eq!(
+        c.variables["__config_interface_ifindex"],
+        10u32.to_le_bytes()
+    );
     assert_eq!(c.variables["__config_endpoint_id"], 3663u16.to_le_bytes());
     assert_eq!(c.map_renames["cilium_calls"], "cilium_calls_65535");
     let host = r.program("bpf_host").unwrap().load_config.as_ref().unwrap();
-    assert_eq!(host.variables["__config_security_label"], 1u32.to_le_bytes());
-    assert_eq!(host.map_renames["cilium_calls"], "cilium_calls_hostns_65535");
-    let overlay = r.program("bpf_overlay").unwrap().load_config.as_ref().unwrap();
-    assert_eq!(overlay.map_renames["cilium_calls"], "cilium_calls_overlay_2");
+    assert_eq!(
+        host.variables["__config_security_label"],
+        1u32.to_le_bytes()
+    );
+    assert_eq!(
+        host.map_renames["cilium_calls"],
+        "cilium_calls_hostns_65535"
+    );
+    let overlay = r
+        .program("bpf_overlay")
+        .unwrap()
+        .load_config
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        overlay.map_renames["cilium_calls"],
+        "cilium_calls_overlay_2"
+    );
     if version.starts_with("1.20") {
         // The ARP responder became a load-time switch in 1.20 (#43525).
         assert_eq!(c.variables["__config_enable_arp_responder"], [1]);
@@ -217,21 +243,45 @@ fn calls_map(job: &preflight::compile::runner::Job) -> Option<&str> {
 }
 
 #[test]
-#[cfg_attr(not(shared_cilium), ignore = "../shared/cilium is absent: the real Cilium trees are test data outside the repository")]
+#[cfg_attr(
+    not(shared_cilium),
+    ignore = "../shared/cilium is absent: the real Cilium trees are test data outside the repository"
+)]
 fn the_agents_programs_and_per_program_flags() {
     // 1.16: the loader passes CALLS_MAP per program; bpf_network only with IPsec.
     let p = compile::prepare(&options("1.16.15", everything("1.16.15"), 16)).unwrap();
     assert_eq!(calls_map(program(&p, "bpf_sock")), Some("cilium_calls_lb"));
-    assert_eq!(calls_map(program(&p, "bpf_xdp")), Some("cilium_calls_xdp_2"));
-    assert_eq!(calls_map(program(&p, "bpf_overlay")), Some("cilium_calls_overlay_2"));
+    assert_eq!(
+        calls_map(program(&p, "bpf_xdp")),
+        Some("cilium_calls_xdp_2")
+    );
+    assert_eq!(
+        calls_map(program(&p, "bpf_overlay")),
+        Some("cilium_calls_overlay_2")
+    );
     let xdp = &program(&p, "bpf_xdp").clang_args;
-    for flag in ["-Dcapture_enabled=0", "-DNATIVE_DEV_IFINDEX=2", "-DDISABLE_LOOPBACK_LB", "-DSECLABEL=2"] {
-        assert!(xdp.iter().any(|a| a == flag), "bpf_xdp lacks {flag}: {xdp:?}");
+    for flag in [
+        "-Dcapture_enabled=0",
+        "-DNATIVE_DEV_IFINDEX=2",
+        "-DDISABLE_LOOPBACK_LB",
+        "-DSECLABEL=2",
+    ] {
+        assert!(
+            xdp.iter().any(|a| a == flag),
+            "bpf_xdp lacks {flag}: {xdp:?}"
+        );
     }
     assert_eq!(calls_map(program(&p, "bpf_network")), None);
-    assert_eq!(calls_map(program(&p, "bpf_lxc")), None, "endpoints get CALLS_MAP from ep_config.h");
+    assert_eq!(
+        calls_map(program(&p, "bpf_lxc")),
+        None,
+        "endpoints get CALLS_MAP from ep_config.h"
+    );
     let node = std::fs::read_to_string(p.layout.node_config()).unwrap();
-    assert!(node.contains("#define ENABLE_IPSEC 1"), "bpf_network's switch comes through node_config.h");
+    assert!(
+        node.contains("#define ENABLE_IPSEC 1"),
+        "bpf_network's switch comes through node_config.h"
+    );
     // Endpoints compile against their own template dirs; base programs against the state dir.
     let lxc = program(&p, "bpf_lxc").command_line();
     let host = program(&p, "bpf_host").command_line();
@@ -239,26 +289,53 @@ fn the_agents_programs_and_per_program_flags() {
     assert!(host.contains(&format!("templates/{}", p.layout.host_template_hash)));
     assert_ne!(p.layout.template_hash, p.layout.host_template_hash);
     assert!(!p.jobs.iter().any(|j| j.program == "bpf_wireguard"));
-    let wg_off = p.report.not_built.iter().find(|n| n.name == "bpf_wireguard").unwrap();
+    let wg_off = p
+        .report
+        .not_built
+        .iter()
+        .find(|n| n.name == "bpf_wireguard")
+        .unwrap();
     assert!(wg_off.why.contains("WireGuard is off"), "{wg_off:?}");
 
     let p = compile::prepare(&options("1.16.15", wireguard("1.16.15"), 16)).unwrap();
-    assert_eq!(calls_map(program(&p, "bpf_wireguard")), Some("cilium_calls_wireguard_2"));
-    assert!(!p.jobs.iter().any(|j| j.program == "bpf_overlay"), "native routing: no overlay");
+    assert_eq!(
+        calls_map(program(&p, "bpf_wireguard")),
+        Some("cilium_calls_wireguard_2")
+    );
+    assert!(
+        !p.jobs.iter().any(|j| j.program == "bpf_overlay"),
+        "native routing: no overlay"
+    );
     // WireGuard over VXLAN without kube-proxy replacement: 1.16's agent does not need it.
-    let wg_tunnel = target_with("1.16.15", serde_json::json!({"encryption": {"enabled": true, "type": "wireguard"}}));
+    let wg_tunnel = target_with(
+        "1.16.15",
+        serde_json::json!({"encryption": {"enabled": true, "type": "wireguard"}}),
+    );
     let p = compile::prepare(&options("1.16.15", wg_tunnel, 16)).unwrap();
-    let why = &p.report.not_built.iter().find(|n| n.name == "bpf_wireguard").unwrap().why;
+    let why = &p
+        .report
+        .not_built
+        .iter()
+        .find(|n| n.name == "bpf_wireguard")
+        .unwrap()
+        .why;
     assert!(why.contains("NodePort"), "{why}");
 
     // 1.18: map renames at load time instead of CALLS_MAP flags; WireGuard whenever it is on.
     let p = compile::prepare(&options("1.18.3", everything("1.18.3"), 19)).unwrap();
     for j in &p.jobs {
         assert_eq!(calls_map(j), None, "{}: {}", j.program, j.command_line());
-        assert!(!j.clang_args.iter().any(|a| a.starts_with("-DSECLABEL")), "{}", j.command_line());
+        assert!(
+            !j.clang_args.iter().any(|a| a.starts_with("-DSECLABEL")),
+            "{}",
+            j.command_line()
+        );
     }
     assert!(p.jobs.iter().any(|j| j.program == "bpf_network"));
-    let wg_tunnel = target_with("1.18.3", serde_json::json!({"encryption": {"enabled": true, "type": "wireguard"}}));
+    let wg_tunnel = target_with(
+        "1.18.3",
+        serde_json::json!({"encryption": {"enabled": true, "type": "wireguard"}}),
+    );
     let p = compile::prepare(&options("1.18.3", wg_tunnel, 19)).unwrap();
     assert!(p.jobs.iter().any(|j| j.program == "bpf_wireguard"));
 
@@ -294,52 +371,61 @@ fn state_without_node_config(version: &str, target: &Target) -> tempfile::TempDi
     dir
 }
 
+/// (version, values, [(program, the redefinitions the agent's compile of it logs)]).
+type Case = (
+    &'static str,
+    fn(&str) -> Target,
+    &'static [(&'static str, &'static [&'static str])],
+);
+
 #[test]
-#[cfg_attr(not(shared_cilium), ignore = "../shared/cilium is absent: the real Cilium trees are test data outside the repository")]
+#[cfg_attr(
+    not(shared_cilium),
+    ignore = "../shared/cilium is absent: the real Cilium trees are test data outside the repository"
+)]
 fn without_node_config_each_program_hits_the_macros_the_agent_would() {
-    // (version, values, program, the redefinitions the agent's compile of it logs)
-    let cm = "CALLS_MAP";
-    let arp = "ENABLE_ARP_RESPONDER";
-    let agg = "MONITOR_AGGREGATION";
-    let cases: &[(&str, fn(&str) -> Target, &[(&str, &[&str])])] = &[
+    const CM: &str = "CALLS_MAP";
+    const ARP: &str = "ENABLE_ARP_RESPONDER";
+    const AGG: &str = "MONITOR_AGGREGATION";
+    let cases: &[Case] = &[
         (
             "1.16.15",
             everything,
             &[
-                ("bpf_lxc", &[cm, arp]),
-                ("bpf_host", &[cm, arp, agg]),
-                ("bpf_sock", &[cm, agg]),
-                ("bpf_xdp", &[cm, agg]),
-                ("bpf_overlay", &[cm, agg]),
-                ("bpf_network", &[agg]),
+                ("bpf_lxc", &[CM, ARP]),
+                ("bpf_host", &[CM, ARP, AGG]),
+                ("bpf_sock", &[CM, AGG]),
+                ("bpf_xdp", &[CM, AGG]),
+                ("bpf_overlay", &[CM, AGG]),
+                ("bpf_network", &[AGG]),
             ],
         ),
-        ("1.16.15", wireguard, &[("bpf_wireguard", &[cm, agg])]),
+        ("1.16.15", wireguard, &[("bpf_wireguard", &[CM, AGG])]),
         (
             "1.18.3",
             everything,
             &[
-                ("bpf_lxc", &[arp, agg]),
-                ("bpf_host", &[arp, agg]),
-                ("bpf_sock", &[agg]),
-                ("bpf_xdp", &[agg]),
-                ("bpf_overlay", &[agg]),
-                ("bpf_network", &[agg]),
+                ("bpf_lxc", &[ARP, AGG]),
+                ("bpf_host", &[ARP, AGG]),
+                ("bpf_sock", &[AGG]),
+                ("bpf_xdp", &[AGG]),
+                ("bpf_overlay", &[AGG]),
+                ("bpf_network", &[AGG]),
             ],
         ),
-        ("1.18.3", wireguard, &[("bpf_wireguard", &[agg])]),
+        ("1.18.3", wireguard, &[("bpf_wireguard", &[AGG])]),
         (
             "1.20.0-dev",
             everything,
             &[
-                ("bpf_lxc", &[agg]),
-                ("bpf_host", &[agg]),
-                ("bpf_sock", &[agg]),
-                ("bpf_xdp", &[agg]),
-                ("bpf_overlay", &[agg]),
+                ("bpf_lxc", &[AGG]),
+                ("bpf_host", &[AGG]),
+                ("bpf_sock", &[AGG]),
+                ("bpf_xdp", &[AGG]),
+                ("bpf_overlay", &[AGG]),
             ],
         ),
-        ("1.20.0-dev", wireguard, &[("bpf_wireguard", &[agg])]),
+        ("1.20.0-dev", wireguard, &[("bpf_wireguard", &[AGG])]),
     ];
     for (version, target, expected) in cases {
         let target = target(version);
@@ -349,8 +435,13 @@ fn without_node_config_each_program_hits_the_macros_the_agent_would() {
         let r = run(&o);
         assert_eq!(r.state.node_config, "missing");
         for (name, macros) in *expected {
-            let p = r.program(name).unwrap_or_else(|| panic!("{version}: {name} not built"));
-            assert!(!p.compiled, "{version} {name} compiled without node_config.h");
+            let p = r
+                .program(name)
+                .unwrap_or_else(|| panic!("{version}: {name} not built"));
+            assert!(
+                !p.compiled,
+                "{version} {name} compiled without node_config.h"
+            );
             assert_eq!(&r.missing_header_macros(name), macros, "{version} {name}");
             // Every error of the program is put down to the missing header, and the
             // explanation names the missing file and the dummy it fell through to.
@@ -364,13 +455,20 @@ fn without_node_config_each_program_hits_the_macros_the_agent_would() {
                 }
             }
             // One explanation for the whole set, not one per macro.
-            assert_eq!(compile::explain::grouped(&p.findings).len(), 1, "{version} {name}");
+            assert_eq!(
+                compile::explain::grouped(&p.findings).len(),
+                1,
+                "{version} {name}"
+            );
         }
     }
 }
 
 #[test]
-#[cfg_attr(not(shared_cilium), ignore = "../shared/cilium is absent: the real Cilium trees are test data outside the repository")]
+#[cfg_attr(
+    not(shared_cilium),
+    ignore = "../shared/cilium is absent: the real Cilium trees are test data outside the repository"
+)]
 fn each_agents_node_config_is_judged_as_its_version_and_a_stale_one_is_named() {
     let header = |version: &str| {
         let p = compile::prepare(&options(version, defaults(version), 16)).unwrap();
@@ -379,15 +477,26 @@ fn each_agents_node_config_is_judged_as_its_version_and_a_stale_one_is_named() {
     let h16 = header("1.16.15");
     let h18 = header("1.18.3");
     let h20 = header("1.20.0-dev");
-    for (h, minor, range) in [(&h16, 16, "1.14–1.17"), (&h18, 18, "1.17–1.19"), (&h20, 20, "1.19 or newer")] {
+    for (h, minor, range) in [
+        (&h16, 16, "1.14–1.17"),
+        (&h18, 18, "1.17–1.19"),
+        (&h20, 20, "1.19 or newer"),
+    ] {
         let g = version_guess::judge(h).expect("judged");
-        assert!(g.contains(minor) && g.label().contains(range), "{}", g.label());
+        assert!(
+            g.contains(minor) && g.label().contains(range),
+            "{}",
+            g.label()
+        );
     }
     // A mix no agent writes: the guess says it cannot tell.
     assert_eq!(version_guess::judge(&format!("{h16}\n{h20}")), None);
 
     // Each tree compiled against the other version's header, left in a replayed state dir.
-    for (tree_version, stale, by) in [("1.16.15", &h18, "1.17–1.19"), ("1.18.3", &h16, "1.14–1.17")] {
+    for (tree_version, stale, by) in [
+        ("1.16.15", &h18, "1.17–1.19"),
+        ("1.18.3", &h16, "1.14–1.17"),
+    ] {
         let state = state_without_node_config(tree_version, &defaults(tree_version));
         let node = state.path().join("state/globals/node_config.h");
         std::fs::write(&node, stale).unwrap();
@@ -400,11 +509,20 @@ fn each_agents_node_config_is_judged_as_its_version_and_a_stale_one_is_named() {
             r.state.node_config
         );
         let failed: Vec<_> = r.programs.iter().filter(|p| !p.compiled).collect();
-        assert!(!failed.is_empty(), "{tree_version}: a stale header breaks the build");
+        assert!(
+            !failed.is_empty(),
+            "{tree_version}: a stale header breaks the build"
+        );
         let mut named = 0;
         for p in failed {
             for f in &p.findings {
-                if let Cause::StaleHeader { header, written_by, from_node, .. } = &f.cause {
+                if let Cause::StaleHeader {
+                    header,
+                    written_by,
+                    from_node,
+                    ..
+                } = &f.cause
+                {
                     named += 1;
                     assert_eq!(Path::new(header), node);
                     assert!(written_by.as_deref().is_some_and(|w| w.contains(by)));
@@ -413,7 +531,9 @@ fn each_agents_node_config_is_judged_as_its_version_and_a_stale_one_is_named() {
             }
             // The stale header is named as the cause of this program's errors.
             assert!(
-                p.findings.iter().any(|f| matches!(f.cause, Cause::StaleHeader { .. })),
+                p.findings
+                    .iter()
+                    .any(|f| matches!(f.cause, Cause::StaleHeader { .. })),
                 "{tree_version} {}: {:#?}",
                 p.name,
                 p.findings
@@ -424,7 +544,10 @@ fn each_agents_node_config_is_judged_as_its_version_and_a_stale_one_is_named() {
 }
 
 #[test]
-#[cfg_attr(not(shared_cilium), ignore = "../shared/cilium is absent: the real Cilium trees are test data outside the repository")]
+#[cfg_attr(
+    not(shared_cilium),
+    ignore = "../shared/cilium is absent: the real Cilium trees are test data outside the repository"
+)]
 fn k3s_running_flannel_predicts_the_incident_on_the_real_1_16_tree() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/nodes/k3s-flannel");
     let mut o = options("1.16.15", defaults("1.16.4"), 16);
@@ -432,12 +555,21 @@ fn k3s_running_flannel_predicts_the_incident_on_the_real_1_16_tree() {
     let r = run(&o);
     let b = &r.init_blockers;
     assert_eq!(b.len(), 1, "{b:?}");
-    assert!(b[0].detail.contains("k3s") && b[0].detail.contains("8472"), "{:?}", b[0]);
+    assert!(
+        b[0].detail.contains("k3s") && b[0].detail.contains("8472"),
+        "{:?}",
+        b[0]
+    );
     assert!(b[0].evidence.contains("config.yaml") && b[0].evidence.contains("vxlan (k3s default)"));
-    assert!(b[0].remedy.contains("flannel-backend: none") && b[0].remedy.contains("tunnelPort=8473"));
+    assert!(
+        b[0].remedy.contains("flannel-backend: none") && b[0].remedy.contains("tunnelPort=8473")
+    );
     assert_eq!(r.state.node_config, "missing");
     // The agent regenerates its endpoints: these are the errors it logs.
-    assert_eq!(r.missing_header_macros("bpf_lxc"), ["CALLS_MAP", "ENABLE_ARP_RESPONDER"]);
+    assert_eq!(
+        r.missing_header_macros("bpf_lxc"),
+        ["CALLS_MAP", "ENABLE_ARP_RESPONDER"]
+    );
     assert_eq!(
         r.missing_header_macros("bpf_host"),
         ["CALLS_MAP", "ENABLE_ARP_RESPONDER", "MONITOR_AGGREGATION"]
@@ -449,23 +581,41 @@ fn k3s_running_flannel_predicts_the_incident_on_the_real_1_16_tree() {
     }
     // The findings name the node's missing file, never a scratch path.
     for f in r.all_findings() {
-        if let Cause::GeneratedHeaderMissing { missing, dummy, init_blockers } = &f.cause {
-            assert_eq!(Path::new(missing), root.join("var/run/cilium/state/globals/node_config.h"));
-            assert!(dummy.starts_with(tree("1.16.15").to_str().unwrap()), "{dummy}");
+        if let Cause::GeneratedHeaderMissing {
+            missing,
+            dummy,
+            init_blockers,
+        } = &f.cause
+        {
+            assert_eq!(
+                Path::new(missing),
+                root.join("var/run/cilium/state/globals/node_config.h")
+            );
+            assert!(
+                dummy.starts_with(tree("1.16.15").to_str().unwrap()),
+                "{dummy}"
+            );
             assert!(!init_blockers.is_empty());
         }
         for text in [&f.explanation, &f.remedy] {
-            assert!(!text.contains("preflight-compile."), "scratch path shown: {text}");
+            assert!(
+                !text.contains("preflight-compile."),
+                "scratch path shown: {text}"
+            );
         }
         for site in &f.sites {
-            assert!(!site.contains("preflight-compile."), "scratch path shown: {site}");
+            assert!(
+                !site.contains("preflight-compile."),
+                "scratch path shown: {site}"
+            );
         }
     }
     // With flannel off in a drop-in, nothing stops init and the same tree compiles.
     let node = tempfile::tempdir().unwrap();
     copy(&root, node.path());
     std::fs::write(
-        node.path().join("etc/rancher/k3s/config.yaml.d/90-cilium.yaml"),
+        node.path()
+            .join("etc/rancher/k3s/config.yaml.d/90-cilium.yaml"),
         "flannel-backend: none\n",
     )
     .unwrap();
@@ -473,7 +623,14 @@ fn k3s_running_flannel_predicts_the_incident_on_the_real_1_16_tree() {
     o.state = StateSource::Predict(HostRoot::new(node.path()));
     let r = run(&o);
     assert!(r.init_blockers.is_empty(), "{:?}", r.init_blockers);
-    assert!(r.programs.iter().all(|p| p.compiled), "{:#?}", r.programs.iter().flat_map(|p| &p.findings).collect::<Vec<_>>());
+    assert!(
+        r.programs.iter().all(|p| p.compiled),
+        "{:#?}",
+        r.programs
+            .iter()
+            .flat_map(|p| &p.findings)
+            .collect::<Vec<_>>()
+    );
 }
 
 fn copy(from: &Path, to: &Path) {
@@ -492,7 +649,10 @@ fn copy(from: &Path, to: &Path) {
 }
 
 #[test]
-#[cfg_attr(not(shared_cilium), ignore = "../shared/cilium is absent: the real Cilium trees are test data outside the repository")]
+#[cfg_attr(
+    not(shared_cilium),
+    ignore = "../shared/cilium is absent: the real Cilium trees are test data outside the repository"
+)]
 fn a_second_run_takes_every_object_from_the_cache_and_a_changed_header_does_not() {
     let dir = tempfile::tempdir().unwrap();
     let mut o = options("1.18.3", defaults("1.18.3"), 19);
@@ -502,11 +662,20 @@ fn a_second_run_takes_every_object_from_the_cache_and_a_changed_header_does_not(
     let second = run(&o);
     assert_eq!(second.timings.cached, second.programs.len());
     for (a, b) in first.programs.iter().zip(&second.programs) {
-        assert_eq!((a.compiled, &a.object), (b.compiled, &b.object), "{}", a.name);
+        assert_eq!(
+            (a.compiled, &a.object),
+            (b.compiled, &b.object),
+            "{}",
+            a.name
+        );
         assert!(b.cached);
     }
     // Another value (another header) is another key: compiled again.
-    let mut o2 = options("1.18.3", target_with("1.18.3", serde_json::json!({"tunnelPort": 8473})), 19);
+    let mut o2 = options(
+        "1.18.3",
+        target_with("1.18.3", serde_json::json!({"tunnelPort": 8473})),
+        19,
+    );
     o2.cache = CacheMode::Dir(dir.path().to_path_buf());
     let third = run(&o2);
     assert!(third.programs.iter().any(|p| !p.cached));
@@ -515,19 +684,33 @@ fn a_second_run_takes_every_object_from_the_cache_and_a_changed_header_does_not(
 /// `run --root` on the k3s-flannel node with the target's own 1.16 tree: the same incident,
 /// from the real sources.
 #[test]
-#[cfg_attr(not(shared_cilium), ignore = "../shared/cilium is absent: the real Cilium trees are test data outside the repository")]
+#[cfg_attr(
+    not(shared_cilium),
+    ignore = "../shared/cilium is absent: the real Cilium trees are test data outside the repository"
+)]
 fn run_on_the_k3s_flannel_root_with_the_real_tree_shows_the_incident_coming() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/nodes/k3s-flannel");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_preflight"))
         .env("PREFLIGHT_CACHE_DIR", cache())
-        .args(["run", "--no-canaries", "--cilium-version", "1.16.4", "--root"])
+        .args([
+            "run",
+            "--no-canaries",
+            "--cilium-version",
+            "1.16.4",
+            "--root",
+        ])
         .arg(&root)
         .arg("--bpf-dir")
         .arg(tree("1.16.15"))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let line = |id: &str| {
         text.lines()
             .find(|l| l.split_whitespace().nth(1) == Some(id))
@@ -536,10 +719,22 @@ fn run_on_the_k3s_flannel_root_with_the_real_tree_shows_the_incident_coming() {
     };
     assert!(line("compile.init").contains("flannel.1 will hold UDP 8472"));
     let lxc = line("compile.bpf_lxc");
-    assert!(lxc.contains("macro redefined: CALLS_MAP, ENABLE_ARP_RESPONDER"), "{lxc}");
+    assert!(
+        lxc.contains("macro redefined: CALLS_MAP, ENABLE_ARP_RESPONDER"),
+        "{lxc}"
+    );
     let host = line("compile.bpf_host");
-    assert!(host.contains("CALLS_MAP, ENABLE_ARP_RESPONDER, MONITOR_AGGREGATION"), "{host}");
-    assert!(host.contains(tree("1.16.15").join("node_config.h").to_str().unwrap()), "{host}");
+    assert!(
+        host.contains("CALLS_MAP, ENABLE_ARP_RESPONDER, MONITOR_AGGREGATION"),
+        "{host}"
+    );
+    assert!(
+        host.contains(tree("1.16.15").join("node_config.h").to_str().unwrap()),
+        "{host}"
+    );
     assert!(text.contains("flannel-backend: none"));
-    assert!(!text.contains("preflight-compile."), "a scratch path is shown:\n{text}");
+    assert!(
+        !text.contains("preflight-compile."),
+        "a scratch path is shown:\n{text}"
+    );
 }

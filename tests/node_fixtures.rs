@@ -140,8 +140,14 @@ fn k3s_node_that_ran_flannel() {
         ]
     );
     r.assert("compile.init", "fail");
-    assert!(r.detail("compile.init").contains("flannel.1 will hold UDP 8472"));
-    assert!(r.detail("compile.bpf_lxc").contains("macro redefined: CALLS_MAP"));
+    assert!(
+        r.detail("compile.init")
+            .contains("flannel.1 will hold UDP 8472")
+    );
+    assert!(
+        r.detail("compile.bpf_lxc")
+            .contains("macro redefined: CALLS_MAP")
+    );
     assert!(
         r.check("compile.init")["remedy"]
             .as_str()

@@ -79,10 +79,15 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .or_else(|| shared_tree(root, &args.tree_version));
     match tree {
         Some(tree) => {
-            let scratch = std::env::temp_dir().join(format!("preflight-bench.{}", std::process::id()));
+            let scratch =
+                std::env::temp_dir().join(format!("preflight-bench.{}", std::process::id()));
             std::fs::create_dir_all(&scratch)?;
             let result = bpf_dir(&tree, &scratch).and_then(|dir| {
-                eprintln!("\n== real tree: {} (Cilium {}) ==", tree.display(), args.tree_version);
+                eprintln!(
+                    "\n== real tree: {} (Cilium {}) ==",
+                    tree.display(),
+                    args.tree_version
+                );
                 let status = Command::new(root.join("target/release/preflight"))
                     .args(["compile", "--bench", "--no-verify", "--cilium-version"])
                     .arg(&args.tree_version)

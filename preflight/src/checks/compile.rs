@@ -49,7 +49,6 @@ fn absent(r: &CompileReport, name: &str) -> Outcome {
     }
 }
 
-
 fn report(facts: &Facts) -> Result<&CompileReport, Outcome> {
     match facts.compile.get() {
         Err(why) => Err(Outcome::skip(why)),

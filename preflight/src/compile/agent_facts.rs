@@ -10,7 +10,9 @@
 //! Everything here is filtered through the tree (compile/tree_scan.rs): a macro is written
 //! only when the tree's sources use it and neither its load-time configuration nor its own
 //! sources define it, so these rows may over-approximate a version without breaking another.
-use super::agent_options::{AgentOptions, TEMPLATE_EP_ID, Tunnel, WORLD_ID, devices, mac_initializer};
+use super::agent_options::{
+    AgentOptions, TEMPLATE_EP_ID, Tunnel, WORLD_ID, devices, mac_initializer,
+};
 
 /// The agent versions whose sources were read for these facts.
 pub const READ_MINORS: &[u32] = &[16, 18, 20];
@@ -182,7 +184,11 @@ pub fn ep_lines(o: &AgentOptions, host: bool) -> Vec<Line> {
             always: false,
             needs: Some("DEFINE_IPV6"),
         });
-        l.push(static_u(32, "LXC_IPV4", u64::from(ipv4_host32(TEMPLATE_IPV4))));
+        l.push(static_u(
+            32,
+            "LXC_IPV4",
+            u64::from(ipv4_host32(TEMPLATE_IPV4)),
+        ));
         l.push(static_u(16, "LXC_ID", u64::from(id)));
     }
     l.push(Line {
@@ -202,10 +208,17 @@ pub fn ep_lines(o: &AgentOptions, host: bool) -> Vec<Line> {
     }
     l.push(static_u(32, "POLICY_VERDICT_LOG_FILTER", 0xffff));
     l.push(def("POLICY_MAP", format!("cilium_policy_{id}"), true));
-    let calls = if host { "cilium_calls_hostns_" } else { "cilium_calls_" };
+    let calls = if host {
+        "cilium_calls_hostns_"
+    } else {
+        "cilium_calls_"
+    };
     l.push(def("CALLS_MAP", format!("{calls}{id}"), true));
     // writeTemplateConfig.
-    l.push(flag("USE_BPF_PROG_FOR_INGRESS_POLICY", o.endpoint_routes && !host && m <= 18));
+    l.push(flag(
+        "USE_BPF_PROG_FOR_INGRESS_POLICY",
+        o.endpoint_routes && !host && m <= 18,
+    ));
     l.push(flag("ENABLE_ROUTING", !o.endpoint_routes && !host));
     // BPF host routing with a direct-routing device; one device: FIB lookups skipped.
     l.push(def(
@@ -213,7 +226,10 @@ pub fn ep_lines(o: &AgentOptions, host: bool) -> Vec<Line> {
         devices::NATIVE_IFINDEX,
         o.host_routing && m <= 19,
     ));
-    l.push(flag("ENABLE_SKIP_FIB", o.host_routing && m <= 19 && (host || !o.ipsec)));
+    l.push(flag(
+        "ENABLE_SKIP_FIB",
+        o.host_routing && m <= 19 && (host || !o.ipsec),
+    ));
     // Unused by the sources: it only makes the host template's hash differ (always written).
     l.push(Line {
         always: true,
@@ -241,15 +257,29 @@ pub fn node_lines(o: &AgentOptions) -> Vec<Line> {
     let mut l = vec![
         flag("ENABLE_IPV4", o.ipv4),
         flag("ENABLE_IPV6", o.ipv6),
-        flag("ENABLE_IPV4_FRAGMENTS", o.ipv4 && o.ipv4_fragments && m <= 19),
+        flag(
+            "ENABLE_IPV4_FRAGMENTS",
+            o.ipv4 && o.ipv4_fragments && m <= 19,
+        ),
         def("CILIUM_IPV4_FRAG_MAP_MAX_ENTRIES", 8192, o.ipv4),
-        flag("ENABLE_IPV6_FRAGMENTS", o.ipv6 && o.ipv4_fragments && (18..=19).contains(&m)),
+        flag(
+            "ENABLE_IPV6_FRAGMENTS",
+            o.ipv6 && o.ipv4_fragments && (18..=19).contains(&m),
+        ),
         flag("TUNNEL_MODE", tunnel.is_some()),
         // The tunnel cell's extra defines (pkg/datapath/tunnel `datapathConfigProvider`): the
         // tunnel device's ifindex, and up to 1.19 protocol and port (load-time in 1.20).
         def("ENCAP_IFINDEX", devices::TUNNEL_IFINDEX, tunnel.is_some()),
-        def("TUNNEL_PROTOCOL_VXLAN", Tunnel::Vxlan.code(), tunnel.is_some()),
-        def("TUNNEL_PROTOCOL_GENEVE", Tunnel::Geneve.code(), tunnel.is_some()),
+        def(
+            "TUNNEL_PROTOCOL_VXLAN",
+            Tunnel::Vxlan.code(),
+            tunnel.is_some(),
+        ),
+        def(
+            "TUNNEL_PROTOCOL_GENEVE",
+            Tunnel::Geneve.code(),
+            tunnel.is_some(),
+        ),
         def(
             "TUNNEL_PROTOCOL",
             tunnel.map(|(t, _)| t.code()).unwrap_or(0),
@@ -261,7 +291,11 @@ pub fn node_lines(o: &AgentOptions) -> Vec<Line> {
             tunnel.is_some(),
         ),
         flag("ENABLE_NODEPORT", nodeport),
-        def("NODEPORT_NEIGH4_SIZE", 524_288, o.ipv4 && (nodeport || m >= 20)),
+        def(
+            "NODEPORT_NEIGH4_SIZE",
+            524_288,
+            o.ipv4 && (nodeport || m >= 20),
+        ),
         def("NODEPORT_PORT_MIN", 30000, nodeport),
         def("NODEPORT_PORT_MAX", 32767, nodeport),
         def("NODEPORT_PORT_MIN_NAT", 32768, nodeport),
@@ -275,24 +309,40 @@ pub fn node_lines(o: &AgentOptions) -> Vec<Line> {
         def("DSR_XLATE_MODE", 0, nodeport && m <= 17),
         def("IPV4_RSS_PREFIX", "IPV4_DIRECT_ROUTING", nodeport && o.ipv4),
         def("IPV4_RSS_PREFIX_BITS", 32, nodeport && o.ipv4),
-        flag("ENABLE_NODEPORT_ACCELERATION", nodeport && o.xdp_acceleration),
+        flag(
+            "ENABLE_NODEPORT_ACCELERATION",
+            nodeport && o.xdp_acceleration,
+        ),
         flag("ENABLE_HOST_ROUTING", nodeport && o.host_routing),
         flag(
             "ENABLE_MASQUERADE_IPV4",
             nodeport && o.bpf_masquerade && o.ipv4_masquerade && o.ipv4,
         ),
         flag("ENABLE_SESSION_AFFINITY", o.session_affinity && m <= 19),
-        flag("ENABLE_SOCKET_LB_FULL", o.socket_lb && !o.socket_lb_hostns_only),
-        flag("ENABLE_SOCKET_LB_HOST_ONLY", o.socket_lb && o.socket_lb_hostns_only),
+        flag(
+            "ENABLE_SOCKET_LB_FULL",
+            o.socket_lb && !o.socket_lb_hostns_only,
+        ),
+        flag(
+            "ENABLE_SOCKET_LB_HOST_ONLY",
+            o.socket_lb && o.socket_lb_hostns_only,
+        ),
         flag("ENABLE_IPSEC", o.ipsec && m <= 19),
         flag("ENABLE_WIREGUARD", o.wireguard && m <= 19),
-        def("WG_IFINDEX", devices::WIREGUARD_IFINDEX, o.wireguard && m <= 19),
+        def(
+            "WG_IFINDEX",
+            devices::WIREGUARD_IFINDEX,
+            o.wireguard && m <= 19,
+        ),
         flag("ENABLE_BANDWIDTH_MANAGER", o.bandwidth_manager),
         flag("ENABLE_HOST_FIREWALL", o.host_firewall),
         flag("ENABLE_ENDPOINT_ROUTES", o.endpoint_routes && m <= 19),
         flag("ENABLE_IDENTITY_MARK", o.identity_mark && m <= 19),
         flag("ENABLE_L2_ANNOUNCEMENTS", o.l2_announcements && m <= 19),
-        flag("ENABLE_LOCAL_REDIRECT_POLICY", o.local_redirect_policy && m <= 19),
+        flag(
+            "ENABLE_LOCAL_REDIRECT_POLICY",
+            o.local_redirect_policy && m <= 19,
+        ),
         flag("ENABLE_PREFILTER", o.xdp_prefilter && m <= 19),
         // The direct-routing device (pkg/option `DirectRoutingDeviceRequired`): NodePort, BPF
         // host routing (only with NodePort) or WireGuard need it; else 0.
@@ -385,7 +435,10 @@ fn plan(name: &str, kind: ProgramKind, defines: Vec<String>, why: &str) -> Progr
 /// `-DSECLABEL_IPV4=… -DSECLABEL_IPV6=…` as the 1.16 loader appends them.
 fn seclabels(o: &AgentOptions) -> Vec<String> {
     let (v4, v6) = o.world_ids();
-    vec![format!("-DSECLABEL_IPV4={v4}"), format!("-DSECLABEL_IPV6={v6}")]
+    vec![
+        format!("-DSECLABEL_IPV4={v4}"),
+        format!("-DSECLABEL_IPV6={v6}"),
+    ]
 }
 
 /// The programs the agent compiles for these values, with its per-program flags
@@ -395,8 +448,18 @@ pub fn program_plans(o: &AgentOptions) -> (Vec<ProgramPlan>, Vec<(String, String
     let m = o.minor;
     let legacy_flags = m <= 17;
     let mut built = vec![
-        plan("bpf_lxc", ProgramKind::Endpoint, vec![], "endpoint template (every pod)"),
-        plan("bpf_host", ProgramKind::Host, vec![], "host endpoint (cilium_host, native devices)"),
+        plan(
+            "bpf_lxc",
+            ProgramKind::Endpoint,
+            vec![],
+            "endpoint template (every pod)",
+        ),
+        plan(
+            "bpf_host",
+            ProgramKind::Host,
+            vec![],
+            "host endpoint (cilium_host, native devices)",
+        ),
     ];
     let mut skipped = Vec::new();
     let mut base = |name: &str, on: bool, defines: Vec<String>, why: &str, off: &str| {
@@ -420,7 +483,10 @@ pub fn program_plans(o: &AgentOptions) -> (Vec<ProgramPlan>, Vec<(String, String
     let xdp_flags = if legacy_flags {
         let mut f = vec![
             format!("-DSECLABEL={WORLD_ID}"),
-            format!("-DTHIS_INTERFACE_MAC={}", mac_initializer(devices::NATIVE_MAC)),
+            format!(
+                "-DTHIS_INTERFACE_MAC={}",
+                mac_initializer(devices::NATIVE_MAC)
+            ),
             format!("-DCALLS_MAP=cilium_calls_xdp_{}", devices::NATIVE_IFINDEX),
             "-Dcapture_enabled=0".into(),
         ];
@@ -445,7 +511,10 @@ pub fn program_plans(o: &AgentOptions) -> (Vec<ProgramPlan>, Vec<(String, String
     let overlay_flags = if legacy_flags {
         let mut f = vec![
             format!("-DSECLABEL={WORLD_ID}"),
-            format!("-DTHIS_INTERFACE_MAC={}", mac_initializer(devices::TUNNEL_MAC)),
+            format!(
+                "-DTHIS_INTERFACE_MAC={}",
+                mac_initializer(devices::TUNNEL_MAC)
+            ),
             format!("-DCALLS_MAP=cilium_calls_overlay_{WORLD_ID}"),
         ];
         if o.nodeport {
@@ -477,7 +546,10 @@ pub fn program_plans(o: &AgentOptions) -> (Vec<ProgramPlan>, Vec<(String, String
         if legacy_flags {
             vec![
                 format!("-DSECLABEL={WORLD_ID}"),
-                format!("-DTHIS_INTERFACE_MAC={}", mac_initializer(devices::NATIVE_MAC)),
+                format!(
+                    "-DTHIS_INTERFACE_MAC={}",
+                    mac_initializer(devices::NATIVE_MAC)
+                ),
                 format!("-DNATIVE_DEV_IFINDEX={}", devices::WIREGUARD_IFINDEX),
                 format!("-DCALLS_MAP=cilium_calls_wireguard_{WORLD_ID}"),
             ]
@@ -512,11 +584,18 @@ pub fn program_plans(o: &AgentOptions) -> (Vec<ProgramPlan>, Vec<(String, String
     (built, skipped)
 }
 
+/// (macro, header, probes: (program type, helper), all of which must be available).
+pub type FeatureMacro = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
 /// A `HAVE_*` macro the agent writes into its bpf dir's feature headers at startup
 /// (probes.go `writeCommonHeader` / `writeSkbHeader` / `writeXdpHeader`), from helper probes:
 /// (macro, header, [(program type, helper)] all of which must be available). The tree decides
 /// which are written: the ones its sources test.
-pub const FEATURE_MACROS: &[(&str, &str, &[(&str, &str)])] = &[
+pub const FEATURE_MACROS: &[FeatureMacro] = &[
     (
         "HAVE_NETNS_COOKIE",
         "features.h",
@@ -545,19 +624,43 @@ pub const FEATURE_MACROS: &[(&str, &str, &[(&str, &str)])] = &[
         "features.h",
         &[("cgroup_sock_addr", "get_current_cgroup_id")],
     ),
-    ("HAVE_SET_RETVAL", "features.h", &[("cgroup_sock", "set_retval")]),
-    ("HAVE_FIB_NEIGH", "features.h", &[("sched_cls", "redirect_neigh")]),
+    (
+        "HAVE_SET_RETVAL",
+        "features.h",
+        &[("cgroup_sock", "set_retval")],
+    ),
+    (
+        "HAVE_FIB_NEIGH",
+        "features.h",
+        &[("sched_cls", "redirect_neigh")],
+    ),
     // The agent's HaveFibIfindex probe stands for the 5.10 FIB change; redirect_peer is the
     // helper of the same release.
-    ("HAVE_FIB_IFINDEX", "features.h", &[("sched_cls", "redirect_peer")]),
-    ("HAVE_CSUM_LEVEL", "features_skb.h", &[("sched_cls", "csum_level")]),
+    (
+        "HAVE_FIB_IFINDEX",
+        "features.h",
+        &[("sched_cls", "redirect_peer")],
+    ),
+    (
+        "HAVE_CSUM_LEVEL",
+        "features_skb.h",
+        &[("sched_cls", "csum_level")],
+    ),
     (
         "HAVE_XDP_GET_BUFF_LEN",
         "features_xdp.h",
         &[("xdp", "xdp_get_buff_len")],
     ),
-    ("HAVE_XDP_LOAD_BYTES", "features_xdp.h", &[("xdp", "xdp_load_bytes")]),
-    ("HAVE_XDP_STORE_BYTES", "features_xdp.h", &[("xdp", "xdp_store_bytes")]),
+    (
+        "HAVE_XDP_LOAD_BYTES",
+        "features_xdp.h",
+        &[("xdp", "xdp_load_bytes")],
+    ),
+    (
+        "HAVE_XDP_STORE_BYTES",
+        "features_xdp.h",
+        &[("xdp", "xdp_store_bytes")],
+    ),
 ];
 
 /// A load-time value (1.18+): set in the object's `.rodata.config` before loading, as the
@@ -576,9 +679,15 @@ pub fn load_time_values(o: &AgentOptions, program: &str) -> Vec<(&'static str, C
     use ConfigValue::*;
     let mut v: Vec<(&'static str, ConfigValue)> = vec![
         // NodeConfig: the node's devices and settings.
-        ("cilium_host_ifindex", Uint(devices::CILIUM_HOST_IFINDEX.into())),
+        (
+            "cilium_host_ifindex",
+            Uint(devices::CILIUM_HOST_IFINDEX.into()),
+        ),
         ("cilium_host_mac", Bytes(devices::CILIUM_HOST_MAC.to_vec())),
-        ("cilium_net_ifindex", Uint(devices::CILIUM_NET_IFINDEX.into())),
+        (
+            "cilium_net_ifindex",
+            Uint(devices::CILIUM_NET_IFINDEX.into()),
+        ),
         ("cilium_net_mac", Bytes(devices::CILIUM_NET_MAC.to_vec())),
         // The agent's default service loopback address, 169.254.42.1.
         ("service_loopback_ipv4", Bytes(vec![169, 254, 42, 1])),

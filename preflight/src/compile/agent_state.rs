@@ -125,8 +125,8 @@ pub fn generate(tree: &TreeScan, o: &AgentOptions, probes: Option<&ProbeReport>)
     not_built.retain(|(name, _)| tree.programs.contains(name));
     // Programs in the tree the agent never compiles at run time (pre-built or test-only).
     for extra in &tree.programs {
-        let known = programs.iter().any(|p| &p.name == extra)
-            || not_built.iter().any(|(n, _)| n == extra);
+        let known =
+            programs.iter().any(|p| &p.name == extra) || not_built.iter().any(|(n, _)| n == extra);
         if !known {
             not_built.push((
                 extra.clone(),
@@ -316,14 +316,22 @@ mod tests {
         let st = generate(&scan, &o, None);
         let node = &st.node_config;
         // The agent's values replace the dummy's; names the sources use are written.
-        assert!(node.contains("#define TUNNEL_PORT 8472\n") && node.contains("#define TUNNEL_MODE 1"));
+        assert!(
+            node.contains("#define TUNNEL_PORT 8472\n") && node.contains("#define TUNNEL_MODE 1")
+        );
         assert_eq!(node.matches("#define TUNNEL_PORT").count(), 1, "{node}");
         assert!(node.contains("#define ENABLE_IPV4 1"));
         // Not used by these sources: not written.
         assert!(!node.contains("ENABLE_BANDWIDTH_MANAGER") && !node.contains("ENCAP_IFINDEX"));
         // The dummy's endpoint names, test names and load-time names are gone; maps renamed;
         // conditionals kept; includes first; no dummy comment.
-        for gone in ["ENABLE_ARP_RESPONDER", "CALLS_MAP", "MONITOR_AGGREGATION", "SECLABEL", "dummy"] {
+        for gone in [
+            "ENABLE_ARP_RESPONDER",
+            "CALLS_MAP",
+            "MONITOR_AGGREGATION",
+            "SECLABEL",
+            "dummy",
+        ] {
             assert!(!node.contains(gone), "{gone} in:\n{node}");
         }
         assert!(node.contains("#define ENDPOINTS_MAP cilium_lxc"));

@@ -105,8 +105,8 @@ pub fn lookup(dir: &Path, key: &str) -> Option<Entry> {
         None
     };
     // Touch it so eviction keeps what is used.
-    let _ = std::fs::File::open(entry.join("status"))
-        .and_then(|f| f.set_modified(SystemTime::now()));
+    let _ =
+        std::fs::File::open(entry.join("status")).and_then(|f| f.set_modified(SystemTime::now()));
     Some(Entry {
         success,
         stderr,

@@ -79,7 +79,8 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<u8> {
         let mut stage_ratios = Vec::new();
         for round in 1..=rounds {
             // Alternate which goes first so page cache and machine load do not favour one side.
-            let m = sequential_vs_parallel(&again, round % 2 == 0).map_err(|e| anyhow::anyhow!(e))?;
+            let m =
+                sequential_vs_parallel(&again, round % 2 == 0).map_err(|e| anyhow::anyhow!(e))?;
             ratios.push(m.parallel_ms / m.sequential_ms);
             stage_ratios.push(m.stage_ms / m.sequential_ms);
             let _ = writeln!(

@@ -21,7 +21,11 @@ const TEST_MAP_PREFIX: &str = "test_cilium_";
 
 /// The body of a generated header from a dummy: `drop_defines` lose their `#define` lines,
 /// `drop_blocks` lose their `#ifndef NAME` default blocks (and their `#define` lines too).
-pub fn body(dummy: &str, drop_defines: &BTreeSet<String>, drop_blocks: &BTreeSet<String>) -> String {
+pub fn body(
+    dummy: &str,
+    drop_defines: &BTreeSet<String>,
+    drop_blocks: &BTreeSet<String>,
+) -> String {
     let clean = strip_comments(dummy);
     let lines = logical_lines(&clean);
     let mut out = String::new();
@@ -111,9 +115,20 @@ mod tests {
         assert!(!b.contains("dummy") && !b.contains("pragma"), "{b}");
         assert!(b.contains("#include \"lib/utils.h\""));
         assert!(!b.contains("TUNNEL_PORT") && !b.contains("CALLS_MAP"));
-        assert!(!b.contains("DEFINE_MAC") && !b.contains("IDENTITY_LEN"), "{b}");
-        assert!(b.contains("#ifdef ENABLE_NODEPORT\n#define SNAT_MAPPING_IPV4 cilium_snat_v4_external\n#endif"), "{b}");
-        assert!(b.contains("#define VLAN_FILTER(ifindex, vlan_id) switch (ifindex) {"), "{b}");
+        assert!(
+            !b.contains("DEFINE_MAC") && !b.contains("IDENTITY_LEN"),
+            "{b}"
+        );
+        assert!(
+            b.contains(
+                "#ifdef ENABLE_NODEPORT\n#define SNAT_MAPPING_IPV4 cilium_snat_v4_external\n#endif"
+            ),
+            "{b}"
+        );
+        assert!(
+            b.contains("#define VLAN_FILTER(ifindex, vlan_id) switch (ifindex) {"),
+            "{b}"
+        );
     }
 
     #[test]

@@ -389,7 +389,11 @@ fn explain(cause: &Cause, d: &Diagnostic) -> (String, String) {
                     lacks.len(),
                     if lacks.len() == 1 { "" } else { "s" },
                     shown.join(", "),
-                    if lacks.len() > shown.len() { ", …" } else { "" }
+                    if lacks.len() > shown.len() {
+                        ", …"
+                    } else {
+                        ""
+                    }
                 )
             };
             let remedy = if *from_node {

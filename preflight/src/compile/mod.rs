@@ -317,7 +317,12 @@ fn state_files(root: &Path) -> Vec<(String, Vec<u8>)> {
             if meta.is_dir() && depth < 4 {
                 walk(root, &e.path(), depth + 1, out);
             } else if meta.is_file() && meta.len() < (4 << 20) {
-                let rel = e.path().strip_prefix(root).unwrap_or(&e.path()).display().to_string();
+                let rel = e
+                    .path()
+                    .strip_prefix(root)
+                    .unwrap_or(&e.path())
+                    .display()
+                    .to_string();
                 if let Ok(bytes) = std::fs::read(e.path()) {
                     out.push((rel, bytes));
                 }
@@ -484,7 +489,12 @@ pub fn prepare(opts: &Options) -> Result<Prepared, String> {
     let start = Instant::now();
     let profile = profile::for_version(&opts.target.cilium_version)?;
     let cache_dir = opts.cache.dir();
-    toolchain::versions::set_dir(cache_dir.clone());
+    // Remembered clang versions are not objects: kept even when objects are not (--no-cache).
+    toolchain::versions::set_dir(
+        cache_dir
+            .clone()
+            .or_else(|| cache::CacheMode::Default.dir()),
+    );
     let t = Instant::now();
     let choice = toolchain::choose(toolchain::discover(), &profile, opts.clang.as_deref())?;
     let toolchain_ms = t.elapsed().as_secs_f64() * 1e3;
@@ -589,7 +599,11 @@ pub fn prepare(opts: &Options) -> Result<Prepared, String> {
             };
             (layout, "existing", true)
         }
-        StateSource::Generate => (write(&scratch.path().join("state"), false)?, "generated", false),
+        StateSource::Generate => (
+            write(&scratch.path().join("state"), false)?,
+            "generated",
+            false,
+        ),
         StateSource::Predict(root) => {
             blockers = nodeinit::blockers(root, &opts.target);
             init_fails = !blockers.is_empty();
@@ -848,7 +862,11 @@ pub fn run(opts: &Options) -> Result<CompileReport, String> {
         prepared.cache_dir.as_deref(),
     );
     report.timings.compile_ms = t.elapsed().as_secs_f64() * 1e3;
-    report.timings.clang_sum_ms = outcomes.iter().filter(|o| !o.cached).map(|o| o.wall_ms).sum();
+    report.timings.clang_sum_ms = outcomes
+        .iter()
+        .filter(|o| !o.cached)
+        .map(|o| o.wall_ms)
+        .sum();
     report.timings.cached = outcomes.iter().filter(|o| o.cached).count();
     let ctx = explain::Context {
         bpf_dir: &prepared.bpf_dir,

@@ -288,8 +288,16 @@ mod tests {
         let b = blockers(&root, &Target::default());
         assert_eq!(b.len(), 1, "{b:?}");
         assert!(b[0].detail.contains("k3s") && b[0].detail.contains("UDP 8472"));
-        assert!(b[0].evidence.contains("vxlan (k3s default)"), "{}", b[0].evidence);
-        assert!(b[0].evidence.contains("flannel's default"), "{}", b[0].evidence);
+        assert!(
+            b[0].evidence.contains("vxlan (k3s default)"),
+            "{}",
+            b[0].evidence
+        );
+        assert!(
+            b[0].evidence.contains("flannel's default"),
+            "{}",
+            b[0].evidence
+        );
         assert!(b[0].remedy.contains("flannel-backend: none"));
         assert!(b[0].remedy.contains("--set tunnelPort=8473"));
         // net-conf.json moves flannel to another port: Cilium's 8472 stays free.
@@ -308,7 +316,11 @@ mod tests {
             assert!(blockers(&root, &Target::default()).is_empty(), "{backend}");
         }
         // A config file that does not parse: the backend cannot be told, nothing predicted.
-        std::fs::write(k3s.join("config.yaml.d/90-cni.yaml"), "flannel-backend: [\n").unwrap();
+        std::fs::write(
+            k3s.join("config.yaml.d/90-cni.yaml"),
+            "flannel-backend: [\n",
+        )
+        .unwrap();
         assert!(blockers(&root, &Target::default()).is_empty());
     }
 

@@ -33,13 +33,7 @@ pub const DUMMY_HEADERS: &[&str] = &[
 
 /// Top-level directories the agent's compiles never read (unit tests, verifier complexity
 /// tests, test programs, tooling, the custom-calls example): not copied, not scanned.
-const SKIPPED_DIRS: &[&str] = &[
-    "tests",
-    "complexity-tests",
-    "test-progs",
-    "tools",
-    "custom",
-];
+const SKIPPED_DIRS: &[&str] = &["tests", "complexity-tests", "test-progs", "tools", "custom"];
 
 const MAX_FILE_BYTES: u64 = 8 << 20;
 const MAX_TREE_BYTES: u64 = 128 << 20;
@@ -113,7 +107,8 @@ pub fn scan(src: &Path, copy_to: Option<&Path>) -> Result<TreeScan, String> {
         if let Some(dest) = copy_to {
             let to = dest.join(rel);
             if let Some(parent) = to.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("{}: {e}", parent.display()))?;
             }
             // A hard link costs no new inode (creating files is most of a copy's time on
             // ext4); across filesystems, or where links are refused, a copy. Whoever writes
@@ -135,9 +130,7 @@ pub fn scan(src: &Path, copy_to: Option<&Path>) -> Result<TreeScan, String> {
             continue;
         }
         if top_level
-            && let Some(program) = name
-                .strip_suffix(".c")
-                .filter(|p| p.starts_with("bpf_"))
+            && let Some(program) = name.strip_suffix(".c").filter(|p| p.starts_with("bpf_"))
         {
             out.programs.insert(program.to_string());
         }
@@ -202,7 +195,8 @@ fn collect(
         let path = entry.path();
         let rel = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
         // lstat: a symlink is neither followed nor copied (it could point anywhere).
-        let meta = std::fs::symlink_metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let meta =
+            std::fs::symlink_metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if meta.is_dir() {
             if depth == 0 && SKIPPED_DIRS.contains(&name.as_str()) {
@@ -448,8 +442,11 @@ mod tests {
             "#include <node_config.h>\n/* SECRET_IN_COMMENT */\nint f() { return FOO + CONFIG(bar); }\n#ifdef HAVE_FIB_NEIGH\n#endif\n",
         )
         .unwrap();
-        std::fs::write(t.join("node_config.h"), "#define FOO 1\n#define ONLY_IN_DUMMY 2\n")
-            .unwrap();
+        std::fs::write(
+            t.join("node_config.h"),
+            "#define FOO 1\n#define ONLY_IN_DUMMY 2\n",
+        )
+        .unwrap();
         std::fs::write(
             t.join("include/bpf/config/endpoint.h"),
             "#pragma once\nDECLARE_CONFIG(__u32, security_label, \"x\")\n#define SECLABEL CONFIG(security_label)\n",
@@ -466,7 +463,10 @@ mod tests {
         assert_eq!(s.programs, BTreeSet::from(["bpf_lxc".to_string()]));
         assert!(s.dummies.contains_key("node_config.h"));
         assert!(s.references("FOO") && !s.references("ONLY_IN_DUMMY"));
-        assert!(!s.references("SECRET_IN_COMMENT"), "comments are not references");
+        assert!(
+            !s.references("SECRET_IN_COMMENT"),
+            "comments are not references"
+        );
         assert!(!s.references("ignored_in_tests"));
         assert!(s.config_macros.contains("SECLABEL"));
         assert!(s.config_vars.contains("security_label"));
@@ -494,8 +494,11 @@ mod tests {
         assert!(err.contains("bpf_big.c"), "{err}");
         // A FIFO is skipped, not read (it would block forever).
         let dir = tempfile::tempdir().unwrap();
-        nix::unistd::mkfifo(&dir.path().join("bpf_fifo.c"), nix::sys::stat::Mode::S_IRWXU)
-            .unwrap();
+        nix::unistd::mkfifo(
+            &dir.path().join("bpf_fifo.c"),
+            nix::sys::stat::Mode::S_IRWXU,
+        )
+        .unwrap();
         let s = scan(dir.path(), None).unwrap();
         assert!(s.programs.is_empty());
     }

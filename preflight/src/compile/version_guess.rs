@@ -128,12 +128,19 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!((v18.from, v18.to), (17, Some(19)));
-        let v20 = judge_macros(&set(&["INGRESS_ID", "L2_RESPONDER_MAP6_SIZE", "L2_RESPONDER_MAP4_SIZE"]))
-            .unwrap();
+        let v20 = judge_macros(&set(&[
+            "INGRESS_ID",
+            "L2_RESPONDER_MAP6_SIZE",
+            "L2_RESPONDER_MAP4_SIZE",
+        ]))
+        .unwrap();
         assert_eq!((v20.from, v20.to), (19, None));
         assert!(v20.label().contains("1.19 or newer"));
         // 1.16's and 1.18's markers at once: no agent writes that.
-        assert_eq!(judge_macros(&set(&["HOST_IFINDEX", "CILIUM_HOST_IFINDEX"])), None);
+        assert_eq!(
+            judge_macros(&set(&["HOST_IFINDEX", "CILIUM_HOST_IFINDEX"])),
+            None
+        );
         assert_eq!(judge_macros(&set(&["FOO"])), None);
         assert!(judge("#define X test_cilium_lxc\n").unwrap().dummy);
     }
