@@ -503,6 +503,17 @@ mod tests {
         assert!(s.programs.is_empty());
     }
 
+    proptest::proptest! {
+        /// Any source text: the parse never panics, and comments never hide a line count.
+        #[test]
+        fn parsing_any_text_never_panics(text in "(#ifndef G\n|#define G\n|#if \n|#endif\n|/\\*|\\*/|//|\"|'|\\\\\n|DECLARE_CONFIG\\(|[ -~\n\u{e9}\u{1F600}])*") {
+            let p = parse_source(&text);
+            let _ = (p.identifiers.len(), p.defines.len());
+            proptest::prop_assert_eq!(strip_comments(&text).matches('\n').count(), text.matches('\n').count());
+            let _ = crate::compile::version_guess::judge(&text);
+        }
+    }
+
     #[test]
     fn comments_and_continuations() {
         let t = strip_comments("a /* b\n c */ d // e\n\"/* not */\" f");
