@@ -2,7 +2,7 @@
 //! a program the kernel's verifier rejects (as root).
 use std::{path::Path, process::Command};
 
-use preflight::compile::{self, Options, tree, verify::Verdict};
+use preflight::compile::{self, Options, elf::Verdict, tree};
 
 /// The binary with its object cache under cargo's scratch dir (not /var/cache/preflight).
 fn bin() -> Command {
@@ -198,6 +198,32 @@ fn run_on_a_k3s_flannel_root_shows_the_incident_coming_with_cause_and_fix() {
     ]);
     assert_eq!(code, Some(1), "{err}");
     assert_k3s_incident(&out);
+    // Only the verifier load needs the live kernel: skipped, and it says so.
+    let (_, json, _) = preflight(&[
+        "run",
+        "--no-canaries",
+        "--root",
+        root,
+        "--cilium-version",
+        "1.16.4",
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let check = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "compile.verifier.bpf_sock")
+        .unwrap();
+    assert_eq!(check["status"], "skip", "{check}");
+    assert!(
+        check["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the verifier load needs the live kernel"),
+        "{check}"
+    );
 }
 
 /// What `run` must say on that node, whichever tree it compiled.
@@ -237,11 +263,6 @@ pub fn assert_k3s_incident(out: &str) {
         "{out}"
     );
     assert!(out.contains("--set tunnelPort=8473"), "{out}");
-    // Only the verifier load needs the live kernel, and it says so.
-    assert!(
-        out.contains("the verifier load needs the live kernel"),
-        "{out}"
-    );
     assert!(
         !out.contains("preflight-compile."),
         "a scratch path is shown:\n{out}"

@@ -137,7 +137,7 @@ fn libclang_reads_the_missing_header_scenario_with_both_definition_sites() {
     let empty = tempfile::tempdir().unwrap();
     let mut facts = preflight::facts::Facts::from_root(empty.path());
     facts.live = true;
-    facts.compile = preflight::facts::Gathered::Got(Ok(r.clone()));
+    facts.compile = preflight::model::Gathered::Got(r.clone());
     let results = preflight::checks::run_all(&facts, &Target::default(), &[]);
     let lxc = results.iter().find(|c| c.id == "compile.bpf_lxc").unwrap();
     assert!(

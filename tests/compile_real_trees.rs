@@ -4,7 +4,7 @@
 //! run; objects are shared between the tests through one object cache, so a cell compiled by
 //! one test is not compiled again by another. Without ../shared these tests are ignored (the
 //! build script sets `cfg(shared_cilium)`), and `cargo test` lists them as ignored.
-#![cfg_attr(not(shared_cilium), allow(dead_code, unused_imports))]
+#![cfg_attr(not(shared_cilium_trees), allow(dead_code, unused_imports))]
 
 use std::{
     path::{Path, PathBuf},
@@ -14,7 +14,8 @@ use std::{
 use preflight::{
     cilium::Target,
     compile::{
-        self, CompileReport, Options, StateSource, cache::CacheMode, explain::Cause, version_guess,
+        self, CompileReport, Options, StateSource, cache::CacheMode, elf::Verdict, explain::Cause,
+        version_guess,
     },
     host::HostRoot,
 };
@@ -95,7 +96,7 @@ fn names(r: &CompileReport) -> Vec<&str> {
 
 #[test]
 #[cfg_attr(
-    not(shared_cilium),
+    not(shared_cilium_trees),
     ignore = "../shared/cilium is absent: the real Cilium trees are test data outside the repository"
 )]
 fn every_shared_tree_compiles_as_its_agent_does_with_clang_14_16_and_19() {
@@ -244,7 +245,7 @@ fn calls_map(job: &preflight::compile::runner::Job) -> Option<&str> {
 
 #[test]
 #[cfg_attr(
-    not(shared_cilium),
+    not(shared_cilium_trees),
     ignore = "../shared/cilium is absent: the real Cilium trees are test data outside the repository"
 )]
 fn the_agents_programs_and_per_program_flags() {
@@ -380,7 +381,7 @@ type Case = (
 
 #[test]
 #[cfg_attr(
-    not(shared_cilium),
+    not(shared_cilium_trees),
     ignore = "../shared/cilium is absent: the real Cilium trees are test data outside the repository"
 )]
 fn without_node_config_each_program_hits_the_macros_the_agent_would() {
@@ -466,7 +467,7 @@ fn without_node_config_each_program_hits_the_macros_the_agent_would() {
 
 #[test]
 #[cfg_attr(
-    not(shared_cilium),
+    not(shared_cilium_trees),
     ignore = "../shared/cilium is absent: the real Cilium trees are test data outside the repository"
 )]
 fn each_agents_node_config_is_judged_as_its_version_and_a_stale_one_is_named() {
@@ -545,7 +546,7 @@ fn each_agents_node_config_is_judged_as_its_version_and_a_stale_one_is_named() {
 
 #[test]
 #[cfg_attr(
-    not(shared_cilium),
+    not(shared_cilium_trees),
     ignore = "../shared/cilium is absent: the real Cilium trees are test data outside the repository"
 )]
 fn k3s_running_flannel_predicts_the_incident_on_the_real_1_16_tree() {
@@ -650,7 +651,7 @@ fn copy(from: &Path, to: &Path) {
 
 #[test]
 #[cfg_attr(
-    not(shared_cilium),
+    not(shared_cilium_trees),
     ignore = "../shared/cilium is absent: the real Cilium trees are test data outside the repository"
 )]
 fn a_second_run_takes_every_object_from_the_cache_and_a_changed_header_does_not() {
@@ -685,7 +686,7 @@ fn a_second_run_takes_every_object_from_the_cache_and_a_changed_header_does_not(
 /// from the real sources.
 #[test]
 #[cfg_attr(
-    not(shared_cilium),
+    not(shared_cilium_trees),
     ignore = "../shared/cilium is absent: the real Cilium trees are test data outside the repository"
 )]
 fn run_on_the_k3s_flannel_root_with_the_real_tree_shows_the_incident_coming() {
@@ -737,4 +738,72 @@ fn run_on_the_k3s_flannel_root_with_the_real_tree_shows_the_incident_coming() {
         !text.contains("preflight-compile."),
         "a scratch path is shown:\n{text}"
     );
+}
+
+/// The agent's objects for the chart defaults, with the load-time configuration it would set,
+/// through the loader into this kernel's verifier (root only).
+#[test]
+#[cfg_attr(
+    not(shared_cilium_trees),
+    ignore = "../shared/cilium is absent: the real Cilium trees are test data outside the repository"
+)]
+fn the_agents_objects_load_into_this_kernels_verifier_with_their_load_time_config() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP: loading into the kernel needs root");
+        return;
+    }
+    for (version, major) in [("1.16.15", 16), ("1.18.3", 19), ("1.20.0-dev", 19)] {
+        let mut o = options(version, defaults(version), major);
+        o.verify = true;
+        let r = run(&o);
+        for p in &r.programs {
+            assert!(p.compiled, "{version} {}", p.name);
+            if p.name == "bpf_alignchecker" {
+                assert!(p.verify.is_none(), "never loaded");
+                continue;
+            }
+            let v = p
+                .verify
+                .as_ref()
+                .unwrap_or_else(|| panic!("{version} {}: {:?}", p.name, p.verify_skipped));
+            assert!(
+                v.object_error.is_none(),
+                "{version} {}: {:?}",
+                p.name,
+                v.object_error
+            );
+            assert!(!v.programs.is_empty(), "{version} {}", p.name);
+            for prog in &v.programs {
+                match &prog.verdict {
+                    Verdict::Loaded => {}
+                    // A rejection must come with the verifier's own words.
+                    Verdict::Rejected { log_tail, .. } => {
+                        assert!(
+                            !log_tail.trim().is_empty(),
+                            "{version} {} {}",
+                            p.name,
+                            prog.name
+                        )
+                    }
+                    other => panic!("{version} {} {}: {other:?}", p.name, prog.name),
+                }
+            }
+            // 1.18+: every value the agent sets reached a variable the object declares.
+            if let Some(c) = &p.load_config {
+                assert!(!v.config.applied.is_empty(), "{version} {}", p.name);
+                assert!(
+                    v.config.unknown.is_empty() && v.config.invalid.is_empty(),
+                    "{version} {}: {:?}",
+                    p.name,
+                    v.config
+                );
+                assert_eq!(
+                    v.config.applied.len(),
+                    c.variables.len(),
+                    "{version} {}",
+                    p.name
+                );
+            }
+        }
+    }
 }

@@ -82,11 +82,9 @@ fn clean_node_compiles_every_program_and_the_kernel_loads_them() {
         .unwrap()
         .tail_calls;
     assert!(
-        tails
-            .iter()
-            .any(|(map, idx, prog)| map == "cilium_calls_65535"
-                && *idx == 7
-                && prog == "tail_handle_ipv4_from_lxc"),
+        tails.iter().any(|t| t.map == "cilium_calls_65535"
+            && t.slot == 7
+            && t.program == "tail_handle_ipv4_from_lxc"),
         "{tails:?}"
     );
 }
@@ -269,19 +267,19 @@ fn unknown_cpu_is_explained() {
     );
 }
 
-fn checks_for(report: CompileReport) -> Vec<preflight::report::CheckResult> {
-    use preflight::facts::{Facts, Gathered};
+fn checks_for(report: CompileReport) -> Vec<preflight::model::CheckResult> {
+    use preflight::{facts::Facts, model::Gathered};
     let empty = tempfile::tempdir().unwrap();
     let mut facts = Facts::from_root(empty.path());
     facts.live = true;
-    facts.compile = Gathered::Got(Ok(report));
+    facts.compile = Gathered::Got(report);
     preflight::checks::run_all(&facts, &Target::default(), &[])
 }
 
 fn check<'a>(
-    results: &'a [preflight::report::CheckResult],
+    results: &'a [preflight::model::CheckResult],
     id: &str,
-) -> &'a preflight::report::CheckResult {
+) -> &'a preflight::model::CheckResult {
     results
         .iter()
         .find(|c| c.id == id)
@@ -290,7 +288,7 @@ fn check<'a>(
 
 #[test]
 fn run_checks_turn_the_missing_header_scenario_into_a_no_go_with_remedies() {
-    use preflight::report::Status;
+    use preflight::model::Status;
     if !have("/usr/bin/clang-19") {
         return;
     }
@@ -308,7 +306,7 @@ fn run_checks_turn_the_missing_header_scenario_into_a_no_go_with_remedies() {
     let empty = tempfile::tempdir().unwrap();
     let mut facts = preflight::facts::Facts::from_root(empty.path());
     facts.live = true;
-    facts.compile = preflight::facts::Gathered::Got(Ok(report));
+    facts.compile = preflight::model::Gathered::Got(report);
     let on_118 = preflight::checks::run_all(&facts, &Target::chart_defaults("1.18.4"), &[]);
     let init_118 = check(&on_118, "compile.init");
     assert!(
@@ -342,7 +340,7 @@ fn run_checks_turn_the_missing_header_scenario_into_a_no_go_with_remedies() {
 
 #[test]
 fn run_checks_call_a_too_new_clang_a_warning_not_a_node_failure() {
-    use preflight::report::Status;
+    use preflight::model::Status;
     if !have("/usr/bin/clang-19") {
         return;
     }

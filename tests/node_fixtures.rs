@@ -554,7 +554,7 @@ fn bad_node_files_are_findings_not_crashes() {
     r.assert("state.node-config", "unknown");
     let cni = r.detail("cni.configs");
     assert!(
-        cni.contains("etc/containerd/config.toml: not a regular file"),
+        cni.contains("etc/containerd/config.toml: a FIFO, not a regular file"),
         "{cni}"
     );
     for id in ["state.bpf-pins", "state.templates"] {

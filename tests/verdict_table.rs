@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use preflight::{
     checks,
     cilium::{Target, TargetSpec},
-    facts::{Facts, Gathered},
+    facts::Facts,
+    model::{Gathered, Verdict},
     probe::{ProbeReport, Support},
-    verdict::{self, Verdict},
+    verdict,
 };
 use serde_json::{Value, json};
 

@@ -1,55 +1,32 @@
 //! Facts about the node: the only part of preflight that touches the system. Checks read facts;
 //! they never gather them.
-use std::{path::PathBuf, time::Instant};
+use std::time::Instant;
 
 use crate::{
-    cilium::Target,
+    cilium::{Target, node::NodeHints},
     compile::{self, CompileReport},
     host::{
         HostRoot, cni::CniFacts, distro::DistroFacts, k3s::K3sFacts, kconfig::KernelConfigFact,
-        links::Link, modules::ModuleIndex, mounts::MountsFact, state::CiliumState, sysctl::Sysctls,
+        links::Link, modules::ModuleIndex, mounts::MountTable, state::CiliumState, sysctl::Sysctls,
     },
     probe::{self, ProbeReport, Scope, canary::CanaryReport},
 };
 
-/// A fact that was gathered, or why not. `Skipped` means it does not apply (a live-only fact when
-/// reading another root); checks turn it into `skip`, not `fail`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Gathered<T> {
-    Got(T),
-    Skipped(String),
-}
-
-impl<T> Gathered<T> {
-    pub fn get(&self) -> Result<&T, &str> {
-        match self {
-            Self::Got(t) => Ok(t),
-            Self::Skipped(why) => Err(why),
-        }
-    }
-}
+/// Re-exported while other branches still name it here; the type lives in `model`.
+pub use crate::model::Gathered;
 
 #[derive(Debug, Clone)]
 pub struct GatherOptions {
-    /// The node's root: `/` on the node, `/host` in a Job, a fixture tree in tests.
-    pub root: PathBuf,
+    /// The node's root: `/` on the node, `/host` in a Job, a fixture tree in tests. Live probes
+    /// run only when it is the live node.
+    pub host: HostRoot,
     pub canaries: bool,
     /// Compile the datapath for this target; None skips the stage. Under a `--root` that is
     /// not this kernel's the compile still runs (the agent's clang is its image's, not the
     /// node's); only the verifier load and the `HAVE_*` probes need the live kernel.
     pub compile: Option<Target>,
-    /// A real Cilium bpf dir for the compile stage; None compiles the built-in templates.
-    pub compile_bpf_dir: Option<std::path::PathBuf>,
-    /// The root is another view of the node this kernel runs (a pod with the host's `/` at
-    /// `/host` shares the node's kernel), so live probes apply even though root is not `/`.
-    pub host_kernel: bool,
-}
-
-impl GatherOptions {
-    /// Live probes only make sense against the kernel we run on.
-    pub fn live(&self) -> bool {
-        self.host_kernel || self.root == std::path::Path::new("/")
-    }
+    /// The tree the compile stage judges (default: the built-in templates).
+    pub tree: compile::source::Resolved,
 }
 
 #[derive(Debug, Clone)]
@@ -63,42 +40,69 @@ pub struct Facts {
     pub kernel_release: Option<String>,
     pub kernel_config: KernelConfigFact,
     pub modules: ModuleIndex,
-    pub mounts: MountsFact,
+    pub mounts: Gathered<MountTable>,
     /// statfs(2) magic of /sys/fs/bpf (live-only).
-    pub bpffs_magic: Gathered<Result<i64, String>>,
+    pub bpffs_magic: Gathered<i64>,
     pub sysctls: Sysctls,
     /// Network devices over rtnetlink (live-only).
-    pub links: Gathered<Result<Vec<Link>, String>>,
+    pub links: Gathered<Vec<Link>>,
     pub k3s: K3sFacts,
     pub cni: CniFacts,
     pub cilium_state: CiliumState,
     pub distro: DistroFacts,
-    /// The datapath compile stage; `Err` when it could not run (no clang, bad version).
-    pub compile: Gathered<Result<CompileReport, String>>,
+    /// The datapath compile stage; `Unknown` when it could not run (no clang, bad version).
+    pub compile: Gathered<CompileReport>,
     /// Milliseconds per gathering stage.
     pub timings: Vec<(String, f64)>,
 }
 
 impl Facts {
+    /// The node facts the values cross-checks (`cilium::node`) judge the values against.
+    pub fn node_hints(&self) -> NodeHints {
+        let cni = &self.cni;
+        NodeHints {
+            rancher_desktop: self.k3s.rancher_desktop,
+            // An empty list means the runtime's config could not be read at all.
+            cni_bin_dirs: (!cni.bin_dirs.is_empty()).then(|| cni.bin_dirs.clone()),
+            cni_dirs_source: (!cni.dirs_source.is_empty()).then(|| cni.dirs_source.clone()),
+            cni_conf_dir: (!cni.conf_dir.is_empty()).then(|| cni.conf_dir.clone()),
+            cgroup2_mounts: match &self.mounts {
+                Gathered::Got(t) => Some(
+                    t.of_type("cgroup2")
+                        .iter()
+                        .map(|m| m.mount_point.clone())
+                        .collect(),
+                ),
+                _ => None,
+            },
+            // Dual-stack k3s lists both families; the IPv4 one is the native-routing CIDR.
+            cluster_cidr: self.k3s.cluster_cidr.as_deref().and_then(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .find(|c| !c.is_empty() && !c.contains(':'))
+                    .map(str::to_string)
+            }),
+        }
+    }
+
     /// Node facts read from `root` only: no live probes, canaries or compile stage. Tests start
     /// from this and put fixture probe or compile results in.
     pub fn from_root(root: &std::path::Path) -> Self {
         Self::gather(&GatherOptions {
-            root: root.to_path_buf(),
+            host: HostRoot::new(root),
             canaries: false,
             compile: None,
-            compile_bpf_dir: None,
-            host_kernel: false,
+            tree: Default::default(),
         })
     }
 
     pub fn gather(opts: &GatherOptions) -> Self {
-        let live = opts.live();
+        let live = opts.host.is_live();
         let mut timings = Vec::new();
         let not_live = || {
             format!(
                 "live probe; --root {} is not this kernel's root",
-                opts.root.display()
+                opts.host.root().display()
             )
         };
         // The canaries run in their own process and namespaces and touch nothing the rest
@@ -122,26 +126,36 @@ impl Facts {
             };
             timings.push(("gather.probes".into(), t.elapsed().as_secs_f64() * 1e3));
             let t = Instant::now();
-            let host = HostRoot::new(&opts.root);
+            let host = opts.host.clone();
             let kernel_release = host.kernel_release();
             let kernel_config = crate::host::kconfig::gather(&host, kernel_release.as_deref());
             let modules = crate::host::modules::gather(&host, kernel_release.as_deref());
             let mounts = crate::host::mounts::gather(&host);
-            let bpffs_magic = if live {
-                Gathered::Got(crate::host::mounts::fs_magic("/sys/fs/bpf"))
+            let on_node = opts.host.is_own_root();
+            let bpffs_magic = if live && !on_node {
+                // A host root (`/host` in a Job): the host's bpffs through it, read-only.
+                Gathered::from_result(
+                    host.fs_magic("/sys/fs/bpf")
+                        .ok_or_else(|| format!("statfs {}: failed", host.display("/sys/fs/bpf"))),
+                )
+            } else if live {
+                Gathered::from_result(crate::host::mounts::fs_magic("/sys/fs/bpf"))
             } else {
                 Gathered::Skipped(format!(
                     "statfs is live-only; --root {} is not this system's root",
-                    opts.root.display()
+                    host.root().display()
                 ))
             };
             let sysctls = crate::host::sysctl::gather(&host, &mounts);
-            let links = if live {
-                Gathered::Got(crate::host::links::gather())
+            let links = if live && !on_node {
+                // No hostNetwork in a Job: the host's devices from its sysfs, not our netns.
+                Gathered::from_result(crate::host::links::gather_from_root(&host))
+            } else if live {
+                Gathered::from_result(crate::host::links::gather())
             } else {
                 Gathered::Skipped(format!(
                     "network devices are live-only (netlink); --root {} is not this system's root",
-                    opts.root.display()
+                    host.root().display()
                 ))
             };
             let k3s = crate::host::k3s::gather(&host);
@@ -153,20 +167,20 @@ impl Facts {
             let compile = match &opts.compile {
                 Some(target) => {
                     let mut o = compile::Options::new(target.clone());
-                    o.bpf_dir = opts.compile_bpf_dir.clone();
+                    o.use_source(&opts.tree);
                     o.state = compile::StateSource::Predict(host.clone());
                     o.progress = true;
                     if live {
-                        o.probes = probes.get().ok().cloned();
+                        o.probes = probes.got().cloned();
                     } else {
                         o.verify = false;
                         o.verify_skipped = Some(format!(
                             "the verifier load needs the live kernel; --root {} is not this \
                              kernel's root (kernel features assumed present)",
-                            opts.root.display()
+                            opts.host.root().display()
                         ));
                     }
-                    Gathered::Got(compile::run(&o))
+                    Gathered::from_result(compile::run(&o))
                 }
                 None => Gathered::Skipped("compile stage disabled (--no-compile)".into()),
             };

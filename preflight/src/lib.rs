@@ -4,13 +4,14 @@
 //! (a registry of pure functions) → `verdict` → `report` (one model, several renderers).
 pub mod checks;
 pub mod cilium;
-pub mod cli;
-pub mod commands;
+pub mod cmd;
+/// Re-exported while other branches still name it `cli`; the module is `cmd`.
+pub use cmd as cli;
 pub mod compile;
 pub mod facts;
 pub mod fleet;
 pub mod host;
-pub mod out;
+pub mod model;
 pub mod plan;
 pub mod probe;
 pub mod report;

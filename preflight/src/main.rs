@@ -2,10 +2,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use preflight::{
-    cli::{Cli, Command},
-    commands, exit, fleet, out, plan,
+    cmd::{Cli, Command, compile, fleet, out, plan, report, run as commands},
+    exit,
     probe::canary,
-    report,
 };
 
 fn main() -> ExitCode {
@@ -27,20 +26,20 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Run(args) => commands::run(args, colour),
         Command::Probe(args) => commands::probe(args),
-        Command::Compile(args) => preflight::compile::cmd::compile(args),
-        Command::Schema => report::cmd::schema(),
-        Command::Diff(args) => report::cmd::diff(args),
-        Command::Plan(args) => plan::cmd::plan(args),
-        Command::Install(args) => plan::cmd::install(args),
-        Command::Rollback(args) => plan::cmd::rollback(args),
-        Command::Fallback(to) => plan::cmd::fallback(to),
-        Command::Aggregate(args) => fleet::cmd::aggregate(args),
-        Command::Job(args) => fleet::cmd::job(args),
+        Command::Compile(args) => compile::compile(args),
+        Command::Schema => report::schema(),
+        Command::Diff(args) => report::diff(args),
+        Command::Plan(args) => plan::plan(args),
+        Command::Install(args) => plan::install(args),
+        Command::Rollback(args) => plan::rollback(args),
+        Command::Fallback(to) => plan::fallback(to),
+        Command::Aggregate(args) => fleet::aggregate(args),
+        Command::Job(args) => fleet::job(args),
         Command::CanaryWorker => return canary::worker::worker_main(),
         Command::CanaryJanitor { pid, dir } => return canary::janitor_main(*pid, dir),
     };
     // A report cut short by a full disk is an error whatever the verdict; a closed reader
-    // (EPIPE) is not, and leaves no error here (see `preflight::out`).
+    // (EPIPE) is not, and leaves no error here (see `preflight::cmd::out`).
     if let Some(e) = out::take_error() {
         eprintln!("preflight: error: writing to stdout: {e}");
         return ExitCode::from(exit::ERROR);

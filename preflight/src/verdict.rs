@@ -1,63 +1,12 @@
 //! From check results to go / no-go, per capability and overall. Pure: tested on plain data.
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+/// Re-exported while other branches still name them here; the types live in `model`.
+pub use crate::model::{CapabilityVerdict, Recommendation, Verdict};
 use crate::{
-    checks::Area,
-    cilium::{Capability, Target, node, validate, values},
-    report::{CheckResult, Status},
+    cilium::{Target, node, values},
+    model::{Area, Capability, CheckResult, Status},
 };
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct CapabilityVerdict {
-    pub capability: Capability,
-    pub go: bool,
-    /// Failed checks that block this capability.
-    pub blocking: Vec<String>,
-    /// Checks that could not tell; the capability is go, but unverified on these points.
-    pub unverified: Vec<String>,
-    /// Nothing failed, but nothing passed either: every check that bears on it could not tell
-    /// (typically: not root). Such a capability is neither go nor no-go. Added after
-    /// schema_version 1 was published: older reports lack it (read as false).
-    #[serde(default)]
-    pub undecided: bool,
-}
-
-/// A change to the values that avoids a blocked capability or fixes a rejected value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct Recommendation {
-    /// What it fixes: a capability (`tunnel-geneve`) or a check id (`values.removed.tunnel`).
-    pub fixes: String,
-    pub why: String,
-    /// Values to merge over the user's (`null` deletes a key).
-    pub patch: Value,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct Verdict {
-    /// Every capability the target needs is go, and none is undecided.
-    pub go: bool,
-    /// False when some needed capability could not be judged at all (exit code 2). Added after
-    /// schema_version 1 was published: older reports, which had no undecided state, read as true.
-    #[serde(default = "decided_by_default")]
-    pub decided: bool,
-    pub capabilities: Vec<CapabilityVerdict>,
-    /// One line, for humans.
-    pub summary: String,
-    /// Cheaper settings and value fixes, each with its patch.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub recommendations: Vec<Recommendation>,
-    /// All recommendations merged into one values file the user can pass with -f.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub values_patch: Option<Value>,
-    /// Whether the target with `values_patch` applied is go on the same node (set by `run`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub patch_is_go: Option<bool>,
-}
-
-fn decided_by_default() -> bool {
-    true
-}
 
 /// Cheaper settings, FACTS §3: when `blocked` is no-go and `instead` is not (or not needed at
 /// all), recommend `patch`.
@@ -140,22 +89,14 @@ fn blocked(checks: &[CheckResult], capability: Capability) -> bool {
 /// Fixes for failing value checks (their patches), then cheaper settings for blocked capabilities.
 pub fn recommend(target: &Target, checks: &[CheckResult]) -> Vec<Recommendation> {
     let mut out = Vec::new();
-    let failing: Vec<&str> = checks
-        .iter()
-        .filter(|c| c.status == Status::Fail && !c.ignored)
-        .map(|c| c.id.as_str())
-        .collect();
-    for (id, finding) in validate::judge_all(target) {
-        if let Some(patch) = finding.patch
-            && failing.contains(&id.as_str())
-        {
-            out.push(Recommendation {
-                fixes: id,
-                why: finding.remedy.unwrap_or(finding.detail),
-                patch,
-            });
-        }
-    }
+    // The values rules' fixes, in report order; the node cross-checks' come in `refine`.
+    let node_fix = |id: &str| node::PATCHING.iter().any(|(p, _)| *p == id);
+    out.extend(
+        checks
+            .iter()
+            .filter(|c| !node_fix(&c.id))
+            .filter_map(value_fix),
+    );
     for (cap, instead, patch, why) in FALLBACKS {
         if !target.needs(*cap) || !blocked(checks, *cap) {
             continue;
@@ -383,24 +324,10 @@ pub fn refine(
     if verdict.go {
         return;
     }
-    let failing = |id: &str| {
-        checks
-            .iter()
-            .any(|c| c.id == id && c.status == Status::Fail && !c.ignored)
-    };
-    let node = &node::NodeHints::from_facts(facts);
     // Node cross-checks whose fix is a value (the others are fixed on the node itself).
-    for (id, judge) in node::PATCHING {
-        let finding = judge(target, node);
-        if let Some(patch) = finding.patch
-            && failing(id)
-        {
-            verdict.recommendations.push(Recommendation {
-                fixes: id.to_string(),
-                why: finding.remedy.unwrap_or(finding.detail),
-                patch,
-            });
-        }
+    for (id, _) in node::PATCHING {
+        let fix = checks.iter().find(|c| c.id == *id).and_then(value_fix);
+        verdict.recommendations.extend(fix);
     }
     verdict.values_patch = merged_patch(&verdict.recommendations);
     let Some(patch) = &verdict.values_patch else {
@@ -438,6 +365,13 @@ pub fn refine(
             );
         }
     }
+}
+
+/// A failing check's values fix, as its outcome proposed it.
+fn value_fix(check: &CheckResult) -> Option<Recommendation> {
+    (check.status == Status::Fail && !check.ignored)
+        .then(|| check.fix.clone())
+        .flatten()
 }
 
 fn merged_patch(recommendations: &[Recommendation]) -> Option<Value> {
@@ -494,6 +428,7 @@ mod tests {
             needed_by: needed_by.to_vec(),
             relevant: true,
             ignored,
+            fix: None,
         }
     }
 
@@ -649,6 +584,41 @@ mod tests {
             "{:?}",
             v.recommendations
         );
+    }
+
+    #[test]
+    fn a_failing_checks_values_fix_is_recommended_from_the_result_unless_ignored() {
+        let target = Target::default();
+        let mut removed = result(
+            "values.removed.tunnel",
+            Status::Fail,
+            &[Capability::ChartValues],
+            false,
+        );
+        removed.fix = Some(Recommendation {
+            fixes: removed.id.clone(),
+            why: "use routingMode".into(),
+            patch: json!({"tunnel": null, "routingMode": "native"}),
+        });
+        let checks = [
+            removed.clone(),
+            result("bpf.x", Status::Pass, &[Capability::BaseDatapath], false),
+        ];
+        let v = decide(&target, &checks);
+        assert_eq!(v.recommendations, [removed.fix.clone().unwrap()]);
+        assert!(
+            v.summary
+                .ends_with("fix: --set routingMode=native --set tunnel=null"),
+            "{}",
+            v.summary
+        );
+        // Ignored, or not failing: the fix stays unsaid.
+        for (status, ignored) in [(Status::Fail, true), (Status::Warn, false)] {
+            let mut c = removed.clone();
+            (c.status, c.ignored) = (status, ignored);
+            let v = decide(&target, &[c, checks[1].clone()]);
+            assert!(v.recommendations.is_empty(), "{:?}", v.recommendations);
+        }
     }
 
     #[test]

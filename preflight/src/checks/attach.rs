@@ -1,7 +1,11 @@
 //! Checks over the attach canaries: real programs on real hooks, traffic proving they ran.
-use super::{Area, Check, Outcome};
+use super::Check;
 use crate::{
-    cilium::Capability::{self, *},
+    model::{
+        Area,
+        Capability::{self, *},
+        Gathered, Outcome,
+    },
     probe::Support,
 };
 
@@ -65,9 +69,10 @@ pub fn checks() -> Vec<Check> {
                 .needed_by(needed_by)
                 .remedy(*remedy)
                 .evaluate(move |facts, _| {
-                    let report = match facts.canaries.get() {
-                        Ok(r) => r,
-                        Err(why) => return Outcome::skip(why),
+                    let report = match &facts.canaries {
+                        Gathered::Got(r) => r,
+                        Gathered::Unknown(why) => return Outcome::unknown(why.clone()),
+                        Gathered::Skipped(why) => return Outcome::skip(why.clone()),
                     };
                     let Some(result) = report.results.get(*name) else {
                         return Outcome::unknown("canary did not report");

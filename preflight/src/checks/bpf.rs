@@ -1,15 +1,20 @@
 //! Checks over the live bpf() probes: program types, helpers and misc features Cilium needs.
-use super::{Area, Check, Outcome};
+use super::Check;
 use crate::{
-    cilium::Capability::{self, *},
     facts::Facts,
+    model::{
+        Area,
+        Capability::{self, *},
+        Gathered, Outcome,
+    },
     probe::{ProbeReport, Support},
 };
 
 fn with_probes(facts: &Facts, f: impl FnOnce(&ProbeReport) -> Outcome) -> Outcome {
-    match facts.probes.get() {
-        Ok(p) => f(p),
-        Err(why) => Outcome::skip(why),
+    match &facts.probes {
+        Gathered::Got(p) => f(p),
+        Gathered::Unknown(why) => Outcome::unknown(why.clone()),
+        Gathered::Skipped(why) => Outcome::skip(why.clone()),
     }
 }
 
@@ -242,9 +247,9 @@ pub fn checks() -> Vec<Check> {
                     with_probes(facts, |p| {
                         let o = from_support(p.misc.get(*name), title, "bpf(BPF_PROG_LOAD)");
                         // Informational probes warn instead of failing.
-                        if needed_by.is_empty() && o.status == crate::report::Status::Fail {
+                        if needed_by.is_empty() && o.status == crate::model::Status::Fail {
                             Outcome {
-                                status: crate::report::Status::Warn,
+                                status: crate::model::Status::Warn,
                                 ..o
                             }
                         } else {

@@ -1,9 +1,9 @@
 //! CNI dirs and configs (FACTS §5): the Helm values this node needs (`cni.binPath`,
 //! `cni.confPath`), conflicting network configs, a stray cilium-cni.
-use super::{Area, Check, Outcome};
+use super::Check;
 use crate::{
-    cilium::Capability::*,
     host::cni::{CniFacts, DEFAULT_BIN, DEFAULT_CONF, K3S_CONTAINERD_TMPL, NetworkConfig},
+    model::{Area, Capability::*, Outcome},
 };
 
 fn is_cilium(c: &NetworkConfig) -> bool {

@@ -1,6 +1,9 @@
 //! Distribution and packet filtering: os-release, iptables backend, NetworkManager, firewalld.
-use super::{Area, Check, Outcome};
-use crate::{cilium::Capability::*, host::distro::IptablesBackend};
+use super::Check;
+use crate::{
+    host::distro::IptablesBackend,
+    model::{Area, Capability::*, Outcome},
+};
 
 const NM_CONF: &str = "cat > /etc/NetworkManager/conf.d/99-cilium.conf <<'EOF'\n[keyfile]\nunmanaged-devices=interface-name:cilium_*;interface-name:lxc*;interface-name:flannel*;interface-name:cni*;interface-name:veth*\nEOF\nsystemctl reload NetworkManager";
 

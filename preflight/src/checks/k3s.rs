@@ -1,9 +1,9 @@
 //! k3s settings Cilium needs (FACTS §5) and Rancher Desktop specifics.
-use super::{Area, Check, Outcome};
+use super::Check;
 use crate::{
-    cilium::Capability::*,
     facts::Facts,
     host::k3s::{CONFIG, K3sFacts},
+    model::{Area, Capability::*, Outcome},
 };
 
 fn with_k3s(facts: &Facts, f: impl FnOnce(&K3sFacts) -> Outcome) -> Outcome {

@@ -1,13 +1,17 @@
 //! Kernel build options per Cilium capability (FACTS §3) and the minimum kernel per version.
 //! `=m` options are judged with the module's state; a config we cannot see is "unknown".
-use super::{Area, Check, Outcome};
+use super::Check;
 use crate::{
-    cilium::Capability::{self, *},
     facts::Facts,
     host::{
         kconfig::{KernelConfigFact, Setting},
         modules::ModuleState,
         state::minor_of,
+    },
+    model::{
+        Area,
+        Capability::{self, *},
+        Outcome,
     },
 };
 

@@ -20,112 +20,13 @@ mod values;
 
 pub use kernel::kernel_version;
 
-use serde::{Deserialize, Serialize};
-
+/// Re-exported while other branches still name them here; the types live in `model`.
+pub use crate::model::{Area, Outcome};
 use crate::{
-    cilium::{Capability, Target},
+    cilium::Target,
     facts::Facts,
-    report::{CheckResult, Status},
+    model::{Capability, CheckResult, Recommendation, Status},
 };
-
-/// Where a check belongs; the text report groups by it and check ids start with it.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum Area {
-    /// bpf() itself: program, map and helper support, ISA, limits.
-    Bpf,
-    /// Real programs attached to real hooks in a scratch network namespace.
-    Attach,
-    Kernel,
-    Modules,
-    Mounts,
-    Sysctl,
-    Network,
-    Cni,
-    K3s,
-    State,
-    Distro,
-    Compile,
-    Values,
-}
-
-impl Area {
-    pub fn title(self) -> &'static str {
-        match self {
-            Self::Bpf => "eBPF support",
-            Self::Attach => "Attach canaries",
-            Self::Kernel => "Kernel config",
-            Self::Modules => "Kernel modules",
-            Self::Mounts => "Mounts",
-            Self::Sysctl => "Sysctls",
-            Self::Network => "Network devices",
-            Self::Cni => "CNI",
-            Self::K3s => "k3s / Rancher Desktop",
-            Self::State => "Cilium state",
-            Self::Distro => "Distribution and packet filtering",
-            Self::Compile => "Datapath compile",
-            Self::Values => "Helm values",
-        }
-    }
-}
-
-/// What a check found. `Unknown` means "could not tell" (EPERM, file not visible) and is never
-/// turned into `Fail`; `Skip` means the check does not apply (e.g. a live-only fact with --root).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Outcome {
-    pub status: Status,
-    pub detail: String,
-    /// Where the fact came from: a file, a syscall, a command line.
-    pub evidence: Vec<String>,
-    /// Replaces the check's generic remedy when the finding calls for a specific one.
-    pub remedy: Option<String>,
-}
-
-impl Outcome {
-    fn new(status: Status, detail: impl Into<String>) -> Self {
-        Self {
-            status,
-            detail: detail.into(),
-            evidence: Vec::new(),
-            remedy: None,
-        }
-    }
-    pub fn pass(detail: impl Into<String>) -> Self {
-        Self::new(Status::Pass, detail)
-    }
-    pub fn fail(detail: impl Into<String>) -> Self {
-        Self::new(Status::Fail, detail)
-    }
-    pub fn warn(detail: impl Into<String>) -> Self {
-        Self::new(Status::Warn, detail)
-    }
-    pub fn unknown(detail: impl Into<String>) -> Self {
-        Self::new(Status::Unknown, detail)
-    }
-    pub fn skip(detail: impl Into<String>) -> Self {
-        Self::new(Status::Skip, detail)
-    }
-    pub fn evidence(mut self, evidence: impl Into<String>) -> Self {
-        self.evidence.push(evidence.into());
-        self
-    }
-    pub fn remedy(mut self, remedy: impl Into<String>) -> Self {
-        self.remedy = Some(remedy.into());
-        self
-    }
-}
 
 type Evaluate = Box<dyn Fn(&Facts, &Target) -> Outcome + Send + Sync>;
 
@@ -173,6 +74,14 @@ impl Check {
 
     pub fn run(&self, facts: &Facts, target: &Target, ignored: bool) -> CheckResult {
         let outcome = (self.evaluate)(facts, target);
+        let fix = outcome.patch.map(|patch| Recommendation {
+            fixes: self.id.clone(),
+            why: outcome
+                .remedy
+                .clone()
+                .unwrap_or_else(|| outcome.detail.clone()),
+            patch,
+        });
         // Only a problem carries a remedy; a pass with "do X" would be noise.
         let remedy = match outcome.status {
             Status::Pass | Status::Skip => None,
@@ -191,6 +100,7 @@ impl Check {
             needed_by: self.needed_by.clone(),
             relevant: self.relevant_to(target),
             ignored,
+            fix,
         }
     }
 }

@@ -1,12 +1,12 @@
 //! Kernel modules the flannel side (and a fallback to it) relies on, and the module index
 //! itself. Cilium's own modules are judged with their config options in kernel.rs.
-use super::{Area, Check, Outcome};
+use super::Check;
 use crate::{
-    cilium::Capability::*,
     host::{
         kconfig::{KernelConfigFact, Setting},
         modules::ModuleState,
     },
+    model::{Area, Capability::*, Outcome},
 };
 
 /// (module, its config option, why).

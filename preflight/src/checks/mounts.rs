@@ -1,10 +1,10 @@
 //! bpffs at /sys/fs/bpf and cgroup v2 (FACTS §3): the agent mounts /sys/fs/bpf Bidirectional,
 //! so the host's must be one shared bpffs; socket LB needs a cgroup v2 hierarchy.
-use super::{Area, Check, Outcome};
+use super::Check;
 use crate::{
-    cilium::Capability::*,
-    facts::{Facts, Gathered},
-    host::mounts::{BPF_FS_MAGIC, MountTable, MountsFact},
+    facts::Facts,
+    host::mounts::{BPF_FS_MAGIC, MountTable},
+    model::{Area, Capability::*, Gathered, Outcome},
 };
 
 const BPFFS: &str = "/sys/fs/bpf";
@@ -12,11 +12,11 @@ const MOUNT_BPFFS: &str = "mount -t bpf bpf /sys/fs/bpf && mount --make-shared /
 
 fn with_table(facts: &Facts, f: impl FnOnce(&MountTable) -> Outcome) -> Outcome {
     match &facts.mounts {
-        MountsFact::Got(t) => f(t),
-        MountsFact::Bad(why) => {
+        Gathered::Got(t) => f(t),
+        Gathered::Unknown(why) => {
             Outcome::unknown(format!("mount table unusable: {why}")).evidence(why.clone())
         }
-        MountsFact::Skipped(why) => Outcome::skip(why.clone()),
+        Gathered::Skipped(why) => Outcome::skip(why.clone()),
     }
 }
 
@@ -32,7 +32,7 @@ pub fn checks() -> Vec<Check> {
                     [] => Outcome::warn("no bpffs at /sys/fs/bpf: the agent's init container mounts one, but pinned maps then live only as long as that mount and are lost on restarts").evidence(src),
                     [m] if m.fstype != "bpf" => Outcome::fail(format!("/sys/fs/bpf is a {} mount, not bpffs", m.fstype)).evidence(src),
                     [m] => {
-                        if let Gathered::Got(Ok(magic)) = &facts.bpffs_magic
+                        if let Gathered::Got(magic) = &facts.bpffs_magic
                             && *magic != BPF_FS_MAGIC
                         {
                             return Outcome::fail(format!("mount table says bpf but statfs(/sys/fs/bpf) says 0x{magic:x}, not BPF_FS_MAGIC 0xcafe4a11 (over-mounted?)")).evidence(src).evidence("statfs(2) /sys/fs/bpf");

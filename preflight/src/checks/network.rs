@@ -1,20 +1,24 @@
 //! Live network devices (netlink): a vxlan/geneve device already holding Cilium's tunnel port
 //! makes the tunnel setup fail with "address already in use" — the start of the
 //! 'CALLS_MAP' macro-redefinition incident (FACTS §2) — and CNI leftovers.
-use super::{Area, Check, Outcome};
+use super::Check;
 use crate::{
-    cilium::Capability::{self, *},
     facts::Facts,
     host::links::{GENEVE_PORT, Link, VXLAN_PORT},
+    model::{
+        Area,
+        Capability::{self, *},
+        Gathered, Outcome,
+    },
 };
 
 const EVIDENCE: &str = "netlink RTM_GETLINK dump";
 
 fn with_links(facts: &Facts, f: impl FnOnce(&[Link]) -> Outcome) -> Outcome {
-    match facts.links.get() {
-        Ok(Ok(links)) => f(links).evidence(EVIDENCE),
-        Ok(Err(why)) => Outcome::unknown(why.clone()).evidence(EVIDENCE),
-        Err(why) => Outcome::skip(why),
+    match &facts.links {
+        Gathered::Got(links) => f(links).evidence(EVIDENCE),
+        Gathered::Unknown(why) => Outcome::unknown(why.clone()).evidence(EVIDENCE),
+        Gathered::Skipped(why) => Outcome::skip(why.clone()),
     }
 }
 

@@ -1,14 +1,18 @@
 //! What the target's Cilium version needs from the kernel, from its profile (cilium::profiles):
 //! the documented minimum kernel per feature, and the helpers the 1.18+ agent refuses to start
 //! without. (The version's own minimum is `kernel.release` in checks::kernel.)
-use super::{Area, Check, Outcome};
+use super::Check;
 use crate::{
     cilium::{
-        Capability::{self, *},
         Target,
         profiles::{self, kernel_version_str, parse_kernel_release},
     },
     facts::Facts,
+    model::{
+        Area,
+        Capability::{self, *},
+        Gathered, Outcome,
+    },
     probe::{ProbeReport, Support},
 };
 
@@ -81,9 +85,10 @@ pub fn checks() -> Vec<Check> {
             if p.agent_helpers.is_empty() {
                 return Outcome::skip(format!("Cilium {} checks no helper list at start-up", p.version()));
             }
-            match facts.probes.get() {
-                Ok(probes) => judge_agent_helpers(p, probes),
-                Err(why) => Outcome::skip(why.to_string()),
+            match &facts.probes {
+                Gathered::Got(probes) => judge_agent_helpers(p, probes),
+                Gathered::Unknown(why) => Outcome::unknown(why.clone()),
+                Gathered::Skipped(why) => Outcome::skip(why.clone()),
             }
         }),
     ];
@@ -118,7 +123,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::{cilium::profiles::PROFILES, report::Status};
+    use crate::{cilium::profiles::PROFILES, model::Status};
 
     fn profile(minor: u32) -> &'static profiles::Profile {
         PROFILES.iter().find(|p| p.minor == minor).unwrap()

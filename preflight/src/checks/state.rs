@@ -1,8 +1,8 @@
 //! Cilium state left by an earlier or failed install (FACTS §2).
-use super::{Area, Check, Outcome};
+use super::Check;
 use crate::{
-    cilium::Capability::*,
     host::state::{NODE_CONFIG, minor_of},
+    model::{Area, Capability::*, Outcome},
 };
 
 const WIPE: &str = "set cleanState: true for the first install (Helm), or with no agent running: rm -rf /var/run/cilium/state";

@@ -1,10 +1,14 @@
 //! Sysctls that decide whether programs load (JIT, hardening) and whether the agent's init
 //! (which writes rp_filter before it writes node_config.h) can finish.
-use super::{Area, Check, Outcome};
+use super::Check;
 use crate::{
-    cilium::Capability::{self, *},
     facts::Facts,
     host::sysctl::SysctlValue,
+    model::{
+        Area,
+        Capability::{self, *},
+        Outcome,
+    },
 };
 
 /// Reads a sysctl and hands its value to `judge`; absent or unreadable values say so.

@@ -1,27 +1,25 @@
 //! Helm values: what the target version's chart rejects or ignores (cilium::validate), what the
 //! chart's own values.schema.json says (--chart), and the values against this node (cilium::node).
-use super::{Area, Check, Outcome};
+use super::Check;
 use crate::{
     cilium::{
-        Capability::{ChartValues, NativeRouting},
         node,
         validate::{self, Finding},
     },
-    report::Status,
+    model::{
+        Area,
+        Capability::{ChartValues, NativeRouting},
+        Outcome, Status,
+    },
 };
 
+/// A values rule's finding as a check outcome, its patch included (the verdict's fix).
 fn outcome(f: Finding) -> Outcome {
-    let mut o = match f.status {
-        Status::Pass => Outcome::pass(f.detail),
-        Status::Fail => Outcome::fail(f.detail),
-        Status::Warn => Outcome::warn(f.detail),
-        Status::Unknown => Outcome::unknown(f.detail),
-        Status::Skip => Outcome::skip(f.detail),
-    };
-    if let Some(r) = f.remedy {
-        o = o.remedy(r);
+    Outcome {
+        remedy: f.remedy,
+        patch: f.patch,
+        ..Outcome::new(f.status, f.detail)
     }
-    o
 }
 
 pub fn checks() -> Vec<Check> {
@@ -107,7 +105,7 @@ pub fn checks() -> Vec<Check> {
                 })
                 .remedy(remedy)
                 .evaluate(move |facts, target| {
-                    let hints = node::NodeHints::from_facts(facts);
+                    let hints = facts.node_hints();
                     let mut o = outcome(judge(target, &hints));
                     if let Some(source) = hints.cni_dirs_source.filter(|s| s.starts_with('/'))
                         && id.starts_with("values.node.cni")

@@ -7,8 +7,11 @@ use serde_json::Value;
 
 use super::values::{ValuesError, parse_yaml};
 
-/// Largest chart file read, so a hostile archive cannot exhaust memory.
-const MAX_FILE_BYTES: u64 = 16 << 20;
+/// Most bytes a chart archive may expand to while we look for its files (Cilium's chart is
+/// ~2 MiB unpacked), so a gzip bomb ends quickly.
+const MAX_UNPACKED_BYTES: u64 = 64 << 20;
+/// Most entries looked at in a chart archive (Cilium's has ~300).
+const MAX_ENTRIES: usize = 100_000;
 
 #[derive(Debug, Clone)]
 pub struct Chart {
@@ -39,9 +42,9 @@ impl Chart {
             message,
         };
         let files = if path.is_dir() {
-            read_dir_files(path).map_err(|e| err(e.to_string()))?
+            read_dir_files(path)?
         } else {
-            read_tgz_files(path).map_err(|e| err(format!("not a readable chart archive: {e}")))?
+            read_tgz_files(path)?
         };
         let get = |name: &str| files.iter().find(|(n, _)| n == name).map(|(_, t)| t);
         let chart_yaml = get("Chart.yaml").ok_or_else(|| err("no Chart.yaml".into()))?;
@@ -111,39 +114,91 @@ pub fn violations(schema: &Value, effective: &Value) -> Result<Vec<String>, Stri
 
 const WANTED: &[&str] = &["Chart.yaml", "values.yaml", "values.schema.json"];
 
-fn read_dir_files(dir: &Path) -> std::io::Result<Vec<(String, String)>> {
+/// The wanted files of a chart dir. A missing one is left out (a chart need not ship a
+/// schema); one that is there but is not a regular file (a FIFO, a directory, a symlink
+/// loop), too large or not text is an error: skipping it would judge without it.
+fn read_dir_files(dir: &Path) -> Result<Vec<(String, String)>, ValuesError> {
     let mut out = Vec::new();
     for name in WANTED {
         let p = dir.join(name);
-        if p.is_file() {
-            let mut text = String::new();
-            std::fs::File::open(&p)?
-                .take(MAX_FILE_BYTES)
-                .read_to_string(&mut text)?;
-            out.push((name.to_string(), text));
+        match crate::host::input::read_text(&p, "chart files") {
+            Ok(text) => out.push((name.to_string(), text)),
+            Err(crate::host::input::InputError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(out)
 }
 
 /// The wanted files directly under the archive's top folder (`cilium/values.yaml`), not a
-/// subchart's.
-fn read_tgz_files(path: &Path) -> std::io::Result<Vec<(String, String)>> {
-    let file = std::fs::File::open(path)?;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+/// subchart's. The archive must be a regular file; it is read with caps on what it unpacks to
+/// and how many entries it has, and a wanted name that is not a regular file in it is an error.
+fn read_tgz_files(path: &Path) -> Result<Vec<(String, String)>, ValuesError> {
+    let source = path.display().to_string();
+    let err = |message: String| ValuesError::File {
+        file: source.clone(),
+        message,
+    };
+    let bad = |e: std::io::Error| err(format!("not a readable chart archive: {e}"));
+    let file = crate::host::input::open_regular(path)?;
+    let unpacked = Capped {
+        inner: flate2::read::GzDecoder::new(file),
+        left: MAX_UNPACKED_BYTES,
+    };
+    let mut archive = tar::Archive::new(unpacked);
     let mut out = Vec::new();
-    for entry in archive.entries()? {
-        let entry = entry?;
-        let name = entry.path()?.to_string_lossy().into_owned();
-        let mut parts = name.split('/');
+    let max = crate::host::input::max_bytes();
+    for (count, entry) in archive.entries().map_err(bad)?.enumerate() {
+        if count >= MAX_ENTRIES {
+            return Err(err(format!("more than {MAX_ENTRIES} entries; not a chart")));
+        }
+        let entry = entry.map_err(bad)?;
+        let name = entry.path().map_err(bad)?.to_string_lossy().into_owned();
+        let mut parts = name.trim_end_matches('/').split('/');
         let (Some(_top), Some(file), None) = (parts.next(), parts.next(), parts.next()) else {
             continue;
         };
-        if WANTED.contains(&file) {
-            let mut text = String::new();
-            entry.take(MAX_FILE_BYTES).read_to_string(&mut text)?;
-            out.push((file.to_string(), text));
+        let Some(wanted) = WANTED.iter().find(|w| **w == file) else {
+            continue;
+        };
+        if !entry.header().entry_type().is_file() {
+            return Err(err(format!(
+                "{name} in the archive is not a regular file ({:?})",
+                entry.header().entry_type()
+            )));
         }
+        let mut bytes = Vec::new();
+        entry.take(max + 1).read_to_end(&mut bytes).map_err(bad)?;
+        if bytes.len() as u64 > max {
+            return Err(crate::host::input::InputError::TooLarge {
+                file: format!("{source}:{name}"),
+                limit: max,
+                kind: "chart files",
+            }
+            .into());
+        }
+        let text = crate::host::input::text(format!("{source}:{name}"), bytes)?;
+        out.push((wanted.to_string(), text));
     }
     Ok(out)
+}
+
+/// A reader that fails once it has given `left` bytes: the archive expands to too much.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Err(std::io::Error::other(format!(
+                "it unpacks to more than {MAX_UNPACKED_BYTES} bytes"
+            )));
+        }
+        let want = buf.len().min(self.left.min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..want])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
 }

@@ -1,6 +1,5 @@
 //! The target of a preflight: which Cilium version, with which Helm values, and therefore which
 //! capabilities the node must have.
-mod capability;
 pub mod chart;
 pub mod derive;
 #[cfg(test)]
@@ -15,7 +14,8 @@ pub mod yamlpos;
 
 use std::{collections::BTreeSet, path::PathBuf};
 
-pub use capability::Capability;
+/// Re-export while other branches still name it here; the type lives in `model`.
+pub use crate::model::Capability;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -124,6 +124,8 @@ impl Target {
             set::apply(&mut values, expr)?;
             sources.push(format!("--set {expr}"));
         }
+        // Bounded work: every key is judged (typo checks), so their number is capped.
+        values::check_key_count(&values, "-f/--set")?;
         let mut target = Self {
             cilium_version: version,
             capabilities: BTreeSet::new(),

@@ -6,11 +6,12 @@ use super::{
     Capability, Target,
     values::{as_text, truthy},
 };
-use crate::{cilium::validate::Finding, facts::Facts, report::Status};
+use crate::{cilium::validate::Finding, model::Status};
 
 /// FACTS §5: Rancher Desktop's CNI plugin dir.
 pub const RANCHER_DESKTOP_CNI_BIN: &str = crate::host::cni::RANCHER_DESKTOP_BIN;
 
+/// What the values cross-checks need to know about the node (`Facts::node_hints` fills it).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NodeHints {
     pub rancher_desktop: bool,
@@ -24,35 +25,6 @@ pub struct NodeHints {
     pub cgroup2_mounts: Option<Vec<String>>,
     /// The IPv4 pod CIDR from the k3s config (`cluster-cidr`), when it sets one.
     pub cluster_cidr: Option<String>,
-}
-
-impl NodeHints {
-    pub fn from_facts(facts: &Facts) -> Self {
-        let cni = &facts.cni;
-        Self {
-            rancher_desktop: facts.k3s.rancher_desktop,
-            // An empty list means the runtime's config could not be read at all.
-            cni_bin_dirs: (!cni.bin_dirs.is_empty()).then(|| cni.bin_dirs.clone()),
-            cni_dirs_source: (!cni.dirs_source.is_empty()).then(|| cni.dirs_source.clone()),
-            cni_conf_dir: (!cni.conf_dir.is_empty()).then(|| cni.conf_dir.clone()),
-            cgroup2_mounts: match &facts.mounts {
-                crate::host::mounts::MountsFact::Got(t) => Some(
-                    t.of_type("cgroup2")
-                        .iter()
-                        .map(|m| m.mount_point.clone())
-                        .collect(),
-                ),
-                _ => None,
-            },
-            // Dual-stack k3s lists both families; the IPv4 one is the native-routing CIDR.
-            cluster_cidr: facts.k3s.cluster_cidr.as_deref().and_then(|list| {
-                list.split(',')
-                    .map(str::trim)
-                    .find(|c| !c.is_empty() && !c.contains(':'))
-                    .map(str::to_string)
-            }),
-        }
-    }
 }
 
 /// A values-against-node rule.

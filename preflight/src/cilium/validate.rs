@@ -8,7 +8,7 @@ use super::{
     profiles::{KPR_BOOLEAN_SINCE, KPR_CHART_ERROR, REMOVED_VALUES, RemovedValue, RuleEffect},
     values::{as_text, lookup, truthy},
 };
-use crate::report::Status;
+use crate::model::Status;
 
 /// k3s's default pod CIDR (FACTS §5): the native-routing CIDR when the node does not say.
 pub const K3S_DEFAULT_CLUSTER_CIDR: &str = "10.42.0.0/16";

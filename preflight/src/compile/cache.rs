@@ -3,8 +3,9 @@
 //! clang command line (scratch paths normalised), and the compiler (path, version, size and
 //! modification time of the binary). A re-run with nothing changed skips clang.
 //!
-//! Where: `$PREFLIGHT_CACHE_DIR`, else `$XDG_CACHE_HOME/preflight/objects`, else
-//! `/var/cache/preflight/objects` as root, else `~/.cache/preflight/objects`. Each entry is a
+//! Where: `<cache>/objects`, beside the image cache (compile/source/cache.rs): `<cache>` is
+//! `--cache-dir` / `$PREFLIGHT_CACHE_DIR`, else `/var/cache/preflight` as root, else
+//! `$XDG_CACHE_HOME/preflight`, else `~/.cache/preflight`. Each entry is a
 //! directory named by the key (`object.o`, `stderr.txt`, `status`), written under a temporary
 //! name and renamed into place, so a killed run never leaves half an entry. The cache is capped
 //! ([`MAX_BYTES`]); the oldest entries go first. Anything unreadable is a miss, never an error.
@@ -38,16 +39,22 @@ impl CacheMode {
 }
 
 fn default_dir() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os("PREFLIGHT_CACHE_DIR").filter(|d| !d.is_empty()) {
-        return Some(PathBuf::from(d));
-    }
-    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        return Some(PathBuf::from(d).join("preflight/objects"));
-    }
-    if nix::unistd::geteuid().is_root() {
-        return Some(PathBuf::from("/var/cache/preflight/objects"));
-    }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/preflight/objects"))
+    let explicit = std::env::var_os("PREFLIGHT_CACHE_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from);
+    Some(objects_dir(
+        &super::source::cache::Cache::locate(explicit.as_deref()).root,
+    ))
+}
+
+/// The object cache inside a preflight cache dir.
+pub fn objects_dir(cache_root: &Path) -> PathBuf {
+    cache_root.join("objects")
+}
+
+/// An entry's name: a sha256 in hex (anything else in the dir is not ours to evict).
+fn is_key(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// What a cached compile gives back.
@@ -162,7 +169,7 @@ pub fn evict(dir: &Path, max: u64) {
     let mut all: Vec<(SystemTime, u64, PathBuf)> = entries
         .flatten()
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter(|e| is_key(&e.file_name().to_string_lossy()))
         .map(|e| {
             let used = std::fs::metadata(e.path().join("status"))
                 .and_then(|m| m.modified())
@@ -207,11 +214,15 @@ mod tests {
             stderr: "error: y\n".into(),
             object: None,
         };
-        store(dir.path(), "other", &failed);
-        assert_eq!(lookup(dir.path(), "other"), Some(failed));
+        let other = key(&[b"other"]);
+        store(dir.path(), &other, &failed);
+        assert_eq!(lookup(dir.path(), &other), Some(failed));
         // A half-written entry (no status) is a miss.
-        std::fs::create_dir_all(dir.path().join("half")).unwrap();
-        assert_eq!(lookup(dir.path(), "half"), None);
+        let half = key(&[b"half"]);
+        std::fs::create_dir_all(dir.path().join(&half)).unwrap();
+        assert_eq!(lookup(dir.path(), &half), None);
+        // Not an entry: never evicted (the image cache may share the parent).
+        std::fs::create_dir_all(dir.path().join("images")).unwrap();
         // Make `k` the oldest, then cap the cache below both entries' size.
         let old = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1);
         std::fs::File::open(dir.path().join(&k).join("status"))
@@ -220,7 +231,9 @@ mod tests {
             .unwrap();
         evict(dir.path(), 20);
         assert!(!dir.path().join(&k).exists(), "oldest evicted");
-        assert!(dir.path().join("other").exists());
+        assert!(dir.path().join(&other).exists());
+        evict(dir.path(), 0);
+        assert!(dir.path().join("images").exists());
         assert_eq!(CacheMode::Off.dir(), None);
     }
 }

@@ -13,10 +13,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::profile::Profile;
-use crate::{
-    cilium::{Capability, Target},
-    probe::ProbeReport,
-};
+use crate::{cilium::Target, model::Capability, probe::ProbeReport};
 
 /// A feature macro the agent writes from one helper probe: (header, macro, program type,
 /// helper). `HAVE_FIB_IFINDEX` is probed through bpf_redirect_peer: the agent uses that helper

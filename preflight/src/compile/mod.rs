@@ -3,19 +3,20 @@
 //! turn clang's diagnostics into root causes, and load the objects so the verifier has its say.
 //! See docs/compile.md.
 //!
-//! Two trees: a real Cilium bpf dir (`--bpf-dir`), for which [`tree_scan`] + [`agent_state`]
-//! write the headers that version's agent writes for these values, and the built-in templates
-//! (a labelled fallback model, [`headers`]). Flow: the tree is copied or unpacked into a scratch
-//! dir → the state dir is written (or [`nodeinit`] predicts what the node's will look like) →
-//! [`toolchain`] picks clang → [`runner`] compiles in parallel through the object [`cache`] →
-//! [`diag`] + [`explain`] → [`verify`] (templates) / the loader seam (real objects).
+//! Two trees: the target's own Cilium tree ([`source`]: a dir, a tar, an image), for which
+//! [`tree_scan`] + [`agent_state`] write the headers that version's agent writes for these
+//! values, and the built-in templates (a labelled fallback model, [`headers`], unpacked by
+//! [`tree`]). Flow: the tree is linked or unpacked into a scratch dir → the state dir is written
+//! (or [`nodeinit`] predicts what the node's will look like) → [`toolchain`] picks clang →
+//! [`runner`] compiles in parallel through the object [`cache`] → [`diag`] + [`explain`] →
+//! [`elf`] (inspect the objects, load them into the verifier with their [`load_config`]).
 pub mod agent_facts;
 pub mod agent_options;
 pub mod agent_state;
 pub mod cache;
-pub mod cmd;
 pub mod diag;
 pub mod dummy;
+pub mod elf;
 pub mod explain;
 pub mod features;
 pub mod headers;
@@ -24,14 +25,14 @@ pub mod load_config;
 pub mod nodeinit;
 pub mod profile;
 pub mod runner;
+pub mod source;
 pub mod toolchain;
 pub mod tree;
 pub mod tree_scan;
-pub mod verify;
 pub mod version_guess;
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
     time::Instant,
 };
@@ -77,6 +78,13 @@ pub struct Options {
     pub libclang: libclang::Mode,
     /// The object cache (compile/cache.rs).
     pub cache: cache::CacheMode,
+    /// Where `bpf_dir` came from, for the report (a dir when unset and `bpf_dir` is given).
+    pub tree: source::TreeOrigin,
+    /// The image's own clang, with `--clang-from-image`.
+    pub image_toolchain: Option<source::ImageToolchain>,
+    /// How each program's object is loaded (by program, e.g. `bpf_lxc`), over what the
+    /// target's agent would use (compile/load_config.rs): entries given here win.
+    pub load: BTreeMap<String, elf::LoadOptions>,
 }
 
 impl Options {
@@ -94,7 +102,21 @@ impl Options {
             emit_state: None,
             libclang: libclang::Mode::Auto,
             cache: cache::CacheMode::Default,
+            tree: source::TreeOrigin::Templates,
+            image_toolchain: None,
+            load: BTreeMap::new(),
         }
+    }
+
+    /// Compiles the tree `resolved` found (the caller keeps `resolved` alive: a `--bpf-tar`
+    /// lives in its scratch dir), with its clang when it chose one.
+    pub fn use_source(&mut self, resolved: &source::Resolved) {
+        self.bpf_dir = resolved.bpf_dir.clone();
+        if resolved.clang.is_some() {
+            self.clang = resolved.clang.clone();
+        }
+        self.tree = resolved.origin.clone();
+        self.image_toolchain = resolved.image_toolchain.clone();
     }
 }
 
@@ -153,12 +175,12 @@ pub struct ProgramResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub libclang_fallback: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub object: Option<verify::ObjectInfo>,
-    /// What the agent sets at load time (1.18+ objects): for the loader.
+    pub object: Option<elf::ObjectInfo>,
+    /// What the agent sets at load time (1.18+ objects): handed to the loader.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub load_config: Option<load_config::LoadConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub verify: Option<verify::VerifyReport>,
+    pub verify: Option<elf::ObjectVerdict>,
     /// Why the object was not loaded (not compiled, not root, --no-verify).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify_skipped: Option<String>,
@@ -197,7 +219,14 @@ pub struct CompileReport {
     pub features_written: bool,
     pub toolchain: toolchain::Choice,
     pub bpf_dir: String,
-    pub tree: TreeInfo,
+    /// Which tree was judged: the target's own (a dir, a tar, an image by digest) or the
+    /// built-in templates, the labelled fallback.
+    pub tree: source::TreeOrigin,
+    /// What the scan of the compiled tree found (digest, files, unknown feature macros).
+    pub tree_scan: TreeInfo,
+    /// The image's own clang (`--clang-from-image`): whether it runs here and was used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_toolchain: Option<source::ImageToolchain>,
     pub state: StateInfo,
     pub init_blockers: Vec<nodeinit::InitBlocker>,
     pub programs: Vec<ProgramResult>,
@@ -339,7 +368,8 @@ const SCRATCH_PREFIX: &str = "preflight-compile.";
 
 /// Removes scratch dirs left by runs that were killed before they could clean up (their pid is
 /// in the name and no longer running). A killed run leaves nothing else: objects were loaded
-/// by fd only, never pinned, so the kernel freed them when the process died.
+/// by fd, and pinned only in a bpffs of a private mount namespace that died with the process
+/// (compile/elf/bpffs.rs).
 pub fn sweep_scratch(tmp: &Path) {
     let Ok(entries) = std::fs::read_dir(tmp) else {
         return;
@@ -366,6 +396,9 @@ pub const NODE_STATE_DIR: &str = "/var/run/cilium/state";
 pub const GENERATED_STATE_LABEL: &str = "<state generated by preflight>";
 /// How the unpacked built-in templates are named in findings.
 pub const TEMPLATES_LABEL: &str = "<built-in templates>";
+/// Where the image keeps the datapath sources (FACTS §1): how a tree taken out of an image is
+/// named (the image's files, not the node's).
+const IMAGE_BPF_DIR: &str = "/var/lib/cilium/bpf";
 
 /// The tree being compiled and what was derived from it.
 pub enum TreeModel {
@@ -608,12 +641,20 @@ pub fn prepare(opts: &Options) -> Result<Prepared, String> {
             blockers = nodeinit::blockers(root, &opts.target);
             init_fails = !blockers.is_empty();
             let layout = write(&scratch.path().join("state"), init_fails)?;
-            let leftover = root.path(&format!("{NODE_STATE_DIR}/globals/node_config.h"));
+            // The node's leftover header, read through the root-confined API (a symlink out of
+            // the root is not followed, a FIFO or device not opened), into our scratch dir.
+            let leftover = format!("{NODE_STATE_DIR}/globals/node_config.h");
             let mut from_node = false;
-            if init_fails && leftover.is_file() {
-                std::fs::copy(&leftover, layout.node_config())
-                    .map_err(|e| format!("{}: {e}", leftover.display()))?;
-                from_node = true;
+            if init_fails {
+                match root.read_bytes(&leftover) {
+                    Ok(bytes) => {
+                        std::fs::write(layout.node_config(), bytes)
+                            .map_err(|e| format!("{}: {e}", layout.node_config().display()))?;
+                        from_node = true;
+                    }
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e.to_string()),
+                }
             }
             (layout, "predicted", from_node)
         }
@@ -763,7 +804,15 @@ pub fn prepare(opts: &Options) -> Result<Prepared, String> {
             Some(d) => d.display().to_string(),
             None => "built-in templates".into(),
         },
-        tree: tree_info,
+        tree: match (&opts.bpf_dir, &opts.tree) {
+            (None, _) => source::TreeOrigin::Templates,
+            (Some(d), source::TreeOrigin::Templates) => source::TreeOrigin::Dir {
+                path: d.display().to_string(),
+            },
+            (Some(_), origin) => origin.clone(),
+        },
+        tree_scan: tree_info,
+        image_toolchain: opts.image_toolchain.clone(),
         state: StateInfo {
             dir: layout.root.display().to_string(),
             source: source.into(),
@@ -789,15 +838,24 @@ pub fn prepare(opts: &Options) -> Result<Prepared, String> {
     // templates and preflight's own state by a label; in a prediction the node_config.h
     // path is the node's (it is the node's file, missing or left over).
     let mut shown_as = Vec::new();
-    match &opts.bpf_dir {
-        Some(dir) => shown_as.push((
+    // A tree taken out of an image is what the agent sees at /var/lib/cilium/bpf (named so,
+    // it is the image's file, not the node's); a tar's copy is named by the file it came from.
+    match (&opts.bpf_dir, &report.tree) {
+        (None, _) => shown_as.push((bpf_dir.display().to_string(), TEMPLATES_LABEL.to_string())),
+        (Some(_), source::TreeOrigin::Image { .. }) => {
+            shown_as.push((bpf_dir.display().to_string(), IMAGE_BPF_DIR.to_string()))
+        }
+        (Some(_), source::TreeOrigin::Tar { file, inner }) => shown_as.push((
+            bpf_dir.display().to_string(),
+            format!("{file}:{inner}").trim_end_matches(':').to_string(),
+        )),
+        (Some(dir), _) => shown_as.push((
             bpf_dir.display().to_string(),
             dir.canonicalize()
                 .unwrap_or_else(|_| dir.clone())
                 .display()
                 .to_string(),
         )),
-        None => shown_as.push((bpf_dir.display().to_string(), TEMPLATES_LABEL.to_string())),
     }
     match &opts.state {
         StateSource::Predict(root) => {
@@ -828,24 +886,6 @@ pub fn prepare(opts: &Options) -> Result<Prepared, String> {
         agent_options,
         cache_dir,
     })
-}
-
-/// Why an object is not loaded by this build's verifier path: real Cilium objects need the
-/// ELF loader (numbered tail-call sections, `tc/tail`, by-name pinning in a scratch bpffs,
-/// load-time configuration), issue 14 §3. This is the seam where it plugs in: it receives the
-/// object and its [`load_config::LoadConfig`].
-pub const REAL_OBJECT_LOADER_PENDING: &str = "the loader for Cilium's own objects (issue 14 §3) \
-    is not in this build: compiled and inspected only; its load-time configuration is in \
-    load_config";
-
-/// Loads a real Cilium object into the verifier with its load-time configuration. The seam
-/// for the ELF loader: until it lands, None (the caller reports why).
-pub fn verify_real_object(
-    _bytes: &[u8],
-    _info: &verify::ObjectInfo,
-    _config: Option<&load_config::LoadConfig>,
-) -> Option<verify::VerifyReport> {
-    None
 }
 
 /// Runs the whole stage.
@@ -879,6 +919,9 @@ pub fn run(opts: &Options) -> Result<CompileReport, String> {
     };
     let root_ok = nix::unistd::geteuid().is_root();
     let mut verify_ms = 0.0;
+    // One scratch bpffs for the whole run, as a node has one /sys/fs/bpf: maps pinned by
+    // name by one object are reused by the next.
+    let loader = (opts.verify && root_ok).then(elf::Loader::new);
     // libclang only when something failed or warned: loading it costs tens of milliseconds.
     let t = Instant::now();
     let library = outcomes
@@ -922,7 +965,7 @@ pub fn run(opts: &Options) -> Result<CompileReport, String> {
             .success
             .then(|| std::fs::read(&job.output).ok())
             .flatten();
-        let object = bytes.as_deref().and_then(|b| verify::inspect(b).ok());
+        let object = bytes.as_deref().and_then(|b| elf::inspect(b).ok());
         let load_config = match (&prepared.model, &prepared.agent_options, &bytes, &object) {
             // Up to 1.17 the `.rodata.config` variables are the template's static data, which
             // the loader patches per endpoint (`ELFVariableSubstitutions`), not configuration.
@@ -935,13 +978,31 @@ pub fn run(opts: &Options) -> Result<CompileReport, String> {
             }
             _ => None,
         };
-        let real = matches!(prepared.model, TreeModel::Real { .. });
-        let (verify, verify_skipped) = match (&bytes, &object) {
-            (Some(_), Some(_)) if job.kind == ProgramKind::AlignChecker => (
+        let (verify, verify_skipped) = match (&bytes, &object, &loader) {
+            (Some(_), Some(_), _) if job.kind == ProgramKind::AlignChecker => (
                 None,
                 Some("never loaded: the agent only checks its struct layouts against it".into()),
             ),
-            (Some(_), Some(_)) if !opts.verify => (
+            (Some(b), Some(_), Some(loader)) => {
+                let t = Instant::now();
+                // The agent's load-time values and renames, then the caller's own on top.
+                let mut load = elf::LoadOptions::default();
+                if let Some(c) = &load_config {
+                    load.config = c.variables.clone();
+                    load.map_renames = c.map_renames.clone();
+                }
+                if let Some(given) = opts.load.get(&job.program) {
+                    load.config.extend(given.config.clone());
+                    load.map_renames.extend(given.map_renames.clone());
+                    load.pin_dir = given.pin_dir.clone();
+                    load.log_lines = given.log_lines;
+                    load.verbose_log_bytes = given.verbose_log_bytes;
+                }
+                let v = loader.load(b, &load);
+                verify_ms += t.elapsed().as_secs_f64() * 1e3;
+                (Some(v), None)
+            }
+            (Some(_), Some(_), _) if !opts.verify => (
                 None,
                 Some(
                     opts.verify_skipped
@@ -949,24 +1010,7 @@ pub fn run(opts: &Options) -> Result<CompileReport, String> {
                         .unwrap_or_else(|| "verification disabled".into()),
                 ),
             ),
-            (Some(_), Some(_)) if !root_ok => {
-                (None, Some("not root: the kernel was not asked".into()))
-            }
-            (Some(b), Some(info)) if real => {
-                let t = Instant::now();
-                let v = verify_real_object(b, info, load_config.as_ref());
-                verify_ms += t.elapsed().as_secs_f64() * 1e3;
-                match v {
-                    Some(v) => (Some(v), None),
-                    None => (None, Some(REAL_OBJECT_LOADER_PENDING.into())),
-                }
-            }
-            (Some(b), Some(info)) => {
-                let t = Instant::now();
-                let v = verify::verify(b, info);
-                verify_ms += t.elapsed().as_secs_f64() * 1e3;
-                (Some(v), None)
-            }
+            (Some(_), Some(_), _) => (None, Some("not root: the kernel was not asked".into())),
             _ => (None, Some("not compiled".into())),
         };
         results.push(ProgramResult {

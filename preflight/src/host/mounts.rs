@@ -3,6 +3,7 @@
 //! /proc at /host/proc sees the host's; a fixture may carry a recorded one. The statfs magic
 //! check is live-only.
 use super::{HostRoot, ReadError};
+use crate::model::Gathered;
 
 /// BPF_FS_MAGIC from linux/magic.h.
 pub const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -56,19 +57,14 @@ impl MountTable {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum MountsFact {
-    Got(MountTable),
-    /// The table exists but is unusable (file and line).
-    Bad(String),
-    /// No mount table under this root.
-    Skipped(String),
-}
+/// The node's mount table: `Unknown` when it exists but is unusable (file and line), `Skipped`
+/// when this root has none.
+pub type MountsFact = Gathered<MountTable>;
 
-/// Where the node's mount table is: our own when live; PID 1's (the host's init) through a
+/// Where the node's mount table is: our own when the root is `/`; PID 1's (the host's init) through a
 /// host root; a recorded `proc/self/mountinfo` in a fixture.
 pub fn gather(host: &HostRoot) -> MountsFact {
-    let candidates: &[&str] = if host.is_live() {
+    let candidates: &[&str] = if host.is_own_root() {
         &["/proc/self/mountinfo"]
     } else {
         &["/proc/1/mountinfo", "/proc/self/mountinfo"]
@@ -82,12 +78,12 @@ pub fn gather(host: &HostRoot) -> MountsFact {
                         entries,
                     }),
                     Err((line, why)) => {
-                        MountsFact::Bad(format!("{}:{line}: {why}", host.display(path)))
+                        MountsFact::Unknown(format!("{}:{line}: {why}", host.display(path)))
                     }
                 };
             }
             Err(ReadError::NotFound(_)) => continue,
-            Err(e) => return MountsFact::Bad(e.to_string()),
+            Err(e) => return MountsFact::Unknown(e.to_string()),
         }
     }
     MountsFact::Skipped(format!(

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::{HostRoot, ReadError, mounts::MountsFact};
+use crate::model::Gathered;
 
 pub const KEYS: &[&str] = &[
     "net.core.bpf_jit_enable",
@@ -58,7 +59,7 @@ pub fn gather(host: &HostRoot, mounts: &MountsFact) -> Sysctls {
         values.insert(key.to_string(), (host.display(&path), value));
     }
     let probe = "/proc/sys/net/ipv4/conf/all/rp_filter";
-    let proc_sys_writable = if host.is_live() {
+    let proc_sys_writable = if host.is_own_root() {
         // access(2) reports EROFS for a read-only mount even to root.
         match nix::unistd::access(probe, nix::unistd::AccessFlags::W_OK) {
             Ok(()) => Ok(true),
@@ -71,7 +72,7 @@ pub fn gather(host: &HostRoot, mounts: &MountsFact) -> Sysctls {
         }
     } else {
         match mounts {
-            MountsFact::Got(t) => match t.covering("/proc/sys") {
+            Gathered::Got(t) => match t.covering("/proc/sys") {
                 Some(m) if m.fstype == "proc" || m.mount_point == "/proc/sys" => Ok(!m.read_only()),
                 _ => Err("no proc mount in the mount table".into()),
             },

@@ -4,7 +4,6 @@
 //!
 //! Files are changed directly under the root prefix; everything on the running system (links,
 //! mounts, services, Helm, Kubernetes) goes through [`runner::Runner`].
-pub mod cmd;
 pub mod exec;
 pub mod fallback;
 pub mod fault;
@@ -12,10 +11,11 @@ pub mod fsops;
 pub mod gitops;
 pub mod iptables;
 pub mod journal;
+pub mod lock;
 pub mod node;
 pub mod runner;
 
-use std::{fmt::Write as _, path::Path};
+use std::fmt::Write as _;
 
 use node::{CniPaths, DROP_IN, LinkState, MountState, NodeState};
 
@@ -242,7 +242,7 @@ impl Default for PlanOptions {
 }
 
 fn file_state(node: &NodeState, path: &str, content: &str) -> StepState {
-    match std::fs::read_to_string(node.host(path)) {
+    match node.host.read_text(path) {
         Ok(now) if now == content => StepState::Done(format!("{path} already has this content")),
         _ => StepState::Todo,
     }
@@ -465,7 +465,11 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
                 .undo("the file is removed (it did not exist)"),
             );
         } else {
-            let fstab = std::fs::read_to_string(node.host("/etc/fstab")).unwrap_or_default();
+            let fstab = match node.host.read_text("/etc/fstab") {
+                Ok(t) => t,
+                Err(e) if e.is_not_found() => String::new(),
+                Err(e) => anyhow::bail!("cannot add a bpffs line to /etc/fstab: {e}"),
+            };
             let mut content = fstab.clone();
             if !content.is_empty() && !content.ends_with('\n') {
                 content.push('\n');
@@ -854,7 +858,7 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
         "--namespace".into(),
         opts.namespace.clone(),
         "--values".into(),
-        node.host(VALUES_FILE).display().to_string(),
+        node.host.resolve(VALUES_FILE)?.display().to_string(),
     ]);
     helm_args.extend(kube_args(node));
     steps.push(
@@ -1222,20 +1226,22 @@ pub fn tools_needed(plan: &Plan) -> std::collections::BTreeSet<runner::Tool> {
     tools
 }
 
-/// Helper for commands: the state dir of a root, for messages.
-pub fn journal_dir(root: &Path) -> std::path::PathBuf {
-    journal::Journal::dir_for(root)
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
 
+    thread_local! {
+        /// An empty root per test thread, removed when the thread ends.
+        static ROOT: tempfile::TempDir = tempfile::tempdir().unwrap();
+    }
+
     fn node(rd: bool, bpffs: MountState) -> NodeState {
+        let root = ROOT.with(|d| d.path().to_path_buf());
         NodeState {
-            root: "/nonexistent-root".into(),
+            host: crate::host::HostRoot::new(&root),
+            root,
             k3s: Some(node::K3s {
                 unit: "k3s-agent".into(),
                 flannel_backend: None,

@@ -5,7 +5,8 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use serde::Serialize;
 
-use super::{CheckResult, Report, Status};
+use super::Report;
+use crate::model::{CheckResult, Status};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Change {
@@ -76,7 +77,7 @@ fn target_warnings(old: &Report, new: &Report) -> Vec<String> {
                 "nothing".to_string()
             } else {
                 v.iter()
-                    .map(|c: &&crate::cilium::Capability| c.as_str())
+                    .map(|c: &&crate::model::Capability| c.as_str())
                     .collect::<Vec<_>>()
                     .join(", ")
             }

@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 
 use quick_xml::escape::escape;
 
-use super::{CheckResult, Report, Status};
+use super::Report;
+use crate::model::{CheckResult, Status};
 
 /// XML 1.0 cannot carry most control characters even escaped; drop them.
 fn xml(text: &str) -> String {

@@ -2,7 +2,8 @@
 //! terminal), then problems, then a collapsed list of everything that passed.
 use std::fmt::Write as _;
 
-use super::{Report, Status};
+use super::Report;
+use crate::model::Status;
 
 /// Keeps a table cell on one line and its pipes literal.
 fn cell(text: &str) -> String {

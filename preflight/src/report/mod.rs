@@ -1,6 +1,5 @@
 //! The report: one serde model, several renderers. The JSON form is a public contract
 //! (`schema_version`); add fields freely, but renaming or removing one needs a new version.
-pub mod cmd;
 pub mod diff;
 mod junit;
 mod markdown;
@@ -10,93 +9,16 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use cmd::emit;
 pub use junit::render_junit;
 pub use markdown::render_markdown;
 pub use text::render_text;
 
-use crate::{checks::Area, cilium::Capability, cilium::Target, verdict::Verdict};
+/// Re-exported while other branches still name them here; the types live in `model`.
+pub use crate::model::{CheckResult, Node, Status};
+use crate::{cilium::Target, model::Verdict};
 
 /// Bump on any change that could break a consumer of the JSON (renamed/removed field, new status).
 pub const SCHEMA_VERSION: u32 = 1;
-
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Pass,
-    Fail,
-    Warn,
-    /// Could not tell (no permission, file not visible, unexpected errno). Never a failure.
-    Unknown,
-    /// Does not apply here (e.g. a live-only fact when reading another root).
-    Skip,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pass => "pass",
-            Self::Fail => "fail",
-            Self::Warn => "warn",
-            Self::Unknown => "unknown",
-            Self::Skip => "skip",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct CheckResult {
-    /// Stable dotted id, e.g. `bpf.helper.sched_cls.redirect_neigh`; safe to `--ignore` and diff.
-    pub id: String,
-    pub area: Area,
-    pub title: String,
-    pub status: Status,
-    pub detail: String,
-    /// What to do: a string on problems (fail/warn/unknown), `null` on pass and skip. Always
-    /// written, so every check object has the same fields.
-    #[serde(default)]
-    pub remedy: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub evidence: Vec<String>,
-    /// Capabilities that fail when this check fails.
-    pub needed_by: Vec<Capability>,
-    /// Whether the target needs any of `needed_by` (a failure elsewhere is only informative).
-    pub relevant: bool,
-    /// Listed in `--ignore`: shown, but not counted against the verdict.
-    pub ignored: bool,
-}
-
-impl CheckResult {
-    /// A failure that blocks the target.
-    pub fn blocks(&self) -> bool {
-        self.status == Status::Fail && self.relevant && !self.ignored
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct Node {
-    pub hostname: String,
-    pub kernel_release: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub distro: Option<String>,
-    pub arch: String,
-    /// The root facts were read from (`/` on the node itself, `/host` in a Job).
-    pub root: String,
-    /// Whether live probes (bpf(), netlink, mounts) ran against this root's kernel.
-    pub live: bool,
-}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Timings {
@@ -164,8 +86,8 @@ pub fn read_json(path: &std::path::Path) -> anyhow::Result<Report> {
     struct VersionOnly {
         schema_version: Option<u32>,
     }
-    let text =
-        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    // A regular file within the input cap (a FIFO would block, /dev/zero never end).
+    let text = crate::host::input::read_text(path, "reports")?;
     let not_a_report = |e: serde_json::Error| {
         anyhow::anyhow!(
             "{}:{}:{}: not a preflight JSON report: {e}",

@@ -2,7 +2,8 @@
 //! in one line (the line a tired operator reads first).
 use std::fmt::Write as _;
 
-use super::{Report, Status};
+use super::Report;
+use crate::model::Status;
 
 struct Paint(bool);
 

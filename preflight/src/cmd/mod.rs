@@ -1,14 +1,18 @@
 //! Command line. Every subcommand's help says what it does, what it touches and how it exits.
+pub mod compile;
+pub mod fleet;
+pub mod out;
+pub mod plan;
+pub mod report;
+pub mod run;
+pub mod tree;
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{
-    cilium::Capability,
-    plan::cmd::{FallbackTo, InstallArgs, PlanArgs, RollbackArgs},
-    probe::Scope,
-    report::Format,
-};
+use self::plan::{FallbackTo, InstallArgs, PlanArgs, RollbackArgs};
+use crate::{host::HostRoot, model::Capability, probe::Scope, report::Format};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -148,9 +152,8 @@ pub struct RunArgs {
     pub output: Option<PathBuf>,
     #[command(flatten)]
     pub target: TargetFlags,
-    /// The node's root filesystem. Live probes (bpf(), canaries) only run when this is /.
-    #[arg(long, default_value = "/")]
-    pub root: PathBuf,
+    #[command(flatten)]
+    pub root: RootArg,
     /// Skip the attach canaries (they need root and take ~100 ms).
     #[arg(long)]
     pub no_canaries: bool,
@@ -161,10 +164,9 @@ pub struct RunArgs {
     /// Skip the datapath compile stage (clang + verifier; about a second on 2 cores).
     #[arg(long)]
     pub no_compile: bool,
-    /// Compile this Cilium bpf dir (the target's own tree, e.g. the image's /var/lib/cilium/bpf)
-    /// instead of the built-in templates.
-    #[arg(long, value_name = "DIR", conflicts_with = "no_compile")]
-    pub bpf_dir: Option<PathBuf>,
+    /// Where the compile stage's datapath sources come from (cmd/tree.rs).
+    #[command(flatten)]
+    pub tree: tree::TreeArgs,
     /// --root is the node this kernel runs (a pod with the host's / at /host): run the live
     /// probes and canaries anyway. `preflight job` sets it.
     #[arg(long)]
@@ -173,6 +175,26 @@ pub struct RunArgs {
     /// the DaemonSet's init container, which Kubernetes would restart on exit 1.
     #[arg(long)]
     pub exit_zero: bool,
+}
+
+/// `--root`, declared once for every command that reads or changes a node, and parsed once into
+/// a [`HostRoot`].
+#[derive(Debug, Clone, Args)]
+pub struct RootArg {
+    /// The node's root filesystem: `/` on the node, the host's `/` mounted in a pod (`/host`), or
+    /// a fixture tree. Live probes (bpf(), canaries) only run when this is /.
+    #[arg(long = "root", id = "root", value_name = "ROOT", default_value = "/")]
+    pub path: PathBuf,
+}
+
+impl RootArg {
+    /// The node's root: a directory (else exit 2, naming it), live when it is `/` or, with
+    /// `host_kernel` (`run --host-kernel`), another view of the node this kernel runs.
+    pub fn host(&self, host_kernel: bool) -> anyhow::Result<HostRoot> {
+        Ok(HostRoot::from_flag(&self.path)
+            .map_err(anyhow::Error::msg)?
+            .with_host_kernel(host_kernel))
+    }
 }
 
 /// The target flags `run`, `plan` and `install` share: which Cilium, with which Helm values.
@@ -236,6 +258,11 @@ pub struct JobArgs {
     /// The preflight image (see the Dockerfile); default preflight:<this version>.
     #[arg(long)]
     pub image: Option<String>,
+    /// The Cilium image whose datapath the nodes compile (an init container copies its
+    /// /var/lib/cilium/bpf and clang into an emptyDir); default quay.io/cilium/cilium:v<target
+    /// version> when the target names a patch release, e.g. --cilium-version 1.18.3.
+    #[arg(long, value_name = "REF")]
+    pub cilium_image: Option<String>,
     /// The image that holds each pod after the check (DaemonSet pods must keep running).
     #[arg(long, default_value = "registry.k8s.io/pause:3.10")]
     pub pause_image: String,
@@ -307,11 +334,13 @@ impl ProbeArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(mut_arg("root", |a| a
+    .requires("as_node")
+    .help("The node's root filesystem for --as-node (a Job's /host, a fixture tree)")))]
 pub struct CompileArgs {
-    /// A Cilium bpf dir (e.g. copied out of the image's /var/lib/cilium/bpf) instead of the
-    /// built-in templates.
-    #[arg(long, value_name = "DIR")]
-    pub bpf_dir: Option<PathBuf>,
+    /// Where the datapath sources come from (cmd/tree.rs).
+    #[command(flatten)]
+    pub tree: tree::TreeArgs,
     /// A state dir shaped like /var/run/cilium/state, used as is (replay a node). Default: a
     /// scratch dir with headers generated for the target.
     #[arg(long, value_name = "DIR")]
@@ -320,9 +349,8 @@ pub struct CompileArgs {
     /// leftover) when datapath init would fail here (flannel.1 on the tunnel port, bpffs, rp_filter).
     #[arg(long, conflicts_with = "state_dir")]
     pub as_node: bool,
-    /// The node's root filesystem for --as-node (a Job's /host, a fixture tree).
-    #[arg(long, default_value = "/", requires = "as_node")]
-    pub root: PathBuf,
+    #[command(flatten)]
+    pub root: RootArg,
     /// Target Cilium version (selects flags, include layout and the clang to match).
     #[arg(long, default_value = crate::cilium::DEFAULT_CILIUM_VERSION)]
     pub cilium_version: String,
@@ -333,9 +361,6 @@ pub struct CompileArgs {
     /// Helm --set expressions, applied after the files.
     #[arg(long = "set", value_name = "PATH=VALUE")]
     pub set: Vec<String>,
-    /// Use this clang instead of the one matching the target's bundled LLVM.
-    #[arg(long, value_name = "PATH")]
-    pub clang: Option<PathBuf>,
     /// Copy the state dir used (generated headers) here for inspection and later --state-dir.
     #[arg(long, value_name = "DIR")]
     pub emit_state: Option<PathBuf>,

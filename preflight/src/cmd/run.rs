@@ -4,10 +4,9 @@ use std::{io::IsTerminal, time::Instant};
 use crate::{
     checks,
     cilium::Target,
-    cli::{ProbeArgs, ProbeFormat, RunArgs},
+    cmd::{ProbeArgs, ProbeFormat, RunArgs},
     exit,
     facts::{Facts, GatherOptions},
-    host::HostRoot,
     probe::{self, LiveKernel},
     report::{self, Report, Timings},
     verdict,
@@ -24,22 +23,26 @@ pub fn colour(choice: &str) -> bool {
 
 pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
     let start = Instant::now();
-    if !args.root.is_dir() {
-        anyhow::bail!("--root {}: not a directory", args.root.display());
-    }
+    let host = args.root.host(args.host_kernel)?;
     // Values errors (YAML line/column, bad --set) and unknown --ignore ids are input errors:
     // exit 2 before any probing.
     checks::validate_ignores(&args.ignore).map_err(anyhow::Error::msg)?;
     let t = Instant::now();
     let target = Target::build(&args.target_spec())?;
     let target_ms = t.elapsed().as_secs_f64() * 1e3;
-    let opts = GatherOptions {
-        root: args.root.clone(),
+    let mut opts = GatherOptions {
+        host: host.clone(),
         canaries: !args.no_canaries,
         compile: (!args.no_compile).then(|| target.clone()),
-        compile_bpf_dir: args.bpf_dir.clone(),
-        host_kernel: args.host_kernel,
+        tree: Default::default(),
     };
+    // The tree is fetched only when the compile stage runs (not --no-compile; under --root
+    // too: the agent's clang is its image's, not the node's); a bad --bpf-tar or an
+    // unreachable --image is bad input, exit 2 before any probing.
+    if opts.compile.is_some() {
+        opts.tree = crate::compile::source::resolve(&args.tree.request(true))
+            .map_err(anyhow::Error::msg)?;
+    }
     let facts = Facts::gather(&opts);
     let t = Instant::now();
     let checks = checks::run_all(&facts, &target, &args.ignore);
@@ -57,13 +60,13 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
     let report = Report {
         schema_version: report::SCHEMA_VERSION,
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
-        node: HostRoot::new(&args.root).node(facts.live),
+        node: host.node(facts.live),
         target,
         checks,
         verdict,
         timings,
     };
-    report::emit(&report, args.format, args.output.as_deref(), colour)?;
+    crate::cmd::report::emit(&report, args.format, args.output.as_deref(), colour)?;
     Ok(if report.verdict.go || args.exit_zero {
         exit::GO
     } else if report.verdict.decided {
@@ -74,6 +77,11 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
 }
 
 pub fn probe(args: &ProbeArgs) -> anyhow::Result<u8> {
+    // Without the privilege every answer would be "could not tell": say so in one line.
+    if let Err(why) = probe::live::bpf_privilege() {
+        eprintln!("preflight: undecided: {why}; nothing was probed");
+        return Ok(exit::ERROR);
+    }
     let report = probe::probe(&LiveKernel, args.scope());
     match args.format {
         ProbeFormat::Json => crate::outln!(

@@ -1,8 +1,11 @@
 //! `preflight schema`, `preflight diff`, and writing a rendered report to stdout or a file.
 use std::path::Path;
 
-use super::{Format, Report, diff, json_schema, read_json, render};
-use crate::{cli::DiffArgs, exit};
+use crate::{
+    cmd::DiffArgs,
+    exit,
+    report::{Format, Report, diff, json_schema, read_json, render},
+};
 
 /// Prints the report (or writes it to `output`); with a file, the verdict line also goes to
 /// stderr so a CI log still shows it.

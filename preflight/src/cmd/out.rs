@@ -45,7 +45,7 @@ pub fn take_error() -> Option<io::Error> {
 #[macro_export]
 macro_rules! out {
     ($($arg:tt)*) => {
-        $crate::out::write_str(&::std::format!($($arg)*))
+        $crate::cmd::out::write_str(&::std::format!($($arg)*))
     };
 }
 
@@ -53,9 +53,9 @@ macro_rules! out {
 #[macro_export]
 macro_rules! outln {
     () => {
-        $crate::out::write_str("\n")
+        $crate::cmd::out::write_str("\n")
     };
     ($($arg:tt)*) => {
-        $crate::out::write_str(&::std::format!("{}\n", ::std::format_args!($($arg)*)))
+        $crate::cmd::out::write_str(&::std::format!("{}\n", ::std::format_args!($($arg)*)))
     };
 }

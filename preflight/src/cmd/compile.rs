@@ -3,12 +3,11 @@
 //! the benchmark reports.
 use std::{fmt::Write as _, time::Instant};
 
-use super::{CompileReport, Options, StateSource, runner, verify::Verdict};
 use crate::{
     cilium::{Target, TargetSpec},
-    cli::CompileArgs,
+    cmd::CompileArgs,
+    compile::{CompileReport, Options, StateSource, elf::Verdict, runner},
     exit,
-    host::HostRoot,
     probe::{self, LiveKernel, Scope},
     report::Format,
 };
@@ -24,24 +23,24 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<u8> {
     })?;
     let live = nix::unistd::geteuid().is_root();
     let mut opts = Options::new(target);
-    opts.bpf_dir = args.bpf_dir.clone();
-    opts.clang = args.clang.clone();
+    // Kept alive until the stage is done: a --bpf-tar is unpacked in its scratch dir.
+    let resolved =
+        crate::compile::source::resolve(&args.tree.request(true)).map_err(anyhow::Error::msg)?;
+    opts.use_source(&resolved);
     opts.state = match &args.state_dir {
         Some(dir) => StateSource::Existing(dir.clone()),
-        None if args.as_node => {
-            if !args.root.is_dir() {
-                anyhow::bail!("--root {}: not a directory", args.root.display());
-            }
-            StateSource::Predict(HostRoot::new(args.root.clone()))
-        }
+        None if args.as_node => StateSource::Predict(args.root.host(false)?),
         None => StateSource::Generate,
     };
     opts.emit_state = args.emit_state.clone();
     opts.libclang = args.libclang.clone();
     opts.verify = !args.no_verify;
     // The benchmark measures compiles, not cache hits (it measures the warm re-run apart).
+    if let Some(dir) = &args.tree.cache_dir {
+        opts.cache = crate::compile::cache::CacheMode::Dir(crate::compile::cache::objects_dir(dir));
+    }
     if args.no_cache || args.bench {
-        opts.cache = super::cache::CacheMode::Off;
+        opts.cache = crate::compile::cache::CacheMode::Off;
     }
     opts.progress = true;
     if let Some(j) = args.jobs {
@@ -57,7 +56,7 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<u8> {
             bench_diagnostics(&opts).map_err(|e| anyhow::anyhow!(e))?
         );
     }
-    let report = super::run(&opts).map_err(|e| anyhow::anyhow!(e))?;
+    let report = crate::compile::run(&opts).map_err(|e| anyhow::anyhow!(e))?;
     match args.format {
         Format::Json => crate::outln!("{}", serde_json::to_string_pretty(&report)?),
         Format::Text => crate::out!("{}", render(&report)),
@@ -115,10 +114,10 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<u8> {
         // A re-run with the object cache: the second run takes every object from it.
         let dir = tempfile::tempdir()?;
         let mut warm = again.clone();
-        warm.cache = super::cache::CacheMode::Dir(dir.path().to_path_buf());
-        super::run(&warm).map_err(|e| anyhow::anyhow!(e))?;
+        warm.cache = crate::compile::cache::CacheMode::Dir(dir.path().to_path_buf());
+        crate::compile::run(&warm).map_err(|e| anyhow::anyhow!(e))?;
         let t = Instant::now();
-        let r = super::run(&warm).map_err(|e| anyhow::anyhow!(e))?;
+        let r = crate::compile::run(&warm).map_err(|e| anyhow::anyhow!(e))?;
         let _ = writeln!(
             text,
             "re-run with the object cache: stage {:.1} ms, {} of {} objects from the cache",
@@ -134,7 +133,18 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<u8> {
                 .as_ref()
                 .is_none_or(|v| v.rejected().next().is_none() && v.object_error.is_none())
     });
-    Ok(if ok { exit::GO } else { exit::NO_GO })
+    if !ok {
+        return Ok(exit::NO_GO);
+    }
+    // Compiled, but the verifier was to be asked and could not be: that is not a pass.
+    if opts.verify && !live {
+        eprintln!(
+            "preflight: undecided: the objects compiled, but the verifier was not asked (not \
+             root: loading needs CAP_BPF); run as root, or pass --no-verify for the compile alone"
+        );
+        return Ok(exit::ERROR);
+    }
+    Ok(exit::GO)
 }
 
 pub fn render(r: &CompileReport) -> String {
@@ -164,6 +174,21 @@ pub fn render(r: &CompileReport) -> String {
     );
     if let Some(risk) = &tc.risk {
         let _ = writeln!(out, "  toolchain risk: {risk}");
+    }
+    let _ = writeln!(out, "tree: {}", r.tree.describe());
+    if let Some(why) = r.tree.version_mismatch(&r.cilium_version) {
+        let _ = writeln!(out, "  note: {why}");
+    }
+    if let Some(tc) = &r.image_toolchain {
+        match (&tc.version, &tc.why_not) {
+            (Some(v), _) if tc.used => {
+                let _ = writeln!(out, "  compiled with the image's clang {v} ({})", tc.clang);
+            }
+            (_, Some(why)) => {
+                let _ = writeln!(out, "  not the image's clang: {why}");
+            }
+            _ => {}
+        }
     }
     let _ = writeln!(
         out,
@@ -234,7 +259,7 @@ pub fn render(r: &CompileReport) -> String {
         }
         // One entry per cause, with the names it hits; an explanation already printed for an
         // earlier program is referred to, not repeated.
-        for (subjects, why, fix) in super::explain::grouped(&p.findings) {
+        for (subjects, why, fix) in crate::compile::explain::grouped(&p.findings) {
             let _ = writeln!(out, "  [{subjects}]");
             // The named culprits' sites first (macro redefinitions before what follows them).
             let mut members: Vec<_> = p.findings.iter().filter(|f| f.explanation == why).collect();
@@ -267,23 +292,46 @@ pub fn render(r: &CompileReport) -> String {
                         .verified_insns
                         .map(|n| format!(", {n} insns processed"))
                         .unwrap_or_default();
+                    let what = format!("{} ({} {})", pv.name, pv.section, pv.prog_type);
                     match &pv.verdict {
                         Verdict::Loaded => {
-                            let _ = writeln!(out, "  verifier: {} loaded{insns}", pv.name);
+                            let _ = writeln!(out, "  verifier: {what} loaded{insns}");
                         }
                         Verdict::Rejected { log_tail, error } => {
-                            let _ = writeln!(out, "  verifier: {} REJECTED ({error})", pv.name);
+                            let _ = writeln!(out, "  verifier: {what} REJECTED ({error})");
                             for l in log_tail.lines() {
                                 let _ = writeln!(out, "    | {l}");
                             }
                         }
                         Verdict::Unknown { reason } => {
-                            let _ = writeln!(out, "  verifier: {} unknown: {reason}", pv.name);
+                            let _ = writeln!(out, "  verifier: {what} unknown: {reason}");
                         }
                     }
                 }
                 if !v.tail_calls.is_empty() {
                     let _ = writeln!(out, "  tail calls filled: {}", v.tail_calls.len());
+                }
+                if !v.pruned.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "  not loaded, as the agent prunes them (no entry point reaches them): {}",
+                        v.pruned
+                            .iter()
+                            .map(|p| p.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+                for u in &v.unknown_sections {
+                    let _ = writeln!(
+                        out,
+                        "  section {}: unknown program type, not loaded ({})",
+                        u.section,
+                        u.functions.join(", ")
+                    );
+                }
+                for n in &v.notes {
+                    let _ = writeln!(out, "  note: {n}");
                 }
             }
             (None, Some(why)) if p.compiled => {
@@ -343,7 +391,12 @@ pub fn bench(r: &CompileReport) -> String {
     let from_libclang = r
         .programs
         .iter()
-        .filter(|p| matches!(p.diagnostics_from, super::libclang::Source::Libclang(_)))
+        .filter(|p| {
+            matches!(
+                p.diagnostics_from,
+                crate::compile::libclang::Source::Libclang(_)
+            )
+        })
         .count();
     let _ = writeln!(
         out,
@@ -395,10 +448,10 @@ pub fn bench_diagnostics(opts: &Options) -> Result<String, String> {
         out,
         "\n== diagnostics benchmark: text parser vs libclang =="
     );
-    let prepared = super::prepare(opts)?;
+    let prepared = crate::compile::prepare(opts)?;
     let toolchain = &prepared.report.toolchain.toolchain;
     let t = Instant::now();
-    let lib = super::libclang::open(&opts.libclang, toolchain);
+    let lib = crate::compile::libclang::open(&opts.libclang, toolchain);
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
     let lib = match lib {
         Ok(lib) => {
@@ -418,20 +471,22 @@ pub fn bench_diagnostics(opts: &Options) -> Result<String, String> {
     let mut measured = None;
     for job in &prepared.jobs {
         let outcome = runner::run_one(job);
-        let text = super::diag::parse(&outcome.stderr);
+        let text = crate::compile::diag::parse(&outcome.stderr);
         if outcome.success && text.is_empty() {
             continue;
         }
         let t = Instant::now();
         for _ in 0..TEXT_ROUNDS {
-            std::hint::black_box(super::diag::parse(std::hint::black_box(&outcome.stderr)));
+            std::hint::black_box(crate::compile::diag::parse(std::hint::black_box(
+                &outcome.stderr,
+            )));
         }
         let text_ms = t.elapsed().as_secs_f64() * 1e3 / f64::from(TEXT_ROUNDS);
         let mut rounds = Vec::new();
         let mut count = 0;
         for _ in 0..LIBCLANG_ROUNDS {
             let t = Instant::now();
-            count = super::libclang::diagnostics(&lib, job)?.len();
+            count = crate::compile::libclang::diagnostics(&lib, job)?.len();
             rounds.push(t.elapsed().as_secs_f64() * 1e3);
         }
         let lib_ms = median(rounds);
@@ -459,7 +514,7 @@ pub fn bench_diagnostics(opts: &Options) -> Result<String, String> {
     };
     let before = rss_kib();
     for _ in 0..LEAK_ROUNDS {
-        super::libclang::diagnostics(&lib, job)?;
+        crate::compile::libclang::diagnostics(&lib, job)?;
     }
     let after = rss_kib();
     let _ = writeln!(
@@ -486,7 +541,7 @@ pub struct Round {
 
 /// Runs the same jobs in parallel and one after another, and the whole stage.
 pub fn sequential_vs_parallel(opts: &Options, sequential_first: bool) -> Result<Round, String> {
-    let prepared = super::prepare(opts)?;
+    let prepared = crate::compile::prepare(opts)?;
     let parallel = || {
         let t = Instant::now();
         let _ = runner::run_all(&prepared.jobs, opts.workers, false);
@@ -505,9 +560,9 @@ pub fn sequential_vs_parallel(opts: &Options, sequential_first: bool) -> Result<
     };
     let stage = || -> Result<f64, String> {
         let mut o = opts.clone();
-        o.cache = super::cache::CacheMode::Off;
+        o.cache = crate::compile::cache::CacheMode::Off;
         let t = Instant::now();
-        super::run(&o)?;
+        crate::compile::run(&o)?;
         Ok(t.elapsed().as_secs_f64() * 1e3)
     };
     let (seq, par, stage_ms) = if sequential_first {

@@ -9,18 +9,20 @@ use std::{
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
-use super::{
+use crate::plan::{
     PlanOptions, exec, fallback, gitops,
     journal::Journal,
+    lock::Lock,
     node::NodeState,
     runner::{Runner, Tool},
 };
 use crate::{
     checks,
     cilium::Target,
-    cli::TargetFlags,
+    cmd::{RootArg, TargetFlags},
     exit,
     facts::{Facts, GatherOptions},
+    host::HostRoot,
     verdict,
 };
 
@@ -63,7 +65,7 @@ impl ToolArgs {
 
 /// What to install: `run`'s target flags (version, -f, --set, --chart, --need) plus what only
 /// an install needs. Without --cilium-version or --chart the chart release is
-/// [`super::DEFAULT_CHART_VERSION`].
+/// [`crate::plan::DEFAULT_CHART_VERSION`].
 #[derive(Debug, Args)]
 pub struct TargetArgs {
     #[command(flatten)]
@@ -95,7 +97,7 @@ impl TargetArgs {
     /// The target the flags describe. Values errors name the file and line (exit 2).
     fn target(&self) -> anyhow::Result<Target> {
         Ok(Target::build(
-            &self.flags.spec(Some(super::DEFAULT_CHART_VERSION)),
+            &self.flags.spec(Some(crate::plan::DEFAULT_CHART_VERSION)),
         )?)
     }
 
@@ -103,7 +105,7 @@ impl TargetArgs {
         PlanOptions {
             cilium_version: target.cilium_version.clone(),
             kube_proxy_replacement: self.kube_proxy_replacement
-                || super::wants_kube_proxy_replacement(&target.values),
+                || crate::plan::wants_kube_proxy_replacement(&target.values),
             k8s_service_host: self.k8s_service_host.clone(),
             k8s_service_port: self.k8s_service_port,
             wait_timeout_s: self.wait_timeout,
@@ -126,39 +128,41 @@ impl TargetArgs {
 /// the verdict's value fixes go into the values file.
 struct Judged {
     node: NodeState,
-    plan: super::Plan,
+    plan: crate::plan::Plan,
     /// The checks and verdict for the values file as written (value fixes included).
-    results: Vec<crate::report::CheckResult>,
-    verdict: verdict::Verdict,
+    results: Vec<crate::model::CheckResult>,
+    verdict: crate::model::Verdict,
     /// The verdict's value fixes that went into the values file, and what they fix.
     value_fixes: Option<(serde_json::Value, Vec<String>)>,
     /// Cheaper settings the verdict suggests for a capability: printed, not applied.
-    advice: Vec<verdict::Recommendation>,
+    advice: Vec<crate::model::Recommendation>,
 }
 
-fn judge(root: &Path, runner: &Runner, t: &TargetArgs, live: bool) -> anyhow::Result<Judged> {
+/// `full`: the whole preflight (canaries, the datapath compile), for an install on the live node;
+/// else node files and read-only queries only.
+fn judge(host: &HostRoot, runner: &Runner, t: &TargetArgs, full: bool) -> anyhow::Result<Judged> {
     let target = t.target()?;
-    let node = NodeState::read(root, runner)?;
+    let node = NodeState::read(host, runner)?;
+    let root = host.root();
     let mut opts = t.options(&target);
-    let plan = super::build_install(&node, &opts)?;
+    let plan = crate::plan::build_install(&node, &opts)?;
     // Judge what will be installed: the user's values with the node's requirements.
     let installed = target.with_patch(plan.values.as_ref().unwrap_or(&serde_json::Value::Null));
     eprintln!(
         "preflight: checking this node for Cilium {} with the planned values ({})…",
         installed.cilium_version,
-        if live {
+        if full {
             "kernel probes, attach canaries, a datapath compile: some seconds"
         } else {
             "node files and read-only queries; no canaries, no compile"
         }
     );
     let facts = Facts::gather(&GatherOptions {
-        root: root.to_path_buf(),
-        canaries: live,
+        host: HostRoot::new(root),
+        canaries: full,
         // The incident this tool exists for is a datapath that does not compile: check it.
-        compile: live.then(|| installed.clone()),
-        compile_bpf_dir: None,
-        host_kernel: false,
+        compile: full.then(|| installed.clone()),
+        tree: Default::default(),
     });
     let results = checks::run_all(&facts, &installed, &[]);
     let mut v = verdict::decide(&installed, &results);
@@ -190,7 +194,7 @@ fn judge(root: &Path, runner: &Runner, t: &TargetArgs, live: bool) -> anyhow::Re
     };
     // The value fixes go into the values file; judge that file again (checks are pure).
     opts.values_fix = Some(fix.clone());
-    let plan = super::build_install(&node, &opts)?;
+    let plan = crate::plan::build_install(&node, &opts)?;
     let installed = target.with_patch(plan.values.as_ref().unwrap_or(&serde_json::Value::Null));
     let results = checks::run_all(&facts, &installed, &[]);
     let fixed = applied.iter().map(|r| r.fixes.clone()).collect();
@@ -250,9 +254,8 @@ fn print_verdict(j: &Judged) -> Vec<String> {
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
-    /// The node's root filesystem (a fixture tree in tests).
-    #[arg(long, default_value = "/")]
-    pub root: PathBuf,
+    #[command(flatten)]
+    pub root: RootArg,
     #[command(flatten)]
     pub target: TargetArgs,
     #[command(flatten)]
@@ -265,8 +268,8 @@ pub struct PlanArgs {
 
 #[derive(Debug, Args)]
 pub struct InstallArgs {
-    #[arg(long, default_value = "/")]
-    pub root: PathBuf,
+    #[command(flatten)]
+    pub root: RootArg,
     #[command(flatten)]
     pub target: TargetArgs,
     #[command(flatten)]
@@ -281,8 +284,8 @@ pub struct InstallArgs {
 
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
-    #[arg(long, default_value = "/")]
-    pub root: PathBuf,
+    #[command(flatten)]
+    pub root: RootArg,
     #[command(flatten)]
     pub tools: ToolArgs,
 }
@@ -295,8 +298,8 @@ pub enum FallbackTo {
 
 #[derive(Debug, Args)]
 pub struct FallbackArgs {
-    #[arg(long, default_value = "/")]
-    pub root: PathBuf,
+    #[command(flatten)]
+    pub root: RootArg,
     #[command(flatten)]
     pub tools: ToolArgs,
     /// Do not ask for confirmation.
@@ -304,13 +307,15 @@ pub struct FallbackArgs {
     pub yes: bool,
 }
 
-/// The root as an absolute path: it ends up in command lines (helm --values, --kubeconfig).
-fn check_root(root: &Path) -> anyhow::Result<PathBuf> {
-    if !root.is_dir() {
-        bail!("--root {}: not a directory", root.display());
-    }
-    root.canonicalize()
-        .with_context(|| format!("--root {}", root.display()))
+/// The node's root as an absolute path (it ends up in command lines: helm --values,
+/// --kubeconfig), opened once: every access of the command goes through this directory fd.
+fn node_root(arg: &RootArg) -> anyhow::Result<HostRoot> {
+    let given = arg.host(false)?;
+    let path = given
+        .root()
+        .canonicalize()
+        .with_context(|| format!("--root {}", arg.path.display()))?;
+    Ok(HostRoot::open(path)?)
 }
 
 /// Print the fault-point count when the test hooks are on, so tests know the matrix size.
@@ -320,27 +325,28 @@ fn report_fault_points() {
     {
         eprintln!(
             "preflight: test hook: {} fault points passed",
-            super::fault::passed()
+            crate::plan::fault::passed()
         );
     }
 }
 
 pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
-    let root = check_root(&args.root)?;
+    let host = node_root(&args.root)?;
     let runner = args.tools.runner();
-    let j = judge(&root, &runner, &args.target, false)?;
+    let j = judge(&host, &runner, &args.target, false)?;
     let mut plan = j.plan.clone();
     if let Some(dir) = &args.emit_gitops {
         let values = plan.values.clone().context("plan has no values")?;
+        // A directory the operator names for the output, not a node path: written as given.
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let version = plan
             .steps
             .iter()
             .find_map(|s| match &s.action {
-                super::Action::Helm { version, .. } => Some(version.clone()),
+                crate::plan::Action::Helm { version, .. } => Some(version.clone()),
                 _ => None,
             })
-            .unwrap_or_else(|| super::DEFAULT_CHART_VERSION.into());
+            .unwrap_or_else(|| crate::plan::DEFAULT_CHART_VERSION.into());
         let app = gitops::application(&version, "cilium", "kube-system", &values);
         let values_path = dir.join("cilium-values.yaml");
         let app_path = dir.join("cilium-application.yaml");
@@ -356,7 +362,7 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
             values_path.display()
         ));
     }
-    crate::out!("{}", super::render(&plan, &runner));
+    crate::out!("{}", crate::plan::render(&plan, &runner));
     print_verdict(&Judged { plan, ..j });
     Ok(exit::GO)
 }
@@ -364,8 +370,8 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
 /// Before any change: every tool the plan runs must be there, and helm and kubectl must answer
 /// (`kubectl version` also reaches the API server). Err lists every problem: exit 2, nothing
 /// changed.
-fn check_tools(runner: &Runner, plan: &super::Plan, node: &NodeState) -> anyhow::Result<()> {
-    let tools = super::tools_needed(plan);
+fn check_tools(runner: &Runner, plan: &crate::plan::Plan, node: &NodeState) -> anyhow::Result<()> {
+    let tools = crate::plan::tools_needed(plan);
     let mut problems: Vec<String> = tools
         .iter()
         .filter_map(|t| runner.unavailable(*t))
@@ -376,7 +382,7 @@ fn check_tools(runner: &Runner, plan: &super::Plan, node: &NodeState) -> anyhow:
                 continue;
             }
             let mut argv = if tool == Tool::Kubectl {
-                super::kube_args(node)
+                crate::plan::kube_args(node)
             } else {
                 Vec::new()
             };
@@ -416,12 +422,14 @@ fn confirm(yes: bool, what: &str) -> anyhow::Result<bool> {
 }
 
 pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
-    let root = check_root(&args.root)?;
+    let host = node_root(&args.root)?;
     let runner = args.tools.runner();
+    // Before anything is read: the plan must not be made from a node another run is changing.
+    let lock = Lock::acquire(&host, "install")?;
     // The preflight: refuse on no-go, except for what the plan itself fixes.
-    let j = judge(&root, &runner, &args.target, root == Path::new("/"))?;
+    let j = judge(&host, &runner, &args.target, host.is_live())?;
     let (node, plan) = (&j.node, &j.plan);
-    crate::out!("{}", super::render(plan, &runner));
+    crate::out!("{}", crate::plan::render(plan, &runner));
     let blocking = print_verdict(&j);
     if blocking.is_empty() {
         if !j.verdict.go {
@@ -445,16 +453,16 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
         return Ok(exit::NO_GO);
     }
 
-    let journal = Journal::begin(&root, "install")?;
+    let journal = Journal::begin(&host, "install", &lock.created)?;
     let mut exec = exec::Executor {
-        root: &root,
+        host: &host,
         runner: &runner,
         journal,
         log: Box::new(|l| crate::outln!("{l}")),
     };
     crate::outln!(
         "\nExecuting (journal: {})",
-        super::journal_dir(&root).display()
+        host.display(crate::plan::journal::JOURNAL_DIR)
     );
     let result = exec.run(plan).and_then(|()| {
         exec.journal.complete().map_err(|error| exec::StepFailure {
@@ -488,7 +496,7 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
                 }
             }
             crate::outln!("\nRolling back automatically…");
-            let code = print_rollback(exec::rollback(&root, &runner)?);
+            let code = print_rollback(exec::rollback(&host, &runner)?);
             report_fault_points();
             Ok(if code == exit::GO { exit::NO_GO } else { code })
         }
@@ -499,14 +507,14 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
 fn collect_evidence(
     runner: &Runner,
     node: &NodeState,
-    plan: &super::Plan,
+    plan: &crate::plan::Plan,
     failed: usize,
 ) -> Vec<String> {
     let helm_ran = plan.steps[..failed].iter().any(|s| s.id == "helm.install");
     if !helm_ran {
         return Vec::new();
     }
-    let mut args: Vec<String> = super::kube_args(node);
+    let mut args: Vec<String> = crate::plan::kube_args(node);
     args.extend(
         [
             "-n",
@@ -588,18 +596,21 @@ fn print_rollback(r: exec::RollbackReport) -> u8 {
 }
 
 pub fn rollback(args: &RollbackArgs) -> anyhow::Result<u8> {
-    let root = check_root(&args.root)?;
+    let host = node_root(&args.root)?;
     let runner = args.tools.runner();
-    let code = print_rollback(exec::rollback(&root, &runner)?);
+    let _lock = Lock::acquire(&host, "rollback")?;
+    let code = print_rollback(exec::rollback(&host, &runner)?);
     report_fault_points();
     Ok(code)
 }
 
 pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
     let FallbackTo::Flannel(args) = to;
-    let root = check_root(&args.root)?;
+    let host = node_root(&args.root)?;
+    let root = host.root().to_path_buf();
     let runner = args.tools.runner();
-    if let Some(j) = Journal::load(&root)? {
+    let lock = Lock::acquire(&host, "fallback")?;
+    if let Some(j) = Journal::load(&host)? {
         if j.file.runs.iter().any(|r| r == "fallback-flannel") {
             crate::outln!(
                 "A flannel fallback is already journaled; running it again changes only what drifted."
@@ -608,24 +619,24 @@ pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
             crate::outln!(
                 "Rolling back the Cilium install first (restores conflists, removes the drop-in, restarts k3s):"
             );
-            let code = print_rollback(exec::rollback(&root, &runner)?);
+            let code = print_rollback(exec::rollback(&host, &runner)?);
             if code != exit::GO {
                 return Ok(code);
             }
         }
     }
-    let node = NodeState::read(&root, &runner)?;
+    let node = NodeState::read(&host, &runner)?;
     // Our flannel drop-in wins over config.yaml and drop-ins that sort before it; one that
     // sorts after it would keep flannel off: say exactly what to change instead.
     if let Some(k3s) = &node.k3s
         && k3s.flannel_backend.as_deref() == Some("none")
         && let Some(from) = &k3s.flannel_backend_from
         && Path::new(from).parent()
-            == Some(&root.join(super::node::K3S_CONFIG_D.trim_start_matches('/')))
+            == Some(&root.join(crate::plan::node::K3S_CONFIG_D.trim_start_matches('/')))
         && Path::new(from)
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            > Path::new(super::node::FLANNEL_DROP_IN)
+            > Path::new(crate::plan::node::FLANNEL_DROP_IN)
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
     {
@@ -634,20 +645,20 @@ pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
              preflight's drop-in {}, so it would win. Remove that line (or set \
              flannel-backend: vxlan there), then run `preflight fallback flannel` again; nothing \
              was changed.",
-            super::node::FLANNEL_DROP_IN
+            crate::plan::node::FLANNEL_DROP_IN
         );
         return Ok(exit::NO_GO);
     }
     let plan = fallback::build(&node, runner.path(Tool::Helm).is_ok());
-    crate::out!("{}", super::render(&plan, &runner));
+    crate::out!("{}", crate::plan::render(&plan, &runner));
     check_tools(&runner, &plan, &node)?;
     if !confirm(args.yes, "Apply the flannel hardening above")? {
         crate::outln!("Not confirmed; nothing changed.");
         return Ok(exit::NO_GO);
     }
-    let journal = Journal::begin(&root, "fallback-flannel")?;
+    let journal = Journal::begin(&host, "fallback-flannel", &lock.created)?;
     let mut exec = exec::Executor {
-        root: &root,
+        host: &host,
         runner: &runner,
         journal,
         log: Box::new(|l| crate::outln!("{l}")),
@@ -673,7 +684,7 @@ pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
                 failure.step,
                 failure.error
             );
-            let code = print_rollback(exec::rollback(&root, &runner)?);
+            let code = print_rollback(exec::rollback(&host, &runner)?);
             report_fault_points();
             Ok(if code == exit::GO { exit::NO_GO } else { code })
         }

@@ -1,0 +1,19 @@
+//! Plain types every room shares: what a check found, where it belongs, what Cilium needs, the
+//! node a report is about and the verdict. The bottom room: it imports no other room.
+mod area;
+mod capability;
+mod check;
+mod gathered;
+mod node;
+mod outcome;
+mod status;
+mod verdict;
+
+pub use area::Area;
+pub use capability::Capability;
+pub use check::CheckResult;
+pub use gathered::Gathered;
+pub use node::Node;
+pub use outcome::Outcome;
+pub use status::Status;
+pub use verdict::{CapabilityVerdict, Recommendation, Verdict};
