@@ -3,7 +3,10 @@
 use std::time::Instant;
 
 use crate::{
-    cilium::{Target, node::NodeHints},
+    cilium::{
+        Target,
+        node::{KubeProxy, NodeHints},
+    },
     compile::{self, CompileReport},
     host::{
         HostRoot, cni::CniFacts, distro::DistroFacts, k3s::K3sFacts, kconfig::KernelConfigFact,
@@ -74,6 +77,13 @@ impl Facts {
                         .collect(),
                 ),
                 _ => None,
+            },
+            // kube-proxy runs on a k3s node unless its config says disable-kube-proxy; an
+            // unreadable config or another distribution cannot tell.
+            kube_proxy: match (&self.k3s, self.k3s.disable_kube_proxy) {
+                (k, _) if !k.present || !k.problems.is_empty() => KubeProxy::CannotTell,
+                (_, Some(true)) => KubeProxy::Removed,
+                _ => KubeProxy::Runs,
             },
             // Dual-stack k3s lists both families; the IPv4 one is the native-routing CIDR.
             cluster_cidr: self.k3s.cluster_cidr.as_deref().and_then(|list| {

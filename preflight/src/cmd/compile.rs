@@ -16,11 +16,14 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<u8> {
     // Values decide the tunnel protocol and port, monitor aggregation and the capabilities
     // (which programs matter); bad values are bad input, named with file and line (exit 2).
     let target = Target::build(&TargetSpec {
-        cilium_version: Some(args.cilium_version.clone()),
+        cilium_version: args.cilium_version.clone(),
         value_files: args.values.clone(),
         sets: args.set.clone(),
         ..TargetSpec::default()
     })?;
+    if let Some(note) = &target.version_note {
+        eprintln!("preflight: warning: {note}");
+    }
     let live = nix::unistd::geteuid().is_root();
     let mut opts = Options::new(target);
     // Kept alive until the stage is done: a --bpf-tar is unpacked in its scratch dir.

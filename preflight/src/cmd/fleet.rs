@@ -66,8 +66,18 @@ pub fn job(args: &JobArgs) -> anyhow::Result<u8> {
     // as shipped copies, below); flags after `--` follow them.
     let target = &args.target;
     let mut run_args = Vec::new();
-    if let Some(v) = &target.cilium_version {
-        run_args.extend(["--cilium-version".to_string(), v.clone()]);
+    // The nodes judge the same release as this command: the flag, else (without --chart) the
+    // newest release this preflight knows, written out so a node's preflight of another build
+    // does not pick its own default.
+    match (&target.cilium_version, &target.chart) {
+        (Some(v), _) => run_args.extend(["--cilium-version".to_string(), v.to_string()]),
+        (None, None) => run_args.extend([
+            "--cilium-version".to_string(),
+            crate::cilium::releases::BUILTIN
+                .default_version()
+                .to_string(),
+        ]),
+        (None, Some(_)) => {}
     }
     for set in &target.set {
         run_args.extend(["--set".to_string(), set.clone()]);
@@ -77,6 +87,9 @@ pub fn job(args: &JobArgs) -> anyhow::Result<u8> {
     }
     for need in &target.need {
         run_args.extend(["--need".to_string(), need.as_str().to_string()]);
+    }
+    if let Some(path) = &target.values_path {
+        run_args.extend(["--values-path".to_string(), path.clone()]);
     }
     for id in &args.ignore {
         run_args.extend(["--ignore".to_string(), id.clone()]);
@@ -148,12 +161,15 @@ pub fn job(args: &JobArgs) -> anyhow::Result<u8> {
         sets: run.target.set.clone(),
         chart: None,
         need: run.target.need.clone(),
+        values_path: run.target.values_path.clone(),
     })?;
+    if let Some(note) = &node_target.version_note {
+        eprintln!("preflight: warning: {note}");
+    }
     // The datapath the nodes compile: the target's own, out of its Cilium image.
-    spec.cilium_image = args
-        .cilium_image
-        .clone()
-        .or_else(|| crate::compile::source::cilium_image(&node_target.cilium_version));
+    spec.cilium_image = args.cilium_image.clone().or_else(|| {
+        crate::compile::source::cilium_image(&node_target.install_version().to_string())
+    });
     if spec.cilium_image.is_none() {
         eprintln!(
             "preflight: note: Cilium {} names no patch release, so there is no image to take \

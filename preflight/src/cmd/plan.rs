@@ -64,8 +64,8 @@ impl ToolArgs {
 }
 
 /// What to install: `run`'s target flags (version, -f, --set, --chart, --need) plus what only
-/// an install needs. Without --cilium-version or --chart the chart release is
-/// [`crate::plan::DEFAULT_CHART_VERSION`].
+/// an install needs. Without --cilium-version or --chart the chart release is the newest release
+/// preflight knows, the default of every command.
 #[derive(Debug, Args)]
 pub struct TargetArgs {
     #[command(flatten)]
@@ -96,14 +96,17 @@ pub struct TargetArgs {
 impl TargetArgs {
     /// The target the flags describe. Values errors name the file and line (exit 2).
     fn target(&self) -> anyhow::Result<Target> {
-        Ok(Target::build(
-            &self.flags.spec(Some(crate::plan::DEFAULT_CHART_VERSION)),
-        )?)
+        let target = Target::build(&self.flags.spec())?;
+        if let Some(note) = &target.version_note {
+            eprintln!("preflight: warning: {note}");
+        }
+        Ok(target)
     }
 
     fn options(&self, target: &Target) -> PlanOptions {
         PlanOptions {
-            cilium_version: target.cilium_version.clone(),
+            // Helm installs an exact release: `1.19` is the newest 1.19 preflight knows.
+            cilium_version: target.install_version().to_string(),
             kube_proxy_replacement: self.kube_proxy_replacement
                 || crate::plan::wants_kube_proxy_replacement(&target.values),
             k8s_service_host: self.k8s_service_host.clone(),
@@ -346,7 +349,11 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
                 crate::plan::Action::Helm { version, .. } => Some(version.clone()),
                 _ => None,
             })
-            .unwrap_or_else(|| crate::plan::DEFAULT_CHART_VERSION.into());
+            .unwrap_or_else(|| {
+                crate::cilium::releases::BUILTIN
+                    .default_version()
+                    .to_string()
+            });
         let app = gitops::application(&version, "cilium", "kube-system", &values);
         let values_path = dir.join("cilium-values.yaml");
         let app_path = dir.join("cilium-application.yaml");

@@ -21,6 +21,8 @@ pub struct Context<'a> {
     pub bpf_dir: &'a Path,
     pub state: &'a StateLayout,
     pub profile: &'a Profile,
+    /// The target's minor as the user knows it (`1.20`; the profile's is its compile generation).
+    pub target: String,
     pub clang_major: u32,
     pub blockers: &'a [InitBlocker],
     /// The macros the target's agent writes into node_config.h for this tree.
@@ -193,7 +195,7 @@ fn stale(ctx: &Context, header: &Path) -> Cause {
         } else {
             None
         },
-        target: format!("1.{}", ctx.profile.minor),
+        target: ctx.target.clone(),
         lacks: if is_node_config {
             n.lacks.clone()
         } else {
@@ -265,7 +267,7 @@ fn cause_of(ctx: &Context, d: &Diagnostic) -> (String, Cause) {
         };
         return (kind.into(), cause);
     }
-    if flag == "-Wshorten-64-to-32" && ctx.clang_major >= 19 && ctx.profile.minor <= 16 {
+    if flag == "-Wshorten-64-to-32" && ctx.profile.clang_breaks(ctx.clang_major) {
         return (
             "shorten-64-to-32".into(),
             Cause::ClangTooNew {
@@ -602,6 +604,7 @@ mod tests {
             bpf_dir: Path::new("/b"),
             state,
             profile,
+            target: format!("1.{}", profile.minor),
             clang_major: clang,
             blockers: &[],
             node_macros: &NO_MACROS,

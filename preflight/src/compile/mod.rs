@@ -460,6 +460,7 @@ fn judge_node_config(
     layout: &headers::StateLayout,
     model: &TreeModel,
     profile: &profile::Profile,
+    target_minor: u32,
     expected: &BTreeSet<String>,
     from_node: bool,
 ) -> NodeConfigState {
@@ -497,7 +498,7 @@ fn judge_node_config(
             None => (None, false),
         },
         TreeModel::Real { .. } => match version_guess::judge(&text) {
-            Some(g) => (Some(g.label()), !g.contains(profile.minor)),
+            Some(g) => (Some(g.label()), !g.contains(target_minor)),
             None => (None, false),
         },
     };
@@ -520,7 +521,10 @@ fn judge_node_config(
 /// missing clang.
 pub fn prepare(opts: &Options) -> Result<Prepared, String> {
     let start = Instant::now();
-    let profile = profile::for_version(&opts.target.cilium_version)?;
+    let profile = profile::for_release(opts.target.release());
+    // The agent's own facts (headers, per-program flags, load-time config) follow the target's
+    // minor; the profile's `minor` is its compile generation (18 for 1.18 and later).
+    let target_minor = opts.target.release().minor;
     let cache_dir = opts.cache.dir();
     // Remembered clang versions are not objects: kept even when objects are not (--no-cache).
     toolchain::versions::set_dir(
@@ -558,7 +562,7 @@ pub fn prepare(opts: &Options) -> Result<Prepared, String> {
                     dir.display()
                 ));
             }
-            let options = agent_options::AgentOptions::new(profile.minor, &opts.target, &features);
+            let options = agent_options::AgentOptions::new(target_minor, &opts.target, &features);
             let state = agent_state::generate(&scan, &options, opts.probes.as_ref());
             let include_bpf = bpf_dir.join("include/bpf");
             std::fs::create_dir_all(&include_bpf).map_err(|e| format!("scratch dir: {e}"))?;
@@ -663,7 +667,7 @@ pub fn prepare(opts: &Options) -> Result<Prepared, String> {
         copy_dir(&layout.root, dest)
             .map_err(|e| format!("--emit-state {}: {e}", dest.display()))?;
     }
-    let node_config_state = judge_node_config(&layout, &model, &profile, &node_macros, from_node);
+    let node_config_state = judge_node_config(&layout, &model, &profile, target_minor, &node_macros, from_node);
     let node_config = match (&node_config_state.status[..], &node_config_state.written_by) {
         ("stale", Some(by)) => format!("stale (written by {by})"),
         ("stale", None) => "stale (written by a version that cannot be told)".into(),
@@ -794,7 +798,7 @@ pub fn prepare(opts: &Options) -> Result<Prepared, String> {
         }
     }
     let report = CompileReport {
-        cilium_version: opts.target.cilium_version.clone(),
+        cilium_version: opts.target.cilium_version.to_string(),
         mcpu,
         mcpu_reason,
         features,
@@ -912,6 +916,7 @@ pub fn run(opts: &Options) -> Result<CompileReport, String> {
         bpf_dir: &prepared.bpf_dir,
         state: &prepared.layout,
         profile: &report.profile,
+        target: opts.target.cilium_version.minor_label(),
         clang_major: report.toolchain.toolchain.major,
         blockers: &report.init_blockers,
         node_macros: &prepared.node_macros,

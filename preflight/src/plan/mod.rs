@@ -19,11 +19,6 @@ use std::fmt::Write as _;
 
 use node::{CniPaths, DROP_IN, LinkState, MountState, NodeState};
 
-/// The chart version `install` uses unless told: Helm needs an exact, released chart version,
-/// while `run`'s default target is the newest profile (a minor, e.g. 1.19). The preflight that
-/// `install` runs judges this same version.
-pub const DEFAULT_CHART_VERSION: &str = "1.18.4";
-
 pub const VALUES_FILE: &str = "/var/lib/preflight/cilium-values.yaml";
 pub const BPFFS_UNIT_TEXT: &str = "\
 # Written by preflight: bpffs at /sys/fs/bpf, shared, so Cilium's pins survive agent restarts.
@@ -225,7 +220,10 @@ pub struct PlanOptions {
 impl Default for PlanOptions {
     fn default() -> Self {
         Self {
-            cilium_version: DEFAULT_CHART_VERSION.into(),
+            // The default of every command: the newest release preflight knows.
+            cilium_version: crate::cilium::releases::BUILTIN
+                .default_version()
+                .to_string(),
             kube_proxy_replacement: false,
             k8s_service_host: None,
             k8s_service_port: 6443,
@@ -978,11 +976,17 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
              a controller (which recreates it) and lists the ones without"
         ));
     }
-    let status_bin = if version_at_least(&opts.cilium_version, 1, 15) {
-        "cilium-dbg"
-    } else {
-        "cilium"
-    };
+    // The in-pod CLI of the version (release table); an unknown version has the newest's.
+    let status_bin = crate::cilium::CiliumVersion::parse(&opts.cilium_version)
+        .ok()
+        .and_then(|v| crate::cilium::releases::BUILTIN.resolve(&v).ok())
+        .map_or(
+            crate::cilium::releases::BUILTIN
+                .newest()
+                .agent
+                .status_binary,
+            |r| r.release.agent.status_binary,
+        );
     steps.push(
         Step::new(
             "post.cilium-status",
@@ -1091,15 +1095,6 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
         notes,
         values: Some(values),
     })
-}
-
-pub fn version_at_least(v: &str, major: u64, minor: u64) -> bool {
-    let mut it = v
-        .trim_start_matches('v')
-        .split('.')
-        .map(|p| p.parse::<u64>().unwrap_or(0));
-    let (a, b) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
-    (a, b) >= (major, minor)
 }
 
 /// The plan as text: numbered steps with what/why/undo, and the commands they run.
@@ -1443,6 +1438,5 @@ mod tests {
         .unwrap();
         assert!(!plan.steps.iter().any(|s| s.id.starts_with("bpffs.")));
         assert!(plan.notes.iter().any(|n| n.contains("#6966")));
-        assert!(version_at_least("1.15.0", 1, 15) && !version_at_least("v1.14.9", 1, 15));
     }
 }
