@@ -1,6 +1,9 @@
-//! What cilium-agent writes and passes that the bpf tree cannot tell: the one place for
-//! per-version agent facts of the compile stage (to move into the per-minor tables of
-//! `cilium/` as a unit). Read from the agent sources of 1.16.15, 1.18.3 and 1.20.0-dev
+//! What cilium-agent writes and passes that the bpf tree cannot tell: the per-version agent
+//! facts of the compile stage. The coarse ones come from the release table
+//! (`cilium::releases::HeaderFacts`, through [`AgentOptions`]): whether values are read at load
+//! time (and the per-program `-D` flags and map renames that go with it) and which macros moved
+//! to load time. The macro-level rows below are still keyed by minor here; they are to move
+//! into the release table as a unit (one row per read version). Read from the agent sources of 1.16.15, 1.18.3 and 1.20.0-dev
 //! (`pkg/datapath/loader`: compile.go, base.go, xdp.go, loader.go, template.go;
 //! `pkg/datapath/linux/config/config.go`: the header writer; `pkg/datapath/config`: load-time
 //! configuration; `pkg/datapath/linux/probes/probes.go`). Minors not read take the rule of the
@@ -238,7 +241,10 @@ pub fn ep_lines(o: &AgentOptions, host: bool) -> Vec<Line> {
     l.push(flag("DISABLE_LOOPBACK_LB", host && o.nodeport && m <= 17));
     l.push(def("HOST_EP_ID", HOST_EP_ID, m <= 19));
     // Every endpoint answers ARP for its gateway unless netkit (lxc only); load-time in 1.20.
-    l.push(flag("ENABLE_ARP_RESPONDER", (host || !o.netkit) && m <= 19));
+    l.push(flag(
+        "ENABLE_ARP_RESPONDER",
+        (host || !o.netkit) && !o.reads_at_load_time("ENABLE_ARP_RESPONDER"),
+    ));
     if m <= 17 {
         l.extend(ct_map_lines(true));
     }
@@ -445,8 +451,8 @@ fn seclabels(o: &AgentOptions) -> Vec<String> {
 /// (pkg/datapath/loader: base.go `Reinitialize`, xdp.go `xdpCompileArgs`, the template cache
 /// for bpf_lxc/bpf_host), and the ones it does not build, with why.
 pub fn program_plans(o: &AgentOptions) -> (Vec<ProgramPlan>, Vec<(String, String)>) {
-    let m = o.minor;
-    let legacy_flags = m <= 17;
+    // Per-program -D flags went with the move to load-time configuration (1.18).
+    let legacy_flags = !o.load_time_config;
     let mut built = vec![
         plan(
             "bpf_lxc",
@@ -770,8 +776,8 @@ pub fn load_time_values(o: &AgentOptions, program: &str) -> Vec<(&'static str, C
 }
 
 /// Map renames the 1.18+ loader applies (the object names its tail-call map `cilium_calls`).
-pub fn map_renames(minor: u32, program: &str) -> Vec<(&'static str, String)> {
-    if minor < 18 {
+pub fn map_renames(o: &AgentOptions, program: &str) -> Vec<(&'static str, String)> {
+    if !o.load_time_config {
         return Vec::new();
     }
     let id = TEMPLATE_EP_ID;

@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use super::features::Features;
-use crate::cilium::{Capability, Target};
+use crate::cilium::{Capability, Target, releases::BUILTIN};
 
 /// The identity the agent's templates and per-program flags use (`identity.ReservedIdentityWorld`).
 pub const WORLD_ID: u32 = 2;
@@ -53,6 +53,12 @@ impl Tunnel {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentOptions {
     pub minor: u32,
+    /// Values read at load time from `.rodata.config` instead of `#define`d, and per-program
+    /// `-D` flags dropped with them (the release table's HeaderFacts, 1.18+).
+    pub load_time_config: bool,
+    /// Macros older versions wrote that this one reads at load time (HeaderFacts, 1.20:
+    /// `ENABLE_ARP_RESPONDER`).
+    pub moved_to_load_time: &'static [&'static str],
     pub ipv4: bool,
     pub ipv6: bool,
     /// Tunnel protocol and UDP port; None with native routing.
@@ -129,8 +135,15 @@ impl AgentOptions {
             Some(v) => v.to_string(),
             None => "medium".into(),
         };
+        // The release table's row for this minor (the newest for one past it).
+        let headers = BUILTIN
+            .find((1, minor))
+            .unwrap_or_else(|| BUILTIN.newest())
+            .headers;
         Self {
             minor,
+            load_time_config: headers.load_time_config,
+            moved_to_load_time: headers.moved_to_load_time,
             ipv4: flag(target, "ipv4.enabled").unwrap_or(true),
             ipv6: flag(target, "ipv6.enabled").unwrap_or(false),
             tunnel,
@@ -160,6 +173,11 @@ impl AgentOptions {
             native_routing: target.needs(Capability::NativeRouting),
             monitor_aggregation: monitor_aggregation_level(&aggregation),
         }
+    }
+
+    /// Whether the agent reads `name` at load time rather than writing it into a header.
+    pub fn reads_at_load_time(&self, name: &str) -> bool {
+        self.moved_to_load_time.contains(&name)
     }
 
     pub fn dual_stack(&self) -> bool {

@@ -667,7 +667,14 @@ pub fn prepare(opts: &Options) -> Result<Prepared, String> {
         copy_dir(&layout.root, dest)
             .map_err(|e| format!("--emit-state {}: {e}", dest.display()))?;
     }
-    let node_config_state = judge_node_config(&layout, &model, &profile, target_minor, &node_macros, from_node);
+    let node_config_state = judge_node_config(
+        &layout,
+        &model,
+        &profile,
+        target_minor,
+        &node_macros,
+        from_node,
+    );
     let node_config = match (&node_config_state.status[..], &node_config_state.written_by) {
         ("stale", Some(by)) => format!("stale (written by {by})"),
         ("stale", None) => "stale (written by a version that cannot be told)".into(),
@@ -974,9 +981,9 @@ pub fn run(opts: &Options) -> Result<CompileReport, String> {
         let load_config = match (&prepared.model, &prepared.agent_options, &bytes, &object) {
             // Up to 1.17 the `.rodata.config` variables are the template's static data, which
             // the loader patches per endpoint (`ELFVariableSubstitutions`), not configuration.
-            (TreeModel::Real { .. }, Some(o), Some(b), Some(info)) if o.minor >= 18 => {
+            (TreeModel::Real { .. }, Some(o), Some(b), Some(info)) if o.load_time_config => {
                 let values = agent_facts::load_time_values(o, &job.program);
-                let renames = agent_facts::map_renames(o.minor, &job.program);
+                let renames = agent_facts::map_renames(o, &job.program);
                 load_config::for_object(b, &values, &renames, &info.maps)
                     .ok()
                     .filter(|c| !c.is_empty() || !c.defaults_kept.is_empty())

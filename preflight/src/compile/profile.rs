@@ -141,7 +141,10 @@ mod tests {
     fn versions_map_to_profiles_as_facts_say() {
         let p14 = version("1.14.19").unwrap();
         assert!(p14.llc_pipeline && p14.nr_cpus && p14.std == "gnu89");
-        assert_eq!((p14.bundled_llvm, p14.bundled_llvm_version.as_str()), (10, "10.0.0"));
+        assert_eq!(
+            (p14.bundled_llvm, p14.bundled_llvm_version.as_str()),
+            (10, "10.0.0")
+        );
         assert_eq!(version("v1.16").unwrap().bundled_llvm, 17);
         assert_eq!(version("1.17.2").unwrap().bundled_llvm, 18);
         for v in ["1.19.0", "1.20", "1.20.0-dev"] {
