@@ -371,7 +371,13 @@ fn parse_source(text: &str) -> ParsedSource {
     // Conditional depth, not counting a classic include guard around the whole file.
     let mut depth = 0i32;
     let mut guard: Option<String> = None;
+    // An include guard is the file's first directive: in a `#pragma once` file, or after
+    // other lines, `#ifndef X` + `#define X` is a default (lib/lb.h: `#ifndef DSR_XLATE_MODE`
+    // also defines `DSR_XLATE_FRONTEND`, which the agent writes when it writes the mode).
+    let mut seen_content = false;
     for (i, line) in lines.iter().enumerate() {
+        let first = !seen_content;
+        seen_content |= !line.trim().is_empty();
         // Conditionals reference names too (`#ifdef ENABLE_NODEPORT`): every line counts, a
         // `#define` line for its body only (defining a name is not using it).
         match directive(line) {
@@ -382,7 +388,7 @@ fn parse_source(text: &str) -> ParsedSource {
             _ => identifiers(line, &mut out.identifiers),
         }
         match directive(line) {
-            Some(("ifndef", rest)) if depth == 0 && guard.is_none() => {
+            Some(("ifndef", rest)) if depth == 0 && guard.is_none() && first => {
                 // `#ifndef G` immediately followed by `#define G` opens an include guard.
                 let name = define_name(rest).unwrap_or_default();
                 let next_defines_it = lines[i + 1..]
@@ -457,6 +463,11 @@ mod tests {
             "#ifndef __LIB_NAT_H_\n#define __LIB_NAT_H_\n#define RETRIES 32\n#ifdef X\n#define COND 1\n#endif\n#endif\n",
         )
         .unwrap();
+        std::fs::write(
+            t.join("lib/lb.h"),
+            "#pragma once\n#ifndef DSR_XLATE_MODE\n# define DSR_XLATE_MODE 0\n# define DSR_XLATE_FRONTEND 1\n#endif\nint x = DSR_XLATE_FRONTEND;\n",
+        )
+        .unwrap();
         std::fs::write(t.join("tests/huge.c"), "int ignored_in_tests;\n").unwrap();
         let copy = dir.path().join("copy");
         let s = scan(&t, Some(&copy)).unwrap();
@@ -473,6 +484,8 @@ mod tests {
         assert!(s.unconditional_defines.contains("RETRIES"));
         assert!(!s.unconditional_defines.contains("COND") && s.defines.contains("COND"));
         assert!(!s.unconditional_defines.contains("__LIB_NAT_H_"));
+        // Not an include guard: a default after `#pragma once`, which the agent overrides.
+        assert!(s.wants("DSR_XLATE_FRONTEND") && s.wants("DSR_XLATE_MODE"));
         assert!(s.have_refs.contains("HAVE_FIB_NEIGH"));
         assert!(s.wants("FOO") && !s.wants("SECLABEL") && !s.wants("RETRIES"));
         assert!(copy.join("lib/nat.h").is_file() && !copy.join("tests").exists());
