@@ -9,8 +9,9 @@ set -euo pipefail
 EBPF_TOOLCHAIN=${EBPF_TOOLCHAIN:-nightly-2026-05-20}
 LLVM_MAJOR=22
 # clang-19 matches the LLVM bundled in Cilium >= 1.18 images (19.1.7); clang-16 is the nearest
-# Debian offers to 1.16's LLVM 17 and compiles 1.14-1.16 sources without -Wshorten-64-to-32 errors.
-CLANGS=(clang-19 clang-16)
+# Debian offers to 1.16's LLVM 17 and compiles 1.14-1.16 sources without -Wshorten-64-to-32 errors;
+# clang-14, the oldest the real-tree tests compile every shared Cilium tree with.
+CLANGS=(clang-19 clang-16 clang-14)
 
 say() { printf '\033[1msetup:\033[0m %s\n' "$*" >&2; }
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
@@ -18,8 +19,8 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok
 apt_packages=(
   "llvm-${LLVM_MAJOR}-dev"     # libLLVM for bpf-linker
   "${CLANGS[@]}"               # the datapath compile stage
-  libclang1-19 libclang1-16    # clang-sys loads the compiling clang's libclang for structured diagnostics
-  llvm-19 llvm-16              # llc-NN for the Cilium 1.14 clang | llc pipeline, llvm-objdump
+  libclang1-19 libclang1-16 libclang1-14  # clang-sys loads the compiling clang's libclang for structured diagnostics
+  llvm-19 llvm-16 llvm-14      # llc-NN for the Cilium 1.14 clang | llc pipeline, llvm-objdump
   bpftool                      # the peer tool in the probe benchmark
   iproute2                     # ip netns / veth for the attach canaries' scratch namespace
   make                         # tests read a real bpf tree's own Makefile options (tests/elf_real_trees.rs)

@@ -4,11 +4,18 @@ use std::process::Command;
 
 use preflight::compile::{self, Options, elf::Verdict, tree};
 
+/// The binary with its object cache under cargo's scratch dir (not /var/cache/preflight).
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_preflight"));
+    c.env(
+        "PREFLIGHT_CACHE_DIR",
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("preflight-objects"),
+    );
+    c
+}
+
 fn preflight(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_preflight"))
-        .args(args)
-        .output()
-        .expect("run preflight");
+    let out = bin().args(args).output().expect("run preflight");
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -62,7 +69,7 @@ fn emitted_state_replays_and_a_stale_replay_is_explained() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|f| f["cause"] == "stale-header" && f["written_by"] == "1.18+"),
+            .any(|f| f["cause"] == "stale-header" && f["written_by"] == "Cilium 1.18+"),
         "{lxc}"
     );
 }
@@ -83,7 +90,7 @@ fn the_text_output_says_where_the_diagnostics_came_from() {
     assert!(out.contains("diagnostics from libclang 19\n"), "{out}");
     // A library that is not there (PREFLIGHT_LIBCLANG, as --libclang): the text parser, said so,
     // and the same root cause.
-    let out = Command::new(env!("CARGO_BIN_EXE_preflight"))
+    let out = bin()
         .args(args)
         .env("PREFLIGHT_LIBCLANG", "/nonexistent/libclang.so.1")
         .output()
@@ -94,7 +101,7 @@ fn the_text_output_says_where_the_diagnostics_came_from() {
         text.contains("diagnostics from clang text output (not libclang: libclang /nonexistent/libclang.so.1: No such file"),
         "{text}"
     );
-    assert!(text.contains("[macro-redefined] CALLS_MAP"), "{text}");
+    assert!(text.contains("[macro redefined: CALLS_MAP"), "{text}");
     assert!(text.contains("node_config.h is missing"), "{text}");
 }
 
@@ -142,6 +149,9 @@ fn a_program_the_verifier_rejects_becomes_a_finding_with_the_log_tail() {
     )
     .unwrap();
     let mut o = Options::new(preflight::cilium::Target::default());
+    o.cache = preflight::compile::cache::CacheMode::Dir(
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("preflight-objects"),
+    );
     o.bpf_dir = Some(dir.path().to_path_buf());
     let r = compile::run(&o).unwrap();
     let xdp = r.program("bpf_xdp").unwrap();
@@ -161,6 +171,95 @@ fn a_program_the_verifier_rejects_becomes_a_finding_with_the_log_tail() {
             .as_ref()
             .unwrap()
             .all_loaded()
+    );
+}
+
+/// The seed incident, predicted before anything is installed: `run --root` on a k3s node that
+/// still runs flannel, Cilium 1.16.4, with the built-in templates.
+#[test]
+fn run_on_a_k3s_flannel_root_shows_the_incident_coming_with_cause_and_fix() {
+    if !have_clangs() {
+        return;
+    }
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/nodes/k3s-flannel");
+    let (code, out, err) = preflight(&[
+        "run",
+        "--no-canaries",
+        "--root",
+        root,
+        "--cilium-version",
+        "1.16.4",
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_k3s_incident(&out);
+    // Only the verifier load needs the live kernel: skipped, and it says so.
+    let (_, json, _) = preflight(&[
+        "run",
+        "--no-canaries",
+        "--root",
+        root,
+        "--cilium-version",
+        "1.16.4",
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let check = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "compile.verifier.bpf_sock")
+        .unwrap();
+    assert_eq!(check["status"], "skip", "{check}");
+    assert!(
+        check["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the verifier load needs the live kernel"),
+        "{check}"
+    );
+}
+
+/// What `run` must say on that node, whichever tree it compiled.
+pub fn assert_k3s_incident(out: &str) {
+    let line = |id: &str| {
+        out.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(id))
+            .unwrap_or_else(|| panic!("{id} missing:\n{out}"))
+            .to_string()
+    };
+    // The cause: init fails on the tunnel port flannel.1 will hold, before node_config.h.
+    let init = line("compile.init");
+    assert!(
+        init.starts_with("  FAIL") && init.contains("flannel.1 will hold UDP 8472"),
+        "{init}"
+    );
+    assert!(init.contains("before writing node_config.h"), "{init}");
+    // The macro errors the agent would log, per program, each explanation once.
+    for (program, macros) in [
+        (
+            "compile.bpf_lxc",
+            "macro redefined: CALLS_MAP, ENABLE_ARP_RESPONDER",
+        ),
+        ("compile.bpf_host", "MONITOR_AGGREGATION"),
+    ] {
+        let l = line(program);
+        assert!(l.starts_with("  FAIL") && l.contains(macros), "{l}");
+        assert_eq!(
+            l.matches("is missing, so the include path").count(),
+            1,
+            "{l}"
+        );
+    }
+    // The fix, and the plan's order.
+    assert!(
+        out.contains("fix: turn k3s's flannel off first: flannel-backend: none"),
+        "{out}"
+    );
+    assert!(out.contains("--set tunnelPort=8473"), "{out}");
+    assert!(
+        !out.contains("preflight-compile."),
+        "a scratch path is shown:\n{out}"
     );
 }
 

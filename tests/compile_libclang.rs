@@ -20,6 +20,9 @@ use preflight::{
 
 fn options(scenario: &str, version: &str, clang: Option<&str>) -> Options {
     let mut o = Options::new(Target::chart_defaults(version));
+    o.cache = preflight::compile::cache::CacheMode::Dir(
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("preflight-objects"),
+    );
     o.state = StateSource::Predict(HostRoot::new(fixture(scenario)));
     o.clang = clang.map(PathBuf::from);
     o.verify = false;
@@ -63,7 +66,11 @@ fn assert_missing_header_explained(r: &CompileReport) {
             f.cause
         );
         assert_eq!(f.sites.len(), 2, "{:?}", f.sites);
-        assert!(f.sites.iter().any(|s| s.contains("/bpf/node_config.h")));
+        assert!(
+            f.sites
+                .iter()
+                .any(|s| s.contains("<built-in templates>/node_config.h"))
+        );
         assert!(f.sites.iter().any(|s| s.contains("ep_config.h")));
     }
 }
@@ -256,6 +263,9 @@ fn job(dir: &Path, clang: &str, source: &str, extra: &[&str]) -> runner::Job {
         .collect();
     args.extend(["-c", "prog.c", "-o", "/dev/null"].map(String::from));
     runner::Job {
+        kind: preflight::compile::agent_facts::ProgramKind::Base,
+        cache_key: None,
+        cache_paths: Vec::new(),
         program: "prog".into(),
         cwd: dir.to_path_buf(),
         output: PathBuf::from("/dev/null"),

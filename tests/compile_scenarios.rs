@@ -13,6 +13,9 @@ use preflight::{
 
 fn run(scenario: &str, version: &str, clang: Option<&str>, verify: bool) -> CompileReport {
     let mut o = Options::new(Target::chart_defaults(version));
+    o.cache = preflight::compile::cache::CacheMode::Dir(
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("preflight-objects"),
+    );
     o.state = StateSource::Predict(HostRoot::new(fixture(scenario)));
     o.clang = clang.map(PathBuf::from);
     o.verify = verify;
@@ -120,7 +123,7 @@ fn missing_node_config_reproduces_the_redefinitions_and_names_flannel() {
                 init_blockers,
             } => {
                 assert!(missing.ends_with("globals/node_config.h"), "{missing}");
-                assert!(dummy.ends_with("bpf/node_config.h"), "{dummy}");
+                assert_eq!(dummy, "<built-in templates>/node_config.h");
                 assert!(init_blockers.iter().any(|b| b.contains("8472")));
             }
             other => panic!("{}: {} has cause {other:?}", f.program, f.message),
@@ -142,7 +145,7 @@ fn missing_node_config_reproduces_the_redefinitions_and_names_flannel() {
 fn stale_node_config_from_another_version_is_judged_and_explained() {
     let r = run("stale-node-config", "1.16.5", None, false);
     assert_eq!(r.toolchain.toolchain.major, 16, "nearest to 1.16's LLVM 17");
-    assert_eq!(r.state.node_config, "stale (written by 1.18+)");
+    assert_eq!(r.state.node_config, "stale (written by Cilium 1.18+)");
     let lxc = r.program("bpf_lxc").unwrap();
     assert!(!lxc.compiled);
     let redefined = lxc
@@ -163,9 +166,12 @@ fn stale_node_config_from_another_version_is_judged_and_explained() {
                 header,
                 written_by,
                 target,
+                from_node,
+                ..
             } => {
                 assert!(header.ends_with("globals/node_config.h"));
-                assert_eq!(written_by.as_deref(), Some("1.18+"));
+                assert!(*from_node, "the node's leftover header");
+                assert_eq!(written_by.as_deref(), Some("Cilium 1.18+"));
                 assert_eq!(target, "1.16");
             }
             other => panic!("{other:?}"),
@@ -197,7 +203,8 @@ fn clang_newer_than_the_targets_llvm_is_called_a_toolchain_mismatch() {
             f.cause,
             Cause::ClangTooNew {
                 clang_major: 19,
-                target: "1.16".into()
+                target: "1.16".into(),
+                image_llvm: "17.0.6".into(),
             }
         );
         assert!(f.remedy.contains("clang-16"));
@@ -353,6 +360,9 @@ fn tunnel_port_from_values_clears_the_flannel_port_conflict_and_reaches_the_head
     )
     .unwrap();
     let mut o = Options::new(target);
+    o.cache = preflight::compile::cache::CacheMode::Dir(
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("preflight-objects"),
+    );
     o.state = StateSource::Predict(HostRoot::new(root.path()));
     o.verify = false;
     let emit = dir.path().join("state");
@@ -403,6 +413,9 @@ fn compile_with(
     probes: Option<preflight::probe::ProbeReport>,
 ) -> (CompileReport, String) {
     let mut o = Options::new(Target::chart_defaults(version).with_patch(&values));
+    o.cache = preflight::compile::cache::CacheMode::Dir(
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("preflight-objects"),
+    );
     o.state = StateSource::Predict(HostRoot::new(fixture("clean")));
     o.clang = Some(PathBuf::from("/usr/bin/clang-19"));
     o.probes = probes;

@@ -18,6 +18,7 @@ use common::is_root;
 
 use preflight::{
     compile::{
+        agent_facts::ProgramKind,
         elf::{LoadOptions, Loader, ObjectVerdict, Verdict},
         headers::StateLayout,
         profile,
@@ -92,10 +93,7 @@ fn jobs(version: &str, clang: u32, bpf: &Path, scratch: &Path, extra: &[(&str, &
         version: String::new(),
         llc: None,
     };
-    let state = StateLayout {
-        root: scratch.join("state"),
-        template_hash: "dummy".into(),
-    };
+    let state = StateLayout::new(scratch.join("state"), "dummy".into());
     std::fs::create_dir_all(state.globals()).unwrap();
     std::fs::create_dir_all(state.template_dir()).unwrap();
     let out = scratch.join("out");
@@ -108,12 +106,22 @@ fn jobs(version: &str, clang: u32, bpf: &Path, scratch: &Path, extra: &[(&str, &
         state: &state,
         out_dir: &out,
         nr_cpus: 2,
+        host_reads_state_root: false,
     };
     // The agent's `-DCALLS_MAP=…` (bpf_overlay ≤ 1.17) goes with its generated node_config.h;
     // with the dummy one it collides (the very incident compile/explain.rs explains), so a
     // dummy-header build leaves it out, as the tree's own Makefile does.
     let job = |p: &str| {
-        let mut j = runner::job(p, &inputs);
+        let spec = runner::Spec {
+            program: p.to_string(),
+            kind: match p {
+                "bpf_lxc" => ProgramKind::Endpoint,
+                "bpf_host" => ProgramKind::Host,
+                _ => ProgramKind::Base,
+            },
+            defines: Vec::new(),
+        };
+        let mut j = runner::job(&spec, &inputs);
         j.clang_args.retain(|a| !a.starts_with("-DCALLS_MAP="));
         j
     };

@@ -14,6 +14,10 @@ fn fixtures() -> PathBuf {
 
 fn preflight(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_preflight"))
+        .env(
+            "PREFLIGHT_CACHE_DIR",
+            PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("preflight-objects"),
+        )
         .args(args)
         .current_dir(fixtures())
         .stdin(Stdio::piped())

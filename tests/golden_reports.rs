@@ -13,7 +13,8 @@
 //! of each object and of its .BTF (BTF's strings hold the scratch dir's path, whose length
 //! follows the PID); the checkout's absolute path (`plan` prints the canonical --root).
 //! Everything else (hostnames, kernel releases, check order, remedies, exit codes) must match.
-//! Each command runs with an empty environment and the repository as its working directory, so
+//! Each command runs with an empty environment (but for a fresh `PREFLIGHT_CACHE_DIR`: compiles
+//! run cold) and the repository as its working directory, so
 //! the paths in the output are the relative ones given on the command line. `plan` runs with an empty PATH, so the commands it prints name
 //! `helm`, `kubectl`, `systemctl` as bare programs whatever this machine has installed.
 //!
@@ -177,11 +178,15 @@ fn run(case: &Case, path: &Path_, empty_dir: &Path) -> (String, i32) {
         Path_::Empty => empty_dir.as_os_str().to_owned(),
         Path_::System => "/usr/bin:/bin".into(),
     };
+    // A fresh cache per command: every compile runs cold (a cached object would say so in the
+    // report), and nothing is written to this machine's /var/cache/preflight.
+    let cache = tempfile::tempdir().expect("scratch cache dir");
     let out = Command::new(env!("CARGO_BIN_EXE_preflight"))
         .args(&case.args)
         .current_dir(repo())
         .env_clear()
         .env("PATH", path)
+        .env("PREFLIGHT_CACHE_DIR", cache.path())
         .output()
         .unwrap_or_else(|e| panic!("{}: cannot run preflight: {e}", case.file));
     let stderr = String::from_utf8_lossy(&out.stderr);

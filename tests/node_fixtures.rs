@@ -125,9 +125,35 @@ fn live_only_facts_are_skipped(r: &Run) {
 fn k3s_node_that_ran_flannel() {
     let r = run("k3s-flannel", &[]);
     live_only_facts_are_skipped(&r);
-    // k3s still runs flannel: the blocker, and the only one for the default target.
+    // k3s still runs flannel: the blocker for the default target, and what follows from it
+    // when Cilium starts: flannel.1 holds VXLAN's port, datapath init stops before writing
+    // node_config.h, and the endpoints fail to compile against the dummy header (the seed
+    // incident, predicted from the node's files).
     r.assert("k3s.flannel-backend", "fail");
-    assert_eq!(r.blocking("base-datapath"), ["k3s.flannel-backend"]);
+    assert_eq!(
+        r.blocking("base-datapath"),
+        [
+            "k3s.flannel-backend",
+            "compile.init",
+            "compile.bpf_lxc",
+            "compile.bpf_host"
+        ]
+    );
+    r.assert("compile.init", "fail");
+    assert!(
+        r.detail("compile.init")
+            .contains("flannel.1 will hold UDP 8472")
+    );
+    assert!(
+        r.detail("compile.bpf_lxc")
+            .contains("macro redefined: CALLS_MAP")
+    );
+    assert!(
+        r.check("compile.init")["remedy"]
+            .as_str()
+            .unwrap()
+            .contains("flannel-backend: none")
+    );
     assert_eq!(r.code, 1);
     r.assert("k3s.network-policy", "warn");
     // k3s's flannel-era config points containerd at a versioned k3s data dir. The remedy is

@@ -23,7 +23,9 @@ pub struct GatherOptions {
     /// run only when it is the live node.
     pub host: HostRoot,
     pub canaries: bool,
-    /// Compile the datapath for this target (live only); None skips the stage.
+    /// Compile the datapath for this target; None skips the stage. Under a `--root` that is
+    /// not this kernel's the compile still runs (the agent's clang is its image's, not the
+    /// node's); only the verifier load and the `HAVE_*` probes need the live kernel.
     pub compile: Option<Target>,
     /// The tree the compile stage judges (default: the built-in templates).
     pub tree: compile::source::Resolved,
@@ -171,17 +173,25 @@ impl Facts {
             let distro = crate::host::distro::gather(&host);
             timings.push(("gather.node".into(), t.elapsed().as_secs_f64() * 1e3));
             let t = Instant::now();
-            let compile = match (live, &opts.compile) {
-                (true, Some(target)) => {
+            let compile = match &opts.compile {
+                Some(target) => {
                     let mut o = compile::Options::new(target.clone());
                     o.use_source(&opts.tree);
                     o.state = compile::StateSource::Predict(host.clone());
-                    o.probes = probes.got().cloned();
                     o.progress = true;
+                    if live {
+                        o.probes = probes.got().cloned();
+                    } else {
+                        o.verify = false;
+                        o.verify_skipped = Some(format!(
+                            "the verifier load needs the live kernel; --root {} is not this \
+                             kernel's root (kernel features assumed present)",
+                            opts.host.root().display()
+                        ));
+                    }
                     Gathered::from_result(compile::run(&o))
                 }
-                (true, None) => Gathered::Skipped("compile stage disabled (--no-compile)".into()),
-                (false, _) => Gathered::Skipped(not_live()),
+                None => Gathered::Skipped("compile stage disabled (--no-compile)".into()),
             };
             timings.push(("gather.compile".into(), t.elapsed().as_secs_f64() * 1e3));
             let (canaries, canary_ms) = canaries

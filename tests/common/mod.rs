@@ -20,8 +20,17 @@ use std::{
 
 use measure::{Measured, measure};
 
+/// The built binary, with its object cache in cargo's scratch dir for tests (not the
+/// machine's /var/cache/preflight).
 pub fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_preflight"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_preflight"));
+    c.env("PREFLIGHT_CACHE_DIR", test_cache_dir());
+    c
+}
+
+/// Where tests keep compiled objects: under the target dir, shared by the test binaries.
+pub fn test_cache_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("preflight-objects")
 }
 
 pub fn is_root() -> bool {

@@ -32,7 +32,26 @@ const PROGRAMS: &[(&str, &str, &[Capability])] = &[
         &[SocketLb, KubeProxyReplacement],
     ),
     ("bpf_xdp", "XDP program (bpf_xdp.c)", &[XdpAcceleration]),
+    (
+        "bpf_wireguard",
+        "WireGuard program (bpf_wireguard.c)",
+        &[WireGuard],
+    ),
+    ("bpf_network", "IPsec program (bpf_network.c)", &[Ipsec]),
+    (
+        "bpf_alignchecker",
+        "struct alignment check (bpf_alignchecker.c)",
+        &[BaseDatapath],
+    ),
 ];
+
+/// Why a program has no result: the agent does not build it here, or the tree lacks it.
+fn absent(r: &CompileReport, name: &str) -> Outcome {
+    match r.not_built.iter().find(|n| n.name == name) {
+        Some(n) => Outcome::skip(format!("not built by the agent here: {}", n.why)),
+        None => Outcome::skip(format!("{name}.c is not in the bpf dir")),
+    }
+}
 
 fn report(facts: &Facts) -> Result<&CompileReport, Outcome> {
     match &facts.compile {
@@ -170,12 +189,16 @@ fn init() -> Check {
 
 fn compile_outcome(p: &ProgramResult) -> Outcome {
     if p.compiled {
-        return Outcome::pass(format!("compiled in {:.0} ms", p.wall_ms)).evidence(&p.command);
+        let how = if p.cached {
+            "compiled (object from the cache: same tree, headers, flags and clang)".to_string()
+        } else {
+            format!("compiled in {:.0} ms", p.wall_ms)
+        };
+        return Outcome::pass(how).evidence(&p.command);
     }
-    let summary = p
-        .findings
+    let summary = crate::compile::explain::grouped(&p.findings)
         .iter()
-        .map(|f| f.explanation.clone())
+        .map(|(subjects, why, _)| format!("{subjects} — {why}"))
         .collect::<Vec<_>>()
         .join(" | ");
     let remedies: Vec<String> =
@@ -307,7 +330,7 @@ pub fn checks() -> Vec<Check> {
                 };
                 match r.program(name) {
                     Some(p) => compile_outcome(p),
-                    None => Outcome::skip(format!("{name}.c is not in the bpf dir")),
+                    None => absent(r, name),
                 }
             }),
         );
@@ -325,9 +348,14 @@ pub fn checks() -> Vec<Check> {
                     Err(o) => return o,
                 };
                 let Some(p) = r.program(name) else {
-                    return Outcome::skip(format!("{name}.c is not in the bpf dir"));
+                    return absent(r, name);
                 };
                 match (&p.verify, &p.verify_skipped) {
+                    (None, Some(why))
+                        if p.kind == crate::compile::agent_facts::ProgramKind::AlignChecker =>
+                    {
+                        Outcome::skip(why.clone())
+                    }
                     (Some(v), _) => verifier_outcome(
                         p,
                         v,
@@ -339,6 +367,9 @@ pub fn checks() -> Vec<Check> {
                     (None, Some(why)) if why == "not compiled" => {
                         Outcome::skip("did not compile; see the compile check")
                     }
+                    // Under a --root that is not this kernel's the kernel is not the node's:
+                    // not asking it is by design, like every other live check there.
+                    (None, Some(why)) if !facts.live => Outcome::skip(why.clone()),
                     (None, why) => Outcome::unknown(format!(
                         "not loaded: {}",
                         why.as_deref().unwrap_or("no reason given")
@@ -364,9 +395,12 @@ mod tests {
     fn program(verify: ObjectVerdict) -> ProgramResult {
         ProgramResult {
             name: "bpf_xdp".into(),
+            kind: crate::compile::agent_facts::ProgramKind::Base,
             compiled: true,
             command: "clang ...".into(),
             wall_ms: 1.0,
+            cached: false,
+            load_config: None,
             findings: Vec::new(),
             diagnostics: Vec::new(),
             diagnostics_from: Source::Text,

@@ -386,6 +386,11 @@ pub struct CompileArgs {
     /// Do not load the objects into the kernel.
     #[arg(long)]
     pub no_verify: bool,
+    /// Compile everything again instead of reusing objects from the cache
+    /// ($PREFLIGHT_CACHE_DIR, $XDG_CACHE_HOME/preflight/objects, or /var/cache/preflight/objects
+    /// as root).
+    #[arg(long)]
+    pub no_cache: bool,
     /// Parallel clang invocations (default: the number of cores).
     #[arg(long, short = 'j')]
     pub jobs: Option<usize>,

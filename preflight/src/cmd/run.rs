@@ -39,9 +39,10 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
         compile: (!args.no_compile).then(|| target.clone()),
         tree: Default::default(),
     };
-    // The tree is fetched only when the compile stage runs (live, not --no-compile); a bad
-    // --bpf-tar or an unreachable --image is bad input, exit 2 before any probing.
-    if opts.host.is_live() && opts.compile.is_some() {
+    // The tree is fetched only when the compile stage runs (not --no-compile; under --root
+    // too: the agent's clang is its image's, not the node's); a bad --bpf-tar or an
+    // unreachable --image is bad input, exit 2 before any probing.
+    if opts.compile.is_some() {
         opts.tree = crate::compile::source::resolve(&args.tree.request(true))
             .map_err(anyhow::Error::msg)?;
     }

@@ -2,13 +2,17 @@
 //! seen in the field (FACTS §1-§2): a generated header missing so the dummy in the bpf dir was
 //! used, a stale generated header written by another Cilium version, two generated headers
 //! disagreeing, a clang too new for the target's sources, an -mcpu this clang does not know.
-use std::path::{Component, Path, PathBuf};
+use std::{
+    collections::BTreeSet,
+    path::{Component, Path, PathBuf},
+};
 
 use serde::Serialize;
 
 use super::{
+    NodeConfigState,
     diag::{Diagnostic, Location},
-    headers::{self, StateLayout},
+    headers::StateLayout,
     nodeinit::InitBlocker,
     profile::Profile,
 };
@@ -17,8 +21,14 @@ pub struct Context<'a> {
     pub bpf_dir: &'a Path,
     pub state: &'a StateLayout,
     pub profile: &'a Profile,
+    /// The target's minor as the user knows it (`1.20`; the profile's is its compile generation).
+    pub target: String,
     pub clang_major: u32,
     pub blockers: &'a [InitBlocker],
+    /// The macros the target's agent writes into node_config.h for this tree.
+    pub node_macros: &'a BTreeSet<String>,
+    /// How the node_config.h in the state dir was judged.
+    pub node_config: &'a NodeConfigState,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -31,11 +41,17 @@ pub enum Cause {
         /// Datapath-init failures that stop the agent before it writes the header.
         init_blockers: Vec<String>,
     },
-    /// A generated header from another Cilium version.
+    /// A generated header from another Cilium version (or one that lacks what these sources
+    /// need).
     StaleHeader {
         header: String,
         written_by: Option<String>,
         target: String,
+        /// Macros the sources use that the target's agent writes and this header lacks.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        lacks: Vec<String>,
+        /// The header is the node's own (a leftover): the remedy may delete it.
+        from_node: bool,
     },
     HeadersDisagree {
         first: String,
@@ -44,6 +60,8 @@ pub enum Cause {
     ClangTooNew {
         clang_major: u32,
         target: String,
+        /// The LLVM the target's image bundles (e.g. 17.0.6 for 1.16).
+        image_llvm: String,
     },
     UnsupportedCpu {
         cpu: String,
@@ -168,27 +186,41 @@ fn missing_header(ctx: &Context, dummy: &str) -> Cause {
 }
 
 fn stale(ctx: &Context, header: &Path) -> Cause {
-    let written_by = std::fs::read_to_string(header)
-        .ok()
-        .and_then(|t| headers::judge_version(&t));
+    let is_node_config = header == ctx.state.node_config();
+    let n = ctx.node_config;
     Cause::StaleHeader {
         header: header.display().to_string(),
-        written_by,
-        target: ctx.profile.label(),
+        written_by: if is_node_config {
+            n.written_by.clone()
+        } else {
+            None
+        },
+        target: ctx.target.clone(),
+        lacks: if is_node_config {
+            n.lacks.clone()
+        } else {
+            Vec::new()
+        },
+        from_node: !is_node_config || n.from_node,
     }
 }
 
-/// What explains a header mix-up around `name` when clang gives no second site: look at the
-/// generated node_config.h itself.
+/// What explains a header mix-up when clang gives no second site: the state of node_config.h.
 fn node_config_cause(ctx: &Context) -> Option<Cause> {
-    let path = ctx.state.node_config();
-    match std::fs::read_to_string(&path) {
-        Err(_) => Some(missing_header(ctx, "node_config.h")),
-        Ok(text) => {
-            let by = headers::judge_version(&text);
-            (by.as_deref() != Some(&*ctx.profile.label())).then(|| stale(ctx, &path))
-        }
+    match ctx.node_config.status.as_str() {
+        "missing" => Some(missing_header(ctx, "node_config.h")),
+        "stale" => Some(stale(ctx, &ctx.state.node_config())),
+        _ => None,
     }
+}
+
+/// Whether a diagnostic sits in node_config.h or in something it included.
+fn in_node_config(ctx: &Context, d: &Diagnostic) -> bool {
+    let node = ctx.state.node_config();
+    d.location
+        .iter()
+        .chain(d.included_from.iter())
+        .any(|l| resolve(ctx, l) == node)
 }
 
 fn cause_of(ctx: &Context, d: &Diagnostic) -> (String, Cause) {
@@ -202,6 +234,12 @@ fn cause_of(ctx: &Context, d: &Diagnostic) -> (String, Cause) {
             .map(|l| classify(ctx, l));
         let cause = match (here, before) {
             (Some(Site::Dummy(n)), _) | (_, Some(Site::Dummy(n))) => missing_header(ctx, &n),
+            // A stale node_config.h against anything: the stale header.
+            (Some(Site::Generated(a)), _) | (_, Some(Site::Generated(a)))
+                if ctx.node_config.is_stale() && a == ctx.state.node_config() =>
+            {
+                stale(ctx, &a)
+            }
             (Some(Site::Generated(a)), Some(Site::Generated(b))) => Cause::HeadersDisagree {
                 first: b.display().to_string(),
                 second: a.display().to_string(),
@@ -219,8 +257,10 @@ fn cause_of(ctx: &Context, d: &Diagnostic) -> (String, Cause) {
         } else {
             "undeclared-identifier"
         };
-        let expected_from_header = d.subject().is_some_and(headers::is_versioned_node_macro);
-        let cause = if expected_from_header {
+        // A name the target's agent writes into node_config.h: that header is missing or
+        // stale (it lacks the name).
+        let expected_from_header = d.subject().is_some_and(|s| ctx.node_macros.contains(s));
+        let cause = if expected_from_header || in_node_config(ctx, d) {
             node_config_cause(ctx).unwrap_or(Cause::Unexplained)
         } else {
             Cause::Unexplained
@@ -233,6 +273,7 @@ fn cause_of(ctx: &Context, d: &Diagnostic) -> (String, Cause) {
             Cause::ClangTooNew {
                 clang_major: ctx.clang_major,
                 target: ctx.profile.label(),
+                image_llvm: ctx.profile.bundled_llvm_version.to_string(),
             },
         );
     }
@@ -260,6 +301,9 @@ fn cause_of(ctx: &Context, d: &Diagnostic) -> (String, Cause) {
         .strip_prefix("-W")
         .map(str::to_string)
         .unwrap_or_else(|| "error".into());
+    if ctx.node_config.is_stale() && in_node_config(ctx, d) {
+        return (kind, stale(ctx, &ctx.state.node_config()));
+    }
     (kind, Cause::Unexplained)
 }
 
@@ -306,13 +350,13 @@ fn explain(cause: &Cause, d: &Diagnostic) -> (String, String) {
                     init_blockers.join("; ")
                 )
             };
+            // No per-macro text: the same cause reads the same for every macro it hits.
             (
                 format!(
                     "{missing} is missing, so the include path fell through to the dummy {dummy}; \
-                     its test definitions collide with the generated headers ({}): unguarded ones \
-                     always, guarded defaults when the dummy is included first (node_config.h in \
-                     bpf_host.c). Cause: {why}",
-                    d.message
+                     its test definitions collide with the generated headers and per-program \
+                     flags: unguarded ones always, guarded defaults when the dummy is included \
+                     first. Cause: {why}"
                 ),
                 if init_blockers.is_empty() {
                     "let the agent's datapath init complete (check its log for the first error), \
@@ -330,26 +374,53 @@ fn explain(cause: &Cause, d: &Diagnostic) -> (String, String) {
             header,
             written_by,
             target,
-        } => (
-            format!(
-                "{header} was written by {} but the target is Cilium {target}; its macro set \
-                 does not match these sources ({})",
-                written_by
-                    .as_deref()
-                    .map(|v| format!("Cilium {v} (judged from its macros)"))
-                    .unwrap_or_else(|| "another Cilium version".into()),
-                d.message
-            ),
-            format!(
-                "delete the stale header (rm {header}) or set Helm cleanState=true for one \
-                 rollout, and make sure only one Cilium version runs on the node (e.g. RKE2's \
-                 bundled chart and a Helm install share /var/run/cilium)"
-            ),
-        ),
+            lacks,
+            from_node,
+        } => {
+            let by = written_by
+                .as_deref()
+                .map(|v| format!("{v}, judged from its macros"))
+                .unwrap_or_else(|| "an agent whose version cannot be told from its macros".into());
+            let lacking = if lacks.is_empty() {
+                String::new()
+            } else {
+                let shown: Vec<&str> = lacks.iter().take(8).map(String::as_str).collect();
+                format!(
+                    "; it lacks {} macro{} the Cilium {target} agent writes and these sources use \
+                     ({}{})",
+                    lacks.len(),
+                    if lacks.len() == 1 { "" } else { "s" },
+                    shown.join(", "),
+                    if lacks.len() > shown.len() {
+                        ", …"
+                    } else {
+                        ""
+                    }
+                )
+            };
+            let remedy = if *from_node {
+                format!(
+                    "delete the stale header (rm {header}) or set Helm cleanState=true for one \
+                     rollout, and make sure only one Cilium version runs on the node (e.g. \
+                     RKE2's bundled chart and a Helm install share /var/run/cilium)"
+                )
+            } else {
+                "give the state dir the target's own headers (e.g. preflight compile \
+                 --emit-state DIR for this version) or let the agent rewrite them"
+                    .into()
+            };
+            (
+                format!(
+                    "{header} is stale: written by {by}, but the target is Cilium \
+                     {target}{lacking}. These errors come from that header"
+                ),
+                remedy,
+            )
+        }
         Cause::HeadersDisagree { first, second } => (
             format!(
-                "two generated headers disagree: {first} and {second} both define it ({})",
-                d.message
+                "two generated headers disagree: {first} and {second} both define the same \
+                 macro differently"
             ),
             "wipe the state dir (Helm cleanState=true) so the agent regenerates all headers \
              from one configuration"
@@ -358,12 +429,13 @@ fn explain(cause: &Cause, d: &Diagnostic) -> (String, String) {
         Cause::ClangTooNew {
             clang_major,
             target,
+            image_llvm,
         } => (
             format!(
-                "clang {clang_major} reports -Wshorten-64-to-32 as part of \
-                 -Wimplicit-int-conversion; Cilium {target} sources predate that and the agent's \
-                 bundled LLVM does not flag it. This is a toolchain mismatch here, not a node \
-                 problem"
+                "clang too new: clang {clang_major} reports -Wshorten-64-to-32 as part of \
+                 -Wimplicit-int-conversion; Cilium {target} sources predate that, and the LLVM \
+                 the Cilium {target} image bundles ({image_llvm}) does not flag it. This is a \
+                 toolchain mismatch here, not a node problem"
             ),
             "compile with clang 14-18 (Debian: apt install clang-16) or pass --clang; the real \
              agent uses the LLVM in its image"
@@ -406,7 +478,13 @@ fn explain(cause: &Cause, d: &Diagnostic) -> (String, String) {
 pub fn findings(ctx: &Context, program: &str, diagnostics: &[Diagnostic]) -> Vec<Finding> {
     let mut out: Vec<Finding> = Vec::new();
     for d in diagnostics.iter().filter(|d| d.is_error()) {
-        let (kind, cause) = cause_of(ctx, d);
+        let (kind, mut cause) = cause_of(ctx, d);
+        // With node_config.h missing the dummy's definitions feed everything after them (a
+        // dummy `THIS_INTERFACE_MAC` pasted into the endpoint's `DEFINE_MAC`, switches the
+        // agent would set left unset): an error nothing else explains follows from it.
+        if cause == Cause::Unexplained && ctx.node_config.status == "missing" {
+            cause = missing_header(ctx, "node_config.h");
+        }
         let subject = d.subject().map(str::to_string);
         if out
             .iter()
@@ -435,25 +513,102 @@ pub fn findings(ctx: &Context, program: &str, diagnostics: &[Diagnostic]) -> Vec
     out
 }
 
+/// Kinds whose subject names the culprit (a macro, an identifier, a type): listed by name.
+const NAMED_KINDS: &[&str] = &[
+    "macro-redefined",
+    "undeclared-identifier",
+    "unknown-type",
+    "shorten-64-to-32",
+];
+
+/// Findings grouped by what explains them: one entry per (explanation, remedy) with the names
+/// it hits (`macro redefined: CALLS_MAP, ENABLE_ARP_RESPONDER; 9 further errors (e.g. …)`),
+/// so the same explanation is never printed once per macro. Returns (subjects, why, fix).
+pub fn grouped(findings: &[Finding]) -> Vec<(String, String, String)> {
+    let mut groups: Vec<(Vec<&Finding>, &str, &str)> = Vec::new();
+    for f in findings {
+        match groups
+            .iter_mut()
+            .find(|g| g.1 == f.explanation && g.2 == f.remedy)
+        {
+            Some(g) => g.0.push(f),
+            None => groups.push((vec![f], &f.explanation, &f.remedy)),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(members, why, fix)| {
+            let mut named: Vec<(String, Vec<String>)> = Vec::new();
+            let mut others: Vec<&Finding> = Vec::new();
+            for f in members {
+                match (&f.subject, NAMED_KINDS.contains(&f.kind.as_str())) {
+                    (Some(subject), true) => {
+                        let kind = f.kind.replace('-', " ");
+                        match named.iter_mut().find(|(k, _)| *k == kind) {
+                            Some((_, names)) if !names.contains(subject) => {
+                                names.push(subject.clone())
+                            }
+                            Some(_) => {}
+                            None => named.push((kind, vec![subject.clone()])),
+                        }
+                    }
+                    _ => others.push(f),
+                }
+            }
+            let mut parts: Vec<String> = named
+                .into_iter()
+                .map(|(kind, mut names)| {
+                    names.sort();
+                    format!("{kind}: {}", names.join(", "))
+                })
+                .collect();
+            if let Some(first) = others.first() {
+                let n = others.len();
+                let label = if parts.is_empty() {
+                    if n == 1 { "error" } else { "errors" }
+                } else if n == 1 {
+                    "further error"
+                } else {
+                    "further errors"
+                };
+                parts.push(if n == 1 {
+                    format!("{label}: {}", first.message)
+                } else {
+                    format!("{n} {label} (first: {})", first.message)
+                });
+            }
+            (parts.join("; "), why.to_string(), fix.to_string())
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::compile::{diag::parse, profile::for_minor};
 
     fn layout() -> StateLayout {
-        StateLayout {
-            root: PathBuf::from("/s"),
-            template_hash: "abc".into(),
-        }
+        StateLayout::new(PathBuf::from("/s"), "abc".into())
     }
+
+    static NO_MACROS: std::sync::LazyLock<BTreeSet<String>> =
+        std::sync::LazyLock::new(BTreeSet::new);
+    static PRESENT: std::sync::LazyLock<NodeConfigState> =
+        std::sync::LazyLock::new(|| NodeConfigState {
+            status: "present".into(),
+            ..Default::default()
+        });
 
     fn ctx<'a>(state: &'a StateLayout, profile: &'a Profile, clang: u32) -> Context<'a> {
         Context {
             bpf_dir: Path::new("/b"),
             state,
             profile,
+            target: format!("1.{}", profile.minor),
             clang_major: clang,
             blockers: &[],
+            node_macros: &NO_MACROS,
+            node_config: &PRESENT,
         }
     }
 

@@ -220,7 +220,8 @@ impl Features {
         let dir = bpf_dir.join("include/bpf");
         std::fs::create_dir_all(&dir)?;
         for (file, text) in self.headers() {
-            std::fs::write(dir.join(file), text)?;
+            // A new file: in a copy of a user's tree the old one may be a hard link to theirs.
+            super::tree_scan::replace_file(&dir.join(file), &text)?;
         }
         Ok(())
     }

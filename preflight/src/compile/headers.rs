@@ -47,15 +47,35 @@ pub struct Generated {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateLayout {
     pub root: PathBuf,
+    /// The endpoint template's directory under `templates/` (bpf_lxc).
     pub template_hash: String,
+    /// The host endpoint's (bpf_host): its own configuration, so its own hash on a real
+    /// agent; the built-in templates share one.
+    pub host_template_hash: String,
 }
 
 impl StateLayout {
+    pub fn new(root: PathBuf, template_hash: String) -> Self {
+        Self {
+            root,
+            host_template_hash: template_hash.clone(),
+            template_hash,
+        }
+    }
     pub fn globals(&self) -> PathBuf {
         self.root.join("globals")
     }
     pub fn template_dir(&self) -> PathBuf {
         self.root.join("templates").join(&self.template_hash)
+    }
+    pub fn host_template_dir(&self) -> PathBuf {
+        self.root.join("templates").join(&self.host_template_hash)
+    }
+    pub fn host_ep_config(&self) -> PathBuf {
+        self.host_template_dir().join("ep_config.h")
+    }
+    pub fn filter_config(&self) -> PathBuf {
+        self.root.join("filter_config.h")
     }
     pub fn node_config(&self) -> PathBuf {
         self.globals().join("node_config.h")
@@ -72,6 +92,7 @@ impl StateLayout {
             "node_config.h" => Some(self.node_config()),
             "ep_config.h" => Some(self.ep_config()),
             "netdev_config.h" => Some(self.netdev_config()),
+            "filter_config.h" => Some(self.filter_config()),
             _ => None,
         }
     }
@@ -117,7 +138,7 @@ pub fn generate(profile: &Profile, target: &Target, probes: Option<&ProbeReport>
         }
     }
     for (name, value, from, to) in VERSIONED_NODE_MACROS {
-        if (*from..=*to).contains(&profile.minor) {
+        if (*from..=*to).contains(&profile.minor.min(NEWEST)) {
             def(name, value);
         }
     }
@@ -153,10 +174,7 @@ pub fn generate(profile: &Profile, target: &Target, probes: Option<&ProbeReport>
 
 impl Generated {
     pub fn layout(&self, root: &Path) -> StateLayout {
-        StateLayout {
-            root: root.to_path_buf(),
-            template_hash: self.template_hash.clone(),
-        }
+        StateLayout::new(root.to_path_buf(), self.template_hash.clone())
     }
 
     /// Writes the headers into `root`; `skip_node_config` leaves globals/node_config.h out (the
@@ -172,6 +190,11 @@ impl Generated {
         std::fs::write(layout.netdev_config(), &self.netdev_config)?;
         Ok(layout)
     }
+}
+
+/// Every macro some modelled version's node_config.h defines (names the sources expect from it).
+pub fn versioned_node_macros() -> impl Iterator<Item = String> {
+    VERSIONED_NODE_MACROS.iter().map(|(n, ..)| n.to_string())
 }
 
 /// Whether some version's node_config.h defines this macro (a name the sources expect from the

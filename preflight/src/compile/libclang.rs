@@ -631,6 +631,9 @@ mod tests {
     fn frontend_args_keep_the_flags_in_order_and_drop_output_and_action() {
         let job = Job {
             program: "bpf_lxc".into(),
+            kind: crate::compile::agent_facts::ProgramKind::Endpoint,
+            cache_key: None,
+            cache_paths: Vec::new(),
             cwd: PathBuf::from("/b"),
             output: PathBuf::from("/o/bpf_lxc.o"),
             clang: PathBuf::from("/usr/bin/clang-16"),

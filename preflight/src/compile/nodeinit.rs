@@ -72,12 +72,74 @@ fn flannel_port(root: &HostRoot) -> u16 {
         .unwrap_or(FLANNEL_VXLAN_PORT)
 }
 
+/// k3s's embedded flannel, judged from its files (FACTS §5): k3s is installed or configured, and
+/// `flannel-backend` (config.yaml, then config.yaml.d/*.yaml; default `vxlan`) is vxlan, so
+/// flannel.1 will hold its VXLAN port when Cilium starts, whatever is up right now. Returns the
+/// port and the evidence (files read, the backend and where it came from).
+fn k3s_flannel_vxlan(root: &HostRoot) -> Option<(u16, String)> {
+    let k3s = crate::host::k3s::gather(root);
+    // A config file that cannot be read or parsed leaves the backend unknown: no prediction
+    // (the k3s checks report the file).
+    if !k3s.present || !k3s.problems.is_empty() {
+        return None;
+    }
+    let backend = k3s.flannel_backend.clone();
+    if !matches!(backend.as_deref(), None | Some("vxlan")) {
+        return None;
+    }
+    let files = if k3s.files.is_empty() {
+        "no k3s config file".to_string()
+    } else {
+        k3s.files.join(", ")
+    };
+    let conf = root.exists(K3S_FLANNEL_CONF);
+    let port = flannel_port(root);
+    Some((
+        port,
+        format!(
+            "k3s flannel-backend {} ({files}); VXLAN port {port} ({})",
+            backend.as_deref().unwrap_or("vxlan (k3s default)"),
+            if conf {
+                root.display(K3S_FLANNEL_CONF)
+            } else {
+                format!("flannel's default, no {K3S_FLANNEL_CONF}")
+            }
+        ),
+    ))
+}
+
 pub fn blockers(root: &HostRoot, target: &Target) -> Vec<InitBlocker> {
     let mut out = Vec::new();
     let tunnel = tunnel(target);
     if let Some((proto, port)) = tunnel {
         let flannel = root.exists("/sys/class/net/flannel.1") && flannel_port(root) == port;
         let bound = bound_udp_ports(root).contains(&port);
+        let k3s = if flannel {
+            None
+        } else {
+            k3s_flannel_vxlan(root).filter(|(p, _)| *p == port)
+        };
+        if let Some((_, evidence)) = &k3s
+            && !bound
+        {
+            out.push(InitBlocker {
+                step: "tunnel-port".into(),
+                detail: format!(
+                    "k3s runs its embedded flannel with the vxlan backend, so flannel.1 will hold \
+                     UDP {port} when Cilium starts: creating cilium_{proto} fails with \"address \
+                     already in use\", and datapath init stops before writing node_config.h"
+                ),
+                evidence: evidence.clone(),
+                remedy: format!(
+                    "turn k3s's flannel off first: flannel-backend: none (and \
+                     disable-network-policy: true) in {} or a config.yaml.d drop-in, restart k3s, \
+                     delete flannel.1 (preflight plan does these before installing Cilium); or \
+                     give Cilium a distinct tunnel port (--set tunnelPort={})",
+                    root.display(crate::host::k3s::CONFIG),
+                    free_port_after(root, port)
+                ),
+            });
+        }
         if flannel || bound {
             let holder = if flannel {
                 "flannel's VXLAN device flannel.1"
@@ -203,6 +265,53 @@ mod tests {
             "{}",
             b[0].remedy
         );
+    }
+
+    #[test]
+    fn k3s_running_flannel_is_predicted_from_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let k3s = dir.path().join("etc/rancher/k3s");
+        std::fs::create_dir_all(k3s.join("config.yaml.d")).unwrap();
+        std::fs::write(k3s.join("config.yaml"), "cluster-cidr: 10.42.0.0/16\n").unwrap();
+        let root = HostRoot::new(dir.path());
+        // No flannel-backend anywhere: k3s's default vxlan on flannel's default port.
+        let b = blockers(&root, &Target::default());
+        assert_eq!(b.len(), 1, "{b:?}");
+        assert!(b[0].detail.contains("k3s") && b[0].detail.contains("UDP 8472"));
+        assert!(
+            b[0].evidence.contains("vxlan (k3s default)"),
+            "{}",
+            b[0].evidence
+        );
+        assert!(
+            b[0].evidence.contains("flannel's default"),
+            "{}",
+            b[0].evidence
+        );
+        assert!(b[0].remedy.contains("flannel-backend: none"));
+        assert!(b[0].remedy.contains("--set tunnelPort=8473"));
+        // net-conf.json moves flannel to another port: Cilium's 8472 stays free.
+        let conf = dir.path().join(K3S_FLANNEL_CONF.trim_start_matches('/'));
+        std::fs::create_dir_all(conf.parent().unwrap()).unwrap();
+        std::fs::write(&conf, r#"{"Backend":{"Type":"vxlan","Port":4789}}"#).unwrap();
+        assert!(blockers(&root, &Target::default()).is_empty());
+        std::fs::remove_file(&conf).unwrap();
+        // A drop-in turning flannel off (later files win), or a backend without VXLAN.
+        for backend in ["none", "host-gw", "wireguard-native"] {
+            std::fs::write(
+                k3s.join("config.yaml.d/90-cni.yaml"),
+                format!("flannel-backend: {backend}\n"),
+            )
+            .unwrap();
+            assert!(blockers(&root, &Target::default()).is_empty(), "{backend}");
+        }
+        // A config file that does not parse: the backend cannot be told, nothing predicted.
+        std::fs::write(
+            k3s.join("config.yaml.d/90-cni.yaml"),
+            "flannel-backend: [\n",
+        )
+        .unwrap();
+        assert!(blockers(&root, &Target::default()).is_empty());
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct Profile {
     pub llc_pipeline: bool,
     /// Major of the LLVM bundled in the image (cilium/image-tools).
     pub bundled_llvm: u32,
+    /// Its full version (FACTS §1: 10.0.0, 17.0.6, 18.1.8, 19.1.7).
+    pub bundled_llvm_version: String,
     pub mcpu_rule: McpuRule,
     /// `-DCALLS_MAP=cilium_calls_overlay_2` for bpf_overlay.c (up to 1.17).
     pub overlay_calls_map: bool,
@@ -50,6 +52,10 @@ pub fn for_release(release: &Release) -> Profile {
         trap_function: c.trap_function,
         llc_pipeline: c.llc_pipeline,
         bundled_llvm: c.bundled_llvm.0,
+        bundled_llvm_version: {
+            let (major, minor, patch) = c.bundled_llvm;
+            format!("{major}.{minor}.{patch}")
+        },
         mcpu_rule: c.mcpu_rule,
         overlay_calls_map: c.overlay_calls_map,
         clang_breaks_from: c.clang_breaks_from,
@@ -135,7 +141,10 @@ mod tests {
     fn versions_map_to_profiles_as_facts_say() {
         let p14 = version("1.14.19").unwrap();
         assert!(p14.llc_pipeline && p14.nr_cpus && p14.std == "gnu89");
-        assert_eq!(p14.bundled_llvm, 10);
+        assert_eq!(
+            (p14.bundled_llvm, p14.bundled_llvm_version.as_str()),
+            (10, "10.0.0")
+        );
         assert_eq!(version("v1.16").unwrap().bundled_llvm, 17);
         assert_eq!(version("1.17.2").unwrap().bundled_llvm, 18);
         for v in ["1.19.0", "1.20", "1.20.0-dev"] {

@@ -11,11 +11,14 @@ use std::{
     time::Instant,
 };
 
-use super::{headers::StateLayout, profile::Profile, toolchain::Toolchain};
+use super::{
+    agent_facts::ProgramKind, cache, headers::StateLayout, profile::Profile, toolchain::Toolchain,
+};
 
 #[derive(Debug, Clone)]
 pub struct Job {
     pub program: String,
+    pub kind: ProgramKind,
     /// The directory clang runs in (the bpf dir, as the agent does).
     pub cwd: PathBuf,
     pub output: PathBuf,
@@ -25,6 +28,11 @@ pub struct Job {
     pub llc: Option<(PathBuf, Vec<String>)>,
     /// Scheduling weight (bigger runs first).
     pub weight: u64,
+    /// Object cache key (compile/cache.rs); None: not cached.
+    pub cache_key: Option<String>,
+    /// Run-specific path prefixes (scratch dir, state dir) and the placeholders the cache
+    /// stores instead, so a cached diagnostic names this run's files.
+    pub cache_paths: Vec<(String, String)>,
 }
 
 impl Job {
@@ -43,6 +51,11 @@ pub struct JobOutcome {
     pub success: bool,
     pub stderr: String,
     pub wall_ms: f64,
+    /// Taken from the object cache: clang did not run.
+    pub cached: bool,
+    /// clang (and llc) ran to an exit status: the result may be cached. Not when a spawn
+    /// failed or a signal killed the compiler.
+    pub cacheable: bool,
 }
 
 pub struct Inputs<'a> {
@@ -53,25 +66,40 @@ pub struct Inputs<'a> {
     pub state: &'a StateLayout,
     pub out_dir: &'a Path,
     pub nr_cpus: usize,
+    /// The built-in templates' bpf_host also reads netdev_config.h from the state dir.
+    pub host_reads_state_root: bool,
 }
 
-/// The include path for a program: generated dirs first, then the bpf dir with its dummies.
-fn includes(program: &str, i: &Inputs) -> Vec<PathBuf> {
+/// What to compile: a program, how the agent builds it, its per-program `-D` flags.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub program: String,
+    pub kind: ProgramKind,
+    pub defines: Vec<String>,
+}
+
+/// The include path for a program, as the agent's `compile()` builds it: `-I<state>/globals`,
+/// `-I<dir.State>` (the template dir for endpoints, the state dir for the rest), the bpf dir
+/// with its dummies, its `include/`.
+fn includes(kind: ProgramKind, i: &Inputs) -> Vec<PathBuf> {
     let mut dirs = vec![i.state.globals()];
-    match program {
-        "bpf_lxc" => dirs.push(i.state.template_dir()),
-        "bpf_host" => {
-            dirs.push(i.state.template_dir());
-            dirs.push(i.state.root.clone());
+    match kind {
+        ProgramKind::Endpoint => dirs.push(i.state.template_dir()),
+        ProgramKind::Host => {
+            dirs.push(i.state.host_template_dir());
+            if i.host_reads_state_root {
+                dirs.push(i.state.root.clone());
+            }
         }
-        _ => dirs.push(i.state.root.clone()),
+        ProgramKind::Base | ProgramKind::AlignChecker => dirs.push(i.state.root.clone()),
     }
     dirs.push(i.bpf_dir.to_path_buf());
     dirs.push(i.bpf_dir.join("include"));
     dirs
 }
 
-pub fn job(program: &str, i: &Inputs) -> Job {
+pub fn job(spec: &Spec, i: &Inputs) -> Job {
+    let program = spec.program.as_str();
     let p = i.profile;
     let source = format!("{program}.c");
     let output = i.out_dir.join(format!("{program}.o"));
@@ -85,14 +113,12 @@ pub fn job(program: &str, i: &Inputs) -> Job {
     if p.nr_cpus {
         args.push(format!("-D__NR_CPUS__={}", i.nr_cpus));
     }
-    if program == "bpf_overlay" && p.overlay_calls_map {
-        args.push("-DCALLS_MAP=cilium_calls_overlay_2".into());
-    }
+    args.extend(spec.defines.iter().cloned());
     args.push("-g".into());
     // Stable, parseable diagnostics (../shared/ENVIRONMENT.md).
     args.push("-fno-color-diagnostics".into());
     args.push("-fno-caret-diagnostics".into());
-    for dir in includes(program, i) {
+    for dir in includes(spec.kind, i) {
         args.push(format!("-I{}", dir.display()));
     }
     let llc = if p.llc_pipeline {
@@ -124,12 +150,15 @@ pub fn job(program: &str, i: &Inputs) -> Job {
         .unwrap_or(0);
     Job {
         program: program.to_string(),
+        kind: spec.kind,
         cwd: i.bpf_dir.to_path_buf(),
         output,
         clang: i.toolchain.clang.clone(),
         clang_args: args,
         llc,
         weight,
+        cache_key: None,
+        cache_paths: Vec::new(),
     }
 }
 
@@ -146,6 +175,8 @@ pub fn run_one(job: &Job) -> JobOutcome {
         success: false,
         stderr: format!("error: cannot run {}: {e}", what.display()),
         wall_ms: start.elapsed().as_secs_f64() * 1e3,
+        cached: false,
+        cacheable: false,
     };
     let mut clang = Command::new(&job.clang);
     clang
@@ -162,6 +193,8 @@ pub fn run_one(job: &Job) -> JobOutcome {
             success: out.status.success(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
             wall_ms: start.elapsed().as_secs_f64() * 1e3,
+            cached: false,
+            cacheable: out.status.code().is_some(),
         };
     };
     let mut child = match clang.stdout(Stdio::piped()).spawn() {
@@ -181,13 +214,16 @@ pub fn run_one(job: &Job) -> JobOutcome {
         .stderr(Stdio::piped())
         .spawn();
     let clang_err = child.stderr.take().map(read_all).unwrap_or_default();
-    let clang_ok = child.wait().map(|s| s.success()).unwrap_or(false);
-    let (llc_ok, llc_err) = match llc.and_then(|c| c.wait_with_output()) {
+    let clang_status = child.wait().ok();
+    let clang_ok = clang_status.is_some_and(|s| s.success());
+    let (llc_ok, llc_exited, llc_err) = match llc.and_then(|c| c.wait_with_output()) {
         Ok(o) => (
             o.status.success(),
+            o.status.code().is_some(),
             String::from_utf8_lossy(&o.stderr).into_owned(),
         ),
         Err(e) => (
+            false,
             false,
             format!("error: cannot run {}: {e}", llc_path.display()),
         ),
@@ -196,11 +232,75 @@ pub fn run_one(job: &Job) -> JobOutcome {
         success: clang_ok && llc_ok,
         stderr: clang_err + &llc_err,
         wall_ms: start.elapsed().as_secs_f64() * 1e3,
+        cached: false,
+        cacheable: clang_status.is_some_and(|s| s.code().is_some()) && llc_exited,
     }
+}
+
+/// One job through the object cache: a hit writes the cached object where clang would have;
+/// a miss compiles and stores what came out.
+pub fn run_cached(job: &Job, cache_dir: Option<&Path>) -> JobOutcome {
+    let (Some(dir), Some(key)) = (cache_dir, job.cache_key.as_deref()) else {
+        return run_one(job);
+    };
+    let start = Instant::now();
+    if let Some(mut hit) = cache::lookup(dir, key) {
+        for (path, placeholder) in &job.cache_paths {
+            hit.stderr = hit.stderr.replace(placeholder.as_str(), path);
+        }
+        let written = hit
+            .object
+            .as_ref()
+            .is_none_or(|o| std::fs::write(&job.output, o).is_ok());
+        if written {
+            return JobOutcome {
+                success: hit.success,
+                stderr: hit.stderr,
+                wall_ms: start.elapsed().as_secs_f64() * 1e3,
+                cached: true,
+                cacheable: true,
+            };
+        }
+    }
+    let outcome = run_one(job);
+    if outcome.cacheable {
+        let object = if outcome.success {
+            std::fs::read(&job.output).ok()
+        } else {
+            None
+        };
+        if !outcome.success || object.is_some() {
+            cache::store(
+                dir,
+                key,
+                &cache::Entry {
+                    success: outcome.success,
+                    stderr: job
+                        .cache_paths
+                        .iter()
+                        .fold(outcome.stderr.clone(), |text, (path, placeholder)| {
+                            text.replace(path.as_str(), placeholder)
+                        }),
+                    object,
+                },
+            );
+        }
+    }
+    outcome
 }
 
 /// Runs every job, at most `workers` at a time, heaviest first. Outcomes come back in job order.
 pub fn run_all(jobs: &[Job], workers: usize, progress: bool) -> Vec<JobOutcome> {
+    run_all_cached(jobs, workers, progress, None)
+}
+
+/// [`run_all`] through the object cache in `cache_dir`.
+pub fn run_all_cached(
+    jobs: &[Job],
+    workers: usize,
+    progress: bool,
+    cache_dir: Option<&Path>,
+) -> Vec<JobOutcome> {
     let mut order: Vec<usize> = (0..jobs.len()).collect();
     order.sort_by_key(|i| std::cmp::Reverse(jobs[*i].weight));
     let bar = if progress && std::io::stderr().is_terminal() {
@@ -222,7 +322,7 @@ pub fn run_all(jobs: &[Job], workers: usize, progress: bool) -> Vec<JobOutcome> 
                 loop {
                     let n = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&i) = order.get(n) else { break };
-                    let outcome = run_one(&jobs[i]);
+                    let outcome = run_cached(&jobs[i], cache_dir);
                     bar.set_message(jobs[i].program.clone());
                     bar.inc(1);
                     if let Ok(mut r) = results.lock() {
@@ -242,6 +342,8 @@ pub fn run_all(jobs: &[Job], workers: usize, progress: bool) -> Vec<JobOutcome> 
                 success: false,
                 stderr: "error: compile job did not run".into(),
                 wall_ms: 0.0,
+                cached: false,
+                cacheable: false,
             })
         })
         .collect()

@@ -64,8 +64,88 @@ pub fn parse_version(text: &str) -> Option<(u32, String)> {
 }
 
 fn version_of(tool: &Path) -> Option<(u32, String)> {
+    if let Some(known) = versions::lookup(tool) {
+        return Some(known);
+    }
     let out = Command::new(tool).arg("--version").output().ok()?;
-    parse_version(&String::from_utf8_lossy(&out.stdout))
+    let found = parse_version(&String::from_utf8_lossy(&out.stdout))?;
+    versions::remember(tool, &found);
+    Some(found)
+}
+
+/// What `--version` said per binary, kept next to the object cache and keyed by the file's
+/// size and modification time: each `--version` is a process start that maps all of LLVM
+/// (tens of milliseconds, more on a busy machine), and a toolchain rarely changes between runs.
+pub mod versions {
+    use std::{
+        collections::BTreeMap,
+        path::{Path, PathBuf},
+        sync::Mutex,
+        time::SystemTime,
+    };
+
+    const FILE: &str = "toolchains.txt";
+    static DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+    /// Where to keep the table (the object cache's dir); None: no table.
+    pub fn set_dir(dir: Option<PathBuf>) {
+        if let Ok(mut d) = DIR.lock() {
+            *d = dir;
+        }
+    }
+
+    fn stamp(tool: &Path) -> Option<String> {
+        let canonical = tool.canonicalize().ok()?;
+        let meta = std::fs::metadata(&canonical).ok()?;
+        let mtime = meta
+            .modified()
+            .ok()?
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .ok()?
+            .as_nanos();
+        Some(format!("{}\t{}\t{mtime}", canonical.display(), meta.len()))
+    }
+
+    fn table(dir: &Path) -> BTreeMap<String, (u32, String)> {
+        let Ok(text) = std::fs::read_to_string(dir.join(FILE)) else {
+            return BTreeMap::new();
+        };
+        text.lines()
+            .filter_map(|l| {
+                let mut parts = l.rsplitn(3, '\t');
+                let version = parts.next()?.to_string();
+                let major = parts.next()?.parse().ok()?;
+                Some((parts.next()?.to_string(), (major, version)))
+            })
+            .take(256)
+            .collect()
+    }
+
+    pub fn lookup(tool: &Path) -> Option<(u32, String)> {
+        let dir = DIR.lock().ok()?.clone()?;
+        table(&dir).remove(&stamp(tool)?)
+    }
+
+    pub fn remember(tool: &Path, found: &(u32, String)) {
+        let Some(dir) = DIR.lock().ok().and_then(|d| d.clone()) else {
+            return;
+        };
+        let Some(key) = stamp(tool) else {
+            return;
+        };
+        let mut t = table(&dir);
+        t.insert(key, found.clone());
+        let text: String = t
+            .iter()
+            .map(|(k, (m, v))| format!("{k}\t{m}\t{v}\n"))
+            .collect();
+        if std::fs::create_dir_all(&dir).is_ok()
+            && let Ok(tmp) = tempfile::NamedTempFile::new_in(&dir)
+            && std::fs::write(tmp.path(), text).is_ok()
+        {
+            let _ = tmp.persist(dir.join(FILE));
+        }
+    }
 }
 
 /// Describes one clang binary (for `--clang PATH` and discovery). The llc is looked up later,
@@ -194,7 +274,8 @@ pub fn choose(
         } else {
             path.to_path_buf()
         };
-        let t = with_llc(inspect(&path)?);
+        let t = inspect(&path)?;
+        let t = if profile.llc_pipeline { with_llc(t) } else { t };
         return Ok(Choice {
             risk: risk(profile, t.major),
             fit: Fit::Override,
@@ -212,14 +293,19 @@ pub fn choose(
             std::cmp::Reverse(t.major),
         )
     });
-    // The 1.14 pipeline needs an llc of the same major: the best clang that has one.
-    let best = ranked
-        .into_iter()
-        .map(|t| match &t.llc {
-            Some(_) => t.clone(),
-            None => with_llc(t.clone()),
-        })
-        .find(|t| !profile.llc_pipeline || t.llc.is_some());
+    // The 1.14 pipeline needs an llc of the same major: the best clang that has one. Other
+    // versions never run llc, so none is looked for (each lookup is a process start).
+    let best = if profile.llc_pipeline {
+        ranked
+            .into_iter()
+            .map(|t| match &t.llc {
+                Some(_) => t.clone(),
+                None => with_llc(t.clone()),
+            })
+            .find(|t| t.llc.is_some())
+    } else {
+        ranked.into_iter().next().cloned()
+    };
     let Some(t) = best else {
         let what = if profile.llc_pipeline {
             "a clang with an llc of the same major (Cilium 1.14 pipes clang into llc)"

@@ -30,6 +30,12 @@ pub fn unpack(dir: &Path, minor: u32) -> std::io::Result<()> {
     )
 }
 
+/// Whether a bpf dir is the built-in templates' layout (an unpacked, perhaps edited, copy):
+/// their pin of the modelled minor is not in any Cilium tree.
+pub fn is_builtin_layout(dir: &Path) -> bool {
+    dir.join("include/bpf/source_version.h").is_file()
+}
+
 /// The programs present in a bpf dir (a real Cilium tree may lack some, e.g. bpf_wireguard.c
 /// before 1.16).
 pub fn programs_in(dir: &Path) -> Vec<String> {

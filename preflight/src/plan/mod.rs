@@ -614,18 +614,22 @@ fn k3s_config_steps(
         _ => StepState::Todo,
     };
     let mut k3s_changes = !node.flannel_conflists.is_empty() || k3s.agent;
+    // compile.init: with flannel off, flannel.1 no longer holds the tunnel port when the agent
+    // starts, so datapath init writes node_config.h before any endpoint compiles.
     let k3s_fixes: &[&str] = if opts.kube_proxy_replacement {
         &[
             "k3s.flannel-backend",
             "k3s.network-policy",
             "k3s.kube-proxy",
             "cni.bin-dir-versioned",
+            "compile.init",
         ]
     } else {
         &[
             "k3s.flannel-backend",
             "k3s.network-policy",
             "cni.bin-dir-versioned",
+            "compile.init",
         ]
     };
     if let Some(drop_in) = &drop_in {
@@ -836,7 +840,11 @@ fn flannel_link_steps(node: &NodeState, steps: &mut Vec<Step>) {
             LinkState::Absent => (StepState::Done(format!("{name} does not exist")), &[]),
             LinkState::Present(_) => (
                 StepState::Todo,
-                &["network.flannel-leftovers", "network.tunnel-port.vxlan"],
+                &[
+                    "network.flannel-leftovers",
+                    "network.tunnel-port.vxlan",
+                    "compile.init",
+                ],
             ),
             LinkState::Unknown(why) => (
                 StepState::AtRunTime(format!("could not query {name}: {why}")),
@@ -1379,6 +1387,46 @@ mod tests {
         let drop_in = drop_in_text(&k3s, &opts).unwrap();
         assert!(drop_in.contains("disable-kube-proxy: true"));
         assert!(plan.notes.iter().any(|n| n.contains("Rancher Desktop")));
+    }
+
+    #[test]
+    fn flannel_goes_before_the_install_and_fixes_the_predicted_init_failure() {
+        // A k3s server running flannel, flannel.1 up: the compile stage predicts that datapath
+        // init fails on the tunnel port (compile.init); the plan turns flannel off and deletes
+        // flannel.1 before Helm installs Cilium, and says those steps fix it.
+        let mut n = node(false, MountState::NotMounted);
+        if let Some(k) = n.k3s.as_mut() {
+            k.agent = false;
+            k.unit = "k3s".into();
+            k.server = None;
+        }
+        n.links.insert(
+            "flannel.1".into(),
+            LinkState::Present(journal::LinkSpec {
+                name: "flannel.1".into(),
+                kind: Some("vxlan".into()),
+                mtu: Some(1450),
+                address: None,
+                vxlan_id: Some(1),
+                vxlan_local: None,
+                vxlan_dev: None,
+                vxlan_port: Some(8472),
+                addresses: vec![],
+                up: true,
+            }),
+        );
+        let plan = build_install(&n, &PlanOptions::default()).unwrap();
+        let position = |id: &str| plan.steps.iter().position(|s| s.id == id);
+        let install = position("helm.install").expect("helm.install");
+        for id in ["k3s.drop-in", "links.delete:flannel.1"] {
+            let at = position(id).unwrap_or_else(|| panic!("{id} missing"));
+            assert!(at < install, "{id} after helm.install");
+            assert!(
+                plan.steps[at].fixes.iter().any(|f| f == "compile.init"),
+                "{id}: {:?}",
+                plan.steps[at].fixes
+            );
+        }
     }
 
     #[test]
