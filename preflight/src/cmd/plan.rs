@@ -557,7 +557,7 @@ fn collect_evidence(
     if lines.iter().any(|l| l.contains("macro redefined")) {
         lines.push(
             "diagnosis: the agent compiled endpoints against the dummy node_config.h (its own was \
-             never written or is stale: FACTS §2): look for the earlier datapath init error above, \
+             never written or is stale: docs/compile.md): look for the earlier datapath init error above, \
              often flannel.1 holding UDP 8472"
                 .into(),
         );
@@ -694,6 +694,44 @@ pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
             let code = print_rollback(exec::rollback(&host, &runner)?);
             report_fault_points();
             Ok(if code == exit::GO { exit::NO_GO } else { code })
+        }
+    }
+}
+
+/// The steps `preflight plan` would carry out on this node for `target`, each with the check
+/// ids it fixes: what `run` needs to tell GO after plan from NO-GO. Read-only (node files, and
+/// `ip` for flannel's links as `plan` queries them). Empty when the node is not one preflight
+/// plans migrations for (no k3s) or its plan cannot be built; the reason is logged (-v).
+pub fn plan_fixes(host: &HostRoot, target: &Target) -> Vec<crate::model::PlanFix> {
+    let runner = ToolArgs {
+        helm: None,
+        kubectl: None,
+        systemctl: None,
+        ip: None,
+        command_timeout: 10,
+    }
+    .runner();
+    let opts = PlanOptions {
+        cilium_version: target.install_version().to_string(),
+        kube_proxy_replacement: crate::plan::wants_kube_proxy_replacement(&target.values),
+        user_values: target.values.clone(),
+        ..PlanOptions::default()
+    };
+    let plan =
+        NodeState::read(host, &runner).and_then(|node| crate::plan::build_install(&node, &opts));
+    match plan {
+        Ok(plan) => plan
+            .steps
+            .into_iter()
+            .map(|s| crate::model::PlanFix {
+                step: s.id,
+                title: s.title,
+                fixes: s.fixes,
+            })
+            .collect(),
+        Err(e) => {
+            tracing::info!("no plan for this node, so no GO after plan: {e:#}");
+            Vec::new()
         }
     }
 }
