@@ -780,4 +780,61 @@ mod tests {
         let v = decide(&target, &checks);
         assert!(!v.go && v.decided);
     }
+
+    fn step(id: &str, fixes: &[&str]) -> PlanFix {
+        PlanFix {
+            step: id.into(),
+            title: format!("do {id}"),
+            fixes: fixes.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// GO after plan only when every blocking check has a plan step (or a value fix and the
+    /// plan writes values); one gap no step fixes keeps it NO-GO.
+    #[test]
+    fn go_after_plan_needs_a_step_for_every_blocking_check() {
+        let target = Target::default();
+        let mut valued = result("values.x", Status::Fail, &[Capability::BaseDatapath], false);
+        valued.fix = Some(Recommendation {
+            fixes: "values.x".into(),
+            why: "set x".into(),
+            patch: json!({"x": 1}),
+        });
+        let checks = [
+            result(
+                "k3s.flannel-backend",
+                Status::Fail,
+                &[Capability::BaseDatapath],
+                false,
+            ),
+            valued,
+            result("bpf.x", Status::Pass, &[Capability::BaseDatapath], false),
+        ];
+        let steps = [
+            step("bpffs.mount", &["mounts.bpffs"]),
+            step("k3s.drop-in", &["k3s.flannel-backend"]),
+            step(VALUES_STEP, &[]),
+        ];
+        let mut v = decide(&target, &checks);
+        assert_eq!(v.readiness(), Readiness::NoGo);
+        after_plan(&mut v, &checks, &steps);
+        assert_eq!(v.readiness(), Readiness::GoAfterPlan, "{}", v.summary);
+        let named: Vec<_> = v.plan_steps.iter().map(|s| s.step.as_str()).collect();
+        assert_eq!(named, ["k3s.drop-in", VALUES_STEP]);
+        assert!(v.summary.starts_with("GO after plan: "), "{}", v.summary);
+        // Without the values step, the value fix is the user's to make: NO-GO.
+        let mut v = decide(&target, &checks);
+        after_plan(&mut v, &checks, &steps[..2]);
+        assert_eq!(v.readiness(), Readiness::NoGo);
+        assert!(v.plan_steps.is_empty());
+        // A blocker left once the values are applied needs its own step.
+        let mut v = decide(&target, &checks);
+        v.blocking_after_values = Some(vec!["kernel.config.bpf".into()]);
+        after_plan(&mut v, &checks, &steps);
+        assert_eq!(v.readiness(), Readiness::NoGo);
+        // A go verdict stays go.
+        let mut v = decide(&target, &checks[2..]);
+        after_plan(&mut v, &checks[2..], &steps);
+        assert_eq!(v.readiness(), Readiness::Go);
+    }
 }

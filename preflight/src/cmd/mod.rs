@@ -16,40 +16,62 @@ use clap::{Args, Parser, Subcommand};
 use self::plan::{FallbackTo, InstallArgs, PlanArgs, RollbackArgs};
 use crate::{host::HostRoot, model::Capability, probe::Scope, report::Format};
 
-const EXIT_CODES: &str = "\
+macro_rules! exit_codes {
+    () => {
+        "\
 Exit codes:
-  0  go: every capability the target needs is available
-  1  no-go: at least one needed check failed (the report says which and how to fix it);
+  0  GO: every capability the target needs is available
+  1  not go as the node stands: NO-GO (something only a person can change), or GO after
+     plan (every blocking finding is fixed by a step of `preflight plan`; the verdict line
+     and the JSON's verdict.readiness tell them apart) — the report says which and how to fix it;
      for `diff`: the verdict went from go to no-go/undecided, or something the target needs
      went from pass to fail/unknown/skip/absent
   2  error: bad input (file and line named, e.g. a YAML error in a values file), an internal
-     error, or undecided: a needed capability could not be checked at all (e.g. not root)";
+     error, or undecided: a needed capability could not be checked at all (e.g. not root)"
+    };
+}
 
-const COMPILE_EXIT_CODES: &str = "\
+macro_rules! compile_exit_codes {
+    () => {
+        "\
 Exit codes:
   0  every program compiled and the kernel's verifier loaded it
   1  a program did not compile or load (the findings say why and what to change)
-  2  error: bad input (file and line named), no usable clang, or an internal error";
+  2  error: bad input (file and line named), no usable clang, or an internal error"
+    };
+}
 
-const DIFF_EXIT_CODES: &str = "\
+macro_rules! diff_exit_codes {
+    () => {
+        "\
 Exit codes:
   0  nothing the new run's target needs got worse
   1  the verdict went from go to no-go/undecided, or a needed check went from pass to
      fail/unknown/skip/absent
-  2  error: an unreadable report (file and line named) or another schema_version";
+  2  error: an unreadable report (file and line named) or another schema_version"
+    };
+}
 
-const GATE_EXIT_CODES: &str = "\
+macro_rules! gate_exit_codes {
+    () => {
+        "\
 Exit codes (as `diff`'s, from each kernel to the next):
   0  nothing the target needs got worse
   1  the verdict went from go to no-go/undecided, or a needed check went from pass to
      fail/unknown/skip/absent
-  2  bad input, a kernel that could not be fetched or booted, or a guest without a report";
+  2  bad input, a kernel that could not be fetched or booted, or a guest without a report"
+    };
+}
 
-const AGGREGATE_EXIT_CODES: &str = "\
+macro_rules! aggregate_exit_codes {
+    () => {
+        "\
 Exit codes:
   0  every node is go
   1  some node is no-go (the groups say which checks block which nodes)
-  2  error: no reports, a refused report (file and line named), or I/O";
+  2  error: no reports, a refused report (file and line named), or I/O"
+    };
+}
 
 /// `--version`: the version and the commit it was built from (build.rs).
 pub const VERSION: &str = concat!(
@@ -82,7 +104,13 @@ pub fn command() -> clap::Command {
              verifier. Then installs Cilium under a journal, or hardens flannel, and can undo \
              either.",
     long_about = None,
-    after_help = EXIT_CODES,
+    after_help = concat!(
+        "Examples:\n  preflight run                      # will Cilium come up on this node?\n  \
+         preflight checks                   # every check id and its fix\n  \
+         preflight plan                     # what the migration would change\n  \
+         preflight install -f values.yaml   # carry it out, under a journal\n\n",
+        exit_codes!()
+    ),
 )]
 pub struct Cli {
     /// More logging on stderr (-v info, -vv debug). RUST_LOG overrides.
@@ -104,7 +132,7 @@ pub enum Command {
     /// or 2 (error). Needs root for the live probes; without it they report "unknown".
     /// Nothing on the node is changed: canaries run in private namespaces and clean up even
     /// when killed.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = concat!("Examples:\n  preflight run\n  preflight run -f values.yaml --set kubeProxyReplacement=true -o json --output-file report.json\n  preflight run --root /host --host-kernel -o json-line          # in a pod, as `preflight job` does\n  preflight run -q --junit-file preflight.xml --markdown-file \"$GITHUB_STEP_SUMMARY\"\n  preflight run --ignore 'kernel.config.*,k3s.network-policy' --cilium-version 1.18", "\n\n", exit_codes!()))]
     Run(RunArgs),
     /// Probe which eBPF program types, map types and helpers this kernel supports.
     ///
@@ -112,6 +140,9 @@ pub enum Command {
     /// available, unavailable, or unknown (with the reason, e.g. EPERM). By default: every
     /// program type, and the map types and helpers Cilium uses; --all probes every map type and
     /// helper too (bpftool feature probe's scope). Exits 0 when the probe ran, 2 on error.
+    #[command(
+        after_help = "Examples:\n  preflight probe\n  preflight probe --all -o json --output-file probe.json"
+    )]
     Probe(ProbeArgs),
     /// Compile a Cilium-like datapath the way cilium-agent would, explain failures, load the
     /// objects into the kernel (verifier) without attaching them.
@@ -120,9 +151,10 @@ pub enum Command {
     /// scratch state dir; --bpf-dir/--state-dir replay a real tree and a real node's state.
     /// Exits 0 when every program compiled and loaded, 1 when one did not (findings say why),
     /// 2 on bad input or when no clang is found.
-    #[command(after_help = COMPILE_EXIT_CODES)]
+    #[command(after_help = concat!("Examples:\n  preflight compile\n  preflight compile --cilium-version 1.18.3 --image quay.io/cilium/cilium:v1.18.3 -o json\n  preflight compile --as-node --root fixtures/compile/missing-node-config/root", "\n\n", compile_exit_codes!()))]
     Compile(CompileArgs),
     /// Print the JSON Schema of the report that `run --format json` writes.
+    #[command(after_help = "Examples:\n  preflight schema > report.schema.json")]
     Schema,
     /// Compare two JSON reports (e.g. before and after a kernel upgrade): the kernel-upgrade gate.
     ///
@@ -130,18 +162,25 @@ pub enum Command {
     /// when the verdict went from go to no-go/undecided or a check the new run's target needs
     /// went from pass to fail, unknown, skip or absent; 0 otherwise; 2 on unreadable input or a
     /// report of another schema_version.
-    #[command(after_help = DIFF_EXIT_CODES)]
+    #[command(after_help = concat!("Examples:\n  preflight diff before.json after.json\n  preflight diff before.json after.json -o json --output-file changes.json", "\n\n", diff_exit_codes!()))]
     Diff(DiffArgs),
     /// Print the migration plan for this k3s node: every step, what it changes, why, and how
     /// it is undone. Changes nothing (with --emit-gitops it writes the values file and an Argo CD
     /// Application into that directory). Exits 0, or 2 on bad input.
+    #[command(
+        after_help = "Examples:\n  preflight plan\n  preflight plan -f values.yaml --kube-proxy-replacement\n  preflight plan --emit-gitops ./cilium-gitops"
+    )]
     Plan(PlanArgs),
     /// Run the preflight, then carry out the plan under a journal: k3s drop-in, leftovers moved
     /// aside, k3s restart, helm upgrade --install, waits, post-checks. Any failure rolls back
     /// automatically. Exits 0 installed, 1 refused or failed-and-rolled-back, 2 error.
+    #[command(
+        after_help = "Examples:\n  preflight install -f values.yaml\n  preflight install --yes --restart-pods"
+    )]
     Install(InstallArgs),
     /// Undo everything the journal records, newest first, byte for byte. Idempotent; finishes an
     /// install or rollback that was killed. Exits 0 restored, 2 when some undo failed.
+    #[command(after_help = "Examples:\n  preflight rollback")]
     Rollback(RollbackArgs),
     /// Give the node back to a CNI other than Cilium.
     #[command(subcommand)]
@@ -153,7 +192,7 @@ pub enum Command {
     /// at a time. A capability is go only if every node is go for it; nodes are grouped by the
     /// checks that block them. Reports of another schema_version are refused by file and line.
     /// Exits 0 (every node go), 1 (some node no-go) or 2 (no reports, refused reports, I/O).
-    #[command(after_help = AGGREGATE_EXIT_CODES)]
+    #[command(after_help = concat!("Examples:\n  kubectl -n preflight logs ds/preflight -c preflight --prefix | preflight aggregate -\n  preflight aggregate reports/ -o json --output-file cluster.json", "\n\n", aggregate_exit_codes!()))]
     Aggregate(AggregateArgs),
     /// Print Kubernetes manifests that run preflight once on every node (a DaemonSet).
     ///
@@ -164,13 +203,16 @@ pub enum Command {
     /// --values files go to the nodes in a ConfigMap. The flags for the nodes are checked here
     /// as `run` would check them (exit 2). Prints YAML on stdout; touches nothing. See
     /// docs/fleet.md.
+    #[command(
+        after_help = "Examples:\n  preflight job -f values.yaml | kubectl apply -f -\n  preflight job --cilium-version 1.18.3 --image registry.example/preflight:0.1.0 -- --no-compile"
+    )]
     Job(JobArgs),
     /// The kernel-upgrade gate: boot each kernel under qemu with this (static) preflight, judge
     /// the target there, and compare each kernel's report with the next as `diff` does.
     ///
     /// Kernels: Debian packages (apt-get download, cached), .deb files, or kernels on disk.
     /// Needs qemu-system and busybox-static. Reports go to --results. See docs/fleet.md.
-    #[command(after_help = GATE_EXIT_CODES)]
+    #[command(after_help = concat!("Examples:\n  preflight gate --kernel linux-image-6.1.0-28-amd64 --kernel linux-image-6.12.12+bpo-amd64 -f values.yaml", "\n\n", gate_exit_codes!()))]
     Gate(gate::GateArgs),
     /// List every check: its id (for --ignore, diff and aggregate), area, the capabilities that
     /// need it, and what to do when it fails. Exits 0.

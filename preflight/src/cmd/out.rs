@@ -102,7 +102,9 @@ pub fn wrap(text: &str, width: usize) -> String {
         let indent = " ".repeat((lead + 5).min(width / 2));
         let options = textwrap::Options::new(width)
             .subsequent_indent(&indent)
-            .break_words(false);
+            .break_words(false)
+            // Ids, paths and flags hold hyphens: a line never breaks inside them.
+            .word_splitter(textwrap::WordSplitter::NoHyphenation);
         out.push_str(&textwrap::fill(body, options));
         out.push_str(newline);
     }
@@ -115,7 +117,7 @@ mod tests {
 
     #[test]
     fn long_lines_wrap_under_their_own_text_and_short_ones_stay() {
-        let text = "short\n  PASS kernel.release  6.1.83 is new enough for every Cilium release preflight knows\n";
+        let text = "short\n  PASS kernel.release  6.1.83 is new enough for every Cilium release preflight-knows\n";
         let wrapped = wrap(text, 40);
         assert!(wrapped.lines().all(|l| l.len() <= 40), "{wrapped}");
         assert!(

@@ -296,6 +296,9 @@ pub struct RollbackArgs {
 #[derive(Debug, Subcommand)]
 pub enum FallbackTo {
     /// Roll back Cilium (if installed by preflight), give the node back to flannel, harden it.
+    #[command(
+        after_help = "Examples:\n  preflight fallback flannel\n  preflight fallback flannel --yes"
+    )]
     Flannel(FallbackArgs),
 }
 
