@@ -564,3 +564,41 @@ fn aggregate_counts_go_after_plan_apart() {
         stdout(&out)
     );
 }
+
+#[test]
+fn plan_takes_the_kubeconfig_helm_and_kubectl_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("admin.yaml");
+    std::fs::write(&config, "apiVersion: v1\nkind: Config\n").unwrap();
+    let root = repo("fixtures/nodes/k3s-flannel-plan");
+    let out = bin()
+        .args(["plan", "--root", &root, "--kubeconfig"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let flag = format!("--kubeconfig {}", config.canonicalize().unwrap().display());
+    let helm = text
+        .lines()
+        .find(|l| l.contains("runs:    helm upgrade"))
+        .expect("a helm step");
+    assert!(helm.contains(&flag), "{helm}");
+    assert!(
+        !text.contains("etc/rancher/k3s/k3s.yaml"),
+        "the node's kubeconfig is not used"
+    );
+    refused(
+        &bin()
+            .args([
+                "plan",
+                "--root",
+                &root,
+                "--kubeconfig",
+                "/nonexistent/kubeconfig",
+            ])
+            .output()
+            .unwrap(),
+        &["--kubeconfig /nonexistent/kubeconfig"],
+    );
+}

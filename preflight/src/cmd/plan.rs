@@ -80,6 +80,10 @@ pub struct TargetArgs {
     pub k8s_service_host: Option<String>,
     #[arg(long, default_value_t = 6443, value_name = "PORT")]
     pub k8s_service_port: u16,
+    /// The kubeconfig helm and kubectl use (default: the node's /etc/rancher/k3s/k3s.yaml under
+    /// --root). A file that is not there is refused (exit 2).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
     /// Seconds to wait for the Cilium DaemonSet and CoreDNS.
     #[arg(long, default_value_t = 300, value_name = "SECS")]
     pub wait_timeout: u64,
@@ -145,7 +149,17 @@ struct Judged {
 /// else node files and read-only queries only.
 fn judge(host: &HostRoot, runner: &Runner, t: &TargetArgs, full: bool) -> anyhow::Result<Judged> {
     let target = t.target()?;
-    let node = NodeState::read(host, runner)?;
+    let mut node = NodeState::read(host, runner)?;
+    if let Some(file) = &t.kubeconfig {
+        // The operator's own file, not a node path: absolute, so helm and kubectl find it
+        // whatever their working directory.
+        let path = file
+            .canonicalize()
+            .ok()
+            .filter(|p| p.is_file())
+            .with_context(|| format!("--kubeconfig {}: no such file", file.display()))?;
+        node.kubeconfig = Some(path);
+    }
     let root = host.root();
     let mut opts = t.options(&target);
     let plan = crate::plan::build_install(&node, &opts)?;
