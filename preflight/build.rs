@@ -36,6 +36,38 @@ fn shared_trees(manifest: &std::path::Path) {
     }
 }
 
+/// The commit `preflight --version` names: PREFLIGHT_GIT_COMMIT when set (a build outside a
+/// checkout), else `git rev-parse` of the checkout, else "unknown". The script reruns when HEAD
+/// moves (the git dir's HEAD and its reflog), so the name follows commits.
+fn git_commit(manifest: &std::path::Path) {
+    println!("cargo:rerun-if-env-changed=PREFLIGHT_GIT_COMMIT");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(manifest)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_string())
+    };
+    let commit = env::var("PREFLIGHT_GIT_COMMIT").ok().or_else(|| {
+        let dir = git(&["rev-parse", "--absolute-git-dir"])?;
+        for watched in ["HEAD", "logs/HEAD"] {
+            let path = Path::new(&dir).join(watched);
+            if path.exists() {
+                println!("cargo:rerun-if-changed={}", path.display());
+            }
+        }
+        // No "modified" mark: the script does not rerun on every edit, so it would go stale.
+        git(&["rev-parse", "--short=12", "HEAD"])
+    });
+    println!(
+        "cargo:rustc-env=PREFLIGHT_GIT_COMMIT={}",
+        commit.as_deref().unwrap_or("unknown")
+    );
+}
+
 fn main() -> anyhow::Result<()> {
     // Tests that read the real Cilium sources (shared/cilium beside the repository or above a
     // worktree) run where they are and say they are ignored elsewhere.
@@ -52,6 +84,7 @@ fn main() -> anyhow::Result<()> {
     let toolchain = env::var("PREFLIGHT_EBPF_TOOLCHAIN").unwrap_or_else(|_| EBPF_TOOLCHAIN.into());
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
     shared_trees(&manifest);
+    git_commit(&manifest);
     let root = manifest.join("../preflight-ebpf");
     let root = root.to_str().expect("utf-8 path");
     // aya-build watches the eBPF crate's directory; the shared crate is compiled into it too.

@@ -232,13 +232,16 @@ fn junit_markdown_and_output_file() {
         "kubeProxyReplacement=partial",
         "--ignore",
         "values.service-monitor-crds",
-        "--format",
+        "-o",
         "junit",
-        "--output",
+        "--output-file",
         xml.to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(out.stdout.is_empty(), "--output writes nothing to stdout");
+    assert!(
+        out.stdout.is_empty(),
+        "--output-file writes nothing to stdout"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("NO-GO"));
     let text = std::fs::read_to_string(&xml).unwrap();
     // Well-formed, and the failing check is a <failure> with its detail and remedy.
@@ -412,10 +415,14 @@ fn diff_gates_on_needed_checks_that_stop_passing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("new.json:1:"));
 }
 
-/// A real report from the binary, written with -o into `dir`; returns its path.
+/// A real report from the binary, written with --output-file into `dir`; returns its path.
 fn report_file(dir: &std::path::Path, name: &str, args: &[&str]) -> PathBuf {
     let path = dir.join(name);
-    let out = run(&[args, &["--format", "json", "-o", path.to_str().unwrap()]].concat());
+    let out = run(&[
+        args,
+        &["-o", "json", "--output-file", path.to_str().unwrap()],
+    ]
+    .concat());
     assert!(
         matches!(out.status.code(), Some(0..=2)) && path.is_file(),
         "{args:?}: {}",

@@ -1,14 +1,17 @@
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::FromArgMatches;
 use preflight::{
-    cmd::{Cli, Command, compile, fleet, gate, out, plan, report, run as commands},
+    cmd::{Cli, Command, checks, compile, fleet, gate, out, plan, report, run as commands},
     exit,
     probe::canary,
 };
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match preflight::cmd::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -36,6 +39,9 @@ fn main() -> ExitCode {
         Command::Aggregate(args) => fleet::aggregate(args),
         Command::Job(args) => fleet::job(args),
         Command::Gate(args) => gate::gate(args),
+        Command::Checks(args) => checks::checks(args),
+        Command::Completions { shell } => checks::completions(*shell),
+        Command::Man { dir } => checks::man(dir.as_deref()),
         Command::CanaryWorker => return canary::worker::worker_main(),
         Command::CanaryJanitor { pid, dir } => return canary::janitor_main(*pid, dir),
     };

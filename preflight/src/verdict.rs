@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 use crate::model::{CapabilityVerdict, Recommendation, Verdict};
 use crate::{
     cilium::{Target, node, values},
-    model::{Area, Capability, CheckResult, Status},
+    model::{Area, Capability, CheckResult, PlanFix, Readiness, Status},
 };
 
 /// Whether anything blocks `capability`, looking at every check (needed by the target or not).
@@ -261,8 +261,98 @@ pub fn decide(target: &Target, checks: &[CheckResult]) -> Verdict {
         recommendations,
         values_patch,
         patch_is_go: None,
+        readiness: Some(if go {
+            Readiness::Go
+        } else if decided {
+            Readiness::NoGo
+        } else {
+            Readiness::Undecided
+        }),
+        plan_steps: Vec::new(),
+        blocking_after_values: None,
     }
 }
+
+/// GO after plan: a NO-GO whose every blocking finding is fixed by a step of `steps` (the
+/// steps `preflight plan` would carry out on this node, with the check ids each fixes). A
+/// finding the verdict fixes with a value counts as fixed by the plan's values step (`plan`
+/// writes the verdict's value fixes into the values file), and what still blocks once those
+/// values are applied must be fixed by a step too. Cheaper settings for a capability are not
+/// applied by the plan (they change what the user asked for): such a node stays NO-GO, as does
+/// one with an undecided capability.
+pub fn after_plan(verdict: &mut Verdict, checks: &[CheckResult], steps: &[PlanFix]) {
+    if verdict.readiness() != Readiness::NoGo
+        || verdict.capabilities.iter().any(|c| c.undecided)
+        || verdict
+            .recommendations
+            .iter()
+            .any(|r| !r.fixes.contains('.'))
+    {
+        return;
+    }
+    let values_step = steps.iter().find(|s| s.step == VALUES_STEP);
+    let mut wanted: Vec<(&str, bool)> = checks
+        .iter()
+        .filter(|c| c.blocks())
+        .map(|c| (c.id.as_str(), c.fix.is_some()))
+        .collect();
+    for id in verdict.blocking_after_values.iter().flatten() {
+        wanted.push((id.as_str(), false));
+    }
+    let mut fixes: Vec<PlanFix> = Vec::new();
+    for (id, by_value) in wanted {
+        let step = steps
+            .iter()
+            .find(|s| s.fixes.iter().any(|f| f == id))
+            .or(values_step.filter(|_| by_value));
+        let Some(step) = step else {
+            return;
+        };
+        match fixes.iter_mut().find(|f| f.step == step.step) {
+            Some(f) if !f.fixes.iter().any(|x| x == id) => f.fixes.push(id.to_string()),
+            Some(_) => {}
+            None => fixes.push(PlanFix {
+                fixes: vec![id.to_string()],
+                ..step.clone()
+            }),
+        }
+    }
+    if fixes.is_empty() {
+        return;
+    }
+    // In plan order, as `preflight plan` prints them.
+    fixes.sort_by_key(|f| steps.iter().position(|s| s.step == f.step));
+    let version = &verdict_version(&verdict.summary);
+    let now = verdict
+        .summary
+        .strip_prefix("NO-GO: ")
+        .and_then(|s| s.strip_prefix(&format!("Cilium {version} would not come up: ")))
+        .unwrap_or(&verdict.summary)
+        .to_string();
+    verdict.summary = format!(
+        "GO after plan: Cilium {version} comes up once the steps of `preflight plan` run: {}; \
+         as the node stands: {now}",
+        fixes
+            .iter()
+            .map(|f| format!("{} (fixes {})", f.step, f.fixes.join(", ")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    verdict.readiness = Some(Readiness::GoAfterPlan);
+    verdict.plan_steps = fixes;
+}
+
+/// The Cilium version a NO-GO summary names (`NO-GO: Cilium 1.20.2 would not come up: …`).
+fn verdict_version(summary: &str) -> String {
+    summary
+        .strip_prefix("NO-GO: Cilium ")
+        .and_then(|s| s.split_once(' '))
+        .map(|(v, _)| v.to_string())
+        .unwrap_or_default()
+}
+
+/// The plan step that writes the Helm values file (with the verdict's value fixes).
+pub const VALUES_STEP: &str = "helm.values";
 
 /// What only the node can tell: fixes from the node cross-checks (e.g. `cni.binPath` on Rancher
 /// Desktop), then whether the target with the whole patch is go on the same facts (checks are
@@ -345,17 +435,14 @@ pub fn refine(
         .collect();
     still.sort_unstable();
     still.dedup();
+    verdict.blocking_after_values = Some(still.iter().map(|s| s.to_string()).collect());
     // Values checks the patch cannot settle (a value only the user knows, e.g. the API server
     // address) are not node fixes: name them apart.
     let (by_hand, on_node): (Vec<&str>, Vec<&str>) =
         still.into_iter().partition(|id| id.starts_with("values."));
     for (label, ids) in [("also set", by_hand), ("also fix on the node", on_node)] {
         if !ids.is_empty() {
-            verdict.summary = format!(
-                "{}; {label}: {} (see the fix lines above)",
-                verdict.summary,
-                ids.join(", ")
-            );
+            verdict.summary = format!("{}; {label}: {}", verdict.summary, ids.join(", "));
         }
     }
 }
@@ -691,5 +778,62 @@ mod tests {
         ));
         let v = decide(&target, &checks);
         assert!(!v.go && v.decided);
+    }
+
+    fn step(id: &str, fixes: &[&str]) -> PlanFix {
+        PlanFix {
+            step: id.into(),
+            title: format!("do {id}"),
+            fixes: fixes.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// GO after plan only when every blocking check has a plan step (or a value fix and the
+    /// plan writes values); one gap no step fixes keeps it NO-GO.
+    #[test]
+    fn go_after_plan_needs_a_step_for_every_blocking_check() {
+        let target = Target::default();
+        let mut valued = result("values.x", Status::Fail, &[Capability::BaseDatapath], false);
+        valued.fix = Some(Recommendation {
+            fixes: "values.x".into(),
+            why: "set x".into(),
+            patch: json!({"x": 1}),
+        });
+        let checks = [
+            result(
+                "k3s.flannel-backend",
+                Status::Fail,
+                &[Capability::BaseDatapath],
+                false,
+            ),
+            valued,
+            result("bpf.x", Status::Pass, &[Capability::BaseDatapath], false),
+        ];
+        let steps = [
+            step("bpffs.mount", &["mounts.bpffs"]),
+            step("k3s.drop-in", &["k3s.flannel-backend"]),
+            step(VALUES_STEP, &[]),
+        ];
+        let mut v = decide(&target, &checks);
+        assert_eq!(v.readiness(), Readiness::NoGo);
+        after_plan(&mut v, &checks, &steps);
+        assert_eq!(v.readiness(), Readiness::GoAfterPlan, "{}", v.summary);
+        let named: Vec<_> = v.plan_steps.iter().map(|s| s.step.as_str()).collect();
+        assert_eq!(named, ["k3s.drop-in", VALUES_STEP]);
+        assert!(v.summary.starts_with("GO after plan: "), "{}", v.summary);
+        // Without the values step, the value fix is the user's to make: NO-GO.
+        let mut v = decide(&target, &checks);
+        after_plan(&mut v, &checks, &steps[..2]);
+        assert_eq!(v.readiness(), Readiness::NoGo);
+        assert!(v.plan_steps.is_empty());
+        // A blocker left once the values are applied needs its own step.
+        let mut v = decide(&target, &checks);
+        v.blocking_after_values = Some(vec!["kernel.config.bpf".into()]);
+        after_plan(&mut v, &checks, &steps);
+        assert_eq!(v.readiness(), Readiness::NoGo);
+        // A go verdict stays go.
+        let mut v = decide(&target, &checks[2..]);
+        after_plan(&mut v, &checks[2..], &steps);
+        assert_eq!(v.readiness(), Readiness::Go);
     }
 }

@@ -152,7 +152,7 @@ pub fn modules_checked() -> Vec<&'static str> {
 pub fn run_all(facts: &Facts, target: &Target, ignore: &[String]) -> Vec<CheckResult> {
     registry_for(target.release())
         .iter()
-        .map(|check| check.run(facts, target, ignore.contains(&check.id)))
+        .map(|check| check.run(facts, target, ignored(ignore, &check.id)))
         .collect()
 }
 
@@ -163,8 +163,22 @@ pub fn run_all(facts: &Facts, target: &Target, ignore: &[String]) -> Vec<CheckRe
 pub fn validate_ignores(ids: &[String]) -> Result<(), String> {
     let known: Vec<String> = registry().into_iter().map(|c| c.id).collect();
     for id in ids {
-        if known.contains(id) {
+        if id.is_empty() {
+            return Err("--ignore: an empty check id (a stray comma?)".into());
+        }
+        if id == IGNORE_ALL || known.contains(id) {
             continue;
+        }
+        if is_glob(id) {
+            let glob = globset::Glob::new(id)
+                .map_err(|e| format!("--ignore: {id} is not a glob: {e}"))?
+                .compile_matcher();
+            if known.iter().any(|k| glob.is_match(k)) {
+                continue;
+            }
+            return Err(format!(
+                "--ignore: {id} matches no check id (`preflight checks` lists them)"
+            ));
         }
         let closest = known
             .iter()
@@ -173,13 +187,28 @@ pub fn validate_ignores(ids: &[String]) -> Result<(), String> {
             .filter(|(d, k)| *d <= 3.max(k.len() / 5));
         return Err(match closest {
             Some((_, k)) => format!("--ignore: unknown check id {id}; did you mean {k}?"),
-            None => format!(
-                "--ignore: unknown check id {id}; the ids are the `id` fields of \
-                 `preflight run --format json`"
-            ),
+            None => format!("--ignore: unknown check id {id}; `preflight checks` lists the ids"),
         });
     }
     Ok(())
+}
+
+/// `--ignore all`: every check (kubeadm's `--ignore-preflight-errors=all`).
+pub const IGNORE_ALL: &str = "all";
+
+fn is_glob(pattern: &str) -> bool {
+    pattern.contains(['*', '?', '[', '{'])
+}
+
+/// Whether `--ignore` (ids, globs such as `kernel.config.*`, or `all`) covers the check `id`.
+/// The patterns were validated first ([`validate_ignores`]); one that does not compile matches
+/// nothing.
+pub fn ignored(patterns: &[String], id: &str) -> bool {
+    patterns.iter().any(|p| {
+        p == IGNORE_ALL
+            || p == id
+            || (is_glob(p) && globset::Glob::new(p).is_ok_and(|g| g.compile_matcher().is_match(id)))
+    })
 }
 
 #[cfg(test)]
@@ -218,6 +247,21 @@ mod tests {
                 assert!(!check.remedy.is_empty(), "{} has no remedy", check.id);
             }
         }
+    }
+
+    #[test]
+    fn ignore_takes_ids_globs_and_all() {
+        let p = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(validate_ignores(&p(&["kernel.config.*", "all", "mounts.bpffs"])).is_ok());
+        assert!(ignored(&p(&["kernel.config.*"]), "kernel.config.geneve"));
+        assert!(!ignored(&p(&["kernel.config.*"]), "kernel.release"));
+        assert!(ignored(&p(&["all"]), "kernel.release"));
+        assert!(!ignored(&p(&["kernel.releas"]), "kernel.release"));
+        let e = validate_ignores(&p(&["nosuch.*"])).unwrap_err();
+        assert!(e.contains("nosuch.* matches no check id"), "{e}");
+        let e = validate_ignores(&p(&["kernel.[*"])).unwrap_err();
+        assert!(e.contains("is not a glob"), "{e}");
+        assert!(validate_ignores(&p(&[""])).is_err());
     }
 
     #[test]

@@ -98,7 +98,13 @@ pub struct TargetSpec {
     /// Parsed at the command line; None: the chart's own version, else the newest release.
     pub cilium_version: Option<CiliumVersion>,
     pub value_files: Vec<PathBuf>,
+    /// `--set` arguments.
     pub sets: Vec<String>,
+    /// `--set-json`, `--set-string` and `--set-file` arguments (applied in Helm's order with
+    /// `sets`: [`set::SetKind::ORDER`]).
+    pub set_json: Vec<String>,
+    pub set_string: Vec<String>,
+    pub set_file: Vec<String>,
     pub chart: Option<PathBuf>,
     /// Extra capabilities asked for with --need.
     pub need: Vec<Capability>,
@@ -173,9 +179,17 @@ impl Target {
             sources.push(file.display().to_string());
             texts.push((file.display().to_string(), text));
         }
-        for expr in &spec.sets {
-            set::apply(&mut values, expr)?;
-            sources.push(format!("--set {expr}"));
+        for kind in set::SetKind::ORDER {
+            let exprs = match kind {
+                set::SetKind::Json => &spec.set_json,
+                set::SetKind::Set => &spec.sets,
+                set::SetKind::String => &spec.set_string,
+                set::SetKind::File => &spec.set_file,
+            };
+            for expr in exprs {
+                set::apply_as(&mut values, expr, kind)?;
+                sources.push(format!("{} {expr}", kind.flag()));
+            }
         }
         // Bounded work: every key is judged (typo checks), so their number is capped.
         values::check_key_count(&values, "-f/--set")?;

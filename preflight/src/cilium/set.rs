@@ -13,16 +13,102 @@ pub const MAX_DEPTH: usize = 64;
 
 /// Applies one `--set` argument (which may hold several comma-separated assignments).
 pub fn apply(values: &mut Value, expr: &str) -> Result<(), ValuesError> {
+    apply_as(values, expr, SetKind::Set)
+}
+
+/// Helm's four ways to set a value on the command line. Helm applies them after the `-f`
+/// files in this order, whatever the order on the command line: --set-json, --set,
+/// --set-string, --set-file (helm/helm pkg/cli/values/options.go, `MergeValues`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetKind {
+    /// `key=JSON[,key=JSON]`: the value is parsed as JSON.
+    Json,
+    /// `key=value`: `true`, `null`, integers typed as Helm types them.
+    Set,
+    /// `key=value`: the value is always a string (lists of strings as `{a,b}`).
+    String,
+    /// `key=PATH`: the value is the file's content, as a string.
+    File,
+}
+
+impl SetKind {
+    /// Helm's application order.
+    pub const ORDER: [SetKind; 4] = [Self::Json, Self::Set, Self::String, Self::File];
+
+    pub fn flag(self) -> &'static str {
+        match self {
+            Self::Json => "--set-json",
+            Self::Set => "--set",
+            Self::String => "--set-string",
+            Self::File => "--set-file",
+        }
+    }
+}
+
+/// Applies one argument of `kind`'s flag. --set-file reads the file through the bounded input
+/// reader (a regular file within the cap; `-` is stdin), naming it in errors.
+pub fn apply_as(values: &mut Value, expr: &str, kind: SetKind) -> Result<(), ValuesError> {
     let err = |message: String| ValuesError::Set {
+        flag: kind.flag(),
         expr: shorten(expr),
         message,
     };
-    for (key, raw) in split_assignments(expr).map_err(err)? {
+    let assignments = match kind {
+        SetKind::Json => split_json_assignments(expr).map_err(err)?,
+        SetKind::Set | SetKind::String | SetKind::File => {
+            let pairs = split_assignments(expr).map_err(err)?;
+            let mut out = Vec::with_capacity(pairs.len());
+            for (key, raw) in pairs {
+                let value = match kind {
+                    SetKind::String => parse_value_with(&raw, |s| Value::String(s.to_string())),
+                    SetKind::File => {
+                        let path = std::path::Path::new(&raw);
+                        let text = crate::host::input::read_text(path, "--set-file files")
+                            .map_err(|e| err(e.to_string()))?;
+                        Value::String(text)
+                    }
+                    _ => parse_value(&raw),
+                };
+                out.push((key, value));
+            }
+            out
+        }
+    };
+    for (key, value) in assignments {
         let path = parse_key(&key).map_err(err)?;
-        let value = parse_value(&raw);
         set_path(values, &path, value).map_err(err)?;
     }
     Ok(())
+}
+
+/// `a.b={"x":1},c=[1,2]` → (key, JSON value) pairs: each value is one JSON document, so commas
+/// inside it belong to it.
+fn split_json_assignments(expr: &str) -> Result<Vec<(String, Value)>, String> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    loop {
+        let Some((key, after)) = rest.split_once('=') else {
+            return Err(format!("{rest:?} has no value (expected key=JSON)"));
+        };
+        let mut stream = serde_json::Deserializer::from_str(after).into_iter::<Value>();
+        let value = match stream.next() {
+            Some(Ok(v)) => v,
+            Some(Err(e)) => return Err(format!("the value of {key} is not JSON: {e}")),
+            None => return Err(format!("{key} has no value (expected key=JSON)")),
+        };
+        out.push((key.to_string(), value));
+        rest = after[stream.byte_offset()..].trim_start();
+        match rest.strip_prefix(',') {
+            Some(more) if !more.is_empty() => rest = more,
+            Some(_) => return Ok(out),
+            None if rest.is_empty() => return Ok(out),
+            None => {
+                return Err(format!(
+                    "unexpected {rest:?} after the JSON value of {key} (expected `,` or the end)"
+                ));
+            }
+        }
+    }
 }
 
 /// The expression as messages quote it: a runaway one is cut, not printed whole.
@@ -161,6 +247,11 @@ fn parse_key(key: &str) -> Result<Vec<Step>, String> {
 
 /// Types a raw value; `{a,b}` becomes a list of typed items.
 fn parse_value(raw: &str) -> Value {
+    parse_value_with(raw, scalar)
+}
+
+/// A raw value, lists as `{a,b}`, each item typed by `scalar`.
+fn parse_value_with(raw: &str, scalar: fn(&str) -> Value) -> Value {
     if let Some(inner) = raw.strip_prefix('{').and_then(|r| r.strip_suffix('}')) {
         if inner.is_empty() {
             return Value::Array(Vec::new());
@@ -334,6 +425,46 @@ mod tests {
             let mut v = json!({});
             apply(&mut v, &format!("{key}={val}")).unwrap();
             prop_assert_eq!(super::super::values::lookup(&v, &key), Some(&Value::String(val.clone())));
+        }
+    }
+
+    #[test]
+    fn set_json_set_string_and_set_file_type_values_as_helm_does() {
+        let mut v = serde_json::json!({});
+        apply_as(&mut v, r#"a={"b":[1,2],"c":"x,y"},d=true"#, SetKind::Json).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"a": {"b": [1, 2], "c": "x,y"}, "d": true})
+        );
+        apply_as(&mut v, "e=true,f=007,g={1,2}", SetKind::String).unwrap();
+        assert_eq!(v["e"], "true");
+        assert_eq!(v["f"], "007");
+        assert_eq!(v["g"], serde_json::json!(["1", "2"]));
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), "line one\nline two\n").unwrap();
+        apply_as(
+            &mut v,
+            &format!("h.i={}", file.path().display()),
+            SetKind::File,
+        )
+        .unwrap();
+        assert_eq!(v["h"]["i"], "line one\nline two\n");
+        for (expr, kind, says) in [
+            (
+                "a={nope",
+                SetKind::Json,
+                "--set-json \"a={nope\": the value of a is not JSON",
+            ),
+            ("a=1 2", SetKind::Json, "unexpected \"2\""),
+            ("a", SetKind::Json, "has no value"),
+            (
+                "h=/nonexistent/file",
+                SetKind::File,
+                "--set-file \"h=/nonexistent/file\": ",
+            ),
+        ] {
+            let e = apply_as(&mut v, expr, kind).unwrap_err().to_string();
+            assert!(e.contains(says), "{expr}: {e}");
         }
     }
 }

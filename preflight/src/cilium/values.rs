@@ -27,8 +27,13 @@ pub enum ValuesError {
     },
     #[error("{file}: {message}")]
     File { file: String, message: String },
-    #[error("--set {expr:?}: {message}")]
-    Set { expr: String, message: String },
+    /// A bad `--set`, `--set-string`, `--set-json` or `--set-file` (`flag`) argument.
+    #[error("{flag} {expr:?}: {message}")]
+    Set {
+        flag: &'static str,
+        expr: String,
+        message: String,
+    },
     /// A file refused before parsing: not a regular file, too large, nested too deep.
     #[error(transparent)]
     Input(#[from] crate::host::input::InputError),

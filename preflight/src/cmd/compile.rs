@@ -5,12 +5,24 @@ use std::{fmt::Write as _, time::Instant};
 
 use crate::{
     cilium::{Target, TargetSpec},
-    cmd::CompileArgs,
+    cmd::{CompileArgs, DataFormat},
     compile::{CompileReport, Options, StateSource, elf::Verdict, runner},
     exit,
     probe::{self, LiveKernel, Scope},
-    report::Format,
 };
+
+/// Version of `compile`'s JSON (independent of the run report's): bump it when a field is
+/// renamed or removed; fields are added freely.
+pub const COMPILE_SCHEMA_VERSION: u32 = 1;
+
+/// The compile report as JSON carries it: versioned like every JSON preflight writes.
+#[derive(serde::Serialize)]
+struct Versioned<'a> {
+    schema_version: u32,
+    tool_version: &'static str,
+    #[serde(flatten)]
+    report: &'a crate::compile::CompileReport,
+}
 
 pub fn compile(args: &CompileArgs) -> anyhow::Result<u8> {
     // Values decide the tunnel protocol and port, monitor aggregation and the capabilities
@@ -60,16 +72,17 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<u8> {
         );
     }
     let report = crate::compile::run(&opts).map_err(|e| anyhow::anyhow!(e))?;
-    match args.format {
-        Format::Json => crate::outln!("{}", serde_json::to_string_pretty(&report)?),
-        Format::Text => crate::out!("{}", render(&report)),
-        Format::JsonLine => crate::outln!("{}", serde_json::to_string(&report)?),
-        Format::Junit | Format::Markdown => {
-            anyhow::bail!(
-                "`preflight compile` prints text or json; junit and markdown are for `run`"
-            )
-        }
-    }
+    let versioned = Versioned {
+        schema_version: COMPILE_SCHEMA_VERSION,
+        tool_version: env!("CARGO_PKG_VERSION"),
+        report: &report,
+    };
+    let text = match args.format {
+        DataFormat::Json => serde_json::to_string_pretty(&versioned)? + "\n",
+        DataFormat::Text => render(&report),
+        DataFormat::JsonLine => serde_json::to_string(&versioned)? + "\n",
+    };
+    crate::cmd::report::deliver(&text, args.output_file.as_deref(), None)?;
     if args.bench {
         let mut text = bench(&report);
         let mut again = opts.clone();

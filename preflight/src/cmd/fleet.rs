@@ -7,14 +7,13 @@ use clap::Parser as _;
 
 use crate::{
     cilium::{Target, TargetSpec},
-    cmd::{AggregateArgs, Cli, Command, JobArgs, RunArgs},
+    cmd::{AggregateArgs, Cli, Command, DataFormat, JobArgs, RunArgs},
     exit,
     fleet::{
         aggregate::{self, Aggregator},
         job::{self, JobSpec, ValuesFile},
         read,
     },
-    report::Format,
 };
 
 pub fn aggregate(args: &AggregateArgs) -> anyhow::Result<u8> {
@@ -28,14 +27,12 @@ pub fn aggregate(args: &AggregateArgs) -> anyhow::Result<u8> {
             .with_context(|| format!("reading {}", shown(file)))?;
     }
     let verdict = agg.finish(stats);
-    match args.format {
-        Format::Text => crate::out!("{}", aggregate::render_text(&verdict)),
-        Format::Json => crate::outln!("{}", serde_json::to_string_pretty(&verdict)?),
-        Format::JsonLine => crate::outln!("{}", serde_json::to_string(&verdict)?),
-        Format::Junit | Format::Markdown => {
-            anyhow::bail!("`preflight aggregate` prints text, json or json-line")
-        }
-    }
+    let text = match args.format {
+        DataFormat::Text => aggregate::render_text(&verdict),
+        DataFormat::Json => serde_json::to_string_pretty(&verdict)? + "\n",
+        DataFormat::JsonLine => serde_json::to_string(&verdict)? + "\n",
+    };
+    crate::cmd::report::deliver(&text, args.output_file.as_deref(), Some(&verdict.summary))?;
     Ok(if verdict.nodes == 0 || !verdict.refused.is_empty() {
         if verdict.nodes == 0 {
             eprintln!(
@@ -79,9 +76,21 @@ pub fn job(args: &JobArgs) -> anyhow::Result<u8> {
         ]),
         (None, Some(_)) => {}
     }
-    for set in &target.set {
-        run_args.extend(["--set".to_string(), set.clone()]);
+    for (flag, sets) in [
+        ("--set-json", &target.set_json),
+        ("--set", &target.set),
+        ("--set-string", &target.set_string),
+    ] {
+        for set in sets {
+            run_args.extend([flag.to_string(), set.clone()]);
+        }
     }
+    anyhow::ensure!(
+        target.set_file.is_empty(),
+        "--set-file {}: the file would have to be on every node; put the value in a --values \
+         file, which job ships in its ConfigMap",
+        target.set_file.join(" ")
+    );
     if let Some(chart) = &target.chart {
         run_args.extend(["--chart".to_string(), chart.display().to_string()]);
     }
@@ -159,6 +168,9 @@ pub fn job(args: &JobArgs) -> anyhow::Result<u8> {
         cilium_version: run.target.cilium_version.clone(),
         value_files: target.values.clone(),
         sets: run.target.set.clone(),
+        set_json: run.target.set_json.clone(),
+        set_string: run.target.set_string.clone(),
+        set_file: Vec::new(),
         chart: None,
         need: run.target.need.clone(),
         values_path: run.target.values_path.clone(),
@@ -224,12 +236,25 @@ fn check_pod_paths(run: &RunArgs, spec: &JobSpec) -> anyhow::Result<()> {
             chart.display()
         );
     }
-    if let Some(out) = &run.output {
-        anyhow::bail!(
-            "-o {}: the report must go to the pod's log, which is what `preflight aggregate` reads",
-            out.display()
-        );
+    let f = &run.files;
+    for (flag, file) in [
+        ("--output-file", &f.output_file),
+        ("--json-file", &f.json_file),
+        ("--junit-file", &f.junit_file),
+        ("--markdown-file", &f.markdown_file),
+    ] {
+        if let Some(file) = file {
+            anyhow::bail!(
+                "{flag} {}: the report must go to the pod's log, which is what `preflight \
+                 aggregate` reads",
+                file.display()
+            );
+        }
     }
+    anyhow::ensure!(
+        !run.quiet,
+        "--quiet: the report must go to the pod's log, which is what `preflight aggregate` reads"
+    );
     Ok(())
 }
 
@@ -238,6 +263,7 @@ mod tests {
     use clap::Parser as _;
 
     use super::*;
+    use crate::report::Format;
 
     #[test]
     fn the_pod_command_line_is_one_this_preflight_accepts() {

@@ -80,6 +80,10 @@ pub struct TargetArgs {
     pub k8s_service_host: Option<String>,
     #[arg(long, default_value_t = 6443, value_name = "PORT")]
     pub k8s_service_port: u16,
+    /// The kubeconfig helm and kubectl use (default: the node's /etc/rancher/k3s/k3s.yaml under
+    /// --root). A file that is not there is refused (exit 2).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
     /// Seconds to wait for the Cilium DaemonSet and CoreDNS.
     #[arg(long, default_value_t = 300, value_name = "SECS")]
     pub wait_timeout: u64,
@@ -145,7 +149,17 @@ struct Judged {
 /// else node files and read-only queries only.
 fn judge(host: &HostRoot, runner: &Runner, t: &TargetArgs, full: bool) -> anyhow::Result<Judged> {
     let target = t.target()?;
-    let node = NodeState::read(host, runner)?;
+    let mut node = NodeState::read(host, runner)?;
+    if let Some(file) = &t.kubeconfig {
+        // The operator's own file, not a node path: absolute, so helm and kubectl find it
+        // whatever their working directory.
+        let path = file
+            .canonicalize()
+            .ok()
+            .filter(|p| p.is_file())
+            .with_context(|| format!("--kubeconfig {}: no such file", file.display()))?;
+        node.kubeconfig = Some(path);
+    }
     let root = host.root();
     let mut opts = t.options(&target);
     let plan = crate::plan::build_install(&node, &opts)?;
@@ -296,6 +310,9 @@ pub struct RollbackArgs {
 #[derive(Debug, Subcommand)]
 pub enum FallbackTo {
     /// Roll back Cilium (if installed by preflight), give the node back to flannel, harden it.
+    #[command(
+        after_help = "Examples:\n  preflight fallback flannel\n  preflight fallback flannel --yes"
+    )]
     Flannel(FallbackArgs),
 }
 
@@ -557,7 +574,7 @@ fn collect_evidence(
     if lines.iter().any(|l| l.contains("macro redefined")) {
         lines.push(
             "diagnosis: the agent compiled endpoints against the dummy node_config.h (its own was \
-             never written or is stale: FACTS §2): look for the earlier datapath init error above, \
+             never written or is stale: docs/compile.md): look for the earlier datapath init error above, \
              often flannel.1 holding UDP 8472"
                 .into(),
         );
@@ -694,6 +711,44 @@ pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
             let code = print_rollback(exec::rollback(&host, &runner)?);
             report_fault_points();
             Ok(if code == exit::GO { exit::NO_GO } else { code })
+        }
+    }
+}
+
+/// The steps `preflight plan` would carry out on this node for `target`, each with the check
+/// ids it fixes: what `run` needs to tell GO after plan from NO-GO. Read-only (node files, and
+/// `ip` for flannel's links as `plan` queries them). Empty when the node is not one preflight
+/// plans migrations for (no k3s) or its plan cannot be built; the reason is logged (-v).
+pub fn plan_fixes(host: &HostRoot, target: &Target) -> Vec<crate::model::PlanFix> {
+    let runner = ToolArgs {
+        helm: None,
+        kubectl: None,
+        systemctl: None,
+        ip: None,
+        command_timeout: 10,
+    }
+    .runner();
+    let opts = PlanOptions {
+        cilium_version: target.install_version().to_string(),
+        kube_proxy_replacement: crate::plan::wants_kube_proxy_replacement(&target.values),
+        user_values: target.values.clone(),
+        ..PlanOptions::default()
+    };
+    let plan =
+        NodeState::read(host, &runner).and_then(|node| crate::plan::build_install(&node, &opts));
+    match plan {
+        Ok(plan) => plan
+            .steps
+            .into_iter()
+            .map(|s| crate::model::PlanFix {
+                step: s.id,
+                title: s.title,
+                fixes: s.fixes,
+            })
+            .collect(),
+        Err(e) => {
+            tracing::info!("no plan for this node, so no GO after plan: {e:#}");
+            Vec::new()
         }
     }
 }

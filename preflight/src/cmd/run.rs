@@ -7,6 +7,7 @@ use crate::{
     cmd::{ProbeArgs, ProbeFormat, RunArgs},
     exit,
     facts::{Facts, GatherOptions},
+    model::Readiness,
     probe::{self, LiveKernel},
     report::{self, Report, Timings},
     verdict,
@@ -51,6 +52,11 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
     let checks = checks::run_all(&facts, &target, &args.ignore);
     let mut verdict = verdict::decide(&target, &checks);
     verdict::refine(&mut verdict, &facts, &target, &checks, &args.ignore);
+    // GO after plan needs the plan's steps, which only a NO-GO asks for.
+    if verdict.readiness() == Readiness::NoGo {
+        let steps = crate::cmd::plan::plan_fixes(&host, &target);
+        verdict::after_plan(&mut verdict, &checks, &steps);
+    }
     let mut timings = Timings::default();
     for (stage, ms) in &facts.timings {
         timings.stages_ms.insert(stage.clone(), *ms);
@@ -69,7 +75,7 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
         verdict,
         timings,
     };
-    crate::cmd::report::emit(&report, args.format, args.output.as_deref(), colour)?;
+    crate::cmd::report::emit(&report, args.format, &args.files, args.quiet, colour)?;
     Ok(if report.verdict.go || args.exit_zero {
         exit::GO
     } else if report.verdict.decided {
@@ -86,13 +92,11 @@ pub fn probe(args: &ProbeArgs) -> anyhow::Result<u8> {
         return Ok(exit::ERROR);
     }
     let report = probe::probe(&LiveKernel, args.scope());
-    match args.format {
-        ProbeFormat::Json => crate::outln!(
-            "{}",
-            serde_json::to_string_pretty(&probe::ProbeJson::new(&report))?
-        ),
-        ProbeFormat::Text => crate::out!("{}", probe_text(&report)),
-    }
+    let text = match args.format {
+        ProbeFormat::Json => serde_json::to_string_pretty(&probe::ProbeJson::new(&report))? + "\n",
+        ProbeFormat::Text => probe_text(&report),
+    };
+    crate::cmd::report::deliver(&text, args.output_file.as_deref(), None)?;
     Ok(exit::GO)
 }
 

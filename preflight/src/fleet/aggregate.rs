@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::Serialize;
 
 use super::read::{Item, NodeReport, ReadStats};
+use crate::model::Readiness;
 
 /// Version of the aggregate JSON (independent of the node report's schema_version).
 pub const AGGREGATE_SCHEMA_VERSION: u32 = 1;
@@ -18,6 +19,7 @@ struct NodeEntry {
     source: String,
     kernel_release: String,
     go: bool,
+    readiness: Readiness,
     /// Sorted, deduplicated ids of the checks that block this node.
     blocking: Vec<String>,
     /// capability → go, for what this node's target needs.
@@ -76,6 +78,25 @@ pub struct ClusterTarget {
     pub nodes: usize,
 }
 
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ReadinessCounts {
+    pub go: usize,
+    pub go_after_plan: usize,
+    pub no_go: usize,
+    pub undecided: usize,
+}
+
+impl ReadinessCounts {
+    fn count(&mut self, r: Readiness) {
+        match r {
+            Readiness::Go => self.go += 1,
+            Readiness::GoAfterPlan => self.go_after_plan += 1,
+            Readiness::NoGo => self.no_go += 1,
+            Readiness::Undecided => self.undecided += 1,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClusterVerdict {
     pub aggregate_schema_version: u32,
@@ -83,6 +104,8 @@ pub struct ClusterVerdict {
     pub go: bool,
     pub nodes: usize,
     pub nodes_go: usize,
+    /// Nodes by readiness: go, go after `preflight plan`, no-go (a person must act), undecided.
+    pub readiness: ReadinessCounts,
     pub capabilities: Vec<ClusterCapability>,
     /// Largest group first.
     pub groups: Vec<NodeGroup>,
@@ -118,6 +141,7 @@ impl Aggregator {
             source,
             kernel_release: report.node.kernel_release,
             go: report.verdict.go,
+            readiness: report.verdict.readiness(),
             blocking,
             capabilities: report
                 .verdict
@@ -188,6 +212,10 @@ impl Aggregator {
         // Go nodes first, then the largest groups: the first no-go group is the one to fix first.
         groups.sort_by(|a, b| b.go.cmp(&a.go).then(b.count.cmp(&a.count)));
         let nodes_go = by_name.iter().filter(|(_, n)| n.go).count();
+        let mut readiness = ReadinessCounts::default();
+        for (_, n) in &by_name {
+            readiness.count(n.readiness);
+        }
         let targets: Vec<ClusterTarget> = targets
             .into_iter()
             .map(|((version, caps), n)| ClusterTarget {
@@ -200,12 +228,20 @@ impl Aggregator {
             && self.refused.is_empty()
             && nodes_go == nodes
             && capabilities.iter().all(|c| c.go);
-        let summary = summary(go, nodes, nodes_go, &capabilities, &self.refused, &targets);
+        let summary = summary(
+            go,
+            nodes,
+            &readiness,
+            &capabilities,
+            &self.refused,
+            &targets,
+        );
         ClusterVerdict {
             aggregate_schema_version: AGGREGATE_SCHEMA_VERSION,
             go,
             nodes,
             nodes_go,
+            readiness,
             capabilities,
             groups,
             targets,
@@ -221,7 +257,7 @@ impl Aggregator {
 fn summary(
     go: bool,
     nodes: usize,
-    nodes_go: usize,
+    readiness: &ReadinessCounts,
     caps: &[ClusterCapability],
     refused: &[Refusal],
     targets: &[ClusterTarget],
@@ -229,8 +265,15 @@ fn summary(
     if nodes == 0 {
         return "NO REPORTS: nothing to decide (see refused reports and noise lines)".into();
     }
+    let nodes_go = readiness.go;
     let mut s = if go {
         format!("GO: all {nodes} nodes are go for every capability the target needs")
+    } else if readiness.go_after_plan > 0 && readiness.go + readiness.go_after_plan == nodes {
+        format!(
+            "GO after plan: {} of {nodes} nodes are go once `preflight plan` runs on them, the \
+             others are go",
+            readiness.go_after_plan
+        )
     } else {
         let blocked: Vec<_> = caps
             .iter()
@@ -247,6 +290,12 @@ fn summary(
             }
         )
     };
+    if !go && readiness.go_after_plan > 0 && readiness.go + readiness.go_after_plan < nodes {
+        s.push_str(&format!(
+            "; {} of them go after `preflight plan`",
+            readiness.go_after_plan
+        ));
+    }
     if !refused.is_empty() {
         s.push_str(&format!(
             "; {} reports refused, so the verdict is incomplete",
@@ -267,6 +316,12 @@ pub fn render_text(v: &ClusterVerdict) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(out, "{}", v.summary);
+    let r = &v.readiness;
+    let _ = writeln!(
+        out,
+        "\nNodes: {} go, {} go after plan, {} no-go, {} undecided",
+        r.go, r.go_after_plan, r.no_go, r.undecided
+    );
     let _ = writeln!(out, "\nCapabilities ({} nodes)", v.nodes);
     for c in &v.capabilities {
         let _ = writeln!(

@@ -60,7 +60,30 @@ pub struct TargetInfo {
 #[derive(Debug, Clone, Deserialize)]
 pub struct VerdictInfo {
     pub go: bool,
+    /// Absent from reports older than the field: read as true, as the report reader does.
+    #[serde(default = "yes")]
+    pub decided: bool,
+    /// Absent from reports older than the field (None): derived from `go` and `decided`.
+    #[serde(default)]
+    pub readiness: Option<crate::model::Readiness>,
     pub capabilities: Vec<CapabilityInfo>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl VerdictInfo {
+    pub fn readiness(&self) -> crate::model::Readiness {
+        use crate::model::Readiness;
+        self.readiness.unwrap_or(if self.go {
+            Readiness::Go
+        } else if self.decided {
+            Readiness::NoGo
+        } else {
+            Readiness::Undecided
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -176,8 +176,23 @@ pub(crate) fn guest_run_args(args: &GateOptions) -> anyhow::Result<(Vec<String>,
         words.extend(["-f".into(), guest.display().to_string()]);
         files.push((guest, file.clone()));
     }
-    for set in &t.sets {
-        words.extend(["--set".into(), set.clone()]);
+    for (flag, sets) in [
+        ("--set-json", &t.set_json),
+        ("--set", &t.sets),
+        ("--set-string", &t.set_string),
+    ] {
+        for set in sets {
+            words.extend([flag.into(), set.clone()]);
+        }
+    }
+    // --set-file KEY=PATH: the file goes into the guest like a values file.
+    for (i, set) in t.set_file.iter().enumerate() {
+        let (key, path) = set
+            .split_once('=')
+            .with_context(|| format!("--set-file {set}: expected KEY=FILE"))?;
+        let guest = PathBuf::from(format!("/etc/preflight/set-file/{}", i + 1));
+        words.extend(["--set-file".into(), format!("{key}={}", guest.display())]);
+        files.push((guest, PathBuf::from(path)));
     }
     if let Some(chart) = &t.chart {
         let name = chart

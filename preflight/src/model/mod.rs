@@ -16,4 +16,4 @@ pub use gathered::Gathered;
 pub use node::Node;
 pub use outcome::Outcome;
 pub use status::Status;
-pub use verdict::{CapabilityVerdict, Recommendation, Verdict};
+pub use verdict::{CapabilityVerdict, PlanFix, Readiness, Recommendation, Verdict};

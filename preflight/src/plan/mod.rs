@@ -716,7 +716,7 @@ fn leftover_steps(node: &NodeState, steps: &mut Vec<Step>) {
         let why = if path.ends_with("node_config.h") {
             "a node_config.h written by another Cilium version (or a half-initialised agent) makes \
              endpoint compiles fail with 'CALLS_MAP' / 'SNAT_COLLISION_RETRIES' macro redefined \
-             (FACTS §2; cilium/cilium#38222); the agent writes a fresh one"
+             (cilium/cilium#38222; docs/compile.md); the agent writes a fresh one"
         } else {
             "templates compiled by a previous agent; the new agent rebuilds them"
         };
@@ -854,7 +854,7 @@ fn flannel_link_steps(node: &NodeState, steps: &mut Vec<Step>) {
         let why = if name == "flannel.1" {
             "flannel's VXLAN device holds UDP 8472: Cilium's cilium_vxlan then fails with \
              \"address already in use\", the agent never writes node_config.h and endpoint compiles \
-             fail with macro redefinitions (FACTS §2)"
+             fail with macro redefinitions (docs/compile.md)"
         } else {
             "flannel's bridge keeps routes for the pod CIDR that now belong to Cilium"
         };

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use quick_xml::escape::escape;
 
 use super::Report;
-use crate::model::{CheckResult, Status};
+use crate::model::{Area, CheckResult, Status};
 
 /// XML 1.0 cannot carry most control characters even escaped; drop them.
 fn xml(text: &str) -> String {
@@ -30,6 +30,16 @@ fn message(check: &CheckResult) -> String {
     m
 }
 
+/// The stage that gathered an area's facts (report `timings.stages_ms`): its time is the area's.
+fn stage_of(area: Area) -> &'static str {
+    match area {
+        Area::Bpf => "gather.probes",
+        Area::Attach => "gather.canaries",
+        Area::Compile => "gather.compile",
+        _ => "gather.node",
+    }
+}
+
 pub fn render_junit(report: &Report) -> String {
     let mut areas: Vec<_> = report.checks.iter().map(|c| c.area).collect();
     areas.sort();
@@ -40,10 +50,13 @@ pub fn render_junit(report: &Report) -> String {
         .iter()
         .filter(|c| c.status != Status::Pass && !c.blocks())
         .count();
+    // Per-node files are merged by CI: the node's name goes into every suite and class name,
+    // and `hostname` is set, so two nodes' results never collide.
+    let host = xml(&report.node.hostname);
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         out,
-        "<testsuites name=\"preflight\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{:.3}\">",
+        "<testsuites name=\"preflight {host}\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{:.3}\">",
         report.checks.len(),
         report.timings.total_ms / 1e3
     );
@@ -53,21 +66,33 @@ pub fn render_junit(report: &Report) -> String {
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
+        // Checks themselves take microseconds; the time is the gathering of their facts, shared
+        // evenly by the checks of the areas that stage served.
+        let stage = stage_of(area);
+        let stage_s = report.timings.stages_ms.get(stage).copied().unwrap_or(0.0) / 1e3;
+        let served = report
+            .checks
+            .iter()
+            .filter(|c| stage_of(c.area) == stage)
+            .count()
+            .max(1);
+        let case_s = stage_s / served as f64;
         let _ = writeln!(
             out,
-            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" skipped=\"{}\">",
+            "  <testsuite name=\"{host}.{}\" hostname=\"{host}\" tests=\"{}\" failures=\"{}\" skipped=\"{}\" time=\"{:.3}\">",
             xml(&area_name),
             checks.len(),
             checks.iter().filter(|c| c.blocks()).count(),
             checks
                 .iter()
                 .filter(|c| c.status != Status::Pass && !c.blocks())
-                .count()
+                .count(),
+            case_s * checks.len() as f64
         );
         for c in checks {
             let _ = write!(
                 out,
-                "    <testcase classname=\"preflight.{}\" name=\"{}\"",
+                "    <testcase classname=\"preflight.{host}.{}\" name=\"{}\" time=\"{case_s:.3}\"",
                 xml(&area_name),
                 xml(&c.id)
             );

@@ -3,22 +3,25 @@
 use std::fmt::Write as _;
 
 use super::Report;
-use crate::model::Status;
+use crate::model::{Readiness, Status};
 
-/// Keeps a table cell on one line and its pipes literal.
+/// Text as Markdown shows it literally: `<hash>` stays text, not an HTML tag (HTML-escaped by
+/// pulldown-cmark's escaper), and a table cell stays on one line with its pipes literal.
 fn cell(text: &str) -> String {
-    text.replace('|', "\\|").replace('\n', " ")
+    let mut escaped = String::with_capacity(text.len());
+    // Writing into a String cannot fail.
+    let _ = pulldown_cmark_escape::escape_html(&mut escaped, text);
+    escaped.replace('|', "\\|").replace('\n', " ")
 }
 
 pub fn render_markdown(report: &Report) -> String {
     let mut out = String::new();
     let v = &report.verdict;
-    let icon = if v.go {
-        "✅"
-    } else if v.decided {
-        "❌"
-    } else {
-        "❔"
+    let icon = match v.readiness() {
+        Readiness::Go => "✅",
+        Readiness::GoAfterPlan => "🛠️",
+        Readiness::NoGo => "❌",
+        Readiness::Undecided => "❔",
     };
     let _ = writeln!(
         out,
@@ -61,7 +64,8 @@ pub fn render_markdown(report: &Report) -> String {
             if c.ignored {
                 status.push_str(" (ignored)");
             } else if c.status == Status::Fail && !c.relevant {
-                status.push_str(" (not needed)");
+                // A gap the target does not need: not a failure of this run.
+                status = "NOTE (not needed)".into();
             }
             let _ = writeln!(
                 out,
@@ -69,6 +73,22 @@ pub fn render_markdown(report: &Report) -> String {
                 c.id,
                 cell(&c.detail),
                 cell(c.remedy.as_deref().unwrap_or(""))
+            );
+        }
+        out.push('\n');
+    }
+    if !v.plan_steps.is_empty() {
+        let _ = writeln!(
+            out,
+            "`preflight plan` fixes what blocks (`preflight install` runs it):\n\n| step | what | fixes |\n|---|---|---|"
+        );
+        for s in &v.plan_steps {
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} |",
+                s.step,
+                cell(&s.title),
+                cell(&s.fixes.join(", "))
             );
         }
         out.push('\n');

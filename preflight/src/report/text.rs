@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::Report;
-use crate::model::Status;
+use crate::model::{Readiness, Status};
 
 struct Paint(bool);
 
@@ -76,13 +76,19 @@ pub fn render_text(report: &Report, colour: bool) -> String {
             if check.ignored {
                 tags.push_str(" [ignored]");
             }
-            if check.status == Status::Fail && !check.relevant {
+            // A gap the target does not need is not a failure of this run: not a red FAIL.
+            let unneeded = check.status == Status::Fail && !check.relevant;
+            if unneeded {
                 tags.push_str(" [not needed by target]");
             }
             let _ = writeln!(
                 out,
                 "  {} {:<44} {}{}",
-                paint.status(check.status),
+                if unneeded {
+                    paint.code("NOTE", "2")
+                } else {
+                    paint.status(check.status)
+                },
                 check.id,
                 check.detail,
                 tags
@@ -122,6 +128,25 @@ pub fn render_text(report: &Report, colour: bool) -> String {
             );
         }
     }
+    if !report.verdict.plan_steps.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{}",
+            paint.code(
+                "`preflight plan` fixes what blocks, with these steps (`preflight install` runs them):",
+                "1"
+            )
+        );
+        for step in &report.verdict.plan_steps {
+            let _ = writeln!(
+                out,
+                "  {:<20} {} (fixes {})",
+                step.step,
+                step.title,
+                step.fixes.join(", ")
+            );
+        }
+    }
     if let Some(patch) = &report.verdict.values_patch {
         let _ = writeln!(
             out,
@@ -148,14 +173,11 @@ pub fn render_text(report: &Report, colour: bool) -> String {
         let _ = writeln!(out);
     }
     let line = &report.verdict.summary;
-    let _ = writeln!(
-        out,
-        "{}",
-        if report.verdict.go {
-            paint.code(line, "1;32")
-        } else {
-            paint.code(line, "1;31")
-        }
-    );
+    let colour = match report.verdict.readiness() {
+        Readiness::Go => "1;32",
+        Readiness::GoAfterPlan => "1;33",
+        Readiness::NoGo | Readiness::Undecided => "1;31",
+    };
+    let _ = writeln!(out, "{}", paint.code(line, colour));
     out
 }
