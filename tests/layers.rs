@@ -16,6 +16,8 @@ const LAYERS: &[&[&str]] = &[
     &["main"],
     // Every clap Args struct and handler; stdout.
     &["cmd"],
+    // The whole-cluster migration: plans from many reports (fleet), drives node plans (plan).
+    &["cluster"],
     // The migration (plan, journal, executor) and the fleet (Job manifests, aggregation).
     &["plan", "fleet"],
     // Outcomes to go / no-go; the report document and its renderers.

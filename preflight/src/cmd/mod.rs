@@ -1,4 +1,5 @@
 //! Command line. Every subcommand's help says what it does, what it touches and how it exits.
+pub mod cluster;
 pub mod compile;
 pub mod fleet;
 pub mod out;

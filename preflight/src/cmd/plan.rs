@@ -258,9 +258,14 @@ pub struct PlanArgs {
     #[command(flatten)]
     pub tools: ToolArgs,
     /// Instead of a Helm step: write cilium-values.yaml and cilium-application.yaml (an Argo CD
-    /// Application) into DIR.
+    /// Application) into DIR. With --cluster: every stage's manifests for an Argo CD
+    /// app-of-apps (stage-1-install, stage-2-node-config, stage-3-final) and runbook.txt.
     #[arg(long, value_name = "DIR")]
     pub emit_gitops: Option<PathBuf>,
+    #[command(flatten)]
+    pub cluster: super::cluster::ClusterPlanArgs,
+    #[command(flatten)]
+    pub access: super::cluster::ClusterAccessArgs,
 }
 
 #[derive(Debug, Args)]
@@ -277,6 +282,14 @@ pub struct InstallArgs {
     /// Install even when the preflight says no-go.
     #[arg(long)]
     pub force: bool,
+    /// Only this stage of a whole-cluster migration, on this node (prepare, cilium-cni,
+    /// flannel-off), as `install --cluster` starts it on each node: no preflight, no Helm.
+    #[arg(long, value_name = "STAGE", value_parser = crate::plan::stages::STAGES)]
+    pub migration_stage: Option<String>,
+    #[command(flatten)]
+    pub cluster: super::cluster::ClusterPlanArgs,
+    #[command(flatten)]
+    pub access: super::cluster::ClusterAccessArgs,
 }
 
 #[derive(Debug, Args)]
@@ -285,6 +298,16 @@ pub struct RollbackArgs {
     pub root: RootArg,
     #[command(flatten)]
     pub tools: ToolArgs,
+    /// Undo only this stage of a whole-cluster migration on this node.
+    #[arg(long, value_name = "STAGE", value_parser = crate::plan::stages::STAGES)]
+    pub migration_stage: Option<String>,
+    /// Undo a whole-cluster migration from its cluster journal (in --state-dir), newest step
+    /// first: cluster steps through the API, node stages with `rollback --migration-stage` on
+    /// each node.
+    #[arg(long = "cluster", conflicts_with = "migration_stage")]
+    pub cluster: bool,
+    #[command(flatten)]
+    pub access: super::cluster::ClusterAccessArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -306,7 +329,7 @@ pub struct FallbackArgs {
 
 /// The node's root as an absolute path: it ends up in command lines (helm --values,
 /// --kubeconfig).
-fn node_root(arg: &RootArg) -> anyhow::Result<HostRoot> {
+pub(super) fn node_root(arg: &RootArg) -> anyhow::Result<HostRoot> {
     let given = arg.host(false)?;
     let path = given
         .root()
@@ -316,7 +339,7 @@ fn node_root(arg: &RootArg) -> anyhow::Result<HostRoot> {
 }
 
 /// Print the fault-point count when the test hooks are on, so tests know the matrix size.
-fn report_fault_points() {
+pub(super) fn report_fault_points() {
     if std::env::var_os("PREFLIGHT_FAULT_AT").is_some()
         || std::env::var_os("PREFLIGHT_KILL_AT").is_some()
     {
@@ -328,6 +351,14 @@ fn report_fault_points() {
 }
 
 pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
+    if !args.cluster.reports.is_empty() {
+        return super::cluster::plan(
+            &args.cluster,
+            &args.access,
+            &args.target,
+            args.emit_gitops.as_deref(),
+        );
+    }
     let host = node_root(&args.root)?;
     let root = host.root().to_path_buf();
     let runner = args.tools.runner();
@@ -367,7 +398,7 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
 /// Before any change: every tool the plan runs must be there, and helm and kubectl must answer
 /// (`kubectl version` also reaches the API server). Err lists every problem: exit 2, nothing
 /// changed.
-fn check_tools(runner: &Runner, plan: &crate::plan::Plan, node: &NodeState) -> anyhow::Result<()> {
+pub(super) fn check_tools(runner: &Runner, plan: &crate::plan::Plan, node: &NodeState) -> anyhow::Result<()> {
     let tools = crate::plan::tools_needed(plan);
     let mut problems: Vec<String> = tools
         .iter()
@@ -405,7 +436,7 @@ fn check_tools(runner: &Runner, plan: &crate::plan::Plan, node: &NodeState) -> a
     )
 }
 
-fn confirm(yes: bool, what: &str) -> anyhow::Result<bool> {
+pub(super) fn confirm(yes: bool, what: &str) -> anyhow::Result<bool> {
     if yes {
         return Ok(true);
     }
@@ -419,6 +450,12 @@ fn confirm(yes: bool, what: &str) -> anyhow::Result<bool> {
 }
 
 pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
+    if let Some(stage) = &args.migration_stage {
+        return super::cluster::install_stage(args, stage);
+    }
+    if !args.cluster.reports.is_empty() {
+        return super::cluster::install(args);
+    }
     let host = node_root(&args.root)?;
     let root = host.root().to_path_buf();
     let runner = args.tools.runner();
@@ -554,7 +591,7 @@ fn collect_evidence(
     lines
 }
 
-fn print_rollback(r: exec::RollbackReport) -> u8 {
+pub(super) fn print_rollback(r: exec::RollbackReport) -> u8 {
     if r.nothing_to_do {
         crate::outln!("Nothing to roll back (no journal).");
         return exit::GO;
@@ -592,10 +629,17 @@ fn print_rollback(r: exec::RollbackReport) -> u8 {
 }
 
 pub fn rollback(args: &RollbackArgs) -> anyhow::Result<u8> {
+    if args.cluster {
+        return super::cluster::rollback(args);
+    }
     let host = node_root(&args.root)?;
     let root = host.root().to_path_buf();
     let runner = args.tools.runner();
-    let code = print_rollback(exec::rollback(&root, &runner)?);
+    let report = match &args.migration_stage {
+        Some(stage) => exec::rollback_stage(&root, &runner, stage)?,
+        None => exec::rollback(&root, &runner)?,
+    };
+    let code = print_rollback(report);
     report_fault_points();
     Ok(code)
 }

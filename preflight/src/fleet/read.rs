@@ -30,6 +30,9 @@ pub struct NodeReport {
     pub node: NodeInfo,
     pub target: TargetInfo,
     pub verdict: VerdictInfo,
+    /// The node's network and k3s role (`plan --cluster`); absent in reports of older builds.
+    #[serde(default)]
+    pub cluster_facts: Option<crate::model::ClusterFacts>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -48,6 +51,9 @@ pub struct TargetInfo {
 #[derive(Debug, Clone, Deserialize)]
 pub struct VerdictInfo {
     pub go: bool,
+    /// Missing in reports of builds that had no undecided state: decided.
+    #[serde(default = "decided_default")]
+    pub decided: bool,
     pub capabilities: Vec<CapabilityInfo>,
 }
 
@@ -59,6 +65,10 @@ pub struct CapabilityInfo {
     pub blocking: Vec<String>,
     #[serde(default)]
     pub unverified: Vec<String>,
+}
+
+fn decided_default() -> bool {
+    true
 }
 
 #[derive(Deserialize)]

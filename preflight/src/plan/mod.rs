@@ -13,6 +13,7 @@ pub mod iptables;
 pub mod journal;
 pub mod node;
 pub mod runner;
+pub mod stages;
 
 use std::{fmt::Write as _, path::Path};
 

@@ -15,7 +15,10 @@ pub use text::render_text;
 
 /// Re-exported while other branches still name them here; the types live in `model`.
 pub use crate::model::{CheckResult, Node, Status};
-use crate::{cilium::Target, model::Verdict};
+use crate::{
+    cilium::Target,
+    model::{ClusterFacts, Verdict},
+};
 
 /// Bump on any change that could break a consumer of the JSON (renamed/removed field, new status).
 pub const SCHEMA_VERSION: u32 = 1;
@@ -36,6 +39,10 @@ pub struct Report {
     pub checks: Vec<CheckResult>,
     pub verdict: Verdict,
     pub timings: Timings,
+    /// The node's network and k3s role, for `plan --cluster`. Added to schema_version 1 after
+    /// it was published: reports of earlier builds lack it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_facts: Option<ClusterFacts>,
 }
 
 /// How to print a report.

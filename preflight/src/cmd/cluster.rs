@@ -1,0 +1,205 @@
+//! `plan --cluster`, `install --cluster`, `rollback --cluster`: the whole-cluster dual-overlay
+//! migration (src/cluster/), and the flags they share.
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::{
+    cluster::{
+        self, gitops,
+        plan::{ClusterOptions, ClusterPlan},
+        runbook::{self, Access},
+    },
+    exit,
+};
+
+/// Which reports a cluster plan reads, and what it may choose.
+#[derive(Debug, Args, Default)]
+pub struct ClusterPlanArgs {
+    /// Plan the whole cluster's dual-overlay migration from these node reports (`aggregate`'s
+    /// inputs: files, directories, `-` for stdin, `kubectl logs` of the `job` DaemonSet)
+    /// instead of this node's.
+    #[arg(long = "cluster", value_name = "REPORTS", num_args = 1..)]
+    pub reports: Vec<PathBuf>,
+    /// Cilium's pod CIDR during and after the migration (default: the first 10.N.0.0/16 from
+    /// 10.44 on that overlaps nothing the reports show).
+    #[arg(long, value_name = "CIDR", requires = "reports")]
+    pub pod_cidr: Option<String>,
+    /// Cilium's VXLAN port next to flannel's 8472 (default: 8473, or the next one bound on no
+    /// node).
+    #[arg(long, value_name = "PORT", requires = "reports")]
+    pub tunnel_port: Option<u16>,
+    /// With --emit-gitops: the Git repository the app-of-apps syncs from.
+    #[arg(long, value_name = "URL", requires = "reports", default_value = "https://git.example/your/cluster-config.git")]
+    pub gitops_repo: String,
+}
+
+/// How a cluster run reaches the API server and the nodes.
+#[derive(Debug, Args, Default)]
+pub struct ClusterAccessArgs {
+    /// kubeconfig for the API server (default: KUBECONFIG, then ~/.kube/config, then the
+    /// in-cluster service account).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// kubeconfig context (default: its current context).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Where the cluster run keeps its values files and journal.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/preflight/cluster")]
+    pub state_dir: PathBuf,
+    /// How a node stage is started on a node: a command template, `{node}` replaced by the
+    /// node's name, the stage's arguments at `{args}` or at the end (e.g. `ssh root@{node}
+    /// preflight`). Default: `preflight` (a node reached otherwise, e.g. the job pod).
+    #[arg(long, value_name = "TEMPLATE")]
+    pub node_exec: Option<String>,
+}
+
+impl ClusterAccessArgs {
+    pub fn access(&self) -> Access {
+        Access {
+            state_dir: self.state_dir.clone(),
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+            node_exec: self.node_exec.clone(),
+        }
+    }
+}
+
+/// Read the reports and build the checked plan.
+pub fn build_plan(
+    reports: &ClusterPlanArgs,
+    target: &super::plan::TargetArgs,
+) -> anyhow::Result<ClusterPlan> {
+    let t = crate::cilium::Target::build(
+        &target
+            .flags
+            .spec(Some(crate::plan::DEFAULT_CHART_VERSION)),
+    )?;
+    let inputs = cluster::plan::read_inputs(&reports.reports)?;
+    Ok(cluster::plan::build(
+        inputs,
+        ClusterOptions {
+            cilium_version: t.cilium_version.clone(),
+            user_values: t.values.clone(),
+            pod_cidr: reports.pod_cidr.clone(),
+            tunnel_port: reports.tunnel_port,
+            chart: target
+                .flags
+                .chart
+                .as_ref()
+                .map(|c| std::fs::canonicalize(c).unwrap_or_else(|_| c.clone())),
+            release: "cilium".into(),
+            namespace: "kube-system".into(),
+        },
+    ))
+}
+
+/// `plan --cluster REPORTS`: preconditions, choices and the runbook; with --emit-gitops the
+/// stages as manifests. Exits 0 ready, 1 a precondition fails, 2 undecided or bad input.
+pub fn plan(
+    reports: &ClusterPlanArgs,
+    access: &ClusterAccessArgs,
+    target: &super::plan::TargetArgs,
+    emit_gitops: Option<&std::path::Path>,
+) -> anyhow::Result<u8> {
+    let plan = build_plan(reports, target)?;
+    let access = access.access();
+    let steps = runbook::build(&plan, &access);
+    crate::out!("{}", cluster::render::render(&plan, &steps, &access));
+    if let Some(dir) = emit_gitops {
+        let files = gitops::emit(&plan, &steps, &access, dir, &reports.gitops_repo)
+            .with_context(|| format!("--emit-gitops {}", dir.display()))?;
+        crate::outln!(
+            "\nGitOps: wrote {} file(s) into {}: {}",
+            files.len(),
+            dir.display(),
+            files.join(", ")
+        );
+    }
+    Ok(plan.exit_code())
+}
+
+/// `install --migration-stage STAGE`: one stage of the whole-cluster migration on this node,
+/// under the node's journal. A failure rolls back this stage only (exit 1); earlier stages stay.
+pub fn install_stage(args: &super::plan::InstallArgs, stage: &str) -> anyhow::Result<u8> {
+    use crate::plan::{exec, journal::Journal, node::NodeState};
+    let host = super::plan::node_root(&args.root)?;
+    let root = host.root().to_path_buf();
+    let runner = args.tools.runner();
+    let target = args.target.flags.spec(Some(crate::plan::DEFAULT_CHART_VERSION));
+    let node = NodeState::read(&root, &runner)?;
+    let opts = crate::plan::PlanOptions {
+        cilium_version: target
+            .cilium_version
+            .clone()
+            .unwrap_or_else(|| crate::plan::DEFAULT_CHART_VERSION.into()),
+        dns_check_image: None,
+        ..crate::plan::PlanOptions::default()
+    };
+    let plan = crate::plan::stages::build(&node, &opts, stage)?;
+    crate::out!("{}", crate::plan::render(&plan, &runner));
+    super::plan::check_tools(&runner, &plan, &node)?;
+    if !super::plan::confirm(args.yes, &format!("Run migration stage {stage}"))? {
+        crate::outln!("Not confirmed; nothing changed.");
+        return Ok(exit::NO_GO);
+    }
+    let journal = Journal::begin(&root, &format!("migration:{stage}"))?;
+    let mut ex = exec::Executor {
+        root: &root,
+        runner: &runner,
+        journal,
+        log: Box::new(|l| crate::outln!("{l}")),
+    };
+    let result = ex.run(&plan).and_then(|()| {
+        ex.journal.complete().map_err(|error| exec::StepFailure {
+            index: plan.steps.len().saturating_sub(1),
+            step: "journal".into(),
+            error,
+        })
+    });
+    match result {
+        Ok(()) => {
+            super::plan::report_fault_points();
+            crate::outln!(
+                "\nMigration stage {stage} done. `preflight rollback --migration-stage {stage}` undoes it."
+            );
+            Ok(exit::GO)
+        }
+        Err(failure) => {
+            drop(ex);
+            crate::outln!(
+                "\nSTAGE {stage} FAILED at step {} ({}): {:#}\nRolling this stage back…",
+                failure.index + 1,
+                failure.step,
+                failure.error
+            );
+            let code = super::plan::print_rollback(exec::rollback_stage(&root, &runner, stage)?);
+            super::plan::report_fault_points();
+            Ok(if code == exit::GO { exit::NO_GO } else { code })
+        }
+    }
+}
+
+/// `install --cluster REPORTS`: check the plan, then carry the runbook out under the cluster
+/// journal.
+pub fn install(args: &super::plan::InstallArgs) -> anyhow::Result<u8> {
+    let plan = build_plan(&args.cluster, &args.target)?;
+    let access = args.access.access();
+    let steps = runbook::build(&plan, &access);
+    crate::out!("{}", cluster::render::render(&plan, &steps, &access));
+    if !plan.go() && !args.force {
+        crate::outln!("Refusing to migrate: a precondition does not hold (above). --force overrides.");
+        return Ok(plan.exit_code());
+    }
+    if !super::plan::confirm(args.yes, "Migrate the cluster with the runbook above")? {
+        crate::outln!("Not confirmed; nothing changed.");
+        return Ok(exit::NO_GO);
+    }
+    cluster::run::install(&plan, &steps, &access, &args.tools.runner())
+}
+
+/// `rollback --cluster`: undo from the cluster journal.
+pub fn rollback(args: &super::plan::RollbackArgs) -> anyhow::Result<u8> {
+    cluster::run::rollback(&args.access.access(), &args.tools.runner())
+}

@@ -1,0 +1,376 @@
+//! The planner's choices rehearsed on this machine's kernel: three "nodes" as network
+//! namespaces on one L2 segment (a bridge in a fourth namespace, the underlay), each with
+//! flannel's VXLAN on UDP 8472 and pod subnet from 10.42.0.0/16, and — mid-migration — Cilium's
+//! overlay on the port and pod CIDR `plan --cluster` chose for the fixture cluster, with routes
+//! as the procedure leaves them: one node migrated (its pod addressed from Cilium's CIDR), two
+//! not, every node holding both overlays. A pod namespace on the migrated node must reach a pod
+//! on an unmigrated node and back, over UDP and TCP.
+//!
+//! What this is, and is not: plain kernel VXLAN devices, bridges, veths and routes. It checks
+//! the plan's assumptions — both tunnels bind side by side, the two pod CIDRs route through the
+//! Linux stack without touching each other, traffic crosses from one overlay to the other and
+//! back — not Cilium itself (no agent, no eBPF datapath; Cilium's own routing in this mode is
+//! `bpf.hostLegacyRouting=true`, i.e. the kernel's).
+//!
+//! Cleanup even when killed: the whole rehearsal runs in a child process in its own mount
+//! namespace (`unshare --mount`), whose `/run` is a private tmpfs, so `ip netns add` names live
+//! only there; the child dies with the test (PR_SET_PDEATHSIG) and the kernel then frees every
+//! namespace, device and route it made. Nothing is created in this machine's own namespaces.
+//!
+//! Root is needed (CI runs as root); without it the tests are skipped visibly (ignored).
+//! Timings (setup, round trips) are printed: `cargo test --test rehearsal -- --nocapture`.
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    os::fd::AsFd,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+const WORKER_ENV: &str = "PREFLIGHT_REHEARSAL_WORKER";
+const HOLD_ENV: &str = "PREFLIGHT_REHEARSAL_HOLD";
+
+/// What `plan --cluster` chose for fixtures/cluster/k3s-three-node (asserted against the plan
+/// in `plan_choices_are_what_the_rehearsal_uses`).
+const CILIUM_CIDR_PREFIX: &str = "10.45";
+const CILIUM_PORT: u16 = 8473;
+const FLANNEL_PORT: u16 = 8472;
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn sh(args: &[&str]) {
+    let o = Command::new(args[0]).args(&args[1..]).output().expect("run");
+    assert!(
+        o.status.success(),
+        "{}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn ip(ns: &str, args: &str) {
+    let mut v = vec!["ip", "-n", ns];
+    v.extend(args.split_whitespace());
+    sh(&v);
+}
+
+/// Enter a named namespace on this thread only (setns affects the calling thread).
+fn enter(ns: &str) {
+    let f = std::fs::File::open(format!("/run/netns/{ns}")).expect("netns file");
+    nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+}
+
+fn node(i: usize) -> String {
+    format!("node{i}")
+}
+fn pod(i: usize) -> String {
+    format!("pod{i}")
+}
+
+/// Three nodes: node1 migrated, node0 (the server) and node2 not.
+const MIGRATED: usize = 1;
+
+fn setup() -> Duration {
+    let t = Instant::now();
+    ip("lan", "link add br0 type bridge");
+    ip("lan", "link set br0 up");
+    for i in 0..3 {
+        let (n, p) = (node(i), pod(i));
+        let underlay = format!("192.168.60.{}", 11 + i);
+        ip(&n, "link set lo up");
+        sh(&["ip", "link", "add", &format!("up{i}"), "netns", "lan", "type", "veth", "peer", "name", "eth0", "netns", &n]);
+        ip("lan", &format!("link set up{i} master br0 up"));
+        ip(&n, &format!("addr add {underlay}/24 dev eth0"));
+        ip(&n, "link set eth0 up");
+        for (k, v) in [("net.ipv4.ip_forward", "1"), ("net.ipv4.conf.all.rp_filter", "0"), ("net.ipv4.conf.default.rp_filter", "0")] {
+            sh(&["ip", "netns", "exec", &n, "sysctl", "-qw", &format!("{k}={v}")]);
+        }
+        // flannel: VXLAN 8472, flooding to every other node (flannel programs per-peer FDB
+        // entries; an all-zero entry per peer is the same reachability), cni0 with the pod subnet.
+        ip(&n, &format!("link add flannel.1 type vxlan id 1 dstport {FLANNEL_PORT} local {underlay} dev eth0"));
+        ip(&n, &format!("addr add 10.42.{i}.0/32 dev flannel.1"));
+        ip(&n, "link set flannel.1 up");
+        ip(&n, "link add cni0 type bridge");
+        ip(&n, &format!("addr add 10.42.{i}.1/24 dev cni0"));
+        ip(&n, "link set cni0 up");
+        // Cilium next to it (every node runs the agent from the start): its own VXLAN on the
+        // chosen port and its pod CIDR's per-node subnet.
+        ip(&n, &format!("link add cilium_vxlan type vxlan id 2 dstport {CILIUM_PORT} local {underlay} dev eth0"));
+        ip(&n, &format!("addr add {CILIUM_CIDR_PREFIX}.{i}.0/32 dev cilium_vxlan"));
+        ip(&n, "link set cilium_vxlan up");
+        for j in (0..3).filter(|&j| j != i) {
+            let peer = format!("192.168.60.{}", 11 + j);
+            sh(&["bridge", "-n", &n, "fdb", "append", "00:00:00:00:00:00", "dev", "flannel.1", "dst", &peer]);
+            sh(&["bridge", "-n", &n, "fdb", "append", "00:00:00:00:00:00", "dev", "cilium_vxlan", "dst", &peer]);
+            ip(&n, &format!("route add 10.42.{j}.0/24 via 10.42.{j}.0 dev flannel.1 onlink"));
+            ip(&n, &format!("route add {CILIUM_CIDR_PREFIX}.{j}.0/24 via {CILIUM_CIDR_PREFIX}.{j}.0 dev cilium_vxlan onlink"));
+        }
+        // The pod: on flannel's bridge, or (migrated node) on a routed veth from Cilium's CIDR.
+        ip(&p, "link set lo up");
+        sh(&["ip", "link", "add", &format!("lxc{i}"), "netns", &n, "type", "veth", "peer", "name", "eth0", "netns", &p]);
+        if i == MIGRATED {
+            let addr = format!("{CILIUM_CIDR_PREFIX}.{i}.10");
+            ip(&p, &format!("addr add {addr}/32 dev eth0"));
+            ip(&p, "link set eth0 up");
+            ip(&n, &format!("link set lxc{i} up"));
+            sh(&["ip", "netns", "exec", &n, "sysctl", "-qw", &format!("net.ipv4.conf.lxc{i}.proxy_arp=1")]);
+            ip(&n, &format!("route add {addr}/32 dev lxc{i}"));
+            ip(&p, &format!("route add {CILIUM_CIDR_PREFIX}.{i}.1 dev eth0 scope link"));
+            ip(&p, &format!("route add default via {CILIUM_CIDR_PREFIX}.{i}.1 dev eth0"));
+        } else {
+            ip(&p, &format!("addr add 10.42.{i}.10/24 dev eth0"));
+            ip(&p, "link set eth0 up");
+            ip(&n, &format!("link set lxc{i} master cni0 up"));
+            ip(&p, &format!("route add default via 10.42.{i}.1"));
+        }
+    }
+    t.elapsed()
+}
+
+fn pod_addr(i: usize) -> String {
+    if i == MIGRATED {
+        format!("{CILIUM_CIDR_PREFIX}.{i}.10")
+    } else {
+        format!("10.42.{i}.10")
+    }
+}
+
+/// Echo servers (UDP and TCP on port 7) in pod `i`'s namespace, on their own thread.
+fn serve(i: usize) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        enter(&pod(i));
+        let udp = UdpSocket::bind("0.0.0.0:7").expect("udp bind");
+        let tcp = TcpListener::bind("0.0.0.0:7").expect("tcp bind");
+        tx.send(()).unwrap();
+        std::thread::spawn(move || {
+            for s in tcp.incoming() {
+                let Ok(mut s) = s else { continue };
+                let mut buf = [0u8; 256];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = udp.recv_from(&mut buf) {
+            let _ = udp.send_to(&buf[..n], from);
+        }
+    });
+    rx.recv().unwrap();
+}
+
+/// Round trips from pod `from` to pod `to`: UDP (n echoes, min/median) and one TCP echo, the
+/// TCP source address checked on the server's answer path (the reply must come back to it).
+fn round_trips(from: usize, to: usize, n: usize) -> (Duration, Duration, Duration) {
+    let target = pod_addr(to);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            enter(&pod(from));
+            let udp = UdpSocket::bind("0.0.0.0:0").unwrap();
+            udp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let dst: SocketAddr = format!("{target}:7").parse().unwrap();
+            let mut rtts = Vec::new();
+            // The first packets resolve ARP over the overlays: give them a few tries.
+            let mut misses = 0;
+            while rtts.len() < n {
+                let msg = format!("pod{from}->pod{to} #{}", rtts.len());
+                let t = Instant::now();
+                udp.send_to(msg.as_bytes(), dst).unwrap();
+                let mut buf = [0u8; 1500];
+                match udp.recv_from(&mut buf) {
+                    Ok((len, src)) => {
+                        assert_eq!(&buf[..len], msg.as_bytes());
+                        assert_eq!(src, dst, "the answer comes from the pod itself");
+                        rtts.push(t.elapsed());
+                    }
+                    Err(e) => {
+                        misses += 1;
+                        assert!(misses < 5, "pod{from} ({}) → pod{to} ({target}) UDP: {e}", pod_addr(from));
+                    }
+                }
+            }
+            rtts.sort();
+            let t = Instant::now();
+            let mut c = TcpStream::connect_timeout(&dst, Duration::from_secs(3))
+                .unwrap_or_else(|e| panic!("pod{from} → pod{to} TCP: {e}"));
+            assert_eq!(c.local_addr().unwrap().ip().to_string(), pod_addr(from));
+            c.write_all(b"tcp echo").unwrap();
+            let mut buf = [0u8; 8];
+            c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            c.read_exact(&mut buf).unwrap();
+            assert_eq!(&buf, b"tcp echo");
+            (rtts[0], rtts[rtts.len() / 2], t.elapsed())
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// Both tunnels of a node bound side by side: UDP 8472 and the chosen port, in its namespace.
+fn bound_ports(i: usize) -> Vec<u16> {
+    let o = Command::new("ip")
+        .args(["netns", "exec", &node(i), "cat", "/proc/self/net/udp"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let local = l.split_whitespace().nth(1)?;
+            u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()
+        })
+        .collect()
+}
+
+/// The worker: runs in a private mount namespace (see the module comment).
+fn worker() {
+    // /run private to this mount namespace: `ip netns` names vanish with it.
+    nix::mount::mount(None::<&str>, "/", None::<&str>, nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE, None::<&str>).expect("make / private");
+    nix::mount::mount(Some("tmpfs"), "/run", Some("tmpfs"), nix::mount::MsFlags::empty(), Some("mode=755")).expect("tmpfs on /run");
+    for ns in ["lan", "node0", "node1", "node2", "pod0", "pod1", "pod2"] {
+        sh(&["ip", "netns", "add", ns]);
+    }
+    let setup = setup();
+    println!("rehearsal: setup of 3 nodes, 2 overlays, 3 pods: {:.1} ms", setup.as_secs_f64() * 1e3);
+    if std::env::var_os(HOLD_ENV).is_some() {
+        println!("rehearsal: holding");
+        std::io::stdout().flush().unwrap();
+        std::thread::sleep(Duration::from_secs(600));
+    }
+    for i in 0..3 {
+        let ports = bound_ports(i);
+        assert!(ports.contains(&FLANNEL_PORT) && ports.contains(&CILIUM_PORT), "node{i} binds both tunnels: {ports:?}");
+    }
+    for i in 0..3 {
+        serve(i);
+    }
+    // Migrated ↔ unmigrated, both ways; unmigrated ↔ unmigrated (flannel only) as the baseline.
+    for (from, to, what) in [
+        (MIGRATED, 2, "migrated → unmigrated (out on flannel's overlay, back on Cilium's)"),
+        (2, MIGRATED, "unmigrated → migrated (out on Cilium's overlay, back on flannel's)"),
+        (MIGRATED, 0, "migrated → unmigrated server"),
+        (0, 2, "unmigrated → unmigrated (flannel only)"),
+    ] {
+        let (min, median, tcp) = round_trips(from, to, 50);
+        println!(
+            "rehearsal: pod{from} {} → pod{to} {}: UDP rtt min {:.0} µs, median {:.0} µs over 50; TCP connect+echo {:.0} µs — {what}",
+            pod_addr(from),
+            pod_addr(to),
+            min.as_secs_f64() * 1e6,
+            median.as_secs_f64() * 1e6,
+            tcp.as_secs_f64() * 1e6
+        );
+    }
+    println!("rehearsal: ok");
+}
+
+fn spawn_worker(hold: bool) -> std::process::Child {
+    let exe = std::env::current_exe().unwrap();
+    let mut c = Command::new("unshare");
+    c.args(["--mount", "--propagation", "private"])
+        .arg(exe)
+        .args(["--exact", "worker_entry", "--nocapture", "--include-ignored", "--test-threads=1"])
+        .env(WORKER_ENV, "1")
+        .stdout(std::process::Stdio::piped());
+    if hold {
+        c.env(HOLD_ENV, "1");
+    }
+    // The worker dies with this test process, whatever kills it.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        c.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from)
+        });
+    }
+    c.spawn().expect("unshare")
+}
+
+/// Not a test of its own: the body the rehearsal runs in the child (ignored unless spawned).
+#[test]
+#[ignore = "entry point of the rehearsal's child process; run by the tests below"]
+fn worker_entry() {
+    if std::env::var_os(WORKER_ENV).is_some() {
+        worker();
+    }
+}
+
+#[test]
+#[cfg_attr(not(target_os = "linux"), ignore = "network namespaces are Linux")]
+fn a_pod_on_a_migrated_node_reaches_a_pod_on_an_unmigrated_node_and_back() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (network namespaces); CI runs it as root");
+        return;
+    }
+    let t = Instant::now();
+    let child = spawn_worker(false);
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    assert!(out.status.success(), "rehearsal failed:\n{text}");
+    assert!(text.contains("rehearsal: ok"), "{text}");
+    println!("rehearsal: whole run {:.2} s", t.elapsed().as_secs_f64());
+}
+
+/// Killed half way (SIGKILL to the child holding everything): every namespace it made is
+/// freed, none of its devices is in this machine's namespace.
+#[test]
+fn a_killed_rehearsal_leaves_nothing_behind() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (network namespaces); CI runs it as root");
+        return;
+    }
+    let mut child = spawn_worker(true);
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("rehearsal: holding") {
+        let n = stdout.read(&mut buf).unwrap();
+        assert!(n > 0, "worker ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let pid = child.id();
+    // The worker's namespaces, through its own view of /run/netns.
+    let held: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/root/run/netns"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::metadata(e.path()).ok())
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .collect();
+    assert_eq!(held.len(), 7, "lan, 3 nodes, 3 pods");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    child.wait().unwrap();
+    // A namespace lives while a process is in it or a mount holds it: neither is left.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: Vec<u64> = held.iter().copied().filter(|ino| still_held(*ino)).collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "namespaces still held after the kill: {left:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let own: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !own.iter().any(|n| n.starts_with("up") || n.starts_with("lxc") || n == "flannel.1" || n == "cilium_vxlan"),
+        "{own:?}"
+    );
+}
+
+/// Whether any process is in network namespace `ino` or any mount table holds it.
+fn still_held(ino: u64) -> bool {
+    let tag = format!("net:[{ino}]");
+    std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()).any(|e| {
+        let p = e.path();
+        std::fs::metadata(p.join("ns/net")).is_ok_and(|m| std::os::unix::fs::MetadataExt::ino(&m) == ino)
+            || std::fs::read_to_string(p.join("mountinfo")).is_ok_and(|t| t.contains(&tag))
+    })
+}
