@@ -6,11 +6,11 @@
 # set up as flannel sets a node up (eth0 on a shared L2, cni0 with the node's pod subnet,
 # flannel.1 VXLAN on UDP 8472, a route to every other node's pod subnet through flannel.1), and
 # the node's proc/1/net files and sys/class/net uevents are what the kernel shows inside it. The
-# server also has docker0 (172.17.0.0/16) and agent-2 a VPN route (10.44.0.0/16 on wg0, a dummy
+# server also has docker0 (172.17.0.0/16) and agent-2 a VPN route (10.44.0.0/16 on wg0, an ifb
 # device): ranges the cluster plan must not hand to Cilium. The rest of each root is the
 # k3s-flannel-plan fixture node with the node's own k3s config. The reports are real runs of this
-# build on those roots with --host-kernel: node files from the fixture, kernel probes and canaries
-# from this machine's kernel. Needs root. Re-run after changing the report or the fixture nodes.
+# build on those roots with --host-kernel for Cilium 1.18.4 (what the plan installs): node files from the fixture, kernel probes and canaries
+# from this machine's kernel (its /proc/config.gz is copied in). Needs root. Re-run after changing the report or the fixture nodes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${PREFLIGHT_BIN:-target/debug/preflight}
@@ -55,7 +55,7 @@ done
 ip -n "$(ns k3s-server)" link add docker0 type bridge
 ip -n "$(ns k3s-server)" addr add 172.17.0.1/16 dev docker0
 ip -n "$(ns k3s-server)" link set docker0 up
-ip -n "$(ns k3s-agent-2)" link add wg0 type dummy
+ip -n "$(ns k3s-agent-2)" link add wg0 type ifb
 ip -n "$(ns k3s-agent-2)" link set wg0 up
 ip -n "$(ns k3s-agent-2)" route add 10.44.0.0/16 dev wg0
 
@@ -67,6 +67,8 @@ for i in 0 1 2; do
   cp -a "$base" "$root"
   echo "$n" >"$root/etc/hostname"
   uname -r >"$root/proc/sys/kernel/osrelease"
+  # This kernel's own config: the kernel-side facts of the report are this machine's.
+  cp /proc/config.gz "$root/proc/config.gz"
   mkdir -p "$root/proc/1/net"
   for f in route fib_trie ipv6_route if_inet6 udp udp6; do
     ip netns exec "$(ns "$n")" cat "/proc/self/net/$f" >"$root/proc/1/net/$f"
@@ -112,6 +114,6 @@ EOF
     # Only the server ran a Cilium once: the agents have no stale state.
     rm -rf "$root/var/run/cilium" "$root/sys/fs/bpf/tc"
   fi
-  "$bin" run --root "$root" --host-kernel --no-compile --format json >"$out/reports/$n.json" || true
+  "$bin" run --root "$root" --host-kernel --no-compile --cilium-version 1.18.4 --format json >"$out/reports/$n.json" || true
 done
 echo "wrote $out"

@@ -52,7 +52,13 @@ fn text(o: &Output) -> String {
 fn plan(extra: &[&str]) -> Output {
     Command::new(BIN)
         .current_dir(repo())
-        .args(["plan", "--cluster", "fixtures/cluster/k3s-three-node/reports", "--cilium-version", "1.18.4"])
+        .args([
+            "plan",
+            "--cluster",
+            "fixtures/cluster/k3s-three-node/reports",
+            "--cilium-version",
+            "1.18.4",
+        ])
         .args(extra)
         .env_remove("KUBECONFIG")
         .output()
@@ -81,7 +87,10 @@ fn plan_checks_every_node_and_prints_the_runbook() {
     }
     // The order an expert signs: prepare everywhere, install, node config, agents before the
     // server, final values, node config gone, flannel off servers first, label removed.
-    let pos = |s: &str| out.find(s).unwrap_or_else(|| panic!("missing {s:?}:\n{out}"));
+    let pos = |s: &str| {
+        out.find(s)
+            .unwrap_or_else(|| panic!("missing {s:?}:\n{out}"))
+    };
     let order = [
         "k3s-server: preflight install --migration-stage prepare",
         "k3s-agent-2: preflight install --migration-stage prepare",
@@ -105,7 +114,12 @@ fn plan_checks_every_node_and_prints_the_runbook() {
         "k3s-server: remove label",
     ];
     for w in order.windows(2) {
-        assert!(pos(w[0]) < pos(w[1]), "{:?} must come before {:?}", w[0], w[1]);
+        assert!(
+            pos(w[0]) < pos(w[1]),
+            "{:?} must come before {:?}",
+            w[0],
+            w[1]
+        );
     }
     // Every step says what it changes, why, and how it is undone.
     let steps = out.matches("\n       id:      ").count();
@@ -119,8 +133,14 @@ fn plan_refuses_a_busy_port_and_an_overlapping_cidr() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(out.contains("FAIL    cluster.tunnel-port"), "{out}");
-    assert!(out.contains("--tunnel-port 8472: bound on k3s-agent-1, k3s-agent-2, k3s-server"), "{out}");
-    assert!(out.contains("192.168.50.0/25 overlaps 192.168.50.11/24 (address of k3s-server on eth0)"), "{out}");
+    assert!(
+        out.contains("--tunnel-port 8472: bound on k3s-server, k3s-agent-1, k3s-agent-2"),
+        "{out}"
+    );
+    assert!(
+        out.contains("192.168.50.0/25 overlaps 192.168.50.11/24 (address of k3s-server on eth0)"),
+        "{out}"
+    );
     assert!(out.contains("NOT READY"), "{out}");
 }
 
@@ -129,7 +149,7 @@ fn plan_says_undecided_for_reports_without_cluster_facts() {
     // The aggregate fixtures predate cluster facts: the plan cannot tell, exit 2.
     let o = Command::new(BIN)
         .current_dir(repo())
-        .args(["plan", "--cluster", "fixtures/reports/dev-6.18.json"])
+        .args(["plan", "--cluster", "fixtures/reports/dev-host-6.18.json"])
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
@@ -141,7 +161,11 @@ fn plan_says_undecided_for_reports_without_cluster_facts() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/reports"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("/nonexistent/reports"),
+        "{}",
+        text(&o)
+    );
 }
 
 /// The staged GitOps output: core objects strictly valid (kubernetes-validate, as
@@ -167,42 +191,93 @@ fn emit_gitops_writes_stages_an_app_of_apps_syncs() {
     assert_eq!(v1["policyEnforcementMode"], "never");
     assert_eq!(v1["bpf"]["hostLegacyRouting"], true);
     assert_eq!(v1["tunnelPort"], 8473);
-    assert_eq!(v1["cni"]["confPath"], "/var/lib/rancher/k3s/agent/etc/cni/net.d");
-    assert_eq!(v1["ipam"]["operator"]["clusterPoolIPv4PodCIDRList"], json!(["10.45.0.0/16"]));
+    assert_eq!(
+        v1["cni"]["confPath"],
+        "/var/lib/rancher/k3s/agent/etc/cni/net.d"
+    );
+    assert_eq!(
+        v1["ipam"]["operator"]["clusterPoolIPv4PodCIDRList"],
+        json!(["10.45.0.0/16"])
+    );
     assert_eq!(v3["cni"]["customConf"], false);
     assert_eq!(v3["cni"]["confPath"], "/etc/cni/net.d");
     assert_eq!(v3["policyEnforcementMode"], "default");
-    assert_eq!(v3["tunnelPort"], 8473, "the port stays: agents restart one by one");
+    assert_eq!(
+        v3["tunnelPort"], 8473,
+        "the port stays: agents restart one by one"
+    );
     for app in [&s1, &s3, &read("app-of-apps.yaml")] {
         assert_eq!(app["apiVersion"], "argoproj.io/v1alpha1");
         assert_eq!(app["kind"], "Application");
         for f in ["project", "source", "destination"] {
-            assert!(app["spec"].get(f).is_some(), "Application without spec.{f}: {app}");
+            assert!(
+                app["spec"].get(f).is_some(),
+                "Application without spec.{f}: {app}"
+            );
         }
     }
-    assert!(!dir.path().join("stage-1-install/ciliumnodeconfig.yaml").exists());
-    assert!(!dir.path().join("stage-3-final/ciliumnodeconfig.yaml").exists(), "pruned in the last stage");
+    assert!(
+        !dir.path()
+            .join("stage-1-install/ciliumnodeconfig.yaml")
+            .exists()
+    );
+    assert!(
+        !dir.path()
+            .join("stage-3-final/ciliumnodeconfig.yaml")
+            .exists(),
+        "pruned in the last stage"
+    );
     let cnc = read("stage-2-node-config/ciliumnodeconfig.yaml");
     check_node_config_shape(&cnc, "1.18.3");
-    assert!(fs::read_to_string(dir.path().join("runbook.txt")).unwrap().contains("Sync stage-2-node-config, then node by node"));
+    assert!(
+        fs::read_to_string(dir.path().join("runbook.txt"))
+            .unwrap()
+            .contains("Sync stage-2-node-config, then node by node")
+    );
 
     // Core objects strictly, for every API version the job manifests are checked against.
-    let manifests: Vec<PathBuf> = walk(dir.path()).into_iter().filter(|p| p.extension().is_some_and(|e| e == "yaml")).collect();
+    let manifests: Vec<PathBuf> = walk(dir.path())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
     assert_eq!(manifests.len(), 10, "{manifests:?}");
-    if Command::new("kubernetes-validate").arg("--version").output().is_ok_and(|o| o.status.success()) {
+    if Command::new("kubernetes-validate")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
         for version in ["1.33.0", "1.37.0"] {
             let o = Command::new("kubernetes-validate")
                 .args(["--strict", "--quiet", "-k", version])
-                .args(manifests.iter().filter(|p| p.to_string_lossy().contains("preflight-migration-stage")))
+                .args(
+                    manifests
+                        .iter()
+                        .filter(|p| p.to_string_lossy().contains("preflight-migration-stage")),
+                )
                 .output()
                 .unwrap();
-            assert!(o.status.success(), "kubernetes-validate {version}: {}", text(&o));
+            assert!(
+                o.status.success(),
+                "kubernetes-validate {version}: {}",
+                text(&o)
+            );
         }
         // The validator really checks: a broken ConfigMap is refused.
         let bad = dir.path().join("bad.yaml");
-        fs::write(&bad, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\ndata: 7\n").unwrap();
-        let o = Command::new("kubernetes-validate").args(["--strict", "--quiet", "-k", "1.33.0"]).arg(&bad).output().unwrap();
-        assert!(!o.status.success(), "kubernetes-validate accepted a broken manifest");
+        fs::write(
+            &bad,
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\ndata: 7\n",
+        )
+        .unwrap();
+        let o = Command::new("kubernetes-validate")
+            .args(["--strict", "--quiet", "-k", "1.33.0"])
+            .arg(&bad)
+            .output()
+            .unwrap();
+        assert!(
+            !o.status.success(),
+            "kubernetes-validate accepted a broken manifest"
+        );
     } else {
         panic!("kubernetes-validate is not installed (scripts/setup.sh installs it)");
     }
@@ -228,24 +303,68 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 /// label selector, `defaults` a map of strings.
 fn check_node_config_shape(cnc: &Value, version: &str) {
     let chart = repo().join(format!("../shared/cilium/{version}/chart.tar.gz"));
-    let chart = if chart.exists() { chart } else { PathBuf::from(format!("/work/shared/cilium/{version}/chart.tar.gz")) };
-    let o = Command::new("tar").arg("-xzOf").arg(&chart).arg("cilium/Chart.yaml").output().unwrap();
-    assert!(o.status.success(), "the shared chart {} is needed: {}", chart.display(), text(&o));
+    let chart = if chart.exists() {
+        chart
+    } else {
+        PathBuf::from(format!("/work/shared/cilium/{version}/chart.tar.gz"))
+    };
+    let o = Command::new("tar")
+        .arg("-xzOf")
+        .arg(&chart)
+        .arg("cilium/Chart.yaml")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "the shared chart {} is needed: {}",
+        chart.display(),
+        text(&o)
+    );
     let chart_yaml: Value = serde_norway::from_slice(&o.stdout).unwrap();
-    let crds: Value = serde_norway::from_str(chart_yaml["annotations"]["artifacthub.io/crds"].as_str().unwrap()).unwrap();
-    let entry = crds.as_array().unwrap().iter().find(|c| c["kind"] == "CiliumNodeConfig").expect("the chart lists CiliumNodeConfig");
-    assert_eq!(cnc["apiVersion"], format!("cilium.io/{}", entry["version"].as_str().unwrap()));
+    let crds: Value = serde_norway::from_str(
+        chart_yaml["annotations"]["artifacthub.io/crds"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let entry = crds
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "CiliumNodeConfig")
+        .expect("the chart lists CiliumNodeConfig");
+    assert_eq!(
+        cnc["apiVersion"],
+        format!("cilium.io/{}", entry["version"].as_str().unwrap())
+    );
     assert_eq!(cnc["kind"], "CiliumNodeConfig");
     assert_eq!(cnc["metadata"]["namespace"], "kube-system");
     let spec = cnc["spec"].as_object().unwrap();
-    assert_eq!(spec.keys().collect::<Vec<_>>(), ["defaults", "nodeSelector"]);
+    assert_eq!(
+        spec.keys().collect::<Vec<_>>(),
+        ["defaults", "nodeSelector"]
+    );
     let sel = spec["nodeSelector"].as_object().unwrap();
-    assert!(sel.keys().all(|k| k == "matchLabels" || k == "matchExpressions"));
-    assert_eq!(sel["matchLabels"]["io.cilium.migration/cilium-default"], "true");
+    assert!(
+        sel.keys()
+            .all(|k| k == "matchLabels" || k == "matchExpressions")
+    );
+    assert_eq!(
+        sel["matchLabels"]["io.cilium.migration/cilium-default"],
+        "true"
+    );
     for (k, v) in spec["defaults"].as_object().unwrap() {
-        assert!(v.is_string(), "defaults.{k} must be a string (the agent's flag value): {v}");
+        assert!(
+            v.is_string(),
+            "defaults.{k} must be a string (the agent's flag value): {v}"
+        );
     }
-    for key in ["write-cni-conf-when-ready", "custom-cni-conf", "cni-chaining-mode", "cni-exclusive"] {
+    for key in [
+        "write-cni-conf-when-ready",
+        "custom-cni-conf",
+        "cni-chaining-mode",
+        "cni-exclusive",
+    ] {
         assert!(spec["defaults"].get(key).is_some(), "missing {key}");
     }
 }
@@ -294,7 +413,11 @@ fn decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         let hex = (b[i] == b'%' && i + 2 < b.len() + 1 && i + 3 <= b.len())
-            .then(|| std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()))
+            .then(|| {
+                std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            })
             .flatten();
         match hex {
             Some(v) => {
@@ -335,13 +458,33 @@ impl World {
         let i = NODES.iter().position(|n| *n == node).unwrap();
         let root = &self.roots[node];
         let cilium = root.join(K3S_CONF).join("05-cilium.conflist").exists()
-            || (!root.join(K3S_CONF).join("10-flannel.conflist").exists() && root.join("etc/cni/net.d/05-cilium.conflist").exists());
+            || (!root.join(K3S_CONF).join("10-flannel.conflist").exists()
+                && root.join("etc/cni/net.d/05-cilium.conflist").exists());
         self.next += 1;
-        if cilium { format!("10.45.{i}.{}", 10 + self.next % 200) } else { format!("10.42.{i}.{}", 10 + self.next % 200) }
+        if cilium {
+            format!("10.45.{i}.{}", 10 + self.next % 200)
+        } else {
+            format!("10.42.{i}.{}", 10 + self.next % 200)
+        }
     }
-    fn add_pod(&mut self, ns: &str, base: &str, node: &str, owner: &str, labels: Value, host_net: bool) {
+    fn add_pod(
+        &mut self,
+        ns: &str,
+        base: &str,
+        node: &str,
+        owner: &str,
+        labels: Value,
+        host_net: bool,
+    ) {
         let name = self.name(base);
-        let ip = if host_net { format!("192.168.50.1{}", NODES.iter().position(|n| *n == node).unwrap() + 1) } else { self.pod_ip(node) };
+        let ip = if host_net {
+            format!(
+                "192.168.50.1{}",
+                NODES.iter().position(|n| *n == node).unwrap() + 1
+            )
+        } else {
+            self.pod_ip(node)
+        };
         let pod = json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": ns, "labels": labels, "uid": name,
@@ -354,7 +497,12 @@ impl World {
     /// Controllers: Cilium pods exist exactly while the release is installed.
     fn reconcile(&mut self) {
         let installed = self.release_installed();
-        let agents: Vec<(String, String)> = self.pods.iter().filter(|(_, p)| p["metadata"]["labels"]["k8s-app"] == "cilium").map(|(k, _)| k.clone()).collect();
+        let agents: Vec<(String, String)> = self
+            .pods
+            .iter()
+            .filter(|(_, p)| p["metadata"]["labels"]["k8s-app"] == "cilium")
+            .map(|(k, _)| k.clone())
+            .collect();
         if !installed {
             for k in agents {
                 self.pods.remove(&k);
@@ -362,7 +510,9 @@ impl World {
             return;
         }
         for node in NODES {
-            let has = self.pods.values().any(|p| p["metadata"]["labels"]["k8s-app"] == "cilium" && p["spec"]["nodeName"] == node);
+            let has = self.pods.values().any(|p| {
+                p["metadata"]["labels"]["k8s-app"] == "cilium" && p["spec"]["nodeName"] == node
+            });
             if !has {
                 self.start_agent(node);
             }
@@ -371,7 +521,14 @@ impl World {
     /// A Cilium pod starts on `node`: with the per-node config on a labelled node it writes its
     /// conflist where containerd reads and sets flannel's aside (cni-exclusive).
     fn start_agent(&mut self, node: &str) {
-        self.add_pod("kube-system", "cilium", node, "DaemonSet", json!({"k8s-app": "cilium"}), true);
+        self.add_pod(
+            "kube-system",
+            "cilium",
+            node,
+            "DaemonSet",
+            json!({"k8s-app": "cilium"}),
+            true,
+        );
         if self.labelled(node) && !self.node_configs.is_empty() {
             let dir = self.roots[node].join(K3S_CONF);
             fs::write(dir.join("05-cilium.conflist"), "{\"cniVersion\":\"0.3.1\",\"name\":\"cilium\",\"plugins\":[{\"type\":\"cilium-cni\"}]}\n").unwrap();
@@ -385,16 +542,28 @@ impl World {
         }
     }
 
-    fn handle(&mut self, method: &str, path: &str, q: &BTreeMap<String, String>, body: &[u8]) -> (u16, Value) {
+    fn handle(
+        &mut self,
+        method: &str,
+        path: &str,
+        q: &BTreeMap<String, String>,
+        body: &[u8],
+    ) -> (u16, Value) {
         self.requests.push(format!("{method} {path}"));
         self.reconcile();
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
         let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         match (method, parts.as_slice()) {
-            ("GET", ["version"]) => (200, json!({"major": "1", "minor": "33", "gitVersion": "v1.33.4+k3s1", "gitCommit": "stand-in", "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64"})),
+            ("GET", ["version"]) => (
+                200,
+                json!({"major": "1", "minor": "33", "gitVersion": "v1.33.4+k3s1", "gitCommit": "stand-in", "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64"}),
+            ),
             ("GET", ["api", "v1", "nodes", n]) => match self.nodes.get(*n) {
                 Some(v) => (200, v.clone()),
-                None => (404, status(404, "NotFound", &format!("nodes \"{n}\" not found"))),
+                None => (
+                    404,
+                    status(404, "NotFound", &format!("nodes \"{n}\" not found")),
+                ),
             },
             ("PATCH", ["api", "v1", "nodes", n]) => match self.nodes.get_mut(*n) {
                 Some(v) => {
@@ -404,16 +573,29 @@ impl World {
                 None => (404, status(404, "NotFound", "node not found")),
             },
             ("GET", ["api", "v1", "pods"]) => {
-                let node = q.get("fieldSelector").and_then(|f| f.strip_prefix("spec.nodeName=")).map(String::from);
-                let label = q.get("labelSelector").and_then(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string()));
+                let node = q
+                    .get("fieldSelector")
+                    .and_then(|f| f.strip_prefix("spec.nodeName="))
+                    .map(String::from);
+                let label = q
+                    .get("labelSelector")
+                    .and_then(|l| l.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()));
                 let items: Vec<Value> = self
                     .pods
                     .values()
                     .filter(|p| node.as_deref().is_none_or(|n| p["spec"]["nodeName"] == n))
-                    .filter(|p| label.as_ref().is_none_or(|(k, v)| p["metadata"]["labels"][k.as_str()] == v.as_str()))
+                    .filter(|p| {
+                        label
+                            .as_ref()
+                            .is_none_or(|(k, v)| p["metadata"]["labels"][k.as_str()] == v.as_str())
+                    })
                     .cloned()
                     .collect();
-                (200, json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": items}))
+                (
+                    200,
+                    json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": items}),
+                )
             }
             ("POST", ["api", "v1", "namespaces", ns, "pods", name, "eviction"]) => {
                 let key = (ns.to_string(), name.to_string());
@@ -421,19 +603,33 @@ impl World {
                     return (404, status(404, "NotFound", "pod not found"));
                 };
                 for pdb in &mut self.pdbs {
-                    let sel = pdb["spec"]["selector"]["matchLabels"].as_object().cloned().unwrap_or_default();
-                    let matches = pdb["metadata"]["namespace"] == *ns && sel.iter().all(|(k, v)| &pod["metadata"]["labels"][k] == v);
+                    let sel = pdb["spec"]["selector"]["matchLabels"]
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default();
+                    let matches = pdb["metadata"]["namespace"] == *ns
+                        && sel.iter().all(|(k, v)| &pod["metadata"]["labels"][k] == v);
                     if !matches {
                         continue;
                     }
                     let allowed = pdb["status"]["disruptionsAllowed"].as_i64().unwrap_or(0);
                     if allowed == 0 {
-                        return (429, status(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget."));
+                        return (
+                            429,
+                            status(
+                                429,
+                                "TooManyRequests",
+                                "Cannot evict pod as it would violate the pod's disruption budget.",
+                            ),
+                        );
                     }
                     pdb["status"]["disruptionsAllowed"] = json!(allowed - 1);
                 }
                 self.pods.remove(&key);
-                (201, json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}))
+                (
+                    201,
+                    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+                )
             }
             ("DELETE", ["api", "v1", "namespaces", ns, "pods", name]) => {
                 let Some(pod) = self.pods.remove(&(ns.to_string(), name.to_string())) else {
@@ -443,40 +639,113 @@ impl World {
                 if pod["metadata"]["labels"]["k8s-app"] == "cilium" {
                     self.start_agent(&node);
                 } else if pod["metadata"]["ownerReferences"][0]["kind"] == "DaemonSet" {
-                    let base = pod["metadata"]["ownerReferences"][0]["name"].as_str().unwrap().to_string();
-                    self.add_pod(ns, &base, &node, "DaemonSet", pod["metadata"]["labels"].clone(), false);
+                    let base = pod["metadata"]["ownerReferences"][0]["name"]
+                        .as_str()
+                        .unwrap()
+                        .to_string();
+                    self.add_pod(
+                        ns,
+                        &base,
+                        &node,
+                        "DaemonSet",
+                        pod["metadata"]["labels"].clone(),
+                        false,
+                    );
                 }
                 (200, pod)
             }
-            ("GET", ["apis", "apps", "v1", "namespaces", "kube-system", "daemonsets", "cilium"]) => {
+            (
+                "GET",
+                [
+                    "apis",
+                    "apps",
+                    "v1",
+                    "namespaces",
+                    "kube-system",
+                    "daemonsets",
+                    "cilium",
+                ],
+            ) => {
                 if !self.release_installed() {
-                    return (404, status(404, "NotFound", "daemonsets.apps \"cilium\" not found"));
+                    return (
+                        404,
+                        status(404, "NotFound", "daemonsets.apps \"cilium\" not found"),
+                    );
                 }
-                let ready = self.pods.values().filter(|p| p["metadata"]["labels"]["k8s-app"] == "cilium").count();
-                (200, json!({
-                    "apiVersion": "apps/v1", "kind": "DaemonSet",
-                    "metadata": {"name": "cilium", "namespace": "kube-system", "generation": self.ds_generation},
-                    "spec": {"selector": {"matchLabels": {"k8s-app": "cilium"}}, "template": {"metadata": {"labels": {"k8s-app": "cilium"}}, "spec": {"containers": [{"name": "cilium-agent", "image": "x"}]}}},
-                    "status": {"currentNumberScheduled": 3, "desiredNumberScheduled": 3, "numberMisscheduled": 0, "numberReady": ready, "updatedNumberScheduled": ready, "observedGeneration": self.ds_generation},
-                }))
+                let ready = self
+                    .pods
+                    .values()
+                    .filter(|p| p["metadata"]["labels"]["k8s-app"] == "cilium")
+                    .count();
+                (
+                    200,
+                    json!({
+                        "apiVersion": "apps/v1", "kind": "DaemonSet",
+                        "metadata": {"name": "cilium", "namespace": "kube-system", "generation": self.ds_generation},
+                        "spec": {"selector": {"matchLabels": {"k8s-app": "cilium"}}, "template": {"metadata": {"labels": {"k8s-app": "cilium"}}, "spec": {"containers": [{"name": "cilium-agent", "image": "x"}]}}},
+                        "status": {"currentNumberScheduled": 3, "desiredNumberScheduled": 3, "numberMisscheduled": 0, "numberReady": ready, "updatedNumberScheduled": ready, "observedGeneration": self.ds_generation},
+                    }),
+                )
             }
-            ("PATCH", ["apis", "apps", "v1", "namespaces", "kube-system", "daemonsets", "cilium"]) => {
+            (
+                "PATCH",
+                [
+                    "apis",
+                    "apps",
+                    "v1",
+                    "namespaces",
+                    "kube-system",
+                    "daemonsets",
+                    "cilium",
+                ],
+            ) => {
                 self.ds_generation += 1;
                 // A rollout: every agent pod replaced.
-                let agents: Vec<_> = self.pods.iter().filter(|(_, p)| p["metadata"]["labels"]["k8s-app"] == "cilium").map(|(k, p)| (k.clone(), p["spec"]["nodeName"].as_str().unwrap().to_string())).collect();
+                let agents: Vec<_> = self
+                    .pods
+                    .iter()
+                    .filter(|(_, p)| p["metadata"]["labels"]["k8s-app"] == "cilium")
+                    .map(|(k, p)| {
+                        (
+                            k.clone(),
+                            p["spec"]["nodeName"].as_str().unwrap().to_string(),
+                        )
+                    })
+                    .collect();
                 for (k, node) in agents {
                     self.pods.remove(&k);
                     self.start_agent(&node);
                 }
-                (200, json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "cilium", "namespace": "kube-system", "generation": self.ds_generation}}))
+                (
+                    200,
+                    json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "cilium", "namespace": "kube-system", "generation": self.ds_generation}}),
+                )
             }
-            (m, ["apis", "cilium.io", _version, "namespaces", "kube-system", "ciliumnodeconfigs", name]) => match m {
+            (
+                m,
+                [
+                    "apis",
+                    "cilium.io",
+                    _version,
+                    "namespaces",
+                    "kube-system",
+                    "ciliumnodeconfigs",
+                    name,
+                ],
+            ) => match m {
                 "GET" => match self.node_configs.get(*name) {
                     Some(v) => (200, v.clone()),
-                    None => (404, status(404, "NotFound", "ciliumnodeconfigs.cilium.io not found")),
+                    None => (
+                        404,
+                        status(404, "NotFound", "ciliumnodeconfigs.cilium.io not found"),
+                    ),
                 },
                 "PATCH" => {
-                    assert_eq!(q.get("fieldManager").map(String::as_str), Some("preflight"), "server-side apply names its field manager");
+                    assert_eq!(
+                        q.get("fieldManager").map(String::as_str),
+                        Some("preflight"),
+                        "server-side apply names its field manager"
+                    );
                     let mut obj = body.clone();
                     obj["metadata"]["resourceVersion"] = json!("1");
                     self.node_configs.insert(name.to_string(), obj.clone());
@@ -488,7 +757,14 @@ impl World {
                 },
                 _ => (405, status(405, "MethodNotAllowed", m)),
             },
-            _ => (404, status(404, "NotFound", &format!("stand-in: no route for {method} {path}"))),
+            _ => (
+                404,
+                status(
+                    404,
+                    "NotFound",
+                    &format!("stand-in: no route for {method} {path}"),
+                ),
+            ),
         }
     }
 }
@@ -501,13 +777,21 @@ struct ApiServer {
 
 fn serve(world: World) -> ApiServer {
     let world = Arc::new(Mutex::new(world));
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let w = world.clone();
     rt.spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let w = w.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
@@ -516,7 +800,12 @@ fn serve(world: World) -> ApiServer {
                         let method = req.method().to_string();
                         let path = req.uri().path().to_string();
                         let q = query(req.uri().query());
-                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
                         let (code, v) = w.lock().unwrap().handle(&method, &path, &q, &body);
                         Ok::<_, Infallible>(
                             Response::builder()
@@ -527,11 +816,17 @@ fn serve(world: World) -> ApiServer {
                         )
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
             });
         }
     });
-    ApiServer { world, url, _rt: rt }
+    ApiServer {
+        world,
+        url,
+        _rt: rt,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -617,39 +912,96 @@ impl Cluster {
         let tmp = tempfile::tempdir().unwrap();
         let bin = tmp.path().join("bin");
         fs::create_dir_all(&bin).unwrap();
-        for tool in ["helm", "systemctl", "ip", "mount", "iptables-save", "iptables", "iptables-restore", "kubectl"] {
+        for tool in [
+            "helm",
+            "systemctl",
+            "ip",
+            "mount",
+            "iptables-save",
+            "iptables",
+            "iptables-restore",
+            "kubectl",
+        ] {
             fs::write(bin.join(tool), STAND_IN).unwrap();
             fs::set_permissions(bin.join(tool), fs::Permissions::from_mode(0o755)).unwrap();
         }
-        let mut world = World { standin: tmp.path().join("cluster"), ds_generation: 1, ..Default::default() };
+        let mut world = World {
+            standin: tmp.path().join("cluster"),
+            ds_generation: 1,
+            ..Default::default()
+        };
         fs::create_dir_all(&world.standin).unwrap();
         for (i, n) in NODES.iter().enumerate() {
             let root = tmp.path().join("roots").join(n);
             fs::create_dir_all(root.parent().unwrap()).unwrap();
-            assert!(Command::new("cp").arg("-a").arg(fixture().join("roots").join(n)).arg(&root).status().unwrap().success());
-            fs::set_permissions(root.join("etc/rancher/k3s/config.yaml"), fs::Permissions::from_mode(0o600)).unwrap();
+            assert!(
+                Command::new("cp")
+                    .arg("-a")
+                    .arg(fixture().join("roots").join(n))
+                    .arg(&root)
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+            fs::set_permissions(
+                root.join("etc/rancher/k3s/config.yaml"),
+                fs::Permissions::from_mode(0o600),
+            )
+            .unwrap();
             let st = tmp.path().join("standin").join(n);
             fs::create_dir_all(st.join("links")).unwrap();
             fs::write(st.join("links/flannel.1"), FLANNEL_VXLAN).unwrap();
             fs::write(st.join("links/cni0"), CNI0).unwrap();
             fs::write(st.join("orig-flannel.1"), FLANNEL_VXLAN).unwrap();
             fs::write(st.join("orig-cni0"), CNI0).unwrap();
-            fs::copy(root.join("var/lib/rancher/k3s/agent/etc/containerd/config.toml"), st.join("orig-config.toml")).unwrap();
-            fs::write(st.join("iptables"), include_str!("../fixtures/iptables/k3s-flannel.save")).unwrap();
+            fs::copy(
+                root.join("var/lib/rancher/k3s/agent/etc/containerd/config.toml"),
+                st.join("orig-config.toml"),
+            )
+            .unwrap();
+            fs::write(
+                st.join("iptables"),
+                include_str!("../fixtures/iptables/k3s-flannel.save"),
+            )
+            .unwrap();
             world.roots.insert(n.to_string(), root);
-            world.nodes.insert(n.to_string(), json!({
-                "apiVersion": "v1", "kind": "Node",
-                "metadata": {"name": n, "labels": {"kubernetes.io/hostname": n}},
-                "spec": {"podCIDR": format!("10.42.{i}.0/24")},
-                "status": {"conditions": [{"type": "Ready", "status": "True"}]},
-            }));
+            world.nodes.insert(
+                n.to_string(),
+                json!({
+                    "apiVersion": "v1", "kind": "Node",
+                    "metadata": {"name": n, "labels": {"kubernetes.io/hostname": n}},
+                    "spec": {"podCIDR": format!("10.42.{i}.0/24")},
+                    "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+                }),
+            );
         }
         // Workloads: a Deployment's pods (one guarded by a PodDisruptionBudget), a DaemonSet on
         // every node, and a hostNetwork DaemonSet.
         for (i, n) in NODES.iter().enumerate() {
-            world.add_pod("default", "web", n, "ReplicaSet", json!({"app": "web"}), false);
-            world.add_pod("monitoring", "node-exporter", n, "DaemonSet", json!({"app": "node-exporter"}), false);
-            world.add_pod("kube-system", "svclb", n, "DaemonSet", json!({"app": "svclb"}), true);
+            world.add_pod(
+                "default",
+                "web",
+                n,
+                "ReplicaSet",
+                json!({"app": "web"}),
+                false,
+            );
+            world.add_pod(
+                "monitoring",
+                "node-exporter",
+                n,
+                "DaemonSet",
+                json!({"app": "node-exporter"}),
+                false,
+            );
+            world.add_pod(
+                "kube-system",
+                "svclb",
+                n,
+                "DaemonSet",
+                json!({"app": "svclb"}),
+                true,
+            );
             let _ = i;
         }
         world.pdbs.push(json!({"metadata": {"name": "web", "namespace": "default"}, "spec": {"selector": {"matchLabels": {"app": "web"}}}, "status": {"disruptionsAllowed": 10}}));
@@ -677,13 +1029,23 @@ impl Cluster {
             st = t.join("standin").display(),
             roots = t.join("roots").display()
         );
-        let nodes: Vec<String> = NODES.iter().map(|n| format!("{}={}", self.root(n).display(), self.standin(n).display())).collect();
+        let nodes: Vec<String> = NODES
+            .iter()
+            .map(|n| format!("{}={}", self.root(n).display(), self.standin(n).display()))
+            .collect();
         let mut c = Command::new(BIN);
         c.args(args)
             .args(["--kubeconfig", t.join("kubeconfig").to_str().unwrap()])
             .args(["--state-dir", t.join("state").to_str().unwrap()])
             .args(["--node-exec", &node_exec])
-            .env("PATH", format!("{}:{}", t.join("bin").display(), std::env::var("PATH").unwrap_or_default()))
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    t.join("bin").display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
             .env("STANDIN_LOG", t.join("argv.log"))
             .env("STANDIN_CLUSTER", t.join("cluster"))
             .env("STANDIN_NODES", nodes.join(" "))
@@ -699,7 +1061,17 @@ impl Cluster {
     }
 
     fn install(&self, env: &[(&str, &str)]) -> Output {
-        self.run(&["install", "--cluster", fixture().join("reports").to_str().unwrap(), "--cilium-version", "1.18.4", "--yes"], env)
+        self.run(
+            &[
+                "install",
+                "--cluster",
+                fixture().join("reports").to_str().unwrap(),
+                "--cilium-version",
+                "1.18.4",
+                "--yes",
+            ],
+            env,
+        )
     }
 
     /// Every node: its root (content, mode, owner, links), its links and iptables; the
@@ -708,17 +1080,32 @@ impl Cluster {
         let mut out = BTreeMap::new();
         for n in NODES {
             tree(&self.root(n), &self.root(n), &format!("{n}:"), &mut out);
-            tree(&self.standin(n).join("links"), &self.standin(n).join("links"), &format!("{n}:link:"), &mut out);
-            out.insert(format!("{n}:iptables"), fs::read_to_string(self.standin(n).join("iptables")).unwrap());
+            tree(
+                &self.standin(n).join("links"),
+                &self.standin(n).join("links"),
+                &format!("{n}:link:"),
+                &mut out,
+            );
+            out.insert(
+                format!("{n}:iptables"),
+                fs::read_to_string(self.standin(n).join("iptables")).unwrap(),
+            );
         }
         let w = self.api.world.lock().unwrap();
         for (n, v) in &w.nodes {
             out.insert(
                 format!("api:node:{n}"),
-                format!("{} unschedulable={}", v["metadata"]["labels"], v["spec"]["unschedulable"].as_bool().unwrap_or(false)),
+                format!(
+                    "{} unschedulable={}",
+                    v["metadata"]["labels"],
+                    v["spec"]["unschedulable"].as_bool().unwrap_or(false)
+                ),
             );
         }
-        out.insert("api:nodeconfigs".into(), format!("{:?}", w.node_configs.keys().collect::<Vec<_>>()));
+        out.insert(
+            "api:nodeconfigs".into(),
+            format!("{:?}", w.node_configs.keys().collect::<Vec<_>>()),
+        );
         out.insert("api:release".into(), format!("{}", w.release_installed()));
         out
     }
@@ -733,12 +1120,21 @@ fn tree(root: &Path, dir: &Path, prefix: &str, out: &mut BTreeMap<String, String
         let rel = format!("{prefix}{}", p.strip_prefix(root).unwrap().display());
         let ids = format!("{:o} {}:{}", m.mode() & 0o7777, m.uid(), m.gid());
         if m.file_type().is_symlink() {
-            out.insert(rel, format!("link -> {}", fs::read_link(&p).unwrap().display()));
+            out.insert(
+                rel,
+                format!("link -> {}", fs::read_link(&p).unwrap().display()),
+            );
         } else if m.is_dir() {
             out.insert(rel, format!("dir {ids}"));
             tree(root, &p, prefix, out);
         } else {
-            out.insert(rel, format!("file {ids} {}", String::from_utf8_lossy(&fs::read(&p).unwrap())));
+            out.insert(
+                rel,
+                format!(
+                    "file {ids} {}",
+                    String::from_utf8_lossy(&fs::read(&p).unwrap())
+                ),
+            );
         }
     }
 }
@@ -751,7 +1147,9 @@ fn assert_same(before: &BTreeMap<String, String>, after: &BTreeMap<String, Strin
     for (k, v) in before {
         match after.get(k) {
             None => diff.push_str(&format!("  missing: {k}\n")),
-            Some(w) if w != v => diff.push_str(&format!("  changed: {k}\n    was {v:?}\n    now {w:?}\n")),
+            Some(w) if w != v => {
+                diff.push_str(&format!("  changed: {k}\n    was {v:?}\n    now {w:?}\n"))
+            }
             _ => {}
         }
     }
@@ -766,7 +1164,11 @@ fn step_ids() -> Vec<String> {
     let o = plan(&[]);
     String::from_utf8_lossy(&o.stdout)
         .lines()
-        .filter_map(|l| l.trim_start().strip_prefix("id:").map(|s| s.trim().to_string()))
+        .filter_map(|l| {
+            l.trim_start()
+                .strip_prefix("id:")
+                .map(|s| s.trim().to_string())
+        })
         .collect()
 }
 
@@ -774,54 +1176,113 @@ fn step_ids() -> Vec<String> {
 fn a_full_cluster_run_migrates_every_node_and_rollback_restores_them() {
     let c = Cluster::new();
     let before = c.snapshot();
+    let t = std::time::Instant::now();
     let o = c.install(&[]);
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    println!(
+        "install --cluster: {:.2} s\n{out}",
+        t.elapsed().as_secs_f64()
+    );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(out.contains("Cluster migrated"), "{out}");
     // Every node ends on Cilium, flannel off: the server's drop-in, conflists aside, links gone.
     let server = c.root("k3s-server");
-    assert!(fs::read_to_string(server.join("etc/rancher/k3s/config.yaml.d/90-preflight-cilium.yaml")).unwrap().contains("flannel-backend: none"));
+    assert!(
+        fs::read_to_string(server.join("etc/rancher/k3s/config.yaml.d/90-preflight-cilium.yaml"))
+            .unwrap()
+            .contains("flannel-backend: none")
+    );
     for n in NODES {
-        assert!(!c.standin(n).join("links/flannel.1").exists(), "{n}: flannel.1 deleted");
+        assert!(
+            !c.standin(n).join("links/flannel.1").exists(),
+            "{n}: flannel.1 deleted"
+        );
         assert!(c.root(n).join("etc/cni/net.d/05-cilium.conflist").exists());
-        assert!(!c.root(n).join(K3S_CONF).join("10-flannel.conflist").exists(), "{n}");
-        let cfg = fs::read_to_string(c.root(n).join("var/lib/rancher/k3s/agent/etc/containerd/config.toml")).unwrap();
+        assert!(
+            !c.root(n)
+                .join(K3S_CONF)
+                .join("10-flannel.conflist")
+                .exists(),
+            "{n}"
+        );
+        let cfg = fs::read_to_string(
+            c.root(n)
+                .join("var/lib/rancher/k3s/agent/etc/containerd/config.toml"),
+        )
+        .unwrap();
         assert!(cfg.contains("conf_dir = \"/etc/cni/net.d\""), "{n}: {cfg}");
     }
     {
         let w = c.api.world.lock().unwrap();
-        assert!(w.node_configs.is_empty(), "the per-node config is deleted at the end");
+        assert!(
+            w.node_configs.is_empty(),
+            "the per-node config is deleted at the end"
+        );
         for (n, v) in &w.nodes {
-            assert!(v["metadata"]["labels"].get("io.cilium.migration/cilium-default").is_none(), "{n}: label removed");
+            assert!(
+                v["metadata"]["labels"]
+                    .get("io.cilium.migration/cilium-default")
+                    .is_none(),
+                "{n}: label removed"
+            );
             assert_ne!(v["spec"]["unschedulable"], true, "{n}: uncordoned");
         }
         // Every pod that is not hostNetwork ended on Cilium's pod CIDR (drained or recreated).
-        for p in w.pods.values().filter(|p| p["spec"]["hostNetwork"] != true && p["metadata"]["labels"]["app"] == "node-exporter") {
-            assert!(p["status"]["podIP"].as_str().unwrap().starts_with("10.45."), "{p}");
+        for p in w.pods.values().filter(|p| {
+            p["spec"]["hostNetwork"] != true && p["metadata"]["labels"]["app"] == "node-exporter"
+        }) {
+            assert!(
+                p["status"]["podIP"].as_str().unwrap().starts_with("10.45."),
+                "{p}"
+            );
         }
         let reqs = w.requests.join("\n");
-        assert!(reqs.contains("POST /api/v1/namespaces/default/pods/"), "drained by eviction: {reqs}");
-        assert!(reqs.contains("PATCH /apis/cilium.io/v2/namespaces/kube-system/ciliumnodeconfigs/cilium-default"));
+        assert!(
+            reqs.contains("POST /api/v1/namespaces/default/pods/"),
+            "drained by eviction: {reqs}"
+        );
+        assert!(reqs.contains(
+            "PATCH /apis/cilium.io/v2/namespaces/kube-system/ciliumnodeconfigs/cilium-default"
+        ));
     }
     let log = fs::read_to_string(c.tmp.path().join("argv.log")).unwrap();
     let state = c.tmp.path().join("state");
     for want in [
-        format!("helm upgrade --install cilium cilium --repo https://helm.cilium.io/ --version 1.18.4 --namespace kube-system --values {}/values-migration.yaml --kubeconfig", state.display()),
-        format!("helm upgrade --install cilium cilium --repo https://helm.cilium.io/ --version 1.18.4 --namespace kube-system --values {}/values-final.yaml --kubeconfig", state.display()),
+        format!(
+            "helm upgrade --install cilium cilium --repo https://helm.cilium.io/ --version 1.18.4 --namespace kube-system --values {}/values-migration.yaml --kubeconfig",
+            state.display()
+        ),
+        format!(
+            "helm upgrade --install cilium cilium --repo https://helm.cilium.io/ --version 1.18.4 --namespace kube-system --values {}/values-final.yaml --kubeconfig",
+            state.display()
+        ),
     ] {
         assert!(log.contains(&want), "missing {want:?}:\n{log}");
     }
     // Agents move first: the server's k3s restarts for the cilium-cni stage after both agents'.
-    let journal: Value = serde_json::from_str(&fs::read_to_string(state.join("cluster-journal.json")).unwrap()).unwrap();
+    let journal: Value =
+        serde_json::from_str(&fs::read_to_string(state.join("cluster-journal.json")).unwrap())
+            .unwrap();
     assert_eq!(journal["status"], "complete");
     assert_eq!(journal["nodes"]["k3s-agent-2"], "flannel-off");
 
     // A second run changes nothing.
     let again = c.install(&[]);
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));
-    assert_eq!(String::from_utf8_lossy(&again.stdout).matches("already done").count(), step_ids().len());
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout)
+            .matches("already done")
+            .count(),
+        step_ids().len()
+    );
 
+    let t = std::time::Instant::now();
     let o = c.run(&["rollback", "--cluster"], &[]);
+    println!(
+        "rollback --cluster: {:.2} s\n{}",
+        t.elapsed().as_secs_f64(),
+        String::from_utf8_lossy(&o.stdout)
+    );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_same(&before, &c.snapshot(), "after rollback --cluster");
     assert!(!state.join("cluster-journal.json").exists());
@@ -836,7 +1297,10 @@ fn failure_matrix(part: usize, of: usize) {
         let o = c.install(&[("PREFLIGHT_CLUSTER_FAIL_AT", id)]);
         let out = String::from_utf8_lossy(&o.stdout);
         assert_eq!(o.status.code(), Some(1), "step {i} {id}: {}", text(&o));
-        assert!(out.contains(&format!("injected failure at cluster step {id}")), "{id}: {out}");
+        assert!(
+            out.contains(&format!("injected failure at cluster step {id}")),
+            "{id}: {out}"
+        );
         assert!(out.contains("Cluster rollback complete"), "{id}: {out}");
         assert_same(&before, &c.snapshot(), &format!("failure at {id}"));
     }
@@ -869,7 +1333,10 @@ fn real_failures_roll_back_too() {
     assert!(out.contains("refused by a PodDisruptionBudget"), "{out}");
     assert_same(&before, &c.snapshot(), "PDB blocks the drain");
 
-    for (fail, what) in [("systemctl restart k3s-agent", "k3s-agent does not restart"), ("values-final.yaml", "helm fails on the final values")] {
+    for (fail, what) in [
+        ("systemctl restart k3s-agent", "k3s-agent does not restart"),
+        ("values-final.yaml", "helm fails on the final values"),
+    ] {
         let c = Cluster::new();
         let before = c.snapshot();
         let o = c.install(&[("STANDIN_FAIL", fail)]);
@@ -893,9 +1360,17 @@ fn a_killed_run_resumes_or_rolls_back_from_the_journals() {
         assert!(String::from_utf8_lossy(&o.stdout).contains("Resuming the run journaled"));
         let o = c.run(&["rollback", "--cluster"], &[]);
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-        assert_same(&before, &c.snapshot(), &format!("kill at {id}, resume, rollback"));
+        assert_same(
+            &before,
+            &c.snapshot(),
+            &format!("kill at {id}, resume, rollback"),
+        );
     }
-    for id in ["node.k3s-server.prepare", "node.k3s-agent-2.drain", "node.k3s-server.flannel-off"] {
+    for id in [
+        "node.k3s-server.prepare",
+        "node.k3s-agent-2.drain",
+        "node.k3s-server.flannel-off",
+    ] {
         let c = Cluster::new();
         let before = c.snapshot();
         let o = c.install(&[("PREFLIGHT_CLUSTER_KILL_AT", id)]);
@@ -918,7 +1393,14 @@ fn a_node_stage_rolls_back_on_its_own() {
         cmd.args(args)
             .arg("--root")
             .arg(&root)
-            .env("PATH", format!("{}:{}", c.tmp.path().join("bin").display(), std::env::var("PATH").unwrap_or_default()))
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    c.tmp.path().join("bin").display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
             .env("STANDIN_DIR", &st)
             .env("STANDIN_ROOT", &root)
             .env("STANDIN_LOG", c.tmp.path().join("argv.log"))
@@ -927,13 +1409,22 @@ fn a_node_stage_rolls_back_on_its_own() {
     };
     let o = node(&["install", "--migration-stage", "prepare", "--yes"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(!root.join("var/run/cilium/state/globals/node_config.h").exists(), "stale header moved aside");
+    assert!(
+        !root
+            .join("var/run/cilium/state/globals/node_config.h")
+            .exists(),
+        "stale header moved aside"
+    );
     let o = node(&["install", "--migration-stage", "cilium-cni", "--yes"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let o = node(&["rollback", "--migration-stage", "cilium-cni"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     // prepare's changes stay, its journal too.
-    assert!(!root.join("var/run/cilium/state/globals/node_config.h").exists());
+    assert!(
+        !root
+            .join("var/run/cilium/state/globals/node_config.h")
+            .exists()
+    );
     assert!(root.join("var/lib/preflight/journal/journal.json").exists());
     let o = node(&["rollback", "--migration-stage", "prepare"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));

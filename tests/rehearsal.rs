@@ -17,8 +17,10 @@
 //! only there; the child dies with the test (PR_SET_PDEATHSIG) and the kernel then frees every
 //! namespace, device and route it made. Nothing is created in this machine's own namespaces.
 //!
-//! Root is needed (CI runs as root); without it the tests are skipped visibly (ignored).
+//! Root is needed (CI runs as root); without it the tests say SKIP and why (tests/common).
 //! Timings (setup, round trips) are printed: `cargo test --test rehearsal -- --nocapture`.
+mod common;
+
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
@@ -36,12 +38,11 @@ const CILIUM_CIDR_PREFIX: &str = "10.45";
 const CILIUM_PORT: u16 = 8473;
 const FLANNEL_PORT: u16 = 8472;
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 fn sh(args: &[&str]) {
-    let o = Command::new(args[0]).args(&args[1..]).output().expect("run");
+    let o = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("run");
     assert!(
         o.status.success(),
         "{}: {}",
@@ -80,16 +81,47 @@ fn setup() -> Duration {
         let (n, p) = (node(i), pod(i));
         let underlay = format!("192.168.60.{}", 11 + i);
         ip(&n, "link set lo up");
-        sh(&["ip", "link", "add", &format!("up{i}"), "netns", "lan", "type", "veth", "peer", "name", "eth0", "netns", &n]);
+        sh(&[
+            "ip",
+            "link",
+            "add",
+            &format!("up{i}"),
+            "netns",
+            "lan",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &n,
+        ]);
         ip("lan", &format!("link set up{i} master br0 up"));
         ip(&n, &format!("addr add {underlay}/24 dev eth0"));
         ip(&n, "link set eth0 up");
-        for (k, v) in [("net.ipv4.ip_forward", "1"), ("net.ipv4.conf.all.rp_filter", "0"), ("net.ipv4.conf.default.rp_filter", "0")] {
-            sh(&["ip", "netns", "exec", &n, "sysctl", "-qw", &format!("{k}={v}")]);
+        for (k, v) in [
+            ("net.ipv4.ip_forward", "1"),
+            ("net.ipv4.conf.all.rp_filter", "0"),
+            ("net.ipv4.conf.default.rp_filter", "0"),
+        ] {
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                &n,
+                "sysctl",
+                "-qw",
+                &format!("{k}={v}"),
+            ]);
         }
         // flannel: VXLAN 8472, flooding to every other node (flannel programs per-peer FDB
         // entries; an all-zero entry per peer is the same reachability), cni0 with the pod subnet.
-        ip(&n, &format!("link add flannel.1 type vxlan id 1 dstport {FLANNEL_PORT} local {underlay} dev eth0"));
+        ip(
+            &n,
+            &format!(
+                "link add flannel.1 type vxlan id 1 dstport {FLANNEL_PORT} local {underlay} dev eth0"
+            ),
+        );
         ip(&n, &format!("addr add 10.42.{i}.0/32 dev flannel.1"));
         ip(&n, "link set flannel.1 up");
         ip(&n, "link add cni0 type bridge");
@@ -97,28 +129,103 @@ fn setup() -> Duration {
         ip(&n, "link set cni0 up");
         // Cilium next to it (every node runs the agent from the start): its own VXLAN on the
         // chosen port and its pod CIDR's per-node subnet.
-        ip(&n, &format!("link add cilium_vxlan type vxlan id 2 dstport {CILIUM_PORT} local {underlay} dev eth0"));
-        ip(&n, &format!("addr add {CILIUM_CIDR_PREFIX}.{i}.0/32 dev cilium_vxlan"));
+        ip(
+            &n,
+            &format!(
+                "link add cilium_vxlan type vxlan id 2 dstport {CILIUM_PORT} local {underlay} dev eth0"
+            ),
+        );
+        ip(
+            &n,
+            &format!("addr add {CILIUM_CIDR_PREFIX}.{i}.0/32 dev cilium_vxlan"),
+        );
         ip(&n, "link set cilium_vxlan up");
+        // cilium_host/cilium_net, as the agent creates them: the node's router address from
+        // its slice of Cilium's CIDR, the pods' gateway.
+        ip(&n, "link add cilium_host type veth peer name cilium_net");
+        ip(
+            &n,
+            &format!("addr add {CILIUM_CIDR_PREFIX}.{i}.1/32 dev cilium_host"),
+        );
+        ip(&n, "link set cilium_net up");
+        ip(&n, "link set cilium_host up");
         for j in (0..3).filter(|&j| j != i) {
             let peer = format!("192.168.60.{}", 11 + j);
-            sh(&["bridge", "-n", &n, "fdb", "append", "00:00:00:00:00:00", "dev", "flannel.1", "dst", &peer]);
-            sh(&["bridge", "-n", &n, "fdb", "append", "00:00:00:00:00:00", "dev", "cilium_vxlan", "dst", &peer]);
-            ip(&n, &format!("route add 10.42.{j}.0/24 via 10.42.{j}.0 dev flannel.1 onlink"));
-            ip(&n, &format!("route add {CILIUM_CIDR_PREFIX}.{j}.0/24 via {CILIUM_CIDR_PREFIX}.{j}.0 dev cilium_vxlan onlink"));
+            sh(&[
+                "bridge",
+                "-n",
+                &n,
+                "fdb",
+                "append",
+                "00:00:00:00:00:00",
+                "dev",
+                "flannel.1",
+                "dst",
+                &peer,
+            ]);
+            sh(&[
+                "bridge",
+                "-n",
+                &n,
+                "fdb",
+                "append",
+                "00:00:00:00:00:00",
+                "dev",
+                "cilium_vxlan",
+                "dst",
+                &peer,
+            ]);
+            ip(
+                &n,
+                &format!("route add 10.42.{j}.0/24 via 10.42.{j}.0 dev flannel.1 onlink"),
+            );
+            ip(
+                &n,
+                &format!(
+                    "route add {CILIUM_CIDR_PREFIX}.{j}.0/24 via {CILIUM_CIDR_PREFIX}.{j}.0 dev cilium_vxlan onlink"
+                ),
+            );
         }
         // The pod: on flannel's bridge, or (migrated node) on a routed veth from Cilium's CIDR.
         ip(&p, "link set lo up");
-        sh(&["ip", "link", "add", &format!("lxc{i}"), "netns", &n, "type", "veth", "peer", "name", "eth0", "netns", &p]);
+        sh(&[
+            "ip",
+            "link",
+            "add",
+            &format!("lxc{i}"),
+            "netns",
+            &n,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &p,
+        ]);
         if i == MIGRATED {
             let addr = format!("{CILIUM_CIDR_PREFIX}.{i}.10");
             ip(&p, &format!("addr add {addr}/32 dev eth0"));
             ip(&p, "link set eth0 up");
             ip(&n, &format!("link set lxc{i} up"));
-            sh(&["ip", "netns", "exec", &n, "sysctl", "-qw", &format!("net.ipv4.conf.lxc{i}.proxy_arp=1")]);
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                &n,
+                "sysctl",
+                "-qw",
+                &format!("net.ipv4.conf.lxc{i}.proxy_arp=1"),
+            ]);
             ip(&n, &format!("route add {addr}/32 dev lxc{i}"));
-            ip(&p, &format!("route add {CILIUM_CIDR_PREFIX}.{i}.1 dev eth0 scope link"));
-            ip(&p, &format!("route add default via {CILIUM_CIDR_PREFIX}.{i}.1 dev eth0"));
+            ip(
+                &p,
+                &format!("route add {CILIUM_CIDR_PREFIX}.{i}.1 dev eth0 scope link"),
+            );
+            ip(
+                &p,
+                &format!("route add default via {CILIUM_CIDR_PREFIX}.{i}.1 dev eth0"),
+            );
         } else {
             ip(&p, &format!("addr add 10.42.{i}.10/24 dev eth0"));
             ip(&p, "link set eth0 up");
@@ -190,7 +297,11 @@ fn round_trips(from: usize, to: usize, n: usize) -> (Duration, Duration, Duratio
                     }
                     Err(e) => {
                         misses += 1;
-                        assert!(misses < 5, "pod{from} ({}) → pod{to} ({target}) UDP: {e}", pod_addr(from));
+                        assert!(
+                            misses < 5,
+                            "pod{from} ({}) → pod{to} ({target}) UDP: {e}",
+                            pod_addr(from)
+                        );
                     }
                 }
             }
@@ -209,6 +320,20 @@ fn round_trips(from: usize, to: usize, n: usize) -> (Duration, Duration, Duratio
         .join()
         .unwrap()
     })
+}
+
+/// (rx, tx) packets of a device of node `i`.
+fn packets(i: usize, dev: &str) -> (u64, u64) {
+    let o = Command::new("ip")
+        .args(["-n", &node(i), "-s", "-j", "link", "show", "dev", dev])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("ip -j");
+    let s = &v[0]["stats64"];
+    (
+        s["rx"]["packets"].as_u64().unwrap(),
+        s["tx"]["packets"].as_u64().unwrap(),
+    )
 }
 
 /// Both tunnels of a node bound side by side: UDP 8472 and the chosen port, in its namespace.
@@ -230,13 +355,30 @@ fn bound_ports(i: usize) -> Vec<u16> {
 /// The worker: runs in a private mount namespace (see the module comment).
 fn worker() {
     // /run private to this mount namespace: `ip netns` names vanish with it.
-    nix::mount::mount(None::<&str>, "/", None::<&str>, nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE, None::<&str>).expect("make / private");
-    nix::mount::mount(Some("tmpfs"), "/run", Some("tmpfs"), nix::mount::MsFlags::empty(), Some("mode=755")).expect("tmpfs on /run");
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .expect("make / private");
+    nix::mount::mount(
+        Some("tmpfs"),
+        "/run",
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("mode=755"),
+    )
+    .expect("tmpfs on /run");
     for ns in ["lan", "node0", "node1", "node2", "pod0", "pod1", "pod2"] {
         sh(&["ip", "netns", "add", ns]);
     }
     let setup = setup();
-    println!("rehearsal: setup of 3 nodes, 2 overlays, 3 pods: {:.1} ms", setup.as_secs_f64() * 1e3);
+    println!(
+        "rehearsal: setup of 3 nodes, 2 overlays, 3 pods: {:.1} ms",
+        setup.as_secs_f64() * 1e3
+    );
     if std::env::var_os(HOLD_ENV).is_some() {
         println!("rehearsal: holding");
         std::io::stdout().flush().unwrap();
@@ -244,19 +386,65 @@ fn worker() {
     }
     for i in 0..3 {
         let ports = bound_ports(i);
-        assert!(ports.contains(&FLANNEL_PORT) && ports.contains(&CILIUM_PORT), "node{i} binds both tunnels: {ports:?}");
+        assert!(
+            ports.contains(&FLANNEL_PORT) && ports.contains(&CILIUM_PORT),
+            "node{i} binds both tunnels: {ports:?}"
+        );
     }
     for i in 0..3 {
         serve(i);
     }
     // Migrated ↔ unmigrated, both ways; unmigrated ↔ unmigrated (flannel only) as the baseline.
     for (from, to, what) in [
-        (MIGRATED, 2, "migrated → unmigrated (out on flannel's overlay, back on Cilium's)"),
-        (2, MIGRATED, "unmigrated → migrated (out on Cilium's overlay, back on flannel's)"),
+        (
+            MIGRATED,
+            2,
+            "migrated → unmigrated (out on flannel's overlay, back on Cilium's)",
+        ),
+        (
+            2,
+            MIGRATED,
+            "unmigrated → migrated (out on Cilium's overlay, back on flannel's)",
+        ),
         (MIGRATED, 0, "migrated → unmigrated server"),
         (0, 2, "unmigrated → unmigrated (flannel only)"),
     ] {
+        let before = [
+            packets(from, "flannel.1"),
+            packets(from, "cilium_vxlan"),
+            packets(to, "flannel.1"),
+            packets(to, "cilium_vxlan"),
+        ];
         let (min, median, tcp) = round_trips(from, to, 50);
+        let after = [
+            packets(from, "flannel.1"),
+            packets(from, "cilium_vxlan"),
+            packets(to, "flannel.1"),
+            packets(to, "cilium_vxlan"),
+        ];
+        let d = |k: usize, rx: bool| {
+            if rx {
+                after[k].0 - before[k].0
+            } else {
+                after[k].1 - before[k].1
+            }
+        };
+        // Each node routes by destination: to 10.42/16 over flannel.1, to Cilium's CIDR over
+        // cilium_vxlan. The packet counters show which overlay carried each direction.
+        let (fwd, back) = (
+            if to == MIGRATED { 1 } else { 0 },
+            if from == MIGRATED { 1 } else { 0 },
+        );
+        assert!(
+            d(fwd, false) >= 50 && d(2 + fwd, true) >= 50,
+            "{what}: out over {}",
+            ["flannel.1", "cilium_vxlan"][fwd]
+        );
+        assert!(
+            d(2 + back, false) >= 50 && d(back, true) >= 50,
+            "{what}: back over {}",
+            ["flannel.1", "cilium_vxlan"][back]
+        );
         println!(
             "rehearsal: pod{from} {} → pod{to} {}: UDP rtt min {:.0} µs, median {:.0} µs over 50; TCP connect+echo {:.0} µs — {what}",
             pod_addr(from),
@@ -274,7 +462,13 @@ fn spawn_worker(hold: bool) -> std::process::Child {
     let mut c = Command::new("unshare");
     c.args(["--mount", "--propagation", "private"])
         .arg(exe)
-        .args(["--exact", "worker_entry", "--nocapture", "--include-ignored", "--test-threads=1"])
+        .args([
+            "--exact",
+            "worker_entry",
+            "--nocapture",
+            "--include-ignored",
+            "--test-threads=1",
+        ])
         .env(WORKER_ENV, "1")
         .stdout(std::process::Stdio::piped());
     if hold {
@@ -284,7 +478,8 @@ fn spawn_worker(hold: bool) -> std::process::Child {
     unsafe {
         use std::os::unix::process::CommandExt;
         c.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from)
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)
         });
     }
     c.spawn().expect("unshare")
@@ -302,10 +497,7 @@ fn worker_entry() {
 #[test]
 #[cfg_attr(not(target_os = "linux"), ignore = "network namespaces are Linux")]
 fn a_pod_on_a_migrated_node_reaches_a_pod_on_an_unmigrated_node_and_back() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (network namespaces); CI runs it as root");
-        return;
-    }
+    require_root!();
     let t = Instant::now();
     let child = spawn_worker(false);
     let out = child.wait_with_output().unwrap();
@@ -320,10 +512,7 @@ fn a_pod_on_a_migrated_node_reaches_a_pod_on_an_unmigrated_node_and_back() {
 /// freed, none of its devices is in this machine's namespace.
 #[test]
 fn a_killed_rehearsal_leaves_nothing_behind() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (network namespaces); CI runs it as root");
-        return;
-    }
+    require_root!();
     let mut child = spawn_worker(true);
     let mut stdout = child.stdout.take().unwrap();
     let mut seen = String::new();
@@ -342,16 +531,27 @@ fn a_killed_rehearsal_leaves_nothing_behind() {
         .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
         .collect();
     assert_eq!(held.len(), 7, "lan, 3 nodes, 3 pods");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     child.wait().unwrap();
     // A namespace lives while a process is in it or a mount holds it: neither is left.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let left: Vec<u64> = held.iter().copied().filter(|ino| still_held(*ino)).collect();
+        let left: Vec<u64> = held
+            .iter()
+            .copied()
+            .filter(|ino| still_held(*ino))
+            .collect();
         if left.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "namespaces still held after the kill: {left:?}");
+        assert!(
+            Instant::now() < deadline,
+            "namespaces still held after the kill: {left:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let own: Vec<String> = std::fs::read_dir("/sys/class/net")
@@ -360,7 +560,10 @@ fn a_killed_rehearsal_leaves_nothing_behind() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     assert!(
-        !own.iter().any(|n| n.starts_with("up") || n.starts_with("lxc") || n == "flannel.1" || n == "cilium_vxlan"),
+        !own.iter().any(|n| n.starts_with("up")
+            || n.starts_with("lxc")
+            || n == "flannel.1"
+            || n == "cilium_vxlan"),
         "{own:?}"
     );
 }
@@ -368,9 +571,40 @@ fn a_killed_rehearsal_leaves_nothing_behind() {
 /// Whether any process is in network namespace `ino` or any mount table holds it.
 fn still_held(ino: u64) -> bool {
     let tag = format!("net:[{ino}]");
-    std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()).any(|e| {
-        let p = e.path();
-        std::fs::metadata(p.join("ns/net")).is_ok_and(|m| std::os::unix::fs::MetadataExt::ino(&m) == ino)
-            || std::fs::read_to_string(p.join("mountinfo")).is_ok_and(|t| t.contains(&tag))
-    })
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| {
+            let p = e.path();
+            std::fs::metadata(p.join("ns/net"))
+                .is_ok_and(|m| std::os::unix::fs::MetadataExt::ino(&m) == ino)
+                || std::fs::read_to_string(p.join("mountinfo")).is_ok_and(|t| t.contains(&tag))
+        })
+}
+
+/// The rehearsal uses what `plan --cluster` chose for the fixture cluster.
+#[test]
+fn plan_choices_are_what_the_rehearsal_uses() {
+    let o = Command::new(env!("CARGO_BIN_EXE_preflight"))
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .args([
+            "plan",
+            "--cluster",
+            "fixtures/cluster/k3s-three-node/reports",
+            "--cilium-version",
+            "1.18.4",
+        ])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains(&format!("pod CIDR      {CILIUM_CIDR_PREFIX}.0.0/16")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "vxlan on UDP {CILIUM_PORT} (flannel keeps UDP {FLANNEL_PORT})"
+        )),
+        "{out}"
+    );
 }

@@ -111,7 +111,11 @@ fn yaml(v: &impl serde::Serialize) -> anyhow::Result<String> {
 
 /// What runs between the stages, for `runbook.txt`.
 fn between(steps: &[ClusterStep], from: &str, to: &str) -> Vec<String> {
-    let start = steps.iter().position(|s| s.id == from).map(|i| i + 1).unwrap_or(0);
+    let start = steps
+        .iter()
+        .position(|s| s.id == from)
+        .map(|i| i + 1)
+        .unwrap_or(0);
     let end = steps.iter().position(|s| s.id == to).unwrap_or(steps.len());
     steps
         .get(start..end)
@@ -140,7 +144,8 @@ pub fn emit(
         written.push(rel.to_string());
         Ok(())
     };
-    let header = "# Written by preflight plan --cluster (dual-overlay migration); see runbook.txt.\n";
+    let header =
+        "# Written by preflight plan --cluster (dual-overlay migration); see runbook.txt.\n";
     let nexts = [
         "wait until daemonset/cilium is ready on every node, then sync stage-2-node-config",
         "move each node (runbook.txt: cordon, drain, label, restart its Cilium pod, cilium-cni stage, validate, uncordon), then sync stage-3-final",
@@ -181,7 +186,11 @@ pub fn emit(
         ),
     )?;
     let mut text = String::new();
-    let _ = writeln!(text, "Dual-overlay migration, stage by stage ({})\n", super::GUIDE);
+    let _ = writeln!(
+        text,
+        "Dual-overlay migration, stage by stage ({})\n",
+        super::GUIDE
+    );
     let blocks: [(&str, Vec<String>); 4] = [
         (
             "Before stage-1-install (on every node)",

@@ -112,11 +112,19 @@ impl ClusterJournal {
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
         if !meta.is_file() || meta.len() > MAX_BYTES {
-            bail!("{}: not a cluster journal (not a regular file, or larger than 16 MiB)", path.display());
+            bail!(
+                "{}: not a cluster journal (not a regular file, or larger than 16 MiB)",
+                path.display()
+            );
         }
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         let file: JournalFile = serde_json::from_str(&text).map_err(|e| {
-            anyhow::anyhow!("{}:{}: corrupt cluster journal: {e}", path.display(), e.line())
+            anyhow::anyhow!(
+                "{}:{}: corrupt cluster journal: {e}",
+                path.display(),
+                e.line()
+            )
         })?;
         if file.version != FORMAT_VERSION {
             bail!(
@@ -131,7 +139,12 @@ impl ClusterJournal {
         }))
     }
 
-    pub fn create(dir: &Path, pod_cidr: &str, tunnel_port: u16, namespace: &str) -> anyhow::Result<Self> {
+    pub fn create(
+        dir: &Path,
+        pod_cidr: &str,
+        tunnel_port: u16,
+        namespace: &str,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let j = Self {
             dir: dir.to_path_buf(),

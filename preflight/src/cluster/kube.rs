@@ -7,16 +7,16 @@
 //! `CiliumNodeConfig`); everything else in a cluster run is real.
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use k8s_openapi::api::{
-    apps::v1::DaemonSet,
-    core::v1::{Node, Pod},
-};
 use ::kube::{
     Api, Client,
     api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams},
     config::{KubeConfigOptions, Kubeconfig},
     core::{ApiResource, DynamicObject, GroupVersionKind},
+};
+use anyhow::{Context, bail};
+use k8s_openapi::api::{
+    apps::v1::DaemonSet,
+    core::v1::{Node, Pod},
 };
 use serde_json::{Value, json};
 
@@ -253,24 +253,21 @@ impl Kube {
             .filter_map(|p| p.metadata.name)
             .collect();
         for name in &old {
-            match self
-                .rt
-                .block_on(self.pods(&self.namespace).delete(name, &DeleteParams::default()))
-            {
+            match self.rt.block_on(
+                self.pods(&self.namespace)
+                    .delete(name, &DeleteParams::default()),
+            ) {
                 Ok(_) => {}
                 Err(e) if is_code(&e, 404) => {}
                 Err(e) => return Err(e).with_context(|| format!("deleting pod {name}")),
             }
         }
         self.wait(&format!("the Cilium pod on {node} Ready"), || {
-            Ok(self
-                .pods_on(node, Some("k8s-app=cilium"))?
-                .iter()
-                .any(|p| {
-                    !old.contains(p.metadata.name.as_ref().unwrap_or(&String::new()))
-                        && p.metadata.deletion_timestamp.is_none()
-                        && Self::ready(p)
-                }))
+            Ok(self.pods_on(node, Some("k8s-app=cilium"))?.iter().any(|p| {
+                !old.contains(p.metadata.name.as_ref().unwrap_or(&String::new()))
+                    && p.metadata.deletion_timestamp.is_none()
+                    && Self::ready(p)
+            }))
         })
     }
 
@@ -393,7 +390,10 @@ impl Kube {
 
     /// The `CiliumNodeConfig` as it is now (None: absent).
     pub fn get_node_config(&self, api_version: &str, name: &str) -> anyhow::Result<Option<Value>> {
-        match self.rt.block_on(self.node_configs(api_version).get_opt(name)) {
+        match self
+            .rt
+            .block_on(self.node_configs(api_version).get_opt(name))
+        {
             Ok(o) => Ok(o.map(|o| serde_json::to_value(o).unwrap_or(Value::Null))),
             Err(e) => Err(e).with_context(|| format!("getting CiliumNodeConfig {name}")),
         }
@@ -416,10 +416,10 @@ impl Kube {
     }
 
     pub fn delete_node_config(&self, api_version: &str, name: &str) -> anyhow::Result<()> {
-        match self
-            .rt
-            .block_on(self.node_configs(api_version).delete(name, &DeleteParams::default()))
-        {
+        match self.rt.block_on(
+            self.node_configs(api_version)
+                .delete(name, &DeleteParams::default()),
+        ) {
             Ok(_) => Ok(()),
             Err(e) if is_code(&e, 404) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("deleting CiliumNodeConfig {name}")),
@@ -427,14 +427,21 @@ impl Kube {
     }
 
     /// Ask `done` every poll interval until it says yes, it fails, or the wait times out.
-    fn wait(&self, what: &str, mut done: impl FnMut() -> anyhow::Result<bool>) -> anyhow::Result<()> {
+    fn wait(
+        &self,
+        what: &str,
+        mut done: impl FnMut() -> anyhow::Result<bool>,
+    ) -> anyhow::Result<()> {
         let deadline = Instant::now() + self.timeout;
         loop {
             if done()? {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                bail!("timed out after {} s waiting for {what}", self.timeout.as_secs());
+                bail!(
+                    "timed out after {} s waiting for {what}",
+                    self.timeout.as_secs()
+                );
             }
             std::thread::sleep(self.poll);
         }

@@ -186,7 +186,11 @@ impl ClusterPlan {
     pub fn exit_code(&self) -> u8 {
         if self.preconditions.iter().any(|p| p.status == Status::Fail) {
             crate::exit::NO_GO
-        } else if self.preconditions.iter().any(|p| p.status == Status::Unknown) {
+        } else if self
+            .preconditions
+            .iter()
+            .any(|p| p.status == Status::Unknown)
+        {
             crate::exit::ERROR
         } else {
             crate::exit::GO
@@ -229,7 +233,11 @@ pub fn fixed_by(check: &str) -> Option<&'static str> {
 
 fn parse_v4(cidr: &str) -> Option<(u32, u32)> {
     let (net, prefix) = crate::host::network::parse_cidr_v4(cidr)?;
-    let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix)
+    };
     Some((u32::from(net) & mask, prefix))
 }
 
@@ -246,7 +254,11 @@ pub fn overlaps(a: &str, b: &str) -> bool {
 }
 
 /// Every IPv4 range in use that the new pod CIDR must not touch, with where it was seen.
-fn ranges_in_use(nodes: &[ClusterNode], flannel: &[String], services: &[String]) -> Vec<(String, String)> {
+fn ranges_in_use(
+    nodes: &[ClusterNode],
+    flannel: &[String],
+    services: &[String],
+) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
     for c in flannel {
         out.push((c.clone(), "flannel's cluster-cidr".into()));
@@ -262,7 +274,11 @@ fn ranges_in_use(nodes: &[ClusterNode], flannel: &[String], services: &[String])
             if parse_v4(&a.cidr).is_some() {
                 out.push((
                     a.cidr.clone(),
-                    format!("address of {} on {}", n.hostname, a.dev.as_deref().unwrap_or("?")),
+                    format!(
+                        "address of {} on {}",
+                        n.hostname,
+                        a.dev.as_deref().unwrap_or("?")
+                    ),
                 ));
             }
         }
@@ -275,7 +291,10 @@ fn ranges_in_use(nodes: &[ClusterNode], flannel: &[String], services: &[String])
                         "route on {} dev {}{}",
                         n.hostname,
                         r.dev,
-                        r.via.as_deref().map(|v| format!(" via {v}")).unwrap_or_default()
+                        r.via
+                            .as_deref()
+                            .map(|v| format!(" via {v}"))
+                            .unwrap_or_default()
                     ),
                 ));
             }
@@ -313,7 +332,8 @@ pub fn build(inputs: Inputs, opts: ClusterOptions) -> ClusterPlan {
 
     // Reports: readable, every node once, one target version.
     let mut p = Precondition::new("cluster.reports", "A readable report from every node");
-    p.evidence.extend(inputs.refused.iter().map(|r| format!("refused: {r}")));
+    p.evidence
+        .extend(inputs.refused.iter().map(|r| format!("refused: {r}")));
     p.evidence.extend(inputs.duplicates.iter().cloned());
     let versions: BTreeSet<&str> = nodes.iter().map(|n| n.cilium_version.as_str()).collect();
     if nodes.is_empty() {
@@ -364,7 +384,8 @@ pub fn build(inputs: Inputs, opts: ClusterOptions) -> ClusterPlan {
             (None, _) => missing_facts.push(n.hostname.clone()),
             (Some(_), None) => {
                 p.status = Status::Fail;
-                p.evidence.push(format!("{}: no k3s found in its report", n.hostname));
+                p.evidence
+                    .push(format!("{}: no k3s found in its report", n.hostname));
             }
             (Some(_), Some(k)) => match k.flannel_backend.as_deref() {
                 Some("none") => {
@@ -400,7 +421,8 @@ pub fn build(inputs: Inputs, opts: ClusterOptions) -> ClusterPlan {
         _ => "the dual-overlay procedure needs flannel (or another CNI routing through the Linux stack) on every node and a server".into(),
     };
     if !missing_facts.is_empty() {
-        p.remedy = Some("run `preflight job` with this preflight and collect the reports again".into());
+        p.remedy =
+            Some("run `preflight job` with this preflight and collect the reports again".into());
     }
     pre.push(p);
 
@@ -445,7 +467,8 @@ pub fn build(inputs: Inputs, opts: ClusterOptions) -> ClusterPlan {
             continue;
         }
         if n.go {
-            p.evidence.push(format!("{}: GO ({})", n.hostname, n.kernel_release));
+            p.evidence
+                .push(format!("{}: GO ({})", n.hostname, n.kernel_release));
             continue;
         }
         let (fixed, open): (Vec<&String>, Vec<&String>) =
@@ -465,7 +488,10 @@ pub fn build(inputs: Inputs, opts: ClusterOptions) -> ClusterPlan {
             p.evidence.push(format!(
                 "{}: NO-GO, blocked by {} (no migration step fixes these)",
                 n.hostname,
-                open.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                open.iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
     }
@@ -535,7 +561,8 @@ pub fn build(inputs: Inputs, opts: ClusterOptions) -> ClusterPlan {
                     break;
                 }
                 skipped.push(format!("UDP {port}: bound on {}", on.join(", ")));
-                p.evidence.push(format!("UDP {port} bound on {}", on.join(", ")));
+                p.evidence
+                    .push(format!("UDP {port} bound on {}", on.join(", ")));
                 chosen = 0;
             }
             if chosen == 0 {
@@ -553,7 +580,8 @@ pub fn build(inputs: Inputs, opts: ClusterOptions) -> ClusterPlan {
     ));
     if !unknown_net.is_empty() && p.status == Status::Pass {
         p.status = Status::Unknown;
-        p.evidence.extend(unknown_net.iter().map(|u| format!("could not tell: {u}")));
+        p.evidence
+            .extend(unknown_net.iter().map(|u| format!("could not tell: {u}")));
     }
     p.detail = match p.status {
         Status::Pass => format!(
@@ -603,7 +631,8 @@ pub fn build(inputs: Inputs, opts: ClusterOptions) -> ClusterPlan {
                     break;
                 }
                 skipped.push(format!("{c}: overlaps {}", hit.join(", ")));
-                p.evidence.push(format!("{c} skipped: overlaps {}", hit.join(", ")));
+                p.evidence
+                    .push(format!("{c} skipped: overlaps {}", hit.join(", ")));
             }
             chosen.unwrap_or_else(|| {
                 p.status = Status::Fail;
@@ -658,7 +687,8 @@ pub fn build(inputs: Inputs, opts: ClusterOptions) -> ClusterPlan {
         }
     }
     for ((c, b), on) in &dirs {
-        p.evidence.push(format!("conf {c}, bin {b}: {}", on.join(", ")));
+        p.evidence
+            .push(format!("conf {c}, bin {b}: {}", on.join(", ")));
     }
     if dirs.len() > 1 {
         p.status = Status::Fail;
@@ -667,11 +697,12 @@ pub fn build(inputs: Inputs, opts: ClusterOptions) -> ClusterPlan {
                 .into(),
         );
     }
-    let migration_cni = dirs
-        .keys()
-        .next()
-        .cloned()
-        .unwrap_or_else(|| (K3S_CONF_DIR.into(), "/var/lib/rancher/k3s/data/current/bin".into()));
+    let migration_cni = dirs.keys().next().cloned().unwrap_or_else(|| {
+        (
+            K3S_CONF_DIR.into(),
+            "/var/lib/rancher/k3s/data/current/bin".into(),
+        )
+    });
     let final_cni = final_dirs(&migration_cni.0, &migration_cni.1);
     p.detail = match p.status {
         Status::Pass => format!(
@@ -684,10 +715,7 @@ pub fn build(inputs: Inputs, opts: ClusterOptions) -> ClusterPlan {
     pre.push(p);
 
     // Values the migration cannot take.
-    let mut p = Precondition::new(
-        "cluster.values",
-        "Your values fit a dual-overlay migration",
-    );
+    let mut p = Precondition::new("cluster.values", "Your values fit a dual-overlay migration");
     if crate::plan::wants_kube_proxy_replacement(&opts.user_values) {
         p.status = Status::Fail;
         p.evidence.push(
@@ -810,7 +838,11 @@ fn note_replaced(user: &Value, required: &Value, prefix: &str, notes: &mut Vec<S
         return;
     };
     for (k, want) in r {
-        let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
         match u.get(k) {
             Some(got) if got.is_object() && want.is_object() => {
                 note_replaced(got, want, &path, notes)
@@ -853,7 +885,10 @@ mod tests {
         assert!(overlaps("10.42.3.0/24", "10.42.0.0/16"));
         assert!(!overlaps("10.44.0.0/16", "10.42.0.0/16"));
         assert!(overlaps("10.0.0.0/8", "10.44.1.1/32"));
-        assert!(!overlaps("fd00::/8", "10.0.0.0/8"), "IPv6 is not compared with IPv4");
+        assert!(
+            !overlaps("fd00::/8", "10.0.0.0/8"),
+            "IPv6 is not compared with IPv4"
+        );
     }
 
     #[test]

@@ -78,8 +78,16 @@ pub fn render(plan: &ClusterPlan, steps: &[ClusterStep], access: &Access) -> Str
         "Migrate the cluster from flannel to Cilium {} by dual overlay ({} node(s): server {}; agent {})",
         plan.opts.cilium_version,
         plan.nodes.len(),
-        if servers.is_empty() { "none".into() } else { servers.join(", ") },
-        if agents.is_empty() { "none".into() } else { agents.join(", ") },
+        if servers.is_empty() {
+            "none".into()
+        } else {
+            servers.join(", ")
+        },
+        if agents.is_empty() {
+            "none".into()
+        } else {
+            agents.join(", ")
+        },
     );
     let _ = writeln!(out, "Procedure: {}\n", super::GUIDE);
 
@@ -119,7 +127,11 @@ pub fn render(plan: &ClusterPlan, steps: &[ClusterStep], access: &Access) -> Str
         "  CNI dirs      while flannel runs: conf {}, bin {}; after: conf {}, bin {}",
         c.migration_cni.0, c.migration_cni.1, c.final_cni.0, c.final_cni.1
     );
-    let _ = writeln!(out, "  node config   {} CiliumNodeConfig", c.node_config_api);
+    let _ = writeln!(
+        out,
+        "  node config   {} CiliumNodeConfig",
+        c.node_config_api
+    );
     for (stage, v) in [
         (ValuesStage::Migration, &plan.migration_values),
         (ValuesStage::Final, &plan.final_values),
@@ -161,7 +173,8 @@ pub fn render(plan: &ClusterPlan, steps: &[ClusterStep], access: &Access) -> Str
         out,
         "\n{}",
         match plan.exit_code() {
-            0 => "READY: every precondition holds; `preflight migrate --cluster` carries this out (or --emit-gitops for Argo CD)",
+            0 =>
+                "READY: every precondition holds; `preflight install --cluster` carries this out (or --emit-gitops for Argo CD)",
             1 => "NOT READY: a precondition fails (above)",
             _ => "UNDECIDED: a precondition could not be checked (above)",
         }

@@ -28,9 +28,8 @@ use crate::{
     plan::runner::{Argv, Runner, Tool},
 };
 
-fn say(line: &str) {
-    crate::outln!("{line}");
-}
+/// Where progress lines go (the command prints them on stdout).
+pub type Say<'a> = &'a dyn Fn(&str);
 
 /// Testing hooks, honoured by debug builds only: fail (`PREFLIGHT_CLUSTER_FAIL_AT`) or SIGKILL
 /// the process (`PREFLIGHT_CLUSTER_KILL_AT`) right after the journal records the named step.
@@ -50,7 +49,7 @@ fn hook(step: &str) -> anyhow::Result<()> {
 
 /// Run an argument vector (a node stage), its output relayed indented; an error when it does
 /// not exit 0 in time.
-fn run_argv(argv: &[String], timeout: Duration) -> anyhow::Result<()> {
+fn run_argv(argv: &[String], timeout: Duration, say: Say) -> anyhow::Result<()> {
     let Some((program, args)) = argv.split_first() else {
         bail!("empty node command");
     };
@@ -79,17 +78,32 @@ fn run_argv(argv: &[String], timeout: Duration) -> anyhow::Result<()> {
         None => {
             let _ = child.kill();
             let _ = child.wait();
-            bail!("{shown}: still running after {} s; killed", timeout.as_secs());
+            bail!(
+                "{shown}: still running after {} s; killed",
+                timeout.as_secs()
+            );
         }
     };
     let stdout = reader.join().unwrap_or_default();
     let stderr = err_reader.join().unwrap_or_default();
     // The node's last lines say what it did; the whole plan is in its own journal.
-    for l in stdout.lines().rev().take(4).collect::<Vec<_>>().into_iter().rev() {
+    for l in stdout
+        .lines()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+    {
         say(&format!("        | {l}"));
     }
     if !status.success() {
-        let tail: Vec<&str> = stdout.lines().chain(stderr.lines()).rev().take(12).collect();
+        let tail: Vec<&str> = stdout
+            .lines()
+            .chain(stderr.lines())
+            .rev()
+            .take(12)
+            .collect();
         bail!(
             "{shown} exited with {status}:\n{}",
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
@@ -99,7 +113,9 @@ fn run_argv(argv: &[String], timeout: Duration) -> anyhow::Result<()> {
 }
 
 fn helm_revision(runner: &Runner, release: &str, ns: &str, kube_args: &[String]) -> Option<u64> {
-    let mut a: Vec<String> = ["status", release, "-n", ns, "-o", "json"].map(String::from).to_vec();
+    let mut a: Vec<String> = ["status", release, "-n", ns, "-o", "json"]
+        .map(String::from)
+        .to_vec();
     a.extend(kube_args.iter().cloned());
     let o = runner.run(Tool::Helm, &a).ok()?;
     if !o.success() {
@@ -138,6 +154,7 @@ pub fn install(
     steps: &[ClusterStep],
     access: &Access,
     runner: &Runner,
+    say: Say,
 ) -> anyhow::Result<u8> {
     let ns = plan.opts.namespace.clone();
     let timeout = wait_timeout();
@@ -154,14 +171,19 @@ pub fn install(
             ClusterJournal::path_in(&access.state_dir).display(),
             access.state_dir.display()
         ),
-        Some(j) if j.file.pod_cidr != plan.choices.pod_cidr || j.file.tunnel_port != plan.choices.tunnel_port => bail!(
-            "{}: a run with pod CIDR {} and tunnel port {} is journaled; this plan chose {} and {}: roll that run back first (`preflight rollback --cluster`)",
-            ClusterJournal::path_in(&access.state_dir).display(),
-            j.file.pod_cidr,
-            j.file.tunnel_port,
-            plan.choices.pod_cidr,
-            plan.choices.tunnel_port
-        ),
+        Some(j)
+            if j.file.pod_cidr != plan.choices.pod_cidr
+                || j.file.tunnel_port != plan.choices.tunnel_port =>
+        {
+            bail!(
+                "{}: a run with pod CIDR {} and tunnel port {} is journaled; this plan chose {} and {}: roll that run back first (`preflight rollback --cluster`)",
+                ClusterJournal::path_in(&access.state_dir).display(),
+                j.file.pod_cidr,
+                j.file.tunnel_port,
+                plan.choices.pod_cidr,
+                plan.choices.tunnel_port
+            )
+        }
         Some(mut j) => {
             say(&format!(
                 "Resuming the run journaled in {} (nodes: {})",
@@ -194,12 +216,16 @@ pub fn install(
     ));
     for (i, step) in steps.iter().enumerate() {
         say(&format!("{:>3}/{}. {} …", i + 1, steps.len(), step.title));
-        if journal.entry(&step.id).is_some_and(|e| e.state == EntryState::Done) {
+        if journal
+            .entry(&step.id)
+            .is_some_and(|e| e.state == EntryState::Done)
+        {
             say("      already done");
             continue;
         }
-        match run_step(plan, step, access, runner, &kube, &mut journal) {
-            Ok(()) => say("      ok"),
+        let started = std::time::Instant::now();
+        match run_step(plan, step, access, runner, &kube, &mut journal, say) {
+            Ok(()) => say(&format!("      ok ({} ms)", started.elapsed().as_millis())),
             Err(e) => {
                 say(&format!("      FAILED: {e:#}"));
                 say(&format!(
@@ -208,13 +234,15 @@ pub fn install(
                     step.id
                 ));
                 drop(journal);
-                let code = undo_all(access, runner, Some(&kube))?;
+                let code = undo_all(access, runner, Some(&kube), say)?;
                 return Ok(if code == exit::GO { exit::NO_GO } else { code });
             }
         }
     }
     journal.set_status(Status::Complete)?;
-    say("\nCluster migrated: every node runs Cilium, flannel is off. `preflight rollback --cluster` undoes it.");
+    say(
+        "\nCluster migrated: every node runs Cilium, flannel is off. `preflight rollback --cluster` undoes it.",
+    );
     Ok(exit::GO)
 }
 
@@ -234,6 +262,7 @@ fn run_step(
     runner: &Runner,
     kube: &Kube,
     journal: &mut ClusterJournal,
+    say: Say,
 ) -> anyhow::Result<()> {
     use ClusterAction as A;
     let id = step.id.as_str();
@@ -248,8 +277,11 @@ fn run_step(
             if interrupted {
                 // The stage may have been cut off half way: its node journal is then
                 // interrupted and refuses a new run until that stage is rolled back.
-                say(&format!("      resuming: rolling {} back on {node} first", stage.as_str()));
-                run_argv(&rollback, runner.timeout())?;
+                say(&format!(
+                    "      resuming: rolling {} back on {node} first",
+                    stage.as_str()
+                ));
+                run_argv(&rollback, runner.timeout(), say)?;
             }
             let seq = journal.intent(
                 id,
@@ -260,7 +292,7 @@ fn run_step(
                 },
             )?;
             hook(id)?;
-            run_argv(&access.node_command(node, *stage), runner.timeout())?;
+            run_argv(&access.node_command(node, *stage), runner.timeout(), say)?;
             journal.node_reached(node, *stage)?;
             seq
         }
@@ -350,12 +382,26 @@ fn run_step(
                 A::RestartDaemonSet => kube.restart_daemonset("cilium", &now())?,
                 A::Drain { node } => {
                     let evicted = kube.drain(node)?;
-                    say(&format!("      evicted: {}", if evicted.is_empty() { "nothing".into() } else { evicted.join(", ") }));
+                    say(&format!(
+                        "      evicted: {}",
+                        if evicted.is_empty() {
+                            "nothing".into()
+                        } else {
+                            evicted.join(", ")
+                        }
+                    ));
                 }
                 A::RestartAgent { node } => kube.restart_agent(node)?,
                 A::RecreatePods { node } => {
                     let done = kube.recreate_pods(node)?;
-                    say(&format!("      recreated: {}", if done.is_empty() { "nothing".into() } else { done.join(", ") }));
+                    say(&format!(
+                        "      recreated: {}",
+                        if done.is_empty() {
+                            "nothing".into()
+                        } else {
+                            done.join(", ")
+                        }
+                    ));
                 }
                 A::Validate { node } => kube.validate(node, &plan.choices.pod_cidr)?,
                 A::WaitNodeReady { node } => kube.wait_node_ready(node)?,
@@ -392,11 +438,11 @@ fn now() -> String {
 }
 
 /// `rollback --cluster`: exit 0 restored, 2 when an undo failed (journal kept; run it again).
-pub fn rollback(access: &Access, runner: &Runner) -> anyhow::Result<u8> {
-    undo_all(access, runner, None)
+pub fn rollback(access: &Access, runner: &Runner, say: Say) -> anyhow::Result<u8> {
+    undo_all(access, runner, None, say)
 }
 
-fn undo_all(access: &Access, runner: &Runner, kube: Option<&Kube>) -> anyhow::Result<u8> {
+fn undo_all(access: &Access, runner: &Runner, kube: Option<&Kube>, say: Say) -> anyhow::Result<u8> {
     let Some(mut journal) = ClusterJournal::load(&access.state_dir)? else {
         say("Nothing to roll back (no cluster journal).");
         return Ok(exit::GO);
@@ -416,7 +462,7 @@ fn undo_all(access: &Access, runner: &Runner, kube: Option<&Kube>) -> anyhow::Re
         if e.state == EntryState::Undone {
             continue;
         }
-        match undo(&e.undo, kube, runner) {
+        match undo(&e.undo, kube, runner, say) {
             Ok(Some(what)) => {
                 say(&format!("  undone: {} ({}): {what}", e.step, e.seq));
                 journal.set_state(e.seq, EntryState::Undone)?;
@@ -446,7 +492,7 @@ fn undo_all(access: &Access, runner: &Runner, kube: Option<&Kube>) -> anyhow::Re
     }
 }
 
-fn undo(u: &Undo, kube: &Kube, runner: &Runner) -> anyhow::Result<Option<String>> {
+fn undo(u: &Undo, kube: &Kube, runner: &Runner, say: Say) -> anyhow::Result<Option<String>> {
     Ok(match u {
         Undo::Nothing => None,
         Undo::NodeStage {
@@ -454,7 +500,7 @@ fn undo(u: &Undo, kube: &Kube, runner: &Runner) -> anyhow::Result<Option<String>
             stage,
             rollback,
         } => {
-            run_argv(rollback, runner.timeout())?;
+            run_argv(rollback, runner.timeout(), say)?;
             Some(format!("stage {} rolled back on {node}", stage.as_str()))
         }
         Undo::Helm {
@@ -505,7 +551,10 @@ fn undo(u: &Undo, kube: &Kube, runner: &Runner) -> anyhow::Result<Option<String>
                 return Ok(None);
             }
             kube.set_unschedulable(node, *prior)?;
-            Some(format!("{node} {}", if *prior { "cordoned" } else { "uncordoned" }))
+            Some(format!(
+                "{node} {}",
+                if *prior { "cordoned" } else { "uncordoned" }
+            ))
         }
         Undo::Label { node, prior } => {
             if kube.label(node, super::MIGRATION_LABEL)? == *prior {
@@ -520,7 +569,11 @@ fn undo(u: &Undo, kube: &Kube, runner: &Runner) -> anyhow::Result<Option<String>
                     Some(v) => format!("{}={v} again", super::MIGRATION_LABEL),
                     None => format!("{} removed", super::MIGRATION_LABEL),
                 },
-                if restarted { ", its Cilium pod restarted" } else { "" }
+                if restarted {
+                    ", its Cilium pod restarted"
+                } else {
+                    ""
+                }
             ))
         }
     })

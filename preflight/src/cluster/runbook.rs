@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use super::plan::ClusterPlan;
 
 /// What runs on a node, as `preflight install --migration-stage STAGE` there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum NodeStage {
     /// bpffs mounted shared and persistent, stale Cilium state moved aside, and the files and
@@ -57,31 +59,55 @@ impl ValuesStage {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClusterAction {
     /// `preflight install --migration-stage STAGE` on the node.
-    NodeStage { node: String, stage: NodeStage },
+    NodeStage {
+        node: String,
+        stage: NodeStage,
+    },
     /// `helm upgrade --install` with a stage's values file.
-    Helm { stage: ValuesStage, args: Vec<String> },
+    Helm {
+        stage: ValuesStage,
+        args: Vec<String>,
+    },
     /// The Cilium DaemonSet rolled out on every node (updated and ready).
     WaitDaemonSet,
     /// `kubectl rollout restart daemonset/cilium`, then wait.
     RestartDaemonSet,
     ApplyNodeConfig,
     DeleteNodeConfig,
-    Cordon { node: String },
+    Cordon {
+        node: String,
+    },
     /// Evict every pod but DaemonSet and mirror pods; an eviction a PodDisruptionBudget refuses
     /// (429) is retried until the budget allows it or the wait ends.
-    Drain { node: String },
-    Label { node: String },
+    Drain {
+        node: String,
+    },
+    Label {
+        node: String,
+    },
     /// Delete the node's Cilium pod; the DaemonSet recreates it with the per-node config.
-    RestartAgent { node: String },
+    RestartAgent {
+        node: String,
+    },
     /// Delete the pods left on the node (DaemonSet pods that are not hostNetwork), so that
     /// they are recreated on Cilium's network.
-    RecreatePods { node: String },
+    RecreatePods {
+        node: String,
+    },
     /// The node Ready, its Cilium pod Ready, its pods' IPs in Cilium's pod CIDR.
-    Validate { node: String },
-    Uncordon { node: String },
+    Validate {
+        node: String,
+    },
+    Uncordon {
+        node: String,
+    },
     /// The node Ready again after a stage restarted k3s.
-    WaitNodeReady { node: String },
-    Unlabel { node: String },
+    WaitNodeReady {
+        node: String,
+    },
+    Unlabel {
+        node: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -197,7 +223,12 @@ fn step(id: String, node: Option<&str>, title: String, action: ClusterAction) ->
 }
 
 impl ClusterStep {
-    fn says(mut self, changes: impl Into<String>, why: impl Into<String>, undo: impl Into<String>) -> Self {
+    fn says(
+        mut self,
+        changes: impl Into<String>,
+        why: impl Into<String>,
+        undo: impl Into<String>,
+    ) -> Self {
         self.changes = changes.into();
         self.why = why.into();
         self.undo = undo.into();
@@ -261,8 +292,17 @@ pub fn build(plan: &ClusterPlan, access: &Access) -> Vec<ClusterStep> {
         ),
     );
     steps.push(
-        step("cluster.wait.cilium".into(), None, "Wait for daemonset/cilium on every node".into(), A::WaitDaemonSet)
-            .says("nothing", "every node's agent must be up before any node moves", "nothing to undo"),
+        step(
+            "cluster.wait.cilium".into(),
+            None,
+            "Wait for daemonset/cilium on every node".into(),
+            A::WaitDaemonSet,
+        )
+        .says(
+            "nothing",
+            "every node's agent must be up before any node moves",
+            "nothing to undo",
+        ),
     );
     steps.push(
         step(
@@ -287,8 +327,17 @@ pub fn build(plan: &ClusterPlan, access: &Access) -> Vec<ClusterStep> {
         let h = h.as_str();
         let n = Some(h);
         steps.push(
-            step(format!("node.{h}.cordon"), n, format!("{h}: cordon"), A::Cordon { node: h.into() })
-                .says("spec.unschedulable=true", "no new pod lands on the node while its network changes", "uncordoned (when it was schedulable before)"),
+            step(
+                format!("node.{h}.cordon"),
+                n,
+                format!("{h}: cordon"),
+                A::Cordon { node: h.into() },
+            )
+            .says(
+                "spec.unschedulable=true",
+                "no new pod lands on the node while its network changes",
+                "uncordoned (when it was schedulable before)",
+            ),
         );
         steps.push(
             step(format!("node.{h}.drain"), n, format!("{h}: drain (Eviction API, PodDisruptionBudgets respected)"), A::Drain { node: h.into() })
@@ -363,8 +412,17 @@ pub fn build(plan: &ClusterPlan, access: &Access) -> Vec<ClusterStep> {
         ),
     );
     steps.push(
-        step("cluster.restart.cilium".into(), None, "Restart daemonset/cilium and wait".into(), A::RestartDaemonSet)
-            .says("every agent restarts with the final values", "the guide restarts the DaemonSet after the upgrade", "the helm rollback's own rollout restarts them"),
+        step(
+            "cluster.restart.cilium".into(),
+            None,
+            "Restart daemonset/cilium and wait".into(),
+            A::RestartDaemonSet,
+        )
+        .says(
+            "every agent restarts with the final values",
+            "the guide restarts the DaemonSet after the upgrade",
+            "the helm rollback's own rollout restarts them",
+        ),
     );
     steps.push(
         step(
@@ -373,7 +431,11 @@ pub fn build(plan: &ClusterPlan, access: &Access) -> Vec<ClusterStep> {
             format!("Delete CiliumNodeConfig {ns}/{}", super::NODE_CONFIG_NAME),
             A::DeleteNodeConfig,
         )
-        .says("the per-node config is gone", "every node runs the final values; the override is no longer needed", "created again"),
+        .says(
+            "the per-node config is gone",
+            "every node runs the final values; the override is no longer needed",
+            "created again",
+        ),
     );
 
     // 5. flannel off: servers first.
@@ -398,8 +460,17 @@ pub fn build(plan: &ClusterPlan, access: &Access) -> Vec<ClusterStep> {
             ),
         );
         steps.push(
-            step(format!("node.{h}.ready"), Some(h), format!("{h}: wait until Ready"), A::WaitNodeReady { node: h.into() })
-                .says("nothing", "k3s restarted: the node must be back before the next one goes", "nothing to undo"),
+            step(
+                format!("node.{h}.ready"),
+                Some(h),
+                format!("{h}: wait until Ready"),
+                A::WaitNodeReady { node: h.into() },
+            )
+            .says(
+                "nothing",
+                "k3s restarted: the node must be back before the next one goes",
+                "nothing to undo",
+            ),
         );
     }
 
@@ -407,8 +478,17 @@ pub fn build(plan: &ClusterPlan, access: &Access) -> Vec<ClusterStep> {
     for n in &plan.nodes {
         let h = n.hostname.as_str();
         steps.push(
-            step(format!("node.{h}.unlabel"), Some(h), format!("{h}: remove label {}", super::MIGRATION_LABEL), A::Unlabel { node: h.into() })
-                .says("one node label", "the per-node config is gone: the label selects nothing any more", "labelled again"),
+            step(
+                format!("node.{h}.unlabel"),
+                Some(h),
+                format!("{h}: remove label {}", super::MIGRATION_LABEL),
+                A::Unlabel { node: h.into() },
+            )
+            .says(
+                "one node label",
+                "the per-node config is gone: the label selects nothing any more",
+                "labelled again",
+            ),
         );
     }
     steps

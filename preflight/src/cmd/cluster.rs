@@ -31,7 +31,12 @@ pub struct ClusterPlanArgs {
     #[arg(long, value_name = "PORT", requires = "reports")]
     pub tunnel_port: Option<u16>,
     /// With --emit-gitops: the Git repository the app-of-apps syncs from.
-    #[arg(long, value_name = "URL", requires = "reports", default_value = "https://git.example/your/cluster-config.git")]
+    #[arg(
+        long,
+        value_name = "URL",
+        requires = "reports",
+        default_value = "https://git.example/your/cluster-config.git"
+    )]
     pub gitops_repo: String,
 }
 
@@ -71,11 +76,8 @@ pub fn build_plan(
     reports: &ClusterPlanArgs,
     target: &super::plan::TargetArgs,
 ) -> anyhow::Result<ClusterPlan> {
-    let t = crate::cilium::Target::build(
-        &target
-            .flags
-            .spec(Some(crate::plan::DEFAULT_CHART_VERSION)),
-    )?;
+    let t =
+        crate::cilium::Target::build(&target.flags.spec(Some(crate::plan::DEFAULT_CHART_VERSION)))?;
     let inputs = cluster::plan::read_inputs(&reports.reports)?;
     Ok(cluster::plan::build(
         inputs,
@@ -127,7 +129,10 @@ pub fn install_stage(args: &super::plan::InstallArgs, stage: &str) -> anyhow::Re
     let host = super::plan::node_root(&args.root)?;
     let root = host.root().to_path_buf();
     let runner = args.tools.runner();
-    let target = args.target.flags.spec(Some(crate::plan::DEFAULT_CHART_VERSION));
+    let target = args
+        .target
+        .flags
+        .spec(Some(crate::plan::DEFAULT_CHART_VERSION));
     let node = NodeState::read(&root, &runner)?;
     let opts = crate::plan::PlanOptions {
         cilium_version: target
@@ -174,7 +179,8 @@ pub fn install_stage(args: &super::plan::InstallArgs, stage: &str) -> anyhow::Re
                 failure.step,
                 failure.error
             );
-            let code = super::plan::print_rollback(exec::rollback_stage(&root, &runner, stage)?);
+            let code =
+                print_stage_rollback(exec::rollback_stage(&root, &runner, stage)?, stage, &root);
             super::plan::report_fault_points();
             Ok(if code == exit::GO { exit::NO_GO } else { code })
         }
@@ -189,17 +195,65 @@ pub fn install(args: &super::plan::InstallArgs) -> anyhow::Result<u8> {
     let steps = runbook::build(&plan, &access);
     crate::out!("{}", cluster::render::render(&plan, &steps, &access));
     if !plan.go() && !args.force {
-        crate::outln!("Refusing to migrate: a precondition does not hold (above). --force overrides.");
+        crate::outln!(
+            "Refusing to migrate: a precondition does not hold (above). --force overrides."
+        );
         return Ok(plan.exit_code());
     }
     if !super::plan::confirm(args.yes, "Migrate the cluster with the runbook above")? {
         crate::outln!("Not confirmed; nothing changed.");
         return Ok(exit::NO_GO);
     }
-    cluster::run::install(&plan, &steps, &access, &args.tools.runner())
+    cluster::run::install(&plan, &steps, &access, &args.tools.runner(), &|l| {
+        crate::outln!("{l}")
+    })
 }
 
 /// `rollback --cluster`: undo from the cluster journal.
 pub fn rollback(args: &super::plan::RollbackArgs) -> anyhow::Result<u8> {
-    cluster::run::rollback(&args.access.access(), &args.tools.runner())
+    cluster::run::rollback(&args.access.access(), &args.tools.runner(), &|l| {
+        crate::outln!("{l}")
+    })
+}
+
+/// What `rollback --migration-stage` did: that stage undone; the node's other stages stay.
+pub fn print_stage_rollback(
+    r: crate::plan::exec::RollbackReport,
+    stage: &str,
+    root: &std::path::Path,
+) -> u8 {
+    if r.nothing_to_do {
+        crate::outln!("Nothing of stage {stage} to roll back on this node.");
+        return exit::GO;
+    }
+    for u in &r.undone {
+        crate::outln!("  undone: {u}");
+    }
+    for n in &r.notes {
+        crate::outln!("  left as is: {n}");
+    }
+    for k in &r.kept {
+        crate::outln!("  WARNING: {k}");
+    }
+    if !r.failed.is_empty() {
+        for f in &r.failed {
+            crate::outln!("  FAILED: {f}");
+        }
+        crate::outln!(
+            "Stage {stage} not fully rolled back: fix the above and run `preflight rollback --migration-stage {stage}` again (the journal is kept)."
+        );
+        return exit::ERROR;
+    }
+    if crate::plan::journal::Journal::load(root)
+        .ok()
+        .flatten()
+        .is_some()
+    {
+        crate::outln!(
+            "Stage {stage} rolled back; the node's other migration stages stay (`preflight rollback` undoes them too)."
+        );
+    } else {
+        crate::outln!("Stage {stage} rolled back: the node is as it was before the migration.");
+    }
+    exit::GO
 }

@@ -398,7 +398,11 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
 /// Before any change: every tool the plan runs must be there, and helm and kubectl must answer
 /// (`kubectl version` also reaches the API server). Err lists every problem: exit 2, nothing
 /// changed.
-pub(super) fn check_tools(runner: &Runner, plan: &crate::plan::Plan, node: &NodeState) -> anyhow::Result<()> {
+pub(super) fn check_tools(
+    runner: &Runner,
+    plan: &crate::plan::Plan,
+    node: &NodeState,
+) -> anyhow::Result<()> {
     let tools = crate::plan::tools_needed(plan);
     let mut problems: Vec<String> = tools
         .iter()
@@ -635,11 +639,14 @@ pub fn rollback(args: &RollbackArgs) -> anyhow::Result<u8> {
     let host = node_root(&args.root)?;
     let root = host.root().to_path_buf();
     let runner = args.tools.runner();
-    let report = match &args.migration_stage {
-        Some(stage) => exec::rollback_stage(&root, &runner, stage)?,
-        None => exec::rollback(&root, &runner)?,
+    let code = match &args.migration_stage {
+        Some(stage) => super::cluster::print_stage_rollback(
+            exec::rollback_stage(&root, &runner, stage)?,
+            stage,
+            &root,
+        ),
+        None => print_rollback(exec::rollback(&root, &runner)?),
     };
-    let code = print_rollback(report);
     report_fault_points();
     Ok(code)
 }

@@ -83,7 +83,12 @@ pub fn parse_route(text: &str) -> Vec<NodeRoute> {
         .skip(1)
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            let (dev, dst, gw, mask) = (f.first()?, hex_v4(f.get(1)?)?, hex_v4(f.get(2)?)?, hex_v4(f.get(7)?)?);
+            let (dev, dst, gw, mask) = (
+                f.first()?,
+                hex_v4(f.get(1)?)?,
+                hex_v4(f.get(2)?)?,
+                hex_v4(f.get(7)?)?,
+            );
             if *dev == "lo" {
                 return None;
             }
@@ -202,14 +207,22 @@ pub fn parse_cidr_v4(s: &str) -> Option<(Ipv4Addr, u32)> {
 }
 
 fn contains_v4(net: Ipv4Addr, prefix: u32, addr: Ipv4Addr) -> bool {
-    let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix)
+    };
     u32::from(net) & mask == u32::from(addr) & mask
 }
 
 /// k3s's role and CIDRs on this node, from the merged config (`k3s`), the service units and
 /// containerd's CNI dirs (`cni`); None when k3s is not on this node. The role follows the same
 /// rule as the migration plan: a `k3s-agent` unit, or a `server:` URL and no server unit.
-pub fn k3s_role(host: &HostRoot, k3s: &super::k3s::K3sFacts, cni: &super::cni::CniFacts) -> Option<K3sRole> {
+pub fn k3s_role(
+    host: &HostRoot,
+    k3s: &super::k3s::K3sFacts,
+    cni: &super::cni::CniFacts,
+) -> Option<K3sRole> {
     if !k3s.present {
         return None;
     }
@@ -226,7 +239,11 @@ pub fn k3s_role(host: &HostRoot, k3s: &super::k3s::K3sFacts, cni: &super::cni::C
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
             .collect();
-        if l.is_empty() { vec![default.to_string()] } else { l }
+        if l.is_empty() {
+            vec![default.to_string()]
+        } else {
+            l
+        }
     };
     Some(K3sRole {
         role: if agent { "agent" } else { "server" }.into(),
@@ -252,7 +269,8 @@ mod tests {
     // Captured from a network namespace of this kernel set up like a flannel node (eth0
     // 192.168.50.11/24, cni0 10.42.0.1/24, flannel.1 on UDP 8472, a route to the other node's
     // pod subnet through flannel.1).
-    const ROUTE: &str = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+    const ROUTE: &str =
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
 eth0\t00000000\t0132A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0
 eth0\t0032A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
 cni0\t00002A0A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
@@ -283,7 +301,14 @@ flannel.1\t00012A0A\t00012A0A\t0043\t0\t0\t0\t00FFFFFF\t0\t0\t0
 
     #[test]
     fn parsers_take_garbage_without_panicking() {
-        for junk in ["", "\n\n", "x y z", "Iface\nlo 0 0", "a\tb\tc\td\te\tf\tg\th", "|-- \n/32 host LOCAL"] {
+        for junk in [
+            "",
+            "\n\n",
+            "x y z",
+            "Iface\nlo 0 0",
+            "a\tb\tc\td\te\tf\tg\th",
+            "|-- \n/32 host LOCAL",
+        ] {
             let _ = parse_route(junk);
             let _ = parse_ipv6_route(junk);
             let _ = parse_fib_trie_local(junk);

@@ -59,9 +59,7 @@ pub fn build(node: &NodeState, opts: &PlanOptions, stage: &str) -> anyhow::Resul
     let keep = |s: &Step| -> bool {
         let id = s.id.as_str();
         match stage {
-            "prepare" => {
-                id.starts_with("bpffs.") || id.starts_with("state.stale:")
-            }
+            "prepare" => id.starts_with("bpffs.") || id.starts_with("state.stale:"),
             "cilium-cni" => false,
             "flannel-off" => {
                 id == "k3s.drop-in"
@@ -76,7 +74,11 @@ pub fn build(node: &NodeState, opts: &PlanOptions, stage: &str) -> anyhow::Resul
         }
     };
     let mut steps: Vec<Step> = install.steps.iter().filter(|s| keep(s)).cloned().collect();
-    let k3s_unit = node.k3s.as_ref().map(|k| k.unit.clone()).unwrap_or_else(|| "k3s".into());
+    let k3s_unit = node
+        .k3s
+        .as_ref()
+        .map(|k| k.unit.clone())
+        .unwrap_or_else(|| "k3s".into());
     match stage {
         "prepare" => {
             let (paths, links) = guarded(node);
