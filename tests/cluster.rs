@@ -1430,3 +1430,20 @@ fn a_node_stage_rolls_back_on_its_own() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_same(&before, &c.snapshot(), "both stages rolled back");
 }
+
+/// A cluster journal that does not parse: exit 2 naming the file and line, nothing touched.
+#[test]
+fn a_corrupt_cluster_journal_is_refused_by_file_and_line() {
+    let c = Cluster::new();
+    let before = c.snapshot();
+    let state = c.tmp.path().join("state");
+    fs::create_dir_all(&state).unwrap();
+    fs::write(state.join("cluster-journal.json"), "{\n  \"version\": 1,\n  \"status\": \"in_progress\",\n  oops\n}\n").unwrap();
+    for args in [&["rollback", "--cluster"][..], &["install", "--cluster", fixture().join("reports").to_str().unwrap(), "--yes"][..]] {
+        let o = c.run(args, &[]);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("cluster-journal.json:4: corrupt cluster journal"), "{args:?}: {err}");
+    }
+    assert_same(&before, &c.snapshot(), "corrupt journal");
+}
