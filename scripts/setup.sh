@@ -22,7 +22,9 @@ apt_packages=(
   llvm-19 llvm-16              # llc-NN for the Cilium 1.14 clang | llc pipeline, llvm-objdump
   bpftool                      # the peer tool in the probe benchmark
   iproute2                     # ip netns / veth for the attach canaries' scratch namespace
+  make                         # tests read a real bpf tree's own Makefile options (tests/elf_real_trees.rs)
   qemu-system-x86 busybox-static cpio  # cargo xtask vm-test: real Debian kernels under TCG
+  docker-registry skopeo       # tests/compile_source.rs: a real OCI registry on 127.0.0.1 and a client to push to it
 )
 missing=()
 for p in "${apt_packages[@]}"; do have_pkg "$p" || missing+=("$p"); done
@@ -31,6 +33,12 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
   apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
+  # On a machine run by systemd the docker-registry package starts its own registry on :5000;
+  # the tests start theirs on a free loopback port, so the packaged one is not wanted.
+  if [[ " ${missing[*]} " == *" docker-registry "* ]] && command -v systemctl >/dev/null 2>&1 \
+     && systemctl is-enabled docker-registry >/dev/null 2>&1; then
+    systemctl disable --now docker-registry >/dev/null 2>&1 || true
+  fi
 else
   say "apt: all packages present"
 fi

@@ -5,9 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --exclude preflight-ebpf --all-targets -- -D warnings
-# The eBPF crate: same lints, built for its own target with the pinned toolchain.
-(cd preflight-ebpf && cargo +nightly-2026-05-20 clippy --target bpfel-unknown-none \
-  -Z build-std=core --release -- -D warnings)
+# The eBPF crate: same lints, built for its own target with the pinned toolchain, in both of
+# its builds (the default one and the aya-log one that `-vv` loads).
+for features in "" log; do
+  (cd preflight-ebpf && cargo +nightly-2026-05-20 clippy --target bpfel-unknown-none \
+    -Z build-std=core --release --features "$features" -- -D warnings)
+done
 cargo test --workspace --exclude preflight-ebpf
 # The compile golden reports need root and clang-19 (tests/golden_reports.rs, ~5 s).
 if [ "$(id -u)" = 0 ]; then

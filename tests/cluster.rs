@@ -228,7 +228,7 @@ fn emit_gitops_writes_stages_an_app_of_apps_syncs() {
         "pruned in the last stage"
     );
     let cnc = read("stage-2-node-config/ciliumnodeconfig.yaml");
-    check_node_config_shape(&cnc, "1.18.3");
+    check_node_config_shape(&cnc);
     assert!(
         fs::read_to_string(dir.path().join("runbook.txt"))
             .unwrap()
@@ -297,75 +297,56 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The `CiliumNodeConfig` against the chart of `version` in ../shared (extracted, never
-/// copied): its apiVersion is the one Chart.yaml's `artifacthub.io/crds` lists for the kind
-/// (the chart ships no CRD schema), and its spec has the Go type's shape: `nodeSelector` a
-/// label selector, `defaults` a map of strings.
-fn check_node_config_shape(cnc: &Value, version: &str) {
-    let chart = repo().join(format!("../shared/cilium/{version}/chart.tar.gz"));
-    let chart = if chart.exists() {
-        chart
-    } else {
-        PathBuf::from(format!("/work/shared/cilium/{version}/chart.tar.gz"))
-    };
-    let o = Command::new("tar")
-        .arg("-xzOf")
-        .arg(&chart)
-        .arg("cilium/Chart.yaml")
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "the shared chart {} is needed: {}",
-        chart.display(),
-        text(&o)
-    );
-    let chart_yaml: Value = serde_norway::from_slice(&o.stdout).unwrap();
-    let crds: Value = serde_norway::from_str(
-        chart_yaml["annotations"]["artifacthub.io/crds"]
-            .as_str()
-            .unwrap(),
-    )
-    .unwrap();
-    let entry = crds
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["kind"] == "CiliumNodeConfig")
-        .expect("the chart lists CiliumNodeConfig");
-    assert_eq!(
-        cnc["apiVersion"],
-        format!("cilium.io/{}", entry["version"].as_str().unwrap())
-    );
+/// The `CiliumNodeConfig` in the Go type's shape (the chart ships no CRD schema: the operator
+/// registers the CRD): `nodeSelector` a label selector, `defaults` a map of strings, the guide's
+/// four keys.
+fn check_node_config_shape(cnc: &Value) {
     assert_eq!(cnc["kind"], "CiliumNodeConfig");
     assert_eq!(cnc["metadata"]["namespace"], "kube-system");
     let spec = cnc["spec"].as_object().unwrap();
-    assert_eq!(
-        spec.keys().collect::<Vec<_>>(),
-        ["defaults", "nodeSelector"]
-    );
+    assert_eq!(spec.keys().collect::<Vec<_>>(), ["defaults", "nodeSelector"]);
     let sel = spec["nodeSelector"].as_object().unwrap();
-    assert!(
-        sel.keys()
-            .all(|k| k == "matchLabels" || k == "matchExpressions")
-    );
-    assert_eq!(
-        sel["matchLabels"]["io.cilium.migration/cilium-default"],
-        "true"
-    );
+    assert!(sel.keys().all(|k| k == "matchLabels" || k == "matchExpressions"));
+    assert_eq!(sel["matchLabels"]["io.cilium.migration/cilium-default"], "true");
     for (k, v) in spec["defaults"].as_object().unwrap() {
-        assert!(
-            v.is_string(),
-            "defaults.{k} must be a string (the agent's flag value): {v}"
-        );
+        assert!(v.is_string(), "defaults.{k} must be a string (the agent's flag value): {v}");
     }
-    for key in [
-        "write-cni-conf-when-ready",
-        "custom-cni-conf",
-        "cni-chaining-mode",
-        "cni-exclusive",
-    ] {
+    for key in ["write-cni-conf-when-ready", "custom-cni-conf", "cni-chaining-mode", "cni-exclusive"] {
         assert!(spec["defaults"].get(key).is_some(), "missing {key}");
+    }
+}
+
+/// The `CiliumNodeConfig`'s apiVersion is the one the target chart's Chart.yaml lists for the
+/// kind (`artifacthub.io/crds`), for each chart in ../shared (extracted, never copied).
+#[test]
+#[cfg_attr(not(shared_cilium_trees), ignore = "needs ../shared/cilium (or PREFLIGHT_SHARED)")]
+fn node_config_api_version_is_the_one_the_target_chart_lists() {
+    #[cfg(shared_cilium_trees)]
+    let shared = PathBuf::from(env!("PREFLIGHT_SHARED_CILIUM"));
+    #[cfg(not(shared_cilium_trees))]
+    let shared = PathBuf::new();
+    for version in ["1.16.15", "1.18.3"] {
+        let o = Command::new("tar")
+            .arg("-xzOf")
+            .arg(shared.join(version).join("chart.tar.gz"))
+            .arg("cilium/Chart.yaml")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{version}: {}", text(&o));
+        let chart_yaml: Value = serde_norway::from_slice(&o.stdout).unwrap();
+        let crds: Value = serde_norway::from_str(chart_yaml["annotations"]["artifacthub.io/crds"].as_str().unwrap()).unwrap();
+        let entry = crds.as_array().unwrap().iter().find(|c| c["kind"] == "CiliumNodeConfig").expect("the chart lists CiliumNodeConfig");
+        let dir = tempfile::tempdir().unwrap();
+        let o = Command::new(BIN)
+            .current_dir(repo())
+            .args(["plan", "--cluster", "fixtures/cluster/k3s-three-node/reports", "--cilium-version", version, "--emit-gitops"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{version}: {}", text(&o));
+        let cnc: Value = serde_norway::from_str(&fs::read_to_string(dir.path().join("stage-2-node-config/ciliumnodeconfig.yaml")).unwrap()).unwrap();
+        assert_eq!(cnc["apiVersion"], format!("cilium.io/{}", entry["version"].as_str().unwrap()), "{version}");
+        check_node_config_shape(&cnc);
     }
 }
 

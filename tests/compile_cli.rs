@@ -2,7 +2,7 @@
 //! a program the kernel's verifier rejects (as root).
 use std::{path::Path, process::Command};
 
-use preflight::compile::{self, Options, tree, verify::Verdict};
+use preflight::compile::{self, Options, elf::Verdict, tree};
 
 fn preflight(args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_preflight"))

@@ -79,11 +79,9 @@ fn clean_node_compiles_every_program_and_the_kernel_loads_them() {
         .unwrap()
         .tail_calls;
     assert!(
-        tails
-            .iter()
-            .any(|(map, idx, prog)| map == "cilium_calls_65535"
-                && *idx == 7
-                && prog == "tail_handle_ipv4_from_lxc"),
+        tails.iter().any(|t| t.map == "cilium_calls_65535"
+            && t.slot == 7
+            && t.program == "tail_handle_ipv4_from_lxc"),
         "{tails:?}"
     );
 }

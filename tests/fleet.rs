@@ -219,7 +219,8 @@ fn job_takes_runs_target_flags() {
         .into_iter()
         .find(|d| d["kind"] == "DaemonSet")
         .unwrap();
-    let args: Vec<_> = ds["spec"]["template"]["spec"]["initContainers"][0]["args"]
+    let check = init_container(&ds, "preflight");
+    let args: Vec<_> = check["args"]
         .as_array()
         .unwrap()
         .iter()
@@ -239,6 +240,10 @@ fn job_takes_runs_target_flags() {
             "never",
             "-f",
             "/etc/preflight/values/values.yaml",
+            "--bpf-dir",
+            "/cilium-datapath/bpf",
+            "--clang",
+            "/cilium-datapath/clang",
             "--cilium-version",
             "1.16.4",
             "--set",
@@ -276,6 +281,91 @@ fn job_takes_runs_target_flags() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used multiple times"));
+}
+
+/// An init container by name, from a DaemonSet document.
+fn init_container(ds: &serde_json::Value, name: &str) -> serde_json::Value {
+    ds["spec"]["template"]["spec"]["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no init container {name}: {ds}"))
+}
+
+/// The nodes compile the target's own datapath with its own clang: an init container from the
+/// target's Cilium image copies them into an emptyDir first.
+#[test]
+fn job_compiles_the_targets_datapath_from_its_cilium_image() {
+    let daemonset = |args: &[&str]| {
+        let out = preflight(args, None);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let ds = manifests(out)
+            .into_iter()
+            .find(|d| d["kind"] == "DaemonSet")
+            .unwrap();
+        (ds, stderr)
+    };
+    let (ds, _) = daemonset(&["job", "--cilium-version", "1.18.3"]);
+    let names: Vec<_> = ds["spec"]["template"]["spec"]["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["cilium-datapath", "preflight"]);
+    let copy = init_container(&ds, "cilium-datapath");
+    assert_eq!(copy["image"], "quay.io/cilium/cilium:v1.18.3");
+    assert_eq!(copy["command"][0], "sh");
+    let volumes = ds["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap();
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v["name"] == "cilium-datapath" && v["emptyDir"]["sizeLimit"] == "512Mi"),
+        "{volumes:?}"
+    );
+    // Another image (a mirror).
+    let (ds, _) = daemonset(&[
+        "job",
+        "--cilium-version",
+        "1.18.3",
+        "--cilium-image",
+        "mirror.example/cilium/cilium:v1.18.3",
+    ]);
+    assert_eq!(
+        init_container(&ds, "cilium-datapath")["image"],
+        "mirror.example/cilium/cilium:v1.18.3"
+    );
+    // A version without a patch release names no image: the templates, and a note saying so.
+    let (ds, stderr) = daemonset(&["job", "--cilium-version", "1.18"]);
+    assert_eq!(
+        ds["spec"]["template"]["spec"]["initContainers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(stderr.contains("built-in templates"), "{stderr}");
+    // Tree flags for the nodes are refused: the init container gives them their tree.
+    for flags in [
+        &["--bpf-dir", "/host/bpf"][..],
+        &["--image", "quay.io/cilium/cilium:v1.18.3"],
+        &["--clang", "/host/usr/bin/clang"],
+    ] {
+        let mut args = vec!["job", "--"];
+        args.extend_from_slice(flags);
+        let out = preflight(&args, None);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}");
+        assert!(out.stdout.is_empty());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("not for the nodes"),
+            "{flags:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[test]

@@ -286,3 +286,142 @@ fn unprivileged_run_is_undecided_exit_2_with_unknown_checks() {
         "no check may fail for lack of privilege: {only_unprivileged:?}"
     );
 }
+
+/// Loads every program of a canary object (no attach) and returns, per program, what the kernel
+/// says about its licence (`bpf_prog_info.gpl_compatible`).
+fn load_all(object: &[u8]) -> std::collections::BTreeMap<String, Option<bool>> {
+    use aya::programs::Program;
+    let mut ebpf = aya::EbpfLoader::new()
+        .btf(None)
+        .load(object)
+        .unwrap_or_else(|e| panic!("loading the object: {e}"));
+    let mut out = std::collections::BTreeMap::new();
+    for (name, program) in ebpf.programs_mut() {
+        match program {
+            Program::SchedClassifier(p) => p.load(),
+            Program::Xdp(p) => p.load(),
+            Program::CgroupSockAddr(p) => p.load(),
+            other => panic!("{name}: unexpected program type {:?}", other.prog_type()),
+        }
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        out.insert(name.to_string(), program.info().unwrap().gpl_compatible());
+    }
+    out
+}
+
+/// A copy of `object` whose licence section says `licence` instead: the same length, since aya
+/// reads the section as one NUL-terminated string.
+fn with_licence(object: &[u8], licence: &[u8]) -> Vec<u8> {
+    use object::{Object, ObjectSection};
+    let elf = object::File::parse(object).unwrap();
+    let (offset, size) = elf
+        .section_by_name("license")
+        .unwrap()
+        .file_range()
+        .unwrap();
+    let (offset, size) = (offset as usize, size as usize);
+    assert_eq!(
+        licence.len(),
+        size,
+        "{:?}",
+        String::from_utf8_lossy(licence)
+    );
+    let mut patched = object.to_vec();
+    patched[offset..offset + size].copy_from_slice(licence);
+    patched
+}
+
+/// The licence story, from the kernel itself: the canaries declare a licence the kernel counts as
+/// GPL-compatible ("Dual MIT/GPL"), and they load just as well under a non-GPL one, because
+/// none of the helpers they call is GPL-only (a GPL-only helper would be refused: "cannot call
+/// GPL-restricted function from non-GPL compatible program").
+#[test]
+fn canary_objects_are_gpl_compatible_and_call_no_gpl_only_helper() {
+    require_root!();
+    use preflight::probe::canary::{LOG_OBJECT, OBJECT};
+    use preflight_ebpf_common::programs;
+    let every = |answer| -> std::collections::BTreeMap<String, Option<bool>> {
+        programs::ALL
+            .iter()
+            .map(|p| (p.to_string(), Some(answer)))
+            .collect()
+    };
+    for (build, object) in [("default", OBJECT), ("logging", LOG_OBJECT)] {
+        assert_eq!(load_all(object), every(true), "{build}");
+        // An SPDX licence the kernel does not count as GPL-compatible, as long as "Dual MIT/GPL".
+        let non_gpl = with_licence(object, b"BSD-3-Clause\0");
+        assert_eq!(load_all(&non_gpl), every(false), "{build}, non-GPL");
+    }
+}
+
+/// Issue 16: at -vv the canary programs report what they saw (aya-log, relayed as tracing debug
+/// events); at the default level and at -v nothing of it is printed, and the logging build
+/// passes the same checks.
+#[test]
+fn at_vv_the_canaries_say_what_they_saw_and_are_silent_otherwise() {
+    require_root!();
+    const TARGET: &str = preflight::probe::canary::EBPF_LOG_TARGET;
+    let run = |verbosity: &[&str]| {
+        let out = bin()
+            .args(["run", "--no-compile", "--format", "json"])
+            .args(verbosity)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (json(&out), stderr)
+    };
+    let (report, stderr) = run(&["-vv"]);
+    let saw: Vec<&str> = stderr.lines().filter(|l| l.contains(TARGET)).collect();
+    for what in [
+        "tc ingress: IPv4 from 10.1.2.3, new in FLOWS: yes, matched in PREFIXES: yes",
+        "tc ingress: IPv4 from 10.1.2.3, new in FLOWS: no, matched in PREFIXES: yes",
+        "tail call arrived: frame of",
+        "tcx egress: frame of",
+        "xdp: frame of",
+        "connect4: to 127.0.0.1:9",
+        "sendmsg4: to 127.0.0.1:9",
+    ] {
+        assert!(
+            saw.iter().any(|l| l.contains(what)),
+            "no `{what}` at -vv:\n{}",
+            saw.join("\n")
+        );
+    }
+    assert!(!stderr.contains("aya-log off"), "{stderr}");
+    for check in report["checks"].as_array().unwrap() {
+        if check["id"].as_str().unwrap().starts_with("attach.") {
+            assert_eq!(check["status"], "pass", "logging build: {check}");
+        }
+    }
+    for quieter in [&[][..], &["-v"][..]] {
+        let (_, stderr) = run(quieter);
+        assert!(!stderr.contains(TARGET), "{quieter:?}: {stderr}");
+    }
+}
+
+/// At -vv on a kernel that cannot load the logging build (before 5.8 it cannot create aya-log's
+/// ring buffer) the worker notes why and runs the default build: the canaries are still answered.
+/// Here a truncated logging object stands in for the refusal; the default object loads for real.
+#[test]
+fn a_logging_build_that_does_not_load_falls_back_to_the_default_one() {
+    require_root!();
+    use preflight::probe::canary::{
+        LOG_OBJECT, OBJECT,
+        worker::{Collected, load},
+    };
+    let collected = Collected::default();
+    let broken = &LOG_OBJECT[..LOG_OBJECT.len() / 2];
+    let (ebpf, logger) = load(broken, OBJECT, Some(&collected)).expect("default object loads");
+    assert!(logger.is_none());
+    assert!(ebpf.map(preflight_ebpf_common::maps::AYA_LOGS).is_none());
+    assert!(ebpf.program("canary_tc").is_some());
+    let records = collected.into_records();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert!(
+        records[0]
+            .message
+            .starts_with("aya-log off: the logging build of the canaries did not load ("),
+        "{records:?}"
+    );
+}

@@ -12,12 +12,23 @@ use std::{
 };
 
 use common::bin;
+use preflight_ebpf_common::maps;
+
+const CANARY_MAPS: [&str; 5] = [
+    maps::COUNTERS,
+    maps::CALLS,
+    maps::FLOWS,
+    maps::PREFIXES,
+    maps::AYA_LOGS,
+];
 
 /// Everything a canary run creates that could outlive it, as seen from the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Residue {
     cgroup_dirs: BTreeSet<String>,
     canary_programs: usize,
+    /// Maps named like the canaries' (aya-log's ring buffer included).
+    canary_maps: usize,
     host_links: BTreeSet<String>,
     mounts: BTreeSet<String>,
     named_netns: BTreeSet<String>,
@@ -49,6 +60,10 @@ fn snapshot() -> Residue {
         .flatten()
         .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("canary_")))
         .count();
+    let canary_maps = aya::maps::loaded_maps()
+        .flatten()
+        .filter(|m| m.name_as_str().is_some_and(|n| CANARY_MAPS.contains(&n)))
+        .count();
     let mounts = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
@@ -61,6 +76,7 @@ fn snapshot() -> Residue {
     Residue {
         cgroup_dirs: list(&cg, |n| n.starts_with("preflight-canary-")),
         canary_programs,
+        canary_maps,
         host_links: list("/sys/class/net", |_| true),
         mounts,
         named_netns: list("/run/netns", |_| true),
@@ -97,17 +113,20 @@ fn baseline() -> Residue {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let s = snapshot();
-        if (s.canary_programs == 0 && s.cgroup_dirs.is_empty()) || Instant::now() > deadline {
+        let idle = s.canary_programs == 0 && s.canary_maps == 0 && s.cgroup_dirs.is_empty();
+        if idle || Instant::now() > deadline {
             return s;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
-/// Starts `preflight run` with the worker told to hold, and waits until it says it holds.
-fn start_held_run() -> Child {
+/// Starts `preflight run` (with `extra` arguments) with the worker told to hold, and waits until
+/// it holds.
+fn start_held_run(extra: &[&str]) -> Child {
     let child = bin()
         .args(["run", "--format", "json"])
+        .args(extra)
         .env("PREFLIGHT_TEST_HOLD_MS", "20000")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -170,7 +189,7 @@ fn sigkill_of_preflight_run_halfway_leaves_nothing_behind() {
     require_root!();
     let _serial = serial();
     let before = baseline();
-    let mut child = start_held_run();
+    let mut child = start_held_run(&[]);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert_returns_to(&before, "SIGKILL of preflight run");
@@ -181,11 +200,34 @@ fn sigkill_of_the_canary_worker_halfway_leaves_nothing_behind() {
     require_root!();
     let _serial = serial();
     let before = baseline();
-    let mut child = start_held_run();
+    let child = start_held_run(&[]);
+    kill_worker_and_wait(child);
+    assert_returns_to(&before, "SIGKILL of the canary worker");
+}
+
+/// At -vv the worker runs the logging build: aya-log's ring buffer and the logger's handle on it
+/// go with the worker too.
+#[test]
+fn sigkill_of_the_canary_worker_at_vv_leaves_nothing_behind() {
+    require_root!();
+    let _serial = serial();
+    let before = baseline();
+    let child = start_held_run(&["-vv"]);
+    let logs = aya::maps::loaded_maps()
+        .flatten()
+        .filter(|m| m.name_as_str() == Some(maps::AYA_LOGS))
+        .count();
+    assert!(logs > 0, "the logging build is not loaded at -vv");
+    kill_worker_and_wait(child);
+    assert_returns_to(&before, "SIGKILL of the canary worker at -vv");
+}
+
+/// SIGKILLs the held run's canary worker; `preflight run` itself carries on and reports the
+/// canaries as unknown.
+fn kill_worker_and_wait(mut child: Child) {
     let worker = worker_pid(child.id()).expect("worker process");
     // SAFETY: plain kill(2) of our own grandchild.
     assert_eq!(unsafe { libc::kill(worker, libc::SIGKILL) }, 0);
-    // preflight run carries on and reports the canaries as unknown.
     let stderr = child.stderr.take().unwrap();
     let status = child.wait().unwrap();
     let _ = BufReader::new(stderr).lines().count();
@@ -193,5 +235,4 @@ fn sigkill_of_the_canary_worker_halfway_leaves_nothing_behind() {
         status.code().is_some(),
         "preflight run itself must survive its worker's death"
     );
-    assert_returns_to(&before, "SIGKILL of the canary worker");
 }

@@ -22,8 +22,10 @@ pub struct GatherOptions {
     /// run only when it is the live node.
     pub host: HostRoot,
     pub canaries: bool,
-    /// Compile the datapath templates for this target (live only); None skips the stage.
+    /// Compile the datapath for this target (live only); None skips the stage.
     pub compile: Option<Target>,
+    /// The tree the compile stage judges (default: the built-in templates).
+    pub tree: compile::source::Resolved,
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +102,7 @@ impl Facts {
             host: HostRoot::new(root),
             canaries: false,
             compile: None,
+            tree: Default::default(),
         })
     }
 
@@ -165,6 +168,7 @@ impl Facts {
             let compile = match (live, &opts.compile) {
                 (true, Some(target)) => {
                     let mut o = compile::Options::new(target.clone());
+                    o.use_source(&opts.tree);
                     o.state = compile::StateSource::Predict(host.clone());
                     o.probes = probes.got().cloned();
                     o.progress = true;

@@ -2,6 +2,7 @@
 //! it measured (benchmarks never assert timings); none needs more than scripts/setup.sh installs.
 mod bench;
 mod bench_compile;
+mod bench_loader;
 mod bench_probe;
 mod dist;
 mod measure;
@@ -39,6 +40,10 @@ enum Command {
     /// the same clang invocations run sequentially, tool overhead beyond clang, peak RSS.
     /// Extra arguments go to `preflight compile`, e.g. `-- --cilium-version 1.16`.
     BenchCompile(bench_compile::Args),
+    /// The ELF loader next to the kernel's verifier (release build, root): per object the
+    /// loader's own parse and link time against BTF, map creation and program loads. Objects as
+    /// arguments, or the built-in templates.
+    BenchLoader(bench_loader::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +54,7 @@ fn main() -> ExitCode {
         Command::BenchAggregate(args) => bench::bench_aggregate(&args).map(|_| true),
         Command::BenchProbe(args) => bench_probe::run(&args).map(|_| true),
         Command::BenchCompile(args) => bench_compile::run(&args).map(|_| true),
+        Command::BenchLoader(args) => bench_loader::run(&args).map(|_| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

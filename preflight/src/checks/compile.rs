@@ -5,9 +5,9 @@ use super::Check;
 use crate::{
     compile::{
         CompileReport, ProgramResult,
+        elf::{ObjectVerdict, Verdict},
         explain::Cause,
         toolchain::Fit,
-        verify::{Verdict, VerifyReport},
     },
     facts::Facts,
     model::{
@@ -78,6 +78,39 @@ fn toolchain() -> Check {
         ))
         // What the compile assumed about the node, so a verifier result can be read against it.
         .evidence(format!("datapath: {}", r.features.summary()))
+    })
+}
+
+/// Which datapath was judged: the target's own tree, or the built-in templates (a model).
+fn tree() -> Check {
+    Check::new(
+        "compile.tree",
+        Area::Compile,
+        "the datapath compiled is the target's own bpf tree",
+    )
+    .remedy(
+        "give the target's tree: --image quay.io/cilium/cilium:v<version> (cached by digest, \
+         offline afterwards), --image-archive FILE, --bpf-dir DIR or --bpf-tar FILE",
+    )
+    .evaluate(|facts, target| {
+        let r = match report(facts) {
+            Ok(r) => r,
+            Err(o) => return o,
+        };
+        let o = match r.tree.version_mismatch(&target.cilium_version) {
+            Some(why) => Outcome::warn(format!("{}; {why}", r.tree.describe())),
+            None if r.tree.is_real() => Outcome::pass(r.tree.describe()),
+            None => Outcome::warn(r.tree.describe()),
+        };
+        match &r.image_toolchain {
+            Some(tc) if tc.used => o.evidence(format!(
+                "compiled with the image's clang {} ({})",
+                tc.version.as_deref().unwrap_or("?"),
+                tc.clang
+            )),
+            Some(tc) => o.evidence(tc.why_not.clone().unwrap_or_default()),
+            None => o,
+        }
     })
 }
 
@@ -183,7 +216,7 @@ fn compile_outcome(p: &ProgramResult) -> Outcome {
     o.evidence(&p.command)
 }
 
-fn verifier_outcome(p: &ProgramResult, v: &VerifyReport) -> Outcome {
+fn verifier_outcome(p: &ProgramResult, v: &ObjectVerdict, kernel: &str) -> Outcome {
     if let Some(e) = &v.object_error {
         return Outcome::fail(format!("the object does not load: {e}"));
     }
@@ -192,14 +225,27 @@ fn verifier_outcome(p: &ProgramResult, v: &VerifyReport) -> Outcome {
         let Verdict::Rejected { log_tail, error } = &first.verdict else {
             unreachable!("filtered on Rejected")
         };
+        // The verifier's last line is its reason, in its own words.
+        let why = log_tail.lines().rev().find(|l| {
+            !l.starts_with("processed ")
+                && !l.starts_with("verification time")
+                && !l.starts_with("stack depth")
+        });
         let mut o = Outcome::fail(format!(
-            "{} of {} programs rejected; {}: {error}",
+            "kernel {kernel} rejects {} of {} programs: {} ({} {}): {}",
             rejected.len(),
             v.programs.len(),
-            first.name
+            rejected
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            first.section,
+            first.prog_type,
+            why.unwrap_or(error)
         ));
         for l in log_tail.lines() {
-            o = o.evidence(format!("verifier: {l}"));
+            o = o.evidence(format!("verifier ({}): {l}", first.name));
         }
         return o;
     }
@@ -217,13 +263,23 @@ fn verifier_outcome(p: &ProgramResult, v: &VerifyReport) -> Outcome {
     let insns: u32 = v.programs.iter().filter_map(|p| p.verified_insns).sum();
     let plural = |n: usize| if n == 1 { "" } else { "s" };
     let (programs, tail_calls) = (v.programs.len(), v.tail_calls.len());
-    Outcome::pass(format!(
+    let mut o = Outcome::pass(format!(
         "{programs} program{} loaded ({insns} insns processed by the verifier), {tail_calls} tail \
          call{} wired",
         plural(programs),
         plural(tail_calls)
-    ))
-    .evidence(format!(
+    ));
+    for s in &v.unknown_sections {
+        o = o.evidence(format!(
+            "section {} not loaded (unknown program type): {}",
+            s.section,
+            s.functions.join(", ")
+        ));
+    }
+    for n in &v.notes {
+        o = o.evidence(n.clone());
+    }
+    o.evidence(format!(
         "{} bytes, maps: {}",
         p.object.as_ref().map(|o| o.size).unwrap_or(0),
         p.object
@@ -234,7 +290,7 @@ fn verifier_outcome(p: &ProgramResult, v: &VerifyReport) -> Outcome {
 }
 
 pub fn checks() -> Vec<Check> {
-    let mut checks = vec![toolchain(), init()];
+    let mut checks = vec![toolchain(), tree(), init()];
     for (name, title, needed_by) in PROGRAMS {
         checks.push(
             Check::new(
@@ -272,7 +328,14 @@ pub fn checks() -> Vec<Check> {
                     return Outcome::skip(format!("{name}.c is not in the bpf dir"));
                 };
                 match (&p.verify, &p.verify_skipped) {
-                    (Some(v), _) => verifier_outcome(p, v),
+                    (Some(v), _) => verifier_outcome(
+                        p,
+                        v,
+                        facts
+                            .kernel_release
+                            .as_deref()
+                            .unwrap_or("(release unknown)"),
+                    ),
                     (None, Some(why)) if why == "not compiled" => {
                         Outcome::skip("did not compile; see the compile check")
                     }
@@ -285,4 +348,118 @@ pub fn checks() -> Vec<Check> {
         );
     }
     checks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        compile::{
+            elf::{ProgramVerdict, verdict::UnknownSection},
+            libclang::Source,
+        },
+        model::Status,
+    };
+
+    fn program(verify: ObjectVerdict) -> ProgramResult {
+        ProgramResult {
+            name: "bpf_xdp".into(),
+            compiled: true,
+            command: "clang ...".into(),
+            wall_ms: 1.0,
+            findings: Vec::new(),
+            diagnostics: Vec::new(),
+            diagnostics_from: Source::Text,
+            libclang_fallback: None,
+            object: None,
+            verify: Some(verify),
+            verify_skipped: None,
+        }
+    }
+
+    fn verdict(name: &str, verdict: Verdict) -> ProgramVerdict {
+        ProgramVerdict {
+            name: name.into(),
+            section: "xdp/entry".into(),
+            prog_type: "xdp".into(),
+            attach_type: None,
+            tail_call: None,
+            verdict,
+            verified_insns: Some(30),
+            xlated_bytes: None,
+            insns: 40,
+            load_ms: 0.1,
+            verification_us: None,
+        }
+    }
+
+    #[test]
+    fn a_rejection_names_the_kernel_the_programs_and_the_verifiers_reason() {
+        let v = ObjectVerdict {
+            programs: vec![
+                verdict(
+                    "cil_xdp_entry",
+                    Verdict::Rejected {
+                        log_tail: "32: (85) call bpf_xdp_adjust_meta#54\nprogram of this type \
+                                   cannot use helper bpf_xdp_adjust_meta#54\nverification time \
+                                   114 usec\nstack depth 8\nprocessed 30 insns"
+                            .into(),
+                        error: "Invalid argument (os error 22)".into(),
+                    },
+                ),
+                verdict("tail_lb_ipv4", Verdict::Loaded),
+            ],
+            ..ObjectVerdict::default()
+        };
+        let p = program(v.clone());
+        let o = verifier_outcome(&p, &v, "6.18.44");
+        assert_eq!(o.status, Status::Fail);
+        assert_eq!(
+            o.detail,
+            "kernel 6.18.44 rejects 1 of 2 programs: cil_xdp_entry (xdp/entry xdp): program of \
+             this type cannot use helper bpf_xdp_adjust_meta#54"
+        );
+        assert!(
+            o.evidence
+                .iter()
+                .any(|e| e.starts_with("verifier (cil_xdp_entry): 32:"))
+        );
+    }
+
+    #[test]
+    fn loaded_objects_pass_and_unknown_sections_are_evidence() {
+        let v = ObjectVerdict {
+            programs: vec![verdict("cil_xdp_entry", Verdict::Loaded)],
+            unknown_sections: vec![UnknownSection {
+                section: "weird".into(),
+                functions: vec!["f".into()],
+            }],
+            ..ObjectVerdict::default()
+        };
+        let o = verifier_outcome(&program(v.clone()), &v, "6.18.44");
+        assert_eq!(o.status, Status::Pass);
+        assert!(
+            o.detail.starts_with("1 program loaded (30 insns"),
+            "{}",
+            o.detail
+        );
+        assert!(
+            o.evidence
+                .iter()
+                .any(|e| e.contains("section weird not loaded"))
+        );
+        let eperm = ObjectVerdict {
+            programs: vec![verdict(
+                "cil_xdp_entry",
+                Verdict::Unknown {
+                    reason: "EPERM".into(),
+                },
+            )],
+            ..ObjectVerdict::default()
+        };
+        assert_eq!(
+            verifier_outcome(&program(eperm.clone()), &eperm, "6.18").status,
+            Status::Unknown
+        );
+    }
 }

@@ -6,7 +6,7 @@ use std::{fmt::Write as _, time::Instant};
 use crate::{
     cilium::{Target, TargetSpec},
     cmd::CompileArgs,
-    compile::{CompileReport, Options, StateSource, runner, verify::Verdict},
+    compile::{CompileReport, Options, StateSource, elf::Verdict, runner},
     exit,
     probe::{self, LiveKernel, Scope},
     report::Format,
@@ -23,8 +23,10 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<u8> {
     })?;
     let live = nix::unistd::geteuid().is_root();
     let mut opts = Options::new(target);
-    opts.bpf_dir = args.bpf_dir.clone();
-    opts.clang = args.clang.clone();
+    // Kept alive until the stage is done: a --bpf-tar is unpacked in its scratch dir.
+    let resolved =
+        crate::compile::source::resolve(&args.tree.request(true)).map_err(anyhow::Error::msg)?;
+    opts.use_source(&resolved);
     opts.state = match &args.state_dir {
         Some(dir) => StateSource::Existing(dir.clone()),
         None if args.as_node => StateSource::Predict(args.root.host(false)?),
@@ -125,6 +127,21 @@ pub fn render(r: &CompileReport) -> String {
     if let Some(risk) = &tc.risk {
         let _ = writeln!(out, "  toolchain risk: {risk}");
     }
+    let _ = writeln!(out, "tree: {}", r.tree.describe());
+    if let Some(why) = r.tree.version_mismatch(&r.cilium_version) {
+        let _ = writeln!(out, "  note: {why}");
+    }
+    if let Some(tc) = &r.image_toolchain {
+        match (&tc.version, &tc.why_not) {
+            (Some(v), _) if tc.used => {
+                let _ = writeln!(out, "  compiled with the image's clang {v} ({})", tc.clang);
+            }
+            (_, Some(why)) => {
+                let _ = writeln!(out, "  not the image's clang: {why}");
+            }
+            _ => {}
+        }
+    }
     let _ = writeln!(
         out,
         "bpf dir: {}\nstate dir: {} ({}; node_config.h {}; template {})",
@@ -186,23 +203,46 @@ pub fn render(r: &CompileReport) -> String {
                         .verified_insns
                         .map(|n| format!(", {n} insns processed"))
                         .unwrap_or_default();
+                    let what = format!("{} ({} {})", pv.name, pv.section, pv.prog_type);
                     match &pv.verdict {
                         Verdict::Loaded => {
-                            let _ = writeln!(out, "  verifier: {} loaded{insns}", pv.name);
+                            let _ = writeln!(out, "  verifier: {what} loaded{insns}");
                         }
                         Verdict::Rejected { log_tail, error } => {
-                            let _ = writeln!(out, "  verifier: {} REJECTED ({error})", pv.name);
+                            let _ = writeln!(out, "  verifier: {what} REJECTED ({error})");
                             for l in log_tail.lines() {
                                 let _ = writeln!(out, "    | {l}");
                             }
                         }
                         Verdict::Unknown { reason } => {
-                            let _ = writeln!(out, "  verifier: {} unknown: {reason}", pv.name);
+                            let _ = writeln!(out, "  verifier: {what} unknown: {reason}");
                         }
                     }
                 }
                 if !v.tail_calls.is_empty() {
                     let _ = writeln!(out, "  tail calls filled: {}", v.tail_calls.len());
+                }
+                if !v.pruned.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "  not loaded, as the agent prunes them (no entry point reaches them): {}",
+                        v.pruned
+                            .iter()
+                            .map(|p| p.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+                for u in &v.unknown_sections {
+                    let _ = writeln!(
+                        out,
+                        "  section {}: unknown program type, not loaded ({})",
+                        u.section,
+                        u.functions.join(", ")
+                    );
+                }
+                for n in &v.notes {
+                    let _ = writeln!(out, "  note: {n}");
                 }
             }
             (None, Some(why)) if p.compiled => {

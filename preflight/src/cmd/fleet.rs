@@ -102,7 +102,7 @@ pub fn job(args: &JobArgs) -> anyhow::Result<u8> {
             job::VALUES_MAX_BYTES
         );
     }
-    let spec = JobSpec {
+    let mut spec = JobSpec {
         name: args.name.clone(),
         namespace: args.namespace.clone(),
         image: args
@@ -113,6 +113,7 @@ pub fn job(args: &JobArgs) -> anyhow::Result<u8> {
         run_args,
         create_namespace: !args.no_namespace,
         values,
+        cilium_image: None,
     };
     // The pod's command line, parsed here exactly as the nodes' preflight will parse it: a
     // flag `run` refuses would make every pod's init container exit 2, forever.
@@ -139,13 +140,26 @@ pub fn job(args: &JobArgs) -> anyhow::Result<u8> {
     // The target as the nodes will build it, from the local copies of the values files: bad
     // YAML (file:line:column), a bad --set or --cilium-version is refused here, not on every
     // node.
-    Target::build(&TargetSpec {
+    let node_target = Target::build(&TargetSpec {
         cilium_version: run.target.cilium_version.clone(),
         value_files: target.values.clone(),
         sets: run.target.set.clone(),
         chart: None,
         need: run.target.need.clone(),
     })?;
+    // The datapath the nodes compile: the target's own, out of its Cilium image.
+    spec.cilium_image = args
+        .cilium_image
+        .clone()
+        .or_else(|| crate::compile::source::cilium_image(&node_target.cilium_version));
+    if spec.cilium_image.is_none() {
+        eprintln!(
+            "preflight: note: Cilium {} names no patch release, so there is no image to take \
+             its datapath from: the nodes compile the built-in templates. Give \
+             --cilium-version X.Y.Z or --cilium-image REF to compile the real datapath.",
+            node_target.cilium_version
+        );
+    }
     let manifest = job::daemonset(&spec);
     let broken = job::volume_mount_errors(&manifest);
     anyhow::ensure!(
@@ -158,8 +172,17 @@ pub fn job(args: &JobArgs) -> anyhow::Result<u8> {
 }
 
 /// Paths after `--` are paths inside the pod, whose only files are the image's, the host's
-/// under /host and the shipped values files: refuse the ones nothing would put there.
+/// under /host and the shipped values files: refuse the ones nothing would put there. The
+/// datapath comes from the init container (--cilium-image), not from flags: the pod has no
+/// writable cache to pull an image into, and every node should judge the same tree.
 fn check_pod_paths(run: &RunArgs, spec: &JobSpec) -> anyhow::Result<()> {
+    let tree = &run.tree;
+    anyhow::ensure!(
+        !tree.names_a_tree() && tree.clang.is_none() && !tree.clang_from_image,
+        "--bpf-dir, --bpf-tar, --image, --image-archive, --clang and --clang-from-image are \
+         not for the nodes: `preflight job` gives each pod the target's datapath and clang from \
+         its Cilium image (--cilium-image REF, default quay.io/cilium/cilium:v<version>)"
+    );
     let shipped: Vec<PathBuf> = spec
         .values
         .iter()
@@ -208,6 +231,7 @@ mod tests {
             run_args: vec!["--need".into(), "tunnel-geneve".into()],
             create_namespace: true,
             values: Vec::new(),
+            cilium_image: None,
         };
         let argv = std::iter::once("preflight".to_string()).chain(job::container_args(&spec));
         let cli = Cli::try_parse_from(argv).unwrap();
@@ -217,5 +241,23 @@ mod tests {
         assert!(run.host_kernel && run.exit_zero);
         assert_eq!(run.root.path, Path::new("/host"));
         assert_eq!(run.format, Format::JsonLine);
+        assert_eq!(run.tree.bpf_dir, None);
+        // With the target's Cilium image: the tree and clang the init container copied.
+        let spec = JobSpec {
+            cilium_image: Some("quay.io/cilium/cilium:v1.18.3".into()),
+            ..spec
+        };
+        let argv = std::iter::once("preflight".to_string()).chain(job::container_args(&spec));
+        let Command::Run(run) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("not a run")
+        };
+        assert_eq!(
+            run.tree.bpf_dir.as_deref(),
+            Some(Path::new("/cilium-datapath/bpf"))
+        );
+        assert_eq!(
+            run.tree.clang.as_deref(),
+            Some(Path::new("/cilium-datapath/clang"))
+        );
     }
 }

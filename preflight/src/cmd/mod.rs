@@ -6,6 +6,7 @@ pub mod out;
 pub mod plan;
 pub mod report;
 pub mod run;
+pub mod tree;
 
 use std::path::PathBuf;
 
@@ -164,6 +165,9 @@ pub struct RunArgs {
     /// Skip the datapath compile stage (clang + verifier; about a second on 2 cores).
     #[arg(long)]
     pub no_compile: bool,
+    /// Where the compile stage's datapath sources come from (cmd/tree.rs).
+    #[command(flatten)]
+    pub tree: tree::TreeArgs,
     /// --root is the node this kernel runs (a pod with the host's / at /host): run the live
     /// probes and canaries anyway. `preflight job` sets it.
     #[arg(long)]
@@ -255,6 +259,11 @@ pub struct JobArgs {
     /// The preflight image (see the Dockerfile); default preflight:<this version>.
     #[arg(long)]
     pub image: Option<String>,
+    /// The Cilium image whose datapath the nodes compile (an init container copies its
+    /// /var/lib/cilium/bpf and clang into an emptyDir); default quay.io/cilium/cilium:v<target
+    /// version> when the target names a patch release, e.g. --cilium-version 1.18.3.
+    #[arg(long, value_name = "REF")]
+    pub cilium_image: Option<String>,
     /// The image that holds each pod after the check (DaemonSet pods must keep running).
     #[arg(long, default_value = "registry.k8s.io/pause:3.10")]
     pub pause_image: String,
@@ -330,10 +339,9 @@ impl ProbeArgs {
     .requires("as_node")
     .help("The node's root filesystem for --as-node (a Job's /host, a fixture tree)")))]
 pub struct CompileArgs {
-    /// A Cilium bpf dir (e.g. copied out of the image's /var/lib/cilium/bpf) instead of the
-    /// built-in templates.
-    #[arg(long, value_name = "DIR")]
-    pub bpf_dir: Option<PathBuf>,
+    /// Where the datapath sources come from (cmd/tree.rs).
+    #[command(flatten)]
+    pub tree: tree::TreeArgs,
     /// A state dir shaped like /var/run/cilium/state, used as is (replay a node). Default: a
     /// scratch dir with headers generated for the target.
     #[arg(long, value_name = "DIR")]
@@ -354,9 +362,6 @@ pub struct CompileArgs {
     /// Helm --set expressions, applied after the files.
     #[arg(long = "set", value_name = "PATH=VALUE")]
     pub set: Vec<String>,
-    /// Use this clang instead of the one matching the target's bundled LLVM.
-    #[arg(long, value_name = "PATH")]
-    pub clang: Option<PathBuf>,
     /// Copy the state dir used (generated headers) here for inspection and later --state-dir.
     #[arg(long, value_name = "DIR")]
     pub emit_state: Option<PathBuf>,

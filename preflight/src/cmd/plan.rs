@@ -160,6 +160,7 @@ fn judge(root: &Path, runner: &Runner, t: &TargetArgs, full: bool) -> anyhow::Re
         canaries: full,
         // The incident this tool exists for is a datapath that does not compile: check it.
         compile: full.then(|| installed.clone()),
+        tree: Default::default(),
     });
     let results = checks::run_all(&facts, &installed, &[]);
     let mut v = verdict::decide(&installed, &results);

@@ -30,11 +30,18 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
     let t = Instant::now();
     let target = Target::build(&args.target_spec())?;
     let target_ms = t.elapsed().as_secs_f64() * 1e3;
-    let opts = GatherOptions {
+    let mut opts = GatherOptions {
         host: host.clone(),
         canaries: !args.no_canaries,
         compile: (!args.no_compile).then(|| target.clone()),
+        tree: Default::default(),
     };
+    // The tree is fetched only when the compile stage runs (live, not --no-compile); a bad
+    // --bpf-tar or an unreachable --image is bad input, exit 2 before any probing.
+    if opts.host.is_live() && opts.compile.is_some() {
+        opts.tree = crate::compile::source::resolve(&args.tree.request(true))
+            .map_err(anyhow::Error::msg)?;
+    }
     let facts = Facts::gather(&opts);
     let t = Instant::now();
     let checks = checks::run_all(&facts, &target, &args.ignore);

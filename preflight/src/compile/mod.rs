@@ -3,10 +3,12 @@
 //! LLVM), turn clang's diagnostics into root causes, and load the objects so the verifier has
 //! its say. See docs/compile.md.
 //!
-//! Flow: [`tree`] unpacks the bpf dir → [`headers`] writes the state dir (or [`nodeinit`]
+//! Flow: [`source`] finds the real tree (dir, tar, image) or [`tree`] unpacks the templates → [`headers`] writes the state dir (or [`nodeinit`]
 //! predicts what a node's state will look like) → [`toolchain`] picks clang → [`runner`]
-//! compiles in parallel → [`diag`] + [`explain`] → [`verify`].
+//! compiles in parallel → [`diag`] + [`explain`] → [`elf`] (inspect the objects, load them into
+//! the verifier).
 pub mod diag;
+pub mod elf;
 pub mod explain;
 pub mod features;
 pub mod headers;
@@ -14,11 +16,12 @@ pub mod libclang;
 pub mod nodeinit;
 pub mod profile;
 pub mod runner;
+pub mod source;
 pub mod toolchain;
 pub mod tree;
-pub mod verify;
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     time::Instant,
 };
@@ -55,6 +58,14 @@ pub struct Options {
     pub emit_state: Option<PathBuf>,
     /// Which libclang reads the diagnostics of failed or warning compiles.
     pub libclang: libclang::Mode,
+    /// Where `bpf_dir` came from, for the report (a dir when unset and `bpf_dir` is given).
+    pub tree: source::TreeOrigin,
+    /// The image's own clang, with `--clang-from-image`.
+    pub image_toolchain: Option<source::ImageToolchain>,
+    /// How each program's object is loaded (by program, e.g. `bpf_lxc`): the load-time
+    /// configuration and map renames the agent would use. A program not listed loads with the
+    /// object's own defaults.
+    pub load: BTreeMap<String, elf::LoadOptions>,
 }
 
 impl Options {
@@ -70,7 +81,21 @@ impl Options {
             workers: runner::default_workers(),
             emit_state: None,
             libclang: libclang::Mode::Auto,
+            tree: source::TreeOrigin::Templates,
+            image_toolchain: None,
+            load: BTreeMap::new(),
         }
+    }
+
+    /// Compiles the tree `resolved` found (the caller keeps `resolved` alive: a `--bpf-tar`
+    /// lives in its scratch dir), with its clang when it chose one.
+    pub fn use_source(&mut self, resolved: &source::Resolved) {
+        self.bpf_dir = resolved.bpf_dir.clone();
+        if resolved.clang.is_some() {
+            self.clang = resolved.clang.clone();
+        }
+        self.tree = resolved.origin.clone();
+        self.image_toolchain = resolved.image_toolchain.clone();
     }
 }
 
@@ -98,9 +123,9 @@ pub struct ProgramResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub libclang_fallback: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub object: Option<verify::ObjectInfo>,
+    pub object: Option<elf::ObjectInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub verify: Option<verify::VerifyReport>,
+    pub verify: Option<elf::ObjectVerdict>,
     /// Why the object was not loaded (not compiled, not root, --no-verify).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify_skipped: Option<String>,
@@ -119,6 +144,12 @@ pub struct CompileReport {
     pub features_written: bool,
     pub toolchain: toolchain::Choice,
     pub bpf_dir: String,
+    /// Which tree was judged: the target's own (a dir, a tar, an image by digest) or the
+    /// built-in templates, the labelled fallback.
+    pub tree: source::TreeOrigin,
+    /// The image's own clang (`--clang-from-image`): whether it runs here and was used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_toolchain: Option<source::ImageToolchain>,
     pub state: StateInfo,
     pub init_blockers: Vec<nodeinit::InitBlocker>,
     pub programs: Vec<ProgramResult>,
@@ -192,7 +223,8 @@ const SCRATCH_PREFIX: &str = "preflight-compile.";
 
 /// Removes scratch dirs left by runs that were killed before they could clean up (their pid is
 /// in the name and no longer running). A killed run leaves nothing else: objects were loaded
-/// by fd only, never pinned, so the kernel freed them when the process died.
+/// by fd, and pinned only in a bpffs of a private mount namespace that died with the process
+/// (compile/elf/bpffs.rs).
 pub fn sweep_scratch(tmp: &Path) {
     let Ok(entries) = std::fs::read_dir(tmp) else {
         return;
@@ -341,6 +373,14 @@ pub fn prepare(opts: &Options) -> Result<Prepared, String> {
             Some(d) => d.display().to_string(),
             None => "built-in templates".into(),
         },
+        tree: match (&opts.bpf_dir, &opts.tree) {
+            (None, _) => source::TreeOrigin::Templates,
+            (Some(d), source::TreeOrigin::Templates) => source::TreeOrigin::Dir {
+                path: d.display().to_string(),
+            },
+            (Some(_), origin) => origin.clone(),
+        },
+        image_toolchain: opts.image_toolchain.clone(),
         state: StateInfo {
             dir: layout.root.display().to_string(),
             source: source.into(),
@@ -358,8 +398,17 @@ pub fn prepare(opts: &Options) -> Result<Prepared, String> {
     };
     // Scratch copies stand for the node's files; user-given dirs are shown as they are.
     let mut shown_as = Vec::new();
-    if opts.bpf_dir.is_none() {
-        shown_as.push((bpf_dir.display().to_string(), IMAGE_BPF_DIR.to_string()));
+    // A tree taken out of an image is what the agent sees at /var/lib/cilium/bpf; a tar's
+    // scratch copy is named by the file it came from.
+    match &report.tree {
+        source::TreeOrigin::Templates | source::TreeOrigin::Image { .. } => {
+            shown_as.push((bpf_dir.display().to_string(), IMAGE_BPF_DIR.to_string()))
+        }
+        source::TreeOrigin::Tar { file, inner } => shown_as.push((
+            bpf_dir.display().to_string(),
+            format!("{file}:{inner}").trim_end_matches(':').to_string(),
+        )),
+        source::TreeOrigin::Dir { .. } => {}
     }
     match &opts.state {
         StateSource::Predict(root) => shown_as.push((
@@ -401,6 +450,9 @@ pub fn run(opts: &Options) -> Result<CompileReport, String> {
     };
     let root_ok = nix::unistd::geteuid().is_root();
     let mut verify_ms = 0.0;
+    // One scratch bpffs for the whole run, as a node has one /sys/fs/bpf: maps pinned by
+    // name by one object are reused by the next.
+    let loader = (opts.verify && root_ok).then(elf::Loader::new);
     // libclang only when something failed or warned: loading it costs tens of milliseconds.
     let t = Instant::now();
     let library = outcomes
@@ -443,16 +495,17 @@ pub fn run(opts: &Options) -> Result<CompileReport, String> {
             .success
             .then(|| std::fs::read(&job.output).ok())
             .flatten();
-        let object = bytes.as_deref().and_then(|b| verify::inspect(b).ok());
-        let (verify, verify_skipped) = match (&bytes, &object) {
-            (Some(b), Some(info)) if opts.verify && root_ok => {
+        let object = bytes.as_deref().and_then(|b| elf::inspect(b).ok());
+        let (verify, verify_skipped) = match (&bytes, &object, &loader) {
+            (Some(b), Some(_), Some(loader)) => {
                 let t = Instant::now();
-                let v = verify::verify(b, info);
+                let load = opts.load.get(&job.program).cloned().unwrap_or_default();
+                let v = loader.load(b, &load);
                 verify_ms += t.elapsed().as_secs_f64() * 1e3;
                 (Some(v), None)
             }
-            (Some(_), Some(_)) if !opts.verify => (None, Some("verification disabled".into())),
-            (Some(_), Some(_)) => (None, Some("not root: the kernel was not asked".into())),
+            (Some(_), Some(_), _) if !opts.verify => (None, Some("verification disabled".into())),
+            (Some(_), Some(_), _) => (None, Some("not root: the kernel was not asked".into())),
             _ => (None, Some("not compiled".into())),
         };
         report.programs.push(ProgramResult {

@@ -38,6 +38,9 @@ pub struct JobSpec {
     pub create_namespace: bool,
     /// Helm values files shipped to the nodes in a ConfigMap, in `-f` order.
     pub values: Vec<ValuesFile>,
+    /// The target's Cilium image: an init container copies its bpf dir and compiler into an
+    /// emptyDir that the check compiles from (None: the nodes judge the built-in templates).
+    pub cilium_image: Option<String>,
 }
 
 /// One values file for the nodes: its ConfigMap key (the file name in the pod) and its text.
@@ -49,6 +52,20 @@ pub struct ValuesFile {
 
 /// Where the ConfigMap of values files is mounted in the pod.
 pub const VALUES_DIR: &str = "/etc/preflight/values";
+
+/// Where the init container leaves the Cilium image's datapath for the check: `bpf/` (the
+/// image's /var/lib/cilium/bpf), `clang` and `llc` (the ones on the image's PATH, which the
+/// agent runs).
+pub const DATAPATH_DIR: &str = "/cilium-datapath";
+
+/// The init container's copy, a fixed script (nothing from input in it). The agent runs
+/// `clang` by name through PATH (pkg/datapath/loader/compile.go), so `command -v` finds the
+/// very binary it would run, wherever the image keeps it (/usr/local/bin today, /bin in older
+/// runtimes). llc is optional (only Cilium 1.14's pipeline uses it).
+const COPY_DATAPATH: &str = "set -e\n\
+cp -R /var/lib/cilium/bpf /cilium-datapath/\n\
+cp \"$(command -v clang)\" /cilium-datapath/clang\n\
+if llc=$(command -v llc); then cp \"$llc\" /cilium-datapath/llc; fi\n";
 
 /// A ConfigMap holds at most 1 MiB (the API server's limit on an object in etcd).
 pub const VALUES_MAX_BYTES: usize = 1024 * 1024;
@@ -154,6 +171,14 @@ pub fn container_args(spec: &JobSpec) -> Vec<String> {
     .into();
     for file in &spec.values {
         args.extend(["-f".to_string(), format!("{VALUES_DIR}/{}", file.key)]);
+    }
+    if spec.cilium_image.is_some() {
+        args.extend([
+            "--bpf-dir".to_string(),
+            format!("{DATAPATH_DIR}/bpf"),
+            "--clang".to_string(),
+            format!("{DATAPATH_DIR}/clang"),
+        ]);
     }
     args.extend(spec.run_args.iter().cloned());
     args
@@ -365,6 +390,56 @@ pub fn daemonset(spec: &JobSpec) -> DaemonSet {
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Default::default()
     };
+    // The target's own datapath: copied out of its Cilium image before the check runs.
+    let datapath = spec.cilium_image.as_ref().map(|image| {
+        volumes.push(Volume {
+            name: "cilium-datapath".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                // The bpf dir (~20 MiB) and the static clang and llc (~150 MiB) on node disk.
+                medium: None,
+                size_limit: Some(Quantity("512Mi".into())),
+            }),
+            ..Default::default()
+        });
+        Container {
+            name: "cilium-datapath".into(),
+            image: Some(image.clone()),
+            image_pull_policy: Some("IfNotPresent".into()),
+            command: Some(vec!["sh".into(), "-c".into(), COPY_DATAPATH.into()]),
+            volume_mounts: Some(vec![VolumeMount {
+                name: "cilium-datapath".into(),
+                mount_path: DATAPATH_DIR.into(),
+                ..Default::default()
+            }]),
+            security_context: Some(SecurityContext {
+                privileged: Some(false),
+                allow_privilege_escalation: Some(false),
+                read_only_root_filesystem: Some(true),
+                run_as_user: Some(0),
+                run_as_non_root: Some(false),
+                capabilities: Some(Capabilities {
+                    drop: Some(vec!["ALL".into()]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            resources: Some(resources("10m", "16Mi", "128Mi")),
+            termination_message_policy: Some("FallbackToLogsOnError".into()),
+            ..Default::default()
+        }
+    });
+    let mut check = check;
+    if datapath.is_some() {
+        check
+            .volume_mounts
+            .get_or_insert_with(Vec::new)
+            .push(VolumeMount {
+                name: "cilium-datapath".into(),
+                mount_path: DATAPATH_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            });
+    }
     let hold = Container {
         name: "done".into(),
         image: Some(spec.pause_image.clone()),
@@ -429,7 +504,7 @@ pub fn daemonset(spec: &JobSpec) -> DaemonSet {
                         run_as_user: Some(0),
                         ..Default::default()
                     }),
-                    init_containers: Some(vec![check]),
+                    init_containers: Some(datapath.into_iter().chain([check]).collect()),
                     containers: vec![hold],
                     volumes: Some(volumes),
                     termination_grace_period_seconds: Some(5),
@@ -501,7 +576,26 @@ mod tests {
             run_args: vec!["--need".into(), "tunnel-geneve".into()],
             create_namespace: true,
             values: Vec::new(),
+            cilium_image: None,
         }
+    }
+
+    fn spec_with_image() -> JobSpec {
+        JobSpec {
+            cilium_image: Some("quay.io/cilium/cilium:v1.18.3".into()),
+            ..spec()
+        }
+    }
+
+    /// An init container by name.
+    fn init_container(ds: &DaemonSet, name: &str) -> Container {
+        let pod = ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        pod.init_containers
+            .iter()
+            .flatten()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no init container {name}"))
+            .clone()
     }
 
     fn spec_with_values() -> JobSpec {
@@ -537,7 +631,7 @@ mod tests {
 
     #[test]
     fn every_volume_mount_pairs_recursive_read_only_with_no_propagation() {
-        for spec in [spec(), spec_with_values()] {
+        for spec in [spec(), spec_with_values(), spec_with_image()] {
             let ds = daemonset(&spec);
             assert_eq!(volume_mount_errors(&ds), Vec::<String>::new());
             let mounts = mounts_of(&ds);
@@ -568,7 +662,13 @@ mod tests {
     fn the_volume_rules_catch_what_the_api_server_refuses() {
         let mut ds = daemonset(&spec());
         let pod = ds.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
-        let check = &mut pod.init_containers.as_mut().unwrap()[0];
+        let check = pod
+            .init_containers
+            .as_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|c| c.name == "preflight")
+            .unwrap();
         let mounts = check.volume_mounts.as_mut().unwrap();
         // The pairing this DaemonSet once had.
         mounts[0].mount_propagation = Some("HostToContainer".into());
@@ -716,9 +816,9 @@ mod tests {
     #[test]
     fn the_pod_is_not_privileged_and_only_bpffs_and_cgroup_are_writable() {
         let ds = daemonset(&spec());
+        let check = &init_container(&ds, "preflight");
         let pod = ds.spec.unwrap().template.spec.unwrap();
         assert_eq!(pod.host_pid, Some(true));
-        let check = &pod.init_containers.unwrap()[0];
         let sc = check.security_context.as_ref().unwrap();
         assert_eq!(sc.privileged, Some(false));
         let added = sc.capabilities.as_ref().unwrap().add.clone().unwrap();
@@ -736,5 +836,65 @@ mod tests {
         assert_eq!(&args[..3], ["run", "--root", "/host"]);
         assert!(args.ends_with(&["--need".into(), "tunnel-geneve".into()]));
         assert!(args.contains(&"json-line".to_string()));
+    }
+
+    #[test]
+    fn an_init_container_from_the_cilium_image_hands_its_datapath_to_the_check() {
+        let ds = daemonset(&spec_with_image());
+        let pod = ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let names: Vec<_> = pod
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| c.name.as_str())
+            .collect();
+        // The copy runs first: init containers run in order.
+        assert_eq!(names, ["cilium-datapath", "preflight"]);
+        let copy = init_container(&ds, "cilium-datapath");
+        assert_eq!(copy.image.as_deref(), Some("quay.io/cilium/cilium:v1.18.3"));
+        let script = &copy.command.as_ref().unwrap()[2];
+        assert!(script.contains("cp -R /var/lib/cilium/bpf /cilium-datapath/"));
+        assert!(script.contains("$(command -v clang)"));
+        let sc = copy.security_context.as_ref().unwrap();
+        assert_eq!(sc.privileged, Some(false));
+        assert_eq!(sc.capabilities.as_ref().unwrap().add, None);
+        assert_eq!(
+            copy.volume_mounts.as_ref().unwrap()[0].mount_path,
+            DATAPATH_DIR
+        );
+        // The check reads it, read-only, and compiles with it.
+        let check = init_container(&ds, "preflight");
+        let mount = check
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == "cilium-datapath")
+            .unwrap();
+        assert_eq!(
+            (mount.mount_path.as_str(), mount.read_only),
+            (DATAPATH_DIR, Some(true))
+        );
+        let args = check.args.unwrap();
+        let after = |flag: &str| {
+            args.iter()
+                .position(|a| a == flag)
+                .map(|i| args[i + 1].clone())
+        };
+        assert_eq!(after("--bpf-dir").as_deref(), Some("/cilium-datapath/bpf"));
+        assert_eq!(after("--clang").as_deref(), Some("/cilium-datapath/clang"));
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "cilium-datapath")
+            .unwrap();
+        let empty = volume.empty_dir.as_ref().unwrap();
+        assert_eq!(empty.medium, None);
+        assert_eq!(empty.size_limit, Some(Quantity("512Mi".into())));
+        // Without an image: no copy, no volume, no tree flags (the templates).
+        let plain = daemonset(&spec());
+        let pod = plain.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        assert_eq!(pod.init_containers.as_ref().unwrap().len(), 1);
+        assert!(!container_args(&spec()).contains(&"--bpf-dir".to_string()));
     }
 }

@@ -316,6 +316,24 @@ mod tests {
         }
     }
 
+    /// docs/probe.md states the catalog's size in one sentence; a program type, map type or
+    /// helper added here must be counted there.
+    #[test]
+    fn docs_state_the_size_of_the_catalog() {
+        let docs = include_str!("../../../docs/probe.md");
+        let docs = docs.split_whitespace().collect::<Vec<_>>().join(" ");
+        let sentence = format!(
+            "**{} program types, {} map types and {} helpers**",
+            PROGRAM_TYPES.len(),
+            MAP_TYPES.len(),
+            HELPERS.len()
+        );
+        assert!(
+            docs.contains(&sentence),
+            "docs/probe.md must say {sentence}"
+        );
+    }
+
     #[test]
     fn helper_table_is_the_uapi_enum_in_order() {
         assert_eq!(

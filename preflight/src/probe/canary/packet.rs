@@ -52,6 +52,7 @@ pub fn send(ifindex: u32, frame: &[u8], count: usize) -> io::Result<()> {
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
+    // SAFETY: sockaddr_ll is a C struct of integers and a byte array: all zeroes is a valid value.
     let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     addr.sll_family = libc::AF_PACKET as u16;
     addr.sll_ifindex = ifindex as i32;

@@ -1,10 +1,12 @@
-//! `preflight __canary-worker`: runs in its own network and mount namespaces, prints a
-//! [`CanaryReport`] as JSON on stdout. See the module above for why nothing outlives it.
+//! `preflight __canary-worker`: runs in its own network and mount namespaces, prints an
+//! [`Output`] (the [`CanaryReport`], and the programs' aya-log records when asked for) as JSON
+//! on stdout. See the module above for why nothing outlives it.
 use std::{
     collections::BTreeMap,
     fs::File,
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
     path::Path,
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -20,37 +22,88 @@ use aya::{
         tc::{self, NlOptions, TcAttachOptions},
     },
 };
+use aya_log::EbpfLogger;
 use futures_util::TryStreamExt as _;
 use nix::{
     mount::{MsFlags, mount},
     sched::{CloneFlags, unshare},
 };
+use preflight_ebpf_common::{Counter, TAIL_CALL_SLOT, maps, programs};
 use rtnetlink::{LinkUnspec, LinkVeth};
+use serde::{Deserialize, Serialize};
 
-use super::{CanaryReport, CanaryResult, OBJECT, cgroup, janitor, packet};
+use super::{
+    CanaryReport, CanaryResult, EBPF_LOG_ENV, LOG_OBJECT, OBJECT, cgroup, janitor, packet,
+};
 use crate::probe::{Support, live::error_chain};
 
 const VETH_A: &str = "pfcanary-a";
 const VETH_B: &str = "pfcanary-b";
-/// Counter slots, shared with preflight-ebpf/src/main.rs.
-mod slot {
-    pub const TC: u32 = 0;
-    pub const TCX: u32 = 1;
-    pub const XDP: u32 = 2;
-    pub const TAIL: u32 = 3;
-    pub const CONNECT4: u32 = 4;
-    pub const SENDMSG4: u32 = 5;
-    pub const LPM_HIT: u32 = 6;
-}
 const FRAMES: usize = 8;
+
+/// What the worker prints on stdout.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Output {
+    pub report: CanaryReport,
+    /// The programs' aya-log records, in order; empty unless the parent asked for them.
+    #[serde(default)]
+    pub ebpf_log: Vec<EbpfRecord>,
+}
+
+/// One aya-log record from a canary program.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EbpfRecord {
+    pub level: log::Level,
+    pub message: String,
+}
+
+/// The `log::Log` aya-log writes to: keeps the records for [`Output::ebpf_log`].
+#[derive(Default)]
+pub struct Collected(Mutex<Vec<EbpfRecord>>);
+
+impl log::Log for Collected {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record) {
+        let line = EbpfRecord {
+            level: record.level(),
+            message: record.args().to_string(),
+        };
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+    }
+    fn flush(&self) {}
+}
+
+impl Collected {
+    pub fn into_records(self) -> Vec<EbpfRecord> {
+        self.0.into_inner().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn note(&self, message: String) {
+        log::Log::log(
+            self,
+            &log::Record::builder()
+                .level(log::Level::Debug)
+                .args(format_args!("{message}"))
+                .build(),
+        );
+    }
+}
 
 pub fn worker_main() -> std::process::ExitCode {
     let start = Instant::now();
-    let mut report = run();
+    let collected = Collected::default();
+    let want_log = std::env::var_os(EBPF_LOG_ENV).is_some();
+    let mut report = run(want_log.then_some(&collected));
     report.elapsed_ms = start.elapsed().as_secs_f64() * 1e3;
+    let output = Output {
+        report,
+        ebpf_log: collected.into_records(),
+    };
     println!(
         "{}",
-        serde_json::to_string(&report).expect("report serialises")
+        serde_json::to_string(&output).expect("report serialises")
     );
     std::process::ExitCode::SUCCESS
 }
@@ -112,7 +165,50 @@ impl Results {
     }
 }
 
-fn run() -> CanaryReport {
+/// Loads the canary programs: `log_object` with a logger writing to `log` when `log` is given and
+/// it loads (its ring buffer needs kernel 5.8; the reason is noted in `log` when it does not),
+/// otherwise `object`. The worker passes [`LOG_OBJECT`] and [`OBJECT`].
+pub fn load<'log>(
+    log_object: &[u8],
+    object: &[u8],
+    log: Option<&'log Collected>,
+) -> Result<(Ebpf, Option<EbpfLogger<&'log Collected>>), aya::EbpfError> {
+    if let Some(log) = log {
+        match load_logging(log_object, log) {
+            Ok((ebpf, logger)) => return Ok((ebpf, Some(logger))),
+            Err(why) => log.note(format!("aya-log off: {why}; running the default build")),
+        }
+    }
+    Ok((loader().load(object)?, None))
+}
+
+fn load_logging<'log>(
+    object: &[u8],
+    log: &'log Collected,
+) -> Result<(Ebpf, EbpfLogger<&'log Collected>), String> {
+    if object.is_empty() {
+        return Err("this binary was built without the logging object".into());
+    }
+    let mut ebpf = loader().load(object).map_err(|e| {
+        format!(
+            "the logging build of the canaries did not load ({})",
+            error_chain(&e)
+        )
+    })?;
+    let logger = EbpfLogger::init_with_logger(&mut ebpf, log)
+        .map_err(|e| format!("aya-log's reader did not start ({})", error_chain(&e)))?;
+    Ok((ebpf, logger))
+}
+
+/// No kernel BTF: the canaries use no CO-RE relocations, and parsing /sys/kernel/btf/vmlinux
+/// (what `Ebpf::load` does) costs ~30 MiB of resident memory for nothing.
+fn loader() -> EbpfLoader<'static> {
+    let mut loader = EbpfLoader::new();
+    loader.btf(None);
+    loader
+}
+
+fn run(log: Option<&Collected>) -> CanaryReport {
     // SAFETY: prctl with integer arguments; the worker must not outlive `preflight`.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
 
@@ -138,10 +234,8 @@ fn run() -> CanaryReport {
             "making / private in the scratch mount namespace: {e}"
         ));
     }
-    // No kernel BTF: the canaries use no CO-RE relocations, and parsing /sys/kernel/btf/vmlinux
-    // (what `Ebpf::load` does) costs ~30 MiB of resident memory for nothing.
-    let mut ebpf = match EbpfLoader::new().btf(None).load(OBJECT) {
-        Ok(ebpf) => ebpf,
+    let (mut ebpf, mut logger) = match load(LOG_OBJECT, OBJECT, log) {
+        Ok(loaded) => loaded,
         Err(e) => {
             let reason = format!("loading the canary object: {}", error_chain(&e));
             return CanaryReport::all_unknown(&reason);
@@ -161,6 +255,10 @@ fn run() -> CanaryReport {
     attach_and_send(&mut ebpf, &veth, &mut results);
     pin_round_trip(&mut ebpf, &mut results);
     sock_addr(&mut ebpf, scratch.as_deref(), janitor, &mut results);
+    // Every record is in the ring buffer by now: the programs wrote them before returning.
+    if let Some(logger) = &mut logger {
+        logger.flush();
+    }
 
     for name in super::CANARIES {
         if !results.0.contains_key(*name) {
@@ -213,10 +311,10 @@ async fn make_veth() -> Result<(u32, u32), String> {
     Ok((indexes[1], indexes[2]))
 }
 
-fn counter(ebpf: &Ebpf, index: u32) -> u64 {
-    ebpf.map("COUNTERS")
+fn counter(ebpf: &Ebpf, slot: Counter) -> u64 {
+    ebpf.map(maps::COUNTERS)
         .and_then(|m| Array::<_, u64>::try_from(m).ok())
-        .and_then(|a| a.get(&index, 0).ok())
+        .and_then(|a| a.get(&slot.index(), 0).ok())
         .unwrap_or(0)
 }
 
@@ -245,20 +343,21 @@ fn attach_and_send(ebpf: &mut Ebpf, veth: &Result<(u32, u32), String>, results: 
 
     // Tail call target first: the program array must hold it before traffic flows.
     let tail_ready = (|| -> Result<(), Support> {
-        let mut calls = ProgramArray::try_from(ebpf.take_map("CALLS").ok_or(Support::Unknown {
-            reason: "CALLS map missing".into(),
-        })?)
-        .map_err(|e| refused(&e))?;
-        let tail = load_classifier(ebpf, "canary_tail")?;
+        let mut calls =
+            ProgramArray::try_from(ebpf.take_map(maps::CALLS).ok_or(Support::Unknown {
+                reason: format!("{} map missing", maps::CALLS),
+            })?)
+            .map_err(|e| refused(&e))?;
+        let tail = load_classifier(ebpf, programs::TAIL)?;
         let fd = tail.fd().map_err(|e| refused(&e))?;
-        calls.set(0, fd, 0).map_err(|e| refused(&e))?;
+        calls.set(TAIL_CALL_SLOT, fd, 0).map_err(|e| refused(&e))?;
         // The program array keeps its entries only while a reference to the map exists;
         // the tc program holds one once loaded, so the handle can go.
         std::mem::forget(calls);
         Ok(())
     })();
 
-    if let Some(map) = ebpf.map_mut("PREFIXES")
+    if let Some(map) = ebpf.map_mut(maps::PREFIXES)
         && let Ok(mut trie) = LpmTrie::<_, u32, u32>::try_from(map)
     {
         let _ = trie.insert(
@@ -269,7 +368,7 @@ fn attach_and_send(ebpf: &mut Ebpf, veth: &Result<(u32, u32), String>, results: 
     }
 
     // Legacy tc through netlink: clsact qdisc + cls_bpf filter on A's ingress.
-    let tc = load_classifier(ebpf, "canary_tc").and_then(|p| {
+    let tc = load_classifier(ebpf, programs::TC).and_then(|p| {
         if let Err(e) = tc::qdisc_add_clsact(VETH_A) {
             return Err(refused(&e));
         }
@@ -281,7 +380,7 @@ fn attach_and_send(ebpf: &mut Ebpf, veth: &Result<(u32, u32), String>, results: 
         .map_err(|e| refused(&e))
     });
     // tcx (6.6+): a bpf link on B's egress, where the AF_PACKET frames leave.
-    let tcx = load_classifier(ebpf, "canary_tcx").and_then(|p| {
+    let tcx = load_classifier(ebpf, programs::TCX).and_then(|p| {
         p.attach_with_options(
             VETH_B,
             TcAttachType::Egress,
@@ -292,9 +391,9 @@ fn attach_and_send(ebpf: &mut Ebpf, veth: &Result<(u32, u32), String>, results: 
     // XDP on A: native (veth supports it), else generic.
     let xdp = (|| -> Result<&'static str, Support> {
         let prog: &mut Xdp = ebpf
-            .program_mut("canary_xdp")
+            .program_mut(programs::XDP)
             .ok_or(Support::Unknown {
-                reason: "canary_xdp missing".into(),
+                reason: format!("{} missing", programs::XDP),
             })?
             .try_into()
             .map_err(|e: aya::programs::ProgramError| refused(&e))?;
@@ -312,8 +411,8 @@ fn attach_and_send(ebpf: &mut Ebpf, veth: &Result<(u32, u32), String>, results: 
     // Delivery to the peer is asynchronous (backlog / NAPI); wait briefly for the counters.
     let deadline = Instant::now() + Duration::from_millis(500);
     while Instant::now() < deadline
-        && (counter(ebpf, slot::TC) < FRAMES as u64 && tc.is_ok()
-            || counter(ebpf, slot::XDP) < FRAMES as u64 && xdp.is_ok())
+        && (counter(ebpf, Counter::Tc) < FRAMES as u64 && tc.is_ok()
+            || counter(ebpf, Counter::Xdp) < FRAMES as u64 && xdp.is_ok())
     {
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -334,7 +433,7 @@ fn attach_and_send(ebpf: &mut Ebpf, veth: &Result<(u32, u32), String>, results: 
     match &tc {
         Ok(_) => results.counted(
             "tc",
-            counter(ebpf, slot::TC),
+            counter(ebpf, Counter::Tc),
             &format!("sched_cls on {VETH_A} ingress via clsact/netlink"),
         ),
         Err(s) => results.set("tc", s.clone(), "attach through clsact/netlink failed"),
@@ -342,7 +441,7 @@ fn attach_and_send(ebpf: &mut Ebpf, veth: &Result<(u32, u32), String>, results: 
     match &tcx {
         Ok(_) => results.counted(
             "tcx",
-            counter(ebpf, slot::TCX),
+            counter(ebpf, Counter::Tcx),
             &format!("sched_cls on {VETH_B} egress via tcx link"),
         ),
         Err(s) => results.set(
@@ -354,7 +453,7 @@ fn attach_and_send(ebpf: &mut Ebpf, veth: &Result<(u32, u32), String>, results: 
     match &xdp {
         Ok(mode) => results.counted(
             "xdp",
-            counter(ebpf, slot::XDP),
+            counter(ebpf, Counter::Xdp),
             &format!("xdp on {VETH_A}, {mode}"),
         ),
         Err(s) => results.set("xdp", s.clone(), "attach failed in native and generic mode"),
@@ -370,14 +469,14 @@ fn attach_and_send(ebpf: &mut Ebpf, veth: &Result<(u32, u32), String>, results: 
         ),
         (Ok(()), Ok(_)) => results.counted(
             "tail_call",
-            counter(ebpf, slot::TAIL),
-            "tc program tail-called slot 0 of a prog_array",
+            counter(ebpf, Counter::Tail),
+            &format!("tc program tail-called slot {TAIL_CALL_SLOT} of a prog_array"),
         ),
     }
     if tc.is_ok() {
         let src = u32::from_be_bytes(packet::SOURCE);
         let flows = ebpf
-            .map("FLOWS")
+            .map(maps::FLOWS)
             .and_then(|m| HashMap::<_, u32, u64>::try_from(m).ok())
             .and_then(|h| h.get(&src, 0).ok());
         match flows {
@@ -396,7 +495,7 @@ fn attach_and_send(ebpf: &mut Ebpf, veth: &Result<(u32, u32), String>, results: 
         }
         results.counted(
             "lpm_trie",
-            counter(ebpf, slot::LPM_HIT),
+            counter(ebpf, Counter::LpmHit),
             "LPM lookup of 10.1.2.3 matched 10.0.0.0/8",
         );
     } else {
@@ -457,7 +556,7 @@ fn sock_addr(
         let cg = File::open(dir).map_err(|e| Support::Unknown {
             reason: format!("open {}: {e}", dir.display()),
         })?;
-        for prog_name in ["canary_connect4", "canary_sendmsg4"] {
+        for prog_name in [programs::CONNECT4, programs::SENDMSG4] {
             let prog: &mut CgroupSockAddr = ebpf
                 .program_mut(prog_name)
                 .ok_or(Support::Unknown {
@@ -479,7 +578,10 @@ fn sock_addr(
         if let Some(own) = &own {
             let _ = cgroup::move_into(own);
         }
-        let (c, s) = (counter(ebpf, slot::CONNECT4), counter(ebpf, slot::SENDMSG4));
+        let (c, s) = (
+            counter(ebpf, Counter::Connect4),
+            counter(ebpf, Counter::Sendmsg4),
+        );
         if c > 0 && s > 0 {
             Ok(format!(
                 "connect4 ran {c}x, sendmsg4 ran {s}x on {}",
@@ -565,8 +667,8 @@ fn pin_round_trip(ebpf: &mut Ebpf, results: &mut Results) {
     }
     let path = root.join("preflight_counters");
     let outcome = (|| -> Result<String, Support> {
-        let map = ebpf.map("COUNTERS").ok_or(Support::Unknown {
-            reason: "COUNTERS missing".into(),
+        let map = ebpf.map(maps::COUNTERS).ok_or(Support::Unknown {
+            reason: format!("{} missing", maps::COUNTERS),
         })?;
         map.pin(&path).map_err(|e| refused(&e))?;
         let pinned = MapData::from_pin(&path).map_err(|e| refused(&e))?;
@@ -575,7 +677,7 @@ fn pin_round_trip(ebpf: &mut Ebpf, results: &mut Results) {
             aya::maps::Map::Array(data) => data.info().map_err(|e| refused(&e))?.id(),
             _ => {
                 return Err(Support::Unknown {
-                    reason: "COUNTERS is not an array".into(),
+                    reason: format!("{} is not an array", maps::COUNTERS),
                 });
             }
         };
