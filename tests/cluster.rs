@@ -304,14 +304,31 @@ fn check_node_config_shape(cnc: &Value) {
     assert_eq!(cnc["kind"], "CiliumNodeConfig");
     assert_eq!(cnc["metadata"]["namespace"], "kube-system");
     let spec = cnc["spec"].as_object().unwrap();
-    assert_eq!(spec.keys().collect::<Vec<_>>(), ["defaults", "nodeSelector"]);
+    assert_eq!(
+        spec.keys().collect::<Vec<_>>(),
+        ["defaults", "nodeSelector"]
+    );
     let sel = spec["nodeSelector"].as_object().unwrap();
-    assert!(sel.keys().all(|k| k == "matchLabels" || k == "matchExpressions"));
-    assert_eq!(sel["matchLabels"]["io.cilium.migration/cilium-default"], "true");
+    assert!(
+        sel.keys()
+            .all(|k| k == "matchLabels" || k == "matchExpressions")
+    );
+    assert_eq!(
+        sel["matchLabels"]["io.cilium.migration/cilium-default"],
+        "true"
+    );
     for (k, v) in spec["defaults"].as_object().unwrap() {
-        assert!(v.is_string(), "defaults.{k} must be a string (the agent's flag value): {v}");
+        assert!(
+            v.is_string(),
+            "defaults.{k} must be a string (the agent's flag value): {v}"
+        );
     }
-    for key in ["write-cni-conf-when-ready", "custom-cni-conf", "cni-chaining-mode", "cni-exclusive"] {
+    for key in [
+        "write-cni-conf-when-ready",
+        "custom-cni-conf",
+        "cni-chaining-mode",
+        "cni-exclusive",
+    ] {
         assert!(spec["defaults"].get(key).is_some(), "missing {key}");
     }
 }
@@ -319,7 +336,10 @@ fn check_node_config_shape(cnc: &Value) {
 /// The `CiliumNodeConfig`'s apiVersion is the one the target chart's Chart.yaml lists for the
 /// kind (`artifacthub.io/crds`), for each chart in ../shared (extracted, never copied).
 #[test]
-#[cfg_attr(not(shared_cilium_trees), ignore = "needs ../shared/cilium (or PREFLIGHT_SHARED)")]
+#[cfg_attr(
+    not(shared_cilium_trees),
+    ignore = "needs ../shared/cilium (or PREFLIGHT_SHARED)"
+)]
 fn node_config_api_version_is_the_one_the_target_chart_lists() {
     #[cfg(shared_cilium_trees)]
     let shared = PathBuf::from(env!("PREFLIGHT_SHARED_CILIUM"));
@@ -334,18 +354,43 @@ fn node_config_api_version_is_the_one_the_target_chart_lists() {
             .unwrap();
         assert!(o.status.success(), "{version}: {}", text(&o));
         let chart_yaml: Value = serde_norway::from_slice(&o.stdout).unwrap();
-        let crds: Value = serde_norway::from_str(chart_yaml["annotations"]["artifacthub.io/crds"].as_str().unwrap()).unwrap();
-        let entry = crds.as_array().unwrap().iter().find(|c| c["kind"] == "CiliumNodeConfig").expect("the chart lists CiliumNodeConfig");
+        let crds: Value = serde_norway::from_str(
+            chart_yaml["annotations"]["artifacthub.io/crds"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        let entry = crds
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["kind"] == "CiliumNodeConfig")
+            .expect("the chart lists CiliumNodeConfig");
         let dir = tempfile::tempdir().unwrap();
         let o = Command::new(BIN)
             .current_dir(repo())
-            .args(["plan", "--cluster", "fixtures/cluster/k3s-three-node/reports", "--cilium-version", version, "--emit-gitops"])
+            .args([
+                "plan",
+                "--cluster",
+                "fixtures/cluster/k3s-three-node/reports",
+                "--cilium-version",
+                version,
+                "--emit-gitops",
+            ])
             .arg(dir.path())
             .output()
             .unwrap();
         assert_eq!(o.status.code(), Some(0), "{version}: {}", text(&o));
-        let cnc: Value = serde_norway::from_str(&fs::read_to_string(dir.path().join("stage-2-node-config/ciliumnodeconfig.yaml")).unwrap()).unwrap();
-        assert_eq!(cnc["apiVersion"], format!("cilium.io/{}", entry["version"].as_str().unwrap()), "{version}");
+        let cnc: Value = serde_norway::from_str(
+            &fs::read_to_string(dir.path().join("stage-2-node-config/ciliumnodeconfig.yaml"))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            cnc["apiVersion"],
+            format!("cilium.io/{}", entry["version"].as_str().unwrap()),
+            "{version}"
+        );
         check_node_config_shape(&cnc);
     }
 }
@@ -819,6 +864,10 @@ tool=$(basename "$0")
 line="$tool $*"
 if [ -n "$STANDIN_FAIL" ] && [[ "$line" == *"$STANDIN_FAIL"* ]]; then
   echo "stand-in $tool: told to fail on: $STANDIN_FAIL" >&2; exit 1
+fi
+# Fails the first time only (a service that does not come up once, then does).
+if [ -n "$STANDIN_FAIL_ONCE" ] && [[ "$line" == *"$STANDIN_FAIL_ONCE"* ]] && mkdir "$STANDIN_CLUSTER/failed-once" 2>/dev/null; then
+  echo "stand-in $tool: told to fail once on: $STANDIN_FAIL_ONCE" >&2; exit 1
 fi
 links="$STANDIN_DIR/links"; mkdir -p "$links"
 case "$tool" in
@@ -1301,26 +1350,31 @@ fn a_failure_at_any_step_rolls_every_node_back_part_3() {
 }
 
 /// Real failures, not hooks: a drain a PodDisruptionBudget never allows, a node stage that
-/// fails on the node (k3s does not restart), helm failing on the final values.
+/// fails on the node (k3s-agent does not restart, once), helm failing on the final values.
 #[test]
 fn real_failures_roll_back_too() {
     // A budget that allows no disruption: the drain waits, then gives up.
     let c = Cluster::new();
     c.api.world.lock().unwrap().pdbs[0]["status"]["disruptionsAllowed"] = json!(0);
     let before = c.snapshot();
+    let t = std::time::Instant::now();
     let o = c.install(&[]);
     let out = String::from_utf8_lossy(&o.stdout);
+    println!("PDB: {:.1} s", t.elapsed().as_secs_f64());
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(out.contains("refused by a PodDisruptionBudget"), "{out}");
     assert_same(&before, &c.snapshot(), "PDB blocks the drain");
 
     for (fail, what) in [
-        ("systemctl restart k3s-agent", "k3s-agent does not restart"),
+        (
+            "systemctl restart k3s-agent",
+            "k3s-agent does not restart once",
+        ),
         ("values-final.yaml", "helm fails on the final values"),
     ] {
         let c = Cluster::new();
         let before = c.snapshot();
-        let o = c.install(&[("STANDIN_FAIL", fail)]);
+        let o = c.install(&[("STANDIN_FAIL_ONCE", fail)]);
         assert_eq!(o.status.code(), Some(1), "{what}: {}", text(&o));
         assert_same(&before, &c.snapshot(), what);
     }
@@ -1419,12 +1473,27 @@ fn a_corrupt_cluster_journal_is_refused_by_file_and_line() {
     let before = c.snapshot();
     let state = c.tmp.path().join("state");
     fs::create_dir_all(&state).unwrap();
-    fs::write(state.join("cluster-journal.json"), "{\n  \"version\": 1,\n  \"status\": \"in_progress\",\n  oops\n}\n").unwrap();
-    for args in [&["rollback", "--cluster"][..], &["install", "--cluster", fixture().join("reports").to_str().unwrap(), "--yes"][..]] {
+    fs::write(
+        state.join("cluster-journal.json"),
+        "{\n  \"version\": 1,\n  \"status\": \"in_progress\",\n  oops\n}\n",
+    )
+    .unwrap();
+    for args in [
+        &["rollback", "--cluster"][..],
+        &[
+            "install",
+            "--cluster",
+            fixture().join("reports").to_str().unwrap(),
+            "--yes",
+        ][..],
+    ] {
         let o = c.run(args, &[]);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(err.contains("cluster-journal.json:4: corrupt cluster journal"), "{args:?}: {err}");
+        assert!(
+            err.contains("cluster-journal.json:4: corrupt cluster journal"),
+            "{args:?}: {err}"
+        );
     }
     assert_same(&before, &c.snapshot(), "corrupt journal");
 }

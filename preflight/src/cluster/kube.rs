@@ -65,6 +65,11 @@ impl Kube {
                     .await
                     .context("finding a kubeconfig (give --kubeconfig)")?,
             };
+            let mut config = config;
+            // kube retries 429/503/504 by itself (15 times, backing off up to 1000 s). A 429 on
+            // an eviction is a PodDisruptionBudget saying "not now": the drain retries it on its
+            // own schedule, bounded by --wait-timeout, and says which budget held it.
+            config.default_retry = false;
             Client::try_from(config).context("building the Kubernetes client")
         })?;
         let poll = std::env::var("PREFLIGHT_CLUSTER_POLL_MS")

@@ -653,7 +653,8 @@ fn rollback_entries(
         .filter(|e| only.is_none_or(|p| e.step.starts_with(p)))
         .cloned()
         .collect();
-    if entries.iter().all(|e| e.state == EntryState::Undone) && only.is_some() {
+    if entries.is_empty() && only.is_some() {
+        // The stage never ran here (or its journal was already removed with the rest).
         report.nothing_to_do = true;
         return Ok(report);
     }
