@@ -37,6 +37,16 @@ fn shared_trees(manifest: &std::path::Path) {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Tests that read the real Cilium sources (shared/cilium beside the repository or above a
+    // worktree) run where they are and say they are ignored elsewhere.
+    println!("cargo:rustc-check-cfg=cfg(cilium_sources)");
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
+    if manifest_dir
+        .ancestors()
+        .any(|a| a.join("shared/cilium/README.md").is_file())
+    {
+        println!("cargo:rustc-cfg=cilium_sources");
+    }
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     println!("cargo:rerun-if-env-changed=PREFLIGHT_EBPF_TOOLCHAIN");
     let toolchain = env::var("PREFLIGHT_EBPF_TOOLCHAIN").unwrap_or_else(|_| EBPF_TOOLCHAIN.into());

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Bounded fuzzing of the Helm-values parsers we wrote: --set, values merge/coalesce, the YAML
-# error path, YAML merge keys, the unknown-key walk (preflight/src/cilium/fuzz.rs). Prints
+# error path, YAML merge keys, the unknown-key walk, the chart-rule evaluator
+# (preflight/src/cilium/fuzz.rs). Prints
 # executions and crashes per target; a crash fails with proptest's shrunk input. Usage: scripts/fuzz-values.sh [CASES_PER_TARGET]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -20,6 +20,8 @@ seed() { # target → seed files
     node_config_h) find $N -name '*.h' ;;
     os_release) ls $N/*/etc/os-release ;;
     iptables_save) ls ../fixtures/iptables/*.save ;;
+    set_expr) ls ../fixtures/set/*.txt ;;
+    values_yaml) ls ../fixtures/values/*.yaml ../fixtures/charts/*/values.yaml ;;
   esac 2>/dev/null || true
 }
 # The canary eBPF object is irrelevant to parsers; skip building it under the sanitizer.

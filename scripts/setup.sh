@@ -25,6 +25,8 @@ apt_packages=(
   make                         # tests read a real bpf tree's own Makefile options (tests/elf_real_trees.rs)
   qemu-system-x86 busybox-static cpio  # cargo xtask vm-test: real Debian kernels under TCG
   docker-registry skopeo       # tests/compile_source.rs: a real OCI registry on 127.0.0.1 and a client to push to it
+  gcc-aarch64-linux-gnu libc6-dev-arm64-cross  # the arm64 artifact: cross linker, static glibc
+  qemu-user-static             # scripts/dist-check.sh runs the arm64 artifact on the fixtures
 )
 missing=()
 for p in "${apt_packages[@]}"; do have_pkg "$p" || missing+=("$p"); done
@@ -66,6 +68,12 @@ if [ "$llvm_of_ebpf_rustc" != "$LLVM_MAJOR" ]; then
   exit 1
 fi
 say "eBPF toolchain $EBPF_TOOLCHAIN (LLVM $llvm_of_ebpf_rustc) ready"
+
+# The arm64 artifact (`cargo xtask dist --arch arm64`) needs the target's standard library.
+if ! rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then
+  say "rustup: adding target aarch64-unknown-linux-gnu (about 40 s)"
+  rustup target add aarch64-unknown-linux-gnu
+fi
 
 # cargo-fuzz for scripts/fuzz.sh (not needed by the tests; runs the fuzz targets on the nightly above).
 if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -11,7 +11,7 @@ for features in "" log; do
   (cd preflight-ebpf && cargo +nightly-2026-05-20 clippy --target bpfel-unknown-none \
     -Z build-std=core --release --features "$features" -- -D warnings)
 done
-cargo test --workspace --exclude preflight-ebpf
+cargo test --workspace --exclude preflight-ebpf --no-fail-fast
 # The compile golden reports need root and clang-19 (tests/golden_reports.rs, ~5 s).
 if [ "$(id -u)" = 0 ]; then
   cargo test -p preflight --test golden_reports -- --ignored
@@ -20,3 +20,6 @@ else
 fi
 # `preflight job` manifests against the Kubernetes API schema (1.33-1.37).
 bash scripts/validate-manifests.sh
+# The shipped static binaries (amd64, arm64 under qemu-user) on every fixture, against the
+# release build's verdict, and the kernel-upgrade gate from the amd64 one (docs/fleet.md).
+bash scripts/dist-check.sh

@@ -27,7 +27,8 @@ for version in 1.33.0 1.34.0 1.35.0 1.36.0 1.37.0; do
   kubernetes-validate --strict --quiet -k "$version" "${manifests[@]}"
 done
 
-sed 's/hostPID: true/hostPID: "yes"/' "$tmp/default.yaml" >"$tmp/broken.yaml"
+sed 's/readOnly: true/readOnly: "yes"/' "$tmp/default.yaml" >"$tmp/broken.yaml"
+cmp -s "$tmp/default.yaml" "$tmp/broken.yaml" && { echo "validate-manifests: the broken manifest is not broken" >&2; exit 1; }
 if kubernetes-validate --strict --quiet -k 1.33.0 "$tmp/broken.yaml" >/dev/null 2>&1; then
   echo "validate-manifests: kubernetes-validate accepted a broken manifest" >&2
   exit 1

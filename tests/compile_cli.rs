@@ -169,3 +169,28 @@ fn a_program_the_verifier_rejects_becomes_a_finding_with_the_log_tail() {
             .all_loaded()
     );
 }
+
+/// `--cilium-version 1.20` compiles end to end with 1.20's facts from the release table (the
+/// 1.18+ flags, LLVM 19); the version is written as given. Needs clang-19 (scripts/setup.sh).
+#[test]
+fn cilium_1_20_compiles_with_its_own_facts() {
+    let (code, out, err) = preflight(&[
+        "compile",
+        "--no-verify",
+        "--cilium-version",
+        "1.20",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["cilium_version"], "1.20");
+    let text = v.to_string();
+    assert!(
+        text.contains("-std=gnu99") && text.contains("-ftrap-function=__undefined_trap"),
+        "{text}"
+    );
+    let (code, _, err) = preflight(&["compile", "--no-verify", "--cilium-version", "1.21"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("not a version preflight knows"), "{err}");
+}

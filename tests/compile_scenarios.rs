@@ -358,7 +358,7 @@ fn tunnel_port_from_values_clears_the_flannel_port_conflict_and_reaches_the_head
     )
     .unwrap();
     let target = Target::build(&preflight::cilium::TargetSpec {
-        cilium_version: Some("1.18.4".into()),
+        cilium_version: Some("1.18.4".parse().expect("a version")),
         value_files: vec![values],
         ..Default::default()
     })

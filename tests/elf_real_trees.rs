@@ -84,7 +84,8 @@ fn makefile_var(bpf: &Path, var: &str) -> Vec<String> {
 
 /// The agent's command lines for a tree, over empty state dirs (so the dummies are used).
 fn jobs(version: &str, clang: u32, bpf: &Path, scratch: &Path, extra: &[(&str, &str)]) -> Vec<Job> {
-    let profile = profile::for_version(version).unwrap();
+    let profile =
+        profile::for_version(&preflight::cilium::CiliumVersion::parse(version).unwrap()).unwrap();
     let toolchain = Toolchain {
         clang: PathBuf::from(format!("/usr/bin/clang-{clang}")),
         major: clang,
@@ -209,7 +210,10 @@ fn every_real_object_parses_and_the_kernel_judges_every_program() {
             &[("bpf_sock", "MAX_LB_OPTIONS")],
         );
         compile(&jobs);
-        let legacy = profile::parse_minor(version).unwrap() < 18;
+        let legacy = preflight::cilium::CiliumVersion::parse(version)
+            .unwrap()
+            .minor
+            < 18;
         // One loader per tree: one bpffs, as a node has, so global maps are shared.
         let loader = Loader::new();
         let mut shared_pins = 0;

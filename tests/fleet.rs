@@ -339,16 +339,13 @@ fn job_compiles_the_targets_datapath_from_its_cilium_image() {
         init_container(&ds, "cilium-datapath")["image"],
         "mirror.example/cilium/cilium:v1.18.3"
     );
-    // A version without a patch release names no image: the templates, and a note saying so.
+    // A minor is its newest release preflight knows (the release table): that image.
     let (ds, stderr) = daemonset(&["job", "--cilium-version", "1.18"]);
     assert_eq!(
-        ds["spec"]["template"]["spec"]["initContainers"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
+        init_container(&ds, "cilium-datapath")["image"],
+        "quay.io/cilium/cilium:v1.18.6"
     );
-    assert!(stderr.contains("built-in templates"), "{stderr}");
+    assert!(!stderr.contains("built-in templates"), "{stderr}");
     // Tree flags for the nodes are refused: the init container gives them their tree.
     for flags in [
         &["--bpf-dir", "/host/bpf"][..],
@@ -464,7 +461,12 @@ fn job_ships_values_files_in_a_configmap_the_pod_reads() {
         "encryption:\n  enabled: true\n  type: wireguard\n"
     );
     let pod = &docs[2]["spec"]["template"]["spec"];
-    let check = &pod["initContainers"][0];
+    let check = pod["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "preflight")
+        .unwrap();
     let args: Vec<_> = check["args"]
         .as_array()
         .unwrap()
@@ -601,4 +603,26 @@ fn diff_and_aggregate_read_every_fixture_report() {
             }
         }
     }
+}
+
+/// The nodes judge the release this command judges: `--cilium-version 1.20` goes to the pods as
+/// given, and without it the newest release this preflight knows is written out.
+#[test]
+fn job_pins_the_cilium_version_for_the_nodes() {
+    let out = preflight(&["job", "--cilium-version", "1.20"], None);
+    assert_eq!(out.status.code(), Some(0));
+    let yaml = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        yaml.contains("- --cilium-version\n        - '1.20'")
+            || yaml.contains("- --cilium-version\n        - \"1.20\""),
+        "{yaml}"
+    );
+    let out = preflight(&["job"], None);
+    let yaml = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        yaml.contains("- --cilium-version\n        - 1.20.2"),
+        "{yaml}"
+    );
+    let out = preflight(&["job", "--cilium-version", "1.9"], None);
+    assert_eq!(out.status.code(), Some(2));
 }

@@ -18,8 +18,9 @@ const LAYERS: &[&[&str]] = &[
     &["cmd"],
     // The whole-cluster migration: plans from many reports (fleet), drives node plans (plan).
     &["cluster"],
-    // The migration (plan, journal, executor) and the fleet (Job manifests, aggregation).
-    &["plan", "fleet"],
+    // The migration (plan, journal, executor), the fleet (Job manifests, aggregation) and the
+    // kernel-upgrade gate (kernels booted under qemu).
+    &["plan", "fleet", "gate"],
     // Outcomes to go / no-go; the report document and its renderers.
     &["verdict", "report"],
     // The check registry: pure functions over facts and the target.
@@ -34,8 +35,8 @@ const LAYERS: &[&[&str]] = &[
     &["cilium"],
     // The one door to the node's files.
     &["host"],
-    // Plain types every room shares.
-    &["model"],
+    // Plain types every room shares; facts about the running executable.
+    &["model", "exe"],
 ];
 
 fn src() -> PathBuf {

@@ -1197,7 +1197,7 @@ fn plan_and_install_take_the_users_values() {
         out.contains("Value fixes from the preflight, written into the values file"),
         "{out}"
     );
-    assert!(out.contains("values.removed.tunnel"), "{out}");
+    assert!(out.contains("values.chart-rules"), "{out}");
 
     // install: the same values reach the file helm is given.
     let o = n.run(

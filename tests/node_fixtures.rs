@@ -528,7 +528,7 @@ fn bad_node_files_are_findings_not_crashes() {
     r.assert("state.node-config", "unknown");
     let cni = r.detail("cni.configs");
     assert!(
-        cni.contains("etc/containerd/config.toml: not a regular file"),
+        cni.contains("etc/containerd/config.toml: a FIFO, not a regular file"),
         "{cni}"
     );
     for id in ["state.bpf-pins", "state.templates"] {
@@ -566,15 +566,15 @@ fn capability<'a>(r: &'a Run, name: &str) -> &'a serde_json::Value {
 
 #[test]
 fn the_verdict_line_separates_blocked_from_undecided_capabilities() {
-    // The plan node: its kernel config lacks what base-datapath needs, and tunnel-vxlan and
-    // l7-proxy have nothing but unknowns; they are undecided, not blocked.
+    // The plan node: its kernel config lacks what base-datapath needs, and tunnel-vxlan,
+    // l7-proxy and hubble have nothing but unknowns; they are undecided, not blocked.
     let r = run("k3s-flannel-plan", &["--no-compile", "--no-canaries"]);
     assert_eq!(r.code, 1, "{}", summary(&r));
     assert_eq!(capability(&r, "tunnel-vxlan")["undecided"], true);
     assert_eq!(
         summary(&r),
-        "NO-GO: Cilium 1.19 would not come up: 1 failed check blocks base-datapath; \
-         undecided: tunnel-vxlan, l7-proxy"
+        "NO-GO: Cilium 1.20.2 would not come up: 1 failed check blocks base-datapath; \
+         undecided: tunnel-vxlan, l7-proxy, hubble"
     );
 }
 

@@ -60,7 +60,9 @@ fn homelab_plan_is_rejected_for_1_16_4_with_both_errors_and_fixes() {
         String::from_utf8_lossy(&out.stderr)
     );
     let r = json(&out);
-    let tunnel = check(&r, "values.removed.tunnel");
+    // 1.16's own templates/validate.yaml rejects `tunnel` (the chart's rules, read from the
+    // real 1.16.15 chart).
+    let tunnel = check(&r, "values.chart-rules");
     assert_eq!(tunnel["status"], "fail");
     assert!(
         tunnel["detail"]
@@ -85,7 +87,13 @@ fn homelab_plan_is_rejected_for_1_16_4_with_both_errors_and_fixes() {
             .unwrap()
             .contains("kubeProxyReplacement: false")
     );
-    assert_eq!(check(&r, "values.service-monitor-crds")["status"], "warn");
+    assert!(
+        tunnel["detail"]
+            .as_str()
+            .unwrap()
+            .contains("monitoring.coreos.com/v1"),
+        "{tunnel}"
+    );
     let patch = &r["verdict"]["values_patch"];
     assert_eq!(patch["kubeProxyReplacement"], false);
     assert!(patch["tunnel"].is_null() && patch.as_object().unwrap().contains_key("tunnel"));
@@ -282,7 +290,7 @@ fn junit_markdown_and_output_file() {
     let md = String::from_utf8(out.stdout).unwrap();
     assert!(md.starts_with("## preflight: Cilium 1.16.4"), "{md}");
     assert!(md.contains("**❌ NO-GO"), "{md}");
-    assert!(md.contains("| `values.removed.tunnel` | FAIL |"), "{md}");
+    assert!(md.contains("| `values.chart-rules` | FAIL |"), "{md}");
     assert!(md.contains("```yaml\n"), "{md}");
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -548,7 +556,7 @@ fn diff_warns_when_the_targets_differ_and_judges_by_the_new_needs() {
     let out = diff_of(&base, &older);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("warning: targets differ: Cilium 1.19 before, 1.16 after"),
+        text.contains("warning: targets differ: Cilium 1.20.2 before, 1.16 after"),
         "{text}"
     );
     // Netkit on Debian's 6.1 kernel: a new capability the node cannot give. The capability
@@ -643,7 +651,11 @@ fn chart_and_cilium_version_must_agree() {
             "{right}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(json(&out)["target"]["cilium_version"], right);
+        // Written as parsed: the `v` is spelling, not version.
+        assert_eq!(
+            json(&out)["target"]["cilium_version"],
+            right.trim_start_matches('v')
+        );
     }
 }
 
@@ -817,8 +829,8 @@ fn duplicate_keys_in_a_values_file_warn_at_file_and_line() {
             "{name}:5: `hubble.enabled` set again (first at line 2); the earlier value is ignored"
         )
     );
-    // The last value is the one judged, as Helm would.
-    assert_eq!(check(&r, "values.hubble-ui-relay")["status"], "fail");
+    // The last value is the one judged, as Helm would: the chart refuses a Relay without Hubble.
+    assert_eq!(check(&r, "values.chart-rules")["status"], "fail");
     let r = json(&run_values(&file, "hubble:\n  enabled: true\n"));
     assert_eq!(check(&r, "values.duplicate-keys")["status"], "pass");
     std::fs::remove_dir_all(dir).unwrap();
@@ -833,7 +845,7 @@ fn merge_keys_count_and_name_the_line_that_merges() {
         &file,
         "x: &x {enabled: true}\nhubble: {relay: {<<: *x}, ui: {enabled: true}}\n",
     ));
-    assert_eq!(check(&r, "values.hubble-ui-relay")["status"], "pass");
+    assert_eq!(check(&r, "values.chart-rules")["status"], "pass");
     // Block style: a bad value brought in by a merge is named at the `<<` line.
     let r = json(&run_values(
         &file,
@@ -867,7 +879,7 @@ fn several_documents_merge_as_helm_4_and_warn_at_the_second_start() {
     assert!(detail.contains(&format!("starts at {name}:4")), "{detail}");
     assert!(detail.contains("Helm 3 reads only the first"), "{detail}");
     // The later document won, as Helm 4 merges them.
-    assert_eq!(check(&r, "values.hubble-ui-relay")["status"], "pass");
+    assert_eq!(check(&r, "values.chart-rules")["status"], "pass");
     // A trailing empty document changes nothing: no warning.
     let r = json(&run_values(&file, "hubble:\n  enabled: true\n---\n"));
     assert_eq!(check(&r, "values.multi-document")["status"], "pass");
@@ -902,7 +914,7 @@ fn misspelt_keys_fail_when_they_meant_a_capability_and_warn_otherwise() {
     let detail = c["detail"].as_str().unwrap();
     assert!(
         detail.contains(&format!(
-            "`kubeProxyReplacment` (at {name}:3) is not a key of the Cilium 1.19 chart; did you mean `kubeProxyReplacement`?"
+            "`kubeProxyReplacment` (at {name}:3) is not a key of the Cilium 1.20 chart; did you mean `kubeProxyReplacement`?"
         )),
         "{detail}"
     );
@@ -924,7 +936,7 @@ fn misspelt_keys_fail_when_they_meant_a_capability_and_warn_otherwise() {
     let chart = repo("fixtures/charts/mini-cilium");
     std::fs::write(
         &file,
-        "bpf:\n  masqeurade: false\nhubble:\n  relay:\n    enabled: false\nl7Proxi: true\nextraConfig:\n  anything: 1\n",
+        "bpf:\n  masqeurade: true\nhubble:\n  relay:\n    enabled: false\nl7Proxi: true\nextraConfig:\n  anything: 1\n",
     )
     .unwrap();
     let r = json(&run(&[
@@ -943,7 +955,11 @@ fn misspelt_keys_fail_when_they_meant_a_capability_and_warn_otherwise() {
         detail.contains(&format!("`bpf.masqeurade` (at {name}:2)")),
         "{detail}"
     );
-    assert!(detail.contains("`l7Proxi`"), "{detail}");
+    // `l7Proxi: true` is what the chart does anyway (class 8): named, but not blocking.
+    assert!(
+        detail.contains("`l7Proxi`") && detail.contains("its value is the chart's default anyway"),
+        "{detail}"
+    );
     assert!(!detail.contains("extraConfig"), "{detail}");
     // A key the chart lacks that is not near a capability key: a warning only.
     std::fs::write(&file, "operatr:\n  replicas: 1\n").unwrap();
@@ -963,5 +979,161 @@ fn misspelt_keys_fail_when_they_meant_a_capability_and_warn_otherwise() {
             .unwrap()
             .contains(&format!("`operatr` (at {name}:1)"))
     );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The version is parsed once and judged against the release table: an unknown minor is refused
+/// naming the known ones, a newer patch and a pre-release are judged with a warning, and the
+/// default is the newest known release.
+#[test]
+fn versions_are_known_refused_or_judged_with_a_warning() {
+    let out = run(&["--cilium-version", "1.9", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Cilium 1.9 is not a version preflight knows")
+            && stderr.contains("1.20 (up to 1.20.2)"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+    let out = run(&["--cilium-version", "1.16.x"]);
+    assert_eq!(out.status.code(), Some(2));
+    for (version, warned) in [("1.16.99", true), ("1.20.0-dev", true), ("1.20", false)] {
+        let out = run(&["--cilium-version", version, "--format", "json"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(2), "{version}: {stderr}");
+        assert_eq!(stderr.contains("warning:"), warned, "{version}: {stderr}");
+        let r = json(&out);
+        let c = check(&r, "values.cilium-version");
+        assert_eq!(
+            c["status"],
+            if warned { "warn" } else { "pass" },
+            "{version}: {c}"
+        );
+    }
+    let r = json(&run(&["--format", "json"]));
+    assert_eq!(r["target"]["cilium_version"], "1.20.2");
+}
+
+/// Class 7: an umbrella chart's values (everything under `cilium:`) are found and judged as the
+/// Cilium chart's, with a warning; `--values-path cilium` says so and passes.
+#[test]
+fn umbrella_values_are_found_under_cilium() {
+    let dir = scratch("umbrella");
+    let file = dir.join("values.yaml");
+    std::fs::write(
+        &file,
+        "cilium:\n  kubeProxyReplacement: true\n  k8sServiceHost: 10.0.0.1\n  k8sServicePort: 6443\n  hubble:\n    ui:\n      enabled: true\nother-app:\n  replicas: 2\n",
+    )
+    .unwrap();
+    let r = json(&run(&["-f", file.to_str().unwrap(), "--format", "json"]));
+    let c = check(&r, "values.umbrella");
+    assert_eq!(c["status"], "warn", "{c}");
+    assert!(c["detail"].as_str().unwrap().contains("other-app"), "{c}");
+    let caps = r["target"]["capabilities"].as_array().unwrap();
+    assert!(
+        caps.iter().any(|c| c == "kube-proxy-replacement"),
+        "{caps:?}"
+    );
+    // The UI without Relay is judged under `cilium:`, and named at its line there.
+    let rules = check(&r, "values.chart-rules");
+    assert_eq!(rules["status"], "fail", "{rules}");
+    assert_eq!(check(&r, "values.unknown-keys")["status"], "pass");
+    let r = json(&run(&[
+        "-f",
+        file.to_str().unwrap(),
+        "--values-path",
+        "cilium",
+        "--set",
+        "cilium.hubble.relay.enabled=true",
+        "--format",
+        "json",
+    ]));
+    assert_eq!(check(&r, "values.umbrella")["status"], "pass");
+    assert_eq!(check(&r, "values.chart-rules")["status"], "pass");
+    assert_eq!(r["target"]["values_path"], "cilium");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `--chart` takes a chart as `helm pull` writes it (a .tgz with the chart under `cilium/`):
+/// the real charts' own defaults pass their own rules, and what their validate.yaml rejects
+/// fails with its message and line.
+#[test]
+#[cfg_attr(
+    not(cilium_sources),
+    ignore = "needs the real charts in shared/cilium above the repository (not found at build time)"
+)]
+fn real_chart_archives_judge_values_with_their_own_rules() {
+    let shared = preflight::cilium::chartdata::find_shared(&repo(".")).expect("shared/cilium");
+    for (version, tgz) in preflight::cilium::chartdata::shared_charts(&shared) {
+        let chart = tgz.to_str().unwrap();
+        let r = json(&run(&["--chart", chart, "--format", "json"]));
+        assert_eq!(r["target"]["cilium_version"], version.as_str());
+        for id in [
+            "values.chart-rules",
+            "values.unknown-keys",
+            "values.chart-schema",
+        ] {
+            let c = check(&r, id);
+            // No user values: nothing to call unknown; a chart without a schema skips it.
+            let skip_ok = id != "values.chart-rules";
+            assert!(
+                c["status"] == "pass" || (skip_ok && c["status"] == "skip"),
+                "{version} {id}: {c}"
+            );
+        }
+        let r = json(&run(&[
+            "--chart",
+            chart,
+            "--set",
+            "hubble.ui.enabled=true,hubble.relay.enabled=false",
+            "--format",
+            "json",
+        ]));
+        let c = check(&r, "values.chart-rules");
+        assert_eq!(c["status"], "fail", "{version}: {c}");
+        let detail = c["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("templates/validate.yaml:")
+                && detail.contains("Hubble UI requires .Values.hubble.relay.enabled=true"),
+            "{version}: {detail}"
+        );
+    }
+}
+
+/// Class 5: a recommended patch is judged again and brings no new failure: `native-routing`
+/// is patched to `native` (not `tunnel`, which the agent refuses with autoDirectNodeRoutes),
+/// and native routing's CIDR comes with it.
+#[test]
+fn the_recommended_patch_is_judged_again_and_adds_what_it_needs() {
+    let out = run(&[
+        "--set",
+        "routingMode=native-routing,autoDirectNodeRoutes=true",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let r = json(&out);
+    let patch = &r["verdict"]["values_patch"];
+    assert_eq!(patch["routingMode"], "native", "{patch}");
+    assert!(patch["ipv4NativeRoutingCIDR"].is_string(), "{patch}");
+    assert!(patch.get("autoDirectNodeRoutes").is_none(), "{patch}");
+    let dir = scratch("repatch");
+    let fix = dir.join("fix.yaml");
+    std::fs::write(&fix, serde_norway::to_string(patch).unwrap()).unwrap();
+    // The user's values with the patch applied last (as `-f fix.yaml` after them).
+    let r = json(&run(&[
+        "-f",
+        fix.to_str().unwrap(),
+        "--set",
+        "autoDirectNodeRoutes=true",
+        "--format",
+        "json",
+    ]));
+    for c in r["checks"].as_array().unwrap() {
+        if c["id"].as_str().unwrap().starts_with("values.") {
+            assert_ne!(c["status"], "fail", "{c}");
+        }
+    }
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -6,9 +6,12 @@ use std::path::{Path, PathBuf};
 
 use preflight::{
     checks,
-    cilium::{Target, TargetSpec},
+    cilium::{
+        CiliumVersion, Target, TargetSpec,
+        releases::{BUILTIN, Catalog, KernelFacts, RELEASES, Release},
+    },
     facts::Facts,
-    model::{Gathered, Verdict},
+    model::{Gathered, Status, Verdict},
     probe::{ProbeReport, Support},
     verdict,
 };
@@ -111,7 +114,7 @@ fn fixture(name: &str, scratch: &Path) -> Facts {
 
 fn judge(c: &Case, scratch: &Path) -> Verdict {
     let spec = TargetSpec {
-        cilium_version: Some(c.version.into()),
+        cilium_version: Some(c.version.parse().expect("a version")),
         value_files: c.files.iter().map(|f| repo(f)).collect(),
         sets: c.sets.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
@@ -161,7 +164,7 @@ fn verdicts_by_facts_version_and_values() {
             sets: &[],
             ignore: &[],
             go: false,
-            blocking: &["values.removed.tunnel", "values.kube-proxy-replacement"],
+            blocking: &["values.chart-rules", "values.kube-proxy-replacement"],
             patch: json!({"tunnel": null, "kubeProxyReplacement": false, "routingMode": "native"}),
             patch_is_go: Some(true),
         },
@@ -279,14 +282,12 @@ fn verdicts_by_facts_version_and_values() {
             sets: &["kubeProxyReplacement=true"],
             ignore: &[],
             go: false,
-            blocking: &[
-                "values.k8s-service-host",
-                "k3s.kube-proxy",
-                "k3s.flannel-backend",
-            ],
-            // Keeping kube-proxy is the cheaper setting; flannel must go either way.
-            patch: json!({"kubeProxyReplacement": false}),
-            patch_is_go: Some(false),
+            // k3s keeps kube-proxy: it coexists with the replacement (k3s.kube-proxy warns), and
+            // the API server is still reachable through the kubernetes Service
+            // (values.k8s-service-host warns). Flannel must go either way; no values fix that.
+            blocking: &["k3s.flannel-backend"],
+            patch: json!(null),
+            patch_is_go: None,
         },
         // Rancher Desktop: cni.binPath is fixable by values; the bpffs mount is not.
         Case {
@@ -387,4 +388,76 @@ fn verdicts_by_facts_version_and_values() {
             v.recommendations
         );
     }
+}
+
+/// Adding a version is adding a row: a catalog with a 1.21 row made here, in the test only,
+/// is the default target, resolves, builds a target, drives the checks (its own minimum
+/// kernel and capability table), the compile profile and the verdict, with no other change.
+#[test]
+fn a_version_added_in_a_test_is_judged_end_to_end() {
+    let newest = BUILTIN.newest();
+    let next = Release {
+        minor: newest.minor + 1,
+        latest_patch: 1,
+        kernel: KernelFacts {
+            min: (6, 2, 0),
+            exception: None,
+            ..newest.kernel
+        },
+        ..newest.clone()
+    };
+    let releases: Vec<Release> = RELEASES.iter().cloned().chain([next]).collect();
+    let catalog = Catalog {
+        releases: Box::leak(releases.into_boxed_slice()),
+    };
+    let label = format!("1.{}", newest.minor + 1);
+    let v = |t: &str| CiliumVersion::parse(t).unwrap();
+    assert_eq!(catalog.default_version().to_string(), format!("{label}.1"));
+    let err = catalog
+        .resolve(&v(&format!("1.{}", newest.minor + 2)))
+        .unwrap_err();
+    assert!(err.contains(&format!("{label} (up to {label}.1)")), "{err}");
+
+    let target = Target::build_in(&TargetSpec::default(), &catalog).unwrap();
+    assert_eq!(target.cilium_version.to_string(), format!("{label}.1"));
+    assert_eq!(target.release().minor, newest.minor + 1);
+    let note = Target::build_in(
+        &TargetSpec {
+            cilium_version: Some(v(&format!("{label}.7"))),
+            ..TargetSpec::default()
+        },
+        &catalog,
+    )
+    .unwrap()
+    .version_note
+    .unwrap();
+    assert!(note.contains(&format!("newest {label} release")), "{note}");
+
+    // The Debian 6.1 fixture node is below the new row's 6.2 minimum.
+    let facts = Facts::from_root(&repo("fixtures/nodes/debian-bookworm"));
+    let results = checks::run_all(&facts, &target, &[]);
+    let release_check = results.iter().find(|c| c.id == "kernel.release").unwrap();
+    assert_eq!(
+        release_check.status,
+        Status::Fail,
+        "{}",
+        release_check.detail
+    );
+    assert!(
+        release_check
+            .detail
+            .contains(&format!("the minimum for Cilium {label}")),
+        "{}",
+        release_check.detail
+    );
+    let verdict = verdict::decide(&target, &results);
+    assert!(
+        verdict.summary.contains(&format!("Cilium {label}.1")),
+        "{}",
+        verdict.summary
+    );
+    assert_eq!(
+        preflight::compile::profile::for_release(target.release()).label(),
+        "1.18+"
+    );
 }

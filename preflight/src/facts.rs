@@ -3,7 +3,10 @@
 use std::time::Instant;
 
 use crate::{
-    cilium::{Target, node::NodeHints},
+    cilium::{
+        Target,
+        node::{KubeProxy, NodeHints},
+    },
     compile::{self, CompileReport},
     host::{
         HostRoot, cni::CniFacts, distro::DistroFacts, k3s::K3sFacts, kconfig::KernelConfigFact,
@@ -77,6 +80,13 @@ impl Facts {
                 ),
                 _ => None,
             },
+            // kube-proxy runs on a k3s node unless its config says disable-kube-proxy; an
+            // unreadable config or another distribution cannot tell.
+            kube_proxy: match (&self.k3s, self.k3s.disable_kube_proxy) {
+                (k, _) if !k.present || !k.problems.is_empty() => KubeProxy::CannotTell,
+                (_, Some(true)) => KubeProxy::Removed,
+                _ => KubeProxy::Runs,
+            },
             // Dual-stack k3s lists both families; the IPv4 one is the native-routing CIDR.
             cluster_cidr: self.k3s.cluster_cidr.as_deref().and_then(|list| {
                 list.split(',')
@@ -141,7 +151,14 @@ impl Facts {
             let kernel_config = crate::host::kconfig::gather(&host, kernel_release.as_deref());
             let modules = crate::host::modules::gather(&host, kernel_release.as_deref());
             let mounts = crate::host::mounts::gather(&host);
-            let bpffs_magic = if live {
+            let on_node = opts.host.is_own_root();
+            let bpffs_magic = if live && !on_node {
+                // A host root (`/host` in a Job): the host's bpffs through it, read-only.
+                Gathered::from_result(
+                    host.fs_magic("/sys/fs/bpf")
+                        .ok_or_else(|| format!("statfs {}: failed", host.display("/sys/fs/bpf"))),
+                )
+            } else if live {
                 Gathered::from_result(crate::host::mounts::fs_magic("/sys/fs/bpf"))
             } else {
                 Gathered::Skipped(format!(
@@ -150,7 +167,10 @@ impl Facts {
                 ))
             };
             let sysctls = crate::host::sysctl::gather(&host, &mounts);
-            let links = if live {
+            let links = if live && !on_node {
+                // No hostNetwork in a Job: the host's devices from its sysfs, not our netns.
+                Gathered::from_result(crate::host::links::gather_from_root(&host))
+            } else if live {
                 Gathered::from_result(crate::host::links::gather())
             } else {
                 Gathered::Skipped(format!(

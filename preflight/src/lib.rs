@@ -9,8 +9,10 @@ pub mod cmd;
 /// Re-exported while other branches still name it `cli`; the module is `cmd`.
 pub use cmd as cli;
 pub mod compile;
+pub mod exe;
 pub mod facts;
 pub mod fleet;
+pub mod gate;
 pub mod host;
 pub mod model;
 pub mod plan;

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use preflight::{
-    cmd::{Cli, Command, compile, fleet, out, plan, report, run as commands},
+    cmd::{Cli, Command, compile, fleet, gate, out, plan, report, run as commands},
     exit,
     probe::canary,
 };
@@ -35,6 +35,7 @@ fn main() -> ExitCode {
         Command::Fallback(to) => plan::fallback(to),
         Command::Aggregate(args) => fleet::aggregate(args),
         Command::Job(args) => fleet::job(args),
+        Command::Gate(args) => gate::gate(args),
         Command::CanaryWorker => return canary::worker::worker_main(),
         Command::CanaryJanitor { pid, dir } => return canary::janitor_main(*pid, dir),
     };

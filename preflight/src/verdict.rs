@@ -8,77 +8,6 @@ use crate::{
     model::{Area, Capability, CheckResult, Status},
 };
 
-/// Cheaper settings, FACTS §3: when `blocked` is no-go and `instead` is not (or not needed at
-/// all), recommend `patch`.
-const FALLBACKS: &[(Capability, Option<Capability>, &str, &str)] = &[
-    (
-        Capability::TunnelGeneve,
-        Some(Capability::TunnelVxlan),
-        r#"{"tunnelProtocol": "vxlan"}"#,
-        "GENEVE is unavailable; VXLAN tunnels work on this node",
-    ),
-    (
-        Capability::TunnelVxlan,
-        Some(Capability::TunnelGeneve),
-        r#"{"tunnelProtocol": "geneve"}"#,
-        "VXLAN is unavailable; GENEVE tunnels work on this node",
-    ),
-    (
-        Capability::BpfHostRouting,
-        None,
-        r#"{"bpf": {"hostLegacyRouting": true}}"#,
-        "BPF host routing needs redirect_neigh/redirect_peer; legacy host routing goes through the stack",
-    ),
-    (
-        Capability::KubeProxyReplacement,
-        None,
-        r#"{"kubeProxyReplacement": false}"#,
-        "kube-proxy replacement cannot run here; keeping kube-proxy avoids it",
-    ),
-    (
-        Capability::SocketLb,
-        None,
-        r#"{"kubeProxyReplacement": false, "socketLB": {"enabled": false}}"#,
-        "socket LB (cgroup v2 sock_addr hooks) cannot run here; keeping kube-proxy avoids it",
-    ),
-    (
-        Capability::BpfMasquerade,
-        None,
-        r#"{"bpf": {"masquerade": false}}"#,
-        "BPF masquerading is unavailable; iptables masquerading works",
-    ),
-    (
-        Capability::BandwidthManager,
-        None,
-        r#"{"bandwidthManager": {"enabled": false}}"#,
-        "the bandwidth manager needs the fq qdisc (NET_SCH_FQ) and kernel 5.1",
-    ),
-    (
-        Capability::WireGuard,
-        Some(Capability::Ipsec),
-        r#"{"encryption": {"type": "ipsec"}}"#,
-        "WireGuard is unavailable; IPsec works on this node",
-    ),
-    (
-        Capability::Netkit,
-        None,
-        r#"{"bpf": {"datapathMode": "veth"}}"#,
-        "netkit needs CONFIG_NETKIT and kernel 6.8; veth pairs work everywhere",
-    ),
-    (
-        Capability::XdpAcceleration,
-        None,
-        r#"{"loadBalancer": {"acceleration": "disabled"}}"#,
-        "XDP acceleration is unavailable on this node's driver/kernel",
-    ),
-    (
-        Capability::L7Proxy,
-        None,
-        r#"{"l7Proxy": false}"#,
-        "the L7 proxy needs TPROXY and xt_socket; without it L7 policies and FQDN rules do not work",
-    ),
-];
-
 /// Whether anything blocks `capability`, looking at every check (needed by the target or not).
 fn blocked(checks: &[CheckResult], capability: Capability) -> bool {
     checks
@@ -89,7 +18,8 @@ fn blocked(checks: &[CheckResult], capability: Capability) -> bool {
 /// Fixes for failing value checks (their patches), then cheaper settings for blocked capabilities.
 pub fn recommend(target: &Target, checks: &[CheckResult]) -> Vec<Recommendation> {
     let mut out = Vec::new();
-    // The values rules' fixes, in report order; the node cross-checks' come in `refine`.
+    // The values rules' fixes, in report order, as their outcomes proposed them; the node
+    // cross-checks' come in `refine`.
     let node_fix = |id: &str| node::PATCHING.iter().any(|(p, _)| *p == id);
     out.extend(
         checks
@@ -97,25 +27,30 @@ pub fn recommend(target: &Target, checks: &[CheckResult]) -> Vec<Recommendation>
             .filter(|c| !node_fix(&c.id))
             .filter_map(value_fix),
     );
-    for (cap, instead, patch, why) in FALLBACKS {
-        if !target.needs(*cap) || !blocked(checks, *cap) {
+    // Cheaper settings (the release table's per-capability fallbacks): when a capability is
+    // blocked and its alternative is not (or there is none), recommend the switch.
+    for facts in target.release().capabilities {
+        let (cap, Some(fallback)) = (facts.capability, facts.fallback) else {
+            continue;
+        };
+        if !target.needs(cap) || !blocked(checks, cap) {
             continue;
         }
-        if let Some(alt) = instead
-            && blocked(checks, *alt)
+        if let Some(alt) = fallback.instead
+            && blocked(checks, alt)
         {
             continue;
         }
         let mut blockers: Vec<_> = checks
             .iter()
-            .filter(|c| c.needed_by.contains(cap) && c.status == Status::Fail && !c.ignored)
+            .filter(|c| c.needed_by.contains(&cap) && c.status == Status::Fail && !c.ignored)
             .map(|c| c.id.as_str())
             .collect();
         blockers.dedup();
         out.push(Recommendation {
             fixes: cap.to_string(),
-            why: format!("{why} (blocked by {})", blockers.join(", ")),
-            patch: serde_json::from_str(patch).unwrap_or_else(|_| json!({})),
+            why: format!("{} (blocked by {})", fallback.why, blockers.join(", ")),
+            patch: serde_json::from_str(fallback.patch).unwrap_or_else(|_| json!({})),
         });
     }
     out
@@ -153,6 +88,17 @@ fn config_unusable(checks: &[CheckResult]) -> bool {
 
 /// Why a capability could not be judged, from what the checks said.
 fn undecided_cause(checks: &[CheckResult]) -> String {
+    let decisive: Vec<&str> = checks
+        .iter()
+        .filter(|c| c.decisive && c.relevant && !c.ignored)
+        .map(|c| c.id.as_str())
+        .collect();
+    if !decisive.is_empty() {
+        return format!(
+            "a hard requirement could not be checked ({}; see the UNKN lines)",
+            decisive.join(", ")
+        );
+    }
     let config_unknown = status_of(checks, "kernel.config.bpf") == Some(Status::Unknown);
     match status_of(checks, "bpf.syscall") {
         Some(Status::Unknown) => {
@@ -169,7 +115,7 @@ fn undecided_cause(checks: &[CheckResult]) -> String {
         Some(Status::Skip) => "live probes \
             do not run with --root and no file-based check could tell"
             .into(),
-        _ => "every check on it could not tell (see the UNKN lines)".into(),
+        _ => "every check on it could not tell or was skipped (see the UNKN and SKIP lines)".into(),
     }
 }
 
@@ -182,13 +128,18 @@ pub fn decide(target: &Target, checks: &[CheckResult]) -> Verdict {
                 .iter()
                 .filter(|c| c.needed_by.contains(&capability) && !c.ignored);
             let (mut blocking, mut unverified, mut passed) = (Vec::new(), Vec::new(), 0);
-            let (mut kernel_checks, mut kernel_passed) = (0, 0);
+            let (mut kernel_checks, mut kernel_passed, mut decisive) = (0, 0, false);
+            let mut judged = 0;
             for check in concerned {
+                judged += 1;
                 let kernel = KERNEL_AREAS.contains(&check.area);
                 kernel_checks += usize::from(kernel);
                 match check.status {
                     Status::Fail => blocking.push(check.id.clone()),
-                    Status::Unknown => unverified.push(check.id.clone()),
+                    Status::Unknown => {
+                        decisive |= check.decisive;
+                        unverified.push(check.id.clone());
+                    }
                     Status::Pass | Status::Warn => {
                         passed += 1;
                         kernel_passed += usize::from(kernel);
@@ -196,16 +147,19 @@ pub fn decide(target: &Target, checks: &[CheckResult]) -> Verdict {
                     Status::Skip => {}
                 }
             }
-            // Undecided: nothing failed, something could not tell, and either nothing passed,
-            // or bpf() itself could not tell, or no kernel evidence passed where the capability
-            // has kernel checks: the passes that exist then say nothing about the datapath.
+            // Undecided: nothing failed and either nothing passed of the checks that bear on it
+            // (everything could not tell, or every one was skipped), or something could not
+            // tell and bpf() itself could not, or no kernel evidence passed where the capability
+            // has kernel checks (the passes that exist then say nothing about the datapath), or
+            // it was a hard requirement (decisive).
             let foundation_unknown = unverified
                 .iter()
                 .any(|id| FOUNDATION.contains(&id.as_str()));
             let no_kernel_evidence = kernel_checks > 0 && kernel_passed == 0;
             let undecided = blocking.is_empty()
-                && !unverified.is_empty()
-                && (passed == 0 || foundation_unknown || no_kernel_evidence);
+                && ((judged > 0 && passed == 0)
+                    || (!unverified.is_empty()
+                        && (foundation_unknown || no_kernel_evidence || decisive)));
             CapabilityVerdict {
                 capability,
                 go: blocking.is_empty() && !undecided,
@@ -337,11 +291,51 @@ pub fn refine(
     let head = verdict
         .summary
         .split_once("; fix: ")
-        .map_or(verdict.summary.as_str(), |(h, _)| h);
-    verdict.summary = format!("{head}; fix: {}", patch_as_sets(Some(patch)));
-    let patched = target.with_patch(patch);
-    let checks = crate::checks::run_all(facts, &patched, ignore);
-    let after = decide(&patched, &checks);
+        .map_or(verdict.summary.as_str(), |(h, _)| h)
+        .to_string();
+    // A patch is judged again: a fix may need another (native routing needs its CIDR). Failures
+    // the patch itself brings in are fixed by their own patches, a few rounds at most; what is
+    // left is named below, never hidden.
+    let before: Vec<&str> = checks
+        .iter()
+        .filter(|c| c.status == Status::Fail && !c.ignored)
+        .map(|c| c.id.as_str())
+        .collect();
+    let mut patch = patch.clone();
+    let (mut patched, mut checks, mut after);
+    let mut round = 0;
+    loop {
+        patched = target.with_patch(&patch);
+        checks = crate::checks::run_all(facts, &patched, ignore);
+        after = decide(&patched, &checks);
+        round += 1;
+        let new_failures: Vec<&str> = checks
+            .iter()
+            .filter(|c| c.status == Status::Fail && !c.ignored && !before.contains(&c.id.as_str()))
+            .map(|c| c.id.as_str())
+            .collect();
+        if new_failures.is_empty() || round > 3 {
+            break;
+        }
+        // The new failures' own fixes, read from the patched run's results.
+        let more: Vec<Recommendation> = checks
+            .iter()
+            .filter(|c| new_failures.contains(&c.id.as_str()))
+            .filter_map(value_fix)
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        for r in more {
+            values::merge(&mut patch, r.patch.clone());
+            verdict.recommendations.push(Recommendation {
+                why: format!("{} (needed once the values above are applied)", r.why),
+                ..r
+            });
+        }
+    }
+    verdict.values_patch = Some(patch.clone());
+    verdict.summary = format!("{head}; fix: {}", patch_as_sets(Some(&patch)));
     verdict.patch_is_go = Some(after.go);
     // The values are not the whole fix: name what still blocks, so the one-line summary never
     // reads as if the `--set` flags alone were enough.
@@ -428,6 +422,7 @@ mod tests {
             needed_by: needed_by.to_vec(),
             relevant: true,
             ignored,
+            decisive: false,
             fix: None,
         }
     }
@@ -449,6 +444,20 @@ mod tests {
         ];
         let v = decide(&target, &checks);
         assert!(v.go, "{v:?}");
+        // A capability every check of which was skipped is not go: nothing judged it.
+        let skipped = [
+            checks[0].clone(),
+            checks[1].clone(),
+            result(
+                "kernel.vxlan",
+                Status::Skip,
+                &[Capability::TunnelVxlan],
+                false,
+            ),
+        ];
+        let v = decide(&target, &skipped);
+        assert!(!v.go && !v.decided, "{v:?}");
+        assert!(v.summary.contains("tunnel-vxlan"), "{}", v.summary);
         target.capabilities.insert(Capability::TunnelGeneve);
         let v = decide(&target, &checks);
         assert!(!v.go);
@@ -459,6 +468,39 @@ mod tests {
             .unwrap();
         assert_eq!(geneve.blocking, ["kernel.geneve"]);
         assert!(v.summary.starts_with("NO-GO"), "{}", v.summary);
+    }
+
+    /// A hard requirement that could not be checked (decisive) leaves the capability
+    /// undecided, even when other checks on it passed; an ordinary unknown does not.
+    #[test]
+    fn a_decisive_unknown_is_undecided_and_named() {
+        let target = Target {
+            capabilities: [Capability::BaseDatapath].into(),
+            ..Default::default()
+        };
+        let mut unknown = result(
+            "kernel.config.net-cls-bpf",
+            Status::Unknown,
+            &[Capability::BaseDatapath],
+            false,
+        );
+        let passed = result(
+            "kernel.config.bpf",
+            Status::Pass,
+            &[Capability::BaseDatapath],
+            false,
+        );
+        let v = decide(&target, &[unknown.clone(), passed.clone()]);
+        assert!(v.go, "{}", v.summary);
+        unknown.decisive = true;
+        let v = decide(&target, &[unknown, passed]);
+        assert!(!v.go && !v.decided, "{}", v.summary);
+        assert!(
+            v.summary
+                .contains("a hard requirement could not be checked (kernel.config.net-cls-bpf"),
+            "{}",
+            v.summary
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests: the built binary, root detection, skips that say why.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod measure;
+
 use std::process::{Command, Output};
 
 pub fn bin() -> Command {

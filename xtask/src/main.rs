@@ -4,7 +4,9 @@ mod bench;
 mod bench_compile;
 mod bench_loader;
 mod bench_probe;
+mod chart_data;
 mod dist;
+mod dist_check;
 mod measure;
 mod vm;
 
@@ -24,8 +26,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Build the static, stripped release binary (target/dist/preflight) and print its size.
-    Dist,
+    /// Build the static, stripped release binary for each architecture
+    /// (target/dist/<amd64|arm64>/preflight) and print its size.
+    Dist(dist::DistArgs),
+    /// Build each shipped artifact once (default amd64 and arm64) and the release build, run
+    /// them all on every fixture node and compile fixture (arm64 under qemu-user): no crash,
+    /// the release build's verdict. Prints the time of each step.
+    DistCheck(dist_check::DistCheckArgs),
     /// Boot real Debian kernels in qemu (TCG) with the static preflight in an initramfs, bring
     /// the reports out and check them against what each kernel should have.
     VmTest(vm::VmTestArgs),
@@ -44,17 +51,22 @@ enum Command {
     /// loader's own parse and link time against BTF, map creation and program loads. Objects as
     /// arguments, or the built-in templates.
     BenchLoader(bench_loader::Args),
+    /// Regenerate preflight/src/cilium/charts/<version>.json from the real Cilium charts in
+    /// shared/cilium (key set, validate.yaml rules, the defaults preflight reads, provenance).
+    ChartData(chart_data::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Dist => dist::dist().map(|_| true),
+        Command::Dist(args) => dist::dist_command(&args).map(|_| true),
+        Command::DistCheck(args) => dist_check::run_check(&args),
         Command::VmTest(args) => vm::vm_test(&args),
         Command::BenchAggregate(args) => bench::bench_aggregate(&args).map(|_| true),
         Command::BenchProbe(args) => bench_probe::run(&args).map(|_| true),
         Command::BenchCompile(args) => bench_compile::run(&args).map(|_| true),
         Command::BenchLoader(args) => bench_loader::run(&args).map(|_| true),
+        Command::ChartData(args) => chart_data::run(&args).map(|_| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

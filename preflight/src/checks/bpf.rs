@@ -1,6 +1,7 @@
 //! Checks over the live bpf() probes: program types, helpers and misc features Cilium needs.
 use super::Check;
 use crate::{
+    cilium::releases::Release,
     facts::Facts,
     model::{
         Area,
@@ -51,64 +52,50 @@ const PROGRAM_TYPES: &[(&str, &str, &[Capability])] = &[
     ("xdp", "XDP programs (bpf_xdp)", &[XdpAcceleration]),
 ];
 
-/// (program type, helper, needed by, remedy). The 1.18+ agent refuses to start without the
-/// BaseDatapath ones (FACTS §3, pkg/datapath/linux/probes).
-// Which of these the base datapath needs depends on the target version: the 1.18+ agent refuses
-// to start without them, older agents fall back. `profile::checks` (bpf.cilium-agent-helpers)
-// judges that per version; here each helper only blocks the feature that uses it.
-const HELPERS: &[(&str, &str, &[Capability], &str)] = &[
+/// (program type, helper, remedy). Which capability needs each is the release table's
+/// (`CapabilityFacts::helpers`); a helper no capability lists is informational. The 1.18+ agent
+/// also refuses to start without some of them whatever the values: `profile::checks`
+/// (bpf.cilium-agent-helpers) judges that per version.
+const HELPERS: &[(&str, &str, &str)] = &[
     (
         "sched_cls",
         "skb_change_tail",
-        &[],
         "kernel >= 5.10 (Cilium 1.18 minimum)",
     ),
     (
         "sched_cls",
         "skb_change_head",
-        &[],
         "kernel >= 5.10 (Cilium 1.18 minimum)",
     ),
     (
         "sched_cls",
         "skb_adjust_room",
-        &[],
         "kernel >= 5.10 (Cilium 1.18 minimum)",
     ),
     (
         "sched_cls",
         "csum_level",
-        &[],
         "kernel >= 5.10 (Cilium 1.18 minimum)",
     ),
     (
         "sched_cls",
         "jiffies64",
-        &[],
         "kernel >= 5.10 (Cilium 1.18 minimum)",
     ),
     (
         "sched_cls",
         "tail_call",
-        &[BaseDatapath],
         "a kernel with eBPF tail calls (any supported kernel)",
     ),
-    (
-        "sched_cls",
-        "fib_lookup",
-        &[NativeRouting],
-        "kernel >= 5.10",
-    ),
+    ("sched_cls", "fib_lookup", "kernel >= 5.10"),
     (
         "sched_cls",
         "redirect_neigh",
-        &[BpfHostRouting],
         "kernel >= 5.10, or bpf.hostLegacyRouting=true on older Cilium",
     ),
     (
         "sched_cls",
         "redirect_peer",
-        &[BpfHostRouting],
         "kernel >= 5.10, or bpf.hostLegacyRouting=true on older Cilium",
     ),
     // Informational: Cilium calls bpf_get_netns_cookie from its cgroup hooks (below), where
@@ -116,37 +103,31 @@ const HELPERS: &[(&str, &str, &[Capability], &str)] = &[
     (
         "sched_cls",
         "get_netns_cookie",
-        &[],
         "not needed by Cilium, which uses it in cgroup_sock/cgroup_sock_addr; tc programs have it only on recent kernels",
     ),
     (
         "cgroup_sock_addr",
         "get_socket_cookie",
-        &[SocketLb, KubeProxyReplacement],
         "kernel >= 5.10, or socketLB.enabled=false",
     ),
     (
         "cgroup_sock_addr",
         "get_netns_cookie",
-        &[SocketLb, KubeProxyReplacement],
         "kernel >= 5.10, or socketLB.enabled=false",
     ),
     (
         "cgroup_sock_addr",
         "get_current_cgroup_id",
-        &[SocketLb, KubeProxyReplacement],
         "kernel >= 5.10, or socketLB.enabled=false",
     ),
     (
         "xdp",
         "xdp_get_buff_len",
-        &[XdpAcceleration],
         "kernel >= 5.18, or loadBalancer.acceleration=disabled",
     ),
     (
         "xdp",
         "fib_lookup",
-        &[XdpAcceleration],
         "kernel >= 5.10, or loadBalancer.acceleration=disabled",
     ),
 ];
@@ -191,7 +172,7 @@ const MISC: &[(&str, &str, &[Capability], &str)] = &[
     ),
 ];
 
-pub fn checks() -> Vec<Check> {
+pub fn checks(release: &Release) -> Vec<Check> {
     let mut out = vec![
         Check::new("bpf.syscall", Area::Bpf, "bpf() usable by preflight")
             .needed_by(&[BaseDatapath])
@@ -218,14 +199,14 @@ pub fn checks() -> Vec<Check> {
                 }),
         );
     }
-    for (prog, helper, needed_by, remedy) in HELPERS {
+    for (prog, helper, remedy) in HELPERS {
         out.push(
             Check::new(
                 format!("bpf.helper.{prog}.{helper}"),
                 Area::Bpf,
                 format!("bpf_{helper} from {prog}"),
             )
-            .needed_by(needed_by)
+            .needed_by(&release.helper_needs(prog, helper))
             .remedy(*remedy)
             .evaluate(move |facts, _| {
                 with_probes(facts, |p| {

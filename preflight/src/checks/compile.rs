@@ -50,7 +50,7 @@ fn toolchain() -> Check {
         Area::Compile,
         "clang matching the LLVM bundled in the Cilium image",
     )
-    .remedy("install the clang major the target's image bundles (1.14-1.15: 10, 1.16: 17, 1.17: 18, 1.18+: 19) or the nearest, or pass --clang")
+    .remedy("install the clang major the target's image bundles (named in the finding) or the nearest, or pass --clang")
     .evaluate(|facts, _| {
         let r = match report(facts) {
             Ok(r) => r,
@@ -97,7 +97,7 @@ fn tree() -> Check {
             Ok(r) => r,
             Err(o) => return o,
         };
-        let o = match r.tree.version_mismatch(&target.cilium_version) {
+        let o = match r.tree.version_mismatch(&target.cilium_version.to_string()) {
             Some(why) => Outcome::warn(format!("{}; {why}", r.tree.describe())),
             None if r.tree.is_real() => Outcome::pass(r.tree.describe()),
             None => Outcome::warn(r.tree.describe()),
@@ -132,7 +132,7 @@ fn init() -> Check {
         }
         // FACTS §2: a failed datapath init is fatal up to 1.16 and again from 1.19 (b22b49d6);
         // 1.17 and 1.18 carry on and compile endpoints against the dummy headers.
-        let what_follows = if target.at_least((1, 19)) || !target.at_least((1, 17)) {
+        let what_follows = if target.release().agent.init_failure_fatal {
             format!(
                 "in Cilium {} this stops the agent (it restarts and fails the same way) before \
                  any endpoint compile; the compile results below show what follows once it is \

@@ -81,7 +81,9 @@ pub fn checks() -> Vec<Check> {
                 (Some(true), false) => Outcome::fail("disable-kube-proxy: true but the target keeps kubeProxyReplacement off: nothing would program Service IPs (ClusterIP, NodePort), so pods cannot reach the API server or each other by Service")
                     .remedy("--set kubeProxyReplacement=true --set k8sServiceHost=<API server address> --set k8sServicePort=6443, or remove disable-kube-proxy from the k3s config and restart k3s"),
                 (_, false) => Outcome::pass("kube-proxy stays (the target does not replace it)"),
-                _ => Outcome::fail("kube-proxy still runs; with kubeProxyReplacement=true both program service rules"),
+                // Cilium's kube-proxy replacement works beside a running kube-proxy (both
+                // program Services; not recommended): a warning, not a blocker.
+                _ => Outcome::warn("kube-proxy still runs next to kubeProxyReplacement=true: both program Service rules (they coexist, but it is not recommended and costs memory and CPU)"),
             })),
         Check::new("k3s.cidrs", Area::K3s, "Pod and service CIDRs (for Cilium's IPAM values)")
             .evaluate(|facts, _| with_k3s_setting(facts, |k| {
@@ -104,4 +106,71 @@ pub fn checks() -> Vec<Check> {
                 )
             }),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::{
+        checks::run_all,
+        cilium::{Target, derive},
+        facts::Facts,
+        model::Status,
+    };
+
+    fn k3s_node(config: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let etc = dir.path().join("etc/rancher/k3s");
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(etc.join("config.yaml"), config).unwrap();
+        dir
+    }
+
+    fn status(root: &std::path::Path, values: serde_json::Value, id: &str) -> (Status, String) {
+        let mut t = Target::chart_defaults("1.20");
+        t.values = values;
+        t.capabilities = derive::capabilities(&t.effective_values());
+        let r = run_all(&Facts::from_root(root), &t, &[])
+            .into_iter()
+            .find(|c| c.id == id)
+            .unwrap();
+        (r.status, r.detail)
+    }
+
+    /// Class 6: k3s keeping kube-proxy beside kubeProxyReplacement=true warns (they coexist);
+    /// class 8: k8sServiceHost fails only where kube-proxy is known to be gone.
+    #[test]
+    fn kube_proxy_kept_beside_the_replacement_warns_and_the_service_host_follows_the_node() {
+        let kpr = json!({"kubeProxyReplacement": true});
+        let keeps = k3s_node("flannel-backend: none\n");
+        let (s, detail) = status(keeps.path(), kpr.clone(), "k3s.kube-proxy");
+        assert_eq!(s, Status::Warn, "{detail}");
+        assert!(detail.contains("coexist"), "{detail}");
+        assert_eq!(
+            status(keeps.path(), kpr.clone(), "values.k8s-service-host").0,
+            Status::Warn
+        );
+
+        let removed = k3s_node("flannel-backend: none\ndisable-kube-proxy: true\n");
+        assert_eq!(
+            status(removed.path(), kpr.clone(), "k3s.kube-proxy").0,
+            Status::Pass
+        );
+        assert_eq!(
+            status(removed.path(), kpr.clone(), "values.k8s-service-host").0,
+            Status::Fail
+        );
+
+        // Not a k3s node: whether kube-proxy is gone is the cluster's; could not tell.
+        let plain = tempfile::tempdir().unwrap();
+        let (s, detail) = status(plain.path(), kpr.clone(), "values.k8s-service-host");
+        assert_eq!(s, Status::Unknown, "{detail}");
+        let mut with_host = kpr;
+        crate::cilium::values::merge(&mut with_host, json!({"k8sServiceHost": "10.0.0.1"}));
+        assert_eq!(
+            status(plain.path(), with_host, "values.k8s-service-host").0,
+            Status::Pass
+        );
+    }
 }

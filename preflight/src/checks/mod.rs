@@ -23,7 +23,10 @@ pub use kernel::kernel_version;
 /// Re-exported while other branches still name them here; the types live in `model`.
 pub use crate::model::{Area, Outcome};
 use crate::{
-    cilium::Target,
+    cilium::{
+        Target,
+        releases::{BUILTIN, Release},
+    },
     facts::Facts,
     model::{Capability, CheckResult, Recommendation, Status},
 };
@@ -100,17 +103,25 @@ impl Check {
             needed_by: self.needed_by.clone(),
             relevant: self.relevant_to(target),
             ignored,
+            decisive: outcome.decisive && outcome.status == Status::Unknown,
             fix,
         }
     }
 }
 
-/// Every check preflight knows, in report order.
+/// Every check preflight knows, in report order, as the newest release needs them. The ids are
+/// the same for every release; which capabilities need a check can differ (registry_for).
 pub fn registry() -> Vec<Check> {
+    registry_for(BUILTIN.newest())
+}
+
+/// The checks with the needs of one release (its capability table says which capability needs
+/// which kernel option and helper).
+pub fn registry_for(release: &'static Release) -> Vec<Check> {
     let mut checks = Vec::new();
-    checks.extend(bpf::checks());
+    checks.extend(bpf::checks(release));
     checks.extend(attach::checks());
-    checks.extend(kernel::checks());
+    checks.extend(kernel::checks(release));
     checks.extend(modules::checks());
     checks.extend(mounts::checks());
     checks.extend(sysctl::checks());
@@ -140,7 +151,7 @@ pub fn modules_checked() -> Vec<&'static str> {
 /// Runs every check. `ignore` holds check ids (kubeadm's --ignore-preflight-errors): an ignored
 /// failure stays in the report but does not count against the verdict.
 pub fn run_all(facts: &Facts, target: &Target, ignore: &[String]) -> Vec<CheckResult> {
-    registry()
+    registry_for(target.release())
         .iter()
         .map(|check| check.run(facts, target, ignore.contains(&check.id)))
         .collect()

@@ -66,7 +66,7 @@ pub fn checks() -> Vec<Check> {
                         Some(None) => Outcome::warn(format!("not available: CONFIG_{option} is not set")),
                         _ => Outcome::warn("not built in and not installed for this kernel"),
                     },
-                    ModuleState::Unknown => Outcome::unknown("no module directory for this kernel is visible"),
+                    ModuleState::Unknown { why } => Outcome::unknown(why),
                 }
             })
         })

@@ -1,11 +1,12 @@
-//! What the target's Cilium version needs from the kernel, from its profile (cilium::profiles):
-//! the documented minimum kernel per feature, and the helpers the 1.18+ agent refuses to start
-//! without. (The version's own minimum is `kernel.release` in checks::kernel.)
+//! What the target's Cilium version needs from the kernel, from its row of the release table
+//! (cilium::releases): the documented minimum kernel per feature, and the helpers the 1.18+
+//! agent refuses to start without. (The version's own minimum is `kernel.release` in
+//! checks::kernel.)
 use super::Check;
 use crate::{
     cilium::{
         Target,
-        profiles::{self, kernel_version_str, parse_kernel_release},
+        releases::{KernelVersion, Release, kernel_version_str, parse_kernel_release},
     },
     facts::Facts,
     model::{
@@ -19,7 +20,7 @@ use crate::{
 /// Features whose documented minimum kernel we check (FACTS §3).
 const FEATURE_MINIMUMS: &[Capability] = &[BandwidthManager, WireGuard, BpfHostRouting, Netkit];
 
-fn kernel_at_least(facts: &Facts, min: profiles::KernelVersion, what: &str) -> Outcome {
+fn kernel_at_least(facts: &Facts, min: KernelVersion, what: &str) -> Outcome {
     let Some(release) = &facts.kernel_release else {
         return Outcome::unknown("could not read the kernel release");
     };
@@ -42,9 +43,9 @@ fn kernel_at_least(facts: &Facts, min: profiles::KernelVersion, what: &str) -> O
 /// helper missing from one of them refuses the start, one that could not be probed there is
 /// unknown. No fallback to another program type: what one type allows says nothing about
 /// another (bpf_get_netns_cookie: cgroup hooks since 5.7, tc much later).
-fn judge_agent_helpers(p: &profiles::Profile, probes: &ProbeReport) -> Outcome {
+fn judge_agent_helpers(p: &Release, probes: &ProbeReport) -> Outcome {
     let (mut missing, mut unknown) = (Vec::new(), Vec::new());
-    for h in p.agent_helpers {
+    for h in p.agent.helpers {
         for prog in h.program_types {
             let what = format!("{} in {prog}", h.helper);
             match probes.helper(prog, h.helper) {
@@ -57,7 +58,7 @@ fn judge_agent_helpers(p: &profiles::Profile, probes: &ProbeReport) -> Outcome {
     if !missing.is_empty() {
         Outcome::fail(format!(
             "Cilium {} agent requires {}",
-            p.version(),
+            p.label(),
             missing.join(", ")
         ))
     } else if !unknown.is_empty() {
@@ -65,7 +66,7 @@ fn judge_agent_helpers(p: &profiles::Profile, probes: &ProbeReport) -> Outcome {
     } else {
         Outcome::pass(format!(
             "all {} helpers available where the agent probes them",
-            p.agent_helpers.len()
+            p.agent.helpers.len()
         ))
     }
     .evidence("bpf(BPF_PROG_LOAD) helper probes")
@@ -81,9 +82,9 @@ pub fn checks() -> Vec<Check> {
         .needed_by(&[BaseDatapath])
         .remedy("a kernel with these helpers (5.10+), or Cilium ≤ 1.17 which does not require them up front")
         .evaluate(|facts, target: &Target| {
-            let p = target.profile();
-            if p.agent_helpers.is_empty() {
-                return Outcome::skip(format!("Cilium {} checks no helper list at start-up", p.version()));
+            let p = target.release();
+            if p.agent.helpers.is_empty() {
+                return Outcome::skip(format!("Cilium {} checks no helper list at start-up", p.label()));
             }
             match &facts.probes {
                 Gathered::Got(probes) => judge_agent_helpers(p, probes),
@@ -108,7 +109,7 @@ pub fn checks() -> Vec<Check> {
                 if !target.needs(cap) {
                     return Outcome::skip(format!("the target does not use {cap}"));
                 }
-                match target.profile().needs(cap).and_then(|n| n.min_kernel) {
+                match target.release().capability(cap).and_then(|n| n.min_kernel) {
                     Some(min) => kernel_at_least(facts, min, cap.as_str()),
                     None => Outcome::skip("no documented minimum"),
                 }
@@ -123,17 +124,20 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::{cilium::profiles::PROFILES, model::Status};
+    use crate::{
+        cilium::releases::{BUILTIN, RELEASES},
+        model::Status,
+    };
 
-    fn profile(minor: u32) -> &'static profiles::Profile {
-        PROFILES.iter().find(|p| p.minor == minor).unwrap()
+    fn profile(minor: u32) -> &'static Release {
+        BUILTIN.find((1, minor)).unwrap()
     }
 
     /// Every helper of `p` available in every program type, except the `(type, helper)` pairs
     /// in `overrides`.
-    fn probes(p: &profiles::Profile, overrides: &[(&str, &str, Support)]) -> ProbeReport {
+    fn probes(p: &Release, overrides: &[(&str, &str, Support)]) -> ProbeReport {
         let mut helpers: BTreeMap<String, BTreeMap<String, Support>> = BTreeMap::new();
-        for h in p.agent_helpers {
+        for h in p.agent.helpers {
             for prog in ["sched_cls", "xdp", "cgroup_sock", "cgroup_sock_addr"] {
                 helpers
                     .entry(prog.into())
@@ -234,13 +238,13 @@ mod tests {
     #[test]
     fn every_agent_helper_is_in_the_cilium_probe_scope() {
         // Otherwise the default `run` would never probe it and the check would stay unknown.
-        for p in PROFILES {
-            for h in p.agent_helpers {
+        for p in RELEASES {
+            for h in p.agent.helpers {
                 for prog in h.program_types {
                     let probed = crate::probe::catalog::CILIUM_HELPERS
                         .iter()
                         .any(|(t, hs)| t == prog && hs.contains(&h.helper));
-                    assert!(probed, "{} in {prog} (Cilium {})", h.helper, p.version());
+                    assert!(probed, "{} in {prog} (Cilium {})", h.helper, p.label());
                 }
             }
         }

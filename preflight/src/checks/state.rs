@@ -1,7 +1,7 @@
 //! Cilium state left by an earlier or failed install (FACTS §2).
 use super::Check;
 use crate::{
-    host::state::{NODE_CONFIG, minor_of},
+    host::state::{Generation, NODE_CONFIG},
     model::{Area, Capability::*, Outcome},
 };
 
@@ -25,10 +25,9 @@ pub fn checks() -> Vec<Check> {
                 if h.dummy {
                     return Outcome::warn("the dummy test header from the bpf dir was copied over the generated one: endpoint compiles hit macro redefinitions").evidence(file);
                 }
-                let Some(v) = minor_of(&target.cilium_version) else {
-                    return Outcome::unknown(format!("cannot parse target version {}", target.cilium_version)).evidence(file);
-                };
-                match h.written_by.contains(v) {
+                let wanted = target.release().headers.node_config;
+                let same = (h.written_by != Generation::Unknown).then(|| h.written_by == wanted);
+                match same {
                     Some(true) => Outcome::pass(format!("written by {} (matches {}); the agent rewrites it at init", h.written_by.label(), target.cilium_version)).evidence(file),
                     Some(false) => Outcome::warn(format!(
                         "written by {} ({} macros), target {}: if datapath init fails before rewriting it, endpoint compiles use this stale header ('SNAT_COLLISION_RETRIES' macro redefined, undeclared identifiers)",
@@ -48,11 +47,10 @@ pub fn checks() -> Vec<Check> {
                 if s.templates.is_empty() {
                     return Outcome::pass("none");
                 }
-                let wiped = minor_of(&target.cilium_version).is_some_and(|v| v >= (1, 16));
-                if wiped {
+                if target.release().agent.wipes_stale_templates {
                     Outcome::pass(format!("{} template(s); Cilium {} wipes them when its config hash changes", s.templates.len(), target.cilium_version)).evidence(dir)
                 } else {
-                    Outcome::warn(format!("{} template(s) from an earlier install; Cilium before 1.16 may reuse them", s.templates.len())).evidence(dir)
+                    Outcome::warn(format!("{} template(s) from an earlier install; Cilium {} does not wipe them when its config changes and may reuse them", s.templates.len(), target.cilium_version)).evidence(dir)
                 }
             }),
         Check::new("state.bpf-pins", Area::State, "No cilium_* maps pinned by an earlier install")

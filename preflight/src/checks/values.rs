@@ -2,25 +2,13 @@
 //! chart's own values.schema.json says (--chart), and the values against this node (cilium::node).
 use super::Check;
 use crate::{
-    cilium::{
-        node,
-        validate::{self, Finding},
-    },
+    cilium::{node, validate},
     model::{
         Area,
-        Capability::{ChartValues, NativeRouting},
+        Capability::{ChartValues, KubeProxyReplacement, NativeRouting},
         Outcome, Status,
     },
 };
-
-/// A values rule's finding as a check outcome, its patch included (the verdict's fix).
-fn outcome(f: Finding) -> Outcome {
-    Outcome {
-        remedy: f.remedy,
-        patch: f.patch,
-        ..Outcome::new(f.status, f.detail)
-    }
-}
 
 pub fn checks() -> Vec<Check> {
     let mut checks: Vec<Check> = validate::rules()
@@ -31,7 +19,7 @@ pub fn checks() -> Vec<Check> {
                 .needed_by(&[ChartValues])
                 .remedy(rule.remedy)
                 .evaluate(move |_, target| {
-                    let mut o = outcome(judge(target));
+                    let mut o = judge(target);
                     if !target.value_sources.is_empty() && o.status != Status::Skip {
                         o = o.evidence(format!("values: {}", target.value_sources.join(", ")));
                     }
@@ -69,7 +57,13 @@ pub fn checks() -> Vec<Check> {
             }
         }),
     );
-    let cross: [(&str, &str, &str, node::CrossCheck); 4] = [
+    let cross: [(&str, &str, &str, node::CrossCheck); 5] = [
+        (
+            "values.k8s-service-host",
+            "kube-proxy replacement can reach the API server without kube-proxy",
+            "set `k8sServiceHost` and `k8sServicePort` to the API server (k3s: the server's IP, 6443)",
+            node::k8s_service_host,
+        ),
         (
             "values.native-routing-cidr",
             "native routing has its CIDR and routes",
@@ -98,15 +92,15 @@ pub fn checks() -> Vec<Check> {
     for (id, title, remedy, judge) in cross {
         checks.push(
             Check::new(id, Area::Values, title)
-                .needed_by(if id == "values.native-routing-cidr" {
-                    &[ChartValues, NativeRouting]
-                } else {
-                    &[ChartValues]
+                .needed_by(match id {
+                    "values.native-routing-cidr" => &[ChartValues, NativeRouting],
+                    "values.k8s-service-host" => &[ChartValues, KubeProxyReplacement],
+                    _ => &[ChartValues],
                 })
                 .remedy(remedy)
                 .evaluate(move |facts, target| {
                     let hints = facts.node_hints();
-                    let mut o = outcome(judge(target, &hints));
+                    let mut o = judge(target, &hints);
                     if let Some(source) = hints.cni_dirs_source.filter(|s| s.starts_with('/'))
                         && id.starts_with("values.node.cni")
                     {

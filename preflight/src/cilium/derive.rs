@@ -57,12 +57,12 @@ pub fn capabilities(effective: &Value) -> BTreeSet<Capability> {
     if kpr {
         caps.insert(Capability::KubeProxyReplacement);
     }
-    // Socket LB is on with kube-proxy replacement unless turned off, and can be asked for alone
-    // (also 1.14's `partial` mode).
-    let socket_lb = match lookup(effective, "socketLB.enabled") {
-        Some(v) => truthy(Some(v)),
-        None => kpr || text("kubeProxyReplacement") == "partial",
-    };
+    // Socket LB is on with kube-proxy replacement whatever `socketLB.enabled` says: the agent
+    // sets EnableSocketLB when kubeProxyReplacement is true (daemon/cmd/
+    // kube_proxy_replacement.go, initKubeProxyReplacementOptions), and the 1.16+ charts' own
+    // default is `socketLB.enabled: false`. It can also be asked for alone (and 1.14's
+    // `partial` mode has it).
+    let socket_lb = kpr || on("socketLB.enabled") || text("kubeProxyReplacement") == "partial";
     if socket_lb {
         caps.insert(Capability::SocketLb);
     }
@@ -125,7 +125,7 @@ mod tests {
     #[test]
     fn values_map_to_capabilities() {
         use Capability::*;
-        let d = crate::cilium::profiles::newest().chart_defaults;
+        let d = crate::cilium::releases::BUILTIN.newest().chart.defaults;
         let base = caps(d, json!({}));
         assert_eq!(
             base,
@@ -149,8 +149,13 @@ mod tests {
             ),
             (
                 json!({"kubeProxyReplacement": true, "socketLB": {"enabled": false}}),
-                &[KubeProxyReplacement],
+                &[KubeProxyReplacement, SocketLb],
+                &[],
+            ),
+            (
+                json!({"socketLB": {"enabled": true}}),
                 &[SocketLb],
+                &[KubeProxyReplacement],
             ),
             (json!({"bpf": {"masquerade": true}}), &[BpfMasquerade], &[]),
             (
@@ -206,7 +211,7 @@ mod tests {
     #[test]
     fn the_114_spellings_are_understood() {
         use Capability::*;
-        let d = crate::cilium::profiles::PROFILES[0].chart_defaults;
+        let d = crate::cilium::releases::RELEASES[0].chart.defaults;
         assert!(caps(d, json!({})).contains(&TunnelVxlan));
         assert!(caps(d, json!({"tunnel": "geneve"})).contains(&TunnelGeneve));
         assert!(caps(d, json!({"tunnel": "disabled"})).contains(&NativeRouting));

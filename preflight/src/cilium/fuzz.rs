@@ -239,11 +239,12 @@ fn fuzz_yaml_merge_keys() {
 #[test]
 fn fuzz_unknown_keys() {
     let runs = AtomicUsize::new(0);
+    let caps = crate::cilium::releases::BUILTIN.newest().capability_keys();
     runner()
         .run(&(arb_values(), arb_values()), |(user, chart)| {
             runs.fetch_add(1, Ordering::Relaxed);
             for complete in [true, false] {
-                for u in super::keys::unknown_keys(&user, &chart, complete, &[]) {
+                for u in super::keys::unknown_keys(&user, &chart, complete, &[], &caps) {
                     prop_assert!(
                         raw_lookup(&chart, &u.path).is_none(),
                         "{} is in the chart",
@@ -255,13 +256,73 @@ fn fuzz_unknown_keys() {
                         u.path
                     );
                 }
-                prop_assert!(super::keys::unknown_keys(&chart, &chart, complete, &[]).is_empty());
+                prop_assert!(
+                    super::keys::unknown_keys(&chart, &chart, complete, &[], &caps).is_empty()
+                );
             }
             Ok(())
         })
         .unwrap();
     println!(
         "fuzz unknown keys: {} executions, 0 crashes",
+        runs.into_inner()
+    );
+}
+
+/// The chart-rule evaluator over arbitrary template text (made of the pieces templates are made
+/// of, and arbitrary Unicode): finding the rules and judging them never panics, and every error
+/// names a line inside the text.
+#[test]
+fn fuzz_chart_rule_templates() {
+    let piece = prop_oneof![
+        Just("{{".to_string()),
+        Just("}}".to_string()),
+        Just("{{- if ".to_string()),
+        Just("{{ else }}".to_string()),
+        Just("{{- end }}".to_string()),
+        Just("{{ range .Values.l }}".to_string()),
+        Just("{{ fail \"x\" }}".to_string()),
+        Just("{{ fail (printf \"%s %d\" .Values.a) }}".to_string()),
+        Just(".Values.a.b ".to_string()),
+        Just("(".to_string()),
+        Just(")".to_string()),
+        Just(" | ".to_string()),
+        Just("\"s\"".to_string()),
+        Just("`r`".to_string()),
+        Just("$x ".to_string()),
+        Just("and or not eq dig hasKey index regexMatch semverCompare ".to_string()),
+        Just("\n".to_string()),
+        Just("{{/* c */}}".to_string()),
+        any::<String>(),
+    ];
+    let runs = AtomicUsize::new(0);
+    runner()
+        .run(
+            &(proptest::collection::vec(piece, 0..40), arb_values()),
+            |(pieces, values)| {
+                runs.fetch_add(1, Ordering::Relaxed);
+                let text = pieces.concat();
+                match super::gotmpl::fail_rules(&text) {
+                    Ok(rules) => {
+                        for r in rules {
+                            let _ = r.judge(&values);
+                            let _ = r.values_paths();
+                            let _ = r.escape_keys();
+                        }
+                    }
+                    Err(e) => {
+                        prop_assert!(
+                            e.line >= 1 && e.line <= text.lines().count().max(1) + 1,
+                            "{e}"
+                        );
+                    }
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+    println!(
+        "fuzz chart-rule templates: {} executions, 0 crashes",
         runs.into_inner()
     );
 }

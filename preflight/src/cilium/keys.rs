@@ -37,35 +37,6 @@ const OPEN_KEYS: &[&str] = &[
     "updateStrategy",
 ];
 
-/// The settings that decide a capability (what `derive` and the values rules read), as dotted
-/// paths. A key one typo away from one of these is a blocking failure: the chart default stays,
-/// and the verdict would be about a different install than the one the user wrote.
-pub const CAPABILITY_KEYS: &[&str] = &[
-    "kubeProxyReplacement",
-    "routingMode",
-    "tunnelProtocol",
-    "autoDirectNodeRoutes",
-    "enableIPv4Masquerade",
-    "ipv4NativeRoutingCIDR",
-    "k8sServiceHost",
-    "l7Proxy",
-    "bpf.masquerade",
-    "bpf.hostLegacyRouting",
-    "bpf.datapathMode",
-    "socketLB.enabled",
-    "bandwidthManager.enabled",
-    "encryption.enabled",
-    "encryption.type",
-    "hubble.enabled",
-    "hubble.relay.enabled",
-    "hubble.ui.enabled",
-    "loadBalancer.acceleration",
-    "cni.binPath",
-    "cni.confPath",
-    "cgroup.hostRoot",
-    "cgroup.autoMount.enabled",
-];
-
 /// Real Cilium chart keys within a typo of a capability key (values.yaml of 1.14–1.19): never
 /// taken for misspellings, even when only the profile's partial defaults are known.
 const REAL_NEIGHBOURS: &[&str] = &[
@@ -88,23 +59,47 @@ pub struct Unknown {
 /// The user's keys that are not in `chart` (the chart's defaults). With `complete` false only
 /// part of the chart's keys are known (the profile's defaults): then only misspellings of
 /// capability keys are reported, because any other key may exist in the real chart.
-/// `skip` lists dotted paths other rules report (removed values).
-pub fn unknown_keys(user: &Value, chart: &Value, complete: bool, skip: &[&str]) -> Vec<Unknown> {
+/// `skip` lists dotted paths other rules report (removed values). `capability_keys` are the
+/// settings that decide a capability in the target's version (the release table's
+/// `CapabilityFacts::keys`): a key one typo away from one of these is a blocking failure, the
+/// chart default staying and the verdict being about another install than the one written.
+pub fn unknown_keys(
+    user: &Value,
+    chart: &Value,
+    complete: bool,
+    skip: &[&str],
+    capability_keys: &[&str],
+) -> Vec<Unknown> {
     let mut out = Vec::new();
     if let (Some(u), Some(c)) = (user.as_object(), chart.as_object()) {
-        walk("", u, c, complete, skip, &mut out);
+        let ctx = Walk {
+            complete,
+            skip,
+            capability_keys,
+        };
+        walk("", u, c, &ctx, &mut out);
     }
     out
+}
+
+struct Walk<'a> {
+    complete: bool,
+    skip: &'a [&'a str],
+    capability_keys: &'a [&'a str],
 }
 
 fn walk(
     prefix: &str,
     user: &Map<String, Value>,
     chart: &Map<String, Value>,
-    complete: bool,
-    skip: &[&str],
+    ctx: &Walk,
     out: &mut Vec<Unknown>,
 ) {
+    let Walk {
+        complete,
+        skip,
+        capability_keys,
+    } = *ctx;
     for (key, value) in user {
         let path = if prefix.is_empty() {
             key.clone()
@@ -120,13 +115,13 @@ fn walk(
             // A mapping with known keys: judge the user's keys below it.
             Some(Value::Object(known)) if !known.is_empty() => {
                 if let Value::Object(below) = value {
-                    walk(&path, below, known, complete, skip, out);
+                    walk(&path, below, known, ctx, out);
                 }
             }
             // A scalar, list, null or empty-map default: whatever is below is free-form.
             Some(_) => {}
             None => {
-                let capability = capability_meant(prefix, key);
+                let capability = capability_meant(prefix, key, capability_keys);
                 let near = if capability.is_none() && complete {
                     closest(key, chart.keys().map(String::as_str))
                 } else {
@@ -146,11 +141,11 @@ fn walk(
 
 /// The capability key (or a parent of one, such as `hubble`) at `prefix` that `key` is a typo
 /// of. A capability key itself is never a typo (it may be absent from a partial default tree).
-fn capability_meant(prefix: &str, key: &str) -> Option<String> {
+fn capability_meant(prefix: &str, key: &str, capability_keys: &[&str]) -> Option<String> {
     if REAL_NEIGHBOURS.contains(&key) {
         return None;
     }
-    let siblings = CAPABILITY_KEYS.iter().filter_map(|p| {
+    let siblings = capability_keys.iter().filter_map(|p| {
         let rest = if prefix.is_empty() {
             Some(*p)
         } else {
@@ -221,7 +216,8 @@ mod tests {
             "k8sServicePort": 6443,
             "eni": {"enabled": false},
         });
-        let found = unknown_keys(&user, &chart, false, &[]);
+        let caps = crate::cilium::releases::BUILTIN.newest().capability_keys();
+        let found = unknown_keys(&user, &chart, false, &[], &caps);
         assert_eq!(
             paths(&found),
             [
@@ -250,7 +246,8 @@ mod tests {
             "fooBar": 1,
             "tunnel": "vxlan",
         });
-        let found = unknown_keys(&user, &chart, true, &["tunnel"]);
+        let caps = crate::cilium::releases::BUILTIN.newest().capability_keys();
+        let found = unknown_keys(&user, &chart, true, &["tunnel"], &caps);
         assert_eq!(
             paths(&found),
             [

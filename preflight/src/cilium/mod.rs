@@ -1,15 +1,20 @@
 //! The target of a preflight: which Cilium version, with which Helm values, and therefore which
 //! capabilities the node must have.
 pub mod chart;
+pub mod chartdata;
 pub mod derive;
 #[cfg(test)]
 mod fuzz;
+pub mod gotmpl;
+pub mod judged;
 pub mod keys;
 pub mod node;
-pub mod profiles;
+pub mod releases;
 pub mod set;
+pub mod umbrella;
 pub mod validate;
 pub mod values;
+pub mod version;
 pub mod yamlpos;
 
 use std::{collections::BTreeSet, path::PathBuf};
@@ -19,18 +24,27 @@ pub use crate::model::Capability;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use self::version::CiliumVersion;
 use self::{
     chart::{Chart, ChartInfo},
-    profiles::{CiliumVersion, Profile},
+    chartdata::{ChartRule, Extract},
+    releases::{BUILTIN, Catalog, Release},
     values::ValuesError,
 };
 
-/// The newest Cilium minor we ship a profile for; the default target.
-pub const DEFAULT_CILIUM_VERSION: &str = "1.19";
-
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Target {
-    pub cilium_version: String,
+    pub cilium_version: CiliumVersion,
+    /// The release row the version resolved to (not written: a report read back resolves it
+    /// again by its version).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub release: Option<&'static Release>,
+    /// Why the version is judged with caveats: a patch newer than preflight knows, a
+    /// pre-release. Not written; `values.cilium-version` reports it.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub version_note: Option<String>,
     /// Capabilities the target needs, derived from its values.
     pub capabilities: BTreeSet<Capability>,
     /// Where the values came from, in the order applied: files, then `--set` expressions.
@@ -56,6 +70,23 @@ pub struct Target {
     #[serde(skip)]
     #[schemars(skip)]
     pub chart_schema: Option<Value>,
+    /// What preflight extracted from the --chart chart (key set, validate.yaml rules).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub chart_extract: Option<Extract>,
+    /// Where in the values files the Cilium chart's values are: `cilium` for an umbrella
+    /// chart's values (`--values-path cilium`, or found by preflight). Added after
+    /// schema_version 1 was published; absent when the values are the chart's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values_path: Option<String>,
+    /// The values path was found by preflight, not given (`values.umbrella` says so).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub values_path_found: bool,
+    /// Top-level keys of the values outside the values path (an umbrella's other parts).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub values_path_others: Vec<String>,
 }
 
 fn empty_object() -> Value {
@@ -65,19 +96,30 @@ fn empty_object() -> Value {
 /// What the command line says about the target.
 #[derive(Debug, Clone, Default)]
 pub struct TargetSpec {
-    pub cilium_version: Option<String>,
+    /// Parsed at the command line; None: the chart's own version, else the newest release.
+    pub cilium_version: Option<CiliumVersion>,
     pub value_files: Vec<PathBuf>,
     pub sets: Vec<String>,
     pub chart: Option<PathBuf>,
     /// Extra capabilities asked for with --need.
     pub need: Vec<Capability>,
+    /// `--values-path cilium`: the Cilium chart's values are under this dotted key (an
+    /// umbrella chart's values file).
+    pub values_path: Option<String>,
 }
 
 impl Target {
-    /// The chart's defaults for a version: VXLAN tunnel, kube-proxy kept, L7 proxy and Hubble on.
+    /// The chart's defaults for a version of the built-in catalog (tests and defaults): VXLAN
+    /// tunnel, kube-proxy kept, L7 proxy and Hubble on. An unknown or unparsable version is the
+    /// newest release.
     pub fn chart_defaults(cilium_version: &str) -> Self {
+        let version =
+            CiliumVersion::parse(cilium_version).unwrap_or_else(|_| BUILTIN.default_version());
+        let resolved = BUILTIN.resolve(&version).ok();
         let mut t = Self {
-            cilium_version: cilium_version.to_string(),
+            cilium_version: version,
+            release: resolved.as_ref().map(|r| r.release),
+            version_note: resolved.and_then(|r| r.note),
             capabilities: BTreeSet::new(),
             value_sources: Vec::new(),
             value_texts: Vec::new(),
@@ -85,32 +127,44 @@ impl Target {
             chart: None,
             chart_values: None,
             chart_schema: None,
+            chart_extract: None,
+            values_path: None,
+            values_path_found: false,
+            values_path_others: Vec::new(),
         };
         t.capabilities = derive::capabilities(&t.effective_values());
         t
     }
 
-    /// Reads the values files, applies --set, loads the chart, and derives the capabilities.
-    /// Errors name the file and line (exit 2).
+    /// Reads the values files, applies --set, loads the chart, and derives the capabilities,
+    /// against the built-in release table. Errors name the file and line (exit 2).
     pub fn build(spec: &TargetSpec) -> Result<Self, ValuesError> {
+        Self::build_in(spec, &BUILTIN)
+    }
+
+    /// [`Target::build`] against another catalog (a test adding a version as data).
+    pub fn build_in(spec: &TargetSpec, catalog: &Catalog) -> Result<Self, ValuesError> {
         let chart = spec.chart.as_deref().map(Chart::load).transpose()?;
+        let version_err = |message: String| ValuesError::File {
+            file: "--cilium-version".into(),
+            message,
+        };
         if let (Some(flag), Some(chart)) = (&spec.cilium_version, &chart) {
             check_chart_version(flag, chart)?;
         }
-        // Version: the flag, else the chart's own, else the newest profile.
-        let version = spec
-            .cilium_version
-            .clone()
-            .or_else(|| chart.as_ref().and_then(|c| c.version.clone()))
-            .unwrap_or_else(|| DEFAULT_CILIUM_VERSION.to_string());
-        let parsed = CiliumVersion::parse(&version).map_err(|message| ValuesError::File {
-            file: "--cilium-version".into(),
-            message,
-        })?;
-        profiles::for_version(parsed).map_err(|message| ValuesError::File {
-            file: "--cilium-version".into(),
-            message,
-        })?;
+        // Version: the flag, else the chart's own, else the newest release.
+        let version = match (&spec.cilium_version, &chart) {
+            (Some(v), _) => v.clone(),
+            (None, Some(c)) => match c.version.as_deref().or(c.app_version.as_deref()) {
+                Some(text) => CiliumVersion::parse(text).map_err(|e| ValuesError::File {
+                    file: format!("{}/Chart.yaml", c.source),
+                    message: format!("{e}; give --cilium-version"),
+                })?,
+                None => catalog.default_version(),
+            },
+            (None, None) => catalog.default_version(),
+        };
+        let resolved = catalog.resolve(&version).map_err(version_err)?;
         let mut values = empty_object();
         let mut sources = Vec::new();
         let mut texts = Vec::new();
@@ -124,8 +178,33 @@ impl Target {
             set::apply(&mut values, expr)?;
             sources.push(format!("--set {expr}"));
         }
+        // Bounded work: every key is judged (typo checks), so their number is capped.
+        values::check_key_count(&values, "-f/--set")?;
+        let extract = chart.as_ref().map(Chart::extract).transpose()?;
+        let (values_path, values_path_found) = match &spec.values_path {
+            Some(p) => (Some(p.clone()), false),
+            None => {
+                let keys = extract
+                    .as_ref()
+                    .map(|e| &e.keys)
+                    .or_else(|| resolved.release.chart.data.map(|d| &d.get().keys));
+                let found = umbrella::detect(&values, keys, resolved.release);
+                let is_found = found.is_some();
+                (found, is_found)
+            }
+        };
+        let mut values_path_others = Vec::new();
+        if let Some(path) = &values_path {
+            values_path_others = umbrella::others(&values, path);
+            values = umbrella::select(&values, path).map_err(|message| ValuesError::File {
+                file: "--values-path".into(),
+                message,
+            })?;
+        }
         let mut target = Self {
             cilium_version: version,
+            release: Some(resolved.release),
+            version_note: resolved.note,
             capabilities: BTreeSet::new(),
             value_sources: sources,
             value_texts: texts,
@@ -133,6 +212,10 @@ impl Target {
             chart: None,
             chart_values: None,
             chart_schema: None,
+            chart_extract: extract,
+            values_path,
+            values_path_found,
+            values_path_others,
         };
         if let Some(chart) = chart {
             let rendered = values::coalesce(&chart.default_values, &target.values);
@@ -145,29 +228,72 @@ impl Target {
         Ok(target)
     }
 
-    pub fn version(&self) -> Option<CiliumVersion> {
-        CiliumVersion::parse(&self.cilium_version).ok()
+    /// The version's release row; for a target read back from a report, the built-in row of
+    /// its minor, or the newest when this build does not know it.
+    pub fn release(&self) -> &'static Release {
+        self.release.unwrap_or_else(|| {
+            BUILTIN
+                .find(self.cilium_version.minor_key())
+                .unwrap_or_else(|| BUILTIN.newest())
+        })
     }
 
-    /// The version's profile; the newest when the version is unparsable or unknown (a report
-    /// read back from JSON may name a version this build does not know).
-    pub fn profile(&self) -> &'static Profile {
-        self.version()
-            .and_then(|v| profiles::for_version(v).ok())
-            .unwrap_or_else(profiles::newest)
+    /// The exact release Helm installs for the target: the version as given, or for a minor
+    /// without a patch (`1.19`) the newest release of it preflight knows.
+    pub fn install_version(&self) -> CiliumVersion {
+        match self.cilium_version.patch {
+            Some(_) => self.cilium_version.clone(),
+            None => self.release().latest(),
+        }
     }
 
-    /// Whether the target's version is at least `major.minor`.
-    pub fn at_least(&self, (major, minor): (u32, u32)) -> bool {
-        let p = self.profile();
-        (p.major, p.minor) >= (major, minor)
+    /// Whether the target's minor is at least `major.minor`.
+    pub fn at_least(&self, minor: (u32, u32)) -> bool {
+        self.release().minor_key() >= minor
     }
 
-    /// The values the chart renders with: the profile's defaults coalesced with the user's.
+    /// The chart's defaults: the --chart chart's values.yaml, else the defaults kept from the
+    /// version's real chart, else the release table's defaults for the keys preflight reads.
+    pub fn chart_defaults_value(&self) -> Value {
+        if let Some(v) = &self.chart_values {
+            return v.clone();
+        }
+        if let Some(data) = self.release().chart.data {
+            return data.get().defaults.clone();
+        }
+        serde_norway::from_str(self.release().chart.defaults).unwrap_or_else(|_| empty_object())
+    }
+
+    /// The chart's key set when preflight has it (the --chart chart, or the version's real
+    /// chart): values.yaml's keys and every key its templates read. None: only the defaults of
+    /// the keys preflight reads are known.
+    pub fn chart_keys(&self) -> Option<&Value> {
+        match &self.chart_extract {
+            Some(e) => Some(&e.keys),
+            None => self.release().chart.data.map(|d| &d.get().keys),
+        }
+    }
+
+    /// The chart's `fail` rules (templates/validate.yaml) when preflight has them.
+    pub fn chart_rules(&self) -> Option<&[ChartRule]> {
+        match &self.chart_extract {
+            Some(e) => Some(&e.rules),
+            None => self.release().chart.data.map(|d| d.get().rules.as_slice()),
+        }
+    }
+
+    /// How messages name the chart whose rules judge the values.
+    pub fn chart_label(&self) -> String {
+        match (&self.chart, self.release().chart.data) {
+            (Some(c), _) => c.source.clone(),
+            (None, Some(_)) => format!("the Cilium {} chart", self.release().label()),
+            (None, None) => format!("the Cilium {} chart", self.cilium_version),
+        }
+    }
+
+    /// The values the chart renders with: the chart's defaults coalesced with the user's.
     pub fn effective_values(&self) -> Value {
-        let defaults: Value = serde_norway::from_str(self.profile().chart_defaults)
-            .unwrap_or_else(|_| empty_object());
-        values::coalesce(&defaults, &self.values)
+        values::coalesce(&self.chart_defaults_value(), &self.values)
     }
 
     /// A user value at a dotted path (not the chart default).
@@ -179,6 +305,12 @@ impl Target {
     /// line cannot be told), or `--set expr`. None when it is a chart default.
     pub fn origin(&self, path: &str) -> Option<String> {
         self.user_value(path)?;
+        // In the files the path is below the umbrella's `cilium:`.
+        let full = match &self.values_path {
+            Some(prefix) => format!("{prefix}.{path}"),
+            None => path.to_string(),
+        };
+        let path = full.as_str();
         for source in self.value_sources.iter().rev() {
             if let Some(expr) = source.strip_prefix("--set ") {
                 let mut v = empty_object();
@@ -237,34 +369,38 @@ impl Target {
 /// `--cilium-version` and `--chart` must name the same release, or the target's rules (one
 /// version) would be judged against another version's chart. A version without a patch matches
 /// any patch of its minor (1.16 matches a 1.16.4 chart).
-fn check_chart_version(flag: &str, chart: &Chart) -> Result<(), ValuesError> {
+fn check_chart_version(wanted: &CiliumVersion, chart: &Chart) -> Result<(), ValuesError> {
     let chart_version = chart.version.as_deref().or(chart.app_version.as_deref());
     let Some(chart_text) = chart_version else {
         return Ok(());
     };
-    let to_err = |message: String| ValuesError::File {
-        file: "--cilium-version".into(),
-        message,
-    };
-    let wanted = CiliumVersion::parse(flag).map_err(to_err)?;
     let Ok(found) = CiliumVersion::parse(chart_text) else {
         // Not a Cilium-shaped version (a fork's own numbering): nothing to compare.
         return Ok(());
     };
+    // A release and a pre-release of the same number are different charts: 1.19.0 does not
+    // match a 1.19.0-dev chart.
     let same = wanted.minor_key() == found.minor_key()
-        && (wanted.patch.is_none() || found.patch.is_none() || wanted.patch == found.patch);
+        && (wanted.patch.is_none()
+            || found.patch.is_none()
+            || (wanted.patch == found.patch && wanted.pre == found.pre));
     if same {
         return Ok(());
     }
-    Err(to_err(format!(
-        "{flag} disagrees with the chart {} (version {chart_text}): give the chart of Cilium \
-         {flag}, or drop --cilium-version to judge the chart's own version",
-        chart.source
-    )))
+    let flag = wanted;
+    Err(ValuesError::File {
+        file: "--cilium-version".into(),
+        message: format!(
+            "{flag} disagrees with the chart {} (version {chart_text}): give the chart of \
+             Cilium {flag}, or drop --cilium-version to judge the chart's own version",
+            chart.source
+        ),
+    })
 }
 
 impl Default for Target {
+    /// The chart's defaults for the newest known release.
     fn default() -> Self {
-        Self::chart_defaults(DEFAULT_CILIUM_VERSION)
+        Self::chart_defaults(&BUILTIN.default_version().to_string())
     }
 }

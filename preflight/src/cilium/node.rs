@@ -6,7 +6,7 @@ use super::{
     Capability, Target,
     values::{as_text, truthy},
 };
-use crate::{cilium::validate::Finding, model::Status};
+use crate::model::Outcome;
 
 /// FACTS §5: Rancher Desktop's CNI plugin dir.
 pub const RANCHER_DESKTOP_CNI_BIN: &str = crate::host::cni::RANCHER_DESKTOP_BIN;
@@ -25,10 +25,24 @@ pub struct NodeHints {
     pub cgroup2_mounts: Option<Vec<String>>,
     /// The IPv4 pod CIDR from the k3s config (`cluster-cidr`), when it sets one.
     pub cluster_cidr: Option<String>,
+    /// Whether kube-proxy keeps running on this node.
+    pub kube_proxy: KubeProxy,
+}
+
+/// kube-proxy on this node, as far as its files tell.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum KubeProxy {
+    /// k3s runs its embedded kube-proxy (no `disable-kube-proxy`).
+    Runs,
+    /// k3s is told `disable-kube-proxy: true`.
+    Removed,
+    /// Not a k3s node, or its config could not all be read: the cluster decides.
+    #[default]
+    CannotTell,
 }
 
 /// A values-against-node rule.
-pub type CrossCheck = fn(&Target, &NodeHints) -> Finding;
+pub type CrossCheck = fn(&Target, &NodeHints) -> Outcome;
 
 /// Every cross-check whose fix is a value, by check id (the verdict turns their patches into
 /// recommendations).
@@ -47,9 +61,9 @@ pub const PATCHING: &[(&str, CrossCheck)] = &[
 /// (1.15+): "native routing cidr must be configured with option --ipv4-native-routing-cidr in
 /// combination with --enable-ipv4=true --enable-ipv4-masquerade=true --enable-ip-masq-agent=false
 /// --routing-mode=native --ipam=<mode>". The fix uses the node's k3s cluster-cidr when known.
-pub fn native_routing_cidr(t: &Target, node: &NodeHints) -> Finding {
+pub fn native_routing_cidr(t: &Target, node: &NodeHints) -> Outcome {
     if super::derive::routing(&t.effective_values()) != super::derive::Routing::Native {
-        return Finding::skip("tunnel routing");
+        return Outcome::skip("tunnel routing");
     }
     let on =
         |path: &str, default: bool| t.value(path).as_ref().map_or(default, |v| truthy(Some(v)));
@@ -67,7 +81,7 @@ pub fn native_routing_cidr(t: &Target, node: &NodeHints) -> Finding {
                 "k3s's default pod CIDR; use your cluster's own".to_string(),
             ),
         };
-        return Finding::fail(format!(
+        return Outcome::fail(format!(
             "native routing with IPv4 masquerading and no `ipv4NativeRoutingCIDR`: the agent \
              refuses to start (\"native routing cidr must be configured with option \
              --ipv4-native-routing-cidr in combination with --enable-ipv4=true \
@@ -81,20 +95,56 @@ pub fn native_routing_cidr(t: &Target, node: &NodeHints) -> Finding {
         .patch(serde_json::json!({ "ipv4NativeRoutingCIDR": value }));
     }
     if !on("autoDirectNodeRoutes", false) {
-        return Finding::warn(
+        return Outcome::warn(
             "native routing without `autoDirectNodeRoutes`: pod routes between nodes must come \
              from your router or BGP",
         );
     }
     match cidr {
-        Some(c) => Finding::pass(format!("native routing for {c} with direct node routes")),
-        None => Finding::pass("native routing without masquerading: no CIDR needed"),
+        Some(c) => Outcome::pass(format!("native routing for {c} with direct node routes")),
+        None => Outcome::pass("native routing without masquerading: no CIDR needed"),
+    }
+}
+
+/// Kube-proxy replacement without `k8sServiceHost`: once kube-proxy is gone nothing routes the
+/// `kubernetes` Service, and the agent cannot reach the API server through it. Whether kube-proxy
+/// is gone is the node's (k3s `disable-kube-proxy`); where that cannot be told, neither can this.
+pub fn k8s_service_host(t: &Target, node: &NodeHints) -> Outcome {
+    if !super::derive::kube_proxy_replacement(&t.effective_values()) {
+        return Outcome::skip("kube-proxy is kept");
+    }
+    let host = as_text(t.value("k8sServiceHost").as_ref()).unwrap_or_default();
+    if !host.is_empty() {
+        let port = as_text(t.value("k8sServicePort").as_ref()).unwrap_or_else(|| "443".into());
+        return Outcome::pass(format!("API server at {host}:{port}"));
+    }
+    let remedy = "set `k8sServiceHost` and `k8sServicePort` to the API server (k3s: the server's \
+                  IP, 6443)";
+    match node.kube_proxy {
+        KubeProxy::Removed => Outcome::fail(
+            "kube-proxy replacement without `k8sServiceHost`, and this node's k3s runs without \
+             kube-proxy (disable-kube-proxy): the agent cannot reach the API server through the \
+             kubernetes Service",
+        )
+        .remedy(remedy),
+        KubeProxy::Runs => Outcome::warn(
+            "kube-proxy replacement without `k8sServiceHost`: kube-proxy still runs here, so the \
+             agent reaches the API server through the kubernetes Service for now; once kube-proxy \
+             is removed it cannot",
+        )
+        .remedy(remedy),
+        KubeProxy::CannotTell => unknown(
+            "kube-proxy replacement without `k8sServiceHost`: whether kube-proxy is removed \
+             from this cluster cannot be told from the node; without it the agent cannot reach \
+             the API server through the kubernetes Service",
+        )
+        .remedy(remedy),
     }
 }
 
 /// `cni.binPath` must be where this node's runtime looks for plugins, or pods never get a
 /// network (`failed to find plugin "cilium-cni" in path [...]`, cilium/cilium#27702).
-pub fn cni_bin_path(t: &Target, node: &NodeHints) -> Finding {
+pub fn cni_bin_path(t: &Target, node: &NodeHints) -> Outcome {
     let bin_path =
         as_text(t.value("cni.binPath").as_ref()).unwrap_or_else(|| "/opt/cni/bin".into());
     let Some(dirs) = &node.cni_bin_dirs else {
@@ -106,18 +156,18 @@ pub fn cni_bin_path(t: &Target, node: &NodeHints) -> Finding {
         .unwrap_or_else(|| "the container runtime's config".into());
     if dirs.iter().any(|d| d == &bin_path) {
         if bin_path.contains("/var/lib/rancher/k3s/data/") {
-            return Finding::warn(format!(
+            return Outcome::warn(format!(
                 "cni.binPath {bin_path} is a k3s data dir that changes on every k3s upgrade"
             ))
             .remedy("start k3s with `flannel-backend: none` so containerd uses /opt/cni/bin");
         }
-        return Finding::pass(format!("cni.binPath {bin_path} is searched ({source})"));
+        return Outcome::pass(format!("cni.binPath {bin_path} is searched ({source})"));
     }
     // k3s with flannel points containerd at its own data dir; with `flannel-backend: none` it
     // uses /opt/cni/bin (FACTS §5). Pinning cni.binPath to the data dir breaks on upgrade.
     let k3s_data = "/var/lib/rancher/k3s/data/";
     if !dirs.is_empty() && dirs.iter().all(|d| d.starts_with(k3s_data)) {
-        return Finding::warn(format!(
+        return Outcome::warn(format!(
             "this node's runtime looks in {} because k3s runs flannel; cni.binPath {bin_path} \
              is right only once k3s runs with flannel-backend: none",
             dirs.join(", ")
@@ -133,7 +183,7 @@ pub fn cni_bin_path(t: &Target, node: &NodeHints) -> Finding {
             .cloned()
             .unwrap_or_else(|| "/opt/cni/bin".into())
     };
-    Finding::fail(format!(
+    Outcome::fail(format!(
         "cni.binPath {bin_path} is not where this node looks for CNI plugins ({}; from {source}): \
          the agent's cilium-cni would never be found",
         dirs.join(", ")
@@ -145,36 +195,31 @@ pub fn cni_bin_path(t: &Target, node: &NodeHints) -> Finding {
     ))
 }
 
-fn unknown(detail: &str) -> Finding {
-    Finding {
-        status: Status::Unknown,
-        detail: detail.into(),
-        remedy: None,
-        patch: None,
-    }
+fn unknown(detail: &str) -> Outcome {
+    Outcome::unknown(detail)
 }
 
 /// `cni.confPath` must be the runtime's conf dir, or the runtime never sees Cilium's config.
-pub fn cni_conf_path(t: &Target, node: &NodeHints) -> Finding {
+pub fn cni_conf_path(t: &Target, node: &NodeHints) -> Outcome {
     let conf_path =
         as_text(t.value("cni.confPath").as_ref()).unwrap_or_else(|| "/etc/cni/net.d".into());
     let Some(dir) = &node.cni_conf_dir else {
         return unknown("could not tell which CNI conf dir this node's container runtime reads");
     };
     if *dir == conf_path {
-        return Finding::pass(format!(
+        return Outcome::pass(format!(
             "cni.confPath {conf_path} is the runtime's conf dir"
         ));
     }
     // k3s with flannel reads its own agent dir; `flannel-backend: none` switches to the default.
     if dir.starts_with("/var/lib/rancher/k3s/agent/") {
-        return Finding::warn(format!(
+        return Outcome::warn(format!(
             "the runtime reads {dir} because k3s runs flannel; cni.confPath {conf_path} is right \
              only once k3s runs with flannel-backend: none"
         ))
         .remedy("set `flannel-backend: none` in the k3s config");
     }
-    Finding::fail(format!(
+    Outcome::fail(format!(
         "cni.confPath {conf_path} is not the conf dir this node's runtime reads ({dir}): pods \
          would keep the old CNI or none"
     ))
@@ -187,23 +232,23 @@ pub fn cni_conf_path(t: &Target, node: &NodeHints) -> Finding {
 
 /// With `cgroup.autoMount.enabled: false` the agent does not mount cgroup2 itself: the host must
 /// have it at `cgroup.hostRoot`, or socket LB cannot attach (FACTS §3).
-pub fn cgroup_host_root(t: &Target, node: &NodeHints) -> Finding {
+pub fn cgroup_host_root(t: &Target, node: &NodeHints) -> Outcome {
     if !t.needs(Capability::SocketLb) {
-        return Finding::skip("socket LB is not used");
+        return Outcome::skip("socket LB is not used");
     }
     let host_root = as_text(t.value("cgroup.hostRoot").as_ref())
         .unwrap_or_else(|| "/run/cilium/cgroupv2".into());
     if truthy(t.value("cgroup.autoMount.enabled").as_ref()) {
-        return Finding::skip(format!("the agent mounts cgroup2 at {host_root} itself"));
+        return Outcome::skip(format!("the agent mounts cgroup2 at {host_root} itself"));
     }
     let Some(mounts) = &node.cgroup2_mounts else {
         return unknown("could not read the mount table");
     };
     if mounts.contains(&host_root) {
-        return Finding::pass(format!("cgroup2 is mounted at cgroup.hostRoot {host_root}"));
+        return Outcome::pass(format!("cgroup2 is mounted at cgroup.hostRoot {host_root}"));
     }
     let existing = mounts.first().cloned();
-    let mut f = Finding::fail(format!(
+    let mut f = Outcome::fail(format!(
         "cgroup.autoMount.enabled is false but no cgroup2 is mounted at cgroup.hostRoot \
          {host_root} (cgroup2 mounts: {}): socket LB cannot attach",
         if mounts.is_empty() {
@@ -233,6 +278,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::model::Status;
 
     fn target(values: serde_json::Value) -> Target {
         let mut t = Target::chart_defaults("1.16.4");

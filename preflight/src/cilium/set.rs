@@ -7,11 +7,14 @@ use super::values::ValuesError;
 
 /// Largest list index accepted, so `a[99999999]=x` cannot allocate without bound.
 const MAX_INDEX: usize = 65_535;
+/// Most levels in one key (`a.b[0].c` has 4): the value is built and dropped recursively, so a
+/// 20,000-level key would overflow the stack. Cilium's deepest key has 6.
+pub const MAX_DEPTH: usize = 64;
 
 /// Applies one `--set` argument (which may hold several comma-separated assignments).
 pub fn apply(values: &mut Value, expr: &str) -> Result<(), ValuesError> {
     let err = |message: String| ValuesError::Set {
-        expr: expr.to_string(),
+        expr: shorten(expr),
         message,
     };
     for (key, raw) in split_assignments(expr).map_err(err)? {
@@ -20,6 +23,15 @@ pub fn apply(values: &mut Value, expr: &str) -> Result<(), ValuesError> {
         set_path(values, &path, value).map_err(err)?;
     }
     Ok(())
+}
+
+/// The expression as messages quote it: a runaway one is cut, not printed whole.
+fn shorten(expr: &str) -> String {
+    const SHOWN: usize = 100;
+    match expr.char_indices().nth(SHOWN) {
+        Some((at, _)) => format!("{}… ({} bytes)", &expr[..at], expr.len()),
+        None => expr.to_string(),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -80,6 +92,12 @@ fn split_assignments(expr: &str) -> Result<Vec<(String, String)>, String> {
 
 /// `a.b[0].c` → [Key a, Key b, Index 0, Key c]; `\.` keeps a dot inside a key.
 fn parse_key(key: &str) -> Result<Vec<Step>, String> {
+    let levels = key.matches(['.', '[']).count() + 1;
+    if levels > MAX_DEPTH {
+        return Err(format!(
+            "the key has {levels} levels; at most {MAX_DEPTH} are accepted"
+        ));
+    }
     let mut steps = Vec::new();
     let mut cur = String::new();
     let mut chars = key.chars().peekable();
@@ -293,6 +311,18 @@ mod tests {
             let err = set(&[bad]).unwrap_err();
             assert!(err.to_string().contains(bad), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn a_key_deeper_than_the_limit_is_an_error_not_a_stack_overflow() {
+        let deep = format!("{}=1", vec!["a"; 20_000].join("."));
+        let err = set(&[&deep]).unwrap_err().to_string();
+        assert!(err.contains("20000 levels") && err.contains("64"), "{err}");
+        assert!(err.len() < 300, "the message quotes a short prefix: {err}");
+        let indexes = format!("a{}=1", "[0]".repeat(20_000));
+        assert!(set(&[&indexes]).is_err());
+        let ok = format!("{}=1", vec!["a"; MAX_DEPTH].join("."));
+        assert!(set(&[&ok]).is_ok());
     }
 
     proptest! {

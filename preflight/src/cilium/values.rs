@@ -29,7 +29,14 @@ pub enum ValuesError {
     File { file: String, message: String },
     #[error("--set {expr:?}: {message}")]
     Set { expr: String, message: String },
+    /// A file refused before parsing: not a regular file, too large, nested too deep.
+    #[error(transparent)]
+    Input(#[from] crate::host::input::InputError),
 }
+
+/// Most keys accepted in the user's values (files and --set together): each key is judged
+/// (the typo check costs ~40 µs a key), and Cilium's whole values.yaml has ~1,400.
+pub const MAX_VALUES_KEYS: usize = 10_000;
 
 /// Parses a values file the way Helm 4 loads one (`LoadValues`, pkg/chart/v2/loader/load.go,
 /// helm/helm#13655): each YAML document in turn, merged over the ones before it as if each were
@@ -37,6 +44,7 @@ pub enum ValuesError {
 /// the difference. YAML merge keys (`<<: *anchor`) are resolved as Helm's YAML library does.
 /// `name` is what errors call the file (the path as given).
 pub fn parse_yaml(name: &str, text: &str) -> Result<Value, ValuesError> {
+    crate::host::input::yaml_depth(name, text)?;
     let mut values = Value::Object(Map::new());
     for (index, document) in serde_norway::Deserializer::from_str(text).enumerate() {
         let node = Node::deserialize(document).map_err(|e| yaml_error(name, &e))?;
@@ -219,15 +227,39 @@ impl Node {
     }
 }
 
-/// Reads and parses a values file; returns its text too (messages point at its lines).
+/// Reads and parses a values file (`-` is stdin); returns its text too (messages point at its
+/// lines). The file must be a regular file within the input cap ([`crate::host::input`]).
 pub fn load_file(path: &Path) -> Result<(String, Value), ValuesError> {
-    let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ValuesError::File {
-        file: name.clone(),
-        message: e.to_string(),
-    })?;
+    let name = crate::host::input::shown(path);
+    let text = crate::host::input::read_text(path, "values files")?;
     let value = parse_yaml(&name, &text)?;
     Ok((text, value))
+}
+
+/// Refuses values with more than [`MAX_VALUES_KEYS`] keys in all; `what` names them.
+pub fn check_key_count(values: &Value, what: &str) -> Result<(), ValuesError> {
+    let mut count = 0usize;
+    let mut stack = vec![values];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Object(m) => {
+                count += m.len();
+                stack.extend(m.values());
+            }
+            Value::Array(l) => stack.extend(l.iter()),
+            _ => {}
+        }
+        if count > MAX_VALUES_KEYS {
+            return Err(ValuesError::File {
+                file: what.to_string(),
+                message: format!(
+                    "more than {MAX_VALUES_KEYS} keys in the values; not judged (Cilium's \
+                     values have ~1,400)"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn kind(v: &Value) -> &'static str {

@@ -58,7 +58,7 @@ impl ClusterNode {
             hostname: r.node.hostname,
             source,
             kernel_release: r.node.kernel_release,
-            cilium_version: r.target.cilium_version,
+            cilium_version: r.target.cilium_version.to_string(),
             go: r.verdict.go,
             decided: r.verdict.decided,
             blocking: blocking.into_iter().collect(),
@@ -317,7 +317,11 @@ fn final_dirs(conf_now: &str, bin_now: &str) -> (String, String) {
 /// `artifacthub.io/crds`), `v2alpha1` in 1.16's; the guide's example still writes v2alpha1,
 /// which 1.17 serves.
 pub fn node_config_api(version: &str) -> &'static str {
-    if crate::plan::version_at_least(version, 1, 18) {
+    let v2 = crate::cilium::CiliumVersion::parse(version)
+        .map(|v| v.at_least((1, 18, 0), 0))
+        // Not a version (the command line parses it first): the newer API.
+        .unwrap_or(true);
+    if v2 {
         "cilium.io/v2"
     } else {
         "cilium.io/v2alpha1"

@@ -76,13 +76,12 @@ pub fn build_plan(
     reports: &ClusterPlanArgs,
     target: &super::plan::TargetArgs,
 ) -> anyhow::Result<ClusterPlan> {
-    let t =
-        crate::cilium::Target::build(&target.flags.spec(Some(crate::plan::DEFAULT_CHART_VERSION)))?;
+    let t = target.target()?;
     let inputs = cluster::plan::read_inputs(&reports.reports)?;
     Ok(cluster::plan::build(
         inputs,
         ClusterOptions {
-            cilium_version: t.cilium_version.clone(),
+            cilium_version: t.install_version().to_string(),
             user_values: t.values.clone(),
             pod_cidr: reports.pod_cidr.clone(),
             tunnel_port: reports.tunnel_port,
@@ -125,20 +124,15 @@ pub fn plan(
 /// `install --migration-stage STAGE`: one stage of the whole-cluster migration on this node,
 /// under the node's journal. A failure rolls back this stage only (exit 1); earlier stages stay.
 pub fn install_stage(args: &super::plan::InstallArgs, stage: &str) -> anyhow::Result<u8> {
-    use crate::plan::{exec, journal::Journal, node::NodeState};
+    use crate::plan::{exec, journal::Journal, lock::Lock, node::NodeState};
     let host = super::plan::node_root(&args.root)?;
-    let root = host.root().to_path_buf();
     let runner = args.tools.runner();
-    let target = args
-        .target
-        .flags
-        .spec(Some(crate::plan::DEFAULT_CHART_VERSION));
-    let node = NodeState::read(&root, &runner)?;
+    // Before anything is read, as `install` does: no stage runs while another run changes the node.
+    let lock = Lock::acquire(&host, "install")?;
+    let target = args.target.target()?;
+    let node = NodeState::read(&host, &runner)?;
     let opts = crate::plan::PlanOptions {
-        cilium_version: target
-            .cilium_version
-            .clone()
-            .unwrap_or_else(|| crate::plan::DEFAULT_CHART_VERSION.into()),
+        cilium_version: target.install_version().to_string(),
         dns_check_image: None,
         ..crate::plan::PlanOptions::default()
     };
@@ -149,9 +143,9 @@ pub fn install_stage(args: &super::plan::InstallArgs, stage: &str) -> anyhow::Re
         crate::outln!("Not confirmed; nothing changed.");
         return Ok(exit::NO_GO);
     }
-    let journal = Journal::begin(&root, &format!("migration:{stage}"))?;
+    let journal = Journal::begin(&host, &format!("migration:{stage}"), &lock.created)?;
     let mut ex = exec::Executor {
-        root: &root,
+        host: &host,
         runner: &runner,
         journal,
         log: Box::new(|l| crate::outln!("{l}")),
@@ -180,7 +174,7 @@ pub fn install_stage(args: &super::plan::InstallArgs, stage: &str) -> anyhow::Re
                 failure.error
             );
             let code =
-                print_stage_rollback(exec::rollback_stage(&root, &runner, stage)?, stage, &root);
+                print_stage_rollback(exec::rollback_stage(&host, &runner, stage)?, stage, &host);
             super::plan::report_fault_points();
             Ok(if code == exit::GO { exit::NO_GO } else { code })
         }
@@ -220,7 +214,7 @@ pub fn rollback(args: &super::plan::RollbackArgs) -> anyhow::Result<u8> {
 pub fn print_stage_rollback(
     r: crate::plan::exec::RollbackReport,
     stage: &str,
-    root: &std::path::Path,
+    host: &crate::host::HostRoot,
 ) -> u8 {
     if r.nothing_to_do {
         crate::outln!("Nothing of stage {stage} to roll back on this node.");
@@ -244,7 +238,7 @@ pub fn print_stage_rollback(
         );
         return exit::ERROR;
     }
-    if crate::plan::journal::Journal::load(root)
+    if crate::plan::journal::Journal::load(host)
         .ok()
         .flatten()
         .is_some()

@@ -16,11 +16,14 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<u8> {
     // Values decide the tunnel protocol and port, monitor aggregation and the capabilities
     // (which programs matter); bad values are bad input, named with file and line (exit 2).
     let target = Target::build(&TargetSpec {
-        cilium_version: Some(args.cilium_version.clone()),
+        cilium_version: args.cilium_version.clone(),
         value_files: args.values.clone(),
         sets: args.set.clone(),
         ..TargetSpec::default()
     })?;
+    if let Some(note) = &target.version_note {
+        eprintln!("preflight: warning: {note}");
+    }
     let live = nix::unistd::geteuid().is_root();
     let mut opts = Options::new(target);
     // Kept alive until the stage is done: a --bpf-tar is unpacked in its scratch dir.
@@ -96,7 +99,18 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<u8> {
                 .as_ref()
                 .is_none_or(|v| v.rejected().next().is_none() && v.object_error.is_none())
     });
-    Ok(if ok { exit::GO } else { exit::NO_GO })
+    if !ok {
+        return Ok(exit::NO_GO);
+    }
+    // Compiled, but the verifier was to be asked and could not be: that is not a pass.
+    if opts.verify && !live {
+        eprintln!(
+            "preflight: undecided: the objects compiled, but the verifier was not asked (not \
+             root: loading needs CAP_BPF); run as root, or pass --no-verify for the compile alone"
+        );
+        return Ok(exit::ERROR);
+    }
+    Ok(exit::GO)
 }
 
 pub fn render(r: &CompileReport) -> String {

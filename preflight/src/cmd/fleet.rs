@@ -19,12 +19,13 @@ use crate::{
 
 pub fn aggregate(args: &AggregateArgs) -> anyhow::Result<u8> {
     let files = read::expand(&args.paths).context("listing the report paths")?;
+    let shown = |f: &Path| crate::host::input::shown(f);
     let mut agg = Aggregator::default();
     let mut stats = read::ReadStats::default();
     for file in &files {
         // Each report is folded as soon as it is read; none is kept.
         read::read_path(file, &mut stats, &mut |item| agg.add(item))
-            .with_context(|| format!("reading {}", file.display()))?;
+            .with_context(|| format!("reading {}", shown(file)))?;
     }
     let verdict = agg.finish(stats);
     match args.format {
@@ -41,7 +42,7 @@ pub fn aggregate(args: &AggregateArgs) -> anyhow::Result<u8> {
                 "preflight: error: no node reports in {} ({} lines read)",
                 args.paths
                     .iter()
-                    .map(|p| p.display().to_string())
+                    .map(|p| shown(p))
                     .collect::<Vec<_>>()
                     .join(", "),
                 verdict.input_lines
@@ -65,8 +66,18 @@ pub fn job(args: &JobArgs) -> anyhow::Result<u8> {
     // as shipped copies, below); flags after `--` follow them.
     let target = &args.target;
     let mut run_args = Vec::new();
-    if let Some(v) = &target.cilium_version {
-        run_args.extend(["--cilium-version".to_string(), v.clone()]);
+    // The nodes judge the same release as this command: the flag, else (without --chart) the
+    // newest release this preflight knows, written out so a node's preflight of another build
+    // does not pick its own default.
+    match (&target.cilium_version, &target.chart) {
+        (Some(v), _) => run_args.extend(["--cilium-version".to_string(), v.to_string()]),
+        (None, None) => run_args.extend([
+            "--cilium-version".to_string(),
+            crate::cilium::releases::BUILTIN
+                .default_version()
+                .to_string(),
+        ]),
+        (None, Some(_)) => {}
     }
     for set in &target.set {
         run_args.extend(["--set".to_string(), set.clone()]);
@@ -77,6 +88,9 @@ pub fn job(args: &JobArgs) -> anyhow::Result<u8> {
     for need in &target.need {
         run_args.extend(["--need".to_string(), need.as_str().to_string()]);
     }
+    if let Some(path) = &target.values_path {
+        run_args.extend(["--values-path".to_string(), path.clone()]);
+    }
     for id in &args.ignore {
         run_args.extend(["--ignore".to_string(), id.clone()]);
     }
@@ -86,8 +100,9 @@ pub fn job(args: &JobArgs) -> anyhow::Result<u8> {
     run_args.extend(args.run_args.iter().cloned());
     let mut values: Vec<ValuesFile> = Vec::new();
     for path in &target.values {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("--values {}", path.display()))?;
+        // Read and parsed here with the same bounds as on the nodes: a file the nodes would
+        // refuse is refused now, naming it, not shipped to every node.
+        let (text, _) = crate::cilium::values::load_file(path)?;
         let file_name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -146,12 +161,15 @@ pub fn job(args: &JobArgs) -> anyhow::Result<u8> {
         sets: run.target.set.clone(),
         chart: None,
         need: run.target.need.clone(),
+        values_path: run.target.values_path.clone(),
     })?;
+    if let Some(note) = &node_target.version_note {
+        eprintln!("preflight: warning: {note}");
+    }
     // The datapath the nodes compile: the target's own, out of its Cilium image.
-    spec.cilium_image = args
-        .cilium_image
-        .clone()
-        .or_else(|| crate::compile::source::cilium_image(&node_target.cilium_version));
+    spec.cilium_image = args.cilium_image.clone().or_else(|| {
+        crate::compile::source::cilium_image(&node_target.install_version().to_string())
+    });
     if spec.cilium_image.is_none() {
         eprintln!(
             "preflight: note: Cilium {} names no patch release, so there is no image to take \

@@ -2,6 +2,7 @@
 pub mod cluster;
 pub mod compile;
 pub mod fleet;
+pub mod gate;
 pub mod out;
 pub mod plan;
 pub mod report;
@@ -36,6 +37,13 @@ Exit codes:
   1  the verdict went from go to no-go/undecided, or a needed check went from pass to
      fail/unknown/skip/absent
   2  error: an unreadable report (file and line named) or another schema_version";
+
+const GATE_EXIT_CODES: &str = "\
+Exit codes (as `diff`'s, from each kernel to the next):
+  0  nothing the target needs got worse
+  1  the verdict went from go to no-go/undecided, or a needed check went from pass to
+     fail/unknown/skip/absent
+  2  bad input, a kernel that could not be fetched or booted, or a guest without a report";
 
 const AGGREGATE_EXIT_CODES: &str = "\
 Exit codes:
@@ -136,6 +144,13 @@ pub enum Command {
     /// as `run` would check them (exit 2). Prints YAML on stdout; touches nothing. See
     /// docs/fleet.md.
     Job(JobArgs),
+    /// The kernel-upgrade gate: boot each kernel under qemu with this (static) preflight, judge
+    /// the target there, and compare each kernel's report with the next as `diff` does.
+    ///
+    /// Kernels: Debian packages (apt-get download, cached), .deb files, or kernels on disk.
+    /// Needs qemu-system and busybox-static. Reports go to --results. See docs/fleet.md.
+    #[command(after_help = GATE_EXIT_CODES)]
+    Gate(gate::GateArgs),
     #[command(name = "__canary-worker", hide = true)]
     CanaryWorker,
     #[command(name = "__canary-janitor", hide = true)]
@@ -198,13 +213,15 @@ impl RootArg {
     }
 }
 
-/// The target flags `run`, `plan` and `install` share: which Cilium, with which Helm values.
+/// The target flags `run`, `plan`, `install` and `job` share: which Cilium, with which Helm
+/// values.
 #[derive(Debug, Args)]
 pub struct TargetFlags {
-    /// Cilium version, e.g. 1.16.4 (default: --chart's version; else for `run` the newest
-    /// profile, for `plan`/`install` the chart release they install, see their --help).
-    #[arg(long, value_name = "VERSION")]
-    pub cilium_version: Option<String>,
+    /// Cilium version, e.g. 1.20 or 1.16.4 (default: --chart's version, else the newest release
+    /// preflight knows; a minor is its newest known patch). A minor preflight does not know is
+    /// refused with the known ones (exit 2); a newer patch is judged with a warning.
+    #[arg(long, value_name = "VERSION", value_parser = crate::cilium::CiliumVersion::parse)]
+    pub cilium_version: Option<crate::cilium::CiliumVersion>,
     /// Helm values file (repeatable; later files win, maps merge deeply as in Helm).
     #[arg(short = 'f', long = "values", value_name = "FILE")]
     pub values: Vec<PathBuf>,
@@ -217,22 +234,23 @@ pub struct TargetFlags {
     /// Add a capability to the target's needs (repeatable), e.g. --need socket-lb.
     #[arg(long = "need", value_enum, value_name = "CAPABILITY")]
     pub need: Vec<Capability>,
+    /// The Cilium chart's values are under this key of the values files (an umbrella chart's
+    /// `cilium:`); found by itself when the files look like that (values.umbrella).
+    #[arg(long, value_name = "KEY")]
+    pub values_path: Option<String>,
 }
 
 impl TargetFlags {
-    /// The target these flags describe; `default_version` when neither --cilium-version nor
-    /// --chart names one (None: the newest profile).
-    pub fn spec(&self, default_version: Option<&str>) -> crate::cilium::TargetSpec {
+    /// The target these flags describe (the version resolves in `Target::build`: the flag, else
+    /// the chart's, else the newest release).
+    pub fn spec(&self) -> crate::cilium::TargetSpec {
         crate::cilium::TargetSpec {
-            cilium_version: self.cilium_version.clone().or_else(|| {
-                self.chart
-                    .is_none()
-                    .then(|| default_version.map(String::from))?
-            }),
+            cilium_version: self.cilium_version.clone(),
             value_files: self.values.clone(),
             sets: self.set.clone(),
             chart: self.chart.clone(),
             need: self.need.clone(),
+            values_path: self.values_path.clone(),
         }
     }
 }
@@ -289,7 +307,7 @@ pub struct JobArgs {
 
 impl RunArgs {
     pub fn target_spec(&self) -> crate::cilium::TargetSpec {
-        self.target.spec(None)
+        self.target.spec()
     }
 }
 
@@ -352,9 +370,10 @@ pub struct CompileArgs {
     pub as_node: bool,
     #[command(flatten)]
     pub root: RootArg,
-    /// Target Cilium version (selects flags, include layout and the clang to match).
-    #[arg(long, default_value = crate::cilium::DEFAULT_CILIUM_VERSION)]
-    pub cilium_version: String,
+    /// Target Cilium version (selects flags, include layout and the clang to match); default:
+    /// the newest release preflight knows.
+    #[arg(long, value_name = "VERSION", value_parser = crate::cilium::CiliumVersion::parse)]
+    pub cilium_version: Option<crate::cilium::CiliumVersion>,
     /// Helm values file(s), applied in order (tunnel protocol and port, monitor aggregation,
     /// which programs the target needs).
     #[arg(long = "values", short = 'f', value_name = "FILE")]

@@ -12,6 +12,7 @@ use clap::{Args, Subcommand};
 use crate::plan::{
     PlanOptions, exec, fallback, gitops,
     journal::Journal,
+    lock::Lock,
     node::NodeState,
     runner::{Runner, Tool},
 };
@@ -63,8 +64,8 @@ impl ToolArgs {
 }
 
 /// What to install: `run`'s target flags (version, -f, --set, --chart, --need) plus what only
-/// an install needs. Without --cilium-version or --chart the chart release is
-/// [`crate::plan::DEFAULT_CHART_VERSION`].
+/// an install needs. Without --cilium-version or --chart the chart release is the newest release
+/// preflight knows, the default of every command.
 #[derive(Debug, Args)]
 pub struct TargetArgs {
     #[command(flatten)]
@@ -94,15 +95,18 @@ pub struct TargetArgs {
 
 impl TargetArgs {
     /// The target the flags describe. Values errors name the file and line (exit 2).
-    fn target(&self) -> anyhow::Result<Target> {
-        Ok(Target::build(
-            &self.flags.spec(Some(crate::plan::DEFAULT_CHART_VERSION)),
-        )?)
+    pub(super) fn target(&self) -> anyhow::Result<Target> {
+        let target = Target::build(&self.flags.spec())?;
+        if let Some(note) = &target.version_note {
+            eprintln!("preflight: warning: {note}");
+        }
+        Ok(target)
     }
 
     fn options(&self, target: &Target) -> PlanOptions {
         PlanOptions {
-            cilium_version: target.cilium_version.clone(),
+            // Helm installs an exact release: `1.19` is the newest 1.19 preflight knows.
+            cilium_version: target.install_version().to_string(),
             kube_proxy_replacement: self.kube_proxy_replacement
                 || crate::plan::wants_kube_proxy_replacement(&target.values),
             k8s_service_host: self.k8s_service_host.clone(),
@@ -139,9 +143,10 @@ struct Judged {
 
 /// `full`: the whole preflight (canaries, the datapath compile), for an install on the live node;
 /// else node files and read-only queries only.
-fn judge(root: &Path, runner: &Runner, t: &TargetArgs, full: bool) -> anyhow::Result<Judged> {
+fn judge(host: &HostRoot, runner: &Runner, t: &TargetArgs, full: bool) -> anyhow::Result<Judged> {
     let target = t.target()?;
-    let node = NodeState::read(root, runner)?;
+    let node = NodeState::read(host, runner)?;
+    let root = host.root();
     let mut opts = t.options(&target);
     let plan = crate::plan::build_install(&node, &opts)?;
     // Judge what will be installed: the user's values with the node's requirements.
@@ -328,15 +333,15 @@ pub struct FallbackArgs {
     pub yes: bool,
 }
 
-/// The node's root as an absolute path: it ends up in command lines (helm --values,
-/// --kubeconfig).
+/// The node's root as an absolute path (it ends up in command lines: helm --values,
+/// --kubeconfig), opened once: every access of the command goes through this directory fd.
 pub(super) fn node_root(arg: &RootArg) -> anyhow::Result<HostRoot> {
     let given = arg.host(false)?;
     let path = given
         .root()
         .canonicalize()
         .with_context(|| format!("--root {}", arg.path.display()))?;
-    Ok(HostRoot::new(path))
+    Ok(HostRoot::open(path)?)
 }
 
 /// Print the fault-point count when the test hooks are on, so tests know the matrix size.
@@ -361,12 +366,12 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
         );
     }
     let host = node_root(&args.root)?;
-    let root = host.root().to_path_buf();
     let runner = args.tools.runner();
-    let j = judge(&root, &runner, &args.target, false)?;
+    let j = judge(&host, &runner, &args.target, false)?;
     let mut plan = j.plan.clone();
     if let Some(dir) = &args.emit_gitops {
         let values = plan.values.clone().context("plan has no values")?;
+        // A directory the operator names for the output, not a node path: written as given.
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let version = plan
             .steps
@@ -375,7 +380,11 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
                 crate::plan::Action::Helm { version, .. } => Some(version.clone()),
                 _ => None,
             })
-            .unwrap_or_else(|| crate::plan::DEFAULT_CHART_VERSION.into());
+            .unwrap_or_else(|| {
+                crate::cilium::releases::BUILTIN
+                    .default_version()
+                    .to_string()
+            });
         let app = gitops::application(&version, "cilium", "kube-system", &values);
         let values_path = dir.join("cilium-values.yaml");
         let app_path = dir.join("cilium-application.yaml");
@@ -462,10 +471,11 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
         return super::cluster::install(args);
     }
     let host = node_root(&args.root)?;
-    let root = host.root().to_path_buf();
     let runner = args.tools.runner();
+    // Before anything is read: the plan must not be made from a node another run is changing.
+    let lock = Lock::acquire(&host, "install")?;
     // The preflight: refuse on no-go, except for what the plan itself fixes.
-    let j = judge(&root, &runner, &args.target, host.is_live())?;
+    let j = judge(&host, &runner, &args.target, host.is_live())?;
     let (node, plan) = (&j.node, &j.plan);
     crate::out!("{}", crate::plan::render(plan, &runner));
     let blocking = print_verdict(&j);
@@ -491,16 +501,16 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
         return Ok(exit::NO_GO);
     }
 
-    let journal = Journal::begin(&root, "install")?;
+    let journal = Journal::begin(&host, "install", &lock.created)?;
     let mut exec = exec::Executor {
-        root: &root,
+        host: &host,
         runner: &runner,
         journal,
         log: Box::new(|l| crate::outln!("{l}")),
     };
     crate::outln!(
         "\nExecuting (journal: {})",
-        crate::plan::journal_dir(&root).display()
+        host.display(crate::plan::journal::JOURNAL_DIR)
     );
     let result = exec.run(plan).and_then(|()| {
         exec.journal.complete().map_err(|error| exec::StepFailure {
@@ -534,7 +544,7 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
                 }
             }
             crate::outln!("\nRolling back automatically…");
-            let code = print_rollback(exec::rollback(&root, &runner)?);
+            let code = print_rollback(exec::rollback(&host, &runner)?);
             report_fault_points();
             Ok(if code == exit::GO { exit::NO_GO } else { code })
         }
@@ -638,15 +648,15 @@ pub fn rollback(args: &RollbackArgs) -> anyhow::Result<u8> {
         return super::cluster::rollback(args);
     }
     let host = node_root(&args.root)?;
-    let root = host.root().to_path_buf();
     let runner = args.tools.runner();
+    let _lock = Lock::acquire(&host, "rollback")?;
     let code = match &args.migration_stage {
         Some(stage) => super::cluster::print_stage_rollback(
-            exec::rollback_stage(&root, &runner, stage)?,
+            exec::rollback_stage(&host, &runner, stage)?,
             stage,
-            &root,
+            &host,
         ),
-        None => print_rollback(exec::rollback(&root, &runner)?),
+        None => print_rollback(exec::rollback(&host, &runner)?),
     };
     report_fault_points();
     Ok(code)
@@ -657,7 +667,8 @@ pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
     let host = node_root(&args.root)?;
     let root = host.root().to_path_buf();
     let runner = args.tools.runner();
-    if let Some(j) = Journal::load(&root)? {
+    let lock = Lock::acquire(&host, "fallback")?;
+    if let Some(j) = Journal::load(&host)? {
         if j.file.runs.iter().any(|r| r == "fallback-flannel") {
             crate::outln!(
                 "A flannel fallback is already journaled; running it again changes only what drifted."
@@ -666,13 +677,13 @@ pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
             crate::outln!(
                 "Rolling back the Cilium install first (restores conflists, removes the drop-in, restarts k3s):"
             );
-            let code = print_rollback(exec::rollback(&root, &runner)?);
+            let code = print_rollback(exec::rollback(&host, &runner)?);
             if code != exit::GO {
                 return Ok(code);
             }
         }
     }
-    let node = NodeState::read(&root, &runner)?;
+    let node = NodeState::read(&host, &runner)?;
     // Our flannel drop-in wins over config.yaml and drop-ins that sort before it; one that
     // sorts after it would keep flannel off: say exactly what to change instead.
     if let Some(k3s) = &node.k3s
@@ -703,9 +714,9 @@ pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
         crate::outln!("Not confirmed; nothing changed.");
         return Ok(exit::NO_GO);
     }
-    let journal = Journal::begin(&root, "fallback-flannel")?;
+    let journal = Journal::begin(&host, "fallback-flannel", &lock.created)?;
     let mut exec = exec::Executor {
-        root: &root,
+        host: &host,
         runner: &runner,
         journal,
         log: Box::new(|l| crate::outln!("{l}")),
@@ -731,7 +742,7 @@ pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
                 failure.step,
                 failure.error
             );
-            let code = print_rollback(exec::rollback(&root, &runner)?);
+            let code = print_rollback(exec::rollback(&host, &runner)?);
             report_fault_points();
             Ok(if code == exit::GO { exit::NO_GO } else { code })
         }

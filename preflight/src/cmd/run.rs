@@ -29,6 +29,9 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
     checks::validate_ignores(&args.ignore).map_err(anyhow::Error::msg)?;
     let t = Instant::now();
     let target = Target::build(&args.target_spec())?;
+    if let Some(note) = &target.version_note {
+        eprintln!("preflight: warning: {note}");
+    }
     let target_ms = t.elapsed().as_secs_f64() * 1e3;
     let mut opts = GatherOptions {
         host: host.clone(),
@@ -77,6 +80,11 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
 }
 
 pub fn probe(args: &ProbeArgs) -> anyhow::Result<u8> {
+    // Without the privilege every answer would be "could not tell": say so in one line.
+    if let Err(why) = probe::live::bpf_privilege() {
+        eprintln!("preflight: undecided: {why}; nothing was probed");
+        return Ok(exit::ERROR);
+    }
     let report = probe::probe(&LiveKernel, args.scope());
     match args.format {
         ProbeFormat::Json => crate::outln!(

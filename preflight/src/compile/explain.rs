@@ -227,7 +227,7 @@ fn cause_of(ctx: &Context, d: &Diagnostic) -> (String, Cause) {
         };
         return (kind.into(), cause);
     }
-    if flag == "-Wshorten-64-to-32" && ctx.clang_major >= 19 && ctx.profile.minor <= 16 {
+    if flag == "-Wshorten-64-to-32" && ctx.profile.clang_breaks(ctx.clang_major) {
         return (
             "shorten-64-to-32".into(),
             Cause::ClangTooNew {

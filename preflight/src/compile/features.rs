@@ -51,10 +51,6 @@ const FEATURE_MACROS: &[(&str, &str, &str, &str)] = &[
 /// The helpers BPF host routing needs for sched_cls programs.
 const HOST_ROUTING_HELPERS: &[&str] = &["redirect_neigh", "redirect_peer"];
 
-/// The last minor whose agent falls back to legacy host routing when the kernel lacks the
-/// helpers; from 1.18 the agent refuses to start on such a kernel instead (FACTS §3).
-const LAST_MINOR_WITH_KERNEL_FALLBACK: u32 = 17;
-
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Features {
     /// Each `HAVE_*` macro and whether it is defined.
@@ -93,7 +89,9 @@ fn is_true(v: Option<Value>) -> bool {
 /// The agent's host-routing decision (daemon/cmd/kube_proxy_replacement.go,
 /// `finishKubeProxyReplacementInit` and `disableNodePort`): legacy routing whenever BPF NodePort
 /// is off, when the values ask for it, when masquerading goes through iptables (the host stack
-/// is needed), with IPsec up to 1.17, and up to 1.17 when the kernel lacks either helper.
+/// is needed), with IPsec and when the kernel lacks either helper in the versions whose agent
+/// does so (the release table's `host_routing_off_with_ipsec`, `host_routing_kernel_fallback`:
+/// up to 1.17; from 1.18 the agent refuses to start on such a kernel instead, FACTS §3).
 fn host_routing(
     profile: &Profile,
     target: &Target,
@@ -110,7 +108,8 @@ fn host_routing(
     if is_true(target.value("bpf.hostLegacyRouting")) {
         return (false, "bpf.hostLegacyRouting=true".into());
     }
-    if profile.minor <= LAST_MINOR_WITH_KERNEL_FALLBACK && target.needs(Capability::Ipsec) {
+    let agent = &target.release().agent;
+    if agent.host_routing_off_with_ipsec && target.needs(Capability::Ipsec) {
         return (
             false,
             "the agent falls back: BPF host routing is incompatible with IPsec".into(),
@@ -140,7 +139,7 @@ fn host_routing(
             .map(|h| format!("bpf_{h}"))
             .collect::<Vec<_>>()
             .join(" and ");
-        if profile.minor <= LAST_MINOR_WITH_KERNEL_FALLBACK {
+        if agent.host_routing_kernel_fallback {
             return (
                 false,
                 format!(

@@ -239,10 +239,27 @@ fn loaded_major() -> Option<u32> {
     parse_version(&version).map(|(major, _)| major)
 }
 
+/// Why this process must not load libclang, if it must not: a statically linked executable
+/// (the `cargo xtask dist` build, the one the image, the DaemonSet and the kernel-upgrade gate
+/// run) has no dynamic loader of its own. glibc's static dlopen maps a second libc and the
+/// shared libLLVM next to the static one, and the first libclang call crashes inside libLLVM
+/// with SIGSEGV (measured: exit 139 on `compile --as-node` of a failing tree). Checked at run
+/// time, from the process's own program headers, so no build can reach the crash.
+pub fn refusal() -> Option<String> {
+    crate::exe::is_statically_linked().then(|| {
+        "this preflight is statically linked (the shipped build); loading libclang into a \
+         static executable crashes inside libLLVM, so clang's text output is parsed"
+            .to_string()
+    })
+}
+
 /// The libclang matching `toolchain`'s major under `mode`. `Err` says why the text parser is
 /// used instead (for the report).
 pub fn open(mode: &Mode, toolchain: &Toolchain) -> Result<Library, String> {
     let major = toolchain.major;
+    if let Some(why) = refusal() {
+        return Err(why);
+    }
     let paths = match mode {
         Mode::Off => {
             return Err("turned off (--libclang off or PREFLIGHT_LIBCLANG=off)".into());

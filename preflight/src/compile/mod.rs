@@ -266,7 +266,7 @@ const IMAGE_BPF_DIR: &str = "/var/lib/cilium/bpf";
 /// or locates the state dir, builds the command lines. Errors are bad input or a missing clang.
 pub fn prepare(opts: &Options) -> Result<Prepared, String> {
     let start = Instant::now();
-    let profile = profile::for_version(&opts.target.cilium_version)?;
+    let profile = profile::for_release(opts.target.release());
     let choice = toolchain::choose(toolchain::discover(), &profile, opts.clang.as_deref())?;
     let (mcpu, mcpu_reason) = profile::choose_mcpu(&profile, opts.probes.as_ref());
     sweep_scratch(&std::env::temp_dir());
@@ -323,10 +323,16 @@ pub fn prepare(opts: &Options) -> Result<Prepared, String> {
             let layout = generated
                 .write(&scratch.path().join("state"), init_fails)
                 .map_err(|e| format!("write state: {e}"))?;
-            let leftover = root.path(&format!("{NODE_STATE_DIR}/globals/node_config.h"));
-            if init_fails && leftover.is_file() {
-                std::fs::copy(&leftover, layout.node_config())
-                    .map_err(|e| format!("{}: {e}", leftover.display()))?;
+            // The node's leftover header, read through the root-confined API (a symlink out of
+            // the root is not followed, a FIFO or device not opened), into our scratch dir.
+            let leftover = format!("{NODE_STATE_DIR}/globals/node_config.h");
+            if init_fails {
+                match root.read_bytes(&leftover) {
+                    Ok(bytes) => std::fs::write(layout.node_config(), bytes)
+                        .map_err(|e| format!("{}: {e}", layout.node_config().display()))?,
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e.to_string()),
+                }
             }
             (layout, "predicted")
         }
@@ -363,7 +369,7 @@ pub fn prepare(opts: &Options) -> Result<Prepared, String> {
     }
     let jobs: Vec<runner::Job> = programs.iter().map(|p| runner::job(p, &inputs)).collect();
     let report = CompileReport {
-        cilium_version: opts.target.cilium_version.clone(),
+        cilium_version: opts.target.cilium_version.to_string(),
         mcpu,
         mcpu_reason,
         features: generated.features.clone(),

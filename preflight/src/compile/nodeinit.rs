@@ -29,18 +29,9 @@ fn free_port_after(root: &HostRoot, port: u16) -> u16 {
         .unwrap_or(port)
 }
 
-/// UDP ports bound on the node, from /proc/net/udp (local_address is `HEXIP:HEXPORT`).
+/// UDP ports bound on the node (PID 1's network namespace: see [`crate::host::links::bound_udp_ports`]).
 fn bound_udp_ports(root: &HostRoot) -> Vec<u16> {
-    let Ok(text) = root.read_text("/proc/net/udp") else {
-        return Vec::new();
-    };
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let local = l.split_whitespace().nth(1)?;
-            u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()
-        })
-        .collect()
+    crate::host::links::bound_udp_ports(root)
 }
 
 /// The tunnel protocol and UDP port the agent will bind: `tunnelPort` when set, else the
@@ -85,7 +76,7 @@ pub fn blockers(root: &HostRoot, target: &Target) -> Vec<InitBlocker> {
     let mut out = Vec::new();
     let tunnel = tunnel(target);
     if let Some((proto, port)) = tunnel {
-        let flannel = root.path("/sys/class/net/flannel.1").exists() && flannel_port(root) == port;
+        let flannel = root.exists("/sys/class/net/flannel.1") && flannel_port(root) == port;
         let bound = bound_udp_ports(root).contains(&port);
         if flannel || bound {
             let holder = if flannel {
@@ -137,14 +128,14 @@ pub fn blockers(root: &HostRoot, target: &Target) -> Vec<InitBlocker> {
         }
     }
     // Only root can tell: for anyone else /proc/sys is read-only whatever the agent would see.
-    let rp = root.path("/proc/sys/net/ipv4/conf/all/rp_filter");
-    if rp.exists() && nix::unistd::geteuid().is_root() && !writable(&rp) {
+    const RP_FILTER: &str = "/proc/sys/net/ipv4/conf/all/rp_filter";
+    if root.is_file(RP_FILTER) && nix::unistd::geteuid().is_root() && !writable(root, RP_FILTER) {
         out.push(InitBlocker {
             step: "rp-filter".into(),
             detail: "net.ipv4.conf.all.rp_filter is not writable: the agent's sysctl step fails \
                      before node_config.h is written"
                 .into(),
-            evidence: rp.display().to_string(),
+            evidence: root.display(RP_FILTER),
             remedy: "run the agent privileged (the Helm chart does) or make /proc/sys writable"
                 .into(),
         });
@@ -153,11 +144,12 @@ pub fn blockers(root: &HostRoot, target: &Target) -> Vec<InitBlocker> {
 }
 
 /// Only a read-only mount blocks the agent; EACCES/EPERM just mean we are not root, which says
-/// nothing about the privileged agent (unknown is never a failure).
-fn writable(path: &std::path::Path) -> bool {
-    match std::fs::OpenOptions::new().write(true).open(path) {
+/// nothing about the privileged agent (unknown is never a failure). Opened for writing through
+/// the root-confined API (a symlink out of the root is not followed), nothing written.
+fn writable(root: &HostRoot, path: &str) -> bool {
+    match root.open_for_write(path) {
         Ok(_) => true,
-        Err(e) => e.raw_os_error() != Some(libc::EROFS),
+        Err(e) => !matches!(e, crate::host::ReadError::ReadOnly(_)),
     }
 }
 

@@ -1,24 +1,22 @@
-//! How cilium-agent invokes clang, per Cilium minor, as data (../shared/FACTS.md §1, from
-//! pkg/datapath/loader/compile.go): language standard, warnings, defines, -mcpu rule, whether
-//! clang's output is piped through llc, and the LLVM bundled in that version's image.
+//! How cilium-agent invokes clang for a target, read from the version's row of the release table
+//! (cilium::releases, FACTS §1: pkg/datapath/loader/compile.go): language standard, warnings,
+//! defines, -mcpu rule, whether clang's output is piped through llc, and the LLVM bundled in
+//! that version's image. This file knows no version numbers.
 use serde::Serialize;
 
-use crate::probe::ProbeReport;
-
-/// How the agent picks `-mcpu`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum McpuRule {
-    /// Up to 1.17: v3 when the kernel has JMP32 *and* bpf_redirect_neigh for sched_cls, else v2
-    /// when it has the v2 ISA, else v1.
-    Jmp32AndRedirectNeigh,
-    /// 1.18+: v3 when the kernel has the v3 ISA, else v2/v1 as above.
-    Isa,
-}
+pub use crate::cilium::releases::McpuRule;
+use crate::{
+    cilium::{
+        CiliumVersion,
+        releases::{BUILTIN, RELEASES, Release},
+    },
+    probe::ProbeReport,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Profile {
-    /// Cilium minor (1.`minor`); 18 stands for 1.18 and later.
+    /// The compile generation: the oldest Cilium minor (1.`minor`) with the same compile facts
+    /// (18 stands for 1.18 and every later minor that compiles the same way).
     pub minor: u32,
     pub std: &'static str,
     pub warnings: &'static [&'static str],
@@ -33,88 +31,53 @@ pub struct Profile {
     pub mcpu_rule: McpuRule,
     /// `-DCALLS_MAP=cilium_calls_overlay_2` for bpf_overlay.c (up to 1.17).
     pub overlay_calls_map: bool,
+    /// The first clang major whose warnings break these sources (19 for 1.14–1.16).
+    pub clang_breaks_from: Option<u32>,
 }
 
-const WARNINGS_1_14: &[&str] = &[
-    "-Wall",
-    "-Wextra",
-    "-Werror",
-    "-Wshadow",
-    "-Wno-address-of-packed-member",
-    "-Wno-unknown-warning-option",
-    "-Wno-gnu-variable-sized-type-not-at-end",
-    "-Wdeclaration-after-statement",
-    "-Wimplicit-int-conversion",
-    "-Wenum-conversion",
-];
+/// Oldest and newest compile generations the release table has.
+pub const OLDEST: u32 = RELEASES[0].compile.generation;
+pub const NEWEST: u32 = RELEASES[RELEASES.len() - 1].compile.generation;
 
-const WARNINGS_1_18: &[&str] = &[
-    "-Wall",
-    "-Wextra",
-    "-Werror",
-    "-Wshadow",
-    "-Wno-address-of-packed-member",
-    "-Wno-unknown-warning-option",
-    "-Wno-gnu-variable-sized-type-not-at-end",
-    "-Wimplicit-int-conversion",
-    "-Wenum-conversion",
-    "-Wimplicit-fallthrough",
-];
-
-/// Oldest and newest minors with a profile.
-pub const OLDEST: u32 = 14;
-pub const NEWEST: u32 = 18;
-
-/// The profile for a Cilium version such as "1.16.3" or "v1.18". Versions past 1.18 use the
-/// 1.18 profile; versions before 1.14 are refused (no facts for them).
-pub fn for_version(version: &str) -> Result<Profile, String> {
-    let minor = parse_minor(version)?;
-    if minor < OLDEST {
-        return Err(format!(
-            "Cilium {version}: compile profiles start at 1.{OLDEST}"
-        ));
-    }
-    Ok(for_minor(minor.min(NEWEST)))
-}
-
-pub fn parse_minor(version: &str) -> Result<u32, String> {
-    let v = version.trim().trim_start_matches('v');
-    let mut parts = v.split('.');
-    let major = parts.next().and_then(|m| m.parse::<u32>().ok());
-    let minor = parts.next().and_then(|m| m.parse::<u32>().ok());
-    match (major, minor) {
-        (Some(1), Some(minor)) => Ok(minor),
-        _ => Err(format!(
-            "'{version}' is not a Cilium version like 1.16 or 1.18.4"
-        )),
-    }
-}
-
-pub fn for_minor(minor: u32) -> Profile {
-    let modern = minor >= 18;
+/// The profile for a target's release.
+pub fn for_release(release: &Release) -> Profile {
+    let c = release.compile;
     Profile {
-        minor,
-        std: if modern { "gnu99" } else { "gnu89" },
-        warnings: if modern { WARNINGS_1_18 } else { WARNINGS_1_14 },
-        nr_cpus: !modern,
-        trap_function: modern,
-        llc_pipeline: minor == 14,
-        bundled_llvm: match minor {
-            ..=15 => 10,
-            16 => 17,
-            17 => 18,
-            _ => 19,
-        },
-        mcpu_rule: if modern {
-            McpuRule::Isa
-        } else {
-            McpuRule::Jmp32AndRedirectNeigh
-        },
-        overlay_calls_map: !modern,
+        minor: c.generation,
+        std: c.std,
+        warnings: c.warnings,
+        nr_cpus: c.nr_cpus,
+        trap_function: c.trap_function,
+        llc_pipeline: c.llc_pipeline,
+        bundled_llvm: c.bundled_llvm.0,
+        mcpu_rule: c.mcpu_rule,
+        overlay_calls_map: c.overlay_calls_map,
+        clang_breaks_from: c.clang_breaks_from,
     }
+}
+
+/// The profile for a version of the built-in table, or why there is none.
+pub fn for_version(version: &CiliumVersion) -> Result<Profile, String> {
+    Ok(for_release(BUILTIN.resolve(version)?.release))
+}
+
+/// The profile of compile generation 1.`minor` of the built-in table (tests, header models).
+pub fn for_minor(minor: u32) -> Profile {
+    let release = BUILTIN
+        .releases
+        .iter()
+        .find(|r| r.compile.generation == minor)
+        .or_else(|| BUILTIN.find((1, minor)))
+        .unwrap_or_else(|| BUILTIN.newest());
+    for_release(release)
 }
 
 impl Profile {
+    /// Whether clang of this major fails these sources where the agent's LLVM does not.
+    pub fn clang_breaks(&self, major: u32) -> bool {
+        self.clang_breaks_from.is_some_and(|from| major >= from)
+    }
+
     pub fn label(&self) -> String {
         if self.minor >= NEWEST {
             format!("1.{}+", self.minor)
@@ -164,21 +127,29 @@ pub fn choose_mcpu(profile: &Profile, probes: Option<&ProbeReport>) -> (String, 
 mod tests {
     use super::*;
 
+    fn version(text: &str) -> Result<Profile, String> {
+        for_version(&CiliumVersion::parse(text)?)
+    }
+
     #[test]
     fn versions_map_to_profiles_as_facts_say() {
-        let p14 = for_version("1.14.19").unwrap();
+        let p14 = version("1.14.19").unwrap();
         assert!(p14.llc_pipeline && p14.nr_cpus && p14.std == "gnu89");
         assert_eq!(p14.bundled_llvm, 10);
-        assert_eq!(for_version("v1.16").unwrap().bundled_llvm, 17);
-        assert_eq!(for_version("1.17.2").unwrap().bundled_llvm, 18);
-        let p18 = for_version("1.19.0").unwrap();
-        assert_eq!((p18.minor, p18.std, p18.bundled_llvm), (18, "gnu99", 19));
-        assert!(p18.warnings.contains(&"-Wimplicit-fallthrough"));
-        assert!(!p18.warnings.contains(&"-Wdeclaration-after-statement"));
-        assert!(!p18.nr_cpus && p18.trap_function && !p18.overlay_calls_map);
-        assert!(for_version("1.13").is_err());
-        assert!(for_version("2.0").is_err());
-        assert!(for_version("latest").is_err());
+        assert_eq!(version("v1.16").unwrap().bundled_llvm, 17);
+        assert_eq!(version("1.17.2").unwrap().bundled_llvm, 18);
+        for v in ["1.19.0", "1.20", "1.20.0-dev"] {
+            let p = version(v).unwrap();
+            assert_eq!((p.minor, p.std, p.bundled_llvm), (18, "gnu99", 19), "{v}");
+            assert_eq!(p.label(), "1.18+");
+            assert!(p.warnings.contains(&"-Wimplicit-fallthrough"));
+            assert!(!p.warnings.contains(&"-Wdeclaration-after-statement"));
+            assert!(!p.nr_cpus && p.trap_function && !p.overlay_calls_map);
+        }
+        assert_eq!((OLDEST, NEWEST), (14, 18));
+        assert!(version("1.13").is_err());
+        assert!(version("2.0").is_err());
+        assert!(version("latest").is_err());
     }
 
     #[test]

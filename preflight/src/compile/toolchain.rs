@@ -165,7 +165,7 @@ pub fn risk(profile: &Profile, major: u32) -> Option<String> {
          emit differently, so a result here is close to but not exactly the agent's",
         profile.label()
     )];
-    if major >= 19 && profile.minor <= 16 {
+    if profile.clang_breaks(major) {
         risks.push(format!(
             "clang >= 19 moved -Wshorten-64-to-32 under -Wimplicit-int-conversion: Cilium {} \
              sources fail with errors the agent (LLVM {wanted}) does not hit",
@@ -205,7 +205,7 @@ pub fn choose(
     }
     let mut ranked: Vec<&Toolchain> = found.iter().collect();
     ranked.sort_by_key(|t| {
-        let too_new = profile.minor <= 16 && t.major >= 19;
+        let too_new = profile.clang_breaks(t.major);
         (
             too_new,
             t.major.abs_diff(wanted),

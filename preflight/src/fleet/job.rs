@@ -134,12 +134,15 @@ pub fn parse_dns1123_label(name: &str) -> Result<String, String> {
 pub const CAPABILITIES: &[&str] = &["BPF", "PERFMON", "NET_ADMIN", "SYS_ADMIN", "SYS_RESOURCE"];
 
 /// Host paths mounted into the pod: (volume name, host path, mount path, read-only).
+///
+/// Not mounted: the host's bpffs. The canaries pin on a bpffs of their own, mounted in their
+/// private mount namespace; the node's pins and the bpffs type are read read-only through
+/// `/host/sys/fs/bpf` (the host-root bind is recursive).
 const HOST_MOUNTS: &[(&str, &str, &str, bool)] = &[
     // Every fact is read through --root /host; nothing there is written.
     ("host-root", "/", "/host", true),
-    // The canaries pin and unpin one map on bpffs.
-    ("bpffs", "/sys/fs/bpf", "/sys/fs/bpf", false),
-    // The cgroup canary creates and removes one child cgroup to attach sock_addr programs.
+    // The cgroup canary creates and removes one child cgroup to attach sock_addr programs:
+    // the only host path written, and only below the pod's own cgroup.
     ("cgroup", "/sys/fs/cgroup", "/sys/fs/cgroup", false),
 ];
 
@@ -314,9 +317,9 @@ pub fn daemonset(spec: &JobSpec) -> DaemonSet {
             recursive_read_only: read_only.then(|| "IfPossible".to_string()),
             // Propagation stays unset (None): the API refuses any other value next to
             // recursiveReadOnly (see `volume_mount_errors`), and none is needed. The check reads
-            // the mounts that exist when its init container starts (the bind is recursive), the
-            // node's mount table through /host/proc/1/mountinfo, and pins on the bpffs bind
-            // itself; mounts the host makes later do not matter to a check that has finished.
+            // the mounts that exist when its init container starts (the bind is recursive) and
+            // the node's mount table through /host/proc/1/mountinfo; mounts the host makes later
+            // do not matter to a check that has finished.
             // The init container's mount namespace ends with it, so it pins no host mount
             // while the pod lives on.
             mount_propagation: None,
@@ -487,11 +490,12 @@ pub fn daemonset(spec: &JobSpec) -> DaemonSet {
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
-                    // The node's processes (k3s, kubelet, a running cilium-agent) and network
-                    // devices are facts; a pod sees its own unless it shares the host's.
-                    host_pid: Some(true),
-                    host_network: Some(true),
-                    dns_policy: Some("ClusterFirstWithHostNet".into()),
+                    // No hostPID and no hostNetwork: the pod's own namespaces are enough. The
+                    // host's procfs and sysfs under /host show the host's view whatever the
+                    // reader's namespaces: PID 1's mount table (/host/proc/1/mountinfo), the
+                    // node's UDP sockets (/host/proc/1/net/udp) and network devices
+                    // (/host/sys/class/net). The canaries work in a scratch netns of their own;
+                    // without hostNetwork, NET_ADMIN cannot reach the host's network.
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
                     // Every node, including control planes and cordoned or tainted ones.
@@ -523,7 +527,7 @@ fn namespace(spec: &JobSpec) -> Namespace {
             name: Some(spec.namespace.clone()),
             labels: Some(
                 [(
-                    // hostPath, hostPID and added capabilities need the privileged level.
+                    // hostPath volumes and added capabilities need the privileged level.
                     "pod-security.kubernetes.io/enforce".to_string(),
                     "privileged".to_string(),
                 )]
@@ -635,7 +639,7 @@ mod tests {
             let ds = daemonset(&spec);
             assert_eq!(volume_mount_errors(&ds), Vec::<String>::new());
             let mounts = mounts_of(&ds);
-            assert!(mounts.len() >= 4, "{mounts:?}");
+            assert!(mounts.len() >= 3, "{mounts:?}");
             for (container, m) in &mounts {
                 if let Some(rro) = m.recursive_read_only.as_deref() {
                     assert_eq!(m.read_only, Some(true), "{container}/{}", m.name);
@@ -678,8 +682,8 @@ mod tests {
         let errors = volume_mount_errors(&ds);
         assert_eq!(errors.len(), 3, "{errors:?}");
         assert!(errors[0].contains("host-root") && errors[0].contains("HostToContainer"));
-        assert!(errors[1].contains("bpffs") && errors[1].contains("readOnly is true"));
-        assert!(errors[2].contains("cgroup") && errors[2].contains("privileged"));
+        assert!(errors[1].contains("cgroup") && errors[1].contains("readOnly is true"));
+        assert!(errors[2].contains("tmp") && errors[2].contains("privileged"));
     }
 
     #[test]
@@ -814,11 +818,13 @@ mod tests {
     }
 
     #[test]
-    fn the_pod_is_not_privileged_and_only_bpffs_and_cgroup_are_writable() {
+    fn the_pod_is_not_privileged_shares_no_host_namespace_and_only_cgroup_is_writable() {
         let ds = daemonset(&spec());
         let check = &init_container(&ds, "preflight");
         let pod = ds.spec.unwrap().template.spec.unwrap();
-        assert_eq!(pod.host_pid, Some(true));
+        assert_eq!(pod.host_pid, None);
+        assert_eq!(pod.host_network, None);
+        assert_eq!(pod.host_ipc, None);
         let sc = check.security_context.as_ref().unwrap();
         assert_eq!(sc.privileged, Some(false));
         let added = sc.capabilities.as_ref().unwrap().add.clone().unwrap();
@@ -831,7 +837,14 @@ mod tests {
             .filter(|m| m.read_only != Some(true))
             .map(|m| m.mount_path.as_str())
             .collect();
-        assert_eq!(writable, ["/sys/fs/bpf", "/sys/fs/cgroup", "/tmp"]);
+        assert_eq!(writable, ["/sys/fs/cgroup", "/tmp"]);
+        let host_paths: Vec<_> = pod
+            .volumes
+            .iter()
+            .flatten()
+            .filter_map(|v| v.host_path.as_ref().map(|h| h.path.as_str()))
+            .collect();
+        assert_eq!(host_paths, ["/", "/sys/fs/cgroup"], "no host bpffs");
         let args = check.args.as_ref().unwrap();
         assert_eq!(&args[..3], ["run", "--root", "/host"]);
         assert!(args.ends_with(&["--need".into(), "tunnel-geneve".into()]));

@@ -19,6 +19,18 @@ use serde::Deserialize;
 
 /// The largest report accepted (a real one is ~30 KiB); protects memory from a runaway line.
 pub const MAX_REPORT_BYTES: usize = 16 << 20;
+/// The most bytes read from one input (a file or stdin), so an endless one (`/dev/zero` on
+/// stdin) ends: ~8,000 reports of 30 KiB (`kubectl logs` of a fleet that size). Raised with
+/// `PREFLIGHT_MAX_STREAM_BYTES`.
+pub const DEFAULT_MAX_INPUT_BYTES: u64 = 256 << 20;
+pub const MAX_INPUT_ENV: &str = "PREFLIGHT_MAX_STREAM_BYTES";
+
+fn max_input_bytes() -> u64 {
+    std::env::var(MAX_INPUT_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(DEFAULT_MAX_INPUT_BYTES)
+}
 
 /// The part of a report the cluster verdict needs; everything else (checks, timings) is skipped
 /// by the parser without being stored.
@@ -128,19 +140,28 @@ pub fn expand(paths: &[PathBuf]) -> io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Opens `path` (`-` is stdin) and streams its items into `sink`.
+/// Opens `path` (`-` is stdin; anything else must be a regular file: a FIFO would block, a
+/// device never end) and streams its items into `sink`, at most [`DEFAULT_MAX_INPUT_BYTES`].
 pub fn read_path(path: &Path, stats: &mut ReadStats, sink: &mut dyn FnMut(Item)) -> io::Result<()> {
-    if path.as_os_str() == "-" {
-        let stdin = io::stdin();
-        return read_stream("<stdin>", stdin.lock(), stats, sink);
-    }
-    let file = fs::File::open(path)?;
+    let source: Box<dyn Read> = if crate::host::input::is_stdin(path) {
+        Box::new(io::stdin().lock())
+    } else {
+        Box::new(crate::host::input::open_regular(path).map_err(io::Error::other)?)
+    };
+    let max = max_input_bytes();
+    let mut limited = source.take(max + 1);
     read_stream(
-        &path.display().to_string(),
-        BufReader::with_capacity(1 << 20, file),
+        &crate::host::input::shown(path),
+        BufReader::with_capacity(1 << 20, &mut limited),
         stats,
         sink,
-    )
+    )?;
+    if limited.limit() == 0 {
+        return Err(io::Error::other(format!(
+            "more than {max} bytes; the rest was not read (raise it with {MAX_INPUT_ENV}=BYTES)"
+        )));
+    }
+    Ok(())
 }
 
 /// A pretty-printed report being collected line by line.
@@ -285,7 +306,7 @@ fn read_line_bounded(reader: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -
         if chunk.is_empty() {
             return Ok(too_long);
         }
-        let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
+        let (take, done) = match memchr::memchr(b'\n', chunk) {
             Some(i) => (i + 1, true),
             None => (chunk.len(), false),
         };

@@ -96,7 +96,7 @@ pub fn gather(host: &HostRoot) -> DistroFacts {
             "/etc/systemd/system/sysinit.target.wants/firewalld.service",
         ]
         .into_iter()
-        .find(|p| std::fs::symlink_metadata(host.path(p)).is_ok())
+        .find(|p| host.lexists(p))
         .map(|p| host.display(p)),
     }
 }
@@ -105,7 +105,7 @@ pub fn gather(host: &HostRoot) -> DistroFacts {
 /// `iptables-nft` or their legacy twins; the link's final name says which.
 fn iptables_backend(host: &HostRoot) -> (IptablesBackend, String) {
     for path in ["/usr/sbin/iptables", "/sbin/iptables", "/usr/bin/iptables"] {
-        if std::fs::symlink_metadata(host.path(path)).is_err() {
+        if !host.lexists(path) {
             continue;
         }
         let shown = host.display(path);

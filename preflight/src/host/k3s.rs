@@ -92,6 +92,15 @@ pub fn parse(text: &str) -> Result<serde_norway::Mapping, String> {
     if text.trim().is_empty() {
         return Ok(Default::default());
     }
+    // The YAML parser is quadratic in flow nesting: refuse a hostile file before it runs.
+    if let Err(crate::host::input::InputError::TooDeep { line, .. }) =
+        crate::host::input::yaml_depth("", text)
+    {
+        return Err(format!(
+            "{line}: YAML nested more than {} levels deep; not parsed",
+            crate::host::input::MAX_YAML_DEPTH
+        ));
+    }
     match serde_norway::from_str::<Value>(text) {
         Ok(Value::Mapping(m)) => Ok(m),
         Ok(Value::Null) => Ok(Default::default()),

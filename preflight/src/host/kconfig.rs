@@ -82,7 +82,7 @@ fn read_one(host: &HostRoot, path: &str) -> Result<KernelConfig, ReadError> {
         bytes
     };
     if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(ReadError::TooLarge(shown));
+        return Err(ReadError::TooLarge(shown, MAX_FILE_BYTES));
     }
     let text = super::text(bytes, || shown.clone())?;
     let options =

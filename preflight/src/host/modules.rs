@@ -17,8 +17,11 @@ pub enum ModuleState {
         file: String,
     },
     Missing,
-    /// No module directory visible for this kernel: could not tell.
-    Unknown,
+    /// Could not tell: no module directory is visible for this kernel, or it has no readable
+    /// modules.dep (`why` says which).
+    Unknown {
+        why: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -129,7 +132,9 @@ impl ModuleIndex {
             return ModuleState::Loaded;
         }
         let Some(dir) = &self.dir else {
-            return ModuleState::Unknown;
+            return ModuleState::Unknown {
+                why: "no module directory for this kernel is visible".into(),
+            };
         };
         match self.available.get(&name) {
             Some(file) => {
@@ -145,7 +150,12 @@ impl ModuleIndex {
                 }
             }
             // Without a readable modules.dep absence proves nothing.
-            None if self.available.is_empty() => ModuleState::Unknown,
+            None if self.available.is_empty() => ModuleState::Unknown {
+                why: format!(
+                    "{} is visible but has no readable modules.dep (run `depmod -a`)",
+                    host.display(dir)
+                ),
+            },
             None => ModuleState::Missing,
         }
     }

@@ -39,16 +39,6 @@ impl Generation {
             Self::Unknown => "an unrecognised Cilium version",
         }
     }
-    /// Whether Cilium `major.minor` belongs to this generation.
-    pub fn contains(self, minor: (u32, u32)) -> Option<bool> {
-        let m = minor.1;
-        match self {
-            Self::UpTo113 => Some(minor.0 == 1 && m <= 13),
-            Self::From114To117 => Some(minor.0 == 1 && (14..=17).contains(&m)),
-            Self::From118 => Some(minor.0 > 1 || m >= 18),
-            Self::Unknown => None,
-        }
-    }
 }
 
 pub fn classify(macros: &BTreeSet<String>) -> Generation {
@@ -138,12 +128,6 @@ pub fn gather(host: &HostRoot) -> CiliumState {
     state
 }
 
-/// `1.16.3` → (1, 16).
-pub fn minor_of(version: &str) -> Option<(u32, u32)> {
-    let mut parts = version.trim_start_matches('v').split('.');
-    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,7 +147,5 @@ mod tests {
             Generation::UpTo113
         );
         assert_eq!(classify(&macros("garbage\n")), Generation::Unknown);
-        assert_eq!(Generation::From118.contains((1, 16)), Some(false));
-        assert_eq!(minor_of("1.18.4"), Some((1, 18)));
     }
 }

@@ -23,6 +23,11 @@ pub struct CheckResult {
     pub relevant: bool,
     /// Listed in `--ignore`: shown, but not counted against the verdict.
     pub ignored: bool,
+    /// An `unknown` on a point the capability cannot do without (a hard requirement that could
+    /// not be checked): the capability is undecided, not go. Added after schema_version 1 was
+    /// published: absent (false) in older reports and whenever it does not apply.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub decisive: bool,
     /// The values fix the outcome proposed (its [`super::Outcome::patch`], with its remedy or
     /// else its detail as the reason): what the verdict recommends when this check fails. Not
     /// written: the verdict's `recommendations` carry it.

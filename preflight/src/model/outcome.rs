@@ -16,6 +16,9 @@ pub struct Outcome {
     /// Helm values to merge over the user's to fix it (`null` deletes a key): what the verdict
     /// recommends for a failing values check.
     pub patch: Option<Value>,
+    /// An unknown the capabilities that need the check cannot do without (a hard requirement
+    /// that could not be checked): they are undecided, not go (`CheckResult::decisive`).
+    pub decisive: bool,
 }
 
 impl Outcome {
@@ -26,6 +29,7 @@ impl Outcome {
             evidence: Vec::new(),
             remedy: None,
             patch: None,
+            decisive: false,
         }
     }
     pub fn pass(detail: impl Into<String>) -> Self {
@@ -53,6 +57,11 @@ impl Outcome {
     }
     pub fn patch(mut self, patch: Value) -> Self {
         self.patch = Some(patch);
+        self
+    }
+    /// This unknown leaves the capabilities that need the check undecided.
+    pub fn decisive(mut self) -> Self {
+        self.decisive = true;
         self
     }
 }

@@ -1,7 +1,9 @@
 //! Carry a plan out under the write-ahead journal, and undo it.
-use std::{os::unix::fs::MetadataExt, path::Path};
+use std::path::Path;
 
 use anyhow::{Context, bail};
+
+use crate::host::HostRoot;
 
 use super::{
     Action, Plan, PostCheck, Step, fault, fsops,
@@ -19,7 +21,7 @@ pub struct StepFailure {
 }
 
 pub struct Executor<'a> {
-    pub root: &'a Path,
+    pub host: &'a HostRoot,
     pub runner: &'a Runner,
     pub journal: Journal,
     /// Progress lines for the operator.
@@ -61,23 +63,18 @@ impl Executor<'_> {
         Ok(())
     }
 
-    fn host(&self, node_path: &str) -> std::path::PathBuf {
-        self.journal.host_path(node_path)
-    }
-
     /// Journal every missing ancestor of `node_path` as created-by-us, then create it.
     fn ensure_parents(&mut self, step: &str, node_path: &str, create: bool) -> anyhow::Result<()> {
         let mut missing = Vec::new();
         let mut p = Path::new(node_path).parent();
         while let Some(dir) = p {
-            if dir == Path::new("/") || fsops::exists(&self.host(&dir.display().to_string())) {
+            if dir == Path::new("/") || self.host.lexists(&dir.display().to_string()) {
                 break;
             }
             missing.push(dir.display().to_string());
             p = dir.parent();
         }
         for dir in missing.into_iter().rev() {
-            let host = self.host(&dir);
             self.journal.intent(
                 step,
                 Undo::Path {
@@ -87,8 +84,7 @@ impl Executor<'_> {
                 },
             )?;
             if create {
-                std::fs::create_dir(&host)
-                    .with_context(|| format!("creating {}", host.display()))?;
+                self.host.create_dir(&dir, 0o755)?;
             }
         }
         Ok(())
@@ -103,18 +99,18 @@ impl Executor<'_> {
                 content,
                 mode,
             } => {
-                let path = node::resolve(self.root, path);
-                let host = self.host(&path);
-                if let Ok(m) = std::fs::metadata(&host)
-                    && m.mode() & 0o7777 == *mode
-                    && std::fs::read(&host).is_ok_and(|b| b == content.as_bytes())
+                let path = node::resolve(self.host, path)?;
+                if let Ok(Some(m)) = self.host.lstat(&path)
+                    && m.is_file()
+                    && m.mode == *mode
+                    && fsops::read_file(self.host, &path).is_ok_and(|b| b == content.as_bytes())
                 {
                     return Ok(Some(format!("{path} already has this content")));
                 }
                 self.ensure_parents(id, &path, true)?;
                 let seq = self.journal.next_seq();
-                let backup = self.journal.backup_path(seq, &file_name(&path));
-                let prior = fsops::capture(&host, &backup)?;
+                let backup = self.journal.backup_path(seq, &file_name(&path))?;
+                let prior = fsops::capture(self.host, &path, &backup)?;
                 let owner = match &prior {
                     fsops::Prior::File { uid, gid, .. } => Some((*uid, *gid)),
                     _ => None,
@@ -127,7 +123,7 @@ impl Executor<'_> {
                         after: Some(fsops::sha256_hex(content.as_bytes())),
                     },
                 )?;
-                fsops::write_atomic(&host, content.as_bytes(), *mode, owner)?;
+                fsops::write_atomic(self.host, &path, content.as_bytes(), *mode, owner)?;
                 fault::point(&format!("after write of {path}"))?;
                 self.journal.set_state(seq, EntryState::Done)?;
             }
@@ -135,17 +131,19 @@ impl Executor<'_> {
                 if let super::StepState::Done(why) = &step.state {
                     return Ok(Some(why.clone()));
                 }
-                let path = node::resolve(self.root, path);
-                let host = self.host(&path);
-                if !fsops::exists(&host) {
+                let path = node::resolve(self.host, path)?;
+                if !self.host.lexists(&path) {
                     return Ok(Some(format!("{path} is not there")));
                 }
                 let seq = self.journal.next_seq();
-                let backup = if on_bpffs(&host) {
+                let backup = if on_bpffs(self.host, &path) {
                     // A pin cannot leave its bpffs: rename it next to itself.
-                    host.with_file_name(format!(".preflight-moved-{}", file_name(&path)))
+                    Path::new(&path)
+                        .with_file_name(format!(".preflight-moved-{}", file_name(&path)))
+                        .display()
+                        .to_string()
                 } else {
-                    self.journal.backup_path(seq, &file_name(&path))
+                    self.journal.backup_path(seq, &file_name(&path))?
                 };
                 let seq = self.journal.intent(
                     id,
@@ -154,7 +152,7 @@ impl Executor<'_> {
                         backup: backup.clone(),
                     },
                 )?;
-                fsops::move_path(&host, &backup)?;
+                fsops::move_path(self.host, &path, &backup)?;
                 fault::point(&format!("after moving {path}"))?;
                 self.journal.set_state(seq, EntryState::Done)?;
             }
@@ -174,7 +172,7 @@ impl Executor<'_> {
                 }
             },
             Action::MakeShared => {
-                if let node::MountState::Mounted { shared: true, .. } = node::bpffs_state(self.root)
+                if let node::MountState::Mounted { shared: true, .. } = node::bpffs_state(self.host)
                 {
                     return Ok(Some("/sys/fs/bpf is already shared".into()));
                 }
@@ -234,11 +232,11 @@ impl Executor<'_> {
             }
             Action::Guard { paths, links } => {
                 for path in paths {
-                    let path = node::resolve(self.root, path);
+                    let path = node::resolve(self.host, path)?;
                     self.ensure_parents(id, &path, false)?;
                     let seq = self.journal.next_seq();
-                    let backup = self.journal.backup_path(seq, &file_name(&path));
-                    let prior = fsops::capture(&self.host(&path), &backup)?;
+                    let backup = self.journal.backup_path(seq, &file_name(&path))?;
+                    let prior = fsops::capture(self.host, &path, &backup)?;
                     let seq = self.journal.intent(
                         id,
                         Undo::Path {
@@ -266,11 +264,11 @@ impl Executor<'_> {
                 }
             }
             Action::CheckCniPaths { expect } => {
-                let path = self.host(node::CONTAINERD_CONFIG);
-                let Some(now) = node::read_containerd_cni(&path)? else {
+                let path = self.host.display(node::CONTAINERD_CONFIG);
+                let Some(now) = node::read_containerd_cni(self.host, node::CONTAINERD_CONFIG)?
+                else {
                     return Ok(Some(format!(
-                        "{} has no CNI section; containerd uses its defaults",
-                        path.display()
+                        "{path} has no CNI section; containerd uses its defaults"
                     )));
                 };
                 let now_bin = node::versionless(&now.bin_dir);
@@ -280,7 +278,7 @@ impl Executor<'_> {
                          were made for {} and {}: re-run `preflight plan` and check config.toml(.tmpl)",
                         now.bin_dir,
                         now.conf_dir,
-                        path.display(),
+                        path,
                         expect.bin_dir,
                         expect.conf_dir
                     );
@@ -404,8 +402,8 @@ impl Executor<'_> {
                 let seq = self.journal.next_seq();
                 let backup = self
                     .journal
-                    .backup_path(seq, &format!("{release}-values.yaml"));
-                fsops::write_atomic(&backup, values.as_bytes(), 0o600, None)?;
+                    .backup_path(seq, &format!("{release}-values.yaml"))?;
+                self.host.write_new(&backup, values.as_bytes(), 0o600)?;
                 let seq = self.journal.intent(
                     id,
                     Undo::HelmUninstalled {
@@ -499,8 +497,8 @@ impl Executor<'_> {
                 // Only the tables flannel is in: the restore replaces exactly those.
                 let snapshot: String = flannel.iter().map(|t| t.text.as_str()).collect();
                 let seq = self.journal.next_seq();
-                let backup = self.journal.backup_path(seq, "iptables-flannel.rules");
-                fsops::write_atomic(&backup, snapshot.as_bytes(), 0o600, None)?;
+                let backup = self.journal.backup_path(seq, "iptables-flannel.rules")?;
+                self.host.write_new(&backup, snapshot.as_bytes(), 0o600)?;
                 let seq = self
                     .journal
                     .intent(id, Undo::Iptables { snapshot: backup })?;
@@ -539,7 +537,7 @@ impl Executor<'_> {
                 }
             }
             Action::Modprobe { module } => {
-                if super::fallback::module_loaded(self.root, module) {
+                if super::fallback::module_loaded(self.host, module) {
                     return Ok(Some(format!("{module} is loaded")));
                 }
                 let seq = self.journal.intent(
@@ -552,10 +550,12 @@ impl Executor<'_> {
                 self.journal.set_state(seq, EntryState::Done)?;
             }
             Action::Sysctl { key, value } => {
-                let proc = self.root.join("proc/sys").join(key.replace('.', "/"));
+                let proc = format!("/proc/sys/{}", key.replace('.', "/"));
                 // A key can be missing until its module loads (net.bridge.* with br_netfilter):
                 // then there is no old value to restore, and unloading the module removes it.
-                let prior = std::fs::read_to_string(&proc)
+                let prior = self
+                    .host
+                    .read_text(&proc)
                     .ok()
                     .map(|s| s.trim().to_string());
                 if prior.as_deref() == Some(value.as_str()) {
@@ -606,9 +606,8 @@ fn file_name(node_path: &str) -> String {
         .unwrap_or_else(|| "root".into())
 }
 
-fn on_bpffs(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path)
-        .is_ok_and(|s| s.filesystem_type().0 == crate::host::mounts::BPF_FS_MAGIC)
+fn on_bpffs(host: &HostRoot, path: &str) -> bool {
+    host.fs_magic(path) == Some(crate::host::mounts::BPF_FS_MAGIC)
 }
 
 /// What a rollback did.
@@ -625,25 +624,29 @@ pub struct RollbackReport {
 
 /// Undo every journaled change, newest first; then reload systemd, restart services, remove
 /// the journal. Idempotent, and finishes the job after a crash of install or of itself.
-pub fn rollback(root: &Path, runner: &Runner) -> anyhow::Result<RollbackReport> {
-    rollback_entries(root, runner, None)
+pub fn rollback(host: &HostRoot, runner: &Runner) -> anyhow::Result<RollbackReport> {
+    rollback_entries(host, runner, None)
 }
 
 /// Undo one stage of a whole-cluster migration (`rollback --migration-stage STAGE`): only the
 /// entries whose step id starts with `STAGE/`, newest first, with the service restarts and
 /// reloads those entries call for. The journal stays while other stages' changes remain.
-pub fn rollback_stage(root: &Path, runner: &Runner, stage: &str) -> anyhow::Result<RollbackReport> {
-    rollback_entries(root, runner, Some(&super::stages::prefix(stage)))
+pub fn rollback_stage(
+    host: &HostRoot,
+    runner: &Runner,
+    stage: &str,
+) -> anyhow::Result<RollbackReport> {
+    rollback_entries(host, runner, Some(&super::stages::prefix(stage)))
 }
 
 fn rollback_entries(
-    root: &Path,
+    host: &HostRoot,
     runner: &Runner,
     only: Option<&str>,
 ) -> anyhow::Result<RollbackReport> {
     let mut report = RollbackReport::default();
-    let Some(mut journal) = Journal::load(root)? else {
-        super::journal::clean_empty_state_dirs(root, &[])?;
+    let Some(mut journal) = Journal::load(host)? else {
+        super::journal::clean_empty_state_dirs(host, &[])?;
         report.nothing_to_do = true;
         return Ok(report);
     };
@@ -663,7 +666,7 @@ fn rollback_entries(
         if e.state == EntryState::Undone {
             continue;
         }
-        match undo(root, runner, &e.undo, &mut report.kept, &mut report.notes) {
+        match undo(host, runner, &e.undo, &mut report.kept, &mut report.notes) {
             Ok(Some(what)) => {
                 report
                     .undone
@@ -741,13 +744,9 @@ fn rollback_entries(
     Ok(report)
 }
 
-fn host(root: &Path, node_path: &str) -> std::path::PathBuf {
-    root.join(node_path.trim_start_matches('/'))
-}
-
 /// One undo. Ok(Some(description)) when something was changed back.
 fn undo(
-    root: &Path,
+    host: &HostRoot,
     runner: &Runner,
     u: &Undo,
     kept: &mut Vec<String>,
@@ -755,27 +754,21 @@ fn undo(
 ) -> anyhow::Result<Option<String>> {
     Ok(match u {
         Undo::Path { path, prior, after } => {
-            let h = host(root, path);
-            if let Some(copy) = fsops::keep_if_edited(root, path, prior, after.as_deref())? {
-                let node_copy = copy.strip_prefix(root).map_or_else(
-                    |_| copy.display().to_string(),
-                    |p| format!("/{}", p.display()),
-                );
+            if let Some(copy) = fsops::keep_if_edited(host, path, prior, after.as_deref())? {
                 kept.push(format!(
-                    "{path} was edited after preflight wrote it: your version is kept as {node_copy}"
+                    "{path} was edited after preflight wrote it: your version is kept as {copy}"
                 ));
             }
-            fsops::restore(&h, prior)?;
+            fsops::restore(host, path, prior)?;
             Some(format!("{path} restored ({})", prior_label(prior)))
         }
         Undo::Moved { path, backup } => {
-            let h = host(root, path);
-            let _ = fsops::remove_if_present(&fsops::tmp_sibling(backup));
-            let _ = fsops::remove_if_present(&fsops::tmp_sibling(&h));
-            if fsops::exists(backup) {
+            let _ = host.remove_if_present(&fsops::tmp_sibling(backup));
+            let _ = host.remove_if_present(&fsops::tmp_sibling(path));
+            if host.lexists(backup) {
                 // Whatever was written in its place since (a new agent's header) goes.
-                fsops::remove_if_present(&h)?;
-                fsops::move_path(backup, &h)?;
+                host.remove_if_present(path)?;
+                fsops::move_path(host, backup, path)?;
                 Some(format!("{path} moved back"))
             } else {
                 None
@@ -867,7 +860,7 @@ fn undo(
                 namespace,
                 "--values",
             ]);
-            a.push(values.display().to_string());
+            a.push(host.resolve(values)?.display().to_string());
             if !chart_version.is_empty() {
                 a.extend(args(&["--version", chart_version]));
             }
@@ -880,7 +873,7 @@ fn undo(
         // A module in use (flannel.1 holds vxlan, containerd's mounts hold overlay) cannot be
         // unloaded, and forcing it would take the node's network down: it stays loaded. Its
         // modules-load.d file is gone, so it is not loaded again at the next boot.
-        Undo::Module { name } => match module_refcount(root, name) {
+        Undo::Module { name } => match module_refcount(host, name) {
             Some(None) => None,
             Some(Some(users)) if users > 0 => {
                 notes.push(format!(
@@ -903,7 +896,7 @@ fn undo(
             key,
             prior: Some(prior),
         } => {
-            if key == "net.ipv4.ip_forward" && prior.trim() == "0" && k3s_running(root, runner) {
+            if key == "net.ipv4.ip_forward" && prior.trim() == "0" && k3s_running(host, runner) {
                 notes.push(
                     "net.ipv4.ip_forward left at 1: k3s is running and every pod's traffic needs \
                      forwarding (k3s turns it on at start anyway); only the boot-time file is removed"
@@ -917,7 +910,8 @@ fn undo(
         Undo::Sysctl { prior: None, .. } => None,
         Undo::Iptables { snapshot } => {
             // Flush-and-load of the saved tables: idempotent, so a re-run rollback is safe.
-            runner.check(Tool::IptablesRestore, &[snapshot.display().to_string()])?;
+            let file = host.resolve(snapshot)?.display().to_string();
+            runner.check(Tool::IptablesRestore, &[file])?;
             Some("flannel's iptables chains restored".into())
         }
         Undo::Firewall { remove_args } => {
@@ -930,8 +924,8 @@ fn undo(
 
 /// A module's users from `<root>/proc/modules`: Some(None) when it is not loaded, Some(Some(n))
 /// when loaded with n users, None when the file cannot be read.
-fn module_refcount(root: &Path, name: &str) -> Option<Option<u64>> {
-    let text = std::fs::read_to_string(root.join("proc/modules")).ok()?;
+fn module_refcount(host: &HostRoot, name: &str) -> Option<Option<u64>> {
+    let text = host.read_text("/proc/modules").ok()?;
     Some(text.lines().find_map(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
         (f.first() == Some(&name)).then(|| f.get(2).and_then(|n| n.parse().ok()).unwrap_or(1))
@@ -940,10 +934,10 @@ fn module_refcount(root: &Path, name: &str) -> Option<Option<u64>> {
 
 /// Whether a k3s service runs on the node: `systemctl is-active`, or `rc-service … status`
 /// under OpenRC. When that cannot be asked, assume it does (the safe side for forwarding).
-fn k3s_running(root: &Path, runner: &Runner) -> bool {
-    let openrc = !root.join("run/systemd/system").is_dir()
-        && !root.join("etc/systemd/system").is_dir()
-        && (root.join("etc/init.d/k3s").exists() || root.join("etc/init.d/k3s-agent").exists());
+fn k3s_running(host: &HostRoot, runner: &Runner) -> bool {
+    let openrc = !host.is_dir("/run/systemd/system")
+        && !host.is_dir("/etc/systemd/system")
+        && (host.exists("/etc/init.d/k3s") || host.exists("/etc/init.d/k3s-agent"));
     ["k3s", "k3s-agent"].iter().any(|unit| {
         let (tool, argv) = if openrc {
             (Tool::RcService, args(&[unit, "status"]))

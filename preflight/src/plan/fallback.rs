@@ -1,12 +1,11 @@
 //! `preflight fallback flannel`: give the node back to flannel and harden it the way flannel
 //! needs: kernel modules, sysctls, NetworkManager kept off the CNI links, firewalld open for
 //! VXLAN, plus advice on the iptables backend and the flannel version.
-use std::{fs, path::Path};
-
 use super::{
     Action, Plan, Step, StepState,
     node::{self, NodeState},
 };
+use crate::host::HostRoot;
 
 pub const MODULES: [&str; 4] = ["br_netfilter", "overlay", "nf_conntrack", "vxlan"];
 pub const MODULES_FILE: &str = "/etc/modules-load.d/90-preflight-flannel.conf";
@@ -19,22 +18,21 @@ pub const SYSCTLS: [(&str, &str); 3] = [
 ];
 
 /// Loaded, or built into the kernel (`/sys/module/NAME`, /proc/modules, modules.builtin).
-pub fn module_loaded(root: &Path, name: &str) -> bool {
-    if root.join("sys/module").join(name).exists() {
+pub fn module_loaded(host: &HostRoot, name: &str) -> bool {
+    if host.exists(&format!("/sys/module/{name}")) {
         return true;
     }
-    let in_proc = fs::read_to_string(root.join("proc/modules"))
+    let in_proc = host
+        .read_text("/proc/modules")
         .is_ok_and(|t| t.lines().any(|l| l.split_whitespace().next() == Some(name)));
     if in_proc {
         return true;
     }
-    let release = fs::read_to_string(root.join("proc/sys/kernel/osrelease")).unwrap_or_default();
-    fs::read_to_string(
-        root.join("lib/modules")
-            .join(release.trim())
-            .join("modules.builtin"),
-    )
-    .is_ok_and(|t| t.lines().any(|l| l.ends_with(&format!("/{name}.ko"))))
+    let Some(release) = host.kernel_release() else {
+        return false;
+    };
+    host.read_text(&format!("/lib/modules/{release}/modules.builtin"))
+        .is_ok_and(|t| t.lines().any(|l| l.ends_with(&format!("/{name}.ko"))))
 }
 
 /// The steps that give a node back to flannel and harden it (run after the install journal, if
@@ -46,6 +44,7 @@ pub fn build(node: &NodeState, helm_found: bool) -> Plan {
     let mut steps = Vec::new();
     let mut notes = Vec::new();
     let root = &node.root;
+    let host = &node.host;
     let mut restart = false;
 
     if helm_found {
@@ -156,7 +155,7 @@ pub fn build(node: &NodeState, helm_found: bool) -> Plan {
         .undo("removed"),
     );
     for m in MODULES {
-        let loaded = module_loaded(root, m);
+        let loaded = module_loaded(host, m);
         steps.push(
             Step::new(
                 format!("modules.load:{m}"),
@@ -202,7 +201,7 @@ pub fn build(node: &NodeState, helm_found: bool) -> Plan {
             .undo("set back to the journaled value"),
         );
     }
-    if node.host("/etc/NetworkManager").is_dir() {
+    if host.is_dir("/etc/NetworkManager") {
         steps.push(
             Step::new("nm.unmanaged", format!("Write {NM_FILE}"), Action::WriteFile {
                 path: NM_FILE.into(),
@@ -238,7 +237,7 @@ pub fn build(node: &NodeState, helm_found: bool) -> Plan {
         .as_ref()
         .and_then(|k| k.cluster_cidrs.iter().find(|c| !c.contains(':')).cloned())
         .unwrap_or_else(|| "10.42.0.0/16".into());
-    if node.host("/etc/firewalld").is_dir() {
+    if host.is_dir("/etc/firewalld") {
         for (what, add, remove) in [
             (
                 "VXLAN 8472/udp",
@@ -285,7 +284,7 @@ pub fn build(node: &NodeState, helm_found: bool) -> Plan {
              allow UDP 8472 between nodes and traffic from the pod CIDR {cidr}"
         ));
     }
-    notes.push(iptables_advice(root));
+    notes.push(iptables_advice(host));
     notes.push(
         "flannel version: on an nftables node use flannel ≥ 0.27 (nftables-aware) with \
          \"EnableNFTables\": true in net-conf.json, matching the backend above; k3s bundles \
@@ -321,8 +320,8 @@ pub fn build(node: &NodeState, helm_found: bool) -> Plan {
 }
 
 /// Which iptables the node uses (Debian alternatives) and what flannel must match.
-fn iptables_advice(root: &Path) -> String {
-    let alt = fs::read_link(root.join("etc/alternatives/iptables")).ok();
+fn iptables_advice(host: &HostRoot) -> String {
+    let alt = host.read_link("/etc/alternatives/iptables").ok();
     match alt
         .as_ref()
         .and_then(|p| p.file_name())

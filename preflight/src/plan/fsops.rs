@@ -1,32 +1,30 @@
-//! File system primitives with exact undo: capture what a path is (absent, a file with its
-//! content, mode and owner, a symlink, a directory), restore it byte for byte, write atomically,
-//! move aside. Every restore is idempotent so a rollback can be re-run after a crash.
-use std::{
-    fs,
-    io::Write,
-    os::unix::fs::{MetadataExt, PermissionsExt, symlink},
-    path::{Path, PathBuf},
-};
-
+//! File system primitives with exact undo: capture what a node path is (absent, a file with
+//! its content, mode and owner, a symlink, a directory), restore it byte for byte, write
+//! atomically, move aside. Every path is a node path and every access goes through the
+//! root-confined [`HostRoot`] API; every restore is idempotent so a rollback can be re-run
+//! after a crash.
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use super::fault;
+use crate::host::{HostRoot, Kind};
+
+pub use crate::host::write::tmp_sibling;
 
 /// What a path was before a change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Prior {
     Absent,
-    /// A regular file; its bytes are in `backup` (a file in the journal's backup dir).
+    /// A regular file; its bytes are in `backup` (a node path in the journal's backup dir).
     File {
-        backup: PathBuf,
+        backup: String,
         mode: u32,
         uid: u32,
         gid: u32,
     },
     Symlink {
-        target: PathBuf,
+        target: std::path::PathBuf,
     },
     Dir {
         mode: u32,
@@ -35,58 +33,59 @@ pub enum Prior {
     },
 }
 
-/// Record what `path` is now; a regular file's bytes are copied to `backup` and fsynced first.
-pub fn capture(path: &Path, backup: &Path) -> anyhow::Result<Prior> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Prior::Absent),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+/// Record what `path` is now; a regular file's bytes are copied to the new file `backup`
+/// (fsynced) first.
+pub fn capture(host: &HostRoot, path: &str, backup: &str) -> anyhow::Result<Prior> {
+    let Some(meta) = host.lstat(path)? else {
+        return Ok(Prior::Absent);
     };
-    let ft = meta.file_type();
-    if ft.is_symlink() {
-        return Ok(Prior::Symlink {
-            target: fs::read_link(path).with_context(|| format!("reading {}", path.display()))?,
-        });
-    }
-    if ft.is_dir() {
-        return Ok(Prior::Dir {
-            mode: meta.mode() & 0o7777,
-            uid: meta.uid(),
-            gid: meta.gid(),
-        });
-    }
-    if !ft.is_file() {
-        bail!(
+    match meta.kind {
+        Kind::Symlink => Ok(Prior::Symlink {
+            target: host.read_link(path)?,
+        }),
+        Kind::Dir => Ok(Prior::Dir {
+            mode: meta.mode,
+            uid: meta.uid,
+            gid: meta.gid,
+        }),
+        Kind::File => {
+            let bytes = read_file(host, path)?;
+            host.write_new(backup, &bytes, 0o600)?;
+            Ok(Prior::File {
+                backup: backup.to_string(),
+                mode: meta.mode,
+                uid: meta.uid,
+                gid: meta.gid,
+            })
+        }
+        Kind::Special => bail!(
             "{}: not a regular file, symlink or directory",
-            path.display()
-        );
+            host.display(path)
+        ),
     }
-    let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    write_durable(backup, &bytes, 0o600)?;
-    Ok(Prior::File {
-        backup: backup.to_path_buf(),
-        mode: meta.mode() & 0o7777,
-        uid: meta.uid(),
-        gid: meta.gid(),
-    })
+}
+
+/// A regular file's bytes, a final symlink not followed.
+pub fn read_file(host: &HostRoot, path: &str) -> anyhow::Result<Vec<u8>> {
+    let file = host.open_regular(path, false, rustix::fs::OFlags::RDONLY)?;
+    Ok(crate::host::read_capped(
+        file,
+        crate::host::MAX_FILE_BYTES,
+        || host.display(path),
+    )?)
 }
 
 /// Put `path` back to `prior`. Idempotent; also removes a temp file an interrupted write left.
-pub fn restore(path: &Path, prior: &Prior) -> anyhow::Result<()> {
-    remove_if_present(&tmp_sibling(path))?;
-    let now = fs::symlink_metadata(path).ok();
+pub fn restore(host: &HostRoot, path: &str, prior: &Prior) -> anyhow::Result<()> {
+    host.remove_if_present(&tmp_sibling(path))?;
+    let now = host.lstat(path)?;
     match prior {
         Prior::Absent => match now {
             None => Ok(()),
-            Some(m) if m.is_dir() => fs::remove_dir(path).with_context(|| {
-                format!(
-                    "removing directory {} (was absent before; something else put files in it)",
-                    path.display()
-                )
+            Some(m) if m.is_dir() => host.remove_dir(path).with_context(|| {
+                "the directory was absent before; something else put files in it".to_string()
             }),
-            Some(_) => {
-                fs::remove_file(path).with_context(|| format!("removing {}", path.display()))
-            }
+            Some(_) => Ok(host.remove_file(path)?),
         },
         Prior::File {
             backup,
@@ -94,57 +93,44 @@ pub fn restore(path: &Path, prior: &Prior) -> anyhow::Result<()> {
             uid,
             gid,
         } => {
-            let want = fs::read(backup).with_context(|| {
-                format!("reading backup {} of {}", backup.display(), path.display())
-            })?;
+            let want =
+                read_file(host, backup).with_context(|| format!("reading the backup of {path}"))?;
             if let Some(m) = &now
                 && m.is_file()
-                && m.mode() & 0o7777 == *mode
-                && (m.uid(), m.gid()) == (*uid, *gid)
-                && fs::read(path).is_ok_and(|b| b == want)
+                && m.mode == *mode
+                && (m.uid, m.gid) == (*uid, *gid)
+                && read_file(host, path).is_ok_and(|b| b == want)
             {
                 return Ok(());
             }
             if now.as_ref().is_some_and(|m| m.is_dir()) {
-                fs::remove_dir_all(path)?;
+                host.remove_if_present(path)?;
             }
-            write_atomic(path, &want, *mode, Some((*uid, *gid)))
+            write_atomic(host, path, &want, *mode, Some((*uid, *gid)))
         }
         Prior::Symlink { target } => {
-            if fs::read_link(path).is_ok_and(|t| t == *target) {
+            if host.read_link(path).is_ok_and(|t| t == *target) {
                 return Ok(());
             }
             let tmp = tmp_sibling(path);
-            symlink(target, &tmp).with_context(|| format!("creating {}", tmp.display()))?;
+            host.symlink(target, &tmp)?;
             if now.as_ref().is_some_and(|m| m.is_dir()) {
-                fs::remove_dir_all(path)?;
+                host.remove_if_present(path)?;
             }
-            fs::rename(&tmp, path).with_context(|| format!("restoring {}", path.display()))?;
-            sync_parent(path)
+            host.rename(&tmp, path)?;
+            Ok(())
         }
         Prior::Dir { mode, uid, gid } => {
             match now {
                 Some(m) if m.is_dir() => {}
-                Some(_) => fs::remove_file(path)?,
-                None => {
-                    fs::create_dir(path).with_context(|| format!("creating {}", path.display()))?
-                }
+                Some(_) => host.remove_file(path)?,
+                None => host.create_dir(path, *mode)?,
             }
-            fs::set_permissions(path, fs::Permissions::from_mode(*mode))?;
-            std::os::unix::fs::lchown(path, Some(*uid), Some(*gid))?;
+            host.chmod(path, *mode)?;
+            host.lchown(path, *uid, *gid)?;
             Ok(())
         }
     }
-}
-
-/// sha256 (hex) of a regular file's bytes; None for anything else or when unreadable.
-pub fn file_sha256(path: &Path) -> Option<String> {
-    use sha2::{Digest, Sha256};
-    let m = fs::symlink_metadata(path).ok()?;
-    if !m.is_file() {
-        return None;
-    }
-    Some(format!("{:x}", Sha256::digest(fs::read(path).ok()?)))
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -156,199 +142,125 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// every directory a rollback may remove, and where no config loader looks.
 pub const EDITED_DIR: &str = "/var/lib/preflight/edited";
 
-/// Before a rollback overwrites the node path `path` under `root`: when it is a regular file
-/// that is neither what preflight left (`after`, a sha256) nor what was there before (`prior`),
+/// Before a rollback overwrites the node path `path`: when it is a regular file that is
+/// neither what preflight left (`after`, a sha256) nor what was there before (`prior`),
 /// somebody edited it since. Copy it (mode and owner kept) to
-/// `<root>/var/lib/preflight/edited/<unix time>/<path>` and return that host path. A copy with
-/// the same bytes from an interrupted earlier rollback is reused, so re-runs make no duplicates.
+/// `/var/lib/preflight/edited/<unix time>/<path>` and return that node path. A copy with the
+/// same bytes from an interrupted earlier rollback is reused, so re-runs make no duplicates.
 pub fn keep_if_edited(
-    root: &Path,
+    host: &HostRoot,
     path: &str,
     prior: &Prior,
     after: Option<&str>,
-) -> anyhow::Result<Option<PathBuf>> {
+) -> anyhow::Result<Option<String>> {
     let Some(after) = after else { return Ok(None) };
     let rel = path.trim_start_matches('/');
-    let host = root.join(rel);
-    let Some(now) = file_sha256(&host) else {
+    let Some(now) = host.file_sha256(path) else {
         return Ok(None);
     };
     if now == after {
         return Ok(None);
     }
     if let Prior::File { backup, .. } = prior
-        && fs::read(backup).is_ok_and(|b| sha256_hex(&b) == now)
+        && host.file_sha256(backup).as_deref() == Some(now.as_str())
     {
         return Ok(None);
     }
-    let edited = root.join(EDITED_DIR.trim_start_matches('/'));
-    if let Ok(rd) = fs::read_dir(&edited) {
-        for e in rd.filter_map(Result::ok) {
-            let p = e.path().join(rel);
-            if file_sha256(&p).as_deref() == Some(now.as_str()) {
-                return Ok(Some(p));
-            }
+    for stamp in host.read_dir_if_present(EDITED_DIR)? {
+        let p = format!("{EDITED_DIR}/{stamp}/{rel}");
+        if host.file_sha256(&p).as_deref() == Some(now.as_str()) {
+            return Ok(Some(p));
         }
     }
     let ts = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let kept = edited.join(ts.to_string()).join(rel);
-    if let Some(dir) = kept.parent() {
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let kept = format!("{EDITED_DIR}/{ts}/{rel}");
+    if let Some(dir) = std::path::Path::new(&kept).parent() {
+        host.create_dir_all(&dir.display().to_string(), 0o700)?;
     }
     let tmp = tmp_sibling(&kept);
-    remove_if_present(&tmp)?;
-    copy_tree(&host, &tmp).with_context(|| format!("keeping a copy of {}", host.display()))?;
-    fs::rename(&tmp, &kept).with_context(|| format!("creating {}", kept.display()))?;
-    sync_parent(&kept)?;
+    host.remove_if_present(&tmp)?;
+    host.copy_tree(path, &tmp)
+        .with_context(|| format!("keeping a copy of {}", host.display(path)))?;
+    host.rename(&tmp, &kept)?;
     Ok(Some(kept))
 }
 
-/// The temp file a write to `path` goes through: fixed, so a rollback knows what to clean.
-pub fn tmp_sibling(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.preflight-tmp"))
-}
-
-/// Write through a temp sibling, fsync, rename, fsync the directory: readers see the old or the
-/// new file, never half of one.
+/// Write through a temp sibling, fsync, rename, fsync the directory (see
+/// [`HostRoot::write_atomic`]); the fault hook sits between the temp file and the rename.
 pub fn write_atomic(
-    path: &Path,
+    host: &HostRoot,
+    path: &str,
     bytes: &[u8],
     mode: u32,
     owner: Option<(u32, u32)>,
 ) -> anyhow::Result<()> {
-    let tmp = tmp_sibling(path);
-    write_durable(&tmp, bytes, mode)?;
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::lchown(&tmp, Some(uid), Some(gid))
-            .with_context(|| format!("chown {}", tmp.display()))?;
-    }
-    fault::point(&format!("inside write of {}", path.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
-    sync_parent(path)
+    host.write_atomic(path, bytes, mode, owner, &mut || {
+        fault::point(&format!("inside write of {}", host.display(path)))
+    })
 }
 
-fn write_durable(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    let _ = fs::remove_file(path);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(bytes)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.set_permissions(fs::Permissions::from_mode(mode))?;
-    f.sync_all()
-        .with_context(|| format!("fsync {}", path.display()))?;
-    Ok(())
-}
-
-pub fn sync_parent(path: &Path) -> anyhow::Result<()> {
-    if let Some(parent) = path.parent() {
-        fs::File::open(parent)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("fsync {}", parent.display()))?;
-    }
-    Ok(())
-}
-
-pub fn remove_if_present(path: &Path) -> anyhow::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path)?,
-        Ok(_) => fs::remove_file(path)?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    }
-    Ok(())
-}
-
-pub fn exists(path: &Path) -> bool {
-    fs::symlink_metadata(path).is_ok()
-}
-
-/// Move `from` to `to`: a rename when both are on one file system, otherwise a copy (to a temp
-/// name, then renamed, so `to` only ever exists complete) followed by removing `from`.
-pub fn move_path(from: &Path, to: &Path) -> anyhow::Result<()> {
-    match fs::rename(from, to) {
-        Ok(()) => {
-            sync_parent(to)?;
-            sync_parent(from)
-        }
+/// Move `from` to `to` (node paths): a rename when both are on one file system, otherwise a
+/// copy (to a temp name, then renamed, so `to` only ever exists complete) followed by
+/// removing `from`.
+pub fn move_path(host: &HostRoot, from: &str, to: &str) -> anyhow::Result<()> {
+    match host.rename(from, to) {
+        Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
             let tmp = tmp_sibling(to);
-            remove_if_present(&tmp)?;
-            copy_tree(from, &tmp)?;
-            fs::rename(&tmp, to)?;
-            sync_parent(to)?;
-            fault::point(&format!("inside move of {}", from.display()))?;
-            remove_if_present(from)?;
-            sync_parent(from)
+            host.remove_if_present(&tmp)?;
+            host.copy_tree(from, &tmp)?;
+            host.rename(&tmp, to)?;
+            fault::point(&format!("inside move of {}", host.display(from)))?;
+            host.remove_if_present(from)?;
+            host.sync_parent(from)?;
+            Ok(())
         }
-        Err(e) => Err(e).with_context(|| format!("moving {} to {}", from.display(), to.display())),
+        Err(e) => Err(e.into()),
     }
-}
-
-/// Copy a file, symlink or directory tree keeping modes, owners and link targets.
-pub fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
-    let meta = fs::symlink_metadata(from).with_context(|| format!("reading {}", from.display()))?;
-    let ft = meta.file_type();
-    if ft.is_symlink() {
-        symlink(fs::read_link(from)?, to)?;
-    } else if ft.is_dir() {
-        fs::create_dir(to).with_context(|| format!("creating {}", to.display()))?;
-        for entry in fs::read_dir(from)? {
-            let entry = entry?;
-            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
-        }
-        fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
-    } else if ft.is_file() {
-        let bytes = fs::read(from)?;
-        write_durable(to, &bytes, meta.mode() & 0o7777)?;
-    } else {
-        bail!("{}: cannot copy a special file", from.display());
-    }
-    std::os::unix::fs::lchown(to, Some(meta.uid()), Some(meta.gid()))?;
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::{
+        fs,
+        os::unix::fs::{MetadataExt, PermissionsExt, symlink},
+        path::Path,
+    };
+
     use super::*;
 
     #[test]
     fn capture_and_restore_round_trip_every_kind() {
         let d = tempfile::tempdir().unwrap();
+        let host = HostRoot::new(d.path());
         let file = d.path().join("f");
         fs::write(&file, b"old\n").unwrap();
         fs::set_permissions(&file, fs::Permissions::from_mode(0o640)).unwrap();
-        let prior = capture(&file, &d.path().join("f.bak")).unwrap();
-        write_atomic(&file, b"new", 0o600, None).unwrap();
-        restore(&file, &prior).unwrap();
-        restore(&file, &prior).unwrap(); // idempotent
+        let prior = capture(&host, "/f", "/f.bak").unwrap();
+        write_atomic(&host, "/f", b"new", 0o600, None).unwrap();
+        restore(&host, "/f", &prior).unwrap();
+        restore(&host, "/f", &prior).unwrap(); // idempotent
         assert_eq!(fs::read(&file).unwrap(), b"old\n");
         assert_eq!(fs::metadata(&file).unwrap().mode() & 0o7777, 0o640);
 
         let link = d.path().join("l");
         symlink("f", &link).unwrap();
-        let prior = capture(&link, &d.path().join("l.bak")).unwrap();
+        let prior = capture(&host, "/l", "/l.bak").unwrap();
         fs::remove_file(&link).unwrap();
         fs::write(&link, b"x").unwrap();
-        restore(&link, &prior).unwrap();
+        restore(&host, "/l", &prior).unwrap();
         assert_eq!(fs::read_link(&link).unwrap(), Path::new("f"));
 
-        let absent = d.path().join("new");
-        let prior = capture(&absent, &d.path().join("n.bak")).unwrap();
+        let prior = capture(&host, "/new", "/n.bak").unwrap();
         assert_eq!(prior, Prior::Absent);
-        fs::write(tmp_sibling(&absent), b"half").unwrap();
-        fs::write(&absent, b"x").unwrap();
-        restore(&absent, &prior).unwrap();
-        assert!(!exists(&absent) && !exists(&tmp_sibling(&absent)));
+        fs::write(d.path().join(".new.preflight-tmp"), b"half").unwrap();
+        fs::write(d.path().join("new"), b"x").unwrap();
+        restore(&host, "/new", &prior).unwrap();
+        assert!(!d.path().join("new").exists());
+        assert!(!d.path().join(".new.preflight-tmp").exists());
     }
 
     #[test]
@@ -359,9 +271,20 @@ mod tests {
         fs::write(src.join("a"), b"a").unwrap();
         fs::set_permissions(src.join("a"), fs::Permissions::from_mode(0o751)).unwrap();
         symlink("a", src.join("l")).unwrap();
-        copy_tree(&src, &d.path().join("dst")).unwrap();
+        HostRoot::new(d.path()).copy_tree("/src", "/dst").unwrap();
         let dst = d.path().join("dst");
         assert_eq!(fs::metadata(dst.join("a")).unwrap().mode() & 0o7777, 0o751);
         assert_eq!(fs::read_link(dst.join("l")).unwrap(), Path::new("a"));
+    }
+
+    /// A backup never replaces a file that is there: `O_EXCL`.
+    #[test]
+    fn a_backup_name_that_exists_is_never_overwritten() {
+        let d = tempfile::tempdir().unwrap();
+        let host = HostRoot::new(d.path());
+        fs::write(d.path().join("f"), b"node file").unwrap();
+        fs::write(d.path().join("bak"), b"someone's file").unwrap();
+        assert!(capture(&host, "/f", "/bak").is_err());
+        assert_eq!(fs::read(d.path().join("bak")).unwrap(), b"someone's file");
     }
 }

@@ -11,18 +11,14 @@ pub mod fsops;
 pub mod gitops;
 pub mod iptables;
 pub mod journal;
+pub mod lock;
 pub mod node;
 pub mod runner;
 pub mod stages;
 
-use std::{fmt::Write as _, path::Path};
+use std::fmt::Write as _;
 
 use node::{CniPaths, DROP_IN, LinkState, MountState, NodeState};
-
-/// The chart version `install` uses unless told: Helm needs an exact, released chart version,
-/// while `run`'s default target is the newest profile (a minor, e.g. 1.19). The preflight that
-/// `install` runs judges this same version.
-pub const DEFAULT_CHART_VERSION: &str = "1.18.4";
 
 pub const VALUES_FILE: &str = "/var/lib/preflight/cilium-values.yaml";
 pub const BPFFS_UNIT_TEXT: &str = "\
@@ -225,7 +221,10 @@ pub struct PlanOptions {
 impl Default for PlanOptions {
     fn default() -> Self {
         Self {
-            cilium_version: DEFAULT_CHART_VERSION.into(),
+            // The default of every command: the newest release preflight knows.
+            cilium_version: crate::cilium::releases::BUILTIN
+                .default_version()
+                .to_string(),
             kube_proxy_replacement: false,
             k8s_service_host: None,
             k8s_service_port: 6443,
@@ -242,7 +241,7 @@ impl Default for PlanOptions {
 }
 
 fn file_state(node: &NodeState, path: &str, content: &str) -> StepState {
-    match std::fs::read_to_string(node.host(path)) {
+    match node.host.read_text(path) {
         Ok(now) if now == content => StepState::Done(format!("{path} already has this content")),
         _ => StepState::Todo,
     }
@@ -465,7 +464,11 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
                 .undo("the file is removed (it did not exist)"),
             );
         } else {
-            let fstab = std::fs::read_to_string(node.host("/etc/fstab")).unwrap_or_default();
+            let fstab = match node.host.read_text("/etc/fstab") {
+                Ok(t) => t,
+                Err(e) if e.is_not_found() => String::new(),
+                Err(e) => anyhow::bail!("cannot add a bpffs line to /etc/fstab: {e}"),
+            };
             let mut content = fstab.clone();
             if !content.is_empty() && !content.ends_with('\n') {
                 content.push('\n');
@@ -846,7 +849,7 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
         "--namespace".into(),
         opts.namespace.clone(),
         "--values".into(),
-        node.host(VALUES_FILE).display().to_string(),
+        node.host.resolve(VALUES_FILE)?.display().to_string(),
     ]);
     helm_args.extend(kube_args(node));
     steps.push(
@@ -966,11 +969,17 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
              a controller (which recreates it) and lists the ones without"
         ));
     }
-    let status_bin = if version_at_least(&opts.cilium_version, 1, 15) {
-        "cilium-dbg"
-    } else {
-        "cilium"
-    };
+    // The in-pod CLI of the version (release table); an unknown version has the newest's.
+    let status_bin = crate::cilium::CiliumVersion::parse(&opts.cilium_version)
+        .ok()
+        .and_then(|v| crate::cilium::releases::BUILTIN.resolve(&v).ok())
+        .map_or(
+            crate::cilium::releases::BUILTIN
+                .newest()
+                .agent
+                .status_binary,
+            |r| r.release.agent.status_binary,
+        );
     steps.push(
         Step::new(
             "post.cilium-status",
@@ -1079,15 +1088,6 @@ pub fn build_install(node: &NodeState, opts: &PlanOptions) -> anyhow::Result<Pla
         notes,
         values: Some(values),
     })
-}
-
-pub fn version_at_least(v: &str, major: u64, minor: u64) -> bool {
-    let mut it = v
-        .trim_start_matches('v')
-        .split('.')
-        .map(|p| p.parse::<u64>().unwrap_or(0));
-    let (a, b) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
-    (a, b) >= (major, minor)
 }
 
 /// The plan as text: numbered steps with what/why/undo, and the commands they run.
@@ -1214,20 +1214,22 @@ pub fn tools_needed(plan: &Plan) -> std::collections::BTreeSet<runner::Tool> {
     tools
 }
 
-/// Helper for commands: the state dir of a root, for messages.
-pub fn journal_dir(root: &Path) -> std::path::PathBuf {
-    journal::Journal::dir_for(root)
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
 
+    thread_local! {
+        /// An empty root per test thread, removed when the thread ends.
+        static ROOT: tempfile::TempDir = tempfile::tempdir().unwrap();
+    }
+
     fn node(rd: bool, bpffs: MountState) -> NodeState {
+        let root = ROOT.with(|d| d.path().to_path_buf());
         NodeState {
-            root: "/nonexistent-root".into(),
+            host: crate::host::HostRoot::new(&root),
+            root,
             k3s: Some(node::K3s {
                 unit: "k3s-agent".into(),
                 flannel_backend: None,
@@ -1389,6 +1391,5 @@ mod tests {
         .unwrap();
         assert!(!plan.steps.iter().any(|s| s.id.starts_with("bpffs.")));
         assert!(plan.notes.iter().any(|n| n.contains("#6966")));
-        assert!(version_at_least("1.15.0", 1, 15) && !version_at_least("v1.14.9", 1, 15));
     }
 }

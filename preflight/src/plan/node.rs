@@ -1,14 +1,10 @@
 //! What the plan needs to know about the node, read through the root prefix (files) and the
 //! runner (`ip` for links). Read-only.
-use std::{
-    collections::BTreeMap,
-    fs,
-    path::{Component, Path, PathBuf},
-};
+use std::{collections::BTreeMap, path::PathBuf};
 
 use anyhow::Context;
 
-use crate::host::{HostRoot, cni, k3s, mounts};
+use crate::host::{HostRoot, ReadError, cni, k3s, mounts};
 
 use super::{
     journal::LinkSpec,
@@ -27,42 +23,21 @@ pub const BPFFS: &str = "/sys/fs/bpf";
 pub const BPFFS_UNIT: &str = "/etc/systemd/system/sys-fs-bpf.mount";
 pub const RANCHER_DESKTOP_CNI_BIN: &str = "/usr/libexec/cni";
 
-/// Resolve `node_path` inside `root`: symlinks (e.g. /var/run → /run) are followed, absolute
-/// targets taken relative to the root, so nothing outside the root is ever read or changed.
-/// Returns the node path after resolution.
-pub fn resolve(root: &Path, node_path: &str) -> String {
-    let mut resolved = PathBuf::from("/");
-    let mut pending: Vec<PathBuf> = vec![PathBuf::from(node_path)];
-    let mut hops = 0;
-    while let Some(p) = pending.pop() {
-        let mut comps: Vec<_> = p.components().collect();
-        comps.reverse();
-        while let Some(c) = comps.pop() {
-            match c {
-                Component::RootDir => resolved = PathBuf::from("/"),
-                Component::ParentDir => {
-                    resolved.pop();
-                }
-                Component::Normal(name) => {
-                    resolved.push(name);
-                    let host = root.join(resolved.strip_prefix("/").unwrap_or(&resolved));
-                    if let Ok(target) = fs::read_link(&host) {
-                        hops += 1;
-                        if hops > 40 {
-                            return node_path.to_string();
-                        }
-                        resolved.pop();
-                        let rest: PathBuf = comps.iter().rev().collect();
-                        comps.clear();
-                        pending.push(rest);
-                        pending.push(target);
-                    }
-                }
-                _ => {}
-            }
-        }
+/// `node_path` with every symlink resolved inside the root (e.g. /var/run → /run; absolute
+/// targets relative to the root, `..` stopping at it), as a node path: what the plan shows and
+/// journals. A symlink loop is an error naming the file.
+pub fn resolve(host: &HostRoot, node_path: &str) -> anyhow::Result<String> {
+    Ok(host.canonical(node_path)?)
+}
+
+/// A node file's text, None when it does not exist; any other failure (a FIFO, a loop, too
+/// large, not text) is an error naming the file.
+fn read_optional(host: &HostRoot, node_path: &str) -> anyhow::Result<Option<String>> {
+    match host.read_text(node_path) {
+        Ok(t) => Ok(Some(t)),
+        Err(ReadError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e.into()),
     }
-    resolved.display().to_string()
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -112,7 +87,9 @@ pub struct CniPaths {
 
 #[derive(Debug, Clone)]
 pub struct NodeState {
+    /// The root as given (for messages); every access goes through `host`.
     pub root: PathBuf,
+    pub host: HostRoot,
     pub k3s: Option<K3s>,
     pub cni_now: Option<CniPaths>,
     pub cni_after: CniPaths,
@@ -136,17 +113,11 @@ pub struct NodeState {
 }
 
 impl NodeState {
-    pub fn host(&self, node_path: &str) -> PathBuf {
-        self.root.join(node_path.trim_start_matches('/'))
-    }
-
-    pub fn read(root: &Path, runner: &Runner) -> anyhow::Result<Self> {
-        let host = |p: &str| root.join(p.trim_start_matches('/'));
-        let k3s = read_k3s(root)?;
-        let cni_now = read_containerd_cni(&host(CONTAINERD_CONFIG))?;
-        let rancher_desktop =
-            host(RANCHER_DESKTOP_CNI_BIN).is_dir() && !host("/opt/cni/bin").is_dir();
-        let cni_after = predict_cni(root, cni_now.as_ref(), rancher_desktop)?;
+    pub fn read(host: &HostRoot, runner: &Runner) -> anyhow::Result<Self> {
+        let k3s = read_k3s(host)?;
+        let cni_now = read_containerd_cni(host, CONTAINERD_CONFIG)?;
+        let rancher_desktop = host.is_dir(RANCHER_DESKTOP_CNI_BIN) && !host.is_dir("/opt/cni/bin");
+        let cni_after = predict_cni(host, cni_now.as_ref(), rancher_desktop)?;
 
         let mut conf_dirs = vec![K3S_CNI_CONF_DIR.to_string(), "/etc/cni/net.d".to_string()];
         if let Some(c) = &cni_now {
@@ -157,31 +128,32 @@ impl NodeState {
         let mut flannel_conflists = Vec::new();
         let mut cilium_conflists = Vec::new();
         for dir in &conf_dirs {
-            let dir = resolve(root, dir);
-            for name in sorted_names(&host(&dir)) {
+            let dir = resolve(host, dir)?;
+            for name in sorted_names(host, &dir) {
                 if !(name.ends_with(".conflist") || name.ends_with(".conf")) {
                     continue;
                 }
+                let path = format!("{}/{name}", dir.trim_end_matches('/'));
                 if name.contains("flannel") {
-                    flannel_conflists.push(format!("{dir}/{name}"));
+                    flannel_conflists.push(path);
                 } else if name.contains("cilium") {
-                    cilium_conflists.push(format!("{dir}/{name}"));
+                    cilium_conflists.push(path);
                 }
             }
         }
 
-        let state = resolve(root, "/var/run/cilium/state");
+        let state = resolve(host, "/var/run/cilium/state")?;
         let stale_state: Vec<String> = [
             format!("{state}/globals/node_config.h"),
             format!("{state}/templates"),
         ]
         .into_iter()
-        .filter(|p| fs::symlink_metadata(host(p)).is_ok())
+        .filter(|p| host.lexists(p))
         .collect();
 
         let mut pins = Vec::new();
         for dir in ["/sys/fs/bpf/tc/globals", "/sys/fs/bpf"] {
-            for name in sorted_names(&host(dir)) {
+            for name in sorted_names(host, dir) {
                 if name.starts_with("cilium_") || (dir == "/sys/fs/bpf" && name == "cilium") {
                     pins.push(format!("{dir}/{name}"));
                 }
@@ -193,18 +165,18 @@ impl NodeState {
             links.insert(name.to_string(), link_state(runner, name));
         }
 
-        let systemd = host("/run/systemd/system").is_dir() || host("/etc/systemd/system").is_dir();
+        let systemd = host.is_dir("/run/systemd/system") || host.is_dir("/etc/systemd/system");
         let openrc = !systemd
-            && (host("/sbin/openrc-run").exists()
-                || host("/etc/init.d/k3s").exists()
-                || host("/etc/init.d/k3s-agent").exists());
-        let bpffs_persisted = if host(BPFFS_UNIT).exists()
-            || host("/usr/lib/systemd/system/sys-fs-bpf.mount").exists()
-            || host("/lib/systemd/system/sys-fs-bpf.mount").exists()
+            && (host.exists("/sbin/openrc-run")
+                || host.exists("/etc/init.d/k3s")
+                || host.exists("/etc/init.d/k3s-agent"));
+        let bpffs_persisted = if host.exists(BPFFS_UNIT)
+            || host.exists("/usr/lib/systemd/system/sys-fs-bpf.mount")
+            || host.exists("/lib/systemd/system/sys-fs-bpf.mount")
         {
             Some("systemd unit sys-fs-bpf.mount".to_string())
         } else {
-            fs::read_to_string(host("/etc/fstab")).ok().and_then(|t| {
+            read_optional(host, "/etc/fstab")?.and_then(|t| {
                 t.lines()
                     .find(|l| {
                         let f: Vec<_> = l.split_whitespace().collect();
@@ -213,20 +185,26 @@ impl NodeState {
                     .map(|l| format!("/etc/fstab: {l}"))
             })
         };
-        let kubeconfig = Some(host("/etc/rancher/k3s/k3s.yaml")).filter(|p| p.is_file());
+        // Handed to helm and kubectl: the file as resolved inside the root, so a symlink
+        // cannot make them read a file outside it.
+        let kubeconfig = Some("/etc/rancher/k3s/k3s.yaml")
+            .filter(|p| host.is_file(p))
+            .map(|p| host.resolve(p))
+            .transpose()?;
         // A journal that does not load is reported by install when it opens it; here it only
         // means "no completed install known".
-        let installed = super::journal::Journal::load(root)
+        let installed = super::journal::Journal::load(host)
             .ok()
             .flatten()
             .filter(|j| {
                 j.file.status == super::journal::Status::Complete
                     && j.file.runs.iter().any(|r| r == "install")
             })
-            .map(|j| j.dir().join("journal.json").display().to_string());
+            .map(|j| j.shown());
         Ok(Self {
-            root: root.to_path_buf(),
-            bpffs: bpffs_state(root),
+            root: host.root().to_path_buf(),
+            host: host.clone(),
+            bpffs: bpffs_state(host),
             k3s,
             cni_now,
             cni_after,
@@ -245,59 +223,50 @@ impl NodeState {
     }
 }
 
-fn sorted_names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
+/// A directory's entries; one that is missing or unreadable has none.
+fn sorted_names(host: &HostRoot, dir: &str) -> Vec<String> {
+    host.read_dir_if_present(dir).unwrap_or_default()
 }
 
 /// k3s reads config.yaml, then config.yaml.d/*.yaml in name order; later files win.
-fn read_k3s(root: &Path) -> anyhow::Result<Option<K3s>> {
-    let host = |p: &str| root.join(p.trim_start_matches('/'));
-    let unit = if host("/etc/systemd/system/k3s-agent.service").exists()
-        || host("/etc/init.d/k3s-agent").exists()
+fn read_k3s(host: &HostRoot) -> anyhow::Result<Option<K3s>> {
+    let unit = if host.exists("/etc/systemd/system/k3s-agent.service")
+        || host.exists("/etc/init.d/k3s-agent")
     {
         "k3s-agent"
     } else {
         "k3s"
     };
-    let is_k3s = host(K3S_CONFIG).exists()
-        || host(K3S_CONFIG_D).is_dir()
-        || host("/etc/systemd/system/k3s.service").exists()
-        || host("/etc/systemd/system/k3s-agent.service").exists()
-        || host("/etc/init.d/k3s").exists()
-        || host("/etc/init.d/k3s-agent").exists();
+    let is_k3s = host.exists(K3S_CONFIG)
+        || host.is_dir(K3S_CONFIG_D)
+        || host.exists("/etc/systemd/system/k3s.service")
+        || host.exists("/etc/systemd/system/k3s-agent.service")
+        || host.exists("/etc/init.d/k3s")
+        || host.exists("/etc/init.d/k3s-agent");
     if !is_k3s {
         return Ok(None);
     }
-    let mut files = vec![host(K3S_CONFIG)];
+    let mut files = vec![K3S_CONFIG.to_string()];
     files.extend(
-        sorted_names(&host(K3S_CONFIG_D))
+        sorted_names(host, K3S_CONFIG_D)
             .into_iter()
             .filter(|n| {
                 n.ends_with(".yaml")
                     && !DROP_IN.ends_with(n.as_str())
                     && !FLANNEL_DROP_IN.ends_with(n.as_str())
             })
-            .map(|n| host(K3S_CONFIG_D).join(n)),
+            .map(|n| format!("{K3S_CONFIG_D}/{n}")),
     );
     // The same merge the node facts use (later files win, `key+:` appends); unlike them, a
     // file that does not parse stops the plan: we would otherwise plan from half a config.
     let mut merged = k3s::K3sFacts::default();
     let mut flannel_backend_from = None;
     for f in files {
-        let text = match fs::read_to_string(&f) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", f.display())),
+        let Some(text) = read_optional(host, &f)? else {
+            continue;
         };
-        let doc = k3s::parse(&text).map_err(|why| anyhow::anyhow!("{}:{why}", f.display()))?;
+        let shown = host.display(&f);
+        let doc = k3s::parse(&text).map_err(|why| anyhow::anyhow!("{shown}:{why}"))?;
         let was = merged.flannel_backend.clone();
         k3s::apply(&mut merged, &doc);
         if merged.flannel_backend != was
@@ -305,7 +274,7 @@ fn read_k3s(root: &Path) -> anyhow::Result<Option<K3s>> {
                 .lines()
                 .any(|l| l.trim_start().starts_with("flannel-backend"))
         {
-            flannel_backend_from = Some(f.display().to_string());
+            flannel_backend_from = Some(shown);
         }
     }
     Ok(Some(K3s {
@@ -326,24 +295,23 @@ fn read_k3s(root: &Path) -> anyhow::Result<Option<K3s>> {
             .unwrap_or_else(|| vec!["10.42.0.0/16".into()]),
         agent: unit == "k3s-agent"
             || (merged.server.is_some()
-                && !host("/etc/systemd/system/k3s.service").exists()
-                && !host("/etc/init.d/k3s").exists()),
+                && !host.exists("/etc/systemd/system/k3s.service")
+                && !host.exists("/etc/init.d/k3s")),
         server: merged.server,
-        drop_in: fs::read_to_string(host(DROP_IN)).ok(),
-        flannel_drop_in: fs::read_to_string(host(FLANNEL_DROP_IN)).ok(),
+        drop_in: host.read_text(DROP_IN).ok(),
+        flannel_drop_in: host.read_text(FLANNEL_DROP_IN).ok(),
     }))
 }
 
 /// `bin_dir`/`bin_dirs` and `conf_dir` of the CRI plugin's `cni` table, whatever the
 /// containerd config version (v2 `io.containerd.grpc.v1.cri`, v3 `io.containerd.cri.v1.runtime`).
-pub fn read_containerd_cni(path: &Path) -> anyhow::Result<Option<CniPaths>> {
-    let text = match fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+pub fn read_containerd_cni(host: &HostRoot, node_path: &str) -> anyhow::Result<Option<CniPaths>> {
+    let Some(text) = read_optional(host, node_path)? else {
+        return Ok(None);
     };
+    let shown = host.display(node_path);
     let (bin_dirs, conf_dir) =
-        cni::containerd_cni(&text).map_err(|why| anyhow::anyhow!("{}:{why}", path.display()))?;
+        cni::containerd_cni(&text).map_err(|why| anyhow::anyhow!("{shown}:{why}"))?;
     if bin_dirs.is_empty() && conf_dir.is_none() {
         return Ok(None);
     }
@@ -353,7 +321,7 @@ pub fn read_containerd_cni(path: &Path) -> anyhow::Result<Option<CniPaths>> {
             .next()
             .unwrap_or_else(|| cni::DEFAULT_BIN.into()),
         conf_dir: conf_dir.unwrap_or_else(|| cni::DEFAULT_CONF.into()),
-        notes: vec![format!("from {}", path.display())],
+        notes: vec![format!("from {shown}")],
     }))
 }
 
@@ -362,20 +330,20 @@ pub fn read_containerd_cni(path: &Path) -> anyhow::Result<Option<CniPaths>> {
 /// back to /opt/cni/bin and /etc/cni/net.d (FACTS §5); Rancher Desktop ships its plugins in
 /// /usr/libexec/cni. A `data/<hash>/bin` dir is replaced by `data/current/bin` (k3s-io/k3s#10869).
 fn predict_cni(
-    root: &Path,
+    host: &HostRoot,
     now: Option<&CniPaths>,
     rancher_desktop: bool,
 ) -> anyhow::Result<CniPaths> {
-    let dir = Path::new(CONTAINERD_CONFIG)
+    let dir = std::path::Path::new(CONTAINERD_CONFIG)
         .parent()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
     for tmpl in ["config.toml.tmpl", "config-v3.toml.tmpl"] {
-        let p = root.join(dir.trim_start_matches('/')).join(tmpl);
-        if p.exists() {
+        let path = format!("{dir}/{tmpl}");
+        if let Some(text) = read_optional(host, &path)
+            .with_context(|| format!("reading your containerd template {tmpl}"))?
+        {
             // A template may hold Go template syntax: read only the plain key lines.
-            let text =
-                fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
             let key = |k: &str| {
                 text.lines().find_map(|l| {
                     let (name, value) = l.split_once('=')?;
@@ -451,8 +419,8 @@ pub fn versionless(bin_dir: &str) -> String {
 /// /sys/fs/bpf in the node's mount table, read by the same function the `mounts.*` checks use
 /// (PID 1's mountinfo through a host root, else `proc/self/mountinfo`): the plan and the
 /// checks must see one table, or install would refuse a bpffs finding the plan has a step for.
-pub fn bpffs_state(root: &Path) -> MountState {
-    let table = match mounts::gather(&HostRoot::new(root)) {
+pub fn bpffs_state(host: &HostRoot) -> MountState {
+    let table = match mounts::gather(host) {
         crate::model::Gathered::Got(t) => t,
         crate::model::Gathered::Unknown(why) | crate::model::Gathered::Skipped(why) => {
             return MountState::Unknown(why);
@@ -530,6 +498,8 @@ pub fn parse_link(json: &str, name: &str) -> Option<LinkSpec> {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     /// The plan reads the table the checks read: PID 1's before our own, through a host root.
@@ -549,16 +519,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            bpffs_state(d.path()),
+            bpffs_state(&HostRoot::new(d.path())),
             MountState::Mounted {
                 shared: false,
                 count: 1
             }
         );
         fs::remove_file(d.path().join("proc/1/mountinfo")).unwrap();
-        assert_eq!(bpffs_state(d.path()), MountState::NotMounted);
+        assert_eq!(
+            bpffs_state(&HostRoot::new(d.path())),
+            MountState::NotMounted
+        );
         fs::write(d.path().join("proc/self/mountinfo"), "garbage\n").unwrap();
-        match bpffs_state(d.path()) {
+        match bpffs_state(&HostRoot::new(d.path())) {
             MountState::Unknown(why) => assert!(why.contains("proc/self/mountinfo:1"), "{why}"),
             other => panic!("{other:?}"),
         }
@@ -571,10 +544,13 @@ mod tests {
         fs::create_dir_all(d.path().join("var")).unwrap();
         std::os::unix::fs::symlink("/run", d.path().join("var/run")).unwrap();
         assert_eq!(
-            resolve(d.path(), "/var/run/cilium/state"),
+            resolve(&HostRoot::new(d.path()), "/var/run/cilium/state").unwrap(),
             "/run/cilium/state"
         );
-        assert_eq!(resolve(d.path(), "/etc/x"), "/etc/x");
+        assert_eq!(
+            resolve(&HostRoot::new(d.path()), "/etc/x").unwrap(),
+            "/etc/x"
+        );
     }
 
     #[test]
@@ -603,15 +579,18 @@ mod tests {
     fn containerd_errors_name_file_and_line() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("config.toml");
+        let host = HostRoot::new(d.path());
         fs::write(&p, "version = 2\n[plugins\n").unwrap();
-        let e = read_containerd_cni(&p).unwrap_err().to_string();
+        let e = read_containerd_cni(&host, "/config.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("config.toml:2"), "{e}");
         fs::write(
             &p,
             "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".cni]\n  bin_dir = \"/x/bin\"\n  conf_dir = \"/x/net.d\"\n",
         )
         .unwrap();
-        let c = read_containerd_cni(&p).unwrap().unwrap();
+        let c = read_containerd_cni(&host, "/config.toml").unwrap().unwrap();
         assert_eq!(
             (c.bin_dir.as_str(), c.conf_dir.as_str()),
             ("/x/bin", "/x/net.d")
@@ -623,6 +602,8 @@ mod tests {
 /// k3s YAML): mutated seeds must give a value or a clear error, never a panic.
 #[cfg(test)]
 mod fuzz {
+    use std::fs;
+
     use super::*;
 
     fn mutate(seed: &[u8], rng: &mut u64) -> Vec<u8> {
@@ -670,7 +651,7 @@ mod fuzz {
                 match i {
                     0 => {
                         fs::write(d.path().join("proc/self/mountinfo"), &input).unwrap();
-                        let _ = bpffs_state(d.path());
+                        let _ = bpffs_state(&HostRoot::new(d.path()));
                     }
                     1 => {
                         let _ = parse_link(&String::from_utf8_lossy(&input), "flannel.1");
@@ -678,13 +659,15 @@ mod fuzz {
                     2 => {
                         let p = d.path().join("config.toml");
                         fs::write(&p, &input).unwrap();
-                        if let Err(e) = read_containerd_cni(&p) {
+                        if let Err(e) =
+                            read_containerd_cni(&HostRoot::new(d.path()), "/config.toml")
+                        {
                             assert!(e.to_string().contains("config.toml"), "{e}");
                         }
                     }
                     _ => {
                         fs::write(d.path().join("etc/rancher/k3s/config.yaml"), &input).unwrap();
-                        if let Err(e) = read_k3s(d.path()) {
+                        if let Err(e) = read_k3s(&HostRoot::new(d.path())) {
                             assert!(format!("{e:#}").contains("config.yaml"), "{e:#}");
                         }
                     }

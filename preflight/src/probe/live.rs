@@ -6,8 +6,42 @@ use super::{Kernel, Load, sys};
 
 pub struct LiveKernel;
 
+/// CAP_SYS_ADMIN and CAP_BPF (capability.h).
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_BPF: u32 = 39;
+
+/// Whether this process may ask the kernel with bpf(): it holds CAP_BPF or CAP_SYS_ADMIN
+/// (effective set, /proc/self/status). Without them the kernel refuses before it looks at what
+/// was asked, or (a local-storage map's size check) answers in a way that proves nothing for
+/// the caller: every bpf() answer is then "could not tell", never "available".
+pub fn bpf_privilege() -> Result<(), String> {
+    static ANSWER: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    ANSWER
+        .get_or_init(|| {
+            let status = crate::host::HostRoot::new("/")
+                .read_text("/proc/self/status")
+                .map_err(|e| format!("could not read our capabilities: {e}"))?;
+            let eff = status
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                .ok_or("could not read our capabilities: no CapEff in /proc/self/status")?;
+            if eff & (1 << CAP_BPF) != 0 || eff & (1 << CAP_SYS_ADMIN) != 0 {
+                Ok(())
+            } else {
+                Err(
+                    "not privileged: this process has neither CAP_BPF nor CAP_SYS_ADMIN, so \
+                     bpf() was not asked (run as root)"
+                        .to_string(),
+                )
+            }
+        })
+        .clone()
+}
+
 impl Kernel for LiveKernel {
     fn program(&self, program_type: ProgramType) -> Result<bool, String> {
+        bpf_privilege()?;
         match program_type {
             ProgramType::Tracing => btf_target_type(sys::BPF_PROG_TYPE_TRACING, "tracing"),
             ProgramType::Lsm(_) => btf_target_type(sys::BPF_PROG_TYPE_LSM, "lsm"),
@@ -16,6 +50,7 @@ impl Kernel for LiveKernel {
         }
     }
     fn map(&self, map_type: MapType) -> Result<bool, String> {
+        bpf_privilege()?;
         match map_type {
             MapType::SkStorage
             | MapType::InodeStorage
@@ -32,6 +67,7 @@ impl Kernel for LiveKernel {
         }
     }
     fn helper(&self, program_type: ProgramType, helper: BpfHelper) -> Result<bool, String> {
+        bpf_privilege()?;
         aya::sys::is_helper_supported(program_type, helper).map_err(|e| error_chain(&e))
     }
     fn load(&self, program_type: u32, expected_attach_type: u32, insns: &[sys::Insn]) -> Load {

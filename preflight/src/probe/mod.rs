@@ -7,7 +7,7 @@
 pub mod canary;
 pub mod catalog;
 mod helpers;
-mod live;
+pub mod live;
 pub mod misc;
 mod stated;
 pub mod sys;

@@ -93,8 +93,8 @@ pub fn read_json(path: &std::path::Path) -> anyhow::Result<Report> {
     struct VersionOnly {
         schema_version: Option<u32>,
     }
-    let text =
-        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    // A regular file within the input cap (a FIFO would block, /dev/zero never end).
+    let text = crate::host::input::read_text(path, "reports")?;
     let not_a_report = |e: serde_json::Error| {
         anyhow::anyhow!(
             "{}:{}:{}: not a preflight JSON report: {e}",

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use super::kernels::Kernel;
+use preflight::gate::kernels::Kernel;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mark {
@@ -387,11 +387,7 @@ mod tests {
     use serde_json::json;
 
     fn kernel(release: &str) -> Kernel {
-        Kernel {
-            release: release.into(),
-            package: String::new(),
-            tree: std::path::PathBuf::from("/nonexistent"),
-        }
+        Kernel::named(release)
     }
 
     #[test]

@@ -2,9 +2,6 @@
 //! Debian package (cached), build an initramfs around the static preflight, boot it in qemu,
 //! bring the reports out over the serial console, save them and check them.
 mod expect;
-mod initramfs;
-mod kernels;
-mod qemu;
 
 use std::{
     fs,
@@ -18,6 +15,10 @@ use serde_json::Value;
 
 use crate::{dist, workspace_root};
 use expect::{GuestReports, Mark};
+use preflight::gate::{
+    initramfs::{self, Section},
+    kernels, qemu,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct VmTestArgs {
@@ -48,7 +49,8 @@ pub fn vm_test(args: &VmTestArgs) -> anyhow::Result<bool> {
     let t = Instant::now();
     let preflight = dist::dist()?;
     let dist_time = t.elapsed();
-    let (accel, why) = qemu::accelerator();
+    let machine = qemu::Machine::host();
+    let (accel, why) = qemu::accelerator(machine);
     println!("vm-test: accelerator {accel} ({why})");
 
     let host_probe = host_probe(&preflight, &results);
@@ -63,9 +65,16 @@ pub fn vm_test(args: &VmTestArgs) -> anyhow::Result<bool> {
         let work = root.join("target/vm-test/work").join(&kernel.release);
         fs::create_dir_all(&work)?;
         let t = Instant::now();
-        let (initrd, shipped) = initramfs::build(&kernel, &preflight, &work, !args.no_canaries)?;
+        let (initrd, shipped) = initramfs::build(
+            &kernel,
+            &preflight,
+            &work,
+            &sections(!args.no_canaries),
+            &[],
+        )?;
         let initrd_time = t.elapsed();
         let boot = qemu::boot(
+            machine,
             &kernel.vmlinuz(),
             &initrd,
             accel,
@@ -152,6 +161,34 @@ pub fn vm_test(args: &VmTestArgs) -> anyhow::Result<bool> {
         }
     );
     Ok(all_ok)
+}
+
+/// What /init runs in vm-test's guests: the probe, `run` with canaries, every checked module
+/// loaded by modprobe, and `run` again. The commands are constants, not built from input.
+fn sections(canaries: bool) -> Vec<Section> {
+    let modules = initramfs::guest_modules().join(" ");
+    let canary_flag = if canaries { "" } else { " --no-canaries" };
+    vec![
+        Section::new("uname", "uname -r"),
+        Section::new("modules-before", "cat /proc/modules"),
+        Section::new("probe", "preflight probe --all --format json"),
+        Section::new(
+            "run",
+            format!("timeout 300 preflight run --format json --need netkit{canary_flag}"),
+        ),
+        Section::new(
+            "modprobe",
+            format!(
+                "for m in {modules}; do if modprobe $m; then echo \"$m loaded\"; \
+                 else echo \"$m failed\"; fi; done"
+            ),
+        ),
+        Section::new("modules-after", "cat /proc/modules"),
+        Section::new(
+            "run-after-modprobe",
+            "timeout 300 preflight run --format json --need netkit --no-canaries",
+        ),
+    ]
 }
 
 /// The host kernel's probe (6.18 here), for comparing helper sets. None when it cannot run.
@@ -261,5 +298,32 @@ fn diff_between(preflight: &Path, reports: &[(String, PathBuf)], results: &Path)
             "\n== preflight diff {old} -> {new} (exit {}) ==\n{text}",
             out.status.code().unwrap_or(-1)
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_checked_module_is_loaded_and_canaries_follow_the_flag() {
+        let modprobe = sections(true)
+            .into_iter()
+            .find(|s| s.name == "modprobe")
+            .unwrap()
+            .script;
+        assert!(
+            modprobe.contains(" xt_CT ") && modprobe.contains(" xt_mark "),
+            "{modprobe}"
+        );
+        let run = |canaries| {
+            sections(canaries)
+                .into_iter()
+                .find(|s| s.name == "run")
+                .unwrap()
+                .script
+        };
+        assert!(run(true).ends_with("--need netkit"));
+        assert!(run(false).ends_with("--need netkit --no-canaries"));
     }
 }

@@ -16,7 +16,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::cilium::profiles::CiliumVersion;
+use crate::cilium::CiliumVersion;
 
 use self::{
     cache::{Cache, Entry, ImageMeta},

@@ -1,7 +1,8 @@
 //! Boots a kernel + initramfs in qemu and splits the serial console into the sections /init
-//! marked. TCG only on this kind of machine: /dev/kvm here is kvm_pvm, whose guests die with
-//! "KVM internal error. Suberror: 1" (../shared/ENVIRONMENT.md), and `-accel kvm -accel tcg`
-//! would pick the broken KVM, so the accelerator is chosen before launch, never by fallback.
+//! marked. TCG unless KVM is known to work: where /dev/kvm is kvm_pvm (a nested-virtualisation
+//! module of some cloud machines) its guests die with "KVM internal error. Suberror: 1", and
+//! `-accel kvm -accel tcg` would pick the broken KVM, so the accelerator is chosen before
+//! launch, never by fallback.
 use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader},
@@ -13,10 +14,55 @@ use std::{
 
 use anyhow::Context;
 
-use super::initramfs::{BEGIN, END};
+/// Marker lines on the serial console ([`super::initramfs`]'s /init prints them).
+pub const BEGIN: &str = "@@preflight-begin ";
+pub const END: &str = "@@preflight-end ";
 
-/// Which accelerator to use and why.
-pub fn accelerator() -> (&'static str, String) {
+/// The machine qemu emulates: the guest kernel's architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Machine {
+    X86_64,
+    Aarch64,
+}
+
+impl Machine {
+    /// This host's architecture, the one a gate boots by default.
+    pub fn host() -> Self {
+        if cfg!(target_arch = "aarch64") {
+            Self::Aarch64
+        } else {
+            Self::X86_64
+        }
+    }
+    fn qemu(self) -> &'static str {
+        match self {
+            Self::X86_64 => "qemu-system-x86_64",
+            Self::Aarch64 => "qemu-system-aarch64",
+        }
+    }
+    fn package(self) -> &'static str {
+        match self {
+            Self::X86_64 => "qemu-system-x86",
+            Self::Aarch64 => "qemu-system-arm",
+        }
+    }
+    /// Machine-specific flags and the serial console's name in the guest.
+    fn board(self) -> (&'static [&'static str], &'static str) {
+        match self {
+            Self::X86_64 => (&[], "ttyS0"),
+            Self::Aarch64 => (&["-M", "virt"], "ttyAMA0"),
+        }
+    }
+}
+
+/// Which accelerator to use for `machine` and why.
+pub fn accelerator(machine: Machine) -> (&'static str, String) {
+    if machine != Machine::host() {
+        return (
+            "tcg",
+            "another architecture than this machine's: TCG".to_string(),
+        );
+    }
     if Path::new("/sys/module/kvm_pvm").exists() {
         return (
             "tcg",
@@ -47,10 +93,18 @@ pub struct Boot {
     pub elapsed: Duration,
 }
 
-pub fn boot(vmlinuz: &Path, initrd: &Path, accel: &str, timeout: Duration) -> anyhow::Result<Boot> {
+pub fn boot(
+    machine: Machine,
+    vmlinuz: &Path,
+    initrd: &Path,
+    accel: &str,
+    timeout: Duration,
+) -> anyhow::Result<Boot> {
     let start = Instant::now();
     let cpu = if accel == "kvm" { "host" } else { "max" };
-    let mut child = Command::new("qemu-system-x86_64")
+    let (board, console) = machine.board();
+    let mut child = Command::new(machine.qemu())
+        .args(board)
         .args(["-accel", accel, "-cpu", cpu, "-m", "512", "-smp", "1"])
         .args(["-nodefaults", "-no-user-config", "-display", "none"])
         .args(["-serial", "stdio", "-no-reboot"])
@@ -58,12 +112,19 @@ pub fn boot(vmlinuz: &Path, initrd: &Path, accel: &str, timeout: Duration) -> an
         .arg(vmlinuz)
         .arg("-initrd")
         .arg(initrd)
-        .args(["-append", "console=ttyS0 panic=-1 quiet"])
+        .arg("-append")
+        .arg(format!("console={console} panic=-1 quiet"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .context("running qemu-system-x86_64 (apt-get install qemu-system-x86)")?;
+        .with_context(|| {
+            format!(
+                "running {} (apt-get install {})",
+                machine.qemu(),
+                machine.package()
+            )
+        })?;
     let stdout = child.stdout.take().context("qemu stdout")?;
     let (tx, rx) = mpsc::channel();
     let reader = std::thread::spawn(move || {
