@@ -6,11 +6,21 @@
 //! not, every node holding both overlays. A pod namespace on the migrated node must reach a pod
 //! on an unmigrated node and back, over UDP and TCP.
 //!
-//! What this is, and is not: plain kernel VXLAN devices, bridges, veths and routes. It checks
-//! the plan's assumptions — both tunnels bind side by side, the two pod CIDRs route through the
+//! Cilium's side is shaped as the agent builds it: `cilium_vxlan` a metadata-mode (`external`)
+//! VXLAN device on the chosen port with no VNI and no peers, `cilium_host`/`cilium_net`, routes
+//! to other nodes' slices through `cilium_host`, and tc programs of our own
+//! (fixtures/rehearsal/overlay.c, built with clang and attached with tc where the agent attaches
+//! cil_from_host and cil_from_overlay) that set each packet's tunnel key with the source's
+//! security identity as VNI and check it on arrival. The kernel also shows why the port matters:
+//! a second VXLAN socket on flannel's 8472 is refused.
+//!
+//! What this is, and is not: the kernel's VXLAN, veths, bridges, routes and tc/eBPF hooks, with
+//! Cilium's wire format (VNI = identity, zero UDP checksum, the chosen port). It checks the
+//! plan's assumptions — both tunnels bind side by side, the two pod CIDRs route through the
 //! Linux stack without touching each other, traffic crosses from one overlay to the other and
-//! back — not Cilium itself (no agent, no eBPF datapath; Cilium's own routing in this mode is
-//! `bpf.hostLegacyRouting=true`, i.e. the kernel's).
+//! back — not Cilium itself (no agent, no policy, no ipcache: two small programs stand for its
+//! encapsulation; `bpf.hostLegacyRouting=true` leaves the rest of the routing to the kernel, as
+//! here).
 //!
 //! Cleanup even when killed: the whole rehearsal runs in a child process in its own mount
 //! namespace (`unshare --mount`), whose `/run` is a private tmpfs, so `ip netns add` names live
@@ -127,28 +137,26 @@ fn setup() -> Duration {
         ip(&n, "link add cni0 type bridge");
         ip(&n, &format!("addr add 10.42.{i}.1/24 dev cni0"));
         ip(&n, "link set cni0 up");
-        // Cilium next to it (every node runs the agent from the start): its own VXLAN on the
-        // chosen port and its pod CIDR's per-node subnet.
+        // Cilium next to it (the agent runs on every node from the start): cilium_vxlan as the
+        // agent creates it (pkg/datapath/loader/netlink.go, setupVxlanDevice: FlowBased, i.e.
+        // `external`, on the tunnel port, no VNI and no peers: the datapath sets each packet's
+        // tunnel key), cilium_host/cilium_net with the node's router address from its slice of
+        // Cilium's CIDR. ARP is off on cilium_host: every IPv4 packet routed there is redirected
+        // into the tunnel by the egress program before a neighbour could matter.
         ip(
             &n,
-            &format!(
-                "link add cilium_vxlan type vxlan id 2 dstport {CILIUM_PORT} local {underlay} dev eth0"
-            ),
-        );
-        ip(
-            &n,
-            &format!("addr add {CILIUM_CIDR_PREFIX}.{i}.0/32 dev cilium_vxlan"),
+            &format!("link add cilium_vxlan type vxlan external dstport {CILIUM_PORT}"),
         );
         ip(&n, "link set cilium_vxlan up");
-        // cilium_host/cilium_net, as the agent creates them: the node's router address from
-        // its slice of Cilium's CIDR, the pods' gateway.
         ip(&n, "link add cilium_host type veth peer name cilium_net");
         ip(
             &n,
             &format!("addr add {CILIUM_CIDR_PREFIX}.{i}.1/32 dev cilium_host"),
         );
+        ip(&n, "link set cilium_host arp off");
         ip(&n, "link set cilium_net up");
         ip(&n, "link set cilium_host up");
+        attach_overlay(i);
         for j in (0..3).filter(|&j| j != i) {
             let peer = format!("192.168.60.{}", 11 + j);
             sh(&[
@@ -163,26 +171,17 @@ fn setup() -> Duration {
                 "dst",
                 &peer,
             ]);
-            sh(&[
-                "bridge",
-                "-n",
-                &n,
-                "fdb",
-                "append",
-                "00:00:00:00:00:00",
-                "dev",
-                "cilium_vxlan",
-                "dst",
-                &peer,
-            ]);
             ip(
                 &n,
                 &format!("route add 10.42.{j}.0/24 via 10.42.{j}.0 dev flannel.1 onlink"),
             );
+            // The agent's tunnel-mode route to another node's slice: through cilium_host, whose
+            // egress program encapsulates (`via` the node's own router address, as `ip route`
+            // shows on a Cilium node).
             ip(
                 &n,
                 &format!(
-                    "route add {CILIUM_CIDR_PREFIX}.{j}.0/24 via {CILIUM_CIDR_PREFIX}.{j}.0 dev cilium_vxlan onlink"
+                    "route add {CILIUM_CIDR_PREFIX}.{j}.0/24 via {CILIUM_CIDR_PREFIX}.{i}.1 dev cilium_host src {CILIUM_CIDR_PREFIX}.{i}.1"
                 ),
             );
         }
@@ -234,6 +233,141 @@ fn setup() -> Duration {
         }
     }
     t.elapsed()
+}
+
+/// The security identity Cilium's encapsulation carries as VNI for what crosses the overlays
+/// here: a flannel pod's packet forwarded by a node's stack into cilium_host has an address the
+/// ipcache only knows as the world (resolve_srcid_ipv4 in bpf/bpf_host.c with from_host;
+/// `WORLD_IPV4_ID` is 2 in an IPv4-only cluster, bpf/node_config.h).
+const WORLD_ID: u32 = 2;
+
+/// fixtures/rehearsal/overlay.c: our own tc programs doing what Cilium's datapath does at the
+/// overlay (see the file), compiled by clang for node `i`.
+const OVERLAY_C: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/rehearsal/overlay.c");
+
+/// The clang scripts/setup.sh installs (clang-19, else clang-16, else a plain clang).
+fn clang() -> &'static str {
+    ["clang-19", "clang-16", "clang"]
+        .into_iter()
+        .find(|c| {
+            Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("no clang (scripts/setup.sh installs clang-19): the rehearsal builds its tc programs")
+}
+
+fn ifindex(ns: &str, dev: &str) -> u32 {
+    let o = Command::new("ip")
+        .args(["-n", ns, "-j", "link", "show", "dev", dev])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("ip -j link");
+    v[0]["ifindex"].as_u64().expect("ifindex") as u32
+}
+
+/// fixtures/rehearsal/overlay.c built for node `i`'s cilium_vxlan, with `identity` as the VNI
+/// it sets and the only one it accepts.
+fn build_overlay(i: usize, identity: u32) -> String {
+    let n = node(i);
+    let obj = format!("/run/rehearsal/overlay-{n}-{identity}.o");
+    std::fs::create_dir_all("/run/rehearsal").unwrap();
+    let (a, b) = CILIUM_CIDR_PREFIX.split_once('.').unwrap();
+    // Linux UAPI headers (linux/bpf.h) live beside the multiarch asm/ dir on Debian.
+    let multiarch = format!("/usr/include/{}-linux-gnu", std::env::consts::ARCH);
+    sh(&[
+        clang(),
+        "-O2",
+        "-target",
+        "bpf",
+        "-I",
+        &multiarch,
+        &format!("-DCIDR_A={a}"),
+        &format!("-DCIDR_B={b}"),
+        "-DUNDERLAY_A=192",
+        "-DUNDERLAY_B=168",
+        "-DUNDERLAY_C=60",
+        "-DUNDERLAY_BASE=11",
+        &format!("-DIDENTITY={identity}"),
+        &format!("-DVXLAN_IFINDEX={}", ifindex(&n, "cilium_vxlan")),
+        "-c",
+        OVERLAY_C,
+        "-o",
+        &obj,
+    ]);
+    obj
+}
+
+/// A tc program from `obj` on `dev`'s clsact hook `dir`, direct-action; any earlier one there
+/// goes first.
+fn attach(i: usize, dev: &str, dir: &str, obj: &str, sec: &str) {
+    let n = node(i);
+    let _ = Command::new("tc")
+        .args(["-n", &n, "qdisc", "del", "dev", dev, "clsact"])
+        .output();
+    sh(&["tc", "-n", &n, "qdisc", "add", "dev", dev, "clsact"]);
+    sh(&[
+        "tc", "-n", &n, "filter", "add", "dev", dev, dir, "bpf", "da", "obj", obj, "sec", sec,
+    ]);
+}
+
+/// Node `i`'s overlay programs, attached where the agent attaches cil_from_host (cilium_host
+/// egress) and cil_from_overlay (cilium_vxlan ingress).
+fn attach_overlay(i: usize) {
+    let obj = build_overlay(i, WORLD_ID);
+    attach(i, "cilium_host", "egress", &obj, "tc/encap");
+    attach(i, "cilium_vxlan", "ingress", &obj, "tc/decap");
+}
+
+/// The VNI really is checked: with node `to`'s decap expecting another identity, pod `from`'s
+/// packets still reach `to`'s cilium_vxlan (counted) but are dropped there, so no answer comes.
+/// The right program is put back afterwards.
+fn a_wrong_identity_is_dropped(from: usize, to: usize) {
+    let wrong = build_overlay(to, WORLD_ID + 1);
+    attach(to, "cilium_vxlan", "ingress", &wrong, "tc/decap");
+    let before = packets(to, "cilium_vxlan").0;
+    let answered = std::thread::scope(|s| {
+        s.spawn(|| {
+            enter(&pod(from));
+            let udp = UdpSocket::bind("0.0.0.0:0").unwrap();
+            udp.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let dst: SocketAddr = format!("{}:7", pod_addr(to)).parse().unwrap();
+            (0..3).any(|_| {
+                udp.send_to(b"wrong identity", dst).unwrap();
+                udp.recv_from(&mut [0u8; 64]).is_ok()
+            })
+        })
+        .join()
+        .unwrap()
+    });
+    let arrived = packets(to, "cilium_vxlan").0 - before;
+    attach(to, "cilium_vxlan", "ingress", &build_overlay(to, WORLD_ID), "tc/decap");
+    assert!(!answered, "pod{to} answered over a VNI its decap refuses");
+    assert!(arrived >= 3, "the packets reached cilium_vxlan ({arrived})");
+}
+
+/// Why the plan must not give Cilium flannel's port: a second VXLAN socket on UDP 8472 next to
+/// flannel.1 is refused by the kernel when the device comes up (the agent's metadata-mode
+/// device cannot share flannel's socket), so the agent would fail on every node.
+fn flannel_port_is_refused_to_a_second_overlay(i: usize) {
+    let n = node(i);
+    ip(
+        &n,
+        &format!("link add probe_vxlan type vxlan external dstport {FLANNEL_PORT}"),
+    );
+    let o = Command::new("ip")
+        .args(["-n", &n, "link", "set", "probe_vxlan", "up"])
+        .output()
+        .unwrap();
+    ip(&n, "link del probe_vxlan");
+    assert!(
+        !o.status.success(),
+        "a metadata-mode VXLAN came up on flannel's port {FLANNEL_PORT}"
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("Address already in use"), "{err}");
 }
 
 fn pod_addr(i: usize) -> String {
@@ -384,6 +518,10 @@ fn worker() {
         std::io::stdout().flush().unwrap();
         std::thread::sleep(Duration::from_secs(600));
     }
+    flannel_port_is_refused_to_a_second_overlay(0);
+    println!(
+        "rehearsal: a second VXLAN on flannel's UDP {FLANNEL_PORT} is refused (EADDRINUSE); Cilium's on {CILIUM_PORT} is up on every node"
+    );
     for i in 0..3 {
         let ports = bound_ports(i);
         assert!(
@@ -454,6 +592,11 @@ fn worker() {
             tcp.as_secs_f64() * 1e6
         );
     }
+    a_wrong_identity_is_dropped(2, MIGRATED);
+    println!(
+        "rehearsal: node{MIGRATED}'s overlay drops VNI {} (only identity {WORLD_ID} passes): the VNI carried the identity",
+        WORLD_ID + 1
+    );
     println!("rehearsal: ok");
 }
 
