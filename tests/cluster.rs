@@ -9,10 +9,13 @@
 //! server-side apply/GET/DELETE of the `CiliumNodeConfig`). It also plays the controllers
 //! (DaemonSets recreate deleted pods; a Cilium pod restarted on a labelled node while the
 //! per-node config exists writes the agent's conflist into that node's root and sets flannel's
-//! aside, as `write-cni-conf-when-ready` and `cni-exclusive` do). helm, systemctl, ip and the
-//! iptables tools are scripted stand-ins first on PATH (as in tests/migration.rs); the node
-//! stages are the real `preflight install --migration-stage` on copies of the fixture node
-//! roots. Everything else is real.
+//! aside, as `write-cni-conf-when-ready` and `cni-exclusive` do). helm (it plays the agents'
+//! install on every node), systemctl (k3s's service, which cannot run here) and kubectl are
+//! scripted stand-ins first on PATH, as in tests/migration.rs. Each node runs in a network
+//! namespace of its own holding flannel's real `flannel.1` (VXLAN 8472) and `cni0` and flannel's
+//! iptables rules: the node stages are the real `preflight install --migration-stage` on copies
+//! of the fixture node roots, entered there with `nsenter --net`, running the real `ip`,
+//! `iptables-save`, `iptables` and `iptables-restore`. Everything else is real.
 use std::{
     collections::BTreeMap,
     convert::Infallible,
@@ -869,16 +872,7 @@ fi
 if [ -n "$STANDIN_FAIL_ONCE" ] && [[ "$line" == *"$STANDIN_FAIL_ONCE"* ]] && mkdir "$STANDIN_CLUSTER/failed-once" 2>/dev/null; then
   echo "stand-in $tool: told to fail once on: $STANDIN_FAIL_ONCE" >&2; exit 1
 fi
-links="$STANDIN_DIR/links"; mkdir -p "$links"
 case "$tool" in
-ip)
-  if [ "$1 $2 $3 $4 $5" = "-d -j addr show dev" ]; then
-    if [ -f "$links/$6" ]; then cat "$links/$6"; exit 0; fi
-    echo "Device \"$6\" does not exist." >&2; exit 1
-  fi
-  if [ "$1 $2" = "link del" ]; then rm -f "$links/$3"; exit 0; fi
-  if [ "$1 $2" = "link add" ]; then cp "$STANDIN_DIR/orig-$3" "$links/$3" 2>/dev/null || echo "[{\"ifname\":\"$3\"}]" > "$links/$3"; exit 0; fi
-  exit 0 ;;
 helm)
   rel="$STANDIN_CLUSTER/release-$3"
   case "$1" in
@@ -891,7 +885,7 @@ helm)
     # into cni.binPath; the agent creates its links; with cni.customConf=false it writes its
     # conflist into cni.confPath itself.
     for spec in $STANDIN_NODES; do
-      root=${spec%%=*}; dir=${spec#*=}
+      root=${spec%%=*}; netns=${spec#*=}
       if grep -q 'customConf: true' "$values"; then
         printf 'ELF stand-in\n' > "$root/var/lib/rancher/k3s/data/current/bin/cilium-cni"
       else
@@ -899,7 +893,9 @@ helm)
         echo '{"cniVersion":"0.3.1","name":"cilium","plugins":[{"type":"cilium-cni"}]}' > "$root/etc/cni/net.d/05-cilium.conflist"
         printf 'ELF stand-in\n' > "$root/opt/cni/bin/cilium-cni"
       fi
-      for l in cilium_host cilium_net cilium_vxlan; do echo "[{\"ifname\":\"$l\"}]" > "$dir/links/$l"; done
+      # The agent's links, as it creates them (real, in the node's network namespace).
+      nsenter --net="$netns" ip link add cilium_host type veth peer name cilium_net 2>/dev/null
+      nsenter --net="$netns" ip link add cilium_vxlan type vxlan external dstport 8473 2>/dev/null
     done
     exit 0 ;;
   rollback) echo "$3" > "$STANDIN_CLUSTER/release-$2"; exit 0 ;;
@@ -920,11 +916,6 @@ systemctl)
     fi ;;
   esac
   exit 0 ;;
-iptables-save) cat "$STANDIN_DIR/iptables" 2>/dev/null; exit 0 ;;
-iptables-restore) cp "$1" "$STANDIN_DIR/iptables"; exit 0 ;;
-iptables)
-  if [ "$3" = "-X" ]; then sed -i "/$4/d" "$STANDIN_DIR/iptables"; fi
-  exit 0 ;;
 *) exit 0 ;;
 esac
 "#;
@@ -932,29 +923,81 @@ esac
 struct Cluster {
     tmp: tempfile::TempDir,
     api: ApiServer,
+    /// One process per node holding its network namespace (`unshare --net`); killed on drop,
+    /// and by the kernel when this test's thread ends (PR_SET_PDEATHSIG): the namespace, its
+    /// links and its iptables rules go with it.
+    holders: Vec<std::process::Child>,
 }
 
-const FLANNEL_VXLAN: &str = r#"[{"ifname":"flannel.1","mtu":1450,"address":"aa:bb:cc:00:11:22","flags":["BROADCAST","UP"],"linkinfo":{"info_kind":"vxlan","info_data":{"id":1,"local":"192.168.50.11","link":"eth0","port":8472}},"addr_info":[{"family":"inet","local":"10.42.0.0","prefixlen":32}]}]"#;
-const CNI0: &str = r#"[{"ifname":"cni0","mtu":1450,"address":"aa:bb:cc:00:11:33","flags":["UP"],"linkinfo":{"info_kind":"bridge"},"addr_info":[{"family":"inet","local":"10.42.0.1","prefixlen":24}]}]"#;
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for h in &mut self.holders {
+            let _ = h.kill();
+            let _ = h.wait();
+        }
+    }
+}
+
+/// A node's network as flannel leaves it (what the node stages change and must give back):
+/// eth0 with the node address, cni0 with the node's pod subnet, flannel.1 (VXLAN 8472, the
+/// options flanneld sets) and flannel's iptables rules (fixtures/iptables/k3s-flannel.save).
+const NODE_NETWORK: &str = r#"set -e
+i=$1
+ip link set lo up
+ip link add eth0 type veth peer name eth0-peer
+ip addr add 192.168.50.1$((i + 1))/24 dev eth0
+ip link set eth0 address aa:bb:cc:00:00:1$i
+ip link set eth0 up
+ip link add cni0 address aa:bb:cc:00:11:3$i mtu 1450 type bridge
+ip addr add 10.42.$i.1/24 dev cni0
+ip link set cni0 up
+ip link add flannel.1 address aa:bb:cc:00:11:2$i mtu 1450 type vxlan id 1 local 192.168.50.1$((i + 1)) dev eth0 dstport 8472 nolearning
+ip addr add 10.42.$i.0/32 dev flannel.1
+ip link set flannel.1 up
+iptables-restore "$2"
+"#;
+
+/// A process that holds a new network namespace until killed, and dies with this thread.
+fn netns_holder() -> std::process::Child {
+    let mut c = Command::new("unshare");
+    c.args(["--net", "sleep", "infinity"])
+        .stdin(std::process::Stdio::null());
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        c.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let child = c.spawn().expect("unshare --net");
+    // Wait until the child has entered its own namespace.
+    let own = fs::metadata("/proc/self/ns/net").unwrap().ino();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while fs::metadata(format!("/proc/{}/ns/net", child.id()))
+        .map(|m| m.ino())
+        .unwrap_or(own)
+        == own
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "unshare --net did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child
+}
 
 impl Cluster {
     fn new() -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let bin = tmp.path().join("bin");
         fs::create_dir_all(&bin).unwrap();
-        for tool in [
-            "helm",
-            "systemctl",
-            "ip",
-            "mount",
-            "iptables-save",
-            "iptables",
-            "iptables-restore",
-            "kubectl",
-        ] {
+        // Not ip or the iptables tools: those run for real in each node's network namespace.
+        for tool in ["helm", "systemctl", "mount", "kubectl"] {
             fs::write(bin.join(tool), STAND_IN).unwrap();
             fs::set_permissions(bin.join(tool), fs::Permissions::from_mode(0o755)).unwrap();
         }
+        let mut holders = Vec::new();
         let mut world = World {
             standin: tmp.path().join("cluster"),
             ds_generation: 1,
@@ -979,21 +1022,24 @@ impl Cluster {
             )
             .unwrap();
             let st = tmp.path().join("standin").join(n);
-            fs::create_dir_all(st.join("links")).unwrap();
-            fs::write(st.join("links/flannel.1"), FLANNEL_VXLAN).unwrap();
-            fs::write(st.join("links/cni0"), CNI0).unwrap();
-            fs::write(st.join("orig-flannel.1"), FLANNEL_VXLAN).unwrap();
-            fs::write(st.join("orig-cni0"), CNI0).unwrap();
+            fs::create_dir_all(&st).unwrap();
             fs::copy(
                 root.join("var/lib/rancher/k3s/agent/etc/containerd/config.toml"),
                 st.join("orig-config.toml"),
             )
             .unwrap();
-            fs::write(
-                st.join("iptables"),
-                include_str!("../fixtures/iptables/k3s-flannel.save"),
-            )
-            .unwrap();
+            let holder = netns_holder();
+            let netns = tmp.path().join("netns").join(n);
+            fs::create_dir_all(netns.parent().unwrap()).unwrap();
+            std::os::unix::fs::symlink(format!("/proc/{}/ns/net", holder.id()), &netns).unwrap();
+            holders.push(holder);
+            let o = Command::new("nsenter")
+                .arg(format!("--net={}", netns.display()))
+                .args(["sh", "-c", NODE_NETWORK, "sh", &i.to_string()])
+                .arg(repo().join("fixtures/iptables/k3s-flannel.save"))
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{n}'s network: {}", text(&o));
             world.roots.insert(n.to_string(), root);
             world.nodes.insert(
                 n.to_string(),
@@ -1041,7 +1087,7 @@ impl Cluster {
             api.url
         );
         fs::write(tmp.path().join("kubeconfig"), kubeconfig).unwrap();
-        Cluster { tmp, api }
+        Cluster { tmp, api, holders }
     }
 
     fn root(&self, n: &str) -> PathBuf {
@@ -1050,18 +1096,88 @@ impl Cluster {
     fn standin(&self, n: &str) -> PathBuf {
         self.tmp.path().join("standin").join(n)
     }
+    /// The node's network namespace (a link to its holder's `/proc/PID/ns/net`).
+    fn netns(&self, n: &str) -> PathBuf {
+        self.tmp.path().join("netns").join(n)
+    }
+    /// `nsenter --net=NODE`: a command run in the node's network namespace.
+    fn in_node(&self, n: &str, program: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={}", self.netns(n).display()))
+            .arg(program);
+        c
+    }
+    /// The node's links as `ip -d -j addr show` gives them, without what changes by itself
+    /// (index, counters, timers, lifetimes): name, kind and settings, MAC, MTU, flags, addresses.
+    fn links(&self, n: &str) -> BTreeMap<String, String> {
+        let o = self
+            .in_node(n, "ip")
+            .args(["-d", "-j", "addr", "show"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let mut out = BTreeMap::new();
+        for l in v.as_array().unwrap() {
+            let kind = &l["linkinfo"]["info_kind"];
+            // A bridge's info_data is mostly timers; a VXLAN's is its settings.
+            let data = if kind == "vxlan" {
+                l["linkinfo"]["info_data"].clone()
+            } else {
+                Value::Null
+            };
+            let addrs: Vec<String> = l["addr_info"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|a| format!("{}/{}", a["local"].as_str().unwrap_or(""), a["prefixlen"]))
+                .collect();
+            let mut flags: Vec<String> = l["flags"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|f| f.to_string())
+                .collect();
+            flags.sort();
+            out.insert(
+                l["ifname"].as_str().unwrap().to_string(),
+                format!(
+                    "{kind} {data} mac={} mtu={} flags={flags:?} addrs={addrs:?}",
+                    l["address"], l["mtu"]
+                ),
+            );
+        }
+        out
+    }
+    /// The node's iptables rules (iptables-save without its dated comment lines and without the
+    /// chains' packet counters, which traffic in the namespace moves).
+    fn iptables(&self, n: &str) -> String {
+        let o = self.in_node(n, "iptables-save").output().unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| match l.rsplit_once(' ') {
+                Some((chain, counters)) if l.starts_with(':') && counters.starts_with('[') => {
+                    format!("{chain}\n")
+                }
+                _ => format!("{l}\n"),
+            })
+            .collect()
+    }
 
     /// `preflight ARGS` with the stand-ins on PATH, against the stand-in API and the node roots.
     fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let t = self.tmp.path();
         let node_exec = format!(
-            "env STANDIN_DIR={st}/{{node}} STANDIN_ROOT={roots}/{{node}} {BIN} {{args}} --root {roots}/{{node}}",
+            "nsenter --net={netns}/{{node}} env STANDIN_DIR={st}/{{node}} STANDIN_ROOT={roots}/{{node}} {BIN} {{args}} --root {roots}/{{node}}",
+            netns = t.join("netns").display(),
             st = t.join("standin").display(),
             roots = t.join("roots").display()
         );
         let nodes: Vec<String> = NODES
             .iter()
-            .map(|n| format!("{}={}", self.root(n).display(), self.standin(n).display()))
+            .map(|n| format!("{}={}", self.root(n).display(), self.netns(n).display()))
             .collect();
         let mut c = Command::new(BIN);
         c.args(args)
@@ -1110,16 +1226,10 @@ impl Cluster {
         let mut out = BTreeMap::new();
         for n in NODES {
             tree(&self.root(n), &self.root(n), &format!("{n}:"), &mut out);
-            tree(
-                &self.standin(n).join("links"),
-                &self.standin(n).join("links"),
-                &format!("{n}:link:"),
-                &mut out,
-            );
-            out.insert(
-                format!("{n}:iptables"),
-                fs::read_to_string(self.standin(n).join("iptables")).unwrap(),
-            );
+            for (name, link) in self.links(n) {
+                out.insert(format!("{n}:link:{name}"), link);
+            }
+            out.insert(format!("{n}:iptables"), self.iptables(n));
         }
         let w = self.api.world.lock().unwrap();
         for (n, v) in &w.nodes {
@@ -1223,9 +1333,13 @@ fn a_full_cluster_run_migrates_every_node_and_rollback_restores_them() {
             .contains("flannel-backend: none")
     );
     for n in NODES {
+        let links = c.links(n);
+        assert!(!links.contains_key("flannel.1"), "{n}: flannel.1 deleted");
+        assert!(!links.contains_key("cni0"), "{n}: cni0 deleted");
+        assert!(links.contains_key("cilium_vxlan"), "{n}: {links:?}");
         assert!(
-            !c.standin(n).join("links/flannel.1").exists(),
-            "{n}: flannel.1 deleted"
+            !c.iptables(n).contains("FLANNEL-"),
+            "{n}: flannel's chains removed"
         );
         assert!(c.root(n).join("etc/cni/net.d/05-cilium.conflist").exists());
         assert!(
@@ -1424,7 +1538,7 @@ fn a_node_stage_rolls_back_on_its_own() {
     let before = c.snapshot();
     let st = c.standin("k3s-server");
     let node = |args: &[&str]| {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = c.in_node("k3s-server", BIN);
         cmd.args(args)
             .arg("--root")
             .arg(&root)

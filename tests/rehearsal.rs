@@ -243,7 +243,10 @@ const WORLD_ID: u32 = 2;
 
 /// fixtures/rehearsal/overlay.c: our own tc programs doing what Cilium's datapath does at the
 /// overlay (see the file), compiled by clang for node `i`.
-const OVERLAY_C: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/rehearsal/overlay.c");
+const OVERLAY_C: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../fixtures/rehearsal/overlay.c"
+);
 
 /// The clang scripts/setup.sh installs (clang-19, else clang-16, else a plain clang).
 fn clang() -> &'static str {
@@ -255,7 +258,9 @@ fn clang() -> &'static str {
                 .output()
                 .is_ok_and(|o| o.status.success())
         })
-        .expect("no clang (scripts/setup.sh installs clang-19): the rehearsal builds its tc programs")
+        .expect(
+            "no clang (scripts/setup.sh installs clang-19): the rehearsal builds its tc programs",
+        )
 }
 
 fn ifindex(ns: &str, dev: &str) -> u32 {
@@ -343,7 +348,13 @@ fn a_wrong_identity_is_dropped(from: usize, to: usize) {
         .unwrap()
     });
     let arrived = packets(to, "cilium_vxlan").0 - before;
-    attach(to, "cilium_vxlan", "ingress", &build_overlay(to, WORLD_ID), "tc/decap");
+    attach(
+        to,
+        "cilium_vxlan",
+        "ingress",
+        &build_overlay(to, WORLD_ID),
+        "tc/decap",
+    );
     assert!(!answered, "pod{to} answered over a VNI its decap refuses");
     assert!(arrived >= 3, "the packets reached cilium_vxlan ({arrived})");
 }

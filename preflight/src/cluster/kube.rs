@@ -4,7 +4,9 @@
 //! This is the boundary that cannot run on a development or CI machine: there is no API server.
 //! `tests/cluster.rs` serves a stand-in on localhost that keeps objects and answers the exact
 //! REST calls made here (nodes, pods, evictions with PodDisruptionBudgets, DaemonSets, the
-//! `CiliumNodeConfig`); everything else in a cluster run is real.
+//! `CiliumNodeConfig`). The API and helm (and k3s's service, which cannot run here either) are
+//! the only stand-ins of those tests: node stages run the real binary with the real `ip` and
+//! iptables tools in a network namespace per node (docs/cluster-migration.md).
 use std::time::{Duration, Instant};
 
 use ::kube::{

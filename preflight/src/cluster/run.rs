@@ -1,6 +1,8 @@
 //! Carrying the runbook out (`install --cluster`) and undoing it (`rollback --cluster`) under
 //! the cluster journal: cluster steps through the Kubernetes API ([`super::kube`]) and helm
-//! (a real command line, through the node plan's runner); node stages by running
+//! (a real command line, through the node plan's runner; the tests stand in for helm and for the
+//! API server, which cannot run there, and assert the command lines and requests); node stages
+//! by running
 //! `preflight install --migration-stage STAGE` on each node (`--node-exec`), whose own journal
 //! records the node's changes.
 //!
@@ -98,14 +100,16 @@ fn run_argv(argv: &[String], timeout: Duration, say: Say) -> anyhow::Result<()> 
         say(&format!("        | {l}"));
     }
     if !status.success() {
-        let tail: Vec<&str> = stdout
+        // Why it failed first (the stage's own FAILED line and its stderr), then what it undid.
+        let why: Vec<&str> = stdout
             .lines()
-            .chain(stderr.lines())
-            .rev()
-            .take(12)
+            .filter(|l| l.contains("FAILED at step"))
+            .chain(stderr.lines().filter(|l| !l.trim().is_empty()))
             .collect();
+        let tail: Vec<&str> = stdout.lines().rev().take(12).collect();
         bail!(
-            "{shown} exited with {status}:\n{}",
+            "{shown} exited with {status}:\n{}\n{}",
+            why.join("\n"),
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         );
     }
