@@ -147,6 +147,35 @@ fn plan_refuses_a_busy_port_and_an_overlapping_cidr() {
     assert!(out.contains("NOT READY"), "{out}");
 }
 
+/// The nodes' verdicts hold for the release their reports judged (1.18.4 here): planning another
+/// minor (the default, 1.20) cannot tell, and says which reports to collect; another patch of
+/// the same minor is fine.
+#[test]
+fn plan_says_undecided_when_the_reports_judged_another_release() {
+    let o = Command::new(BIN)
+        .current_dir(repo())
+        .args(["plan", "--cluster", "fixtures/cluster/k3s-three-node/reports"])
+        .args(["--cilium-version", "1.20.2"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        out.contains("k3s-agent-1: its report judged Cilium 1.18.4, not 1.20.2"),
+        "{out}"
+    );
+    assert!(out.contains("preflight job --cilium-version 1.20.2"), "{out}");
+    let o = plan(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = Command::new(BIN)
+        .current_dir(repo())
+        .args(["plan", "--cluster", "fixtures/cluster/k3s-three-node/reports"])
+        .args(["--cilium-version", "1.18.2"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "same minor: {}", text(&o));
+}
+
 #[test]
 fn plan_says_undecided_for_reports_without_cluster_facts() {
     // The aggregate fixtures predate cluster facts: the plan cannot tell, exit 2.

@@ -461,7 +461,19 @@ pub fn build(inputs: Inputs, opts: ClusterOptions) -> ClusterPlan {
         "Every node GO, or GO after its node steps",
     );
     let mut undecided = Vec::new();
+    let mut other_version = false;
+    // A verdict holds for the release it judged: another minor has other kernel and chart rules.
+    let minor = |v: &str| crate::cilium::CiliumVersion::parse(v).ok().map(|v| v.minor_key());
     for n in &nodes {
+        if minor(&n.cilium_version) != minor(&opts.cilium_version) {
+            other_version = true;
+            undecided.push(n.hostname.clone());
+            p.evidence.push(format!(
+                "{}: its report judged Cilium {}, not {}: that verdict says nothing about the release installed",
+                n.hostname, n.cilium_version, opts.cilium_version
+            ));
+            continue;
+        }
         if !n.decided {
             undecided.push(n.hostname.clone());
             p.evidence.push(format!(
@@ -507,7 +519,12 @@ pub fn build(inputs: Inputs, opts: ClusterOptions) -> ClusterPlan {
         Status::Unknown => format!("could not tell for {}", undecided.join(", ")),
         _ => "a node is blocked by something the migration does not change".into(),
     };
-    if p.status != Status::Pass {
+    if other_version {
+        p.remedy = Some(format!(
+            "collect the reports for the release installed (`preflight job --cilium-version {}`), or plan for the one they judged (--cilium-version)",
+            opts.cilium_version
+        ));
+    } else if p.status != Status::Pass {
         p.remedy = Some(
             "fix what blocks those nodes (`preflight run` on each says how), then collect the reports again"
                 .into(),
