@@ -95,11 +95,14 @@ fn plan_checks_every_node_and_prints_the_runbook() {
             .unwrap_or_else(|| panic!("missing {s:?}:\n{out}"))
     };
     let order = [
+        "-- Prepare every node",
         "k3s-server: preflight install --migration-stage prepare",
         "k3s-agent-2: preflight install --migration-stage prepare",
+        "-- Cilium next to flannel",
         "helm upgrade --install cilium (Cilium 1.18.4) with values-migration.yaml",
         "Wait for daemonset/cilium",
         "Create CiliumNodeConfig kube-system/cilium-default",
+        "-- Move k3s-agent-1 to Cilium",
         "k3s-agent-1: cordon",
         "k3s-agent-1: drain (Eviction API, PodDisruptionBudgets respected)",
         "k3s-agent-1: label io.cilium.migration/cilium-default=true",
@@ -110,10 +113,13 @@ fn plan_checks_every_node_and_prints_the_runbook() {
         "k3s-agent-2: cordon",
         "k3s-server: cordon",
         "k3s-server: uncordon",
+        "-- Final values",
         "helm upgrade cilium with values-final.yaml",
         "Delete CiliumNodeConfig",
+        "-- Turn flannel off, servers first",
         "k3s-server: preflight install --migration-stage flannel-off",
         "k3s-agent-1: preflight install --migration-stage flannel-off",
+        "-- Clean up",
         "k3s-server: remove label",
     ];
     for w in order.windows(2) {
@@ -154,7 +160,11 @@ fn plan_refuses_a_busy_port_and_an_overlapping_cidr() {
 fn plan_says_undecided_when_the_reports_judged_another_release() {
     let o = Command::new(BIN)
         .current_dir(repo())
-        .args(["plan", "--cluster", "fixtures/cluster/k3s-three-node/reports"])
+        .args([
+            "plan",
+            "--cluster",
+            "fixtures/cluster/k3s-three-node/reports",
+        ])
         .args(["--cilium-version", "1.20.2"])
         .output()
         .unwrap();
@@ -164,12 +174,19 @@ fn plan_says_undecided_when_the_reports_judged_another_release() {
         out.contains("k3s-agent-1: its report judged Cilium 1.18.4, not 1.20.2"),
         "{out}"
     );
-    assert!(out.contains("preflight job --cilium-version 1.20.2"), "{out}");
+    assert!(
+        out.contains("preflight job --cilium-version 1.20.2"),
+        "{out}"
+    );
     let o = plan(&[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let o = Command::new(BIN)
         .current_dir(repo())
-        .args(["plan", "--cluster", "fixtures/cluster/k3s-three-node/reports"])
+        .args([
+            "plan",
+            "--cluster",
+            "fixtures/cluster/k3s-three-node/reports",
+        ])
         .args(["--cilium-version", "1.18.2"])
         .output()
         .unwrap();

@@ -463,7 +463,11 @@ pub fn build(inputs: Inputs, opts: ClusterOptions) -> ClusterPlan {
     let mut undecided = Vec::new();
     let mut other_version = false;
     // A verdict holds for the release it judged: another minor has other kernel and chart rules.
-    let minor = |v: &str| crate::cilium::CiliumVersion::parse(v).ok().map(|v| v.minor_key());
+    let minor = |v: &str| {
+        crate::cilium::CiliumVersion::parse(v)
+            .ok()
+            .map(|v| v.minor_key())
+    };
     for n in &nodes {
         if minor(&n.cilium_version) != minor(&opts.cilium_version) {
             other_version = true;

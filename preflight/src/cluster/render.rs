@@ -69,6 +69,30 @@ pub fn runs(step: &ClusterStep, plan: &ClusterPlan, access: &Access) -> String {
     }
 }
 
+/// The part of the procedure a step belongs to, as a heading: the runbook reads as the guide's
+/// phases, and in the per-node phase, node by node.
+fn phase(step: &ClusterStep) -> String {
+    let kind = step.id.rsplit('.').next().unwrap_or_default();
+    match (&step.node, kind) {
+        (Some(_), "prepare") => "Prepare every node (before Cilium lands anywhere)".into(),
+        (Some(_), "flannel-off" | "ready") => {
+            "Turn flannel off, servers first (every node runs Cilium now)".into()
+        }
+        (Some(_), "unlabel") => "Clean up".into(),
+        (Some(node), _) => {
+            format!("Move {node} to Cilium (cordon, drain, label, restart, validate, uncordon)")
+        }
+        (None, _)
+            if step.id.starts_with("cluster.helm.migration")
+                || step.id == "cluster.wait.cilium"
+                || step.id == "cluster.node-config" =>
+        {
+            "Cilium next to flannel (its own pod CIDR and VXLAN port; it manages no pod yet)".into()
+        }
+        (None, _) => "Final values: Cilium manages the CNI config everywhere".into(),
+    }
+}
+
 pub fn render(plan: &ClusterPlan, steps: &[ClusterStep], access: &Access) -> String {
     let mut out = String::new();
     let servers: Vec<&str> = plan.servers().map(|n| n.hostname.as_str()).collect();
@@ -155,7 +179,13 @@ pub fn render(plan: &ClusterPlan, steps: &[ClusterStep], access: &Access) -> Str
     }
 
     let _ = writeln!(out, "\nRunbook: {} steps", steps.len());
+    let mut heading = String::new();
     for (i, s) in steps.iter().enumerate() {
+        let h = phase(s);
+        if h != heading {
+            let _ = writeln!(out, "\n  -- {h}");
+            heading = h;
+        }
         let _ = writeln!(out, "{:>3}. {}", i + 1, s.title);
         let _ = writeln!(out, "       id:      {}", s.id);
         let _ = writeln!(out, "       changes: {}", s.changes);
