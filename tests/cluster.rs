@@ -1644,6 +1644,8 @@ fn a_corrupt_cluster_journal_is_refused_by_file_and_line() {
             "install",
             "--cluster",
             fixture().join("reports").to_str().unwrap(),
+            "--cilium-version",
+            "1.18.4",
             "--yes",
         ][..],
     ] {
