@@ -1474,6 +1474,17 @@ fn a_full_cluster_run_migrates_every_node_and_rollback_restores_them() {
         String::from_utf8_lossy(&o.stdout)
     );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // Each node's part is announced, then what the node undid is relayed.
+    let out = String::from_utf8_lossy(&o.stdout);
+    let pos = |s: &str| {
+        out.find(s)
+            .unwrap_or_else(|| panic!("missing {s:?}:\n{out}"))
+    };
+    assert!(
+        pos("rolling back stage flannel-off on k3s-server")
+            < pos("flannel-off/links.delete:flannel.1 (33): link flannel.1 recreated")
+    );
+    assert!(pos("flannel's iptables chains restored") > 0);
     assert_same(&before, &c.snapshot(), "after rollback --cluster");
     assert!(!state.join("cluster-journal.json").exists());
 }

@@ -88,15 +88,18 @@ fn run_argv(argv: &[String], timeout: Duration, say: Say) -> anyhow::Result<()> 
     };
     let stdout = reader.join().unwrap_or_default();
     let stderr = err_reader.join().unwrap_or_default();
-    // The node's last lines say what it did; the whole plan is in its own journal.
-    for l in stdout
-        .lines()
-        .rev()
-        .take(4)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-    {
+    // What the node undid or kept, and its last line (what it did); the whole plan is in its own
+    // journal.
+    let last = stdout.lines().rfind(|l| !l.trim().is_empty());
+    for l in stdout.lines().filter(|l| {
+        let t = l.trim_start();
+        ["undone:", "left as is:", "WARNING:", "FAILED:"]
+            .iter()
+            .any(|p| t.starts_with(p))
+    }) {
+        say(&format!("        | {l}"));
+    }
+    if let Some(l) = last {
         say(&format!("        | {l}"));
     }
     if !status.success() {
@@ -504,6 +507,10 @@ fn undo(u: &Undo, kube: &Kube, runner: &Runner, say: Say) -> anyhow::Result<Opti
             stage,
             rollback,
         } => {
+            say(&format!(
+                "  rolling back stage {} on {node} …",
+                stage.as_str()
+            ));
             run_argv(rollback, runner.timeout(), say)?;
             Some(format!("stage {} rolled back on {node}", stage.as_str()))
         }
