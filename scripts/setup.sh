@@ -22,7 +22,8 @@ apt_packages=(
   libclang1-19 libclang1-16 libclang1-14  # clang-sys loads the compiling clang's libclang for structured diagnostics
   llvm-19 llvm-16 llvm-14      # llc-NN for the Cilium 1.14 clang | llc pipeline, llvm-objdump
   bpftool                      # the peer tool in the probe benchmark
-  iproute2                     # ip netns / veth for the attach canaries' scratch namespace
+  iproute2                     # ip netns / veth for the attach canaries' scratch namespace; tc for tests/rehearsal.rs
+  iptables                     # tests/cluster.rs: flannel's rules removed and restored for real in each node's netns
   make                         # tests read a real bpf tree's own Makefile options (tests/elf_real_trees.rs)
   qemu-system-x86 busybox-static cpio  # cargo xtask vm-test: real Debian kernels under TCG
   docker-registry skopeo       # tests/compile_source.rs: a real OCI registry on 127.0.0.1 and a client to push to it

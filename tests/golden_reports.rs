@@ -154,6 +154,17 @@ fn file_cases() -> Vec<Case> {
             &["plan", "--root", &format!("fixtures/nodes/{node}")],
         ));
     }
+    // The whole-cluster plan from the three-node fixture cluster's reports.
+    cases.push(Case::new(
+        "plan/cluster-k3s-three-node.txt",
+        &[
+            "plan",
+            "--cluster",
+            "fixtures/cluster/k3s-three-node/reports",
+            "--cilium-version",
+            "1.18.4",
+        ],
+    ));
     cases
 }
 

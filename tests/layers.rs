@@ -16,6 +16,8 @@ const LAYERS: &[&[&str]] = &[
     &["main"],
     // Every clap Args struct and handler; stdout.
     &["cmd"],
+    // The whole-cluster migration: plans from many reports (fleet), drives node plans (plan).
+    &["cluster"],
     // The migration (plan, journal, executor), the fleet (Job manifests, aggregation) and the
     // kernel-upgrade gate (kernels booted under qemu).
     &["plan", "fleet", "gate"],

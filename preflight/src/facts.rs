@@ -12,6 +12,7 @@ use crate::{
         HostRoot, cni::CniFacts, distro::DistroFacts, k3s::K3sFacts, kconfig::KernelConfigFact,
         links::Link, modules::ModuleIndex, mounts::MountTable, state::CiliumState, sysctl::Sysctls,
     },
+    model::{ClusterFacts, NodeNetwork, Observed},
     probe::{self, ProbeReport, Scope, canary::CanaryReport},
 };
 
@@ -48,6 +49,9 @@ pub struct Facts {
     pub sysctls: Sysctls,
     /// Network devices over rtnetlink (live-only).
     pub links: Gathered<Vec<Link>>,
+    /// Addresses, routes, bound UDP ports and devices of the node's namespace, read through the
+    /// root (`proc/1/net`, `sys/class/net`): what a whole-cluster plan compares across nodes.
+    pub network: Gathered<NodeNetwork>,
     pub k3s: K3sFacts,
     pub cni: CniFacts,
     pub cilium_state: CiliumState,
@@ -91,6 +95,14 @@ impl Facts {
                     .find(|c| !c.is_empty() && !c.contains(':'))
                     .map(str::to_string)
             }),
+        }
+    }
+
+    /// What the report carries for a whole-cluster migration plan (`plan --cluster`).
+    pub fn cluster_facts(&self) -> ClusterFacts {
+        ClusterFacts {
+            network: Observed::from(&self.network),
+            k3s: crate::host::network::k3s_role(&self.host, &self.k3s, &self.cni),
         }
     }
 
@@ -167,6 +179,7 @@ impl Facts {
                     host.root().display()
                 ))
             };
+            let network = crate::host::network::gather(&host);
             let k3s = crate::host::k3s::gather(&host);
             let cni = crate::host::cni::gather(&host, k3s.rancher_desktop);
             let cilium_state = crate::host::state::gather(&host);
@@ -210,6 +223,7 @@ impl Facts {
                 bpffs_magic,
                 sysctls,
                 links,
+                network,
                 k3s,
                 cni,
                 cilium_state,

@@ -4,6 +4,7 @@
 //! (a registry of pure functions) → `verdict` → `report` (one model, several renderers).
 pub mod checks;
 pub mod cilium;
+pub mod cluster;
 pub mod cmd;
 pub mod compile;
 pub mod exe;

@@ -1,5 +1,6 @@
 //! Command line. Every subcommand's help says what it does, what it touches and how it exits.
 pub mod checks;
+pub mod cluster;
 pub mod compile;
 pub mod fleet;
 pub mod gate;

@@ -81,7 +81,8 @@ pub struct TargetArgs {
     #[arg(long, default_value_t = 6443, value_name = "PORT")]
     pub k8s_service_port: u16,
     /// The kubeconfig helm and kubectl use (default: the node's /etc/rancher/k3s/k3s.yaml under
-    /// --root). A file that is not there is refused (exit 2).
+    /// --root; with --cluster: KUBECONFIG, then ~/.kube/config, then the in-cluster service
+    /// account). A file that is not there is refused (exit 2).
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
     /// Seconds to wait for the Cilium DaemonSet and CoreDNS.
@@ -99,7 +100,7 @@ pub struct TargetArgs {
 
 impl TargetArgs {
     /// The target the flags describe. Values errors name the file and line (exit 2).
-    fn target(&self) -> anyhow::Result<Target> {
+    pub(super) fn target(&self) -> anyhow::Result<Target> {
         let target = Target::build(&self.flags.spec())?;
         if let Some(note) = &target.version_note {
             eprintln!("preflight: warning: {note}");
@@ -278,9 +279,14 @@ pub struct PlanArgs {
     #[command(flatten)]
     pub tools: ToolArgs,
     /// Instead of a Helm step: write cilium-values.yaml and cilium-application.yaml (an Argo CD
-    /// Application) into DIR.
+    /// Application) into DIR. With --cluster: every stage's manifests for an Argo CD
+    /// app-of-apps (stage-1-install, stage-2-node-config, stage-3-final) and runbook.txt.
     #[arg(long, value_name = "DIR")]
     pub emit_gitops: Option<PathBuf>,
+    #[command(flatten)]
+    pub cluster: super::cluster::ClusterPlanArgs,
+    #[command(flatten)]
+    pub access: super::cluster::ClusterAccessArgs,
 }
 
 #[derive(Debug, Args)]
@@ -297,6 +303,14 @@ pub struct InstallArgs {
     /// Install even when the preflight says no-go.
     #[arg(long)]
     pub force: bool,
+    /// Only this stage of a whole-cluster migration, on this node (prepare, cilium-cni,
+    /// flannel-off), as `install --cluster` starts it on each node: no preflight, no Helm.
+    #[arg(long, value_name = "STAGE", value_parser = crate::plan::stages::STAGES)]
+    pub migration_stage: Option<String>,
+    #[command(flatten)]
+    pub cluster: super::cluster::ClusterPlanArgs,
+    #[command(flatten)]
+    pub access: super::cluster::ClusterAccessArgs,
 }
 
 #[derive(Debug, Args)]
@@ -305,6 +319,21 @@ pub struct RollbackArgs {
     pub root: RootArg,
     #[command(flatten)]
     pub tools: ToolArgs,
+    /// Undo only this stage of a whole-cluster migration on this node.
+    #[arg(long, value_name = "STAGE", value_parser = crate::plan::stages::STAGES)]
+    pub migration_stage: Option<String>,
+    /// Undo a whole-cluster migration from its cluster journal (in --state-dir), newest step
+    /// first: cluster steps through the API, node stages with `rollback --migration-stage` on
+    /// each node.
+    #[arg(long = "cluster", conflicts_with = "migration_stage")]
+    pub cluster: bool,
+    /// With --cluster: the kubeconfig for the API server (default: KUBECONFIG, then
+    /// ~/.kube/config, then the in-cluster service account). A node's rollback uses what its
+    /// journal recorded.
+    #[arg(long, value_name = "FILE", requires = "cluster")]
+    pub kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    pub access: super::cluster::ClusterAccessArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -329,7 +358,7 @@ pub struct FallbackArgs {
 
 /// The node's root as an absolute path (it ends up in command lines: helm --values,
 /// --kubeconfig), opened once: every access of the command goes through this directory fd.
-fn node_root(arg: &RootArg) -> anyhow::Result<HostRoot> {
+pub(super) fn node_root(arg: &RootArg) -> anyhow::Result<HostRoot> {
     let given = arg.host(false)?;
     let path = given
         .root()
@@ -339,7 +368,7 @@ fn node_root(arg: &RootArg) -> anyhow::Result<HostRoot> {
 }
 
 /// Print the fault-point count when the test hooks are on, so tests know the matrix size.
-fn report_fault_points() {
+pub(super) fn report_fault_points() {
     if std::env::var_os("PREFLIGHT_FAULT_AT").is_some()
         || std::env::var_os("PREFLIGHT_KILL_AT").is_some()
     {
@@ -351,6 +380,14 @@ fn report_fault_points() {
 }
 
 pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
+    if !args.cluster.reports.is_empty() {
+        return super::cluster::plan(
+            &args.cluster,
+            &args.access,
+            &args.target,
+            args.emit_gitops.as_deref(),
+        );
+    }
     let host = node_root(&args.root)?;
     let runner = args.tools.runner();
     let j = judge(&host, &runner, &args.target, false)?;
@@ -394,7 +431,11 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
 /// Before any change: every tool the plan runs must be there, and helm and kubectl must answer
 /// (`kubectl version` also reaches the API server). Err lists every problem: exit 2, nothing
 /// changed.
-fn check_tools(runner: &Runner, plan: &crate::plan::Plan, node: &NodeState) -> anyhow::Result<()> {
+pub(super) fn check_tools(
+    runner: &Runner,
+    plan: &crate::plan::Plan,
+    node: &NodeState,
+) -> anyhow::Result<()> {
     let tools = crate::plan::tools_needed(plan);
     let mut problems: Vec<String> = tools
         .iter()
@@ -432,7 +473,7 @@ fn check_tools(runner: &Runner, plan: &crate::plan::Plan, node: &NodeState) -> a
     )
 }
 
-fn confirm(yes: bool, what: &str) -> anyhow::Result<bool> {
+pub(super) fn confirm(yes: bool, what: &str) -> anyhow::Result<bool> {
     if yes {
         return Ok(true);
     }
@@ -446,6 +487,12 @@ fn confirm(yes: bool, what: &str) -> anyhow::Result<bool> {
 }
 
 pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
+    if let Some(stage) = &args.migration_stage {
+        return super::cluster::install_stage(args, stage);
+    }
+    if !args.cluster.reports.is_empty() {
+        return super::cluster::install(args);
+    }
     let host = node_root(&args.root)?;
     let runner = args.tools.runner();
     // Before anything is read: the plan must not be made from a node another run is changing.
@@ -582,7 +629,7 @@ fn collect_evidence(
     lines
 }
 
-fn print_rollback(r: exec::RollbackReport) -> u8 {
+pub(super) fn print_rollback(r: exec::RollbackReport) -> u8 {
     if r.nothing_to_do {
         crate::outln!("Nothing to roll back (no journal).");
         return exit::GO;
@@ -620,10 +667,20 @@ fn print_rollback(r: exec::RollbackReport) -> u8 {
 }
 
 pub fn rollback(args: &RollbackArgs) -> anyhow::Result<u8> {
+    if args.cluster {
+        return super::cluster::rollback(args);
+    }
     let host = node_root(&args.root)?;
     let runner = args.tools.runner();
     let _lock = Lock::acquire(&host, "rollback")?;
-    let code = print_rollback(exec::rollback(&host, &runner)?);
+    let code = match &args.migration_stage {
+        Some(stage) => super::cluster::print_stage_rollback(
+            exec::rollback_stage(&host, &runner, stage)?,
+            stage,
+            &host,
+        ),
+        None => print_rollback(exec::rollback(&host, &runner)?),
+    };
     report_fault_points();
     Ok(code)
 }

@@ -74,6 +74,7 @@ pub fn run(args: &RunArgs, colour: bool) -> anyhow::Result<u8> {
         checks,
         verdict,
         timings,
+        cluster_facts: Some(facts.cluster_facts()),
     };
     crate::cmd::report::emit(&report, args.format, &args.files, args.quiet, colour)?;
     Ok(if report.verdict.go || args.exit_zero {

@@ -6,7 +6,8 @@
 use serde_json::Value;
 
 use super::features::Features;
-use crate::cilium::{Capability, Target, releases::BUILTIN};
+use crate::cilium::{Target, releases::BUILTIN};
+use crate::model::Capability;
 
 /// The identity the agent's templates and per-program flags use (`identity.ReservedIdentityWorld`).
 pub const WORLD_ID: u32 = 2;

@@ -42,6 +42,9 @@ pub struct NodeReport {
     pub node: NodeInfo,
     pub target: TargetInfo,
     pub verdict: VerdictInfo,
+    /// The node's network and k3s role (`plan --cluster`); absent in reports of older builds.
+    #[serde(default)]
+    pub cluster_facts: Option<crate::model::ClusterFacts>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -18,6 +18,7 @@ pub mod kconfig;
 pub mod links;
 pub mod modules;
 pub mod mounts;
+pub mod network;
 pub mod state;
 pub mod sysctl;
 pub mod write;

@@ -4,6 +4,7 @@ mod area;
 mod capability;
 mod check;
 mod gathered;
+mod network;
 mod node;
 mod outcome;
 mod status;
@@ -13,6 +14,9 @@ pub use area::Area;
 pub use capability::Capability;
 pub use check::CheckResult;
 pub use gathered::Gathered;
+pub use network::{
+    ClusterFacts, K3sRole, NetDevice, NodeAddress, NodeNetwork, NodeRoute, Observed,
+};
 pub use node::Node;
 pub use outcome::Outcome;
 pub use status::Status;

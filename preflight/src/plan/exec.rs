@@ -625,14 +625,43 @@ pub struct RollbackReport {
 /// Undo every journaled change, newest first; then reload systemd, restart services, remove
 /// the journal. Idempotent, and finishes the job after a crash of install or of itself.
 pub fn rollback(host: &HostRoot, runner: &Runner) -> anyhow::Result<RollbackReport> {
+    rollback_entries(host, runner, None)
+}
+
+/// Undo one stage of a whole-cluster migration (`rollback --migration-stage STAGE`): only the
+/// entries whose step id starts with `STAGE/`, newest first, with the service restarts and
+/// reloads those entries call for. The journal stays while other stages' changes remain.
+pub fn rollback_stage(
+    host: &HostRoot,
+    runner: &Runner,
+    stage: &str,
+) -> anyhow::Result<RollbackReport> {
+    rollback_entries(host, runner, Some(&super::stages::prefix(stage)))
+}
+
+fn rollback_entries(
+    host: &HostRoot,
+    runner: &Runner,
+    only: Option<&str>,
+) -> anyhow::Result<RollbackReport> {
     let mut report = RollbackReport::default();
     let Some(mut journal) = Journal::load(host)? else {
         super::journal::clean_empty_state_dirs(host, &[])?;
         report.nothing_to_do = true;
         return Ok(report);
     };
+    let all = journal.file.entries.clone();
+    let entries: Vec<_> = all
+        .iter()
+        .filter(|e| only.is_none_or(|p| e.step.starts_with(p)))
+        .cloned()
+        .collect();
+    if entries.is_empty() && only.is_some() {
+        // The stage never ran here (or its journal was already removed with the rest).
+        report.nothing_to_do = true;
+        return Ok(report);
+    }
     journal.set_status(Status::RollingBack)?;
-    let entries = journal.file.entries.clone();
     for e in entries.iter().rev() {
         if e.state == EntryState::Undone {
             continue;
@@ -700,7 +729,17 @@ pub fn rollback(host: &HostRoot, runner: &Runner) -> anyhow::Result<RollbackRepo
         }
     }
     if report.failed.is_empty() {
-        journal.remove()?;
+        let rest_undone = journal
+            .file
+            .entries
+            .iter()
+            .all(|e| e.state == EntryState::Undone);
+        if rest_undone {
+            journal.remove()?;
+        } else {
+            // Other stages' changes stay in place, still undoable.
+            journal.set_status(Status::Complete)?;
+        }
     }
     Ok(report)
 }

@@ -14,6 +14,7 @@ pub mod journal;
 pub mod lock;
 pub mod node;
 pub mod runner;
+pub mod stages;
 
 use std::fmt::Write as _;
 

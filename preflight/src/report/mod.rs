@@ -13,8 +13,10 @@ pub use junit::render_junit;
 pub use markdown::render_markdown;
 pub use text::render_text;
 
-use crate::model::{CheckResult, Node};
-use crate::{cilium::Target, model::Verdict};
+use crate::{
+    cilium::Target,
+    model::{CheckResult, ClusterFacts, Node, Verdict},
+};
 
 /// Bump on any change that could break a consumer of the JSON (renamed/removed field, new status).
 pub const SCHEMA_VERSION: u32 = 1;
@@ -35,6 +37,10 @@ pub struct Report {
     pub checks: Vec<CheckResult>,
     pub verdict: Verdict,
     pub timings: Timings,
+    /// The node's network and k3s role, for `plan --cluster`. Added to schema_version 1 after
+    /// it was published: reports of earlier builds lack it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_facts: Option<ClusterFacts>,
 }
 
 /// How to print a report.
