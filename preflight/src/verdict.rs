@@ -291,19 +291,23 @@ pub fn after_plan(verdict: &mut Verdict, checks: &[CheckResult], steps: &[PlanFi
         return;
     }
     let values_step = steps.iter().find(|s| s.step == VALUES_STEP);
-    let mut wanted: Vec<(&str, bool)> = checks
+    // A failure that only follows from another check is fixed by the step that fixes that one.
+    let mut wanted: Vec<(&str, &str, bool)> = checks
         .iter()
         .filter(|c| c.blocks())
-        .map(|c| (c.id.as_str(), c.fix.is_some()))
+        .map(|c| {
+            let by = c.follows.as_deref().unwrap_or(&c.id);
+            (c.id.as_str(), by, c.fix.is_some())
+        })
         .collect();
     for id in verdict.blocking_after_values.iter().flatten() {
-        wanted.push((id.as_str(), false));
+        wanted.push((id.as_str(), id.as_str(), false));
     }
     let mut fixes: Vec<PlanFix> = Vec::new();
-    for (id, by_value) in wanted {
+    for (id, by, by_value) in wanted {
         let step = steps
             .iter()
-            .find(|s| s.fixes.iter().any(|f| f == id))
+            .find(|s| s.fixes.iter().any(|f| f == by))
             .or(values_step.filter(|_| by_value));
         let Some(step) = step else {
             return;
@@ -509,6 +513,7 @@ mod tests {
             relevant: true,
             ignored,
             decisive: false,
+            follows: None,
             fix: None,
         }
     }
@@ -835,5 +840,30 @@ mod tests {
         let mut v = decide(&target, &checks[2..]);
         after_plan(&mut v, &checks[2..], &steps);
         assert_eq!(v.readiness(), Readiness::Go);
+    }
+
+    /// A program that fails only because datapath init never writes its header is fixed by
+    /// the step that fixes compile.init; one that fails on its own is not.
+    #[test]
+    fn a_failure_that_follows_another_is_fixed_by_that_ones_step() {
+        let target = Target::default();
+        let base = &[Capability::BaseDatapath];
+        let mut lxc = result("compile.bpf_lxc", Status::Fail, base, false);
+        lxc.follows = Some("compile.init".into());
+        let checks = [result("compile.init", Status::Fail, base, false), lxc];
+        let steps = [step("k3s.drop-in", &["compile.init"])];
+        let mut v = decide(&target, &checks);
+        after_plan(&mut v, &checks, &steps);
+        assert_eq!(v.readiness(), Readiness::GoAfterPlan, "{}", v.summary);
+        assert_eq!(
+            v.plan_steps[0].fixes,
+            ["compile.init", "compile.bpf_lxc"],
+            "the step lists both"
+        );
+        let mut alone = checks.clone();
+        alone[1].follows = None;
+        let mut v = decide(&target, &alone);
+        after_plan(&mut v, &alone, &steps);
+        assert_eq!(v.readiness(), Readiness::NoGo);
     }
 }

@@ -216,11 +216,21 @@ fn compile_outcome(p: &ProgramResult) -> Outcome {
         && p.findings
             .iter()
             .all(|f| matches!(f.cause, Cause::ClangTooNew { .. }));
+    // Every finding a header the agent never gets to write because datapath init fails:
+    // fixing compile.init fixes this program too (the verdict's "GO after plan" counts on it).
+    let only_init = !p.findings.is_empty()
+        && p.findings.iter().all(|f| {
+            matches!(&f.cause, Cause::GeneratedHeaderMissing { init_blockers, .. }
+                if !init_blockers.is_empty())
+        });
     let mut o = if only_toolchain {
         Outcome::warn(format!("toolchain mismatch, not a node problem: {summary}"))
     } else {
         Outcome::fail(summary)
     };
+    if only_init {
+        o = o.follows("compile.init");
+    }
     if !remedies.is_empty() {
         o = o.remedy(remedies.join("; "));
     }

@@ -103,6 +103,7 @@ impl Check {
             relevant: self.relevant_to(target),
             ignored,
             decisive: outcome.decisive && outcome.status == Status::Unknown,
+            follows: outcome.follows.filter(|_| outcome.status == Status::Fail),
             fix,
         }
     }

@@ -28,6 +28,11 @@ pub struct CheckResult {
     /// published: absent (false) in older reports and whenever it does not apply.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub decisive: bool,
+    /// A failure that only follows from another check's (e.g. a program that fails to compile
+    /// because datapath init, `compile.init`, never writes its header): what fixes that check
+    /// fixes this one. Added after schema_version 1: absent when it does not apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follows: Option<String>,
     /// The values fix the outcome proposed (its [`super::Outcome::patch`], with its remedy or
     /// else its detail as the reason): what the verdict recommends when this check fails. Not
     /// written: the verdict's `recommendations` carry it.

@@ -19,6 +19,8 @@ pub struct Outcome {
     /// An unknown the capabilities that need the check cannot do without (a hard requirement
     /// that could not be checked): they are undecided, not go (`CheckResult::decisive`).
     pub decisive: bool,
+    /// The id of another check this failure only follows from (`CheckResult::follows`).
+    pub follows: Option<String>,
 }
 
 impl Outcome {
@@ -30,6 +32,7 @@ impl Outcome {
             remedy: None,
             patch: None,
             decisive: false,
+            follows: None,
         }
     }
     pub fn pass(detail: impl Into<String>) -> Self {
@@ -57,6 +60,11 @@ impl Outcome {
     }
     pub fn patch(mut self, patch: Value) -> Self {
         self.patch = Some(patch);
+        self
+    }
+    /// This failure is only a consequence of check `id` failing: what fixes that fixes this.
+    pub fn follows(mut self, id: impl Into<String>) -> Self {
+        self.follows = Some(id.into());
         self
     }
     /// This unknown leaves the capabilities that need the check undecided.
