@@ -53,12 +53,14 @@ fn absent(r: &CompileReport, name: &str) -> Outcome {
     }
 }
 
-fn report(facts: &Facts) -> Result<&CompileReport, Outcome> {
+/// The compile report, or the outcome every compile check gives without one (boxed: the
+/// error is as large as an `Outcome`).
+fn report(facts: &Facts) -> Result<&CompileReport, Box<Outcome>> {
     match &facts.compile {
-        Gathered::Skipped(why) => Err(Outcome::skip(why.clone())),
-        Gathered::Unknown(e) => Err(Outcome::unknown(format!(
+        Gathered::Skipped(why) => Err(Box::new(Outcome::skip(why.clone()))),
+        Gathered::Unknown(e) => Err(Box::new(Outcome::unknown(format!(
             "compile stage could not run: {e}"
-        ))),
+        )))),
         Gathered::Got(r) => Ok(r),
     }
 }
@@ -73,7 +75,7 @@ fn toolchain() -> Check {
     .evaluate(|facts, _| {
         let r = match report(facts) {
             Ok(r) => r,
-            Err(o) => return o,
+            Err(o) => return *o,
         };
         let c = &r.toolchain;
         let detail = format!(
@@ -114,7 +116,7 @@ fn tree() -> Check {
     .evaluate(|facts, target| {
         let r = match report(facts) {
             Ok(r) => r,
-            Err(o) => return o,
+            Err(o) => return *o,
         };
         let o = match r.tree.version_mismatch(&target.cilium_version.to_string()) {
             Some(why) => Outcome::warn(format!("{}; {why}", r.tree.describe())),
@@ -144,7 +146,7 @@ fn init() -> Check {
     .evaluate(|facts, target| {
         let r = match report(facts) {
             Ok(r) => r,
-            Err(o) => return o,
+            Err(o) => return *o,
         };
         if r.init_blockers.is_empty() {
             return Outcome::pass("nothing found that stops datapath init before node_config.h");
@@ -336,7 +338,7 @@ pub fn checks() -> Vec<Check> {
             .evaluate(move |facts, _| {
                 let r = match report(facts) {
                     Ok(r) => r,
-                    Err(o) => return o,
+                    Err(o) => return *o,
                 };
                 match r.program(name) {
                     Some(p) => compile_outcome(p),
@@ -355,7 +357,7 @@ pub fn checks() -> Vec<Check> {
             .evaluate(move |facts, _| {
                 let r = match report(facts) {
                     Ok(r) => r,
-                    Err(o) => return o,
+                    Err(o) => return *o,
                 };
                 let Some(p) = r.program(name) else {
                     return absent(r, name);
