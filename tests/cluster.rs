@@ -429,7 +429,18 @@ fn node_config_api_version_is_the_one_the_target_chart_lists() {
             .arg(dir.path())
             .output()
             .unwrap();
-        assert_eq!(o.status.code(), Some(0), "{version}: {}", text(&o));
+        // The fixture reports judged 1.18.4: for another minor the node verdicts say nothing,
+        // so the plan is undecided (exit 2), but the stages are still written for review.
+        if version.starts_with("1.18.") {
+            assert_eq!(o.status.code(), Some(0), "{version}: {}", text(&o));
+        } else {
+            assert_eq!(o.status.code(), Some(2), "{version}: {}", text(&o));
+            assert!(
+                text(&o).contains("its report judged Cilium 1.18.4"),
+                "{version}: {}",
+                text(&o)
+            );
+        }
         let cnc: Value = serde_norway::from_str(
             &fs::read_to_string(dir.path().join("stage-2-node-config/ciliumnodeconfig.yaml"))
                 .unwrap(),
