@@ -1,4 +1,4 @@
-//! CNI dirs and configs (FACTS §5): the Helm values this node needs (`cni.binPath`,
+//! CNI dirs and configs (docs/node-facts.md): the Helm values this node needs (`cni.binPath`,
 //! `cni.confPath`), conflicting network configs, a stray cilium-cni.
 use super::Check;
 use crate::{

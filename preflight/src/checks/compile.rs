@@ -151,7 +151,7 @@ fn init() -> Check {
         if r.init_blockers.is_empty() {
             return Outcome::pass("nothing found that stops datapath init before node_config.h");
         }
-        // FACTS §2: a failed datapath init is fatal up to 1.16 and again from 1.19 (b22b49d6);
+        // docs/compile.md: a failed datapath init is fatal up to 1.16 and again from 1.19 (b22b49d6);
         // 1.17 and 1.18 carry on and compile endpoints against the dummy headers.
         let what_follows = if target.release().agent.init_failure_fatal {
             format!(

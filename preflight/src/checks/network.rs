@@ -1,6 +1,6 @@
 //! Live network devices (netlink): a vxlan/geneve device already holding Cilium's tunnel port
 //! makes the tunnel setup fail with "address already in use" — the start of the
-//! 'CALLS_MAP' macro-redefinition incident (FACTS §2) — and CNI leftovers.
+//! 'CALLS_MAP' macro-redefinition incident (docs/compile.md) — and CNI leftovers.
 use super::Check;
 use crate::{
     facts::Facts,

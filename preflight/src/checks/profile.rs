@@ -17,7 +17,7 @@ use crate::{
     probe::{ProbeReport, Support},
 };
 
-/// Features whose documented minimum kernel we check (FACTS §3).
+/// Features whose documented minimum kernel we check (docs/target-and-values.md).
 const FEATURE_MINIMUMS: &[Capability] = &[BandwidthManager, WireGuard, BpfHostRouting, Netkit];
 
 fn kernel_at_least(facts: &Facts, min: KernelVersion, what: &str) -> Outcome {

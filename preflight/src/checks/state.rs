@@ -1,4 +1,4 @@
-//! Cilium state left by an earlier or failed install (FACTS §2).
+//! Cilium state left by an earlier or failed install (docs/compile.md).
 use super::Check;
 use crate::{
     host::state::{Generation, NODE_CONFIG},
