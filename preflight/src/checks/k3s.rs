@@ -1,4 +1,4 @@
-//! k3s settings Cilium needs (FACTS §5) and Rancher Desktop specifics.
+//! k3s settings Cilium needs (docs/node-facts.md) and Rancher Desktop specifics.
 use super::Check;
 use crate::{
     facts::Facts,

@@ -46,7 +46,7 @@ const fn opt(name: &'static str, module: Option<&'static str>, why: &'static str
     }
 }
 
-/// Every option any known version needs (FACTS §3; Documentation/operations/
+/// Every option any known version needs (docs/target-and-values.md; Documentation/operations/
 /// system_requirements.rst; pkg/datapath/linux/requirements.go).
 const OPTIONS: &[KernelOption] = &[
     opt(

@@ -1,4 +1,4 @@
-//! bpffs at /sys/fs/bpf and cgroup v2 (FACTS §3): the agent mounts /sys/fs/bpf Bidirectional,
+//! bpffs at /sys/fs/bpf and cgroup v2 (docs/node-facts.md): the agent mounts /sys/fs/bpf Bidirectional,
 //! so the host's must be one shared bpffs; socket LB needs a cgroup v2 hierarchy.
 use super::Check;
 use crate::{
