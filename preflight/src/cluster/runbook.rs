@@ -263,7 +263,7 @@ pub fn build(plan: &ClusterPlan, access: &Access) -> Vec<ClusterStep> {
             )
             .says(
                 "bpffs mounted shared and persistent; stale Cilium state and pins moved into the node's journal; the files and links Cilium will write (its conflist in both CNI dirs, cilium-cni, flannel's conflist, containerd's config.toml, cilium_host/cilium_net/cilium_vxlan) recorded as they are",
-                "the agent needs a shared bpffs; a stale node_config.h breaks its compile (FACTS §2); recording before Cilium starts lets the node's rollback return everything it will write",
+                "the agent needs a shared bpffs; a stale node_config.h breaks its compile (docs/compile.md); recording before Cilium starts lets the node's rollback return everything it will write",
                 format!("`preflight rollback --migration-stage prepare` on {h}: every recorded path and link back to what it is now"),
             ),
         );
