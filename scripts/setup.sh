@@ -26,6 +26,7 @@ apt_packages=(
   iptables                     # tests/cluster.rs: flannel's rules removed and restored for real in each node's netns
   make                         # tests read a real bpf tree's own Makefile options (tests/elf_real_trees.rs)
   qemu-system-x86 busybox-static cpio  # cargo xtask vm-test: real Debian kernels under TCG
+  qemu-system-arm curl         # vm-test/gate --arch arm64: Debian arm64 kernels under qemu-system-aarch64 (TCG), their .debs over HTTPS
   docker-registry skopeo       # tests/compile_source.rs: a real OCI registry on 127.0.0.1 and a client to push to it
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross  # the arm64 artifact: cross linker, static glibc
   qemu-user-static             # scripts/dist-check.sh runs the arm64 artifact on the fixtures

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::TargetFlags;
-use crate::gate::GateOptions;
+use crate::gate::{GateOptions, qemu::Machine};
 
 #[derive(Debug, Args)]
 pub struct GateArgs {
@@ -37,6 +37,10 @@ pub struct GateArgs {
     /// ~/.cache/preflight-vm).
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
+    /// The guests' architecture (default: this machine's). Another architecture boots under
+    /// qemu's TCG emulation and needs --guest-binary of that architecture.
+    #[arg(long, value_enum, value_name = "ARCH", default_value_t = Machine::host())]
+    pub arch: Machine,
 }
 
 impl GateArgs {
@@ -49,6 +53,7 @@ impl GateArgs {
             results: self.results.clone(),
             guest_binary: self.guest_binary.clone(),
             cache: self.cache.clone(),
+            machine: self.arch,
         }
     }
 }

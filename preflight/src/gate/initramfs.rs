@@ -1,4 +1,4 @@
-//! The guest's root filesystem: busybox-static as /init's shell, the static preflight, the
+//! The guest's root filesystem: busybox-static (of the guest's architecture) as /init's shell, the static preflight, the
 //! kernel's config at /boot/config-<release> (Debian kernels have no /proc/config.gz), the
 //! files a section needs (values files, a chart) and the modules preflight's checks look for
 //! with their dependencies and a modules.dep made by `busybox depmod`. Written as an
@@ -98,9 +98,12 @@ fn init_script(sections: &[Section]) -> String {
 }
 
 /// Builds `<work>/initrd`; returns it with the names of the checked modules it carries.
-/// `files` are (path in the guest, file or directory on the host), copied in as they are.
+/// `busybox` and `preflight` are static programs of the guest's architecture
+/// ([`super::kernels::guest_busybox`]). `files` are (path in the guest, file or directory on
+/// the host), copied in as they are.
 pub fn build(
     kernel: &Kernel,
+    busybox: &Path,
     preflight: &Path,
     work: &Path,
     sections: &[Section],
@@ -113,7 +116,9 @@ pub fn build(
     ] {
         fs::create_dir_all(root.join(dir))?;
     }
-    fs::copy(busybox()?, root.join("bin/busybox")).context("copying busybox")?;
+    fs::copy(busybox, root.join("bin/busybox"))
+        .with_context(|| format!("copying {}", busybox.display()))?;
+    set_mode(&root.join("bin/busybox"), 0o755)?;
     symlink("busybox", root.join("bin/sh"))?;
     fs::copy(preflight, root.join("bin/preflight"))
         .with_context(|| format!("copying {}", preflight.display()))?;
@@ -225,18 +230,10 @@ fn copy_modules(kernel: &Kernel, root: &Path, work: &Path) -> anyhow::Result<Vec
         .collect())
 }
 
-/// The host's busybox: it must be the static build (busybox-static), since the guest has no
-/// shared libraries.
-fn busybox() -> anyhow::Result<&'static Path> {
-    ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .map(Path::new)
-        .find(|p| p.exists())
-        .context("no busybox (/bin/busybox): apt-get install busybox-static")
-}
-
+/// The guest's modules.dep, written by the host's busybox: depmod reads the modules' modinfo
+/// strings, which do not depend on the modules' architecture.
 fn depmod(base: &Path, release: &str) -> anyhow::Result<()> {
-    let status = Command::new(busybox()?)
+    let status = Command::new(super::kernels::host_busybox()?)
         .arg("depmod")
         .arg("-b")
         .arg(base)

@@ -52,6 +52,8 @@ pub struct GateOptions {
     pub guest_binary: Option<PathBuf>,
     /// Kernel package cache (None: the default).
     pub cache: Option<PathBuf>,
+    /// The guests' architecture (the host's by default; another one runs under TCG).
+    pub machine: qemu::Machine,
 }
 
 /// What one kernel gave.
@@ -75,17 +77,19 @@ pub fn gate(args: &GateOptions) -> anyhow::Result<(u8, String)> {
     );
     // The target as the guests will build it: bad values stop here, before any download.
     Target::build(&args.target).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let guest_binary = guest_binary(args.guest_binary.as_deref())?;
+    let machine = args.machine;
+    let guest_binary = guest_binary(args.guest_binary.as_deref(), machine)?;
     let (guest_args, files) = guest_run_args(args)?;
     let cache = args.cache.clone().unwrap_or_else(kernels::cache_dir);
-    let machine = qemu::Machine::host();
+    let busybox = kernels::guest_busybox(machine, &cache)?;
     let (accel, why) = qemu::accelerator(machine);
     eprintln!("preflight gate: qemu accelerator {accel} ({why})");
     fs::create_dir_all(&args.results)
         .with_context(|| format!("creating {}", args.results.display()))?;
     let mut guests = Vec::new();
     for spec in &args.kernels {
-        let kernel = kernels::resolve(spec, &cache).with_context(|| format!("--kernel {spec}"))?;
+        let kernel = kernels::resolve(spec, &cache, machine).with_context(|| format!("--kernel {spec}"))?;
+        kernels::check_image(&kernel, machine).with_context(|| format!("--kernel {spec}"))?;
         let work = tempfile::Builder::new()
             .prefix("preflight-gate.")
             .tempdir()
@@ -97,7 +101,14 @@ pub fn gate(args: &GateOptions) -> anyhow::Result<(u8, String)> {
                 format!("timeout {} {}", args.timeout, shell_words(&guest_args)),
             ),
         ];
-        let (initrd, _) = initramfs::build(&kernel, &guest_binary, work.path(), &sections, &files)?;
+        let (initrd, _) = initramfs::build(
+            &kernel,
+            &busybox,
+            &guest_binary,
+            work.path(),
+            &sections,
+            &files,
+        )?;
         eprintln!(
             "preflight gate: booting {} ({})",
             kernel.release, kernel.package
@@ -118,39 +129,58 @@ pub fn gate(args: &GateOptions) -> anyhow::Result<(u8, String)> {
     Ok((code, out))
 }
 
-/// The static preflight the guests run: `--guest-binary`, else this executable.
-fn guest_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
-    if let Some(path) = given {
-        let data = fs::read(path).with_context(|| format!("--guest-binary {}", path.display()))?;
-        ensure!(
-            !has_interpreter(&data).with_context(|| format!(
-                "--guest-binary {}: not an ELF executable",
-                path.display()
-            ))?,
-            "--guest-binary {}: dynamically linked; the guest has no shared libraries, give the \
-             static build (cargo xtask dist)",
-            path.display()
-        );
-        return Ok(path.to_path_buf());
-    }
+/// The static preflight the guests run: `--guest-binary`, else this executable; either must
+/// be a static program of the guests' architecture.
+fn guest_binary(given: Option<&Path>, machine: qemu::Machine) -> anyhow::Result<PathBuf> {
+    let path = match given {
+        Some(path) => path.to_path_buf(),
+        None => {
+            ensure!(
+                crate::exe::is_statically_linked(),
+                "this preflight is dynamically linked and cannot run in the guest (no shared \
+                 libraries there): run the gate from the static build (`cargo xtask dist`, the \
+                 released binary) or pass --guest-binary"
+            );
+            std::env::current_exe().context("finding this executable")?
+        }
+    };
+    let flag = if given.is_some() {
+        "--guest-binary"
+    } else {
+        "this preflight"
+    };
+    let data = fs::read(&path).with_context(|| format!("{flag} {}", path.display()))?;
+    let (interp, elf_machine) = elf_facts(&data)
+        .with_context(|| format!("{flag} {}: not an ELF executable", path.display()))?;
     ensure!(
-        crate::exe::is_statically_linked(),
-        "this preflight is dynamically linked and cannot run in the guest (no shared libraries \
-         there): run the gate from the static build (`cargo xtask dist`, the released binary) \
-         or pass --guest-binary"
+        elf_machine == machine.elf_machine(),
+        "{flag} {}: built for another architecture than the {} guests; give the {} static \
+         build with --guest-binary (cargo xtask dist --arch {}: target/dist/{}/preflight)",
+        path.display(),
+        machine.debian_arch(),
+        machine.debian_arch(),
+        machine.debian_arch(),
+        machine.debian_arch()
     );
-    std::env::current_exe().context("finding this executable")
+    ensure!(
+        !interp,
+        "{flag} {}: dynamically linked; the guest has no shared libraries, give the static \
+         build (cargo xtask dist)",
+        path.display()
+    );
+    Ok(path)
 }
 
-/// Whether a 64-bit ELF executable names a dynamic loader (PT_INTERP).
-fn has_interpreter(data: &[u8]) -> anyhow::Result<bool> {
-    use object::read::elf::{ElfFile64, ProgramHeader};
+/// Whether a 64-bit ELF executable names a dynamic loader (PT_INTERP), and its e_machine.
+fn elf_facts(data: &[u8]) -> anyhow::Result<(bool, u16)> {
+    use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
     let elf = ElfFile64::<object::Endianness>::parse(data).map_err(|e| anyhow::anyhow!("{e}"))?;
     let endian = elf.endian();
-    Ok(elf
+    let interp = elf
         .elf_program_headers()
         .iter()
-        .any(|ph| ph.p_type(endian) == object::elf::PT_INTERP))
+        .any(|ph| ph.p_type(endian) == object::elf::PT_INTERP);
+    Ok((interp, elf.elf_header().e_machine(endian)))
 }
 
 /// A host file or directory and where it goes in the guest: (guest path, host path).
@@ -334,6 +364,7 @@ mod tests {
             results: PathBuf::from("preflight-gate"),
             guest_binary: None,
             cache: None,
+            machine: qemu::Machine::host(),
         }
     }
 
@@ -398,10 +429,21 @@ mod tests {
         assert!(err.contains("at least two kernels"), "{err}");
         // The test binary is dynamically linked: refused as the guest's preflight.
         let me = std::env::current_exe().unwrap();
-        let err = guest_binary(Some(&me)).unwrap_err().to_string();
+        let host = qemu::Machine::host();
+        let err = guest_binary(Some(&me), host).unwrap_err().to_string();
         assert!(err.contains("dynamically linked"), "{err}");
-        let err = guest_binary(None).unwrap_err().to_string();
+        let err = guest_binary(None, host).unwrap_err().to_string();
         assert!(err.contains("--guest-binary"), "{err}");
+        // A binary of the host's architecture for guests of the other one: refused by name.
+        let other = match host {
+            qemu::Machine::X86_64 => qemu::Machine::Aarch64,
+            qemu::Machine::Aarch64 => qemu::Machine::X86_64,
+        };
+        let err = guest_binary(Some(&me), other).unwrap_err().to_string();
+        assert!(
+            err.contains("another architecture") && err.contains(other.debian_arch()),
+            "{err}"
+        );
     }
 
     #[test]

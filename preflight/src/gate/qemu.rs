@@ -5,6 +5,7 @@
 //! launch, never by fallback.
 use std::{
     collections::BTreeMap,
+    ffi::OsString,
     io::{BufRead, BufReader},
     path::Path,
     process::{Command, Stdio},
@@ -18,10 +19,13 @@ use anyhow::Context;
 pub const BEGIN: &str = "@@preflight-begin ";
 pub const END: &str = "@@preflight-end ";
 
-/// The machine qemu emulates: the guest kernel's architecture.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The machine qemu emulates: the guest kernel's architecture, named as Debian and Docker name
+/// it (`--arch amd64|arm64`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Machine {
+    #[value(name = "amd64")]
     X86_64,
+    #[value(name = "arm64")]
     Aarch64,
 }
 
@@ -32,6 +36,21 @@ impl Machine {
             Self::Aarch64
         } else {
             Self::X86_64
+        }
+    }
+    /// Debian's architecture name: the suffix of its kernel packages (`-cloud-arm64`) and
+    /// .deb files (`_arm64.deb`).
+    pub fn debian_arch(self) -> &'static str {
+        match self {
+            Self::X86_64 => "amd64",
+            Self::Aarch64 => "arm64",
+        }
+    }
+    /// ELF `e_machine` of a program that runs in this guest: EM_X86_64, EM_AARCH64.
+    pub fn elf_machine(self) -> u16 {
+        match self {
+            Self::X86_64 => object::elf::EM_X86_64,
+            Self::Aarch64 => object::elf::EM_AARCH64,
         }
     }
     fn qemu(self) -> &'static str {
@@ -46,11 +65,33 @@ impl Machine {
             Self::Aarch64 => "qemu-system-arm",
         }
     }
-    /// Machine-specific flags and the serial console's name in the guest.
-    fn board(self) -> (&'static [&'static str], &'static str) {
+    /// Machine-specific flags. arm64: the generic `virt` board, whose PL011 UART Debian's
+    /// arm64 kernels drive built in (CONFIG_SERIAL_AMBA_PL011=y) and whose PSCI lets
+    /// `poweroff -f` end qemu. The guest needs no virtio device: everything is in the
+    /// initramfs and the reports leave over the serial line.
+    fn board(self) -> &'static [&'static str] {
         match self {
-            Self::X86_64 => (&[], "ttyS0"),
-            Self::Aarch64 => (&["-M", "virt"], "ttyAMA0"),
+            Self::X86_64 => &[],
+            Self::Aarch64 => &["-M", "virt"],
+        }
+    }
+    /// The serial console's name in the guest: the 8250 UART on x86, the PL011 on `virt`.
+    pub fn console(self) -> &'static str {
+        match self {
+            Self::X86_64 => "ttyS0",
+            Self::Aarch64 => "ttyAMA0",
+        }
+    }
+    /// `-cpu`: the host's under KVM; under TCG every feature qemu emulates (`max`). On arm64
+    /// `max` includes pointer authentication with the architected QARMA algorithm, which TCG
+    /// computes slowly on every signed return; `pauth-impdef=on` keeps the feature with qemu's
+    /// cheap implementation-defined algorithm (qemu docs/system/arm/cpu-features.rst). Measured
+    /// here: Debian 6.1 arm64 to /init in 3.4 s instead of 20 s.
+    fn cpu(self, accel: &str) -> &'static str {
+        match (self, accel) {
+            (_, "kvm") => "host",
+            (Self::X86_64, _) => "max",
+            (Self::Aarch64, _) => "max,pauth-impdef=on",
         }
     }
 }
@@ -93,6 +134,44 @@ pub struct Boot {
     pub elapsed: Duration,
 }
 
+/// qemu's arguments for one guest: no devices but the serial console (stdio), no reboot, so
+/// that the guest's `poweroff -f` (or a panic) ends qemu.
+pub fn command_line(
+    machine: Machine,
+    vmlinuz: &Path,
+    initrd: &Path,
+    accel: &str,
+) -> Vec<OsString> {
+    let mut args: Vec<OsString> = machine.board().iter().map(OsString::from).collect();
+    let words = [
+        "-accel",
+        accel,
+        "-cpu",
+        machine.cpu(accel),
+        "-m",
+        "512",
+        "-smp",
+        "1",
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-no-reboot",
+    ];
+    args.extend(words.map(OsString::from));
+    args.extend([
+        "-kernel".into(),
+        vmlinuz.as_os_str().to_owned(),
+        "-initrd".into(),
+        initrd.as_os_str().to_owned(),
+        "-append".into(),
+        format!("console={} panic=-1 quiet", machine.console()).into(),
+    ]);
+    args
+}
+
 pub fn boot(
     machine: Machine,
     vmlinuz: &Path,
@@ -101,19 +180,8 @@ pub fn boot(
     timeout: Duration,
 ) -> anyhow::Result<Boot> {
     let start = Instant::now();
-    let cpu = if accel == "kvm" { "host" } else { "max" };
-    let (board, console) = machine.board();
     let mut child = Command::new(machine.qemu())
-        .args(board)
-        .args(["-accel", accel, "-cpu", cpu, "-m", "512", "-smp", "1"])
-        .args(["-nodefaults", "-no-user-config", "-display", "none"])
-        .args(["-serial", "stdio", "-no-reboot"])
-        .arg("-kernel")
-        .arg(vmlinuz)
-        .arg("-initrd")
-        .arg(initrd)
-        .arg("-append")
-        .arg(format!("console={console} panic=-1 quiet"))
+        .args(command_line(machine, vmlinuz, initrd, accel))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -204,6 +272,52 @@ mod tests {
         assert!(boot.completed);
         assert_eq!(boot.sections["probe"], ("{\"a\": 1}\n\n".to_string(), 0));
         assert_eq!(boot.sections["run"], ("{\"go\": false}".to_string(), 1));
+    }
+
+    #[test]
+    fn each_machine_boots_its_own_board_console_and_cpu() {
+        let words = |machine, accel| -> Vec<String> {
+            command_line(machine, Path::new("/k/vmlinuz"), Path::new("/k/initrd"), accel)
+                .iter()
+                .map(|w| w.to_string_lossy().into_owned())
+                .collect()
+        };
+        let arm = words(Machine::Aarch64, "tcg");
+        assert_eq!(arm[..2], ["-M", "virt"]);
+        assert!(arm.windows(2).any(|w| w == ["-cpu", "max,pauth-impdef=on"]));
+        assert!(arm.windows(2).any(|w| w == ["-accel", "tcg"]));
+        assert_eq!(
+            arm[arm.len() - 6..],
+            [
+                "-kernel",
+                "/k/vmlinuz",
+                "-initrd",
+                "/k/initrd",
+                "-append",
+                "console=ttyAMA0 panic=-1 quiet"
+            ]
+        );
+        let x86 = words(Machine::X86_64, "tcg");
+        assert_eq!(x86[0], "-accel", "the pc board is qemu's default");
+        assert!(x86.windows(2).any(|w| w == ["-cpu", "max"]));
+        assert_eq!(x86.last().unwrap(), "console=ttyS0 panic=-1 quiet");
+        assert!(
+            words(Machine::X86_64, "kvm")
+                .windows(2)
+                .any(|w| w == ["-cpu", "host"])
+        );
+        assert_eq!(Machine::Aarch64.debian_arch(), "arm64");
+        assert_eq!(Machine::Aarch64.elf_machine(), 183);
+        assert_eq!(Machine::X86_64.elf_machine(), 62);
+    }
+
+    #[test]
+    fn another_architecture_is_never_given_kvm() {
+        let foreign = match Machine::host() {
+            Machine::X86_64 => Machine::Aarch64,
+            Machine::Aarch64 => Machine::X86_64,
+        };
+        assert_eq!(accelerator(foreign).0, "tcg");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use preflight::gate::kernels::Kernel;
+use preflight::gate::{kernels::Kernel, qemu::Machine};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mark {
@@ -66,7 +66,12 @@ fn support<'a>(probe: &'a Value, path: &[&str]) -> Option<&'a str> {
     v.get("status")?.as_str()
 }
 
-pub fn check(kernel: &Kernel, guest: &GuestReports, host_probe: Option<&Value>) -> Vec<Finding> {
+pub fn check(
+    kernel: &Kernel,
+    machine: Machine,
+    guest: &GuestReports,
+    host_probe: Option<&Value>,
+) -> Vec<Finding> {
     let mut out = Vec::new();
     let series = kernel.series();
     out.extend(check_bpf(guest.probe, series, host_probe));

@@ -15,9 +15,12 @@ use serde_json::Value;
 
 use crate::{dist, workspace_root};
 use expect::{GuestReports, Mark};
-use preflight::gate::{
-    initramfs::{self, Section},
-    kernels, qemu,
+use preflight::{
+    gate::{
+        initramfs::{self, Section},
+        kernels, qemu,
+    },
+    report::{self, diff},
 };
 
 #[derive(Debug, clap::Args)]
@@ -35,6 +38,19 @@ pub struct VmTestArgs {
     /// Where the reports go (default target/vm-test/results).
     #[arg(long)]
     results: Option<PathBuf>,
+    /// The guests' architecture (default: this machine's): its static artifact (cargo xtask
+    /// dist --arch), Debian's kernels and busybox-static of that architecture; another
+    /// architecture than the host's boots under TCG.
+    #[arg(long, value_enum)]
+    arch: Option<dist::Arch>,
+}
+
+/// The qemu machine of a shipped architecture.
+fn machine_of(arch: dist::Arch) -> qemu::Machine {
+    match arch {
+        dist::Arch::Amd64 => qemu::Machine::X86_64,
+        dist::Arch::Arm64 => qemu::Machine::Aarch64,
+    }
 }
 
 /// Returns whether every expectation held.
@@ -46,27 +62,34 @@ pub fn vm_test(args: &VmTestArgs) -> anyhow::Result<bool> {
         .clone()
         .unwrap_or_else(|| root.join("target/vm-test/results"));
     fs::create_dir_all(&results).with_context(|| format!("creating {}", results.display()))?;
+    let arch = match args.arch {
+        Some(arch) => arch,
+        None => dist::Arch::host().context("no shipped architecture matches this machine")?,
+    };
     let t = Instant::now();
-    let preflight = dist::dist()?;
+    let preflight = dist::build(arch)?;
     let dist_time = t.elapsed();
-    let machine = qemu::Machine::host();
+    let machine = machine_of(arch);
     let (accel, why) = qemu::accelerator(machine);
-    println!("vm-test: accelerator {accel} ({why})");
+    println!("vm-test: {} guests, accelerator {accel} ({why})", arch.name());
 
-    let host_probe = host_probe(&preflight, &results);
+    let host_probe = host_probe(arch, &preflight, &results);
     let cache = kernels::cache_dir();
+    let busybox = kernels::guest_busybox(machine, &cache)?;
     let mut all_ok = true;
     let mut timings = Vec::new();
     let mut run_reports = Vec::new();
     for spec in &args.kernels {
         let t = Instant::now();
-        let kernel = kernels::resolve(spec, &cache)?;
+        let kernel = kernels::resolve(spec, &cache, machine)?;
+        kernels::check_image(&kernel, machine)?;
         let fetch_time = t.elapsed();
         let work = root.join("target/vm-test/work").join(&kernel.release);
         fs::create_dir_all(&work)?;
         let t = Instant::now();
         let (initrd, shipped) = initramfs::build(
             &kernel,
+            &busybox,
             &preflight,
             &work,
             &sections(!args.no_canaries),
@@ -99,7 +122,7 @@ pub fn vm_test(args: &VmTestArgs) -> anyhow::Result<bool> {
             modules_after: text("modules-after"),
             shipped_modules: &shipped,
         };
-        let mut findings = expect::check(&kernel, &guest, host_probe.as_ref());
+        let mut findings = expect::check(&kernel, machine, &guest, host_probe.as_ref());
         if !boot.completed {
             findings.insert(
                 0,
@@ -138,7 +161,7 @@ pub fn vm_test(args: &VmTestArgs) -> anyhow::Result<bool> {
             run_reports.push((kernel.release.clone(), out_dir.join("run.json")));
         }
     }
-    diff_between(&preflight, &run_reports, &results);
+    diff_between(&run_reports, &results);
     println!(
         "\nvm-test timings: static build {:.1} s",
         dist_time.as_secs_f64()
@@ -192,7 +215,25 @@ fn sections(canaries: bool) -> Vec<Section> {
 }
 
 /// The host kernel's probe (6.18 here), for comparing helper sets. None when it cannot run.
-fn host_probe(preflight: &Path, results: &Path) -> Option<Value> {
+/// Made by the host architecture's artifact: the guests' one when they share the host's
+/// architecture, else an earlier `cargo xtask dist` (not built for this: a cold build costs
+/// minutes for one informational line).
+fn host_probe(arch: dist::Arch, guest_preflight: &Path, results: &Path) -> Option<Value> {
+    let preflight = if Some(arch) == dist::Arch::host() {
+        guest_preflight.to_path_buf()
+    } else {
+        let host = dist::Arch::host()?;
+        let built = workspace_root().join("target/dist").join(host.name()).join("preflight");
+        if !built.is_file() {
+            println!(
+                "vm-test: no {} artifact ({}): the host's helper comparison is skipped",
+                host.name(),
+                built.display()
+            );
+            return None;
+        }
+        built
+    };
     let out = Command::new(preflight)
         .args(["probe", "--all", "--format", "json"])
         .output()
@@ -268,35 +309,30 @@ fn print_verdict(run: &Value) {
     }
 }
 
-/// `preflight diff OLD NEW` between consecutive kernels (issue 5's subcommand), when this build
-/// has it; its output is saved next to the reports.
-fn diff_between(preflight: &Path, reports: &[(String, PathBuf)], results: &Path) {
-    let has_diff = Command::new(preflight)
-        .args(["diff", "--help"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_diff {
-        println!(
-            "\nvm-test: this build has no `preflight diff` (issue 5); skipped the upgrade diff"
-        );
-        return;
-    }
+/// `preflight diff OLD NEW`'s rules between consecutive kernels (the library's, so that
+/// guests of another architecture need no host artifact); each diff is saved next to the
+/// reports.
+fn diff_between(reports: &[(String, PathBuf)], results: &Path) {
     for pair in reports.windows(2) {
         let ((old, old_path), (new, new_path)) = (&pair[0], &pair[1]);
-        let Ok(out) = Command::new(preflight)
-            .arg("diff")
-            .arg(old_path)
-            .arg(new_path)
-            .output()
-        else {
-            continue;
+        let (a, b) = match (report::read_json(old_path), report::read_json(new_path)) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => {
+                println!("\n== diff {old} -> {new}: not compared: {e:#} ==");
+                continue;
+            }
         };
-        let text = String::from_utf8_lossy(&out.stdout);
+        let d = diff::diff(&a, &b);
+        let text = diff::render_diff_text(&d);
         let file = results.join(format!("diff-{old}-to-{new}.txt"));
         let _ = fs::write(&file, text.as_bytes());
         println!(
-            "\n== preflight diff {old} -> {new} (exit {}) ==\n{text}",
-            out.status.code().unwrap_or(-1)
+            "\n== preflight diff {old} -> {new} ({}) ==\n{text}",
+            if d.gate_fails() {
+                "something the target needs got worse"
+            } else {
+                "nothing the target needs got worse"
+            }
         );
     }
 }
