@@ -423,9 +423,7 @@ fn download_foreign(package: &str, debs: &Path, machine: Machine) -> anyhow::Res
         .context("running curl (apt-get install curl)")?;
     if !status.success() {
         let _ = fs::remove_file(&partial);
-        bail!(
-            "fetching {url} failed; download {package} for {arch} yourself and pass the .deb"
-        );
+        bail!("fetching {url} failed; download {package} for {arch} yourself and pass the .deb");
     }
     let bytes = fs::read(&partial).with_context(|| format!("reading {}", partial.display()))?;
     eprintln!(
@@ -529,12 +527,18 @@ mod tests {
             arm("6.1.0-57-cloud-arm64"),
             "linux-image-6.1.0-57-cloud-arm64"
         );
-        assert_eq!(arm("linux-image-6.1.0-57-arm64"), "linux-image-6.1.0-57-arm64");
+        assert_eq!(
+            arm("linux-image-6.1.0-57-arm64"),
+            "linux-image-6.1.0-57-arm64"
+        );
         // An amd64 release is not an arm64 package: refused by name.
         let err = package_for("6.1.0-57-cloud-amd64", cache, Machine::Aarch64)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("6.1.0-57-cloud-amd64") && err.contains("-arm64"), "{err}");
+        assert!(
+            err.contains("6.1.0-57-cloud-amd64") && err.contains("-arm64"),
+            "{err}"
+        );
         // A line: the newest cached kernel of the guest's architecture, never the host's.
         for p in [
             "linux-image-6.1.0-57-cloud-amd64",
@@ -562,12 +566,25 @@ mod tests {
         assert_eq!(file, "linux-image-6.1.0-57-cloud-arm64_6.1.192-3_arm64.deb");
         let busybox = "'http://deb.debian.org/debian/pool/main/b/busybox/busybox-static_1.35.0-4%2bdeb12u1%2bb1_amd64.deb' busybox-static_1%3a1.35.0-4+deb12u1+b1_amd64.deb 928188 SHA256:3d3f\n";
         let (url, file) = foreign_uri(busybox, "amd64", "arm64").unwrap();
-        assert!(url.ends_with("busybox-static_1.35.0-4%2bdeb12u1%2bb1_arm64.deb"), "{url}");
+        assert!(
+            url.ends_with("busybox-static_1.35.0-4%2bdeb12u1%2bb1_arm64.deb"),
+            "{url}"
+        );
         assert!(file.ends_with("_arm64.deb"), "{file}");
         // Nothing printed (an unknown package), or a file name that is a path: no URI.
         assert_eq!(foreign_uri("", "amd64", "arm64"), None);
-        assert_eq!(foreign_uri("'https://x/a_amd64.deb' ../a_amd64.deb 1 SHA256:0\n", "amd64", "arm64"), None);
-        assert_eq!(with_arch("linux-image-6.12.118+deb12-cloud-arm64", "arm64", "amd64"), "linux-image-6.12.118+deb12-cloud-amd64");
+        assert_eq!(
+            foreign_uri(
+                "'https://x/a_amd64.deb' ../a_amd64.deb 1 SHA256:0\n",
+                "amd64",
+                "arm64"
+            ),
+            None
+        );
+        assert_eq!(
+            with_arch("linux-image-6.12.118+deb12-cloud-arm64", "arm64", "amd64"),
+            "linux-image-6.12.118+deb12-cloud-amd64"
+        );
     }
 
     #[test]
@@ -637,7 +654,9 @@ mod tests {
     fn a_spec_that_is_nothing_known_is_refused_by_name() {
         let dir = tempfile::tempdir().unwrap();
         for bad in ["./no/such/vmlinuz", "banana"] {
-            let err = resolve(bad, dir.path(), Machine::host()).unwrap_err().to_string();
+            let err = resolve(bad, dir.path(), Machine::host())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(bad), "{err}");
         }
         assert!(is_line("6.12") && is_line("6.1") && !is_line("6") && !is_line("6.1.0"));

@@ -88,7 +88,8 @@ pub fn gate(args: &GateOptions) -> anyhow::Result<(u8, String)> {
         .with_context(|| format!("creating {}", args.results.display()))?;
     let mut guests = Vec::new();
     for spec in &args.kernels {
-        let kernel = kernels::resolve(spec, &cache, machine).with_context(|| format!("--kernel {spec}"))?;
+        let kernel =
+            kernels::resolve(spec, &cache, machine).with_context(|| format!("--kernel {spec}"))?;
         kernels::check_image(&kernel, machine).with_context(|| format!("--kernel {spec}"))?;
         let work = tempfile::Builder::new()
             .prefix("preflight-gate.")

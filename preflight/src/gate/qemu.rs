@@ -46,6 +46,13 @@ impl Machine {
             Self::Aarch64 => "arm64",
         }
     }
+    /// `uname -m` in the guest.
+    pub fn uname(self) -> &'static str {
+        match self {
+            Self::X86_64 => "x86_64",
+            Self::Aarch64 => "aarch64",
+        }
+    }
     /// ELF `e_machine` of a program that runs in this guest: EM_X86_64, EM_AARCH64.
     pub fn elf_machine(self) -> u16 {
         match self {
@@ -136,12 +143,7 @@ pub struct Boot {
 
 /// qemu's arguments for one guest: no devices but the serial console (stdio), no reboot, so
 /// that the guest's `poweroff -f` (or a panic) ends qemu.
-pub fn command_line(
-    machine: Machine,
-    vmlinuz: &Path,
-    initrd: &Path,
-    accel: &str,
-) -> Vec<OsString> {
+pub fn command_line(machine: Machine, vmlinuz: &Path, initrd: &Path, accel: &str) -> Vec<OsString> {
     let mut args: Vec<OsString> = machine.board().iter().map(OsString::from).collect();
     let words = [
         "-accel",
@@ -277,10 +279,15 @@ mod tests {
     #[test]
     fn each_machine_boots_its_own_board_console_and_cpu() {
         let words = |machine, accel| -> Vec<String> {
-            command_line(machine, Path::new("/k/vmlinuz"), Path::new("/k/initrd"), accel)
-                .iter()
-                .map(|w| w.to_string_lossy().into_owned())
-                .collect()
+            command_line(
+                machine,
+                Path::new("/k/vmlinuz"),
+                Path::new("/k/initrd"),
+                accel,
+            )
+            .iter()
+            .map(|w| w.to_string_lossy().into_owned())
+            .collect()
         };
         let arm = words(Machine::Aarch64, "tcg");
         assert_eq!(arm[..2], ["-M", "virt"]);

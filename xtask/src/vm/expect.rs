@@ -5,6 +5,15 @@
 //!   BPF_PROG_TYPE_NETFILTER in 6.4 (include/uapi/linux/bpf.h history).
 //! - Debian builds Cilium's options as modules (../shared/ENVIRONMENT.md), so they are
 //!   loadable but not loaded on a fresh boot.
+//! - Per architecture: none of the above differs between amd64 and arm64. Each is generic
+//!   kernel code, built on every architecture with a BPF JIT: kernel/bpf/bpf_cgrp_storage.c
+//!   (6.2), net/netfilter/nf_bpf_link.c (6.4), drivers/net/netkit.c (6.7, Kconfig NETKIT
+//!   depends on BPF_SYSCALL only), and Debian's arm64 cloud configs match the amd64 ones on
+//!   them (CONFIG_NETKIT=y in 6.12, unset in 6.1; the 21 checked modules `=m` on both). Checked
+//!   on the guests (docs/fleet.md): on Debian's 6.1 and 6.12 cloud-arm64 kernels every
+//!   expectation here holds as on the cloud-amd64 ones, and every check of the run report has
+//!   the amd64 guests' status (fixtures/reports/vm-debian12-*.json). What is checked per
+//!   architecture is that the guest is one (`uname -m`).
 //! - Debian's 6.1 and 6.12 cloud kernels meet everything the default target (newest Cilium,
 //!   chart defaults) needs: 5.10+ helpers, tc/cgroup hooks, the netfilter options as modules;
 //!   the guest provides what a prepared node has (shared bpffs, the modules). So every
@@ -49,6 +58,8 @@ fn finding(mark: Mark, what: &str, detail: impl Into<String>) -> Finding {
 
 /// What came out of one guest, parsed.
 pub struct GuestReports<'a> {
+    /// `uname -m` in the guest.
+    pub machine: Option<&'a str>,
     pub probe: Option<&'a Value>,
     pub run: Option<(&'a Value, i32)>,
     pub modules_before: Option<&'a str>,
@@ -74,6 +85,7 @@ pub fn check(
 ) -> Vec<Finding> {
     let mut out = Vec::new();
     let series = kernel.series();
+    out.push(check_machine(machine, guest.machine));
     out.extend(check_bpf(guest.probe, series, host_probe));
     out.extend(check_netkit(kernel, guest.run, series));
     out.extend(check_modules(guest));
@@ -112,6 +124,26 @@ pub fn check(
         ));
     }
     out
+}
+
+/// The guest runs the architecture asked for: its kernel and the static preflight and
+/// busybox inside are that architecture's (else /init would not have run at all).
+fn check_machine(machine: Machine, uname: Option<&str>) -> Finding {
+    let got = uname.map(str::trim);
+    finding(
+        if got == Some(machine.uname()) {
+            Mark::Ok
+        } else {
+            Mark::Fail
+        },
+        "guest architecture (uname -m)",
+        format!(
+            "{} expected for {}; got {}",
+            machine.uname(),
+            machine.debian_arch(),
+            got.unwrap_or("nothing")
+        ),
+    )
 }
 
 fn checks_of(run: &Value) -> impl Iterator<Item = &Value> {
@@ -419,6 +451,7 @@ mod tests {
     fn modules_must_be_absent_at_boot_and_present_after_modprobe() {
         let shipped = vec!["vxlan".to_string(), "cls_bpf".to_string()];
         let guest = GuestReports {
+            machine: None,
             probe: None,
             run: None,
             modules_before: Some("virtio 1 0 - Live 0x0\n"),
@@ -430,6 +463,18 @@ mod tests {
         assert_eq!(f[0].mark, Mark::Ok);
         assert_eq!(f[1].mark, Mark::Fail);
         assert!(f[1].detail.contains("cls_bpf"), "{}", f[1].detail);
+    }
+
+    #[test]
+    fn the_guest_must_be_the_architecture_asked_for() {
+        assert_eq!(
+            check_machine(Machine::Aarch64, Some("aarch64\n")).mark,
+            Mark::Ok
+        );
+        let wrong = check_machine(Machine::Aarch64, Some("x86_64\n"));
+        assert_eq!(wrong.mark, Mark::Fail);
+        assert!(wrong.detail.contains("x86_64"), "{}", wrong.detail);
+        assert_eq!(check_machine(Machine::X86_64, None).mark, Mark::Fail);
     }
 
     #[test]

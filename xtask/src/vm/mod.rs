@@ -71,7 +71,10 @@ pub fn vm_test(args: &VmTestArgs) -> anyhow::Result<bool> {
     let dist_time = t.elapsed();
     let machine = machine_of(arch);
     let (accel, why) = qemu::accelerator(machine);
-    println!("vm-test: {} guests, accelerator {accel} ({why})", arch.name());
+    println!(
+        "vm-test: {} guests, accelerator {accel} ({why})",
+        arch.name()
+    );
 
     let host_probe = host_probe(arch, &preflight, &results);
     let cache = kernels::cache_dir();
@@ -115,6 +118,7 @@ pub fn vm_test(args: &VmTestArgs) -> anyhow::Result<bool> {
         let run_rc = boot.sections.get("run").map(|(_, rc)| *rc).unwrap_or(-1);
         let text = |name: &str| boot.sections.get(name).map(|(t, _)| t.as_str());
         let guest = GuestReports {
+            machine: text("machine"),
             probe: probe.as_ref(),
             run: run.as_ref().map(|r| (r, run_rc)),
             modules_before: text("modules-before"),
@@ -193,6 +197,7 @@ fn sections(canaries: bool) -> Vec<Section> {
     let canary_flag = if canaries { "" } else { " --no-canaries" };
     vec![
         Section::new("uname", "uname -r"),
+        Section::new("machine", "uname -m"),
         Section::new("modules-before", "cat /proc/modules"),
         Section::new("probe", "preflight probe --all --format json"),
         Section::new(
@@ -223,7 +228,10 @@ fn host_probe(arch: dist::Arch, guest_preflight: &Path, results: &Path) -> Optio
         guest_preflight.to_path_buf()
     } else {
         let host = dist::Arch::host()?;
-        let built = workspace_root().join("target/dist").join(host.name()).join("preflight");
+        let built = workspace_root()
+            .join("target/dist")
+            .join(host.name())
+            .join("preflight");
         if !built.is_file() {
             println!(
                 "vm-test: no {} artifact ({}): the host's helper comparison is skipped",
