@@ -30,8 +30,9 @@ pub struct DistCheckArgs {
     /// Give up on one command after this many seconds (counted as a failure).
     #[arg(long, default_value_t = 300)]
     timeout: u64,
-    /// Skip the kernel-upgrade gate step (two Debian kernels booted under qemu by the amd64
-    /// artifact alone).
+    /// Skip the kernel-upgrade gate steps (two Debian kernels booted under qemu by the amd64
+    /// artifact alone; then, when arm64 is checked, two arm64 kernels under TCG with the arm64
+    /// artifact inside).
     #[arg(long)]
     no_gate: bool,
 }
@@ -378,12 +379,18 @@ pub fn run_check(args: &DistCheckArgs) -> anyhow::Result<bool> {
             .find(|(a, _, p)| *a == Arch::Amd64 && p.is_empty())
         {
             let t = Instant::now();
-            let gate_ok = gate_step(path, &root)?;
+            let gate_ok = gate_step(path, None, &root)?;
             ok &= gate_ok;
             timings.push((
                 "gate: Debian 6.1 -> 6.12 under qemu".to_string(),
                 t.elapsed(),
             ));
+            // arm64 guests from the same amd64 binary, the arm64 artifact inside (TCG).
+            if let Some((_, guest, _)) = artifacts.iter().find(|(a, ..)| *a == Arch::Arm64) {
+                let t = Instant::now();
+                ok &= gate_step(path, Some((Arch::Arm64, guest)), &root)?;
+                timings.push(("gate --arch arm64: 6.1 -> 6.12".to_string(), t.elapsed()));
+            }
         } else {
             println!("\nSKIP  gate: needs the amd64 artifact on an amd64 machine");
         }
@@ -415,10 +422,23 @@ pub fn run_check(args: &DistCheckArgs) -> anyhow::Result<bool> {
 
 /// The kernel-upgrade gate from the shipped binary alone: a user's values file judged on
 /// Debian's 6.1 and 6.12 cloud kernels, booted under qemu (TCG). Checks the gate's exit code
-/// and that each guest's report judged that values file on that kernel.
-fn gate_step(preflight: &Path, root: &Path) -> anyhow::Result<bool> {
-    let results = root.join("target/dist-check/gate");
+/// and that each guest's report judged that values file on that kernel. `guest`: guests of
+/// another architecture (`--arch`) running that architecture's artifact.
+fn gate_step(preflight: &Path, guest: Option<(Arch, &Path)>, root: &Path) -> anyhow::Result<bool> {
+    let results = root.join(match guest {
+        None => "target/dist-check/gate".to_string(),
+        Some((arch, _)) => format!("target/dist-check/gate-{}", arch.name()),
+    });
     let _ = std::fs::remove_dir_all(&results);
+    let mut guest_args = Vec::new();
+    if let Some((arch, binary)) = guest {
+        guest_args.extend([
+            "--arch".into(),
+            arch.name().into(),
+            "--guest-binary".into(),
+            binary.display().to_string(),
+        ]);
+    }
     let args = [
         "gate",
         "--kernel",
@@ -432,12 +452,14 @@ fn gate_step(preflight: &Path, root: &Path) -> anyhow::Result<bool> {
         "--results",
     ];
     println!(
-        "\n{} {} {}",
+        "\n{} {} {} {}",
         preflight.display(),
+        guest_args.join(" "),
         args.join(" "),
         results.display()
     );
     let out = Command::new(preflight)
+        .args(&guest_args)
         .args(args)
         .arg(&results)
         .current_dir(root)
@@ -499,9 +521,13 @@ fn gate_step(preflight: &Path, root: &Path) -> anyhow::Result<bool> {
         }
     }
     releases.sort();
+    let arch = guest.map_or(Arch::Amd64, |(arch, _)| arch).name();
     say(
-        releases.len() == 2 && releases[0].starts_with("6.1.") && releases[1].starts_with("6.12."),
-        format!("a report from each kernel: {releases:?}"),
+        releases.len() == 2
+            && releases[0].starts_with("6.1.")
+            && releases[1].starts_with("6.12.")
+            && releases.iter().all(|r| r.ends_with(&format!("-{arch}"))),
+        format!("a report from each {arch} kernel: {releases:?}"),
     );
     Ok(ok)
 }
