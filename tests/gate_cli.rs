@@ -63,6 +63,42 @@ fn a_bad_values_file_is_refused_by_name_and_line() {
 }
 
 #[test]
+fn a_guest_binary_of_another_architecture_is_refused_before_any_download() {
+    // This machine's preflight for guests of the other architecture: refused by its ELF
+    // header, naming the artifact to give, before a kernel or busybox is fetched.
+    let other = if cfg!(target_arch = "aarch64") {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let me = env!("CARGO_BIN_EXE_preflight");
+    let (code, stderr) = gate(&[
+        "--arch",
+        other,
+        "--guest-binary",
+        me,
+        "--kernel",
+        "6.1",
+        "--kernel",
+        "6.12",
+        "--cache",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("another architecture")
+            && stderr.contains(&format!("target/dist/{other}/preflight")),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "cache touched"
+    );
+}
+
+#[test]
 fn help_names_the_kernel_forms_and_the_exit_codes() {
     let out = bin().args(["gate", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
@@ -73,6 +109,7 @@ fn help_names_the_kernel_forms_and_the_exit_codes() {
         "linux-image-",
         "--cilium-version",
         "Exit codes",
+        "--arch",
     ] {
         assert!(help.contains(needle), "{needle} missing:\n{help}");
     }

@@ -5,6 +5,10 @@
 //! each kernel is compared with the next by `preflight diff`'s rules. Exit codes are diff's:
 //! 0 nothing the target needs got worse, 1 it did, 2 bad input or a guest that gave no report.
 //!
+//! `--arch arm64` on an amd64 machine (or the reverse) boots the other architecture's kernels
+//! under TCG, with `--guest-binary` that architecture's static build inside ([`qemu::Machine`],
+//! [`kernels`] for how its packages are fetched without multiarch apt).
+//!
 //! The machinery (kernels, initramfs, qemu) is shared with `cargo xtask vm-test`, which boots
 //! the same guests and checks them against what Debian's kernels are known to have.
 pub mod cpio;
