@@ -1,12 +1,9 @@
 //! Checks over the attach canaries: real programs on real hooks, traffic proving they ran.
 use super::Check;
-use crate::{
-    model::{
-        Area,
-        Capability::{self, *},
-        Gathered, Outcome,
-    },
-    probe::Support,
+use crate::model::{
+    Area,
+    Capability::{self, *},
+    Outcome, Support,
 };
 
 /// (canary, title, needed by, remedy).
@@ -69,30 +66,27 @@ pub fn checks() -> Vec<Check> {
                 .needed_by(needed_by)
                 .remedy(*remedy)
                 .evaluate(move |facts, _| {
-                    let report = match &facts.canaries {
-                        Gathered::Got(r) => r,
-                        Gathered::Unknown(why) => return Outcome::unknown(why.clone()),
-                        Gathered::Skipped(why) => return Outcome::skip(why.clone()),
-                    };
-                    let Some(result) = report.results.get(*name) else {
-                        return Outcome::unknown("canary did not report");
-                    };
-                    let detail = result.detail.clone();
-                    let o = match &result.support {
-                        Support::Available => Outcome::pass(detail),
-                        Support::Unavailable { reason } => {
-                            let text = reason.clone().unwrap_or(detail);
-                            if needed_by.is_empty() {
-                                Outcome::warn(text)
-                            } else {
-                                Outcome::fail(text)
+                    facts.canaries.judge(|report| {
+                        let Some(result) = report.results.get(*name) else {
+                            return Outcome::unknown("canary did not report");
+                        };
+                        let detail = result.detail.clone();
+                        let o = match &result.support {
+                            Support::Available => Outcome::pass(detail),
+                            Support::Unavailable { reason } => {
+                                let text = reason.clone().unwrap_or(detail);
+                                if needed_by.is_empty() {
+                                    Outcome::warn(text)
+                                } else {
+                                    Outcome::fail(text)
+                                }
                             }
-                        }
-                        Support::Unknown { reason } => {
-                            Outcome::unknown(format!("could not tell: {reason}"))
-                        }
-                    };
-                    o.evidence("scratch netns canary (preflight __canary-worker)")
+                            Support::Unknown { reason } => {
+                                Outcome::unknown(format!("could not tell: {reason}"))
+                            }
+                        };
+                        o.evidence("scratch netns canary (preflight __canary-worker)")
+                    })
                 })
         })
         .collect()

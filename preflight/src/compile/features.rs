@@ -251,7 +251,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::{compile::profile::for_minor, host::state::macros, probe::Support};
+    use crate::{compile::profile::for_minor, host::state::macros, model::Support};
 
     fn probes(helpers_present: bool) -> ProbeReport {
         let h = helpers_present;

@@ -8,6 +8,7 @@ mod network;
 mod node;
 mod outcome;
 mod status;
+mod support;
 mod verdict;
 
 pub use area::Area;
@@ -20,4 +21,5 @@ pub use network::{
 pub use node::Node;
 pub use outcome::Outcome;
 pub use status::Status;
+pub use support::Support;
 pub use verdict::{CapabilityVerdict, PlanFix, Readiness, Recommendation, Verdict};

@@ -25,41 +25,7 @@ use aya::{maps::MapType, programs::ProgramType, sys::BpfHelper};
 pub use live::LiveKernel;
 use serde::{Deserialize, Serialize};
 
-use crate::host::kconfig::KernelConfigFact;
-
-/// A three-way answer. `Unknown` carries why we could not tell.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "lowercase")]
-pub enum Support {
-    Available,
-    Unavailable {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        reason: Option<String>,
-    },
-    Unknown {
-        reason: String,
-    },
-}
-
-impl Support {
-    pub fn from_result(r: Result<bool, String>) -> Self {
-        match r {
-            Ok(true) => Self::Available,
-            Ok(false) => Self::Unavailable { reason: None },
-            Err(reason) => Self::Unknown { reason },
-        }
-    }
-    pub fn is_available(&self) -> bool {
-        matches!(self, Self::Available)
-    }
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::Available => "available",
-            Self::Unavailable { .. } => "unavailable",
-            Self::Unknown { .. } => "unknown",
-        }
-    }
-}
+use crate::{host::kconfig::KernelConfigFact, model::Support};
 
 /// A raw program load for the misc probes: either it loaded, or the kernel said no.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,6 +230,7 @@ pub(crate) mod fake {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+    use crate::host::kconfig::NotVisible;
 
     #[derive(Default)]
     pub struct FakeKernel {
@@ -314,12 +281,12 @@ pub(crate) mod fake {
             Ok(true)
         }
         fn kernel_config(&self) -> KernelConfigFact {
-            self.kernel_config
-                .clone()
-                .unwrap_or_else(|| KernelConfigFact::NotVisible {
+            self.kernel_config.clone().unwrap_or_else(|| {
+                KernelConfigFact::Unknown(NotVisible {
                     searched: vec!["/proc/config.gz".into()],
                     problems: vec![],
                 })
+            })
         }
     }
 }
@@ -453,19 +420,5 @@ mod tests {
         assert_eq!(v["tool_version"], env!("CARGO_PKG_VERSION"));
         assert_eq!(v["program_types"]["sched_cls"]["status"], "available");
         assert!(v["misc"].is_object() && v["helpers"].is_object());
-    }
-
-    #[test]
-    fn support_serialises_with_a_status_tag_and_reason_only_when_unknown() {
-        let v = serde_json::to_value(Support::Unknown {
-            reason: "EPERM".into(),
-        })
-        .unwrap();
-        assert_eq!(
-            v,
-            serde_json::json!({"status": "unknown", "reason": "EPERM"})
-        );
-        let v = serde_json::to_value(Support::Available).unwrap();
-        assert_eq!(v, serde_json::json!({"status": "available"}));
     }
 }
