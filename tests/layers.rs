@@ -1,6 +1,5 @@
-//! The rooms of `preflight/src` and the order they may use each other in (README "Layout",
-//! docs/DESIGN's "Rooms and layers"): a room uses the rooms below it, never one above it, and no
-//! two rooms import each other. This test reads every source file, finds each `crate::…`
+//! The rooms of `preflight/src` and the order they may use each other in (README "Layout"): a
+//! room uses the rooms below it, never one above it, and no two rooms import each other. This test reads every source file, finds each `crate::…`
 //! reference (`use crate::{a, b::c}` groups included, and `preflight::…` in main.rs), and fails
 //! on an import upward or a cycle, naming the file and line.
 //!

@@ -1107,7 +1107,7 @@ fn plan_and_install_take_the_users_values() {
     assert_eq!(values["prometheus"]["serviceMonitor"]["enabled"], true);
     // The node's requirements.
     assert_eq!(values["cni"]["binPath"], "/opt/cni/bin");
-    // The verdict's fixes for values the 1.18 chart rejects (FACTS §4).
+    // The verdict's fixes for values the 1.18 chart rejects (docs/upstream.md#rejected-values).
     assert_eq!(values["kubeProxyReplacement"], false);
     assert!(values["tunnel"].is_null(), "{values}");
     // `tunnel: disabled` meant native routing: the fix says so, and never pairs

@@ -15,7 +15,8 @@ use crate::{
 };
 
 /// Where the flannel-era conflists live on k3s, and k3s's default dirs once flannel is off
-/// (FACTS §5: with `flannel-backend: none` containerd falls back to its defaults).
+/// (docs/upstream.md#k3s-and-rancher-desktop: with `flannel-backend: none` containerd falls back to
+/// its defaults).
 pub const K3S_CONF_DIR: &str = "/var/lib/rancher/k3s/agent/etc/cni/net.d";
 pub const DEFAULT_CONF_DIR: &str = "/etc/cni/net.d";
 pub const DEFAULT_BIN_DIR: &str = "/opt/cni/bin";
@@ -303,8 +304,9 @@ fn ranges_in_use(
     out
 }
 
-/// The CNI dirs containerd uses once flannel is off: k3s's own dirs go, containerd's defaults
-/// come (FACTS §5); a layout the user configured stays (the node plan's rule).
+/// The CNI dirs containerd uses once flannel is off: k3s's own dirs go, containerd's defaults come
+/// (docs/upstream.md#k3s-and-rancher-desktop); a layout the user configured stays (the node plan's
+/// rule).
 fn final_dirs(conf_now: &str, bin_now: &str) -> (String, String) {
     if conf_now == K3S_CONF_DIR || bin_now.contains("/k3s/data/") {
         (DEFAULT_CONF_DIR.into(), DEFAULT_BIN_DIR.into())

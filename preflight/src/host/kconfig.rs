@@ -1,5 +1,5 @@
 //! The kernel's build configuration, from the first readable location of the list
-//! kubernetes/system-validators uses (FACTS §6). Not visible is "unknown",
+//! kubernetes/system-validators uses (docs/upstream.md#kernel-config). Not visible is "unknown",
 //! never "missing".
 use std::{collections::BTreeMap, io::Read};
 

@@ -326,9 +326,10 @@ pub fn read_containerd_cni(host: &HostRoot, node_path: &str) -> anyhow::Result<O
 }
 
 /// The CNI dirs containerd will use after k3s restarts with `flannel-backend: none`: a
-/// config.toml.tmpl the user keeps wins; otherwise k3s drops its own dirs and containerd falls
-/// back to /opt/cni/bin and /etc/cni/net.d (FACTS §5); Rancher Desktop ships its plugins in
-/// /usr/libexec/cni. A `data/<hash>/bin` dir is replaced by `data/current/bin` (k3s-io/k3s#10869).
+/// config.toml.tmpl the user keeps wins; otherwise k3s drops its own dirs and containerd falls back
+/// to /opt/cni/bin and /etc/cni/net.d (docs/upstream.md#k3s-and-rancher-desktop); Rancher Desktop
+/// ships its plugins in /usr/libexec/cni. A `data/<hash>/bin` dir is replaced by `data/current/bin`
+/// (k3s-io/k3s#10869).
 fn predict_cni(
     host: &HostRoot,
     now: Option<&CniPaths>,

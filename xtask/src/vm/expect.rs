@@ -3,7 +3,7 @@
 //! - netkit arrived in 6.7 (CONFIG_NETKIT); Debian builds it into 6.12 and 6.1 lacks it.
 //! - BPF_MAP_TYPE_CGRP_STORAGE and bpf_cgrp_storage_get/delete arrived in 6.2,
 //!   BPF_PROG_TYPE_NETFILTER in 6.4 (include/uapi/linux/bpf.h history).
-//! - Debian builds Cilium's options as modules (../shared/ENVIRONMENT.md), so they are
+//! - Debian builds Cilium's options as modules (docs/upstream.md#kernel-config), so they are
 //!   loadable but not loaded on a fresh boot.
 //! - Debian's 6.1 and 6.12 cloud kernels meet everything the default target (newest Cilium,
 //!   chart defaults) needs: 5.10+ helpers, tc/cgroup hooks, the netfilter options as modules;
