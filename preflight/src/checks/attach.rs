@@ -91,3 +91,20 @@ pub fn checks() -> Vec<Check> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    /// docs/probe.md's canary table has one row per `attach.*` check, and no other.
+    #[test]
+    fn docs_table_has_a_row_per_canary() {
+        let docs = include_str!("../../../docs/probe.md");
+        let rows: Vec<&str> = docs
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `attach."))
+            .filter_map(|l| l.split('`').next())
+            .collect();
+        let ids: Vec<String> = super::checks().into_iter().map(|c| c.id).collect();
+        let ids: Vec<&str> = ids.iter().filter_map(|id| id.strip_prefix("attach.")).collect();
+        assert_eq!(rows, ids, "docs/probe.md's canary table, in registry order");
+    }
+}

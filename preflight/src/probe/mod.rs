@@ -421,4 +421,46 @@ mod tests {
         assert_eq!(v["program_types"]["sched_cls"]["status"], "available");
         assert!(v["misc"].is_object() && v["helpers"].is_object());
     }
+
+    /// The backticked names in the part of docs/probe.md that starts with `from` and ends
+    /// before `to`: the lists the tests below keep in step with the code.
+    fn documented(from: &str, to: &str) -> std::collections::BTreeSet<String> {
+        let docs = include_str!("../../../docs/probe.md");
+        let docs = docs.split_whitespace().collect::<Vec<_>>().join(" ");
+        let start = docs.find(from).expect("docs/probe.md has the list");
+        let part = &docs[start..];
+        let part = &part[..part.find(to).expect("the list ends")];
+        part.split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|name| name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// docs/probe.md names every `misc` item the probe answers, and no other.
+    #[test]
+    fn docs_list_every_misc_item() {
+        let report = probe(&FakeKernel::default(), Scope::Cilium);
+        let answered: std::collections::BTreeSet<String> = report.misc.keys().cloned().collect();
+        let mut listed = documented("`misc`: ", ". ");
+        listed.remove("misc");
+        assert_eq!(listed, answered, "docs/probe.md's `misc` list");
+    }
+
+    /// docs/probe.md names every top-level key of `preflight probe --format json`.
+    #[test]
+    fn docs_list_every_key_of_the_probe_json() {
+        // --all, so `helpers_not_probed` (left out when empty) is there too.
+        let report = probe(&FakeKernel::default(), Scope::All);
+        let v = serde_json::to_value(ProbeJson::new(&report)).unwrap();
+        let keys: std::collections::BTreeSet<String> =
+            v.as_object().unwrap().keys().cloned().collect();
+        assert!(keys.contains("helpers_not_probed"), "{keys:?}");
+        assert_eq!(
+            documented("top-level `schema_version`", "How answers are read"),
+            keys,
+            "docs/probe.md's Output paragraph"
+        );
+    }
 }
