@@ -444,11 +444,16 @@ fn the_readme_layout_lists_every_room_in_layer_order() {
         .filter_map(|line| line.trim_start().strip_prefix("src/"))
         .filter_map(|rest| rest.split_whitespace().next())
         .filter_map(|path| {
-            let room = path.strip_suffix('/').or_else(|| path.strip_suffix(".rs"))?;
+            let room = path
+                .strip_suffix('/')
+                .or_else(|| path.strip_suffix(".rs"))?;
             (!room.contains('/')).then_some(room)
         })
         .collect();
-    let expected: Vec<&str> = LAYERS.iter().flat_map(|rooms| rooms.iter().copied()).collect();
+    let expected: Vec<&str> = LAYERS
+        .iter()
+        .flat_map(|rooms| rooms.iter().copied())
+        .collect();
     assert_eq!(
         listed, expected,
         "README.md's Layout must list the rooms of tests/layers.rs, top to bottom"

@@ -104,7 +104,10 @@ mod tests {
             .filter_map(|l| l.split('`').next())
             .collect();
         let ids: Vec<String> = super::checks().into_iter().map(|c| c.id).collect();
-        let ids: Vec<&str> = ids.iter().filter_map(|id| id.strip_prefix("attach.")).collect();
+        let ids: Vec<&str> = ids
+            .iter()
+            .filter_map(|id| id.strip_prefix("attach."))
+            .collect();
         assert_eq!(rows, ids, "docs/probe.md's canary table, in registry order");
     }
 }

@@ -433,7 +433,10 @@ mod tests {
         part.split('`')
             .skip(1)
             .step_by(2)
-            .filter(|name| name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+            .filter(|name| {
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            })
             .map(str::to_string)
             .collect()
     }

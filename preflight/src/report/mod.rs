@@ -155,6 +155,9 @@ mod tests {
             .iter()
             .filter(|f| !named.contains(f.as_str()) && !quoted.contains(f.as_str()))
             .collect();
-        assert!(missing.is_empty(), "docs/report.md does not name {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "docs/report.md does not name {missing:?}"
+        );
     }
 }
