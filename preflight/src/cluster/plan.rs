@@ -781,7 +781,7 @@ pub fn build(inputs: Inputs, opts: ClusterOptions) -> ClusterPlan {
     };
     let migration_values = migration_values(&opts.user_values, &choices, &mut notes);
     let final_values = final_values(&opts.user_values, &choices);
-    let node_config = node_config(&choices);
+    let node_config = node_config(&choices, &opts.namespace);
     ClusterPlan {
         nodes,
         preconditions: pre,
@@ -882,12 +882,13 @@ fn note_replaced(user: &Value, required: &Value, prefix: &str, notes: &mut Vec<S
 
 /// The guide's per-node config: on nodes with the migration label the agent takes over CNI
 /// networking, writing its conflist where containerd looks (`/host/etc/cni/net.d` in the agent
-/// pod is the chart's `cni.confPath` on the node).
-pub fn node_config(c: &Choices) -> Value {
+/// pod is the chart's `cni.confPath` on the node). It lives in the agent's namespace (the
+/// release's), where the agent looks for it.
+pub fn node_config(c: &Choices, namespace: &str) -> Value {
     json!({
         "apiVersion": c.node_config_api,
         "kind": "CiliumNodeConfig",
-        "metadata": {"namespace": "kube-system", "name": super::NODE_CONFIG_NAME},
+        "metadata": {"namespace": namespace, "name": super::NODE_CONFIG_NAME},
         "spec": {
             "nodeSelector": {"matchLabels": {super::MIGRATION_LABEL: "true"}},
             "defaults": {

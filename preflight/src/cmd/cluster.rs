@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
+use super::plan::ReleaseArgs;
 use crate::{
     cluster::{
         self, gitops,
@@ -43,9 +44,6 @@ pub struct ClusterPlanArgs {
 /// How a cluster run reaches the API server and the nodes.
 #[derive(Debug, Args, Default)]
 pub struct ClusterAccessArgs {
-    /// kubeconfig context (default: its current context).
-    #[arg(long, value_name = "NAME")]
-    pub context: Option<String>,
     /// Where the cluster run keeps its values files and journal.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/preflight/cluster")]
     pub state_dir: PathBuf,
@@ -58,12 +56,13 @@ pub struct ClusterAccessArgs {
 
 impl ClusterAccessArgs {
     /// `kubeconfig`: the command's one `--kubeconfig` (plan and install share it with the node
-    /// migration; default: KUBECONFIG, then ~/.kube/config, then the in-cluster service account).
-    pub fn access(&self, kubeconfig: Option<PathBuf>) -> Access {
+    /// migration; default: KUBECONFIG, then ~/.kube/config, then the in-cluster service account);
+    /// `release`: its `--context`, also shared with the node migration.
+    pub fn access(&self, kubeconfig: Option<PathBuf>, release: &ReleaseArgs) -> Access {
         Access {
             state_dir: self.state_dir.clone(),
             kubeconfig,
-            context: self.context.clone(),
+            context: release.context.clone(),
             node_exec: self.node_exec.clone(),
         }
     }
@@ -72,6 +71,7 @@ impl ClusterAccessArgs {
 /// Read the reports and build the checked plan.
 pub fn build_plan(
     reports: &ClusterPlanArgs,
+    release: &ReleaseArgs,
     target: &super::plan::TargetArgs,
 ) -> anyhow::Result<ClusterPlan> {
     let t = target.target()?;
@@ -88,8 +88,8 @@ pub fn build_plan(
                 .chart
                 .as_ref()
                 .map(|c| std::fs::canonicalize(c).unwrap_or_else(|_| c.clone())),
-            release: "cilium".into(),
-            namespace: "kube-system".into(),
+            release: release.release(),
+            namespace: release.namespace(),
         },
     ))
 }
@@ -99,11 +99,12 @@ pub fn build_plan(
 pub fn plan(
     reports: &ClusterPlanArgs,
     access: &ClusterAccessArgs,
+    release: &ReleaseArgs,
     target: &super::plan::TargetArgs,
     emit_gitops: Option<&std::path::Path>,
 ) -> anyhow::Result<u8> {
-    let plan = build_plan(reports, target)?;
-    let access = access.access(target.kubeconfig.clone());
+    let plan = build_plan(reports, release, target)?;
+    let access = access.access(target.kubeconfig.clone(), release);
     let steps = runbook::build(&plan, &access);
     crate::out!("{}", cluster::render::render(&plan, &steps, &access));
     if let Some(dir) = emit_gitops {
@@ -136,7 +137,7 @@ pub fn install_stage(args: &super::plan::InstallArgs, stage: &str) -> anyhow::Re
     };
     let plan = crate::plan::stages::build(&node, &opts, stage)?;
     crate::out!("{}", crate::plan::render(&plan, &runner));
-    super::plan::check_tools(&runner, &plan, &node)?;
+    super::plan::check_tools(&runner, &plan, &node, None)?;
     if !super::plan::confirm(args.yes, &format!("Run migration stage {stage}"))? {
         crate::outln!("Not confirmed; nothing changed.");
         return Ok(exit::NO_GO);
@@ -182,8 +183,10 @@ pub fn install_stage(args: &super::plan::InstallArgs, stage: &str) -> anyhow::Re
 /// `install --cluster REPORTS`: check the plan, then carry the runbook out under the cluster
 /// journal.
 pub fn install(args: &super::plan::InstallArgs) -> anyhow::Result<u8> {
-    let plan = build_plan(&args.cluster, &args.target)?;
-    let access = args.access.access(args.target.kubeconfig.clone());
+    let plan = build_plan(&args.cluster, &args.release, &args.target)?;
+    let access = args
+        .access
+        .access(args.target.kubeconfig.clone(), &args.release);
     let steps = runbook::build(&plan, &access);
     crate::out!("{}", cluster::render::render(&plan, &steps, &access));
     if !plan.go() && !args.force {
@@ -204,7 +207,7 @@ pub fn install(args: &super::plan::InstallArgs) -> anyhow::Result<u8> {
 /// `rollback --cluster`: undo from the cluster journal.
 pub fn rollback(args: &super::plan::RollbackArgs) -> anyhow::Result<u8> {
     cluster::run::rollback(
-        &args.access.access(args.kubeconfig.clone()),
+        &args.access.access(args.kubeconfig.clone(), &args.release),
         &args.tools.runner(),
         &|l| crate::outln!("{l}"),
     )

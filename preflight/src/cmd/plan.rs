@@ -63,6 +63,51 @@ impl ToolArgs {
     }
 }
 
+/// Which Helm release the migration installs, upgrades, rolls back or uninstalls, and which
+/// kubeconfig context helm and kubectl use: one set of flags for the node migration and for
+/// `--cluster` (the one `--kubeconfig` is the command's own: TargetArgs or RollbackArgs).
+#[derive(Debug, Args, Clone, Default)]
+pub struct ReleaseArgs {
+    /// kubeconfig context for helm (`--kube-context`) and kubectl (`--context`) (default: the
+    /// kubeconfig's current context).
+    #[arg(long, value_name = "NAME", value_parser = crate::model::parse_context_name)]
+    pub context: Option<String>,
+    /// Namespace of the Cilium Helm release and its DaemonSet (default: kube-system); a
+    /// DNS-1123 label.
+    #[arg(long, value_name = "NS", value_parser = crate::model::parse_dns1123_label)]
+    pub namespace: Option<String>,
+    /// Name of the Cilium Helm release (default: cilium); a DNS-1123 label of at most 53
+    /// characters, as Helm requires.
+    #[arg(long, value_name = "NAME", value_parser = crate::model::parse_release_name)]
+    pub release_name: Option<String>,
+}
+
+impl ReleaseArgs {
+    /// The release's namespace: --namespace, else kube-system.
+    pub fn namespace(&self) -> String {
+        self.namespace
+            .clone()
+            .unwrap_or_else(|| PlanOptions::default().namespace)
+    }
+
+    /// The release's name: --release-name, else cilium.
+    pub fn release(&self) -> String {
+        self.release_name
+            .clone()
+            .unwrap_or_else(|| PlanOptions::default().release)
+    }
+
+    /// The plan options with this release, namespace and context.
+    pub fn options(&self, opts: PlanOptions) -> PlanOptions {
+        PlanOptions {
+            release: self.release(),
+            namespace: self.namespace(),
+            context: self.context.clone(),
+            ..opts
+        }
+    }
+}
+
 /// What to install: `run`'s target flags (version, -f, --set, --chart, --need) plus what only
 /// an install needs. Without --cilium-version or --chart the chart release is the newest release
 /// preflight knows, the default of every command.
@@ -108,8 +153,8 @@ impl TargetArgs {
         Ok(target)
     }
 
-    fn options(&self, target: &Target) -> PlanOptions {
-        PlanOptions {
+    fn options(&self, target: &Target, release: &ReleaseArgs) -> PlanOptions {
+        release.options(PlanOptions {
             // Helm installs an exact release: `1.19` is the newest 1.19 preflight knows.
             cilium_version: target.install_version().to_string(),
             kube_proxy_replacement: self.kube_proxy_replacement
@@ -128,7 +173,7 @@ impl TargetArgs {
                 .as_ref()
                 .map(|c| std::fs::canonicalize(c).unwrap_or_else(|_| c.clone())),
             ..PlanOptions::default()
-        }
+        })
     }
 }
 
@@ -148,7 +193,13 @@ struct Judged {
 
 /// `full`: the whole preflight (canaries, the datapath compile), for an install on the live node;
 /// else node files and read-only queries only.
-fn judge(host: &HostRoot, runner: &Runner, t: &TargetArgs, full: bool) -> anyhow::Result<Judged> {
+fn judge(
+    host: &HostRoot,
+    runner: &Runner,
+    t: &TargetArgs,
+    release: &ReleaseArgs,
+    full: bool,
+) -> anyhow::Result<Judged> {
     let target = t.target()?;
     let mut node = NodeState::read(host, runner)?;
     if let Some(file) = &t.kubeconfig {
@@ -162,7 +213,7 @@ fn judge(host: &HostRoot, runner: &Runner, t: &TargetArgs, full: bool) -> anyhow
         node.kubeconfig = Some(path);
     }
     let root = host.root();
-    let mut opts = t.options(&target);
+    let mut opts = t.options(&target, release);
     let plan = crate::plan::build_install(&node, &opts)?;
     // Judge what will be installed: the user's values with the node's requirements.
     let installed = target.with_patch(plan.values.as_ref().unwrap_or(&serde_json::Value::Null));
@@ -278,6 +329,8 @@ pub struct PlanArgs {
     pub target: TargetArgs,
     #[command(flatten)]
     pub tools: ToolArgs,
+    #[command(flatten)]
+    pub release: ReleaseArgs,
     /// Instead of a Helm step: write cilium-values.yaml and cilium-application.yaml (an Argo CD
     /// Application) into DIR. With --cluster: every stage's manifests for an Argo CD
     /// app-of-apps (stage-1-install, stage-2-node-config, stage-3-final) and runbook.txt.
@@ -297,6 +350,8 @@ pub struct InstallArgs {
     pub target: TargetArgs,
     #[command(flatten)]
     pub tools: ToolArgs,
+    #[command(flatten)]
+    pub release: ReleaseArgs,
     /// Do not ask for confirmation (needed when stdin is not a terminal).
     #[arg(long)]
     pub yes: bool,
@@ -319,6 +374,11 @@ pub struct RollbackArgs {
     pub root: RootArg,
     #[command(flatten)]
     pub tools: ToolArgs,
+    /// Undo what the journal recorded: its release, namespace and context. Given here, they
+    /// must match the journal's (a mismatch is refused, exit 2); with --cluster, --context is
+    /// the API server's context.
+    #[command(flatten)]
+    pub release: ReleaseArgs,
     /// Undo only this stage of a whole-cluster migration on this node.
     #[arg(long, value_name = "STAGE", value_parser = crate::plan::stages::STAGES)]
     pub migration_stage: Option<String>,
@@ -351,6 +411,9 @@ pub struct FallbackArgs {
     pub root: RootArg,
     #[command(flatten)]
     pub tools: ToolArgs,
+    /// The Cilium release to uninstall when one is there (default: cilium in kube-system).
+    #[command(flatten)]
+    pub release: ReleaseArgs,
     /// Do not ask for confirmation.
     #[arg(long)]
     pub yes: bool,
@@ -384,13 +447,14 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
         return super::cluster::plan(
             &args.cluster,
             &args.access,
+            &args.release,
             &args.target,
             args.emit_gitops.as_deref(),
         );
     }
     let host = node_root(&args.root)?;
     let runner = args.tools.runner();
-    let j = judge(&host, &runner, &args.target, false)?;
+    let j = judge(&host, &runner, &args.target, &args.release, false)?;
     let mut plan = j.plan.clone();
     if let Some(dir) = &args.emit_gitops {
         let values = plan.values.clone().context("plan has no values")?;
@@ -408,7 +472,12 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
                     .default_version()
                     .to_string()
             });
-        let app = gitops::application(&version, "cilium", "kube-system", &values);
+        let app = gitops::application(
+            &version,
+            &args.release.release(),
+            &args.release.namespace(),
+            &values,
+        );
         let values_path = dir.join("cilium-values.yaml");
         let app_path = dir.join("cilium-application.yaml");
         std::fs::write(&values_path, gitops::values_yaml(&values))
@@ -435,6 +504,7 @@ pub(super) fn check_tools(
     runner: &Runner,
     plan: &crate::plan::Plan,
     node: &NodeState,
+    context: Option<&str>,
 ) -> anyhow::Result<()> {
     let tools = crate::plan::tools_needed(plan);
     let mut problems: Vec<String> = tools
@@ -447,7 +517,7 @@ pub(super) fn check_tools(
                 continue;
             }
             let mut argv = if tool == Tool::Kubectl {
-                crate::plan::kube_args(node)
+                crate::plan::kube_args(node, context, tool)
             } else {
                 Vec::new()
             };
@@ -498,7 +568,7 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
     // Before anything is read: the plan must not be made from a node another run is changing.
     let lock = Lock::acquire(&host, "install")?;
     // The preflight: refuse on no-go, except for what the plan itself fixes.
-    let j = judge(&host, &runner, &args.target, host.is_live())?;
+    let j = judge(&host, &runner, &args.target, &args.release, host.is_live())?;
     let (node, plan) = (&j.node, &j.plan);
     crate::out!("{}", crate::plan::render(plan, &runner));
     let blocking = print_verdict(&j);
@@ -518,7 +588,7 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
         );
         return Ok(exit::NO_GO);
     }
-    check_tools(&runner, plan, node)?;
+    check_tools(&runner, plan, node, args.release.context.as_deref())?;
     if !confirm(args.yes, "Install Cilium with the plan above")? {
         crate::outln!("Not confirmed; nothing changed.");
         return Ok(exit::NO_GO);
@@ -559,7 +629,7 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
                 failure.step,
                 failure.error
             );
-            let evidence = collect_evidence(&runner, node, plan, failure.index);
+            let evidence = collect_evidence(&runner, node, &args.release, plan, failure.index);
             if !evidence.is_empty() {
                 crate::outln!("Evidence:");
                 for e in &evidence {
@@ -578,6 +648,7 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
 fn collect_evidence(
     runner: &Runner,
     node: &NodeState,
+    release: &ReleaseArgs,
     plan: &crate::plan::Plan,
     failed: usize,
 ) -> Vec<String> {
@@ -585,19 +656,10 @@ fn collect_evidence(
     if !helm_ran {
         return Vec::new();
     }
-    let mut args: Vec<String> = crate::plan::kube_args(node);
-    args.extend(
-        [
-            "-n",
-            "kube-system",
-            "logs",
-            "ds/cilium",
-            "-c",
-            "cilium-agent",
-            "--tail=500",
-        ]
-        .map(String::from),
-    );
+    let mut args: Vec<String> =
+        crate::plan::kube_args(node, release.context.as_deref(), Tool::Kubectl);
+    args.extend(["-n".to_string(), release.namespace()]);
+    args.extend(["logs", "ds/cilium", "-c", "cilium-agent", "--tail=500"].map(String::from));
     let Ok(out) = runner.run(Tool::Kubectl, &args) else {
         return vec!["could not fetch the agent log (kubectl failed to run)".into()];
     };
@@ -673,6 +735,9 @@ pub fn rollback(args: &RollbackArgs) -> anyhow::Result<u8> {
     let host = node_root(&args.root)?;
     let runner = args.tools.runner();
     let _lock = Lock::acquire(&host, "rollback")?;
+    if let Some(journal) = Journal::load(&host)? {
+        same_release_as_journal(&args.release, &journal)?;
+    }
     let code = match &args.migration_stage {
         Some(stage) => super::cluster::print_stage_rollback(
             exec::rollback_stage(&host, &runner, stage)?,
@@ -683,6 +748,61 @@ pub fn rollback(args: &RollbackArgs) -> anyhow::Result<u8> {
     };
     report_fault_points();
     Ok(code)
+}
+
+/// `rollback --namespace/--release-name/--context`: the journal decides what is undone; flags
+/// that name another release than the one it recorded are refused (exit 2) rather than
+/// silently ignored.
+fn same_release_as_journal(given: &ReleaseArgs, journal: &Journal) -> anyhow::Result<()> {
+    use crate::plan::journal::Undo;
+    for e in &journal.file.entries {
+        let (release, namespace, extra) = match &e.undo {
+            Undo::Helm {
+                release,
+                namespace,
+                extra_args,
+                ..
+            }
+            | Undo::HelmUninstalled {
+                release,
+                namespace,
+                extra_args,
+                ..
+            } => (release, namespace, extra_args),
+            _ => continue,
+        };
+        let context = extra
+            .windows(2)
+            .find(|w| w[0] == "--kube-context")
+            .map(|w| w[1].as_str());
+        let mismatch = [
+            (
+                "--release-name",
+                given.release_name.as_deref(),
+                Some(release.as_str()),
+            ),
+            (
+                "--namespace",
+                given.namespace.as_deref(),
+                Some(namespace.as_str()),
+            ),
+            ("--context", given.context.as_deref(), context),
+        ]
+        .into_iter()
+        .find(|(_, g, j)| g.is_some() && g != j);
+        if let Some((flag, g, j)) = mismatch {
+            bail!(
+                "{flag} {}: the journal ({}) recorded the release {namespace}/{release}{}; \
+                 rollback undoes what the journal recorded: drop {flag} or give the journal's",
+                g.unwrap_or_default(),
+                crate::plan::journal::JOURNAL_FILE,
+                j.filter(|_| flag == "--context")
+                    .map(|c| format!(" in context {c}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
 }
 
 pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
@@ -730,9 +850,10 @@ pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
         );
         return Ok(exit::NO_GO);
     }
-    let plan = fallback::build(&node, runner.path(Tool::Helm).is_ok());
+    let opts = args.release.options(PlanOptions::default());
+    let plan = fallback::build(&node, runner.path(Tool::Helm).is_ok(), &opts);
     crate::out!("{}", crate::plan::render(&plan, &runner));
-    check_tools(&runner, &plan, &node)?;
+    check_tools(&runner, &plan, &node, opts.context.as_deref())?;
     if !confirm(args.yes, "Apply the flannel hardening above")? {
         crate::outln!("Not confirmed; nothing changed.");
         return Ok(exit::NO_GO);

@@ -591,12 +591,16 @@ impl Executor<'_> {
     }
 }
 
+/// The cluster-access flags of a helm command line (`--kubeconfig PATH`, `--kube-context
+/// NAME`), for the status queries and the journaled undo of the same release.
 fn kube_args_of(helm_args: &[String]) -> Vec<String> {
-    helm_args
-        .windows(2)
-        .find(|w| w[0] == "--kubeconfig")
-        .map(|w| w.to_vec())
-        .unwrap_or_default()
+    let mut out = Vec::new();
+    for flag in ["--kubeconfig", "--kube-context"] {
+        if let Some(w) = helm_args.windows(2).find(|w| w[0] == flag) {
+            out.extend(w.iter().cloned());
+        }
+    }
+    out
 }
 
 fn file_name(node_path: &str) -> String {

@@ -80,7 +80,11 @@ pub enum Undo {
     },
     /// `helm upgrade --install`: uninstall, or roll back to the revision that was there.
     Helm {
+        /// The release and namespace this run installed (`--release-name`, `--namespace`);
+        /// a journal written before they were recorded meant cilium in kube-system.
+        #[serde(default = "default_release")]
         release: String,
+        #[serde(default = "default_namespace")]
         namespace: String,
         prior_revision: Option<u64>,
         extra_args: Vec<String>,
@@ -92,7 +96,9 @@ pub enum Undo {
     /// `helm uninstall` of a release that was there: install that chart version again with the
     /// values it had (kept in `values`, a node path in the backup dir).
     HelmUninstalled {
+        #[serde(default = "default_release")]
         release: String,
+        #[serde(default = "default_namespace")]
         namespace: String,
         chart_version: String,
         values: String,
@@ -112,6 +118,16 @@ pub enum Undo {
     Firewall { remove_args: Vec<String> },
     /// Nothing changed on the node (a wait, a check).
     Nothing,
+}
+
+/// The release an old journal without a release name means: the only one preflight installed.
+fn default_release() -> String {
+    "cilium".into()
+}
+
+/// The namespace an old journal without one means.
+fn default_namespace() -> String {
+    "kube-system".into()
 }
 
 /// A `helm upgrade --install` that succeeded: the chart version, the command line (chart
@@ -602,13 +618,40 @@ fn link_spec(l: &LinkSpec) -> Result<(), String> {
     Ok(())
 }
 
-/// `--kubeconfig PATH` with PATH inside the root, or nothing.
+/// Cluster-access flags as preflight passes them to `tool_context` (helm's `--kube-context`
+/// or kubectl's `--context`): `[--kubeconfig PATH] [CONTEXT_FLAG NAME]`, PATH inside the root,
+/// NAME a context name preflight accepts. Returns what follows them.
+fn access_args<'a>(
+    args: &'a [String],
+    root: &Path,
+    context_flag: &str,
+) -> Result<&'a [String], String> {
+    let mut rest = args;
+    if let [flag, path, more @ ..] = rest
+        && flag == "--kubeconfig"
+    {
+        if !inside(path, root) {
+            return Err(format!("kubeconfig {path:?} is not inside the node's root"));
+        }
+        rest = more;
+    }
+    if let [flag, name, more @ ..] = rest
+        && flag == context_flag
+    {
+        if let Some(why) = crate::model::context_name_error(name) {
+            return Err(format!("context {name:?} {why}"));
+        }
+        rest = more;
+    }
+    Ok(rest)
+}
+
+/// helm's `[--kubeconfig PATH] [--kube-context NAME]`, or nothing.
 fn kube_args(args: &[String], root: &Path) -> Result<(), String> {
-    match args {
+    match access_args(args, root, "--kube-context")? {
         [] => Ok(()),
-        [flag, path] if flag == "--kubeconfig" && inside(path, root) => Ok(()),
         _ => Err(format!(
-            "arguments {args:?} are not the --kubeconfig preflight passes"
+            "arguments {args:?} are not the --kubeconfig and --kube-context preflight passes"
         )),
     }
 }
@@ -619,17 +662,9 @@ fn inside(path: &str, root: &Path) -> bool {
         && !path.split('/').any(|c| c == "..")
 }
 
-/// `[--kubeconfig PATH] -n NS rollout restart KIND/NAME`.
+/// `[--kubeconfig PATH] [--context NAME] -n NS rollout restart KIND/NAME`.
 fn rollout_args(args: &[String], root: &Path) -> Result<(), String> {
-    let rest = match args {
-        [flag, path, rest @ ..] if flag == "--kubeconfig" => {
-            kube_args(&args[..2], root)?;
-            let _ = path;
-            rest
-        }
-        rest => rest,
-    };
-    match rest {
+    match access_args(args, root, "--context")? {
         [n, ns, r, s, what] if n == "-n" && r == "rollout" && s == "restart" => {
             word(ns, "namespace")?;
             word(what, "workload")
@@ -658,5 +693,85 @@ fn firewall_args(args: &[String]) -> Result<(), String> {
         Err(format!(
             "firewall-cmd arguments {args:?} are not an undo preflight writes"
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A journal written before the release and namespace were recorded meant the only
+    /// release preflight then installed: cilium in kube-system.
+    #[test]
+    fn an_old_helm_entry_without_release_or_namespace_means_cilium_in_kube_system() {
+        let old: Undo = serde_json::from_str(
+            r#"{"undo":"helm","prior_revision":null,"extra_args":["--kubeconfig","/r/k.yaml"]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            old,
+            Undo::Helm {
+                release: "cilium".into(),
+                namespace: "kube-system".into(),
+                prior_revision: None,
+                extra_args: vec!["--kubeconfig".into(), "/r/k.yaml".into()],
+                applied: None,
+            }
+        );
+    }
+
+    #[test]
+    fn access_flags_are_the_ones_preflight_passes() {
+        let root = Path::new("/r");
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(
+            kube_args(
+                &a(&["--kubeconfig", "/r/k.yaml", "--kube-context", "edge"]),
+                root
+            )
+            .is_ok()
+        );
+        assert!(kube_args(&a(&["--kube-context", "arn:aws:eks:x:1:cluster/y"]), root).is_ok());
+        for bad in [
+            a(&["--kube-context", "-x"]),
+            a(&["--kube-context", "a b"]),
+            a(&["--kubeconfig", "/elsewhere/k.yaml"]),
+            a(&["--context", "edge"]),
+            a(&["--kube-context", "edge", "--kubeconfig", "/r/k.yaml"]),
+        ] {
+            assert!(kube_args(&bad, root).is_err(), "{bad:?}");
+        }
+        assert!(
+            rollout_args(
+                &a(&[
+                    "--kubeconfig",
+                    "/r/k",
+                    "--context",
+                    "edge",
+                    "-n",
+                    "kube-system",
+                    "rollout",
+                    "restart",
+                    "deployment/coredns"
+                ]),
+                root
+            )
+            .is_ok()
+        );
+        assert!(
+            rollout_args(
+                &a(&[
+                    "--context",
+                    "edge;rm",
+                    "-n",
+                    "kube-system",
+                    "rollout",
+                    "restart",
+                    "deployment/coredns"
+                ]),
+                root
+            )
+            .is_err()
+        );
     }
 }

@@ -20,6 +20,9 @@ use std::fmt::Write as _;
 
 use node::{CniPaths, DROP_IN, LinkState, MountState, NodeState};
 
+/// k3s deploys CoreDNS into kube-system whatever namespace Cilium goes into (`--namespace`
+/// moves the Helm release and its DaemonSet, not CoreDNS).
+pub const COREDNS_NAMESPACE: &str = "kube-system";
 pub const VALUES_FILE: &str = "/var/lib/preflight/cilium-values.yaml";
 pub const BPFFS_UNIT_TEXT: &str = "\
 # Written by preflight: bpffs at /sys/fs/bpf, shared, so Cilium's pins survive agent restarts.
@@ -204,8 +207,12 @@ pub struct PlanOptions {
     pub kube_proxy_replacement: bool,
     pub k8s_service_host: Option<String>,
     pub k8s_service_port: u16,
+    /// `--release-name`: the Helm release (a DNS-1123 label of at most 53 characters).
     pub release: String,
+    /// `--namespace`: the release's namespace, where the Cilium DaemonSet runs.
     pub namespace: String,
+    /// `--context`: the kubeconfig context helm and kubectl use (None: the current one).
+    pub context: Option<String>,
     pub wait_timeout_s: u64,
     pub dns_check_image: Option<String>,
     /// Also recreate every non-hostNetwork pod that has a controller (`--restart-pods`).
@@ -230,6 +237,7 @@ impl Default for PlanOptions {
             k8s_service_port: 6443,
             release: "cilium".into(),
             namespace: "kube-system".into(),
+            context: None,
             wait_timeout_s: 300,
             dns_check_image: Some("busybox:1.36".into()),
             restart_pods: false,
@@ -407,12 +415,23 @@ pub fn wants_kube_proxy_replacement(user: &serde_json::Value) -> bool {
     }
 }
 
-/// kubeconfig arguments for helm and kubectl (k3s writes its admin kubeconfig on servers).
-pub fn kube_args(node: &NodeState) -> Vec<String> {
-    node.kubeconfig
+/// How `tool` (helm or kubectl) reaches the cluster: `--kubeconfig` (k3s writes its admin
+/// kubeconfig on servers, or the operator's --kubeconfig), and the context, which helm calls
+/// `--kube-context` and kubectl `--context`.
+pub fn kube_args(node: &NodeState, context: Option<&str>, tool: runner::Tool) -> Vec<String> {
+    let mut a: Vec<String> = node
+        .kubeconfig
         .as_ref()
         .map(|k| vec!["--kubeconfig".into(), k.display().to_string()])
-        .unwrap_or_default()
+        .unwrap_or_default();
+    if let Some(c) = context {
+        let flag = match tool {
+            runner::Tool::Helm => "--kube-context",
+            _ => "--context",
+        };
+        a.extend([flag.to_string(), c.to_string()]);
+    }
+    a
 }
 
 /// Cilium state and pins are leftovers to move aside, unless an install of this preflight is
@@ -948,7 +967,7 @@ fn helm_steps(
         "--values".into(),
         node.host.resolve(VALUES_FILE)?.display().to_string(),
     ]);
-    helm_args.extend(kube_args(node));
+    helm_args.extend(kube_args(node, opts.context.as_deref(), runner::Tool::Helm));
     steps.push(
         Step::new(
             "helm.install",
@@ -982,7 +1001,7 @@ fn wait_and_check_steps(
     notes: &mut Vec<String>,
 ) {
     // 7. waits and post-checks.
-    let kc = kube_args(node);
+    let kc = kube_args(node, opts.context.as_deref(), runner::Tool::Kubectl);
     let timeout = format!("--timeout={}s", opts.wait_timeout_s);
     let kubectl = |args: &[&str]| -> Vec<String> {
         let mut v = kc.clone();
@@ -1012,7 +1031,7 @@ fn wait_and_check_steps(
             Action::RolloutRestart {
                 args: kubectl(&[
                     "-n",
-                    "kube-system",
+                    COREDNS_NAMESPACE,
                     "rollout",
                     "restart",
                     "deployment/coredns",
@@ -1033,7 +1052,7 @@ fn wait_and_check_steps(
             Action::Kubectl {
                 args: kubectl(&[
                     "-n",
-                    "kube-system",
+                    COREDNS_NAMESPACE,
                     "rollout",
                     "status",
                     "deployment/coredns",
@@ -1055,7 +1074,7 @@ fn wait_and_check_steps(
                 "Recreate the other pods that still use flannel's network",
                 Action::RestartPods {
                     list_args: kubectl(&["get", "pods", "--all-namespaces", "-o", &format!("jsonpath={listing}")]),
-                    kube_args: kube_args(node),
+                    kube_args: kc.clone(),
                 },
             )
             .changes(
