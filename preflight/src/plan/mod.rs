@@ -2,8 +2,18 @@
 //! each saying what it changes, why, and how it is undone; the executor that carries them out
 //! under a write-ahead journal; rollback; and the flannel fallback.
 //!
+//! Three parts, in the order data flows:
+//! - read: [`node::NodeState`] (k3s config, containerd's CNI dirs, links, mounts, leftovers),
+//!   every file through host/'s root-confined API, never `std::fs` (tests/node_fs_lint.rs);
+//! - decide: [`decide`] builds the plan from that state, one function per phase; [`fallback`]
+//!   and [`stages`] build the flannel fallback and the whole-cluster node stages; pure;
+//! - apply: [`apply`], one file per action family (files, links, mounts, services, k3s, helm,
+//!   kubectl, iptables, kernel, firewall), each with its do, its undo and its command line;
+//!   [`exec`] walks the plan under the [`journal`] and hands each action and undo to its family.
+//!
 //! Files are changed directly under the root prefix; everything on the running system (links,
 //! mounts, services, Helm, Kubernetes) goes through [`runner::Runner`].
+pub mod apply;
 pub mod decide;
 pub mod exec;
 pub mod fallback;
@@ -19,6 +29,7 @@ pub mod stages;
 
 use std::fmt::Write as _;
 
+pub use apply::services::service_command;
 pub use decide::{build_install, drop_in_text, values_for, wants_kube_proxy_replacement};
 use node::{CniPaths, NodeState};
 
@@ -319,52 +330,29 @@ pub fn command_line(action: &Action, runner: &runner::Runner) -> Option<String> 
 /// The tool and argument vector a step runs (None for file steps).
 pub fn command_parts(action: &Action) -> Option<(runner::Tool, Vec<String>)> {
     use runner::Tool;
-    let (tool, args): (Tool, Vec<String>) = match action {
-        Action::DeleteLink { name } => (Tool::Ip, vec!["link".into(), "del".into(), name.clone()]),
-        Action::MakeShared => (
-            Tool::Mount,
-            vec!["--make-shared".into(), node::BPFFS.into()],
-        ),
-        Action::EnableUnit { unit } => (
-            Tool::Systemctl,
-            vec!["enable".into(), "--now".into(), unit.clone()],
-        ),
-        Action::DaemonReload => (Tool::Systemctl, vec!["daemon-reload".into()]),
+    Some(match action {
+        Action::DeleteLink { name } => apply::links::delete_command(name),
+        Action::MakeShared => apply::mounts::make_shared_command(),
+        Action::EnableUnit { unit } => apply::services::enable_command(unit),
+        Action::DaemonReload => apply::services::daemon_reload_command(),
         Action::Service { unit, verb, openrc } => service_command(unit, verb, *openrc),
+        // The plan made these command lines whole (decide): printed and run as they are.
         Action::Helm { args, .. } => (Tool::Helm, args.clone()),
-        Action::HelmUninstall {
-            release,
-            namespace,
-            kube_args,
-        } => {
-            let mut a: Vec<String> = ["uninstall", release, "-n", namespace, "--wait"]
-                .map(String::from)
-                .to_vec();
-            a.extend(kube_args.iter().cloned());
-            (Tool::Helm, a)
-        }
         Action::Kubectl { args, .. } | Action::RolloutRestart { args } => {
             (Tool::Kubectl, args.clone())
         }
         Action::RestartPods { list_args, .. } => (Tool::Kubectl, list_args.clone()),
-        Action::Modprobe { module } => (Tool::Modprobe, vec![module.clone()]),
-        Action::Sysctl { key, value } => {
-            (Tool::Sysctl, vec!["-w".into(), format!("{key}={value}")])
-        }
         Action::Firewall { add_args, .. } => (Tool::FirewallCmd, add_args.clone()),
+        Action::HelmUninstall {
+            release,
+            namespace,
+            kube_args,
+        } => apply::helm::uninstall_command(release, namespace, kube_args),
+        Action::Modprobe { module } => apply::kernel::modprobe_command(module),
+        Action::Sysctl { key, value } => apply::kernel::sysctl_command(key, value),
         Action::FlannelIptables => (Tool::IptablesSave, Vec::new()),
         _ => return None,
-    };
-    Some((tool, args))
-}
-
-/// The command that restarts or reloads a service: systemctl, or rc-service under OpenRC.
-pub fn service_command(unit: &str, verb: &str, openrc: bool) -> (runner::Tool, Vec<String>) {
-    if openrc {
-        (runner::Tool::RcService, vec![unit.into(), verb.into()])
-    } else {
-        (runner::Tool::Systemctl, vec![verb.into(), unit.into()])
-    }
+    })
 }
 
 /// Every external tool the plan's steps (and their undo) run, including the queries a step
