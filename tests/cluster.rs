@@ -1511,6 +1511,19 @@ fn a_full_cluster_run_migrates_every_node_and_rollback_restores_them() {
         step_ids().len()
     );
 
+    // The journal decides what is undone: another namespace is refused, nothing undone.
+    let o = c.run(
+        &["rollback", "--cluster", "--namespace", "cilium-system"],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("recorded the release kube-system/cilium"),
+        "{}",
+        text(&o)
+    );
+    assert!(state.join("cluster-journal.json").exists());
+
     let t = std::time::Instant::now();
     let o = c.run(&["rollback", "--cluster"], &[]);
     println!(

@@ -814,7 +814,7 @@ pub fn migration_values(user: &Value, c: &Choices, notes: &mut Vec<String>) -> V
         "policyEnforcementMode": "never",
         "bpf": {"hostLegacyRouting": true},
     });
-    note_replaced(user, &required, "", notes);
+    note_replaced(user, &required, notes);
     let mut v = user.clone();
     if !v.is_object() {
         v = json!({});
@@ -858,25 +858,11 @@ pub fn final_values(user: &Value, c: &Choices) -> Value {
     v
 }
 
-fn note_replaced(user: &Value, required: &Value, prefix: &str, notes: &mut Vec<String>) {
-    let (Some(u), Some(r)) = (user.as_object(), required.as_object()) else {
-        return;
-    };
-    for (k, want) in r {
-        let path = if prefix.is_empty() {
-            k.clone()
-        } else {
-            format!("{prefix}.{k}")
-        };
-        match u.get(k) {
-            Some(got) if got.is_object() && want.is_object() => {
-                note_replaced(got, want, &path, notes)
-            }
-            Some(got) if got != want => notes.push(format!(
-                "values: your {path}: {got} is replaced by {want} during the migration"
-            )),
-            _ => {}
-        }
+fn note_replaced(user: &Value, required: &Value, notes: &mut Vec<String>) {
+    for (path, got, want) in crate::plan::decide::replaced_values(user, required) {
+        notes.push(format!(
+            "values: your {path}: {got} is replaced by {want} during the migration"
+        ));
     }
 }
 

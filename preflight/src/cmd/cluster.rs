@@ -143,19 +143,13 @@ pub fn install_stage(args: &super::plan::InstallArgs, stage: &str) -> anyhow::Re
         return Ok(exit::NO_GO);
     }
     let journal = Journal::begin(&host, &format!("migration:{stage}"), &lock.created)?;
-    let mut ex = exec::Executor {
-        host: &host,
-        runner: &runner,
+    let result = exec::run_to_completion(
+        &host,
+        &runner,
         journal,
-        log: Box::new(|l| crate::outln!("{l}")),
-    };
-    let result = ex.run(&plan).and_then(|()| {
-        ex.journal.complete().map_err(|error| exec::StepFailure {
-            index: plan.steps.len().saturating_sub(1),
-            step: "journal".into(),
-            error,
-        })
-    });
+        &plan,
+        Box::new(|l| crate::outln!("{l}")),
+    );
     match result {
         Ok(()) => {
             super::plan::report_fault_points();
@@ -165,7 +159,6 @@ pub fn install_stage(args: &super::plan::InstallArgs, stage: &str) -> anyhow::Re
             Ok(exit::GO)
         }
         Err(failure) => {
-            drop(ex);
             crate::outln!(
                 "\nSTAGE {stage} FAILED at step {} ({}): {:#}\nRolling this stage back…",
                 failure.index + 1,
@@ -205,12 +198,37 @@ pub fn install(args: &super::plan::InstallArgs) -> anyhow::Result<u8> {
 }
 
 /// `rollback --cluster`: undo from the cluster journal.
+/// The cluster journal decides which release and namespace are undone; `--namespace` or
+/// `--release-name` naming others are refused (exit 2) rather than ignored.
 pub fn rollback(args: &super::plan::RollbackArgs) -> anyhow::Result<u8> {
-    cluster::run::rollback(
-        &args.access.access(args.kubeconfig.clone(), &args.release),
-        &args.tools.runner(),
-        &|l| crate::outln!("{l}"),
-    )
+    let access = args.access.access(args.kubeconfig.clone(), &args.release);
+    if let Some(j) = cluster::journal::ClusterJournal::load(&access.state_dir)? {
+        let release = j.file.entries.iter().find_map(|e| match &e.undo {
+            cluster::journal::Undo::Helm { release, .. } => Some(release.as_str()),
+            _ => None,
+        });
+        let ns = j.file.namespace.as_str();
+        let mismatch = [
+            ("--namespace", args.release.namespace.as_deref(), Some(ns)),
+            (
+                "--release-name",
+                args.release.release_name.as_deref(),
+                release,
+            ),
+        ]
+        .into_iter()
+        .find(|(_, given, journal)| given.is_some() && journal.is_some() && given != journal);
+        if let Some((flag, given, _)) = mismatch {
+            anyhow::bail!(
+                "{flag} {}: the cluster journal ({}) recorded the release {ns}/{}; rollback \
+                 --cluster undoes what the journal recorded: drop {flag} or give the journal's",
+                given.unwrap_or_default(),
+                cluster::journal::ClusterJournal::path_in(&access.state_dir).display(),
+                release.unwrap_or("?")
+            );
+        }
+    }
+    cluster::run::rollback(&access, &args.tools.runner(), &|l| crate::outln!("{l}"))
 }
 
 /// What `rollback --migration-stage` did: that stage undone; the node's other stages stay.
@@ -223,19 +241,8 @@ pub fn print_stage_rollback(
         crate::outln!("Nothing of stage {stage} to roll back on this node.");
         return exit::GO;
     }
-    for u in &r.undone {
-        crate::outln!("  undone: {u}");
-    }
-    for n in &r.notes {
-        crate::outln!("  left as is: {n}");
-    }
-    for k in &r.kept {
-        crate::outln!("  WARNING: {k}");
-    }
+    super::plan::print_undone(&r, false);
     if !r.failed.is_empty() {
-        for f in &r.failed {
-            crate::outln!("  FAILED: {f}");
-        }
         crate::outln!(
             "Stage {stage} not fully rolled back: fix the above and run `preflight rollback --migration-stage {stage}` again (the journal is kept)."
         );

@@ -595,23 +595,17 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
     }
 
     let journal = Journal::begin(&host, "install", &lock.created)?;
-    let mut exec = exec::Executor {
-        host: &host,
-        runner: &runner,
-        journal,
-        log: Box::new(|l| crate::outln!("{l}")),
-    };
     crate::outln!(
         "\nExecuting (journal: {})",
         host.display(crate::plan::journal::JOURNAL_DIR)
     );
-    let result = exec.run(plan).and_then(|()| {
-        exec.journal.complete().map_err(|error| exec::StepFailure {
-            index: plan.steps.len() - 1,
-            step: "journal".into(),
-            error,
-        })
-    });
+    let result = exec::run_to_completion(
+        &host,
+        &runner,
+        journal,
+        plan,
+        Box::new(|l| crate::outln!("{l}")),
+    );
     match result {
         Ok(()) => {
             report_fault_points();
@@ -622,7 +616,6 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
             Ok(exit::GO)
         }
         Err(failure) => {
-            drop(exec);
             crate::outln!(
                 "\nINSTALL FAILED at step {} ({}): {:#}",
                 failure.index + 1,
@@ -691,11 +684,9 @@ fn collect_evidence(
     lines
 }
 
-pub(super) fn print_rollback(r: exec::RollbackReport) -> u8 {
-    if r.nothing_to_do {
-        crate::outln!("Nothing to roll back (no journal).");
-        return exit::GO;
-    }
+/// The lines every rollback prints: what it undid, what it left as is, what it kept aside
+/// (`warn`: the kept files also on stderr), and what failed.
+pub(super) fn print_undone(r: &exec::RollbackReport, warn: bool) {
     for u in &r.undone {
         crate::outln!("  undone: {u}");
     }
@@ -704,8 +695,21 @@ pub(super) fn print_rollback(r: exec::RollbackReport) -> u8 {
     }
     for k in &r.kept {
         crate::outln!("  WARNING: {k}");
-        eprintln!("preflight: WARNING: {k}");
+        if warn {
+            eprintln!("preflight: WARNING: {k}");
+        }
     }
+    for f in &r.failed {
+        crate::outln!("  FAILED: {f}");
+    }
+}
+
+pub(super) fn print_rollback(r: exec::RollbackReport) -> u8 {
+    if r.nothing_to_do {
+        crate::outln!("Nothing to roll back (no journal).");
+        return exit::GO;
+    }
+    print_undone(&r, true);
     if r.failed.is_empty() {
         if r.kept.is_empty() {
             crate::outln!("Rollback complete: the node is as it was before.");
@@ -718,9 +722,6 @@ pub(super) fn print_rollback(r: exec::RollbackReport) -> u8 {
         }
         exit::GO
     } else {
-        for f in &r.failed {
-            crate::outln!("  FAILED: {f}");
-        }
         crate::outln!(
             "Rollback incomplete: fix the above and run `preflight rollback` again (the journal is kept)."
         );
@@ -859,19 +860,13 @@ pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
         return Ok(exit::NO_GO);
     }
     let journal = Journal::begin(&host, "fallback-flannel", &lock.created)?;
-    let mut exec = exec::Executor {
-        host: &host,
-        runner: &runner,
+    let result = exec::run_to_completion(
+        &host,
+        &runner,
         journal,
-        log: Box::new(|l| crate::outln!("{l}")),
-    };
-    let result = exec.run(&plan).and_then(|()| {
-        exec.journal.complete().map_err(|error| exec::StepFailure {
-            index: plan.steps.len().saturating_sub(1),
-            step: "journal".into(),
-            error,
-        })
-    });
+        &plan,
+        Box::new(|l| crate::outln!("{l}")),
+    );
     match result {
         Ok(()) => {
             report_fault_points();
@@ -879,7 +874,6 @@ pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
             Ok(exit::GO)
         }
         Err(failure) => {
-            drop(exec);
             crate::outln!(
                 "\nFALLBACK FAILED at step {} ({}): {:#}\nRolling back…",
                 failure.index + 1,

@@ -130,7 +130,7 @@ pub fn values_for(
         required["k8sServiceHost"] = json!(host);
         required["k8sServicePort"] = port;
     }
-    note_overrides(&opts.user_values, &required, "", notes);
+    note_overrides(&opts.user_values, &required, notes);
     values::merge(&mut v, required);
     if let Some(fix) = &opts.values_fix {
         values::merge(&mut v, fix.clone());
@@ -138,31 +138,45 @@ pub fn values_for(
     Ok(v)
 }
 
-/// A note for every value the user gave that the node's requirements replace.
-fn note_overrides(
+/// Every value the user gave (`user`) that `required` replaces: its dotted path, the user's
+/// value and the required one. The node migration and the cluster migration both say so.
+pub fn replaced_values(
     user: &serde_json::Value,
     required: &serde_json::Value,
-    prefix: &str,
-    notes: &mut Vec<String>,
-) {
-    let (Some(u), Some(r)) = (user.as_object(), required.as_object()) else {
-        return;
-    };
-    for (k, want) in r {
-        let path = if prefix.is_empty() {
-            k.clone()
-        } else {
-            format!("{prefix}.{k}")
+) -> Vec<(String, serde_json::Value, serde_json::Value)> {
+    fn walk(
+        user: &serde_json::Value,
+        required: &serde_json::Value,
+        prefix: &str,
+        out: &mut Vec<(String, serde_json::Value, serde_json::Value)>,
+    ) {
+        let (Some(u), Some(r)) = (user.as_object(), required.as_object()) else {
+            return;
         };
-        match u.get(k) {
-            Some(got) if got.is_object() && want.is_object() => {
-                note_overrides(got, want, &path, notes)
+        for (k, want) in r {
+            let path = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match u.get(k) {
+                Some(got) if got.is_object() && want.is_object() => walk(got, want, &path, out),
+                Some(got) if got != want => out.push((path, got.clone(), want.clone())),
+                _ => {}
             }
-            Some(got) if got != want => notes.push(format!(
-                "values: your {path}: {got} is replaced by {want}, which this node needs"
-            )),
-            _ => {}
         }
+    }
+    let mut out = Vec::new();
+    walk(user, required, "", &mut out);
+    out
+}
+
+/// A note for every value the user gave that the node's requirements replace.
+fn note_overrides(user: &serde_json::Value, required: &serde_json::Value, notes: &mut Vec<String>) {
+    for (path, got, want) in replaced_values(user, required) {
+        notes.push(format!(
+            "values: your {path}: {got} is replaced by {want}, which this node needs"
+        ));
     }
 }
 

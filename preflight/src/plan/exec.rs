@@ -143,6 +143,32 @@ impl Executor<'_> {
     }
 }
 
+/// Carry `plan` out under `journal` (already begun) and mark the journal complete: what
+/// install, fallback and a migration stage share. Err names the step that failed (the journal
+/// itself when completing it failed); the journal keeps what a rollback needs, and the
+/// executor is gone when this returns, so the caller can roll back at once.
+pub fn run_to_completion<'a>(
+    host: &'a HostRoot,
+    runner: &'a Runner,
+    journal: Journal,
+    plan: &Plan,
+    log: Box<dyn FnMut(&str) + 'a>,
+) -> Result<(), StepFailure> {
+    let mut ex = Executor {
+        host,
+        runner,
+        journal,
+        log,
+    };
+    ex.run(plan).and_then(|()| {
+        ex.journal.complete().map_err(|error| StepFailure {
+            index: plan.steps.len().saturating_sub(1),
+            step: "journal".into(),
+            error,
+        })
+    })
+}
+
 /// What a rollback did.
 #[derive(Debug, Default)]
 pub struct RollbackReport {

@@ -150,12 +150,14 @@ pub enum EntryState {
     Undone,
 }
 
+/// One journaled change: a node's ([`Undo`]) or, with the cluster's undo type, a cluster
+/// step's (cluster/journal.rs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Entry {
+pub struct Entry<U = Undo> {
     pub seq: u32,
-    /// The plan step this change belongs to.
+    /// The plan step (or runbook step) this change belongs to.
     pub step: String,
-    pub undo: Undo,
+    pub undo: U,
     pub state: EntryState,
 }
 
