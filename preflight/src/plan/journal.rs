@@ -743,37 +743,18 @@ mod tests {
         ] {
             assert!(kube_args(&bad, root).is_err(), "{bad:?}");
         }
-        assert!(
-            rollout_args(
-                &a(&[
-                    "--kubeconfig",
-                    "/r/k",
-                    "--context",
-                    "edge",
-                    "-n",
-                    "kube-system",
-                    "rollout",
-                    "restart",
-                    "deployment/coredns"
-                ]),
-                root
-            )
-            .is_ok()
-        );
-        assert!(
-            rollout_args(
-                &a(&[
-                    "--context",
-                    "edge;rm",
-                    "-n",
-                    "kube-system",
-                    "rollout",
-                    "restart",
-                    "deployment/coredns"
-                ]),
-                root
-            )
-            .is_err()
-        );
+        let restart = "-n kube-system rollout restart deployment/coredns";
+        for (access, ok) in [
+            ("--kubeconfig /r/k --context edge", true),
+            ("--context edge", true),
+            ("--context edge;rm", false),
+            ("--kube-context edge", false),
+        ] {
+            let argv: Vec<String> = format!("{access} {restart}")
+                .split(' ')
+                .map(String::from)
+                .collect();
+            assert_eq!(rollout_args(&argv, root).is_ok(), ok, "{argv:?}");
+        }
     }
 }
