@@ -1759,3 +1759,49 @@ fn rollback_of_a_journal_without_release_fields_keeps_the_old_defaults() {
         n.argv_log()
     );
 }
+
+/// `--kubeconfig FILE` outside the node's root (the operator's own file): install journals it;
+/// rollback trusts it only when given the same file again (a journal alone must not point helm
+/// at credentials outside the root), then undoes the release through it.
+#[test]
+fn an_operators_kubeconfig_outside_the_root_is_trusted_only_when_given_again() {
+    let n = node();
+    let before = snapshot(&n.root);
+    let kc = n.standin.join("operator.kubeconfig");
+    fs::write(&kc, "apiVersion: v1\nkind: Config\n").unwrap();
+    let kc = kc.canonicalize().unwrap();
+    let kc_arg = kc.to_str().unwrap();
+    let mut args = install_args();
+    args.extend(["--kubeconfig", kc_arg]);
+    let o = n.run(&args, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // A second install with the same file continues the journal (nothing to redo).
+    let o = n.run(&args, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout)
+            .contains("already done (the agent preflight installed wrote it"),
+        "{}",
+        text(&o)
+    );
+
+    let o = n.run(&["rollback"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("refused") && err.contains(&format!("give it again: --kubeconfig {kc_arg}")),
+        "{err}"
+    );
+    assert!(n.standin.join("release-cilium").exists(), "nothing undone");
+
+    let o = n.run(&["rollback", "--kubeconfig", kc_arg], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        n.argv_log().contains(&format!(
+            "helm uninstall cilium -n kube-system --wait --kubeconfig {kc_arg}\n"
+        )),
+        "{}",
+        n.argv_log()
+    );
+    assert_same(&before, &snapshot(&n.root), "after rollback");
+}

@@ -142,7 +142,7 @@ pub fn install_stage(args: &super::plan::InstallArgs, stage: &str) -> anyhow::Re
         crate::outln!("Not confirmed; nothing changed.");
         return Ok(exit::NO_GO);
     }
-    let journal = Journal::begin(&host, &format!("migration:{stage}"), &lock.created)?;
+    let journal = Journal::begin(&host, &format!("migration:{stage}"), &lock.created, None)?;
     let result = exec::run_to_completion(
         &host,
         &runner,

@@ -210,6 +210,10 @@ fn judge(
             .ok()
             .filter(|p| p.is_file())
             .with_context(|| format!("--kubeconfig {}: no such file", file.display()))?;
+        // An install journaled with this file outside the root is one the operator made.
+        if node.installed.is_none() {
+            node.installed = crate::plan::node::installed_by_preflight(host, Some(&path));
+        }
         node.kubeconfig = Some(path);
     }
     let root = host.root();
@@ -389,8 +393,9 @@ pub struct RollbackArgs {
     pub cluster: bool,
     /// With --cluster: the kubeconfig for the API server (default: KUBECONFIG, then
     /// ~/.kube/config, then the in-cluster service account). A node's rollback uses what its
-    /// journal recorded.
-    #[arg(long, value_name = "FILE", requires = "cluster")]
+    /// journal recorded; give the --kubeconfig you gave install when it is outside --root (the
+    /// journal is trusted with no other file outside the root).
+    #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
     #[command(flatten)]
     pub access: super::cluster::ClusterAccessArgs,
@@ -594,7 +599,13 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
         return Ok(exit::NO_GO);
     }
 
-    let journal = Journal::begin(&host, "install", &lock.created)?;
+    // The operator's own --kubeconfig (absolute): the journal may name it outside the root.
+    let trusted = args
+        .target
+        .kubeconfig
+        .as_ref()
+        .and(node.kubeconfig.as_deref());
+    let journal = Journal::begin(&host, "install", &lock.created, trusted)?;
     crate::outln!(
         "\nExecuting (journal: {})",
         host.display(crate::plan::journal::JOURNAL_DIR)
@@ -630,7 +641,7 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
                 }
             }
             crate::outln!("\nRolling back automatically…");
-            let code = print_rollback(exec::rollback(&host, &runner)?);
+            let code = print_rollback(exec::rollback(&host, &runner, trusted)?);
             report_fault_points();
             Ok(if code == exit::GO { exit::NO_GO } else { code })
         }
@@ -736,7 +747,18 @@ pub fn rollback(args: &RollbackArgs) -> anyhow::Result<u8> {
     let host = node_root(&args.root)?;
     let runner = args.tools.runner();
     let _lock = Lock::acquire(&host, "rollback")?;
-    if let Some(journal) = Journal::load(&host)? {
+    let trusted = args
+        .kubeconfig
+        .as_ref()
+        .map(|file| {
+            file.canonicalize()
+                .ok()
+                .filter(|p| p.is_file())
+                .with_context(|| format!("--kubeconfig {}: no such file", file.display()))
+        })
+        .transpose()?;
+    let trusted = trusted.as_deref();
+    if let Some(journal) = Journal::load_trusting(&host, trusted)? {
         same_release_as_journal(&args.release, &journal)?;
     }
     let code = match &args.migration_stage {
@@ -745,7 +767,7 @@ pub fn rollback(args: &RollbackArgs) -> anyhow::Result<u8> {
             stage,
             &host,
         ),
-        None => print_rollback(exec::rollback(&host, &runner)?),
+        None => print_rollback(exec::rollback(&host, &runner, trusted)?),
     };
     report_fault_points();
     Ok(code)
@@ -821,7 +843,7 @@ pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
             crate::outln!(
                 "Rolling back the Cilium install first (restores conflists, removes the drop-in, restarts k3s):"
             );
-            let code = print_rollback(exec::rollback(&host, &runner)?);
+            let code = print_rollback(exec::rollback(&host, &runner, None)?);
             if code != exit::GO {
                 return Ok(code);
             }
@@ -859,7 +881,7 @@ pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
         crate::outln!("Not confirmed; nothing changed.");
         return Ok(exit::NO_GO);
     }
-    let journal = Journal::begin(&host, "fallback-flannel", &lock.created)?;
+    let journal = Journal::begin(&host, "fallback-flannel", &lock.created, None)?;
     let result = exec::run_to_completion(
         &host,
         &runner,
@@ -880,7 +902,7 @@ pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
                 failure.step,
                 failure.error
             );
-            let code = print_rollback(exec::rollback(&host, &runner)?);
+            let code = print_rollback(exec::rollback(&host, &runner, None)?);
             report_fault_points();
             Ok(if code == exit::GO { exit::NO_GO } else { code })
         }

@@ -183,8 +183,14 @@ pub struct RollbackReport {
 
 /// Undo every journaled change, newest first; then reload systemd, restart services, remove
 /// the journal. Idempotent, and finishes the job after a crash of install or of itself.
-pub fn rollback(host: &HostRoot, runner: &Runner) -> anyhow::Result<RollbackReport> {
-    rollback_entries(host, runner, None)
+/// `kubeconfig`: the operator's `--kubeconfig` outside the root that the journal may name
+/// ([`Journal::load_trusting`]).
+pub fn rollback(
+    host: &HostRoot,
+    runner: &Runner,
+    kubeconfig: Option<&Path>,
+) -> anyhow::Result<RollbackReport> {
+    rollback_entries(host, runner, None, kubeconfig)
 }
 
 /// Undo one stage of a whole-cluster migration (`rollback --migration-stage STAGE`): only the
@@ -195,16 +201,17 @@ pub fn rollback_stage(
     runner: &Runner,
     stage: &str,
 ) -> anyhow::Result<RollbackReport> {
-    rollback_entries(host, runner, Some(&super::stages::prefix(stage)))
+    rollback_entries(host, runner, Some(&super::stages::prefix(stage)), None)
 }
 
 fn rollback_entries(
     host: &HostRoot,
     runner: &Runner,
     only: Option<&str>,
+    kubeconfig: Option<&Path>,
 ) -> anyhow::Result<RollbackReport> {
     let mut report = RollbackReport::default();
-    let Some(mut journal) = Journal::load(host)? else {
+    let Some(mut journal) = Journal::load_trusting(host, kubeconfig)? else {
         super::journal::clean_empty_state_dirs(host, &[])?;
         report.nothing_to_do = true;
         return Ok(report);

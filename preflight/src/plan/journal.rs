@@ -204,6 +204,15 @@ impl Journal {
     /// Load the journal of `host`, if any. A corrupt journal, or one that breaks the rules of
     /// [`check`], is an error naming the file; nothing is changed.
     pub fn load(host: &HostRoot) -> anyhow::Result<Option<Self>> {
+        Self::load_trusting(host, None)
+    }
+
+    /// [`load`](Self::load), also accepting `kubeconfig` (the operator's own `--kubeconfig`,
+    /// absolute) where the journal hands a kubeconfig outside the root to helm or kubectl.
+    pub fn load_trusting(
+        host: &HostRoot,
+        kubeconfig: Option<&Path>,
+    ) -> anyhow::Result<Option<Self>> {
         let shown = host.display(JOURNAL_FILE);
         let bytes = match host.read_bytes_max(JOURNAL_FILE, MAX_JOURNAL_BYTES) {
             Ok(b) => b,
@@ -218,7 +227,7 @@ impl Journal {
                 .map_err(|why| anyhow::anyhow!("{shown}: refused: {why}; nothing was changed"))?,
             v => bail!("{shown}: journal format {v} (this preflight reads {FORMAT_VERSION})"),
         }
-        check(&file, host.root())
+        check(&file, host.root(), kubeconfig)
             .map_err(|why| anyhow::anyhow!("{shown}: refused: {why}; nothing was changed"))?;
         Ok(Some(Self {
             host: host.clone(),
@@ -228,9 +237,15 @@ impl Journal {
 
     /// Open the journal for a new run: continue a complete one (its changes stay undoable),
     /// refuse an interrupted one (roll it back first). `created` are state dirs the caller
-    /// (the lock) already created for this run.
-    pub fn begin(host: &HostRoot, run: &str, created: &[String]) -> anyhow::Result<Self> {
-        if let Some(mut j) = Self::load(host)? {
+    /// (the lock) already created for this run. `kubeconfig`: the operator's `--kubeconfig`, as
+    /// [`load_trusting`](Self::load_trusting) takes it.
+    pub fn begin(
+        host: &HostRoot,
+        run: &str,
+        created: &[String],
+        kubeconfig: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        if let Some(mut j) = Self::load_trusting(host, kubeconfig)? {
             if j.file.status != Status::Complete {
                 bail!(
                     "{}: an earlier run was interrupted ({:?}); run `preflight rollback --root {}` first",
@@ -441,7 +456,7 @@ fn upgrade_v1(file: &mut JournalFile, root: &Path) -> Result<(), String> {
 }
 
 /// The rules a journal must keep before rollback acts on it. Err says which entry broke which.
-pub fn check(file: &JournalFile, root: &Path) -> Result<(), String> {
+pub fn check(file: &JournalFile, root: &Path, kubeconfig: Option<&Path>) -> Result<(), String> {
     for d in &file.created_dirs {
         if !STATE_DIRS.contains(&d.as_str()) {
             return Err(format!(
@@ -503,7 +518,7 @@ pub fn check(file: &JournalFile, root: &Path) -> Result<(), String> {
                 if !chart_version.is_empty() {
                     word(chart_version, "chart version").map_err(at)?;
                 }
-                kube_args(extra_args, root).map_err(at)?;
+                kube_args(extra_args, root, kubeconfig).map_err(at)?;
             }
             Undo::Iptables { snapshot } => {
                 if !reserved(snapshot) {
@@ -534,9 +549,9 @@ pub fn check(file: &JournalFile, root: &Path) -> Result<(), String> {
             } => {
                 word(release, "release").map_err(at)?;
                 word(namespace, "namespace").map_err(at)?;
-                kube_args(extra_args, root).map_err(at)?;
+                kube_args(extra_args, root, kubeconfig).map_err(at)?;
             }
-            Undo::RolloutRestart { args } => rollout_args(args, root).map_err(at)?,
+            Undo::RolloutRestart { args } => rollout_args(args, root, kubeconfig).map_err(at)?,
             Undo::Module { name } => word(name, "module").map_err(at)?,
             Undo::Sysctl { key, prior } => {
                 word(key, "sysctl key").map_err(at)?;
@@ -620,20 +635,25 @@ fn link_spec(l: &LinkSpec) -> Result<(), String> {
     Ok(())
 }
 
-/// Cluster-access flags as preflight passes them to `tool_context` (helm's `--kube-context`
-/// or kubectl's `--context`): `[--kubeconfig PATH] [CONTEXT_FLAG NAME]`, PATH inside the root,
-/// NAME a context name preflight accepts. Returns what follows them.
+/// Cluster-access flags as preflight passes them (`context_flag`: helm's `--kube-context` or
+/// kubectl's `--context`): `[--kubeconfig PATH] [CONTEXT_FLAG NAME]`, PATH inside the root or
+/// the operator's own `trusted` one, NAME a context name preflight accepts. Returns what
+/// follows them.
 fn access_args<'a>(
     args: &'a [String],
     root: &Path,
+    trusted: Option<&Path>,
     context_flag: &str,
 ) -> Result<&'a [String], String> {
     let mut rest = args;
     if let [flag, path, more @ ..] = rest
         && flag == "--kubeconfig"
     {
-        if !inside(path, root) {
-            return Err(format!("kubeconfig {path:?} is not inside the node's root"));
+        if !inside(path, root) && trusted != Some(Path::new(path)) {
+            return Err(format!(
+                "kubeconfig {path:?} is not inside the node's root (if it is the --kubeconfig \
+                 you gave install, give it again: --kubeconfig {path})"
+            ));
         }
         rest = more;
     }
@@ -649,8 +669,8 @@ fn access_args<'a>(
 }
 
 /// helm's `[--kubeconfig PATH] [--kube-context NAME]`, or nothing.
-fn kube_args(args: &[String], root: &Path) -> Result<(), String> {
-    match access_args(args, root, "--kube-context")? {
+fn kube_args(args: &[String], root: &Path, trusted: Option<&Path>) -> Result<(), String> {
+    match access_args(args, root, trusted, "--kube-context")? {
         [] => Ok(()),
         _ => Err(format!(
             "arguments {args:?} are not the --kubeconfig and --kube-context preflight passes"
@@ -665,8 +685,8 @@ fn inside(path: &str, root: &Path) -> bool {
 }
 
 /// `[--kubeconfig PATH] [--context NAME] -n NS rollout restart KIND/NAME`.
-fn rollout_args(args: &[String], root: &Path) -> Result<(), String> {
-    match access_args(args, root, "--context")? {
+fn rollout_args(args: &[String], root: &Path, trusted: Option<&Path>) -> Result<(), String> {
+    match access_args(args, root, trusted, "--context")? {
         [n, ns, r, s, what] if n == "-n" && r == "rollout" && s == "restart" => {
             word(ns, "namespace")?;
             word(what, "workload")
@@ -729,11 +749,24 @@ mod tests {
         assert!(
             kube_args(
                 &a(&["--kubeconfig", "/r/k.yaml", "--kube-context", "edge"]),
-                root
+                root,
+                None
             )
             .is_ok()
         );
-        assert!(kube_args(&a(&["--kube-context", "arn:aws:eks:x:1:cluster/y"]), root).is_ok());
+        // The operator's own kubeconfig outside the root: only when rollback is given it.
+        let theirs = a(&["--kubeconfig", "/home/op/.kube/config"]);
+        assert!(kube_args(&theirs, root, None).is_err());
+        assert!(kube_args(&theirs, root, Some(Path::new("/home/op/.kube/config"))).is_ok());
+        assert!(kube_args(&theirs, root, Some(Path::new("/home/op/other"))).is_err());
+        assert!(
+            kube_args(
+                &a(&["--kube-context", "arn:aws:eks:x:1:cluster/y"]),
+                root,
+                None
+            )
+            .is_ok()
+        );
         for bad in [
             a(&["--kube-context", "-x"]),
             a(&["--kube-context", "a b"]),
@@ -741,7 +774,7 @@ mod tests {
             a(&["--context", "edge"]),
             a(&["--kube-context", "edge", "--kubeconfig", "/r/k.yaml"]),
         ] {
-            assert!(kube_args(&bad, root).is_err(), "{bad:?}");
+            assert!(kube_args(&bad, root, None).is_err(), "{bad:?}");
         }
         let restart = "-n kube-system rollout restart deployment/coredns";
         for (access, ok) in [
@@ -754,7 +787,7 @@ mod tests {
                 .split(' ')
                 .map(String::from)
                 .collect();
-            assert_eq!(rollout_args(&argv, root).is_ok(), ok, "{argv:?}");
+            assert_eq!(rollout_args(&argv, root, None).is_ok(), ok, "{argv:?}");
         }
     }
 }
