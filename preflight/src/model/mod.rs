@@ -4,6 +4,7 @@ mod area;
 mod capability;
 mod check;
 mod gathered;
+mod names;
 mod network;
 mod node;
 mod outcome;
@@ -15,6 +16,10 @@ pub use area::Area;
 pub use capability::Capability;
 pub use check::CheckResult;
 pub use gathered::Gathered;
+pub use names::{
+    context_name_error, dns1123_label_error, parse_context_name, parse_dns1123_label,
+    parse_release_name,
+};
 pub use network::{
     ClusterFacts, K3sRole, NetDevice, NodeAddress, NodeNetwork, NodeRoute, Observed,
 };
