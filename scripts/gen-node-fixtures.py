@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-# Writes fixtures/nodes/*: node trees modelled on FACTS.md (written by us). Rerun after editing;
+# Writes fixtures/nodes/*: node trees modelled on the facts of docs/upstream.md (written by us). Rerun after editing;
 # the trees are committed, so tests do not need Python.
 import os, gzip, json
 B = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures", "nodes")

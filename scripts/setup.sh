@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Takes a fresh Debian 12 machine of this project's kind to a working build and test run.
 # Idempotent: every step checks first and returns quickly when its work is already done.
-# Facts behind each step: ../shared/ENVIRONMENT.md (tested toolchain recipe).
+# Each step says why it is there; docs/compile.md and docs/probe.md say what the toolchains are for.
 set -euo pipefail
 
 # The eBPF crate must be compiled by a rustc whose LLVM matches bpf-linker's (22).

@@ -136,6 +136,40 @@ fn plan_checks_every_node_and_prints_the_runbook() {
     assert_eq!(steps, 3 + 3 + 3 * 8 + 3 + 3 * 2 + 3, "{out}");
 }
 
+/// `--release-name`, `--namespace`, `--context` are the node migration's flags too: the helm
+/// lines, the waits and the CiliumNodeConfig (read by the agent from its own namespace) follow
+/// them. helm is not run here: the printed command lines are what is checked.
+#[test]
+fn plan_names_the_release_namespace_and_context_it_was_given() {
+    let o = plan(&[
+        "--release-name",
+        "cni",
+        "--namespace",
+        "cilium-system",
+        "--context",
+        "edge",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    for want in [
+        "helm upgrade --install cni (Cilium 1.18.4) with values-migration.yaml",
+        "--namespace cilium-system --values ",
+        "--kube-context edge",
+        "Create CiliumNodeConfig cilium-system/cilium-default",
+        "helm upgrade cni with values-final.yaml",
+    ] {
+        assert!(out.contains(want), "missing {want:?}:\n{out}");
+    }
+    assert!(!out.contains("kube-system/cilium-default"), "{out}");
+    let o = plan(&["--namespace", "Kube_System"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not a valid DNS-1123 label"),
+        "{}",
+        text(&o)
+    );
+}
+
 #[test]
 fn plan_refuses_a_busy_port_and_an_overlapping_cidr() {
     let o = plan(&["--tunnel-port", "8472", "--pod-cidr", "192.168.50.0/25"]);
@@ -1476,6 +1510,19 @@ fn a_full_cluster_run_migrates_every_node_and_rollback_restores_them() {
             .count(),
         step_ids().len()
     );
+
+    // The journal decides what is undone: another namespace is refused, nothing undone.
+    let o = c.run(
+        &["rollback", "--cluster", "--namespace", "cilium-system"],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("recorded the release kube-system/cilium"),
+        "{}",
+        text(&o)
+    );
+    assert!(state.join("cluster-journal.json").exists());
 
     let t = std::time::Instant::now();
     let o = c.run(&["rollback", "--cluster"], &[]);

@@ -282,7 +282,8 @@ fn run_checks_turn_the_missing_header_scenario_into_a_no_go_with_remedies() {
     let init = check(&results, "compile.init");
     assert_eq!(init.status, Status::Fail);
     assert!(init.remedy.as_deref().unwrap().contains("flannel.1"));
-    // FACTS §2: the default 1.19 target stops at init; 1.18 carries on into the dummy headers.
+    // docs/upstream.md#the-calls_map-incident: the default 1.19 target stops at init; 1.18 carries
+    // on into the dummy headers.
     assert!(
         init.detail.contains("this stops the agent"),
         "{}",

@@ -1,6 +1,5 @@
-//! The rooms of `preflight/src` and the order they may use each other in (README "Layout",
-//! docs/DESIGN's "Rooms and layers"): a room uses the rooms below it, never one above it, and no
-//! two rooms import each other. This test reads every source file, finds each `crate::…`
+//! The rooms of `preflight/src` and the order they may use each other in (README "Layout"): a
+//! room uses the rooms below it, never one above it, and no two rooms import each other. This test reads every source file, finds each `crate::…`
 //! reference (`use crate::{a, b::c}` groups included, and `preflight::…` in main.rs), and fails
 //! on an import upward or a cycle, naming the file and line.
 //!
@@ -422,5 +421,41 @@ fn a_cycle_is_reported_once_from_its_smallest_room() {
         [["checks", "verdict", "report", "checks"]
             .map(String::from)
             .to_vec()]
+    );
+}
+
+/// The README's "Layout" section lists the rooms of `preflight/src`, one line each, top to
+/// bottom in the order of [`LAYERS`] (a room's sub-files may follow it on lines of their own).
+#[test]
+fn the_readme_layout_lists_every_room_in_layer_order() {
+    let readme_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let readme = std::fs::read_to_string(&readme_path).expect("README.md");
+    let section = readme
+        .split("\n## Layout\n")
+        .nth(1)
+        .expect("README.md has a \"## Layout\" section");
+    let block = section
+        .split("```")
+        .nth(1)
+        .expect("the Layout section has a code block");
+    // `  src/cmd/  …` or `  src/verdict.rs  …`: a room; `  src/host/input.rs  …` is a sub-file.
+    let listed: Vec<&str> = block
+        .lines()
+        .filter_map(|line| line.trim_start().strip_prefix("src/"))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .filter_map(|path| {
+            let room = path
+                .strip_suffix('/')
+                .or_else(|| path.strip_suffix(".rs"))?;
+            (!room.contains('/')).then_some(room)
+        })
+        .collect();
+    let expected: Vec<&str> = LAYERS
+        .iter()
+        .flat_map(|rooms| rooms.iter().copied())
+        .collect();
+    assert_eq!(
+        listed, expected,
+        "README.md's Layout must list the rooms of tests/layers.rs, top to bottom"
     );
 }

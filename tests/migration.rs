@@ -1107,7 +1107,7 @@ fn plan_and_install_take_the_users_values() {
     assert_eq!(values["prometheus"]["serviceMonitor"]["enabled"], true);
     // The node's requirements.
     assert_eq!(values["cni"]["binPath"], "/opt/cni/bin");
-    // The verdict's fixes for values the 1.18 chart rejects (FACTS §4).
+    // The verdict's fixes for values the 1.18 chart rejects (docs/upstream.md#rejected-values).
     assert_eq!(values["kubeProxyReplacement"], false);
     assert!(values["tunnel"].is_null(), "{values}");
     // `tunnel: disabled` meant native routing: the fix says so, and never pairs
@@ -1531,4 +1531,277 @@ fn fallback_refuses_when_a_later_drop_in_keeps_flannel_off() {
     );
     assert!(out.contains("Remove that line"), "{out}");
     assert_same(&before, &snapshot(&n.root), "refused fallback");
+}
+
+/// `--release-name`, `--namespace` and `--context` (helm and kubectl are the stand-ins: no
+/// cluster here, so the real command lines are what is tested). The plan prints them on every
+/// helm and kubectl line, with each tool's own context flag; CoreDNS stays in kube-system.
+#[test]
+fn plan_carries_release_namespace_and_context_into_every_command_line() {
+    let n = node();
+    let kubeconfig = n
+        .root
+        .canonicalize()
+        .unwrap()
+        .join("etc/rancher/k3s/k3s.yaml");
+    let kc = kubeconfig.display();
+    let o = n.run(
+        &[
+            "plan",
+            "--cilium-version",
+            "1.18.4",
+            "--release-name",
+            "cni",
+            "--namespace",
+            "cilium-system",
+            "--context",
+            "edge@lab",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    for must in [
+        "helm upgrade --install cni (Cilium 1.18.4)".to_string(),
+        format!(
+            "helm upgrade --install cni cilium --repo https://helm.cilium.io/ --version 1.18.4 \
+             --namespace cilium-system --values {}/var/lib/preflight/cilium-values.yaml \
+             --kubeconfig {kc} --kube-context edge@lab",
+            n.root.canonicalize().unwrap().display()
+        ),
+        "Helm release cilium-system/cni installed".to_string(),
+        format!(
+            "kubectl --kubeconfig {kc} --context edge@lab -n cilium-system rollout status \
+             daemonset/cilium --timeout=300s"
+        ),
+        format!(
+            "kubectl --kubeconfig {kc} --context edge@lab -n kube-system rollout restart \
+             deployment/coredns"
+        ),
+    ] {
+        assert!(out.contains(&must), "{must:?} missing:\n{out}");
+    }
+    assert!(
+        !out.contains("-n kube-system rollout status daemonset/cilium"),
+        "{out}"
+    );
+    assert!(!out.contains("upgrade --install cilium "), "{out}");
+    // Every kubectl line names the context, every helm line the kube-context.
+    for line in out.lines().map(str::trim) {
+        if line.starts_with("kubectl ") {
+            assert!(line.contains(" --context edge@lab "), "{line}");
+        }
+        if line.starts_with("helm ") {
+            assert!(line.contains(" --kube-context edge@lab"), "{line}");
+        }
+    }
+}
+
+/// The release installed under another name and namespace is the one rollback removes: the
+/// journal recorded them (and the context), so a plain `rollback` needs no flags; a flag that
+/// names another release is refused before anything is undone.
+#[test]
+fn rollback_undoes_the_release_the_journal_recorded() {
+    let n = node();
+    let before = snapshot(&n.root);
+    let mut args = install_args();
+    args.extend([
+        "--release-name",
+        "cni",
+        "--namespace",
+        "cilium-system",
+        "--context",
+        "edge",
+    ]);
+    let o = n.run(&args, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let log = n.argv_log();
+    for cmd in [
+        "helm status cni -n cilium-system -o json --kubeconfig ",
+        "helm upgrade --install cni cilium --repo https://helm.cilium.io/ --version 1.18.4 --namespace cilium-system --values ",
+        " --context edge version\n",
+        " --context edge -n cilium-system rollout status daemonset/cilium",
+        " --context edge -n kube-system rollout restart deployment/coredns",
+    ] {
+        assert!(log.contains(cmd), "{cmd:?} not run:\n{log}");
+    }
+    assert!(n.standin.join("release-cni").exists(), "{log}");
+    let journal =
+        fs::read_to_string(n.root.join("var/lib/preflight/journal/journal.json")).unwrap();
+    assert!(
+        journal.contains("\"namespace\": \"cilium-system\""),
+        "{journal}"
+    );
+    assert!(journal.contains("\"release\": \"cni\""), "{journal}");
+
+    let o = n.run(&["rollback", "--namespace", "kube-system"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--namespace kube-system: the journal")
+            && err.contains("recorded the release cilium-system/cni"),
+        "{err}"
+    );
+    assert!(n.standin.join("release-cni").exists(), "nothing undone");
+
+    let o = n.run(&["rollback"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let log = n.argv_log();
+    assert!(
+        log.contains("\nhelm uninstall cni -n cilium-system --wait --kubeconfig ")
+            && log.contains(" --kube-context edge\n"),
+        "{log}"
+    );
+    assert!(!n.standin.join("release-cni").exists(), "{log}");
+    assert_same(&before, &snapshot(&n.root), "after rollback");
+}
+
+/// Names Kubernetes or Helm would refuse are refused before anything runs: exit 2, the flag and
+/// the rule named.
+#[test]
+fn bad_release_names_namespaces_and_contexts_exit_2() {
+    let n = node();
+    let before = snapshot(&n.root);
+    let long = "a".repeat(54);
+    for (flag, value, says) in [
+        ("--namespace", "Kube_System", "not a valid DNS-1123 label"),
+        ("--namespace", "-ns", "start and end with a letter or digit"),
+        ("--release-name", "Cilium", "not a valid Helm release name"),
+        ("--release-name", long.as_str(), "Helm allows at most 53"),
+        ("--context", "-x", "would read as an option"),
+        ("--context", "a b", "only letters, digits"),
+    ] {
+        for cmd in [
+            &["plan"][..],
+            &["install", "--yes"],
+            &["rollback"],
+            &["fallback", "flannel", "--yes"],
+        ] {
+            // `--flag=VALUE`: a value starting with '-' would otherwise read as an option.
+            let given = format!("{flag}={value}");
+            let mut args = cmd.to_vec();
+            args.push(&given);
+            let o = n.run(&args, &[]);
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(err.contains(flag) && err.contains(says), "{args:?}: {err}");
+        }
+    }
+    assert_same(&before, &snapshot(&n.root), "after refused flags");
+    assert_eq!(n.argv_log(), "", "no tool ran");
+}
+
+/// `fallback flannel --release-name/--namespace` removes the Cilium release by that name.
+#[test]
+fn fallback_uninstalls_the_named_release() {
+    let n = rancher_desktop_with_openrc();
+    fs::write(n.standin.join("release-cni"), "").unwrap();
+    let o = n.run(
+        &[
+            "fallback",
+            "flannel",
+            "--yes",
+            "--release-name",
+            "cni",
+            "--namespace",
+            "cilium-system",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let log = n.argv_log();
+    for cmd in [
+        "helm status cni -n cilium-system -o json",
+        "helm get values cni -n cilium-system -o yaml",
+        "helm uninstall cni -n cilium-system --wait",
+    ] {
+        assert!(log.contains(cmd), "{cmd:?} not run:\n{log}");
+    }
+    assert!(!n.standin.join("release-cni").exists(), "{log}");
+    let o = n.run(&["rollback"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        n.argv_log().contains(
+            "helm upgrade --install cni cilium --repo https://helm.cilium.io/ --namespace cilium-system --values "
+        ),
+        "{}",
+        n.argv_log()
+    );
+}
+
+/// A journal from before the release and namespace were recorded (the fields absent) rolls
+/// back cilium in kube-system, as it was installed.
+#[test]
+fn rollback_of_a_journal_without_release_fields_keeps_the_old_defaults() {
+    let n = node();
+    let o = n.run(&install_args(), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let path = n.root.join("var/lib/preflight/journal/journal.json");
+    let mut journal: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    let mut stripped = 0;
+    for e in journal["entries"].as_array_mut().unwrap() {
+        if e["undo"]["undo"] == "helm" {
+            let u = e["undo"].as_object_mut().unwrap();
+            u.remove("release");
+            u.remove("namespace");
+            stripped += 1;
+        }
+    }
+    assert_eq!(stripped, 1, "{journal}");
+    fs::write(&path, serde_json::to_vec_pretty(&journal).unwrap()).unwrap();
+    let o = n.run(&["rollback"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        n.argv_log()
+            .contains("\nhelm uninstall cilium -n kube-system --wait"),
+        "{}",
+        n.argv_log()
+    );
+}
+
+/// `--kubeconfig FILE` outside the node's root (the operator's own file): install journals it;
+/// rollback trusts it only when given the same file again (a journal alone must not point helm
+/// at credentials outside the root), then undoes the release through it.
+#[test]
+fn an_operators_kubeconfig_outside_the_root_is_trusted_only_when_given_again() {
+    let n = node();
+    let before = snapshot(&n.root);
+    let kc = n.standin.join("operator.kubeconfig");
+    fs::write(&kc, "apiVersion: v1\nkind: Config\n").unwrap();
+    let kc = kc.canonicalize().unwrap();
+    let kc_arg = kc.to_str().unwrap();
+    let mut args = install_args();
+    args.extend(["--kubeconfig", kc_arg]);
+    let o = n.run(&args, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // A second install with the same file continues the journal (nothing to redo).
+    let o = n.run(&args, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout)
+            .contains("already done (the agent preflight installed wrote it"),
+        "{}",
+        text(&o)
+    );
+
+    let o = n.run(&["rollback"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("refused") && err.contains(&format!("give it again: --kubeconfig {kc_arg}")),
+        "{err}"
+    );
+    assert!(n.standin.join("release-cilium").exists(), "nothing undone");
+
+    let o = n.run(&["rollback", "--kubeconfig", kc_arg], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        n.argv_log().contains(&format!(
+            "helm uninstall cilium -n kube-system --wait --kubeconfig {kc_arg}\n"
+        )),
+        "{}",
+        n.argv_log()
+    );
+    assert_same(&before, &snapshot(&n.root), "after rollback");
 }

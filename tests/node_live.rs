@@ -1,5 +1,5 @@
 //! `preflight run` on this machine: the node checks agree with what the kernel and mount table
-//! say when read independently here, with the severities FACTS §3 gives.
+//! say when read independently here, with the severities docs/upstream.md#node-requirements gives.
 mod common;
 
 use std::io::Read;

@@ -11,8 +11,8 @@ use preflight::{
         releases::{BUILTIN, Catalog, KernelFacts, RELEASES, Release},
     },
     facts::Facts,
-    model::{Gathered, Status, Verdict},
-    probe::{ProbeReport, Support},
+    model::{Gathered, Status, Support, Verdict},
+    probe::ProbeReport,
     verdict,
 };
 use serde_json::{Value, json};

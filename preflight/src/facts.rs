@@ -12,7 +12,7 @@ use crate::{
         HostRoot, cni::CniFacts, distro::DistroFacts, k3s::K3sFacts, kconfig::KernelConfigFact,
         links::Link, modules::ModuleIndex, mounts::MountTable, state::CiliumState, sysctl::Sysctls,
     },
-    model::{ClusterFacts, NodeNetwork, Observed},
+    model::{ClusterFacts, NodeNetwork},
     probe::{self, ProbeReport, Scope, canary::CanaryReport},
 };
 
@@ -101,7 +101,7 @@ impl Facts {
     /// What the report carries for a whole-cluster migration plan (`plan --cluster`).
     pub fn cluster_facts(&self) -> ClusterFacts {
         ClusterFacts {
-            network: Observed::from(&self.network),
+            network: self.network.clone(),
             k3s: crate::host::network::k3s_role(&self.host, &self.k3s, &self.cni),
         }
     }

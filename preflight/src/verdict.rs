@@ -278,11 +278,12 @@ pub fn decide(target: &Target, checks: &[CheckResult]) -> Verdict {
 /// finding the verdict fixes with a value counts as fixed by the plan's values step (`plan`
 /// writes the verdict's value fixes into the values file), and what still blocks once those
 /// values are applied must be fixed by a step too. Cheaper settings for a capability are not
-/// applied by the plan (they change what the user asked for): such a node stays NO-GO, as does
-/// one with an undecided capability.
+/// applied by the plan (they change what the user asked for): such a node stays NO-GO. When the
+/// plan fixes every failure but a capability could not be judged (e.g. XDP from files only),
+/// nothing is left that a person must change, and nothing says the node will work either: the
+/// verdict is UNDECIDED, with the plan's steps listed.
 pub fn after_plan(verdict: &mut Verdict, checks: &[CheckResult], steps: &[PlanFix]) {
     if verdict.readiness() != Readiness::NoGo
-        || verdict.capabilities.iter().any(|c| c.undecided)
         || verdict
             .recommendations
             .iter()
@@ -333,16 +334,33 @@ pub fn after_plan(verdict: &mut Verdict, checks: &[CheckResult], steps: &[PlanFi
         .and_then(|s| s.strip_prefix(&format!("Cilium {version} would not come up: ")))
         .unwrap_or(&verdict.summary)
         .to_string();
-    verdict.summary = format!(
-        "GO after plan: Cilium {version} comes up once the steps of `preflight plan` run: {}; \
-         as the node stands: {now}",
-        fixes
-            .iter()
-            .map(|f| format!("{} (fixes {})", f.step, f.fixes.join(", ")))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    verdict.readiness = Some(Readiness::GoAfterPlan);
+    let named = fixes
+        .iter()
+        .map(|f| format!("{} (fixes {})", f.step, f.fixes.join(", ")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let undecided: Vec<&str> = verdict
+        .capabilities
+        .iter()
+        .filter(|c| c.undecided)
+        .map(|c| c.capability.as_str())
+        .collect();
+    if undecided.is_empty() {
+        verdict.summary = format!(
+            "GO after plan: Cilium {version} comes up once the steps of `preflight plan` run: \
+             {named}; as the node stands: {now}"
+        );
+        verdict.readiness = Some(Readiness::GoAfterPlan);
+    } else {
+        verdict.summary = format!(
+            "UNDECIDED: could not verify {} for Cilium {version}: {}; every failure is fixed \
+             by the steps of `preflight plan`: {named}",
+            undecided.join(", "),
+            undecided_cause(checks)
+        );
+        verdict.decided = false;
+        verdict.readiness = Some(Readiness::Undecided);
+    }
     verdict.plan_steps = fixes;
 }
 
@@ -836,6 +854,26 @@ mod tests {
         v.blocking_after_values = Some(vec!["kernel.config.bpf".into()]);
         after_plan(&mut v, &checks, &steps);
         assert_eq!(v.readiness(), Readiness::NoGo);
+        // Every failure fixed by a step, but a capability could not be judged: undecided,
+        // with the steps named, never NO-GO (nothing is left for a person to change).
+        let mut unknown = checks.to_vec();
+        unknown.push(result(
+            "hubble.x",
+            Status::Unknown,
+            &[Capability::Hubble],
+            false,
+        ));
+        let mut v = decide(&target, &unknown);
+        assert_eq!(v.readiness(), Readiness::NoGo, "{}", v.summary);
+        after_plan(&mut v, &unknown, &steps);
+        assert_eq!(v.readiness(), Readiness::Undecided, "{}", v.summary);
+        assert!(!v.decided);
+        assert!(v.summary.starts_with("UNDECIDED: could not verify hubble"));
+        assert!(
+            v.summary
+                .contains("k3s.drop-in (fixes k3s.flannel-backend)")
+        );
+        assert_eq!(v.plan_steps.len(), 2);
         // A go verdict stays go.
         let mut v = decide(&target, &checks[2..]);
         after_plan(&mut v, &checks[2..], &steps);

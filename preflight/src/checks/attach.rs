@@ -1,12 +1,9 @@
 //! Checks over the attach canaries: real programs on real hooks, traffic proving they ran.
 use super::Check;
-use crate::{
-    model::{
-        Area,
-        Capability::{self, *},
-        Gathered, Outcome,
-    },
-    probe::Support,
+use crate::model::{
+    Area,
+    Capability::{self, *},
+    Outcome, Support,
 };
 
 /// (canary, title, needed by, remedy).
@@ -69,31 +66,48 @@ pub fn checks() -> Vec<Check> {
                 .needed_by(needed_by)
                 .remedy(*remedy)
                 .evaluate(move |facts, _| {
-                    let report = match &facts.canaries {
-                        Gathered::Got(r) => r,
-                        Gathered::Unknown(why) => return Outcome::unknown(why.clone()),
-                        Gathered::Skipped(why) => return Outcome::skip(why.clone()),
-                    };
-                    let Some(result) = report.results.get(*name) else {
-                        return Outcome::unknown("canary did not report");
-                    };
-                    let detail = result.detail.clone();
-                    let o = match &result.support {
-                        Support::Available => Outcome::pass(detail),
-                        Support::Unavailable { reason } => {
-                            let text = reason.clone().unwrap_or(detail);
-                            if needed_by.is_empty() {
-                                Outcome::warn(text)
-                            } else {
-                                Outcome::fail(text)
+                    facts.canaries.judge(|report| {
+                        let Some(result) = report.results.get(*name) else {
+                            return Outcome::unknown("canary did not report");
+                        };
+                        let detail = result.detail.clone();
+                        let o = match &result.support {
+                            Support::Available => Outcome::pass(detail),
+                            Support::Unavailable { reason } => {
+                                let text = reason.clone().unwrap_or(detail);
+                                if needed_by.is_empty() {
+                                    Outcome::warn(text)
+                                } else {
+                                    Outcome::fail(text)
+                                }
                             }
-                        }
-                        Support::Unknown { reason } => {
-                            Outcome::unknown(format!("could not tell: {reason}"))
-                        }
-                    };
-                    o.evidence("scratch netns canary (preflight __canary-worker)")
+                            Support::Unknown { reason } => {
+                                Outcome::unknown(format!("could not tell: {reason}"))
+                            }
+                        };
+                        o.evidence("scratch netns canary (preflight __canary-worker)")
+                    })
                 })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    /// docs/probe.md's canary table has one row per `attach.*` check, and no other.
+    #[test]
+    fn docs_table_has_a_row_per_canary() {
+        let docs = include_str!("../../../docs/probe.md");
+        let rows: Vec<&str> = docs
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `attach."))
+            .filter_map(|l| l.split('`').next())
+            .collect();
+        let ids: Vec<String> = super::checks().into_iter().map(|c| c.id).collect();
+        let ids: Vec<&str> = ids
+            .iter()
+            .filter_map(|id| id.strip_prefix("attach."))
+            .collect();
+        assert_eq!(rows, ids, "docs/probe.md's canary table, in registry order");
+    }
 }

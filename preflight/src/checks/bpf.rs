@@ -6,30 +6,26 @@ use crate::{
     model::{
         Area,
         Capability::{self, *},
-        Gathered, Outcome,
+        Outcome, Support,
     },
-    probe::{ProbeReport, Support},
+    probe::ProbeReport,
 };
 
 fn with_probes(facts: &Facts, f: impl FnOnce(&ProbeReport) -> Outcome) -> Outcome {
-    match &facts.probes {
-        Gathered::Got(p) => f(p),
-        Gathered::Unknown(why) => Outcome::unknown(why.clone()),
-        Gathered::Skipped(why) => Outcome::skip(why.clone()),
-    }
+    facts.probes.judge(f)
 }
 
 fn from_support(support: Option<&Support>, what: &str, evidence: &str) -> Outcome {
-    let o = match support {
-        Some(Support::Available) => Outcome::pass(format!("{what} available")),
-        Some(Support::Unavailable { reason }) => Outcome::fail(match reason {
-            Some(r) => format!("{what} unavailable: {r}"),
-            None => format!("{what} unavailable"),
-        }),
-        Some(Support::Unknown { reason }) => Outcome::unknown(format!("could not tell: {reason}")),
-        None => Outcome::unknown(format!("{what} was not probed")),
+    let Some(support) = support else {
+        return Outcome::unknown(format!("{what} was not probed")).evidence(evidence);
     };
-    o.evidence(evidence)
+    let detail = match support {
+        Support::Available => format!("{what} available"),
+        Support::Unavailable { reason: Some(r) } => format!("{what} unavailable: {r}"),
+        Support::Unavailable { reason: None } => format!("{what} unavailable"),
+        Support::Unknown { reason } => format!("could not tell: {reason}"),
+    };
+    Outcome::new(support.status(), detail).evidence(evidence)
 }
 
 /// (program type, title, needed by).
@@ -254,10 +250,11 @@ pub fn checks(release: &Release) -> Vec<Check> {
 /// The probe's answer (`probe::misc::jit_always_on`) from the config read through the root, so
 /// it is judged with `--root` too, where the live probes do not run.
 fn jit_always_on(facts: &Facts) -> Outcome {
-    use crate::host::kconfig::KernelConfigFact;
+    use crate::host::kconfig::{KernelConfigFact, NotVisible};
     let evidence = match &facts.kernel_config {
-        KernelConfigFact::Found(c) => vec![c.source.clone()],
-        KernelConfigFact::NotVisible { problems, .. } => problems.clone(),
+        KernelConfigFact::Got(c) => vec![c.source.clone()],
+        KernelConfigFact::Unknown(NotVisible { problems, .. }) => problems.clone(),
+        KernelConfigFact::Skipped(_) => Vec::new(),
     };
     let o = match crate::probe::misc::jit_always_on(&facts.kernel_config) {
         Support::Available => Outcome::pass("CONFIG_BPF_JIT_ALWAYS_ON=y"),

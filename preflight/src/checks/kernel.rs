@@ -12,15 +12,14 @@ use crate::{
     },
     facts::Facts,
     host::{
-        kconfig::{KernelConfigFact, Setting},
+        kconfig::{KernelConfigFact, NotVisible, Setting},
         modules::ModuleState,
     },
     model::{
         Area,
         Capability::{self, *},
-        Outcome,
+        Outcome, Support,
     },
-    probe::Support,
 };
 
 /// A kernel build option preflight can judge.
@@ -346,14 +345,15 @@ fn canary_passed(facts: &Facts, canary: &str) -> bool {
 
 fn judge(facts: &Facts, o: &KernelOption, m: &Missing) -> Outcome {
     let config = match &facts.kernel_config {
-        KernelConfigFact::Found(c) => c,
-        KernelConfigFact::NotVisible { problems, .. } => {
+        KernelConfigFact::Got(c) => c,
+        KernelConfigFact::Unknown(NotVisible { problems, .. }) => {
             let mut out = Outcome::unknown("kernel config not visible; cannot tell");
             for p in problems {
                 out = out.evidence(p.clone());
             }
             return out;
         }
+        KernelConfigFact::Skipped(why) => return Outcome::skip(why.clone()),
     };
     let source = config.source.clone();
     let name = o.name;
@@ -553,8 +553,8 @@ pub fn checks(release: &'static Release) -> Vec<Check> {
         Check::new("kernel.config", Area::Kernel, "Kernel build configuration is visible")
             .remedy("make one of /proc/config.gz (CONFIG_IKCONFIG_PROC, or `modprobe configs`) or /boot/config-$(uname -r) visible (in a Job: mount the host's /boot and /proc)")
             .evaluate(|facts, _| match &facts.kernel_config {
-                KernelConfigFact::Found(c) => Outcome::pass(format!("{} options", c.options.len())).evidence(c.source.clone()),
-                KernelConfigFact::NotVisible { searched, problems } => {
+                KernelConfigFact::Got(c) => Outcome::pass(format!("{} options", c.options.len())).evidence(c.source.clone()),
+                KernelConfigFact::Unknown(NotVisible { searched, problems }) => {
                     let mut out = Outcome::unknown(if problems.is_empty() {
                         if facts.live {
                             format!("none of {} locations exists; options are judged by the live probes only", searched.len())
@@ -570,6 +570,7 @@ pub fn checks(release: &'static Release) -> Vec<Check> {
                     }
                     out
                 }
+                KernelConfigFact::Skipped(why) => Outcome::skip(why.clone()),
             }),
     ];
     checks.extend(OPTIONS.iter().map(|o| option_check(o, release)));

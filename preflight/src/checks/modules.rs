@@ -46,8 +46,8 @@ pub fn checks() -> Vec<Check> {
             .evaluate(move |facts, _| {
                 // A module-less kernel (CONFIG_MODULES=n) answers through its config.
                 let config = match &facts.kernel_config {
-                    KernelConfigFact::Found(c) => Some(c),
-                    KernelConfigFact::NotVisible { .. } => None,
+                    KernelConfigFact::Got(c) => Some(c),
+                    KernelConfigFact::Unknown(_) | KernelConfigFact::Skipped(_) => None,
                 };
                 if let Some(Setting::Builtin) = config.and_then(|c| c.get(option)) {
                     return Outcome::pass(format!("built in (CONFIG_{option}=y)"))

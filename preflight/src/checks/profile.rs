@@ -12,9 +12,9 @@ use crate::{
     model::{
         Area,
         Capability::{self, *},
-        Gathered, Outcome,
+        Outcome, Support,
     },
-    probe::{ProbeReport, Support},
+    probe::ProbeReport,
 };
 
 /// Features whose documented minimum kernel we check (docs/target-and-values.md).
@@ -86,11 +86,7 @@ pub fn checks() -> Vec<Check> {
             if p.agent.helpers.is_empty() {
                 return Outcome::skip(format!("Cilium {} checks no helper list at start-up", p.label()));
             }
-            match &facts.probes {
-                Gathered::Got(probes) => judge_agent_helpers(p, probes),
-                Gathered::Unknown(why) => Outcome::unknown(why.clone()),
-                Gathered::Skipped(why) => Outcome::skip(why.clone()),
-            }
+            facts.probes.judge(|probes| judge_agent_helpers(p, probes))
         }),
     ];
     for cap in FEATURE_MINIMUMS {

@@ -6,8 +6,8 @@
 //! no template is copied, and of values.yaml only those defaults and the key names.
 //!
 //! The data is generated from the real charts by `cargo xtask chart-data` into
-//! `cilium/charts/<version>.json` with its provenance; a test regenerates it from
-//! ../shared/cilium and compares. With `--chart` the same extraction runs on the given chart.
+//! `cilium/charts/<version>.json` with its provenance; a test regenerates it from the real charts
+//! (test data outside the repository, `PREFLIGHT_SHARED`) and compares. With `--chart` the same extraction runs on the given chart.
 use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};

@@ -8,7 +8,7 @@ use super::{
 };
 use crate::model::Outcome;
 
-/// FACTS §5: Rancher Desktop's CNI plugin dir.
+/// docs/upstream.md#k3s-and-rancher-desktop: Rancher Desktop's CNI plugin dir.
 pub const RANCHER_DESKTOP_CNI_BIN: &str = crate::host::cni::RANCHER_DESKTOP_BIN;
 
 /// What the values cross-checks need to know about the node (`Facts::node_hints` fills it).
@@ -163,8 +163,9 @@ pub fn cni_bin_path(t: &Target, node: &NodeHints) -> Outcome {
         }
         return Outcome::pass(format!("cni.binPath {bin_path} is searched ({source})"));
     }
-    // k3s with flannel points containerd at its own data dir; with `flannel-backend: none` it
-    // uses /opt/cni/bin (FACTS §5). Pinning cni.binPath to the data dir breaks on upgrade.
+    // k3s with flannel points containerd at its own data dir; with `flannel-backend: none` it uses
+    // /opt/cni/bin (docs/upstream.md#k3s-and-rancher-desktop). Pinning cni.binPath to the data dir
+    // breaks on upgrade.
     let k3s_data = "/var/lib/rancher/k3s/data/";
     if !dirs.is_empty() && dirs.iter().all(|d| d.starts_with(k3s_data)) {
         return Outcome::warn(format!(
@@ -231,7 +232,7 @@ pub fn cni_conf_path(t: &Target, node: &NodeHints) -> Outcome {
 }
 
 /// With `cgroup.autoMount.enabled: false` the agent does not mount cgroup2 itself: the host must
-/// have it at `cgroup.hostRoot`, or socket LB cannot attach (FACTS §3).
+/// have it at `cgroup.hostRoot`, or socket LB cannot attach (docs/upstream.md#node-requirements).
 pub fn cgroup_host_root(t: &Target, node: &NodeHints) -> Outcome {
     if !t.needs(Capability::SocketLb) {
         return Outcome::skip("socket LB is not used");

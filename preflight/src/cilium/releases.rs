@@ -9,8 +9,8 @@
 //! data with `cargo xtask chart-data`): no other file knows version numbers. The test
 //! `a_version_added_in_a_test_is_judged_end_to_end` proves it by adding one in the test only.
 //!
-//! Sources (docs/target-and-values.md has the full list): ../shared/FACTS.md §1–§4 and §8,
-//! the real 1.16.15, 1.18.3 and 1.20.0-dev trees, charts and agent sources
+//! Sources (docs/target-and-values.md has the full list; docs/upstream.md states the facts with
+//! their upstream sources): the real 1.16.15, 1.18.3 and 1.20.0-dev trees, charts and agent sources
 //! (pkg/datapath/loader/compile.go, bpf/include/bpf/config/*.h, bpf/lib/static_data.h),
 //! Documentation/operations/system_requirements.rst, pkg/datapath/linux/requirements.go,
 //! daemon/cmd/kube_proxy_replacement.go.
@@ -72,7 +72,7 @@ pub struct Release {
     pub capabilities: &'static [CapabilityFacts],
 }
 
-/// How the agent invokes clang (pkg/datapath/loader/compile.go; FACTS §1).
+/// How the agent invokes clang (pkg/datapath/loader/compile.go; docs/upstream.md#datapath-compile).
 #[derive(Debug, PartialEq, Eq)]
 pub struct CompileFacts {
     /// The oldest minor with exactly these facts: versions sharing them share a compile
@@ -121,8 +121,9 @@ pub struct HeaderFacts {
     /// Macros older versions wrote into ep_config.h that this version reads at load time
     /// instead (1.20: `ENABLE_ARP_RESPONDER` → `CONFIG(enable_arp_responder)`, cilium#43525).
     pub moved_to_load_time: &'static [&'static str],
-    /// The dummy node_config.h in the bpf dir defines `CALLS_MAP` without a guard (1.16–1.17),
-    /// so a missing generated header gives `'CALLS_MAP' macro redefined` (FACTS §2).
+    /// The dummy node_config.h in the bpf dir defines `CALLS_MAP` without a guard (1.16–1.17), so a
+    /// missing generated header gives `'CALLS_MAP' macro redefined`
+    /// (docs/upstream.md#the-calls_map-incident).
     pub dummy_calls_map_unguarded: bool,
     /// Which node_config.h macro set this version writes (how a header left on a node is
     /// told apart: host::state::classify).
@@ -171,7 +172,8 @@ pub struct AgentFacts {
     /// Helpers the agent probes at start-up and refuses to start without (1.18+).
     pub helpers: &'static [AgentHelper],
     /// A failed datapath init stops the agent (up to 1.16, again from 1.19: b22b49d6); 1.17 and
-    /// 1.18 carry on and compile endpoints against the dummy headers (FACTS §2).
+    /// 1.18 carry on and compile endpoints against the dummy headers
+    /// (docs/upstream.md#the-calls_map-incident).
     pub init_failure_fatal: bool,
     /// Without bpf_redirect_neigh/peer the agent falls back to legacy host routing (up to
     /// 1.17); 1.18+ refuses to start instead.
@@ -203,7 +205,8 @@ pub struct ChartFacts {
     pub defaults: &'static str,
     /// `kubeProxyReplacement` must be `true`/`false` (1.15+; cilium-configmap.yaml).
     pub kpr_boolean: bool,
-    /// Values the chart removed, for versions without generated rules (FACTS §4).
+    /// Values the chart removed, for versions without generated rules
+    /// (docs/upstream.md#rejected-values).
     pub removed: &'static [RemovedValue],
 }
 
@@ -400,7 +403,7 @@ const WARNINGS_118: &[&str] = &[
 
 /// `-I` order of every version (compile.go: globals, the endpoint's dir, the bpf dir, its
 /// include/): a generated header missing from the first two falls through to the bpf dir's
-/// dummy of the same name (FACTS §1).
+/// dummy of the same name (docs/upstream.md#datapath-compile).
 const INCLUDE_ORDER: &[&str] = &["{state}/globals", "{ep}", "{bpf}", "{bpf}/include"];
 
 const fn compile_114_117(
@@ -560,8 +563,9 @@ const HELPERS_118_LIST: [AgentHelper; 10] = [
     agent_helper("redirect_peer", &["sched_cls"]),
 ];
 const HELPERS_118: &[AgentHelper] = &HELPERS_118_LIST;
-/// 1.19 adds these (FACTS §3). Their program type is not in our sources; sched_cls is where
-/// the datapath calls all four, and each has been available there since 5.7 at the latest.
+/// 1.19 adds these (docs/upstream.md#node-requirements). Their program type is not in our sources;
+/// sched_cls is where the datapath calls all four, and each has been available there since 5.7 at
+/// the latest.
 const HELPERS_119: &[AgentHelper] = &concat::<10, 4, 14>(
     HELPERS_118_LIST,
     [
@@ -609,7 +613,8 @@ const fn agent(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Agent start rules (daemon/cmd/kube_proxy_replacement.go, daemon_main.go; FACTS §8).
+// Agent start rules (daemon/cmd/kube_proxy_replacement.go, daemon_main.go;
+// docs/upstream.md#agent-start-rules).
 
 /// BPF NodePort is on: kube-proxy replacement, or `nodePort.enabled`.
 fn nodeport(v: &Value) -> bool {
@@ -1196,7 +1201,8 @@ const CAPS_120: &[CapabilityFacts] = &[
 ];
 
 // ---------------------------------------------------------------------------------------------
-// Charts: defaults for versions without generated data, and FACTS §4's removed values.
+// Charts: defaults for versions without generated data, and the values the chart removed
+// (docs/upstream.md#rejected-values).
 
 /// Chart defaults common to 1.15+ (values.yaml): tunnel routing over VXLAN, kube-proxy kept,
 /// L7 proxy and Hubble on, legacy masquerading, veth datapath.
@@ -1277,8 +1283,9 @@ const fn removed(
     }
 }
 
-/// FACTS §4, for versions without generated chart rules; the texts are the 1.16.15 chart's
-/// templates/validate.yaml, which rejects every one of them with `fail`.
+/// Values the chart removed (docs/upstream.md#rejected-values), for versions without generated
+/// chart rules; the texts are the 1.16.15 chart's templates/validate.yaml, which rejects every
+/// one of them with `fail`.
 const REMOVED_115: &[RemovedValue] = &[
     removed(
         "tunnel",

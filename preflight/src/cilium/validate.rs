@@ -15,7 +15,8 @@ pub const KPR_CHART_ERROR: &str =
     "kubeProxyReplacement must be explicitly set to a valid value (true or false) to continue.";
 use crate::model::Outcome;
 
-/// k3s's default pod CIDR (FACTS §5): the native-routing CIDR when the node does not say.
+/// k3s's default pod CIDR (docs/upstream.md#k3s-and-rancher-desktop): the native-routing CIDR when
+/// the node does not say.
 pub const K3S_DEFAULT_CLUSTER_CIDR: &str = "10.42.0.0/16";
 
 type Judge = Box<dyn Fn(&Target) -> Outcome + Send + Sync>;
@@ -228,8 +229,9 @@ pub fn tunnel_patch(t: &Target) -> Value {
             "tunnel": null,
             "routingMode": "native",
             "autoDirectNodeRoutes": true,
-            // k3s's default pod CIDR (FACTS §5); `values.native-routing-cidr` replaces it with
-            // the node's own k3s cluster-cidr when the node says.
+            // k3s's default pod CIDR (docs/upstream.md#k3s-and-rancher-desktop);
+            // `values.native-routing-cidr` replaces it with the node's own k3s cluster-cidr when
+            // the node says.
             "ipv4NativeRoutingCIDR": K3S_DEFAULT_CLUSTER_CIDR,
         }),
         "geneve" => json!({"tunnel": null, "routingMode": "tunnel", "tunnelProtocol": "geneve"}),
@@ -538,9 +540,9 @@ fn at(t: &Target, path: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The settings that decide capabilities, with the values the chart accepts (the release
-/// table's per-capability `accepts`; values.yaml of each chart, FACTS §3). `routingMode`,
-/// `tunnelProtocol` and `kubeProxyReplacement` have their own rules.
+/// The settings that decide capabilities, with the values the chart accepts (the release table's
+/// per-capability `accepts`; values.yaml of each chart, docs/upstream.md#node-requirements).
+/// `routingMode`, `tunnelProtocol` and `kubeProxyReplacement` have their own rules.
 pub fn settings(t: &Target) -> Vec<(&'static str, Accepts)> {
     let mut out: Vec<(&'static str, Accepts)> = Vec::new();
     for c in t.release().capabilities {
@@ -648,7 +650,7 @@ pub const SERVICE_MONITORS: &[&str] = &[
 
 /// The ServiceMonitors the chart's guard covers (templates/validate.yaml of 1.16–1.20: each
 /// with its `prometheus.enabled` parent) and the one key the guard reads to trust that the CRDs
-/// will exist (FACTS §8).
+/// will exist (docs/upstream.md#rejected-values).
 const GUARDED_MONITORS: &[&str] = &[
     "prometheus",
     "operator.prometheus",

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::runbook::NodeStage;
+/// An entry, its state and the run's status mean here what they mean in a node's journal.
+pub use crate::plan::journal::{EntryState, Status};
 
 pub const FILE: &str = "cluster-journal.json";
 const FORMAT_VERSION: u32 = 1;
@@ -54,31 +56,8 @@ pub enum Undo {
     Nothing,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EntryState {
-    /// Written before the step: it may or may not have happened.
-    Intent,
-    Done,
-    Undone,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Entry {
-    pub seq: u32,
-    /// The runbook step id (`node.k3s-agent-1.cordon`).
-    pub step: String,
-    pub undo: Undo,
-    pub state: EntryState,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    InProgress,
-    Complete,
-    RollingBack,
-}
+/// A runbook step's entry (`step`: its id, `node.k3s-agent-1.cordon`).
+pub type Entry = crate::plan::journal::Entry<Undo>;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JournalFile {

@@ -15,7 +15,8 @@ use crate::{
 };
 
 /// Where the flannel-era conflists live on k3s, and k3s's default dirs once flannel is off
-/// (FACTS §5: with `flannel-backend: none` containerd falls back to its defaults).
+/// (docs/upstream.md#k3s-and-rancher-desktop: with `flannel-backend: none` containerd falls back to
+/// its defaults).
 pub const K3S_CONF_DIR: &str = "/var/lib/rancher/k3s/agent/etc/cni/net.d";
 pub const DEFAULT_CONF_DIR: &str = "/etc/cni/net.d";
 pub const DEFAULT_BIN_DIR: &str = "/opt/cni/bin";
@@ -303,8 +304,9 @@ fn ranges_in_use(
     out
 }
 
-/// The CNI dirs containerd uses once flannel is off: k3s's own dirs go, containerd's defaults
-/// come (FACTS §5); a layout the user configured stays (the node plan's rule).
+/// The CNI dirs containerd uses once flannel is off: k3s's own dirs go, containerd's defaults come
+/// (docs/upstream.md#k3s-and-rancher-desktop); a layout the user configured stays (the node plan's
+/// rule).
 fn final_dirs(conf_now: &str, bin_now: &str) -> (String, String) {
     if conf_now == K3S_CONF_DIR || bin_now.contains("/k3s/data/") {
         (DEFAULT_CONF_DIR.into(), DEFAULT_BIN_DIR.into())
@@ -781,7 +783,7 @@ pub fn build(inputs: Inputs, opts: ClusterOptions) -> ClusterPlan {
     };
     let migration_values = migration_values(&opts.user_values, &choices, &mut notes);
     let final_values = final_values(&opts.user_values, &choices);
-    let node_config = node_config(&choices);
+    let node_config = node_config(&choices, &opts.namespace);
     ClusterPlan {
         nodes,
         preconditions: pre,
@@ -814,7 +816,7 @@ pub fn migration_values(user: &Value, c: &Choices, notes: &mut Vec<String>) -> V
         "policyEnforcementMode": "never",
         "bpf": {"hostLegacyRouting": true},
     });
-    note_replaced(user, &required, "", notes);
+    note_replaced(user, &required, notes);
     let mut v = user.clone();
     if !v.is_object() {
         v = json!({});
@@ -858,36 +860,23 @@ pub fn final_values(user: &Value, c: &Choices) -> Value {
     v
 }
 
-fn note_replaced(user: &Value, required: &Value, prefix: &str, notes: &mut Vec<String>) {
-    let (Some(u), Some(r)) = (user.as_object(), required.as_object()) else {
-        return;
-    };
-    for (k, want) in r {
-        let path = if prefix.is_empty() {
-            k.clone()
-        } else {
-            format!("{prefix}.{k}")
-        };
-        match u.get(k) {
-            Some(got) if got.is_object() && want.is_object() => {
-                note_replaced(got, want, &path, notes)
-            }
-            Some(got) if got != want => notes.push(format!(
-                "values: your {path}: {got} is replaced by {want} during the migration"
-            )),
-            _ => {}
-        }
+fn note_replaced(user: &Value, required: &Value, notes: &mut Vec<String>) {
+    for (path, got, want) in crate::plan::decide::replaced_values(user, required) {
+        notes.push(format!(
+            "values: your {path}: {got} is replaced by {want} during the migration"
+        ));
     }
 }
 
 /// The guide's per-node config: on nodes with the migration label the agent takes over CNI
 /// networking, writing its conflist where containerd looks (`/host/etc/cni/net.d` in the agent
-/// pod is the chart's `cni.confPath` on the node).
-pub fn node_config(c: &Choices) -> Value {
+/// pod is the chart's `cni.confPath` on the node). It lives in the agent's namespace (the
+/// release's), where the agent looks for it.
+pub fn node_config(c: &Choices, namespace: &str) -> Value {
     json!({
         "apiVersion": c.node_config_api,
         "kind": "CiliumNodeConfig",
-        "metadata": {"namespace": "kube-system", "name": super::NODE_CONFIG_NAME},
+        "metadata": {"namespace": namespace, "name": super::NODE_CONFIG_NAME},
         "spec": {
             "nodeSelector": {"matchLabels": {super::MIGRATION_LABEL: "true"}},
             "defaults": {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
+use super::plan::ReleaseArgs;
 use crate::{
     cluster::{
         self, gitops,
@@ -43,9 +44,6 @@ pub struct ClusterPlanArgs {
 /// How a cluster run reaches the API server and the nodes.
 #[derive(Debug, Args, Default)]
 pub struct ClusterAccessArgs {
-    /// kubeconfig context (default: its current context).
-    #[arg(long, value_name = "NAME")]
-    pub context: Option<String>,
     /// Where the cluster run keeps its values files and journal.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/preflight/cluster")]
     pub state_dir: PathBuf,
@@ -58,12 +56,13 @@ pub struct ClusterAccessArgs {
 
 impl ClusterAccessArgs {
     /// `kubeconfig`: the command's one `--kubeconfig` (plan and install share it with the node
-    /// migration; default: KUBECONFIG, then ~/.kube/config, then the in-cluster service account).
-    pub fn access(&self, kubeconfig: Option<PathBuf>) -> Access {
+    /// migration; default: KUBECONFIG, then ~/.kube/config, then the in-cluster service account);
+    /// `release`: its `--context`, also shared with the node migration.
+    pub fn access(&self, kubeconfig: Option<PathBuf>, release: &ReleaseArgs) -> Access {
         Access {
             state_dir: self.state_dir.clone(),
             kubeconfig,
-            context: self.context.clone(),
+            context: release.context.clone(),
             node_exec: self.node_exec.clone(),
         }
     }
@@ -72,6 +71,7 @@ impl ClusterAccessArgs {
 /// Read the reports and build the checked plan.
 pub fn build_plan(
     reports: &ClusterPlanArgs,
+    release: &ReleaseArgs,
     target: &super::plan::TargetArgs,
 ) -> anyhow::Result<ClusterPlan> {
     let t = target.target()?;
@@ -88,8 +88,8 @@ pub fn build_plan(
                 .chart
                 .as_ref()
                 .map(|c| std::fs::canonicalize(c).unwrap_or_else(|_| c.clone())),
-            release: "cilium".into(),
-            namespace: "kube-system".into(),
+            release: release.release(),
+            namespace: release.namespace(),
         },
     ))
 }
@@ -99,11 +99,12 @@ pub fn build_plan(
 pub fn plan(
     reports: &ClusterPlanArgs,
     access: &ClusterAccessArgs,
+    release: &ReleaseArgs,
     target: &super::plan::TargetArgs,
     emit_gitops: Option<&std::path::Path>,
 ) -> anyhow::Result<u8> {
-    let plan = build_plan(reports, target)?;
-    let access = access.access(target.kubeconfig.clone());
+    let plan = build_plan(reports, release, target)?;
+    let access = access.access(target.kubeconfig.clone(), release);
     let steps = runbook::build(&plan, &access);
     crate::out!("{}", cluster::render::render(&plan, &steps, &access));
     if let Some(dir) = emit_gitops {
@@ -136,25 +137,19 @@ pub fn install_stage(args: &super::plan::InstallArgs, stage: &str) -> anyhow::Re
     };
     let plan = crate::plan::stages::build(&node, &opts, stage)?;
     crate::out!("{}", crate::plan::render(&plan, &runner));
-    super::plan::check_tools(&runner, &plan, &node)?;
+    super::plan::check_tools(&runner, &plan, &node, None)?;
     if !super::plan::confirm(args.yes, &format!("Run migration stage {stage}"))? {
         crate::outln!("Not confirmed; nothing changed.");
         return Ok(exit::NO_GO);
     }
-    let journal = Journal::begin(&host, &format!("migration:{stage}"), &lock.created)?;
-    let mut ex = exec::Executor {
-        host: &host,
-        runner: &runner,
+    let journal = Journal::begin(&host, &format!("migration:{stage}"), &lock.created, None)?;
+    let result = exec::run_to_completion(
+        &host,
+        &runner,
         journal,
-        log: Box::new(|l| crate::outln!("{l}")),
-    };
-    let result = ex.run(&plan).and_then(|()| {
-        ex.journal.complete().map_err(|error| exec::StepFailure {
-            index: plan.steps.len().saturating_sub(1),
-            step: "journal".into(),
-            error,
-        })
-    });
+        &plan,
+        Box::new(|l| crate::outln!("{l}")),
+    );
     match result {
         Ok(()) => {
             super::plan::report_fault_points();
@@ -164,7 +159,6 @@ pub fn install_stage(args: &super::plan::InstallArgs, stage: &str) -> anyhow::Re
             Ok(exit::GO)
         }
         Err(failure) => {
-            drop(ex);
             crate::outln!(
                 "\nSTAGE {stage} FAILED at step {} ({}): {:#}\nRolling this stage back…",
                 failure.index + 1,
@@ -182,8 +176,10 @@ pub fn install_stage(args: &super::plan::InstallArgs, stage: &str) -> anyhow::Re
 /// `install --cluster REPORTS`: check the plan, then carry the runbook out under the cluster
 /// journal.
 pub fn install(args: &super::plan::InstallArgs) -> anyhow::Result<u8> {
-    let plan = build_plan(&args.cluster, &args.target)?;
-    let access = args.access.access(args.target.kubeconfig.clone());
+    let plan = build_plan(&args.cluster, &args.release, &args.target)?;
+    let access = args
+        .access
+        .access(args.target.kubeconfig.clone(), &args.release);
     let steps = runbook::build(&plan, &access);
     crate::out!("{}", cluster::render::render(&plan, &steps, &access));
     if !plan.go() && !args.force {
@@ -202,12 +198,37 @@ pub fn install(args: &super::plan::InstallArgs) -> anyhow::Result<u8> {
 }
 
 /// `rollback --cluster`: undo from the cluster journal.
+/// The cluster journal decides which release and namespace are undone; `--namespace` or
+/// `--release-name` naming others are refused (exit 2) rather than ignored.
 pub fn rollback(args: &super::plan::RollbackArgs) -> anyhow::Result<u8> {
-    cluster::run::rollback(
-        &args.access.access(args.kubeconfig.clone()),
-        &args.tools.runner(),
-        &|l| crate::outln!("{l}"),
-    )
+    let access = args.access.access(args.kubeconfig.clone(), &args.release);
+    if let Some(j) = cluster::journal::ClusterJournal::load(&access.state_dir)? {
+        let release = j.file.entries.iter().find_map(|e| match &e.undo {
+            cluster::journal::Undo::Helm { release, .. } => Some(release.as_str()),
+            _ => None,
+        });
+        let ns = j.file.namespace.as_str();
+        let mismatch = [
+            ("--namespace", args.release.namespace.as_deref(), Some(ns)),
+            (
+                "--release-name",
+                args.release.release_name.as_deref(),
+                release,
+            ),
+        ]
+        .into_iter()
+        .find(|(_, given, journal)| given.is_some() && journal.is_some() && given != journal);
+        if let Some((flag, given, _)) = mismatch {
+            anyhow::bail!(
+                "{flag} {}: the cluster journal ({}) recorded the release {ns}/{}; rollback \
+                 --cluster undoes what the journal recorded: drop {flag} or give the journal's",
+                given.unwrap_or_default(),
+                cluster::journal::ClusterJournal::path_in(&access.state_dir).display(),
+                release.unwrap_or("?")
+            );
+        }
+    }
+    cluster::run::rollback(&access, &args.tools.runner(), &|l| crate::outln!("{l}"))
 }
 
 /// What `rollback --migration-stage` did: that stage undone; the node's other stages stay.
@@ -220,19 +241,8 @@ pub fn print_stage_rollback(
         crate::outln!("Nothing of stage {stage} to roll back on this node.");
         return exit::GO;
     }
-    for u in &r.undone {
-        crate::outln!("  undone: {u}");
-    }
-    for n in &r.notes {
-        crate::outln!("  left as is: {n}");
-    }
-    for k in &r.kept {
-        crate::outln!("  WARNING: {k}");
-    }
+    super::plan::print_undone(&r, false);
     if !r.failed.is_empty() {
-        for f in &r.failed {
-            crate::outln!("  FAILED: {f}");
-        }
         crate::outln!(
             "Stage {stage} not fully rolled back: fix the above and run `preflight rollback --migration-stage {stage}` again (the journal is kept)."
         );

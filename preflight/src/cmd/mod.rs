@@ -445,7 +445,7 @@ pub struct AggregateArgs {
 pub struct JobArgs {
     /// Namespace for the DaemonSet (created unless --no-namespace); a DNS-1123 label.
     #[arg(long, short = 'n', default_value = "preflight",
-          value_parser = crate::fleet::job::parse_dns1123_label)]
+          value_parser = crate::model::parse_dns1123_label)]
     pub namespace: String,
     /// Do not emit the Namespace object (it exists already).
     #[arg(long)]
@@ -462,7 +462,7 @@ pub struct JobArgs {
     #[arg(long, default_value = "registry.k8s.io/pause:3.10")]
     pub pause_image: String,
     /// Name of the DaemonSet and its label (the values ConfigMap is NAME-values); a DNS-1123 label.
-    #[arg(long, default_value = "preflight", value_parser = crate::fleet::job::parse_dns1123_label)]
+    #[arg(long, default_value = "preflight", value_parser = crate::model::parse_dns1123_label)]
     pub name: String,
     /// `run`'s target flags, for the run on each node. -f/--values files are read here,
     /// shipped in a ConfigMap and passed as `-f /etc/preflight/values/<name>`; --chart is a

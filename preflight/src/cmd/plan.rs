@@ -63,6 +63,51 @@ impl ToolArgs {
     }
 }
 
+/// Which Helm release the migration installs, upgrades, rolls back or uninstalls, and which
+/// kubeconfig context helm and kubectl use: one set of flags for the node migration and for
+/// `--cluster` (the one `--kubeconfig` is the command's own: TargetArgs or RollbackArgs).
+#[derive(Debug, Args, Clone, Default)]
+pub struct ReleaseArgs {
+    /// kubeconfig context for helm (`--kube-context`) and kubectl (`--context`) (default: the
+    /// kubeconfig's current context).
+    #[arg(long, value_name = "NAME", value_parser = crate::model::parse_context_name)]
+    pub context: Option<String>,
+    /// Namespace of the Cilium Helm release and its DaemonSet (default: kube-system); a
+    /// DNS-1123 label.
+    #[arg(long, value_name = "NS", value_parser = crate::model::parse_dns1123_label)]
+    pub namespace: Option<String>,
+    /// Name of the Cilium Helm release (default: cilium); a DNS-1123 label of at most 53
+    /// characters, as Helm requires.
+    #[arg(long, value_name = "NAME", value_parser = crate::model::parse_release_name)]
+    pub release_name: Option<String>,
+}
+
+impl ReleaseArgs {
+    /// The release's namespace: --namespace, else kube-system.
+    pub fn namespace(&self) -> String {
+        self.namespace
+            .clone()
+            .unwrap_or_else(|| PlanOptions::default().namespace)
+    }
+
+    /// The release's name: --release-name, else cilium.
+    pub fn release(&self) -> String {
+        self.release_name
+            .clone()
+            .unwrap_or_else(|| PlanOptions::default().release)
+    }
+
+    /// The plan options with this release, namespace and context.
+    pub fn options(&self, opts: PlanOptions) -> PlanOptions {
+        PlanOptions {
+            release: self.release(),
+            namespace: self.namespace(),
+            context: self.context.clone(),
+            ..opts
+        }
+    }
+}
+
 /// What to install: `run`'s target flags (version, -f, --set, --chart, --need) plus what only
 /// an install needs. Without --cilium-version or --chart the chart release is the newest release
 /// preflight knows, the default of every command.
@@ -108,8 +153,8 @@ impl TargetArgs {
         Ok(target)
     }
 
-    fn options(&self, target: &Target) -> PlanOptions {
-        PlanOptions {
+    fn options(&self, target: &Target, release: &ReleaseArgs) -> PlanOptions {
+        release.options(PlanOptions {
             // Helm installs an exact release: `1.19` is the newest 1.19 preflight knows.
             cilium_version: target.install_version().to_string(),
             kube_proxy_replacement: self.kube_proxy_replacement
@@ -128,7 +173,7 @@ impl TargetArgs {
                 .as_ref()
                 .map(|c| std::fs::canonicalize(c).unwrap_or_else(|_| c.clone())),
             ..PlanOptions::default()
-        }
+        })
     }
 }
 
@@ -148,7 +193,13 @@ struct Judged {
 
 /// `full`: the whole preflight (canaries, the datapath compile), for an install on the live node;
 /// else node files and read-only queries only.
-fn judge(host: &HostRoot, runner: &Runner, t: &TargetArgs, full: bool) -> anyhow::Result<Judged> {
+fn judge(
+    host: &HostRoot,
+    runner: &Runner,
+    t: &TargetArgs,
+    release: &ReleaseArgs,
+    full: bool,
+) -> anyhow::Result<Judged> {
     let target = t.target()?;
     let mut node = NodeState::read(host, runner)?;
     if let Some(file) = &t.kubeconfig {
@@ -159,10 +210,14 @@ fn judge(host: &HostRoot, runner: &Runner, t: &TargetArgs, full: bool) -> anyhow
             .ok()
             .filter(|p| p.is_file())
             .with_context(|| format!("--kubeconfig {}: no such file", file.display()))?;
+        // An install journaled with this file outside the root is one the operator made.
+        if node.installed.is_none() {
+            node.installed = crate::plan::node::installed_by_preflight(host, Some(&path));
+        }
         node.kubeconfig = Some(path);
     }
     let root = host.root();
-    let mut opts = t.options(&target);
+    let mut opts = t.options(&target, release);
     let plan = crate::plan::build_install(&node, &opts)?;
     // Judge what will be installed: the user's values with the node's requirements.
     let installed = target.with_patch(plan.values.as_ref().unwrap_or(&serde_json::Value::Null));
@@ -278,6 +333,8 @@ pub struct PlanArgs {
     pub target: TargetArgs,
     #[command(flatten)]
     pub tools: ToolArgs,
+    #[command(flatten)]
+    pub release: ReleaseArgs,
     /// Instead of a Helm step: write cilium-values.yaml and cilium-application.yaml (an Argo CD
     /// Application) into DIR. With --cluster: every stage's manifests for an Argo CD
     /// app-of-apps (stage-1-install, stage-2-node-config, stage-3-final) and runbook.txt.
@@ -297,6 +354,8 @@ pub struct InstallArgs {
     pub target: TargetArgs,
     #[command(flatten)]
     pub tools: ToolArgs,
+    #[command(flatten)]
+    pub release: ReleaseArgs,
     /// Do not ask for confirmation (needed when stdin is not a terminal).
     #[arg(long)]
     pub yes: bool,
@@ -319,6 +378,11 @@ pub struct RollbackArgs {
     pub root: RootArg,
     #[command(flatten)]
     pub tools: ToolArgs,
+    /// Undo what the journal recorded: its release, namespace and context. Given here, they
+    /// must match the journal's (a mismatch is refused, exit 2); with --cluster, --context is
+    /// the API server's context.
+    #[command(flatten)]
+    pub release: ReleaseArgs,
     /// Undo only this stage of a whole-cluster migration on this node.
     #[arg(long, value_name = "STAGE", value_parser = crate::plan::stages::STAGES)]
     pub migration_stage: Option<String>,
@@ -329,8 +393,9 @@ pub struct RollbackArgs {
     pub cluster: bool,
     /// With --cluster: the kubeconfig for the API server (default: KUBECONFIG, then
     /// ~/.kube/config, then the in-cluster service account). A node's rollback uses what its
-    /// journal recorded.
-    #[arg(long, value_name = "FILE", requires = "cluster")]
+    /// journal recorded; give the --kubeconfig you gave install when it is outside --root (the
+    /// journal is trusted with no other file outside the root).
+    #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
     #[command(flatten)]
     pub access: super::cluster::ClusterAccessArgs,
@@ -351,6 +416,9 @@ pub struct FallbackArgs {
     pub root: RootArg,
     #[command(flatten)]
     pub tools: ToolArgs,
+    /// The Cilium release to uninstall when one is there (default: cilium in kube-system).
+    #[command(flatten)]
+    pub release: ReleaseArgs,
     /// Do not ask for confirmation.
     #[arg(long)]
     pub yes: bool,
@@ -384,13 +452,14 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
         return super::cluster::plan(
             &args.cluster,
             &args.access,
+            &args.release,
             &args.target,
             args.emit_gitops.as_deref(),
         );
     }
     let host = node_root(&args.root)?;
     let runner = args.tools.runner();
-    let j = judge(&host, &runner, &args.target, false)?;
+    let j = judge(&host, &runner, &args.target, &args.release, false)?;
     let mut plan = j.plan.clone();
     if let Some(dir) = &args.emit_gitops {
         let values = plan.values.clone().context("plan has no values")?;
@@ -408,7 +477,12 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
                     .default_version()
                     .to_string()
             });
-        let app = gitops::application(&version, "cilium", "kube-system", &values);
+        let app = gitops::application(
+            &version,
+            &args.release.release(),
+            &args.release.namespace(),
+            &values,
+        );
         let values_path = dir.join("cilium-values.yaml");
         let app_path = dir.join("cilium-application.yaml");
         std::fs::write(&values_path, gitops::values_yaml(&values))
@@ -435,6 +509,7 @@ pub(super) fn check_tools(
     runner: &Runner,
     plan: &crate::plan::Plan,
     node: &NodeState,
+    context: Option<&str>,
 ) -> anyhow::Result<()> {
     let tools = crate::plan::tools_needed(plan);
     let mut problems: Vec<String> = tools
@@ -447,7 +522,7 @@ pub(super) fn check_tools(
                 continue;
             }
             let mut argv = if tool == Tool::Kubectl {
-                crate::plan::kube_args(node)
+                crate::plan::kube_args(node, context, tool)
             } else {
                 Vec::new()
             };
@@ -498,7 +573,7 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
     // Before anything is read: the plan must not be made from a node another run is changing.
     let lock = Lock::acquire(&host, "install")?;
     // The preflight: refuse on no-go, except for what the plan itself fixes.
-    let j = judge(&host, &runner, &args.target, host.is_live())?;
+    let j = judge(&host, &runner, &args.target, &args.release, host.is_live())?;
     let (node, plan) = (&j.node, &j.plan);
     crate::out!("{}", crate::plan::render(plan, &runner));
     let blocking = print_verdict(&j);
@@ -518,30 +593,30 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
         );
         return Ok(exit::NO_GO);
     }
-    check_tools(&runner, plan, node)?;
+    check_tools(&runner, plan, node, args.release.context.as_deref())?;
     if !confirm(args.yes, "Install Cilium with the plan above")? {
         crate::outln!("Not confirmed; nothing changed.");
         return Ok(exit::NO_GO);
     }
 
-    let journal = Journal::begin(&host, "install", &lock.created)?;
-    let mut exec = exec::Executor {
-        host: &host,
-        runner: &runner,
-        journal,
-        log: Box::new(|l| crate::outln!("{l}")),
-    };
+    // The operator's own --kubeconfig (absolute): the journal may name it outside the root.
+    let trusted = args
+        .target
+        .kubeconfig
+        .as_ref()
+        .and(node.kubeconfig.as_deref());
+    let journal = Journal::begin(&host, "install", &lock.created, trusted)?;
     crate::outln!(
         "\nExecuting (journal: {})",
         host.display(crate::plan::journal::JOURNAL_DIR)
     );
-    let result = exec.run(plan).and_then(|()| {
-        exec.journal.complete().map_err(|error| exec::StepFailure {
-            index: plan.steps.len() - 1,
-            step: "journal".into(),
-            error,
-        })
-    });
+    let result = exec::run_to_completion(
+        &host,
+        &runner,
+        journal,
+        plan,
+        Box::new(|l| crate::outln!("{l}")),
+    );
     match result {
         Ok(()) => {
             report_fault_points();
@@ -552,14 +627,13 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
             Ok(exit::GO)
         }
         Err(failure) => {
-            drop(exec);
             crate::outln!(
                 "\nINSTALL FAILED at step {} ({}): {:#}",
                 failure.index + 1,
                 failure.step,
                 failure.error
             );
-            let evidence = collect_evidence(&runner, node, plan, failure.index);
+            let evidence = collect_evidence(&runner, node, &args.release, plan, failure.index);
             if !evidence.is_empty() {
                 crate::outln!("Evidence:");
                 for e in &evidence {
@@ -567,7 +641,7 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
                 }
             }
             crate::outln!("\nRolling back automatically…");
-            let code = print_rollback(exec::rollback(&host, &runner)?);
+            let code = print_rollback(exec::rollback(&host, &runner, trusted)?);
             report_fault_points();
             Ok(if code == exit::GO { exit::NO_GO } else { code })
         }
@@ -578,6 +652,7 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<u8> {
 fn collect_evidence(
     runner: &Runner,
     node: &NodeState,
+    release: &ReleaseArgs,
     plan: &crate::plan::Plan,
     failed: usize,
 ) -> Vec<String> {
@@ -585,19 +660,10 @@ fn collect_evidence(
     if !helm_ran {
         return Vec::new();
     }
-    let mut args: Vec<String> = crate::plan::kube_args(node);
-    args.extend(
-        [
-            "-n",
-            "kube-system",
-            "logs",
-            "ds/cilium",
-            "-c",
-            "cilium-agent",
-            "--tail=500",
-        ]
-        .map(String::from),
-    );
+    let mut args: Vec<String> =
+        crate::plan::kube_args(node, release.context.as_deref(), Tool::Kubectl);
+    args.extend(["-n".to_string(), release.namespace()]);
+    args.extend(["logs", "ds/cilium", "-c", "cilium-agent", "--tail=500"].map(String::from));
     let Ok(out) = runner.run(Tool::Kubectl, &args) else {
         return vec!["could not fetch the agent log (kubectl failed to run)".into()];
     };
@@ -629,11 +695,9 @@ fn collect_evidence(
     lines
 }
 
-pub(super) fn print_rollback(r: exec::RollbackReport) -> u8 {
-    if r.nothing_to_do {
-        crate::outln!("Nothing to roll back (no journal).");
-        return exit::GO;
-    }
+/// The lines every rollback prints: what it undid, what it left as is, what it kept aside
+/// (`warn`: the kept files also on stderr), and what failed.
+pub(super) fn print_undone(r: &exec::RollbackReport, warn: bool) {
     for u in &r.undone {
         crate::outln!("  undone: {u}");
     }
@@ -642,8 +706,21 @@ pub(super) fn print_rollback(r: exec::RollbackReport) -> u8 {
     }
     for k in &r.kept {
         crate::outln!("  WARNING: {k}");
-        eprintln!("preflight: WARNING: {k}");
+        if warn {
+            eprintln!("preflight: WARNING: {k}");
+        }
     }
+    for f in &r.failed {
+        crate::outln!("  FAILED: {f}");
+    }
+}
+
+pub(super) fn print_rollback(r: exec::RollbackReport) -> u8 {
+    if r.nothing_to_do {
+        crate::outln!("Nothing to roll back (no journal).");
+        return exit::GO;
+    }
+    print_undone(&r, true);
     if r.failed.is_empty() {
         if r.kept.is_empty() {
             crate::outln!("Rollback complete: the node is as it was before.");
@@ -656,9 +733,6 @@ pub(super) fn print_rollback(r: exec::RollbackReport) -> u8 {
         }
         exit::GO
     } else {
-        for f in &r.failed {
-            crate::outln!("  FAILED: {f}");
-        }
         crate::outln!(
             "Rollback incomplete: fix the above and run `preflight rollback` again (the journal is kept)."
         );
@@ -673,16 +747,85 @@ pub fn rollback(args: &RollbackArgs) -> anyhow::Result<u8> {
     let host = node_root(&args.root)?;
     let runner = args.tools.runner();
     let _lock = Lock::acquire(&host, "rollback")?;
+    let trusted = args
+        .kubeconfig
+        .as_ref()
+        .map(|file| {
+            file.canonicalize()
+                .ok()
+                .filter(|p| p.is_file())
+                .with_context(|| format!("--kubeconfig {}: no such file", file.display()))
+        })
+        .transpose()?;
+    let trusted = trusted.as_deref();
+    if let Some(journal) = Journal::load_trusting(&host, trusted)? {
+        same_release_as_journal(&args.release, &journal)?;
+    }
     let code = match &args.migration_stage {
         Some(stage) => super::cluster::print_stage_rollback(
             exec::rollback_stage(&host, &runner, stage)?,
             stage,
             &host,
         ),
-        None => print_rollback(exec::rollback(&host, &runner)?),
+        None => print_rollback(exec::rollback(&host, &runner, trusted)?),
     };
     report_fault_points();
     Ok(code)
+}
+
+/// `rollback --namespace/--release-name/--context`: the journal decides what is undone; flags
+/// that name another release than the one it recorded are refused (exit 2) rather than
+/// silently ignored.
+fn same_release_as_journal(given: &ReleaseArgs, journal: &Journal) -> anyhow::Result<()> {
+    use crate::plan::journal::Undo;
+    for e in &journal.file.entries {
+        let (release, namespace, extra) = match &e.undo {
+            Undo::Helm {
+                release,
+                namespace,
+                extra_args,
+                ..
+            }
+            | Undo::HelmUninstalled {
+                release,
+                namespace,
+                extra_args,
+                ..
+            } => (release, namespace, extra_args),
+            _ => continue,
+        };
+        let context = extra
+            .windows(2)
+            .find(|w| w[0] == "--kube-context")
+            .map(|w| w[1].as_str());
+        let mismatch = [
+            (
+                "--release-name",
+                given.release_name.as_deref(),
+                Some(release.as_str()),
+            ),
+            (
+                "--namespace",
+                given.namespace.as_deref(),
+                Some(namespace.as_str()),
+            ),
+            ("--context", given.context.as_deref(), context),
+        ]
+        .into_iter()
+        .find(|(_, g, j)| g.is_some() && g != j);
+        if let Some((flag, g, j)) = mismatch {
+            bail!(
+                "{flag} {}: the journal ({}) recorded the release {namespace}/{release}{}; \
+                 rollback undoes what the journal recorded: drop {flag} or give the journal's",
+                g.unwrap_or_default(),
+                crate::plan::journal::JOURNAL_FILE,
+                j.filter(|_| flag == "--context")
+                    .map(|c| format!(" in context {c}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
 }
 
 pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
@@ -700,7 +843,7 @@ pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
             crate::outln!(
                 "Rolling back the Cilium install first (restores conflists, removes the drop-in, restarts k3s):"
             );
-            let code = print_rollback(exec::rollback(&host, &runner)?);
+            let code = print_rollback(exec::rollback(&host, &runner, None)?);
             if code != exit::GO {
                 return Ok(code);
             }
@@ -730,27 +873,22 @@ pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
         );
         return Ok(exit::NO_GO);
     }
-    let plan = fallback::build(&node, runner.path(Tool::Helm).is_ok());
+    let opts = args.release.options(PlanOptions::default());
+    let plan = fallback::build(&node, runner.path(Tool::Helm).is_ok(), &opts);
     crate::out!("{}", crate::plan::render(&plan, &runner));
-    check_tools(&runner, &plan, &node)?;
+    check_tools(&runner, &plan, &node, opts.context.as_deref())?;
     if !confirm(args.yes, "Apply the flannel hardening above")? {
         crate::outln!("Not confirmed; nothing changed.");
         return Ok(exit::NO_GO);
     }
-    let journal = Journal::begin(&host, "fallback-flannel", &lock.created)?;
-    let mut exec = exec::Executor {
-        host: &host,
-        runner: &runner,
+    let journal = Journal::begin(&host, "fallback-flannel", &lock.created, None)?;
+    let result = exec::run_to_completion(
+        &host,
+        &runner,
         journal,
-        log: Box::new(|l| crate::outln!("{l}")),
-    };
-    let result = exec.run(&plan).and_then(|()| {
-        exec.journal.complete().map_err(|error| exec::StepFailure {
-            index: plan.steps.len().saturating_sub(1),
-            step: "journal".into(),
-            error,
-        })
-    });
+        &plan,
+        Box::new(|l| crate::outln!("{l}")),
+    );
     match result {
         Ok(()) => {
             report_fault_points();
@@ -758,14 +896,13 @@ pub fn fallback(to: &FallbackTo) -> anyhow::Result<u8> {
             Ok(exit::GO)
         }
         Err(failure) => {
-            drop(exec);
             crate::outln!(
                 "\nFALLBACK FAILED at step {} ({}): {:#}\nRolling back…",
                 failure.index + 1,
                 failure.step,
                 failure.error
             );
-            let code = print_rollback(exec::rollback(&host, &runner)?);
+            let code = print_rollback(exec::rollback(&host, &runner, None)?);
             report_fault_points();
             Ok(if code == exit::GO { exit::NO_GO } else { code })
         }

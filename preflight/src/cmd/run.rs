@@ -104,10 +104,10 @@ pub fn probe(args: &ProbeArgs) -> anyhow::Result<u8> {
 fn probe_text(report: &probe::ProbeReport) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let line = |out: &mut String, name: &str, s: &probe::Support| {
+    let line = |out: &mut String, name: &str, s: &crate::model::Support| {
         let why = match s {
-            probe::Support::Unknown { reason } => format!("  ({reason})"),
-            probe::Support::Unavailable { reason: Some(r) } => format!("  ({r})"),
+            crate::model::Support::Unknown { reason } => format!("  ({reason})"),
+            crate::model::Support::Unavailable { reason: Some(r) } => format!("  ({r})"),
             _ => String::new(),
         };
         let _ = writeln!(out, "  {:<28} {}{}", name, s.label(), why);

@@ -1,5 +1,5 @@
 //! clang's text diagnostics (with -fno-color-diagnostics -fno-caret-diagnostics) as structured
-//! values. The format is stable across clang 10-22 (../shared/ENVIRONMENT.md):
+//! values. The format is stable across clang 10-22 (docs/compile.md#clangs-diagnostics):
 //!
 //! ```text
 //! In file included from bpf_lxc.c:4:

@@ -1,7 +1,8 @@
-//! From clang diagnostics to findings with a root cause and a remedy. The causes are the ones
-//! seen in the field (FACTS §1-§2): a generated header missing so the dummy in the bpf dir was
-//! used, a stale generated header written by another Cilium version, two generated headers
-//! disagreeing, a clang too new for the target's sources, an -mcpu this clang does not know.
+//! From clang diagnostics to findings with a root cause and a remedy. The causes are the ones seen
+//! in the field (docs/upstream.md#datapath-compile, #the-calls_map-incident): a generated header
+//! missing so the dummy in the bpf dir was used, a stale generated header written by another Cilium
+//! version, two generated headers disagreeing, a clang too new for the target's sources, an -mcpu
+//! this clang does not know.
 use std::{
     collections::BTreeSet,
     path::{Component, Path, PathBuf},

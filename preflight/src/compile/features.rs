@@ -87,11 +87,12 @@ fn is_true(v: Option<Value>) -> bool {
 }
 
 /// The agent's host-routing decision (daemon/cmd/kube_proxy_replacement.go,
-/// `finishKubeProxyReplacementInit` and `disableNodePort`): legacy routing whenever BPF NodePort
-/// is off, when the values ask for it, when masquerading goes through iptables (the host stack
-/// is needed), with IPsec and when the kernel lacks either helper in the versions whose agent
-/// does so (the release table's `host_routing_off_with_ipsec`, `host_routing_kernel_fallback`:
-/// up to 1.17; from 1.18 the agent refuses to start on such a kernel instead, FACTS §3).
+/// `finishKubeProxyReplacementInit` and `disableNodePort`): legacy routing whenever BPF NodePort is
+/// off, when the values ask for it, when masquerading goes through iptables (the host stack is
+/// needed), with IPsec and when the kernel lacks either helper in the versions whose agent does so
+/// (the release table's `host_routing_off_with_ipsec`, `host_routing_kernel_fallback`: up to 1.17;
+/// from 1.18 the agent refuses to start on such a kernel instead,
+/// docs/upstream.md#node-requirements).
 fn host_routing(
     profile: &Profile,
     target: &Target,
@@ -251,7 +252,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::{compile::profile::for_minor, host::state::macros, probe::Support};
+    use crate::{compile::profile::for_minor, host::state::macros, model::Support};
 
     fn probes(helpers_present: bool) -> ProbeReport {
         let h = helpers_present;

@@ -29,7 +29,7 @@ const VERSIONED_NODE_MACROS: &[(&str, &str, u32, u32)] = &[
 ];
 
 /// The generated template ep_config.h defines these without guards: with a dummy node_config.h
-/// in the include path they collide (FACTS §2).
+/// in the include path they collide (docs/upstream.md#the-calls_map-incident).
 pub const EP_TEMPLATE_CALLS_MAP: &str = "cilium_calls_65535";
 
 pub struct Generated {

@@ -1,8 +1,8 @@
-//! Will the agent's datapath init get as far as writing globals/node_config.h? The steps that
-//! run before it (FACTS §2): sysctls (net.ipv4.conf.all.rp_filter must be writable), bpffs at
-//! /sys/fs/bpf, and the tunnel device, which fails with "address already in use" when another
-//! VXLAN device (flannel's `flannel.1`) holds the UDP port. Each blocker found here means the
-//! endpoint compile will fall through to the dummy header in the bpf dir.
+//! Will the agent's datapath init get as far as writing globals/node_config.h? The steps that run
+//! before it (docs/upstream.md#the-calls_map-incident): sysctls (net.ipv4.conf.all.rp_filter must
+//! be writable), bpffs at /sys/fs/bpf, and the tunnel device, which fails with "address already in
+//! use" when another VXLAN device (flannel's `flannel.1`) holds the UDP port. Each blocker found
+//! here means the endpoint compile will fall through to the dummy header in the bpf dir.
 use serde::Serialize;
 
 use crate::{
@@ -72,10 +72,10 @@ fn flannel_port(root: &HostRoot) -> u16 {
         .unwrap_or(FLANNEL_VXLAN_PORT)
 }
 
-/// k3s's embedded flannel, judged from its files (FACTS §5): k3s is installed or configured, and
-/// `flannel-backend` (config.yaml, then config.yaml.d/*.yaml; default `vxlan`) is vxlan, so
-/// flannel.1 will hold its VXLAN port when Cilium starts, whatever is up right now. Returns the
-/// port and the evidence (files read, the backend and where it came from).
+/// k3s's embedded flannel, judged from its files (docs/upstream.md#k3s-and-rancher-desktop): k3s is
+/// installed or configured, and `flannel-backend` (config.yaml, then config.yaml.d/*.yaml; default
+/// `vxlan`) is vxlan, so flannel.1 will hold its VXLAN port when Cilium starts, whatever is up
+/// right now. Returns the port and the evidence (files read, the backend and where it came from).
 fn k3s_flannel_vxlan(root: &HostRoot) -> Option<(u16, String)> {
     let k3s = crate::host::k3s::gather(root);
     // A config file that cannot be read or parsed leaves the backend unknown: no prediction

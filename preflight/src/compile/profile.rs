@@ -1,7 +1,7 @@
 //! How cilium-agent invokes clang for a target, read from the version's row of the release table
-//! (cilium::releases, FACTS §1: pkg/datapath/loader/compile.go): language standard, warnings,
-//! defines, -mcpu rule, whether clang's output is piped through llc, and the LLVM bundled in
-//! that version's image. This file knows no version numbers.
+//! (cilium::releases, docs/upstream.md#datapath-compile: pkg/datapath/loader/compile.go): language
+//! standard, warnings, defines, -mcpu rule, whether clang's output is piped through llc, and the
+//! LLVM bundled in that version's image. This file knows no version numbers.
 use serde::Serialize;
 
 pub use crate::cilium::releases::McpuRule;
@@ -28,7 +28,7 @@ pub struct Profile {
     pub llc_pipeline: bool,
     /// Major of the LLVM bundled in the image (cilium/image-tools).
     pub bundled_llvm: u32,
-    /// Its full version (FACTS §1: 10.0.0, 17.0.6, 18.1.8, 19.1.7).
+    /// Its full version (docs/upstream.md#datapath-compile: 10.0.0, 17.0.6, 18.1.8, 19.1.7).
     pub bundled_llvm_version: String,
     pub mcpu_rule: McpuRule,
     /// `-DCALLS_MAP=cilium_calls_overlay_2` for bpf_overlay.c (up to 1.17).

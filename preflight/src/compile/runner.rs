@@ -115,7 +115,7 @@ pub fn job(spec: &Spec, i: &Inputs) -> Job {
     }
     args.extend(spec.defines.iter().cloned());
     args.push("-g".into());
-    // Stable, parseable diagnostics (../shared/ENVIRONMENT.md).
+    // Stable, parseable diagnostics (docs/compile.md#clangs-diagnostics).
     args.push("-fno-color-diagnostics".into());
     args.push("-fno-caret-diagnostics".into());
     for dir in includes(spec.kind, i) {

@@ -258,8 +258,9 @@ pub fn risk(profile: &Profile, major: u32) -> Option<String> {
     Some(risks.join("; "))
 }
 
-/// Picks the clang for a profile: `--clang` wins; else the exact major; else the nearest,
-/// avoiding clang >= 19 for sources up to 1.16 (FACTS §1: clang 14 and 16 compile 1.14 onwards).
+/// Picks the clang for a profile: `--clang` wins; else the exact major; else the nearest, avoiding
+/// clang >= 19 for sources up to 1.16 (docs/upstream.md#datapath-compile: clang 14 and 16 compile
+/// 1.14 onwards).
 pub fn choose(
     found: Vec<Toolchain>,
     profile: &Profile,

@@ -96,37 +96,6 @@ pub fn values_key(file_name: &str, taken: &[ValuesFile]) -> String {
     key
 }
 
-/// Why `name` is not a DNS-1123 label (namespace and object names): at most 63 characters,
-/// lower-case letters, digits and '-', starting and ending with a letter or digit.
-pub fn dns1123_label_error(name: &str) -> Option<String> {
-    if name.is_empty() {
-        return Some("must not be empty".into());
-    }
-    if name.len() > 63 {
-        return Some(format!("is {} characters long; at most 63", name.len()));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
-    {
-        return Some(format!(
-            "contains {c:?}: only lower-case letters, digits and '-' are allowed"
-        ));
-    }
-    if name.starts_with('-') || name.ends_with('-') {
-        return Some("must start and end with a letter or digit".into());
-    }
-    None
-}
-
-/// clap value parser for `--namespace` and `--name`.
-pub fn parse_dns1123_label(name: &str) -> Result<String, String> {
-    match dns1123_label_error(name) {
-        None => Ok(name.to_string()),
-        Some(why) => Err(format!("{name:?} is not a valid DNS-1123 label: it {why}")),
-    }
-}
-
 /// The capabilities the probes and canaries need instead of `privileged: true`: BPF (load
 /// programs, create maps), PERFMON (pointer-leaking helpers the datapath uses), NET_ADMIN (tc,
 /// xdp, veth in the scratch netns), SYS_ADMIN (namespaces, bpffs and cgroup mounts; bpf() on
@@ -779,29 +748,6 @@ mod tests {
                 "3-values.yaml",
                 "4-values.yaml"
             ]
-        );
-    }
-
-    #[test]
-    fn namespaces_and_names_are_dns_1123_labels() {
-        for good in ["preflight", "kube-system", "a", "ns-1", &"a".repeat(63)] {
-            assert_eq!(parse_dns1123_label(good), Ok(good.to_string()));
-        }
-        for (bad, why) in [
-            ("Bad_NS", "'B'"),
-            ("bad_ns", "'_'"),
-            ("-ns", "start and end"),
-            ("ns-", "start and end"),
-            ("", "empty"),
-            ("a.b", "'.'"),
-        ] {
-            let err = parse_dns1123_label(bad).unwrap_err();
-            assert!(err.contains(why), "{bad}: {err}");
-        }
-        assert!(
-            parse_dns1123_label(&"a".repeat(64))
-                .unwrap_err()
-                .contains("at most 63")
         );
     }
 

@@ -1,5 +1,6 @@
 //! CNI: which bin and conf dirs the container runtime (and so kubelet) will use, the network
-//! configs present there, and whether `cilium-cni` is in the bin dir (FACTS §5).
+//! configs present there, and whether `cilium-cni` is in the bin dir
+//! (docs/upstream.md#k3s-and-rancher-desktop).
 use super::{HostRoot, ReadError};
 
 pub const K3S_CONTAINERD: &str = "/var/lib/rancher/k3s/agent/etc/containerd/config.toml";

@@ -1,5 +1,5 @@
 //! k3s configuration (`/etc/rancher/k3s/config.yaml` then `config.yaml.d/*.yaml`, later files
-//! win, `key+:` appends) and Rancher Desktop detection (FACTS §5).
+//! win, `key+:` appends) and Rancher Desktop detection (docs/upstream.md#k3s-and-rancher-desktop).
 use serde_norway::Value;
 
 use super::{HostRoot, ReadError};

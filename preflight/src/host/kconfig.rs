@@ -1,8 +1,10 @@
 //! The kernel's build configuration, from the first readable location of the list
-//! kubernetes/system-validators uses (FACTS §6). Not visible is "unknown", never "missing".
+//! kubernetes/system-validators uses (docs/upstream.md#kernel-config). Not visible is "unknown",
+//! never "missing".
 use std::{collections::BTreeMap, io::Read};
 
 use super::{HostRoot, MAX_FILE_BYTES, ReadError};
+use crate::model::Gathered;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Setting {
@@ -28,15 +30,17 @@ impl KernelConfig {
     }
 }
 
-/// What the search found: a config, or nothing usable and why.
+/// What the search found: a config ([`Gathered::Got`]), or could not tell and why
+/// ([`Gathered::Unknown`] of [`NotVisible`]). Never skipped: every root has a kernel.
+pub type KernelConfigFact = Gathered<KernelConfig, NotVisible>;
+
+/// Why no config could be read: where it was looked for, and what was wrong with the files that
+/// were there (checks word "none exists" and "none usable" differently).
 #[derive(Debug, Clone, PartialEq)]
-pub enum KernelConfigFact {
-    Found(KernelConfig),
-    NotVisible {
-        searched: Vec<String>,
-        /// Files that exist but could not be used, with the reason (file and line).
-        problems: Vec<String>,
-    },
+pub struct NotVisible {
+    pub searched: Vec<String>,
+    /// Files that exist but could not be used, with the reason (file and line).
+    pub problems: Vec<String>,
 }
 
 /// Locations in the order they are tried, for kernel `release`.
@@ -65,12 +69,12 @@ pub fn gather(host: &HostRoot, release: Option<&str>) -> KernelConfigFact {
     for path in candidates {
         searched.push(host.display(&path));
         match read_one(host, &path) {
-            Ok(config) => return KernelConfigFact::Found(config),
+            Ok(config) => return Gathered::Got(config),
             Err(ReadError::NotFound(_)) => {}
             Err(e) => problems.push(e.to_string()),
         }
     }
-    KernelConfigFact::NotVisible { searched, problems }
+    Gathered::Unknown(NotVisible { searched, problems })
 }
 
 fn read_one(host: &HostRoot, path: &str) -> Result<KernelConfig, ReadError> {
@@ -198,12 +202,13 @@ mod tests {
         gz.write_all(b"CONFIG_BPF=y\n").unwrap();
         std::fs::write(dir.path().join("proc/config.gz"), gz.finish().unwrap()).unwrap();
         let host = HostRoot::new(dir.path());
-        let KernelConfigFact::Found(c) = gather(&host, Some("6.1.0")) else {
+        let KernelConfigFact::Got(c) = gather(&host, Some("6.1.0")) else {
             panic!("not found")
         };
         assert_eq!(c.get("BPF"), Some(&Setting::Builtin));
         std::fs::write(dir.path().join("proc/config.gz"), b"\x1f\x8bgarbage").unwrap();
-        let KernelConfigFact::NotVisible { problems, .. } = gather(&host, Some("6.1.0")) else {
+        let KernelConfigFact::Unknown(NotVisible { problems, .. }) = gather(&host, Some("6.1.0"))
+        else {
             panic!("garbage accepted")
         };
         assert!(

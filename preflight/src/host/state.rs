@@ -1,5 +1,6 @@
-//! Cilium state left on the node by an earlier or failed install (FACTS §2): the generated
-//! node_config.h, endpoint templates, pinned maps, /var/lib/cilium.
+//! Cilium state left on the node by an earlier or failed install
+//! (docs/upstream.md#the-calls_map-incident): the generated node_config.h, endpoint templates,
+//! pinned maps, /var/lib/cilium.
 use std::collections::BTreeSet;
 
 use super::{HostRoot, ReadError};

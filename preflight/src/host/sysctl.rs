@@ -1,5 +1,6 @@
 //! Sysctls Cilium reads or writes, and whether /proc/sys is writable (the agent writes
-//! net.ipv4.conf.all.rp_filter before it writes node_config.h; FACTS §2).
+//! net.ipv4.conf.all.rp_filter before it writes node_config.h;
+//! docs/upstream.md#the-calls_map-incident).
 use std::collections::BTreeMap;
 
 use super::{HostRoot, ReadError, mounts::MountTable};

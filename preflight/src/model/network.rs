@@ -10,39 +10,14 @@ use super::Gathered;
 pub struct ClusterFacts {
     /// Addresses, routes, bound UDP ports and devices of the node's network namespace (PID 1's,
     /// read from `<root>/proc/1/net` and `<root>/sys/class/net`).
-    pub network: Observed<NodeNetwork>,
+    pub network: Gathered<NodeNetwork>,
     /// k3s on this node: role and CIDRs (defaults applied), or absent when k3s is not there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub k3s: Option<K3sRole>,
 }
 
-/// A fact as the report carries it: found, could not tell (why), or does not apply (why).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Observed<T> {
-    Got(T),
-    Unknown(String),
-    Skipped(String),
-}
-
-impl<T> Observed<T> {
-    pub fn got(&self) -> Option<&T> {
-        match self {
-            Self::Got(t) => Some(t),
-            _ => None,
-        }
-    }
-}
-
-impl<T: Clone> From<&Gathered<T>> for Observed<T> {
-    fn from(g: &Gathered<T>) -> Self {
-        match g {
-            Gathered::Got(t) => Self::Got(t.clone()),
-            Gathered::Unknown(why) => Self::Unknown(why.clone()),
-            Gathered::Skipped(why) => Self::Skipped(why.clone()),
-        }
-    }
-}
+/// The name `cluster/plan.rs` still reads reports' network facts by: the same type.
+pub type Observed<T> = Gathered<T>;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NodeNetwork {

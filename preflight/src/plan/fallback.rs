@@ -39,42 +39,45 @@ pub fn module_loaded(host: &HostRoot, name: &str) -> bool {
 /// any, has been rolled back: that already restored the conflists and removed the drop-in).
 /// Cilium installed some other way is removed too: its Helm release (when helm is there to ask),
 /// its conflists, and a `flannel-backend: none` in the user's own k3s config is overridden by a
-/// drop-in. k3s is restarted when its config changed.
-pub fn build(node: &NodeState, helm_found: bool) -> Plan {
+/// drop-in. k3s is restarted when its config changed. `opts` names the release (`--release-name`,
+/// `--namespace`) and the kubeconfig context; nothing else of it is used.
+pub fn build(node: &NodeState, helm_found: bool, opts: &super::PlanOptions) -> Plan {
     let mut steps = Vec::new();
     let mut notes = Vec::new();
     let root = &node.root;
     let host = &node.host;
     let mut restart = false;
+    let (name, ns) = (&opts.release, &opts.namespace);
 
     if helm_found {
-        let kube_args = super::kube_args(node);
+        let kube_args = super::kube_args(node, opts.context.as_deref(), super::runner::Tool::Helm);
         steps.push(
             Step::new(
                 "cilium.helm-uninstall",
-                "helm uninstall cilium (when the release exists)",
+                format!("helm uninstall {name} (when the release exists)"),
                 Action::HelmUninstall {
-                    release: "cilium".into(),
-                    namespace: "kube-system".into(),
+                    release: name.clone(),
+                    namespace: ns.clone(),
                     kube_args,
                 },
             )
-            .changes("the Cilium Helm release kube-system/cilium is uninstalled, if there is one")
+            .changes(format!(
+                "the Cilium Helm release {ns}/{name} is uninstalled, if there is one"
+            ))
             .why(
                 "a running Cilium agent keeps writing its conflist and owns the pod network; \
                  flannel cannot take over while it runs",
             )
             .undo("installed again at the same chart version with the values it had (journaled)")
-            .state(StepState::AtRunTime(
-                "`helm status cilium -n kube-system` decides".into(),
-            )),
+            .state(StepState::AtRunTime(format!(
+                "`helm status {name} -n {ns}` decides"
+            ))),
         );
     } else {
-        notes.push(
+        notes.push(format!(
             "helm not found: could not check for a Cilium Helm release. If Cilium runs on this \
-             cluster, remove it first: `helm uninstall cilium -n kube-system --wait`"
-                .into(),
-        );
+             cluster, remove it first: `helm uninstall {name} -n {ns} --wait`"
+        ));
     }
     for path in &node.cilium_conflists {
         steps.push(

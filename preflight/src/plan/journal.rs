@@ -80,7 +80,11 @@ pub enum Undo {
     },
     /// `helm upgrade --install`: uninstall, or roll back to the revision that was there.
     Helm {
+        /// The release and namespace this run installed (`--release-name`, `--namespace`);
+        /// a journal written before they were recorded meant cilium in kube-system.
+        #[serde(default = "default_release")]
         release: String,
+        #[serde(default = "default_namespace")]
         namespace: String,
         prior_revision: Option<u64>,
         extra_args: Vec<String>,
@@ -92,7 +96,9 @@ pub enum Undo {
     /// `helm uninstall` of a release that was there: install that chart version again with the
     /// values it had (kept in `values`, a node path in the backup dir).
     HelmUninstalled {
+        #[serde(default = "default_release")]
         release: String,
+        #[serde(default = "default_namespace")]
         namespace: String,
         chart_version: String,
         values: String,
@@ -112,6 +118,16 @@ pub enum Undo {
     Firewall { remove_args: Vec<String> },
     /// Nothing changed on the node (a wait, a check).
     Nothing,
+}
+
+/// The release an old journal without a release name means: the only one preflight installed.
+fn default_release() -> String {
+    "cilium".into()
+}
+
+/// The namespace an old journal without one means.
+fn default_namespace() -> String {
+    "kube-system".into()
 }
 
 /// A `helm upgrade --install` that succeeded: the chart version, the command line (chart
@@ -134,12 +150,14 @@ pub enum EntryState {
     Undone,
 }
 
+/// One journaled change: a node's ([`Undo`]) or, with the cluster's undo type, a cluster
+/// step's (cluster/journal.rs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Entry {
+pub struct Entry<U = Undo> {
     pub seq: u32,
-    /// The plan step this change belongs to.
+    /// The plan step (or runbook step) this change belongs to.
     pub step: String,
-    pub undo: Undo,
+    pub undo: U,
     pub state: EntryState,
 }
 
@@ -186,6 +204,15 @@ impl Journal {
     /// Load the journal of `host`, if any. A corrupt journal, or one that breaks the rules of
     /// [`check`], is an error naming the file; nothing is changed.
     pub fn load(host: &HostRoot) -> anyhow::Result<Option<Self>> {
+        Self::load_trusting(host, None)
+    }
+
+    /// [`load`](Self::load), also accepting `kubeconfig` (the operator's own `--kubeconfig`,
+    /// absolute) where the journal hands a kubeconfig outside the root to helm or kubectl.
+    pub fn load_trusting(
+        host: &HostRoot,
+        kubeconfig: Option<&Path>,
+    ) -> anyhow::Result<Option<Self>> {
         let shown = host.display(JOURNAL_FILE);
         let bytes = match host.read_bytes_max(JOURNAL_FILE, MAX_JOURNAL_BYTES) {
             Ok(b) => b,
@@ -200,7 +227,7 @@ impl Journal {
                 .map_err(|why| anyhow::anyhow!("{shown}: refused: {why}; nothing was changed"))?,
             v => bail!("{shown}: journal format {v} (this preflight reads {FORMAT_VERSION})"),
         }
-        check(&file, host.root())
+        check(&file, host.root(), kubeconfig)
             .map_err(|why| anyhow::anyhow!("{shown}: refused: {why}; nothing was changed"))?;
         Ok(Some(Self {
             host: host.clone(),
@@ -210,9 +237,15 @@ impl Journal {
 
     /// Open the journal for a new run: continue a complete one (its changes stay undoable),
     /// refuse an interrupted one (roll it back first). `created` are state dirs the caller
-    /// (the lock) already created for this run.
-    pub fn begin(host: &HostRoot, run: &str, created: &[String]) -> anyhow::Result<Self> {
-        if let Some(mut j) = Self::load(host)? {
+    /// (the lock) already created for this run. `kubeconfig`: the operator's `--kubeconfig`, as
+    /// [`load_trusting`](Self::load_trusting) takes it.
+    pub fn begin(
+        host: &HostRoot,
+        run: &str,
+        created: &[String],
+        kubeconfig: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        if let Some(mut j) = Self::load_trusting(host, kubeconfig)? {
             if j.file.status != Status::Complete {
                 bail!(
                     "{}: an earlier run was interrupted ({:?}); run `preflight rollback --root {}` first",
@@ -423,7 +456,7 @@ fn upgrade_v1(file: &mut JournalFile, root: &Path) -> Result<(), String> {
 }
 
 /// The rules a journal must keep before rollback acts on it. Err says which entry broke which.
-pub fn check(file: &JournalFile, root: &Path) -> Result<(), String> {
+pub fn check(file: &JournalFile, root: &Path, kubeconfig: Option<&Path>) -> Result<(), String> {
     for d in &file.created_dirs {
         if !STATE_DIRS.contains(&d.as_str()) {
             return Err(format!(
@@ -485,7 +518,7 @@ pub fn check(file: &JournalFile, root: &Path) -> Result<(), String> {
                 if !chart_version.is_empty() {
                     word(chart_version, "chart version").map_err(at)?;
                 }
-                kube_args(extra_args, root).map_err(at)?;
+                kube_args(extra_args, root, kubeconfig).map_err(at)?;
             }
             Undo::Iptables { snapshot } => {
                 if !reserved(snapshot) {
@@ -516,9 +549,9 @@ pub fn check(file: &JournalFile, root: &Path) -> Result<(), String> {
             } => {
                 word(release, "release").map_err(at)?;
                 word(namespace, "namespace").map_err(at)?;
-                kube_args(extra_args, root).map_err(at)?;
+                kube_args(extra_args, root, kubeconfig).map_err(at)?;
             }
-            Undo::RolloutRestart { args } => rollout_args(args, root).map_err(at)?,
+            Undo::RolloutRestart { args } => rollout_args(args, root, kubeconfig).map_err(at)?,
             Undo::Module { name } => word(name, "module").map_err(at)?,
             Undo::Sysctl { key, prior } => {
                 word(key, "sysctl key").map_err(at)?;
@@ -602,13 +635,45 @@ fn link_spec(l: &LinkSpec) -> Result<(), String> {
     Ok(())
 }
 
-/// `--kubeconfig PATH` with PATH inside the root, or nothing.
-fn kube_args(args: &[String], root: &Path) -> Result<(), String> {
-    match args {
+/// Cluster-access flags as preflight passes them (`context_flag`: helm's `--kube-context` or
+/// kubectl's `--context`): `[--kubeconfig PATH] [CONTEXT_FLAG NAME]`, PATH inside the root or
+/// the operator's own `trusted` one, NAME a context name preflight accepts. Returns what
+/// follows them.
+fn access_args<'a>(
+    args: &'a [String],
+    root: &Path,
+    trusted: Option<&Path>,
+    context_flag: &str,
+) -> Result<&'a [String], String> {
+    let mut rest = args;
+    if let [flag, path, more @ ..] = rest
+        && flag == "--kubeconfig"
+    {
+        if !inside(path, root) && trusted != Some(Path::new(path)) {
+            return Err(format!(
+                "kubeconfig {path:?} is not inside the node's root (if it is the --kubeconfig \
+                 you gave install, give it again: --kubeconfig {path})"
+            ));
+        }
+        rest = more;
+    }
+    if let [flag, name, more @ ..] = rest
+        && flag == context_flag
+    {
+        if let Some(why) = crate::model::context_name_error(name) {
+            return Err(format!("context {name:?} {why}"));
+        }
+        rest = more;
+    }
+    Ok(rest)
+}
+
+/// helm's `[--kubeconfig PATH] [--kube-context NAME]`, or nothing.
+fn kube_args(args: &[String], root: &Path, trusted: Option<&Path>) -> Result<(), String> {
+    match access_args(args, root, trusted, "--kube-context")? {
         [] => Ok(()),
-        [flag, path] if flag == "--kubeconfig" && inside(path, root) => Ok(()),
         _ => Err(format!(
-            "arguments {args:?} are not the --kubeconfig preflight passes"
+            "arguments {args:?} are not the --kubeconfig and --kube-context preflight passes"
         )),
     }
 }
@@ -619,17 +684,9 @@ fn inside(path: &str, root: &Path) -> bool {
         && !path.split('/').any(|c| c == "..")
 }
 
-/// `[--kubeconfig PATH] -n NS rollout restart KIND/NAME`.
-fn rollout_args(args: &[String], root: &Path) -> Result<(), String> {
-    let rest = match args {
-        [flag, path, rest @ ..] if flag == "--kubeconfig" => {
-            kube_args(&args[..2], root)?;
-            let _ = path;
-            rest
-        }
-        rest => rest,
-    };
-    match rest {
+/// `[--kubeconfig PATH] [--context NAME] -n NS rollout restart KIND/NAME`.
+fn rollout_args(args: &[String], root: &Path, trusted: Option<&Path>) -> Result<(), String> {
+    match access_args(args, root, trusted, "--context")? {
         [n, ns, r, s, what] if n == "-n" && r == "rollout" && s == "restart" => {
             word(ns, "namespace")?;
             word(what, "workload")
@@ -658,5 +715,79 @@ fn firewall_args(args: &[String]) -> Result<(), String> {
         Err(format!(
             "firewall-cmd arguments {args:?} are not an undo preflight writes"
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A journal written before the release and namespace were recorded meant the only
+    /// release preflight then installed: cilium in kube-system.
+    #[test]
+    fn an_old_helm_entry_without_release_or_namespace_means_cilium_in_kube_system() {
+        let old: Undo = serde_json::from_str(
+            r#"{"undo":"helm","prior_revision":null,"extra_args":["--kubeconfig","/r/k.yaml"]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            old,
+            Undo::Helm {
+                release: "cilium".into(),
+                namespace: "kube-system".into(),
+                prior_revision: None,
+                extra_args: vec!["--kubeconfig".into(), "/r/k.yaml".into()],
+                applied: None,
+            }
+        );
+    }
+
+    #[test]
+    fn access_flags_are_the_ones_preflight_passes() {
+        let root = Path::new("/r");
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(
+            kube_args(
+                &a(&["--kubeconfig", "/r/k.yaml", "--kube-context", "edge"]),
+                root,
+                None
+            )
+            .is_ok()
+        );
+        // The operator's own kubeconfig outside the root: only when rollback is given it.
+        let theirs = a(&["--kubeconfig", "/home/op/.kube/config"]);
+        assert!(kube_args(&theirs, root, None).is_err());
+        assert!(kube_args(&theirs, root, Some(Path::new("/home/op/.kube/config"))).is_ok());
+        assert!(kube_args(&theirs, root, Some(Path::new("/home/op/other"))).is_err());
+        assert!(
+            kube_args(
+                &a(&["--kube-context", "arn:aws:eks:x:1:cluster/y"]),
+                root,
+                None
+            )
+            .is_ok()
+        );
+        for bad in [
+            a(&["--kube-context", "-x"]),
+            a(&["--kube-context", "a b"]),
+            a(&["--kubeconfig", "/elsewhere/k.yaml"]),
+            a(&["--context", "edge"]),
+            a(&["--kube-context", "edge", "--kubeconfig", "/r/k.yaml"]),
+        ] {
+            assert!(kube_args(&bad, root, None).is_err(), "{bad:?}");
+        }
+        let restart = "-n kube-system rollout restart deployment/coredns";
+        for (access, ok) in [
+            ("--kubeconfig /r/k --context edge", true),
+            ("--context edge", true),
+            ("--context edge;rm", false),
+            ("--kube-context edge", false),
+        ] {
+            let argv: Vec<String> = format!("{access} {restart}")
+                .split(' ')
+                .map(String::from)
+                .collect();
+            assert_eq!(rollout_args(&argv, root, None).is_ok(), ok, "{argv:?}");
+        }
     }
 }

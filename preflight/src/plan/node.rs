@@ -1,6 +1,9 @@
 //! What the plan needs to know about the node, read through the root prefix (files) and the
 //! runner (`ip` for links). Read-only.
-use std::{collections::BTreeMap, path::PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use anyhow::Context;
 
@@ -191,16 +194,7 @@ impl NodeState {
             .filter(|p| host.is_file(p))
             .map(|p| host.resolve(p))
             .transpose()?;
-        // A journal that does not load is reported by install when it opens it; here it only
-        // means "no completed install known".
-        let installed = super::journal::Journal::load(host)
-            .ok()
-            .flatten()
-            .filter(|j| {
-                j.file.status == super::journal::Status::Complete
-                    && j.file.runs.iter().any(|r| r == "install")
-            })
-            .map(|j| j.shown());
+        let installed = installed_by_preflight(host, None);
         Ok(Self {
             root: host.root().to_path_buf(),
             host: host.clone(),
@@ -326,9 +320,10 @@ pub fn read_containerd_cni(host: &HostRoot, node_path: &str) -> anyhow::Result<O
 }
 
 /// The CNI dirs containerd will use after k3s restarts with `flannel-backend: none`: a
-/// config.toml.tmpl the user keeps wins; otherwise k3s drops its own dirs and containerd falls
-/// back to /opt/cni/bin and /etc/cni/net.d (FACTS §5); Rancher Desktop ships its plugins in
-/// /usr/libexec/cni. A `data/<hash>/bin` dir is replaced by `data/current/bin` (k3s-io/k3s#10869).
+/// config.toml.tmpl the user keeps wins; otherwise k3s drops its own dirs and containerd falls back
+/// to /opt/cni/bin and /etc/cni/net.d (docs/upstream.md#k3s-and-rancher-desktop); Rancher Desktop
+/// ships its plugins in /usr/libexec/cni. A `data/<hash>/bin` dir is replaced by `data/current/bin`
+/// (k3s-io/k3s#10869).
 fn predict_cni(
     host: &HostRoot,
     now: Option<&CniPaths>,
@@ -494,6 +489,20 @@ pub fn parse_link(json: &str, name: &str) -> Option<LinkSpec> {
             .as_array()
             .is_some_and(|f| f.iter().any(|x| x == "UP")),
     })
+}
+
+/// The journal of a completed install of preflight's, shown for messages; `kubeconfig` as
+/// [`super::journal::Journal::load_trusting`] takes it. A journal that does not load is
+/// reported by install when it opens it; here it only means "no completed install known".
+pub fn installed_by_preflight(host: &HostRoot, kubeconfig: Option<&Path>) -> Option<String> {
+    super::journal::Journal::load_trusting(host, kubeconfig)
+        .ok()
+        .flatten()
+        .filter(|j| {
+            j.file.status == super::journal::Status::Complete
+                && j.file.runs.iter().any(|r| r == "install")
+        })
+        .map(|j| j.shown())
 }
 
 #[cfg(test)]

@@ -3,10 +3,13 @@
 //! kernel has the feature; JIT always-on alone comes from the kernel config.
 use std::collections::BTreeMap;
 
-use crate::host::kconfig::{KernelConfigFact, Setting};
+use crate::{
+    host::kconfig::{KernelConfigFact, NotVisible, Setting},
+    model::Support,
+};
 
 use super::{
-    Kernel, Load, Support,
+    Kernel, Load,
     sys::{
         self, BPF_ALU64, BPF_JLT, BPF_JMP, BPF_JMP32, BPF_JNE, BPF_K, BPF_MOV, BPF_SUB, BPF_X, Insn,
     },
@@ -93,7 +96,7 @@ fn bounded_loops() -> Vec<Insn> {
 /// bpf.misc.jit_always_on check reads this same answer.
 pub fn jit_always_on(config: &KernelConfigFact) -> Support {
     match config {
-        KernelConfigFact::Found(c) => match c.get("BPF_JIT_ALWAYS_ON") {
+        KernelConfigFact::Got(c) => match c.get("BPF_JIT_ALWAYS_ON") {
             Some(Setting::Builtin) => Support::Available,
             None => Support::Unavailable {
                 reason: Some(format!(
@@ -114,7 +117,7 @@ pub fn jit_always_on(config: &KernelConfigFact) -> Support {
                 ),
             },
         },
-        KernelConfigFact::NotVisible { searched, problems } => Support::Unknown {
+        KernelConfigFact::Unknown(NotVisible { searched, problems }) => Support::Unknown {
             reason: if problems.is_empty() {
                 format!(
                     "kernel config not visible (searched {}); it cannot be probed without \
@@ -124,6 +127,9 @@ pub fn jit_always_on(config: &KernelConfigFact) -> Support {
             } else {
                 format!("no usable kernel config: {}", problems.join("; "))
             },
+        },
+        KernelConfigFact::Skipped(why) => Support::Unknown {
+            reason: why.clone(),
         },
     }
 }
@@ -217,7 +223,7 @@ mod tests {
     }
 
     fn config(options: &[(&str, Setting)]) -> KernelConfigFact {
-        KernelConfigFact::Found(crate::host::kconfig::KernelConfig {
+        KernelConfigFact::Got(crate::host::kconfig::KernelConfig {
             source: "/proc/config.gz".into(),
             options: options
                 .iter()
@@ -238,18 +244,18 @@ mod tests {
         let odd = jit_always_on(&config(&[("BPF_JIT_ALWAYS_ON", Setting::Module)]));
         assert_eq!(odd.label(), "unknown");
         // Not visible is "could not tell", with where we looked; never "off".
-        let hidden = jit_always_on(&KernelConfigFact::NotVisible {
+        let hidden = jit_always_on(&KernelConfigFact::Unknown(NotVisible {
             searched: vec!["/proc/config.gz".into(), "/boot/config-6.18".into()],
             problems: vec![],
-        });
+        }));
         assert!(
             matches!(&hidden, Support::Unknown { reason } if reason.contains("/boot/config-6.18")),
             "{hidden:?}"
         );
-        let broken = jit_always_on(&KernelConfigFact::NotVisible {
+        let broken = jit_always_on(&KernelConfigFact::Unknown(NotVisible {
             searched: vec!["/proc/config.gz".into()],
             problems: vec!["/proc/config.gz: not gzip".into()],
-        });
+        }));
         assert!(matches!(&broken, Support::Unknown { reason } if reason.contains("not gzip")));
     }
 

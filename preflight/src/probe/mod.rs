@@ -25,41 +25,7 @@ use aya::{maps::MapType, programs::ProgramType, sys::BpfHelper};
 pub use live::LiveKernel;
 use serde::{Deserialize, Serialize};
 
-use crate::host::kconfig::KernelConfigFact;
-
-/// A three-way answer. `Unknown` carries why we could not tell.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "lowercase")]
-pub enum Support {
-    Available,
-    Unavailable {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        reason: Option<String>,
-    },
-    Unknown {
-        reason: String,
-    },
-}
-
-impl Support {
-    pub fn from_result(r: Result<bool, String>) -> Self {
-        match r {
-            Ok(true) => Self::Available,
-            Ok(false) => Self::Unavailable { reason: None },
-            Err(reason) => Self::Unknown { reason },
-        }
-    }
-    pub fn is_available(&self) -> bool {
-        matches!(self, Self::Available)
-    }
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::Available => "available",
-            Self::Unavailable { .. } => "unavailable",
-            Self::Unknown { .. } => "unknown",
-        }
-    }
-}
+use crate::{host::kconfig::KernelConfigFact, model::Support};
 
 /// A raw program load for the misc probes: either it loaded, or the kernel said no.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,6 +230,7 @@ pub(crate) mod fake {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+    use crate::host::kconfig::NotVisible;
 
     #[derive(Default)]
     pub struct FakeKernel {
@@ -314,12 +281,12 @@ pub(crate) mod fake {
             Ok(true)
         }
         fn kernel_config(&self) -> KernelConfigFact {
-            self.kernel_config
-                .clone()
-                .unwrap_or_else(|| KernelConfigFact::NotVisible {
+            self.kernel_config.clone().unwrap_or_else(|| {
+                KernelConfigFact::Unknown(NotVisible {
                     searched: vec!["/proc/config.gz".into()],
                     problems: vec![],
                 })
+            })
         }
     }
 }
@@ -455,17 +422,48 @@ mod tests {
         assert!(v["misc"].is_object() && v["helpers"].is_object());
     }
 
+    /// The backticked names in the part of docs/probe.md that starts with `from` and ends
+    /// before `to`: the lists the tests below keep in step with the code.
+    fn documented(from: &str, to: &str) -> std::collections::BTreeSet<String> {
+        let docs = include_str!("../../../docs/probe.md");
+        let docs = docs.split_whitespace().collect::<Vec<_>>().join(" ");
+        let start = docs.find(from).expect("docs/probe.md has the list");
+        let part = &docs[start..];
+        let part = &part[..part.find(to).expect("the list ends")];
+        part.split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|name| {
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            })
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// docs/probe.md names every `misc` item the probe answers, and no other.
     #[test]
-    fn support_serialises_with_a_status_tag_and_reason_only_when_unknown() {
-        let v = serde_json::to_value(Support::Unknown {
-            reason: "EPERM".into(),
-        })
-        .unwrap();
+    fn docs_list_every_misc_item() {
+        let report = probe(&FakeKernel::default(), Scope::Cilium);
+        let answered: std::collections::BTreeSet<String> = report.misc.keys().cloned().collect();
+        let mut listed = documented("`misc`: ", ". ");
+        listed.remove("misc");
+        assert_eq!(listed, answered, "docs/probe.md's `misc` list");
+    }
+
+    /// docs/probe.md names every top-level key of `preflight probe --format json`.
+    #[test]
+    fn docs_list_every_key_of_the_probe_json() {
+        // --all, so `helpers_not_probed` (left out when empty) is there too.
+        let report = probe(&FakeKernel::default(), Scope::All);
+        let v = serde_json::to_value(ProbeJson::new(&report)).unwrap();
+        let keys: std::collections::BTreeSet<String> =
+            v.as_object().unwrap().keys().cloned().collect();
+        assert!(keys.contains("helpers_not_probed"), "{keys:?}");
         assert_eq!(
-            v,
-            serde_json::json!({"status": "unknown", "reason": "EPERM"})
+            documented("top-level `schema_version`", "How answers are read"),
+            keys,
+            "docs/probe.md's Output paragraph"
         );
-        let v = serde_json::to_value(Support::Available).unwrap();
-        assert_eq!(v, serde_json::json!({"status": "available"}));
     }
 }

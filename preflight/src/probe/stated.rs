@@ -1,6 +1,7 @@
 //! Probe results stated rather than probed: what a test, or a node described in files, says the
 //! kernel has. Only the answers given exist; everything else reads as "not probed".
-use super::{ProbeReport, Support};
+use super::ProbeReport;
+use crate::model::Support;
 
 impl ProbeReport {
     /// `helpers`: (program type, helper, available); `misc`: (feature, available).

@@ -115,3 +115,49 @@ pub fn read_json(path: &std::path::Path) -> anyhow::Result<Report> {
     }
     serde_json::from_str(&text).map_err(not_a_report)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    /// Every property name in a JSON Schema, at any depth.
+    fn properties(schema: &serde_json::Value, out: &mut BTreeSet<String>) {
+        match schema {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::Object(props)) = map.get("properties") {
+                    out.extend(props.keys().cloned());
+                }
+                map.values().for_each(|v| properties(v, out));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| properties(v, out)),
+            _ => {}
+        }
+    }
+
+    /// docs/report.md documents the JSON contract: every field the report can carry is named
+    /// there (in backticks, alone or in a path such as `verdict.readiness`), so a field added to
+    /// the model without a word in the docs fails here.
+    #[test]
+    fn docs_name_every_field_of_the_report() {
+        let docs = include_str!("../../../docs/report.md");
+        let named: BTreeSet<&str> = docs
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .flat_map(|span| span.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
+            .collect();
+        // The JSON example names fields as "keys" too.
+        let quoted: BTreeSet<&str> = docs.split('"').skip(1).step_by(2).collect();
+        let mut fields = BTreeSet::new();
+        properties(&super::json_schema(), &mut fields);
+        assert!(fields.contains("schema_version") && fields.contains("needed_by"));
+        let missing: Vec<&String> = fields
+            .iter()
+            .filter(|f| !named.contains(f.as_str()) && !quoted.contains(f.as_str()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "docs/report.md does not name {missing:?}"
+        );
+    }
+}

@@ -3,7 +3,7 @@
 //! - netkit arrived in 6.7 (CONFIG_NETKIT); Debian builds it into 6.12 and 6.1 lacks it.
 //! - BPF_MAP_TYPE_CGRP_STORAGE and bpf_cgrp_storage_get/delete arrived in 6.2,
 //!   BPF_PROG_TYPE_NETFILTER in 6.4 (include/uapi/linux/bpf.h history).
-//! - Debian builds Cilium's options as modules (../shared/ENVIRONMENT.md), so they are
+//! - Debian builds Cilium's options as modules (docs/upstream.md#kernel-config), so they are
 //!   loadable but not loaded on a fresh boot.
 //! - Per architecture: none of the above differs between amd64 and arm64. Each is generic
 //!   kernel code, built on every architecture with a BPF JIT: kernel/bpf/bpf_cgrp_storage.c

@@ -29,7 +29,7 @@ use std::{
 pub use janitor::janitor_main;
 use serde::{Deserialize, Serialize};
 
-use super::Support;
+use crate::model::Support;
 
 /// The canary object built from preflight-ebpf by build.rs (empty with AYA_BUILD_SKIP=1).
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/preflight-ebpf"));

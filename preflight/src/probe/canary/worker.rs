@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     CanaryReport, CanaryResult, EBPF_LOG_ENV, LOG_OBJECT, OBJECT, cgroup, janitor, packet,
 };
-use crate::probe::{Support, live::error_chain};
+use crate::{model::Support, probe::live::error_chain};
 
 const VETH_A: &str = "pfcanary-a";
 const VETH_B: &str = "pfcanary-b";
