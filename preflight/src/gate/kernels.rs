@@ -237,6 +237,9 @@ pub fn check_image(kernel: &Kernel, machine: Machine) -> anyhow::Result<()> {
 fn package_for(spec: &str, cache: &Path, machine: Machine) -> anyhow::Result<String> {
     let arch = machine.debian_arch();
     let host = Machine::host().debian_arch();
+    if arch != host && spec.contains(&format!("-{host}")) {
+        bail!("{spec}: a {host} kernel, but the guests are {arch} (--arch)");
+    }
     if spec.starts_with("linux-image-") {
         return Ok(spec.to_string());
     }
@@ -531,14 +534,23 @@ mod tests {
             arm("linux-image-6.1.0-57-arm64"),
             "linux-image-6.1.0-57-arm64"
         );
-        // An amd64 release is not an arm64 package: refused by name.
-        let err = package_for("6.1.0-57-cloud-amd64", cache, Machine::Aarch64)
+        // Another architecture's release or package for these guests: refused by name.
+        let other = match Machine::host() {
+            Machine::X86_64 => Machine::Aarch64,
+            Machine::Aarch64 => Machine::X86_64,
+        };
+        let host = Machine::host().debian_arch();
+        for spec in [
+            format!("6.1.0-57-cloud-{host}"),
+            format!("linux-image-6.1.0-57-cloud-{host}"),
+        ] {
+            let err = package_for(&spec, cache, other).unwrap_err().to_string();
+            assert!(err.contains(&spec) && err.contains("--arch"), "{err}");
+        }
+        let err = package_for("6.1.0-57-cloud-ppc64el", cache, Machine::Aarch64)
             .unwrap_err()
             .to_string();
-        assert!(
-            err.contains("6.1.0-57-cloud-amd64") && err.contains("-arm64"),
-            "{err}"
-        );
+        assert!(err.contains("(...-arm64)"), "{err}");
         // A line: the newest cached kernel of the guest's architecture, never the host's.
         for p in [
             "linux-image-6.1.0-57-cloud-amd64",
