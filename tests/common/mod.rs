@@ -91,7 +91,15 @@ impl Nobody {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .expect("chmod scratch dir");
         let bin = dir.path().join("preflight");
-        std::fs::copy(env!("CARGO_BIN_EXE_preflight"), &bin).expect("copy the binary");
+        // Copied by cp(1), not std::fs::copy: a write fd open in this process would be
+        // inherited by a child another test thread forks at that moment, and exec of the copy
+        // then fails with ETXTBSY ("Text file busy") until that child execs.
+        let copied = std::process::Command::new("cp")
+            .arg(env!("CARGO_BIN_EXE_preflight"))
+            .arg(&bin)
+            .status()
+            .expect("run cp");
+        assert!(copied.success(), "copy the binary: {copied}");
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))
             .expect("chmod the binary");
         Nobody { _dir: dir, bin }
