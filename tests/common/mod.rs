@@ -121,3 +121,31 @@ impl Nobody {
         measure(c, Duration::from_secs(300))
     }
 }
+
+/// Every tool the migration runs, which the migration tests put stand-ins for first on PATH
+/// (tests/standins; what they stand in for: docs/migration.md).
+pub const MIGRATION_TOOLS: [&str; 12] = [
+    "helm",
+    "kubectl",
+    "systemctl",
+    "ip",
+    "mount",
+    "sysctl",
+    "modprobe",
+    "firewall-cmd",
+    "rc-service",
+    "iptables-save",
+    "iptables",
+    "iptables-restore",
+];
+
+/// Writes `script` as an executable stand-in for each of `tools` into `bin`.
+pub fn install_standins(bin: &Path, tools: &[&str], script: &str) {
+    std::fs::create_dir_all(bin).expect("create the stand-in bin dir");
+    for tool in tools {
+        let path = bin.join(tool);
+        std::fs::write(&path, script).expect("write a stand-in");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod a stand-in");
+    }
+}
