@@ -22,6 +22,12 @@ seed() { # target → seed files
     iptables_save) ls ../fixtures/iptables/*.save ;;
     set_expr) ls ../fixtures/set/*.txt ;;
     values_yaml) ls ../fixtures/values/*.yaml ../fixtures/charts/*/values.yaml ;;
+    reports) ls ../fixtures/reports/* ;;
+    chart_rules) ls seeds/chart_rules/* ;;
+    elf_object) find ../target/debug/build -path '*out*' -name '*.o' 2>/dev/null | head -20 ;;
+    tar_extract) # tars made here from a fixture (plain and gzip), straight into the corpus
+      tar -cf corpus/tar_extract/seed-mini-chart.tar -C ../fixtures/charts mini-cilium
+      tar -czf corpus/tar_extract/seed-mini-chart.tar.gz -C ../fixtures/charts mini-cilium ;;
   esac 2>/dev/null || true
 }
 # The canary eBPF object is irrelevant to parsers; skip building it under the sanitizer.

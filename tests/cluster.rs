@@ -16,6 +16,8 @@
 //! iptables rules: the node stages are the real `preflight install --migration-stage` on copies
 //! of the fixture node roots, entered there with `nsenter --net`, running the real `ip`,
 //! `iptables-save`, `iptables` and `iptables-restore`. Everything else is real.
+mod common;
+
 use std::{
     collections::BTreeMap,
     convert::Infallible,
@@ -1082,12 +1084,8 @@ impl Cluster {
     fn new() -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let bin = tmp.path().join("bin");
-        fs::create_dir_all(&bin).unwrap();
         // Not ip or the iptables tools: those run for real in each node's network namespace.
-        for tool in ["helm", "systemctl", "mount", "kubectl"] {
-            fs::write(bin.join(tool), STAND_IN).unwrap();
-            fs::set_permissions(bin.join(tool), fs::Permissions::from_mode(0o755)).unwrap();
-        }
+        common::install_standins(&bin, &["helm", "systemctl", "mount", "kubectl"], STAND_IN);
         let mut holders = Vec::new();
         let mut world = World {
             standin: tmp.path().join("cluster"),

@@ -119,24 +119,7 @@ fn world() -> World {
     fs::set_permissions(outside.join("victim"), fs::Permissions::from_mode(0o640)).unwrap();
     let standin = tmp.path().join("standin");
     let bin = standin.join("bin");
-    fs::create_dir_all(&bin).unwrap();
-    for tool in [
-        "helm",
-        "kubectl",
-        "systemctl",
-        "ip",
-        "mount",
-        "sysctl",
-        "modprobe",
-        "firewall-cmd",
-        "rc-service",
-        "iptables-save",
-        "iptables",
-        "iptables-restore",
-    ] {
-        fs::write(bin.join(tool), STAND_IN).unwrap();
-        fs::set_permissions(bin.join(tool), fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    common::install_standins(&bin, &common::MIGRATION_TOOLS, STAND_IN);
     World {
         _tmp: tmp,
         root,

@@ -5,6 +5,8 @@
 //! first on PATH: each records its argv in a log and succeeds, or fails when told to. They also
 //! play the parts of k3s (rewriting containerd's config.toml on restart) and of the Cilium agent
 //! (writing its conflist, CNI binary and links on install), so rollback has real work to undo.
+mod common;
+
 use std::{
     collections::BTreeMap,
     fs,
@@ -86,24 +88,7 @@ fn node_from(fixture: &str) -> Node {
     let standin = tmp.path().join("standin");
     let bin = standin.join("bin");
     fs::create_dir_all(standin.join("links")).unwrap();
-    fs::create_dir_all(&bin).unwrap();
-    for tool in [
-        "helm",
-        "kubectl",
-        "systemctl",
-        "ip",
-        "mount",
-        "sysctl",
-        "modprobe",
-        "firewall-cmd",
-        "rc-service",
-        "iptables-save",
-        "iptables",
-        "iptables-restore",
-    ] {
-        fs::write(bin.join(tool), STAND_IN).unwrap();
-        fs::set_permissions(bin.join(tool), fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    common::install_standins(&bin, &common::MIGRATION_TOOLS, STAND_IN);
     fs::write(standin.join("iptables"), FLANNEL_IPTABLES).unwrap();
     // flannel's links exist on this "node" (`ip -j link show` output, kept by the stand-in).
     for link in ["flannel.1", "cni0"] {

@@ -592,16 +592,44 @@ fn capability<'a>(r: &'a Run, name: &str) -> &'a serde_json::Value {
 
 #[test]
 fn the_verdict_line_separates_blocked_from_undecided_capabilities() {
-    // The plan node: its kernel config lacks what base-datapath needs, and tunnel-vxlan,
-    // l7-proxy and hubble have nothing but unknowns; they are undecided, not blocked.
+    // The plan node: k3s still runs flannel (blocks base-datapath), and tunnel-vxlan, l7-proxy
+    // and hubble have nothing but unknowns (no kernel config under the root): they are
+    // undecided, not blocked. The plan fixes the one failure, so nothing is left for a person:
+    // the node is undecided (exit 2), and the line names the step.
     let r = run("k3s-flannel-plan", &["--no-compile", "--no-canaries"]);
-    assert_eq!(r.code, 1, "{}", summary(&r));
+    assert_eq!(r.code, 2, "{}", summary(&r));
     assert_eq!(capability(&r, "tunnel-vxlan")["undecided"], true);
     assert_eq!(
-        summary(&r),
-        "NO-GO: Cilium 1.20.2 would not come up: 1 failed check blocks base-datapath; \
-         undecided: tunnel-vxlan, l7-proxy, hubble"
+        capability(&r, "tunnel-vxlan")["blocking"],
+        serde_json::json!([])
     );
+    assert_eq!(
+        capability(&r, "base-datapath")["blocking"],
+        serde_json::json!(["k3s.flannel-backend"])
+    );
+    assert_eq!(r.report["verdict"]["readiness"], "undecided");
+    let line = summary(&r);
+    assert!(
+        line.starts_with(
+            "UNDECIDED: could not verify tunnel-vxlan, l7-proxy, hubble for Cilium 1.20.2: "
+        ),
+        "{line}"
+    );
+    assert!(
+        line.ends_with("every failure is fixed by the steps of `preflight plan`: k3s.drop-in (fixes k3s.flannel-backend)"),
+        "{line}"
+    );
+    // With that failure ignored, the unknowns alone make it undecided too.
+    let r = run(
+        "k3s-flannel-plan",
+        &[
+            "--no-compile",
+            "--no-canaries",
+            "--ignore",
+            "k3s.flannel-backend",
+        ],
+    );
+    assert_eq!(r.code, 2, "{}", summary(&r));
 }
 
 #[test]

@@ -91,7 +91,15 @@ impl Nobody {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .expect("chmod scratch dir");
         let bin = dir.path().join("preflight");
-        std::fs::copy(env!("CARGO_BIN_EXE_preflight"), &bin).expect("copy the binary");
+        // Copied by cp(1), not std::fs::copy: a write fd open in this process would be
+        // inherited by a child another test thread forks at that moment, and exec of the copy
+        // then fails with ETXTBSY ("Text file busy") until that child execs.
+        let copied = std::process::Command::new("cp")
+            .arg(env!("CARGO_BIN_EXE_preflight"))
+            .arg(&bin)
+            .status()
+            .expect("run cp");
+        assert!(copied.success(), "copy the binary: {copied}");
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))
             .expect("chmod the binary");
         Nobody { _dir: dir, bin }
@@ -111,5 +119,33 @@ impl Nobody {
         .env("TMPDIR", "/tmp")
         .stdin(Stdio::null());
         measure(c, Duration::from_secs(300))
+    }
+}
+
+/// Every tool the migration runs, which the migration tests put stand-ins for first on PATH
+/// (tests/standins; what they stand in for: docs/migration.md).
+pub const MIGRATION_TOOLS: [&str; 12] = [
+    "helm",
+    "kubectl",
+    "systemctl",
+    "ip",
+    "mount",
+    "sysctl",
+    "modprobe",
+    "firewall-cmd",
+    "rc-service",
+    "iptables-save",
+    "iptables",
+    "iptables-restore",
+];
+
+/// Writes `script` as an executable stand-in for each of `tools` into `bin`.
+pub fn install_standins(bin: &Path, tools: &[&str], script: &str) {
+    std::fs::create_dir_all(bin).expect("create the stand-in bin dir");
+    for tool in tools {
+        let path = bin.join(tool);
+        std::fs::write(&path, script).expect("write a stand-in");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod a stand-in");
     }
 }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::{
     cilium::values,
     fleet::read::{self, Item, NodeReport, ReadStats},
-    model::{K3sRole, NodeNetwork, Observed, Status},
+    model::{Gathered, K3sRole, NodeNetwork, Status},
 };
 
 /// Where the flannel-era conflists live on k3s, and k3s's default dirs once flannel is off
@@ -39,7 +39,7 @@ pub struct ClusterNode {
     pub blocking: Vec<String>,
     pub k3s: Option<K3sRole>,
     /// None: the report predates cluster facts.
-    pub network: Option<Observed<NodeNetwork>>,
+    pub network: Option<Gathered<NodeNetwork>>,
 }
 
 impl ClusterNode {
@@ -561,7 +561,7 @@ pub fn build(inputs: Inputs, opts: ClusterOptions) -> ClusterPlan {
         .filter(|n| n.network.as_ref().and_then(|o| o.got()).is_none())
         .map(|n| {
             let why = match &n.network {
-                Some(Observed::Unknown(w) | Observed::Skipped(w)) => w.clone(),
+                Some(Gathered::Unknown(w) | Gathered::Skipped(w)) => w.clone(),
                 _ => "no cluster facts in its report".into(),
             };
             format!("{}: {why}", n.hostname)

@@ -20,9 +20,7 @@ pub use names::{
     context_name_error, dns1123_label_error, parse_context_name, parse_dns1123_label,
     parse_release_name,
 };
-pub use network::{
-    ClusterFacts, K3sRole, NetDevice, NodeAddress, NodeNetwork, NodeRoute, Observed,
-};
+pub use network::{ClusterFacts, K3sRole, NetDevice, NodeAddress, NodeNetwork, NodeRoute};
 pub use node::Node;
 pub use outcome::Outcome;
 pub use status::Status;

@@ -16,9 +16,6 @@ pub struct ClusterFacts {
     pub k3s: Option<K3sRole>,
 }
 
-/// The name `cluster/plan.rs` still reads reports' network facts by: the same type.
-pub type Observed<T> = Gathered<T>;
-
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NodeNetwork {
     /// Addresses in CIDR form with their device (the device of the connected route that holds
