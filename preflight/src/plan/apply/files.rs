@@ -14,7 +14,8 @@ use crate::plan::{
     node::{self, LinkState},
 };
 
-/// `Action::WriteFile`: carry it out under the journal. Ok(Some(why)) when nothing was to do.
+/// `Action::WriteFile`: the file written atomically with its mode, its prior content (or absence)
+/// journaled first; nothing to do when it already has this content and mode.
 pub(in crate::plan) fn write_file(
     ex: &mut Executor<'_>,
     id: &str,
@@ -52,7 +53,8 @@ pub(in crate::plan) fn write_file(
     Ok(None)
 }
 
-/// `Action::MoveAside`: carry it out under the journal. Ok(Some(why)) when nothing was to do.
+/// `Action::MoveAside`: the file moved into the journal's backup dir (a bpffs pin: beside it),
+/// journaled before it moves.
 pub(in crate::plan) fn move_aside(
     ex: &mut Executor<'_>,
     step: &Step,
@@ -89,7 +91,8 @@ pub(in crate::plan) fn move_aside(
     Ok(None)
 }
 
-/// `Action::Guard`: carry it out under the journal. Ok(Some(why)) when nothing was to do.
+/// `Action::Guard`: what each path and link is now, journaled so rollback can return what k3s
+/// and the agent write later; the node itself is not changed.
 pub(in crate::plan) fn guard(
     ex: &mut Executor<'_>,
     id: &str,
@@ -130,7 +133,8 @@ pub(in crate::plan) fn guard(
     Ok(None)
 }
 
-/// `Undo::Path`: put it back. Ok(Some(what)) when something changed back.
+/// `Undo::Path`: the prior content back, or the file gone again; a version the user edited after
+/// preflight wrote it is kept aside first.
 pub(in crate::plan) fn undo_path(
     host: &HostRoot,
     path: &str,
@@ -149,7 +153,7 @@ pub(in crate::plan) fn undo_path(
     })
 }
 
-/// `Undo::Moved`: put it back. Ok(Some(what)) when something changed back.
+/// `Undo::Moved`: the file moved back from the backup dir, content and mode unchanged.
 pub(in crate::plan) fn undo_moved(
     host: &HostRoot,
     path: &str,

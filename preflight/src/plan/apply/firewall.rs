@@ -7,7 +7,7 @@ use crate::plan::{
     runner::{Runner, Tool},
 };
 
-/// `Action::Firewall`: carry it out under the journal. Ok(Some(why)) when nothing was to do.
+/// `Action::Firewall`: `firewall-cmd` with the step's arguments, the removing arguments journaled.
 pub(in crate::plan) fn firewall(
     ex: &mut Executor<'_>,
     id: &str,
@@ -25,7 +25,7 @@ pub(in crate::plan) fn firewall(
     Ok(None)
 }
 
-/// `Undo::Firewall`: put it back. Ok(Some(what)) when something changed back.
+/// `Undo::Firewall`: the journaled removing arguments, then `firewall-cmd --reload`.
 pub(in crate::plan) fn undo_firewall(
     runner: &Runner,
     remove_args: &[String],

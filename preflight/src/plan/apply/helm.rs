@@ -12,7 +12,7 @@ use crate::plan::{
     runner::{Runner, Tool},
 };
 
-/// `Action::Helm`: carry it out under the journal. Ok(Some(why)) when nothing was to do.
+/// `Action::Helm`: `helm upgrade --install` of the release, its prior revision journaled.
 pub(in crate::plan) fn helm(
     ex: &mut Executor<'_>,
     id: &str,
@@ -107,7 +107,8 @@ pub(in crate::plan) fn helm(
     Ok(None)
 }
 
-/// `Action::HelmUninstall`: carry it out under the journal. Ok(Some(why)) when nothing was to do.
+/// `Action::HelmUninstall`: `helm uninstall` of the release, its chart version and values
+/// (`helm get values`) journaled first so rollback can install it again.
 pub(in crate::plan) fn helm_uninstall(
     ex: &mut Executor<'_>,
 
@@ -155,7 +156,7 @@ pub(in crate::plan) fn helm_uninstall(
     Ok(None)
 }
 
-/// `Undo::Helm`: put it back. Ok(Some(what)) when something changed back.
+/// `Undo::Helm`: `helm rollback` to the prior revision, or `helm uninstall` when there was none.
 pub(in crate::plan) fn undo_helm(
     runner: &Runner,
     release: &str,
@@ -192,7 +193,8 @@ pub(in crate::plan) fn undo_helm(
     })
 }
 
-/// `Undo::HelmUninstalled`: put it back. Ok(Some(what)) when something changed back.
+/// `Undo::HelmUninstalled`: the release installed again with its journaled chart version and
+/// values; nothing to do when it is there.
 pub(in crate::plan) fn undo_helm_uninstalled(
     host: &HostRoot,
     runner: &Runner,

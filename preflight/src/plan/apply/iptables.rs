@@ -8,7 +8,8 @@ use crate::plan::{
     runner::{Runner, Tool},
 };
 
-/// `Action::FlannelIptables`: carry it out under the journal. Ok(Some(why)) when nothing was to do.
+/// `Action::FlannelIptables`: `iptables-save` of the tables that hold flannel's chains into the
+/// journal, then the chains and the rules that jump to them removed; nothing to do without them.
 pub(in crate::plan) fn flannel_iptables(
     ex: &mut Executor<'_>,
     id: &str,
@@ -40,7 +41,7 @@ pub(in crate::plan) fn flannel_iptables(
     Ok(None)
 }
 
-/// `Undo::Iptables`: put it back. Ok(Some(what)) when something changed back.
+/// `Undo::Iptables`: `iptables-restore` of the saved tables.
 pub(in crate::plan) fn undo_iptables(
     host: &HostRoot,
     runner: &Runner,

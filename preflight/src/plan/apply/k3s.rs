@@ -10,7 +10,8 @@ use crate::plan::{
     runner::{Runner, Tool},
 };
 
-/// `Action::CheckCniPaths`: carry it out under the journal. Ok(Some(why)) when nothing was to do.
+/// `Action::CheckCniPaths`: after k3s restarted, containerd's CNI dirs must be the ones the values
+/// name (changes nothing; fails the step otherwise).
 pub(in crate::plan) fn check_cni_paths(
     ex: &mut Executor<'_>,
     expect: &CniPaths,

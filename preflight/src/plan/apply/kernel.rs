@@ -8,7 +8,7 @@ use crate::plan::{
     runner::{Runner, Tool},
 };
 
-/// `Action::Modprobe`: carry it out under the journal. Ok(Some(why)) when nothing was to do.
+/// `Action::Modprobe`: the module loaded, journaled; nothing to do when it is loaded already.
 pub(in crate::plan) fn modprobe(
     ex: &mut Executor<'_>,
     id: &str,
@@ -29,7 +29,7 @@ pub(in crate::plan) fn modprobe(
     Ok(None)
 }
 
-/// `Action::Sysctl`: carry it out under the journal. Ok(Some(why)) when nothing was to do.
+/// `Action::Sysctl`: the key set, its prior value journaled; nothing to do when it has the value.
 pub(in crate::plan) fn sysctl(
     ex: &mut Executor<'_>,
     id: &str,
@@ -59,7 +59,7 @@ pub(in crate::plan) fn sysctl(
 // A module in use (flannel.1 holds vxlan, containerd's mounts hold overlay) cannot be
 // unloaded, and forcing it would take the node's network down: it stays loaded. Its
 // modules-load.d file is gone, so it is not loaded again at the next boot.
-/// `Undo::Module`: put it back. Ok(Some(what)) when something changed back.
+/// `Undo::Module`: the module unloaded again, unless something uses it (then a note says so).
 pub(in crate::plan) fn undo_module(
     host: &HostRoot,
     runner: &Runner,

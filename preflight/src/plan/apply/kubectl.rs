@@ -10,7 +10,7 @@ use crate::plan::{
     runner::Tool,
 };
 
-/// `Action::RolloutRestart`: carry it out under the journal. Ok(Some(why)) when nothing was to do.
+/// `Action::RolloutRestart`: `kubectl rollout restart` of the workloads, once per install.
 pub(in crate::plan) fn rollout_restart(
     ex: &mut Executor<'_>,
     id: &str,
@@ -36,7 +36,8 @@ pub(in crate::plan) fn rollout_restart(
     Ok(None)
 }
 
-/// `Action::RestartPods`: carry it out under the journal. Ok(Some(why)) when nothing was to do.
+/// `Action::RestartPods`: the pods flannel gave addresses recreated, so Cilium manages them;
+/// journaled (nothing to undo) so a re-run does not delete them again.
 pub(in crate::plan) fn restart_pods(
     ex: &mut Executor<'_>,
     id: &str,
@@ -82,7 +83,7 @@ pub(in crate::plan) fn restart_pods(
     Ok(None)
 }
 
-/// `Action::Kubectl`: carry it out under the journal. Ok(Some(why)) when nothing was to do.
+/// `Action::Kubectl`: a kubectl wait or query, judged by the step's post-check (changes nothing).
 pub(in crate::plan) fn kubectl(
     ex: &mut Executor<'_>,
     kargs: &[String],

@@ -10,7 +10,8 @@ use crate::plan::{
     runner::{Runner, Tool},
 };
 
-/// `Action::DeleteLink`: carry it out under the journal. Ok(Some(why)) when nothing was to do.
+/// `Action::DeleteLink`: the link deleted, its spec journaled to recreate it; nothing to do when
+/// it does not exist.
 pub(in crate::plan) fn delete_link(
     ex: &mut Executor<'_>,
     id: &str,
@@ -35,7 +36,7 @@ pub(in crate::plan) fn delete_link(
     Ok(None)
 }
 
-/// `Undo::Link`: put it back. Ok(Some(what)) when something changed back.
+/// `Undo::Link`: the link recreated from its journaled spec (or deleted, if it did not exist).
 pub(in crate::plan) fn undo_link(
     runner: &Runner,
     name: &str,

@@ -8,7 +8,7 @@ use crate::plan::{
     runner::{Runner, Tool},
 };
 
-/// `Action::MakeShared`: carry it out under the journal. Ok(Some(why)) when nothing was to do.
+/// `Action::MakeShared`: `mount --make-shared /sys/fs/bpf`; nothing to do when it is shared.
 pub(in crate::plan) fn make_shared(
     ex: &mut Executor<'_>,
     id: &str,
@@ -27,7 +27,7 @@ pub(in crate::plan) fn make_shared(
     Ok(None)
 }
 
-/// `Undo::MadeShared`: put it back. Ok(Some(what)) when something changed back.
+/// `Undo::MadeShared`: `mount --make-private` again.
 pub(in crate::plan) fn undo_made_shared(
     runner: &Runner,
     path: &str,

@@ -8,7 +8,8 @@ use crate::plan::{
     runner::{Runner, Tool},
 };
 
-/// `Action::EnableUnit`: carry it out under the journal. Ok(Some(why)) when nothing was to do.
+/// `Action::EnableUnit`: `systemctl enable --now`, whether it was active journaled; nothing to do
+/// when it is enabled and active.
 pub(in crate::plan) fn enable_unit(
     ex: &mut Executor<'_>,
     id: &str,
@@ -37,7 +38,7 @@ pub(in crate::plan) fn enable_unit(
     Ok(None)
 }
 
-/// `Action::DaemonReload`: carry it out under the journal. Ok(Some(why)) when nothing was to do.
+/// `Action::DaemonReload`: `systemctl daemon-reload`, journaled so rollback reloads again.
 pub(in crate::plan) fn daemon_reload(
     ex: &mut Executor<'_>,
     id: &str,
@@ -49,7 +50,7 @@ pub(in crate::plan) fn daemon_reload(
     Ok(None)
 }
 
-/// `Action::Service`: carry it out under the journal. Ok(Some(why)) when nothing was to do.
+/// `Action::Service`: the service restarted or reloaded (systemctl, or rc-service under OpenRC).
 pub(in crate::plan) fn service(
     ex: &mut Executor<'_>,
     step: &Step,
@@ -74,7 +75,7 @@ pub(in crate::plan) fn service(
     Ok(None)
 }
 
-/// `Undo::Enabled`: put it back. Ok(Some(what)) when something changed back.
+/// `Undo::Enabled`: `systemctl disable` again, with `--now` when it was not active before.
 pub(in crate::plan) fn undo_enabled(
     runner: &Runner,
     unit: &str,
