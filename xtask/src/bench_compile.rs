@@ -1,6 +1,6 @@
 //! `cargo xtask bench-compile`: builds preflight in release mode and runs `preflight compile
 //! --bench` on the built-in templates and on a real Cilium tree (`--tree`, by default the
-//! shared 1.18.3 tree when ../shared/cilium is there), then `--bench-diagnostics` on the
+//! 1.18.3 tree of $PREFLIGHT_SHARED when it is there, docs/compile.md#real-trees-for-the-tests), then `--bench-diagnostics` on the
 //! missing-node_config.h scenario (text parser vs libclang). preflight prints the figures (the
 //! measuring lives next to the code it measures).
 use std::{
@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 #[derive(clap::Args)]
 pub struct Args {
     /// A real Cilium tree to benchmark: a bpf dir or a `bpf.tar.gz` (leading `bpf/`). Default:
-    /// ../shared/cilium/1.18.3/bpf.tar.gz when present.
+    /// $PREFLIGHT_SHARED/cilium/1.18.3/bpf.tar.gz when present (docs/compile.md).
     #[arg(long, value_name = "DIR|TAR")]
     tree: Option<PathBuf>,
     /// The tree's Cilium version.
@@ -24,10 +24,12 @@ pub struct Args {
     extra: Vec<String>,
 }
 
-/// The shared trees, where the workspace sits next to (or two levels under) ../shared.
+/// The real trees: $PREFLIGHT_SHARED, else `shared/` beside (or two levels above) the workspace.
 fn shared_tree(root: &Path, version: &str) -> Option<PathBuf> {
-    [root.join("../shared"), root.join("../../shared")]
+    std::env::var_os("PREFLIGHT_SHARED")
+        .map(PathBuf::from)
         .into_iter()
+        .chain([root.join("../shared"), root.join("../../shared")])
         .map(|d| d.join("cilium").join(version).join("bpf.tar.gz"))
         .find(|p| p.is_file())
 }
@@ -105,7 +107,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             result?;
         }
         None => eprintln!(
-            "\nno real tree (--tree DIR|TAR, or ../shared/cilium/{}/bpf.tar.gz): templates only",
+            "\nno real tree (--tree DIR|TAR, or $PREFLIGHT_SHARED/cilium/{}/bpf.tar.gz): templates only",
             args.tree_version
         ),
     }
